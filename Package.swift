@@ -1,0 +1,97 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let package = Package(
+    name: "keyhaven",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "keyhaven", targets: ["keyhaven"]),
+        .library(name: "KeyhavenCore", targets: ["KeyhavenCore"]),
+        .library(name: "KeyhavenCrypto", targets: ["KeyhavenCrypto"]),
+        .library(name: "KeyhavenStorage", targets: ["KeyhavenStorage"]),
+        .library(name: "KeyhavenApp", targets: ["KeyhavenApp"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/sql-kit.git", from: "3.36.0"),
+        .package(url: "https://github.com/vapor/sqlite-kit.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-kit.git", from: "2.17.0"),
+        .package(url: "https://github.com/vapor/async-kit.git", from: "1.22.0"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+    ],
+    targets: [
+        .target(name: "KeyhavenCore"),
+        .target(
+            name: "KeyhavenCrypto",
+            dependencies: [
+                "KeyhavenCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "KeyhavenStorage",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenCrypto",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "AsyncKit", package: "async-kit"),
+            ]
+        ),
+        .target(
+            name: "KeyhavenWeb",
+            dependencies: [
+                "KeyhavenCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
+        .target(
+            name: "KeyhavenApp",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenCrypto",
+                "KeyhavenStorage",
+                "KeyhavenWeb",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "keyhaven",
+            dependencies: [
+                "KeyhavenApp",
+                "KeyhavenCore",
+                "KeyhavenStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(
+            name: "KeyhavenTestSupport",
+            dependencies: [
+                "KeyhavenApp",
+                "KeyhavenStorage",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
+        .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
+        .testTarget(
+            name: "KeyhavenAppTests",
+            dependencies: [
+                "KeyhavenApp", "KeyhavenTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+    ]
+)

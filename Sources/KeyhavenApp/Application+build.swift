@@ -1,0 +1,94 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+import KeyhavenCrypto
+import KeyhavenStorage
+import KeyhavenWeb
+import Logging
+import ServiceLifecycle
+
+/// The opened state of a Keyhaven deployment: the database (migrated), the checked keyring, and the stores.
+/// Shared by the server, the CLI commands and the tests, so all of them start up the same way.
+public struct KeyhavenRuntime: Sendable {
+    /// The configuration it was opened with.
+    public let configuration: KeyhavenConfiguration
+    /// The connection pool.
+    public let database: Database
+    /// The master keys, checked against the database.
+    public let keyring: LiveKeyring
+    /// The envelope-encrypted secret store.
+    public let secrets: SQLSecretStore
+    /// The logger everything below logs to.
+    public let logger: Logger
+
+    /// Opens the database, applies pending migrations, and checks the keyring (SPEC §4).
+    ///
+    /// - Parameter allowKeyringCreation: whether a fresh, empty database may get a newly generated keyring
+    ///   (`serve` only).
+    /// - Throws: `KeyhavenError` with a one-line reason; nothing is left open on failure.
+    public static func open(
+        _ configuration: KeyhavenConfiguration, allowKeyringCreation: Bool, logger: Logger
+    ) async throws -> KeyhavenRuntime {
+        let database = try await Database.open(configuration.database, logger: logger)
+        do {
+            let applied = try await Migrator(database: database).migrate()
+            if !applied.isEmpty {
+                logger.info("applied database migrations", metadata: ["migrations": "\(applied.joined(separator: ","))"])
+            }
+            let keyring = try await LiveKeyring.open(
+                source: configuration.keyring, database: database, allowCreate: allowKeyringCreation, logger: logger)
+            return KeyhavenRuntime(
+                configuration: configuration, database: database, keyring: keyring,
+                secrets: SQLSecretStore(database: database, keyring: keyring, logger: logger), logger: logger)
+        } catch {
+            await database.shutdown()
+            throw error
+        }
+    }
+
+    /// Closes the database connections.
+    public func shutdown() async {
+        await database.shutdown()
+    }
+}
+
+/// The one composition root: the HTTP application for a configuration, used by `serve` and by the tests.
+///
+/// - Throws: `KeyhavenError` if the database cannot be opened or the keyring does not fit it.
+public func buildApplication(
+    _ configuration: KeyhavenConfiguration, logger: Logger = Logger(label: "keyhaven")
+) async throws -> some ApplicationProtocol {
+    let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: logger)
+    return buildApplication(runtime)
+}
+
+/// The HTTP application over an opened runtime; the runtime is closed when the application stops.
+public func buildApplication(_ runtime: KeyhavenRuntime) -> some ApplicationProtocol {
+    let configuration = runtime.configuration
+    let router = Router(context: AppRequestContext.self)
+    router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
+    router.add(middleware: LogRequestsMiddleware(.info))
+    router.add(middleware: ErrorMiddleware())
+    HealthController(checks: [
+        ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },
+        ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
+    ]).addRoutes(to: router)
+
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+        services: [RuntimeService(runtime: runtime)],
+        logger: runtime.logger
+    )
+}
+
+/// Keeps the runtime open while the server runs and closes it after the server has stopped (services shut down
+/// in reverse order, and the server is the last one started).
+struct RuntimeService: Service {
+    let runtime: KeyhavenRuntime
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await runtime.shutdown()
+    }
+}

@@ -1,0 +1,164 @@
+import Configuration
+import Foundation
+import KeyhavenCore
+import KeyhavenCrypto
+import KeyhavenStorage
+import Logging
+
+/// Every setting Keyhaven reads, read once at start into one typed value (SPEC §2).
+///
+/// Values come, highest precedence first, from command-line flags, the environment, and a `.env` file.
+/// The master key and the database URL (which may hold a password) are secret: they never appear in
+/// `description`, in logs, or in error messages.
+public struct KeyhavenConfiguration: Sendable {
+    /// The output format of log lines.
+    public enum LogFormat: String, Sendable {
+        case text
+        case json
+    }
+
+    /// Where the data lives (`KEYHAVEN_DATABASE_URL`, default `sqlite://./data/keyhaven.sqlite`).
+    public var database: DatabaseLocation
+    /// Where the master keys come from (`KEYHAVEN_MASTER_KEY`, `KEYHAVEN_KEYRING_FILE`).
+    public var keyring: KeyringSource
+    /// The address to listen on (`KEYHAVEN_HOST`, default 127.0.0.1).
+    public var host: String
+    /// The port to listen on (`KEYHAVEN_PORT`, default 8080).
+    public var port: Int
+    /// The URL users reach the server at (`KEYHAVEN_PUBLIC_URL`); https turns on HSTS and secure cookies.
+    public var publicURL: URL
+    /// Whether anyone may sign up (`KEYHAVEN_ALLOW_SIGNUP`, default true).
+    public var allowSignup: Bool
+    /// The minimum level logged (`KEYHAVEN_LOG_LEVEL`, default info).
+    public var logLevel: Logger.Level
+    /// `text` or `json` (`KEYHAVEN_LOG_FORMAT`, default text).
+    public var logFormat: LogFormat
+
+    /// The keyring file used when neither `KEYHAVEN_MASTER_KEY` nor `KEYHAVEN_KEYRING_FILE` is set.
+    public static let defaultKeyringFile = "./data/keyring.json"
+
+    /// Creates a configuration directly (tests and embedding).
+    public init(
+        database: DatabaseLocation, keyring: KeyringSource, host: String = "127.0.0.1", port: Int = 8080,
+        publicURL: URL? = nil, allowSignup: Bool = true, logLevel: Logger.Level = .info, logFormat: LogFormat = .text
+    ) {
+        self.database = database
+        self.keyring = keyring
+        self.host = host
+        self.port = port
+        self.publicURL = publicURL ?? URL(string: "http://\(host):\(port)")!
+        self.allowSignup = allowSignup
+        self.logLevel = logLevel
+        self.logFormat = logFormat
+    }
+
+    /// Whether the server is reached over https.
+    public var isHTTPS: Bool { publicURL.scheme == "https" }
+
+    /// Reads and checks every setting.
+    ///
+    /// - Throws: `KeyhavenError.configuration` naming the first bad setting; a bad master key is reported without
+    ///   its value.
+    public init(reader: ConfigReader) throws {
+        func text(_ key: String, secret: Bool = false) -> String? {
+            reader.string(forKey: ConfigKey(key), isSecret: secret).flatMap { $0.isEmpty ? nil : $0 }
+        }
+        database = try DatabaseLocation(url: text("keyhaven.database.url", secret: true) ?? DatabaseLocation.defaultURL)
+
+        var environmentKey: MasterKey?
+        if let material = text("keyhaven.master.key", secret: true) {
+            let id = text("keyhaven.master.key.id") ?? "primary"
+            do {
+                environmentKey = try MasterKey(id: id, base64: material)
+            } catch {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_MASTER_KEY must be the base64 encoding of exactly 32 random bytes "
+                        + "(for example: openssl rand -base64 32)")
+            }
+        }
+        let keyringPath = text("keyhaven.keyring.file") ?? (environmentKey == nil ? Self.defaultKeyringFile : nil)
+        keyring = KeyringSource(environmentKey: environmentKey, file: keyringPath.map(KeyringFile.init(path:)))
+
+        host = text("keyhaven.host") ?? "127.0.0.1"
+        let portText = text("keyhaven.port") ?? "8080"
+        guard let port = Int(portText), (0...65535).contains(port) else {
+            throw KeyhavenError.configuration("KEYHAVEN_PORT must be a port number (0-65535), got \"\(portText)\"")
+        }
+        self.port = port
+        if let url = text("keyhaven.public.url") {
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil
+            else {
+                throw KeyhavenError.configuration("KEYHAVEN_PUBLIC_URL must be an http:// or https:// URL")
+            }
+            publicURL = parsed
+        } else {
+            publicURL = URL(string: "http://\(host):\(port)")!
+        }
+        allowSignup = try Self.bool(text("keyhaven.allow.signup"), name: "KEYHAVEN_ALLOW_SIGNUP", default: true)
+        let levelText = text("keyhaven.log.level") ?? "info"
+        guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
+            throw KeyhavenError.configuration(
+                "KEYHAVEN_LOG_LEVEL must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        logLevel = level
+        let formatText = text("keyhaven.log.format") ?? "text"
+        guard let format = LogFormat(rawValue: formatText.lowercased()) else {
+            throw KeyhavenError.configuration("KEYHAVEN_LOG_FORMAT must be text or json")
+        }
+        logFormat = format
+    }
+
+    private static func bool(_ value: String?, name: String, default defaultValue: Bool) throws -> Bool {
+        guard let value else { return defaultValue }
+        switch value.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw KeyhavenError.configuration("\(name) must be true or false")
+        }
+    }
+
+    /// A reader over, in order of precedence: `overrides` (command-line flags, keyed like
+    /// `keyhaven.database.url`), the environment, and the `.env` file at `environmentFile` if it exists.
+    ///
+    /// - Throws: `KeyhavenError.configuration` if the `.env` file exists but cannot be parsed.
+    public static func reader(
+        overrides: [String: String] = [:], environment: [String: String]? = nil, environmentFile: String = ".env"
+    ) async throws -> ConfigReader {
+        let secrets: SecretsSpecifier<String, String> = .specific([
+            "KEYHAVEN_MASTER_KEY", "KEYHAVEN_DATABASE_URL", "KEYHAVEN_JWT_HS256_SECRET",
+        ])
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (key, value) in overrides {
+            values[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(.string(value), isSecret: key.contains("url"))
+        }
+        let environmentProvider =
+            environment.map { EnvironmentVariablesProvider(environmentVariables: $0, secretsSpecifier: secrets) }
+            ?? EnvironmentVariablesProvider(secretsSpecifier: secrets)
+        let fileProvider: EnvironmentVariablesProvider
+        do {
+            fileProvider = try await EnvironmentVariablesProvider(
+                environmentFilePath: .init(environmentFile), allowMissing: true, secretsSpecifier: secrets)
+        } catch {
+            throw KeyhavenError.configuration("cannot read the environment file \(environmentFile)")
+        }
+        return ConfigReader(providers: [
+            InMemoryProvider(name: "flags", values: values), environmentProvider, fileProvider,
+        ])
+    }
+}
+
+extension KeyhavenConfiguration: CustomStringConvertible {
+    /// The settings without any secret: the database URL loses its password, the master key shows as set or not.
+    public var description: String {
+        [
+            "database=\(database)",
+            "master_key=\(keyring.environmentKey == nil ? "unset" : "<redacted>")",
+            "keyring_file=\(keyring.file?.path ?? "none")",
+            "listen=\(host):\(port)",
+            "public_url=\(publicURL.absoluteString)",
+            "allow_signup=\(allowSignup)",
+            "log_level=\(logLevel)",
+            "log_format=\(logFormat.rawValue)",
+        ].joined(separator: " ")
+    }
+}

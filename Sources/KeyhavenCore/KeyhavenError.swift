@@ -1,0 +1,78 @@
+/// Every failure Keyhaven reports to a caller.
+///
+/// Each case names *what* went wrong in domain terms; how it is shown (an HTTP status, a CLI exit) is decided at
+/// the edge. Messages are written for the person reading them and never carry a secret, SQL, or a key id.
+public enum KeyhavenError: Error, Sendable, Equatable {
+    /// The request could not be parsed at all (malformed JSON, a bad query parameter).
+    case badRequest(String)
+    /// No caller identity was presented, or it was not valid.
+    case unauthenticated
+    /// The caller is known but not allowed to do this (wrong scope, missing CSRF token).
+    case forbidden(String)
+    /// The object does not exist, or belongs to someone else.
+    case notFound
+    /// A unique name is already taken.
+    case conflict(String)
+    /// The request body is larger than the limit.
+    case payloadTooLarge
+    /// The request body is not JSON.
+    case unsupportedMediaType
+    /// The input was understood but is invalid; `fields` maps each bad field to its problem.
+    case validationFailed([String: String])
+    /// Too many attempts; the caller may retry after the given number of seconds.
+    case rateLimited(retryAfterSeconds: Int)
+    /// A stored secret could not be decrypted: it was tampered with, moved to another row, or its key is wrong.
+    case decryptionFailed
+    /// The database, the audit trail, or the keyring is not available right now.
+    case unavailable(String)
+    /// A configuration value is missing or invalid; the message names the setting.
+    case configuration(String)
+    /// The master keyring does not fit the database (a key is missing or wrong); the message says which and why.
+    case keyring(String)
+    /// Something the caller cannot fix; the details were logged, not returned.
+    case internalError
+
+    /// A short, stable, machine-readable code for the error (the `code` of the JSON error body).
+    public var code: String {
+        switch self {
+        case .badRequest: "bad_request"
+        case .unauthenticated: "unauthenticated"
+        case .forbidden: "forbidden"
+        case .notFound: "not_found"
+        case .conflict: "conflict"
+        case .payloadTooLarge: "payload_too_large"
+        case .unsupportedMediaType: "unsupported_media_type"
+        case .validationFailed: "validation_failed"
+        case .rateLimited: "rate_limited"
+        case .decryptionFailed: "decryption_failed"
+        case .unavailable: "unavailable"
+        case .configuration: "configuration"
+        case .keyring: "keyring"
+        case .internalError: "internal_error"
+        }
+    }
+
+    /// A human-readable sentence describing the error, safe to show to the caller.
+    public var message: String {
+        switch self {
+        case .badRequest(let reason): reason
+        case .unauthenticated: "Authentication is required."
+        case .forbidden(let reason): reason
+        case .notFound: "Not found."
+        case .conflict(let reason): reason
+        case .payloadTooLarge: "The request body is larger than 64 KiB."
+        case .unsupportedMediaType: "The request body must be JSON (Content-Type: application/json)."
+        case .validationFailed: "Some fields are invalid."
+        case .rateLimited: "Too many attempts. Try again later."
+        case .decryptionFailed: "The stored credentials could not be decrypted."
+        case .unavailable(let reason): reason
+        case .configuration(let reason): reason
+        case .keyring(let reason): reason
+        case .internalError: "An internal error occurred."
+        }
+    }
+}
+
+extension KeyhavenError: CustomStringConvertible {
+    public var description: String { message }
+}

@@ -1,0 +1,166 @@
+import Crypto
+import Foundation
+import KeyhavenCore
+
+/// The row a secret version is bound to: its ciphertext opens only in this exact row.
+public struct SecretBinding: Sendable, Hashable {
+    /// The secret row's id.
+    public var secretID: UUID
+    /// The integration the row belongs to.
+    public var integrationID: UUID
+    /// The owner of that integration.
+    public var ownerID: UUID
+    /// The version number of the row.
+    public var version: Int
+
+    /// Creates a binding.
+    public init(secretID: UUID, integrationID: UUID, ownerID: UUID, version: Int) {
+        self.secretID = secretID
+        self.integrationID = integrationID
+        self.ownerID = ownerID
+        self.version = version
+    }
+
+    /// `keyhaven:v1|<secret_id>|<integration_id>|<owner_id>|<version>` (SPEC §4), ids in lowercase.
+    var associatedData: Data {
+        Data("keyhaven:v1|\(secretID.lowercased)|\(integrationID.lowercased)|\(ownerID.lowercased)|\(version)".utf8)
+    }
+}
+
+/// What is stored for one secret version: nothing here is readable without the master key.
+public struct SealedSecret: Sendable, Equatable {
+    /// The master key that wraps the data key.
+    public var kekID: String
+    /// The data key sealed under the master key: nonce (12) ‖ ciphertext (32) ‖ tag (16).
+    public var wrappedDEK: Data
+    /// The nonce the credential was sealed with (12 bytes).
+    public var nonce: Data
+    /// The sealed credential: ciphertext ‖ tag (16).
+    public var ciphertext: Data
+
+    /// Creates a sealed secret from its stored parts.
+    public init(kekID: String, wrappedDEK: Data, nonce: Data, ciphertext: Data) {
+        self.kekID = kekID
+        self.wrappedDEK = wrappedDEK
+        self.nonce = nonce
+        self.ciphertext = ciphertext
+    }
+}
+
+/// Envelope encryption (SPEC §4): a fresh AES-256-GCM data key per secret version, wrapped by a master key.
+public enum Envelope {
+    /// Seals `plaintext` for the row `binding` under a fresh data key wrapped by `kek`.
+    ///
+    /// - Throws: `KeyhavenError.internalError` only if the platform's AES-GCM fails, which it does not for valid keys.
+    public static func seal(_ plaintext: SecretBytes, binding: SecretBinding, kek: MasterKey) throws -> SealedSecret {
+        let dek = SymmetricKey(size: .bits256)
+        do {
+            let box = try plaintext.withUnsafeBytes { bytes in
+                try AES.GCM.seal(bytes, using: dek, authenticating: binding.associatedData)
+            }
+            return SealedSecret(
+                kekID: kek.id,
+                wrappedDEK: try wrap(dek, secretID: binding.secretID, kek: kek),
+                nonce: Data(box.nonce),
+                ciphertext: box.ciphertext + box.tag
+            )
+        } catch {
+            throw KeyhavenError.internalError
+        }
+    }
+
+    /// Opens a sealed secret stored in the row `binding`, with the master key named by `sealed.kekID`.
+    ///
+    /// - Throws: `KeyhavenError.decryptionFailed` if any byte was changed, the row was moved, or the key is wrong;
+    ///   `KeyhavenError.keyring` if the keyring does not hold the master key.
+    public static func open(_ sealed: SealedSecret, binding: SecretBinding, keyring: Keyring) throws -> SecretBytes {
+        guard let kek = keyring.key(id: sealed.kekID) else {
+            throw KeyhavenError.keyring("master key \(sealed.kekID) is not in the keyring")
+        }
+        return try open(sealed, binding: binding, kek: kek)
+    }
+
+    /// Opens a sealed secret with the given master key.
+    ///
+    /// - Throws: `KeyhavenError.decryptionFailed` if any byte was changed, the row was moved, or the key is wrong.
+    public static func open(_ sealed: SealedSecret, binding: SecretBinding, kek: MasterKey) throws -> SecretBytes {
+        let dek = try unwrap(sealed.wrappedDEK, secretID: binding.secretID, kek: kek)
+        guard sealed.nonce.count == 12, sealed.ciphertext.count >= 16 else { throw KeyhavenError.decryptionFailed }
+        do {
+            let box = try AES.GCM.SealedBox(
+                nonce: AES.GCM.Nonce(data: sealed.nonce),
+                ciphertext: sealed.ciphertext.dropLast(16),
+                tag: sealed.ciphertext.suffix(16)
+            )
+            var plaintext = try AES.GCM.open(box, using: dek, authenticating: binding.associatedData)
+            defer { plaintext.resetBytes(in: 0..<plaintext.count) }
+            return SecretBytes(Array(plaintext))
+        } catch {
+            throw KeyhavenError.decryptionFailed
+        }
+    }
+
+    /// Re-wraps a data key from one master key to another; the sealed credential itself is untouched.
+    ///
+    /// - Throws: `KeyhavenError.decryptionFailed` if `wrappedDEK` does not open under `from`.
+    public static func rewrap(_ wrappedDEK: Data, secretID: UUID, from: MasterKey, to: MasterKey) throws -> Data {
+        let dek = try unwrap(wrappedDEK, secretID: secretID, kek: from)
+        do {
+            return try wrap(dek, secretID: secretID, kek: to)
+        } catch {
+            throw KeyhavenError.internalError
+        }
+    }
+
+    /// `keyhaven:dek:v1|<secret_id>|<kek_id>` (SPEC §4).
+    static func dekAssociatedData(secretID: UUID, kekID: String) -> Data {
+        Data("keyhaven:dek:v1|\(secretID.lowercased)|\(kekID)".utf8)
+    }
+
+    static func wrap(_ dek: SymmetricKey, secretID: UUID, kek: MasterKey) throws -> Data {
+        let box = try dek.withUnsafeBytes { bytes in
+            try AES.GCM.seal(bytes, using: kek.key, authenticating: dekAssociatedData(secretID: secretID, kekID: kek.id))
+        }
+        // A 12-byte nonce always yields a combined representation.
+        return box.combined!
+    }
+
+    static func unwrap(_ wrappedDEK: Data, secretID: UUID, kek: MasterKey) throws -> SymmetricKey {
+        do {
+            let box = try AES.GCM.SealedBox(combined: wrappedDEK)
+            var material = try AES.GCM.open(
+                box, using: kek.key, authenticating: dekAssociatedData(secretID: secretID, kekID: kek.id))
+            defer { material.resetBytes(in: 0..<material.count) }
+            guard material.count == 32 else { throw KeyhavenError.decryptionFailed }
+            return SymmetricKey(data: material)
+        } catch {
+            throw KeyhavenError.decryptionFailed
+        }
+    }
+}
+
+/// The canary each master key seals, so a wrong key is detected at start instead of request by request.
+public enum Canary {
+    static let plaintext = Data("keyhaven canary v1: this master key opens this database".utf8)
+
+    static func associatedData(kekID: String) -> Data { Data("keyhaven:canary:v1|\(kekID)".utf8) }
+
+    /// Seals the canary under `kek`; the result is stored next to the key's id in the database.
+    public static func make(_ kek: MasterKey) -> Data {
+        // AES-GCM with a valid 256-bit key and a random 12-byte nonce does not fail.
+        try! AES.GCM.seal(plaintext, using: kek.key, authenticating: associatedData(kekID: kek.id)).combined!
+    }
+
+    /// Whether `canary` was sealed by this very key.
+    public static func verify(_ canary: Data, kek: MasterKey) -> Bool {
+        guard let box = try? AES.GCM.SealedBox(combined: canary),
+            let opened = try? AES.GCM.open(box, using: kek.key, authenticating: associatedData(kekID: kek.id))
+        else { return false }
+        return opened == plaintext
+    }
+}
+
+extension UUID {
+    /// The canonical lowercase text form, as used in associated data.
+    var lowercased: String { uuidString.lowercased() }
+}

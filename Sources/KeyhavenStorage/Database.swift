@@ -1,0 +1,261 @@
+import AsyncKit
+import Foundation
+import KeyhavenCore
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresKit
+import SQLKit
+import SQLiteKit
+
+/// Where the data lives: an SQLite file (the default) or a PostgreSQL server.
+public enum DatabaseLocation: Sendable, Equatable {
+    /// An SQLite database file, created with its folder if missing.
+    case sqlite(path: String)
+    /// A PostgreSQL server, by connection URL. The URL may hold a password, so it is never printed.
+    case postgres(url: String)
+
+    /// The default: `sqlite://./data/keyhaven.sqlite`.
+    public static let defaultURL = "sqlite://./data/keyhaven.sqlite"
+
+    /// Parses `sqlite://<path>` (relative or, with a third slash, absolute) or `postgres://…` / `postgresql://…`.
+    ///
+    /// - Throws: `KeyhavenError.configuration` naming `KEYHAVEN_DATABASE_URL` if the URL is neither.
+    public init(url: String) throws {
+        if url.hasPrefix("sqlite://") {
+            let path = String(url.dropFirst("sqlite://".count))
+            guard !path.isEmpty else {
+                throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL: sqlite:// needs a file path")
+            }
+            self = .sqlite(path: path)
+        } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            guard (try? SQLPostgresConfiguration(url: url)) != nil else {
+                throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL is not a valid PostgreSQL URL")
+            }
+            self = .postgres(url: url)
+        } else {
+            throw KeyhavenError.configuration(
+                "KEYHAVEN_DATABASE_URL must start with sqlite:// or postgres:// (for example \(Self.defaultURL))")
+        }
+    }
+
+    /// The SQLite file, if this is SQLite.
+    public var sqlitePath: String? {
+        if case .sqlite(let path) = self { path } else { nil }
+    }
+}
+
+extension DatabaseLocation: CustomStringConvertible {
+    /// The location without any password: `sqlite://<path>` or `postgres://user@host:port/db`.
+    public var description: String {
+        switch self {
+        case .sqlite(let path):
+            return "sqlite://\(path)"
+        case .postgres(let url):
+            guard let components = URLComponents(string: url) else { return "postgres://<invalid>" }
+            let user = components.user.map { "\($0)@" } ?? ""
+            let port = components.port.map { ":\($0)" } ?? ""
+            return "postgres://\(user)\(components.host ?? "")\(port)\(components.path)"
+        }
+    }
+}
+
+/// The two SQL dialects Keyhaven speaks.
+public enum DatabaseKind: String, Sendable {
+    case sqlite
+    case postgres
+}
+
+/// A pool of connections to SQLite or PostgreSQL, with transactions that work the same on both.
+///
+/// Stores receive an `SQLDatabase` from ``withConnection(_:)`` or ``transaction(_:)`` and build parameterised SQL
+/// with SQLKit; this type owns the connections and the dialect differences that SQL cannot hide.
+public final class Database: Sendable {
+    /// Which dialect the database speaks.
+    public let kind: DatabaseKind
+    /// Where the database is (printable: no password).
+    public let location: DatabaseLocation
+    let logger: Logger
+    private let pool: Pool
+
+    // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
+    private enum Pool: @unchecked Sendable {
+        case sqlite(EventLoopGroupConnectionPool<SQLiteFileSource>)
+        case postgres(EventLoopGroupConnectionPool<PostgresConnectionSource>)
+    }
+
+    /// Opens a pool to `location`. For SQLite the file and its folder are created if missing.
+    ///
+    /// - Parameter searchPath: PostgreSQL schemas to use instead of `public` (tests use one schema each).
+    /// - Throws: `KeyhavenError.configuration` if the URL is invalid, `KeyhavenError.unavailable` if the first
+    ///   connection cannot be made.
+    public static func open(
+        _ location: DatabaseLocation, searchPath: [String]? = nil, logger: Logger
+    ) async throws -> Database {
+        let database: Database
+        switch location {
+        case .sqlite(let path):
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+                do {
+                    try FileManager.default.createDirectory(
+                        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                } catch {
+                    throw KeyhavenError.unavailable("cannot create the database folder \(directory)")
+                }
+            }
+            // The file holds only ciphertexts, but no one else needs to read it; SQLite gives the -wal and -shm
+            // files the same mode.
+            if !FileManager.default.fileExists(atPath: path) {
+                FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+            }
+            let pool = EventLoopGroupConnectionPool(
+                source: SQLiteFileSource(path: path), maxConnectionsPerEventLoop: 2,
+                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
+            database = Database(kind: .sqlite, location: location, pool: .sqlite(pool), logger: logger)
+        case .postgres(let url):
+            var configuration: SQLPostgresConfiguration
+            do {
+                configuration = try SQLPostgresConfiguration(url: url)
+            } catch {
+                throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL is not a valid PostgreSQL URL")
+            }
+            configuration.searchPath = searchPath
+            let pool = EventLoopGroupConnectionPool(
+                source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
+                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
+            database = Database(kind: .postgres, location: location, pool: .postgres(pool), logger: logger)
+        }
+        do {
+            try await database.ping()
+        } catch {
+            await database.shutdown()
+            throw error
+        }
+        return database
+    }
+
+    private init(kind: DatabaseKind, location: DatabaseLocation, pool: Pool, logger: Logger) {
+        self.kind = kind
+        self.location = location
+        self.pool = pool
+        self.logger = logger
+    }
+
+    /// Runs `body` on one pooled connection, without a transaction.
+    ///
+    /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
+    public func withConnection<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        switch pool {
+        case .sqlite(let pool):
+            let connection = try await acquire(pool)
+            defer { pool.releaseConnection(connection) }
+            // Queries are never logged: their binds may hold ciphertexts and hashes.
+            return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
+        case .postgres(let pool):
+            let connection = try await acquire(pool)
+            defer { pool.releaseConnection(connection) }
+            // Queries are never logged: their binds may hold ciphertexts and hashes.
+            return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
+        }
+    }
+
+    /// Runs `body` in one transaction: committed if it returns, rolled back if it throws.
+    ///
+    /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), so two writers wait for each
+    /// other instead of failing halfway.
+    /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
+    public func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        try await withConnection { sql in
+            try await sql.raw(kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
+            do {
+                let result = try await body(sql)
+                try await sql.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await sql.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
+    /// Checks that the database answers.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if it does not.
+    public func ping() async throws {
+        try await withConnection { sql in try await sql.raw("SELECT 1").run() }
+    }
+
+    /// Closes every connection.
+    public func shutdown() async {
+        switch pool {
+        case .sqlite(let pool): try? await pool.shutdownAsync()
+        case .postgres(let pool): try? await pool.shutdownAsync()
+        }
+    }
+
+    private func acquire<Source>(_ pool: EventLoopGroupConnectionPool<Source>) async throws -> Source.Connection
+    where Source.Connection: Sendable {
+        do {
+            return try await pool.requestConnection(logger: logger).get()
+        } catch {
+            logger.error("database connection failed", metadata: ["error": "\(error)"])
+            throw KeyhavenError.unavailable("The database is unavailable.")
+        }
+    }
+
+    private func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as KeyhavenError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // Driver errors may quote SQL; they are logged here and never returned to a caller.
+            logger.error("database query failed", metadata: ["error": "\(error)"])
+            throw KeyhavenError.unavailable("The database is unavailable.")
+        }
+    }
+}
+
+extension Database {
+    /// Column types that differ between the two dialects, for migrations.
+    struct ColumnTypes {
+        let uuid: String
+        let timestamp: String
+        let bytes: String
+        let bool: String
+        let bigint: String
+
+        init(_ kind: DatabaseKind) {
+            switch kind {
+            case .sqlite:
+                (uuid, timestamp, bytes, bool, bigint) = ("TEXT", "REAL", "BLOB", "INTEGER", "INTEGER")
+            case .postgres:
+                (uuid, timestamp, bytes, bool, bigint) = ("UUID", "TIMESTAMPTZ", "BYTEA", "BOOLEAN", "BIGINT")
+            }
+        }
+    }
+}
+
+/// Opens SQLite connections with the settings Keyhaven relies on: WAL, a busy timeout so concurrent writers wait,
+/// foreign keys, full sync, and `secure_delete` so destroyed secrets are overwritten in the file.
+struct SQLiteFileSource: ConnectionPoolSource {
+    let path: String
+
+    func makeConnection(logger: Logger, on eventLoop: any EventLoop) -> EventLoopFuture<SQLiteConnection> {
+        SQLiteConnection.open(storage: .file(path: path), threadPool: .singleton, logger: logger, on: eventLoop)
+            .flatMap { connection in
+                let pragmas = [
+                    "PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
+                    "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
+                ]
+                return pragmas.reduce(eventLoop.makeSucceededVoidFuture()) { previous, pragma in
+                    previous.flatMap { connection.query(pragma).map { _ in } }
+                }
+                .flatMapError { error in connection.close().flatMapThrowing { throw error } }
+                .map { connection }
+            }
+    }
+}

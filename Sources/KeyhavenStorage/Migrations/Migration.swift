@@ -1,0 +1,104 @@
+import Crypto
+import Foundation
+import KeyhavenCore
+import SQLKit
+
+/// One numbered schema change. Migrations are append-only: once released, a migration's SQL never changes
+/// (the migrator refuses to run against a database where an applied migration's checksum differs).
+struct Migration: Sendable {
+    let version: Int
+    let name: String
+    let statements: @Sendable (DatabaseKind) -> [String]
+
+    func checksum(for kind: DatabaseKind) -> String {
+        SHA256.hash(data: Data(statements(kind).joined(separator: ";\n").utf8))
+            .map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Applies the numbered migrations in order, once each, on SQLite or PostgreSQL.
+public struct Migrator: Sendable {
+    static let all: [Migration] = [
+        .createCoreTables
+    ]
+
+    let database: Database
+
+    /// Creates a migrator for `database`.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// The newest schema version this build knows.
+    public static var latestVersion: Int { all.last?.version ?? 0 }
+
+    /// Applies every pending migration in one transaction; returns the names of those applied.
+    ///
+    /// Several instances starting at once are safe: on PostgreSQL an advisory lock serialises them, on SQLite the
+    /// write lock does.
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached; `KeyhavenError.configuration` if
+    ///   the database was migrated by a newer Keyhaven or an applied migration was changed.
+    @discardableResult
+    public func migrate() async throws -> [String] {
+        let kind = database.kind
+        let types = Database.ColumnTypes(kind)
+        return try await database.transaction { sql in
+            if kind == .postgres {
+                try await sql.raw("SELECT pg_advisory_xact_lock(7163540331)").run()
+            }
+            try await sql.raw(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    checksum TEXT NOT NULL,
+                    applied_at \(unsafeRaw: types.timestamp) NOT NULL
+                )
+                """
+            ).run()
+            let applied = try await sql.raw("SELECT version, checksum FROM schema_migrations ORDER BY version").all()
+            var appliedChecksums: [Int: String] = [:]
+            for row in applied {
+                appliedChecksums[try row.decode(column: "version", as: Int.self)] =
+                    try row.decode(column: "checksum", as: String.self)
+            }
+            if let newest = appliedChecksums.keys.max(), newest > Self.latestVersion {
+                throw KeyhavenError.configuration(
+                    "the database schema is at version \(newest), newer than this Keyhaven knows "
+                        + "(\(Self.latestVersion)): upgrade Keyhaven")
+            }
+            var names: [String] = []
+            for migration in Self.all {
+                let checksum = migration.checksum(for: kind)
+                if let existing = appliedChecksums[migration.version] {
+                    guard existing == checksum else {
+                        throw KeyhavenError.configuration(
+                            "migration \(migration.version) (\(migration.name)) differs from the one applied to "
+                                + "this database; migrations must never change once released")
+                    }
+                    continue
+                }
+                for statement in migration.statements(kind) {
+                    try await sql.raw("\(unsafeRaw: statement)").run()
+                }
+                try await sql.insert(into: "schema_migrations")
+                    .columns("version", "name", "checksum", "applied_at")
+                    .values(SQLBind(migration.version), SQLBind(migration.name), SQLBind(checksum), SQLBind(Date()))
+                    .run()
+                names.append(String(format: "%04d_%@", migration.version, migration.name))
+            }
+            return names
+        }
+    }
+
+    /// The versions not yet applied.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    public func pending() async throws -> [Int] {
+        try await database.withConnection { sql in
+            let rows = try await sql.raw("SELECT version FROM schema_migrations").all()
+            let applied = Set(try rows.map { try $0.decode(column: "version", as: Int.self) })
+            return Self.all.map(\.version).filter { !applied.contains($0) }
+        }
+    }
+}

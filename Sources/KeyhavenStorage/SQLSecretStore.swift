@@ -1,0 +1,139 @@
+import Foundation
+import KeyhavenCore
+import KeyhavenCrypto
+import Logging
+import SQLKit
+
+/// The `SecretStore` on SQLite or PostgreSQL: one row per secret version in `secrets`, envelope-encrypted.
+public struct SQLSecretStore: SecretStore {
+    let database: Database
+    let keyring: LiveKeyring
+    let logger: Logger
+
+    /// AES-GCM with random 96-bit nonces stays within its bounds for 2^32 wraps per key; stop well before that.
+    static let wrapLimit: Int64 = 1 << 31
+
+    /// Creates a store over `database`, sealing with the active key of `keyring`.
+    public init(database: Database, keyring: LiveKeyring, logger: Logger) {
+        self.database = database
+        self.keyring = keyring
+        self.logger = logger
+    }
+
+    public func put(_ plaintext: SecretBytes, for owner: SecretOwner) async throws -> SecretVersionInfo {
+        try await database.transaction { sql in
+            try await put(plaintext, for: owner, on: sql)
+        }
+    }
+
+    /// Stores the next version inside the caller's transaction (so an integration and its first secret can be
+    /// written together).
+    ///
+    /// - Throws: as ``put(_:for:)``.
+    public func put(_ plaintext: SecretBytes, for owner: SecretOwner, on sql: any SQLDatabase) async throws
+        -> SecretVersionInfo
+    {
+        // Counting the wrap and reading the active key id is one statement; it also locks the key's row, so a
+        // rotation cannot switch keys between this read and the insert below.
+        guard let active = try await KeyringRegistry(sql: sql).countWraps(1) else {
+            throw KeyhavenError.keyring("no master key is active")
+        }
+        guard active.total < Self.wrapLimit else {
+            logger.critical("the active master key reached its wrap limit; run keyhaven keys rotate")
+            throw KeyhavenError.unavailable("The vault needs a master key rotation before it can store secrets.")
+        }
+        let kek = try await keyring.key(id: active.id, on: sql)
+        let now = Date()
+        guard
+            let version = try await sql.raw(
+                """
+                UPDATE integrations SET current_version = current_version + 1, updated_at = \(bind: now)
+                WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+                RETURNING current_version
+                """
+            ).first()?.decode(column: "current_version", as: Int.self)
+        else { throw KeyhavenError.notFound }
+        let info = SecretVersionInfo(id: UUID(), version: version, createdAt: now)
+        let sealed = try Envelope.seal(plaintext, binding: binding(info, owner), kek: kek)
+        try await sql.raw(
+            """
+            INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at)
+            VALUES (\(bind: info.id), \(bind: owner.integrationID), \(bind: owner.ownerID), \(bind: version), \
+            \(bind: sealed.kekID), \(bind: sealed.wrappedDEK), \(bind: sealed.nonce), \(bind: sealed.ciphertext), \
+            \(bind: now))
+            """
+        ).run()
+        return info
+    }
+
+    public func get(_ owner: SecretOwner, version: Int? = nil) async throws -> (SecretBytes, SecretVersionInfo) {
+        try await database.withConnection { sql in
+            var query = SQLQueryString(
+                """
+                SELECT id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at FROM secrets
+                WHERE integration_id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+                """)
+            if let version { query.appendInterpolation(unsafeRaw: " AND version = "); query.appendInterpolation(bind: version) }
+            query.appendInterpolation(unsafeRaw: " ORDER BY version DESC LIMIT 1")
+            guard let row = try await sql.raw(query).first() else { throw KeyhavenError.notFound }
+            let info = SecretVersionInfo(
+                id: try row.decode(column: "id", as: UUID.self),
+                version: try row.decode(column: "version", as: Int.self),
+                createdAt: try row.decode(column: "created_at", as: Date.self))
+            let sealed = SealedSecret(
+                kekID: try row.decode(column: "kek_id", as: String.self),
+                wrappedDEK: try row.decode(column: "wrapped_dek", as: Data.self),
+                nonce: try row.decode(column: "nonce", as: Data.self),
+                ciphertext: try row.decode(column: "ciphertext", as: Data.self))
+            let kek = try await keyring.key(id: sealed.kekID, on: sql)
+            do {
+                return (try Envelope.open(sealed, binding: binding(info, owner), kek: kek), info)
+            } catch {
+                logger.error(
+                    "a stored secret failed to decrypt",
+                    metadata: ["secret_id": "\(info.id)", "integration_id": "\(owner.integrationID)"])
+                throw error
+            }
+        }
+    }
+
+    public func versions(of owner: SecretOwner) async throws -> [SecretVersionInfo] {
+        try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                SELECT id, version, created_at FROM secrets
+                WHERE integration_id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+                ORDER BY version DESC
+                """
+            ).all().map { row in
+                SecretVersionInfo(
+                    id: try row.decode(column: "id", as: UUID.self),
+                    version: try row.decode(column: "version", as: Int.self),
+                    createdAt: try row.decode(column: "created_at", as: Date.self))
+            }
+        }
+    }
+
+    @discardableResult
+    public func destroyAll(_ owner: SecretOwner) async throws -> Int {
+        try await database.transaction { sql in try await destroyAll(owner, on: sql) }
+    }
+
+    /// Destroys every version inside the caller's transaction.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    @discardableResult
+    public func destroyAll(_ owner: SecretOwner, on sql: any SQLDatabase) async throws -> Int {
+        try await sql.raw(
+            """
+            DELETE FROM secrets WHERE integration_id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+            RETURNING id
+            """
+        ).all().count
+    }
+
+    private func binding(_ info: SecretVersionInfo, _ owner: SecretOwner) -> SecretBinding {
+        SecretBinding(
+            secretID: info.id, integrationID: owner.integrationID, ownerID: owner.ownerID, version: info.version)
+    }
+}

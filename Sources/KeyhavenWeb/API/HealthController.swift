@@ -1,0 +1,49 @@
+import Hummingbird
+import KeyhavenCore
+
+/// What `/readyz` checks: each dependency the server needs to answer requests.
+public struct ReadinessCheck: Sendable {
+    /// A short name: `database`, `keyring`.
+    public var name: String
+    /// Returns whether the dependency is usable now.
+    public var check: @Sendable () async -> Bool
+
+    /// Creates a check.
+    public init(name: String, check: @escaping @Sendable () async -> Bool) {
+        self.name = name
+        self.check = check
+    }
+}
+
+/// `GET /healthz` (the process is alive) and `GET /readyz` (it can serve: every readiness check passes).
+public struct HealthController<Context: RequestContext>: Sendable {
+    let checks: [ReadinessCheck]
+
+    /// Creates the controller with the checks `/readyz` runs.
+    public init(checks: [ReadinessCheck]) {
+        self.checks = checks
+    }
+
+    struct Status: Encodable {
+        var status: String
+        var checks: [String: String]?
+    }
+
+    /// Adds the two routes.
+    public func addRoutes(to router: Router<Context>) {
+        router.get("/healthz") { _, _ in
+            Response.json(status: .ok, Status(status: "ok"))
+        }
+        router.get("/readyz") { _, _ in
+            var results: [String: String] = [:]
+            for check in checks {
+                results[check.name] = await check.check() ? "ok" : "failing"
+            }
+            let failing = results.filter { $0.value != "ok" }.keys.sorted()
+            guard failing.isEmpty else {
+                throw KeyhavenError.unavailable("Not ready: \(failing.joined(separator: ", ")) unavailable.")
+            }
+            return Response.json(status: .ok, Status(status: "ready", checks: results))
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+
+/// The JSON error body of SPEC §6: `{"error": {"code", "message", "fields"?}}`.
+struct ErrorBody: Encodable {
+    struct Detail: Encodable {
+        var code: String
+        var message: String
+        var fields: [String: String]?
+    }
+    var error: Detail
+}
+
+extension KeyhavenError: HTTPResponseError {
+    /// The HTTP status for each domain error (SPEC §6).
+    public var status: HTTPResponse.Status {
+        switch self {
+        case .badRequest: .badRequest
+        case .unauthenticated: .unauthorized
+        case .forbidden: .forbidden
+        case .notFound: .notFound
+        case .conflict: .conflict
+        case .payloadTooLarge: .contentTooLarge
+        case .unsupportedMediaType: .unsupportedMediaType
+        case .validationFailed: .unprocessableContent
+        case .rateLimited: .tooManyRequests
+        // A secret that does not open is the server's problem, not the caller's; the details are in the log.
+        case .decryptionFailed, .internalError, .configuration: .internalServerError
+        case .unavailable, .keyring: .serviceUnavailable
+        }
+    }
+
+    /// The JSON error body. Keyring and configuration messages name keys and settings, so callers get a generic
+    /// sentence instead; the operator finds the details in the log.
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var fields: [String: String]?
+        if case .validationFailed(let problems) = self { fields = problems }
+        let message: String
+        switch self {
+        case .keyring: message = "The service is temporarily unavailable."
+        case .configuration: message = KeyhavenError.internalError.message
+        default: message = self.message
+        }
+        var response = Response.json(status: status, ErrorBody(error: .init(code: code, message: message, fields: fields)))
+        if case .rateLimited(let seconds) = self {
+            response.headers[.retryAfter] = String(seconds)
+        }
+        return response
+    }
+}
+
+extension Response {
+    /// A JSON response with `Content-Type: application/json; charset=utf-8`.
+    static func json(status: HTTPResponse.Status, _ value: some Encodable) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        // Encoding these plain structs cannot fail.
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
