@@ -41,6 +41,7 @@ public protocol SecretStore: Sendable {
     ///
     /// - Throws: `KeyhavenError.notFound` if the integration does not exist for that owner,
     ///   `KeyhavenError.unavailable` if the database or the active master key cannot be reached.
+    @discardableResult
     func put(_ plaintext: SecretBytes, for owner: SecretOwner) async throws -> SecretVersionInfo
 
     /// Decrypts the latest version, or the given one.

@@ -77,6 +77,7 @@ public final class Database: Sendable {
     public let location: DatabaseLocation
     let logger: Logger
     private let pool: Pool
+    private let writeLock = AsyncLock()
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
@@ -107,7 +108,7 @@ public final class Database: Sendable {
             // The file holds only ciphertexts, but no one else needs to read it; SQLite gives the -wal and -shm
             // files the same mode.
             if !FileManager.default.fileExists(atPath: path) {
-                FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+                _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
             let pool = EventLoopGroupConnectionPool(
                 source: SQLiteFileSource(path: path), maxConnectionsPerEventLoop: 2,
@@ -166,6 +167,19 @@ public final class Database: Sendable {
     /// other instead of failing halfway.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        guard kind == .sqlite else { return try await unlockedTransaction(body) }
+        await writeLock.acquire()
+        do {
+            let result = try await unlockedTransaction(body)
+            await writeLock.release()
+            return result
+        } catch {
+            await writeLock.release()
+            throw error
+        }
+    }
+
+    private func unlockedTransaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         try await withConnection { sql in
             try await sql.raw(kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
             do {

@@ -20,6 +20,7 @@ public struct SQLSecretStore: SecretStore {
         self.logger = logger
     }
 
+    @discardableResult
     public func put(_ plaintext: SecretBytes, for owner: SecretOwner) async throws -> SecretVersionInfo {
         try await database.transaction { sql in
             try await put(plaintext, for: owner, on: sql)
@@ -30,6 +31,7 @@ public struct SQLSecretStore: SecretStore {
     /// written together).
     ///
     /// - Throws: as ``put(_:for:)``.
+    @discardableResult
     public func put(_ plaintext: SecretBytes, for owner: SecretOwner, on sql: any SQLDatabase) async throws
         -> SecretVersionInfo
     {

@@ -1,0 +1,135 @@
+import Foundation
+import KeyhavenCore
+import Testing
+
+@testable import KeyhavenCrypto
+
+@Suite("Envelope encryption")
+struct EnvelopeTests {
+    let kek = MasterKey.generate(id: "kek-test")
+    let binding = SecretBinding(secretID: UUID(), integrationID: UUID(), ownerID: UUID(), version: 1)
+    let plaintext = "sk-proj-canary-0123456789abcdef"
+
+    func seal() throws -> SealedSecret {
+        try Envelope.seal(SecretBytes(utf8: plaintext), binding: binding, kek: kek)
+    }
+
+    func text(_ bytes: SecretBytes) -> String {
+        bytes.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @Test("a sealed secret opens to the same bytes in its own row")
+    func roundTrip() throws {
+        let sealed = try seal()
+        #expect(sealed.kekID == kek.id)
+        #expect(sealed.nonce.count == 12)
+        #expect(sealed.wrappedDEK.count == 12 + 32 + 16)
+        #expect(sealed.ciphertext.count == plaintext.utf8.count + 16)
+        #expect(sealed.ciphertext.range(of: Data(plaintext.utf8)) == nil)
+        #expect(text(try Envelope.open(sealed, binding: binding, kek: kek)) == plaintext)
+    }
+
+    @Test("one flipped byte anywhere in the nonce, ciphertext or wrapped data key fails to open", arguments: ["nonce", "ciphertext", "wrapped_dek"])
+    func tampering(part: String) throws {
+        let sealed = try seal()
+        let length = switch part {
+        case "nonce": sealed.nonce.count
+        case "ciphertext": sealed.ciphertext.count
+        default: sealed.wrappedDEK.count
+        }
+        for index in 0..<length {
+            var tampered = sealed
+            switch part {
+            case "nonce": tampered.nonce[tampered.nonce.startIndex + index] ^= 0x01
+            case "ciphertext": tampered.ciphertext[tampered.ciphertext.startIndex + index] ^= 0x80
+            default: tampered.wrappedDEK[tampered.wrappedDEK.startIndex + index] ^= 0x10
+            }
+            #expect(throws: KeyhavenError.decryptionFailed) {
+                try Envelope.open(tampered, binding: binding, kek: kek)
+            }
+        }
+    }
+
+    @Test("truncated or empty parts fail to open instead of crashing")
+    func truncated() throws {
+        let sealed = try seal()
+        for variant in [
+            SealedSecret(kekID: kek.id, wrappedDEK: Data(), nonce: sealed.nonce, ciphertext: sealed.ciphertext),
+            SealedSecret(kekID: kek.id, wrappedDEK: sealed.wrappedDEK, nonce: Data(), ciphertext: sealed.ciphertext),
+            SealedSecret(kekID: kek.id, wrappedDEK: sealed.wrappedDEK, nonce: sealed.nonce, ciphertext: Data()),
+            SealedSecret(kekID: kek.id, wrappedDEK: sealed.wrappedDEK.prefix(20), nonce: sealed.nonce, ciphertext: sealed.ciphertext),
+        ] {
+            #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(variant, binding: binding, kek: kek) }
+        }
+    }
+
+    @Test("a ciphertext opens only in the row it was sealed for")
+    func bindingIsEnforced() throws {
+        let sealed = try seal()
+        let others = [
+            SecretBinding(secretID: UUID(), integrationID: binding.integrationID, ownerID: binding.ownerID, version: 1),
+            SecretBinding(secretID: binding.secretID, integrationID: UUID(), ownerID: binding.ownerID, version: 1),
+            SecretBinding(secretID: binding.secretID, integrationID: binding.integrationID, ownerID: UUID(), version: 1),
+            SecretBinding(secretID: binding.secretID, integrationID: binding.integrationID, ownerID: binding.ownerID, version: 2),
+        ]
+        for other in others {
+            #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(sealed, binding: other, kek: kek) }
+        }
+    }
+
+    @Test("another master key, even under the same id, does not open the data key")
+    func wrongKey() throws {
+        let sealed = try seal()
+        let impostor = MasterKey.generate(id: kek.id)
+        #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(sealed, binding: binding, kek: impostor) }
+        #expect(throws: KeyhavenError.self) { try Envelope.open(sealed, binding: binding, keyring: Keyring()) }
+    }
+
+    @Test("re-wrapping moves the data key to the new master key and leaves the ciphertext as it was")
+    func rewrap() throws {
+        var sealed = try seal()
+        let next = MasterKey.generate(id: "kek-next")
+        let rewrapped = try Envelope.rewrap(sealed.wrappedDEK, secretID: binding.secretID, from: kek, to: next)
+        #expect(rewrapped != sealed.wrappedDEK)
+        sealed.wrappedDEK = rewrapped
+        sealed.kekID = next.id
+        #expect(text(try Envelope.open(sealed, binding: binding, kek: next)) == plaintext)
+        #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(sealed, binding: binding, kek: kek) }
+        // The wrap is bound to the key id too: the new wrapping does not open under another id with the same key.
+        #expect(throws: KeyhavenError.decryptionFailed) {
+            try Envelope.rewrap(rewrapped, secretID: UUID(), from: next, to: kek)
+        }
+    }
+
+    @Test("100,000 seals never repeat a (key, nonce) pair")
+    func nonceUniqueness() throws {
+        var dataKeys = Set<Data>()
+        var dataPairs = Set<Data>()
+        var wrapNonces = Set<Data>()
+        let count = 100_000
+        let message = SecretBytes(utf8: "x")
+        for _ in 0..<count {
+            let sealed = try Envelope.seal(message, binding: binding, kek: kek)
+            let dek = try Envelope.unwrap(sealed.wrappedDEK, secretID: binding.secretID, kek: kek)
+                .withUnsafeBytes { Data($0) }
+            dataKeys.insert(dek)
+            dataPairs.insert(dek + sealed.nonce)
+            // Every data key is wrapped under the same master key: its wrap nonces must all differ.
+            wrapNonces.insert(sealed.wrappedDEK.prefix(12))
+        }
+        #expect(dataKeys.count == count)
+        #expect(dataPairs.count == count)
+        #expect(wrapNonces.count == count)
+    }
+
+    @Test("a canary opens only under its own key")
+    func canary() {
+        let canary = Canary.make(kek)
+        #expect(Canary.verify(canary, kek: kek))
+        #expect(!Canary.verify(canary, kek: MasterKey.generate(id: kek.id)))
+        #expect(!Canary.verify(canary, kek: MasterKey.generate(id: "other")))
+        var flipped = canary
+        flipped[flipped.startIndex + 20] ^= 1
+        #expect(!Canary.verify(flipped, kek: kek))
+    }
+}
