@@ -20,12 +20,13 @@ public final class LiveKeyring: Sendable {
 
     private struct State {
         var keyring: Keyring
-        var lastReload: ContinuousClock.Instant
+        /// When a reload last failed to find a key, so a flood of requests naming it does not read the file each.
+        var misses: [String: ContinuousClock.Instant] = [:]
     }
 
     init(source: KeyringSource, keyring: Keyring, logger: Logger) {
         self.source = source
-        self.state = Mutex(State(keyring: keyring, lastReload: .now))
+        self.state = Mutex(State(keyring: keyring))
         self.logger = logger
     }
 
@@ -45,17 +46,15 @@ public final class LiveKeyring: Sendable {
     }
 
     private func reload(wanting id: String, on sql: any SQLDatabase) async throws -> MasterKey {
-        let recentlyReloaded = state.withLock { $0.lastReload.duration(to: .now) < .seconds(1) }
-        guard !recentlyReloaded else { throw Self.missing(id) }
-        let fresh: Keyring
-        do {
-            fresh = try source.load()
-        } catch {
-            logger.error("cannot read the keyring again", metadata: ["error": "\(error)"])
+        let recentlyMissed = state.withLock { state in
+            state.misses[id].map { $0.duration(to: .now) < .seconds(1) } ?? false
+        }
+        guard !recentlyMissed else { throw Self.missing(id) }
+        guard let key = (try? source.load())?.key(id: id) else {
+            state.withLock { $0.misses[id] = .now }
+            logger.error("a master key named by the database is not in the keyring source", metadata: ["kek_id": "\(id)"])
             throw Self.missing(id)
         }
-        state.withLock { $0.lastReload = .now }
-        guard let key = fresh.key(id: id) else { throw Self.missing(id) }
         let canary = try await KeyringRegistry(sql: sql).canary(id: id)
         guard let canary, Canary.verify(canary, kek: key) else {
             logger.critical("a reloaded master key does not open its canary", metadata: ["kek_id": "\(id)"])
