@@ -91,6 +91,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenApp", "KeyhavenTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
     ]

@@ -1,0 +1,191 @@
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenCrypto
+import KeyhavenStorage
+import KeyhavenTestSupport
+import Logging
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// What an operator sees from the `keyhaven` executable: exit codes, one-line failures, signals, and a rotation
+/// killed with SIGKILL.
+@Suite("The keyhaven command")
+struct CommandLineTests {
+    let binary: KeyhavenBinary
+
+    init() throws {
+        binary = try KeyhavenBinary()
+    }
+
+    /// A database file with `count` secrets, written through the library as a server would.
+    func seed(
+        _ directory: TemporaryDirectory, keyring: KeyringSource, count: Int
+    ) async throws -> [SecretOwner] {
+        let configuration = KeyhavenConfiguration(database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: keyring)
+        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: Logger(label: "test"))
+        var owners: [SecretOwner] = []
+        for _ in 0..<4 {
+            owners.append(try await Fixtures.integration(in: runtime.database, ownerID: try await Fixtures.user(in: runtime.database)))
+        }
+        let perOwner = count / owners.count
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for owner in owners {
+                group.addTask {
+                    for index in 0..<perOwner {
+                        try await runtime.secrets.put(SecretBytes(utf8: "sk-\(owner.integrationID)-\(index + 1)"), for: owner)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        await runtime.shutdown()
+        return owners
+    }
+
+    func lastLine(_ text: String) -> String {
+        text.split(separator: "\n").last.map(String.init) ?? ""
+    }
+
+    @Test("--help works on every command")
+    func help() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        for command in [[], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"]] {
+            let result = try await binary.run(command + ["--help"], in: directory.path)
+            #expect(result.status == 0, "\(command)")
+            #expect(result.stdout.contains("USAGE: keyhaven"), "\(command)")
+        }
+    }
+
+    @Test("serve refuses a database written under another master key, with one clear line and a non-zero exit")
+    func serveRefusesWrongKey() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let rightKey = Fixtures.masterKeyText()
+        _ = try await seed(directory, keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: rightKey)), count: 4)
+        let wrongKey = Fixtures.masterKeyText()
+        let environment = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_MASTER_KEY": wrongKey,
+            "KEYHAVEN_PORT": "0",
+        ]
+        let result = try await binary.run(["serve"], environment: environment, in: directory.path, timeout: .seconds(60))
+        #expect(result.status != 0)
+        #expect(lastLine(result.stderr).hasPrefix("keyhaven: error: wrong master key: primary"))
+        #expect(!result.stderr.contains("Server started"))
+        for text in [result.stdout, result.stderr] {
+            #expect(!text.contains(wrongKey) && !text.contains(rightKey))
+        }
+
+        // Without any key configured, it refuses too, and never generates one for a database that holds secrets.
+        var noKey = environment
+        noKey["KEYHAVEN_MASTER_KEY"] = nil
+        let missing = try await binary.run(["serve"], environment: noKey, in: directory.path, timeout: .seconds(60))
+        #expect(missing.status != 0)
+        #expect(lastLine(missing.stderr).hasPrefix("keyhaven: error: missing master key: primary"))
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/data/keyring.json"))
+    }
+
+    @Test("bad settings and bad arguments fail with one line naming the problem")
+    func oneLineFailures() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let cases: [([String], [String: String], String)] = [
+            (["serve"], ["KEYHAVEN_PORT": "eighty"], "keyhaven: error: KEYHAVEN_PORT must be a port number"),
+            (["migrate"], ["KEYHAVEN_DATABASE_URL": "mysql://x"], "keyhaven: error: KEYHAVEN_DATABASE_URL must start with"),
+            (["keys", "status"], ["KEYHAVEN_MASTER_KEY": "dG9vIHNob3J0"], "keyhaven: error: KEYHAVEN_MASTER_KEY must be"),
+            (["keys", "retire", "kek-nope"], ["KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText()], "keyhaven: error: no master key named kek-nope"),
+            (["keys", "rotate"], ["KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText()], "keyhaven: error: rotation needs a keyring file"),
+        ]
+        for (arguments, environment, expected) in cases {
+            var env = environment
+            env["KEYHAVEN_DATABASE_URL"] = env["KEYHAVEN_DATABASE_URL"] ?? "sqlite://\(directory.path)/\(UUID()).sqlite"
+            let result = try await binary.run(arguments, environment: env, in: directory.path)
+            #expect(result.status != 0, "\(arguments)")
+            #expect(lastLine(result.stderr).hasPrefix(expected), "\(arguments): \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").filter { $0.hasPrefix("keyhaven: error:") }.count == 1)
+        }
+    }
+
+    @Test("serve creates its keyring on first start, answers, and stops cleanly on SIGTERM")
+    func serveAndStop() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let port = Int.random(in: 30000..<60000)
+        let server = try binary.start(["serve", "--port", String(port)], in: directory.path)
+        let started = await server.waitForStderr { $0.contains("Server started") }
+        #expect(started, "\(server.stderr)")
+        #expect(server.stderr.contains("GENERATED A NEW MASTER KEYRING"))
+        let keyring = directory.path + "/data/keyring.json"
+        #expect((try FileManager.default.attributesOfItem(atPath: keyring)[.posixPermissions] as? Int) == 0o600)
+        let (body, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)/readyz")!)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        #expect(String(decoding: body, as: UTF8.self).contains("\"ready\""))
+        server.signal(SIGTERM)
+        #expect(await server.wait(timeout: .seconds(20)) == 0)
+        // The key material is in the keyring file only, never in the output.
+        let material = try String(contentsOfFile: keyring, encoding: .utf8)
+            .split(separator: "\"").first { $0.count == 44 && $0.hasSuffix("=") }
+        #expect(material != nil)
+        #expect(!server.stderr.contains(String(material ?? "-")))
+    }
+
+    @Test("keys rotate killed with SIGKILL midway completes when run again, losing nothing")
+    func rotateKilledMidway() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let keyringPath = directory.path + "/keyring.json"
+        let source = KeyringSource(file: KeyringFile(path: keyringPath))
+        let owners = try await seed(directory, keyring: source, count: 3000)
+        let environment = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath,
+        ]
+        let rotation = try binary.start(
+            ["keys", "rotate", "--progress", "--batch-size", "50", "--pause", "20"], environment: environment,
+            in: directory.path)
+        let midway = await rotation.waitForStderr { stderr in
+            stderr.split(separator: "\n").contains { $0.hasPrefix("re-wrapping: ") && !$0.hasPrefix("re-wrapping: 0/") }
+        }
+        rotation.signal(SIGKILL)
+        #expect(midway, "\(rotation.stderr)")
+        #expect(await rotation.wait() == SIGKILL)
+
+        let configuration = KeyhavenConfiguration(database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: source)
+        let halfway = try await KeyhavenOperations.keyStatus(configuration, logger: Logger(label: "test"))
+        #expect(halfway.count == 2)
+        #expect(halfway.allSatisfy { $0.rows > 0 }, "the kill must land halfway for this test to mean anything: \(halfway)")
+
+        let rerun = try await binary.run(["keys", "rotate"], environment: environment, in: directory.path)
+        #expect(rerun.status == 0, "\(rerun.stderr)")
+        #expect(rerun.stdout.contains("Finished the interrupted rotation"))
+        let status = try await binary.run(["keys", "status"], environment: environment, in: directory.path)
+        #expect(status.status == 0)
+        #expect(status.stdout.contains("active"))
+
+        let final = try await KeyhavenOperations.keyStatus(configuration, logger: Logger(label: "test"))
+        let active = try #require(final.first { $0.active })
+        #expect(active.rows == 3000)
+        #expect(final.filter { !$0.active }.allSatisfy { $0.rows == 0 })
+
+        // Every secret opens for a fresh process holding only the keyring file.
+        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        for owner in owners {
+            for version in 1...(3000 / owners.count) {
+                let (plaintext, _) = try await runtime.secrets.get(owner, version: version)
+                #expect(plaintext.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == "sk-\(owner.integrationID)-\(version)")
+            }
+        }
+        await runtime.shutdown()
+
+        // The old key can now be retired by id; the active one cannot.
+        let old = try #require(final.first { !$0.active })
+        let refused = try await binary.run(["keys", "retire", active.id], environment: environment, in: directory.path)
+        #expect(refused.status != 0)
+        let retired = try await binary.run(["keys", "retire", old.id], environment: environment, in: directory.path)
+        #expect(retired.status == 0, "\(retired.stderr)")
+        #expect(try KeyringFile(path: keyringPath).load().ids == [active.id])
+    }
+}
