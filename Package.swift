@@ -76,6 +76,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "keyhaven-bench",
+            dependencies: [
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ],
+            path: "Sources/KeyhavenBench"
+        ),
         .target(
             name: "KeyhavenTestSupport",
             dependencies: [

@@ -22,8 +22,18 @@ public struct SecretBinding: Sendable, Hashable {
     }
 
     /// `keyhaven:v1|<secret_id>|<integration_id>|<owner_id>|<version>` (SPEC §4), ids in lowercase.
-    var associatedData: Data {
-        Data("keyhaven:v1|\(secretID.lowercased)|\(integrationID.lowercased)|\(ownerID.lowercased)|\(version)".utf8)
+    var associatedData: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(140)
+        bytes.append(contentsOf: "keyhaven:v1|".utf8)
+        secretID.appendLowercased(to: &bytes)
+        bytes.append(UInt8(ascii: "|"))
+        integrationID.appendLowercased(to: &bytes)
+        bytes.append(UInt8(ascii: "|"))
+        ownerID.appendLowercased(to: &bytes)
+        bytes.append(UInt8(ascii: "|"))
+        bytes.append(contentsOf: String(version).utf8)
+        return bytes
     }
 }
 
@@ -113,8 +123,14 @@ public enum Envelope {
     }
 
     /// `keyhaven:dek:v1|<secret_id>|<kek_id>` (SPEC §4).
-    static func dekAssociatedData(secretID: UUID, kekID: String) -> Data {
-        Data("keyhaven:dek:v1|\(secretID.lowercased)|\(kekID)".utf8)
+    static func dekAssociatedData(secretID: UUID, kekID: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(56 + kekID.utf8.count)
+        bytes.append(contentsOf: "keyhaven:dek:v1|".utf8)
+        secretID.appendLowercased(to: &bytes)
+        bytes.append(UInt8(ascii: "|"))
+        bytes.append(contentsOf: kekID.utf8)
+        return bytes
     }
 
     static func wrap(_ dek: SymmetricKey, secretID: UUID, kek: MasterKey) throws -> Data {
@@ -161,6 +177,17 @@ public enum Canary {
 }
 
 extension UUID {
-    /// The canonical lowercase text form, as used in associated data.
-    var lowercased: String { uuidString.lowercased() }
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// Appends the canonical lowercase text form (`8-4-4-4-12` hex digits), as used in associated data, without
+    /// building intermediate strings on the hot path of every seal and open.
+    func appendLowercased(to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: uuid) { raw in
+            for (index, byte) in raw.enumerated() {
+                if index == 4 || index == 6 || index == 8 || index == 10 { bytes.append(UInt8(ascii: "-")) }
+                bytes.append(UUID.hexDigits[Int(byte >> 4)])
+                bytes.append(UUID.hexDigits[Int(byte & 0x0F)])
+            }
+        }
+    }
 }

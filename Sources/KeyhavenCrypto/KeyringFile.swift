@@ -74,7 +74,7 @@ public struct KeyringFile: Sendable {
                 Document.Entry(id: key.id, key: key.base64Material(), createdAt: existingDates[key.id] ?? now)
             })
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         var data: Data
         do {

@@ -115,7 +115,7 @@ struct CommandLineTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let port = Int.random(in: 30000..<60000)
-        let server = try binary.start(["serve", "--port", String(port)], in: directory.path)
+        let server = try binary.start(["serve", "--port", String(port), "--log-format", "json"], in: directory.path)
         let started = await server.waitForStderr { $0.contains("Server started") }
         #expect(started, "\(server.stderr)")
         #expect(server.stderr.contains("GENERATED A NEW MASTER KEYRING"))
@@ -126,11 +126,16 @@ struct CommandLineTests {
         #expect(String(decoding: body, as: UTF8.self).contains("\"ready\""))
         server.signal(SIGTERM)
         #expect(await server.wait(timeout: .seconds(20)) == 0)
+        // Every log line is one JSON object with a level and a message.
+        for line in server.stderr.split(separator: "\n") {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["level"] is String && object?["message"] is String, "\(line)")
+        }
         // The key material is in the keyring file only, never in the output.
-        let material = try String(contentsOfFile: keyring, encoding: .utf8)
-            .split(separator: "\"").first { $0.count == 44 && $0.hasSuffix("=") }
-        #expect(material != nil)
-        #expect(!server.stderr.contains(String(material ?? "-")))
+        let document = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: keyring))) as? [String: Any]
+        let material = try #require((document?["keys"] as? [[String: Any]])?.first?["key"] as? String)
+        #expect(Data(base64Encoded: material)?.count == 32)
+        #expect(!server.stderr.contains(material) && !server.stdout.contains(material))
     }
 
     @Test("keys rotate killed with SIGKILL midway completes when run again, losing nothing")

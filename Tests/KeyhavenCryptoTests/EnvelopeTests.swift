@@ -133,3 +133,20 @@ struct EnvelopeTests {
         #expect(!Canary.verify(flipped, kek: kek))
     }
 }
+
+@Suite("Associated data")
+struct AssociatedDataTests {
+    @Test("the row binding and the data-key binding are exactly the strings of SPEC §4")
+    func format() {
+        let secret = UUID(uuidString: "0A1B2C3D-4E5F-6071-8293-A4B5C6D7E8F9")!
+        let integration = UUID(uuidString: "11111111-2222-3333-4444-555555555555")!
+        let owner = UUID(uuidString: "ABCDEFAB-CDEF-ABCD-EFAB-CDEFABCDEFAB")!
+        let binding = SecretBinding(secretID: secret, integrationID: integration, ownerID: owner, version: 12)
+        #expect(
+            String(decoding: binding.associatedData, as: UTF8.self)
+                == "keyhaven:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|11111111-2222-3333-4444-555555555555|abcdefab-cdef-abcd-efab-cdefabcdefab|12")
+        #expect(
+            String(decoding: Envelope.dekAssociatedData(secretID: secret, kekID: "kek-1"), as: UTF8.self)
+                == "keyhaven:dek:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|kek-1")
+    }
+}
