@@ -2,6 +2,12 @@ import Crypto
 import Foundation
 import KeyhavenCore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The row a secret version is bound to: its ciphertext opens only in this exact row.
 public struct SecretBinding: Sendable, Hashable {
     /// The secret row's id.
@@ -63,20 +69,40 @@ public enum Envelope {
     ///
     /// - Throws: `KeyhavenError.internalError` only if the platform's AES-GCM fails, which it does not for valid keys.
     public static func seal(_ plaintext: SecretBytes, binding: SecretBinding, kek: MasterKey) throws -> SealedSecret {
-        let dek = SymmetricKey(size: .bits256)
+        // The data key and both nonces come from one read of the system CSPRNG instead of three.
+        var random = randomBytes(32 + 12 + 12)
+        defer { random.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } }
+        let dek = SymmetricKey(data: random[0..<32])
         do {
+            let nonce = try AES.GCM.Nonce(data: random[32..<44])
             let box = try plaintext.withUnsafeBytes { bytes in
-                try AES.GCM.seal(bytes, using: dek, authenticating: binding.associatedData)
+                try AES.GCM.seal(bytes, using: dek, nonce: nonce, authenticating: binding.associatedData)
             }
+            var ciphertext = Data(capacity: box.ciphertext.count + 16)
+            ciphertext.append(box.ciphertext)
+            ciphertext.append(box.tag)
             return SealedSecret(
                 kekID: kek.id,
-                wrappedDEK: try wrap(dek, secretID: binding.secretID, kek: kek),
-                nonce: Data(box.nonce),
-                ciphertext: box.ciphertext + box.tag
+                wrappedDEK: try wrap(dek, secretID: binding.secretID, kek: kek, nonce: AES.GCM.Nonce(data: random[44..<56])),
+                nonce: Data(random[32..<44]),
+                ciphertext: ciphertext
             )
         } catch {
             throw KeyhavenError.internalError
         }
+    }
+
+    /// `count` bytes from the operating system's CSPRNG.
+    static func randomBytes(_ count: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        bytes.withUnsafeMutableBytes { buffer in
+            // getentropy(3) reads up to 256 bytes from the kernel CSPRNG in one call (getrandom on Linux).
+            precondition(buffer.count <= 256)
+            guard getentropy(buffer.baseAddress!, buffer.count) == 0 else {
+                fatalError("the system random number generator failed")
+            }
+        }
+        return bytes
     }
 
     /// Opens a sealed secret stored in the row `binding`, with the master key named by `sealed.kekID`.
@@ -97,11 +123,10 @@ public enum Envelope {
         let dek = try unwrap(sealed.wrappedDEK, secretID: binding.secretID, kek: kek)
         guard sealed.nonce.count == 12, sealed.ciphertext.count >= 16 else { throw KeyhavenError.decryptionFailed }
         do {
-            let box = try AES.GCM.SealedBox(
-                nonce: AES.GCM.Nonce(data: sealed.nonce),
-                ciphertext: sealed.ciphertext.dropLast(16),
-                tag: sealed.ciphertext.suffix(16)
-            )
+            var combined = Data(capacity: 12 + sealed.ciphertext.count)
+            combined.append(sealed.nonce)
+            combined.append(sealed.ciphertext)
+            let box = try AES.GCM.SealedBox(combined: combined)
             var plaintext = try AES.GCM.open(box, using: dek, authenticating: binding.associatedData)
             defer { plaintext.resetBytes(in: 0..<plaintext.count) }
             return SecretBytes(Array(plaintext))
@@ -116,7 +141,7 @@ public enum Envelope {
     public static func rewrap(_ wrappedDEK: Data, secretID: UUID, from: MasterKey, to: MasterKey) throws -> Data {
         let dek = try unwrap(wrappedDEK, secretID: secretID, kek: from)
         do {
-            return try wrap(dek, secretID: secretID, kek: to)
+            return try wrap(dek, secretID: secretID, kek: to, nonce: AES.GCM.Nonce())
         } catch {
             throw KeyhavenError.internalError
         }
@@ -133,9 +158,10 @@ public enum Envelope {
         return bytes
     }
 
-    static func wrap(_ dek: SymmetricKey, secretID: UUID, kek: MasterKey) throws -> Data {
+    static func wrap(_ dek: SymmetricKey, secretID: UUID, kek: MasterKey, nonce: AES.GCM.Nonce) throws -> Data {
         let box = try dek.withUnsafeBytes { bytes in
-            try AES.GCM.seal(bytes, using: kek.key, authenticating: dekAssociatedData(secretID: secretID, kekID: kek.id))
+            try AES.GCM.seal(
+                bytes, using: kek.key, nonce: nonce, authenticating: dekAssociatedData(secretID: secretID, kekID: kek.id))
         }
         // A 12-byte nonce always yields a combined representation.
         return box.combined!
