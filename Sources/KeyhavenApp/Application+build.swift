@@ -18,6 +18,18 @@ public struct KeyhavenRuntime: Sendable {
     public let keyring: LiveKeyring
     /// The envelope-encrypted secret store.
     public let secrets: SQLSecretStore
+    /// Integrations and their credentials.
+    public let integrations: SQLIntegrationStore
+    /// Users.
+    public let users: SQLUserStore
+    /// Browser sessions.
+    public let sessions: SQLSessionStore
+    /// API tokens.
+    public let tokens: SQLTokenStore
+    /// The audit trail.
+    public let audit: SQLAuditLog
+    /// Login and sign-up limits.
+    public let limiter: SQLRateLimiter
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -27,9 +39,9 @@ public struct KeyhavenRuntime: Sendable {
     ///   (`serve` only).
     /// - Throws: `KeyhavenError` with a one-line reason; nothing is left open on failure.
     public static func open(
-        _ configuration: KeyhavenConfiguration, allowKeyringCreation: Bool, logger: Logger
+        _ configuration: KeyhavenConfiguration, allowKeyringCreation: Bool, logger: Logger, database: Database? = nil
     ) async throws -> KeyhavenRuntime {
-        let database = try await Database.open(configuration.database, logger: logger)
+        let database = if let database { database } else { try await Database.open(configuration.database, logger: logger) }
         do {
             let applied = try await Migrator(database: database).migrate()
             if !applied.isEmpty {
@@ -37,9 +49,13 @@ public struct KeyhavenRuntime: Sendable {
             }
             let keyring = try await LiveKeyring.open(
                 source: configuration.keyring, database: database, allowCreate: allowKeyringCreation, logger: logger)
+            let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
             return KeyhavenRuntime(
-                configuration: configuration, database: database, keyring: keyring,
-                secrets: SQLSecretStore(database: database, keyring: keyring, logger: logger), logger: logger)
+                configuration: configuration, database: database, keyring: keyring, secrets: secrets,
+                integrations: SQLIntegrationStore(database: database, secrets: secrets, logger: logger),
+                users: SQLUserStore(database: database), sessions: SQLSessionStore(database: database),
+                tokens: SQLTokenStore(database: database), audit: SQLAuditLog(database: database),
+                limiter: SQLRateLimiter(database: database), logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -59,11 +75,11 @@ public func buildApplication(
     _ configuration: KeyhavenConfiguration, logger: Logger = Logger(label: "keyhaven")
 ) async throws -> some ApplicationProtocol {
     let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: logger)
-    return buildApplication(runtime)
+    return await buildApplication(runtime)
 }
 
 /// The HTTP application over an opened runtime; the runtime is closed when the application stops.
-public func buildApplication(_ runtime: KeyhavenRuntime) -> some ApplicationProtocol {
+public func buildApplication(_ runtime: KeyhavenRuntime) async -> some ApplicationProtocol {
     let configuration = runtime.configuration
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
@@ -73,6 +89,24 @@ public func buildApplication(_ runtime: KeyhavenRuntime) -> some ApplicationProt
         ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },
         ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
     ]).addRoutes(to: router)
+
+    let cookie = SessionCookie(secure: configuration.isHTTPS)
+    var jwt: ExternalJWTVerifier?
+    if let settings = configuration.jwt {
+        jwt = await ExternalJWTVerifier(secret: settings.secret, issuer: settings.issuer, audience: settings.audience)
+    }
+    let api = router.group("api")
+    api.add(
+        middleware: AuthenticationMiddleware(
+            sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
+    AuthController(
+        users: runtime.users, sessions: runtime.sessions, audit: runtime.audit, limiter: runtime.limiter,
+        limits: configuration.authRateLimits, allowSignup: configuration.allowSignup, cookie: cookie
+    ).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
+    TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
+    IntegrationController(integrations: runtime.integrations, audit: runtime.audit)
+        .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
+    AuditController(audit: runtime.audit).addRoutes(to: api.group("audit", context: UserContext.self))
 
     return Application(
         router: router,

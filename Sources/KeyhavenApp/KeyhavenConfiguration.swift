@@ -3,6 +3,7 @@ import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
 import KeyhavenStorage
+import KeyhavenWeb
 import Logging
 
 /// Every setting Keyhaven reads, read once at start into one typed value (SPEC §2).
@@ -33,6 +34,24 @@ public struct KeyhavenConfiguration: Sendable {
     public var logLevel: Logger.Level
     /// `text` or `json` (`KEYHAVEN_LOG_FORMAT`, default text).
     public var logFormat: LogFormat
+    /// External JWT logins (`KEYHAVEN_JWT_HS256_SECRET`, `_ISSUER`, `_AUDIENCE`); nil turns them off.
+    public var jwt: JWTSettings?
+    /// Login and sign-up attempt limits.
+    public var authRateLimits = AuthRateLimits()
+
+    /// Settings for Supabase-style HS256 JWTs. The secret is never printed.
+    public struct JWTSettings: Sendable {
+        public var secret: String
+        public var issuer: String?
+        public var audience: String?
+
+        /// Creates the settings.
+        public init(secret: String, issuer: String? = nil, audience: String? = nil) {
+            self.secret = secret
+            self.issuer = issuer
+            self.audience = audience
+        }
+    }
 
     /// The keyring file used when neither `KEYHAVEN_MASTER_KEY` nor `KEYHAVEN_KEYRING_FILE` is set.
     public static let defaultKeyringFile = "./data/keyring.json"
@@ -40,8 +59,10 @@ public struct KeyhavenConfiguration: Sendable {
     /// Creates a configuration directly (tests and embedding).
     public init(
         database: DatabaseLocation, keyring: KeyringSource, host: String = "127.0.0.1", port: Int = 8080,
-        publicURL: URL? = nil, allowSignup: Bool = true, logLevel: Logger.Level = .info, logFormat: LogFormat = .text
+        publicURL: URL? = nil, allowSignup: Bool = true, logLevel: Logger.Level = .info, logFormat: LogFormat = .text,
+        jwt: JWTSettings? = nil
     ) {
+        self.jwt = jwt
         self.database = database
         self.keyring = keyring
         self.host = host
@@ -106,6 +127,13 @@ public struct KeyhavenConfiguration: Sendable {
             throw KeyhavenError.configuration("KEYHAVEN_LOG_FORMAT must be text or json")
         }
         logFormat = format
+        if let secret = text("keyhaven.jwt.hs256.secret", secret: true) {
+            guard secret.utf8.count >= 32 else {
+                throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")
+            }
+            jwt = JWTSettings(
+                secret: secret, issuer: text("keyhaven.jwt.hs256.issuer"), audience: text("keyhaven.jwt.hs256.audience"))
+        }
     }
 
     private static func bool(_ value: String?, name: String, default defaultValue: Bool) throws -> Bool {
@@ -159,6 +187,7 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "allow_signup=\(allowSignup)",
             "log_level=\(logLevel)",
             "log_format=\(logFormat.rawValue)",
+            "jwt=\(jwt == nil ? "off" : "hs256")",
         ].joined(separator: " ")
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
+import HummingbirdBcrypt
 import KeyhavenCore
 import KeyhavenStorage
+import KeyhavenWeb
 import Logging
 
 /// The operator's commands (SPEC §10) as library calls; the CLI only parses, calls these, and prints.
@@ -50,8 +52,14 @@ public enum KeyhavenOperations {
         progress: @escaping @Sendable (RotationProgress) -> Void
     ) async throws -> RotationResult {
         try await withDatabase(configuration, logger: logger) { database in
-            try await KeyManagement(database: database, source: configuration.keyring, logger: logger)
+            let result = try await KeyManagement(database: database, source: configuration.keyring, logger: logger)
                 .rotate(batchSize: batchSize, pause: pause, progress: progress)
+            try await SQLAuditLog(database: database).append(
+                AuditEntry(actor: .operator, action: .keyRotate, detail: [
+                    "active_kek_id": .string(result.activeKeyID), "rewrapped": .number(Double(result.rewrapped)),
+                    "resumed": .bool(result.resumed),
+                ]))
+            return result
         }
     }
 
@@ -61,6 +69,61 @@ public enum KeyhavenOperations {
     public static func retire(id: String, _ configuration: KeyhavenConfiguration, logger: Logger) async throws {
         try await withDatabase(configuration, logger: logger) { database in
             try await KeyManagement(database: database, source: configuration.keyring, logger: logger).retire(id: id)
+            try await SQLAuditLog(database: database).append(
+                AuditEntry(actor: .operator, action: .keyRetire, detail: ["kek_id": .string(id)]))
+        }
+    }
+}
+
+extension KeyhavenOperations {
+    /// Creates a user with a password, as the operator.
+    ///
+    /// - Throws: `KeyhavenError.validationFailed` for a bad email or password, `.conflict` if the email is taken.
+    public static func createUser(
+        email: String, password: String, _ configuration: KeyhavenConfiguration, logger: Logger
+    ) async throws -> User {
+        var problems: [String: String] = [:]
+        if !AuthController.isEmail(email) { problems["email"] = "must be an email address" }
+        if let problem = PasswordPolicy.problem(with: password) { problems["password"] = problem }
+        guard problems.isEmpty else { throw KeyhavenError.validationFailed(problems) }
+        let hash = try await AuthController.offloop { Bcrypt.hash(password, cost: 12) }
+        return try await withDatabase(configuration, logger: logger) { database in
+            try await SQLUserStore(database: database).create(
+                email: email.lowercased(), passwordHash: hash, audit: AuditEntry(actor: .operator, action: .signup))
+        }
+    }
+
+    /// Creates a service token; returns its record and the token, shown once.
+    ///
+    /// - Throws: `KeyhavenError` if the database cannot be reached.
+    public static func createServiceToken(
+        name: String, scopes: Set<TokenScope>, _ configuration: KeyhavenConfiguration, logger: Logger
+    ) async throws -> (token: String, record: APIToken) {
+        try await withDatabase(configuration, logger: logger) { database in
+            try await SQLTokenStore(database: database).create(
+                kind: .service, userID: nil, name: name, scopes: scopes, expiresAt: nil,
+                audit: AuditEntry(actor: .operator, action: .tokenCreate))
+        }
+    }
+
+    /// Revokes any token by id.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if there is no such live token.
+    public static func revokeToken(id: UUID, _ configuration: KeyhavenConfiguration, logger: Logger) async throws {
+        try await withDatabase(configuration, logger: logger) { database in
+            try await SQLTokenStore(database: database).revoke(
+                id: id, userID: nil, audit: AuditEntry(actor: .operator, action: .tokenRevoke))
+        }
+    }
+
+    /// Recomputes the audit chain.
+    ///
+    /// - Throws: `KeyhavenError` if the database cannot be reached.
+    public static func verifyAudit(_ configuration: KeyhavenConfiguration, logger: Logger) async throws
+        -> AuditVerification
+    {
+        try await withDatabase(configuration, logger: logger) { database in
+            try await SQLAuditLog(database: database).verify()
         }
     }
 }

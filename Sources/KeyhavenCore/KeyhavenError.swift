@@ -7,6 +7,8 @@ public enum KeyhavenError: Error, Sendable, Equatable {
     case badRequest(String)
     /// No caller identity was presented, or it was not valid.
     case unauthenticated
+    /// A login with a wrong email or password (the message does not say which).
+    case invalidLogin
     /// The caller is known but not allowed to do this (wrong scope, missing CSRF token).
     case forbidden(String)
     /// The object does not exist, or belongs to someone else.
@@ -37,6 +39,7 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         switch self {
         case .badRequest: "bad_request"
         case .unauthenticated: "unauthenticated"
+        case .invalidLogin: "invalid_login"
         case .forbidden: "forbidden"
         case .notFound: "not_found"
         case .conflict: "conflict"
@@ -57,6 +60,7 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         switch self {
         case .badRequest(let reason): reason
         case .unauthenticated: "Authentication is required."
+        case .invalidLogin: "Invalid email or password."
         case .forbidden(let reason): reason
         case .notFound: "Not found."
         case .conflict(let reason): reason

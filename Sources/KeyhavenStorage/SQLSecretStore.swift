@@ -69,33 +69,43 @@ public struct SQLSecretStore: SecretStore {
     }
 
     public func get(_ owner: SecretOwner, version: Int? = nil) async throws -> (SecretBytes, SecretVersionInfo) {
-        try await database.withConnection { sql in
-            var query = SQLQueryString(
-                """
-                SELECT id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at FROM secrets
-                WHERE integration_id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
-                """)
-            if let version { query.appendInterpolation(unsafeRaw: " AND version = "); query.appendInterpolation(bind: version) }
-            query.appendInterpolation(unsafeRaw: " ORDER BY version DESC LIMIT 1")
-            guard let row = try await sql.raw(query).first() else { throw KeyhavenError.notFound }
-            let info = SecretVersionInfo(
-                id: try row.decode(column: "id", as: UUID.self),
-                version: try row.decode(column: "version", as: Int.self),
-                createdAt: try row.decode(column: "created_at", as: Date.self))
-            let sealed = SealedSecret(
-                kekID: try row.decode(column: "kek_id", as: String.self),
-                wrappedDEK: try row.decode(column: "wrapped_dek", as: Data.self),
-                nonce: try row.decode(column: "nonce", as: Data.self),
-                ciphertext: try row.decode(column: "ciphertext", as: Data.self))
-            let kek = try await keyring.key(id: sealed.kekID, on: sql)
-            do {
-                return (try Envelope.open(sealed, binding: binding(info, owner), kek: kek), info)
-            } catch {
-                logger.error(
-                    "a stored secret failed to decrypt",
-                    metadata: ["secret_id": "\(info.id)", "integration_id": "\(owner.integrationID)"])
-                throw error
-            }
+        try await database.withConnection { sql in try await get(owner, version: version, on: sql) }
+    }
+
+    /// Decrypts the latest version, or the given one, inside the caller's transaction.
+    ///
+    /// - Throws: as ``get(_:version:)``.
+    public func get(_ owner: SecretOwner, version: Int?, on sql: any SQLDatabase) async throws
+        -> (SecretBytes, SecretVersionInfo)
+    {
+        var query = SQLQueryString(
+            """
+            SELECT id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at FROM secrets
+            WHERE integration_id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+            """)
+        if let version {
+            query.appendInterpolation(unsafeRaw: " AND version = ")
+            query.appendInterpolation(bind: version)
+        }
+        query.appendInterpolation(unsafeRaw: " ORDER BY version DESC LIMIT 1")
+        guard let row = try await sql.raw(query).first() else { throw KeyhavenError.notFound }
+        let info = SecretVersionInfo(
+            id: try row.decode(column: "id", as: UUID.self),
+            version: try row.decode(column: "version", as: Int.self),
+            createdAt: try row.decode(column: "created_at", as: Date.self))
+        let sealed = SealedSecret(
+            kekID: try row.decode(column: "kek_id", as: String.self),
+            wrappedDEK: try row.decode(column: "wrapped_dek", as: Data.self),
+            nonce: try row.decode(column: "nonce", as: Data.self),
+            ciphertext: try row.decode(column: "ciphertext", as: Data.self))
+        let kek = try await keyring.key(id: sealed.kekID, on: sql)
+        do {
+            return (try Envelope.open(sealed, binding: binding(info, owner), kek: kek), info)
+        } catch {
+            logger.error(
+                "a stored secret failed to decrypt",
+                metadata: ["secret_id": "\(info.id)", "integration_id": "\(owner.integrationID)"])
+            throw error
         }
     }
 

@@ -9,7 +9,7 @@ struct KeyhavenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyhaven",
         abstract: "A self-hosted vault for the provider credentials your users bring.",
-        subcommands: [Serve.self, Migrate.self, Keys.self]
+        subcommands: [Serve.self, Migrate.self, Keys.self, Users.self, Tokens.self, Audit.self]
     )
 }
 
@@ -63,7 +63,10 @@ func reportingFailure(_ body: () async throws -> Void) async throws {
     } catch let error as ExitCode {
         throw error
     } catch {
-        let reason = (error as? KeyhavenError)?.message ?? "\(error)"
+        var reason = (error as? KeyhavenError)?.message ?? "\(error)"
+        if case .validationFailed(let fields)? = error as? KeyhavenError {
+            reason = fields.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "; ")
+        }
         FileHandle.standardError.write(Data("keyhaven: error: \(reason)\n".utf8))
         throw ExitCode.failure
     }

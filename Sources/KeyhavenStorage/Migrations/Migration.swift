@@ -19,7 +19,8 @@ struct Migration: Sendable {
 /// Applies the numbered migrations in order, once each, on SQLite or PostgreSQL.
 public struct Migrator: Sendable {
     static let all: [Migration] = [
-        .createCoreTables
+        .createCoreTables,
+        .addAccountsTokensAudit,
     ]
 
     let database: Database

@@ -17,7 +17,7 @@ extension KeyhavenError: HTTPResponseError {
     public var status: HTTPResponse.Status {
         switch self {
         case .badRequest: .badRequest
-        case .unauthenticated: .unauthorized
+        case .unauthenticated, .invalidLogin: .unauthorized
         case .forbidden: .forbidden
         case .notFound: .notFound
         case .conflict: .conflict

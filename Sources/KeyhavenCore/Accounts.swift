@@ -1,0 +1,160 @@
+import Foundation
+
+/// A person who stores integrations.
+public struct User: Sendable, Equatable {
+    public var id: UUID
+    /// The sign-in email; nil for users known only by an external JWT subject.
+    public var email: String?
+    /// The `sub` of the external identity provider, for JWT users.
+    public var externalSubject: String?
+    public var createdAt: Date
+
+    /// Creates a user value.
+    public init(id: UUID, email: String?, externalSubject: String?, createdAt: Date) {
+        self.id = id
+        self.email = email
+        self.externalSubject = externalSubject
+        self.createdAt = createdAt
+    }
+}
+
+/// Users and their password hashes.
+public protocol UserStore: Sendable {
+    /// Creates a user with an email and a bcrypt hash.
+    ///
+    /// - Throws: `KeyhavenError.conflict` if the email (compared case-insensitively) is taken.
+    func create(email: String, passwordHash: String, audit: AuditEntry?) async throws -> User
+
+    /// The user with this email (case-insensitive) and their password hash, if any.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func find(email: String) async throws -> (User, passwordHash: String?)?
+
+    /// The user with this id, if enabled.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func find(id: UUID) async throws -> User?
+
+    /// The user with this external subject, created on first sight.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func findOrCreate(externalSubject: String, email: String?) async throws -> User
+}
+
+/// A browser session: the row behind a `keyhaven_session` cookie.
+public struct Session: Sendable, Equatable {
+    /// SHA-256 of the cookie token, hex.
+    public var id: String
+    public var userID: UUID
+    /// The token every state-changing request of this session must carry.
+    public var csrfToken: String
+    public var expiresAt: Date
+
+    /// Creates a session value.
+    public init(id: String, userID: UUID, csrfToken: String, expiresAt: Date) {
+        self.id = id
+        self.userID = userID
+        self.csrfToken = csrfToken
+        self.expiresAt = expiresAt
+    }
+}
+
+/// Server-side sessions; only hashes of cookie tokens are stored.
+public protocol SessionStore: Sendable {
+    /// Starts a session; returns the cookie token (shown once) and the session.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func create(userID: UUID, lifetime: Duration) async throws -> (token: String, session: Session)
+
+    /// The live session for a cookie token, if any.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func find(token: String) async throws -> Session?
+
+    /// Ends a session.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func delete(id: String) async throws
+}
+
+/// The scopes a token may hold.
+public enum TokenScope: String, Sendable, CaseIterable, Codable {
+    case integrationsRead = "integrations:read"
+    case integrationsWrite = "integrations:write"
+    case credentialsRead = "credentials:read"
+}
+
+/// A personal access token (`kh_pat_…`) or a service token (`kh_svc_…`); the token itself is never stored.
+public struct APIToken: Sendable, Equatable {
+    /// Personal tokens act for a user; service tokens act for the application backend.
+    public enum Kind: String, Sendable {
+        case personal
+        case service
+    }
+
+    public var id: UUID
+    public var kind: Kind
+    /// The owner of a personal token; nil for service tokens.
+    public var userID: UUID?
+    public var name: String
+    public var scopes: Set<TokenScope>
+    public var createdAt: Date
+    public var lastUsedAt: Date?
+    public var expiresAt: Date?
+    public var revokedAt: Date?
+
+    /// Creates a token value.
+    public init(
+        id: UUID, kind: Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, createdAt: Date,
+        lastUsedAt: Date?, expiresAt: Date?, revokedAt: Date?
+    ) {
+        self.id = id
+        self.kind = kind
+        self.userID = userID
+        self.name = name
+        self.scopes = scopes
+        self.createdAt = createdAt
+        self.lastUsedAt = lastUsedAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+    }
+}
+
+/// API tokens, stored as SHA-256 hashes.
+public protocol TokenStore: Sendable {
+    /// Creates a token; the returned string is shown once and never stored.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func create(
+        kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?, audit: AuditEntry
+    ) async throws -> (token: String, record: APIToken)
+
+    /// The live (unrevoked, unexpired) token for a presented string; records its use.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func authenticate(token: String) async throws -> APIToken?
+
+    /// A user's personal tokens, newest first.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func list(userID: UUID) async throws -> [APIToken]
+
+    /// Revokes a token: a user's own personal token, or (with `userID` nil) any token, as the operator.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if there is no such live token for that user.
+    func revoke(id: UUID, userID: UUID?, audit: AuditEntry) async throws
+}
+
+/// What a rate limiter decided.
+public enum RateDecision: Sendable, Equatable {
+    case allowed
+    case limited(retryAfterSeconds: Int)
+}
+
+/// Fixed-window counters shared by every instance (they live in the database).
+public protocol RateLimiter: Sendable {
+    /// Counts one attempt under `key`; more than `limit` in the window is refused.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func hit(_ key: String, limit: Int, window: Duration) async throws -> RateDecision
+}

@@ -1,0 +1,277 @@
+import Foundation
+
+/// Decrypted provider credentials, typed per provider (SPEC §6).
+///
+/// Never printable (`<redacted>` everywhere) and deliberately not `Encodable`: the only way out of the process is
+/// ``serialized()`` into the sealed store, and the service-only credentials route, which builds its JSON
+/// explicitly.
+public enum Credentials: Sendable, RedactedDescription {
+    /// An API key (OpenAI, Anthropic, Gemini).
+    case apiKey(String)
+    /// A Google Cloud service-account key file, with every field it came with.
+    case googleServiceAccount([String: JSONValue])
+    /// AWS access keys.
+    case aws(accessKeyID: String, secretAccessKey: String, sessionToken: String?)
+    /// An Azure service principal's client secret.
+    case azure(tenantID: String, clientID: String, clientSecret: String)
+
+    /// The bytes that are sealed: the canonical JSON of the credentials.
+    public func serialized() -> SecretBytes {
+        var data = (try? Self.encoder.encode(wireValue)) ?? Data()
+        defer { data.resetBytes(in: 0..<data.count) }
+        return SecretBytes(Array(data))
+    }
+
+    /// Reads back what ``serialized()`` produced for an integration of `type`.
+    ///
+    /// - Throws: `KeyhavenError.decryptionFailed` if the bytes are not credentials of that type.
+    public init(type: IntegrationType, serialized bytes: SecretBytes) throws {
+        let value = try bytes.withUnsafeBytes { buffer in
+            try JSONDecoder().decode(JSONValue.self, from: Data(buffer))
+        }
+        switch CredentialValidator.validate(type: type, value) {
+        case .success(let credentials): self = credentials
+        case .failure: throw KeyhavenError.decryptionFailed
+        }
+    }
+
+    /// The JSON the credentials route returns (and that is sealed): a string for API keys, an object otherwise.
+    public var wireValue: JSONValue {
+        switch self {
+        case .apiKey(let key): .string(key)
+        case .googleServiceAccount(let fields): .object(fields)
+        case .aws(let accessKeyID, let secretAccessKey, let sessionToken):
+            .object(
+                ["access_key_id": .string(accessKeyID), "secret_access_key": .string(secretAccessKey)].merging(
+                    sessionToken.map { ["session_token": .string($0)] } ?? [:]
+                ) { first, _ in first })
+        case .azure(let tenantID, let clientID, let clientSecret):
+            .object(["tenant_id": .string(tenantID), "client_id": .string(clientID), "client_secret": .string(clientSecret)])
+        }
+    }
+
+    /// What the UI may show: at most the last 4 characters of a secret, or a non-secret identifier.
+    public var hint: String {
+        switch self {
+        case .apiKey(let key):
+            let prefix = key.hasPrefix("sk-ant-") ? "sk-ant-" : key.hasPrefix("sk-") ? "sk-" : key.hasPrefix("AIza") ? "AIza" : ""
+            return "\(prefix)…\(key.suffix(4))"
+        case .googleServiceAccount(let fields): return fields["client_email"]?.stringValue ?? "service account"
+        case .aws(let accessKeyID, _, _): return "\(accessKeyID.prefix(4))…\(accessKeyID.suffix(4))"
+        case .azure(_, let clientID, _): return "client \(clientID)"
+        }
+    }
+
+    /// Every secret string inside, for scrubbing them out of provider error messages.
+    public var secretValues: [String] {
+        switch self {
+        case .apiKey(let key): [key]
+        case .googleServiceAccount(let fields): [fields["private_key"]?.stringValue, fields["private_key_id"]?.stringValue].compactMap { $0 }
+        case .aws(_, let secret, let token): [secret] + (token.map { [$0] } ?? [])
+        case .azure(_, _, let secret): [secret]
+        }
+    }
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+}
+
+/// Checks submitted credentials and configuration per provider; every problem is reported against its field.
+public enum CredentialValidator {
+    /// Field names used in validation errors: `credentials` for key strings, `credentials.<name>` inside objects.
+    public static func validate(type: IntegrationType, _ value: JSONValue) -> Result<Credentials, FieldErrors> {
+        var errors = FieldErrors()
+        switch type {
+        case .openai:
+            return apiKey(value, prefix: "sk-", minimumLength: 20, example: "sk-…")
+        case .anthropic:
+            return apiKey(value, prefix: "sk-ant-", minimumLength: 24, example: "sk-ant-…")
+        case .gemini:
+            guard case .string(let key) = value, key.hasPrefix("AIza"), key.utf8.count == 39,
+                key.utf8.allSatisfy(isKeyCharacter)
+            else {
+                errors["credentials"] = "must be a Gemini API key: AIza followed by 35 letters, digits, - or _"
+                return .failure(errors)
+            }
+            return .success(.apiKey(key))
+        case .aws:
+            guard case .object(let fields) = value else {
+                errors["credentials"] = "must be an object with access_key_id and secret_access_key"
+                return .failure(errors)
+            }
+            let accessKeyID = fields["access_key_id"]?.stringValue ?? ""
+            let secret = fields["secret_access_key"]?.stringValue ?? ""
+            var sessionToken: String?
+            if !(accessKeyID.utf8.count == 20 && (accessKeyID.hasPrefix("AKIA") || accessKeyID.hasPrefix("ASIA"))
+                && accessKeyID.utf8.allSatisfy { isUpperAlphanumeric($0) })
+            {
+                errors["credentials.access_key_id"] = "must be 20 characters starting with AKIA or ASIA"
+            }
+            if !(secret.utf8.count == 40 && secret.utf8.allSatisfy { isAlphanumeric($0) || $0 == 0x2B || $0 == 0x2F || $0 == 0x3D }) {
+                errors["credentials.secret_access_key"] = "must be exactly 40 characters (letters, digits, + and /)"
+            }
+            switch fields["session_token"] {
+            case nil, .null?: if accessKeyID.hasPrefix("ASIA") { errors["credentials.session_token"] = "is required for temporary (ASIA…) keys" }
+            case .string(let token)? where !token.isEmpty && token.utf8.count <= 4096: sessionToken = token
+            default: errors["credentials.session_token"] = "must be a non-empty string"
+            }
+            errors.rejectUnknown(fields, allowed: ["access_key_id", "secret_access_key", "session_token"], prefix: "credentials")
+            return errors.isEmpty ? .success(.aws(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken)) : .failure(errors)
+        case .azure:
+            guard case .object(let fields) = value else {
+                errors["credentials"] = "must be an object with tenant_id, client_id and client_secret"
+                return .failure(errors)
+            }
+            let tenant = fields["tenant_id"]?.stringValue ?? ""
+            let client = fields["client_id"]?.stringValue ?? ""
+            let secret = fields["client_secret"]?.stringValue ?? ""
+            if UUID(uuidString: tenant) == nil { errors["credentials.tenant_id"] = "must be a GUID (the directory's tenant id)" }
+            if UUID(uuidString: client) == nil { errors["credentials.client_id"] = "must be a GUID (the application's client id)" }
+            if secret.isEmpty || secret.utf8.count > 1024 || secret.contains(where: \.isNewline) {
+                errors["credentials.client_secret"] = "must be the client secret's value"
+            }
+            errors.rejectUnknown(fields, allowed: ["tenant_id", "client_id", "client_secret"], prefix: "credentials")
+            return errors.isEmpty
+                ? .success(.azure(tenantID: tenant.lowercased(), clientID: client.lowercased(), clientSecret: secret))
+                : .failure(errors)
+        case .googleCloud:
+            return serviceAccount(value)
+        }
+    }
+
+    private static func apiKey(_ value: JSONValue, prefix: String, minimumLength: Int, example: String)
+        -> Result<Credentials, FieldErrors>
+    {
+        guard case .string(let key) = value, key.hasPrefix(prefix), key.utf8.count >= minimumLength,
+            key.utf8.count <= 512, key.utf8.allSatisfy(isKeyCharacter)
+        else {
+            var errors = FieldErrors()
+            errors["credentials"] = "must be an API key like \(example) (letters, digits, - and _ only)"
+            return .failure(errors)
+        }
+        return .success(.apiKey(key))
+    }
+
+    private static func serviceAccount(_ value: JSONValue) -> Result<Credentials, FieldErrors> {
+        var errors = FieldErrors()
+        var object: [String: JSONValue]
+        switch value {
+        case .object(let fields): object = fields
+        case .string(let text):
+            guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else {
+                errors["credentials"] = "must be the service account's JSON key file"
+                return .failure(errors)
+            }
+            object = fields
+        default:
+            errors["credentials"] = "must be the service account's JSON key file"
+            return .failure(errors)
+        }
+        if object["type"]?.stringValue != "service_account" {
+            errors["credentials.type"] = "must be \"service_account\""
+        }
+        let email = object["client_email"]?.stringValue ?? ""
+        if !(email.contains("@") && !email.contains(where: \.isWhitespace) && email.utf8.count <= 320) {
+            errors["credentials.client_email"] = "must be the service account's email"
+        }
+        if !isPEMPrivateKey(object["private_key"]?.stringValue ?? "") {
+            errors["credentials.private_key"] = "must be a PEM private key (-----BEGIN PRIVATE KEY-----)"
+        }
+        let keyID = object["private_key_id"]?.stringValue ?? ""
+        if keyID.isEmpty || keyID.utf8.count > 128 || !keyID.utf8.allSatisfy(isAlphanumeric) {
+            errors["credentials.private_key_id"] = "must be the key's id (letters and digits)"
+        }
+        if let uri = object["token_uri"], !(uri.stringValue.flatMap(URL.init(string:))?.scheme.map { ["https", "http"].contains($0) } ?? false) {
+            errors["credentials.token_uri"] = "must be a URL"
+        }
+        if object.count > 32 { errors["credentials"] = "has too many fields for a service account key" }
+        return errors.isEmpty ? .success(.googleServiceAccount(object)) : .failure(errors)
+    }
+
+    /// A PEM block whose body is base64 of a DER SEQUENCE; the key itself is parsed where it is used.
+    static func isPEMPrivateKey(_ text: String) -> Bool {
+        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        for label in ["PRIVATE KEY", "RSA PRIVATE KEY"] {
+            let header = "-----BEGIN \(label)-----"
+            let footer = "-----END \(label)-----"
+            guard normalized.hasPrefix(header), normalized.hasSuffix(footer) else { continue }
+            let body = normalized.dropFirst(header.count).dropLast(footer.count).filter { !$0.isWhitespace }
+            guard let der = Data(base64Encoded: String(body)), der.count > 64, der.first == 0x30 else { return false }
+            return true
+        }
+        return false
+    }
+
+    static func isKeyCharacter(_ byte: UInt8) -> Bool { isAlphanumeric(byte) || byte == 0x2D || byte == 0x5F }
+    static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+    }
+    static func isUpperAlphanumeric(_ byte: UInt8) -> Bool { (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) }
+
+    /// Checks the non-secret configuration of an integration of `type`.
+    public static func validateConfig(type: IntegrationType, _ config: [String: JSONValue]) -> FieldErrors {
+        var errors = FieldErrors()
+        func string(_ key: String, _ check: (String) -> Bool, _ problem: String) {
+            guard let value = config[key] else { return }
+            guard let text = value.stringValue, check(text) else {
+                errors["config.\(key)"] = problem
+                return
+            }
+        }
+        switch type {
+        case .openai:
+            string("organization", { $0.hasPrefix("org-") && $0.utf8.count <= 64 && $0.utf8.allSatisfy(isKeyCharacter) }, "must be an organization id like org-…")
+            string("project", { $0.hasPrefix("proj_") && $0.utf8.count <= 64 && $0.utf8.allSatisfy(isKeyCharacter) }, "must be a project id like proj_…")
+            errors.rejectUnknown(config, allowed: ["organization", "project"], prefix: "config")
+        case .googleCloud:
+            if let scopes = config["scopes"] {
+                guard case .array(let items) = scopes, !items.isEmpty, items.count <= 20,
+                    items.allSatisfy({ $0.stringValue?.hasPrefix("https://www.googleapis.com/auth/") ?? false })
+                else {
+                    errors["config.scopes"] = "must be a list of https://www.googleapis.com/auth/… scopes"
+                    return errors
+                }
+            }
+            errors.rejectUnknown(config, allowed: ["scopes"], prefix: "config")
+        case .aws:
+            string("region", { $0.utf8.count <= 32 && $0.range(of: #"^[a-z]{2}(-[a-z]+)+-\d$"#, options: .regularExpression) != nil }, "must be an AWS region like us-east-1")
+            errors.rejectUnknown(config, allowed: ["region"], prefix: "config")
+        case .azure:
+            string("cloud", { ["public", "usgovernment", "china"].contains($0) }, "must be public, usgovernment or china")
+            errors.rejectUnknown(config, allowed: ["cloud"], prefix: "config")
+        case .anthropic, .gemini:
+            errors.rejectUnknown(config, allowed: [], prefix: "config")
+        }
+        return errors
+    }
+}
+
+/// Validation problems by field name, as the 422 error body's `fields` shows them.
+public struct FieldErrors: Error, Sendable, Equatable {
+    /// Problem by field.
+    public var problems: [String: String] = [:]
+
+    /// Creates an empty set.
+    public init() {}
+
+    /// The problem with one field.
+    public subscript(field: String) -> String? {
+        get { problems[field] }
+        set { problems[field] = newValue }
+    }
+
+    /// Whether there is no problem.
+    public var isEmpty: Bool { problems.isEmpty }
+
+    mutating func rejectUnknown(_ fields: [String: JSONValue], allowed: Set<String>, prefix: String) {
+        for key in fields.keys where !allowed.contains(key) {
+            problems["\(prefix).\(key)"] = "is not a known field"
+        }
+    }
+
+    /// The domain error for these problems.
+    public var error: KeyhavenError { .validationFailed(problems) }
+}

@@ -1,0 +1,133 @@
+import Foundation
+
+/// The providers Keyhaven stores credentials for. Adding one is adding a case, its credential format, and a
+/// verifier; nothing else changes.
+public enum IntegrationType: String, Sendable, CaseIterable, Codable {
+    case openai
+    case googleCloud = "google_cloud"
+    case aws
+    case azure
+    case anthropic
+    case gemini
+}
+
+/// Where an integration stands (SPEC §6); the UI shows Verificando / Conectado / Error / Deshabilitado.
+public enum IntegrationStatus: String, Sendable, Codable {
+    case verifying
+    case connected
+    case error
+    case disabled
+}
+
+/// One stored integration: everything about it except the credentials themselves.
+public struct Integration: Sendable, Equatable {
+    /// Its id (time-ordered, so newer integrations sort first).
+    public var id: UUID
+    /// The user who owns it.
+    public var ownerID: UUID
+    /// A name unique among the owner's integrations.
+    public var name: String
+    /// The provider.
+    public var type: IntegrationType
+    /// Where it stands.
+    public var status: IntegrationStatus
+    /// False once the user disables it.
+    public var enabled: Bool
+    /// Non-secret settings (an OpenAI organization, an AWS region).
+    public var config: [String: JSONValue]
+    /// At most the last 4 characters of a secret, or a non-secret identifier.
+    public var credentialHint: String?
+    /// The current secret version (0 before the first).
+    public var credentialVersion: Int
+    /// Why the last verification failed, with any echo of the credential removed.
+    public var errorMessage: String?
+    /// When the credentials were last verified.
+    public var lastVerifiedAt: Date?
+    /// When a backend last read the credentials.
+    public var lastUsedAt: Date?
+    /// When it was created.
+    public var createdAt: Date
+    /// When it last changed.
+    public var updatedAt: Date
+
+    /// Creates an integration value.
+    public init(
+        id: UUID, ownerID: UUID, name: String, type: IntegrationType, status: IntegrationStatus, enabled: Bool,
+        config: [String: JSONValue], credentialHint: String?, credentialVersion: Int, errorMessage: String?,
+        lastVerifiedAt: Date?, lastUsedAt: Date?, createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.ownerID = ownerID
+        self.name = name
+        self.type = type
+        self.status = status
+        self.enabled = enabled
+        self.config = config
+        self.credentialHint = credentialHint
+        self.credentialVersion = credentialVersion
+        self.errorMessage = errorMessage
+        self.lastVerifiedAt = lastVerifiedAt
+        self.lastUsedAt = lastUsedAt
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// A JSON value, for non-secret configuration and audit details.
+public enum JSONValue: Sendable, Equatable, Codable {
+    case string(String)
+    case number(Double)
+    case bool(Bool)
+    case array([JSONValue])
+    case object([String: JSONValue])
+    case null
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let bool = try? container.decode(Bool.self) {
+            self = .bool(bool)
+        } else if let number = try? container.decode(Double.self) {
+            self = .number(number)
+        } else if let string = try? container.decode(String.self) {
+            self = .string(string)
+        } else if let array = try? container.decode([JSONValue].self) {
+            self = .array(array)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .bool(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        case .null: try container.encodeNil()
+        }
+    }
+
+    /// The string, if this is one.
+    public var stringValue: String? {
+        if case .string(let value) = self { value } else { nil }
+    }
+}
+
+extension UUID {
+    /// A version 7 UUID: 48 bits of Unix milliseconds, then random bits, so ids sort by creation time.
+    public static func timeOrdered(now: Date = Date()) -> UUID {
+        let milliseconds = UInt64(max(0, now.timeIntervalSince1970 * 1000))
+        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: milliseconds >> (8 * (5 - index))) }
+        bytes[6] = (bytes[6] & 0x0F) | 0x70
+        bytes[8] = (bytes[8] & 0x3F) | 0x80
+        return UUID(uuid: (
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
+        ))
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+
+/// What an update changes; nil leaves a field as it is.
+public struct IntegrationChanges: Sendable {
+    public var name: String?
+    public var credentials: Credentials?
+    public var config: [String: JSONValue]?
+    public var enabled: Bool?
+
+    /// Creates a set of changes.
+    public init(name: String? = nil, credentials: Credentials? = nil, config: [String: JSONValue]? = nil, enabled: Bool? = nil) {
+        self.name = name
+        self.credentials = credentials
+        self.config = config
+        self.enabled = enabled
+    }
+}
+
+/// Integrations and their encrypted credentials. Every change is audited in the same transaction.
+public protocol IntegrationStore: Sendable {
+    /// Creates an integration in status `verifying` with its first credential version.
+    ///
+    /// - Throws: `KeyhavenError.conflict` if the owner already has an integration with this name.
+    func create(
+        ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
+        actor: AuditActor
+    ) async throws -> Integration
+
+    /// The owner's integrations, newest first, after the cursor (the last id of the previous page).
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func list(ownerID: UUID, limit: Int, after cursor: UUID?) async throws -> [Integration]
+
+    /// One of the owner's integrations.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if it does not exist or belongs to someone else.
+    func get(id: UUID, ownerID: UUID) async throws -> Integration
+
+    /// Applies changes: new credentials become a new version and status `verifying`; disabling sets `disabled`.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, or `KeyhavenError.conflict` if the new name is taken.
+    func update(id: UUID, ownerID: UUID, changes: IntegrationChanges, actor: AuditActor) async throws -> Integration
+
+    /// Deletes the integration and destroys every secret version.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if it does not exist or belongs to someone else.
+    func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws
+
+    /// Decrypts the current credentials for the application backend. The read is audited and `last_used_at`
+    /// updated in one transaction before anything is returned; if that fails, nothing is returned.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed` (also recorded as status `error`), `.unavailable`.
+    func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials)
+}

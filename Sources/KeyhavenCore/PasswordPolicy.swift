@@ -1,0 +1,28 @@
+import Foundation
+
+/// The password rules of SPEC §5: at least 12 characters, at most 256, and not one of the 10,000 most common
+/// passwords (bundled from zxcvbn's frequency lists, MIT licence; see Resources/common-passwords-LICENSE.txt).
+public enum PasswordPolicy {
+    /// The shortest password accepted.
+    public static let minimumLength = 12
+    /// The longest password accepted (bcrypt reads at most 72 bytes; longer input only costs time).
+    public static let maximumLength = 256
+
+    static let common: Set<String> = {
+        guard let url = Bundle.module.url(forResource: "common-passwords-10k", withExtension: "txt"),
+            let text = try? String(contentsOf: url, encoding: .utf8)
+        else { return [] }
+        return Set(text.split(whereSeparator: \.isNewline).map { $0.lowercased() })
+    }()
+
+    /// How many common passwords are refused (to check that the list was bundled).
+    public static var commonPasswordCount: Int { common.count }
+
+    /// The problem with a password, or nil if it is acceptable.
+    public static func problem(with password: String) -> String? {
+        if password.count < minimumLength { return "must be at least \(minimumLength) characters" }
+        if password.count > maximumLength { return "must be at most \(maximumLength) characters" }
+        if common.contains(password.lowercased()) { return "is too common; choose another" }
+        return nil
+    }
+}

@@ -1,0 +1,290 @@
+import Crypto
+import Foundation
+import KeyhavenCore
+import SQLKit
+
+/// Random tokens and their stored hashes.
+enum TokenMaterial {
+    /// `prefix` + 43 characters of base64url (256 random bits).
+    static func random(prefix: String = "") -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return prefix
+            + Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    /// SHA-256 of the token, hex: what the database stores and looks up.
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Users in `users`.
+public struct SQLUserStore: UserStore {
+    let database: Database
+    let audit: SQLAuditLog
+
+    /// Creates the store.
+    public init(database: Database) {
+        self.database = database
+        self.audit = SQLAuditLog(database: database)
+    }
+
+    public func create(email: String, passwordHash: String, audit entry: AuditEntry?) async throws -> User {
+        let user = User(id: UUID(), email: email, externalSubject: nil, createdAt: Date())
+        return try await database.transaction { sql in
+            let taken = try await sql.raw("SELECT id FROM users WHERE lower(email) = lower(\(bind: email))").first()
+            guard taken == nil else { throw KeyhavenError.conflict("An account with this email already exists.") }
+            try await sql.raw(
+                """
+                INSERT INTO users (id, email, password_hash, created_at)
+                VALUES (\(bind: user.id), \(bind: email), \(bind: passwordHash), \(bind: user.createdAt))
+                """
+            ).run()
+            if var entry {
+                entry.ownerID = user.id
+                entry.actor.id = user.id.uuidString.lowercased()
+                try await audit.append(entry, on: sql)
+            }
+            return user
+        }
+    }
+
+    public func find(email: String) async throws -> (User, passwordHash: String?)? {
+        try await database.withConnection { sql in
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT id, email, external_subject, password_hash, created_at FROM users
+                    WHERE lower(email) = lower(\(bind: email)) AND disabled_at IS NULL
+                    """
+                ).first()
+            else { return nil }
+            return (try Self.user(row), try row.decode(column: "password_hash", as: String?.self))
+        }
+    }
+
+    public func find(id: UUID) async throws -> User? {
+        try await database.withConnection { sql in
+            try await sql.raw(
+                "SELECT id, email, external_subject, created_at FROM users WHERE id = \(bind: id) AND disabled_at IS NULL"
+            ).first().map(Self.user)
+        }
+    }
+
+    public func findOrCreate(externalSubject: String, email: String?) async throws -> User {
+        let query: SQLQueryString =
+            "SELECT id, email, external_subject, created_at FROM users WHERE external_subject = \(bind: externalSubject)"
+        if let existing = try await database.withConnection({ sql in try await sql.raw(query).first().map(Self.user) }) {
+            return existing
+        }
+        return try await database.transaction { sql in
+            if let raced = try await sql.raw(query).first() { return try Self.user(raced) }
+            let user = User(id: UUID(), email: nil, externalSubject: externalSubject, createdAt: Date())
+            try await sql.raw(
+                """
+                INSERT INTO users (id, external_subject, created_at)
+                VALUES (\(bind: user.id), \(bind: externalSubject), \(bind: user.createdAt))
+                """
+            ).run()
+            return user
+        }
+    }
+
+    static func user(_ row: any SQLRow) throws -> User {
+        User(
+            id: try row.decode(column: "id", as: UUID.self), email: try row.decode(column: "email", as: String?.self),
+            externalSubject: try row.decode(column: "external_subject", as: String?.self),
+            createdAt: try row.decode(column: "created_at", as: Date.self))
+    }
+}
+
+/// Sessions in `sessions`, keyed by the SHA-256 of the cookie token.
+public struct SQLSessionStore: SessionStore {
+    let database: Database
+
+    /// Creates the store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    public func create(userID: UUID, lifetime: Duration) async throws -> (token: String, session: Session) {
+        let token = TokenMaterial.random()
+        let now = Date()
+        let session = Session(
+            id: TokenMaterial.hash(token), userID: userID, csrfToken: TokenMaterial.random(),
+            expiresAt: now.addingTimeInterval(Double(lifetime.components.seconds)))
+        try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                INSERT INTO sessions (id, user_id, csrf_token, created_at, expires_at, last_seen_at)
+                VALUES (\(bind: session.id), \(bind: userID), \(bind: session.csrfToken), \(bind: now), \
+                \(bind: session.expiresAt), \(bind: now))
+                """
+            ).run()
+            // Expired sessions of this user are swept whenever they sign in again.
+            try await sql.raw("DELETE FROM sessions WHERE user_id = \(bind: userID) AND expires_at < \(bind: now)").run()
+        }
+        return (token, session)
+    }
+
+    public func find(token: String) async throws -> Session? {
+        try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                SELECT s.id, s.user_id, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+                WHERE s.id = \(bind: TokenMaterial.hash(token)) AND s.expires_at > \(bind: Date())
+                AND u.disabled_at IS NULL
+                """
+            ).first().map { row in
+                Session(
+                    id: try row.decode(column: "id", as: String.self),
+                    userID: try row.decode(column: "user_id", as: UUID.self),
+                    csrfToken: try row.decode(column: "csrf_token", as: String.self),
+                    expiresAt: try row.decode(column: "expires_at", as: Date.self))
+            }
+        }
+    }
+
+    public func delete(id: String) async throws {
+        try await database.withConnection { sql in
+            try await sql.raw("DELETE FROM sessions WHERE id = \(bind: id)").run()
+        }
+    }
+}
+
+/// API tokens in `api_tokens`, keyed by the SHA-256 of the token.
+public struct SQLTokenStore: TokenStore {
+    let database: Database
+    let audit: SQLAuditLog
+
+    /// Creates the store.
+    public init(database: Database) {
+        self.database = database
+        self.audit = SQLAuditLog(database: database)
+    }
+
+    public func create(
+        kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?,
+        audit entry: AuditEntry
+    ) async throws -> (token: String, record: APIToken) {
+        let token = TokenMaterial.random(prefix: kind == .personal ? "kh_pat_" : "kh_svc_")
+        let record = APIToken(
+            id: UUID(), kind: kind, userID: userID, name: name, scopes: scopes, createdAt: Date(), lastUsedAt: nil,
+            expiresAt: expiresAt, revokedAt: nil)
+        try await database.transaction { sql in
+            try await sql.raw(
+                """
+                INSERT INTO api_tokens (id, user_id, kind, name, token_hash, scopes, created_at, expires_at)
+                VALUES (\(bind: record.id), \(bind: userID), \(bind: kind.rawValue), \(bind: name), \
+                \(bind: TokenMaterial.hash(token)), \(bind: Self.encode(scopes)), \(bind: record.createdAt), \
+                \(bind: expiresAt))
+                """
+            ).run()
+            var entry = entry
+            entry.detail["token_id"] = .string(record.id.uuidString.lowercased())
+            entry.detail["kind"] = .string(kind.rawValue)
+            entry.detail["scopes"] = .array(scopes.map(\.rawValue).sorted().map(JSONValue.string))
+            try await audit.append(entry, on: sql)
+        }
+        return (token, record)
+    }
+
+    public func authenticate(token: String) async throws -> APIToken? {
+        let now = Date()
+        return try await database.withConnection { sql in
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT t.* FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id
+                    WHERE t.token_hash = \(bind: TokenMaterial.hash(token)) AND t.revoked_at IS NULL
+                    AND (t.expires_at IS NULL OR t.expires_at > \(bind: now))
+                    AND (t.user_id IS NULL OR u.disabled_at IS NULL)
+                    """
+                ).first()
+            else { return nil }
+            let record = try Self.token(row)
+            // Recording every use would write on every request; once a minute is enough to show activity.
+            if record.lastUsedAt.map({ now.timeIntervalSince($0) > 60 }) ?? true {
+                try await sql.raw("UPDATE api_tokens SET last_used_at = \(bind: now) WHERE id = \(bind: record.id)").run()
+            }
+            return record
+        }
+    }
+
+    public func list(userID: UUID) async throws -> [APIToken] {
+        try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                SELECT * FROM api_tokens WHERE user_id = \(bind: userID) AND kind = 'personal'
+                ORDER BY created_at DESC, id DESC
+                """
+            ).all().map(Self.token)
+        }
+    }
+
+    public func revoke(id: UUID, userID: UUID?, audit entry: AuditEntry) async throws {
+        try await database.transaction { sql in
+            var query = SQLQueryString(
+                "UPDATE api_tokens SET revoked_at = \(bind: Date()) WHERE id = \(bind: id) AND revoked_at IS NULL")
+            if let userID {
+                query.appendInterpolation(unsafeRaw: " AND kind = 'personal' AND user_id = ")
+                query.appendInterpolation(bind: userID)
+            }
+            query.appendInterpolation(unsafeRaw: " RETURNING id")
+            guard try await sql.raw(query).first() != nil else { throw KeyhavenError.notFound }
+            var entry = entry
+            entry.detail["token_id"] = .string(id.uuidString.lowercased())
+            try await audit.append(entry, on: sql)
+        }
+    }
+
+    static func encode(_ scopes: Set<TokenScope>) -> String {
+        scopes.map(\.rawValue).sorted().joined(separator: " ")
+    }
+
+    static func token(_ row: any SQLRow) throws -> APIToken {
+        APIToken(
+            id: try row.decode(column: "id", as: UUID.self),
+            kind: APIToken.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .personal,
+            userID: try row.decode(column: "user_id", as: UUID?.self),
+            name: try row.decode(column: "name", as: String.self),
+            scopes: Set(try row.decode(column: "scopes", as: String.self).split(separator: " ").compactMap {
+                TokenScope(rawValue: String($0))
+            }),
+            createdAt: try row.decode(column: "created_at", as: Date.self),
+            lastUsedAt: try row.decode(column: "last_used_at", as: Date?.self),
+            expiresAt: try row.decode(column: "expires_at", as: Date?.self),
+            revokedAt: try row.decode(column: "revoked_at", as: Date?.self))
+    }
+}
+
+/// Fixed-window counters in `rate_limits`, shared by every instance.
+public struct SQLRateLimiter: RateLimiter {
+    let database: Database
+
+    /// Creates the limiter.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    public func hit(_ key: String, limit: Int, window: Duration) async throws -> RateDecision {
+        let now = Int64(Date().timeIntervalSince1970)
+        let length = window.components.seconds
+        let windowStart = now - now % length
+        let row = try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                INSERT INTO rate_limits (key, window_start, count) VALUES (\(bind: key), \(bind: windowStart), 1)
+                ON CONFLICT (key) DO UPDATE SET
+                count = CASE WHEN rate_limits.window_start = \(bind: windowStart) THEN rate_limits.count + 1 ELSE 1 END,
+                window_start = \(bind: windowStart)
+                RETURNING count
+                """
+            ).first()
+        }
+        let count = try row?.decode(column: "count", as: Int.self) ?? 1
+        return count > limit ? .limited(retryAfterSeconds: Int(windowStart + length - now)) : .allowed
+    }
+}

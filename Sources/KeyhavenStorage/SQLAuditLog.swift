@@ -1,0 +1,147 @@
+import Crypto
+import Foundation
+import KeyhavenCore
+import SQLKit
+
+/// The audit trail in `audit_events`: each event's hash is SHA-256(prev_hash ‖ canonical event), so editing,
+/// removing or reordering a stored event breaks the chain at that event.
+public struct SQLAuditLog: AuditLog {
+    let database: Database
+
+    /// The `prev_hash` of the first event.
+    static let genesis = String(repeating: "0", count: 64)
+
+    /// Creates the audit log over `database`.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    public func append(_ entry: AuditEntry) async throws {
+        try await database.transaction { sql in try await append(entry, on: sql) }
+    }
+
+    /// Appends inside the caller's transaction, so the event commits or rolls back with the action it records.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if it could not be written.
+    public func append(_ entry: AuditEntry, on sql: any SQLDatabase) async throws {
+        if database.kind == .postgres {
+            // One writer at a time extends the chain, across every instance.
+            try await sql.raw("SELECT pg_advisory_xact_lock(7163540333)").run()
+        }
+        let last = try await sql.raw("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").first()
+        let seq = (try last?.decode(column: "seq", as: Int64.self) ?? 0) + 1
+        let prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
+        var event = AuditEvent(
+            seq: seq, id: UUID(), at: Date().formatted(.iso8601.time(includingFractionalSeconds: true)),
+            actorType: entry.actor.kind.rawValue, actorID: entry.actor.id, ownerID: entry.ownerID,
+            action: entry.action.rawValue, integrationID: entry.integrationID, outcome: entry.outcome.rawValue,
+            ip: entry.actor.ip, userAgent: entry.actor.userAgent, detail: Self.canonicalJSON(.object(entry.detail)),
+            prevHash: prevHash, hash: "")
+        event.hash = Self.hash(event)
+        try await sql.raw(
+            """
+            INSERT INTO audit_events (seq, id, at, actor_type, actor_id, owner_id, action, integration_id, outcome, ip,
+            user_agent, detail, prev_hash, hash) VALUES (\(bind: event.seq), \(bind: event.id), \(bind: event.at), \
+            \(bind: event.actorType), \(bind: event.actorID), \(bind: event.ownerID), \(bind: event.action), \
+            \(bind: event.integrationID), \(bind: event.outcome), \(bind: event.ip), \(bind: event.userAgent), \
+            \(bind: event.detail), \(bind: event.prevHash), \(bind: event.hash))
+            """
+        ).run()
+    }
+
+    public func events(ownerID: UUID, integrationID: UUID?, limit: Int, before: Int64?) async throws -> [AuditEvent] {
+        try await database.withConnection { sql in
+            var query = SQLQueryString("SELECT * FROM audit_events WHERE owner_id = \(bind: ownerID)")
+            if let integrationID {
+                query.appendInterpolation(unsafeRaw: " AND integration_id = ")
+                query.appendInterpolation(bind: integrationID)
+            }
+            if let before {
+                query.appendInterpolation(unsafeRaw: " AND seq < ")
+                query.appendInterpolation(bind: before)
+            }
+            query.appendInterpolation(unsafeRaw: " ORDER BY seq DESC LIMIT ")
+            query.appendInterpolation(bind: limit)
+            return try await sql.raw(query).all().map(Self.event(from:))
+        }
+    }
+
+    public func verify() async throws -> AuditVerification {
+        try await database.withConnection { sql in
+            var previous = Self.genesis
+            var expectedSeq: Int64 = 1
+            var count = 0
+            var after: Int64 = 0
+            while true {
+                let rows = try await sql.raw(
+                    "SELECT * FROM audit_events WHERE seq > \(bind: after) ORDER BY seq LIMIT 1000"
+                ).all()
+                if rows.isEmpty { break }
+                for row in rows {
+                    let event: AuditEvent
+                    do {
+                        event = try Self.event(from: row)
+                    } catch {
+                        let seq = (try? row.decode(column: "seq", as: Int64.self)) ?? expectedSeq
+                        return .broken(seq: seq, reason: "the event cannot be read")
+                    }
+                    if event.seq != expectedSeq {
+                        return .broken(seq: expectedSeq, reason: "event \(expectedSeq) is missing")
+                    }
+                    if event.prevHash != previous {
+                        return .broken(seq: event.seq, reason: "it does not link to the event before it")
+                    }
+                    if Self.hash(event) != event.hash {
+                        return .broken(seq: event.seq, reason: "its contents do not match its hash")
+                    }
+                    previous = event.hash
+                    expectedSeq += 1
+                    count += 1
+                    after = event.seq
+                }
+            }
+            return .intact(events: count)
+        }
+    }
+
+    static func event(from row: any SQLRow) throws -> AuditEvent {
+        AuditEvent(
+            seq: try row.decode(column: "seq", as: Int64.self),
+            id: try row.decode(column: "id", as: UUID.self),
+            at: try row.decode(column: "at", as: String.self),
+            actorType: try row.decode(column: "actor_type", as: String.self),
+            actorID: try row.decode(column: "actor_id", as: String?.self),
+            ownerID: try row.decode(column: "owner_id", as: UUID?.self),
+            action: try row.decode(column: "action", as: String.self),
+            integrationID: try row.decode(column: "integration_id", as: UUID?.self),
+            outcome: try row.decode(column: "outcome", as: String.self),
+            ip: try row.decode(column: "ip", as: String?.self),
+            userAgent: try row.decode(column: "user_agent", as: String?.self),
+            detail: try row.decode(column: "detail", as: String.self),
+            prevHash: try row.decode(column: "prev_hash", as: String.self),
+            hash: try row.decode(column: "hash", as: String.self))
+    }
+
+    /// SHA-256(prev_hash ‖ canonical event), hex.
+    static func hash(_ event: AuditEvent) -> String {
+        var fields: [String: JSONValue] = [
+            "seq": .string(String(event.seq)), "id": .string(event.id.uuidString.lowercased()), "at": .string(event.at),
+            "actor_type": .string(event.actorType), "action": .string(event.action), "outcome": .string(event.outcome),
+            "detail": .string(event.detail),
+        ]
+        fields["actor_id"] = event.actorID.map(JSONValue.string) ?? .null
+        fields["owner_id"] = event.ownerID.map { .string($0.uuidString.lowercased()) } ?? .null
+        fields["integration_id"] = event.integrationID.map { .string($0.uuidString.lowercased()) } ?? .null
+        fields["ip"] = event.ip.map(JSONValue.string) ?? .null
+        fields["user_agent"] = event.userAgent.map(JSONValue.string) ?? .null
+        let digest = SHA256.hash(data: Data((event.prevHash + canonicalJSON(.object(fields))).utf8))
+        return digest.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// JSON with sorted keys and no insignificant whitespace.
+    static func canonicalJSON(_ value: JSONValue) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self)
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import KeyhavenCore
+import Logging
+import SQLKit
+
+/// Integrations in `integrations`, their credentials in the `SecretStore`, their history in the audit log.
+public struct SQLIntegrationStore: IntegrationStore {
+    let database: Database
+    let secrets: SQLSecretStore
+    let audit: SQLAuditLog
+    let logger: Logger
+
+    /// Creates the store.
+    public init(database: Database, secrets: SQLSecretStore, logger: Logger) {
+        self.database = database
+        self.secrets = secrets
+        self.audit = SQLAuditLog(database: database)
+        self.logger = logger
+    }
+
+    public func create(
+        ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
+        actor: AuditActor
+    ) async throws -> Integration {
+        let id = UUID.timeOrdered()
+        let now = Date()
+        return try await database.transaction { sql in
+            try await requireFreeName(name, ownerID: ownerID, except: nil, on: sql)
+            try await sql.raw(
+                """
+                INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint,
+                current_version, created_at, updated_at) VALUES (\(bind: id), \(bind: ownerID), \(bind: name), \
+                \(bind: type.rawValue), \(bind: IntegrationStatus.verifying.rawValue), \(bind: true), \
+                \(bind: Self.encode(config)), \(bind: credentials.hint), 0, \(bind: now), \(bind: now))
+                """
+            ).run()
+            let version = try await secrets.put(
+                credentials.serialized(), for: SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
+            try await audit.append(
+                AuditEntry(
+                    actor: actor, action: .integrationCreate, ownerID: ownerID, integrationID: id,
+                    detail: ["type": .string(type.rawValue), "name": .string(name),
+                             "credential_version": .number(Double(version.version))]),
+                on: sql)
+            return try await fetch(id: id, ownerID: ownerID, on: sql)
+        }
+    }
+
+    public func list(ownerID: UUID, limit: Int, after cursor: UUID?) async throws -> [Integration] {
+        try await database.withConnection { sql in
+            var query = SQLQueryString("SELECT * FROM integrations WHERE owner_id = \(bind: ownerID)")
+            if let cursor {
+                query.appendInterpolation(unsafeRaw: " AND id < ")
+                query.appendInterpolation(bind: cursor)
+            }
+            query.appendInterpolation(unsafeRaw: " ORDER BY id DESC LIMIT ")
+            query.appendInterpolation(bind: limit)
+            return try await sql.raw(query).all().map(Self.integration)
+        }
+    }
+
+    public func get(id: UUID, ownerID: UUID) async throws -> Integration {
+        try await database.withConnection { sql in try await fetch(id: id, ownerID: ownerID, on: sql) }
+    }
+
+    public func update(id: UUID, ownerID: UUID, changes: IntegrationChanges, actor: AuditActor) async throws
+        -> Integration
+    {
+        try await database.transaction { sql in
+            var integration = try await fetch(id: id, ownerID: ownerID, on: sql)
+            let owner = SecretOwner(integrationID: id, ownerID: ownerID)
+            var entries: [AuditEntry] = []
+            func entry(_ action: AuditAction, _ detail: [String: JSONValue] = [:]) {
+                entries.append(AuditEntry(actor: actor, action: action, ownerID: ownerID, integrationID: id, detail: detail))
+            }
+            var renamed: [String: JSONValue] = [:]
+            if let name = changes.name, name != integration.name {
+                try await requireFreeName(name, ownerID: ownerID, except: id, on: sql)
+                renamed["name"] = .string(name)
+                integration.name = name
+            }
+            if let config = changes.config, config != integration.config {
+                renamed["config"] = .array(config.keys.sorted().map(JSONValue.string))
+                integration.config = config
+            }
+            if !renamed.isEmpty { entry(.integrationUpdate, renamed) }
+            if let credentials = changes.credentials {
+                let version = try await secrets.put(credentials.serialized(), for: owner, on: sql)
+                integration.credentialVersion = version.version
+                integration.credentialHint = credentials.hint
+                integration.errorMessage = nil
+                if integration.enabled { integration.status = .verifying }
+                entry(.credentialsRotate, ["credential_version": .number(Double(version.version))])
+            }
+            if let enabled = changes.enabled, enabled != integration.enabled {
+                integration.enabled = enabled
+                // A re-enabled integration is checked again before it shows as connected.
+                integration.status = enabled ? .verifying : .disabled
+                entry(enabled ? .integrationEnable : .integrationDisable)
+            }
+            guard !entries.isEmpty else { return integration }
+            integration.updatedAt = Date()
+            try await sql.raw(
+                """
+                UPDATE integrations SET name = \(bind: integration.name), config = \(bind: Self.encode(integration.config)),
+                credential_hint = \(bind: integration.credentialHint), status = \(bind: integration.status.rawValue),
+                enabled = \(bind: integration.enabled), error_message = \(bind: integration.errorMessage),
+                updated_at = \(bind: integration.updatedAt)
+                WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)
+                """
+            ).run()
+            for entry in entries { try await audit.append(entry, on: sql) }
+            return try await fetch(id: id, ownerID: ownerID, on: sql)
+        }
+    }
+
+    public func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws {
+        try await database.transaction { sql in
+            let integration = try await fetch(id: id, ownerID: ownerID, on: sql)
+            let destroyed = try await secrets.destroyAll(SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
+            try await sql.raw("DELETE FROM integrations WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)").run()
+            try await audit.append(
+                AuditEntry(
+                    actor: actor, action: .integrationDelete, ownerID: ownerID, integrationID: id,
+                    detail: ["name": .string(integration.name), "destroyed_versions": .number(Double(destroyed))]),
+                on: sql)
+        }
+    }
+
+    public func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials) {
+        do {
+            return try await database.transaction { sql in
+                guard let row = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() else {
+                    try await audit.append(
+                        AuditEntry(actor: actor, action: .credentialsRead, outcome: .denied, detail: [
+                            "integration_id": .string(id.uuidString.lowercased()), "reason": .string("not_found"),
+                        ]), on: sql)
+                    throw ReadOutcome.notFound
+                }
+                var integration = try Self.integration(row)
+                let owner = SecretOwner(integrationID: id, ownerID: integration.ownerID)
+                let (plaintext, version) = try await secrets.get(owner, version: nil, on: sql)
+                let credentials = try Credentials(type: integration.type, serialized: plaintext)
+                let now = Date()
+                try await audit.append(
+                    AuditEntry(
+                        actor: actor, action: .credentialsRead, ownerID: integration.ownerID, integrationID: id,
+                        detail: ["credential_version": .number(Double(version.version))]),
+                    on: sql)
+                try await sql.raw("UPDATE integrations SET last_used_at = \(bind: now) WHERE id = \(bind: id)").run()
+                integration.lastUsedAt = now
+                return (integration, credentials)
+            }
+        } catch ReadOutcome.notFound {
+            throw KeyhavenError.notFound
+        } catch KeyhavenError.decryptionFailed {
+            try await recordDecryptionFailure(id: id, actor: actor)
+            throw KeyhavenError.decryptionFailed
+        }
+    }
+
+    private enum ReadOutcome: Error { case notFound }
+
+    /// A secret that does not open is shown as status `error` and audited (SPEC §4).
+    private func recordDecryptionFailure(id: UUID, actor: AuditActor) async throws {
+        try await database.transaction { sql in
+            guard let row = try await sql.raw("SELECT owner_id FROM integrations WHERE id = \(bind: id)").first() else { return }
+            let ownerID = try row.decode(column: "owner_id", as: UUID.self)
+            try await sql.raw(
+                """
+                UPDATE integrations SET status = \(bind: IntegrationStatus.error.rawValue),
+                error_message = \(bind: "The stored credentials could not be decrypted."), updated_at = \(bind: Date())
+                WHERE id = \(bind: id)
+                """
+            ).run()
+            try await audit.append(
+                AuditEntry(actor: actor, action: .credentialsRead, outcome: .failure, ownerID: ownerID, integrationID: id,
+                           detail: ["reason": .string("decryption_failed")]),
+                on: sql)
+        }
+    }
+
+    private func requireFreeName(_ name: String, ownerID: UUID, except id: UUID?, on sql: any SQLDatabase) async throws {
+        let existing = try await sql.raw(
+            "SELECT id FROM integrations WHERE owner_id = \(bind: ownerID) AND name = \(bind: name)"
+        ).first().map { try $0.decode(column: "id", as: UUID.self) }
+        if let existing, existing != id {
+            throw KeyhavenError.conflict("You already have an integration with this name.")
+        }
+    }
+
+    private func fetch(id: UUID, ownerID: UUID, on sql: any SQLDatabase) async throws -> Integration {
+        guard
+            let row = try await sql.raw(
+                "SELECT * FROM integrations WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)"
+            ).first()
+        else { throw KeyhavenError.notFound }
+        return try Self.integration(row)
+    }
+
+    static func encode(_ config: [String: JSONValue]) -> String {
+        SQLAuditLog.canonicalJSON(.object(config))
+    }
+
+    static func integration(_ row: any SQLRow) throws -> Integration {
+        let configText = try row.decode(column: "config", as: String.self)
+        let config = (try? JSONDecoder().decode([String: JSONValue].self, from: Data(configText.utf8))) ?? [:]
+        return Integration(
+            id: try row.decode(column: "id", as: UUID.self),
+            ownerID: try row.decode(column: "owner_id", as: UUID.self),
+            name: try row.decode(column: "name", as: String.self),
+            type: IntegrationType(rawValue: try row.decode(column: "type", as: String.self)) ?? .openai,
+            status: IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self)) ?? .error,
+            enabled: try row.decode(column: "enabled", as: Bool.self),
+            config: config,
+            credentialHint: try row.decode(column: "credential_hint", as: String?.self),
+            credentialVersion: try row.decode(column: "current_version", as: Int.self),
+            errorMessage: try row.decode(column: "error_message", as: String?.self),
+            lastVerifiedAt: try row.decode(column: "last_verified_at", as: Date?.self),
+            lastUsedAt: try row.decode(column: "last_used_at", as: Date?.self),
+            createdAt: try row.decode(column: "created_at", as: Date.self),
+            updatedAt: try row.decode(column: "updated_at", as: Date.self))
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+
+/// `GET /api/audit`: the caller's own audit events, newest first (SPEC §8).
+public struct AuditController: Sendable {
+    let audit: any AuditLog
+
+    /// Creates the controller.
+    public init(audit: any AuditLog) {
+        self.audit = audit
+    }
+
+    /// Adds the route to the `/api/audit` group.
+    public func addRoutes(to group: RouterGroup<UserContext>) {
+        group.get(use: list)
+    }
+
+    @Sendable func list(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let query = request.uri.queryParameters
+        let limit = query["limit"].map { Int(String($0)) } ?? 50
+        guard let limit, (1...200).contains(limit) else {
+            throw KeyhavenError.badRequest("limit must be a whole number from 1 to 200.")
+        }
+        var integrationID: UUID?
+        if let text = query["integration_id"].map(String.init) {
+            guard let id = UUID(uuidString: text) else { throw KeyhavenError.badRequest("integration_id must be a UUID.") }
+            integrationID = id
+        }
+        var before: Int64?
+        if let text = query["cursor"].map(String.init) {
+            guard let seq = Cursor.decodeSeq(text) else { throw KeyhavenError.badRequest("The cursor is not valid.") }
+            before = seq
+        }
+        let events = try await audit.events(
+            ownerID: context.user.id, integrationID: integrationID, limit: limit + 1, before: before)
+        let shown = Array(events.prefix(limit))
+        let next: JSONValue = events.count > limit ? .string(Cursor.encode(shown.last!.seq)) : .null
+        return Response.json(status: .ok, JSONValue.object(["events": .array(shown.map { $0.dto() }), "next_cursor": next]))
+    }
+}

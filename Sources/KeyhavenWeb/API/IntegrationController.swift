@@ -1,0 +1,185 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+
+/// The integrations API of SPEC §6, and the backend-only credentials route.
+public struct IntegrationController: Sendable {
+    let integrations: any IntegrationStore
+    let audit: any AuditLog
+
+    /// Creates the controller.
+    public init(integrations: any IntegrationStore, audit: any AuditLog) {
+        self.integrations = integrations
+        self.audit = audit
+    }
+
+    /// Adds the user routes to the `/api/integrations` group and the credentials route to `api`.
+    public func addRoutes(to group: RouterGroup<UserContext>, api: RouterGroup<AppRequestContext>) {
+        group.get(use: list)
+        group.post(use: create)
+        group.get(":id", use: get)
+        group.put(":id", use: update)
+        group.patch(":id", use: update)
+        group.delete(":id", use: delete)
+        api.get("integrations/:id/credentials", use: credentials)
+    }
+
+    @Sendable func list(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let limitText = request.uri.queryParameters["limit"].map(String.init)
+        let limit = limitText.map { Int($0) } ?? 50
+        guard let limit, (1...200).contains(limit) else {
+            throw KeyhavenError.badRequest("limit must be a whole number from 1 to 200.")
+        }
+        var cursor: UUID?
+        if let text = request.uri.queryParameters["cursor"].map(String.init) {
+            guard let decoded = Cursor.decode(text) else { throw KeyhavenError.badRequest("The cursor is not valid.") }
+            cursor = decoded
+        }
+        let page = try await integrations.list(ownerID: context.user.id, limit: limit + 1, after: cursor)
+        let shown = Array(page.prefix(limit))
+        let next: JSONValue = page.count > limit ? .string(Cursor.encode(shown.last!.id)) : .null
+        return Response.json(
+            status: .ok, JSONValue.object(["integrations": .array(shown.map { $0.dto() }), "next_cursor": next]))
+    }
+
+    @Sendable func create(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        var body = try await JSONBody.read(request, context: context)
+        body.rejectUnknown(["name", "type", "credentials", "config"])
+        let name = body.string("name", required: true, maximumLength: 100)
+        let typeText = body.string("type", required: true, maximumLength: 40)
+        let type = typeText.flatMap(IntegrationType.init(rawValue:))
+        if typeText != nil && type == nil {
+            body.errors["type"] = "must be one of \(IntegrationType.allCases.map(\.rawValue).joined(separator: ", "))"
+        }
+        let config = body.object("config") ?? [:]
+        var credentials: Credentials?
+        if let type {
+            if let value = body.fields["credentials"], value != .null {
+                switch CredentialValidator.validate(type: type, value) {
+                case .success(let valid): credentials = valid
+                case .failure(let problems): body.merge(problems)
+                }
+            } else {
+                body.errors["credentials"] = "is required"
+            }
+            body.merge(CredentialValidator.validateConfig(type: type, config))
+        }
+        try body.validate()
+        let integration = try await integrations.create(
+            ownerID: context.user.id, name: name!, type: type!, config: config, credentials: credentials!,
+            actor: context.actor(request))
+        return Response.json(status: .created, integration.dto())
+    }
+
+    @Sendable func get(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let integration = try await integrations.get(id: try UUID.path(context), ownerID: context.user.id)
+        return Response.json(status: .ok, integration.dto())
+    }
+
+    @Sendable func update(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        let id = try UUID.path(context)
+        // The integration must be the caller's before its body is even looked at.
+        let current = try await integrations.get(id: id, ownerID: context.user.id)
+        var body = try await JSONBody.read(request, context: context)
+        body.rejectUnknown(["name", "credentials", "config", "enabled", "type"])
+        if let type = body.fields["type"], type != .string(current.type.rawValue) {
+            body.errors["type"] = "cannot change; create a new integration instead"
+        }
+        var changes = IntegrationChanges()
+        changes.name = body.string("name", required: false, maximumLength: 100)
+        changes.enabled = body.bool("enabled")
+        changes.config = body.object("config")
+        if let config = changes.config { body.merge(CredentialValidator.validateConfig(type: current.type, config)) }
+        if let value = body.fields["credentials"], value != .null {
+            switch CredentialValidator.validate(type: current.type, value) {
+            case .success(let valid): changes.credentials = valid
+            case .failure(let problems): body.merge(problems)
+            }
+        }
+        if body.fields.keys.allSatisfy({ $0 == "type" }) {
+            body.errors["body"] = "must change at least one of name, credentials, config, enabled"
+        }
+        try body.validate()
+        let integration = try await integrations.update(
+            id: id, ownerID: context.user.id, changes: changes, actor: context.actor(request))
+        return Response.json(status: .ok, integration.dto())
+    }
+
+    @Sendable func delete(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        try await integrations.delete(id: try UUID.path(context), ownerID: context.user.id, actor: context.actor(request))
+        return Response(status: .noContent)
+    }
+
+    /// Backend-only: the decrypted credentials, audited before they leave (SPEC §6, §8).
+    @Sendable func credentials(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let id = try UUID.path(context)
+        let service: ServiceContext
+        do {
+            service = try ServiceContext(context: context)
+        } catch {
+            // A refused read is audited too; an anonymous caller is not an actor worth a record.
+            if case .user(let user, _)? = context.identity {
+                try await audit.append(
+                    AuditEntry(
+                        actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased(), ip: context.clientAddress,
+                                          userAgent: request.headers[.userAgent]),
+                        action: .credentialsRead, outcome: .denied, ownerID: user.id,
+                        detail: ["integration_id": .string(id.uuidString.lowercased()), "reason": .string("not_a_service_token")]))
+            } else if case .service(let token)? = context.identity {
+                try await audit.append(
+                    AuditEntry(
+                        actor: AuditActor(kind: .service, id: token.id.uuidString.lowercased(), ip: context.clientAddress,
+                                          userAgent: request.headers[.userAgent]),
+                        action: .credentialsRead, outcome: .denied,
+                        detail: ["integration_id": .string(id.uuidString.lowercased()), "reason": .string("missing_scope")]))
+            }
+            throw error
+        }
+        let (integration, credentials) = try await integrations.readCredentials(id: id, actor: service.actor(request))
+        var response = Response.json(
+            status: .ok,
+            JSONValue.object([
+                "integration_id": .string(integration.id.uuidString.lowercased()),
+                "type": .string(integration.type.rawValue),
+                "credential_version": .number(Double(integration.credentialVersion)),
+                "credentials": credentials.wireValue,
+            ]))
+        response.headers[.cacheControl] = "no-store"
+        return response
+    }
+}
+
+/// Opaque page cursors: base64url of the last id shown.
+enum Cursor {
+    static func encode(_ id: UUID) -> String {
+        Data(id.uuidString.lowercased().utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ text: String) -> UUID? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64).flatMap { String(data: $0, encoding: .utf8) }.flatMap(UUID.init(uuidString:))
+    }
+
+    static func encode(_ seq: Int64) -> String { encode(UUID(uuid: withUnsafeBytes(of: seq.bigEndian) { raw in
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for (index, byte) in raw.enumerated() { bytes[8 + index] = byte }
+        return (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15])
+    })) }
+
+    static func decodeSeq(_ text: String) -> Int64? {
+        guard let id = decode(text) else { return nil }
+        return withUnsafeBytes(of: id.uuid) { raw in
+            guard raw.prefix(8).allSatisfy({ $0 == 0 }) else { return nil }
+            return raw.suffix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) }
+        }
+    }
+}

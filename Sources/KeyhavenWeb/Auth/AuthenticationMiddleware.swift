@@ -1,0 +1,124 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import JWTKit
+import KeyhavenCore
+
+/// Finds out who is calling: a bearer token (personal, service, or an external HS256 JWT) or a session cookie.
+///
+/// A presented bearer token that is not valid answers 401 at once; a cookie that names no live session is treated
+/// as no cookie. For session requests that change state, the `X-CSRF-Token` header must match the session's.
+public struct AuthenticationMiddleware: RouterMiddleware {
+    public typealias Context = AppRequestContext
+
+    let sessions: any SessionStore
+    let tokens: any TokenStore
+    let users: any UserStore
+    let jwt: ExternalJWTVerifier?
+    let cookieName: String
+
+    /// Creates the middleware.
+    public init(
+        sessions: any SessionStore, tokens: any TokenStore, users: any UserStore, jwt: ExternalJWTVerifier?,
+        cookieName: String
+    ) {
+        self.sessions = sessions
+        self.tokens = tokens
+        self.users = users
+        self.jwt = jwt
+        self.cookieName = cookieName
+    }
+
+    public func handle(
+        _ request: Request, context: AppRequestContext, next: (Request, AppRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        if let authorization = request.headers[.authorization] {
+            context.identity = try await bearer(authorization)
+        } else if let cookie = request.cookies[cookieName]?.value, let session = try await sessions.find(token: cookie),
+            let user = try await users.find(id: session.userID)
+        {
+            context.identity = .user(user, via: .session(session))
+            if ![.get, .head, .options].contains(request.method) {
+                let presented = request.headers[Self.csrfHeader] ?? ""
+                context.csrfSatisfied = constantTimeEquals(presented, session.csrfToken)
+            }
+        }
+        return try await next(request, context)
+    }
+
+    /// The header that carries the CSRF token.
+    public static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
+
+    private func bearer(_ authorization: String) async throws -> Identity {
+        guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
+            throw KeyhavenError.unauthenticated
+        }
+        let token = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        if token.hasPrefix("kh_pat_") || token.hasPrefix("kh_svc_") {
+            guard let record = try await tokens.authenticate(token: token) else { throw KeyhavenError.unauthenticated }
+            switch record.kind {
+            case .service:
+                return .service(record)
+            case .personal:
+                guard let userID = record.userID, let user = try await users.find(id: userID) else {
+                    throw KeyhavenError.unauthenticated
+                }
+                return .user(user, via: .personalToken(record))
+            }
+        }
+        guard let jwt, let claims = await jwt.verify(token) else { throw KeyhavenError.unauthenticated }
+        return .user(try await users.findOrCreate(externalSubject: claims.subject, email: claims.email), via: .externalJWT)
+    }
+}
+
+func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
+    let (a, b) = (Array(lhs.utf8), Array(rhs.utf8))
+    guard a.count == b.count, !a.isEmpty else { return false }
+    return zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+}
+
+/// Verifies Supabase-style HS256 JWTs: signature, `exp`, and `iss`/`aud` when configured.
+public struct ExternalJWTVerifier: Sendable {
+    let keys: JWTKeyCollection
+    let issuer: String?
+    let audience: String?
+
+    /// The claims Keyhaven uses.
+    public struct Claims: Sendable {
+        public var subject: String
+        public var email: String?
+    }
+
+    struct Payload: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim
+        var iss: IssuerClaim?
+        var aud: AudienceClaim?
+        var email: String?
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {
+            try exp.verifyNotExpired()
+        }
+    }
+
+    /// Creates a verifier for tokens signed with `secret`.
+    public init(secret: String, issuer: String?, audience: String?) async {
+        keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        self.issuer = issuer
+        self.audience = audience
+    }
+
+    /// The claims of a valid token, or nil for any invalid one (bad signature, expired, wrong issuer or audience).
+    public func verify(_ token: String) async -> Claims? {
+        guard let payload = try? await keys.verify(token, as: Payload.self) else { return nil }
+        if let issuer, payload.iss?.value != issuer { return nil }
+        if let audience {
+            guard let aud = payload.aud, (try? aud.verifyIntendedAudience(includes: audience)) != nil else { return nil }
+        }
+        let subject = payload.sub.value
+        guard !subject.isEmpty, subject.utf8.count <= 256 else { return nil }
+        return Claims(subject: subject, email: payload.email)
+    }
+}

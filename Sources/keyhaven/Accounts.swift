@@ -1,0 +1,112 @@
+import ArgumentParser
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+
+extension KeyhavenCommand {
+    struct Users: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Manage user accounts.", subcommands: [Create.self])
+
+        struct Create: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Create a user; the password is read from stdin (one line).",
+                discussion: "Works also when sign-up is closed (KEYHAVEN_ALLOW_SIGNUP=false). Prints the new user's id.")
+
+            @OptionGroup var global: GlobalOptions
+
+            @Option(help: "The user's email.")
+            var email: String
+
+            func run() async throws {
+                try await reportingFailure {
+                    let (configuration, logger) = try await global.load()
+                    guard let password = readLine(strippingNewline: true), !password.isEmpty else {
+                        throw KeyhavenError.badRequest("give the password on stdin")
+                    }
+                    let user = try await KeyhavenOperations.createUser(
+                        email: email, password: password, configuration, logger: logger)
+                    print(user.id.uuidString.lowercased())
+                }
+            }
+        }
+    }
+
+    struct Tokens: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create and revoke service tokens for the application backend.",
+            subcommands: [CreateService.self, Revoke.self])
+
+        struct CreateService: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "create-service",
+                abstract: "Create a service token; the token alone is the last line of stdout (shown once).")
+
+            @OptionGroup var global: GlobalOptions
+
+            @Option(help: "A name to recognise the token by.")
+            var name: String
+
+            @Option(help: "A scope (credentials:read); repeat for more.")
+            var scope: [String] = ["credentials:read"]
+
+            func run() async throws {
+                try await reportingFailure {
+                    let (configuration, logger) = try await global.load()
+                    let scopes = try Set(scope.map { text in
+                        guard let scope = TokenScope(rawValue: text), scope == .credentialsRead else {
+                            throw KeyhavenError.badRequest("unknown service scope \(text): use credentials:read")
+                        }
+                        return scope
+                    })
+                    let (token, record) = try await KeyhavenOperations.createServiceToken(
+                        name: name, scopes: scopes, configuration, logger: logger)
+                    print("Service token \(record.id.uuidString.lowercased()) created; store it now, it is not shown again:")
+                    print(token)
+                }
+            }
+        }
+
+        struct Revoke: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Revoke a token by id.")
+
+            @OptionGroup var global: GlobalOptions
+
+            @Argument(help: "The token's id.")
+            var id: String
+
+            func run() async throws {
+                try await reportingFailure {
+                    let (configuration, logger) = try await global.load()
+                    guard let uuid = UUID(uuidString: id) else { throw KeyhavenError.badRequest("\(id) is not a token id") }
+                    try await KeyhavenOperations.revokeToken(id: uuid, configuration, logger: logger)
+                    print("Revoked token \(uuid.uuidString.lowercased()).")
+                }
+            }
+        }
+    }
+
+    struct Audit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the audit trail.", subcommands: [Verify.self])
+
+        struct Verify: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Recompute the audit hash chain; exit 0 if intact, else name the first broken event.")
+
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                try await reportingFailure {
+                    let (configuration, logger) = try await global.load()
+                    switch try await KeyhavenOperations.verifyAudit(configuration, logger: logger) {
+                    case .intact(let events):
+                        print("The audit chain is intact: \(events) events.")
+                    case .broken(let seq, let reason):
+                        throw KeyhavenError.badRequest("the audit chain is broken at event \(seq): \(reason)")
+                    }
+                }
+            }
+        }
+    }
+}
