@@ -48,6 +48,9 @@ public enum Fixtures {
         Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
     }
 
+    /// The password test users share (long and uncommon enough for the policy).
+    public static let password = "correct horse battery staple 42"
+
     /// A canary credential: a unique string that must never be found outside its ciphertext.
     public static func canary(_ label: String = "canary") -> String {
         "sk-\(label)-" + UUID().uuidString.replacingOccurrences(of: "-", with: "")

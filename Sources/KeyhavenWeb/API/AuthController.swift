@@ -62,7 +62,7 @@ public struct AuthController: Sendable {
         guard allowSignup else { throw KeyhavenError.forbidden("Sign-up is closed on this server.") }
         var body = try await JSONBody.read(request, context: context)
         body.rejectUnknown(["email", "password"])
-        let email = body.string("email", required: true, maximumLength: 254)
+        let email = body.string("email", required: true, maximumLength: 254)?.lowercased()
         let password = body.rawString("password")
         if let email, !Self.isEmail(email) { body.errors["email"] = "must be an email address" }
         if let password, let problem = PasswordPolicy.problem(with: password) { body.errors["password"] = problem }

@@ -1,0 +1,192 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenStorage
+import Logging
+import NIOCore
+import Synchronization
+import HummingbirdBcrypt
+
+/// How a test request authenticates.
+public enum TestAuth: Sendable {
+    case anonymous
+    /// A session cookie and its CSRF token.
+    case session(cookie: String, csrf: String)
+    /// A session cookie without the CSRF header.
+    case sessionWithoutCSRF(cookie: String)
+    /// `Authorization: Bearer <token>`.
+    case bearer(String)
+}
+
+/// A signed-in test user.
+public struct TestUser: Sendable {
+    public let id: UUID
+    public let email: String
+    public let cookie: String
+    public let csrf: String
+
+    public var session: TestAuth { .session(cookie: cookie, csrf: csrf) }
+
+    public init(id: UUID, email: String, cookie: String, csrf: String) {
+        self.id = id
+        self.email = email
+        self.cookie = cookie
+        self.csrf = csrf
+    }
+}
+
+/// A decoded test response.
+public struct APIResponse: Sendable {
+    public let status: HTTPResponse.Status
+    public let headers: HTTPFields
+    public let body: Data
+
+    /// The body as a JSON object (empty if it is not one).
+    public var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
+    }
+
+    /// The body as text.
+    public var text: String { String(decoding: body, as: UTF8.self) }
+
+    /// The `error.fields` map of an error body.
+    public var fields: [String: String] {
+        ((json["error"] as? [String: Any])?["fields"] as? [String: String]) ?? [:]
+    }
+}
+
+/// The whole application over a private database, driven in-process, for API tests.
+public struct APIHarness: Sendable {
+    public let runtime: KeyhavenRuntime
+    public let handle: TestDatabaseHandle
+    public let logs: LogCapture
+    let client: any TestClientProtocol
+    /// Every response seen, for leak scans.
+    public let seen: ResponseLog
+
+    /// A bcrypt hash of `Fixtures.password`, computed once, so fixtures do not pay for bcrypt each time.
+    public static let passwordHash = Bcrypt.hash(Fixtures.password, cost: 12)
+
+    /// Runs `body` against a fresh application on `kind`.
+    public static func with(
+        _ kind: TestDatabase, configure: (inout KeyhavenConfiguration) -> Void = { _ in },
+        _ body: @Sendable (APIHarness) async throws -> Void
+    ) async throws {
+        let logs = LogCapture()
+        let handle = try await kind.make(logger: logs.logger())
+        var configuration = KeyhavenConfiguration(
+            database: handle.location, keyring: Fixtures.environmentKeyring(), logLevel: .trace)
+        configuration.authRateLimits = .init(loginPerAccount: 1000, loginPerAddress: 1000, signupPerAddress: 1000)
+        configure(&configuration)
+        do {
+            let runtime = try await KeyhavenRuntime.open(
+                configuration, allowKeyringCreation: false, logger: logs.logger(), database: handle.database)
+            let app = await buildApplication(runtime)
+            try await app.test(.router) { client in
+                try await body(APIHarness(runtime: runtime, handle: handle, logs: logs, client: client, seen: ResponseLog()))
+            }
+        } catch {
+            await handle.close()
+            throw error
+        }
+        await handle.close()
+    }
+
+    /// Sends a request; `body` is encoded as JSON unless it is already `Data`.
+    @discardableResult
+    public func request(
+        _ method: HTTPRequest.Method, _ path: String, auth: TestAuth = .anonymous, json body: Any? = nil,
+        contentType: String = "application/json", headers extra: HTTPFields = [:]
+    ) async throws -> APIResponse {
+        var headers = extra
+        var buffer: ByteBuffer?
+        if let body {
+            let data = try (body as? Data) ?? JSONSerialization.data(withJSONObject: body, options: [.fragmentsAllowed])
+            buffer = ByteBuffer(bytes: data)
+            headers[.contentType] = contentType
+        }
+        switch auth {
+        case .anonymous: break
+        case .session(let cookie, let csrf):
+            headers[.cookie] = "keyhaven_session=\(cookie)"
+            headers[HTTPField.Name("X-CSRF-Token")!] = csrf
+        case .sessionWithoutCSRF(let cookie):
+            headers[.cookie] = "keyhaven_session=\(cookie)"
+        case .bearer(let token):
+            headers[.authorization] = "Bearer \(token)"
+        }
+        let response = try await client.execute(uri: path, method: method, headers: headers, body: buffer)
+        let result = APIResponse(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
+        seen.append(path: path, response: result)
+        return result
+    }
+
+    /// Signs up through the API (real bcrypt), returning the session.
+    public func signup(email: String? = nil, password: String = Fixtures.password) async throws -> TestUser {
+        let address = email ?? "user-\(UUID().uuidString.prefix(8).lowercased())@example.test"
+        let response = try await request(.post, "/api/auth/signup", json: ["email": address, "password": password])
+        guard response.status == .created else { throw TestSetupError("sign-up failed: \(response.status) \(response.text)") }
+        return try session(from: response, email: address)
+    }
+
+    /// A user with a session, made directly in the stores (no bcrypt work).
+    public func user(email: String? = nil) async throws -> TestUser {
+        let address = email ?? "user-\(UUID().uuidString.prefix(8).lowercased())@example.test"
+        let user = try await runtime.users.create(email: address, passwordHash: Self.passwordHash, audit: nil)
+        let (token, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
+        return TestUser(id: user.id, email: address, cookie: token, csrf: session.csrfToken)
+    }
+
+    func session(from response: APIResponse, email: String) throws -> TestUser {
+        guard let setCookie = response.headers[.setCookie], let value = setCookie.split(separator: ";").first,
+            let token = value.split(separator: "=", maxSplits: 1).last,
+            let csrf = response.json["csrf_token"] as? String,
+            let idText = (response.json["user"] as? [String: Any])?["id"] as? String, let id = UUID(uuidString: idText)
+        else { throw TestSetupError("no session in the response") }
+        return TestUser(id: id, email: email, cookie: String(token), csrf: csrf)
+    }
+
+    /// Creates a personal access token through the API.
+    public func personalToken(for user: TestUser, scopes: [String]) async throws -> (id: String, token: String) {
+        let response = try await request(.post, "/api/tokens", auth: user.session, json: ["name": "test token", "scopes": scopes])
+        guard response.status == .created, let secret = response.json["secret"] as? String,
+            let id = (response.json["token"] as? [String: Any])?["id"] as? String
+        else { throw TestSetupError("token creation failed: \(response.text)") }
+        return (id, secret)
+    }
+
+    /// Creates a service token as the operator would.
+    public func serviceToken(scopes: Set<TokenScope> = [.credentialsRead]) async throws -> (id: UUID, token: String) {
+        let (token, record) = try await runtime.tokens.create(
+            kind: .service, userID: nil, name: "backend", scopes: scopes, expiresAt: nil,
+            audit: AuditEntry(actor: .operator, action: .tokenCreate))
+        return (record.id, token)
+    }
+
+    /// Creates an OpenAI integration through the API and returns its id.
+    public func openAIIntegration(for auth: TestAuth, name: String? = nil, key: String? = nil) async throws -> String {
+        let response = try await request(.post, "/api/integrations", auth: auth, json: [
+            "name": name ?? "openai \(UUID().uuidString.prefix(6))", "type": "openai",
+            "credentials": key ?? "sk-test-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))",
+        ])
+        guard response.status == .created, let id = response.json["id"] as? String else {
+            throw TestSetupError("integration creation failed: \(response.status) \(response.text)")
+        }
+        return id
+    }
+}
+
+/// Every response an `APIHarness` saw.
+public final class ResponseLog: Sendable {
+    private let entries = Mutex<[(path: String, response: APIResponse)]>([])
+
+    public init() {}
+
+    func append(path: String, response: APIResponse) { entries.withLock { $0.append((path, response)) } }
+
+    /// The responses, with the path each answered.
+    public var all: [(path: String, response: APIResponse)] { entries.withLock { $0 } }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import HTTPTypes
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenTestSupport
+import SQLKit
+import Testing
+
+@Suite("Accounts and sessions")
+struct AuthTests {
+    @Test("sign-up, me, logout and login work with a bcrypt cost of at least 12", arguments: TestDatabase.all)
+    func lifecycle(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.signup(email: "Ada@Example.test")
+            let me = try await api.request(.get, "/api/auth/me", auth: user.session)
+            #expect(me.status == .ok)
+            #expect((me.json["user"] as? [String: Any])?["email"] as? String == "ada@example.test")
+            #expect(me.json["csrf_token"] as? String == user.csrf)
+            let hash = try await api.handle.database.withConnection { sql in
+                try await sql.raw("SELECT password_hash FROM users WHERE id = \(bind: user.id)").first()!
+                    .decode(column: "password_hash", as: String.self)
+            }
+            #expect(hash.hasPrefix("$2b$12$") || hash.hasPrefix("$2a$12$") || hash.hasPrefix("$2y$12$"))
+
+            #expect(try await api.request(.post, "/api/auth/logout", auth: user.session).status == .noContent)
+            #expect(try await api.request(.get, "/api/auth/me", auth: user.session).status == .unauthorized)
+
+            let wrong = try await api.request(.post, "/api/auth/login", json: ["email": "ada@example.test", "password": "not the password 123"])
+            let unknown = try await api.request(.post, "/api/auth/login", json: ["email": "nobody@example.test", "password": "not the password 123"])
+            #expect(wrong.status == .unauthorized && unknown.status == .unauthorized)
+            #expect(wrong.text == unknown.text, "the answer must not reveal whether the email exists")
+
+            let login = try await api.request(.post, "/api/auth/login", json: ["email": "ADA@example.test", "password": Fixtures.password])
+            #expect(login.status == .ok)
+            let cookie = try #require(login.headers[.setCookie])
+            #expect(cookie.hasPrefix("keyhaven_session="))
+            #expect(cookie.contains("HttpOnly") && cookie.lowercased().contains("samesite=lax"))
+
+            let duplicate = try await api.request(.post, "/api/auth/signup", json: ["email": "ada@EXAMPLE.test", "password": Fixtures.password])
+            #expect(duplicate.status == .conflict)
+
+            let actions = try await api.runtime.audit.events(ownerID: user.id, integrationID: nil, limit: 50, before: nil)
+                .map { "\($0.action):\($0.outcome)" }
+            #expect(actions.contains("auth.signup:success"))
+            #expect(actions.contains("auth.logout:success"))
+            #expect(actions.contains("auth.login:failure"))
+            #expect(actions.contains("auth.login:success"))
+        }
+    }
+
+    @Test("passwords shorter than 12 characters or on the common list are refused")
+    func passwordPolicy() async throws {
+        #expect(PasswordPolicy.commonPasswordCount >= 1000)
+        try await APIHarness.with(.sqlite) { api in
+            for password in ["short pass", "1qaz2wsx3edc", "QWERTY123456", "leavemealone"] {
+                let response = try await api.request(.post, "/api/auth/signup", json: ["email": "p@example.test", "password": password])
+                #expect(response.status == .unprocessableContent, "\(password)")
+                #expect(response.fields["password"] != nil)
+                #expect(!response.text.contains(password))
+            }
+            let bad = try await api.request(.post, "/api/auth/signup", json: ["email": "not-an-email", "password": Fixtures.password])
+            #expect(bad.fields.keys.sorted() == ["email"])
+        }
+    }
+
+    @Test("sign-up can be closed; the CLI still creates users")
+    func signupClosed() async throws {
+        try await APIHarness.with(.sqlite, configure: { $0.allowSignup = false }) { api in
+            let response = try await api.request(.post, "/api/auth/signup", json: ["email": "a@example.test", "password": Fixtures.password])
+            #expect(response.status == .forbidden)
+        }
+    }
+
+    @Test("login and sign-up are rate limited per account and per address, with Retry-After and one message", arguments: TestDatabase.all)
+    func rateLimits(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 5, signupPerAddress: 2) }) { api in
+            let known = try await api.user(email: "known@example.test")
+            var statuses: [HTTPResponse.Status] = []
+            for _ in 0..<4 {
+                statuses.append(try await api.request(.post, "/api/auth/login", json: ["email": known.email, "password": "wrong password 123"]).status)
+            }
+            #expect(statuses == [.unauthorized, .unauthorized, .unauthorized, .tooManyRequests])
+            // Even the right password is refused while the account is limited.
+            let limited = try await api.request(.post, "/api/auth/login", json: ["email": known.email, "password": Fixtures.password])
+            #expect(limited.status == .tooManyRequests)
+            let retryAfter = try #require(limited.headers[.retryAfter].flatMap { Int($0) })
+            #expect(retryAfter > 0 && retryAfter <= 900)
+            // Another account from the same address hits the per-address limit; the message is the same.
+            let other = try await api.request(.post, "/api/auth/login", json: ["email": "nobody@example.test", "password": "wrong password 123"])
+            #expect(other.status == .tooManyRequests)
+            #expect(other.json["error"] as? NSDictionary == limited.json["error"] as? NSDictionary)
+            // Sign-up per address.
+            _ = try await api.request(.post, "/api/auth/signup", json: ["email": "s1@example.test", "password": Fixtures.password])
+            _ = try await api.request(.post, "/api/auth/signup", json: ["email": "s2@example.test", "password": Fixtures.password])
+            #expect(try await api.request(.post, "/api/auth/signup", json: ["email": "s3@example.test", "password": Fixtures.password]).status == .tooManyRequests)
+        }
+    }
+
+    @Test("bodies over 64 KiB get 413, non-JSON bodies 415, malformed JSON 400, each with the JSON error body")
+    func limits() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let large = Data(("{\"name\":\"" + String(repeating: "x", count: 70 * 1024) + "\"}").utf8)
+            let tooLarge = try await api.request(.post, "/api/integrations", auth: user.session, json: large)
+            #expect(tooLarge.status == .contentTooLarge)
+            #expect((tooLarge.json["error"] as? [String: Any])?["code"] as? String == "payload_too_large")
+            let form = try await api.request(.post, "/api/integrations", auth: user.session, json: Data("name=x".utf8), contentType: "application/x-www-form-urlencoded")
+            #expect(form.status == .unsupportedMediaType)
+            let malformed = try await api.request(.post, "/api/integrations", auth: user.session, json: Data("{\"name\": ".utf8))
+            #expect(malformed.status == .badRequest)
+            for response in [tooLarge, form, malformed] {
+                #expect(response.headers[.xContentTypeOptions] == "nosniff")
+                #expect(response.headers[.contentSecurityPolicy] != nil)
+            }
+        }
+    }
+}
