@@ -131,11 +131,7 @@ public struct SQLIntegrationStore: IntegrationStore {
         do {
             return try await database.transaction { sql in
                 guard let row = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() else {
-                    try await audit.append(
-                        AuditEntry(actor: actor, action: .credentialsRead, outcome: .denied, detail: [
-                            "integration_id": .string(id.uuidString.lowercased()), "reason": .string("not_found"),
-                        ]), on: sql)
-                    throw ReadOutcome.notFound
+                    throw KeyhavenError.notFound
                 }
                 var integration = try Self.integration(row)
                 let owner = SecretOwner(integrationID: id, ownerID: integration.ownerID)
@@ -151,15 +147,17 @@ public struct SQLIntegrationStore: IntegrationStore {
                 integration.lastUsedAt = now
                 return (integration, credentials)
             }
-        } catch ReadOutcome.notFound {
+        } catch KeyhavenError.notFound {
+            try await audit.append(
+                AuditEntry(actor: actor, action: .credentialsRead, outcome: .denied, detail: [
+                    "integration_id": .string(id.uuidString.lowercased()), "reason": .string("not_found"),
+                ]))
             throw KeyhavenError.notFound
         } catch KeyhavenError.decryptionFailed {
             try await recordDecryptionFailure(id: id, actor: actor)
             throw KeyhavenError.decryptionFailed
         }
     }
-
-    private enum ReadOutcome: Error { case notFound }
 
     /// A secret that does not open is shown as status `error` and audited (SPEC §4).
     private func recordDecryptionFailure(id: UUID, actor: AuditActor) async throws {
