@@ -104,6 +104,16 @@ public struct SQLAuditLog: AuditLog {
         }
     }
 
+    /// A stored event as one line of text (for scans and exports).
+    public static func eventText(_ row: any SQLRow) throws -> String {
+        let event = try event(from: row)
+        return [
+            String(event.seq), event.id.uuidString, event.at, event.actorType, event.actorID ?? "",
+            event.ownerID?.uuidString ?? "", event.action, event.integrationID?.uuidString ?? "", event.outcome,
+            event.ip ?? "", event.userAgent ?? "", event.detail, event.prevHash, event.hash,
+        ].joined(separator: "|")
+    }
+
     static func event(from row: any SQLRow) throws -> AuditEvent {
         AuditEvent(
             seq: try row.decode(column: "seq", as: Int64.self),

@@ -101,6 +101,7 @@ public struct KeyhavenBinary: Sendable {
         env["PATH"] = inherited["PATH"] ?? "/usr/bin:/bin"
         env["HOME"] = inherited["HOME"] ?? "/tmp"
         process.environment = env
+        process.standardInput = Pipe()
         let running = Running(process: process)
         try process.run()
         return running

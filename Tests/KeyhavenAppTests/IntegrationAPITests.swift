@@ -13,8 +13,8 @@ struct Canaries {
 
     var openai: String { "sk-proj-canary\(tag)" }
     var anthropic: String { "sk-ant-canary\(tag)" }
-    var gemini: String { "AIzaCanary" + String(tag.prefix(25)) }
-    var awsSecret: String { "Canary" + tag + "AbCd" }
+    var gemini: String { "AIzaCanary" + String(tag.prefix(29)) }
+    var awsSecret: String { "Canary" + String(tag.prefix(30)) + "AbCd" }
     var awsSession: String { "FwoGZXIvYXdzCanarySession\(tag)" }
     var azureSecret: String { "AzureCanary~\(tag)" }
     var googleKeyID: String { "canarykeyid\(tag)" }
