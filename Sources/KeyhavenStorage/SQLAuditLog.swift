@@ -32,7 +32,7 @@ public struct SQLAuditLog: AuditLog {
         let seq = (try last?.decode(column: "seq", as: Int64.self) ?? 0) + 1
         let prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
         var event = AuditEvent(
-            seq: seq, id: UUID(), at: Date().formatted(.iso8601.time(includingFractionalSeconds: true)),
+            seq: seq, id: UUID(), at: Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)),
             actorType: entry.actor.kind.rawValue, actorID: entry.actor.id, ownerID: entry.ownerID,
             action: entry.action.rawValue, integrationID: entry.integrationID, outcome: entry.outcome.rawValue,
             ip: entry.actor.ip, userAgent: entry.actor.userAgent, detail: Self.canonicalJSON(.object(entry.detail)),

@@ -149,9 +149,8 @@ public struct SQLIntegrationStore: IntegrationStore {
             }
         } catch KeyhavenError.notFound {
             try await audit.append(
-                AuditEntry(actor: actor, action: .credentialsRead, outcome: .denied, detail: [
-                    "integration_id": .string(id.uuidString.lowercased()), "reason": .string("not_found"),
-                ]))
+                AuditEntry(actor: actor, action: .credentialsRead, outcome: .denied, integrationID: id,
+                           detail: ["reason": .string("not_found")]))
             throw KeyhavenError.notFound
         } catch KeyhavenError.decryptionFailed {
             try await recordDecryptionFailure(id: id, actor: actor)

@@ -30,6 +30,12 @@ struct AuditTrailTests {
                 return
             }
             #expect(count == 5)
+            let events = try await api.handle.database.withConnection { sql in
+                try await sql.raw("SELECT at FROM audit_events").all().map { try $0.decode(column: "at", as: String.self) }
+            }
+            for at in events {
+                #expect(try Date(at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)).timeIntervalSinceNow > -60)
+            }
             let database = api.handle.database
             // Edit one stored event.
             let original = try await database.withConnection { sql in

@@ -54,7 +54,11 @@ struct CommandLineTests {
     func help() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        for command in [[], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"]] {
+        let commands = [
+            [], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"], ["users"],
+            ["users", "create"], ["tokens"], ["tokens", "create-service"], ["tokens", "revoke"], ["audit"], ["audit", "verify"],
+        ]
+        for command in commands {
             let result = try await binary.run(command + ["--help"], in: directory.path)
             #expect(result.status == 0, "\(command)")
             #expect(result.stdout.contains("USAGE: keyhaven"), "\(command)")

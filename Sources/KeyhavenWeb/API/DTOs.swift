@@ -3,7 +3,7 @@ import KeyhavenCore
 
 /// Dates on the wire: ISO 8601 with milliseconds, UTC.
 func wireDate(_ date: Date?) -> JSONValue {
-    date.map { .string($0.formatted(.iso8601.time(includingFractionalSeconds: true))) } ?? .null
+    date.map { .string($0.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))) } ?? .null
 }
 
 extension Integration {

@@ -128,15 +128,15 @@ public struct IntegrationController: Sendable {
                     AuditEntry(
                         actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased(), ip: context.clientAddress,
                                           userAgent: request.headers[.userAgent]),
-                        action: .credentialsRead, outcome: .denied, ownerID: user.id,
-                        detail: ["integration_id": .string(id.uuidString.lowercased()), "reason": .string("not_a_service_token")]))
+                        action: .credentialsRead, outcome: .denied, ownerID: user.id, integrationID: id,
+                        detail: ["reason": .string("not_a_service_token")]))
             } else if case .service(let token)? = context.identity {
                 try await audit.append(
                     AuditEntry(
                         actor: AuditActor(kind: .service, id: token.id.uuidString.lowercased(), ip: context.clientAddress,
                                           userAgent: request.headers[.userAgent]),
-                        action: .credentialsRead, outcome: .denied,
-                        detail: ["integration_id": .string(id.uuidString.lowercased()), "reason": .string("missing_scope")]))
+                        action: .credentialsRead, outcome: .denied, integrationID: id,
+                        detail: ["reason": .string("missing_scope")]))
             }
             throw error
         }
