@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenWeb", "KeyhavenTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),

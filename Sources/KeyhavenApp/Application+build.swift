@@ -96,6 +96,7 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
         jwt = await ExternalJWTVerifier(secret: settings.secret, issuer: settings.issuer, audience: settings.audience)
     }
     let api = router.group("api")
+    api.add(middleware: ClientAddressMiddleware(trustedProxies: configuration.trustedProxies))
     api.add(
         middleware: AuthenticationMiddleware(
             sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))

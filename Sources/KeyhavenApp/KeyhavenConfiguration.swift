@@ -38,6 +38,8 @@ public struct KeyhavenConfiguration: Sendable {
     public var jwt: JWTSettings?
     /// Login and sign-up attempt limits.
     public var authRateLimits = AuthRateLimits()
+    /// The proxies whose `X-Forwarded-For` is believed (`KEYHAVEN_TRUSTED_PROXIES`, comma-separated addresses).
+    public var trustedProxies: Set<String> = []
 
     /// Settings for Supabase-style HS256 JWTs. The secret is never printed.
     public struct JWTSettings: Sendable {
@@ -127,6 +129,9 @@ public struct KeyhavenConfiguration: Sendable {
             throw KeyhavenError.configuration("KEYHAVEN_LOG_FORMAT must be text or json")
         }
         logFormat = format
+        if let proxies = text("keyhaven.trusted.proxies") {
+            trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
         if let secret = text("keyhaven.jwt.hs256.secret", secret: true) {
             guard secret.utf8.count >= 32 else {
                 throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")

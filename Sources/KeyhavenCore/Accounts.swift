@@ -157,4 +157,9 @@ public protocol RateLimiter: Sendable {
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func hit(_ key: String, limit: Int, window: Duration) async throws -> RateDecision
+
+    /// Forgets the attempts counted under `key` (after a successful login, so only failures accumulate).
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func reset(_ key: String) async throws
 }

@@ -260,7 +260,8 @@ public struct SQLTokenStore: TokenStore {
     }
 }
 
-/// Fixed-window counters in `rate_limits`, shared by every instance.
+/// Fixed-window counters in `rate_limits`, shared by every instance. Keys are stored hashed, so an email used as
+/// part of a key is not kept in clear.
 public struct SQLRateLimiter: RateLimiter {
     let database: Database
 
@@ -276,7 +277,8 @@ public struct SQLRateLimiter: RateLimiter {
         let row = try await database.withConnection { sql in
             try await sql.raw(
                 """
-                INSERT INTO rate_limits (key, window_start, count) VALUES (\(bind: key), \(bind: windowStart), 1)
+                INSERT INTO rate_limits (key, window_start, count)
+                VALUES (\(bind: TokenMaterial.hash(key)), \(bind: windowStart), 1)
                 ON CONFLICT (key) DO UPDATE SET
                 count = CASE WHEN rate_limits.window_start = \(bind: windowStart) THEN rate_limits.count + 1 ELSE 1 END,
                 window_start = \(bind: windowStart)
@@ -286,5 +288,11 @@ public struct SQLRateLimiter: RateLimiter {
         }
         let count = try row?.decode(column: "count", as: Int.self) ?? 1
         return count > limit ? .limited(retryAfterSeconds: Int(windowStart + length - now)) : .allowed
+    }
+
+    public func reset(_ key: String) async throws {
+        try await database.withConnection { sql in
+            try await sql.raw("DELETE FROM rate_limits WHERE key = \(bind: TokenMaterial.hash(key))").run()
+        }
     }
 }

@@ -72,7 +72,7 @@ public struct APIHarness: Sendable {
 
     /// Runs `body` against a fresh application on `kind`.
     public static func with(
-        _ kind: TestDatabase, configure: (inout KeyhavenConfiguration) -> Void = { _ in },
+        _ kind: TestDatabase, live: Bool = false, configure: (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness) async throws -> Void
     ) async throws {
         let logs = LogCapture()
@@ -85,7 +85,7 @@ public struct APIHarness: Sendable {
             let runtime = try await KeyhavenRuntime.open(
                 configuration, allowKeyringCreation: false, logger: logs.logger(), database: handle.database)
             let app = await buildApplication(runtime)
-            try await app.test(.router) { client in
+            try await app.test(live ? .live : .router) { client in
                 try await body(APIHarness(runtime: runtime, handle: handle, logs: logs, client: client, seen: ResponseLog()))
             }
         } catch {

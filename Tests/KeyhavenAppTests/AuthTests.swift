@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import KeyhavenApp
+import KeyhavenWeb
 import KeyhavenCore
 import KeyhavenTestSupport
 import SQLKit
@@ -93,6 +94,44 @@ struct AuthTests {
             _ = try await api.request(.post, "/api/auth/signup", json: ["email": "s1@example.test", "password": Fixtures.password])
             _ = try await api.request(.post, "/api/auth/signup", json: ["email": "s2@example.test", "password": Fixtures.password])
             #expect(try await api.request(.post, "/api/auth/signup", json: ["email": "s3@example.test", "password": Fixtures.password]).status == .tooManyRequests)
+        }
+    }
+
+    @Test("a successful login clears the account's failures, so only failures accumulate")
+    func successResets() async throws {
+        try await APIHarness.with(.sqlite, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10) }) { api in
+            let user = try await api.user()
+            var statuses: [Int] = []
+            for password in ["wrong password 111", "wrong password 222", Fixtures.password, "wrong password 333", "wrong password 444", "wrong password 555", "wrong password 666"] {
+                statuses.append(try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": password]).status.code)
+            }
+            #expect(statuses == [401, 401, 200, 401, 401, 401, 429])
+        }
+    }
+
+    @Test("behind a trusted proxy, limits count the forwarded client address; otherwise the header is ignored")
+    func trustedProxies() async throws {
+        let limits = AuthRateLimits(loginPerAccount: 100, loginPerAddress: 2, signupPerAddress: 10)
+        @Sendable func attempts(_ api: APIHarness, from address: String, count: Int) async throws -> [Int] {
+            var statuses: [Int] = []
+            for index in 0..<count {
+                let response = try await api.request(.post, "/api/auth/login", json: ["email": "n\(index)@example.test", "password": "wrong password 000"],
+                                                     headers: [HTTPField.Name("X-Forwarded-For")!: "198.51.100.1, \(address)"])
+                statuses.append(response.status.code)
+            }
+            return statuses
+        }
+        let behindProxy: (inout KeyhavenConfiguration) -> Void = { configuration in
+            configuration.authRateLimits = limits
+            configuration.trustedProxies = ["127.0.0.1"]
+        }
+        try await APIHarness.with(.sqlite, live: true, configure: behindProxy) { api async throws in
+            #expect(try await attempts(api, from: "203.0.113.5", count: 3) == [401, 401, 429])
+            #expect(try await attempts(api, from: "203.0.113.6", count: 1) == [401])
+        }
+        try await APIHarness.with(.sqlite, live: true, configure: { $0.authRateLimits = limits }) { api async throws in
+            #expect(try await attempts(api, from: "203.0.113.5", count: 2) == [401, 401])
+            #expect(try await attempts(api, from: "203.0.113.6", count: 1) == [429], "an untrusted peer cannot pick its address")
         }
     }
 

@@ -96,6 +96,7 @@ public struct AuthController: Sendable {
         }
         actor.id = user.id.uuidString.lowercased()
         try await audit.append(AuditEntry(actor: actor, action: .login, ownerID: user.id))
+        try await limiter.reset("login:account:\(email!)")
         return try await startSession(for: user, status: .ok)
     }
 
