@@ -82,9 +82,15 @@ struct AuditTrailTests {
         let lastLine = token.stdout.split(separator: "\n").last.map(String.init) ?? ""
         #expect(lastLine.hasPrefix("kh_svc_") && lastLine.count > 40)
 
+        let tokenID = try #require(token.stdout.split(separator: " ").dropFirst(2).first.map(String.init))
+        let revoked = try await binary.run(["tokens", "revoke", tokenID], environment: environment, in: directory.path)
+        #expect(revoked.status == 0, "\(revoked.stderr)")
+        let again = try await binary.run(["tokens", "revoke", tokenID], environment: environment, in: directory.path)
+        #expect(again.status != 0 && again.stderr.hasPrefix("keyhaven: error:"))
+
         let intact = try await binary.run(["audit", "verify"], environment: environment, in: directory.path)
         #expect(intact.status == 0)
-        #expect(intact.stdout.contains("intact: 2 events"))
+        #expect(intact.stdout.contains("intact: 3 events"))
 
         let configuration = KeyhavenConfiguration(
             database: .sqlite(path: directory.path + "/keyhaven.sqlite"),

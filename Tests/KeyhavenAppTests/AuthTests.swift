@@ -49,10 +49,10 @@ struct AuthTests {
         }
     }
 
-    @Test("passwords shorter than 12 characters or on the common list are refused")
-    func passwordPolicy() async throws {
+    @Test("passwords shorter than 12 characters or on the common list are refused", arguments: TestDatabase.all)
+    func passwordPolicy(kind: TestDatabase) async throws {
         #expect(PasswordPolicy.commonPasswordCount >= 1000)
-        try await APIHarness.with(.sqlite) { api in
+        try await APIHarness.with(kind) { api in
             for password in ["short pass", "1qaz2wsx3edc", "QWERTY123456", "leavemealone"] {
                 let response = try await api.request(.post, "/api/auth/signup", json: ["email": "p@example.test", "password": password])
                 #expect(response.status == .unprocessableContent, "\(password)")
@@ -64,9 +64,9 @@ struct AuthTests {
         }
     }
 
-    @Test("sign-up can be closed; the CLI still creates users")
-    func signupClosed() async throws {
-        try await APIHarness.with(.sqlite, configure: { $0.allowSignup = false }) { api in
+    @Test("sign-up can be closed; the CLI still creates users", arguments: TestDatabase.all)
+    func signupClosed(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind, configure: { $0.allowSignup = false }) { api in
             let response = try await api.request(.post, "/api/auth/signup", json: ["email": "a@example.test", "password": Fixtures.password])
             #expect(response.status == .forbidden)
         }
@@ -97,9 +97,9 @@ struct AuthTests {
         }
     }
 
-    @Test("a successful login clears the account's failures, so only failures accumulate")
-    func successResets() async throws {
-        try await APIHarness.with(.sqlite, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10) }) { api in
+    @Test("a successful login clears the account's failures, so only failures accumulate", arguments: TestDatabase.all)
+    func successResets(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10) }) { api in
             let user = try await api.user()
             var statuses: [Int] = []
             for password in ["wrong password 111", "wrong password 222", Fixtures.password, "wrong password 333", "wrong password 444", "wrong password 555", "wrong password 666"] {
@@ -109,8 +109,8 @@ struct AuthTests {
         }
     }
 
-    @Test("behind a trusted proxy, limits count the forwarded client address; otherwise the header is ignored")
-    func trustedProxies() async throws {
+    @Test("behind a trusted proxy, limits count the forwarded client address; otherwise the header is ignored", arguments: TestDatabase.all)
+    func trustedProxies(kind: TestDatabase) async throws {
         let limits = AuthRateLimits(loginPerAccount: 100, loginPerAddress: 2, signupPerAddress: 10)
         @Sendable func attempts(_ api: APIHarness, from address: String, count: Int) async throws -> [Int] {
             var statuses: [Int] = []
@@ -125,19 +125,19 @@ struct AuthTests {
             configuration.authRateLimits = limits
             configuration.trustedProxies = ["127.0.0.1"]
         }
-        try await APIHarness.with(.sqlite, live: true, configure: behindProxy) { api async throws in
+        try await APIHarness.with(kind, live: true, configure: behindProxy) { api async throws in
             #expect(try await attempts(api, from: "203.0.113.5", count: 3) == [401, 401, 429])
             #expect(try await attempts(api, from: "203.0.113.6", count: 1) == [401])
         }
-        try await APIHarness.with(.sqlite, live: true, configure: { $0.authRateLimits = limits }) { api async throws in
+        try await APIHarness.with(kind, live: true, configure: { $0.authRateLimits = limits }) { api async throws in
             #expect(try await attempts(api, from: "203.0.113.5", count: 2) == [401, 401])
             #expect(try await attempts(api, from: "203.0.113.6", count: 1) == [429], "an untrusted peer cannot pick its address")
         }
     }
 
-    @Test("bodies over 64 KiB get 413, non-JSON bodies 415, malformed JSON 400, each with the JSON error body")
-    func limits() async throws {
-        try await APIHarness.with(.sqlite) { api in
+    @Test("bodies over 64 KiB get 413, non-JSON bodies 415, malformed JSON 400, each with the JSON error body", arguments: TestDatabase.all)
+    func limits(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let large = Data(("{\"name\":\"" + String(repeating: "x", count: 70 * 1024) + "\"}").utf8)
             let tooLarge = try await api.request(.post, "/api/integrations", auth: user.session, json: large)

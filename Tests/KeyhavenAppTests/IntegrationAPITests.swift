@@ -236,9 +236,9 @@ struct IntegrationAPITests {
         }
     }
 
-    @Test("a tampered ciphertext fails the read, is audited, and shows the integration as error")
-    func tamperedRead() async throws {
-        try await APIHarness.with(.sqlite) { api in
+    @Test("a tampered ciphertext fails the read, is audited, and shows the integration as error", arguments: TestDatabase.all)
+    func tamperedRead(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session, key: "sk-tampered-read-key-1234")
             try await api.handle.database.withConnection { sql in

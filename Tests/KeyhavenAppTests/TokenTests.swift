@@ -29,8 +29,8 @@ struct TokenTests {
         }
     }
 
-    @Test("external JWTs: the subject becomes one user on first sight; issuer and audience are enforced when set")
-    func externalJWT() async throws {
+    @Test("external JWTs: the subject becomes one user on first sight; issuer and audience are enforced when set", arguments: TestDatabase.all)
+    func externalJWT(kind: TestDatabase) async throws {
         let secret = "external-jwt-secret-long-enough-0123456789"
         struct Claims: JWTPayload {
             var sub: SubjectClaim
@@ -46,7 +46,7 @@ struct TokenTests {
             return try await keys.sign(claims)
         }
         let later = ExpirationClaim(value: Date().addingTimeInterval(600))
-        try await APIHarness.with(.sqlite, configure: { $0.jwt = .init(secret: secret, issuer: "https://auth.example.test", audience: "authenticated") }) { api in
+        try await APIHarness.with(kind, configure: { $0.jwt = .init(secret: secret, issuer: "https://auth.example.test", audience: "authenticated") }) { api in
             let good = try await sign(Claims(sub: "user-42", exp: later, iss: "https://auth.example.test", aud: "authenticated", email: "u42@example.test"))
             let first = try await api.request(.get, "/api/auth/me", auth: .bearer(good))
             #expect(first.status == .ok)
@@ -68,7 +68,7 @@ struct TokenTests {
             ]).status == .created)
         }
         // Without a configured secret, JWTs are not accepted at all.
-        try await APIHarness.with(.sqlite) { api in
+        try await APIHarness.with(kind) { api in
             let token = try await sign(Claims(sub: "user-42", exp: later))
             #expect(try await api.request(.get, "/api/auth/me", auth: .bearer(token)).status == .unauthorized)
         }

@@ -123,20 +123,20 @@ public struct IntegrationController: Sendable {
             service = try ServiceContext(context: context)
         } catch {
             // A refused read is audited too; an anonymous caller is not an actor worth a record.
-            if case .user(let user, _)? = context.identity {
+            let refused: (AuditActor.Kind, UUID, UUID?, String)? =
+                switch context.identity {
+                case .user(let user, _)?: (.user, user.id, user.id, "not_a_service_token")
+                case .service(let token)?: (.service, token.id, nil, "missing_scope")
+                case nil: nil
+                }
+            if let (kind, actorID, ownerID, reason) = refused {
+                let actor = AuditActor(
+                    kind: kind, id: actorID.uuidString.lowercased(), ip: context.clientAddress,
+                    userAgent: request.headers[.userAgent])
                 try await audit.append(
                     AuditEntry(
-                        actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased(), ip: context.clientAddress,
-                                          userAgent: request.headers[.userAgent]),
-                        action: .credentialsRead, outcome: .denied, ownerID: user.id, integrationID: id,
-                        detail: ["reason": .string("not_a_service_token")]))
-            } else if case .service(let token)? = context.identity {
-                try await audit.append(
-                    AuditEntry(
-                        actor: AuditActor(kind: .service, id: token.id.uuidString.lowercased(), ip: context.clientAddress,
-                                          userAgent: request.headers[.userAgent]),
-                        action: .credentialsRead, outcome: .denied, integrationID: id,
-                        detail: ["reason": .string("missing_scope")]))
+                        actor: actor, action: .credentialsRead, outcome: .denied, ownerID: ownerID, integrationID: id,
+                        detail: ["reason": .string(reason)]))
             }
             throw error
         }
