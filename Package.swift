@@ -49,6 +49,13 @@ let package = Package(
             ]
         ),
         .target(
+            name: "KeyhavenProviders",
+            dependencies: [
+                "KeyhavenCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
             name: "KeyhavenWeb",
             dependencies: [
                 "KeyhavenCore",
@@ -103,6 +110,8 @@ let package = Package(
         ),
         .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
         .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
+        .testTarget(
+            name: "KeyhavenProvidersTests", dependencies: ["KeyhavenProviders"], resources: [.copy("Fixtures")]),
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
