@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .target(name: "KeyhavenCore", resources: [.copy("Resources")]),
@@ -53,6 +54,8 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ]
         ),
         .target(
@@ -103,7 +106,10 @@ let package = Package(
             dependencies: [
                 "KeyhavenApp",
                 "KeyhavenStorage",
+                "KeyhavenProviders",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
@@ -111,7 +117,12 @@ let package = Package(
         .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
         .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
         .testTarget(
-            name: "KeyhavenProvidersTests", dependencies: ["KeyhavenProviders"], resources: [.copy("Fixtures")]),
+            name: "KeyhavenProvidersTests",
+            dependencies: [
+                "KeyhavenProviders", "KeyhavenTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            resources: [.copy("Fixtures")]),
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [

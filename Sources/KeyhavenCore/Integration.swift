@@ -117,6 +117,17 @@ public enum JSONValue: Sendable, Equatable, Codable {
     }
 }
 
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral,
+    ExpressibleByDictionaryLiteral
+{
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self = .object(Dictionary(elements) { first, _ in first })
+    }
+}
+
 extension UUID {
     /// A version 7 UUID: 48 bits of Unix milliseconds, then random bits, so ids sort by creation time.
     public static func timeOrdered(now: Date = Date()) -> UUID {

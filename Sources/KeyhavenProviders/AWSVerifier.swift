@@ -1,0 +1,59 @@
+import Foundation
+import KeyhavenCore
+
+/// AWS: STS GetCallerIdentity, signed with Signature Version 4; the account and ARN are kept.
+struct AWSVerifier: Verifier {
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+        -> VerificationResult
+    {
+        guard case .aws(let accessKeyID, let secret, let sessionToken) = credentials else {
+            return VerificationResult(outcome: .invalidCredentials)
+        }
+        let region = config["region"]?.stringValue ?? "us-east-1"
+        let url =
+            context.endpoints.override(.aws)
+            ?? (config["region"] == nil ? ProviderEndpoints.defaults[.aws]! : URL(string: "https://sts.\(region).amazonaws.com")!)
+        let target = url.path.isEmpty ? "/" : url.path
+        let requestURL = url.path.isEmpty ? url.appendingPathComponent("") : url
+        let body = Data("Action=GetCallerIdentity&Version=2011-06-15".utf8)
+        let host = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
+        let signer = SigV4Signer(
+            credentials: .init(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken),
+            region: region, service: "sts")
+        let headers: [(name: String, value: String)] = [
+            ("Host", host), ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
+        ]
+        let signed = signer.sign(.init(method: "POST", target: target, headers: headers, body: body), date: Date())
+        let sent = headers.filter { $0.name != "Host" } + signed.headersToAdd
+        switch await context.send(.POST, requestURL, headers: sent.map { ($0.name, $0.value) }, body: body) {
+        case .failure(let outcome):
+            return VerificationResult(outcome: outcome)
+        case .success(let reply):
+            let xml = String(decoding: reply.body, as: UTF8.self)
+            if reply.status == 200 {
+                guard let account = Self.element("Account", in: xml), let arn = Self.element("Arn", in: xml) else {
+                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "The caller identity was missing.")
+                }
+                return VerificationResult(outcome: .connected, details: ["account_id": .string(account), "arn": .string(arn)])
+            }
+            let code = Self.element("Code", in: xml)
+            let outcome: VerificationOutcome =
+                switch code {
+                case "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "InvalidAccessKeyId": .invalidCredentials
+                case "ExpiredToken", "RequestExpired", "TokenRefreshRequired": .expired
+                case "AccessDenied", "AccessDeniedException", "UnauthorizedOperation": .insufficientPermissions
+                case "Throttling", "ThrottlingException", "RequestLimitExceeded": .rateLimited
+                default: commonOutcome(status: reply.status)
+                }
+            let message = [code, Self.element("Message", in: xml)].compactMap { $0 }.joined(separator: ": ")
+            return VerificationResult(outcome: outcome, providerMessage: message.isEmpty ? nil : message)
+        }
+    }
+
+    /// The text of the first `<name>…</name>` (STS answers in XML).
+    static func element(_ name: String, in xml: String) -> String? {
+        guard let start = xml.range(of: "<\(name)>"), let end = xml.range(of: "</\(name)>", range: start.upperBound..<xml.endIndex)
+        else { return nil }
+        return String(xml[start.upperBound..<end.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

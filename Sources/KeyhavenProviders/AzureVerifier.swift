@@ -1,0 +1,56 @@
+import Foundation
+import KeyhavenCore
+
+/// Azure: the client-credentials grant for the service principal, with AADSTS error codes mapped.
+struct AzureVerifier: Verifier {
+    static let authorities = [
+        "public": "https://login.microsoftonline.com", "usgovernment": "https://login.microsoftonline.us",
+        "china": "https://login.chinacloudapi.cn",
+    ]
+    static let scopes = [
+        "public": "https://management.azure.com/.default", "usgovernment": "https://management.usgovcloudapi.net/.default",
+        "china": "https://management.chinacloudapi.cn/.default",
+    ]
+
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+        -> VerificationResult
+    {
+        guard case .azure(let tenant, let client, let secret) = credentials else {
+            return VerificationResult(outcome: .invalidCredentials)
+        }
+        let cloud = config["cloud"]?.stringValue ?? "public"
+        let authority = context.endpoints.override(.azure) ?? URL(string: Self.authorities[cloud] ?? Self.authorities["public"]!)!
+        let url = authority.appendingPathComponent(tenant).appendingPathComponent("oauth2/v2.0/token")
+        let form = [
+            ("client_id", client), ("client_secret", secret), ("scope", Self.scopes[cloud] ?? Self.scopes["public"]!),
+            ("grant_type", "client_credentials"),
+        ].map { "\($0.0)=\(formEncode($0.1))" }.joined(separator: "&")
+        switch await context.send(
+            .POST, url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Data(form.utf8))
+        {
+        case .failure(let outcome):
+            return VerificationResult(outcome: outcome)
+        case .success(let reply):
+            let json = reply.json
+            if reply.status == 200 {
+                guard json["access_token"] is String else {
+                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned.")
+                }
+                return VerificationResult(outcome: .connected, details: ["tenant_id": .string(tenant)])
+            }
+            let description = json["error_description"] as? String ?? ""
+            let code = description.range(of: #"AADSTS\d+"#, options: String.CompareOptions.regularExpression).map { String(description[$0]) }
+            let (outcome, meaning): (VerificationOutcome, String?) =
+                switch code {
+                case "AADSTS7000215": (.invalidCredentials, "Invalid client secret.")
+                case "AADSTS7000222": (.expired, "The client secret has expired.")
+                case "AADSTS700016": (.invalidCredentials, "Unknown application (client id) in this tenant.")
+                case "AADSTS90002", "AADSTS900023": (.invalidCredentials, "Unknown tenant.")
+                case "AADSTS50034", "AADSTS7000112": (.invalidCredentials, nil)
+                default: (reply.status == 400 || reply.status == 401 ? .invalidCredentials : commonOutcome(status: reply.status), nil)
+                }
+            let first = description.split(separator: "\r\n").first.map(String.init) ?? description
+            return VerificationResult(outcome: outcome, providerMessage: [code, meaning ?? first].compactMap { $0 }.joined(separator: ": "))
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import JWTKit
+import KeyhavenCore
+
+/// Google Cloud: an RS256 JWT assertion signed with the service account's key, exchanged for an access token.
+struct GoogleCloudVerifier: Verifier {
+    /// Where Google's token endpoints live; a service account's `token_uri` elsewhere is not used.
+    static let allowedHosts: Set<String> = ["oauth2.googleapis.com", "accounts.google.com", "www.googleapis.com"]
+    static let defaultScope = "https://www.googleapis.com/auth/cloud-platform"
+
+    struct Assertion: JWTPayload {
+        var iss: IssuerClaim
+        var scope: String
+        var aud: AudienceClaim
+        var iat: IssuedAtClaim
+        var exp: ExpirationClaim
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    /// The token endpoint: the operator's override, else the account's `token_uri` if allowed, else Google's.
+    static func tokenURL(_ account: [String: JSONValue], in context: VerificationContext) -> Result<URL, VerificationOutcome> {
+        if let override = context.endpoints.override(.googleCloud) { return .success(override) }
+        guard let text = account["token_uri"]?.stringValue else { return .success(ProviderEndpoints.defaults[.googleCloud]!) }
+        guard let url = URL(string: text), context.egress.acceptsUserEndpoint(url, allowedHosts: allowedHosts) else {
+            return .failure(.endpointNotAllowed)
+        }
+        return .success(url)
+    }
+
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+        -> VerificationResult
+    {
+        guard case .googleServiceAccount(let account) = credentials, let email = account["client_email"]?.stringValue,
+            let pem = account["private_key"]?.stringValue, let keyID = account["private_key_id"]?.stringValue
+        else { return VerificationResult(outcome: .invalidCredentials) }
+        let url: URL
+        switch Self.tokenURL(account, in: context) {
+        case .success(let allowed): url = allowed
+        case .failure(let outcome):
+            return VerificationResult(outcome: outcome, providerMessage: "The service account's token_uri is not a Google endpoint.")
+        }
+        let scopes: [String] =
+            if case .array(let items)? = config["scopes"] { items.compactMap(\.stringValue) } else { [Self.defaultScope] }
+        let assertion: String
+        do {
+            let keys = JWTKeyCollection()
+            await keys.add(rsa: try Insecure.RSA.PrivateKey(pem: pem), digestAlgorithm: .sha256, kid: JWKIdentifier(string: keyID))
+            let now = Date()
+            assertion = try await keys.sign(
+                Assertion(
+                    iss: .init(value: email), scope: scopes.joined(separator: " "), aud: .init(value: [url.absoluteString]),
+                    iat: .init(value: now), exp: .init(value: now.addingTimeInterval(3600))),
+                kid: JWKIdentifier(string: keyID))
+        } catch {
+            return VerificationResult(outcome: .invalidCredentials, providerMessage: "The private key could not be read.")
+        }
+        let form = "grant_type=\(formEncode("urn:ietf:params:oauth:grant-type:jwt-bearer"))&assertion=\(assertion)"
+        switch await context.send(
+            .POST, url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Data(form.utf8))
+        {
+        case .failure(let outcome):
+            return VerificationResult(outcome: outcome)
+        case .success(let reply):
+            let json = reply.json
+            if reply.status == 200 {
+                guard json["access_token"] is String else {
+                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned.")
+                }
+                return VerificationResult(outcome: .connected, details: ["client_email": .string(email)])
+            }
+            let message = providerMessage(json)
+            let outcome: VerificationOutcome =
+                switch (reply.status, json["error"] as? String) {
+                case (400, "invalid_grant"?), (401, _): .invalidCredentials
+                case (400, "unauthorized_client"?), (403, _): .insufficientPermissions
+                default: commonOutcome(status: reply.status)
+                }
+            return VerificationResult(outcome: outcome, providerMessage: message)
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+func formEncode(_ value: String) -> String {
+    var allowed = CharacterSet.alphanumerics
+    allowed.insert(charactersIn: "-._~")
+    return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+}
