@@ -1,6 +1,8 @@
 import Foundation
+import AsyncHTTPClient
 import Hummingbird
 import KeyhavenCore
+import KeyhavenProviders
 import KeyhavenCrypto
 import KeyhavenStorage
 import KeyhavenWeb
@@ -30,6 +32,12 @@ public struct KeyhavenRuntime: Sendable {
     public let audit: SQLAuditLog
     /// Login and sign-up limits.
     public let limiter: SQLRateLimiter
+    /// The client for provider checks.
+    public let http: HTTPClient
+    /// Runs provider checks and records them.
+    public let verifier: VerificationRunner
+    /// Verification metrics.
+    public let metrics: VerificationMetrics
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -50,20 +58,28 @@ public struct KeyhavenRuntime: Sendable {
             let keyring = try await LiveKeyring.open(
                 source: configuration.keyring, database: database, allowCreate: allowKeyringCreation, logger: logger)
             let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
+            let integrations = SQLIntegrationStore(database: database, secrets: secrets, logger: logger)
+            let http = VerificationContext.makeClient()
+            let metrics = VerificationMetrics()
+            let context = VerificationContext(
+                client: http, endpoints: configuration.providerEndpoints,
+                egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate), timeout: configuration.verificationTimeout)
             return KeyhavenRuntime(
                 configuration: configuration, database: database, keyring: keyring, secrets: secrets,
-                integrations: SQLIntegrationStore(database: database, secrets: secrets, logger: logger),
-                users: SQLUserStore(database: database), sessions: SQLSessionStore(database: database),
-                tokens: SQLTokenStore(database: database), audit: SQLAuditLog(database: database),
-                limiter: SQLRateLimiter(database: database), logger: logger)
+                integrations: integrations, users: SQLUserStore(database: database),
+                sessions: SQLSessionStore(database: database), tokens: SQLTokenStore(database: database),
+                audit: SQLAuditLog(database: database), limiter: SQLRateLimiter(database: database), http: http,
+                verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
+                metrics: metrics, logger: logger)
         } catch {
             await database.shutdown()
             throw error
         }
     }
 
-    /// Closes the database connections.
+    /// Closes the HTTP client and the database connections.
     public func shutdown() async {
+        try? await http.shutdown()
         await database.shutdown()
     }
 }
@@ -108,11 +124,14 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
     IntegrationController(integrations: runtime.integrations, audit: runtime.audit)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
     AuditController(audit: runtime.audit).addRoutes(to: api.group("audit", context: UserContext.self))
+    VerificationController(tester: runtime.verifier, limiter: runtime.limiter, metrics: { runtime.metrics.render() })
+        .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
 
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        services: [RuntimeService(runtime: runtime)],
+        services: [RuntimeService(runtime: runtime)]
+            + (configuration.runVerificationWorker ? [VerificationWorker(runner: runtime.verifier)] : []),
         logger: runtime.logger
     )
 }

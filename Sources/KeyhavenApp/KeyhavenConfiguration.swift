@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenProviders
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
@@ -38,6 +39,15 @@ public struct KeyhavenConfiguration: Sendable {
     public var jwt: JWTSettings?
     /// Login and sign-up attempt limits.
     public var authRateLimits = AuthRateLimits()
+    /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
+    public var providerEndpoints = ProviderEndpoints()
+    /// Whether verification may call loopback, private, link-local and metadata addresses
+    /// (`KEYHAVEN_EGRESS_ALLOW_PRIVATE`, default false).
+    public var egressAllowPrivate = false
+    /// Whether this instance runs the background verifier (`KEYHAVEN_VERIFICATION_WORKER`, default true).
+    public var runVerificationWorker = true
+    /// The longest a provider check may take (SPEC §7: 10 s).
+    public var verificationTimeout: Duration = .seconds(10)
     /// The proxies whose `X-Forwarded-For` is believed (`KEYHAVEN_TRUSTED_PROXIES`, comma-separated addresses).
     public var trustedProxies: Set<String> = []
 
@@ -129,6 +139,16 @@ public struct KeyhavenConfiguration: Sendable {
             throw KeyhavenError.configuration("KEYHAVEN_LOG_FORMAT must be text or json")
         }
         logFormat = format
+        for type in IntegrationType.allCases {
+            let name = "KEYHAVEN_PROVIDER_\(type.rawValue.uppercased())_URL"
+            guard let value = text("keyhaven.provider.\(type.rawValue.replacingOccurrences(of: "_", with: ".")).url") else { continue }
+            guard let url = URL(string: value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw KeyhavenError.configuration("\(name) must be an http:// or https:// URL")
+            }
+            providerEndpoints.overrides[type] = url
+        }
+        egressAllowPrivate = try Self.bool(text("keyhaven.egress.allow.private"), name: "KEYHAVEN_EGRESS_ALLOW_PRIVATE", default: false)
+        runVerificationWorker = try Self.bool(text("keyhaven.verification.worker"), name: "KEYHAVEN_VERIFICATION_WORKER", default: true)
         if let proxies = text("keyhaven.trusted.proxies") {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
@@ -193,6 +213,8 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "log_level=\(logLevel)",
             "log_format=\(logFormat.rawValue)",
             "jwt=\(jwt == nil ? "off" : "hs256")",
+            "provider_overrides=\(providerEndpoints.overrides.keys.map(\.rawValue).sorted().joined(separator: ","))",
+            "egress_allow_private=\(egressAllowPrivate)",
         ].joined(separator: " ")
     }
 }

@@ -1,45 +1,6 @@
 import Foundation
 import KeyhavenCore
 
-/// What a connectivity check concluded (SPEC §7).
-public enum VerificationOutcome: String, Sendable, CaseIterable, Error {
-    case connected
-    case invalidCredentials = "invalid_credentials"
-    case expired
-    case insufficientPermissions = "insufficient_permissions"
-    case rateLimited = "rate_limited"
-    case unreachable = "provider_unreachable"
-    case unexpectedResponse = "unexpected_response"
-    /// The endpoint was refused by the egress policy before any request was made.
-    case endpointNotAllowed = "endpoint_not_allowed"
-
-    /// The sentence shown to users, in English (`en`) or Spanish (`es`).
-    public func message(language: String = "en") -> String {
-        let spanish = language.lowercased().hasPrefix("es")
-        switch self {
-        case .connected: return spanish ? "Conectado." : "Connected."
-        case .invalidCredentials:
-            return spanish ? "El proveedor rechazó las credenciales." : "The provider rejected the credentials."
-        case .expired: return spanish ? "Las credenciales han caducado." : "The credentials have expired."
-        case .insufficientPermissions:
-            return spanish
-                ? "Las credenciales son válidas pero no tienen los permisos necesarios."
-                : "The credentials are valid but lack the required permissions."
-        case .rateLimited:
-            return spanish
-                ? "El proveedor está limitando las solicitudes; inténtalo más tarde."
-                : "The provider is rate limiting requests; try again later."
-        case .unreachable: return spanish ? "No se pudo contactar con el proveedor." : "The provider could not be reached."
-        case .unexpectedResponse:
-            return spanish ? "El proveedor dio una respuesta inesperada." : "The provider gave an unexpected response."
-        case .endpointNotAllowed:
-            return spanish
-                ? "La política de salida no permite contactar con este destino."
-                : "The egress policy does not allow this endpoint."
-        }
-    }
-}
-
 /// The result of one check. `details` never holds a secret (an AWS ARN, a model count).
 public struct VerificationResult: Sendable {
     public var outcome: VerificationOutcome

@@ -177,6 +177,100 @@ public struct SQLIntegrationStore: IntegrationStore {
         }
     }
 
+    // MARK: Verification
+
+    /// An integration claimed for a background check, with its decrypted credentials.
+    public struct VerificationJob: Sendable {
+        public var integration: Integration
+        public var credentials: Credentials
+    }
+
+    /// Claims up to `limit` integrations waiting in `verifying` whose lease is free or expired, for `lease`.
+    ///
+    /// On PostgreSQL the rows are locked with `FOR UPDATE SKIP LOCKED`, so instances sharing the database never
+    /// claim the same row; on SQLite the write lock does the same. A worker that dies leaves its lease to expire,
+    /// and the row is claimed again.
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    public func claimForVerification(limit: Int, lease: Duration) async throws -> [VerificationJob] {
+        let now = Date()
+        let until = now.addingTimeInterval(Double(lease.components.seconds))
+        let claimed = try await database.transaction { sql -> [Integration] in
+            let lock = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
+            let rows = try await sql.raw(
+                """
+                SELECT id FROM integrations WHERE status = \(bind: IntegrationStatus.verifying.rawValue) AND enabled
+                AND (verify_claimed_until IS NULL OR verify_claimed_until < \(bind: now))
+                ORDER BY updated_at LIMIT \(bind: limit)\(unsafeRaw: lock)
+                """
+            ).all()
+            var integrations: [Integration] = []
+            for row in rows {
+                let id = try row.decode(column: "id", as: UUID.self)
+                try await sql.raw("UPDATE integrations SET verify_claimed_until = \(bind: until) WHERE id = \(bind: id)").run()
+                if let claimed = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() {
+                    integrations.append(try Self.integration(claimed))
+                }
+            }
+            return integrations
+        }
+        var jobs: [VerificationJob] = []
+        for integration in claimed {
+            do {
+                jobs.append(VerificationJob(integration: integration, credentials: try await credentials(of: integration)))
+            } catch KeyhavenError.decryptionFailed {
+                try await recordDecryptionFailure(id: integration.id, actor: .system)
+            }
+        }
+        return jobs
+    }
+
+    /// The decrypted current credentials of one of the owner's integrations (for a check run now).
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed`.
+    public func verificationJob(id: UUID, ownerID: UUID) async throws -> VerificationJob {
+        let integration = try await get(id: id, ownerID: ownerID)
+        return VerificationJob(integration: integration, credentials: try await credentials(of: integration))
+    }
+
+    private func credentials(of integration: Integration) async throws -> Credentials {
+        let (plaintext, _) = try await secrets.get(
+            SecretOwner(integrationID: integration.id, ownerID: integration.ownerID), version: integration.credentialVersion)
+        return try Credentials(type: integration.type, serialized: plaintext)
+    }
+
+    /// Records a check of credential version `version`, and audits it, in one transaction. A result for
+    /// credentials that have since been replaced, or for an integration disabled meanwhile, only clears the lease.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    public func recordVerification(
+        _ record: VerificationRecord, for integration: Integration, action: AuditAction, actor: AuditActor
+    ) async throws {
+        try await database.transaction { sql in
+            let updated = try await sql.raw(
+                """
+                UPDATE integrations SET status = \(bind: record.outcome.status.rawValue),
+                error_message = \(bind: record.errorMessage), last_verified_at = \(bind: record.checkedAt),
+                verification_details = \(bind: Self.encode(record.details)), verify_claimed_until = NULL
+                WHERE id = \(bind: integration.id) AND current_version = \(bind: integration.credentialVersion) AND enabled
+                RETURNING id
+                """
+            ).all().count
+            if updated == 0 {
+                try await sql.raw("UPDATE integrations SET verify_claimed_until = NULL WHERE id = \(bind: integration.id)").run()
+            }
+            var detail = record.details
+            detail["outcome"] = .string(record.outcome.rawValue)
+            detail["latency_ms"] = .number(Double(record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000))
+            detail["credential_version"] = .number(Double(integration.credentialVersion))
+            if updated == 0 { detail["superseded"] = .bool(true) }
+            try await audit.append(
+                AuditEntry(
+                    actor: actor, action: action, outcome: record.outcome == .connected ? .success : .failure,
+                    ownerID: integration.ownerID, integrationID: integration.id, detail: detail),
+                on: sql)
+        }
+    }
+
     private func requireFreeName(_ name: String, ownerID: UUID, except id: UUID?, on sql: any SQLDatabase) async throws {
         let existing = try await sql.raw(
             "SELECT id FROM integrations WHERE owner_id = \(bind: ownerID) AND name = \(bind: name)"

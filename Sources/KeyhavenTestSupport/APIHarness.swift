@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenProviders
 import KeyhavenStorage
 import Logging
 import NIOCore
@@ -80,6 +81,13 @@ public struct APIHarness: Sendable {
         var configuration = KeyhavenConfiguration(
             database: handle.location, keyring: Fixtures.environmentKeyring(), logLevel: .trace)
         configuration.authRateLimits = .init(loginPerAccount: 1000, loginPerAddress: 1000, signupPerAddress: 1000)
+        // Tests talk to 127.0.0.1 only: without fakes, every provider points at a port where nothing listens, and
+        // the background verifier runs only in the tests that ask for it.
+        configuration.runVerificationWorker = false
+        configuration.egressAllowPrivate = true
+        let nowhere = try FakeProviders.closedPortURL()
+        configuration.providerEndpoints = ProviderEndpoints(
+            overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, nowhere) }))
         configure(&configuration)
         do {
             let runtime = try await KeyhavenRuntime.open(

@@ -21,6 +21,7 @@ public struct Migrator: Sendable {
     static let all: [Migration] = [
         .createCoreTables,
         .addAccountsTokensAudit,
+        .addVerificationState,
     ]
 
     let database: Database

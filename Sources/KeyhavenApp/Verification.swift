@@ -1,0 +1,112 @@
+import AsyncHTTPClient
+import Foundation
+import KeyhavenCore
+import KeyhavenProviders
+import KeyhavenStorage
+import Logging
+import Prometheus
+import ServiceLifecycle
+
+/// Verification counts and latencies by provider and outcome, for `GET /metrics`. No labels carry user data.
+public final class VerificationMetrics: Sendable {
+    /// The registry `/metrics` renders.
+    public let registry = PrometheusCollectorRegistry()
+
+    public init() {}
+
+    func record(_ type: IntegrationType, _ record: VerificationRecord) {
+        let labels = [("provider", type.rawValue), ("outcome", record.outcome.rawValue)]
+        registry.makeCounter(
+            descriptor: .init(metricName: "keyhaven_verifications", unitName: "total", helpText: "Credential checks, by provider and outcome."),
+            labels: labels
+        ).increment()
+        registry.makeDurationHistogram(
+            descriptor: .init(metricName: "keyhaven_verification_duration", unitName: "seconds", helpText: "How long credential checks took."),
+            labels: [("provider", type.rawValue)],
+            buckets: [.milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
+        ).record(record.latency)
+    }
+
+    /// The Prometheus text exposition.
+    public func render() -> String { registry.emitToString() }
+}
+
+/// Checks integrations against their providers and records the results: the background worker's jobs and the
+/// test route's checks run through here.
+public struct VerificationRunner: IntegrationTester {
+    let store: SQLIntegrationStore
+    let context: VerificationContext
+    let metrics: VerificationMetrics
+    let logger: Logger
+
+    /// Checks one claimed integration and records the outcome.
+    func run(_ job: SQLIntegrationStore.VerificationJob, action: AuditAction, actor: AuditActor) async throws
+        -> VerificationRecord
+    {
+        let result = await Verifiers.verify(
+            job.integration.type, credentials: job.credentials, config: job.integration.config, in: context)
+        let record = VerificationRecord(
+            outcome: result.outcome, errorMessage: result.errorMessage, details: result.details, checkedAt: Date(),
+            latency: result.latency)
+        metrics.record(job.integration.type, record)
+        try await store.recordVerification(record, for: job.integration, action: action, actor: actor)
+        logger.info(
+            "verified an integration",
+            metadata: ["integration_id": "\(job.integration.id)", "provider": "\(job.integration.type.rawValue)",
+                       "outcome": "\(record.outcome.rawValue)"])
+        return record
+    }
+
+    public func testNow(id: UUID, ownerID: UUID, actor: AuditActor) async throws -> VerificationRecord {
+        try await run(try await store.verificationJob(id: id, ownerID: ownerID), action: .integrationTest, actor: actor)
+    }
+}
+
+/// The background verifier (SPEC §7): claims integrations waiting in `verifying`, a few at a time, checks them,
+/// and records the results. Leases in the database make it safe with several instances, and rows left by a
+/// stopped instance are claimed again once their lease expires.
+public struct VerificationWorker: Service {
+    let runner: VerificationRunner
+    let concurrency: Int
+    let interval: Duration
+    let lease: Duration
+
+    public init(runner: VerificationRunner, concurrency: Int = 4, interval: Duration = .milliseconds(500), lease: Duration = .seconds(60)) {
+        self.runner = runner
+        self.concurrency = concurrency
+        self.interval = interval
+        self.lease = lease
+    }
+
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                let processed = try await runOnce()
+                if processed == 0 { try await Task.sleep(for: interval) }
+            } catch is CancellationError {
+                return
+            } catch {
+                runner.logger.error("verification round failed", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// Claims and checks one batch; returns how many integrations were checked.
+    @discardableResult
+    public func runOnce() async throws -> Int {
+        let jobs = try await runner.store.claimForVerification(limit: concurrency, lease: lease)
+        await withTaskGroup(of: Void.self) { group in
+            for job in jobs {
+                group.addTask {
+                    do {
+                        _ = try await runner.run(job, action: .integrationVerify, actor: .system)
+                    } catch {
+                        runner.logger.error("recording a verification failed", metadata: ["integration_id": "\(job.integration.id)"])
+                    }
+                }
+            }
+        }
+        return jobs.count
+    }
+}

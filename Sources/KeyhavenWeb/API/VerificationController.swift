@@ -1,0 +1,51 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+
+/// `POST /api/integrations/{id}/test` (SPEC §7) and `GET /metrics`.
+public struct VerificationController: Sendable {
+    let tester: any IntegrationTester
+    let limiter: any RateLimiter
+    let testsPerMinute: Int
+    let metrics: @Sendable () -> String
+
+    /// Creates the controller; `metrics` renders the Prometheus exposition.
+    public init(tester: any IntegrationTester, limiter: any RateLimiter, testsPerMinute: Int = 10, metrics: @escaping @Sendable () -> String) {
+        self.tester = tester
+        self.limiter = limiter
+        self.testsPerMinute = testsPerMinute
+        self.metrics = metrics
+    }
+
+    /// Adds the test route to the `/api/integrations` group and `/metrics` to the router.
+    public func addRoutes(to group: RouterGroup<UserContext>, router: Router<AppRequestContext>) {
+        group.post(":id/test", use: test)
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: metrics())))
+        }
+    }
+
+    @Sendable func test(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let id = try UUID.path(context)
+        if case .limited(let seconds) = try await limiter.hit("test:user:\(context.user.id)", limit: testsPerMinute, window: .seconds(60)) {
+            throw KeyhavenError.rateLimited(retryAfterSeconds: seconds)
+        }
+        let record = try await tester.testNow(id: id, ownerID: context.user.id, actor: context.actor(request))
+        let language = request.headers[.acceptLanguage]?.lowercased().hasPrefix("es") == true ? "es" : "en"
+        let milliseconds = record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000
+        return Response.json(
+            status: .ok,
+            JSONValue.object([
+                "status": .string(record.outcome.status.rawValue),
+                "outcome": .string(record.outcome.rawValue),
+                "message": .string(record.outcome.message(language: language)),
+                "error_message": record.errorMessage.map(JSONValue.string) ?? .null,
+                "checked_at": wireDate(record.checkedAt),
+                "latency_ms": .number(Double(milliseconds)),
+                "details": .object(record.details),
+            ]))
+    }
+}
