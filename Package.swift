@@ -130,7 +130,7 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenWeb", "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
