@@ -40,6 +40,7 @@ struct AccessMatrixTests {
         case patchIntegration = "PATCH /api/integrations/{id}"
         case deleteIntegration = "DELETE /api/integrations/{id}"
         case credentials = "GET /api/integrations/{id}/credentials"
+        case test = "POST /api/integrations/{id}/test"
         case audit = "GET /api/audit"
     }
 
@@ -60,6 +61,7 @@ struct AccessMatrixTests {
         table[.patchIntegration] = table[.putIntegration]
         table[.deleteIntegration] = row([.session: 204, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 204, .service: 403, .jwt: 204])
         table[.credentials] = row([.session: 403, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 403, .service: 200, .jwt: 403])
+        table[.test] = row([.session: 200, .sessionWithoutCSRF: 403, .patRead: 200, .patReadWrite: 200, .service: 403, .jwt: 200])
         table[.audit] = row([.session: 200, .sessionWithoutCSRF: 200, .patRead: 200, .patReadWrite: 200, .service: 403, .jwt: 200])
         return table
     }()
@@ -126,6 +128,7 @@ struct AccessMatrixTests {
         case .deleteIntegration: try await api.request(.delete, "/api/integrations/\(integration)", auth: auth)
         case .credentials: try await api.request(.get, "/api/integrations/\(integration)/credentials", auth: auth)
         case .audit: try await api.request(.get, "/api/audit", auth: auth)
+        case .test: try await api.request(.post, "/api/integrations/\(integration)/test", auth: auth)
         }
     }
 }

@@ -59,6 +59,9 @@ struct VerifierTests {
             let aws = await Verifiers.verify(.aws, credentials: Self.goodAWS, config: ["region": "eu-west-1"], in: context)
             #expect(aws.details["arn"] == .string("arn:aws:iam::123456789012:user/keyhaven"))
             #expect(aws.details["account_id"] == .string("123456789012"))
+            // With a session token, signed as X-Amz-Security-Token.
+            let temporary = Credentials.aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: "FwoGZXIvYXdzEXAMPLE//token+value=")
+            #expect(await Verifiers.verify(.aws, credentials: temporary, config: [:], in: context).outcome == .connected)
             let openai = await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: ["organization": "org-fake"], in: context)
             #expect(openai.details["model_count"] == .number(3))
         }
