@@ -25,19 +25,11 @@ struct AzureVerifier: Verifier {
             ("client_id", client), ("client_secret", secret), ("scope", Self.scopes[cloud] ?? Self.scopes["public"]!),
             ("grant_type", "client_credentials"),
         ].map { "\($0.0)=\(formEncode($0.1))" }.joined(separator: "&")
-        switch await context.send(
-            .POST, url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Data(form.utf8))
-        {
-        case .failure(let outcome):
-            return VerificationResult(outcome: outcome)
-        case .success(let reply):
+        switch await context.requestToken(url, form: form, details: ["tenant_id": .string(tenant)]) {
+        case .finished(let result):
+            return result
+        case .refused(let reply):
             let json = reply.json
-            if reply.status == 200 {
-                guard json["access_token"] is String else {
-                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned.")
-                }
-                return VerificationResult(outcome: .connected, details: ["tenant_id": .string(tenant)])
-            }
             let description = json["error_description"] as? String ?? ""
             let code = description.range(of: #"AADSTS\d+"#, options: String.CompareOptions.regularExpression).map { String(description[$0]) }
             let (outcome, meaning): (VerificationOutcome, String?) =

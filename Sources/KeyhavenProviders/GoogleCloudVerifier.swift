@@ -56,19 +56,11 @@ struct GoogleCloudVerifier: Verifier {
             return VerificationResult(outcome: .invalidCredentials, providerMessage: "The private key could not be read.")
         }
         let form = "grant_type=\(formEncode("urn:ietf:params:oauth:grant-type:jwt-bearer"))&assertion=\(assertion)"
-        switch await context.send(
-            .POST, url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Data(form.utf8))
-        {
-        case .failure(let outcome):
-            return VerificationResult(outcome: outcome)
-        case .success(let reply):
+        switch await context.requestToken(url, form: form, details: ["client_email": .string(email)]) {
+        case .finished(let result):
+            return result
+        case .refused(let reply):
             let json = reply.json
-            if reply.status == 200 {
-                guard json["access_token"] is String else {
-                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned.")
-                }
-                return VerificationResult(outcome: .connected, details: ["client_email": .string(email)])
-            }
             let message = providerMessage(json)
             let outcome: VerificationOutcome =
                 switch (reply.status, json["error"] as? String) {

@@ -81,6 +81,29 @@ public struct VerificationContext: Sendable {
     }
 }
 
+extension VerificationContext {
+    /// What a token request came to: a finished result, or a provider error for the caller to map.
+    enum TokenReply {
+        case finished(VerificationResult)
+        case refused(Reply)
+    }
+
+    /// An OAuth token request: POSTs `form`; on 200 the answer must hold an `access_token` to count as connected.
+    func requestToken(_ url: URL, form: String, details: [String: JSONValue]) async -> TokenReply {
+        switch await send(.POST, url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Data(form.utf8)) {
+        case .failure(let outcome):
+            return .finished(VerificationResult(outcome: outcome))
+        case .success(let reply) where reply.status == 200:
+            guard reply.json["access_token"] is String else {
+                return .finished(VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned."))
+            }
+            return .finished(VerificationResult(outcome: .connected, details: details))
+        case .success(let reply):
+            return .refused(reply)
+        }
+    }
+}
+
 /// Checks one provider's credentials against the real service (or the operator's override of it).
 public protocol Verifier: Sendable {
     func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
