@@ -28,18 +28,22 @@ public struct SecretBinding: Sendable, Hashable {
     }
 
     /// `keyhaven:v1|<secret_id>|<integration_id>|<owner_id>|<version>` (SPEC §4), ids in lowercase.
-    var associatedData: [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(140)
-        bytes.append(contentsOf: "keyhaven:v1|".utf8)
-        secretID.appendLowercased(to: &bytes)
-        bytes.append(UInt8(ascii: "|"))
-        integrationID.appendLowercased(to: &bytes)
-        bytes.append(UInt8(ascii: "|"))
-        ownerID.appendLowercased(to: &bytes)
-        bytes.append(UInt8(ascii: "|"))
-        bytes.append(contentsOf: String(version).utf8)
-        return bytes
+    var associatedData: [UInt8] { withAssociatedData { Array($0) } }
+
+    /// Calls `body` with the associated data, built on the stack: this runs on every seal and open.
+    func withAssociatedData<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(byteCount: 160, alignment: 1) { buffer in
+            var writer = ByteWriter(buffer)
+            writer.append("keyhaven:v1|")
+            writer.append(secretID)
+            writer.append("|")
+            writer.append(integrationID)
+            writer.append("|")
+            writer.append(ownerID)
+            writer.append("|")
+            writer.append(String(version))
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[0..<writer.count]))
+        }
     }
 }
 
@@ -76,7 +80,7 @@ public enum Envelope {
         do {
             let nonce = try AES.GCM.Nonce(data: random[32..<44])
             let box = try plaintext.withUnsafeBytes { bytes in
-                try AES.GCM.seal(bytes, using: dek, nonce: nonce, authenticating: binding.associatedData)
+                try binding.withAssociatedData { aad in try AES.GCM.seal(bytes, using: dek, nonce: nonce, authenticating: aad) }
             }
             var ciphertext = Data(capacity: box.ciphertext.count + 16)
             ciphertext.append(box.ciphertext)
@@ -127,7 +131,7 @@ public enum Envelope {
             combined.append(sealed.nonce)
             combined.append(sealed.ciphertext)
             let box = try AES.GCM.SealedBox(combined: combined)
-            var plaintext = try AES.GCM.open(box, using: dek, authenticating: binding.associatedData)
+            var plaintext = try binding.withAssociatedData { aad in try AES.GCM.open(box, using: dek, authenticating: aad) }
             defer { plaintext.resetBytes(in: 0..<plaintext.count) }
             return SecretBytes(Array(plaintext))
         } catch {
@@ -149,19 +153,26 @@ public enum Envelope {
 
     /// `keyhaven:dek:v1|<secret_id>|<kek_id>` (SPEC §4).
     static func dekAssociatedData(secretID: UUID, kekID: String) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(56 + kekID.utf8.count)
-        bytes.append(contentsOf: "keyhaven:dek:v1|".utf8)
-        secretID.appendLowercased(to: &bytes)
-        bytes.append(UInt8(ascii: "|"))
-        bytes.append(contentsOf: kekID.utf8)
-        return bytes
+        withDEKAssociatedData(secretID: secretID, kekID: kekID) { Array($0) }
+    }
+
+    static func withDEKAssociatedData<R>(secretID: UUID, kekID: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        // Key ids are at most 64 bytes (MasterKey.isValidID).
+        try withUnsafeTemporaryAllocation(byteCount: 128, alignment: 1) { buffer in
+            var writer = ByteWriter(buffer)
+            writer.append("keyhaven:dek:v1|")
+            writer.append(secretID)
+            writer.append("|")
+            writer.append(kekID)
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[0..<writer.count]))
+        }
     }
 
     static func wrap(_ dek: SymmetricKey, secretID: UUID, kek: MasterKey, nonce: AES.GCM.Nonce) throws -> Data {
         let box = try dek.withUnsafeBytes { bytes in
-            try AES.GCM.seal(
-                bytes, using: kek.key, nonce: nonce, authenticating: dekAssociatedData(secretID: secretID, kekID: kek.id))
+            try withDEKAssociatedData(secretID: secretID, kekID: kek.id) { aad in
+                try AES.GCM.seal(bytes, using: kek.key, nonce: nonce, authenticating: aad)
+            }
         }
         // A 12-byte nonce always yields a combined representation.
         return box.combined!
@@ -170,8 +181,9 @@ public enum Envelope {
     static func unwrap(_ wrappedDEK: Data, secretID: UUID, kek: MasterKey) throws -> SymmetricKey {
         do {
             let box = try AES.GCM.SealedBox(combined: wrappedDEK)
-            var material = try AES.GCM.open(
-                box, using: kek.key, authenticating: dekAssociatedData(secretID: secretID, kekID: kek.id))
+            var material = try withDEKAssociatedData(secretID: secretID, kekID: kek.id) { aad in
+                try AES.GCM.open(box, using: kek.key, authenticating: aad)
+            }
             defer { material.resetBytes(in: 0..<material.count) }
             guard material.count == 32 else { throw KeyhavenError.decryptionFailed }
             return SymmetricKey(data: material)
@@ -202,17 +214,34 @@ public enum Canary {
     }
 }
 
-extension UUID {
-    private static let hexDigits = Array("0123456789abcdef".utf8)
+/// Writes associated data into a stack buffer (ids as canonical lowercase `8-4-4-4-12` hex) without building
+/// intermediate strings on the hot path of every seal and open.
+struct ByteWriter {
+    let buffer: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+    static let hexDigits: StaticString = "0123456789abcdef"
 
-    /// Appends the canonical lowercase text form (`8-4-4-4-12` hex digits), as used in associated data, without
-    /// building intermediate strings on the hot path of every seal and open.
-    func appendLowercased(to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: uuid) { raw in
+    init(_ buffer: UnsafeMutableRawBufferPointer) {
+        self.buffer = buffer
+    }
+
+    mutating func append(_ byte: UInt8) {
+        precondition(count < buffer.count)
+        buffer[count] = byte
+        count += 1
+    }
+
+    mutating func append(_ text: String) {
+        for byte in text.utf8 { append(byte) }
+    }
+
+    mutating func append(_ id: UUID) {
+        let digits = Self.hexDigits.utf8Start
+        withUnsafeBytes(of: id.uuid) { raw in
             for (index, byte) in raw.enumerated() {
-                if index == 4 || index == 6 || index == 8 || index == 10 { bytes.append(UInt8(ascii: "-")) }
-                bytes.append(UUID.hexDigits[Int(byte >> 4)])
-                bytes.append(UUID.hexDigits[Int(byte & 0x0F)])
+                if index == 4 || index == 6 || index == 8 || index == 10 { append(UInt8(ascii: "-")) }
+                append(digits[Int(byte >> 4)])
+                append(digits[Int(byte & 0x0F)])
             }
         }
     }
