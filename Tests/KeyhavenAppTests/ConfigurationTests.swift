@@ -54,6 +54,25 @@ struct ConfigurationTests {
         #expect(printed.contains("master_key=<redacted>"))
     }
 
+    @Test("provider endpoint overrides and the egress switch are read from KEYHAVEN_PROVIDER_<NAME>_URL")
+    func providers() async throws {
+        let configuration = try await load([
+            "KEYHAVEN_PROVIDER_OPENAI_URL": "http://127.0.0.1:9000/openai",
+            "KEYHAVEN_PROVIDER_GOOGLE_CLOUD_URL": "https://token.internal.example/token",
+            "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true", "KEYHAVEN_VERIFICATION_WORKER": "false",
+        ])
+        #expect(configuration.providerEndpoints.override(.openai)?.absoluteString == "http://127.0.0.1:9000/openai")
+        #expect(configuration.providerEndpoints.override(.googleCloud)?.absoluteString == "https://token.internal.example/token")
+        #expect(configuration.providerEndpoints.override(.aws) == nil)
+        #expect(configuration.providerEndpoints.base(.aws).absoluteString == "https://sts.amazonaws.com")
+        #expect(configuration.egressAllowPrivate && !configuration.runVerificationWorker)
+        let defaults = try await load([:])
+        #expect(!defaults.egressAllowPrivate && defaults.runVerificationWorker)
+        await #expect(throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_URL must be an http:// or https:// URL")) {
+            _ = try await load(["KEYHAVEN_PROVIDER_AZURE_URL": "login.example"])
+        }
+    }
+
     @Test("bad values are refused with the setting's name and without echoing a secret")
     func badValues() async throws {
         let cases: [([String: String], String)] = [
