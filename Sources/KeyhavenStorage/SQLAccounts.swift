@@ -271,23 +271,25 @@ public struct SQLRateLimiter: RateLimiter {
     }
 
     public func hit(_ key: String, limit: Int, window: Duration) async throws -> RateDecision {
+        // A window opens at the first attempt and lasts `window`; the next attempt after it opens a new one.
         let now = Int64(Date().timeIntervalSince1970)
-        let length = window.components.seconds
-        let windowStart = now - now % length
+        let expired = now - window.components.seconds
         let row = try await database.withConnection { sql in
             try await sql.raw(
                 """
                 INSERT INTO rate_limits (key, window_start, count)
-                VALUES (\(bind: TokenMaterial.hash(key)), \(bind: windowStart), 1)
+                VALUES (\(bind: TokenMaterial.hash(key)), \(bind: now), 1)
                 ON CONFLICT (key) DO UPDATE SET
-                count = CASE WHEN rate_limits.window_start = \(bind: windowStart) THEN rate_limits.count + 1 ELSE 1 END,
-                window_start = \(bind: windowStart)
-                RETURNING count
+                count = CASE WHEN rate_limits.window_start <= \(bind: expired) THEN 1 ELSE rate_limits.count + 1 END,
+                window_start = CASE WHEN rate_limits.window_start <= \(bind: expired) THEN \(bind: now)
+                ELSE rate_limits.window_start END
+                RETURNING count, window_start
                 """
             ).first()
         }
         let count = try row?.decode(column: "count", as: Int.self) ?? 1
-        return count > limit ? .limited(retryAfterSeconds: Int(windowStart + length - now)) : .allowed
+        let started = try row?.decode(column: "window_start", as: Int64.self) ?? now
+        return count > limit ? .limited(retryAfterSeconds: max(1, Int(started + window.components.seconds - now))) : .allowed
     }
 
     public func reset(_ key: String) async throws {
