@@ -82,14 +82,13 @@ public enum Envelope {
             let box = try plaintext.withUnsafeBytes { bytes in
                 try binding.withAssociatedData { aad in try AES.GCM.seal(bytes, using: dek, nonce: nonce, authenticating: aad) }
             }
-            var ciphertext = Data(capacity: box.ciphertext.count + 16)
-            ciphertext.append(box.ciphertext)
-            ciphertext.append(box.tag)
+            // nonce ‖ ciphertext ‖ tag in one buffer: the two stored parts are slices of it, not copies.
+            let combined = box.combined!
             return SealedSecret(
                 kekID: kek.id,
                 wrappedDEK: try wrap(dek, secretID: binding.secretID, kek: kek, nonce: AES.GCM.Nonce(data: random[44..<56])),
-                nonce: Data(random[32..<44]),
-                ciphertext: ciphertext
+                nonce: combined.prefix(12),
+                ciphertext: combined.dropFirst(12)
             )
         } catch {
             throw KeyhavenError.internalError
