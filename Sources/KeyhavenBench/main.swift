@@ -163,24 +163,14 @@ func seedForRotation(_ location: DatabaseLocation, count: Int, keyringPath: Stri
             let owner = owners[index / perIntegration]
             let binding = SecretBinding(secretID: UUID(), integrationID: owner.integrationID, ownerID: owner.ownerID, version: index % perIntegration + 1)
             let sealed = try Envelope.seal(plaintext, binding: binding, kek: key)
-            query.appendInterpolation(unsafeRaw: offset == 0 ? "(" : ", (")
-            query.appendInterpolation(bind: binding.secretID)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: binding.integrationID)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: binding.ownerID)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: binding.version)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: sealed.kekID)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: sealed.wrappedDEK)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: sealed.nonce)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: sealed.ciphertext)
-            query.appendInterpolation(unsafeRaw: ", ")
-            query.appendInterpolation(bind: now)
+            let values: [any Encodable & Sendable] = [
+                binding.secretID, binding.integrationID, binding.ownerID, binding.version, sealed.kekID, sealed.wrappedDEK,
+                sealed.nonce, sealed.ciphertext, now,
+            ]
+            for (column, value) in values.enumerated() {
+                query.appendInterpolation(unsafeRaw: column == 0 ? (offset == 0 ? "(" : ", (") : ", ")
+                query.appendInterpolation(bind: value)
+            }
             query.appendInterpolation(unsafeRaw: ")")
         }
         let finished = query
