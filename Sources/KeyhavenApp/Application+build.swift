@@ -100,6 +100,7 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
     router.add(middleware: LogRequestsMiddleware(.info))
+    router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
     router.add(middleware: ErrorMiddleware())
     HealthController(checks: [
         ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },

@@ -7,7 +7,7 @@ import Logging
 import Prometheus
 import ServiceLifecycle
 
-/// Verification counts and latencies by provider and outcome, for `GET /metrics`. No labels carry user data.
+/// Request and verification counts and latencies, for `GET /metrics`. No label carries user data or an id.
 public final class VerificationMetrics: Sendable {
     /// The registry `/metrics` renders.
     public let registry = PrometheusCollectorRegistry()
@@ -25,6 +25,19 @@ public final class VerificationMetrics: Sendable {
             labels: [("provider", type.rawValue)],
             buckets: [.milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
         ).record(record.latency)
+    }
+
+    /// Counts one HTTP request by method, route template and status.
+    @Sendable func recordRequest(method: String, route: String, status: Int, duration: Duration) {
+        registry.makeCounter(
+            descriptor: .init(metricName: "keyhaven_http_requests", unitName: "total", helpText: "HTTP requests, by route and status."),
+            labels: [("method", method), ("route", route), ("status", String(status))]
+        ).increment()
+        registry.makeDurationHistogram(
+            descriptor: .init(metricName: "keyhaven_http_request_duration", unitName: "seconds", helpText: "HTTP request durations, by route."),
+            labels: [("method", method), ("route", route)],
+            buckets: [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)]
+        ).record(duration)
     }
 
     /// The Prometheus text exposition.

@@ -169,6 +169,10 @@ struct VerificationTests {
                 #expect(metrics.text.contains(#"keyhaven_verifications_total{provider="aws",outcome="connected"}"#))
                 #expect(metrics.text.contains("keyhaven_verification_duration_seconds"))
                 #expect(!metrics.text.contains(user.email))
+                // Requests by route template, never by id.
+                #expect(metrics.text.contains(#"keyhaven_http_requests_total{method="POST",route="/api/integrations/{id}/test",status="200"}"#))
+                #expect(metrics.text.contains(#"route="/api/integrations/{id}/test",status="429"}"#))
+                #expect(!metrics.text.contains(id))
             }
         }
     }
