@@ -64,9 +64,9 @@ for (label, text) in payloads {
     let rawSeal = try measure { _ = try AES.GCM.seal(bytes, using: rawKey, authenticating: aad) }
     let rawBox = try AES.GCM.seal(bytes, using: rawKey, authenticating: aad)
     let rawOpen = try measure { _ = try AES.GCM.open(rawBox, using: rawKey, authenticating: aad) }
+    // What a put does besides the database: a new row id, a data key, two nonces, a seal and a wrap.
     let envelopeSeal = try measure {
-        let binding = SecretBinding(secretID: UUID(), integrationID: ids.0, ownerID: ids.1, version: 1)
-        _ = try Envelope.seal(secret, binding: binding, kek: kek)
+        _ = try Envelope.sealNewRow(secret, integrationID: ids.0, ownerID: ids.1, version: 1, kek: kek)
     }
     let binding = SecretBinding(secretID: UUID(), integrationID: ids.0, ownerID: ids.1, version: 1)
     let sealed = try Envelope.seal(secret, binding: binding, kek: kek)
@@ -161,8 +161,9 @@ func seedForRotation(_ location: DatabaseLocation, count: Int, keyringPath: Stri
         for offset in 0..<size {
             let index = inserted + offset
             let owner = owners[index / perIntegration]
-            let binding = SecretBinding(secretID: UUID(), integrationID: owner.integrationID, ownerID: owner.ownerID, version: index % perIntegration + 1)
-            let sealed = try Envelope.seal(plaintext, binding: binding, kek: key)
+            let (binding, sealed) = try Envelope.sealNewRow(
+                plaintext, integrationID: owner.integrationID, ownerID: owner.ownerID, version: index % perIntegration + 1,
+                kek: key)
             let values: [any Encodable & Sendable] = [
                 binding.secretID, binding.integrationID, binding.ownerID, binding.version, sealed.kekID, sealed.wrappedDEK,
                 sealed.nonce, sealed.ciphertext, now,

@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -11,11 +13,16 @@ import Darwin
 /// ``withUnsafeBytes(_:)`` for as short a time as possible.
 public final class SecretBytes: Sendable {
     // Written only in `deinit`, after every reader is gone.
-    nonisolated(unsafe) private var storage: [UInt8]
+    nonisolated(unsafe) private var storage: Data
 
     /// Takes ownership of `bytes`; the caller should drop its own copy.
     public init(_ bytes: [UInt8]) {
-        self.storage = bytes
+        self.storage = Data(bytes)
+    }
+
+    /// Takes ownership of `data` without copying it; the caller must not keep or reuse it.
+    public init(taking data: Data) {
+        self.storage = data
     }
 
     /// Copies the UTF-8 bytes of a string.
@@ -35,7 +42,7 @@ public final class SecretBytes: Sendable {
     public func constantTimeEquals(_ other: SecretBytes) -> Bool {
         guard count == other.count else { return false }
         var difference: UInt8 = 0
-        for index in 0..<count { difference |= storage[index] ^ other.storage[index] }
+        for (left, right) in zip(storage, other.storage) { difference |= left ^ right }
         return difference == 0
     }
 

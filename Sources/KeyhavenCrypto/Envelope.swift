@@ -73,9 +73,34 @@ public enum Envelope {
     ///
     /// - Throws: `KeyhavenError.internalError` only if the platform's AES-GCM fails, which it does not for valid keys.
     public static func seal(_ plaintext: SecretBytes, binding: SecretBinding, kek: MasterKey) throws -> SealedSecret {
-        // The data key and both nonces come from one read of the system CSPRNG instead of three.
-        var random = randomBytes(32 + 12 + 12)
-        defer { random.withUnsafeMutableBytes { _ = memset($0.baseAddress!, 0, $0.count) } }
+        try withRandomBytes(56) { random in try seal(plaintext, binding: binding, kek: kek, random: random) }
+    }
+
+    /// Seals a new version for a new row: the row's id (a random UUID), the data key and both nonces all come from
+    /// one read of the system CSPRNG. This is what every put does.
+    ///
+    /// - Throws: `KeyhavenError.internalError` only if the platform's AES-GCM fails.
+    public static func sealNewRow(
+        _ plaintext: SecretBytes, integrationID: UUID, ownerID: UUID, version: Int, kek: MasterKey
+    ) throws -> (SecretBinding, SealedSecret) {
+        try withRandomBytes(56 + 16) { random in
+            var id = Array(random[56..<72])
+            id[6] = (id[6] & 0x0F) | 0x40  // version 4
+            id[8] = (id[8] & 0x3F) | 0x80  // RFC 4122 variant
+            let secretID = UUID(uuid: (
+                id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13],
+                id[14], id[15]
+            ))
+            let binding = SecretBinding(secretID: secretID, integrationID: integrationID, ownerID: ownerID, version: version)
+            let sealed = try seal(plaintext, binding: binding, kek: kek, random: UnsafeRawBufferPointer(rebasing: random[0..<56]))
+            return (binding, sealed)
+        }
+    }
+
+    /// `random`: 32 bytes of data key, then the two 12-byte nonces.
+    private static func seal(
+        _ plaintext: SecretBytes, binding: SecretBinding, kek: MasterKey, random: UnsafeRawBufferPointer
+    ) throws -> SealedSecret {
         let dek = SymmetricKey(data: random[0..<32])
         do {
             let nonce = try AES.GCM.Nonce(data: random[32..<44])
@@ -95,17 +120,17 @@ public enum Envelope {
         }
     }
 
-    /// `count` bytes from the operating system's CSPRNG.
-    static func randomBytes(_ count: Int) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        bytes.withUnsafeMutableBytes { buffer in
-            // getentropy(3) reads up to 256 bytes from the kernel CSPRNG in one call (getrandom on Linux).
-            precondition(buffer.count <= 256)
-            guard getentropy(buffer.baseAddress!, buffer.count) == 0 else {
+    /// Calls `body` with `count` bytes from the operating system's CSPRNG, in a stack buffer zeroed afterwards.
+    static func withRandomBytes<R>(_ count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        // getentropy(3) reads up to 256 bytes from the kernel CSPRNG in one call (getrandom on Linux).
+        precondition(count <= 256)
+        return try withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { buffer in
+            guard getentropy(buffer.baseAddress!, count) == 0 else {
                 fatalError("the system random number generator failed")
             }
+            defer { _ = memset(buffer.baseAddress!, 0, count) }
+            return try body(UnsafeRawBufferPointer(buffer))
         }
-        return bytes
     }
 
     /// Opens a sealed secret stored in the row `binding`, with the master key named by `sealed.kekID`.
@@ -130,9 +155,8 @@ public enum Envelope {
             combined.append(sealed.nonce)
             combined.append(sealed.ciphertext)
             let box = try AES.GCM.SealedBox(combined: combined)
-            var plaintext = try binding.withAssociatedData { aad in try AES.GCM.open(box, using: dek, authenticating: aad) }
-            defer { plaintext.resetBytes(in: 0..<plaintext.count) }
-            return SecretBytes(Array(plaintext))
+            // The decrypted buffer itself becomes the SecretBytes, which zeroes it when released.
+            return SecretBytes(taking: try binding.withAssociatedData { aad in try AES.GCM.open(box, using: dek, authenticating: aad) })
         } catch {
             throw KeyhavenError.decryptionFailed
         }

@@ -55,8 +55,9 @@ public struct SQLSecretStore: SecretStore {
                 """
             ).first()?.decode(column: "current_version", as: Int.self)
         else { throw KeyhavenError.notFound }
-        let info = SecretVersionInfo(id: UUID(), version: version, createdAt: now)
-        let sealed = try Envelope.seal(plaintext, binding: binding(info, owner), kek: kek)
+        let (binding, sealed) = try Envelope.sealNewRow(
+            plaintext, integrationID: owner.integrationID, ownerID: owner.ownerID, version: version, kek: kek)
+        let info = SecretVersionInfo(id: binding.secretID, version: version, createdAt: now)
         try await sql.raw(
             """
             INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at)

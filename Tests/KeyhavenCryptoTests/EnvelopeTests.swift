@@ -101,25 +101,33 @@ struct EnvelopeTests {
         }
     }
 
-    @Test("100,000 seals never repeat a (key, nonce) pair")
+    @Test("100,000 seals never repeat a (key, nonce) pair, a data key, or a row id")
     func nonceUniqueness() throws {
         var dataKeys = Set<Data>()
         var dataPairs = Set<Data>()
         var wrapNonces = Set<Data>()
+        var rowIDs = Set<UUID>()
         let count = 100_000
         let message = SecretBytes(utf8: "x")
         for _ in 0..<count {
-            let sealed = try Envelope.seal(message, binding: binding, kek: kek)
+            // The put path: row id, data key and both nonces from one CSPRNG read.
+            let (binding, sealed) = try Envelope.sealNewRow(
+                message, integrationID: self.binding.integrationID, ownerID: self.binding.ownerID, version: 1, kek: kek)
             let dek = try Envelope.unwrap(sealed.wrappedDEK, secretID: binding.secretID, kek: kek)
                 .withUnsafeBytes { Data($0) }
             dataKeys.insert(dek)
             dataPairs.insert(dek + sealed.nonce)
             // Every data key is wrapped under the same master key: its wrap nonces must all differ.
             wrapNonces.insert(sealed.wrappedDEK.prefix(12))
+            rowIDs.insert(binding.secretID)
         }
         #expect(dataKeys.count == count)
         #expect(dataPairs.count == count)
         #expect(wrapNonces.count == count)
+        #expect(rowIDs.count == count)
+        let (binding, sealed) = try Envelope.sealNewRow(message, integrationID: UUID(), ownerID: UUID(), version: 3, kek: kek)
+        #expect(binding.secretID.uuidString.dropFirst(14).first == "4", "row ids are version 4 UUIDs")
+        #expect(try Envelope.open(sealed, binding: binding, kek: kek).constantTimeEquals(message))
     }
 
     @Test("a canary opens only under its own key")
