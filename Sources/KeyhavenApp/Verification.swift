@@ -53,7 +53,9 @@ public struct VerificationRunner: IntegrationTester {
     let logger: Logger
 
     /// Checks one claimed integration and records the outcome.
-    func run(_ job: SQLIntegrationStore.VerificationJob, action: AuditAction, actor: AuditActor) async throws
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the result cannot be recorded.
+    public func run(_ job: SQLIntegrationStore.VerificationJob, action: AuditAction, actor: AuditActor) async throws
         -> VerificationRecord
     {
         let result = await Verifiers.verify(

@@ -66,10 +66,10 @@ public protocol SessionStore: Sendable {
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func create(userID: UUID, lifetime: Duration) async throws -> (token: String, session: Session)
 
-    /// The live session for a cookie token, if any.
+    /// The live session for a cookie token and its (enabled) user, if any, in one lookup.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func find(token: String) async throws -> Session?
+    func find(token: String) async throws -> (Session, User)?
 
     /// Ends a session.
     ///

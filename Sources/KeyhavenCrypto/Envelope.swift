@@ -27,10 +27,8 @@ public struct SecretBinding: Sendable, Hashable {
         self.version = version
     }
 
-    /// `keyhaven:v1|<secret_id>|<integration_id>|<owner_id>|<version>` (SPEC §4), ids in lowercase.
-    var associatedData: [UInt8] { withAssociatedData { Array($0) } }
-
-    /// Calls `body` with the associated data, built on the stack: this runs on every seal and open.
+    /// Calls `body` with `keyhaven:v1|<secret_id>|<integration_id>|<owner_id>|<version>` (SPEC §4), ids in
+    /// lowercase, built on the stack: this runs on every seal and open.
     func withAssociatedData<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try withUnsafeTemporaryAllocation(byteCount: 160, alignment: 1) { buffer in
             var writer = ByteWriter(buffer)
@@ -174,11 +172,7 @@ public enum Envelope {
         }
     }
 
-    /// `keyhaven:dek:v1|<secret_id>|<kek_id>` (SPEC §4).
-    static func dekAssociatedData(secretID: UUID, kekID: String) -> [UInt8] {
-        withDEKAssociatedData(secretID: secretID, kekID: kekID) { Array($0) }
-    }
-
+    /// Calls `body` with `keyhaven:dek:v1|<secret_id>|<kek_id>` (SPEC §4).
     static func withDEKAssociatedData<R>(secretID: UUID, kekID: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         // Key ids are at most 64 bytes (MasterKey.isValidID).
         try withUnsafeTemporaryAllocation(byteCount: 128, alignment: 1) { buffer in

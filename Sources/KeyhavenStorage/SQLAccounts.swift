@@ -129,20 +129,22 @@ public struct SQLSessionStore: SessionStore {
         return (token, session)
     }
 
-    public func find(token: String) async throws -> Session? {
+    public func find(token: String) async throws -> (Session, User)? {
         try await database.withConnection { sql in
             try await sql.raw(
                 """
-                SELECT s.id, s.user_id, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id
+                SELECT s.id AS session_id, s.csrf_token, s.expires_at, u.id, u.email, u.external_subject, u.created_at
+                FROM sessions s JOIN users u ON u.id = s.user_id
                 WHERE s.id = \(bind: TokenMaterial.hash(token)) AND s.expires_at > \(bind: Date())
                 AND u.disabled_at IS NULL
                 """
             ).first().map { row in
-                Session(
-                    id: try row.decode(column: "id", as: String.self),
-                    userID: try row.decode(column: "user_id", as: UUID.self),
+                let user = try SQLUserStore.user(row)
+                let session = Session(
+                    id: try row.decode(column: "session_id", as: String.self), userID: user.id,
                     csrfToken: try row.decode(column: "csrf_token", as: String.self),
                     expiresAt: try row.decode(column: "expires_at", as: Date.self))
+                return (session, user)
             }
         }
     }

@@ -206,8 +206,9 @@ public struct SQLIntegrationStore: IntegrationStore {
             var integrations: [Integration] = []
             for row in rows {
                 let id = try row.decode(column: "id", as: UUID.self)
-                try await sql.raw("UPDATE integrations SET verify_claimed_until = \(bind: until) WHERE id = \(bind: id)").run()
-                if let claimed = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() {
+                if let claimed = try await sql.raw(
+                    "UPDATE integrations SET verify_claimed_until = \(bind: until) WHERE id = \(bind: id) RETURNING *"
+                ).first() {
                     integrations.append(try Self.integration(claimed))
                 }
             }

@@ -131,6 +131,29 @@ struct VerificationTests {
         }
     }
 
+    @Test("a result for credentials replaced while the check ran is not recorded as the new credentials' status", arguments: TestDatabase.all)
+    func supersededResult(kind: TestDatabase) async throws {
+        try await withFakes { fakes in
+            try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints() }) { api in
+                let user = try await api.user()
+                let id = try await api.openAIIntegration(for: user.session, key: FakeProviders.openAIKey)
+                let jobs = try await api.runtime.integrations.claimForVerification(limit: 10, lease: .seconds(60))
+                #expect(jobs.count == 1)
+                // The user rotates the credentials while the (good) old ones are being checked.
+                _ = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": "sk-replaced-key-000000000000"])
+                _ = try await api.runtime.verifier.run(jobs[0], action: .integrationVerify, actor: .system)
+                let shown = try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json
+                #expect(shown["status"] as? String == "verifying", "the old credentials' success must not mark the new ones connected")
+                #expect(shown["credential_version"] as? Int == 2)
+                let event = try await api.runtime.audit.events(ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 1, before: nil).first
+                #expect(event?.action == "integration.verify" && event?.detail.contains("\"superseded\":true") == true)
+                // The lease was cleared, so the new version is claimed at once.
+                let next = try await api.runtime.integrations.claimForVerification(limit: 10, lease: .seconds(60))
+                #expect(next.map(\.integration.credentialVersion) == [2])
+            }
+        }
+    }
+
     @Test("the test route runs the check now, in the caller's language, rate limited per user", arguments: TestDatabase.all)
     func testRoute(kind: TestDatabase) async throws {
         try await withFakes { fakes in

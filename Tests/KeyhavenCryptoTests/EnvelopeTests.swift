@@ -151,10 +151,10 @@ struct AssociatedDataTests {
         let owner = UUID(uuidString: "ABCDEFAB-CDEF-ABCD-EFAB-CDEFABCDEFAB")!
         let binding = SecretBinding(secretID: secret, integrationID: integration, ownerID: owner, version: 12)
         #expect(
-            String(decoding: binding.associatedData, as: UTF8.self)
+            binding.withAssociatedData { String(decoding: $0, as: UTF8.self) }
                 == "keyhaven:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|11111111-2222-3333-4444-555555555555|abcdefab-cdef-abcd-efab-cdefabcdefab|12")
         #expect(
-            String(decoding: Envelope.dekAssociatedData(secretID: secret, kekID: "kek-1"), as: UTF8.self)
+            Envelope.withDEKAssociatedData(secretID: secret, kekID: "kek-1") { String(decoding: $0, as: UTF8.self) }
                 == "keyhaven:dek:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|kek-1")
     }
 }

@@ -35,9 +35,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         var context = context
         if let authorization = request.headers[.authorization] {
             context.identity = try await bearer(authorization)
-        } else if let cookie = request.cookies[cookieName]?.value, let session = try await sessions.find(token: cookie),
-            let user = try await users.find(id: session.userID)
-        {
+        } else if let cookie = request.cookies[cookieName]?.value, let (session, user) = try await sessions.find(token: cookie) {
             context.identity = .user(user, via: .session(session))
             if ![.get, .head, .options].contains(request.method) {
                 let presented = request.headers[Self.csrfHeader] ?? ""
