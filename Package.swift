@@ -63,6 +63,7 @@ let package = Package(
             name: "KeyhavenWeb",
             dependencies: [
                 "KeyhavenCore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -132,6 +133,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenApp", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
             ]

@@ -38,6 +38,8 @@ public struct KeyhavenRuntime: Sendable {
     public let verifier: VerificationRunner
     /// Verification metrics.
     public let metrics: VerificationMetrics
+    /// bcrypt, on its own thread pool.
+    public let passwords: PasswordHasher
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -58,7 +60,8 @@ public struct KeyhavenRuntime: Sendable {
             let keyring = try await LiveKeyring.open(
                 source: configuration.keyring, database: database, allowCreate: allowKeyringCreation, logger: logger)
             let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
-            let integrations = SQLIntegrationStore(database: database, secrets: secrets, logger: logger)
+            let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+            let integrations = SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger)
             let http = VerificationContext.makeClient()
             let metrics = VerificationMetrics()
             let context = VerificationContext(
@@ -66,11 +69,11 @@ public struct KeyhavenRuntime: Sendable {
                 egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate), timeout: configuration.verificationTimeout)
             return KeyhavenRuntime(
                 configuration: configuration, database: database, keyring: keyring, secrets: secrets,
-                integrations: integrations, users: SQLUserStore(database: database),
-                sessions: SQLSessionStore(database: database), tokens: SQLTokenStore(database: database),
-                audit: SQLAuditLog(database: database), limiter: SQLRateLimiter(database: database), http: http,
+                integrations: integrations, users: SQLUserStore(database: database, audit: audit),
+                sessions: SQLSessionStore(database: database), tokens: SQLTokenStore(database: database, audit: audit),
+                audit: audit, limiter: SQLRateLimiter(database: database), http: http,
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
-                metrics: metrics, logger: logger)
+                metrics: metrics, passwords: PasswordHasher(), logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -80,6 +83,7 @@ public struct KeyhavenRuntime: Sendable {
     /// Closes the HTTP client and the database connections.
     public func shutdown() async {
         try? await http.shutdown()
+        await passwords.shutdown()
         await database.shutdown()
     }
 }
@@ -119,19 +123,28 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
             sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
     AuthController(
         users: runtime.users, sessions: runtime.sessions, audit: runtime.audit, limiter: runtime.limiter,
-        limits: configuration.authRateLimits, allowSignup: configuration.allowSignup, cookie: cookie
+        limits: configuration.authRateLimits, allowSignup: configuration.allowSignup, cookie: cookie,
+        hasher: runtime.passwords
     ).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
     TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
-    IntegrationController(integrations: runtime.integrations, audit: runtime.audit)
+    IntegrationController(
+        integrations: runtime.integrations, audit: runtime.audit, limiter: runtime.limiter,
+        checks: configuration.checkRateLimit)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
     AuditController(audit: runtime.audit).addRoutes(to: api.group("audit", context: UserContext.self))
-    VerificationController(tester: runtime.verifier, limiter: runtime.limiter, metrics: { runtime.metrics.render() })
+    VerificationController(
+        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit,
+        metrics: { runtime.metrics.render() })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
 
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        services: [RuntimeService(runtime: runtime)]
+        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
+        services: [
+            RuntimeService(runtime: runtime),
+            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
+        ]
             + (configuration.runVerificationWorker ? [VerificationWorker(runner: runtime.verifier)] : []),
         logger: runtime.logger
     )

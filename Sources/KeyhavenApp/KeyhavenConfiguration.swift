@@ -39,6 +39,10 @@ public struct KeyhavenConfiguration: Sendable {
     public var jwt: JWTSettings?
     /// Login and sign-up attempt limits.
     public var authRateLimits = AuthRateLimits()
+    /// How many provider checks (creates, credential changes, tests) one user may start.
+    public var checkRateLimit = CheckRateLimit()
+    /// How often the server writes a signed checkpoint of the audit chain (and once more at shutdown).
+    public var auditCheckpointInterval: Duration = .seconds(300)
     /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
     public var providerEndpoints = ProviderEndpoints()
     /// Whether verification may call loopback, private, link-local and metadata addresses
@@ -51,14 +55,15 @@ public struct KeyhavenConfiguration: Sendable {
     /// The proxies whose `X-Forwarded-For` is believed (`KEYHAVEN_TRUSTED_PROXIES`, comma-separated addresses).
     public var trustedProxies: Set<String> = []
 
-    /// Settings for Supabase-style HS256 JWTs. The secret is never printed.
+    /// Settings for Supabase-style HS256 JWTs: the secret, and the issuer and audience every token must name.
+    /// The secret is never printed.
     public struct JWTSettings: Sendable {
         public var secret: String
-        public var issuer: String?
-        public var audience: String?
+        public var issuer: String
+        public var audience: String
 
         /// Creates the settings.
-        public init(secret: String, issuer: String? = nil, audience: String? = nil) {
+        public init(secret: String, issuer: String, audience: String) {
             self.secret = secret
             self.issuer = issuer
             self.audience = audience
@@ -79,7 +84,7 @@ public struct KeyhavenConfiguration: Sendable {
         self.keyring = keyring
         self.host = host
         self.port = port
-        self.publicURL = publicURL ?? URL(string: "http://\(host):\(port)")!
+        self.publicURL = publicURL ?? URL(string: "http://\(host):\(port)") ?? URL(fileURLWithPath: "/")
         self.allowSignup = allowSignup
         self.logLevel = logLevel
         self.logFormat = logFormat
@@ -125,7 +130,11 @@ public struct KeyhavenConfiguration: Sendable {
             }
             publicURL = parsed
         } else {
-            publicURL = URL(string: "http://\(host):\(port)")!
+            let authority = host.contains(":") ? "[\(host)]" : host
+            guard let derived = URL(string: "http://\(authority):\(port)"), derived.host != nil else {
+                throw KeyhavenError.configuration("KEYHAVEN_HOST must be a host name or an IP address")
+            }
+            publicURL = derived
         }
         allowSignup = try Self.bool(text("keyhaven.allow.signup"), name: "KEYHAVEN_ALLOW_SIGNUP", default: true)
         let levelText = text("keyhaven.log.level") ?? "info"
@@ -156,8 +165,11 @@ public struct KeyhavenConfiguration: Sendable {
             guard secret.utf8.count >= 32 else {
                 throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")
             }
-            jwt = JWTSettings(
-                secret: secret, issuer: text("keyhaven.jwt.hs256.issuer"), audience: text("keyhaven.jwt.hs256.audience"))
+            guard let issuer = text("keyhaven.jwt.hs256.issuer"), let audience = text("keyhaven.jwt.hs256.audience") else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_JWT_HS256_ISSUER and KEYHAVEN_JWT_HS256_AUDIENCE must be set with KEYHAVEN_JWT_HS256_SECRET")
+            }
+            jwt = JWTSettings(secret: secret, issuer: issuer, audience: audience)
         }
     }
 

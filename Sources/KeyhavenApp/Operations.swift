@@ -1,5 +1,4 @@
 import Foundation
-import HummingbirdBcrypt
 import KeyhavenCore
 import KeyhavenStorage
 import KeyhavenWeb
@@ -44,20 +43,37 @@ public enum KeyhavenOperations {
         }
     }
 
-    /// Rotates to a new master key, or finishes an interrupted rotation.
+    /// Opens the whole runtime (database, keyring, audit keys), runs `body`, and closes it again whatever happens.
+    static func withRuntime<T: Sendable>(
+        _ configuration: KeyhavenConfiguration, logger: Logger, allowKeyringCreation: Bool = false,
+        _ body: (KeyhavenRuntime) async throws -> T
+    ) async throws -> T {
+        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: allowKeyringCreation, logger: logger)
+        do {
+            let result = try await body(runtime)
+            await runtime.shutdown()
+            return result
+        } catch {
+            await runtime.shutdown()
+            throw error
+        }
+    }
+
+    /// Rotates to a new master key, or finishes an interrupted rotation. Data keys that do not open are left as
+    /// they are and listed in the result's `failed`.
     ///
     /// - Throws: `KeyhavenError` if a key is missing or wrong, or the database cannot be reached.
     public static func rotate(
         _ configuration: KeyhavenConfiguration, logger: Logger, batchSize: Int, pause: Duration,
         progress: @escaping @Sendable (RotationProgress) -> Void
     ) async throws -> RotationResult {
-        try await withDatabase(configuration, logger: logger) { database in
-            let result = try await KeyManagement(database: database, source: configuration.keyring, logger: logger)
+        try await withRuntime(configuration, logger: logger) { runtime in
+            let result = try await KeyManagement(database: runtime.database, source: configuration.keyring, logger: logger)
                 .rotate(batchSize: batchSize, pause: pause, progress: progress)
-            try await SQLAuditLog(database: database).append(
-                AuditEntry(actor: .operator, action: .keyRotate, detail: [
+            try await runtime.audit.append(
+                AuditEntry(actor: .operator, action: .keyRotate, outcome: result.failed.isEmpty ? .success : .failure, detail: [
                     "active_kek_id": .string(result.activeKeyID), "rewrapped": .number(Double(result.rewrapped)),
-                    "resumed": .bool(result.resumed),
+                    "resumed": .bool(result.resumed), "failed": .number(Double(result.failed.count)),
                 ]))
             return result
         }
@@ -67,16 +83,16 @@ public enum KeyhavenOperations {
     ///
     /// - Throws: `KeyhavenError.keyring` if the key is active or still wraps secrets.
     public static func retire(id: String, _ configuration: KeyhavenConfiguration, logger: Logger) async throws {
-        try await withDatabase(configuration, logger: logger) { database in
-            try await KeyManagement(database: database, source: configuration.keyring, logger: logger).retire(id: id)
-            try await SQLAuditLog(database: database).append(
-                AuditEntry(actor: .operator, action: .keyRetire, detail: ["kek_id": .string(id)]))
+        try await withRuntime(configuration, logger: logger) { runtime in
+            try await KeyManagement(database: runtime.database, source: configuration.keyring, logger: logger).retire(id: id)
+            try await runtime.audit.append(AuditEntry(actor: .operator, action: .keyRetire, detail: ["kek_id": .string(id)]))
         }
     }
 }
 
 extension KeyhavenOperations {
-    /// Creates a user with a password, as the operator.
+    /// Creates a user with a password, as the operator. On a fresh database this also creates the keyring, as the
+    /// first `serve` would.
     ///
     /// - Throws: `KeyhavenError.validationFailed` for a bad email or password, `.conflict` if the email is taken.
     public static func createUser(
@@ -86,10 +102,10 @@ extension KeyhavenOperations {
         if !AuthController.isEmail(email) { problems["email"] = "must be an email address" }
         if let problem = PasswordPolicy.problem(with: password) { problems["password"] = problem }
         guard problems.isEmpty else { throw KeyhavenError.validationFailed(problems) }
-        let hash = try await AuthController.offloop { Bcrypt.hash(password, cost: 12) }
-        return try await withDatabase(configuration, logger: logger) { database in
-            try await SQLUserStore(database: database).create(
-                email: email.lowercased(), passwordHash: hash, audit: AuditEntry(actor: .operator, action: .signup))
+        return try await withRuntime(configuration, logger: logger, allowKeyringCreation: true) { runtime in
+            try await runtime.users.create(
+                email: email.lowercased(), passwordHash: try await runtime.passwords.hash(password),
+                audit: AuditEntry(actor: .operator, action: .signup))
         }
     }
 
@@ -99,8 +115,8 @@ extension KeyhavenOperations {
     public static func createServiceToken(
         name: String, scopes: Set<TokenScope>, _ configuration: KeyhavenConfiguration, logger: Logger
     ) async throws -> (token: String, record: APIToken) {
-        try await withDatabase(configuration, logger: logger) { database in
-            try await SQLTokenStore(database: database).create(
+        try await withRuntime(configuration, logger: logger, allowKeyringCreation: true) { runtime in
+            try await runtime.tokens.create(
                 kind: .service, userID: nil, name: name, scopes: scopes, expiresAt: nil,
                 audit: AuditEntry(actor: .operator, action: .tokenCreate))
         }
@@ -110,20 +126,17 @@ extension KeyhavenOperations {
     ///
     /// - Throws: `KeyhavenError.notFound` if there is no such live token.
     public static func revokeToken(id: UUID, _ configuration: KeyhavenConfiguration, logger: Logger) async throws {
-        try await withDatabase(configuration, logger: logger) { database in
-            try await SQLTokenStore(database: database).revoke(
-                id: id, userID: nil, audit: AuditEntry(actor: .operator, action: .tokenRevoke))
+        try await withRuntime(configuration, logger: logger) { runtime in
+            try await runtime.tokens.revoke(id: id, userID: nil, audit: AuditEntry(actor: .operator, action: .tokenRevoke))
         }
     }
 
-    /// Recomputes the audit chain.
+    /// Recomputes the audit chain and checks it against its signed checkpoints.
     ///
-    /// - Throws: `KeyhavenError` if the database cannot be reached.
+    /// - Throws: `KeyhavenError` if the database or the keyring cannot be read.
     public static func verifyAudit(_ configuration: KeyhavenConfiguration, logger: Logger) async throws
         -> AuditVerification
     {
-        try await withDatabase(configuration, logger: logger) { database in
-            try await SQLAuditLog(database: database).verify()
-        }
+        try await withRuntime(configuration, logger: logger) { runtime in try await runtime.audit.verify() }
     }
 }

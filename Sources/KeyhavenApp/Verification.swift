@@ -6,6 +6,7 @@ import KeyhavenStorage
 import Logging
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// Request and verification counts and latencies, for `GET /metrics`. No label carries user data or an id.
 public final class VerificationMetrics: Sendable {
@@ -58,8 +59,13 @@ public struct VerificationRunner: IntegrationTester {
     public func run(_ job: SQLIntegrationStore.VerificationJob, action: AuditAction, actor: AuditActor) async throws
         -> VerificationRecord
     {
-        let result = await Verifiers.verify(
-            job.integration.type, credentials: job.credentials, config: job.integration.config, in: context)
+        // The check has its own timeouts; this deadline is the backstop that keeps one stuck check from holding
+        // the worker, and the outcome is recorded for that integration like any other.
+        let result =
+            await Self.withDeadline(context.timeout + .seconds(5)) { [context] in
+                await Verifiers.verify(
+                    job.integration.type, credentials: job.credentials, config: job.integration.config, in: context)
+            } ?? VerificationResult(outcome: .unreachable, providerMessage: "The check did not finish in time.")
         let record = VerificationRecord(
             outcome: result.outcome, errorMessage: result.errorMessage, details: result.details, checkedAt: Date(),
             latency: result.latency)
@@ -70,6 +76,23 @@ public struct VerificationRunner: IntegrationTester {
             metadata: ["integration_id": "\(job.integration.id)", "provider": "\(job.integration.type.rawValue)",
                        "outcome": "\(record.outcome.rawValue)"])
         return record
+    }
+
+    /// Runs `work` and returns its result, or nil once `limit` has passed without one; the work is then cancelled
+    /// and left to end on its own.
+    static func withDeadline<T: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async -> T) async -> T? {
+        let pending = Waiter<T?>()
+        return await withCheckedContinuation { continuation in
+            pending.set(continuation)
+            let worker = Task {
+                let value = await work()
+                pending.resume(returning: value)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                if pending.resume(returning: nil) { worker.cancel() }
+            }
+        }
     }
 
     public func testNow(id: UUID, ownerID: UUID, actor: AuditActor) async throws -> VerificationRecord {
@@ -123,5 +146,20 @@ public struct VerificationWorker: Service {
             }
         }
         return jobs.count
+    }
+}
+
+/// A continuation resumed once, by whichever of several tasks gets there first.
+final class Waiter<T: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<T, Never>?>(nil)
+
+    func set(_ waiting: CheckedContinuation<T, Never>) { continuation.withLock { $0 = waiting } }
+
+    /// Resumes with `value` unless already resumed; returns whether this call did it.
+    @discardableResult
+    func resume(returning value: T) -> Bool {
+        guard let waiting = continuation.withLock({ $0.take() }) else { return false }
+        waiting.resume(returning: value)
+        return true
     }
 }

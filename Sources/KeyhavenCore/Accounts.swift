@@ -30,14 +30,20 @@ public protocol UserStore: Sendable {
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func find(email: String) async throws -> (User, passwordHash: String?)?
 
+    /// Replaces a user's password hash (a stored hash of an older form, upgraded at login).
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func setPasswordHash(_ hash: String, userID: UUID) async throws
+
     /// The user with this id, if enabled.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func find(id: UUID) async throws -> User?
 
-    /// The user with this external subject, created on first sight.
+    /// The enabled user with this external subject, created on first sight.
     ///
-    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    /// - Throws: `KeyhavenError.unauthenticated` if that user is disabled, `.unavailable` if the database cannot
+    ///   be reached.
     func findOrCreate(externalSubject: String, email: String?) async throws -> User
 }
 

@@ -101,12 +101,14 @@ public struct AuditEvent: Sendable, Equatable {
     public var detail: String
     public var prevHash: String
     public var hash: String
+    /// The audit key that chains this event; nil for events from before the chain was keyed (plain SHA-256).
+    public var keyID: String?
 
     /// Creates an event value.
     public init(
         seq: Int64, id: UUID, at: String, actorType: String, actorID: String?, ownerID: UUID?, action: String,
         integrationID: UUID?, outcome: String, ip: String?, userAgent: String?, detail: String, prevHash: String,
-        hash: String
+        hash: String, keyID: String? = nil
     ) {
         self.seq = seq
         self.id = id
@@ -122,6 +124,7 @@ public struct AuditEvent: Sendable, Equatable {
         self.detail = detail
         self.prevHash = prevHash
         self.hash = hash
+        self.keyID = keyID
     }
 }
 
@@ -133,7 +136,7 @@ public enum AuditVerification: Sendable, Equatable {
     case broken(seq: Int64, reason: String)
 }
 
-/// The append-only, hash-chained audit trail (SPEC §8).
+/// The append-only, keyed hash-chained audit trail (SPEC §8).
 public protocol AuditLog: Sendable {
     /// Appends one event in its own transaction.
     ///

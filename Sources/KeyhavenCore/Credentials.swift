@@ -15,23 +15,53 @@ public enum Credentials: Sendable, RedactedDescription {
     /// An Azure service principal's client secret.
     case azure(tenantID: String, clientID: String, clientSecret: String)
 
-    /// The bytes that are sealed: the canonical JSON of the credentials.
-    public func serialized() -> SecretBytes {
-        var data = (try? Self.encoder.encode(wireValue)) ?? Data()
-        defer { data.resetBytes(in: 0..<data.count) }
-        return SecretBytes(Array(data))
+    /// The bytes that are sealed: the canonical JSON of the credentials. The encoder's output buffer becomes the
+    /// `SecretBytes` itself (zeroed when released); no other copy is made here.
+    ///
+    /// - Throws: `KeyhavenError.internalError` if the value cannot be encoded (it always can: every field is text).
+    public func serialized() throws -> SecretBytes {
+        do {
+            return SecretBytes(taking: try Self.encoder.encode(wireValue))
+        } catch {
+            throw KeyhavenError.internalError
+        }
     }
 
-    /// Reads back what ``serialized()`` produced for an integration of `type`.
+    /// Reads back stored credentials of an integration of `type`, checking only their shape (which fields are
+    /// text), never the format rules for new input: tightening a rule later must not make a stored secret fail to
+    /// open. The JSON is decoded straight from the `SecretBytes` buffer, without copying it first.
     ///
     /// - Throws: `KeyhavenError.decryptionFailed` if the bytes are not credentials of that type.
-    public init(type: IntegrationType, serialized bytes: SecretBytes) throws {
-        let value = try bytes.withUnsafeBytes { buffer in
-            try JSONDecoder().decode(JSONValue.self, from: Data(buffer))
+    public init(type: IntegrationType, stored bytes: SecretBytes) throws {
+        let value: JSONValue
+        do {
+            value = try bytes.withUnsafeBytes { buffer in
+                guard let base = buffer.baseAddress, buffer.count > 0 else { throw KeyhavenError.decryptionFailed }
+                let view = Data(
+                    bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: buffer.count, deallocator: .none)
+                return try JSONDecoder().decode(JSONValue.self, from: view)
+            }
+        } catch {
+            throw KeyhavenError.decryptionFailed
         }
-        switch CredentialValidator.validate(type: type, value) {
-        case .success(let credentials): self = credentials
-        case .failure: throw KeyhavenError.decryptionFailed
+        switch (type, value) {
+        case (.openai, .string(let key)), (.anthropic, .string(let key)), (.gemini, .string(let key)):
+            self = .apiKey(key)
+        case (.googleCloud, .object(let fields)):
+            self = .googleServiceAccount(fields)
+        case (.aws, .object(let fields)):
+            guard let accessKeyID = fields["access_key_id"]?.stringValue,
+                let secret = fields["secret_access_key"]?.stringValue
+            else { throw KeyhavenError.decryptionFailed }
+            self = .aws(
+                accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: fields["session_token"]?.stringValue)
+        case (.azure, .object(let fields)):
+            guard let tenant = fields["tenant_id"]?.stringValue, let client = fields["client_id"]?.stringValue,
+                let secret = fields["client_secret"]?.stringValue
+            else { throw KeyhavenError.decryptionFailed }
+            self = .azure(tenantID: tenant, clientID: client, clientSecret: secret)
+        default:
+            throw KeyhavenError.decryptionFailed
         }
     }
 
@@ -46,7 +76,9 @@ public enum Credentials: Sendable, RedactedDescription {
                     sessionToken.map { ["session_token": .string($0)] } ?? [:]
                 ) { first, _ in first })
         case .azure(let tenantID, let clientID, let clientSecret):
-            .object(["tenant_id": .string(tenantID), "client_id": .string(clientID), "client_secret": .string(clientSecret)])
+            .object([
+                "tenant_id": .string(tenantID), "client_id": .string(clientID), "client_secret": .string(clientSecret),
+            ])
         }
     }
 
@@ -54,7 +86,9 @@ public enum Credentials: Sendable, RedactedDescription {
     public var hint: String {
         switch self {
         case .apiKey(let key):
-            let prefix = key.hasPrefix("sk-ant-") ? "sk-ant-" : key.hasPrefix("sk-") ? "sk-" : key.hasPrefix("AIza") ? "AIza" : ""
+            let prefix =
+                key.hasPrefix("sk-ant-")
+                ? "sk-ant-" : key.hasPrefix("sk-") ? "sk-" : key.hasPrefix("AIza") ? "AIza" : ""
             return "\(prefix)…\(key.suffix(4))"
         case .googleServiceAccount(let fields): return fields["client_email"]?.stringValue ?? "service account"
         case .aws(let accessKeyID, _, _): return "\(accessKeyID.prefix(4))…\(accessKeyID.suffix(4))"
@@ -66,7 +100,8 @@ public enum Credentials: Sendable, RedactedDescription {
     public var secretValues: [String] {
         switch self {
         case .apiKey(let key): [key]
-        case .googleServiceAccount(let fields): [fields["private_key"]?.stringValue, fields["private_key_id"]?.stringValue].compactMap { $0 }
+        case .googleServiceAccount(let fields):
+            [fields["private_key"]?.stringValue, fields["private_key_id"]?.stringValue].compactMap { $0 }
         case .aws(_, let secret, let token): [secret] + (token.map { [$0] } ?? [])
         case .azure(_, _, let secret): [secret]
         }
@@ -80,6 +115,9 @@ public enum Credentials: Sendable, RedactedDescription {
 }
 
 /// Checks submitted credentials and configuration per provider; every problem is reported against its field.
+///
+/// Every rule works on UTF-8 bytes with explicit ASCII ranges, so no Unicode digit, look-alike letter, line break
+/// or control character passes where a provider expects plain ASCII.
 public enum CredentialValidator {
     /// Field names used in validation errors: `credentials` for key strings, `credentials.<name>` inside objects.
     public static func validate(type: IntegrationType, _ value: JSONValue) -> Result<Credentials, FieldErrors> {
@@ -91,7 +129,7 @@ public enum CredentialValidator {
             return apiKey(value, prefix: "sk-ant-", minimumLength: 24, example: "sk-ant-…")
         case .gemini:
             guard case .string(let key) = value, key.hasPrefix("AIza"), key.utf8.count == 39,
-                key.utf8.allSatisfy(isKeyCharacter)
+                key.utf8.allSatisfy(ASCII.isKeyCharacter)
             else {
                 errors["credentials"] = "must be a Gemini API key: AIza followed by 35 letters, digits, - or _"
                 return .failure(errors)
@@ -106,20 +144,29 @@ public enum CredentialValidator {
             let secret = fields["secret_access_key"]?.stringValue ?? ""
             var sessionToken: String?
             if !(accessKeyID.utf8.count == 20 && (accessKeyID.hasPrefix("AKIA") || accessKeyID.hasPrefix("ASIA"))
-                && accessKeyID.utf8.allSatisfy { isUpperAlphanumeric($0) })
+                && accessKeyID.utf8.allSatisfy(ASCII.isUpperAlphanumeric))
             {
                 errors["credentials.access_key_id"] = "must be 20 characters starting with AKIA or ASIA"
             }
-            if !(secret.utf8.count == 40 && secret.utf8.allSatisfy { isAlphanumeric($0) || $0 == 0x2B || $0 == 0x2F || $0 == 0x3D }) {
+            if !(secret.utf8.count == 40 && secret.utf8.allSatisfy(ASCII.isBase64)) {
                 errors["credentials.secret_access_key"] = "must be exactly 40 characters (letters, digits, + and /)"
             }
             switch fields["session_token"] {
-            case nil, .null?: if accessKeyID.hasPrefix("ASIA") { errors["credentials.session_token"] = "is required for temporary (ASIA…) keys" }
-            case .string(let token)? where !token.isEmpty && token.utf8.count <= 4096: sessionToken = token
-            default: errors["credentials.session_token"] = "must be a non-empty string"
+            case nil, .null?:
+                if accessKeyID.hasPrefix("ASIA") {
+                    errors["credentials.session_token"] = "is required for temporary (ASIA…) keys"
+                }
+            case .string(let token)?
+            where !token.isEmpty && token.utf8.count <= 4096 && token.utf8.allSatisfy(ASCII.isBase64):
+                sessionToken = token
+            default:
+                errors["credentials.session_token"] = "must be the session token (letters, digits, +, / and =)"
             }
-            errors.rejectUnknown(fields, allowed: ["access_key_id", "secret_access_key", "session_token"], prefix: "credentials")
-            return errors.isEmpty ? .success(.aws(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken)) : .failure(errors)
+            errors.rejectUnknown(
+                fields, allowed: ["access_key_id", "secret_access_key", "session_token"], prefix: "credentials")
+            return errors.isEmpty
+                ? .success(.aws(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken))
+                : .failure(errors)
         case .azure:
             guard case .object(let fields) = value else {
                 errors["credentials"] = "must be an object with tenant_id, client_id and client_secret"
@@ -128,10 +175,12 @@ public enum CredentialValidator {
             let tenant = fields["tenant_id"]?.stringValue ?? ""
             let client = fields["client_id"]?.stringValue ?? ""
             let secret = fields["client_secret"]?.stringValue ?? ""
-            if UUID(uuidString: tenant) == nil { errors["credentials.tenant_id"] = "must be a GUID (the directory's tenant id)" }
-            if UUID(uuidString: client) == nil { errors["credentials.client_id"] = "must be a GUID (the application's client id)" }
-            if secret.isEmpty || secret.utf8.count > 1024 || secret.contains(where: \.isNewline) {
-                errors["credentials.client_secret"] = "must be the client secret's value"
+            if !ASCII.isGUID(tenant) { errors["credentials.tenant_id"] = "must be a GUID (the directory's tenant id)" }
+            if !ASCII.isGUID(client) {
+                errors["credentials.client_id"] = "must be a GUID (the application's client id)"
+            }
+            if secret.isEmpty || secret.utf8.count > 1024 || !secret.utf8.allSatisfy(ASCII.isVisible) {
+                errors["credentials.client_secret"] = "must be the client secret's value (visible ASCII characters)"
             }
             errors.rejectUnknown(fields, allowed: ["tenant_id", "client_id", "client_secret"], prefix: "credentials")
             return errors.isEmpty
@@ -146,7 +195,7 @@ public enum CredentialValidator {
         -> Result<Credentials, FieldErrors>
     {
         guard case .string(let key) = value, key.hasPrefix(prefix), key.utf8.count >= minimumLength,
-            key.utf8.count <= 512, key.utf8.allSatisfy(isKeyCharacter)
+            key.utf8.count <= 512, key.utf8.allSatisfy(ASCII.isKeyCharacter)
         else {
             var errors = FieldErrors()
             errors["credentials"] = "must be an API key like \(example) (letters, digits, - and _ only)"
@@ -160,7 +209,7 @@ public enum CredentialValidator {
         var object: [String: JSONValue]
         switch value {
         case .object(let fields): object = fields
-        case .string(let text):
+        case .string(let text) where text.utf8.count <= 16_384:
             guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else {
                 errors["credentials"] = "must be the service account's JSON key file"
                 return .failure(errors)
@@ -170,34 +219,59 @@ public enum CredentialValidator {
             errors["credentials"] = "must be the service account's JSON key file"
             return .failure(errors)
         }
+        if object.count > 32 {
+            errors["credentials"] = "has too many fields for a service account key"
+            return .failure(errors)
+        }
+        // Every field of a key file is text; only the private key spans lines.
+        for (key, field) in object where key != "private_key" {
+            guard !key.isEmpty, key.utf8.count <= 64, key.utf8.allSatisfy(ASCII.isFieldNameCharacter) else {
+                errors["credentials"] = "has a field name that is not a service account key field"
+                continue
+            }
+            guard let text = field.stringValue, text.utf8.count <= 2048, text.utf8.allSatisfy(ASCII.isPrintable) else {
+                errors["credentials.\(key)"] = "must be text without line breaks or control characters"
+                continue
+            }
+        }
         if object["type"]?.stringValue != "service_account" {
             errors["credentials.type"] = "must be \"service_account\""
         }
         let email = object["client_email"]?.stringValue ?? ""
-        if !(email.contains("@") && !email.contains(where: \.isWhitespace) && email.utf8.count <= 320) {
+        let atSigns = email.utf8.filter { $0 == 0x40 }.count
+        if !(atSigns == 1 && email.utf8.count <= 320 && email.utf8.allSatisfy(ASCII.isVisible)) {
             errors["credentials.client_email"] = "must be the service account's email"
         }
         if !isPEMPrivateKey(object["private_key"]?.stringValue ?? "") {
             errors["credentials.private_key"] = "must be a PEM private key (-----BEGIN PRIVATE KEY-----)"
         }
         let keyID = object["private_key_id"]?.stringValue ?? ""
-        if keyID.isEmpty || keyID.utf8.count > 128 || !keyID.utf8.allSatisfy(isAlphanumeric) {
-            errors["credentials.private_key_id"] = "must be the key's id (letters and digits)"
+        if keyID.isEmpty || keyID.utf8.count > 128 || !keyID.utf8.allSatisfy(ASCII.isKeyCharacter) {
+            errors["credentials.private_key_id"] = "must be the key's id (letters, digits, - and _)"
         }
-        if let uri = object["token_uri"], !(uri.stringValue.flatMap(URL.init(string:))?.scheme.map { ["https", "http"].contains($0) } ?? false) {
-            errors["credentials.token_uri"] = "must be a URL"
+        if let uri = object["token_uri"] {
+            let text = uri.stringValue ?? ""
+            let url = text.utf8.allSatisfy(ASCII.isVisible) ? URL(string: text) : nil
+            if !(url?.scheme == "https" && !(url?.host ?? "").isEmpty) {
+                errors["credentials.token_uri"] = "must be an https:// URL"
+            }
         }
-        if object.count > 32 { errors["credentials"] = "has too many fields for a service account key" }
         return errors.isEmpty ? .success(.googleServiceAccount(object)) : .failure(errors)
     }
 
-    /// A PEM block whose body is base64 of a DER SEQUENCE; the key itself is parsed where it is used.
+    /// A PEM block of ASCII text whose body is base64 of a DER SEQUENCE; the key itself is parsed where it is used.
     static func isPEMPrivateKey(_ text: String) -> Bool {
-        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard text.utf8.count <= 16_384,
+            text.utf8.allSatisfy({ ASCII.isPrintable($0) || $0 == 0x0A || $0 == 0x0D })
+        else { return false }
+        let normalized = text.replacingOccurrences(of: "\r\n", with: "\n").trimmingCharacters(
+            in: .whitespacesAndNewlines)
         for label in ["PRIVATE KEY", "RSA PRIVATE KEY"] {
             let header = "-----BEGIN \(label)-----"
             let footer = "-----END \(label)-----"
-            guard normalized.hasPrefix(header), normalized.hasSuffix(footer) else { continue }
+            guard normalized.hasPrefix(header), normalized.hasSuffix(footer),
+                normalized.utf8.count > header.utf8.count + footer.utf8.count
+            else { continue }
             let body = normalized.dropFirst(header.count).dropLast(footer.count).filter { !$0.isWhitespace }
             guard let der = Data(base64Encoded: String(body)), der.count > 64, der.first == 0x30 else { return false }
             return true
@@ -205,11 +279,17 @@ public enum CredentialValidator {
         return false
     }
 
-    static func isKeyCharacter(_ byte: UInt8) -> Bool { isAlphanumeric(byte) || byte == 0x2D || byte == 0x5F }
-    static func isAlphanumeric(_ byte: UInt8) -> Bool {
-        (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+    /// Whether `text` names an AWS region (`us-east-1`, `us-gov-west-1`, `ap-southeast-2`): two lowercase ASCII
+    /// letters, one or more groups of lowercase letters, and a number, joined by hyphens.
+    public static func isAWSRegion(_ text: String) -> Bool {
+        let parts = text.utf8.split(separator: 0x2D, omittingEmptySubsequences: false)
+        guard text.utf8.count <= 32, parts.count >= 3, let first = parts.first, let last = parts.last else {
+            return false
+        }
+        return first.count == 2 && first.allSatisfy(ASCII.isLower)
+            && parts.dropFirst().dropLast().allSatisfy { !$0.isEmpty && $0.allSatisfy(ASCII.isLower) }
+            && (1...2).contains(last.count) && last.allSatisfy(ASCII.isDigit)
     }
-    static func isUpperAlphanumeric(_ byte: UInt8) -> Bool { (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) }
 
     /// Checks the non-secret configuration of an integration of `type`.
     public static func validateConfig(type: IntegrationType, _ config: [String: JSONValue]) -> FieldErrors {
@@ -221,15 +301,22 @@ public enum CredentialValidator {
                 return
             }
         }
+        func identifier(prefix: String) -> (String) -> Bool {
+            { $0.hasPrefix(prefix) && $0.utf8.count <= 64 && $0.utf8.allSatisfy(ASCII.isKeyCharacter) }
+        }
         switch type {
         case .openai:
-            string("organization", { $0.hasPrefix("org-") && $0.utf8.count <= 64 && $0.utf8.allSatisfy(isKeyCharacter) }, "must be an organization id like org-…")
-            string("project", { $0.hasPrefix("proj_") && $0.utf8.count <= 64 && $0.utf8.allSatisfy(isKeyCharacter) }, "must be a project id like proj_…")
+            string("organization", identifier(prefix: "org-"), "must be an organization id like org-…")
+            string("project", identifier(prefix: "proj_"), "must be a project id like proj_…")
             errors.rejectUnknown(config, allowed: ["organization", "project"], prefix: "config")
         case .googleCloud:
             if let scopes = config["scopes"] {
                 guard case .array(let items) = scopes, !items.isEmpty, items.count <= 20,
-                    items.allSatisfy({ $0.stringValue?.hasPrefix("https://www.googleapis.com/auth/") ?? false })
+                    items.allSatisfy({ item in
+                        guard let text = item.stringValue else { return false }
+                        return text.hasPrefix("https://www.googleapis.com/auth/") && text.utf8.count <= 200
+                            && text.utf8.allSatisfy(ASCII.isVisible)
+                    })
                 else {
                     errors["config.scopes"] = "must be a list of https://www.googleapis.com/auth/… scopes"
                     return errors
@@ -237,15 +324,58 @@ public enum CredentialValidator {
             }
             errors.rejectUnknown(config, allowed: ["scopes"], prefix: "config")
         case .aws:
-            string("region", { $0.utf8.count <= 32 && $0.range(of: #"^[a-z]{2}(-[a-z]+)+-\d$"#, options: .regularExpression) != nil }, "must be an AWS region like us-east-1")
+            string("region", isAWSRegion, "must be an AWS region like us-east-1")
             errors.rejectUnknown(config, allowed: ["region"], prefix: "config")
         case .azure:
-            string("cloud", { ["public", "usgovernment", "china"].contains($0) }, "must be public, usgovernment or china")
+            string(
+                "cloud", { ["public", "usgovernment", "china"].contains($0) }, "must be public, usgovernment or china")
             errors.rejectUnknown(config, allowed: ["cloud"], prefix: "config")
         case .anthropic, .gemini:
             errors.rejectUnknown(config, allowed: [], prefix: "config")
         }
         return errors
+    }
+}
+
+/// Byte classes for validation: ASCII ranges only.
+public enum ASCII {
+    /// `0`–`9`.
+    public static func isDigit(_ byte: UInt8) -> Bool { (0x30...0x39).contains(byte) }
+    /// `a`–`z`.
+    public static func isLower(_ byte: UInt8) -> Bool { (0x61...0x7A).contains(byte) }
+    /// `A`–`Z` and `0`–`9`.
+    public static func isUpperAlphanumeric(_ byte: UInt8) -> Bool { isDigit(byte) || (0x41...0x5A).contains(byte) }
+    /// Letters and digits.
+    public static func isAlphanumeric(_ byte: UInt8) -> Bool { isUpperAlphanumeric(byte) || isLower(byte) }
+    /// Letters, digits, `-` and `_` (API keys, ids).
+    public static func isKeyCharacter(_ byte: UInt8) -> Bool { isAlphanumeric(byte) || byte == 0x2D || byte == 0x5F }
+    /// Letters, digits, `_`, `-` and `.` (JSON field names of key files).
+    static func isFieldNameCharacter(_ byte: UInt8) -> Bool { isKeyCharacter(byte) || byte == 0x2E }
+    /// The base64 alphabet with `+`, `/` and `=`.
+    public static func isBase64(_ byte: UInt8) -> Bool {
+        isAlphanumeric(byte) || byte == 0x2B || byte == 0x2F || byte == 0x3D
+    }
+    /// Printable ASCII, space included: no control character, nothing beyond ASCII.
+    public static func isPrintable(_ byte: UInt8) -> Bool { (0x20...0x7E).contains(byte) }
+    /// Printable ASCII without the space.
+    public static func isVisible(_ byte: UInt8) -> Bool { (0x21...0x7E).contains(byte) }
+    /// Hex digits in either case.
+    public static func isHexDigit(_ byte: UInt8) -> Bool {
+        isDigit(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
+    }
+
+    /// A GUID in its 8-4-4-4-12 hex form.
+    public static func isGUID(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 36 else { return false }
+        for (index, byte) in bytes.enumerated() {
+            if [8, 13, 18, 23].contains(index) {
+                guard byte == 0x2D else { return false }
+            } else if !isHexDigit(byte) {
+                return false
+            }
+        }
+        return true
     }
 }
 
@@ -265,6 +395,9 @@ public struct FieldErrors: Error, Sendable, Equatable {
 
     /// Whether there is no problem.
     public var isEmpty: Bool { problems.isEmpty }
+
+    /// The fields with problems, sorted and comma-separated (for messages that must not quote values).
+    public var fieldList: String { problems.keys.sorted().joined(separator: ", ") }
 
     mutating func rejectUnknown(_ fields: [String: JSONValue], allowed: Set<String>, prefix: String) {
         for key in fields.keys where !allowed.contains(key) {

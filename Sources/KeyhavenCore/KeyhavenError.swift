@@ -13,8 +13,10 @@ public enum KeyhavenError: Error, Sendable, Equatable {
     case forbidden(String)
     /// The object does not exist, or belongs to someone else.
     case notFound
-    /// A unique name is already taken.
+    /// A unique name is already taken, or the change would break a rule of the current state.
     case conflict(String)
+    /// The integration is disabled: its credentials are not handed out (SPEC §6).
+    case integrationDisabled
     /// The request body is larger than the limit.
     case payloadTooLarge
     /// The request body is not JSON.
@@ -43,6 +45,7 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .forbidden: "forbidden"
         case .notFound: "not_found"
         case .conflict: "conflict"
+        case .integrationDisabled: "integration_disabled"
         case .payloadTooLarge: "payload_too_large"
         case .unsupportedMediaType: "unsupported_media_type"
         case .validationFailed: "validation_failed"
@@ -64,6 +67,7 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .forbidden(let reason): reason
         case .notFound: "Not found."
         case .conflict(let reason): reason
+        case .integrationDisabled: "The integration is disabled; enable it to use its credentials."
         case .payloadTooLarge: "The request body is larger than 64 KiB."
         case .unsupportedMediaType: "The request body must be JSON (Content-Type: application/json)."
         case .validationFailed: "Some fields are invalid."

@@ -20,6 +20,10 @@ public enum PasswordPolicy {
 
     /// The problem with a password, or nil if it is acceptable.
     public static func problem(with password: String) -> String? {
+        // bcrypt would stop at a NUL, and no one types a control character on purpose.
+        if password.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            return "must not contain control characters"
+        }
         if password.count < minimumLength { return "must be at least \(minimumLength) characters" }
         if password.count > maximumLength { return "must be at most \(maximumLength) characters" }
         if common.contains(password.lowercased()) { return "is too common; choose another" }

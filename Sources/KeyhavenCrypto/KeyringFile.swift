@@ -27,7 +27,7 @@ public struct KeyringFile: Sendable {
     /// Whether the file exists.
     public var exists: Bool { FileManager.default.fileExists(atPath: path) }
 
-    /// Whether group or others can read the file (it should be 0600).
+    /// Whether group or others have any access to the file (it must be 0600 or stricter).
     public var isReadableByOthers: Bool {
         var info = stat()
         guard stat(path, &info) == 0 else { return false }

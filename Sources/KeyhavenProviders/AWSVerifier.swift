@@ -9,14 +9,20 @@ struct AWSVerifier: Verifier {
         guard case .aws(let accessKeyID, let secret, let sessionToken) = credentials else {
             return VerificationResult(outcome: .invalidCredentials)
         }
-        let region = config["region"]?.stringValue ?? "us-east-1"
-        let url =
-            context.endpoints.override(.aws)
-            ?? (config["region"] == nil ? ProviderEndpoints.defaults[.aws]! : URL(string: "https://sts.\(region).amazonaws.com")!)
+        let region: String
+        switch config["region"] {
+        case nil: region = "us-east-1"
+        case .string(let text)? where CredentialValidator.isAWSRegion(text): region = text
+        default: return VerificationContext.Refused.unbuildable("the region is not valid").result
+        }
+        let regional = config["region"] == nil ? ProviderEndpoints.defaultURL(.aws) : URL(string: "https://sts.\(region).amazonaws.com")
+        guard let url = context.endpoints.override(.aws) ?? regional, let hostName = url.host else {
+            return VerificationContext.Refused.unbuildable("no STS endpoint for this region").result
+        }
         let target = url.path.isEmpty ? "/" : url.path
         let requestURL = url.path.isEmpty ? url.appendingPathComponent("") : url
         let body = Data("Action=GetCallerIdentity&Version=2011-06-15".utf8)
-        let host = url.port.map { "\(url.host ?? ""):\($0)" } ?? (url.host ?? "")
+        let host = url.port.map { "\(hostName):\($0)" } ?? hostName
         let signer = SigV4Signer(
             credentials: .init(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken),
             region: region, service: "sts")
@@ -26,8 +32,8 @@ struct AWSVerifier: Verifier {
         let signed = signer.sign(.init(method: "POST", target: target, headers: headers, body: body), date: Date())
         let sent = headers.filter { $0.name != "Host" } + signed.headersToAdd
         switch await context.send(.POST, requestURL, headers: sent.map { ($0.name, $0.value) }, body: body) {
-        case .failure(let outcome):
-            return VerificationResult(outcome: outcome)
+        case .failure(let refused):
+            return refused.result
         case .success(let reply):
             let xml = String(decoding: reply.body, as: UTF8.self)
             if reply.status == 200 {

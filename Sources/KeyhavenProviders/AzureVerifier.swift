@@ -19,11 +19,12 @@ struct AzureVerifier: Verifier {
             return VerificationResult(outcome: .invalidCredentials)
         }
         let cloud = config["cloud"]?.stringValue ?? "public"
-        let authority = context.endpoints.override(.azure) ?? URL(string: Self.authorities[cloud] ?? Self.authorities["public"]!)!
+        guard ASCII.isGUID(tenant), let scope = Self.scopes[cloud],
+            let authority = context.endpoints.override(.azure) ?? Self.authorities[cloud].flatMap(URL.init(string:))
+        else { return VerificationContext.Refused.unbuildable("the tenant or cloud is not valid").result }
         let url = authority.appendingPathComponent(tenant).appendingPathComponent("oauth2/v2.0/token")
         let form = [
-            ("client_id", client), ("client_secret", secret), ("scope", Self.scopes[cloud] ?? Self.scopes["public"]!),
-            ("grant_type", "client_credentials"),
+            ("client_id", client), ("client_secret", secret), ("scope", scope), ("grant_type", "client_credentials"),
         ].map { "\($0.0)=\(formEncode($0.1))" }.joined(separator: "&")
         switch await context.requestToken(url, form: form, details: ["tenant_id": .string(tenant)]) {
         case .finished(let result):

@@ -18,14 +18,19 @@ struct GoogleCloudVerifier: Verifier {
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
 
-    /// The token endpoint: the operator's override, else the account's `token_uri` if allowed, else Google's.
-    static func tokenURL(_ account: [String: JSONValue], in context: VerificationContext) -> Result<URL, VerificationOutcome> {
-        if let override = context.endpoints.override(.googleCloud) { return .success(override) }
-        guard let text = account["token_uri"]?.stringValue else { return .success(ProviderEndpoints.defaults[.googleCloud]!) }
+    /// The token endpoint: the operator's override, else the account's `token_uri` if it is one of Google's,
+    /// else Google's default.
+    static func tokenURL(_ account: [String: JSONValue], in context: VerificationContext)
+        -> Result<(URL, EgressPolicy.Origin), VerificationOutcome>
+    {
+        if let override = context.endpoints.override(.googleCloud) { return .success((override, .operatorConfigured)) }
+        guard let text = account["token_uri"]?.stringValue else {
+            return .success((ProviderEndpoints.defaultURL(.googleCloud), .operatorConfigured))
+        }
         guard let url = URL(string: text), context.egress.acceptsUserEndpoint(url, allowedHosts: allowedHosts) else {
             return .failure(.endpointNotAllowed)
         }
-        return .success(url)
+        return .success((url, .userSupplied))
     }
 
     func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
@@ -34,9 +39,9 @@ struct GoogleCloudVerifier: Verifier {
         guard case .googleServiceAccount(let account) = credentials, let email = account["client_email"]?.stringValue,
             let pem = account["private_key"]?.stringValue, let keyID = account["private_key_id"]?.stringValue
         else { return VerificationResult(outcome: .invalidCredentials) }
-        let url: URL
+        let (url, origin): (URL, EgressPolicy.Origin)
         switch Self.tokenURL(account, in: context) {
-        case .success(let allowed): url = allowed
+        case .success(let allowed): (url, origin) = allowed
         case .failure(let outcome):
             return VerificationResult(outcome: outcome, providerMessage: "The service account's token_uri is not a Google endpoint.")
         }
@@ -56,7 +61,7 @@ struct GoogleCloudVerifier: Verifier {
             return VerificationResult(outcome: .invalidCredentials, providerMessage: "The private key could not be read.")
         }
         let form = "grant_type=\(formEncode("urn:ietf:params:oauth:grant-type:jwt-bearer"))&assertion=\(assertion)"
-        switch await context.requestToken(url, form: form, details: ["client_email": .string(email)]) {
+        switch await context.requestToken(url, origin: origin, form: form, details: ["client_email": .string(email)]) {
         case .finished(let result):
             return result
         case .refused(let reply):

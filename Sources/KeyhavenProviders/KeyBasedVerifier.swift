@@ -28,8 +28,8 @@ struct KeyBasedVerifier: Verifier {
         guard case .apiKey(let key) = credentials else { return VerificationResult(outcome: .unexpectedResponse) }
         let url = context.endpoints.base(type).appendingPathComponent(String(path.dropFirst()))
         switch await context.send(.GET, url, headers: headers(key, config) + [("Accept", "application/json")]) {
-        case .failure(let outcome):
-            return VerificationResult(outcome: outcome)
+        case .failure(let refused):
+            return refused.result
         case .success(let reply):
             let json = reply.json
             let message = providerMessage(json)

@@ -12,20 +12,26 @@ public struct ProviderEndpoints: Sendable {
         self.overrides = overrides
     }
 
-    public static let defaults: [IntegrationType: URL] = [
-        .openai: URL(string: "https://api.openai.com")!,
-        .anthropic: URL(string: "https://api.anthropic.com")!,
-        .gemini: URL(string: "https://generativelanguage.googleapis.com")!,
-        .googleCloud: URL(string: "https://oauth2.googleapis.com/token")!,
-        .aws: URL(string: "https://sts.amazonaws.com")!,
-        .azure: URL(string: "https://login.microsoftonline.com")!,
-    ]
+    /// The real providers' endpoints.
+    public static func defaultURL(_ type: IntegrationType) -> URL {
+        let text =
+            switch type {
+            case .openai: "https://api.openai.com"
+            case .anthropic: "https://api.anthropic.com"
+            case .gemini: "https://generativelanguage.googleapis.com"
+            case .googleCloud: "https://oauth2.googleapis.com/token"
+            case .aws: "https://sts.amazonaws.com"
+            case .azure: "https://login.microsoftonline.com"
+            }
+        // These literals are valid URLs.
+        return URL(string: text) ?? URL(fileURLWithPath: "/")
+    }
 
     /// The override for `type`, if the operator set one.
     public func override(_ type: IntegrationType) -> URL? { overrides[type] }
 
     /// The override, else the default.
-    public func base(_ type: IntegrationType) -> URL { overrides[type] ?? Self.defaults[type]! }
+    public func base(_ type: IntegrationType) -> URL { overrides[type] ?? Self.defaultURL(type) }
 }
 
 /// Everything a verifier needs besides the credentials.
@@ -44,11 +50,12 @@ public struct VerificationContext: Sendable {
     }
 
     /// An HTTP client with Keyhaven's limits: 5 s to connect, 10 s to read, no redirects (a redirect could lead
-    /// to an address the egress policy refuses).
-    public static func makeClient() -> HTTPClient {
+    /// to an address the egress policy refuses). `pinning` maps a host name to the address it must connect to.
+    public static func makeClient(pinning: [String: String] = [:]) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(10)))
         configuration.httpVersion = .http1Only
+        configuration.dnsOverride = pinning
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
@@ -58,26 +65,59 @@ public struct VerificationContext: Sendable {
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
     }
 
-    /// Sends one request within the egress policy and the deadline; failures become outcomes.
+    /// A request that was not made or not answered, as the result a verifier returns.
+    struct Refused: Error {
+        var outcome: VerificationOutcome
+        var message: String?
+
+        var result: VerificationResult { VerificationResult(outcome: outcome, providerMessage: message) }
+
+        /// A request that cannot be built from the stored settings or credentials.
+        static func unbuildable(_ what: String) -> Refused {
+            Refused(outcome: .unexpectedResponse, message: "The request could not be built: \(what).")
+        }
+    }
+
+    /// Sends one request within the egress policy and the deadline; failures become outcomes. The host is
+    /// resolved once, checked, and that address is the one connected to.
     func send(
-        _ method: HTTPMethod, _ url: URL, headers: [(String, String)] = [], body: Data? = nil
-    ) async -> Result<Reply, VerificationOutcome> {
+        _ method: HTTPMethod, _ url: URL, origin: EgressPolicy.Origin = .operatorConfigured,
+        headers: [(String, String)] = [], body: Data? = nil
+    ) async -> Result<Reply, Refused> {
+        guard let host = url.host, !host.isEmpty, ["http", "https"].contains(url.scheme ?? "") else {
+            return .failure(.unbuildable("the endpoint is not an http(s) URL"))
+        }
+        // A header that would split the request, or carry bytes beyond ASCII, is never sent.
+        for (name, value) in headers {
+            guard !name.isEmpty, name.utf8.allSatisfy(ASCII.isKeyCharacter), value.utf8.allSatisfy(ASCII.isPrintable) else {
+                return .failure(.unbuildable("a header value holds characters that cannot be sent"))
+            }
+        }
+        let address: String
         do {
-            try await egress.check(url)
+            address = try await egress.address(for: url, origin: origin)
+        } catch EgressPolicy.Refusal.unresolvable(let name) {
+            return .failure(Refused(outcome: .unreachable, message: "Could not resolve \(name)."))
         } catch {
-            return .failure(.endpointNotAllowed)
+            return .failure(Refused(outcome: .endpointNotAllowed, message: nil))
         }
         var request = HTTPClientRequest(url: url.absoluteString)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+        let literal = EgressPolicy.parseLiteral(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) != nil
+        // An address literal needs no lookup; a name gets a client pinned to the address just checked.
+        let client = literal ? self.client : Self.makeClient(pinning: [host: address])
+        let result: Result<Reply, Refused>
         do {
             let response = try await client.execute(request, timeout: .seconds(Int64(timeout.components.seconds)))
             let buffer = try await response.body.collect(upTo: 1 << 20)
-            return .success(Reply(status: Int(response.status.code), body: Data(buffer.readableBytesView)))
+            result = .success(Reply(status: Int(response.status.code), body: Data(buffer.readableBytesView)))
         } catch {
-            return .failure(.unreachable)
+            result = .failure(Refused(outcome: .unreachable, message: nil))
         }
+        if !literal { try? await client.shutdown() }
+        return result
     }
 }
 
@@ -89,10 +129,13 @@ extension VerificationContext {
     }
 
     /// An OAuth token request: POSTs `form`; on 200 the answer must hold an `access_token` to count as connected.
-    func requestToken(_ url: URL, form: String, details: [String: JSONValue]) async -> TokenReply {
-        switch await send(.POST, url, headers: [("Content-Type", "application/x-www-form-urlencoded")], body: Data(form.utf8)) {
-        case .failure(let outcome):
-            return .finished(VerificationResult(outcome: outcome))
+    func requestToken(
+        _ url: URL, origin: EgressPolicy.Origin = .operatorConfigured, form: String, details: [String: JSONValue]
+    ) async -> TokenReply {
+        let headers = [("Content-Type", "application/x-www-form-urlencoded")]
+        switch await send(.POST, url, origin: origin, headers: headers, body: Data(form.utf8)) {
+        case .failure(let refused):
+            return .finished(refused.result)
         case .success(let reply) where reply.status == 200:
             guard reply.json["access_token"] is String else {
                 return .finished(VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned."))
@@ -124,11 +167,26 @@ public enum Verifiers {
     }
 
     /// Runs the check for `type`, timing it, and removes any echo of the credentials from what the provider said.
+    ///
+    /// Stored credentials and settings are checked against today's input rules first: a row written before a rule
+    /// was tightened is reported as `unexpected_response` for that integration instead of reaching a request.
     public static func verify(
         _ type: IntegrationType, credentials: Credentials, config: [String: JSONValue], in context: VerificationContext
     ) async -> VerificationResult {
         let start = ContinuousClock.now
-        var result = await verifier(for: type).verify(credentials, config: config, in: context)
+        var result: VerificationResult
+        if case .failure(let problems) = CredentialValidator.validate(type: type, credentials.wireValue) {
+            result = VerificationResult(
+                outcome: .unexpectedResponse,
+                providerMessage: "The stored credentials are not in the expected format (\(problems.fieldList)); save them again.")
+        } else if !CredentialValidator.validateConfig(type: type, config).isEmpty {
+            let problems = CredentialValidator.validateConfig(type: type, config)
+            result = VerificationResult(
+                outcome: .unexpectedResponse,
+                providerMessage: "The stored settings are not valid (\(problems.fieldList)); save them again.")
+        } else {
+            result = await verifier(for: type).verify(credentials, config: config, in: context)
+        }
         result.latency = start.duration(to: .now)
         result.providerMessage = result.providerMessage.map { Sanitizer.clean($0, secrets: credentials.secretValues) }
         return result

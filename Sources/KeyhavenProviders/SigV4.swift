@@ -76,9 +76,9 @@ public struct SigV4Signer: Sendable {
         for (name, value) in headers {
             grouped[name.lowercased(), default: []].append(Self.collapse(value))
         }
-        let names = grouped.keys.sorted()
-        let canonicalHeaders = names.map { "\($0):\(grouped[$0]!.joined(separator: ","))\n" }.joined()
-        let signedHeaders = names.joined(separator: ";")
+        let sortedHeaders = grouped.sorted { $0.key < $1.key }
+        let canonicalHeaders = sortedHeaders.map { "\($0.key):\($0.value.joined(separator: ","))\n" }.joined()
+        let signedHeaders = sortedHeaders.map(\.key).joined(separator: ";")
 
         let (path, query) = Self.split(request.target)
         let canonicalRequest = [

@@ -110,6 +110,7 @@ public final class Database: Sendable {
             if !FileManager.default.fileExists(atPath: path) {
                 _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
+            restrictSQLiteFiles(path)
             let pool = EventLoopGroupConnectionPool(
                 source: SQLiteFileSource(path: path), maxConnectionsPerEventLoop: 2,
                 logger: logger, on: MultiThreadedEventLoopGroup.singleton)
@@ -133,6 +134,8 @@ public final class Database: Sendable {
             await database.shutdown()
             throw error
         }
+        // The first connection may have created the -wal and -shm files.
+        location.sqlitePath.map(restrictSQLiteFiles)
         return database
     }
 
@@ -250,6 +253,14 @@ extension Database {
                 (uuid, timestamp, bytes, bool, bigint) = ("UUID", "TIMESTAMPTZ", "BYTEA", "BOOLEAN", "BIGINT")
             }
         }
+    }
+}
+
+/// Makes an SQLite database file and its `-wal` and `-shm` companions readable by their owner only (0600), whatever
+/// mode an older version or another tool left them with.
+func restrictSQLiteFiles(_ path: String) {
+    for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
+        try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
     }
 }
 

@@ -40,6 +40,8 @@ public struct RotationResult: Sendable {
     public var rewrapped: Int
     /// Keys that no longer wrap anything and may be retired.
     public var retirable: [String]
+    /// Secrets whose data key did not open under its master key: left as they are, for the operator.
+    public var failed: [UUID] = []
 }
 
 /// Master-key operations: status, rotation (SPEC §4, resumable and safe beside running servers), retirement.
@@ -100,12 +102,17 @@ public struct KeyManagement: Sendable {
         let (registered, pending) = try await database.withConnection { sql in
             (try await KeyringRegistry(sql: sql).all(), try await rowsToRewrap(on: sql))
         }
-        let active = registered.first(where: \.active)!
+        guard let active = registered.first(where: \.active) else {
+            throw KeyhavenError.keyring("the database's keyring state has no active master key")
+        }
         let resumed = pending > 0
         var activeKey: MasterKey
         if resumed {
             // An earlier run was interrupted after activating its key: finish its work.
-            activeKey = keyring.key(id: active.id)!
+            guard let key = keyring.key(id: active.id) else {
+                throw KeyhavenError.keyring("master key \(active.id) is not held")
+            }
+            activeKey = key
             logger.info("resuming an interrupted rotation", metadata: ["kek_id": "\(active.id)"])
         } else {
             // A key written to the file by a run that died before activating it is used rather than orphaned.
@@ -128,6 +135,7 @@ public struct KeyManagement: Sendable {
 
         let total = try await database.withConnection { sql in try await rowsToRewrap(on: sql) }
         var done = 0
+        var failed: [UUID] = []
         progress(RotationProgress(done: 0, total: total))
         // Every row names a registered key (a foreign key), and writers only use the active one, so walking the
         // other registered keys through the kek_id index finds every row to re-wrap.
@@ -135,30 +143,82 @@ public struct KeyManagement: Sendable {
             guard let oldKey = keyring.key(id: old.id) else {
                 throw KeyhavenError.keyring("master key \(old.id) is not in \(source.summary); cannot re-wrap")
             }
+            // Walked in id order, so a row that cannot be re-wrapped is passed over instead of fetched forever.
+            var after: UUID?
             while true {
                 let batch = try await database.withConnection { sql in
-                    try await sql.raw(
-                        "SELECT id, wrapped_dek FROM secrets WHERE kek_id = \(bind: old.id) LIMIT \(bind: batchSize)"
-                    ).all().map { row in
-                        (id: try row.decode(column: "id", as: UUID.self), wrapped: try row.decode(column: "wrapped_dek", as: Data.self))
+                    var query = SQLQueryString("SELECT id, wrapped_dek FROM secrets WHERE kek_id = \(bind: old.id)")
+                    if let after {
+                        query.appendInterpolation(unsafeRaw: " AND id > ")
+                        query.appendInterpolation(bind: after)
+                    }
+                    query.appendInterpolation(unsafeRaw: " ORDER BY id LIMIT ")
+                    query.appendInterpolation(bind: batchSize)
+                    return try await sql.raw(query).all().map { row in
+                        (
+                            id: try row.decode(column: "id", as: UUID.self),
+                            wrapped: try row.decode(column: "wrapped_dek", as: Data.self)
+                        )
                     }
                 }
-                if batch.isEmpty { break }
-                let rewrapped = try batch.map { row in
-                    (id: row.id, wrapped: try Envelope.rewrap(row.wrapped, secretID: row.id, from: oldKey, to: activeKey))
+                guard let last = batch.last else { break }
+                after = last.id
+                var rewrapped: [(id: UUID, wrapped: Data)] = []
+                for row in batch {
+                    do {
+                        rewrapped.append(
+                            (row.id, try Envelope.rewrap(row.wrapped, secretID: row.id, from: oldKey, to: activeKey)))
+                    } catch {
+                        // One damaged row must not stop the rotation of every other: it is reported, not touched.
+                        failed.append(row.id)
+                        logger.error(
+                            "a data key did not open under its master key; left as it is",
+                            metadata: ["secret_id": "\(row.id)"])
+                    }
                 }
-                let updated = try await database.transaction { sql in
-                    let count = try await applyBatch(rewrapped, from: old.id, to: activeKey.id, on: sql)
-                    _ = try await KeyringRegistry(sql: sql).countWraps(count, byKey: activeKey.id)
-                    return count
-                }
+                let toApply = rewrapped
+                let updated =
+                    toApply.isEmpty
+                    ? 0
+                    : try await database.transaction { sql in
+                        let count = try await applyBatch(toApply, from: old.id, to: activeKey.id, on: sql)
+                        _ = try await KeyringRegistry(sql: sql).countWraps(count, byKey: activeKey.id)
+                        return count
+                    }
                 done += updated
                 progress(RotationProgress(done: done, total: max(total, done)))
                 if pause > .zero { try await Task.sleep(for: pause) }
             }
         }
+        // The audit keys follow the active master key too (a handful of rows).
+        let auditKeys = try await database.withConnection { sql in
+            try await sql.raw("SELECT id, kek_id, wrapped_key FROM audit_keys WHERE kek_id <> \(bind: activeKey.id)")
+                .all().map { row in
+                    (
+                        id: try row.decode(column: "id", as: String.self),
+                        kekID: try row.decode(column: "kek_id", as: String.self),
+                        wrapped: try row.decode(column: "wrapped_key", as: Data.self)
+                    )
+                }
+        }
+        for row in auditKeys {
+            guard let oldKey = keyring.key(id: row.kekID) else {
+                throw KeyhavenError.keyring(
+                    "master key \(row.kekID) is not in \(source.summary); cannot re-wrap the audit key")
+            }
+            let rewrapped = try AuditKey.unwrap(row.wrapped, id: row.id, kek: oldKey).wrapped(by: activeKey)
+            try await database.transaction { sql in
+                try await sql.raw(
+                    """
+                    UPDATE audit_keys SET kek_id = \(bind: activeKey.id), wrapped_key = \(bind: rewrapped)
+                    WHERE id = \(bind: row.id) AND kek_id = \(bind: row.kekID)
+                    """
+                ).run()
+            }
+        }
         let retirable = try await status().filter { $0.registered && !$0.active && $0.rows == 0 }.map(\.id)
-        return RotationResult(activeKeyID: activeKey.id, resumed: resumed, rewrapped: done, retirable: retirable)
+        return RotationResult(
+            activeKeyID: activeKey.id, resumed: resumed, rewrapped: done, retirable: retirable, failed: failed)
     }
 
     /// Removes a master key from the keyring file and the database, once no row references it.
@@ -189,7 +249,8 @@ public struct KeyManagement: Sendable {
                 try await sql.raw(
                     """
                     DELETE FROM keyring_keys WHERE id = \(bind: id) AND NOT active
-                    AND NOT EXISTS (SELECT 1 FROM secrets WHERE kek_id = \(bind: id)) RETURNING id
+                    AND NOT EXISTS (SELECT 1 FROM secrets WHERE kek_id = \(bind: id))
+                    AND NOT EXISTS (SELECT 1 FROM audit_keys WHERE kek_id = \(bind: id)) RETURNING id
                     """
                 ).all().count
             }
@@ -201,7 +262,10 @@ public struct KeyManagement: Sendable {
 
     private func rowsToRewrap(on sql: any SQLDatabase) async throws -> Int {
         try await sql.raw(
-            "SELECT COUNT(*) AS n FROM secrets WHERE kek_id <> (SELECT id FROM keyring_keys WHERE active)"
+            """
+            SELECT (SELECT COUNT(*) FROM secrets WHERE kek_id <> (SELECT id FROM keyring_keys WHERE active))
+            + (SELECT COUNT(*) FROM audit_keys WHERE kek_id <> (SELECT id FROM keyring_keys WHERE active)) AS n
+            """
         ).first()?.decode(column: "n", as: Int.self) ?? 0
     }
 

@@ -15,11 +15,15 @@ struct KeyringRegistry {
         var wrapCount: Int64
         var createdAt: Date
         var activatedAt: Date?
+        /// Secret rows whose data key it wraps.
         var references: Int
+        /// Audit keys it wraps.
+        var auditKeys: Int
     }
 
     func all() async throws -> [Row] {
-        let counts = try await referenceCounts()
+        let counts = try await referenceCounts(in: "secrets")
+        let auditCounts = try await referenceCounts(in: "audit_keys")
         return try await sql.raw(
             "SELECT id, canary, active, wrap_count, created_at, activated_at FROM keyring_keys ORDER BY created_at, id"
         ).all().map { row in
@@ -31,14 +35,16 @@ struct KeyringRegistry {
                 wrapCount: try row.decode(column: "wrap_count", as: Int64.self),
                 createdAt: try row.decode(column: "created_at", as: Date.self),
                 activatedAt: try row.decode(column: "activated_at", as: Date?.self),
-                references: counts[id] ?? 0
+                references: counts[id] ?? 0,
+                auditKeys: auditCounts[id] ?? 0
             )
         }
     }
 
-    func referenceCounts() async throws -> [String: Int] {
+    /// How many rows of `table` (`secrets` or `audit_keys`) each master key wraps.
+    func referenceCounts(in table: String) async throws -> [String: Int] {
         var counts: [String: Int] = [:]
-        for row in try await sql.raw("SELECT kek_id, COUNT(*) AS n FROM secrets GROUP BY kek_id").all() {
+        for row in try await sql.raw("SELECT kek_id, COUNT(*) AS n FROM \(ident: table) GROUP BY kek_id").all() {
             counts[try row.decode(column: "kek_id", as: String.self)] = try row.decode(column: "n", as: Int.self)
         }
         return counts

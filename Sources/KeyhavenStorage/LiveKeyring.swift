@@ -80,12 +80,12 @@ extension LiveKeyring {
     public static func open(
         source: KeyringSource, database: Database, allowCreate: Bool, logger: Logger
     ) async throws -> LiveKeyring {
-        var keyring = try source.load()
+        // Like ssh with a private key: a keyring others can read is refused, not merely warned about.
         if let file = source.file, file.exists, file.isReadableByOthers {
-            logger.warning(
-                "the keyring file can be read by other users; restrict it with chmod 600",
-                metadata: ["path": "\(file.path)"])
+            throw KeyhavenError.keyring(
+                "the keyring file \(file.path) can be read by other users; restrict it with: chmod 600 \(file.path)")
         }
+        var keyring = try source.load()
         return try await database.transaction { sql in
             let registry = KeyringRegistry(sql: sql)
             if database.kind == .postgres {
@@ -126,7 +126,7 @@ extension LiveKeyring {
                 """)
         }
         // The newest key configured becomes the active one.
-        let active = keyring.keys.last!
+        guard let active = keyring.keys.last else { throw KeyhavenError.keyring("no master key is configured") }
         for key in keyring.keys {
             try await registry.register(key, active: key.id == active.id)
         }
@@ -139,10 +139,11 @@ extension LiveKeyring {
     ) async throws -> Keyring {
         var trusted = Keyring()
         for row in registered {
-            let needed = row.active || row.references > 0
+            let needed = row.active || row.references > 0 || row.auditKeys > 0
             guard let key = keyring.key(id: row.id) else {
                 if needed {
-                    let role = row.active ? "the active master key" : "a master key that wraps \(row.references) secrets"
+                    let role =
+                        row.active ? "the active master key" : "a master key that wraps \(row.references) secrets and \(row.auditKeys) audit keys"
                     throw KeyhavenError.keyring(
                         "missing master key: \(row.id) (\(role)) is not in \(source.summary); "
                             + "restore it from your keyring backup")

@@ -25,10 +25,10 @@ public struct SQLUserStore: UserStore {
     let database: Database
     let audit: SQLAuditLog
 
-    /// Creates the store.
-    public init(database: Database) {
+    /// Creates the store; events are appended to `audit`.
+    public init(database: Database, audit: SQLAuditLog) {
         self.database = database
-        self.audit = SQLAuditLog(database: database)
+        self.audit = audit
     }
 
     public func create(email: String, passwordHash: String, audit entry: AuditEntry?) async throws -> User {
@@ -65,6 +65,12 @@ public struct SQLUserStore: UserStore {
         }
     }
 
+    public func setPasswordHash(_ hash: String, userID: UUID) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("UPDATE users SET password_hash = \(bind: hash) WHERE id = \(bind: userID)").run()
+        }
+    }
+
     public func find(id: UUID) async throws -> User? {
         try await database.withConnection { sql in
             try await sql.raw(
@@ -74,13 +80,19 @@ public struct SQLUserStore: UserStore {
     }
 
     public func findOrCreate(externalSubject: String, email: String?) async throws -> User {
-        let query: SQLQueryString =
-            "SELECT id, email, external_subject, created_at FROM users WHERE external_subject = \(bind: externalSubject)"
-        if let existing = try await database.withConnection({ sql in try await sql.raw(query).first().map(Self.user) }) {
+        let query: SQLQueryString = """
+            SELECT id, email, external_subject, created_at, disabled_at FROM users
+            WHERE external_subject = \(bind: externalSubject)
+            """
+        @Sendable func enabled(_ row: any SQLRow) throws -> User {
+            guard try row.decode(column: "disabled_at", as: Date?.self) == nil else { throw KeyhavenError.unauthenticated }
+            return try Self.user(row)
+        }
+        if let existing = try await database.withConnection({ sql in try await sql.raw(query).first().map(enabled) }) {
             return existing
         }
         return try await database.transaction { sql in
-            if let raced = try await sql.raw(query).first() { return try Self.user(raced) }
+            if let raced = try await sql.raw(query).first() { return try enabled(raced) }
             let user = User(id: UUID(), email: nil, externalSubject: externalSubject, createdAt: Date())
             try await sql.raw(
                 """
@@ -115,7 +127,7 @@ public struct SQLSessionStore: SessionStore {
         let session = Session(
             id: TokenMaterial.hash(token), userID: userID, csrfToken: TokenMaterial.random(),
             expiresAt: now.addingTimeInterval(Double(lifetime.components.seconds)))
-        try await database.withConnection { sql in
+        try await database.transaction { sql in
             try await sql.raw(
                 """
                 INSERT INTO sessions (id, user_id, csrf_token, created_at, expires_at, last_seen_at)
@@ -150,7 +162,7 @@ public struct SQLSessionStore: SessionStore {
     }
 
     public func delete(id: String) async throws {
-        try await database.withConnection { sql in
+        try await database.transaction { sql in
             try await sql.raw("DELETE FROM sessions WHERE id = \(bind: id)").run()
         }
     }
@@ -161,10 +173,10 @@ public struct SQLTokenStore: TokenStore {
     let database: Database
     let audit: SQLAuditLog
 
-    /// Creates the store.
-    public init(database: Database) {
+    /// Creates the store; events are appended to `audit`.
+    public init(database: Database, audit: SQLAuditLog) {
         self.database = database
-        self.audit = SQLAuditLog(database: database)
+        self.audit = audit
     }
 
     public func create(
@@ -246,15 +258,20 @@ public struct SQLTokenStore: TokenStore {
         scopes.map(\.rawValue).sorted().joined(separator: " ")
     }
 
+    /// A row as a token. An unknown kind or scope is an error, never a default.
+    ///
+    /// - Throws: `KeyhavenError.internalError` for a row that does not decode.
     static func token(_ row: any SQLRow) throws -> APIToken {
-        APIToken(
+        let scopes = try row.decode(column: "scopes", as: String.self).split(separator: " ").map { TokenScope(rawValue: String($0)) }
+        guard let kind = APIToken.Kind(rawValue: try row.decode(column: "kind", as: String.self)), !scopes.contains(nil) else {
+            throw KeyhavenError.internalError
+        }
+        return APIToken(
             id: try row.decode(column: "id", as: UUID.self),
-            kind: APIToken.Kind(rawValue: try row.decode(column: "kind", as: String.self)) ?? .personal,
+            kind: kind,
             userID: try row.decode(column: "user_id", as: UUID?.self),
             name: try row.decode(column: "name", as: String.self),
-            scopes: Set(try row.decode(column: "scopes", as: String.self).split(separator: " ").compactMap {
-                TokenScope(rawValue: String($0))
-            }),
+            scopes: Set(scopes.compactMap { $0 }),
             createdAt: try row.decode(column: "created_at", as: Date.self),
             lastUsedAt: try row.decode(column: "last_used_at", as: Date?.self),
             expiresAt: try row.decode(column: "expires_at", as: Date?.self),
@@ -276,7 +293,8 @@ public struct SQLRateLimiter: RateLimiter {
         // A window opens at the first attempt and lasts `window`; the next attempt after it opens a new one.
         let now = Int64(Date().timeIntervalSince1970)
         let expired = now - window.components.seconds
-        let row = try await database.withConnection { sql in
+        // A write: on SQLite it queues for the write lock instead of busy-waiting on a shared thread.
+        let row = try await database.transaction { sql in
             try await sql.raw(
                 """
                 INSERT INTO rate_limits (key, window_start, count)
@@ -295,7 +313,7 @@ public struct SQLRateLimiter: RateLimiter {
     }
 
     public func reset(_ key: String) async throws {
-        try await database.withConnection { sql in
+        try await database.transaction { sql in
             try await sql.raw("DELETE FROM rate_limits WHERE key = \(bind: TokenMaterial.hash(key))").run()
         }
     }

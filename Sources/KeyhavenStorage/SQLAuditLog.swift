@@ -3,17 +3,22 @@ import Foundation
 import KeyhavenCore
 import SQLKit
 
-/// The audit trail in `audit_events`: each event's hash is SHA-256(prev_hash ‖ canonical event), so editing,
-/// removing or reordering a stored event breaks the chain at that event.
+/// The audit trail in `audit_events` (SPEC §8): each event's hash is HMAC-SHA-256, under the audit key, of the
+/// previous event's hash and the canonical event, so editing, removing or reordering a stored event breaks the
+/// chain at that event, and without the master keys the chain cannot be recomputed. Signed checkpoints of the head
+/// (``checkpoint()``, also written to the log) reveal a tail deleted below them. Events written before the chain
+/// was keyed keep their SHA-256 links and are verified as such; none may follow a keyed event.
 public struct SQLAuditLog: AuditLog {
     let database: Database
+    let keys: AuditKeys
 
     /// The `prev_hash` of the first event.
     static let genesis = String(repeating: "0", count: 64)
 
-    /// Creates the audit log over `database`.
-    public init(database: Database) {
+    /// Creates the audit log over `database`, chaining with `keys`.
+    public init(database: Database, keys: AuditKeys) {
         self.database = database
+        self.keys = keys
     }
 
     public func append(_ entry: AuditEntry) async throws {
@@ -32,21 +37,65 @@ public struct SQLAuditLog: AuditLog {
         let seq = (try last?.decode(column: "seq", as: Int64.self) ?? 0) + 1
         let prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
         var event = AuditEvent(
-            seq: seq, id: UUID(), at: Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)),
+            seq: seq, id: UUID(), at: Self.now(),
             actorType: entry.actor.kind.rawValue, actorID: entry.actor.id, ownerID: entry.ownerID,
             action: entry.action.rawValue, integrationID: entry.integrationID, outcome: entry.outcome.rawValue,
             ip: entry.actor.ip, userAgent: entry.actor.userAgent, detail: Self.canonicalJSON(.object(entry.detail)),
-            prevHash: prevHash, hash: "")
-        event.hash = Self.hash(event)
+            prevHash: prevHash, hash: "", keyID: keys.current.id)
+        event.hash = keys.current.mac(Self.chainedText(event))
         try await sql.raw(
             """
             INSERT INTO audit_events (seq, id, at, actor_type, actor_id, owner_id, action, integration_id, outcome, ip,
-            user_agent, detail, prev_hash, hash) VALUES (\(bind: event.seq), \(bind: event.id), \(bind: event.at), \
+            user_agent, detail, prev_hash, hash, key_id)
+            VALUES (\(bind: event.seq), \(bind: event.id), \(bind: event.at), \
             \(bind: event.actorType), \(bind: event.actorID), \(bind: event.ownerID), \(bind: event.action), \
             \(bind: event.integrationID), \(bind: event.outcome), \(bind: event.ip), \(bind: event.userAgent), \
-            \(bind: event.detail), \(bind: event.prevHash), \(bind: event.hash))
+            \(bind: event.detail), \(bind: event.prevHash), \(bind: event.hash), \(bind: event.keyID))
             """
         ).run()
+    }
+
+    /// A signed record of the chain's head: its sequence number and hash, MACed with the audit key.
+    public struct Checkpoint: Sendable, Equatable {
+        public var seq: Int64
+        public var headHash: String
+        public var keyID: String
+        public var at: String
+        public var signature: String
+
+        var signedText: String { "keyhaven:audit-checkpoint:v1|\(seq)|\(headHash)|\(keyID)|\(at)" }
+    }
+
+    /// Records a signed checkpoint of the current head, unless one exists for it already; returns it (nil for an
+    /// empty trail). `audit verify` then refuses a trail that ends below it.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    @discardableResult
+    public func checkpoint() async throws -> Checkpoint? {
+        try await database.transaction { sql in
+            if database.kind == .postgres { try await sql.raw("SELECT pg_advisory_xact_lock(7163540333)").run() }
+            guard let head = try await sql.raw("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").first()
+            else {
+                return nil
+            }
+            var checkpoint = Checkpoint(
+                seq: try head.decode(column: "seq", as: Int64.self),
+                headHash: try head.decode(column: "hash", as: String.self),
+                keyID: keys.current.id, at: Self.now(), signature: "")
+            if let existing = try await sql.raw(
+                "SELECT * FROM audit_checkpoints WHERE seq = \(bind: checkpoint.seq)"
+            ).first() {
+                return try Self.checkpoint(from: existing)
+            }
+            checkpoint.signature = keys.current.mac(checkpoint.signedText)
+            try await sql.raw(
+                """
+                INSERT INTO audit_checkpoints (seq, head_hash, key_id, at, signature) VALUES (\(bind: checkpoint.seq), \
+                \(bind: checkpoint.headHash), \(bind: checkpoint.keyID), \(bind: checkpoint.at), \(bind: checkpoint.signature))
+                """
+            ).run()
+            return checkpoint
+        }
     }
 
     public func events(ownerID: UUID, integrationID: UUID?, limit: Int, before: Int64?) async throws -> [AuditEvent] {
@@ -68,13 +117,23 @@ public struct SQLAuditLog: AuditLog {
 
     public func verify() async throws -> AuditVerification {
         try await database.withConnection { sql in
+            var checkpoints: [Int64: Checkpoint] = [:]
+            for row in try await sql.raw("SELECT * FROM audit_checkpoints ORDER BY seq").all() {
+                let checkpoint = try Self.checkpoint(from: row)
+                guard let key = keys.key(id: checkpoint.keyID),
+                    key.verify(checkpoint.signature, of: checkpoint.signedText)
+                else {
+                    return .broken(seq: checkpoint.seq, reason: "its checkpoint is not signed with the audit key")
+                }
+                checkpoints[checkpoint.seq] = checkpoint
+            }
             var previous = Self.genesis
             var expectedSeq: Int64 = 1
             var count = 0
-            var after: Int64 = 0
+            var keyed = false
             while true {
                 let rows = try await sql.raw(
-                    "SELECT * FROM audit_events WHERE seq > \(bind: after) ORDER BY seq LIMIT 1000"
+                    "SELECT * FROM audit_events WHERE seq >= \(bind: expectedSeq) ORDER BY seq LIMIT 1000"
                 ).all()
                 if rows.isEmpty { break }
                 for row in rows {
@@ -91,14 +150,36 @@ public struct SQLAuditLog: AuditLog {
                     if event.prevHash != previous {
                         return .broken(seq: event.seq, reason: "it does not link to the event before it")
                     }
-                    if Self.hash(event) != event.hash {
-                        return .broken(seq: event.seq, reason: "its contents do not match its hash")
+                    if let keyID = event.keyID {
+                        guard let key = keys.key(id: keyID) else {
+                            return .broken(seq: event.seq, reason: "it names an audit key this database does not have")
+                        }
+                        guard key.verify(event.hash, of: Self.chainedText(event)) else {
+                            return .broken(seq: event.seq, reason: "its contents do not match its hash")
+                        }
+                        keyed = true
+                    } else {
+                        guard !keyed else {
+                            return .broken(seq: event.seq, reason: "an unkeyed event follows keyed ones")
+                        }
+                        guard Self.legacyHash(event) == event.hash else {
+                            return .broken(seq: event.seq, reason: "its contents do not match its hash")
+                        }
+                    }
+                    if let checkpoint = checkpoints[event.seq], checkpoint.headHash != event.hash {
+                        return .broken(seq: event.seq, reason: "it differs from the signed checkpoint of that event")
                     }
                     previous = event.hash
                     expectedSeq += 1
                     count += 1
-                    after = event.seq
                 }
+            }
+            if let last = checkpoints.keys.max(), last >= expectedSeq {
+                return .broken(
+                    seq: expectedSeq,
+                    reason:
+                        "events \(expectedSeq) to \(last) are missing: a signed checkpoint records the trail up to \(last)"
+                )
             }
             return .intact(events: count)
         }
@@ -110,7 +191,7 @@ public struct SQLAuditLog: AuditLog {
         return [
             String(event.seq), event.id.uuidString, event.at, event.actorType, event.actorID ?? "",
             event.ownerID?.uuidString ?? "", event.action, event.integrationID?.uuidString ?? "", event.outcome,
-            event.ip ?? "", event.userAgent ?? "", event.detail, event.prevHash, event.hash,
+            event.ip ?? "", event.userAgent ?? "", event.detail, event.prevHash, event.hash, event.keyID ?? "",
         ].joined(separator: "|")
     }
 
@@ -129,11 +210,24 @@ public struct SQLAuditLog: AuditLog {
             userAgent: try row.decode(column: "user_agent", as: String?.self),
             detail: try row.decode(column: "detail", as: String.self),
             prevHash: try row.decode(column: "prev_hash", as: String.self),
-            hash: try row.decode(column: "hash", as: String.self))
+            hash: try row.decode(column: "hash", as: String.self),
+            keyID: try row.decode(column: "key_id", as: String?.self))
     }
 
-    /// SHA-256(prev_hash ‖ canonical event), hex.
-    static func hash(_ event: AuditEvent) -> String {
+    /// The text an event's hash covers: the previous hash, then the canonical event with the key that chains it.
+    static func chainedText(_ event: AuditEvent) -> String {
+        var fields = canonicalFields(event)
+        fields["key_id"] = event.keyID.map(JSONValue.string) ?? .null
+        return event.prevHash + canonicalJSON(.object(fields))
+    }
+
+    /// SHA-256(prev_hash ‖ canonical event), hex: the unkeyed chain of events written before it was keyed.
+    static func legacyHash(_ event: AuditEvent) -> String {
+        let digest = SHA256.hash(data: Data((event.prevHash + canonicalJSON(.object(canonicalFields(event)))).utf8))
+        return digest.map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static func canonicalFields(_ event: AuditEvent) -> [String: JSONValue] {
         var fields: [String: JSONValue] = [
             "seq": .string(String(event.seq)), "id": .string(event.id.uuidString.lowercased()), "at": .string(event.at),
             "actor_type": .string(event.actorType), "action": .string(event.action), "outcome": .string(event.outcome),
@@ -144,8 +238,17 @@ public struct SQLAuditLog: AuditLog {
         fields["integration_id"] = event.integrationID.map { .string($0.uuidString.lowercased()) } ?? .null
         fields["ip"] = event.ip.map(JSONValue.string) ?? .null
         fields["user_agent"] = event.userAgent.map(JSONValue.string) ?? .null
-        let digest = SHA256.hash(data: Data((event.prevHash + canonicalJSON(.object(fields))).utf8))
-        return digest.map { String(format: "%02x", $0) }.joined()
+        return fields
+    }
+
+    static func now() -> String { Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
+
+    static func checkpoint(from row: any SQLRow) throws -> Checkpoint {
+        Checkpoint(
+            seq: try row.decode(column: "seq", as: Int64.self),
+            headHash: try row.decode(column: "head_hash", as: String.self),
+            keyID: try row.decode(column: "key_id", as: String.self), at: try row.decode(column: "at", as: String.self),
+            signature: try row.decode(column: "signature", as: String.self))
     }
 
     /// JSON with sorted keys and no insignificant whitespace.

@@ -11,10 +11,10 @@ public struct SQLIntegrationStore: IntegrationStore {
     let logger: Logger
 
     /// Creates the store.
-    public init(database: Database, secrets: SQLSecretStore, logger: Logger) {
+    public init(database: Database, secrets: SQLSecretStore, audit: SQLAuditLog, logger: Logger) {
         self.database = database
         self.secrets = secrets
-        self.audit = SQLAuditLog(database: database)
+        self.audit = audit
         self.logger = logger
     }
 
@@ -35,12 +35,14 @@ public struct SQLIntegrationStore: IntegrationStore {
                 """
             ).run()
             let version = try await secrets.put(
-                credentials.serialized(), for: SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
+                try credentials.serialized(), for: SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .integrationCreate, ownerID: ownerID, integrationID: id,
-                    detail: ["type": .string(type.rawValue), "name": .string(name),
-                             "credential_version": .number(Double(version.version))]),
+                    detail: [
+                        "type": .string(type.rawValue), "name": .string(name),
+                        "credential_version": .number(Double(version.version)),
+                    ]),
                 on: sql)
             return try await fetch(id: id, ownerID: ownerID, on: sql)
         }
@@ -67,11 +69,12 @@ public struct SQLIntegrationStore: IntegrationStore {
         -> Integration
     {
         try await database.transaction { sql in
-            var integration = try await fetch(id: id, ownerID: ownerID, on: sql)
+            var integration = try await fetch(id: id, ownerID: ownerID, lock: true, on: sql)
             let owner = SecretOwner(integrationID: id, ownerID: ownerID)
             var entries: [AuditEntry] = []
             func entry(_ action: AuditAction, _ detail: [String: JSONValue] = [:]) {
-                entries.append(AuditEntry(actor: actor, action: action, ownerID: ownerID, integrationID: id, detail: detail))
+                entries.append(
+                    AuditEntry(actor: actor, action: action, ownerID: ownerID, integrationID: id, detail: detail))
             }
             var renamed: [String: JSONValue] = [:]
             if let name = changes.name, name != integration.name {
@@ -85,7 +88,7 @@ public struct SQLIntegrationStore: IntegrationStore {
             }
             if !renamed.isEmpty { entry(.integrationUpdate, renamed) }
             if let credentials = changes.credentials {
-                let version = try await secrets.put(credentials.serialized(), for: owner, on: sql)
+                let version = try await secrets.put(try credentials.serialized(), for: owner, on: sql)
                 integration.credentialVersion = version.version
                 integration.credentialHint = credentials.hint
                 integration.errorMessage = nil
@@ -105,7 +108,7 @@ public struct SQLIntegrationStore: IntegrationStore {
                 UPDATE integrations SET name = \(bind: integration.name), config = \(bind: Self.encode(integration.config)),
                 credential_hint = \(bind: integration.credentialHint), status = \(bind: integration.status.rawValue),
                 enabled = \(bind: integration.enabled), error_message = \(bind: integration.errorMessage),
-                updated_at = \(bind: integration.updatedAt)
+                updated_at = \(bind: integration.updatedAt), verify_attempts = 0
                 WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)
                 """
             ).run()
@@ -116,7 +119,7 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     public func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws {
         try await database.transaction { sql in
-            let integration = try await fetch(id: id, ownerID: ownerID, on: sql)
+            let integration = try await fetch(id: id, ownerID: ownerID, lock: true, on: sql)
             let destroyed = try await secrets.destroyAll(SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
             try await sql.raw("DELETE FROM integrations WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)").run()
             try await audit.append(
@@ -128,40 +131,75 @@ public struct SQLIntegrationStore: IntegrationStore {
     }
 
     public func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials) {
+        /// What the transaction decided: the credentials, or a refusal that was audited in it.
+        enum Read: Sendable {
+            case granted(Integration, Credentials)
+            case refused(KeyhavenError)
+        }
+        let read: Read
         do {
-            return try await database.transaction { sql in
-                guard let row = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() else {
-                    throw KeyhavenError.notFound
-                }
+            read = try await database.transaction { sql in
+                // The integration's row is locked before the audit chain is extended: the order every writer
+                // takes them in, so a read beside an edit or a verification result never deadlocks.
+                let lock = database.kind == .postgres ? " FOR NO KEY UPDATE OF i" : ""
+                guard
+                    let row = try await sql.raw(
+                        """
+                        SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i
+                        JOIN users u ON u.id = i.owner_id WHERE i.id = \(bind: id)\(unsafeRaw: lock)
+                        """
+                    ).first()
+                else { throw KeyhavenError.notFound }
                 var integration = try Self.integration(row)
+                var refusal: (reason: String, error: KeyhavenError)?
+                if try row.decode(column: "owner_disabled_at", as: Date?.self) != nil {
+                    refusal = ("owner_disabled", .forbidden("The integration's owner is disabled."))
+                } else if !integration.enabled {
+                    refusal = ("integration_disabled", .integrationDisabled)
+                }
+                if let refusal {
+                    try await audit.append(
+                        AuditEntry(
+                            actor: actor, action: .credentialsRead, outcome: .denied, ownerID: integration.ownerID,
+                            integrationID: id, detail: ["reason": .string(refusal.reason)]),
+                        on: sql)
+                    return .refused(refusal.error)
+                }
                 let owner = SecretOwner(integrationID: id, ownerID: integration.ownerID)
                 let (plaintext, version) = try await secrets.get(owner, version: nil, on: sql)
-                let credentials = try Credentials(type: integration.type, serialized: plaintext)
+                let credentials = try Credentials(type: integration.type, stored: plaintext)
                 let now = Date()
+                try await sql.raw("UPDATE integrations SET last_used_at = \(bind: now) WHERE id = \(bind: id)").run()
                 try await audit.append(
                     AuditEntry(
                         actor: actor, action: .credentialsRead, ownerID: integration.ownerID, integrationID: id,
                         detail: ["credential_version": .number(Double(version.version))]),
                     on: sql)
-                try await sql.raw("UPDATE integrations SET last_used_at = \(bind: now) WHERE id = \(bind: id)").run()
                 integration.lastUsedAt = now
-                return (integration, credentials)
+                return .granted(integration, credentials)
             }
         } catch KeyhavenError.notFound {
             try await audit.append(
-                AuditEntry(actor: actor, action: .credentialsRead, outcome: .denied, integrationID: id,
-                           detail: ["reason": .string("not_found")]))
+                AuditEntry(
+                    actor: actor, action: .credentialsRead, outcome: .denied, integrationID: id,
+                    detail: ["reason": .string("not_found")]))
             throw KeyhavenError.notFound
         } catch KeyhavenError.decryptionFailed {
             try await recordDecryptionFailure(id: id, actor: actor)
             throw KeyhavenError.decryptionFailed
+        }
+        switch read {
+        case .granted(let integration, let credentials): return (integration, credentials)
+        case .refused(let error): throw error
         }
     }
 
     /// A secret that does not open is shown as status `error` and audited (SPEC §4).
     private func recordDecryptionFailure(id: UUID, actor: AuditActor) async throws {
         try await database.transaction { sql in
-            guard let row = try await sql.raw("SELECT owner_id FROM integrations WHERE id = \(bind: id)").first() else { return }
+            guard let row = try await sql.raw("SELECT owner_id FROM integrations WHERE id = \(bind: id)").first() else {
+                return
+            }
             let ownerID = try row.decode(column: "owner_id", as: UUID.self)
             try await sql.raw(
                 """
@@ -171,8 +209,9 @@ public struct SQLIntegrationStore: IntegrationStore {
                 """
             ).run()
             try await audit.append(
-                AuditEntry(actor: actor, action: .credentialsRead, outcome: .failure, ownerID: ownerID, integrationID: id,
-                           detail: ["reason": .string("decryption_failed")]),
+                AuditEntry(
+                    actor: actor, action: .credentialsRead, outcome: .failure, ownerID: ownerID, integrationID: id,
+                    detail: ["reason": .string("decryption_failed")]),
                 on: sql)
         }
     }
@@ -185,20 +224,27 @@ public struct SQLIntegrationStore: IntegrationStore {
         public var credentials: Credentials
     }
 
-    /// Claims up to `limit` integrations waiting in `verifying` whose lease is free or expired, for `lease`.
+    /// How many times a check may be claimed without a recorded result before the integration is given up on
+    /// (set to `error`), so a check that keeps failing (or stopping its process) is not retried in a loop.
+    public static let maxVerificationAttempts = 5
+
+    /// Claims up to `limit` integrations waiting in `verifying` whose lease is free or expired.
     ///
+    /// Each claim counts an attempt and leases the row for `lease` doubled per earlier attempt (at most an hour):
+    /// a check whose result was never recorded is retried later and later, and after
+    /// ``maxVerificationAttempts`` the integration is set to `error` with a message saying so, and audited.
     /// On PostgreSQL the rows are locked with `FOR UPDATE SKIP LOCKED`, so instances sharing the database never
-    /// claim the same row; on SQLite the write lock does the same. A worker that dies leaves its lease to expire,
-    /// and the row is claimed again.
+    /// claim the same row; on SQLite the write lock does the same. An integration whose credentials cannot be
+    /// read is left leased (and logged), not returned.
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     public func claimForVerification(limit: Int, lease: Duration) async throws -> [VerificationJob] {
         let now = Date()
-        let until = now.addingTimeInterval(Double(lease.components.seconds))
         let claimed = try await database.transaction { sql -> [Integration] in
             let lock = database.kind == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
             let rows = try await sql.raw(
                 """
-                SELECT id FROM integrations WHERE status = \(bind: IntegrationStatus.verifying.rawValue) AND enabled
+                SELECT id, owner_id, verify_attempts FROM integrations
+                WHERE status = \(bind: IntegrationStatus.verifying.rawValue) AND enabled
                 AND (verify_claimed_until IS NULL OR verify_claimed_until < \(bind: now))
                 ORDER BY updated_at LIMIT \(bind: limit)\(unsafeRaw: lock)
                 """
@@ -206,8 +252,18 @@ public struct SQLIntegrationStore: IntegrationStore {
             var integrations: [Integration] = []
             for row in rows {
                 let id = try row.decode(column: "id", as: UUID.self)
+                let attempts = try row.decode(column: "verify_attempts", as: Int.self)
+                if attempts >= Self.maxVerificationAttempts {
+                    try await giveUp(
+                        id: id, ownerID: try row.decode(column: "owner_id", as: UUID.self), attempts: attempts, on: sql)
+                    continue
+                }
+                let seconds = min(3600, Double(lease.components.seconds) * Double(1 << min(attempts, 12)))
                 if let claimed = try await sql.raw(
-                    "UPDATE integrations SET verify_claimed_until = \(bind: until) WHERE id = \(bind: id) RETURNING *"
+                    """
+                    UPDATE integrations SET verify_claimed_until = \(bind: now.addingTimeInterval(seconds)),
+                    verify_attempts = \(bind: attempts + 1) WHERE id = \(bind: id) RETURNING *
+                    """
                 ).first() {
                     integrations.append(try Self.integration(claimed))
                 }
@@ -217,12 +273,40 @@ public struct SQLIntegrationStore: IntegrationStore {
         var jobs: [VerificationJob] = []
         for integration in claimed {
             do {
-                jobs.append(VerificationJob(integration: integration, credentials: try await credentials(of: integration)))
+                jobs.append(
+                    VerificationJob(integration: integration, credentials: try await credentials(of: integration)))
             } catch KeyhavenError.decryptionFailed {
                 try await recordDecryptionFailure(id: integration.id, actor: .system)
+            } catch {
+                logger.error(
+                    "could not read an integration's credentials for its check; it is retried later",
+                    metadata: [
+                        "integration_id": "\(integration.id)", "error": "\(String(describing: type(of: error)))",
+                    ])
             }
         }
         return jobs
+    }
+
+    static func gaveUpMessage(attempts: Int) -> String {
+        "Keyhaven could not complete the check after \(attempts) attempts. Test the connection to try again."
+    }
+
+    private func giveUp(id: UUID, ownerID: UUID, attempts: Int, on sql: any SQLDatabase) async throws {
+        try await sql.raw(
+            """
+            UPDATE integrations SET status = \(bind: IntegrationStatus.error.rawValue),
+            error_message = \(bind: Self.gaveUpMessage(attempts: attempts)),
+            verify_claimed_until = NULL, verify_attempts = 0, updated_at = \(bind: Date()) WHERE id = \(bind: id)
+            """
+        ).run()
+        try await audit.append(
+            AuditEntry(
+                actor: .system, action: .integrationVerify, outcome: .failure, ownerID: ownerID, integrationID: id,
+                detail: ["reason": .string("gave_up"), "attempts": .number(Double(attempts))]),
+            on: sql)
+        logger.warning(
+            "gave up checking an integration", metadata: ["integration_id": "\(id)", "attempts": "\(attempts)"])
     }
 
     /// The decrypted current credentials of one of the owner's integrations (for a check run now).
@@ -235,8 +319,9 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     private func credentials(of integration: Integration) async throws -> Credentials {
         let (plaintext, _) = try await secrets.get(
-            SecretOwner(integrationID: integration.id, ownerID: integration.ownerID), version: integration.credentialVersion)
-        return try Credentials(type: integration.type, serialized: plaintext)
+            SecretOwner(integrationID: integration.id, ownerID: integration.ownerID),
+            version: integration.credentialVersion)
+        return try Credentials(type: integration.type, stored: plaintext)
     }
 
     /// Records a check of credential version `version`, and audits it, in one transaction. A result for
@@ -251,17 +336,23 @@ public struct SQLIntegrationStore: IntegrationStore {
                 """
                 UPDATE integrations SET status = \(bind: record.outcome.status.rawValue),
                 error_message = \(bind: record.errorMessage), last_verified_at = \(bind: record.checkedAt),
-                verification_details = \(bind: Self.encode(record.details)), verify_claimed_until = NULL
+                verification_details = \(bind: Self.encode(record.details)), verify_claimed_until = NULL,
+                verify_attempts = 0
                 WHERE id = \(bind: integration.id) AND current_version = \(bind: integration.credentialVersion) AND enabled
                 RETURNING id
                 """
             ).all().count
             if updated == 0 {
-                try await sql.raw("UPDATE integrations SET verify_claimed_until = NULL WHERE id = \(bind: integration.id)").run()
+                try await sql.raw(
+                    "UPDATE integrations SET verify_claimed_until = NULL, verify_attempts = 0 WHERE id = \(bind: integration.id)"
+                ).run()
             }
             var detail = record.details
             detail["outcome"] = .string(record.outcome.rawValue)
-            detail["latency_ms"] = .number(Double(record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000))
+            detail["latency_ms"] = .number(
+                Double(
+                    record.latency.components.seconds * 1000 + record.latency.components.attoseconds
+                        / 1_000_000_000_000_000))
             detail["credential_version"] = .number(Double(integration.credentialVersion))
             if updated == 0 { detail["superseded"] = .bool(true) }
             try await audit.append(
@@ -272,7 +363,8 @@ public struct SQLIntegrationStore: IntegrationStore {
         }
     }
 
-    private func requireFreeName(_ name: String, ownerID: UUID, except id: UUID?, on sql: any SQLDatabase) async throws {
+    private func requireFreeName(_ name: String, ownerID: UUID, except id: UUID?, on sql: any SQLDatabase) async throws
+    {
         let existing = try await sql.raw(
             "SELECT id FROM integrations WHERE owner_id = \(bind: ownerID) AND name = \(bind: name)"
         ).first().map { try $0.decode(column: "id", as: UUID.self) }
@@ -281,10 +373,14 @@ public struct SQLIntegrationStore: IntegrationStore {
         }
     }
 
-    private func fetch(id: UUID, ownerID: UUID, on sql: any SQLDatabase) async throws -> Integration {
+    /// One of the owner's integrations; with `lock`, its row is locked first (PostgreSQL), before anything else
+    /// the transaction touches.
+    private func fetch(id: UUID, ownerID: UUID, lock: Bool = false, on sql: any SQLDatabase) async throws -> Integration
+    {
+        let clause = lock && database.kind == .postgres ? " FOR UPDATE" : ""
         guard
             let row = try await sql.raw(
-                "SELECT * FROM integrations WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)"
+                "SELECT * FROM integrations WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)\(unsafeRaw: clause)"
             ).first()
         else { throw KeyhavenError.notFound }
         return try Self.integration(row)
@@ -294,15 +390,22 @@ public struct SQLIntegrationStore: IntegrationStore {
         SQLAuditLog.canonicalJSON(.object(config))
     }
 
+    /// A row as an integration. A row that does not decode (an unknown type or status, configuration that is not
+    /// an object) is an error, never a default.
+    ///
+    /// - Throws: `KeyhavenError.internalError` for a row that does not decode.
     static func integration(_ row: any SQLRow) throws -> Integration {
         let configText = try row.decode(column: "config", as: String.self)
-        let config = (try? JSONDecoder().decode([String: JSONValue].self, from: Data(configText.utf8))) ?? [:]
+        guard case .object(let config)? = try? JSONDecoder().decode(JSONValue.self, from: Data(configText.utf8)),
+            let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
+            let status = IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self))
+        else { throw KeyhavenError.internalError }
         return Integration(
             id: try row.decode(column: "id", as: UUID.self),
             ownerID: try row.decode(column: "owner_id", as: UUID.self),
             name: try row.decode(column: "name", as: String.self),
-            type: IntegrationType(rawValue: try row.decode(column: "type", as: String.self)) ?? .openai,
-            status: IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self)) ?? .error,
+            type: type,
+            status: status,
             enabled: try row.decode(column: "enabled", as: Bool.self),
             config: config,
             credentialHint: try row.decode(column: "credential_hint", as: String?.self),

@@ -35,16 +35,8 @@ public struct SQLSecretStore: SecretStore {
     public func put(_ plaintext: SecretBytes, for owner: SecretOwner, on sql: any SQLDatabase) async throws
         -> SecretVersionInfo
     {
-        // Counting the wrap and reading the active key id is one statement; it also locks the key's row, so a
-        // rotation cannot switch keys between this read and the insert below.
-        guard let active = try await KeyringRegistry(sql: sql).countWraps(1) else {
-            throw KeyhavenError.keyring("no master key is active")
-        }
-        guard active.total < Self.wrapLimit else {
-            logger.critical("the active master key reached its wrap limit; run keyhaven keys rotate")
-            throw KeyhavenError.unavailable("The vault needs a master key rotation before it can store secrets.")
-        }
-        let kek = try await keyring.key(id: active.id, on: sql)
+        // The integration's row first, then the key's: the lock order of every transaction (integration, keyring,
+        // audit chain), so concurrent writers never wait on each other in a cycle.
         let now = Date()
         guard
             let version = try await sql.raw(
@@ -55,6 +47,16 @@ public struct SQLSecretStore: SecretStore {
                 """
             ).first()?.decode(column: "current_version", as: Int.self)
         else { throw KeyhavenError.notFound }
+        // Counting the wrap and reading the active key id is one statement; it also locks the key's row, so a
+        // rotation cannot switch keys between this read and the insert below.
+        guard let active = try await KeyringRegistry(sql: sql).countWraps(1) else {
+            throw KeyhavenError.keyring("no master key is active")
+        }
+        guard active.total < Self.wrapLimit else {
+            logger.critical("the active master key reached its wrap limit; run keyhaven keys rotate")
+            throw KeyhavenError.unavailable("The vault needs a master key rotation before it can store secrets.")
+        }
+        let kek = try await keyring.key(id: active.id, on: sql)
         let (binding, sealed) = try Envelope.sealNewRow(
             plaintext, integrationID: owner.integrationID, ownerID: owner.ownerID, version: version, kek: kek)
         let info = SecretVersionInfo(id: binding.secretID, version: version, createdAt: now)

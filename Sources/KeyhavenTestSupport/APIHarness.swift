@@ -6,10 +6,10 @@ import KeyhavenApp
 import KeyhavenCore
 import KeyhavenProviders
 import KeyhavenStorage
+import KeyhavenWeb
 import Logging
 import NIOCore
 import Synchronization
-import HummingbirdBcrypt
 
 /// How a test request authenticates.
 public enum TestAuth: Sendable {
@@ -69,7 +69,7 @@ public struct APIHarness: Sendable {
     public let seen: ResponseLog
 
     /// A bcrypt hash of `Fixtures.password`, computed once, so fixtures do not pay for bcrypt each time.
-    public static let passwordHash = Bcrypt.hash(Fixtures.password, cost: 12)
+    public static let passwordHash = PasswordHasher.hashBlocking(Fixtures.password)
 
     /// Runs `body` against a fresh application on `kind`.
     public static func with(
@@ -81,6 +81,7 @@ public struct APIHarness: Sendable {
         var configuration = KeyhavenConfiguration(
             database: handle.location, keyring: Fixtures.environmentKeyring(), logLevel: .trace)
         configuration.authRateLimits = .init(loginPerAccount: 1000, loginPerAddress: 1000, signupPerAddress: 1000)
+        configuration.checkRateLimit = .init(perUser: 1000)
         // Tests talk to 127.0.0.1 only: without fakes, every provider points at a port where nothing listens, and
         // the background verifier runs only in the tests that ask for it.
         configuration.runVerificationWorker = false

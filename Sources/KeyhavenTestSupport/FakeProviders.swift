@@ -122,7 +122,7 @@ public final class FakeProviders: Sendable {
         ProviderEndpoints(overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, downURL) }))
     }
 
-    static func closedPortURL() throws -> URL {
+    public static func closedPortURL() throws -> URL {
         // Bind a port, then close it: nothing listens there afterwards.
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(host: "127.0.0.1", port: 0).wait()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KeyhavenApp
+import KeyhavenCore
 import KeyhavenStorage
 import Synchronization
 
@@ -82,6 +83,13 @@ extension KeyhavenCommand.Keys {
                         + "data keys re-wrapped; active master key: \(result.activeKeyID)")
                 if !result.retirable.isEmpty {
                     print("No longer used, retire with `keyhaven keys retire <id>`: \(result.retirable.joined(separator: ", "))")
+                }
+                if !result.failed.isEmpty {
+                    let ids = result.failed.map { $0.uuidString.lowercased() }.joined(separator: ", ")
+                    throw KeyhavenError.keyring(
+                        "\(result.failed.count) data keys did not open under their master key and were left as they are "
+                            + "(secret ids: \(ids)); restore them from a backup or delete their integrations, then run "
+                            + "keyhaven keys rotate again")
                 }
             }
         }

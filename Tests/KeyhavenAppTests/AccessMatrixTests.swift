@@ -6,16 +6,30 @@ import KeyhavenCore
 import KeyhavenTestSupport
 import Testing
 
-/// Signs an HS256 JWT for tests.
-func jwt(secret: String, subject: String, expiresIn: TimeInterval) async throws -> String {
+/// The issuer and audience test JWTs carry.
+let testJWTIssuer = "https://auth.example.test"
+let testJWTAudience = "authenticated"
+
+/// JWT settings for `secret` with the test issuer and audience.
+func testJWTSettings(_ secret: String) -> KeyhavenConfiguration.JWTSettings {
+    .init(secret: secret, issuer: testJWTIssuer, audience: testJWTAudience)
+}
+
+/// Signs an HS256 JWT for tests, with the test issuer and audience.
+func jwt(secret: String, subject: String, expiresIn: TimeInterval, notBefore: Date? = nil) async throws -> String {
     struct Payload: JWTPayload {
         var sub: SubjectClaim
         var exp: ExpirationClaim
+        var nbf: NotBeforeClaim?
+        var iss: IssuerClaim
+        var aud: AudienceClaim
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
     let keys = JWTKeyCollection()
     await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-    return try await keys.sign(Payload(sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(expiresIn))))
+    return try await keys.sign(Payload(
+        sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(expiresIn)), nbf: notBefore.map { .init(value: $0) },
+        iss: .init(value: testJWTIssuer), aud: .init(value: [testJWTAudience])))
 }
 
 @Suite("Access control")
@@ -61,14 +75,14 @@ struct AccessMatrixTests {
         table[.patchIntegration] = table[.putIntegration]
         table[.deleteIntegration] = row([.session: 204, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 204, .service: 403, .jwt: 204])
         table[.credentials] = row([.session: 403, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 403, .service: 200, .jwt: 403])
-        table[.test] = row([.session: 200, .sessionWithoutCSRF: 403, .patRead: 200, .patReadWrite: 200, .service: 403, .jwt: 200])
+        table[.test] = row([.session: 200, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 200, .service: 403, .jwt: 200])
         table[.audit] = row([.session: 200, .sessionWithoutCSRF: 200, .patRead: 200, .patReadWrite: 200, .service: 403, .jwt: 200])
         return table
     }()
 
     @Test("every route answers every kind of caller as the access table says", arguments: TestDatabase.all)
     func matrix(kind: TestDatabase) async throws {
-        try await APIHarness.with(kind, configure: { $0.jwt = .init(secret: Self.jwtSecret) }) { api in
+        try await APIHarness.with(kind, configure: { $0.jwt = testJWTSettings(Self.jwtSecret) }) { api in
             var failures: [String] = []
             for route in Route.allCases {
                 for caller in Caller.allCases {

@@ -2,7 +2,7 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
-import KeyhavenStorage
+@testable import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit
@@ -62,6 +62,125 @@ struct AuditTrailTests {
         }
     }
 
+    @Test("without the audit key a forger cannot rebuild the chain, even recomputing every hash with SHA-256", arguments: TestDatabase.all)
+    func keyedChain(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            try await populate(api)
+            let log = api.runtime.audit
+            let database = api.handle.database
+            let rows = try await database.withConnection { sql in
+                try await sql.raw("SELECT * FROM audit_events ORDER BY seq").all().map { try SQLAuditLog.eventText($0) }
+            }
+            #expect(rows.allSatisfy { $0.split(separator: "|").last.map { $0.hasPrefix("audit-") } == true }, "every event names its key")
+            // A forger edits event 3 and recomputes it and every later link the way an unkeyed chain would allow.
+            try await database.withConnection { sql in
+                try await sql.raw("UPDATE audit_events SET detail = '{\"name\":\"forged\"}' WHERE seq = 3").run()
+                var previous = try await sql.raw("SELECT hash FROM audit_events WHERE seq = 2").first()!.decode(column: "hash", as: String.self)
+                for row in try await sql.raw("SELECT * FROM audit_events WHERE seq >= 3 ORDER BY seq").all() {
+                    let seq = try row.decode(column: "seq", as: Int64.self)
+                    let forged = try SQLAuditLog.forgeUnkeyed(row, prevHash: previous)
+                    try await sql.raw("UPDATE audit_events SET prev_hash = \(bind: previous), hash = \(bind: forged) WHERE seq = \(bind: seq)").run()
+                    previous = forged
+                }
+            }
+            #expect(try await log.verify() == .broken(seq: 3, reason: "its contents do not match its hash"))
+            // Dropping the key id to pass the forged events off as old, unkeyed ones does not work either.
+            try await database.withConnection { sql in
+                try await sql.raw("UPDATE audit_events SET key_id = NULL WHERE seq >= 3").run()
+            }
+            #expect(try await log.verify() == .broken(seq: 3, reason: "an unkeyed event follows keyed ones"))
+        }
+    }
+
+    @Test("a trail written before the chain was keyed verifies: its SHA-256 links first, keyed links after", arguments: TestDatabase.all)
+    func legacyPrefix(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            try await populate(api)
+            let log = api.runtime.audit
+            // Rewrite events 1 and 2 as an older Keyhaven stored them, and the rest as appended after the upgrade.
+            try await api.handle.database.withConnection { sql in
+                var previous = SQLAuditLog.genesis
+                for row in try await sql.raw("SELECT * FROM audit_events ORDER BY seq").all() {
+                    var event = try SQLAuditLog.event(from: row)
+                    event.prevHash = previous
+                    event.keyID = event.seq < 3 ? nil : log.keys.current.id
+                    event.hash = event.seq < 3 ? SQLAuditLog.legacyHash(event) : log.keys.current.mac(SQLAuditLog.chainedText(event))
+                    try await sql.raw(
+                        """
+                        UPDATE audit_events SET key_id = \(bind: event.keyID), prev_hash = \(bind: event.prevHash),
+                        hash = \(bind: event.hash) WHERE seq = \(bind: event.seq)
+                        """
+                    ).run()
+                    previous = event.hash
+                }
+            }
+            #expect(try await log.verify() == .intact(events: 5))
+        }
+    }
+
+    @Test("a tail deleted below a signed checkpoint is named; a forged checkpoint is refused", arguments: TestDatabase.all)
+    func checkpoints(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            try await populate(api)
+            let log = api.runtime.audit
+            let database = api.handle.database
+            let checkpoint = try #require(try await log.checkpoint())
+            #expect(checkpoint.seq == 5)
+            #expect(try await log.checkpoint() == checkpoint, "one checkpoint per head")
+            #expect(try await log.verify() == .intact(events: 5))
+            try await populate(api)
+            #expect(try await log.verify() == .intact(events: 10))
+            // Deleting the newest events above the checkpoint leaves a shorter, valid chain ...
+            try await database.withConnection { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 7").run() }
+            #expect(try await log.verify() == .intact(events: 7))
+            // ... but below it, the checkpoint names what is missing.
+            try await database.withConnection { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 3").run() }
+            #expect(try await log.verify() == .broken(seq: 4, reason: "events 4 to 5 are missing: a signed checkpoint records the trail up to 5"))
+            // A checkpoint written without the key is refused.
+            try await database.withConnection { sql in
+                try await sql.raw("UPDATE audit_checkpoints SET seq = 3, head_hash = (SELECT hash FROM audit_events WHERE seq = 3)").run()
+            }
+            #expect(try await log.verify() == .broken(seq: 3, reason: "its checkpoint is not signed with the audit key"))
+        }
+    }
+
+    @Test("the running server writes signed checkpoints of the head to the database and to its log")
+    func checkpointService() async throws {
+        try await APIHarness.with(.sqlite, live: true, configure: { $0.auditCheckpointInterval = .milliseconds(100) }) { api in
+            try await populate(api)
+            var stored: Int64?
+            for _ in 0..<50 where stored != 5 {
+                try await Task.sleep(for: .milliseconds(100))
+                stored = try await api.handle.database.withConnection { sql in
+                    try await sql.raw("SELECT MAX(seq) AS seq FROM audit_checkpoints").first()?.decode(column: "seq", as: Int64?.self)
+                }
+            }
+            #expect(stored == 5)
+            #expect(api.logs.all.contains { $0.contains("audit checkpoint") && $0.contains("\"seq\": 5") && $0.contains("head_hash") })
+        }
+    }
+
+    @Test("the audit key follows master-key rotation: the chain verifies before and after, and the old key can be retired", arguments: TestDatabase.all)
+    func survivesRotation(kind: TestDatabase) async throws {
+        let handle = try await kind.make()
+        defer { Task { await handle.close() } }
+        let source = KeyringSource(file: KeyringFile(path: handle.directory.path + "/keyring.json"))
+        let configuration = KeyhavenConfiguration(database: handle.location, keyring: source)
+        let first = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: Logger(label: "test"), database: handle.database)
+        try await first.audit.append(AuditEntry(actor: .operator, action: .keyRotate))
+        try await first.audit.checkpoint()
+        let result = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).rotate()
+        try await first.audit.append(AuditEntry(actor: .operator, action: .keyRotate))
+        #expect(try await first.audit.verify() == .intact(events: 2))
+        let old = try #require(result.retirable.first)
+        try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).retire(id: old)
+        // A new process holding only the new master key opens the audit key and verifies the whole chain.
+        let second = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"), database: handle.database)
+        #expect(try await second.audit.verify() == .intact(events: 2))
+        try await first.http.shutdown()
+        try await second.http.shutdown()
+    }
+
     @Test("keyhaven audit verify exits 0 on an intact chain and names the first broken event otherwise")
     func command() async throws {
         let binary = try KeyhavenBinary()
@@ -103,5 +222,15 @@ struct AuditTrailTests {
         let broken = try await binary.run(["audit", "verify"], environment: environment, in: directory.path)
         #expect(broken.status != 0)
         #expect(broken.stderr.contains("keyhaven: error: the audit chain is broken at event 2"))
+    }
+}
+
+extension SQLAuditLog {
+    /// What someone with write access to the database but without the master keys can compute for a row: the
+    /// plain SHA-256 link over its contents and a chosen previous hash.
+    static func forgeUnkeyed(_ row: any SQLRow, prevHash: String) throws -> String {
+        var event = try event(from: row)
+        event.prevHash = prevHash
+        return legacyHash(event)
     }
 }

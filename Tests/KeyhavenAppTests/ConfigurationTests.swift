@@ -84,6 +84,10 @@ struct ConfigurationTests {
             (["KEYHAVEN_LOG_LEVEL": "loud"], "KEYHAVEN_LOG_LEVEL"),
             (["KEYHAVEN_LOG_FORMAT": "xml"], "KEYHAVEN_LOG_FORMAT"),
             (["KEYHAVEN_PUBLIC_URL": "ftp://x"], "KEYHAVEN_PUBLIC_URL"),
+            // External JWTs are checked for issuer and audience always, so both must be configured.
+            (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc"], "KEYHAVEN_JWT_HS256_ISSUER"),
+            (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc", "KEYHAVEN_JWT_HS256_ISSUER": "https://auth.example"],
+             "KEYHAVEN_JWT_HS256_AUDIENCE"),
         ]
         for (environment, name) in cases {
             do {

@@ -12,7 +12,7 @@ struct LeakScanTests {
     @Test("canary credentials of every type appear in no response, header, log line, audit row or database column", arguments: TestDatabase.all)
     func canaries(kind: TestDatabase) async throws {
         let jwtSecret = "leak-scan-jwt-secret-long-enough-0123456789"
-        try await APIHarness.with(kind, configure: { $0.jwt = .init(secret: jwtSecret) }) { api in
+        try await APIHarness.with(kind, configure: { $0.jwt = testJWTSettings(jwtSecret) }) { api in
             let first = Canaries()
             let second = Canaries()
             let user = try await api.signup()
@@ -39,6 +39,8 @@ struct LeakScanTests {
                 #expect(updated.status == .ok, "\(type): \(updated.text)")
                 _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": false])
                 _ = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: user.session)
+                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .conflict)
+                _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": true])
                 let read = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
                 #expect(read.status == .ok)
                 expected[id] = read.text

@@ -157,7 +157,7 @@ struct VerificationTests {
     @Test("the test route runs the check now, in the caller's language, rate limited per user", arguments: TestDatabase.all)
     func testRoute(kind: TestDatabase) async throws {
         try await withFakes { fakes in
-            try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints() }) { api in
+            try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints(); $0.checkRateLimit = .init(perUser: 8) }) { api in
                 let user = try await api.user()
                 let created = try await api.request(.post, "/api/integrations", auth: user.session, json: [
                     "name": "aws", "type": "aws",

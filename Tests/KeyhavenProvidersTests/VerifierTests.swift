@@ -74,7 +74,7 @@ struct VerifierTests {
             let expectations: [(IntegrationType, Credentials, VerificationOutcome, String?)] = [
                 (.openai, .apiKey(FakeProviders.openAIRestrictedKey), .insufficientPermissions, "Missing scopes"),
                 (.openai, .apiKey("sk-fake-ratelimited-0000000000"), .rateLimited, nil),
-                (.aws, .aws(accessKeyID: FakeProviders.awsExpiredAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: "token-value-123"), .expired, "ExpiredToken"),
+                (.aws, .aws(accessKeyID: FakeProviders.awsExpiredAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: "tokenValue123"), .expired, "ExpiredToken"),
                 (.aws, .aws(accessKeyID: "AKIAUNKNOWNKEY000001", secretAccessKey: FakeProviders.awsSecret, sessionToken: nil), .invalidCredentials, "InvalidClientTokenId"),
                 (.azure, .azure(tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient, clientSecret: FakeProviders.azureExpiredSecret), .expired, "AADSTS7000222"),
                 (.azure, .azure(tenantID: "99999999-9999-9999-9999-999999999999", clientID: FakeProviders.azureClient, clientSecret: FakeProviders.azureSecret), .invalidCredentials, "AADSTS90002"),
@@ -130,38 +130,64 @@ struct VerifierTests {
         }
     }
 
-    @Test("a service account's token_uri on 127.0.0.1, 169.254.169.254 or 10.0.0.1 is refused unless private egress is allowed")
-    func egress() async throws {
+    @Test("a service account's token_uri off Google's hosts is never used, even with private egress allowed")
+    func userEndpoints() async throws {
         try await withFakes { fakes, client in
             let local = fakes.baseURL.absoluteString + "/google/token"
-            for uri in [local, "http://169.254.169.254/computeMetadata/v1/token", "http://10.0.0.1/token"] {
+            for uri in [local, "http://169.254.169.254/computeMetadata/v1/token", "http://10.0.0.1/token", "https://evil.example/token",
+                        "http://oauth2.googleapis.com/token", "https://oauth2.googleapis.com:8443/token", "https://user@oauth2.googleapis.com/token"] {
                 var account = fakes.googleAccount
                 account["token_uri"] = .string(uri)
-                let off = VerificationContext(client: client, endpoints: ProviderEndpoints(), egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
-                let refused = await Verifiers.verify(.googleCloud, credentials: .googleServiceAccount(account), config: [:], in: off)
-                #expect(refused.outcome == .endpointNotAllowed, "\(uri): \(refused.outcome)")
-                // With the policy on, the endpoint is used. Only the local fake is actually called: tests talk to
-                // 127.0.0.1 alone, so for the other two the policy's decision is checked without a request.
-                let allowing = EgressPolicy(allowPrivate: true)
-                if uri == local {
-                    let on = VerificationContext(client: client, endpoints: ProviderEndpoints(), egress: allowing)
-                    let used = await Verifiers.verify(.googleCloud, credentials: .googleServiceAccount(account), config: [:], in: on)
-                    #expect(used.outcome == .connected, "\(uri): \(used.outcome)")
-                } else {
+                for allowPrivate in [false, true] {
+                    let egress = EgressPolicy(allowPrivate: allowPrivate)
+                    let context = VerificationContext(client: client, endpoints: ProviderEndpoints(), egress: egress, timeout: .seconds(2))
+                    // Straight to the request builder: input validation already refuses most of these URIs.
+                    let refused = await Verifiers.verifier(for: .googleCloud).verify(.googleServiceAccount(account), config: [:], in: context)
+                    #expect(refused.outcome == .endpointNotAllowed, "\(uri): \(refused.outcome)")
                     let url = try #require(URL(string: uri))
-                    #expect(allowing.acceptsUserEndpoint(url, allowedHosts: GoogleCloudVerifier.allowedHosts))
-                    try await allowing.check(url)
-                    #expect(!EgressPolicy(allowPrivate: false).acceptsUserEndpoint(url, allowedHosts: GoogleCloudVerifier.allowedHosts))
-                    await #expect(throws: EgressPolicy.Refusal.self) { try await EgressPolicy(allowPrivate: false).check(url) }
+                    #expect(!egress.acceptsUserEndpoint(url, allowedHosts: GoogleCloudVerifier.allowedHosts), "\(uri)")
                 }
             }
-            // The check is made on resolved addresses, not on the text: a name that resolves to loopback is refused.
-            await #expect(throws: EgressPolicy.Refusal.privateAddress("localhost")) {
-                try await EgressPolicy(allowPrivate: false).check(URL(string: "https://localhost/token")!)
-            }
-            // The operator's own override to a private address is refused too while the policy is off.
+            let google = try #require(URL(string: "https://oauth2.googleapis.com/token"))
+            #expect(EgressPolicy(allowPrivate: false).acceptsUserEndpoint(google, allowedHosts: GoogleCloudVerifier.allowedHosts))
+            // The operator's own override may point at a private address only with the switch on.
+            let on = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
+            #expect(await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: on).outcome == .connected)
             let off = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: false))
             #expect(await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: off).outcome == .endpointNotAllowed)
+        }
+    }
+
+    @Test("the check is made on the resolved address, and that address is the one connected to")
+    func pinnedResolution() async throws {
+        try await withFakes { fakes, client in
+            // A name that resolves to loopback is refused with the switch off ...
+            await #expect(throws: EgressPolicy.Refusal.privateAddress("localhost")) {
+                _ = try await EgressPolicy(allowPrivate: false).address(for: URL(string: "https://localhost/token")!, origin: .operatorConfigured)
+            }
+            // ... and a user-supplied one even with it on.
+            await #expect(throws: EgressPolicy.Refusal.privateAddress("localhost")) {
+                _ = try await EgressPolicy(allowPrivate: true).address(for: URL(string: "https://localhost/token")!, origin: .userSupplied)
+            }
+            let pinned = try await EgressPolicy(allowPrivate: true).address(for: URL(string: "http://localhost/")!, origin: .operatorConfigured)
+            #expect(["127.0.0.1", "::1"].contains(pinned))
+            // An operator endpoint given by name reaches the fake through the pinned address.
+            let port = fakes.baseURL.port ?? 0
+            let byName = ProviderEndpoints(overrides: [.openai: URL(string: "http://localhost:\(port)/openai")!])
+            let context = VerificationContext(client: client, endpoints: byName, egress: EgressPolicy(allowPrivate: true))
+            let result = await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: context)
+            #expect(result.outcome == .connected || result.outcome == .unreachable, "\(result.outcome)")
+        }
+    }
+
+    @Test("a name that does not resolve is provider_unreachable, saying which name, not an egress refusal")
+    func unresolvable() async throws {
+        try await withFakes { _, client in
+            let endpoints = ProviderEndpoints(overrides: [.openai: URL(string: "https://keyhaven-test.invalid")!])
+            let context = VerificationContext(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(3))
+            let result = await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: context)
+            #expect(result.outcome == .unreachable)
+            #expect(result.errorMessage == "The provider could not be reached. Could not resolve keyhaven-test.invalid.")
         }
     }
 
@@ -173,7 +199,14 @@ struct VerifierTests {
             Array(repeating: 0, count: 15) + [1], [0xFD, 0x00, 0x0E, 0xC2] + Array(repeating: 0, count: 11) + [0x54],
             [0xFE, 0x80] + Array(repeating: 0, count: 14), Array(repeating: 0, count: 10) + [0xFF, 0xFF, 10, 0, 0, 1],
         ]
-        for address in privateAddresses { #expect(EgressPolicy.isPrivate(address), "\(address)") }
+        let transition: [[UInt8]] = [
+            [0x00, 0x64, 0xFF, 0x9B] + Array(repeating: 0, count: 8) + [10, 0, 0, 1],  // NAT64 64:ff9b::10.0.0.1
+            [0x00, 0x64, 0xFF, 0x9B, 0x00, 0x01] + Array(repeating: 0, count: 6) + [8, 8, 8, 8],  // 64:ff9b:1::/48
+            Array(repeating: 0, count: 12) + [169, 254, 169, 254],  // IPv4-compatible ::169.254.169.254
+            [0x20, 0x02, 0x0A, 0x00, 0x00, 0x01] + Array(repeating: 0, count: 10),  // 6to4 2002:0a00:0001::
+            [0x20, 0x01, 0x00, 0x00] + Array(repeating: 0, count: 12),  // Teredo 2001::/32
+        ]
+        for address in privateAddresses + transition { #expect(EgressPolicy.isPrivate(address), "\(address)") }
         for address: [UInt8] in [[8, 8, 8, 8], [172, 32, 0, 1], [142, 250, 1, 1], [0x26, 0x07, 0xF8, 0xB0] + Array(repeating: 0, count: 12)] {
             #expect(!EgressPolicy.isPrivate(address), "\(address)")
         }

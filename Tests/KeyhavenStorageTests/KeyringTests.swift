@@ -29,6 +29,42 @@ struct KeyringTests {
         }
     }
 
+    @Test("a keyring file that group or others can read is refused with how to fix it", arguments: TestDatabase.all)
+    func refusesOpenKeyringFile(kind: TestDatabase) async throws {
+        try await withDatabase(kind) { handle in
+            let file = KeyringFile(path: handle.directory.path + "/keyring.json")
+            try file.save(Keyring([MasterKey.generate()]))
+            for mode in [0o640, 0o604, 0o660] {
+                try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: file.path)
+                let message = await keyringMessage {
+                    _ = try await LiveKeyring.open(source: KeyringSource(file: file), database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+                }
+                #expect(message == "the keyring file \(file.path) can be read by other users; restrict it with: chmod 600 \(file.path)")
+            }
+            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+            _ = try await LiveKeyring.open(source: KeyringSource(file: file), database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+        }
+    }
+
+    @Test("an existing SQLite file and its WAL left readable by others are set to 0600 when opened")
+    func restrictsSQLiteFiles() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.path + "/keyhaven.sqlite"
+        let first = try await Database.open(.sqlite(path: path), logger: Logger(label: "test"))
+        try await Migrator(database: first).migrate()
+        await first.shutdown()
+        for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
+            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
+        }
+        let database = try await Database.open(.sqlite(path: path), logger: Logger(label: "test"))
+        try await database.withConnection { sql in try await sql.raw("SELECT COUNT(*) FROM users").run() }
+        for file in [path, path + "-wal"] {
+            #expect((try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) == 0o600, "\(file)")
+        }
+        await database.shutdown()
+    }
+
     @Test("a fresh database gets a generated keyring file, mode 0600, announced loudly", arguments: TestDatabase.all)
     func generatesForFreshDatabase(kind: TestDatabase) async throws {
         try await withDatabase(kind) { handle in

@@ -120,6 +120,33 @@ struct RotationTests {
         try await expectAllOpen(setup, perOwner: 200)
     }
 
+    @Test("one data key that does not unwrap is reported by id; every other row is re-wrapped, the bad one left as it was", arguments: TestDatabase.all)
+    func survivesBadRow(kind: TestDatabase) async throws {
+        let setup = try await setup(kind, count: 50)
+        defer { Task { await setup.handle.close() } }
+        let (bad, damaged) = try await setup.handle.database.withConnection { sql in
+            let row = try #require(try await sql.raw("SELECT id, wrapped_dek FROM secrets ORDER BY id LIMIT 1 OFFSET 20").first())
+            var wrapped = try row.decode(column: "wrapped_dek", as: Data.self)
+            wrapped[20] ^= 0x01
+            let id = try row.decode(column: "id", as: UUID.self)
+            try await sql.raw("UPDATE secrets SET wrapped_dek = \(bind: wrapped) WHERE id = \(bind: id)").run()
+            return (id, wrapped)
+        }
+        let result = try await setup.management.rotate(batchSize: 7)
+        #expect(result.failed == [bad])
+        #expect(result.rewrapped == 49)
+        let statuses = try await setup.management.status()
+        #expect(statuses.first { $0.active }?.rows == 49)
+        #expect(statuses.first { !$0.active }?.rows == 1)
+        let left = try await setup.handle.database.withConnection { sql in
+            try await sql.raw("SELECT wrapped_dek FROM secrets WHERE id = \(bind: bad)").first()?.decode(column: "wrapped_dek", as: Data.self)
+        }
+        #expect(left == damaged, "the operator's row is untouched")
+        // A second run resumes, reports the same row again, and does not loop.
+        let again = try await setup.management.rotate()
+        #expect(again.resumed && again.failed == [bad] && again.rewrapped == 0)
+    }
+
     @Test("rotation needs a keyring file to hold the new key")
     func needsFile() async throws {
         let handle = try await TestDatabase.sqlite.make()

@@ -22,6 +22,8 @@ public struct Migrator: Sendable {
         .createCoreTables,
         .addAccountsTokensAudit,
         .addVerificationState,
+        .addVerificationAttempts,
+        .keyAuditChain,
     ]
 
     let database: Database

@@ -1,23 +1,40 @@
 import Foundation
 import Hummingbird
-import HummingbirdBcrypt
 import KeyhavenCore
-import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Limits for login and sign-up attempts (SPEC §5); counted in the database, so they hold across instances.
+///
+/// Failures against one account are counted per client address, so a stranger exhausting them locks out only
+/// their own address, not the account's owner; a slower limit per account, whatever the address, stops a
+/// guessing campaign spread over many addresses. IPv6 clients are counted by their /64.
 public struct AuthRateLimits: Sendable {
+    /// Failed logins for one account from one address, per `window`.
     public var loginPerAccount: Int
+    /// Logins from one address, per `window`.
     public var loginPerAddress: Int
+    /// Sign-ups from one address, per `window`.
     public var signupPerAddress: Int
     public var window: Duration
+    /// Logins for one account from any address, per `accountWindow`.
+    public var loginPerAccountGlobally: Int
+    public var accountWindow: Duration
 
-    /// Creates limits; the defaults allow 10 logins per account and 30 per address, and 10 sign-ups per address,
-    /// every 15 minutes.
-    public init(loginPerAccount: Int = 10, loginPerAddress: Int = 30, signupPerAddress: Int = 10, window: Duration = .seconds(900)) {
+    /// Creates limits; the defaults allow 10 failed logins per account and address, 30 logins per address and 10
+    /// sign-ups per address every 15 minutes, and 100 logins per account every hour.
+    public init(
+        loginPerAccount: Int = 10, loginPerAddress: Int = 30, signupPerAddress: Int = 10, window: Duration = .seconds(900),
+        loginPerAccountGlobally: Int = 100, accountWindow: Duration = .seconds(3600)
+    ) {
         self.loginPerAccount = loginPerAccount
         self.loginPerAddress = loginPerAddress
         self.signupPerAddress = signupPerAddress
         self.window = window
+        self.loginPerAccountGlobally = loginPerAccountGlobally
+        self.accountWindow = accountWindow
     }
 }
 
@@ -30,12 +47,12 @@ public struct AuthController: Sendable {
     let limits: AuthRateLimits
     let allowSignup: Bool
     let cookie: SessionCookie
-    let bcryptCost: UInt8
+    let hasher: PasswordHasher
 
     /// Creates the controller.
     public init(
         users: any UserStore, sessions: any SessionStore, audit: any AuditLog, limiter: any RateLimiter,
-        limits: AuthRateLimits, allowSignup: Bool, cookie: SessionCookie, bcryptCost: UInt8 = 12
+        limits: AuthRateLimits, allowSignup: Bool, cookie: SessionCookie, hasher: PasswordHasher
     ) {
         self.users = users
         self.sessions = sessions
@@ -44,11 +61,8 @@ public struct AuthController: Sendable {
         self.limits = limits
         self.allowSignup = allowSignup
         self.cookie = cookie
-        self.bcryptCost = max(12, bcryptCost)
+        self.hasher = hasher
     }
-
-    /// A bcrypt hash of nothing anyone knows, verified when the email is unknown so both paths take as long.
-    static let decoyHash = Bcrypt.hash("keyhaven decoy \(UUID())", cost: 12)
 
     /// Adds the routes to the `/api/auth` group.
     public func addRoutes(to group: RouterGroup<AppRequestContext>, userGroup: RouterGroup<UserContext>) {
@@ -66,11 +80,12 @@ public struct AuthController: Sendable {
         let password = body.rawString("password")
         if let email, !Self.isEmail(email) { body.errors["email"] = "must be an email address" }
         if let password, let problem = PasswordPolicy.problem(with: password) { body.errors["password"] = problem }
-        try await throttle(["signup:address:\(context.clientAddress ?? "unknown")": limits.signupPerAddress])
+        try await throttle([("signup:address:\(Self.limitKey(context.clientAddress))", limits.signupPerAddress, limits.window)])
         try body.validate()
-        let hash = try await Self.offloop { Bcrypt.hash(password!, cost: bcryptCost) }
+        guard let email, let password else { throw body.errors.error }
+        let hash = try await hasher.hash(password)
         let actor = AuditActor(kind: .user, id: nil, ip: context.clientAddress, userAgent: request.headers[.userAgent])
-        let user = try await users.create(email: email!, passwordHash: hash, audit: AuditEntry(actor: actor, action: .signup))
+        let user = try await users.create(email: email, passwordHash: hash, audit: AuditEntry(actor: actor, action: .signup))
         return try await startSession(for: user, status: .created)
     }
 
@@ -78,16 +93,22 @@ public struct AuthController: Sendable {
         var body = try await JSONBody.read(request, context: context)
         let email = body.string("email", required: true, maximumLength: 254)?.lowercased()
         let password = body.rawString("password")
+        if let password, password.isEmpty || password.utf8.contains(0) {
+            body.errors["password"] = "must be a non-empty string without NUL characters"
+        }
         try body.validate()
+        guard let email, let password else { throw body.errors.error }
+        let address = Self.limitKey(context.clientAddress)
+        let accountAtAddress = "login:account:\(email)|address:\(address)"
         try await throttle([
-            "login:address:\(context.clientAddress ?? "unknown")": limits.loginPerAddress,
-            "login:account:\(email!)": limits.loginPerAccount,
+            ("login:address:\(address)", limits.loginPerAddress, limits.window),
+            (accountAtAddress, limits.loginPerAccount, limits.window),
+            ("login:account:\(email)", limits.loginPerAccountGlobally, limits.accountWindow),
         ])
-        let found = try await users.find(email: email!)
-        let hash = found?.passwordHash ?? Self.decoyHash
-        let valid = try await Self.offloop { Bcrypt.verify(password!, hash: hash) }
+        let found = try await users.find(email: email)
+        let verdict = try await hasher.verify(password, against: found?.passwordHash)
         var actor = AuditActor(kind: .user, id: nil, ip: context.clientAddress, userAgent: request.headers[.userAgent])
-        guard valid, let user = found?.0, found?.passwordHash != nil else {
+        guard case .valid(let rehash) = verdict, let user = found?.0 else {
             if let user = found?.0 { actor.id = user.id.uuidString.lowercased() }
             try await audit.append(
                 AuditEntry(actor: actor, action: .login, outcome: .failure, ownerID: found?.0.id,
@@ -95,8 +116,9 @@ public struct AuthController: Sendable {
             throw KeyhavenError.invalidLogin
         }
         actor.id = user.id.uuidString.lowercased()
+        if rehash { try await users.setPasswordHash(try await hasher.hash(password), userID: user.id) }
         try await audit.append(AuditEntry(actor: actor, action: .login, ownerID: user.id))
-        try await limiter.reset("login:account:\(email!)")
+        try await limiter.reset(accountAtAddress)
         return try await startSession(for: user, status: .ok)
     }
 
@@ -126,24 +148,35 @@ public struct AuthController: Sendable {
     }
 
     /// Counts one attempt under every key; the first exceeded limit answers 429 with the same message for all.
-    private func throttle(_ keys: [String: Int]) async throws {
+    private func throttle(_ keys: [(key: String, limit: Int, window: Duration)]) async throws {
         var retryAfter = 0
-        for (key, limit) in keys.sorted(by: { $0.key < $1.key }) {
-            if case .limited(let seconds) = try await limiter.hit(key, limit: limit, window: limits.window) {
+        for (key, limit, window) in keys {
+            if case .limited(let seconds) = try await limiter.hit(key, limit: limit, window: window) {
                 retryAfter = max(retryAfter, seconds)
             }
         }
         if retryAfter > 0 { throw KeyhavenError.rateLimited(retryAfterSeconds: retryAfter) }
     }
 
+    /// An email address: one `@`, a local part, a domain with a dot, no whitespace or control character.
     public static func isEmail(_ text: String) -> Bool {
         let parts = text.split(separator: "@", omittingEmptySubsequences: false)
-        return parts.count == 2 && !parts[0].isEmpty && parts[1].contains(".") && !text.contains(where: \.isWhitespace)
+        return parts.count == 2 && !parts[0].isEmpty && parts[1].contains(".") && text.utf8.count <= 254
+            && !text.unicodeScalars.contains { $0.properties.isWhitespace || $0.properties.generalCategory == .control }
     }
 
-    /// bcrypt takes a quarter of a second: run it on the blocking-work pool, never on an event loop.
-    public static func offloop<T: Sendable>(_ work: @escaping @Sendable () -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive(work)
+    /// The address a limit is counted under: an IPv4 address as it is, an IPv6 address by its /64 (one client
+    /// usually holds a whole /64), an IPv4-mapped IPv6 address as IPv4.
+    public static func limitKey(_ address: String?) -> String {
+        guard let address else { return "unknown" }
+        var v6 = in6_addr()
+        guard address.contains(":"), inet_pton(AF_INET6, address, &v6) == 1 else { return address }
+        let bytes = withUnsafeBytes(of: &v6) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+            return bytes[12..<16].map(String.init).joined(separator: ".")
+        }
+        let groups = stride(from: 0, to: 8, by: 2).map { String(format: "%x", UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1])) }
+        return groups.joined(separator: ":") + "::/64"
     }
 }
 

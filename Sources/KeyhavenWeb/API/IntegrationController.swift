@@ -6,11 +6,15 @@ import KeyhavenCore
 public struct IntegrationController: Sendable {
     let integrations: any IntegrationStore
     let audit: any AuditLog
+    let limiter: any RateLimiter
+    let checks: CheckRateLimit
 
-    /// Creates the controller.
-    public init(integrations: any IntegrationStore, audit: any AuditLog) {
+    /// Creates the controller; `checks` limits how many provider checks a user's creates and updates start.
+    public init(integrations: any IntegrationStore, audit: any AuditLog, limiter: any RateLimiter, checks: CheckRateLimit) {
         self.integrations = integrations
         self.audit = audit
+        self.limiter = limiter
+        self.checks = checks
     }
 
     /// Adds the user routes to the `/api/integrations` group and the credentials route to `api`.
@@ -38,7 +42,7 @@ public struct IntegrationController: Sendable {
         }
         let page = try await integrations.list(ownerID: context.user.id, limit: limit + 1, after: cursor)
         let shown = Array(page.prefix(limit))
-        let next: JSONValue = page.count > limit ? .string(Cursor.encode(shown.last!.id)) : .null
+        let next: JSONValue = page.count > limit ? shown.last.map { .string(Cursor.encode($0.id)) } ?? .null : .null
         return Response.json(
             status: .ok, JSONValue.object(["integrations": .array(shown.map { $0.dto() }), "next_cursor": next]))
     }
@@ -67,8 +71,10 @@ public struct IntegrationController: Sendable {
             body.merge(CredentialValidator.validateConfig(type: type, config))
         }
         try body.validate()
+        guard let name, let type, let credentials else { throw body.errors.error }
+        try await checks.count(context.user.id, on: limiter)
         let integration = try await integrations.create(
-            ownerID: context.user.id, name: name!, type: type!, config: config, credentials: credentials!,
+            ownerID: context.user.id, name: name, type: type, config: config, credentials: credentials,
             actor: context.actor(request))
         return Response.json(status: .created, integration.dto())
     }
@@ -104,6 +110,9 @@ public struct IntegrationController: Sendable {
             body.errors["body"] = "must change at least one of name, credentials, config, enabled"
         }
         try body.validate()
+        if changes.credentials != nil || (changes.enabled == true && !current.enabled) {
+            try await checks.count(context.user.id, on: limiter)
+        }
         let integration = try await integrations.update(
             id: id, ownerID: context.user.id, changes: changes, actor: context.actor(request))
         return Response.json(status: .ok, integration.dto())
@@ -146,6 +155,7 @@ public struct IntegrationController: Sendable {
             JSONValue.object([
                 "integration_id": .string(integration.id.uuidString.lowercased()),
                 "type": .string(integration.type.rawValue),
+                "status": .string(integration.status.rawValue),
                 "credential_version": .number(Double(integration.credentialVersion)),
                 "credentials": credentials.wireValue,
             ]))

@@ -20,19 +20,29 @@ struct JSONBody {
         return JSONBody(fields: fields)
     }
 
-    /// A string field: trimmed, non-empty, at most `maximumLength` characters, without control characters.
+    /// A string field: trimmed, non-empty, at most `maximumLength` characters, without control characters, line or
+    /// paragraph separators, private-use code points, or invisible formatting characters such as right-to-left
+    /// overrides (the zero-width joiner of emoji sequences aside).
     mutating func string(_ name: String, required: Bool, maximumLength: Int = 200) -> String? {
         guard let value = fields[name], value != .null else {
             if required { errors[name] = "is required" }
             return nil
         }
         guard let text = value.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty,
-            text.count <= maximumLength, !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            text.count <= maximumLength, !text.unicodeScalars.contains(where: Self.isRefused)
         else {
-            errors[name] = "must be a non-empty string of at most \(maximumLength) characters"
+            errors[name] = "must be a non-empty string of at most \(maximumLength) visible characters"
             return nil
         }
         return text
+    }
+
+    static func isRefused(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .control, .lineSeparator, .paragraphSeparator, .privateUse, .surrogate: true
+        case .format: scalar != "\u{200D}"
+        default: false
+        }
     }
 
     /// A raw string field, taken exactly as sent (passwords).

@@ -6,14 +6,17 @@ import KeyhavenCore
 public struct VerificationController: Sendable {
     let tester: any IntegrationTester
     let limiter: any RateLimiter
-    let testsPerMinute: Int
+    let checks: CheckRateLimit
     let metrics: @Sendable () -> String
 
     /// Creates the controller; `metrics` renders the Prometheus exposition.
-    public init(tester: any IntegrationTester, limiter: any RateLimiter, testsPerMinute: Int = 10, metrics: @escaping @Sendable () -> String) {
+    public init(
+        tester: any IntegrationTester, limiter: any RateLimiter, checks: CheckRateLimit,
+        metrics: @escaping @Sendable () -> String
+    ) {
         self.tester = tester
         self.limiter = limiter
-        self.testsPerMinute = testsPerMinute
+        self.checks = checks
         self.metrics = metrics
     }
 
@@ -28,11 +31,10 @@ public struct VerificationController: Sendable {
     }
 
     @Sendable func test(_ request: Request, context: UserContext) async throws -> Response {
-        try context.require(.integrationsRead)
+        // A test changes the integration's status and calls the provider: a write, and a check to pay for.
+        try context.require(.integrationsWrite)
         let id = try UUID.path(context)
-        if case .limited(let seconds) = try await limiter.hit("test:user:\(context.user.id)", limit: testsPerMinute, window: .seconds(60)) {
-            throw KeyhavenError.rateLimited(retryAfterSeconds: seconds)
-        }
+        try await checks.count(context.user.id, on: limiter)
         let record = try await tester.testNow(id: id, ownerID: context.user.id, actor: context.actor(request))
         let language = request.headers[.acceptLanguage]?.lowercased().hasPrefix("es") == true ? "es" : "en"
         let milliseconds = record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000

@@ -76,11 +76,12 @@ func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
     return zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
 }
 
-/// Verifies Supabase-style HS256 JWTs: signature, `exp`, and `iss`/`aud` when configured.
+/// Verifies Supabase-style HS256 JWTs: the signature, `exp`, `nbf` when present, and the configured `iss` and
+/// `aud`, which every token must carry.
 public struct ExternalJWTVerifier: Sendable {
     let keys: JWTKeyCollection
-    let issuer: String?
-    let audience: String?
+    let issuer: String
+    let audience: String
 
     /// The claims Keyhaven uses.
     public struct Claims: Sendable {
@@ -91,17 +92,19 @@ public struct ExternalJWTVerifier: Sendable {
     struct Payload: JWTPayload {
         var sub: SubjectClaim
         var exp: ExpirationClaim
-        var iss: IssuerClaim?
-        var aud: AudienceClaim?
+        var nbf: NotBeforeClaim?
+        var iss: IssuerClaim
+        var aud: AudienceClaim
         var email: String?
 
         func verify(using algorithm: some JWTAlgorithm) async throws {
             try exp.verifyNotExpired()
+            try nbf?.verifyNotBefore()
         }
     }
 
-    /// Creates a verifier for tokens signed with `secret`.
-    public init(secret: String, issuer: String?, audience: String?) async {
+    /// Creates a verifier for tokens signed with `secret`, issued by `issuer` for `audience`.
+    public init(secret: String, issuer: String, audience: String) async {
         keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
         self.issuer = issuer
@@ -110,11 +113,9 @@ public struct ExternalJWTVerifier: Sendable {
 
     /// The claims of a valid token, or nil for any invalid one (bad signature, expired, wrong issuer or audience).
     public func verify(_ token: String) async -> Claims? {
-        guard let payload = try? await keys.verify(token, as: Payload.self) else { return nil }
-        if let issuer, payload.iss?.value != issuer { return nil }
-        if let audience {
-            guard let aud = payload.aud, (try? aud.verifyIntendedAudience(includes: audience)) != nil else { return nil }
-        }
+        guard let payload = try? await keys.verify(token, as: Payload.self), payload.iss.value == issuer,
+            (try? payload.aud.verifyIntendedAudience(includes: audience)) != nil
+        else { return nil }
         let subject = payload.sub.value
         guard !subject.isEmpty, subject.utf8.count <= 256 else { return nil }
         return Claims(subject: subject, email: payload.email)

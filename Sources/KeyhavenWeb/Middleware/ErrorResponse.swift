@@ -20,7 +20,7 @@ extension KeyhavenError: HTTPResponseError {
         case .unauthenticated, .invalidLogin: .unauthorized
         case .forbidden: .forbidden
         case .notFound: .notFound
-        case .conflict: .conflict
+        case .conflict, .integrationDisabled: .conflict
         case .payloadTooLarge: .contentTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .validationFailed: .unprocessableContent

@@ -1,0 +1,28 @@
+import Foundation
+import KeyhavenCore
+
+/// How many provider checks one user may start (SPEC §6): creating an integration, giving it new credentials,
+/// re-enabling it and testing it each make an outbound call with the credentials, so they share one budget per
+/// user. Keyhaven is not a bulk oracle for trying stolen keys. Counted in the database, so it holds across
+/// instances.
+public struct CheckRateLimit: Sendable {
+    /// Checks allowed per user in one window.
+    public var perUser: Int
+    /// The window.
+    public var window: Duration
+
+    /// Creates the limit; the default allows 30 checks per user every 10 minutes.
+    public init(perUser: Int = 30, window: Duration = .seconds(600)) {
+        self.perUser = perUser
+        self.window = window
+    }
+
+    /// Counts one check for `userID`.
+    ///
+    /// - Throws: `KeyhavenError.rateLimited` once the budget is spent, `.unavailable` if the database is down.
+    func count(_ userID: UUID, on limiter: any RateLimiter) async throws {
+        if case .limited(let seconds) = try await limiter.hit("checks:user:\(userID)", limit: perUser, window: window) {
+            throw KeyhavenError.rateLimited(retryAfterSeconds: seconds)
+        }
+    }
+}
