@@ -99,7 +99,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-bench",
             dependencies: [
-                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage",
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),

@@ -13,6 +13,8 @@ struct AuditCheckpointService: Service {
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            // Cancelled (the server failed to start, or did not stop in time): nothing to add.
+            if Task.isCancelled { return }
             await write()
         }
     }

@@ -158,6 +158,12 @@ public struct KeyhavenConfiguration: Sendable {
         }
         egressAllowPrivate = try Self.bool(text("keyhaven.egress.allow.private"), name: "KEYHAVEN_EGRESS_ALLOW_PRIVATE", default: false)
         runVerificationWorker = try Self.bool(text("keyhaven.verification.worker"), name: "KEYHAVEN_VERIFICATION_WORKER", default: true)
+        if let limit = text("keyhaven.check.limit") {
+            guard let perUser = Int(limit), perUser > 0 else {
+                throw KeyhavenError.configuration("KEYHAVEN_CHECK_LIMIT must be a positive whole number")
+            }
+            checkRateLimit.perUser = perUser
+        }
         if let proxies = text("keyhaven.trusted.proxies") {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }

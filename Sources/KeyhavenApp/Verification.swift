@@ -149,17 +149,3 @@ public struct VerificationWorker: Service {
     }
 }
 
-/// A continuation resumed once, by whichever of several tasks gets there first.
-final class Waiter<T: Sendable>: Sendable {
-    private let continuation = Mutex<CheckedContinuation<T, Never>?>(nil)
-
-    func set(_ waiting: CheckedContinuation<T, Never>) { continuation.withLock { $0 = waiting } }
-
-    /// Resumes with `value` unless already resumed; returns whether this call did it.
-    @discardableResult
-    func resume(returning value: T) -> Bool {
-        guard let waiting = continuation.withLock({ $0.take() }) else { return false }
-        waiting.resume(returning: value)
-        return true
-    }
-}

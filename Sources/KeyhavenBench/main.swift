@@ -19,6 +19,23 @@ let arguments = CommandLine.arguments.dropFirst()
 let rotationSizes = arguments.first.map { $0.split(separator: ",").compactMap { Int($0) } } ?? [100_000, 1_000_000]
 let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
 
+// The helpers ./scripts/bench runs around `keyhaven serve` for the HTTP figures.
+switch arguments.first {
+case "hello":
+    try await runHelloServer(port: arguments.dropFirst().first.flatMap { Int($0) } ?? 8090)
+    exit(0)
+case "seed":
+    let options = Array(arguments.dropFirst())
+    guard options.count == 3, let count = Int(options[2]) else {
+        FileHandle.standardError.write(Data("usage: keyhaven-bench seed DATABASE_URL MASTER_KEY INTEGRATIONS\n".utf8))
+        exit(1)
+    }
+    try await seedForHTTP(databaseURL: options[0], masterKey: options[1], integrations: count)
+    exit(0)
+default:
+    break
+}
+
 /// Runs `body` repeatedly for about `seconds` after a warm-up and returns operations per second.
 func measure(seconds: Double = 2, batch: Int = 1000, _ body: () throws -> Void) rethrows -> Double {
     for _ in 0..<batch { try body() }

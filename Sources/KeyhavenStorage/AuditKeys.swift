@@ -27,7 +27,7 @@ public final class AuditKeys: Sendable {
         try await database.transaction { sql in
             if database.kind == .postgres {
                 // Instances starting together on a fresh database create one audit key, not one each.
-                try await sql.raw("SELECT pg_advisory_xact_lock(7163540334)").run()
+                try await sql.raw(Database.advisoryLock("audit-keys")).run()
             }
             var rows = try await sql.raw("SELECT id, kek_id, wrapped_key FROM audit_keys ORDER BY created_at, id").all()
             if rows.isEmpty {

@@ -68,8 +68,14 @@ public enum DatabaseKind: String, Sendable {
 
 /// A pool of connections to SQLite or PostgreSQL, with transactions that work the same on both.
 ///
-/// Stores receive an `SQLDatabase` from ``withConnection(_:)`` or ``transaction(_:)`` and build parameterised SQL
-/// with SQLKit; this type owns the connections and the dialect differences that SQL cannot hide.
+/// Stores receive an `SQLDatabase` from ``withConnection(_:)`` (reads) or ``transaction(_:)`` (everything that
+/// writes) and build parameterised SQL with SQLKit; this type owns the connections and the dialect differences
+/// that SQL cannot hide.
+///
+/// On SQLite, reads and writes use different connections: readers are opened `query_only`, so a write outside
+/// ``transaction(_:)`` fails at once instead of waiting for SQLite's write lock, and the one writer at a time
+/// queues in-process and runs on a thread of its own. A writer therefore never waits for a thread that a reader
+/// (or another writer busy-waiting for the lock) is holding.
 public final class Database: Sendable {
     /// Which dialect the database speaks.
     public let kind: DatabaseKind
@@ -81,7 +87,8 @@ public final class Database: Sendable {
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
-        case sqlite(EventLoopGroupConnectionPool<SQLiteFileSource>)
+        /// Read-only connections on the shared I/O pool, and the writer's connection on the writers' threads.
+        case sqlite(readers: EventLoopGroupConnectionPool<SQLiteFileSource>, writer: EventLoopConnectionPool<SQLiteFileSource>)
         case postgres(EventLoopGroupConnectionPool<PostgresConnectionSource>)
     }
 
@@ -111,10 +118,16 @@ public final class Database: Sendable {
                 _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
             restrictSQLiteFiles(path)
-            let pool = EventLoopGroupConnectionPool(
-                source: SQLiteFileSource(path: path), maxConnectionsPerEventLoop: 2,
+            let writer = EventLoopConnectionPool(
+                source: SQLiteFileSource(path: path, role: .writer, threadPool: Self.writerThreads), maxConnections: 1,
+                pruneInterval: nil,
+                logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
+            let readers = EventLoopGroupConnectionPool(
+                source: SQLiteFileSource(path: path, role: .reader, threadPool: .singleton), maxConnectionsPerEventLoop: 2,
                 logger: logger, on: MultiThreadedEventLoopGroup.singleton)
-            database = Database(kind: .sqlite, location: location, pool: .sqlite(pool), logger: logger)
+            database = Database(
+                kind: .sqlite, location: location, pool: .sqlite(readers: readers, writer: writer),
+                logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {
@@ -129,6 +142,8 @@ public final class Database: Sendable {
             database = Database(kind: .postgres, location: location, pool: .postgres(pool), logger: logger)
         }
         do {
+            // The writer first: it puts a new file into WAL mode, which readers then share.
+            try await database.transaction { sql in try await sql.raw("SELECT 1").run() }
             try await database.ping()
         } catch {
             await database.shutdown()
@@ -139,6 +154,14 @@ public final class Database: Sendable {
         return database
     }
 
+    /// The threads SQLite writers run on, apart from the shared I/O pool that readers use: a writer waiting for
+    /// another process's lock blocks only these. Started once, for the life of the process.
+    static let writerThreads: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        return pool
+    }()
+
     private init(kind: DatabaseKind, location: DatabaseLocation, pool: Pool, logger: Logger) {
         self.kind = kind
         self.location = location
@@ -146,14 +169,15 @@ public final class Database: Sendable {
         self.logger = logger
     }
 
-    /// Runs `body` on one pooled connection, without a transaction.
+    /// Runs `body` on one pooled connection, without a transaction. On SQLite the connection is read-only: use
+    /// ``transaction(_:)`` for anything that writes.
     ///
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func withConnection<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         switch pool {
-        case .sqlite(let pool):
-            let connection = try await acquire(pool)
-            defer { pool.releaseConnection(connection) }
+        case .sqlite(let readers, _):
+            let connection = try await acquire(readers)
+            defer { readers.releaseConnection(connection) }
             // Queries are never logged: their binds may hold ciphertexts and hashes.
             return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
         case .postgres(let pool):
@@ -183,7 +207,7 @@ public final class Database: Sendable {
     }
 
     private func unlockedTransaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        try await withConnection { sql in
+        try await withWriter { sql in
             try await sql.raw(kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
             do {
                 let result = try await body(sql)
@@ -196,6 +220,20 @@ public final class Database: Sendable {
         }
     }
 
+    /// The connection that writes: SQLite's one writer, or any pooled PostgreSQL connection.
+    private func withWriter<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        guard case .sqlite(_, let writer) = pool else { return try await withConnection(body) }
+        let connection: SQLiteConnection
+        do {
+            connection = try await writer.requestConnection(logger: logger).get()
+        } catch {
+            logger.error("database connection failed", metadata: ["error": "\(error)"])
+            throw KeyhavenError.unavailable("The database is unavailable.")
+        }
+        defer { writer.releaseConnection(connection) }
+        return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
+    }
+
     /// Checks that the database answers.
     ///
     /// - Throws: `KeyhavenError.unavailable` if it does not.
@@ -206,7 +244,9 @@ public final class Database: Sendable {
     /// Closes every connection.
     public func shutdown() async {
         switch pool {
-        case .sqlite(let pool): try? await pool.shutdownAsync()
+        case .sqlite(let readers, let writer):
+            try? await readers.shutdownAsync()
+            try? await writer.close().get()
         case .postgres(let pool): try? await pool.shutdownAsync()
         }
     }
@@ -237,6 +277,12 @@ public final class Database: Sendable {
 }
 
 extension Database {
+    /// A PostgreSQL transaction lock named `name` within the current schema: instances sharing one schema
+    /// serialise on it, deployments in different schemas of one database do not.
+    static func advisoryLock(_ name: String) -> SQLQueryString {
+        "SELECT pg_advisory_xact_lock(hashtextextended(\(bind: "keyhaven." + name + ".") || coalesce(current_schema(), ''), 0))"
+    }
+
     /// Column types that differ between the two dialects, for migrations.
     struct ColumnTypes {
         let uuid: String
@@ -264,18 +310,32 @@ func restrictSQLiteFiles(_ path: String) {
     }
 }
 
-/// Opens SQLite connections with the settings Keyhaven relies on: WAL, a busy timeout so concurrent writers wait,
-/// foreign keys, full sync, and `secure_delete` so destroyed secrets are overwritten in the file.
+/// Opens SQLite connections with the settings Keyhaven relies on: WAL, a busy timeout, foreign keys, full sync, and
+/// `secure_delete` so destroyed secrets are overwritten in the file. Readers are `query_only`: a write on one fails
+/// at once. Only another process can make the writer wait for the lock, and then it waits on its own thread.
 struct SQLiteFileSource: ConnectionPoolSource {
+    enum Role {
+        case reader
+        case writer
+    }
+
     let path: String
+    let role: Role
+    let threadPool: NIOThreadPool
 
     func makeConnection(logger: Logger, on eventLoop: any EventLoop) -> EventLoopFuture<SQLiteConnection> {
-        SQLiteConnection.open(storage: .file(path: path), threadPool: .singleton, logger: logger, on: eventLoop)
+        SQLiteConnection.open(storage: .file(path: path), threadPool: threadPool, logger: logger, on: eventLoop)
             .flatMap { connection in
-                let pragmas = [
-                    "PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
-                    "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
-                ]
+                let pragmas =
+                    switch role {
+                    case .writer:
+                        [
+                            "PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
+                            "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
+                        ]
+                    case .reader:
+                        ["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON", "PRAGMA query_only = ON"]
+                    }
                 return pragmas.reduce(eventLoop.makeSucceededVoidFuture()) { previous, pragma in
                     previous.flatMap { connection.query(pragma).map { _ in } }
                 }

@@ -90,7 +90,7 @@ extension LiveKeyring {
             let registry = KeyringRegistry(sql: sql)
             if database.kind == .postgres {
                 // Two instances bootstrapping one fresh database must not both register a key.
-                try await sql.raw("SELECT pg_advisory_xact_lock(7163540332)").run()
+                try await sql.raw(Database.advisoryLock("keyring")).run()
             }
             let registered = try await registry.all()
             if registered.isEmpty {

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KeyhavenCore
 import SQLKit
+import Synchronization
 
 /// Random tokens and their stored hashes.
 enum TokenMaterial {
@@ -172,6 +173,7 @@ public struct SQLSessionStore: SessionStore {
 public struct SQLTokenStore: TokenStore {
     let database: Database
     let audit: SQLAuditLog
+    private let uses = RecentUses()
 
     /// Creates the store; events are appended to `audit`.
     public init(database: Database, audit: SQLAuditLog) {
@@ -207,24 +209,25 @@ public struct SQLTokenStore: TokenStore {
 
     public func authenticate(token: String) async throws -> APIToken? {
         let now = Date()
-        return try await database.withConnection { sql in
-            guard
-                let row = try await sql.raw(
-                    """
-                    SELECT t.* FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id
-                    WHERE t.token_hash = \(bind: TokenMaterial.hash(token)) AND t.revoked_at IS NULL
-                    AND (t.expires_at IS NULL OR t.expires_at > \(bind: now))
-                    AND (t.user_id IS NULL OR u.disabled_at IS NULL)
-                    """
-                ).first()
-            else { return nil }
-            let record = try Self.token(row)
-            // Recording every use would write on every request; once a minute is enough to show activity.
-            if record.lastUsedAt.map({ now.timeIntervalSince($0) > 60 }) ?? true {
+        let found = try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                SELECT t.* FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id
+                WHERE t.token_hash = \(bind: TokenMaterial.hash(token)) AND t.revoked_at IS NULL
+                AND (t.expires_at IS NULL OR t.expires_at > \(bind: now))
+                AND (t.user_id IS NULL OR u.disabled_at IS NULL)
+                """
+            ).first().map(Self.token)
+        }
+        guard let record = found else { return nil }
+        // Recording every use would write on every request; once a minute is enough to show activity, and only one
+        // of the requests arriving together with a token writes it, through the write queue like every write.
+        if record.lastUsedAt.map({ now.timeIntervalSince($0) > 60 }) ?? true, uses.claim(record.id, at: now) {
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE api_tokens SET last_used_at = \(bind: now) WHERE id = \(bind: record.id)").run()
             }
-            return record
         }
+        return record
     }
 
     public func list(userID: UUID) async throws -> [APIToken] {
@@ -315,6 +318,21 @@ public struct SQLRateLimiter: RateLimiter {
     public func reset(_ key: String) async throws {
         try await database.transaction { sql in
             try await sql.raw("DELETE FROM rate_limits WHERE key = \(bind: TokenMaterial.hash(key))").run()
+        }
+    }
+}
+
+/// Which tokens this process recorded a use of in the last minute, so concurrent first uses write once.
+final class RecentUses: Sendable {
+    private let recorded = Mutex<[UUID: Date]>([:])
+
+    /// Whether the caller should record a use of `id` now (no one in this process did in the last minute).
+    func claim(_ id: UUID, at now: Date) -> Bool {
+        recorded.withLock { recorded in
+            if let last = recorded[id], now.timeIntervalSince(last) < 60 { return false }
+            if recorded.count > 10_000 { recorded.removeAll() }
+            recorded[id] = now
+            return true
         }
     }
 }

@@ -29,30 +29,46 @@ public struct SQLAuditLog: AuditLog {
     ///
     /// - Throws: `KeyhavenError.unavailable` if it could not be written.
     public func append(_ entry: AuditEntry, on sql: any SQLDatabase) async throws {
+        try await append([entry], on: sql)
+    }
+
+    /// Appends several events, in order, inside the caller's transaction: one read of the head, one insert.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if they could not be written.
+    public func append(_ entries: [AuditEntry], on sql: any SQLDatabase) async throws {
+        guard !entries.isEmpty else { return }
         if database.kind == .postgres {
             // One writer at a time extends the chain, across every instance.
-            try await sql.raw("SELECT pg_advisory_xact_lock(7163540333)").run()
+            try await sql.raw(Database.advisoryLock("audit")).run()
         }
         let last = try await sql.raw("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").first()
-        let seq = (try last?.decode(column: "seq", as: Int64.self) ?? 0) + 1
-        let prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
-        var event = AuditEvent(
-            seq: seq, id: UUID(), at: Self.now(),
-            actorType: entry.actor.kind.rawValue, actorID: entry.actor.id, ownerID: entry.ownerID,
-            action: entry.action.rawValue, integrationID: entry.integrationID, outcome: entry.outcome.rawValue,
-            ip: entry.actor.ip, userAgent: entry.actor.userAgent, detail: Self.canonicalJSON(.object(entry.detail)),
-            prevHash: prevHash, hash: "", keyID: keys.current.id)
-        event.hash = keys.current.mac(Self.chainedText(event))
-        try await sql.raw(
+        var seq = try last?.decode(column: "seq", as: Int64.self) ?? 0
+        var prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
+        let at = Self.now()
+        var query = SQLQueryString(
             """
             INSERT INTO audit_events (seq, id, at, actor_type, actor_id, owner_id, action, integration_id, outcome, ip,
-            user_agent, detail, prev_hash, hash, key_id)
-            VALUES (\(bind: event.seq), \(bind: event.id), \(bind: event.at), \
-            \(bind: event.actorType), \(bind: event.actorID), \(bind: event.ownerID), \(bind: event.action), \
-            \(bind: event.integrationID), \(bind: event.outcome), \(bind: event.ip), \(bind: event.userAgent), \
-            \(bind: event.detail), \(bind: event.prevHash), \(bind: event.hash), \(bind: event.keyID))
-            """
-        ).run()
+            user_agent, detail, prev_hash, hash, key_id) VALUES\u{20}
+            """)
+        for (index, entry) in entries.enumerated() {
+            seq += 1
+            var event = AuditEvent(
+                seq: seq, id: UUID(), at: at, actorType: entry.actor.kind.rawValue, actorID: entry.actor.id,
+                ownerID: entry.ownerID, action: entry.action.rawValue, integrationID: entry.integrationID,
+                outcome: entry.outcome.rawValue, ip: entry.actor.ip, userAgent: entry.actor.userAgent,
+                detail: Self.canonicalJSON(.object(entry.detail)), prevHash: prevHash, hash: "", keyID: keys.current.id)
+            event.hash = keys.current.mac(Self.chainedText(event))
+            prevHash = event.hash
+            let values: [any Encodable & Sendable] = [
+                event.seq, event.id, event.at, event.actorType, event.actorID, event.ownerID, event.action,
+                event.integrationID, event.outcome, event.ip, event.userAgent, event.detail, event.prevHash, event.hash,
+                event.keyID,
+            ]
+            query.appendInterpolation(unsafeRaw: index == 0 ? "(" : ", (")
+            query.appendInterpolation(binds: values)
+            query.appendInterpolation(unsafeRaw: ")")
+        }
+        try await sql.raw(query).run()
     }
 
     /// A signed record of the chain's head: its sequence number and hash, MACed with the audit key.
@@ -73,7 +89,7 @@ public struct SQLAuditLog: AuditLog {
     @discardableResult
     public func checkpoint() async throws -> Checkpoint? {
         try await database.transaction { sql in
-            if database.kind == .postgres { try await sql.raw("SELECT pg_advisory_xact_lock(7163540333)").run() }
+            if database.kind == .postgres { try await sql.raw(Database.advisoryLock("audit")).run() }
             guard let head = try await sql.raw("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").first()
             else {
                 return nil

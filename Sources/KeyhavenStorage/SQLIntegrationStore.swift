@@ -9,6 +9,7 @@ public struct SQLIntegrationStore: IntegrationStore {
     let secrets: SQLSecretStore
     let audit: SQLAuditLog
     let logger: Logger
+    let reads: CredentialReads
 
     /// Creates the store.
     public init(database: Database, secrets: SQLSecretStore, audit: SQLAuditLog, logger: Logger) {
@@ -16,6 +17,7 @@ public struct SQLIntegrationStore: IntegrationStore {
         self.secrets = secrets
         self.audit = audit
         self.logger = logger
+        self.reads = CredentialReads(database: database, secrets: secrets, audit: audit, logger: logger)
     }
 
     public func create(
@@ -130,68 +132,10 @@ public struct SQLIntegrationStore: IntegrationStore {
         }
     }
 
+    /// Reads are written in groups (``CredentialReads``): each caller's credentials come back only after the
+    /// transaction holding its audit event has committed.
     public func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials) {
-        /// What the transaction decided: the credentials, or a refusal that was audited in it.
-        enum Read: Sendable {
-            case granted(Integration, Credentials)
-            case refused(KeyhavenError)
-        }
-        let read: Read
-        do {
-            read = try await database.transaction { sql in
-                // The integration's row is locked before the audit chain is extended: the order every writer
-                // takes them in, so a read beside an edit or a verification result never deadlocks.
-                let lock = database.kind == .postgres ? " FOR NO KEY UPDATE OF i" : ""
-                guard
-                    let row = try await sql.raw(
-                        """
-                        SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i
-                        JOIN users u ON u.id = i.owner_id WHERE i.id = \(bind: id)\(unsafeRaw: lock)
-                        """
-                    ).first()
-                else { throw KeyhavenError.notFound }
-                var integration = try Self.integration(row)
-                var refusal: (reason: String, error: KeyhavenError)?
-                if try row.decode(column: "owner_disabled_at", as: Date?.self) != nil {
-                    refusal = ("owner_disabled", .forbidden("The integration's owner is disabled."))
-                } else if !integration.enabled {
-                    refusal = ("integration_disabled", .integrationDisabled)
-                }
-                if let refusal {
-                    try await audit.append(
-                        AuditEntry(
-                            actor: actor, action: .credentialsRead, outcome: .denied, ownerID: integration.ownerID,
-                            integrationID: id, detail: ["reason": .string(refusal.reason)]),
-                        on: sql)
-                    return .refused(refusal.error)
-                }
-                let owner = SecretOwner(integrationID: id, ownerID: integration.ownerID)
-                let (plaintext, version) = try await secrets.get(owner, version: nil, on: sql)
-                let credentials = try Credentials(type: integration.type, stored: plaintext)
-                let now = Date()
-                try await sql.raw("UPDATE integrations SET last_used_at = \(bind: now) WHERE id = \(bind: id)").run()
-                try await audit.append(
-                    AuditEntry(
-                        actor: actor, action: .credentialsRead, ownerID: integration.ownerID, integrationID: id,
-                        detail: ["credential_version": .number(Double(version.version))]),
-                    on: sql)
-                integration.lastUsedAt = now
-                return .granted(integration, credentials)
-            }
-        } catch KeyhavenError.notFound {
-            try await audit.append(
-                AuditEntry(
-                    actor: actor, action: .credentialsRead, outcome: .denied, integrationID: id,
-                    detail: ["reason": .string("not_found")]))
-            throw KeyhavenError.notFound
-        } catch KeyhavenError.decryptionFailed {
-            try await recordDecryptionFailure(id: id, actor: actor)
-            throw KeyhavenError.decryptionFailed
-        }
-        switch read {
-        case .granted(let integration, let credentials): return (integration, credentials)
-        case .refused(let error): throw error
-        }
+        try await reads.read(id: id, actor: actor)
     }
 
     /// A secret that does not open is shown as status `error` and audited (SPEC §4).

@@ -92,6 +92,44 @@ public struct SQLSecretStore: SecretStore {
         }
         query.appendInterpolation(unsafeRaw: " ORDER BY version DESC LIMIT 1")
         guard let row = try await sql.raw(query).first() else { throw KeyhavenError.notFound }
+        return try await open(row, owner: owner, on: sql)
+    }
+
+    /// Decrypts the current version of each owner's secret, read in one query (a batch of credential reads).
+    /// An integration without a secret is absent from the result; one that does not open maps to its error.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func openCurrent(_ owners: [SecretOwner], on sql: any SQLDatabase) async throws
+        -> [UUID: Result<(SecretBytes, SecretVersionInfo), KeyhavenError>]
+    {
+        guard !owners.isEmpty else { return [:] }
+        let byIntegration = Dictionary(owners.map { ($0.integrationID, $0) }) { first, _ in first }
+        let rows = try await sql.raw(
+            """
+            SELECT s.integration_id, s.owner_id, s.id, s.version, s.kek_id, s.wrapped_dek, s.nonce, s.ciphertext, s.created_at
+            FROM secrets s JOIN integrations i
+            ON i.id = s.integration_id AND i.owner_id = s.owner_id AND i.current_version = s.version
+            WHERE s.integration_id IN (\(binds: Array(byIntegration.keys)))
+            """
+        ).all()
+        var opened: [UUID: Result<(SecretBytes, SecretVersionInfo), KeyhavenError>] = [:]
+        for row in rows {
+            let integrationID = try row.decode(column: "integration_id", as: UUID.self)
+            guard let owner = byIntegration[integrationID], try row.decode(column: "owner_id", as: UUID.self) == owner.ownerID
+            else { continue }
+            do {
+                opened[integrationID] = .success(try await open(row, owner: owner, on: sql))
+            } catch let error as KeyhavenError {
+                opened[integrationID] = .failure(error)
+            }
+        }
+        return opened
+    }
+
+    /// Opens one `secrets` row of `owner`.
+    private func open(_ row: any SQLRow, owner: SecretOwner, on sql: any SQLDatabase) async throws
+        -> (SecretBytes, SecretVersionInfo)
+    {
         let info = SecretVersionInfo(
             id: try row.decode(column: "id", as: UUID.self),
             version: try row.decode(column: "version", as: Int.self),

@@ -11,7 +11,7 @@ public enum Fixtures {
     /// Inserts a user and returns their id.
     public static func user(in database: Database, email: String? = nil) async throws -> UUID {
         let id = UUID()
-        try await database.withConnection { sql in
+        try await database.transaction { sql in
             try await sql.raw(
                 """
                 INSERT INTO users (id, email, created_at)
@@ -26,7 +26,7 @@ public enum Fixtures {
     public static func integration(in database: Database, ownerID: UUID, name: String? = nil) async throws -> SecretOwner {
         let id = UUID()
         let now = Date()
-        try await database.withConnection { sql in
+        try await database.transaction { sql in
             try await sql.raw(
                 """
                 INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, created_at, updated_at)

@@ -30,7 +30,7 @@ struct AuditTrailTests {
                 return
             }
             #expect(count == 5)
-            let events = try await api.handle.database.withConnection { sql in
+            let events = try await api.handle.database.transaction { sql in
                 try await sql.raw("SELECT at FROM audit_events").all().map { try $0.decode(column: "at", as: String.self) }
             }
             for at in events {
@@ -38,24 +38,24 @@ struct AuditTrailTests {
             }
             let database = api.handle.database
             // Edit one stored event.
-            let original = try await database.withConnection { sql in
+            let original = try await database.transaction { sql in
                 try await sql.raw("SELECT detail FROM audit_events WHERE seq = 3").first()!.decode(column: "detail", as: String.self)
             }
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET detail = '{\"name\":\"forged\"}' WHERE seq = 3").run()
             }
             #expect(try await log.verify() == .broken(seq: 3, reason: "its contents do not match its hash"))
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET detail = \(bind: original) WHERE seq = 3").run()
             }
             #expect(try await log.verify() == .intact(events: count))
             // Edit another column, and recompute its hash as a forger would: the next link breaks.
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET outcome = 'denied', hash = \(bind: String(repeating: "a", count: 64)) WHERE seq = 2").run()
             }
             if case .broken(let seq, _) = try await log.verify() { #expect(seq == 2) } else { Issue.record("not detected") }
             // Delete one event.
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("DELETE FROM audit_events WHERE seq = 2").run()
             }
             #expect(try await log.verify() == .broken(seq: 2, reason: "event 2 is missing"))
@@ -68,12 +68,12 @@ struct AuditTrailTests {
             try await populate(api)
             let log = api.runtime.audit
             let database = api.handle.database
-            let rows = try await database.withConnection { sql in
+            let rows = try await database.transaction { sql in
                 try await sql.raw("SELECT * FROM audit_events ORDER BY seq").all().map { try SQLAuditLog.eventText($0) }
             }
             #expect(rows.allSatisfy { $0.split(separator: "|").last.map { $0.hasPrefix("audit-") } == true }, "every event names its key")
             // A forger edits event 3 and recomputes it and every later link the way an unkeyed chain would allow.
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET detail = '{\"name\":\"forged\"}' WHERE seq = 3").run()
                 var previous = try await sql.raw("SELECT hash FROM audit_events WHERE seq = 2").first()!.decode(column: "hash", as: String.self)
                 for row in try await sql.raw("SELECT * FROM audit_events WHERE seq >= 3 ORDER BY seq").all() {
@@ -85,7 +85,7 @@ struct AuditTrailTests {
             }
             #expect(try await log.verify() == .broken(seq: 3, reason: "its contents do not match its hash"))
             // Dropping the key id to pass the forged events off as old, unkeyed ones does not work either.
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET key_id = NULL WHERE seq >= 3").run()
             }
             #expect(try await log.verify() == .broken(seq: 3, reason: "an unkeyed event follows keyed ones"))
@@ -98,7 +98,7 @@ struct AuditTrailTests {
             try await populate(api)
             let log = api.runtime.audit
             // Rewrite events 1 and 2 as an older Keyhaven stored them, and the rest as appended after the upgrade.
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 var previous = SQLAuditLog.genesis
                 for row in try await sql.raw("SELECT * FROM audit_events ORDER BY seq").all() {
                     var event = try SQLAuditLog.event(from: row)
@@ -131,13 +131,13 @@ struct AuditTrailTests {
             try await populate(api)
             #expect(try await log.verify() == .intact(events: 10))
             // Deleting the newest events above the checkpoint leaves a shorter, valid chain ...
-            try await database.withConnection { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 7").run() }
+            try await database.transaction { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 7").run() }
             #expect(try await log.verify() == .intact(events: 7))
             // ... but below it, the checkpoint names what is missing.
-            try await database.withConnection { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 3").run() }
+            try await database.transaction { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 3").run() }
             #expect(try await log.verify() == .broken(seq: 4, reason: "events 4 to 5 are missing: a signed checkpoint records the trail up to 5"))
             // A checkpoint written without the key is refused.
-            try await database.withConnection { sql in
+            try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_checkpoints SET seq = 3, head_hash = (SELECT hash FROM audit_events WHERE seq = 3)").run()
             }
             #expect(try await log.verify() == .broken(seq: 3, reason: "its checkpoint is not signed with the audit key"))
@@ -151,7 +151,7 @@ struct AuditTrailTests {
             var stored: Int64?
             for _ in 0..<50 where stored != 5 {
                 try await Task.sleep(for: .milliseconds(100))
-                stored = try await api.handle.database.withConnection { sql in
+                stored = try await api.handle.database.transaction { sql in
                     try await sql.raw("SELECT MAX(seq) AS seq FROM audit_checkpoints").first()?.decode(column: "seq", as: Int64?.self)
                 }
             }
@@ -215,7 +215,7 @@ struct AuditTrailTests {
             database: .sqlite(path: directory.path + "/keyhaven.sqlite"),
             keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: key)))
         let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
-        try await runtime.database.withConnection { sql in
+        try await runtime.database.transaction { sql in
             try await sql.raw("UPDATE audit_events SET actor_type = 'user' WHERE seq = 2").run()
         }
         await runtime.shutdown()

@@ -18,7 +18,7 @@ struct AuthTests {
             #expect(me.status == .ok)
             #expect((me.json["user"] as? [String: Any])?["email"] as? String == "ada@example.test")
             #expect(me.json["csrf_token"] as? String == user.csrf)
-            let hash = try await api.handle.database.withConnection { sql in
+            let hash = try await api.handle.database.transaction { sql in
                 try await sql.raw("SELECT password_hash FROM users WHERE id = \(bind: user.id)").first()!
                     .decode(column: "password_hash", as: String.self)
             }
@@ -204,7 +204,7 @@ struct AccountHardeningTests {
             let me = try await api.request(.get, "/api/auth/me", auth: .bearer(token))
             #expect(me.status == .ok)
             let id = try #require((me.json["user"] as? [String: Any])?["id"] as? String)
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 try await sql.raw("UPDATE users SET disabled_at = \(bind: Date()) WHERE id = \(bind: UUID(uuidString: id))").run()
             }
             #expect(try await api.request(.get, "/api/auth/me", auth: .bearer(token)).status == .unauthorized)

@@ -102,12 +102,12 @@ struct HardeningTests {
                 let jobs = try await api.runtime.integrations.claimForVerification(limit: 10, lease: .seconds(60))
                 #expect(jobs.map(\.integration.id) == [integration.id])
                 #expect(try await api.runtime.integrations.claimForVerification(limit: 10, lease: .seconds(60)).isEmpty, "leased")
-                let until = try await api.handle.database.withConnection { sql in
+                let until = try await api.handle.database.transaction { sql in
                     try await sql.raw("SELECT verify_claimed_until FROM integrations WHERE id = \(bind: integration.id)").first()?
                         .decode(column: "verify_claimed_until", as: Date.self)
                 }
                 leases.append((until ?? Date()).timeIntervalSinceNow)
-                try await api.handle.database.withConnection { sql in
+                try await api.handle.database.transaction { sql in
                     try await sql.raw("UPDATE integrations SET verify_claimed_until = \(bind: Date().addingTimeInterval(-1))").run()
                 }
             }
@@ -139,7 +139,7 @@ struct HardeningTests {
 
             _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": true])
             #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .ok)
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 try await sql.raw("UPDATE users SET disabled_at = \(bind: Date()) WHERE id = \(bind: user.id)").run()
             }
             #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .forbidden)
@@ -177,7 +177,7 @@ struct HardeningTests {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session)
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 try await sql.raw("UPDATE integrations SET type = 'mystery' WHERE id = \(bind: UUID(uuidString: id))").run()
             }
             let response = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)

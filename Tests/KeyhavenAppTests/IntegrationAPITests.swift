@@ -100,7 +100,7 @@ struct IntegrationAPITests {
             #expect(try await api.request(.delete, "/api/integrations/\(id)", auth: user.session).status == .noContent)
             #expect(try await api.request(.get, "/api/integrations/\(id)", auth: user.session).status == .notFound)
             #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .notFound)
-            let secretRows = try await api.handle.database.withConnection { sql in
+            let secretRows = try await api.handle.database.transaction { sql in
                 try await sql.raw("SELECT COUNT(*) AS n FROM secrets WHERE integration_id = \(bind: UUID(uuidString: id)!)").first()!
                     .decode(column: "n", as: Int.self)
             }
@@ -207,7 +207,7 @@ struct IntegrationAPITests {
                 let response = try await api.request(.post, "/api/integrations", auth: user.session, json: Data(raw.utf8))
                 #expect(response.status == .badRequest, "\(raw)")
             }
-            let counts = try await api.handle.database.withConnection { sql in
+            let counts = try await api.handle.database.transaction { sql in
                 (try await sql.raw("SELECT COUNT(*) AS n FROM integrations").first()!.decode(column: "n", as: Int.self),
                  try await sql.raw("SELECT COUNT(*) AS n FROM secrets").first()!.decode(column: "n", as: Int.self))
             }
@@ -222,13 +222,13 @@ struct IntegrationAPITests {
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session, key: "sk-audit-or-nothing-123456")
             let service = try await api.serviceToken()
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 try await sql.raw("ALTER TABLE audit_events RENAME TO audit_events_gone").run()
             }
             let response = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
             #expect(response.status == .serviceUnavailable)
             #expect(!response.text.contains("sk-audit-or-nothing"))
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 try await sql.raw("ALTER TABLE audit_events_gone RENAME TO audit_events").run()
             }
             let after = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
@@ -241,7 +241,7 @@ struct IntegrationAPITests {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session, key: "sk-tampered-read-key-1234")
-            try await api.handle.database.withConnection { sql in
+            try await api.handle.database.transaction { sql in
                 let row = try await sql.raw("SELECT ciphertext FROM secrets").first()!
                 var bytes = try row.decode(column: "ciphertext", as: Data.self)
                 bytes[bytes.startIndex] ^= 1

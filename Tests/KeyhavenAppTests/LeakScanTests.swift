@@ -68,7 +68,7 @@ struct LeakScanTests {
             }
             let logs = api.logs.all.map { Data($0.utf8) }
             let database = try await api.handle.dumpEverything()
-            let auditRows = try await api.handle.database.withConnection { sql in
+            let auditRows = try await api.handle.database.transaction { sql in
                 try await sql.raw("SELECT * FROM audit_events").all().map { row in
                     Data(((try? SQLAuditLog.eventText(row)) ?? "").utf8)
                 }

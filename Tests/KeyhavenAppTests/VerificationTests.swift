@@ -49,7 +49,7 @@ struct VerificationTests {
                 #expect(failed["status"] as? String == "error")
                 let message = try #require(failed["error_message"] as? String)
                 #expect(message.hasPrefix("The provider rejected the credentials."))
-                let auditText = try await api.handle.database.withConnection { sql in
+                let auditText = try await api.handle.database.transaction { sql in
                     try await sql.raw("SELECT * FROM audit_events").all().map { try SQLAuditLog.eventText($0) }.joined(separator: "\n")
                 }
                 let characters = Array(badKey)
@@ -121,7 +121,7 @@ struct VerificationTests {
                     }
                     try await group.waitForAll()
                 }
-                let counts = try await api.handle.database.withConnection { sql in
+                let counts = try await api.handle.database.transaction { sql in
                     try await sql.raw("SELECT integration_id, COUNT(*) AS n FROM audit_events WHERE action = 'integration.verify' GROUP BY integration_id").all()
                         .map { try $0.decode(column: "n", as: Int.self) }
                 }

@@ -58,7 +58,7 @@ struct KeyringTests {
             try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: file)
         }
         let database = try await Database.open(.sqlite(path: path), logger: Logger(label: "test"))
-        try await database.withConnection { sql in try await sql.raw("SELECT COUNT(*) FROM users").run() }
+        try await database.transaction { sql in try await sql.raw("SELECT COUNT(*) FROM users").run() }
         for file in [path, path + "-wal"] {
             #expect((try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) == 0o600, "\(file)")
         }

@@ -14,7 +14,7 @@ struct MigrationTests {
         let migrator = Migrator(database: handle.database)
         #expect(try await migrator.migrate().isEmpty)
         #expect(try await migrator.pending().isEmpty)
-        try await handle.database.withConnection { sql in
+        try await handle.database.transaction { sql in
             for table in ["users", "integrations", "secrets", "keyring_keys", "schema_migrations"] {
                 _ = try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table)").first()
             }
@@ -25,11 +25,11 @@ struct MigrationTests {
     func refusesUnknownSchema(kind: TestDatabase) async throws {
         let handle = try await kind.make()
         defer { Task { await handle.close() } }
-        try await handle.database.withConnection { sql in
+        try await handle.database.transaction { sql in
             try await sql.raw("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1").run()
         }
         await #expect(throws: KeyhavenError.self) { try await Migrator(database: handle.database).migrate() }
-        try await handle.database.withConnection { sql in
+        try await handle.database.transaction { sql in
             try await sql.raw("DELETE FROM schema_migrations WHERE version = 1").run()
             try await sql.raw("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (999, 'Future', 'x', \(bind: Date()))").run()
         }

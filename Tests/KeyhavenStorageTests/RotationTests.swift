@@ -124,7 +124,7 @@ struct RotationTests {
     func survivesBadRow(kind: TestDatabase) async throws {
         let setup = try await setup(kind, count: 50)
         defer { Task { await setup.handle.close() } }
-        let (bad, damaged) = try await setup.handle.database.withConnection { sql in
+        let (bad, damaged) = try await setup.handle.database.transaction { sql in
             let row = try #require(try await sql.raw("SELECT id, wrapped_dek FROM secrets ORDER BY id LIMIT 1 OFFSET 20").first())
             var wrapped = try row.decode(column: "wrapped_dek", as: Data.self)
             wrapped[20] ^= 0x01
@@ -138,7 +138,7 @@ struct RotationTests {
         let statuses = try await setup.management.status()
         #expect(statuses.first { $0.active }?.rows == 49)
         #expect(statuses.first { !$0.active }?.rows == 1)
-        let left = try await setup.handle.database.withConnection { sql in
+        let left = try await setup.handle.database.transaction { sql in
             try await sql.raw("SELECT wrapped_dek FROM secrets WHERE id = \(bind: bad)").first()?.decode(column: "wrapped_dek", as: Data.self)
         }
         #expect(left == damaged, "the operator's row is untouched")
@@ -159,7 +159,7 @@ struct RotationTests {
     }
 
     func ciphertexts(_ database: Database) async throws -> [String: Data] {
-        try await database.withConnection { sql in
+        try await database.transaction { sql in
             var result: [String: Data] = [:]
             for row in try await sql.raw("SELECT id, nonce, ciphertext FROM secrets").all() {
                 result[try row.decode(column: "id", as: UUID.self).uuidString] =

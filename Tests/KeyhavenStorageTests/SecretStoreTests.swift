@@ -120,7 +120,7 @@ struct SecretStoreTests {
             for column in ["nonce", "ciphertext", "wrapped_dek"] {
                 let owner = try await fixture.newOwner()
                 try await fixture.store.put(SecretBytes(utf8: "sk-tamper-\(column)"), for: owner)
-                try await fixture.database.withConnection { sql in
+                try await fixture.database.transaction { sql in
                     let row = try await sql.raw("SELECT id, \(ident: column) FROM secrets WHERE integration_id = \(bind: owner.integrationID)").first()!
                     var bytes = try row.decode(column: column, as: Data.self)
                     bytes[bytes.startIndex + bytes.count / 2] ^= 0x01
@@ -142,7 +142,7 @@ struct SecretStoreTests {
             try await fixture.store.put(SecretBytes(utf8: "sk-attacker"), for: attacker)
 
             func copy(from source: SecretOwner, version: Int, to target: SecretOwner, targetVersion: Int) async throws {
-                try await fixture.database.withConnection { sql in
+                try await fixture.database.transaction { sql in
                     let row = try await sql.raw(
                         "SELECT kek_id, wrapped_dek, nonce, ciphertext FROM secrets WHERE integration_id = \(bind: source.integrationID) AND version = \(bind: version)"
                     ).first()!
@@ -167,7 +167,7 @@ struct SecretStoreTests {
             #expect(text(try await fixture.store.get(victim, version: 2).0) == "sk-victim-v2")
             // The owner column rewritten to another user (with the integration moved too) does not open either.
             let otherUser = try await Fixtures.user(in: fixture.database)
-            try await fixture.database.withConnection { sql in
+            try await fixture.database.transaction { sql in
                 try await sql.raw("UPDATE integrations SET owner_id = \(bind: otherUser) WHERE id = \(bind: victim.integrationID)").run()
                 try await sql.raw("UPDATE secrets SET owner_id = \(bind: otherUser) WHERE integration_id = \(bind: victim.integrationID)").run()
             }

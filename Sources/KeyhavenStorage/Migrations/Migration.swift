@@ -24,6 +24,7 @@ public struct Migrator: Sendable {
         .addVerificationState,
         .addVerificationAttempts,
         .keyAuditChain,
+        .indexIntegrationsByOwnerAndID,
     ]
 
     let database: Database
@@ -48,7 +49,7 @@ public struct Migrator: Sendable {
         let types = Database.ColumnTypes(kind)
         return try await database.transaction { sql in
             if kind == .postgres {
-                try await sql.raw("SELECT pg_advisory_xact_lock(7163540331)").run()
+                try await sql.raw(Database.advisoryLock("migrations")).run()
             }
             try await sql.raw(
                 """

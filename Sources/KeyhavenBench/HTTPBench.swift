@@ -1,0 +1,89 @@
+import Foundation
+import Hummingbird
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenCrypto
+import KeyhavenStorage
+import KeyhavenWeb
+import Logging
+import SQLKit
+
+// The pieces ./scripts/bench needs around `keyhaven serve` for the HTTP figures: a bare Hummingbird server to
+// compare against, and a database seeded with what the load generator uses.
+
+/// A bare Hummingbird hello-world on 127.0.0.1:`port`, built with the same release settings as Keyhaven.
+func runHelloServer(port: Int) async throws {
+    let router = Router()
+    router.get("/") { _, _ in "Hello" }
+    let app = Application(
+        router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+        logger: Logger(label: "hello", factory: { _ in SwiftLogNoOpLogHandler() }))
+    try await app.runService()
+}
+
+/// Seeds `integrations` OpenAI integrations for one user (the first through the store, as the API would; the rest
+/// in bulk, each sealed under its own data key and bound to its row) and prints, one `NAME=value` per line, what
+/// the load generator needs: an integration id, a service token, a personal token, a session and its CSRF token.
+func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) async throws {
+    let configuration = KeyhavenConfiguration(
+        database: try DatabaseLocation(url: databaseURL),
+        keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
+    let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: logger)
+    let user = try await runtime.users.create(
+        email: "bench-\(UUID().uuidString.prefix(8).lowercased())@example.test",
+        passwordHash: PasswordHasher.hashBlocking("bench password that is long enough"), audit: nil)
+    let first = try await runtime.integrations.create(
+        ownerID: user.id, name: "bench integration", type: .openai, config: [:],
+        credentials: .apiKey("sk-bench-" + String(repeating: "k", count: 40)), actor: .system)
+    guard let kek = runtime.keyring.keyring.keys.first else { throw KeyhavenError.keyring("no master key") }
+    var remaining = max(0, integrations - 1)
+    var counter = 0
+    while remaining > 0 {
+        let count = min(remaining, 400)
+        remaining -= count
+        var integrationRows = SQLQueryString(
+            """
+            INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint, current_version,
+            created_at, updated_at) VALUES\u{20}
+            """)
+        var secretRows = SQLQueryString(
+            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ")
+        let now = Date()
+        for index in 0..<count {
+            counter += 1
+            let id = UUID.timeOrdered()
+            let (binding, sealed) = try Envelope.sealNewRow(
+                SecretBytes(utf8: "\"sk-bench-\(counter)-" + String(repeating: "k", count: 32) + "\""), integrationID: id,
+                ownerID: user.id, version: 1, kek: kek)
+            let separator = index == 0 ? "(" : ", ("
+            integrationRows.appendInterpolation(unsafeRaw: separator)
+            integrationRows.appendInterpolation(binds: [
+                id, user.id, "bench \(counter)", "openai", "connected", true, "{}", "sk-…kkkk", 1, now, now,
+            ])
+            integrationRows.appendInterpolation(unsafeRaw: ")")
+            secretRows.appendInterpolation(unsafeRaw: separator)
+            secretRows.appendInterpolation(binds: [
+                binding.secretID, id, user.id, 1, sealed.kekID, sealed.wrappedDEK, sealed.nonce, sealed.ciphertext, now,
+            ])
+            secretRows.appendInterpolation(unsafeRaw: ")")
+        }
+        let (integrationInsert, secretInsert) = (integrationRows, secretRows)
+        try await runtime.database.transaction { sql in
+            try await sql.raw(integrationInsert).run()
+            try await sql.raw(secretInsert).run()
+        }
+    }
+    let (service, _) = try await runtime.tokens.create(
+        kind: .service, userID: nil, name: "bench", scopes: [.credentialsRead], expiresAt: nil,
+        audit: AuditEntry(actor: .operator, action: .tokenCreate))
+    let (pat, _) = try await runtime.tokens.create(
+        kind: .personal, userID: user.id, name: "bench", scopes: [.integrationsRead, .integrationsWrite], expiresAt: nil,
+        audit: AuditEntry(actor: .operator, action: .tokenCreate))
+    let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(24 * 3600))
+    await runtime.shutdown()
+    print("INTEGRATION=\(first.id.uuidString.lowercased())")
+    print("SERVICE_TOKEN=\(service)")
+    print("PAT=\(pat)")
+    print("SESSION=\(cookie)")
+    print("CSRF=\(session.csrfToken)")
+}

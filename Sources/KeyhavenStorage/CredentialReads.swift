@@ -1,0 +1,202 @@
+import Foundation
+import KeyhavenCore
+import Logging
+import SQLKit
+import Synchronization
+
+/// Credential reads with group commit (SPEC §6, §8).
+///
+/// Every read must be audited, durably, before its credentials leave the server. Reads that arrive while a group
+/// is being written wait and form the next group; each group is one transaction on the writer: one query for the
+/// integrations (and their owners), one for the secrets, one update of `last_used_at`, one insert of all the audit
+/// events, and one commit (one fsync). A caller gets its credentials only after that commit, and every caller of a
+/// group whose transaction fails gets the error: the guarantee of one transaction per read, at the cost of one
+/// commit per group.
+final class CredentialReads: Sendable {
+    typealias Outcome = Result<(Integration, Credentials), KeyhavenError>
+
+    private struct Request: Sendable {
+        let id: UUID
+        let actor: AuditActor
+        let reply: Waiter<Outcome>
+    }
+
+    private struct Queue {
+        var pending: [Request] = []
+        var draining = false
+    }
+
+    /// The most reads written in one transaction.
+    static let maximumGroup = 256
+
+    let database: Database
+    let secrets: SQLSecretStore
+    let audit: SQLAuditLog
+    let logger: Logger
+    private let queue = Mutex(Queue())
+
+    init(database: Database, secrets: SQLSecretStore, audit: SQLAuditLog, logger: Logger) {
+        self.database = database
+        self.secrets = secrets
+        self.audit = audit
+        self.logger = logger
+    }
+
+    /// Reads one integration's credentials, audited in the next group.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.integrationDisabled`, `.forbidden` (disabled owner),
+    ///   `.decryptionFailed`, `.unavailable` (nothing was recorded, nothing is returned).
+    func read(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials) {
+        let reply = Waiter<Outcome>()
+        let outcome = await withCheckedContinuation { continuation in
+            reply.set(continuation)
+            let startDrain = queue.withLock { queue in
+                queue.pending.append(Request(id: id, actor: actor, reply: reply))
+                defer { queue.draining = true }
+                return !queue.draining
+            }
+            if startDrain { Task { await drain() } }
+        }
+        return try outcome.get()
+    }
+
+    /// Writes groups until no read is waiting.
+    private func drain() async {
+        while true {
+            let group: [Request] = queue.withLock { queue in
+                let group = Array(queue.pending.prefix(Self.maximumGroup))
+                queue.pending.removeFirst(group.count)
+                if group.isEmpty { queue.draining = false }
+                return group
+            }
+            guard !group.isEmpty else { return }
+            let outcomes: [Outcome]
+            do {
+                outcomes = try await write(group)
+            } catch {
+                let failure = (error as? KeyhavenError) ?? .unavailable("The database is unavailable.")
+                outcomes = group.map { _ in .failure(failure) }
+            }
+            for (request, outcome) in zip(group, outcomes) { request.reply.resume(returning: outcome) }
+        }
+    }
+
+    /// One group in one transaction; the outcomes in the group's order.
+    private func write(_ group: [Request]) async throws -> [Outcome] {
+        let ids = Array(Set(group.map(\.id)))
+        return try await database.transaction { sql in
+            // The integrations' rows first, in id order, then the audit chain: the lock order of every writer.
+            let lock = database.kind == .postgres ? " ORDER BY i.id FOR NO KEY UPDATE OF i" : ""
+            var found: [UUID: (integration: Integration, ownerDisabled: Bool)] = [:]
+            for row in try await sql.raw(
+                """
+                SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i JOIN users u ON u.id = i.owner_id
+                WHERE i.id IN (\(binds: ids))\(unsafeRaw: lock)
+                """
+            ).all() {
+                let integration = try SQLIntegrationStore.integration(row)
+                found[integration.id] = (integration, try row.decode(column: "owner_disabled_at", as: Date?.self) != nil)
+            }
+            let readable = found.values.filter { !$0.ownerDisabled && $0.integration.enabled }
+            let opened = try await secrets.openCurrent(
+                readable.map { SecretOwner(integrationID: $0.integration.id, ownerID: $0.integration.ownerID) }, on: sql)
+
+            let now = Date()
+            var outcomes: [Outcome] = []
+            var entries: [AuditEntry] = []
+            var used: Set<UUID> = []
+            var undecryptable: Set<UUID> = []
+            for request in group {
+                func denied(_ reason: String, owner: UUID?, _ error: KeyhavenError) {
+                    entries.append(
+                        AuditEntry(
+                            actor: request.actor, action: .credentialsRead, outcome: .denied, ownerID: owner,
+                            integrationID: request.id, detail: ["reason": .string(reason)]))
+                    outcomes.append(.failure(error))
+                }
+                guard let (integration, ownerDisabled) = found[request.id] else {
+                    denied("not_found", owner: nil, .notFound)
+                    continue
+                }
+                if ownerDisabled {
+                    denied("owner_disabled", owner: integration.ownerID, .forbidden("The integration's owner is disabled."))
+                    continue
+                }
+                guard integration.enabled else {
+                    denied("integration_disabled", owner: integration.ownerID, .integrationDisabled)
+                    continue
+                }
+                switch opened[request.id] {
+                case nil:
+                    denied("not_found", owner: nil, .notFound)
+                case .failure(.decryptionFailed)?:
+                    undecryptable.insert(request.id)
+                    entries.append(
+                        AuditEntry(
+                            actor: request.actor, action: .credentialsRead, outcome: .failure, ownerID: integration.ownerID,
+                            integrationID: request.id, detail: ["reason": .string("decryption_failed")]))
+                    outcomes.append(.failure(.decryptionFailed))
+                case .failure(let error)?:
+                    // A master key this process cannot load: nothing was read, so nothing is audited.
+                    outcomes.append(.failure(error))
+                case .success(let (plaintext, version))?:
+                    do {
+                        let credentials = try Credentials(type: integration.type, stored: plaintext)
+                        var read = integration
+                        read.lastUsedAt = now
+                        used.insert(request.id)
+                        entries.append(
+                            AuditEntry(
+                                actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
+                                integrationID: request.id, detail: ["credential_version": .number(Double(version.version))]))
+                        outcomes.append(.success((read, credentials)))
+                    } catch {
+                        undecryptable.insert(request.id)
+                        entries.append(
+                            AuditEntry(
+                                actor: request.actor, action: .credentialsRead, outcome: .failure,
+                                ownerID: integration.ownerID, integrationID: request.id,
+                                detail: ["reason": .string("decryption_failed")]))
+                        outcomes.append(.failure(.decryptionFailed))
+                    }
+                }
+            }
+            if !used.isEmpty {
+                try await sql.raw(
+                    "UPDATE integrations SET last_used_at = \(bind: now) WHERE id IN (\(binds: Array(used)))"
+                ).run()
+            }
+            if !undecryptable.isEmpty {
+                // A secret that does not open is shown as status `error` (SPEC §4).
+                try await sql.raw(
+                    """
+                    UPDATE integrations SET status = \(bind: IntegrationStatus.error.rawValue),
+                    error_message = \(bind: "The stored credentials could not be decrypted."), updated_at = \(bind: now)
+                    WHERE id IN (\(binds: Array(undecryptable)))
+                    """
+                ).run()
+            }
+            try await audit.append(entries, on: sql)
+            return outcomes
+        }
+    }
+}
+
+/// A continuation resumed once, by whichever of several tasks gets there first.
+public final class Waiter<T: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<T, Never>?>(nil)
+
+    /// Creates an empty waiter; ``set(_:)`` gives it the continuation to resume.
+    public init() {}
+
+    /// The continuation to resume.
+    public func set(_ waiting: CheckedContinuation<T, Never>) { continuation.withLock { $0 = waiting } }
+
+    /// Resumes with `value` unless already resumed; returns whether this call did it.
+    @discardableResult
+    public func resume(returning value: T) -> Bool {
+        guard let waiting = continuation.withLock({ $0.take() }) else { return false }
+        waiting.resume(returning: value)
+        return true
+    }
+}

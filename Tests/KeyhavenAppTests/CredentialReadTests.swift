@@ -1,0 +1,178 @@
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenCrypto
+import KeyhavenStorage
+import KeyhavenTestSupport
+import Logging
+import SQLKit
+import Synchronization
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Credential reads are written in groups; each must keep the guarantees of one audited transaction per read.
+@Suite("Grouped credential reads")
+struct CredentialReadTests {
+    /// Makes every insert into the audit trail fail, as a broken disk or a lost connection would.
+    func stopAuditWrites(_ database: Database) async throws {
+        try await database.transaction { sql in
+            if database.kind == .sqlite {
+                try await sql.raw(
+                    "CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END"
+                ).run()
+            } else {
+                try await sql.raw(
+                    "CREATE FUNCTION audit_stop() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit unavailable'; END $$ LANGUAGE plpgsql"
+                ).run()
+                try await sql.raw(
+                    "CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events FOR EACH STATEMENT EXECUTE FUNCTION audit_stop()"
+                ).run()
+            }
+        }
+    }
+
+    @Test("when the audit write fails, every read in flight answers 503 and returns no credentials", arguments: TestDatabase.all)
+    func failClosed(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.user()
+            let key = Fixtures.canary("group")
+            let id = try await api.openAIIntegration(for: user.session, key: key)
+            let service = try await api.serviceToken()
+            try await stopAuditWrites(api.handle.database)
+            let responses = try await withThrowingTaskGroup(of: APIResponse.self) { group in
+                for _ in 0..<24 {
+                    group.addTask { try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(responses.count == 24)
+            for response in responses {
+                #expect(response.status == .serviceUnavailable)
+                #expect(!response.text.contains(key))
+            }
+            let shown = try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json
+            #expect(shown["last_used_at"] is NSNull, "no read was recorded as used")
+        }
+    }
+
+    @Test("concurrent reads of many integrations: each 200 has its own audit event, and the chain verifies", arguments: TestDatabase.all)
+    func everyReadAudited(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.user()
+            var created: [String] = []
+            for index in 0..<12 { created.append(try await api.openAIIntegration(for: user.session, name: "read \(index)")) }
+            let ids = created
+            let service = try await api.serviceToken()
+            let served = try await withThrowingTaskGroup(of: [String].self) { group in
+                for worker in 0..<16 {
+                    group.addTask {
+                        var served: [String] = []
+                        for round in 0..<6 {
+                            let id = ids[(worker + round) % ids.count]
+                            let response = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                            if response.status == .ok { served.append(id) }
+                        }
+                        return served
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(served.count == 96)
+            var audited: [String: Int] = [:]
+            for row in try await api.handle.database.transaction({ sql in
+                try await sql.raw("SELECT integration_id FROM audit_events WHERE action = 'credentials.read' AND outcome = 'success'").all()
+            }) {
+                audited[try row.decode(column: "integration_id", as: UUID.self).uuidString.lowercased(), default: 0] += 1
+            }
+            #expect(audited == Dictionary(grouping: served, by: { $0 }).mapValues(\.count))
+            // Reads that arrived together were written together: fewer commits than reads.
+            let commits = try await api.handle.database.transaction { sql in
+                try await sql.raw("SELECT COUNT(DISTINCT at) AS n FROM audit_events WHERE action = 'credentials.read'").first()?
+                    .decode(column: "n", as: Int.self) ?? 0
+            }
+            #expect(commits < served.count, "\(commits) commits for \(served.count) reads")
+            #expect(try await api.runtime.audit.verify() == .intact(events: try await api.runtime.audit.verify().eventCount))
+        }
+    }
+
+    @Test("a server killed with SIGKILL during concurrent reads has an audit event for every read it answered 200")
+    func killedMidway() async throws {
+        let binary = try KeyhavenBinary()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let masterKey = Fixtures.masterKeyText()
+        let databasePath = directory.path + "/keyhaven.sqlite"
+        let configuration = KeyhavenConfiguration(
+            database: .sqlite(path: databasePath), keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
+        // Seed through the library, as a server would have written it.
+        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let owner = try await Fixtures.user(in: runtime.database)
+        var created: [UUID] = []
+        for index in 0..<400 {
+            created.append(try await runtime.integrations.create(
+                ownerID: owner, name: "killed \(index)", type: .openai, config: [:],
+                credentials: .apiKey("sk-killed-\(index)-0000000000000000"), actor: .system).id)
+        }
+        let (token, _) = try await runtime.tokens.create(
+            kind: .service, userID: nil, name: "backend", scopes: [.credentialsRead], expiresAt: nil,
+            audit: AuditEntry(actor: .operator, action: .tokenCreate))
+        await runtime.shutdown()
+        let ids = created
+
+        let port = try FakeProviders.closedPortURL().port ?? 0
+        let server = try binary.start(
+            ["serve", "--port", String(port)],
+            environment: [
+                "KEYHAVEN_DATABASE_URL": "sqlite://\(databasePath)", "KEYHAVEN_MASTER_KEY": masterKey,
+                "KEYHAVEN_VERIFICATION_WORKER": "false",
+            ],
+            in: directory.path)
+        #expect(await server.waitForStderr { $0.contains("Server started") }, "\(server.stderr)")
+        let progress = ReadProgress()
+        let session = URLSession(configuration: .ephemeral)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    while true {
+                        let index = progress.next.withLock { value -> Int in
+                            defer { value += 1 }
+                            return value
+                        }
+                        guard index < ids.count else { return }
+                        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/api/integrations/\(ids[index])/credentials")!)
+                        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+                        request.timeoutInterval = 5
+                        guard let (_, response) = try? await session.data(for: request) else { return }
+                        if (response as? HTTPURLResponse)?.statusCode == 200 { progress.answered.withLock { $0.append(ids[index]) } }
+                    }
+                }
+            }
+            group.addTask {
+                // Kill once some reads have been answered, while others are in flight.
+                for _ in 0..<500 where progress.answered.withLock({ $0.count }) < 60 { try? await Task.sleep(for: .milliseconds(10)) }
+                server.signal(SIGKILL)
+            }
+        }
+        _ = await server.wait(timeout: .seconds(20))
+        let served = Set(progress.answered.withLock { $0 })
+        #expect(served.count >= 60, "the kill must land while reads are being answered")
+
+        let after = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let audited = try await after.database.withConnection { sql in
+            try await sql.raw("SELECT integration_id FROM audit_events WHERE action = 'credentials.read' AND outcome = 'success'").all()
+                .map { try $0.decode(column: "integration_id", as: UUID.self) }
+        }
+        #expect(served.isSubset(of: Set(audited)), "\(served.subtracting(audited).count) answered reads have no audit event")
+        #expect(try await after.audit.verify() == .intact(events: try await after.audit.verify().eventCount))
+        await after.shutdown()
+    }
+}
+
+/// Which reads a client got answered, and which integration to read next.
+final class ReadProgress: Sendable {
+    let answered = Mutex<[UUID]>([])
+    let next = Mutex(0)
+}
