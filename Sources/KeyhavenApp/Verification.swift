@@ -6,7 +6,6 @@ import KeyhavenStorage
 import Logging
 import Prometheus
 import ServiceLifecycle
-import Synchronization
 
 /// Request and verification counts and latencies, for `GET /metrics`. No label carries user data or an id.
 public final class VerificationMetrics: Sendable {
