@@ -55,7 +55,7 @@ public struct AuditKey: Sendable {
 
     /// HMAC-SHA-256 of `text`, hex.
     public func mac(_ text: String) -> String {
-        HMAC<SHA256>.authenticationCode(for: Data(text.utf8), using: key).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(HMAC<SHA256>.authenticationCode(for: Data(text.utf8), using: key))
     }
 
     /// Whether `expected` is the MAC of `text`, compared in constant time.

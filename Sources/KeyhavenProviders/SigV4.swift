@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KeyhavenCore
 
 /// AWS Signature Version 4 for request headers, written from the specification and checked against the
 /// official test suite (Tests/KeyhavenProvidersTests/Fixtures/aws-sigv4).
@@ -156,7 +157,7 @@ public struct SigV4Signer: Sendable {
     }
 
     static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { String(format: "%02x", $0) }.joined()
+        Hex.encode(digest)
     }
 
     static func format(_ date: Date, _ pattern: String) -> String {

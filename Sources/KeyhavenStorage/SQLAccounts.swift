@@ -17,7 +17,7 @@ enum TokenMaterial {
 
     /// SHA-256 of the token, hex: what the database stores and looks up.
     static func hash(_ token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Data(token.utf8)))
     }
 }
 

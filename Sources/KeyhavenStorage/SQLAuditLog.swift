@@ -240,7 +240,7 @@ public struct SQLAuditLog: AuditLog {
     /// SHA-256(prev_hash ‖ canonical event), hex: the unkeyed chain of events written before it was keyed.
     static func legacyHash(_ event: AuditEvent) -> String {
         let digest = SHA256.hash(data: Data((event.prevHash + canonicalJSON(.object(canonicalFields(event)))).utf8))
-        return digest.map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(digest)
     }
 
     private static func canonicalFields(_ event: AuditEvent) -> [String: JSONValue] {

@@ -1,0 +1,16 @@
+/// Lowercase hexadecimal text of bytes: digests, MACs and token hashes, on hot paths (every authenticated request
+/// hashes its token), so written without `String(format:)`.
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+
+    /// The bytes as lowercase hex, two digits each.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        var text: [UInt8] = []
+        text.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}
