@@ -51,6 +51,14 @@ extension KeyhavenError: HTTPResponseError {
 }
 
 extension Response {
+    /// A JSON response for a `JSONValue` (every API object), written without an encoder.
+    static func json(status: HTTPResponse.Status, _ value: JSONValue) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: value.jsonText)))
+    }
+
     /// A JSON response with `Content-Type: application/json; charset=utf-8`.
     static func json(status: HTTPResponse.Status, _ value: some Encodable) -> Response {
         let encoder = JSONEncoder()
