@@ -340,7 +340,9 @@ public struct SQLIntegrationStore: IntegrationStore {
     /// - Throws: `KeyhavenError.internalError` for a row that does not decode.
     static func integration(_ row: any SQLRow) throws -> Integration {
         let configText = try row.decode(column: "config", as: String.self)
-        guard case .object(let config)? = try? JSONDecoder().decode(JSONValue.self, from: Data(configText.utf8)),
+        // Most integrations have no settings: skip the decoder for them (lists decode fifty rows at a time).
+        let decoded = configText == "{}" ? .object([:]) : try? JSONDecoder().decode(JSONValue.self, from: Data(configText.utf8))
+        guard case .object(let config)? = decoded,
             let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
             let status = IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self))
         else { throw KeyhavenError.internalError }
