@@ -47,8 +47,10 @@ public protocol IntegrationStore: Sendable {
     func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws
 
     /// Decrypts the current credentials for the application backend. The read is audited and `last_used_at`
-    /// updated in one transaction before anything is returned; if that fails, nothing is returned.
+    /// updated in a committed transaction before anything is returned; if that fails, nothing is returned.
     ///
-    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed` (also recorded as status `error`), `.unavailable`.
+    /// - Throws: `KeyhavenError.notFound`, `.integrationDisabled` (a disabled integration), `.forbidden` (a
+    ///   disabled owner), `.decryptionFailed` (also recorded as status `error`), `.unavailable`; refusals are
+    ///   audited as denied reads.
     func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials)
 }
