@@ -6,6 +6,7 @@ import KeyhavenStorage
 import Logging
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 
 /// Request and verification counts and latencies, for `GET /metrics`. No label carries user data or an id.
 public final class VerificationMetrics: Sendable {
@@ -27,17 +28,34 @@ public final class VerificationMetrics: Sendable {
         ).record(record.latency)
     }
 
+    /// The counter and histogram of each (method, route, status) seen, made once: every request records here.
+    private let requestHandles = Mutex<[String: (Counter, DurationHistogram)]>([:])
+
     /// Counts one HTTP request by method, route template and status.
     @Sendable func recordRequest(method: String, route: String, status: Int, duration: Duration) {
-        registry.makeCounter(
-            descriptor: .init(metricName: "keyhaven_http_requests", unitName: "total", helpText: "HTTP requests, by route and status."),
-            labels: [("method", method), ("route", route), ("status", String(status))]
-        ).increment()
-        registry.makeDurationHistogram(
-            descriptor: .init(metricName: "keyhaven_http_request_duration", unitName: "seconds", helpText: "HTTP request durations, by route."),
-            labels: [("method", method), ("route", route)],
-            buckets: [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5)]
-        ).record(duration)
+        let (counter, histogram) = requestHandles.withLock { handles in
+            let key = "\(method) \(status) \(route)"
+            if let known = handles[key] { return known }
+            let made = (
+                registry.makeCounter(
+                    descriptor: .init(
+                        metricName: "keyhaven_http_requests", unitName: "total", helpText: "HTTP requests, by route and status."),
+                    labels: [("method", method), ("route", route), ("status", String(status))]),
+                registry.makeDurationHistogram(
+                    descriptor: .init(
+                        metricName: "keyhaven_http_request_duration", unitName: "seconds",
+                        helpText: "HTTP request durations, by route."),
+                    labels: [("method", method), ("route", route)],
+                    buckets: [
+                        .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+                        .seconds(1), .seconds(5),
+                    ])
+            )
+            handles[key] = made
+            return made
+        }
+        counter.increment()
+        histogram.record(duration)
     }
 
     /// The Prometheus text exposition.

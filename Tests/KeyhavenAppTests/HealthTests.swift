@@ -73,4 +73,16 @@ struct HealthTests {
             #expect(missing.headers[.xContentTypeOptions] == "nosniff")
         }
     }
+
+    @Test("a made-up request method does not become a metric label")
+    func methodLabels() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            for index in 0..<3 {
+                _ = try await api.request(HTTPRequest.Method("MADEUP\(index)")!, "/healthz")
+            }
+            let metrics = try await api.request(.get, "/metrics").text
+            #expect(!metrics.contains("MADEUP"))
+            #expect(metrics.contains(#"method="OTHER""#))
+        }
+    }
 }

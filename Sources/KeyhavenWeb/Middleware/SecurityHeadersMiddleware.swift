@@ -4,8 +4,6 @@ import Hummingbird
 /// The security headers of SPEC §9 on every response, error responses included.
 public struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
     let strictTransportSecurity: Bool
-    static var referrerPolicy: HTTPField.Name { HTTPField.Name("Referrer-Policy")! }
-    static var xFrameOptions: HTTPField.Name { HTTPField.Name("X-Frame-Options")! }
 
     /// - Parameter strictTransportSecurity: send HSTS (when the public URL is https).
     public init(strictTransportSecurity: Bool) {
@@ -18,8 +16,8 @@ public struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddlewa
         var response = try await next(request, context)
         response.headers[.contentSecurityPolicy] = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
         response.headers[.xContentTypeOptions] = "nosniff"
-        response.headers[Self.referrerPolicy] = "no-referrer"
-        response.headers[Self.xFrameOptions] = "DENY"
+        response.headers[.keyhavenReferrerPolicy] = "no-referrer"
+        response.headers[.keyhavenFrameOptions] = "DENY"
         if response.headers[.cacheControl] == nil {
             response.headers[.cacheControl] = "no-store"
         }
@@ -28,4 +26,10 @@ public struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddlewa
         }
         return response
     }
+}
+
+extension HTTPField.Name {
+    // Parsed once, not on every response.
+    fileprivate static let keyhavenReferrerPolicy = HTTPField.Name("Referrer-Policy")!
+    fileprivate static let keyhavenFrameOptions = HTTPField.Name("X-Frame-Options")!
 }
