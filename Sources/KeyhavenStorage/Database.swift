@@ -74,8 +74,8 @@ public enum DatabaseKind: String, Sendable {
 ///
 /// On SQLite, reads and writes use different connections: readers are opened `query_only`, so a write outside
 /// ``transaction(_:)`` fails at once instead of waiting for SQLite's write lock, and the one writer at a time
-/// queues in-process and runs on a thread of its own. A writer therefore never waits for a thread that a reader
-/// (or another writer busy-waiting for the lock) is holding.
+/// queues in-process and runs on the writers' threads, apart from the shared I/O pool. A writer therefore never
+/// waits for a thread that a reader (or another writer busy-waiting for the lock) is holding.
 public final class Database: Sendable {
     /// Which dialect the database speaks.
     public let kind: DatabaseKind
