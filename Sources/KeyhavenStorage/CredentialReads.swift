@@ -52,8 +52,9 @@ final class CredentialReads: Sendable {
             reply.set(continuation)
             let startDrain = queue.withLock { queue in
                 queue.pending.append(Request(id: id, actor: actor, reply: reply))
-                defer { queue.draining = true }
-                return !queue.draining
+                if queue.draining { return false }
+                queue.draining = true
+                return true
             }
             if startDrain { Task { await drain() } }
         }
