@@ -84,10 +84,16 @@ public struct KeyhavenConfiguration: Sendable {
         self.keyring = keyring
         self.host = host
         self.port = port
-        self.publicURL = publicURL ?? URL(string: "http://\(host):\(port)") ?? URL(fileURLWithPath: "/")
+        self.publicURL = publicURL ?? Self.localURL(host: host, port: port) ?? URL(fileURLWithPath: "/")
         self.allowSignup = allowSignup
         self.logLevel = logLevel
         self.logFormat = logFormat
+    }
+
+    /// `http://HOST:PORT` (an IPv6 host in brackets), or nil when `host` is not a host name or an address.
+    static func localURL(host: String, port: Int) -> URL? {
+        let authority = host.contains(":") ? "[\(host)]" : host
+        return URL(string: "http://\(authority):\(port)").flatMap { $0.host == nil ? nil : $0 }
     }
 
     /// Whether the server is reached over https.
@@ -130,8 +136,7 @@ public struct KeyhavenConfiguration: Sendable {
             }
             publicURL = parsed
         } else {
-            let authority = host.contains(":") ? "[\(host)]" : host
-            guard let derived = URL(string: "http://\(authority):\(port)"), derived.host != nil else {
+            guard let derived = Self.localURL(host: host, port: port) else {
                 throw KeyhavenError.configuration("KEYHAVEN_HOST must be a host name or an IP address")
             }
             publicURL = derived

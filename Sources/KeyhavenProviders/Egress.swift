@@ -22,8 +22,6 @@ public struct EgressPolicy: Sendable {
 
     /// Why an endpoint is not called.
     public enum Refusal: Error, Sendable, Equatable {
-        /// A user-supplied endpoint is not on the provider's hosts.
-        case hostNotAllowed(String)
         /// The host resolves to an address the policy refuses.
         case privateAddress(String)
         /// The host did not resolve.
@@ -47,7 +45,8 @@ public struct EgressPolicy: Sendable {
         return allowedHosts.contains(host) && (url.port == nil || url.port == 443)
     }
 
-    /// Resolves `url`'s host once and returns the address to connect to.
+    /// Resolves `url`'s host once and returns the address to connect to: an IPv4 address when the name has one
+    /// (a machine without an IPv6 route would fail on an IPv6 address), else the first IPv6 address.
     ///
     /// - Throws: ``Refusal/unresolvable(_:)`` if the name does not resolve, ``Refusal/privateAddress(_:)`` if
     ///   any address it resolves to is refused for this origin.
@@ -57,14 +56,7 @@ public struct EgressPolicy: Sendable {
         guard let first = addresses.first else { throw Refusal.unresolvable(host) }
         let relaxed = allowPrivate && origin == .operatorConfigured
         if !relaxed, addresses.contains(where: Self.isPrivate) { throw Refusal.privateAddress(host) }
-        return Self.text(first)
-    }
-
-    /// Resolves `url` and refuses private addresses unless private egress is allowed (operator endpoints).
-    ///
-    /// - Throws: as ``address(for:origin:)``.
-    public func check(_ url: URL) async throws {
-        _ = try await address(for: url, origin: .operatorConfigured)
+        return Self.text(addresses.first { $0.count == 4 } ?? first)
     }
 
     /// The addresses `host` resolves to (an IP literal resolves to itself), as raw bytes.

@@ -175,15 +175,15 @@ public enum Verifiers {
     ) async -> VerificationResult {
         let start = ContinuousClock.now
         var result: VerificationResult
+        let settingProblems = CredentialValidator.validateConfig(type: type, config)
         if case .failure(let problems) = CredentialValidator.validate(type: type, credentials.wireValue) {
             result = VerificationResult(
                 outcome: .unexpectedResponse,
                 providerMessage: "The stored credentials are not in the expected format (\(problems.fieldList)); save them again.")
-        } else if !CredentialValidator.validateConfig(type: type, config).isEmpty {
-            let problems = CredentialValidator.validateConfig(type: type, config)
+        } else if !settingProblems.isEmpty {
             result = VerificationResult(
                 outcome: .unexpectedResponse,
-                providerMessage: "The stored settings are not valid (\(problems.fieldList)); save them again.")
+                providerMessage: "The stored settings are not valid (\(settingProblems.fieldList)); save them again.")
         } else {
             result = await verifier(for: type).verify(credentials, config: config, in: context)
         }

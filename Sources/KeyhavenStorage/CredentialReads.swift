@@ -127,39 +127,35 @@ final class CredentialReads: Sendable {
                     denied("integration_disabled", owner: integration.ownerID, .integrationDisabled)
                     continue
                 }
-                switch opened[request.id] {
-                case nil:
-                    denied("not_found", owner: nil, .notFound)
-                case .failure(.decryptionFailed)?:
+                func failedToOpen() {
                     undecryptable.insert(request.id)
                     entries.append(
                         AuditEntry(
                             actor: request.actor, action: .credentialsRead, outcome: .failure, ownerID: integration.ownerID,
                             integrationID: request.id, detail: ["reason": .string("decryption_failed")]))
                     outcomes.append(.failure(.decryptionFailed))
+                }
+                switch opened[request.id] {
+                case nil:
+                    denied("not_found", owner: nil, .notFound)
+                case .failure(.decryptionFailed)?:
+                    failedToOpen()
                 case .failure(let error)?:
                     // A master key this process cannot load: nothing was read, so nothing is audited.
                     outcomes.append(.failure(error))
                 case .success(let (plaintext, version))?:
-                    do {
-                        let credentials = try Credentials(type: integration.type, stored: plaintext)
-                        var read = integration
-                        read.lastUsedAt = now
-                        used.insert(request.id)
-                        entries.append(
-                            AuditEntry(
-                                actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
-                                integrationID: request.id, detail: ["credential_version": .number(Double(version.version))]))
-                        outcomes.append(.success((read, credentials)))
-                    } catch {
-                        undecryptable.insert(request.id)
-                        entries.append(
-                            AuditEntry(
-                                actor: request.actor, action: .credentialsRead, outcome: .failure,
-                                ownerID: integration.ownerID, integrationID: request.id,
-                                detail: ["reason": .string("decryption_failed")]))
-                        outcomes.append(.failure(.decryptionFailed))
+                    guard let credentials = try? Credentials(type: integration.type, stored: plaintext) else {
+                        failedToOpen()
+                        continue
                     }
+                    var read = integration
+                    read.lastUsedAt = now
+                    used.insert(request.id)
+                    entries.append(
+                        AuditEntry(
+                            actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
+                            integrationID: request.id, detail: ["credential_version": .number(Double(version.version))]))
+                    outcomes.append(.success((read, credentials)))
                 }
             }
             if !used.isEmpty {
@@ -169,13 +165,7 @@ final class CredentialReads: Sendable {
             }
             if !undecryptable.isEmpty {
                 // A secret that does not open is shown as status `error` (SPEC §4).
-                try await sql.raw(
-                    """
-                    UPDATE integrations SET status = \(bind: IntegrationStatus.error.rawValue),
-                    error_message = \(bind: "The stored credentials could not be decrypted."), updated_at = \(bind: now)
-                    WHERE id IN (\(binds: Array(undecryptable)))
-                    """
-                ).run()
+                try await SQLIntegrationStore.markUndecryptable(Array(undecryptable), on: sql)
             }
             try await audit.append(entries, on: sql)
             return outcomes

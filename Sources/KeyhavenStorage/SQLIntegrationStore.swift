@@ -145,19 +145,24 @@ public struct SQLIntegrationStore: IntegrationStore {
                 return
             }
             let ownerID = try row.decode(column: "owner_id", as: UUID.self)
-            try await sql.raw(
-                """
-                UPDATE integrations SET status = \(bind: IntegrationStatus.error.rawValue),
-                error_message = \(bind: "The stored credentials could not be decrypted."), updated_at = \(bind: Date())
-                WHERE id = \(bind: id)
-                """
-            ).run()
+            try await Self.markUndecryptable([id], on: sql)
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .credentialsRead, outcome: .failure, ownerID: ownerID, integrationID: id,
                     detail: ["reason": .string("decryption_failed")]),
                 on: sql)
         }
+    }
+
+    /// Sets integrations whose current secret does not open to status `error`, saying so.
+    static func markUndecryptable(_ ids: [UUID], on sql: any SQLDatabase) async throws {
+        try await sql.raw(
+            """
+            UPDATE integrations SET status = \(bind: IntegrationStatus.error.rawValue),
+            error_message = \(bind: "The stored credentials could not be decrypted."), updated_at = \(bind: Date())
+            WHERE id IN (\(binds: ids))
+            """
+        ).run()
     }
 
     // MARK: Verification

@@ -50,6 +50,30 @@ struct CommandLineTests {
         text.split(separator: "\n").last.map(String.init) ?? ""
     }
 
+    @Test("keys rotate over a damaged data key re-wraps the rest, names the secret, and exits non-zero")
+    func rotateReportsDamagedRow() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let keyringPath = directory.path + "/keyring.json"
+        _ = try await seed(directory, keyring: KeyringSource(file: KeyringFile(path: keyringPath)), count: 20)
+        let database = try await Database.open(.sqlite(path: directory.path + "/keyhaven.sqlite"), logger: Logger(label: "test"))
+        let damaged = try await database.transaction { sql in
+            let row = try #require(try await sql.raw("SELECT id, wrapped_dek FROM secrets ORDER BY id LIMIT 1").first())
+            var wrapped = try row.decode(column: "wrapped_dek", as: Data.self)
+            wrapped[20] ^= 0x01
+            let id = try row.decode(column: "id", as: UUID.self)
+            try await sql.raw("UPDATE secrets SET wrapped_dek = \(bind: wrapped) WHERE id = \(bind: id)").run()
+            return id
+        }
+        await database.shutdown()
+        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath]
+        let result = try await binary.run(["keys", "rotate"], environment: environment, in: directory.path)
+        #expect(result.status != 0)
+        #expect(lastLine(result.stderr).hasPrefix("keyhaven: error: 1 data keys did not open"), "\(result.stderr)")
+        #expect(result.stderr.contains(damaged.uuidString.lowercased()))
+        #expect(result.stdout.contains("19 data keys re-wrapped"), "\(result.stdout)")
+    }
+
     @Test("--help works on every command")
     func help() async throws {
         let directory = try TemporaryDirectory()
