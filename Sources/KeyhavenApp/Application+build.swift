@@ -40,6 +40,8 @@ public struct KeyhavenRuntime: Sendable {
     public let metrics: VerificationMetrics
     /// bcrypt, on its own thread pool.
     public let passwords: PasswordHasher
+    /// The account rules: sign-up, login, sessions.
+    public let accounts: Accounts
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -67,13 +69,20 @@ public struct KeyhavenRuntime: Sendable {
             let context = VerificationContext(
                 client: http, endpoints: configuration.providerEndpoints,
                 egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate), timeout: configuration.verificationTimeout)
+            let users = SQLUserStore(database: database, audit: audit)
+            let sessions = SQLSessionStore(database: database)
+            let limiter = SQLRateLimiter(database: database)
+            let passwords = PasswordHasher()
+            let accounts = Accounts(
+                users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
+                hasher: passwords, allowSignup: configuration.allowSignup,
+                sessionLifetime: SessionCookie(secure: configuration.isHTTPS).lifetime)
             return KeyhavenRuntime(
                 configuration: configuration, database: database, keyring: keyring, secrets: secrets,
-                integrations: integrations, users: SQLUserStore(database: database, audit: audit),
-                sessions: SQLSessionStore(database: database), tokens: SQLTokenStore(database: database, audit: audit),
-                audit: audit, limiter: SQLRateLimiter(database: database), http: http,
+                integrations: integrations, users: users, sessions: sessions,
+                tokens: SQLTokenStore(database: database, audit: audit), audit: audit, limiter: limiter, http: http,
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
-                metrics: metrics, passwords: PasswordHasher(), logger: logger)
+                metrics: metrics, passwords: passwords, accounts: accounts, logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -121,11 +130,7 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
     api.add(
         middleware: AuthenticationMiddleware(
             sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
-    AuthController(
-        users: runtime.users, sessions: runtime.sessions, audit: runtime.audit, limiter: runtime.limiter,
-        limits: configuration.authRateLimits, allowSignup: configuration.allowSignup, cookie: cookie,
-        hasher: runtime.passwords
-    ).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
+    AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
     TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
     IntegrationController(
         integrations: runtime.integrations, audit: runtime.audit, limiter: runtime.limiter,

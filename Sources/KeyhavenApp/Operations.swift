@@ -98,14 +98,8 @@ extension KeyhavenOperations {
     public static func createUser(
         email: String, password: String, _ configuration: KeyhavenConfiguration, logger: Logger
     ) async throws -> User {
-        var problems: [String: String] = [:]
-        if !AuthController.isEmail(email) { problems["email"] = "must be an email address" }
-        if let problem = PasswordPolicy.problem(with: password) { problems["password"] = problem }
-        guard problems.isEmpty else { throw KeyhavenError.validationFailed(problems) }
-        return try await withRuntime(configuration, logger: logger, allowKeyringCreation: true) { runtime in
-            try await runtime.users.create(
-                email: email.lowercased(), passwordHash: try await runtime.passwords.hash(password),
-                audit: AuditEntry(actor: .operator, action: .signup))
+        try await withRuntime(configuration, logger: logger, allowKeyringCreation: true) { runtime in
+            try await runtime.accounts.createUser(email: email, password: password, actor: .operator)
         }
     }
 

@@ -19,6 +19,11 @@ public struct AppRequestContext: RequestContext {
 
     /// Request bodies are limited to 64 KiB (SPEC §6).
     public var maxUploadSize: Int { 64 * 1024 }
+
+    /// The actor for audit events of a caller not yet signed in.
+    public func anonymousActor(_ request: Request) -> AuditActor {
+        AuditActor(kind: .user, id: nil, ip: clientAddress, userAgent: request.headers[.userAgent])
+    }
 }
 
 /// Who is calling.
