@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
     ],
     targets: [
         .target(name: "KeyhavenCore", resources: [.copy("Resources")]),
@@ -68,7 +70,10 @@ let package = Package(
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-            ]
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+            ],
+            resources: [.copy("Resources/Templates"), .copy("Resources/Public")]
         ),
         .target(
             name: "KeyhavenApp",
@@ -106,6 +111,11 @@ let package = Package(
                 .product(name: "SQLKit", package: "sql-kit"),
             ],
             path: "Sources/KeyhavenBench"
+        ),
+        .executableTarget(
+            name: "keyhaven-fakes",
+            dependencies: ["KeyhavenCore", "KeyhavenTestSupport"],
+            path: "Sources/KeyhavenFakes"
         ),
         .target(
             name: "KeyhavenTestSupport",

@@ -104,17 +104,25 @@ public func buildApplication(
     _ configuration: KeyhavenConfiguration, logger: Logger = Logger(label: "keyhaven")
 ) async throws -> some ApplicationProtocol {
     let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: logger)
-    return await buildApplication(runtime)
+    do {
+        return try await buildApplication(runtime)
+    } catch {
+        await runtime.shutdown()
+        throw error
+    }
 }
 
 /// The HTTP application over an opened runtime; the runtime is closed when the application stops.
-public func buildApplication(_ runtime: KeyhavenRuntime) async -> some ApplicationProtocol {
+///
+/// - Throws: `KeyhavenError.configuration` if the web interface's files cannot be loaded.
+public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some ApplicationProtocol {
     let configuration = runtime.configuration
+    let renderer = try await PageRenderer()
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
     router.add(middleware: LogRequestsMiddleware(.info))
     router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
-    router.add(middleware: ErrorMiddleware())
+    router.add(middleware: ErrorMiddleware(pages: renderer))
     HealthController(checks: [
         ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },
         ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
@@ -141,6 +149,13 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
         tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit,
         metrics: { runtime.metrics.render() })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
+    WebPages(
+        services: WebPages.Services(
+            accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,
+            secrets: runtime.secrets, audit: runtime.audit, tokens: runtime.tokens, tester: runtime.verifier,
+            limiter: runtime.limiter, checks: configuration.checkRateLimit),
+        renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies
+    ).addRoutes(to: router)
 
     return Application(
         router: router,

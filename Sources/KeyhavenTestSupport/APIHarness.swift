@@ -93,7 +93,7 @@ public struct APIHarness: Sendable {
         do {
             let runtime = try await KeyhavenRuntime.open(
                 configuration, allowKeyringCreation: false, logger: logs.logger(), database: handle.database)
-            let app = await buildApplication(runtime)
+            let app = try await buildApplication(runtime)
             try await app.test(live ? .live : .router) { client in
                 try await body(APIHarness(runtime: runtime, handle: handle, logs: logs, client: client, seen: ResponseLog()))
             }

@@ -56,8 +56,9 @@ public final class FakeProviders: Sendable {
         }
     }
 
-    /// Starts the fakes; call ``stop()`` when done.
-    public static func start() async throws -> FakeProviders {
+    /// Starts the fakes; call ``stop()`` when done. With a `delay`, every provider answers that much later (so
+    /// a browser test can watch an integration being verified).
+    public static func start(delay: Duration = .zero) async throws -> FakeProviders {
         let key = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         let stranger = try _RSA.Signing.PrivateKey(keySize: .bits2048)
         let portBox = Mutex<Int?>(nil)
@@ -65,6 +66,7 @@ public final class FakeProviders: Sendable {
         let keys = JWTKeyCollection()
         await keys.add(rsa: try Insecure.RSA.PublicKey(pem: key.publicKey.pemRepresentation), digestAlgorithm: .sha256, kid: "fake-key-1")
         let router = Router()
+        if delay > .zero { router.add(middleware: DelayMiddleware(delay: delay)) }
         addRoutes(router, keys: keys, state: state)
         let app = Application(
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
@@ -154,6 +156,8 @@ public final class FakeProviders: Sendable {
 
     static func addRoutes(_ router: Router<BasicRequestContext>, keys: JWTKeyCollection, state: FakeState) {
         let fail = state.fail
+        // What went wrong, for a test driving the fakes from another process.
+        router.get("/_unexpected") { _, _ -> Response in json(.ok, ["unexpected": state.unexpected.withLock { $0 }]) }
         // Answers nothing for a minute: "the provider is hanging".
         router.on("/hang/**", method: .get) { _, _ -> Response in
             try await Task.sleep(for: .seconds(60))
@@ -292,5 +296,17 @@ public final class FakeProviders: Sendable {
             <Arn>arn:aws:iam::123456789012:user/keyhaven</Arn><UserId>AIDAFAKE</UserId><Account>123456789012</Account>\
             </GetCallerIdentityResult></GetCallerIdentityResponse>
             """)
+    }
+}
+
+/// Answers every request `delay` later.
+struct DelayMiddleware: RouterMiddleware {
+    let delay: Duration
+
+    func handle(
+        _ request: Request, context: BasicRequestContext, next: (Request, BasicRequestContext) async throws -> Response
+    ) async throws -> Response {
+        if request.uri.path != "/_unexpected" { try await Task.sleep(for: delay) }
+        return try await next(request, context)
     }
 }

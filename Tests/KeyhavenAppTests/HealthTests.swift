@@ -25,7 +25,7 @@ struct HealthTests {
     func healthy() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let app = await buildApplication(try await runtime(directory))
+        let app = try await buildApplication(try await runtime(directory))
         try await app.test(.router) { client in
             for path in ["/healthz", "/readyz"] {
                 let response = try await client.execute(uri: path, method: .get)
@@ -45,7 +45,7 @@ struct HealthTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let runtime = try await runtime(directory)
-        let app = await buildApplication(runtime)
+        let app = try await buildApplication(runtime)
         try await app.test(.router) { client in
             await runtime.database.shutdown()
             let response = try await client.execute(uri: "/readyz", method: .get)
@@ -61,7 +61,7 @@ struct HealthTests {
     func errors() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let app = await buildApplication(try await runtime(directory))
+        let app = try await buildApplication(try await runtime(directory))
         try await app.test(.router) { client in
             let missing = try await client.execute(uri: "/api/nothing-here", method: .get)
             #expect(missing.status == .notFound)

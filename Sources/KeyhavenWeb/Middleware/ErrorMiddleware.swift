@@ -5,7 +5,12 @@ import Logging
 /// Turns every error into the JSON error body of SPEC §6, so no route, framework error, or unexpected failure
 /// answers with anything else; unexpected errors are logged and answered with a generic 500.
 public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+    let pages: PageRenderer?
+
+    /// - Parameter pages: renders an HTML error page instead for a browser asking for a page outside the API.
+    public init(pages: PageRenderer? = nil) {
+        self.pages = pages
+    }
 
     public func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
@@ -20,11 +25,24 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPResponseError {
             // Hummingbird's own errors (unknown route, body too large, undecodable body). Their messages can quote
             // decoder internals, so only the status is kept.
-            return try Self.translate(error.status).response(from: request, context: context)
+            let translated = Self.translate(error.status)
+            if let pages, Self.wantsPage(request) {
+                let language = Language.negotiate(
+                    cookie: request.cookies[Language.cookieName]?.value, acceptLanguage: request.headers[.acceptLanguage])
+                return pages.errorPage(translated, language: language, viewer: nil, path: "/")
+            }
+            return try translated.response(from: request, context: context)
         } catch {
             context.logger.error("unexpected error", metadata: ["error_type": "\(type(of: error))"])
             return try KeyhavenError.internalError.response(from: request, context: context)
         }
+    }
+
+    /// A browser navigating to a page (not the API, health checks or metrics).
+    static func wantsPage(_ request: Request) -> Bool {
+        let path = request.uri.path
+        return !path.hasPrefix("/api/") && path != "/api" && !["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(path)
+            && (request.headers[.accept] ?? "").contains("text/html")
     }
 
     static func translate(_ status: HTTPResponse.Status) -> KeyhavenError {

@@ -1,0 +1,266 @@
+"""The seed's integrations page, driven in a real browser against the real server and checking fake providers."""
+import itertools
+import re
+import uuid
+
+from playwright.sync_api import expect
+
+from conftest import DESKTOP, PHONE, new_page, screenshot
+
+PASSWORD = "a-long-passphrase-for-e2e-tests"
+SPANISH = ["Nueva Integración", "Guardar y Verificar", "Probar Conexión", "Conectado", "Verificando", "Error", "Deshabilitado"]
+ENGLISH = ["New integration", "Save and verify", "Test connection", "Connected", "Verifying", "Error", "Disabled"]
+BAD_OPENAI_KEY = "sk-fake-bad-openai-key-000000001"
+counter = itertools.count()
+
+
+def sign_up(page, language="es"):
+    email = f"e2e-{uuid.uuid4().hex[:12]}@example.test"
+    page.goto("/signup")
+    page.get_by_label("Correo electrónico" if language == "es" else "Email").fill(email)
+    page.get_by_label("Contraseña" if language == "es" else "Password").fill(PASSWORD)
+    page.get_by_role("button", name="Crear cuenta" if language == "es" else "Create account").click()
+    expect(page).to_have_url(re.compile(r"/integrations$"))
+    return email
+
+
+def fill_provider(page, kind, credentials, secret=None):
+    """Fills the provider's credential fields; `secret` overrides the key-based providers' key."""
+    if kind in ("openai", "anthropic", "gemini"):
+        page.get_by_label("Clave de API").fill(secret or credentials[kind])
+    elif kind == "aws":
+        page.get_by_label("ID de clave de acceso").fill(credentials["aws_access_key_id"])
+        page.get_by_label("Clave de acceso secreta").fill(secret or credentials["aws_secret_access_key"])
+    elif kind == "azure":
+        page.get_by_label("ID de inquilino (tenant)").fill(credentials["azure_tenant_id"])
+        page.get_by_label("ID de cliente (aplicación)").fill(credentials["azure_client_id"])
+        page.get_by_label("Secreto de cliente").fill(secret or credentials["azure_client_secret"])
+    elif kind == "google_cloud":
+        # The file upload, as a user would pick the downloaded key file.
+        page.get_by_label("Archivo JSON de la cuenta de servicio").set_input_files(
+            files=[{"name": "key.json", "mimeType": "application/json", "buffer": credentials["google_cloud"].encode()}])
+
+
+LABELS = {"openai": "OpenAI", "google_cloud": "Google Cloud", "aws": "AWS", "azure": "Azure", "anthropic": "Anthropic", "gemini": "Gemini"}
+
+
+def create(page, kind, credentials, name=None, secret=None):
+    name = name or f"{LABELS[kind]} {next(counter)}"
+    page.goto("/integrations")
+    page.get_by_role("link", name="Nueva Integración").first.click()
+    page.locator(f'a[href="/integrations/new?type={kind}"]').click()
+    page.get_by_label("Nombre").fill(name)
+    fill_provider(page, kind, credentials, secret)
+    page.get_by_role("button", name="Guardar y Verificar").click()
+    return name
+
+
+def card(page, name):
+    return page.locator("article.integration").filter(has=page.get_by_role("heading", name=name, exact=True))
+
+
+def assert_no_secret(page, secrets):
+    html = page.content()
+    for secret in secrets:
+        assert secret not in html, "a submitted secret is in the page"
+    for url, body in page.recorder.bodies():
+        for secret in secrets:
+            assert secret not in body, f"a submitted secret came back in {url}"
+
+
+def test_each_provider_is_created_through_the_form_and_turns_connected_without_a_reload(page, server, fakes):
+    credentials = fakes["credentials"]
+    sign_up(page)
+    for kind in LABELS:
+        name = create(page, kind, credentials)
+        expect(page).to_have_url(re.compile(r"/integrations\?done=created$"))
+        # The list as the server rendered it right after saving: this card is being verified.
+        first = card(page, name)
+        expect(first.locator(".badge")).to_have_text("Verificando")
+        page.evaluate("window.__notReloaded = true")
+        expect(card(page, name).locator(".badge")).to_have_text("Conectado", timeout=20000)
+        assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
+        assert_no_secret(page, server.secrets)
+    expect(page.locator("article.integration")).to_have_count(6)
+    expect(page.get_by_text("Cifrado en reposo").first).to_be_visible()
+    for viewport, suffix in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        page.set_viewport_size(viewport)
+        page.goto("/integrations")
+        screenshot(page, f"list-{suffix}")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"the list scrolls sideways at {suffix} width"
+
+
+def test_a_bad_key_shows_the_error_and_replacing_it_connects(page, server, fakes):
+    credentials = fakes["credentials"]
+    sign_up(page)
+    name = create(page, "openai", credentials, secret=BAD_OPENAI_KEY)
+    expect(card(page, name).locator(".badge")).to_have_text("Error", timeout=20000)
+    expect(card(page, name).locator(".integration-error")).to_contain_text("El proveedor rechazó las credenciales.")
+    assert_no_secret(page, server.secrets + [BAD_OPENAI_KEY])
+    card(page, name).get_by_role("link", name=re.compile("^Detalles")).click()
+    page.get_by_label("Clave de API").fill(credentials["openai"])
+    page.get_by_role("button", name="Reemplazar y Verificar").click()
+    expect(page.locator("#detail-status")).to_have_text("Conectado", timeout=20000)
+    expect(page.locator(".versions li")).to_have_count(2)
+    assert_no_secret(page, server.secrets + [BAD_OPENAI_KEY])
+    for viewport, suffix in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        page.set_viewport_size(viewport)
+        screenshot(page, f"detail-{suffix}")
+
+
+def test_a_form_with_errors_keeps_what_was_typed_but_never_a_secret(page, server, fakes):
+    credentials = fakes["credentials"]
+    sign_up(page)
+    page.goto("/integrations/new?type=aws")
+    page.get_by_label("Nombre").fill("Producción")
+    page.get_by_label("ID de clave de acceso").fill(credentials["aws_access_key_id"])
+    page.get_by_label("Clave de acceso secreta").fill(credentials["aws_secret_access_key"])
+    page.get_by_label("Región (opcional)").fill("us-east-1\n")
+    page.get_by_label("Región (opcional)").fill("nowhere")
+    page.get_by_role("button", name="Guardar y Verificar").click()
+    expect(page.locator("#region-error")).to_have_text("debe ser una región de AWS como us-east-1")
+    expect(page.get_by_label("Nombre")).to_have_value("Producción")
+    expect(page.get_by_label("ID de clave de acceso")).to_have_value(credentials["aws_access_key_id"])
+    expect(page.get_by_label("Clave de acceso secreta")).to_have_value("")
+    assert_no_secret(page, [credentials["aws_secret_access_key"]])
+    for viewport, suffix in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        page.set_viewport_size(viewport)
+        screenshot(page, f"form-errors-{suffix}")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.goto("/integrations")
+    expect(page.locator("article.integration")).to_have_count(0)
+
+
+def test_test_disable_enable_and_delete_with_confirmation_then_the_audit_page_lists_them(page, server, fakes):
+    credentials = fakes["credentials"]
+    sign_up(page)
+    name = create(page, "anthropic", credentials)
+    expect(card(page, name).locator(".badge")).to_have_text("Conectado", timeout=20000)
+    card(page, name).get_by_role("button", name="Probar Conexión").click()
+    expect(page.locator(".result")).to_contain_text("Conectado")
+    expect(page.locator(".result")).to_contain_text("ms")
+    page.get_by_role("button", name="Deshabilitar").click()
+    expect(page.locator("#detail-status")).to_have_text("Deshabilitado")
+    page.get_by_role("button", name="Habilitar").click()
+    expect(page.locator("#detail-status")).to_have_text("Conectado", timeout=20000)
+    page.get_by_role("link", name="Eliminar").click()
+    page.get_by_label(re.compile("Escribe el nombre")).fill("not the name")
+    page.get_by_role("button", name="Eliminar definitivamente").click()
+    expect(page.get_by_role("alert")).to_have_text("El nombre no coincide; no se ha eliminado nada.")
+    page.get_by_label(re.compile("Escribe el nombre")).fill(name)
+    page.get_by_role("button", name="Eliminar definitivamente").click()
+    expect(page).to_have_url(re.compile(r"/integrations\?done=deleted$"))
+    expect(card(page, name)).to_have_count(0)
+    page.get_by_role("link", name="Auditoría").click()
+    events = page.locator("table.events tbody")
+    for label in ["Integración creada", "Conexión probada", "Integración deshabilitada", "Integración habilitada", "Integración eliminada", "Verificación automática"]:
+        expect(events).to_contain_text(label)
+    screenshot(page, "audit-desktop")
+
+
+def test_every_seed_label_in_spanish_and_the_english_ones_in_english(browser, server, fakes):
+    credentials = fakes["credentials"]
+    for language, labels in (("es", SPANISH), ("en", ENGLISH)):
+        page = new_page(browser, server, language=language)
+        sign_up(page, language)
+        # One integration in each state: connected, error, disabled, and one just saved (being verified).
+        connected = create_in(page, "gemini", credentials)
+        failing = create_in(page, "openai", credentials, secret=BAD_OPENAI_KEY)
+        disabled = create_in(page, "anthropic", credentials)
+        expect(card(page, disabled).locator(".badge")).not_to_have_text(re.compile("Verificando|Verifying"), timeout=20000)
+        expect(card(page, failing).locator(".badge")).not_to_have_text(re.compile("Verificando|Verifying"), timeout=20000)
+        expect(card(page, connected).locator(".badge")).not_to_have_text(re.compile("Verificando|Verifying"), timeout=20000)
+        card(page, disabled).locator("a", has_text=re.compile("Detalles|Details")).click()
+        page.locator('form[action$="/disable"] button').click()
+        page.goto("/integrations/new?type=azure")
+        expect(page.get_by_role("button", name=labels[1])).to_be_visible()
+        page.goto("/integrations")
+        create_in(page, "azure", credentials, wait=False)
+        body = page.locator("body")
+        for label in [labels[0], labels[2], labels[3], labels[4], labels[5], labels[6]]:
+            expect(body).to_contain_text(label)
+        page.context.close()
+
+
+def create_in(page, kind, credentials, secret=None, wait=True):
+    """Creates through the form in whatever language the page is in (fields are found by name)."""
+    name = f"{LABELS[kind]} {next(counter)}"
+    page.goto(f"/integrations/new?type={kind}")
+    page.locator("#name").fill(name)
+    if kind in ("openai", "anthropic", "gemini"):
+        page.locator("#api_key").fill(secret or credentials[kind])
+    elif kind == "azure":
+        page.locator("#tenant_id").fill(credentials["azure_tenant_id"])
+        page.locator("#client_id").fill(credentials["azure_client_id"])
+        page.locator("#client_secret").fill(credentials["azure_client_secret"])
+    page.locator('form[action="/integrations"] button[type="submit"]').click()
+    expect(page).to_have_url(re.compile(r"/integrations\?done=created$"))
+    return name
+
+
+def test_the_language_switch_is_remembered(page, server):
+    page.goto("/login")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Inicia sesión en Keyhaven")
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Keyhaven")
+    page.goto("/signup")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Create your account")
+
+
+def test_the_create_flow_works_with_the_keyboard_alone(page, server, fakes):
+    credentials = fakes["credentials"]
+    sign_up(page)
+
+    def tab_to(text):
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            if text in page.evaluate("document.activeElement ? document.activeElement.textContent + (document.activeElement.id || '') : ''"):
+                return
+        raise AssertionError(f"could not reach {text!r} with Tab")
+
+    tab_to("Nueva Integración")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/integrations/new$"))
+    tab_to("OpenAI")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"type=openai$"))
+    # The name field has the focus when the form opens.
+    page.keyboard.type("Teclado")
+    page.keyboard.press("Tab")
+    page.keyboard.type(credentials["openai"])
+    tab_to("Guardar y Verificar")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"done=created$"))
+    expect(card(page, "Teclado").locator(".badge")).to_have_text("Conectado", timeout=20000)
+
+
+def test_forms_without_their_csrf_token_are_refused(page, server, fakes):
+    sign_up(page)
+    response = page.request.post("/integrations", multipart={"type": "openai", "name": "forged", "api_key": fakes["credentials"]["openai"]})
+    assert response.status == 403
+    response = page.request.post("/integrations", multipart={"type": "openai", "name": "forged", "api_key": fakes["credentials"]["openai"], "csrf_token": "wrong"})
+    assert response.status == 403
+    page.goto("/integrations")
+    expect(page.locator("article.integration")).to_have_count(0)
+    # The sign-in form needs the token bound to its cookie.
+    other = new_page(page.context.browser, server)
+    response = other.request.post("/login", form={"email": "x@example.test", "password": PASSWORD})
+    assert response.status == 403
+    other.context.close()
+
+
+def test_pages_carry_the_security_headers_and_no_inline_script_or_style(page, server):
+    response = page.goto("/login")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    html = page.content()
+    assert "<style" not in html and " style=" not in html and "onclick" not in html
+    assert all(script.get_attribute("src") for script in page.locator("script").all())
+    missing = page.evaluate("""Array.from(document.querySelectorAll('input:not([type=hidden])'))
+        .filter(i => !(i.labels && i.labels.length)).map(i => i.name)""")
+    assert missing == []
+    response = page.goto("/no-such-page")
+    assert response.status == 404
+    expect(page.get_by_role("heading", level=1)).to_have_text("No encontrado")
