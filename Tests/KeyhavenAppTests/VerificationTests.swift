@@ -42,7 +42,7 @@ struct VerificationTests {
                 #expect(connected["error_message"] is NSNull)
 
                 // New, wrong credentials: verifying at once, then error with a message that keeps no part of the key.
-                let badKey = "sk-echo-canary-key-7f3a9b2c1d0e"
+                let badKey = "sk-echo-canary-zqxwvtsrpmnjlh"  // no run of hex digits, which hashes would match by chance
                 let updated = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": badKey])
                 #expect(updated.json["status"] as? String == "verifying")
                 let failed = try await settled(api, id, auth: user.session)

@@ -95,7 +95,8 @@ struct AccountPages: Sendable {
             "action": event.action,
             "action_label": language.action(event.action),
             "outcome": event.outcome,
-            "actor": event.actorType,
+            "outcome_label": language.text("outcome_\(event.outcome)"),
+            "actor": language.text("actor_\(event.actorType)"),
             "when_iso": event.at,
         ]
         let date = (try? Date(event.at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))

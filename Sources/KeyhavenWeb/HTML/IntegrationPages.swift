@@ -8,6 +8,8 @@ struct IntegrationPages: Sendable {
     let renderer: PageRenderer
 
     /// Flash messages a redirect may name (`?done=created`), so nothing but these texts can be shown that way.
+    static let nameTaken = "is already the name of another of your integrations"
+
     static let flashes = ["created", "replaced", "renamed", "enabled", "disabled", "deleted"]
 
     // MARK: List
@@ -64,6 +66,8 @@ struct IntegrationPages: Sendable {
                 message: page.language.text("rate_limited"))
             response.headers[.retryAfter] = String(seconds)
             return response
+        } catch KeyhavenError.conflict {
+            return newPage(type: type, values: kept, errors: ["name": Self.nameTaken], page: page, viewer: viewer, status: .conflict)
         }
         return Response.redirect(to: "/integrations?done=created", type: .normal)
     }
@@ -152,8 +156,14 @@ struct IntegrationPages: Sendable {
         }
         var changes = IntegrationChanges()
         changes.name = name
-        _ = try await services.integrations.update(
-            id: id, ownerID: viewer.user.id, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+        do {
+            _ = try await services.integrations.update(
+                id: id, ownerID: viewer.user.id, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+        } catch KeyhavenError.conflict {
+            return try await detailPage(
+                current, request: request, page: page, viewer: viewer, extra: ["rename_error": page.language.problem(Self.nameTaken)],
+                status: .conflict)
+        }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=renamed", type: .normal)
     }
 

@@ -106,6 +106,13 @@ public enum Language: String, Sendable, CaseIterable {
 enum Texts {
     static let spanish: [String: String] = [
         "lang": "es",
+        "outcome_success": "correcto",
+        "outcome_failure": "fallido",
+        "outcome_denied": "denegado",
+        "actor_user": "usuario",
+        "actor_service": "servicio",
+        "actor_system": "sistema",
+        "actor_operator": "operador",
         "app_tagline": "Bóveda de credenciales",
         "nav_integrations": "Integraciones",
         "nav_audit": "Auditoría",
@@ -242,6 +249,13 @@ enum Texts {
 
     static let english: [String: String] = [
         "lang": "en",
+        "outcome_success": "success",
+        "outcome_failure": "failure",
+        "outcome_denied": "denied",
+        "actor_user": "user",
+        "actor_service": "service",
+        "actor_system": "system",
+        "actor_operator": "operator",
         "app_tagline": "Credential vault",
         "nav_integrations": "Integrations",
         "nav_audit": "Audit",
@@ -408,6 +422,7 @@ enum Texts {
         "choose a file or paste the JSON, not both": "elige un archivo o pega el JSON, no ambos",
         "must be a whole number of days from 1 to 365": "debe ser un número entero de días entre 1 y 365",
         "choose at least one": "elige al menos uno",
+        "is already the name of another of your integrations": "ya es el nombre de otra de tus integraciones",
         "must be a non-empty string of at most 100 visible characters": "debe ser un texto visible de como máximo 100 caracteres",
     ]
 }

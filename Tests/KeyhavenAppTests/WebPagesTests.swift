@@ -1,0 +1,201 @@
+import Foundation
+import HTTPTypes
+import KeyhavenCore
+import KeyhavenTestSupport
+@testable import KeyhavenWeb
+import Testing
+
+/// The web pages' rules that a browser test cannot reach cheaply: ownership, hostile forms, redirects, language.
+@Suite("Web pages")
+struct WebPagesTests {
+    static func urlEncoded(_ fields: [(String, String)]) -> Data {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return Data(fields.map { name, value in
+            "\(name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
+        }.joined(separator: "&").utf8)
+    }
+
+    static func multipart(_ fields: [(String, String)], boundary: String = "keyhaven-test-boundary") -> Data {
+        var body = ""
+        for (name, value) in fields {
+            body += "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(value)\r\n"
+        }
+        return Data((body + "--\(boundary)--\r\n").utf8)
+    }
+
+    static let awsSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    static let multipartType = "multipart/form-data; boundary=keyhaven-test-boundary"
+    static let formType = "application/x-www-form-urlencoded"
+
+    func post(
+        _ api: APIHarness, _ path: String, as user: TestUser, _ body: Data, contentType: String = Self.formType
+    ) async throws -> APIResponse {
+        try await api.request(.post, path, auth: .sessionWithoutCSRF(cookie: user.cookie), json: body, contentType: contentType)
+    }
+
+    @Test("another user's integration answers 404 on every page and action, and stays as it was", arguments: TestDatabase.all)
+    func crossUser(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let owner = try await api.user()
+            let stranger = try await api.user()
+            let id = try await api.openAIIntegration(for: owner.session, name: "owned")
+            let before = try await api.request(.get, "/api/integrations/\(id)", auth: owner.session).json
+            for path in ["/integrations/\(id)", "/integrations/\(id)/card", "/integrations/\(id)/delete"] {
+                let response = try await api.request(.get, path, auth: .sessionWithoutCSRF(cookie: stranger.cookie))
+                #expect(response.status == .notFound, "\(path)")
+                #expect(response.text.contains("No encontrado"), "\(path): the HTML error page")
+            }
+            for action in ["test", "rename", "enable", "disable", "delete"] {
+                let response = try await post(
+                    api, "/integrations/\(id)/\(action)", as: stranger,
+                    Self.urlEncoded([("csrf_token", stranger.csrf), ("name", "taken"), ("confirm_name", "owned")]))
+                #expect(response.status == .notFound, "\(action)")
+            }
+            let replace = try await post(
+                api, "/integrations/\(id)/credentials", as: stranger,
+                Self.multipart([("csrf_token", stranger.csrf), ("api_key", "sk-test-00000000000000000000")]), contentType: Self.multipartType)
+            #expect(replace.status == .notFound)
+            let after = try await api.request(.get, "/api/integrations/\(id)", auth: owner.session).json
+            #expect(after["name"] as? String == "owned")
+            #expect(after["enabled"] as? Bool == true)
+            #expect(after["credential_version"] as? Int == before["credential_version"] as? Int)
+            #expect(after["updated_at"] as? String == before["updated_at"] as? String)
+        }
+    }
+
+    @Test("without a session a page sends the browser to sign in, and a form changes nothing")
+    func signedOut() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let page = try await api.request(.get, "/integrations?cursor=x")
+            #expect(page.status == .seeOther)
+            #expect(page.headers[.location] == "/login?next=%2Fintegrations%3Fcursor%3Dx")
+            let user = try await api.user()
+            let forged = try await api.request(
+                .post, "/integrations", json: Self.multipart([("csrf_token", user.csrf), ("type", "openai"), ("name", "x"), ("api_key", "sk-test-00000000000000000000")]),
+                contentType: Self.multipartType)
+            #expect(forged.status == .seeOther)
+            #expect(try await api.runtime.integrations.list(ownerID: user.id, limit: 10, after: nil).isEmpty)
+        }
+    }
+
+    @Test("a form posted with the wrong CSRF token, or none, is refused and changes nothing")
+    func csrf() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            for token in [nil, "", "wrong", String(user.csrf.dropLast()) + "x"] as [String?] {
+                var fields = [("type", "openai"), ("name", "forged"), ("api_key", "sk-test-00000000000000000000")]
+                if let token { fields.append(("csrf_token", token)) }
+                let response = try await post(api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
+                #expect(response.status == .forbidden)
+            }
+            #expect(try await api.runtime.integrations.list(ownerID: user.id, limit: 10, after: nil).isEmpty)
+        }
+    }
+
+    @Test("hostile form bodies get a clear 4xx page, never a 500, and create nothing")
+    func hostileBodies() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let valid = Self.multipart([("csrf_token", user.csrf), ("type", "openai"), ("name", "n"), ("api_key", "sk-test-00000000000000000000")])
+            var bodies: [(String, Data, String)] = [
+                ("no boundary", valid, "multipart/form-data"),
+                ("other boundary", valid, "multipart/form-data; boundary=other"),
+                ("boundary too long", valid, "multipart/form-data; boundary=" + String(repeating: "b", count: 71)),
+                ("truncated", valid.prefix(valid.count / 2), Self.multipartType),
+                ("no closing boundary", valid.dropLast(30), Self.multipartType),
+                ("invalid UTF-8", Data("--keyhaven-test-boundary\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n".utf8) + Data([0xFF, 0xFE, 0xC0]) + Data("\r\n--keyhaven-test-boundary--\r\n".utf8), Self.multipartType),
+                ("part without a name", Data("--keyhaven-test-boundary\r\nContent-Disposition: form-data\r\n\r\nx\r\n--keyhaven-test-boundary--\r\n".utf8), Self.multipartType),
+                ("bad percent encoding", Data("csrf_token=\(user.csrf)&name=%E0%A4%A".utf8), Self.formType),
+                ("invalid UTF-8 percent-encoded", Data("csrf_token=\(user.csrf)&name=%FF%FE".utf8), Self.formType),
+                ("too many fields", Self.urlEncoded([("csrf_token", user.csrf)] + (0..<100).map { ("f\($0)", "v") }), Self.formType),
+                ("too large", Data(repeating: 0x61, count: 70 * 1024), Self.formType),
+                ("JSON", Data("{\"name\":\"x\"}".utf8), "application/json"),
+                ("no content type", valid, ""),
+            ]
+            var generator = SystemRandomNumberGenerator()
+            for index in 0..<30 {
+                let noise = Data((0..<Int.random(in: 0..<2048, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+                bodies.append(("random bytes \(index)", noise, index % 2 == 0 ? Self.multipartType : Self.formType))
+            }
+            for (label, body, contentType) in bodies {
+                let response = try await post(api, "/integrations", as: user, body, contentType: contentType)
+                #expect((400..<500).contains(response.status.code), "\(label): \(response.status)")
+                #expect(response.headers[.contentType]?.hasPrefix("text/html") == true, "\(label)")
+            }
+            #expect(try await api.runtime.integrations.list(ownerID: user.id, limit: 10, after: nil).isEmpty)
+            #expect(try await api.request(.get, "/healthz").status == .ok)
+        }
+    }
+
+    @Test("hostile values in every field of the form are refused next to their field or saved and checked; never a 500")
+    func hostileFields() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let valid: [String: String] = [
+                "name": "Production", "access_key_id": "AKIAQWERTYUIOPASDFGH", "secret_access_key": Self.awsSecret,
+                "region": "us-east-1",
+            ]
+            var statuses: [Int: Int] = [:]
+            for field in valid.keys.sorted() {
+                for hostile in HostileValues.around(valid[field]!, maximumPositions: 6) {
+                    guard let text = hostile.string else { continue }
+                    var fields = [("csrf_token", user.csrf), ("type", "aws")]
+                    for (name, value) in valid.sorted(by: { $0.key < $1.key }) { fields.append((name, name == field ? text : value)) }
+                    let response = try await post(api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
+                    statuses[Int(response.status.code), default: 0] += 1
+                    // Saved and checked (303), or refused next to a field: invalid (422), or a name already taken (409).
+                    #expect([303, 409, 422].contains(response.status.code), "\(field) \(hostile): \(response.status)")
+                    if response.status.code != 303 {
+                        #expect(response.text.contains("field-error"), "\(field) \(hostile): the problem is shown by the field")
+                        #expect(!response.text.contains(Self.awsSecret), "the secret is not echoed")
+                    }
+                }
+            }
+            #expect(statuses[422, default: 0] > 0)
+            #expect(try await api.request(.get, "/healthz").status == .ok)
+        }
+    }
+
+    @Test("sign-in sends the browser back only to a page of this site")
+    func localRedirects() {
+        for good in ["/integrations", "/integrations/abc?x=1", "/"] { #expect(WebPages.localPath(good) == good) }
+        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "", "/a b", "/\u{0}x", "/\u{202E}"] {
+            #expect(WebPages.localPath(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test("Accept-Language picks the preferred supported language; the remembered choice wins; Spanish otherwise")
+    func languages() {
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: "en-US,en;q=0.9,es;q=0.8") == .en)
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: "fr-FR, en;q=0.5, es;q=0.7") == .es)
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: "es-MX") == .es)
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: "en;q=0, es;q=0") == .es)
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: "de") == .es)
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: String(repeating: "x;q=,", count: 10_000)) == .es)
+        #expect(Language.negotiate(cookie: "en", acceptLanguage: "es") == .en)
+        #expect(Language.negotiate(cookie: "xx", acceptLanguage: "en") == .en)
+        #expect(Language.negotiate(cookie: nil, acceptLanguage: nil) == .es)
+        // Every key exists in both languages.
+        #expect(Set(Texts.spanish.keys) == Set(Texts.english.keys))
+    }
+
+    @Test("times read naturally in both languages")
+    func relativeTimes() {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        #expect(Language.es.relative(now.addingTimeInterval(-300), now: now) == "hace 5 minutos")
+        #expect(Language.en.relative(now.addingTimeInterval(-300), now: now) == "5 minutes ago")
+        #expect(Language.es.relative(now.addingTimeInterval(-60), now: now) == "hace 1 minuto")
+        #expect(Language.en.relative(now.addingTimeInterval(-10), now: now) == "just now")
+        #expect(Language.es.relative(now.addingTimeInterval(-7200), now: now) == "hace 2 horas")
+        #expect(Language.en.relative(now.addingTimeInterval(-86400 * 3), now: now) == "3 days ago")
+        #expect(Language.en.relative(now.addingTimeInterval(-86400 * 400), now: now) == "2025-12-11")
+    }
+
+    @Test("the stored error's opening sentence is shown in the reader's language")
+    func errorMessages() {
+        let stored = "The provider rejected the credentials. (401: invalid key)"
+        #expect(IntegrationPages.errorMessage(stored, language: .es) == "El proveedor rechazó las credenciales. (401: invalid key)")
+        #expect(IntegrationPages.errorMessage(stored, language: .en) == stored)
+    }
+}
