@@ -258,9 +258,27 @@ def test_pages_carry_the_security_headers_and_no_inline_script_or_style(page, se
     html = page.content()
     assert "<style" not in html and " style=" not in html and "onclick" not in html
     assert all(script.get_attribute("src") for script in page.locator("script").all())
-    missing = page.evaluate("""Array.from(document.querySelectorAll('input:not([type=hidden])'))
-        .filter(i => !(i.labels && i.labels.length)).map(i => i.name)""")
-    assert missing == []
+    assert unlabelled(page) == []
     response = page.goto("/no-such-page")
     assert response.status == 404
     expect(page.get_by_role("heading", level=1)).to_have_text("No encontrado")
+
+
+def unlabelled(page):
+    return page.evaluate("""Array.from(document.querySelectorAll('input:not([type=hidden]), textarea, select'))
+        .filter(i => !(i.labels && i.labels.length)).map(i => i.name || i.id)""")
+
+
+def test_every_field_of_every_page_has_a_label_and_fits_a_phone(page, server, fakes):
+    sign_up(page)
+    name = create(page, "openai", fakes["credentials"])
+    card(page, name).get_by_role("link", name=re.compile("^Detalles")).click()
+    detail = page.url
+    paths = ["/integrations", "/integrations/new", "/audit", "/tokens", detail, detail + "/delete"]
+    paths += [f"/integrations/new?type={kind}" for kind in LABELS]
+    for viewport in (DESKTOP, PHONE):
+        page.set_viewport_size(viewport)
+        for path in paths:
+            page.goto(path)
+            assert unlabelled(page) == [], path
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"{path} scrolls sideways at {viewport['width']} px"
