@@ -161,6 +161,14 @@ public struct KeyhavenConfiguration: Sendable {
             }
             providerEndpoints.overrides[type] = url
         }
+        for service in ProviderService.allCases {
+            let name = "KEYHAVEN_PROVIDER_\(service.rawValue)_URL"
+            guard let value = text("keyhaven.provider.\(service.rawValue.lowercased().replacingOccurrences(of: "_", with: ".")).url") else { continue }
+            guard let url = URL(string: value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw KeyhavenError.configuration("\(name) must be an http:// or https:// URL")
+            }
+            providerEndpoints.services[service] = url
+        }
         egressAllowPrivate = try Self.bool(text("keyhaven.egress.allow.private"), name: "KEYHAVEN_EGRESS_ALLOW_PRIVATE", default: false)
         runVerificationWorker = try Self.bool(text("keyhaven.verification.worker"), name: "KEYHAVEN_VERIFICATION_WORKER", default: true)
         if let limit = text("keyhaven.check.limit") {

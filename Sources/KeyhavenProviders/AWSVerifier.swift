@@ -16,22 +16,13 @@ struct AWSVerifier: Verifier {
         default: return VerificationContext.Refused.unbuildable("the region is not valid").result
         }
         let regional = config["region"] == nil ? ProviderEndpoints.defaultURL(.aws) : URL(string: "https://sts.\(region).amazonaws.com")
-        guard let url = context.endpoints.override(.aws) ?? regional, let hostName = url.host else {
+        guard let url = context.endpoints.override(.aws) ?? regional, url.host != nil else {
             return VerificationContext.Refused.unbuildable("no STS endpoint for this region").result
         }
-        let target = url.path.isEmpty ? "/" : url.path
-        let requestURL = url.path.isEmpty ? url.appendingPathComponent("") : url
-        let body = Data("Action=GetCallerIdentity&Version=2011-06-15".utf8)
-        let host = url.port.map { "\(hostName):\($0)" } ?? hostName
         let signer = SigV4Signer(
             credentials: .init(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken),
             region: region, service: "sts")
-        let headers: [(name: String, value: String)] = [
-            ("Host", host), ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
-        ]
-        let signed = signer.sign(.init(method: "POST", target: target, headers: headers, body: body), date: Date())
-        let sent = headers.filter { $0.name != "Host" } + signed.headersToAdd
-        switch await context.send(.POST, requestURL, headers: sent.map { ($0.name, $0.value) }, body: body) {
+        switch await Self.post("Action=GetCallerIdentity&Version=2011-06-15", to: url, signer: signer, in: context) {
         case .failure(let refused):
             return refused.result
         case .success(let reply):
@@ -54,6 +45,23 @@ struct AWSVerifier: Verifier {
             let message = [code, Self.element("Message", in: xml)].compactMap { $0 }.joined(separator: ": ")
             return VerificationResult(outcome: outcome, providerMessage: message.isEmpty ? nil : message)
         }
+    }
+
+    /// POSTs a form to an AWS query API (STS, IAM), signed with Signature Version 4.
+    static func post(
+        _ form: String, to url: URL, signer: SigV4Signer, in context: VerificationContext
+    ) async -> Result<VerificationContext.Reply, VerificationContext.Refused> {
+        guard let hostName = url.host else { return .failure(.unbuildable("the endpoint has no host")) }
+        let target = url.path.isEmpty ? "/" : url.path
+        let requestURL = url.path.isEmpty ? url.appendingPathComponent("") : url
+        let body = Data(form.utf8)
+        let host = url.port.map { "\(hostName):\($0)" } ?? hostName
+        let headers: [(name: String, value: String)] = [
+            ("Host", host), ("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"),
+        ]
+        let signed = signer.sign(.init(method: "POST", target: target, headers: headers, body: body), date: Date())
+        let sent = headers.filter { $0.name != "Host" } + signed.headersToAdd
+        return await context.send(.POST, requestURL, headers: sent.map { ($0.name, $0.value) }, body: body)
     }
 
     /// The text of the first `<name>…</name>` (STS answers in XML).

@@ -4,13 +4,38 @@ import KeyhavenCore
 import NIOCore
 import NIOHTTP1
 
-/// The default endpoint of each provider, and the operator's overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
+/// The providers' management APIs that automatic rotation calls (SPEC §15).
+public enum ProviderService: String, Sendable, CaseIterable {
+    case awsIAM = "AWS_IAM"
+    case googleIAM = "GOOGLE_IAM"
+    case azureGraph = "AZURE_GRAPH"
+
+    /// The real service.
+    public var defaultURL: URL {
+        let text =
+            switch self {
+            case .awsIAM: "https://iam.amazonaws.com"
+            case .googleIAM: "https://iam.googleapis.com"
+            case .azureGraph: "https://graph.microsoft.com"
+            }
+        // These literals are valid URLs.
+        return URL(string: text) ?? URL(fileURLWithPath: "/")
+    }
+}
+
+/// The default endpoint of each provider, and the operator's overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`, and
+/// `KEYHAVEN_PROVIDER_AWS_IAM_URL`, `…_GOOGLE_IAM_URL`, `…_AZURE_GRAPH_URL` for the management APIs).
 public struct ProviderEndpoints: Sendable {
     public var overrides: [IntegrationType: URL]
+    public var services: [ProviderService: URL]
 
-    public init(overrides: [IntegrationType: URL] = [:]) {
+    public init(overrides: [IntegrationType: URL] = [:], services: [ProviderService: URL] = [:]) {
         self.overrides = overrides
+        self.services = services
     }
+
+    /// The management API's override, else the real one.
+    public func base(_ service: ProviderService) -> URL { services[service] ?? service.defaultURL }
 
     /// The real providers' endpoints.
     public static func defaultURL(_ type: IntegrationType) -> URL {
@@ -59,7 +84,7 @@ public struct VerificationContext: Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    struct Reply {
+    struct Reply: Error {
         var status: Int
         var body: Data
         var json: [String: Any] { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:] }
@@ -132,17 +157,28 @@ extension VerificationContext {
     func requestToken(
         _ url: URL, origin: EgressPolicy.Origin = .operatorConfigured, form: String, details: [String: JSONValue]
     ) async -> TokenReply {
+        switch await accessToken(url, origin: origin, form: form) {
+        case .failure(let refused): .finished(refused.result)
+        case .success(.success): .finished(VerificationResult(outcome: .connected, details: details))
+        case .success(.failure(let reply)): .refused(reply)
+        }
+    }
+
+    /// An OAuth token request that keeps the token: the token, the provider's refusal, or why no answer came.
+    func accessToken(
+        _ url: URL, origin: EgressPolicy.Origin = .operatorConfigured, form: String
+    ) async -> Result<Result<String, Reply>, Refused> {
         let headers = [("Content-Type", "application/x-www-form-urlencoded")]
         switch await send(.POST, url, origin: origin, headers: headers, body: Data(form.utf8)) {
         case .failure(let refused):
-            return .finished(refused.result)
+            return .failure(refused)
         case .success(let reply) where reply.status == 200:
-            guard reply.json["access_token"] is String else {
-                return .finished(VerificationResult(outcome: .unexpectedResponse, providerMessage: "No access token was returned."))
+            guard let token = reply.json["access_token"] as? String else {
+                return .failure(Refused(outcome: .unexpectedResponse, message: "No access token was returned."))
             }
-            return .finished(VerificationResult(outcome: .connected, details: details))
+            return .success(.success(token))
         case .success(let reply):
-            return .refused(reply)
+            return .success(.failure(reply))
         }
     }
 }

@@ -20,7 +20,7 @@ public final class FakeProviders: Sendable {
     /// The base URL of the running fakes (`http://127.0.0.1:PORT`).
     public let baseURL: URL
     private let task: Task<Void, any Error>
-    private let state: FakeState
+    let state: FakeState
     /// A URL where nothing listens.
     public let downURL: URL
 
@@ -36,6 +36,8 @@ public final class FakeProviders: Sendable {
     public static let azureClient = "66666666-7777-8888-9999-000000000000"
     public static let azureSecret = "fake~azure~good~secret"
     public static let azureExpiredSecret = "fake~azure~expired~secret"
+    /// The key id of ``azureSecret`` in the application's password credentials.
+    public static let azureSecretKeyID = "aaaaaaaa-0000-0000-0000-000000000001"
 
     /// A service account whose key the Google fake trusts.
     public let googleAccount: [String: JSONValue]
@@ -49,6 +51,21 @@ public final class FakeProviders: Sendable {
     final class FakeState: Sendable {
         let unexpected = Mutex<[String]>([])
         let base = Mutex<String>("")
+        /// AWS access keys by id: the IAM user, the secret, and whether it is active (IAM keeps at most two).
+        let awsKeys = Mutex<[String: FakeAWSKey]>([
+            awsAccessKeyID: FakeAWSKey(user: "keyhaven", secret: awsSecret, active: true, created: 0),
+        ])
+        /// The Azure application's client secrets by key id.
+        let azureSecrets = Mutex<[String: String]>([azureSecretKeyID: azureSecret])
+        /// Google service-account key ids that were deleted: assertions signed with them are refused.
+        let deletedGoogleKeys = Mutex<Set<String>>([])
+        /// Google service-account key ids that exist.
+        let googleKeys = Mutex<[String]>(["fake-key-1"])
+        /// Bearer tokens handed out, and for what: `google:<key id>` or `graph:<client id>`.
+        let issuedTokens = Mutex<[String: String]>([:])
+        let serial = Mutex<Int>(0)
+
+        func next() -> Int { serial.withLock { $0 += 1; return $0 } }
 
         func fail(_ what: String) -> Response {
             unexpected.withLock { $0.append(what) }
@@ -214,19 +231,26 @@ public final class FakeProviders: Sendable {
                 var exp: ExpirationClaim
                 func verify(using algorithm: some JWTAlgorithm) async throws { try exp.verifyNotExpired() }
             }
-            guard let claims = try? await keys.verify(assertion, as: Claims.self) else {
+            let keyID = jwtKeyID(assertion) ?? ""
+            guard let claims = try? await keys.verify(assertion, as: Claims.self),
+                !state.deletedGoogleKeys.withLock({ $0.contains(keyID) })
+            else {
                 return json(.badRequest, ["error": "invalid_grant", "error_description": "Invalid JWT Signature."])
             }
             let expectedAudience = state.base.withLock { $0 } + "/google/token"
             guard claims.iss.value == "vault@fake-project.iam.gserviceaccount.com", claims.aud.value.contains(expectedAudience),
                 claims.exp.value.timeIntervalSince(claims.iat.value) <= 3600, !claims.scope.isEmpty
             else { return json(.badRequest, ["error": "invalid_grant", "error_description": "Invalid JWT: bad claims."]) }
-            return json(.ok, ["access_token": "ya29.fake", "expires_in": 3599, "token_type": "Bearer"])
+            let token = "ya29.fake-\(state.next())"
+            state.issuedTokens.withLock { $0[token] = "google:\(keyID)" }
+            return json(.ok, ["access_token": token, "expires_in": 3599, "token_type": "Bearer"])
         }
-        router.post("/aws") { request, _ -> Response in await aws(request, fail: fail) }
+        router.post("/aws") { request, _ -> Response in await aws(request, state: state, fail: fail) }
+        addManagementRoutes(router, keys: keys, state: state)
         router.post("/azure/:tenant/oauth2/v2.0/token") { request, context -> Response in
             let fields = try await form(request)
-            guard fields["grant_type"] == "client_credentials", fields["scope"] == "https://management.azure.com/.default",
+            let scopes = ["https://management.azure.com/.default", "https://graph.microsoft.com/.default"]
+            guard fields["grant_type"] == "client_credentials", let scope = fields["scope"], scopes.contains(scope),
                 let client = fields["client_id"], let secret = fields["client_secret"]
             else { return fail("azure: form \(fields.keys.sorted())") }
             guard context.parameters.get("tenant") == azureTenant else {
@@ -236,7 +260,10 @@ public final class FakeProviders: Sendable {
                 return json(.badRequest, ["error": "unauthorized_client", "error_description": "AADSTS700016: Application with identifier '\(client)' was not found in the directory."])
             }
             switch secret {
-            case azureSecret: return json(.ok, ["access_token": "eyJ.fake", "expires_in": 3599, "token_type": "Bearer"])
+            case _ where state.azureSecrets.withLock({ $0.values.contains(secret) }):
+                let token = "eyJ.fake-\(state.next())"
+                if scope.hasPrefix("https://graph.") { state.issuedTokens.withLock { $0[token] = "graph:\(client)" } }
+                return json(.ok, ["access_token": token, "expires_in": 3599, "token_type": "Bearer"])
             case azureExpiredSecret:
                 return json(.unauthorized, ["error": "invalid_client", "error_description": "AADSTS7000222: The provided client secret keys for app '\(client)' are expired."])
             default:
@@ -247,12 +274,29 @@ public final class FakeProviders: Sendable {
         router.on("/**", method: .post) { request, _ in fail("POST \(request.uri.path)") }
     }
 
-    static func aws(_ request: Request, fail: @Sendable (String) -> Response) async -> Response {
+    static func aws(_ request: Request, state: FakeState, fail: @Sendable (String) -> Response) async -> Response {
         guard let body = try? await request.body.collect(upTo: 1 << 16) else { return fail("aws: body") }
         guard String(buffer: body) == "Action=GetCallerIdentity&Version=2011-06-15" else { return fail("aws: body \(String(buffer: body))") }
+        let key: FakeAWSKey
+        switch verifySigV4(request, body: body, service: "sts", state: state, fail: fail) {
+        case .failure(let refusal): return refusal.response
+        case .success(let signer): key = signer
+        }
+        return xml(.ok, """
+            <GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>\
+            <Arn>arn:aws:iam::123456789012:user/\(key.user)</Arn><UserId>AIDAFAKE</UserId><Account>123456789012</Account>\
+            </GetCallerIdentityResult></GetCallerIdentityResponse>
+            """)
+    }
+
+    /// Checks a SigV4-signed request the way AWS does: the access key must exist and be active, and the signature
+    /// recomputed with its secret over the signed headers must match.
+    static func verifySigV4(
+        _ request: Request, body: ByteBuffer, service: String, state: FakeState, fail: @Sendable (String) -> Response
+    ) -> Result<FakeAWSKey, FakeRefusal> {
         guard let authorization = request.headers[.authorization], authorization.hasPrefix("AWS4-HMAC-SHA256 "),
             let amzDate = request.headers[HTTPField.Name("X-Amz-Date")!]
-        else { return fail("aws: not signed") }
+        else { return .failure(FakeRefusal(response: fail("\(service): not signed"))) }
         func part(_ name: String) -> String? {
             authorization.components(separatedBy: ", ").compactMap { item -> String? in
                 let item = item.replacingOccurrences(of: "AWS4-HMAC-SHA256 ", with: "")
@@ -260,42 +304,50 @@ public final class FakeProviders: Sendable {
             }.first
         }
         guard let credential = part("Credential"), let signedHeaders = part("SignedHeaders"), let signature = part("Signature") else {
-            return fail("aws: authorization header")
+            return .failure(FakeRefusal(response: fail("\(service): authorization header")))
         }
         let scope = credential.split(separator: "/")
-        guard scope.count == 5, scope[3] == "sts", scope[4] == "aws4_request" else { return fail("aws: scope \(credential)") }
+        guard scope.count == 5, scope[3] == service, scope[4] == "aws4_request" else { return .failure(FakeRefusal(response: fail("\(service): scope \(credential)"))) }
+        if service == "iam" && scope[2] != "us-east-1" { return .failure(FakeRefusal(response: fail("iam: region \(scope[2])"))) }
         let accessKeyID = String(scope[0])
-        guard accessKeyID == awsAccessKeyID || accessKeyID == awsExpiredAccessKeyID else {
-            return xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>")
-        }
         if accessKeyID == awsExpiredAccessKeyID {
-            return xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>")
+            return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>")))
+        }
+        guard let key = state.awsKeys.withLock({ $0[accessKeyID] }), key.active else {
+            return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>")))
         }
         // Recompute the signature from the secret this fake knows, over exactly the headers that were signed.
         var headers: [(name: String, value: String)] = []
         for name in signedHeaders.split(separator: ";") {
             let field = name == "host" ? request.head.authority : request.headers[HTTPField.Name(String(name))!]
-            guard let value = field else { return fail("aws: signed header \(name) missing") }
+            guard let value = field else { return .failure(FakeRefusal(response: fail("\(service): signed header \(name) missing"))) }
             headers.append((String(name), value))
         }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        guard let date = formatter.date(from: amzDate), abs(date.timeIntervalSinceNow) < 300 else { return fail("aws: date") }
+        guard let date = formatter.date(from: amzDate), abs(date.timeIntervalSinceNow) < 300 else { return .failure(FakeRefusal(response: fail("\(service): date"))) }
         var signer = SigV4Signer(
-            credentials: .init(accessKeyID: accessKeyID, secretAccessKey: awsSecret, sessionToken: nil),
-            region: String(scope[2]), service: "sts")
+            credentials: .init(accessKeyID: accessKeyID, secretAccessKey: key.secret, sessionToken: nil),
+            region: String(scope[2]), service: service)
         signer.signSessionToken = false
         let expected = signer.sign(.init(method: "POST", target: request.uri.path, headers: headers, body: Data(buffer: body)), date: date)
         guard expected.signature == signature else {
-            return xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error></ErrorResponse>")
+            return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error></ErrorResponse>")))
         }
-        return xml(.ok, """
-            <GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>\
-            <Arn>arn:aws:iam::123456789012:user/keyhaven</Arn><UserId>AIDAFAKE</UserId><Account>123456789012</Account>\
-            </GetCallerIdentityResult></GetCallerIdentityResponse>
-            """)
+        return .success(key)
+    }
+
+    /// The `kid` of a JWT's header, without checking anything.
+    static func jwtKeyID(_ token: String) -> String? {
+        guard var header = token.split(separator: ".").first.map(String.init) else { return nil }
+        header = header.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while header.count % 4 != 0 { header += "=" }
+        guard let data = Data(base64Encoded: header),
+            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        else { return nil }
+        return object["kid"] as? String
     }
 }
 

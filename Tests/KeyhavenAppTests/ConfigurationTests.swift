@@ -59,8 +59,14 @@ struct ConfigurationTests {
         let configuration = try await load([
             "KEYHAVEN_PROVIDER_OPENAI_URL": "http://127.0.0.1:9000/openai",
             "KEYHAVEN_PROVIDER_GOOGLE_CLOUD_URL": "https://token.internal.example/token",
+            "KEYHAVEN_PROVIDER_AWS_IAM_URL": "http://127.0.0.1:9000/iam",
+            "KEYHAVEN_PROVIDER_GOOGLE_IAM_URL": "http://127.0.0.1:9000/google-iam",
+            "KEYHAVEN_PROVIDER_AZURE_GRAPH_URL": "http://127.0.0.1:9000/graph",
             "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true", "KEYHAVEN_VERIFICATION_WORKER": "false",
         ])
+        #expect(configuration.providerEndpoints.base(.awsIAM).absoluteString == "http://127.0.0.1:9000/iam")
+        #expect(configuration.providerEndpoints.base(.googleIAM).absoluteString == "http://127.0.0.1:9000/google-iam")
+        #expect(configuration.providerEndpoints.base(.azureGraph).absoluteString == "http://127.0.0.1:9000/graph")
         #expect(configuration.providerEndpoints.override(.openai)?.absoluteString == "http://127.0.0.1:9000/openai")
         #expect(configuration.providerEndpoints.override(.googleCloud)?.absoluteString == "https://token.internal.example/token")
         #expect(configuration.providerEndpoints.override(.aws) == nil)
@@ -71,6 +77,10 @@ struct ConfigurationTests {
         await #expect(throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_URL must be an http:// or https:// URL")) {
             _ = try await load(["KEYHAVEN_PROVIDER_AZURE_URL": "login.example"])
         }
+        await #expect(throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_GRAPH_URL must be an http:// or https:// URL")) {
+            _ = try await load(["KEYHAVEN_PROVIDER_AZURE_GRAPH_URL": "graph.example"])
+        }
+        #expect(defaults.providerEndpoints.base(.awsIAM).absoluteString == "https://iam.amazonaws.com")
     }
 
     @Test("bad values are refused with the setting's name and without echoing a secret")
