@@ -42,6 +42,8 @@ public struct KeyhavenRuntime: Sendable {
     public let passwords: PasswordHasher
     /// The account rules: sign-up, login, sessions.
     public let accounts: Accounts
+    /// Rotation policies and rotations.
+    public let rotations: SQLRotationStore
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -82,7 +84,9 @@ public struct KeyhavenRuntime: Sendable {
                 integrations: integrations, users: users, sessions: sessions,
                 tokens: SQLTokenStore(database: database, audit: audit), audit: audit, limiter: limiter, http: http,
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
-                metrics: metrics, passwords: passwords, accounts: accounts, logger: logger)
+                metrics: metrics, passwords: passwords, accounts: accounts,
+                rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
+                logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -165,7 +169,11 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
             RuntimeService(runtime: runtime),
             AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
         ]
-            + (configuration.runVerificationWorker ? [VerificationWorker(runner: runtime.verifier)] : []),
+            + (configuration.runVerificationWorker
+                ? [
+                    VerificationWorker(runner: runtime.verifier),
+                    RotationEngine(store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger),
+                ] : []),
         logger: runtime.logger
     )
 }

@@ -48,7 +48,8 @@ public struct KeyhavenConfiguration: Sendable {
     /// Whether verification may call loopback, private, link-local and metadata addresses
     /// (`KEYHAVEN_EGRESS_ALLOW_PRIVATE`, default false).
     public var egressAllowPrivate = false
-    /// Whether this instance runs the background verifier (`KEYHAVEN_VERIFICATION_WORKER`, default true).
+    /// Whether this instance runs the background work that calls providers — the verifier and the rotation engine
+    /// (`KEYHAVEN_VERIFICATION_WORKER`, default true).
     public var runVerificationWorker = true
     /// The longest a provider check may take (SPEC §7: 10 s).
     public var verificationTimeout: Duration = .seconds(10)

@@ -44,7 +44,7 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
         var integrationRows = SQLQueryString(
             """
             INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint, current_version,
-            created_at, updated_at) VALUES\u{20}
+            latest_version, created_at, updated_at) VALUES\u{20}
             """)
         var secretRows = SQLQueryString(
             "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ")
@@ -58,7 +58,7 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
             let separator = index == 0 ? "(" : ", ("
             integrationRows.appendInterpolation(unsafeRaw: separator)
             integrationRows.appendInterpolation(binds: [
-                id, user.id, "bench \(counter)", "openai", "connected", true, "{}", "sk-…kkkk", 1, now, now,
+                id, user.id, "bench \(counter)", "openai", "connected", true, "{}", "sk-…kkkk", 1, 1, now, now,
             ])
             integrationRows.appendInterpolation(unsafeRaw: ")")
             secretRows.appendInterpolation(unsafeRaw: separator)

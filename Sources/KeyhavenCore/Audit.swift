@@ -51,6 +51,10 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case credentialsRead = "credentials.read"
     case keyRotate = "key.rotate"
     case keyRetire = "key.retire"
+    case rotationStart = "integration.rotation.start"
+    case rotationStep = "integration.rotation.step"
+    case rotationFail = "integration.rotation.fail"
+    case rotationDue = "integration.rotation.due"
 }
 
 /// How an audited action ended.

@@ -49,6 +49,16 @@ public struct Integration: Sendable, Equatable {
     public var createdAt: Date
     /// When it last changed.
     public var updatedAt: Date
+    /// How its credentials are renewed.
+    public var rotation: RotationPolicy = .off
+    /// When the current credentials were stored (nil before the first).
+    public var credentialsChangedAt: Date?
+
+    /// Whether the credentials are old enough for their rotation policy.
+    public func rotationDue(now: Date = Date()) -> Bool {
+        guard let changed = credentialsChangedAt, let due = rotation.dueDate(after: changed) else { return false }
+        return due <= now
+    }
 
     /// Creates an integration value.
     public init(

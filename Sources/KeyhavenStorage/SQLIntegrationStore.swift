@@ -351,7 +351,14 @@ public struct SQLIntegrationStore: IntegrationStore {
             let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
             let status = IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self))
         else { throw KeyhavenError.internalError }
-        return Integration(
+        var rotation = RotationPolicy.off
+        if let text = try row.decode(column: "rotation", as: String?.self) {
+            guard let policy = try? JSONDecoder().decode(RotationPolicy.self, from: Data(text.utf8)) else {
+                throw KeyhavenError.internalError
+            }
+            rotation = policy
+        }
+        var integration = Integration(
             id: try row.decode(column: "id", as: UUID.self),
             ownerID: try row.decode(column: "owner_id", as: UUID.self),
             name: try row.decode(column: "name", as: String.self),
@@ -366,5 +373,8 @@ public struct SQLIntegrationStore: IntegrationStore {
             lastUsedAt: try row.decode(column: "last_used_at", as: Date?.self),
             createdAt: try row.decode(column: "created_at", as: Date.self),
             updatedAt: try row.decode(column: "updated_at", as: Date.self))
+        integration.rotation = rotation
+        integration.credentialsChangedAt = try row.decode(column: "credentials_changed_at", as: Date?.self)
+        return integration
     }
 }

@@ -28,25 +28,34 @@ public struct SQLSecretStore: SecretStore {
     }
 
     /// Stores the next version inside the caller's transaction (so an integration and its first secret can be
-    /// written together).
+    /// written together). The version becomes the current one unless `makeCurrent` is false (a rotation's new
+    /// credential, stored before it is verified).
     ///
     /// - Throws: as ``put(_:for:)``.
     @discardableResult
-    public func put(_ plaintext: SecretBytes, for owner: SecretOwner, on sql: any SQLDatabase) async throws
-        -> SecretVersionInfo
-    {
+    public func put(
+        _ plaintext: SecretBytes, for owner: SecretOwner, makeCurrent: Bool = true, on sql: any SQLDatabase
+    ) async throws -> SecretVersionInfo {
         // The integration's row first, then the key's: the lock order of every transaction (integration, keyring,
-        // audit chain), so concurrent writers never wait on each other in a cycle.
+        // audit chain), so concurrent writers never wait on each other in a cycle. (On the right of SET, columns
+        // hold their old values.)
         let now = Date()
-        guard
-            let version = try await sql.raw(
-                """
-                UPDATE integrations SET current_version = current_version + 1, updated_at = \(bind: now)
+        let query: SQLQueryString =
+            makeCurrent
+            ? """
+                UPDATE integrations SET latest_version = latest_version + 1, current_version = latest_version + 1,
+                credentials_changed_at = \(bind: now), updated_at = \(bind: now)
                 WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
-                RETURNING current_version
+                RETURNING latest_version
                 """
-            ).first()?.decode(column: "current_version", as: Int.self)
-        else { throw KeyhavenError.notFound }
+            : """
+                UPDATE integrations SET latest_version = latest_version + 1
+                WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+                RETURNING latest_version
+                """
+        guard let version = try await sql.raw(query).first()?.decode(column: "latest_version", as: Int.self) else {
+            throw KeyhavenError.notFound
+        }
         // Counting the wrap and reading the active key id is one statement; it also locks the key's row, so a
         // rotation cannot switch keys between this read and the insert below.
         guard let active = try await KeyringRegistry(sql: sql).countWraps(1) else {

@@ -38,6 +38,10 @@ extension FakeProviders {
     /// The Azure application's password key ids.
     public var azureSecretKeyIDs: [String] { state.azureSecrets.withLock { $0.keys.sorted() } }
 
+    /// While on, credentials made through the management APIs are refused by the verification endpoints (a new
+    /// credential that does not work).
+    public func refuseRotatedCredentials(_ refuse: Bool) { state.refuseRotated.withLock { $0 = refuse } }
+
     /// The management endpoints, for `ProviderEndpoints.services`.
     public var managementURLs: (awsIAM: URL, googleIAM: URL, azureGraph: URL) {
         let root = baseURL.absoluteString

@@ -64,6 +64,7 @@ public final class FakeProviders: Sendable {
         /// Bearer tokens handed out, and for what: `google:<key id>` or `graph:<client id>`.
         let issuedTokens = Mutex<[String: String]>([:])
         let serial = Mutex<Int>(0)
+        let refuseRotated = Mutex<Bool>(false)
 
         func next() -> Int { serial.withLock { $0 += 1; return $0 } }
 
@@ -233,7 +234,8 @@ public final class FakeProviders: Sendable {
             }
             let keyID = jwtKeyID(assertion) ?? ""
             guard let claims = try? await keys.verify(assertion, as: Claims.self),
-                !state.deletedGoogleKeys.withLock({ $0.contains(keyID) })
+                !state.deletedGoogleKeys.withLock({ $0.contains(keyID) }),
+                keyID == "fake-key-1" || !state.refuseRotated.withLock({ $0 })
             else {
                 return json(.badRequest, ["error": "invalid_grant", "error_description": "Invalid JWT Signature."])
             }
@@ -260,7 +262,8 @@ public final class FakeProviders: Sendable {
                 return json(.badRequest, ["error": "unauthorized_client", "error_description": "AADSTS700016: Application with identifier '\(client)' was not found in the directory."])
             }
             switch secret {
-            case _ where state.azureSecrets.withLock({ $0.values.contains(secret) }):
+            case _ where state.azureSecrets.withLock({ $0.values.contains(secret) })
+                && (secret == azureSecret || scope.hasPrefix("https://graph.") || !state.refuseRotated.withLock({ $0 })):
                 let token = "eyJ.fake-\(state.next())"
                 if scope.hasPrefix("https://graph.") { state.issuedTokens.withLock { $0[token] = "graph:\(client)" } }
                 return json(.ok, ["access_token": token, "expires_in": 3599, "token_type": "Bearer"])
@@ -313,7 +316,9 @@ public final class FakeProviders: Sendable {
         if accessKeyID == awsExpiredAccessKeyID {
             return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>")))
         }
-        guard let key = state.awsKeys.withLock({ $0[accessKeyID] }), key.active else {
+        guard let key = state.awsKeys.withLock({ $0[accessKeyID] }), key.active,
+            service != "sts" || key.created == 0 || !state.refuseRotated.withLock({ $0 })
+        else {
             return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>")))
         }
         // Recompute the signature from the secret this fake knows, over exactly the headers that were signed.
