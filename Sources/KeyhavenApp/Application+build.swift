@@ -157,7 +157,7 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
         services: WebPages.Services(
             accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,
             secrets: runtime.secrets, audit: runtime.audit, tokens: runtime.tokens, tester: runtime.verifier,
-            limiter: runtime.limiter, checks: configuration.checkRateLimit),
+            limiter: runtime.limiter, checks: configuration.checkRateLimit, rotations: runtime.rotations),
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies
     ).addRoutes(to: router)
 

@@ -37,13 +37,16 @@ public struct RotationEngine: Service {
     }
 
     public func run() async throws {
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                try await runOnce()
-            } catch {
-                logger.error("rotation round failed", metadata: ["error": "\(String(describing: type(of: error)))"])
+        // The wait between rounds ends with the server's graceful shutdown; a round under way finishes its step.
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    try await runOnce()
+                } catch {
+                    logger.error("rotation round failed", metadata: ["error": "\(String(describing: type(of: error)))"])
+                }
+                try await Task.sleep(for: interval)
             }
-            try? await Task.sleep(for: interval)
         }
     }
 

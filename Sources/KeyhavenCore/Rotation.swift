@@ -122,3 +122,22 @@ public struct RotationRecord: Sendable, Equatable {
         self.updatedAt = updatedAt
     }
 }
+
+/// Rotation policies and rotations, as the API and the pages use them.
+public protocol RotationStore: Sendable {
+    /// Sets one of the owner's integrations' policy.
+    ///
+    /// - Throws: `validationFailed` for a policy its type cannot have, `notFound`.
+    func setPolicy(_ policy: RotationPolicy, id: UUID, ownerID: UUID, actor: AuditActor) async throws -> Integration
+
+    /// Starts a rotation now.
+    ///
+    /// - Throws: `notFound`; `conflict` when the provider cannot rotate, the integration is disabled, or one is
+    ///   already under way.
+    func request(id: UUID, ownerID: UUID, actor: AuditActor, now: Date) async throws -> RotationRecord
+
+    /// An integration's rotations, newest first.
+    ///
+    /// - Throws: `unavailable` if the database cannot be reached.
+    func rotations(integrationID: UUID, ownerID: UUID, limit: Int) async throws -> [RotationRecord]
+}

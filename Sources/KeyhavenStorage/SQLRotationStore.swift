@@ -5,7 +5,7 @@ import SQLKit
 /// Rotation policies and the persisted steps of each rotation (SPEC §15), in `integrations.rotation` and
 /// `rotations`. Every step is written (and audited) before the next begins, so whichever instance claims the
 /// rotation after a crash resumes it from the last step that was recorded.
-public struct SQLRotationStore: Sendable {
+public struct SQLRotationStore: RotationStore {
     let database: Database
     let secrets: SQLSecretStore
     let integrations: SQLIntegrationStore

@@ -176,6 +176,7 @@ struct RotationEngineTests {
                 async let first = engine.runOnce()
                 async let second = other.runOnce()
                 _ = try await (first, second)
+                clock.advance(61)
             }
             let rotations = try await api.runtime.rotations.rotations(integrationID: integration.id, ownerID: owner)
             #expect(rotations.count == 1)

@@ -10,7 +10,7 @@ struct IntegrationPages: Sendable {
     /// Flash messages a redirect may name (`?done=created`), so nothing but these texts can be shown that way.
     static let nameTaken = "is already the name of another of your integrations"
 
-    static let flashes = ["created", "replaced", "renamed", "enabled", "disabled", "deleted"]
+    static let flashes = ["created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started"]
 
     // MARK: List
 
@@ -187,6 +187,48 @@ struct IntegrationPages: Sendable {
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=\(enabled ? "enabled" : "disabled")", type: .normal)
     }
 
+    @Sendable func setRotation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        let id = try UUID.path(context)
+        let form = try await WebPages.form(request, context: context, viewer: viewer)
+        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        var errors: [String: String] = [:]
+        let mode = form["mode"].flatMap(RotationPolicy.Mode.init(rawValue:))
+        if mode == nil { errors["rotation.mode"] = "must be off, remind or automatic" }
+        let everyDays = Int(form.trimmed("every_days") ?? "90")
+        if everyDays == nil { errors["rotation.every_days"] = "must be a whole number of days from 1 to 3650" }
+        let graceHours = Int(form.trimmed("grace_hours") ?? "24")
+        if graceHours == nil { errors["rotation.grace_hours"] = "must be a whole number of hours from 0 to 720" }
+        if let mode, let everyDays, let graceHours {
+            do {
+                _ = try await services.rotations.setPolicy(
+                    RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours), id: id, ownerID: viewer.user.id,
+                    actor: Self.actor(request, context: context, viewer: viewer))
+                return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_saved", type: .normal)
+            } catch KeyhavenError.validationFailed(let problems) {
+                errors = problems
+            }
+        }
+        return try await detailPage(
+            current, request: request, page: page, viewer: viewer,
+            extra: ["rotation_errors": Dictionary(uniqueKeysWithValues: errors.map { (String($0.key.dropFirst("rotation.".count)), page.language.problem($0.value)) })],
+            status: .unprocessableContent)
+    }
+
+    @Sendable func rotate(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        let id = try UUID.path(context)
+        _ = try await WebPages.form(request, context: context, viewer: viewer)
+        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        do {
+            try await services.checks.count(viewer.user.id, on: services.limiter)
+            _ = try await services.rotations.request(
+                id: id, ownerID: viewer.user.id, actor: Self.actor(request, context: context, viewer: viewer), now: Date())
+        } catch KeyhavenError.conflict(let message) {
+            return try await detailPage(
+                current, request: request, page: page, viewer: viewer, extra: ["rotation_refused": message], status: .conflict)
+        }
+        return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_started", type: .normal)
+    }
+
     @Sendable func deletePage(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let integration = try await services.integrations.get(id: try UUID.path(context), ownerID: viewer.user.id)
         return deleteConfirmation(integration, page: page, viewer: viewer, error: nil)
@@ -232,6 +274,8 @@ struct IntegrationPages: Sendable {
             ] as [String: Any]
         }
         values["events"] = events.map { AccountPages.event($0, names: [integration.id: integration.name], language: page.language) }
+        let rotations = try await services.rotations.rotations(integrationID: integration.id, ownerID: viewer.user.id, limit: 10)
+        values["rotation"] = Self.rotation(integration, rotations: rotations, language: page.language)
         return renderer.page(
             "detail", title: integration.name, values: values, language: page.language, viewer: viewer, path: page.path,
             status: status)
@@ -254,6 +298,7 @@ struct IntegrationPages: Sendable {
             "last_verified": integration.lastVerifiedAt.map { language.relative($0) } ?? language.text("never"),
             "last_used": integration.lastUsedAt.map { language.relative($0) } ?? language.text("never"),
             "version": integration.credentialVersion,
+            "rotation_due": integration.rotationDue(),
         ]
         if let hint = integration.credentialHint { card["hint"] = hint }
         if let date = integration.lastVerifiedAt { card["last_verified_iso"] = iso(date) }
@@ -262,6 +307,30 @@ struct IntegrationPages: Sendable {
             card["error"] = message
         }
         return card
+    }
+
+    /// The rotation section of the detail page: the policy form, the button, and the recent rotations.
+    static func rotation(_ integration: Integration, rotations: [RotationRecord], language: Language) -> [String: Any] {
+        let automatic = RotationPolicy.automaticTypes.contains(integration.type)
+        let modes: [RotationPolicy.Mode] = automatic ? [.off, .remind, .automatic] : [.off, .remind]
+        let running = rotations.first.map { !$0.state.isFinished } ?? false
+        return [
+            "modes": modes.map { mode in
+                ["value": mode.rawValue, "label": language.text("mode_\(mode.rawValue)"), "selected": mode == integration.rotation.mode] as [String: Any]
+            },
+            "every_days": integration.rotation.everyDays,
+            "grace_hours": integration.rotation.graceHours,
+            "can_rotate": automatic && integration.enabled && !running,
+            "running": running,
+            "history": rotations.map { record in
+                var row: [String: Any] = [
+                    "started": language.relative(record.createdAt), "started_iso": iso(record.createdAt),
+                    "state": record.state.rawValue, "state_label": language.text("rotation_\(record.state.rawValue)"),
+                ]
+                if let error = record.error { row["error"] = error }
+                return row
+            },
+        ]
     }
 
     /// The stored error message, its opening sentence (the outcome's) in the reader's language.

@@ -34,13 +34,15 @@ public struct WebPages: Sendable {
         public var tester: any IntegrationTester
         public var limiter: any RateLimiter
         public var checks: CheckRateLimit
+        public var rotations: any RotationStore
 
         /// Groups the services.
         public init(
             accounts: Accounts, sessions: any SessionStore, integrations: any IntegrationStore, secrets: any SecretStore,
             audit: any AuditLog, tokens: any TokenStore, tester: any IntegrationTester, limiter: any RateLimiter,
-            checks: CheckRateLimit
+            checks: CheckRateLimit, rotations: any RotationStore
         ) {
+            self.rotations = rotations
             self.accounts = accounts
             self.sessions = sessions
             self.integrations = integrations
@@ -101,6 +103,8 @@ public struct WebPages: Sendable {
         pages.post("/integrations/:id/rename", use: signedIn(integrations.rename))
         pages.post("/integrations/:id/enable", use: signedIn(integrations.enable))
         pages.post("/integrations/:id/disable", use: signedIn(integrations.disable))
+        pages.post("/integrations/:id/rotation", use: signedIn(integrations.setRotation))
+        pages.post("/integrations/:id/rotate", use: signedIn(integrations.rotate))
         pages.get("/integrations/:id/delete", use: signedIn(integrations.deletePage))
         pages.post("/integrations/:id/delete", use: signedIn(integrations.delete))
         let account = AccountPages(services: services, renderer: renderer)
