@@ -157,6 +157,38 @@ struct WebPagesTests {
         }
     }
 
+    @Test("the rotation policy and Rotar ahora from the detail page: saved, refused where the provider cannot, never for a stranger", arguments: TestDatabase.all)
+    func rotationForms(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let owner = try await api.user()
+            let stranger = try await api.user()
+            let aws = try await api.runtime.integrations.create(
+                ownerID: owner.id, name: "aws", type: .aws, config: [:],
+                credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: Self.awsSecret, sessionToken: nil), actor: .system)
+            let openai = try await api.runtime.integrations.create(
+                ownerID: owner.id, name: "openai", type: .openai, config: [:], credentials: .apiKey("sk-test-00000000000000000000"), actor: .system)
+            let policy = [("mode", "automatic"), ("every_days", "30"), ("grace_hours", "1")]
+            let saved = try await post(api, "/integrations/\(aws.id.uuidString.lowercased())/rotation", as: owner, Self.urlEncoded([("csrf_token", owner.csrf)] + policy))
+            #expect(saved.status == .seeOther)
+            #expect(try await api.runtime.integrations.get(id: aws.id, ownerID: owner.id).rotation == RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1))
+            let refused = try await post(api, "/integrations/\(openai.id.uuidString.lowercased())/rotation", as: owner, Self.urlEncoded([("csrf_token", owner.csrf)] + policy))
+            #expect(refused.status == .unprocessableContent)
+            #expect(refused.text.contains("la rotación automática solo es posible"))
+            #expect(try await api.runtime.integrations.get(id: openai.id, ownerID: owner.id).rotation == .off)
+            let rotate = "/integrations/\(aws.id.uuidString.lowercased())/rotate"
+            #expect(try await post(api, rotate, as: owner, Self.urlEncoded([("csrf_token", owner.csrf)])).status == .seeOther)
+            let again = try await post(api, rotate, as: owner, Self.urlEncoded([("csrf_token", owner.csrf)]))
+            #expect(again.status == .conflict)
+            #expect(try await api.runtime.rotations.rotations(integrationID: aws.id, ownerID: owner.id, limit: 10).count == 1)
+            for path in [rotate, "/integrations/\(aws.id.uuidString.lowercased())/rotation"] {
+                let response = try await post(api, path, as: stranger, Self.urlEncoded([("csrf_token", stranger.csrf)] + policy))
+                #expect(response.status == .notFound, "\(path)")
+            }
+            let page = try await api.request(.get, "/integrations/\(aws.id.uuidString.lowercased())", auth: .sessionWithoutCSRF(cookie: owner.cookie))
+            #expect(page.text.contains("Rotación de credenciales") && page.text.contains("solicitada"))
+        }
+    }
+
     @Test("sign-in sends the browser back only to a page of this site")
     func localRedirects() {
         for good in ["/integrations", "/integrations/abc?x=1", "/"] { #expect(WebPages.localPath(good) == good) }

@@ -322,6 +322,7 @@ struct IntegrationPages: Sendable {
             "grace_hours": integration.rotation.graceHours,
             "can_rotate": automatic && integration.enabled && !running,
             "running": running,
+            "has_history": !rotations.isEmpty,
             "history": rotations.map { record in
                 var row: [String: Any] = [
                     "started": language.relative(record.createdAt), "started_iso": iso(record.createdAt),
