@@ -104,10 +104,26 @@ public struct RotationEngine: Service {
                 case .success(let keyID): record.oldKeyID = keyID
                 }
             }
+            if record.state == .creating, let oldKeyID = record.oldKeyID {
+                // The last run stopped while the provider was making a credential: remove whatever it made (it was
+                // never stored, so nothing can use it) before making another.
+                let since = record.updatedAt.addingTimeInterval(-60)
+                switch await rotator.strays(since: since, tag: record.id.uuidString.lowercased(), keep: oldKeyID, using: old, in: context) {
+                case .failure(let failure):
+                    return try await retryOrFail(record, failure)
+                case .success(let strays):
+                    for stray in strays {
+                        if case .failure(let failure) = await rotator.delete(stray, using: old, in: context) {
+                            return try await retryOrFail(record, failure)
+                        }
+                        logger.notice("removed a credential an interrupted rotation left at the provider", metadata: ["rotation_id": "\(record.id)"])
+                    }
+                }
+            }
             record.state = .creating
             record.updatedAt = now()
             try await store.save(record, release: false)
-            switch await rotator.create(using: old, in: context) {
+            switch await rotator.create(using: old, tag: record.id.uuidString.lowercased(), in: context) {
             case .failure(let failure):
                 record.state = .requested
                 return try await retryOrFail(record, failure)

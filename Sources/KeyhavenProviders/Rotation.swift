@@ -32,8 +32,14 @@ public protocol Rotator: Sendable {
     /// The provider's id of `credentials` (to retire them later).
     func keyID(of credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure>
 
-    /// Creates a new credential with the current one.
-    func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure>
+    /// Creates a new credential with the current one; `tag` names it where the provider keeps a name (Azure).
+    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure>
+
+    /// Credentials made at the provider since `since` (or carrying `tag`), other than `keep`: what an interrupted
+    /// `create` may have left behind.
+    func strays(
+        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+    ) async -> Result<[String], RotationFailure>
 
     /// Stops the old credential from working without deleting it (AWS: `Inactive`); others have no such state and
     /// do nothing. `current` is the new credential, which does the asking.
@@ -41,6 +47,18 @@ public protocol Rotator: Sendable {
 
     /// Deletes the old credential at the provider, asking with `current`.
     func delete(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure>
+}
+
+extension Rotator {
+    /// Creates a new credential without a tag.
+    public func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+        await create(using: current, tag: "", in: context)
+    }
+}
+
+/// A provider's timestamp (ISO 8601, with or without fractional seconds).
+func providerDate(_ text: String) -> Date? {
+    (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))) ?? (try? Date(text, strategy: .iso8601))
 }
 
 /// The rotator of each provider that lets a credential replace itself.
@@ -65,8 +83,14 @@ struct Sanitized: Rotator {
         clean(await base.keyID(of: credentials, in: context), credentials)
     }
 
-    func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
-        clean(await base.create(using: current, in: context), current)
+    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+        clean(await base.create(using: current, tag: tag, in: context), current)
+    }
+
+    func strays(
+        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+    ) async -> Result<[String], RotationFailure> {
+        clean(await base.strays(since: since, tag: tag, keep: keep, using: current, in: context), current)
     }
 
     func deactivate(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
@@ -90,7 +114,25 @@ struct AWSRotator: Rotator {
         return .success(accessKeyID)
     }
 
-    func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func strays(
+        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+    ) async -> Result<[String], RotationFailure> {
+        switch await userName(current, in: context) {
+        case .failure(let failure):
+            return .failure(failure)
+        case .success(let user):
+            return await call("ListAccessKeys", ["UserName": user], with: current, in: context).map { xml in
+                xml.components(separatedBy: "<member>").dropFirst().compactMap { member in
+                    guard let id = AWSVerifier.element("AccessKeyId", in: member), id != keep,
+                        let created = AWSVerifier.element("CreateDate", in: member).flatMap(providerDate), created >= since
+                    else { return nil }
+                    return id
+                }
+            }
+        }
+    }
+
+    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
         guard case .aws(_, _, let sessionToken) = current else { return .failure(Self.notAWS) }
         guard sessionToken == nil else {
             return .failure(RotationFailure(
@@ -217,7 +259,34 @@ struct GoogleCloudRotator: Rotator {
         return .success(id)
     }
 
-    func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func strays(
+        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+    ) async -> Result<[String], RotationFailure> {
+        switch await bearer(current, in: context) {
+        case .failure(let failure):
+            return .failure(failure)
+        case .success(let (email, token)):
+            guard let base = keysURL(email, in: context), let url = URL(string: base.absoluteString + "?keyTypes=USER_MANAGED") else {
+                return .failure(Self.notGoogle)
+            }
+            switch await context.send(.GET, url, headers: [("Authorization", "Bearer \(token)")]) {
+            case .failure(let refused):
+                return .failure(RotationFailure(refused, "Listing the keys"))
+            case .success(let reply) where reply.status == 200:
+                let keys = reply.json["keys"] as? [[String: Any]] ?? []
+                return .success(keys.compactMap { key in
+                    guard let id = (key["name"] as? String)?.split(separator: "/").last.map(String.init), id != keep,
+                        let valid = (key["validAfterTime"] as? String).flatMap(providerDate), valid >= since
+                    else { return nil }
+                    return id
+                })
+            case .success(let reply):
+                return .failure(Self.failure(reply, "Listing the keys"))
+            }
+        }
+    }
+
+    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
         let (email, token): (String, String)
         switch await bearer(current, in: context) {
         case .failure(let failure): return .failure(failure)
@@ -327,9 +396,25 @@ struct AzureRotator: Rotator {
         }
     }
 
-    func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func strays(
+        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+    ) async -> Result<[String], RotationFailure> {
+        // Graph keeps a name: only secrets named for this very rotation are its strays.
+        guard !tag.isEmpty else { return .success([]) }
+        return await graph(.GET, "", query: "?$select=passwordCredentials", body: nil, using: current, in: context).map { reply in
+            (reply.json["passwordCredentials"] as? [[String: Any]] ?? []).compactMap { password in
+                guard password["displayName"] as? String == Self.displayName(tag), let id = password["keyId"] as? String, id != keep
+                else { return nil }
+                return id
+            }
+        }
+    }
+
+    static func displayName(_ tag: String) -> String { "keyhaven rotation \(tag)" }
+
+    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
         guard case .azure(let tenant, let client, _) = current else { return .failure(Self.notAzure) }
-        let name = "keyhaven rotation \(Date().formatted(Date.ISO8601FormatStyle().year().month().day()))"
+        let name = Self.displayName(tag.isEmpty ? Date().formatted(Date.ISO8601FormatStyle().year().month().day()) : tag)
         let body = try? JSONSerialization.data(withJSONObject: ["passwordCredential": ["displayName": name]])
         switch await graph(.POST, "/addPassword", body: body, using: current, in: context) {
         case .failure(let failure):

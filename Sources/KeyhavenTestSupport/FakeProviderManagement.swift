@@ -18,6 +18,7 @@ struct FakeAWSKey: Sendable {
     var secret: String
     var active: Bool
     var created: Int
+    var createdAt = Date(timeIntervalSince1970: 1_600_000_000)
 }
 
 /// The providers' management APIs that rotation uses, kept for real: AWS IAM (SigV4-checked, at most two keys per
@@ -74,12 +75,20 @@ extension FakeProviders {
                 let serial = state.next()
                 let id = "AKIAFAKEROTATED" + String(format: "%05d", serial)
                 let secret = "fakeRotatedSecret" + String(repeating: String(serial % 10), count: 23)
-                state.awsKeys.withLock { $0[id] = FakeAWSKey(user: user, secret: secret, active: true, created: serial) }
+                state.awsKeys.withLock { $0[id] = FakeAWSKey(user: user, secret: secret, active: true, created: serial, createdAt: Date()) }
                 return xml(.ok, """
                     <CreateAccessKeyResponse><CreateAccessKeyResult><AccessKey><UserName>\(user)</UserName>\
                     <AccessKeyId>\(id)</AccessKeyId><Status>Active</Status><SecretAccessKey>\(secret)</SecretAccessKey>\
                     </AccessKey></CreateAccessKeyResult></CreateAccessKeyResponse>
                     """)
+            case "ListAccessKeys":
+                let members = state.awsKeys.withLock { keys in
+                    keys.filter { $0.value.user == user }.map { id, key in
+                        "<member><UserName>\(user)</UserName><AccessKeyId>\(id)</AccessKeyId><Status>\(key.active ? "Active" : "Inactive")</Status>"
+                            + "<CreateDate>\(key.createdAt.formatted(Date.ISO8601FormatStyle()))</CreateDate></member>"
+                    }.joined()
+                }
+                return xml(.ok, "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata>\(members)</AccessKeyMetadata></ListAccessKeysResult></ListAccessKeysResponse>")
             case "UpdateAccessKey", "DeleteAccessKey":
                 guard let id = fields["AccessKeyId"], state.awsKeys.withLock({ $0[id]?.user == user }) else {
                     return xml(.notFound, "<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code><Message>The Access Key with id \(fields["AccessKeyId"] ?? "") cannot be found.</Message></Error></ErrorResponse>")
@@ -114,6 +123,7 @@ extension FakeProviders {
             let keyID = "fake-rotated-\(state.next())"
             await keys.add(rsa: try Insecure.RSA.PublicKey(pem: key.publicKey.pemRepresentation), digestAlgorithm: .sha256, kid: JWKIdentifier(string: keyID))
             state.googleKeys.withLock { $0.append(keyID) }
+            state.googleKeyTimes.withLock { $0[keyID] = Date() }
             let account: [String: String] = [
                 "type": "service_account", "project_id": "fake-project", "private_key_id": keyID,
                 "private_key": key.pemRepresentation, "client_email": accountEmail, "client_id": "1234567890",
@@ -125,6 +135,20 @@ extension FakeProviders {
                 "privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE", "privateKeyData": file.base64EncodedString(),
                 "keyAlgorithm": "KEY_ALG_RSA_2048",
             ])
+        }
+        router.get("/google-iam/v1/projects/-/serviceAccounts/:email/keys") { request, context -> Response in
+            guard googleCaller(request, email: context.parameters.get("email")) else {
+                return json(.unauthorized, ["error": ["code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"]])
+            }
+            guard request.uri.queryParameters["keyTypes"] == "USER_MANAGED" else { return fail("google-iam: list without keyTypes") }
+            let keys = state.googleKeys.withLock { $0 }.map { id in
+                let valid = state.googleKeyTimes.withLock { $0[id] } ?? Date(timeIntervalSince1970: 1_600_000_000)
+                return [
+                    "name": "projects/fake-project/serviceAccounts/\(accountEmail)/keys/\(id)",
+                    "validAfterTime": valid.formatted(Date.ISO8601FormatStyle()), "keyType": "USER_MANAGED",
+                ]
+            }
+            return json(.ok, ["keys": keys])
         }
         router.delete("/google-iam/v1/projects/-/serviceAccounts/:email/keys/:key") { request, context -> Response in
             guard googleCaller(request, email: context.parameters.get("email")) else {
@@ -153,8 +177,9 @@ extension FakeProviders {
         router.get("/azure-graph/v1.0/:application") { request, context -> Response in
             guard graphCaller(request, application: context.parameters.get("application")) else { return graphRefusal() }
             guard request.uri.queryParameters["$select"] == "passwordCredentials" else { return fail("graph: select") }
+            let names = state.azureNames.withLock { $0 }
             let credentials = state.azureSecrets.withLock { secrets in
-                secrets.map { ["keyId": $0.key, "hint": String($0.value.prefix(3)), "displayName": "secret"] }
+                secrets.map { ["keyId": $0.key, "hint": String($0.value.prefix(3)), "displayName": names[$0.key] ?? "secret"] }
             }
             return json(.ok, ["passwordCredentials": credentials])
         }
@@ -162,11 +187,12 @@ extension FakeProviders {
             guard graphCaller(request, application: context.parameters.get("application")) else { return graphRefusal() }
             let body = try await request.body.collect(upTo: 1 << 16)
             let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
-            guard fields["passwordCredential"] is [String: Any] else { return fail("graph: addPassword body") }
+            guard let password = fields["passwordCredential"] as? [String: Any] else { return fail("graph: addPassword body") }
             let serial = state.next()
             let keyID = String(format: "bbbbbbbb-0000-0000-0000-%012d", serial)
             let secret = "rot~\(serial)~" + String(repeating: "x", count: 30)
             state.azureSecrets.withLock { $0[keyID] = secret }
+            state.azureNames.withLock { $0[keyID] = password["displayName"] as? String ?? "" }
             return json(.ok, ["keyId": keyID, "secretText": secret, "hint": String(secret.prefix(3))])
         }
         router.post("/azure-graph/v1.0/:application/removePassword") { request, context -> Response in

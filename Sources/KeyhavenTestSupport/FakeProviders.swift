@@ -65,6 +65,8 @@ public final class FakeProviders: Sendable {
         let issuedTokens = Mutex<[String: String]>([:])
         let serial = Mutex<Int>(0)
         let refuseRotated = Mutex<Bool>(false)
+        let googleKeyTimes = Mutex<[String: Date]>([:])
+        let azureNames = Mutex<[String: String]>([:])
 
         func next() -> Int { serial.withLock { $0 += 1; return $0 } }
 

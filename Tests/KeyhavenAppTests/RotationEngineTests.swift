@@ -164,6 +164,36 @@ struct RotationEngineTests {
         }
     }
 
+    @Test("a run that stopped while the provider was making the credential: what it made is removed, and the rotation finishes with one key", arguments: TestDatabase.all)
+    func resumesCreating(kind: TestDatabase) async throws {
+        try await withEngine(kind) { api, fakes, clock, engine in
+            let owner = try await Fixtures.user(in: api.handle.database)
+            let cases: [(IntegrationType, Credentials, String, () -> [String])] = [
+                (.aws, .aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil),
+                 FakeProviders.awsAccessKeyID, { fakes.awsKeys().map(\.id) }),
+                (.googleCloud, .googleServiceAccount(fakes.googleAccount), "fake-key-1", { fakes.googleKeyIDs }),
+                (.azure, .azure(tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient, clientSecret: FakeProviders.azureSecret),
+                 FakeProviders.azureSecretKeyID, { fakes.azureSecretKeyIDs }),
+            ]
+            for (type, old, oldKeyID, keys) in cases {
+                let integration = try await create(api, type, old, owner: owner)
+                var record = try await api.runtime.rotations.request(id: integration.id, ownerID: owner, actor: .system, now: clock.now)
+                // The run that "crashed": it recorded the creating step, and the provider made a credential.
+                record.state = .creating
+                record.oldKeyID = oldKeyID
+                record.updatedAt = clock.now
+                try await api.runtime.rotations.save(record)
+                let stray = try await Rotators.rotator(for: type)!.create(
+                    using: old, tag: record.id.uuidString.lowercased(), in: api.runtime.verifier.context
+                ).get()
+                #expect(keys().count == 2, "\(type)")
+                let finished = try await drain(engine, api, integration, clock: clock)
+                #expect(finished.state == .done, "\(type): \(finished.error ?? "")")
+                #expect(keys().count == 1 && keys().first != stray.keyID && keys().first != oldKeyID, "\(type): \(keys())")
+            }
+        }
+    }
+
     @Test("two engines on one database rotate a due integration exactly once", arguments: TestDatabase.all)
     func once(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
