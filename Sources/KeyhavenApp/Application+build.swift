@@ -172,7 +172,9 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
             + (configuration.runVerificationWorker
                 ? [
                     VerificationWorker(runner: runtime.verifier),
-                    RotationEngine(store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger),
+                    RotationEngine(
+                        store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
+                        interval: configuration.rotationInterval),
                 ] : []),
         logger: runtime.logger
     )

@@ -41,6 +41,8 @@ public struct KeyhavenConfiguration: Sendable {
     public var authRateLimits = AuthRateLimits()
     /// How many provider checks (creates, credential changes, tests) one user may start.
     public var checkRateLimit = CheckRateLimit()
+    /// How often the rotation engine looks for work (`KEYHAVEN_ROTATION_INTERVAL`, seconds, default 30).
+    public var rotationInterval: Duration = .seconds(30)
     /// How often the server writes a signed checkpoint of the audit chain (and once more at shutdown).
     public var auditCheckpointInterval: Duration = .seconds(300)
     /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
@@ -177,6 +179,12 @@ public struct KeyhavenConfiguration: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_CHECK_LIMIT must be a positive whole number")
             }
             checkRateLimit.perUser = perUser
+        }
+        if let interval = text("keyhaven.rotation.interval") {
+            guard let seconds = Int(interval), (1...86400).contains(seconds) else {
+                throw KeyhavenError.configuration("KEYHAVEN_ROTATION_INTERVAL must be a whole number of seconds from 1 to 86400")
+            }
+            rotationInterval = .seconds(seconds)
         }
         if let proxies = text("keyhaven.trusted.proxies") {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })

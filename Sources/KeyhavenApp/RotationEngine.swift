@@ -26,7 +26,7 @@ public struct RotationEngine: Service {
     /// Creates the engine.
     public init(
         store: SQLRotationStore, context: VerificationContext, logger: Logger, interval: Duration = .seconds(30),
-        lease: Duration = .seconds(300), now: @escaping @Sendable () -> Date = { Date() }
+        lease: Duration = .seconds(30), now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.store = store
         self.context = context
@@ -72,8 +72,15 @@ public struct RotationEngine: Service {
         while !record.state.isFinished && record.nextAt <= now() && steps < 8 {
             steps += 1
             do {
+                // Each step gets the whole lease (a step is a few provider calls, each bounded by the timeout), so
+                // an instance that died mid-step hands the rotation over within one lease.
+                try await store.renew(record, until: now().addingTimeInterval(Double(lease.components.seconds)))
                 // nil: the step ended the rotation as failed, and recorded it.
                 guard let next = try await step(record) else { return }
+                // The store already recorded the steps it takes (stored, current) in their own transactions.
+                if next.state != record.state && ![.stored, .current, .done, .failed].contains(next.state) {
+                    try await store.save(next, release: false)
+                }
                 record = next
             } catch {
                 logger.error(

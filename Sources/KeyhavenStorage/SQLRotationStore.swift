@@ -197,6 +197,15 @@ public struct SQLRotationStore: RotationStore {
         }
     }
 
+    /// Extends the claim on a rotation.
+    ///
+    /// - Throws: `unavailable` if the database cannot be reached.
+    public func renew(_ record: RotationRecord, until: Date) async throws {
+        try await database.transaction { sql in
+            try await sql.raw("UPDATE rotations SET claimed_until = \(bind: until) WHERE id = \(bind: record.id)").run()
+        }
+    }
+
     /// The decrypted credentials of one version of the rotation's integration, with the integration.
     ///
     /// - Throws: `notFound` (deleted meanwhile), `decryptionFailed`.
