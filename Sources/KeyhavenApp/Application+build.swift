@@ -110,6 +110,23 @@ public func buildApplication(
 /// The HTTP application over an opened runtime; the runtime is closed when the application stops.
 public func buildApplication(_ runtime: KeyhavenRuntime) async -> some ApplicationProtocol {
     let configuration = runtime.configuration
+    let router = await buildRouter(runtime)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
+        services: [
+            RuntimeService(runtime: runtime),
+            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
+        ]
+            + (configuration.runVerificationWorker ? [VerificationWorker(runner: runtime.verifier)] : []),
+        logger: runtime.logger
+    )
+}
+
+/// Every route of the server over an opened runtime, with its middleware (the contract tests list its routes).
+public func buildRouter(_ runtime: KeyhavenRuntime) async -> Router<AppRequestContext> {
+    let configuration = runtime.configuration
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
     router.add(middleware: LogRequestsMiddleware(.info))
@@ -141,18 +158,8 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
         tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit,
         metrics: { runtime.metrics.render() })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
-
-    return Application(
-        router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
-        services: [
-            RuntimeService(runtime: runtime),
-            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
-        ]
-            + (configuration.runVerificationWorker ? [VerificationWorker(runner: runtime.verifier)] : []),
-        logger: runtime.logger
-    )
+    OpenAPIDocument.addRoute(to: router)
+    return router
 }
 
 /// Keeps the runtime open while the server runs and closes it after the server has stopped (services shut down
