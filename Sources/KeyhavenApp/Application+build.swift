@@ -132,6 +132,8 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async -> Router<AppRequestCo
     router.add(middleware: LogRequestsMiddleware(.info))
     router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
     router.add(middleware: ErrorMiddleware())
+    let routes = MethodNotAllowedMiddleware<AppRequestContext>.Routes()
+    router.add(middleware: MethodNotAllowedMiddleware(routes: routes))
     HealthController(checks: [
         ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },
         ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
@@ -159,6 +161,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async -> Router<AppRequestCo
         metrics: { runtime.metrics.render() })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
     OpenAPIDocument.addRoute(to: router)
+    routes.load(router.routes)
     return router
 }
 

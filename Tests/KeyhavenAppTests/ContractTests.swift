@@ -80,4 +80,52 @@ struct ContractTests {
         // Web pages are not part of the document.
         #expect(contract.check(method: "GET", path: "/integrations", status: 200, contentType: "text/html", body: Data()) == [])
     }
+
+    @Test("a known path with another method answers 405 with Allow and the error body; an unknown path 404")
+    func methodNotAllowed() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let response = try await api.request(.init("TRACE")!, "/api/integrations", auth: user.session)
+            #expect(response.status == .methodNotAllowed)
+            #expect(response.headers[.allow] == "GET, POST")
+            #expect((response.json["error"] as? [String: Any])?["code"] as? String == "method_not_allowed")
+            let item = try await api.request(.post, "/api/integrations/\(UUID())", auth: user.session)
+            #expect(item.status == .methodNotAllowed)
+            #expect(item.headers[.allow] == "DELETE, GET, PATCH, PUT")
+            #expect(try await api.request(.get, "/api/nowhere", auth: user.session).status == .notFound)
+        }
+    }
+
+    @Test("changing an integration's type, or sending another type's credentials, is a 409 that changes nothing")
+    func typeConflicts() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let id = try await api.openAIIntegration(for: user.session, key: "sk-contract-type-conflict-0000")
+            let aws: [String: Any] = ["access_key_id": "AKIAQWERTYUIOPASDFGH", "secret_access_key": String(repeating: "a", count: 40)]
+            for body: [String: Any] in [["type": "aws", "name": "x"], ["type": NSNull()], ["credentials": aws],
+                                        ["config": ["region": "eu-west-1"]]] {
+                let response = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: body)
+                #expect(response.status == .conflict)
+            }
+            let same = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["type": "openai", "name": "kept"])
+            #expect(same.status == .ok)
+            let invalid = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["credentials": "nope"])
+            #expect(invalid.status == .unprocessableContent)
+            let after = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
+            #expect(after.json["credential_version"] as? Int == 1)
+            #expect(after.json["name"] as? String == "kept")
+        }
+    }
+
+    @Test("cursors are the documented positions: any id or sequence number pages, anything else is a 400")
+    func cursors() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            #expect(try await api.request(.get, "/api/integrations?cursor=\(UUID())", auth: user.session).status == .ok)
+            #expect(try await api.request(.get, "/api/audit?cursor=12", auth: user.session).status == .ok)
+            for bad in ["", "bogus", "+12", "012", "-1"] {
+                #expect(try await api.request(.get, "/api/audit?cursor=\(bad)", auth: user.session).status == .badRequest)
+            }
+        }
+    }
 }

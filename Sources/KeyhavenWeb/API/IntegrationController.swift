@@ -69,6 +69,7 @@ public struct IntegrationController: Sendable {
         // The integration must be the caller's before its body is even looked at.
         let current = try await integrations.get(id: id, ownerID: context.user.id)
         let decoded = try await UpdateIntegrationRequest.read(request, context: context)
+        if let conflict = UpdateIntegrationRequest.typeConflict(for: current, sent: decoded.sent) { throw conflict }
         let changes = try decoded.body.validated(for: current, sent: decoded.sent, decoded.errors).orThrow()
         if changes.credentials != nil || (changes.enabled == true && !current.enabled) {
             try await checks.count(context.user.id, on: limiter)
@@ -117,32 +118,27 @@ public struct IntegrationController: Sendable {
     }
 }
 
-/// Opaque page cursors: base64url of the last id shown.
+/// Page cursors: the position after which the next page starts. Clients pass them back as they got them; the
+/// document describes their form exactly (a lowercase UUID for integrations, a sequence number for audit events),
+/// so any cursor of that form is a valid position and anything else is a 400.
 enum Cursor {
-    static func encode(_ id: UUID) -> String {
-        Data(id.uuidString.lowercased().utf8).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
+    /// The cursor after the integration `id` (ids are time-ordered UUIDs).
+    static func encode(_ id: UUID) -> String { id.uuidString.lowercased() }
 
     static func decode(_ text: String) -> UUID? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64).flatMap { String(data: $0, encoding: .utf8) }.flatMap(UUID.init(uuidString:))
+        guard text.utf8.count == 36 else { return nil }
+        return UUID(uuidString: text)
     }
 
-    static func encode(_ seq: Int64) -> String { encode(UUID(uuid: withUnsafeBytes(of: seq.bigEndian) { raw in
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for (index, byte) in raw.enumerated() { bytes[8 + index] = byte }
-        return (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-                bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15])
-    })) }
+    /// The cursor after the audit event `seq`.
+    static func encode(_ seq: Int64) -> String { String(seq) }
 
+    /// A positive decimal number without sign or leading zeros, at most 18 digits.
     static func decodeSeq(_ text: String) -> Int64? {
-        guard let id = decode(text) else { return nil }
-        return withUnsafeBytes(of: id.uuid) { raw in
-            guard raw.prefix(8).allSatisfy({ $0 == 0 }) else { return nil }
-            return raw.suffix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) }
-        }
+        let digits = text.utf8
+        guard (1...18).contains(digits.count), digits.first != UInt8(ascii: "0"),
+            digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        else { return nil }
+        return Int64(text)
     }
 }

@@ -62,15 +62,12 @@ struct UpdateIntegrationRequest: RequestBody {
     var config: Input<[String: JSONValue]>?
     var enabled: Input<Bool>?
 
-    /// The validated changes, or every problem by field. `sent` is the body's members as sent: a `type` member,
-    /// even `null`, must name the current type, and a body of `type` alone changes nothing.
+    /// The validated changes, or every problem by field. `sent` is the body's members as sent: a body of `type`
+    /// alone changes nothing. (A `type` other than the current one was refused before: see ``typeConflict``.)
     func validated(
         for current: Integration, sent: [String: JSONValue], _ errors: FieldErrors
     ) -> Result<IntegrationChanges, FieldErrors> {
         var errors = errors
-        if let type = sent["type"], type != .string(current.type.rawValue) {
-            errors["type"] = "cannot change; create a new integration instead"
-        }
         var changes = IntegrationChanges()
         changes.name = TextRule.text(name, "name", required: false, maximumLength: 100, errors: &errors)
         if let enabled {
@@ -94,6 +91,28 @@ struct UpdateIntegrationRequest: RequestBody {
             errors["body"] = "must change at least one of name, credentials, config, enabled"
         }
         return errors.isEmpty ? .success(changes) : .failure(errors)
+    }
+}
+
+extension UpdateIntegrationRequest {
+    /// Changes that are well formed but conflict with what the integration is (409): a `type` member, even
+    /// `null`, that is not its current type; or credentials and config that do not fit its type but do fit another
+    /// one.
+    static func typeConflict(for current: Integration, sent: [String: JSONValue]) -> KeyhavenError? {
+        if let type = sent["type"], type != .string(current.type.rawValue) {
+            return .conflict("The type of an integration cannot change; create a new integration instead.")
+        }
+        let credentials = sent["credentials"].flatMap { $0 == .null ? nil : $0 }
+        var config: [String: JSONValue]?
+        if case .object(let object)? = sent["config"] { config = object }
+        guard credentials != nil || config != nil else { return nil }
+        func fits(_ type: IntegrationType) -> Bool {
+            if let credentials, case .failure = CredentialValidator.validate(type: type, credentials) { return false }
+            if let config, !CredentialValidator.validateConfig(type: type, config).isEmpty { return false }
+            return true
+        }
+        guard !fits(current.type), IntegrationType.allCases.contains(where: fits) else { return nil }
+        return .conflict("These credentials or settings are for another type of integration; create one of that type.")
     }
 }
 

@@ -57,9 +57,11 @@ extension RequestBody {
 
 /// The rules for text fields, shared by every body.
 enum TextRule {
-    /// A display string: trimmed, non-empty, at most `maximumLength` characters, without control characters, line
-    /// or paragraph separators, private-use code points, or invisible formatting characters such as right-to-left
-    /// overrides (the zero-width joiner of emoji sequences aside). Null counts as absent.
+    /// A display string: at most `maximumLength` code points as sent, without control characters, line or
+    /// paragraph separators, private-use code points, or invisible formatting characters such as right-to-left
+    /// overrides (the zero-width joiner of emoji sequences aside), and not blank; returned trimmed. Null counts as
+    /// absent. The rules are the `pattern` and `maxLength` of the names in openapi.json, which count code points as
+    /// JSON Schema does.
     static func text(
         _ input: Input<String>?, _ name: String, required: Bool, maximumLength: Int = 200,
         errors: inout FieldErrors
@@ -68,8 +70,9 @@ enum TextRule {
             if required { errors[name] = "is required" }
             return nil
         }
-        guard let text = input.value?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty,
-            text.count <= maximumLength, !text.unicodeScalars.contains(where: isRefused)
+        guard let raw = input.value, raw.unicodeScalars.count <= maximumLength,
+            !raw.unicodeScalars.contains(where: isRefused),
+            case let text = raw.trimmingCharacters(in: .whitespaces), !text.isEmpty
         else {
             errors[name] = "must be a non-empty string of at most \(maximumLength) visible characters"
             return nil
