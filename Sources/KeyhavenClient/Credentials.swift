@@ -135,7 +135,9 @@ public struct AzureServicePrincipal: Sendable, Equatable, CustomStringConvertibl
     }
 
     /// Shows the ids only.
-    public var description: String { "AzureServicePrincipal(tenant \(tenantID), client \(clientID), secret <redacted>)" }
+    public var description: String {
+        "AzureServicePrincipal(tenant \(tenantID), client \(clientID), secret <redacted>)"
+    }
     /// Shows the ids only.
     public var debugDescription: String { description }
     /// A mirror without children, so `dump` shows nothing secret.

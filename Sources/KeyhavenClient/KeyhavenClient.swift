@@ -131,7 +131,8 @@ public struct KeyhavenClient: Sendable {
             var credentials: JSON
             var config: JSON?
         }
-        let (status, data, _) = try await exchange(.GET, ["api", "integrations", id.uuidString.lowercased(), "credentials"])
+        let (status, data, _) = try await exchange(
+            .GET, ["api", "integrations", id.uuidString.lowercased(), "credentials"])
         guard let wire = try? Self.decoder.decode(Wire.self, from: data),
             let credentials = Credentials(type: wire.type, credentials: wire.credentials, config: wire.config ?? .null)
         else { throw KeyhavenClientError.invalidResponse(status: status) }
@@ -181,8 +182,9 @@ public struct KeyhavenClient: Sendable {
         let response: HTTPClientResponse
         let buffer: ByteBuffer
         do {
-            response = try await http.execute(request, timeout: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                + Int64(timeout.components.attoseconds / 1_000_000_000)))
+            let nanoseconds =
+                timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            response = try await http.execute(request, timeout: .nanoseconds(nanoseconds))
             buffer = try await response.body.collect(upTo: 4 * 1024 * 1024)
         } catch {
             // The underlying error can quote the request; only its type is kept.
@@ -191,7 +193,8 @@ public struct KeyhavenClient: Sendable {
         let data = Data(buffer.readableBytesView)
         let status = Int(response.status.code)
         guard (200..<300).contains(status) else {
-            throw KeyhavenClientError.from(status: status, body: data, retryAfter: response.headers.first(name: "Retry-After"))
+            throw KeyhavenClientError.from(
+                status: status, body: data, retryAfter: response.headers.first(name: "Retry-After"))
         }
         return (status, data, response.headers)
     }

@@ -98,7 +98,12 @@ public struct OpenAPIContract: Sendable {
     }
 
     /// Validates `value` against `schema`, appending each problem with its JSON path.
-    public func validate(_ value: JSONValue, against schema: JSONValue, at path: String, into problems: inout [String]) {
+    public func validate(
+        _ value: JSONValue, against schema: JSONValue, at path: String, into problems: inout [String]
+    ) {
+        func outside(_ keyword: String, _ count: Double, _ bound: Double) -> Bool {
+            keyword.hasPrefix("min") ? count < bound : count > bound
+        }
         if case .bool(let allowed) = schema {
             if !allowed { problems.append("\(path): not allowed") }
             return
@@ -117,13 +122,15 @@ public struct OpenAPIContract: Sendable {
             case "type":
                 let names = argument.arrayValue?.compactMap(\.stringValue) ?? [argument.stringValue ?? ""]
                 if !names.contains(where: { Self.hasType(value, $0) }) {
-                    problems.append("\(path): expected \(names.joined(separator: " or ")), found \(Self.typeName(value))")
+                    let expected = names.joined(separator: " or ")
+                    problems.append("\(path): expected \(expected), found \(Self.typeName(value))")
                     return
                 }
             case "properties":
                 guard case .object(let object) = value else { continue }
                 for (name, subschema) in argument.objectValue ?? [:] {
-                    if let member = object[name] { validate(member, against: subschema, at: "\(path).\(name)", into: &problems) }
+                    guard let member = object[name] else { continue }
+                    validate(member, against: subschema, at: "\(path).\(name)", into: &problems)
                 }
             case "required":
                 guard case .object(let object) = value else { continue }
@@ -142,14 +149,18 @@ public struct OpenAPIContract: Sendable {
                 }
             case "propertyNames":
                 guard case .object(let object) = value else { continue }
-                for name in object.keys { validate(.string(name), against: argument, at: "\(path){\(name)}", into: &problems) }
+                for name in object.keys {
+                    validate(.string(name), against: argument, at: "\(path){\(name)}", into: &problems)
+                }
             case "items":
                 guard case .array(let items) = value else { continue }
                 for (index, item) in items.enumerated() {
                     validate(item, against: argument, at: "\(path)[\(index)]", into: &problems)
                 }
             case "enum":
-                if !(argument.arrayValue ?? []).contains(value) { problems.append("\(path): a \(Self.typeName(value)) not in the enum") }
+                if !(argument.arrayValue ?? []).contains(value) {
+                    problems.append("\(path): a \(Self.typeName(value)) not in the enum")
+                }
             case "const":
                 if argument != value { problems.append("\(path): a \(Self.typeName(value)) that is not the constant") }
             case "oneOf":
@@ -158,22 +169,28 @@ public struct OpenAPIContract: Sendable {
                     validate(value, against: option, at: path, into: &inner)
                     return inner.isEmpty
                 }
-                if matches.count != 1 { problems.append("\(path): matches \(matches.count) of the oneOf options, not 1") }
+                if matches.count != 1 {
+                    problems.append("\(path): matches \(matches.count) of the oneOf options, not 1")
+                }
             case "minimum", "maximum":
                 guard case .number(let number) = value, case .number(let bound) = argument else { continue }
-                if keyword == "minimum" ? number < bound : number > bound { problems.append("\(path): \(number) is out of range") }
+                if keyword == "minimum" ? number < bound : number > bound {
+                    problems.append("\(path): \(number) is out of range")
+                }
             case "minLength", "maxLength":
                 guard case .string(let text) = value, case .number(let bound) = argument else { continue }
                 let count = Double(text.unicodeScalars.count)
-                if keyword == "minLength" ? count < bound : count > bound { problems.append("\(path): length \(count) is out of range") }
+                if outside(keyword, count, bound) { problems.append("\(path): length \(count) is out of range") }
             case "minItems", "maxItems":
                 guard case .array(let items) = value, case .number(let bound) = argument else { continue }
                 let count = Double(items.count)
-                if keyword == "minItems" ? count < bound : count > bound { problems.append("\(path): \(items.count) items is out of range") }
+                if outside(keyword, count, bound) { problems.append("\(path): \(items.count) items is out of range") }
             case "minProperties", "maxProperties":
                 guard case .object(let object) = value, case .number(let bound) = argument else { continue }
                 let count = Double(object.count)
-                if keyword == "minProperties" ? count < bound : count > bound { problems.append("\(path): \(object.count) properties is out of range") }
+                if outside(keyword, count, bound) {
+                    problems.append("\(path): \(object.count) properties is out of range")
+                }
             case "pattern":
                 guard case .string(let text) = value, let pattern = argument.stringValue else { continue }
                 guard let regex = try? NSRegularExpression(pattern: pattern) else {

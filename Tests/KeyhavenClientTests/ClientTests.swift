@@ -20,7 +20,8 @@ struct ClientTests {
             try await APIHarness.with(.sqlite, live: true, configure: { configuration in
                 configuration.providerEndpoints = fakes.endpoints()
                 configuration.checkRateLimit = .init(perUser: checks)
-                configuration.jwt = .init(secret: Self.jwtSecret, issuer: "https://auth.example.test", audience: "authenticated")
+                configuration.jwt = .init(
+                    secret: Self.jwtSecret, issuer: "https://auth.example.test", audience: "authenticated")
             }) { api in
                 guard let port = api.port, let url = URL(string: "http://127.0.0.1:\(port)") else {
                     throw TestSetupError("the live server has no port")
@@ -59,7 +60,8 @@ struct ClientTests {
             let backend = KeyhavenClient(baseURL: url, token: service.token)
             for credentials in Self.everyType(fakes) {
                 let type = credentials.type
-                let created = try await client.createIntegration(NewIntegration(name: "client \(type.rawValue)", credentials: credentials))
+                let new = NewIntegration(name: "client \(type.rawValue)", credentials: credentials)
+                let created = try await client.createIntegration(new)
                 #expect(created.type == type)
                 #expect(created.status == .verifying)
                 #expect(created.credentialVersion == 1)
@@ -73,10 +75,12 @@ struct ClientTests {
                 #expect(result.status == .connected, "\(type.rawValue): \(result.outcome)")
                 #expect(result.outcome == "connected")
 
-                let renamed = try await client.updateIntegration(created.id, IntegrationUpdate(name: "renamed \(type.rawValue)"))
+                let renamed = try await client.updateIntegration(
+                    created.id, IntegrationUpdate(name: "renamed \(type.rawValue)"))
                 #expect(renamed.name == "renamed \(type.rawValue)")
                 #expect(renamed.credentialVersion == 1)
-                let rotated = try await client.updateIntegration(created.id, IntegrationUpdate(credentials: credentials))
+                let rotated = try await client.updateIntegration(
+                    created.id, IntegrationUpdate(credentials: credentials))
                 #expect(rotated.credentialVersion == 2)
                 #expect(rotated.status == .verifying)
 
@@ -115,7 +119,8 @@ struct ClientTests {
             #expect(second.nextCursor == nil)
             let audit = try await client.auditEvents(limit: 1)
             let auditCursor = try #require(audit.nextCursor)
-            #expect(try await client.auditEvents(limit: 1, cursor: auditCursor).events.first?.seq ?? 0 < audit.events[0].seq)
+            let older = try await client.auditEvents(limit: 1, cursor: auditCursor)
+            #expect(older.events.first?.seq ?? 0 < audit.events[0].seq)
         }
     }
 
@@ -138,11 +143,14 @@ struct ClientTests {
         try await withServer { api, _, url, user, pat in
             let client = KeyhavenClient(baseURL: url, token: pat)
             let key = "sk-client-typed-errors-000000"
-            let created = try await client.createIntegration(NewIntegration(name: "errors", credentials: .openAI(apiKey: key)))
+            let created = try await client.createIntegration(
+                NewIntegration(name: "errors", credentials: .openAI(apiKey: key)))
 
             let stranger = KeyhavenClient(baseURL: url, token: "kh_pat_not-a-real-token")
             await #expect(throws: KeyhavenClientError.unauthenticated) { try await stranger.integrations() }
-            await #expect(throws: KeyhavenClientError.unauthenticated) { try await stranger.credentials(for: created.id) }
+            await #expect(throws: KeyhavenClientError.unauthenticated) {
+                try await stranger.credentials(for: created.id)
+            }
 
             let readOnly = try await api.personalToken(for: user, scopes: ["integrations:read"])
             let reader = KeyhavenClient(baseURL: url, token: readOnly.token)

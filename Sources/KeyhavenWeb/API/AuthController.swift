@@ -34,9 +34,9 @@ public struct AuthController: Sendable {
     @Sendable func login(_ request: Request, context: AppRequestContext) async throws -> Response {
         let decoded = try await LoginRequest.read(request, context: context)
         let login = try decoded.body.validated(decoded.errors).orThrow()
-        return startSession(
-            try await accounts.logIn(email: login.email, password: login.password, actor: context.anonymousActor(request)),
-            status: .ok)
+        let signedIn = try await accounts.logIn(
+            email: login.email, password: login.password, actor: context.anonymousActor(request))
+        return startSession(signedIn, status: .ok)
     }
 
     @Sendable func logout(_ request: Request, context: UserContext) async throws -> Response {

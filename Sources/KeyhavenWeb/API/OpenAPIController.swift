@@ -19,7 +19,8 @@ public enum OpenAPIDocument {
         router.get("/openapi.json") { _, _ in
             guard buffer.readableBytes > 0 else { throw KeyhavenError.internalError }
             return Response(
-                status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: buffer))
+                status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+                body: .init(byteBuffer: buffer))
         }
     }
 }

@@ -60,7 +60,8 @@ public struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddlew
             guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else { throw error }
             var response = Response.json(
                 status: .methodNotAllowed,
-                ErrorBody(error: .init(code: "method_not_allowed", message: "This method is not allowed on this route.")))
+                ErrorBody(
+                    error: .init(code: "method_not_allowed", message: "This method is not allowed on this route.")))
             response.headers[.allow] = allowed.joined(separator: ", ")
             return response
         }
