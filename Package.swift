@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KeyhavenCrypto", targets: ["KeyhavenCrypto"]),
         .library(name: "KeyhavenStorage", targets: ["KeyhavenStorage"]),
         .library(name: "KeyhavenApp", targets: ["KeyhavenApp"]),
+        .library(name: "KeyhavenClient", targets: ["KeyhavenClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -26,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
@@ -73,7 +75,15 @@ let package = Package(
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "MultipartKit", package: "multipart-kit"),
             ],
-            resources: [.copy("Resources/Templates"), .copy("Resources/Public")]
+            resources: [.copy("Resources/Templates"), .copy("Resources/Public"), .copy("Resources/openapi.json")]
+        ),
+        .target(
+            name: "KeyhavenClient",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
         .target(
             name: "KeyhavenApp",
@@ -139,6 +149,13 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             resources: [.copy("Fixtures")]),
+        .testTarget(
+            name: "KeyhavenClientTests",
+            dependencies: [
+                "KeyhavenClient", "KeyhavenApp", "KeyhavenTestSupport",
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ]
+        ),
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [

@@ -121,12 +121,39 @@ public func buildApplication(
 /// - Throws: `KeyhavenError.configuration` if the web interface's files cannot be loaded.
 public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some ApplicationProtocol {
     let configuration = runtime.configuration
+    let router = try await buildRouter(runtime)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
+        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
+        services: [
+            RuntimeService(runtime: runtime),
+            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
+        ]
+            + (configuration.runVerificationWorker
+                ? [
+                    VerificationWorker(runner: runtime.verifier),
+                    RotationEngine(
+                        store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
+                        interval: configuration.rotationInterval),
+                ] : []),
+        logger: runtime.logger
+    )
+}
+
+/// Every route of the server over an opened runtime, with its middleware (the contract tests list its routes).
+///
+/// - Throws: `KeyhavenError.configuration` if the web interface's files cannot be loaded.
+public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRequestContext> {
+    let configuration = runtime.configuration
     let renderer = try await PageRenderer()
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
     router.add(middleware: LogRequestsMiddleware(.info))
     router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
     router.add(middleware: ErrorMiddleware(pages: renderer))
+    let routes = MethodNotAllowedMiddleware<AppRequestContext>.Routes()
+    router.add(middleware: MethodNotAllowedMiddleware(routes: routes))
     HealthController(checks: [
         ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },
         ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
@@ -160,24 +187,9 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
             limiter: runtime.limiter, checks: configuration.checkRateLimit, rotations: runtime.rotations),
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies
     ).addRoutes(to: router)
-
-    return Application(
-        router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
-        services: [
-            RuntimeService(runtime: runtime),
-            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
-        ]
-            + (configuration.runVerificationWorker
-                ? [
-                    VerificationWorker(runner: runtime.verifier),
-                    RotationEngine(
-                        store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
-                        interval: configuration.rotationInterval),
-                ] : []),
-        logger: runtime.logger
-    )
+    OpenAPIDocument.addRoute(to: router)
+    routes.load(router.routes)
+    return router
 }
 
 /// Keeps the runtime open while the server runs and closes it after the server has stopped (services shut down

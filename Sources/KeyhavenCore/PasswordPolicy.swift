@@ -24,8 +24,10 @@ public enum PasswordPolicy {
         if password.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             return "must not contain control characters"
         }
-        if password.count < minimumLength { return "must be at least \(minimumLength) characters" }
-        if password.count > maximumLength { return "must be at most \(maximumLength) characters" }
+        // Counted in code points, as the API document's minLength and maxLength count them.
+        let length = password.unicodeScalars.count
+        if length < minimumLength { return "must be at least \(minimumLength) characters" }
+        if length > maximumLength { return "must be at most \(maximumLength) characters" }
         if common.contains(password.lowercased()) { return "is too common; choose another" }
         return nil
     }

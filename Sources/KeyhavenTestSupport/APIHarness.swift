@@ -95,7 +95,9 @@ public struct APIHarness: Sendable {
                 configuration, allowKeyringCreation: false, logger: logs.logger(), database: handle.database)
             let app = try await buildApplication(runtime)
             try await app.test(live ? .live : .router) { client in
-                try await body(APIHarness(runtime: runtime, handle: handle, logs: logs, client: client, seen: ResponseLog()))
+                let harness = APIHarness(runtime: runtime, handle: handle, logs: logs, client: client, seen: ResponseLog())
+                try await body(harness)
+                try harness.checkContract()
             }
         } catch {
             await handle.close()
@@ -129,9 +131,37 @@ public struct APIHarness: Sendable {
         }
         let response = try await client.execute(uri: path, method: method, headers: headers, body: buffer)
         let result = APIResponse(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
-        seen.append(path: path, response: result)
+        seen.append(method: method, path: path, response: result)
         return result
     }
+
+    /// The port of a live server (nil when driven in-process).
+    public var port: Int? { client.port }
+
+    /// Checks every response this harness saw against `/openapi.json`: a documented status for the operation, and
+    /// a body that matches its schema. Every API suite runs through here, so a response the document does not
+    /// describe fails the test that produced it.
+    ///
+    /// - Throws: `TestSetupError` listing the responses that do not conform.
+    public func checkContract() throws {
+        let contract = try Self.contract()
+        var problems: [String] = []
+        for entry in seen.entries {
+            problems += contract.check(
+                method: entry.method.rawValue, path: entry.path, status: Int(entry.response.status.code),
+                contentType: entry.response.headers[.contentType], body: entry.response.body)
+        }
+        if !problems.isEmpty {
+            throw TestSetupError("responses that do not follow openapi.json:\n" + problems.prefix(20).joined(separator: "\n"))
+        }
+    }
+
+    static func contract() throws -> OpenAPIContract {
+        if let loaded = loadedContract { return loaded }
+        throw TestSetupError("openapi.json could not be loaded")
+    }
+
+    private static let loadedContract = try? OpenAPIContract()
 
     /// Signs up through the API (real bcrypt), returning the session.
     public func signup(email: String? = nil, password: String = Fixtures.password) async throws -> TestUser {
@@ -190,12 +220,17 @@ public struct APIHarness: Sendable {
 
 /// Every response an `APIHarness` saw.
 public final class ResponseLog: Sendable {
-    private let entries = Mutex<[(path: String, response: APIResponse)]>([])
+    private let log = Mutex<[(method: HTTPRequest.Method, path: String, response: APIResponse)]>([])
 
     public init() {}
 
-    func append(path: String, response: APIResponse) { entries.withLock { $0.append((path, response)) } }
+    func append(method: HTTPRequest.Method, path: String, response: APIResponse) {
+        log.withLock { $0.append((method, path, response)) }
+    }
 
     /// The responses, with the path each answered.
-    public var all: [(path: String, response: APIResponse)] { entries.withLock { $0 } }
+    public var all: [(path: String, response: APIResponse)] { log.withLock { $0.map { ($0.path, $0.response) } } }
+
+    /// The responses, with the request's method and path.
+    public var entries: [(method: HTTPRequest.Method, path: String, response: APIResponse)] { log.withLock { $0 } }
 }

@@ -36,7 +36,7 @@ public struct AuditController: Sendable {
         let events = try await audit.events(
             ownerID: context.user.id, integrationID: integrationID, limit: limit + 1, before: before)
         let shown = Array(events.prefix(limit))
-        let next: JSONValue = events.count > limit ? shown.last.map { .string(Cursor.encode($0.seq)) } ?? .null : .null
-        return Response.json(status: .ok, JSONValue.object(["events": .array(shown.map { $0.dto() }), "next_cursor": next]))
+        let next = events.count > limit ? shown.last.map { Cursor.encode($0.seq) } : nil
+        return Response.json(status: .ok, AuditPageResponse(events: shown, nextCursor: next))
     }
 }

@@ -23,25 +23,20 @@ public struct AuthController: Sendable {
 
     @Sendable func signup(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard accounts.allowSignup else { throw KeyhavenError.forbidden("Sign-up is closed on this server.") }
-        var body = try await JSONBody.read(request, context: context)
-        body.rejectUnknown(["email", "password"])
-        let email = body.string("email", required: true, maximumLength: 254)
-        let password = body.rawString("password")
+        let decoded = try await SignupRequest.read(request, context: context)
+        let parsed = decoded.body.parsed(decoded.errors)
         let signedIn = try await accounts.signUp(
-            email: email, password: password, errors: body.errors.problems, actor: context.anonymousActor(request))
+            email: parsed.email, password: parsed.password, errors: parsed.problems,
+            actor: context.anonymousActor(request))
         return startSession(signedIn, status: .created)
     }
 
     @Sendable func login(_ request: Request, context: AppRequestContext) async throws -> Response {
-        var body = try await JSONBody.read(request, context: context)
-        let email = body.string("email", required: true, maximumLength: 254)
-        let password = body.rawString("password")
-        if let password, password.isEmpty || password.utf8.contains(0) {
-            body.errors["password"] = "must be a non-empty string without NUL characters"
-        }
-        try body.validate()
-        guard let email, let password else { throw body.errors.error }
-        return startSession(try await accounts.logIn(email: email, password: password, actor: context.anonymousActor(request)), status: .ok)
+        let decoded = try await LoginRequest.read(request, context: context)
+        let login = try decoded.body.validated(decoded.errors).orThrow()
+        let signedIn = try await accounts.logIn(
+            email: login.email, password: login.password, actor: context.anonymousActor(request))
+        return startSession(signedIn, status: .ok)
     }
 
     @Sendable func logout(_ request: Request, context: UserContext) async throws -> Response {
@@ -55,15 +50,14 @@ public struct AuthController: Sendable {
     }
 
     @Sendable func me(_ request: Request, context: UserContext) async throws -> Response {
-        var csrf = JSONValue.null
-        if case .session(let session) = context.credential { csrf = .string(session.csrfToken) }
-        return Response.json(status: .ok, JSONValue.object(["user": context.user.dto(), "csrf_token": csrf]))
+        var csrf: String?
+        if case .session(let session) = context.credential { csrf = session.csrfToken }
+        return Response.json(status: .ok, SessionResponse(user: context.user, csrfToken: csrf))
     }
 
     private func startSession(_ signedIn: Accounts.SignedIn, status: HTTPResponse.Status) -> Response {
         var response = Response.json(
-            status: status,
-            JSONValue.object(["user": signedIn.user.dto(), "csrf_token": .string(signedIn.session.csrfToken)]))
+            status: status, SessionResponse(user: signedIn.user, csrfToken: signedIn.session.csrfToken))
         response.setCookie(cookie.cookie(signedIn.token))
         return response
     }

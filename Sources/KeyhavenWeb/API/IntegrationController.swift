@@ -42,47 +42,25 @@ public struct IntegrationController: Sendable {
         }
         let page = try await integrations.list(ownerID: context.user.id, limit: limit + 1, after: cursor)
         let shown = Array(page.prefix(limit))
-        let next: JSONValue = page.count > limit ? shown.last.map { .string(Cursor.encode($0.id)) } ?? .null : .null
-        return Response.json(
-            status: .ok, JSONValue.object(["integrations": .array(shown.map { $0.dto() }), "next_cursor": next]))
+        let next = page.count > limit ? shown.last.map { Cursor.encode($0.id) } : nil
+        return Response.json(status: .ok, IntegrationListResponse(integrations: shown, nextCursor: next))
     }
 
     @Sendable func create(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        var body = try await JSONBody.read(request, context: context)
-        body.rejectUnknown(["name", "type", "credentials", "config"])
-        let name = body.string("name", required: true, maximumLength: 100)
-        let typeText = body.string("type", required: true, maximumLength: 40)
-        let type = typeText.flatMap(IntegrationType.init(rawValue:))
-        if typeText != nil && type == nil {
-            body.errors["type"] = "must be one of \(IntegrationType.allCases.map(\.rawValue).joined(separator: ", "))"
-        }
-        let config = body.object("config") ?? [:]
-        var credentials: Credentials?
-        if let type {
-            if let value = body.fields["credentials"], value != .null {
-                switch CredentialValidator.validate(type: type, value) {
-                case .success(let valid): credentials = valid
-                case .failure(let problems): body.merge(problems)
-                }
-            } else {
-                body.errors["credentials"] = "is required"
-            }
-            body.merge(CredentialValidator.validateConfig(type: type, config))
-        }
-        try body.validate()
-        guard let name, let type, let credentials else { throw body.errors.error }
+        let decoded = try await CreateIntegrationRequest.read(request, context: context)
+        let new = try decoded.body.validated(decoded.errors).orThrow()
         try await checks.count(context.user.id, on: limiter)
         let integration = try await integrations.create(
-            ownerID: context.user.id, name: name, type: type, config: config, credentials: credentials,
+            ownerID: context.user.id, name: new.name, type: new.type, config: new.config, credentials: new.credentials,
             actor: context.actor(request))
-        return Response.json(status: .created, integration.dto())
+        return Response.json(status: .created, IntegrationResponse(integration: integration))
     }
 
     @Sendable func get(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
         let integration = try await integrations.get(id: try UUID.path(context), ownerID: context.user.id)
-        return Response.json(status: .ok, integration.dto())
+        return Response.json(status: .ok, IntegrationResponse(integration: integration))
     }
 
     @Sendable func update(_ request: Request, context: UserContext) async throws -> Response {
@@ -90,32 +68,15 @@ public struct IntegrationController: Sendable {
         let id = try UUID.path(context)
         // The integration must be the caller's before its body is even looked at.
         let current = try await integrations.get(id: id, ownerID: context.user.id)
-        var body = try await JSONBody.read(request, context: context)
-        body.rejectUnknown(["name", "credentials", "config", "enabled", "type"])
-        if let type = body.fields["type"], type != .string(current.type.rawValue) {
-            body.errors["type"] = "cannot change; create a new integration instead"
-        }
-        var changes = IntegrationChanges()
-        changes.name = body.string("name", required: false, maximumLength: 100)
-        changes.enabled = body.bool("enabled")
-        changes.config = body.object("config")
-        if let config = changes.config { body.merge(CredentialValidator.validateConfig(type: current.type, config)) }
-        if let value = body.fields["credentials"], value != .null {
-            switch CredentialValidator.validate(type: current.type, value) {
-            case .success(let valid): changes.credentials = valid
-            case .failure(let problems): body.merge(problems)
-            }
-        }
-        if body.fields.keys.allSatisfy({ $0 == "type" }) {
-            body.errors["body"] = "must change at least one of name, credentials, config, enabled"
-        }
-        try body.validate()
+        let decoded = try await UpdateIntegrationRequest.read(request, context: context)
+        if let conflict = UpdateIntegrationRequest.typeConflict(for: current, sent: decoded.sent) { throw conflict }
+        let changes = try decoded.body.validated(for: current, sent: decoded.sent, decoded.errors).orThrow()
         if changes.credentials != nil || (changes.enabled == true && !current.enabled) {
             try await checks.count(context.user.id, on: limiter)
         }
         let integration = try await integrations.update(
             id: id, ownerID: context.user.id, changes: changes, actor: context.actor(request))
-        return Response.json(status: .ok, integration.dto())
+        return Response.json(status: .ok, IntegrationResponse(integration: integration))
     }
 
     @Sendable func delete(_ request: Request, context: UserContext) async throws -> Response {
@@ -151,45 +112,33 @@ public struct IntegrationController: Sendable {
         }
         let (integration, credentials) = try await integrations.readCredentials(id: id, actor: service.actor(request))
         var response = Response.json(
-            status: .ok,
-            JSONValue.object([
-                "integration_id": .string(integration.id.uuidString.lowercased()),
-                "type": .string(integration.type.rawValue),
-                "status": .string(integration.status.rawValue),
-                "credential_version": .number(Double(integration.credentialVersion)),
-                "credentials": credentials.wireValue,
-            ]))
+            status: .ok, CredentialsResponse(integration: integration, credentials: credentials))
         response.headers[.cacheControl] = "no-store"
         return response
     }
 }
 
-/// Opaque page cursors: base64url of the last id shown.
+/// Page cursors: the position after which the next page starts. Clients pass them back as they got them; the
+/// document describes their form exactly (a lowercase UUID for integrations, a sequence number for audit events),
+/// so any cursor of that form is a valid position and anything else is a 400.
 enum Cursor {
-    static func encode(_ id: UUID) -> String {
-        Data(id.uuidString.lowercased().utf8).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
+    /// The cursor after the integration `id` (ids are time-ordered UUIDs).
+    static func encode(_ id: UUID) -> String { id.uuidString.lowercased() }
 
     static func decode(_ text: String) -> UUID? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64).flatMap { String(data: $0, encoding: .utf8) }.flatMap(UUID.init(uuidString:))
+        guard text.utf8.count == 36 else { return nil }
+        return UUID(uuidString: text)
     }
 
-    static func encode(_ seq: Int64) -> String { encode(UUID(uuid: withUnsafeBytes(of: seq.bigEndian) { raw in
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for (index, byte) in raw.enumerated() { bytes[8 + index] = byte }
-        return (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-                bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15])
-    })) }
+    /// The cursor after the audit event `seq`.
+    static func encode(_ seq: Int64) -> String { String(seq) }
 
+    /// A positive decimal number without sign or leading zeros, at most 18 digits.
     static func decodeSeq(_ text: String) -> Int64? {
-        guard let id = decode(text) else { return nil }
-        return withUnsafeBytes(of: id.uuid) { raw in
-            guard raw.prefix(8).allSatisfy({ $0 == 0 }) else { return nil }
-            return raw.suffix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) }
-        }
+        let digits = text.utf8
+        guard (1...18).contains(digits.count), digits.first != UInt8(ascii: "0"),
+            digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        else { return nil }
+        return Int64(text)
     }
 }

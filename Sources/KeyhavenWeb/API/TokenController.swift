@@ -28,40 +28,17 @@ public struct TokenController: Sendable {
     @Sendable func list(_ request: Request, context: UserContext) async throws -> Response {
         try requireInteractive(context)
         let list = try await tokens.list(userID: context.user.id)
-        return Response.json(status: .ok, JSONValue.object(["tokens": .array(list.map { $0.dto() })]))
+        return Response.json(status: .ok, TokenListResponse(tokens: list))
     }
 
     @Sendable func create(_ request: Request, context: UserContext) async throws -> Response {
         try requireInteractive(context)
-        var body = try await JSONBody.read(request, context: context)
-        body.rejectUnknown(["name", "scopes", "expires_in_days"])
-        let name = body.string("name", required: true, maximumLength: 100)
-        var scopes = Set<TokenScope>()
-        if case .array(let items)? = body.fields["scopes"], !items.isEmpty {
-            for item in items {
-                guard let scope = item.stringValue.flatMap(TokenScope.init(rawValue:)), scope != .credentialsRead else {
-                    body.errors["scopes"] = "must list integrations:read and/or integrations:write"
-                    break
-                }
-                scopes.insert(scope)
-            }
-        } else {
-            body.errors["scopes"] = "must list integrations:read and/or integrations:write"
-        }
-        var expiresAt: Date?
-        if let days = body.fields["expires_in_days"], days != .null {
-            guard case .number(let count) = days, count >= 1, count <= 365, count == count.rounded() else {
-                body.errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
-                try body.validate()
-                return Response(status: .badRequest)
-            }
-            expiresAt = Date().addingTimeInterval(count * 86400)
-        }
-        try body.validate()
+        let decoded = try await CreateTokenRequest.read(request, context: context)
+        let new = try decoded.body.validated(decoded.errors).orThrow()
         let (secret, record) = try await tokens.create(
-            kind: .personal, userID: context.user.id, name: name!, scopes: scopes, expiresAt: expiresAt,
+            kind: .personal, userID: context.user.id, name: new.name, scopes: new.scopes, expiresAt: new.expiresAt,
             audit: AuditEntry(actor: context.actor(request), action: .tokenCreate, ownerID: context.user.id))
-        return Response.json(status: .created, JSONValue.object(["token": record.dto(), "secret": .string(secret)]))
+        return Response.json(status: .created, CreatedTokenResponse(token: record, secret: secret))
     }
 
     @Sendable func revoke(_ request: Request, context: UserContext) async throws -> Response {

@@ -37,17 +37,6 @@ public struct VerificationController: Sendable {
         try await checks.count(context.user.id, on: limiter)
         let record = try await tester.testNow(id: id, ownerID: context.user.id, actor: context.actor(request))
         let language = request.headers[.acceptLanguage]?.lowercased().hasPrefix("es") == true ? "es" : "en"
-        let milliseconds = record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000
-        return Response.json(
-            status: .ok,
-            JSONValue.object([
-                "status": .string(record.outcome.status.rawValue),
-                "outcome": .string(record.outcome.rawValue),
-                "message": .string(record.outcome.message(language: language)),
-                "error_message": record.errorMessage.map(JSONValue.string) ?? .null,
-                "checked_at": wireDate(record.checkedAt),
-                "latency_ms": .number(Double(milliseconds)),
-                "details": .object(record.details),
-            ]))
+        return Response.json(status: .ok, TestResultResponse(record: record, language: language))
     }
 }

@@ -170,7 +170,7 @@ public struct Accounts: Sendable {
     /// An email address: one `@`, a local part, a domain with a dot, no whitespace or control character.
     public static func isEmail(_ text: String) -> Bool {
         let parts = text.split(separator: "@", omittingEmptySubsequences: false)
-        return parts.count == 2 && !parts[0].isEmpty && parts[1].contains(".") && text.utf8.count <= 254
+        return parts.count == 2 && !parts[0].isEmpty && parts[1].contains(".") && text.unicodeScalars.count <= 254
             && !text.unicodeScalars.contains { $0.properties.isWhitespace || $0.properties.generalCategory == .control }
     }
 

@@ -378,11 +378,12 @@ struct IntegrationPages: Sendable {
         return kept
     }
 
+    /// A name by the API's rules (`TextRule`): at most 100 code points, nothing invisible or controlling, not blank.
     static func validName(_ text: String?) -> String? {
-        guard let text = text?.trimmingCharacters(in: .whitespacesAndNewlines), !text.isEmpty, text.count <= 100,
-            !text.unicodeScalars.contains(where: JSONBody.isRefused)
+        guard let raw = text, raw.unicodeScalars.count <= 100, !raw.unicodeScalars.contains(where: { TextRule.isRefused($0) })
         else { return nil }
-        return text
+        let trimmed = raw.trimmingCharacters(in: .whitespaces)
+        return trimmed.isEmpty ? nil : trimmed
     }
 
     static func detailLabel(_ key: String, language: Language) -> String {

@@ -1,0 +1,192 @@
+import Foundation
+import KeyhavenCore
+
+// The wire types of /api/integrations and the credentials route (SPEC §6). Requests validate into values with no
+// optionals left; responses are built from the domain values and never carry a credential, except the one
+// credentials response, which has no other way out.
+
+/// `POST /api/integrations`: `{name, type, credentials, config?}`.
+struct CreateIntegrationRequest: RequestBody {
+    static let knownFields: Set<String>? = ["name", "type", "credentials", "config"]
+
+    var name: Input<String>?
+    var type: Input<String>?
+    var credentials: Input<JSONValue>?
+    var config: Input<[String: JSONValue]>?
+
+    /// A new integration that passed every rule.
+    struct Valid {
+        var name: String
+        var type: IntegrationType
+        var credentials: Credentials
+        var config: [String: JSONValue]
+    }
+
+    /// The validated integration, or every problem by field (`errors` holds those found while reading).
+    func validated(_ errors: FieldErrors) -> Result<Valid, FieldErrors> {
+        var errors = errors
+        let name = TextRule.text(name, "name", required: true, maximumLength: 100, errors: &errors)
+        let typeText = TextRule.text(type, "type", required: true, maximumLength: 40, errors: &errors)
+        let type = typeText.flatMap(IntegrationType.init(rawValue:))
+        if typeText != nil && type == nil {
+            errors["type"] = "must be one of \(IntegrationType.allCases.map(\.rawValue).joined(separator: ", "))"
+        }
+        var config: [String: JSONValue] = [:]
+        if let input = self.config {
+            if let object = input.value { config = object } else { errors["config"] = "must be an object" }
+        }
+        var valid: Credentials?
+        if let type {
+            if let value = credentials?.value {
+                switch CredentialValidator.validate(type: type, value) {
+                case .success(let credentials): valid = credentials
+                case .failure(let problems): errors.merge(problems)
+                }
+            } else {
+                errors["credentials"] = "is required"
+            }
+            errors.merge(CredentialValidator.validateConfig(type: type, config))
+        }
+        guard errors.isEmpty, let name, let type, let valid else { return .failure(errors) }
+        return .success(Valid(name: name, type: type, credentials: valid, config: config))
+    }
+}
+
+/// `PUT` or `PATCH /api/integrations/{id}`: any of `{name, credentials, config, enabled}`; `type` only if it is the
+/// current one.
+struct UpdateIntegrationRequest: RequestBody {
+    static let knownFields: Set<String>? = ["name", "credentials", "config", "enabled", "type"]
+
+    var name: Input<String>?
+    var credentials: Input<JSONValue>?
+    var config: Input<[String: JSONValue]>?
+    var enabled: Input<Bool>?
+
+    /// The validated changes, or every problem by field. `sent` is the body's members as sent: a body of `type`
+    /// alone changes nothing. (A `type` other than the current one was refused before: see ``typeConflict``.)
+    func validated(
+        for current: Integration, sent: [String: JSONValue], _ errors: FieldErrors
+    ) -> Result<IntegrationChanges, FieldErrors> {
+        var errors = errors
+        var changes = IntegrationChanges()
+        changes.name = TextRule.text(name, "name", required: false, maximumLength: 100, errors: &errors)
+        if let enabled {
+            if let flag = enabled.value { changes.enabled = flag } else { errors["enabled"] = "must be true or false" }
+        }
+        if let config {
+            if let object = config.value {
+                changes.config = object
+                errors.merge(CredentialValidator.validateConfig(type: current.type, object))
+            } else {
+                errors["config"] = "must be an object"
+            }
+        }
+        if let value = credentials?.value {
+            switch CredentialValidator.validate(type: current.type, value) {
+            case .success(let valid): changes.credentials = valid
+            case .failure(let problems): errors.merge(problems)
+            }
+        }
+        if sent.keys.allSatisfy({ $0 == "type" }) {
+            errors["body"] = "must change at least one of name, credentials, config, enabled"
+        }
+        return errors.isEmpty ? .success(changes) : .failure(errors)
+    }
+}
+
+extension UpdateIntegrationRequest {
+    /// Changes that are well formed but conflict with what the integration is (409): a `type` member, even
+    /// `null`, that is not its current type; or credentials and config that do not fit its type but do fit another
+    /// one.
+    static func typeConflict(for current: Integration, sent: [String: JSONValue]) -> KeyhavenError? {
+        if let type = sent["type"], type != .string(current.type.rawValue) {
+            return .conflict("The type of an integration cannot change; create a new integration instead.")
+        }
+        let credentials = sent["credentials"].flatMap { $0 == .null ? nil : $0 }
+        var config: [String: JSONValue]?
+        if case .object(let object)? = sent["config"] { config = object }
+        guard credentials != nil || config != nil else { return nil }
+        func fits(_ type: IntegrationType) -> Bool {
+            if let credentials, case .failure = CredentialValidator.validate(type: type, credentials) { return false }
+            if let config, !CredentialValidator.validateConfig(type: type, config).isEmpty { return false }
+            return true
+        }
+        guard !fits(current.type), IntegrationType.allCases.contains(where: fits) else { return nil }
+        return .conflict("These credentials or settings are for another type of integration; create one of that type.")
+    }
+}
+
+/// The integration object of SPEC §6; every field is present, null when unset. Never any credential.
+struct IntegrationResponse: ResponseBody {
+    let integration: Integration
+
+    var json: JSONValue {
+        .object([
+            "id": wireID(integration.id),
+            "name": .string(integration.name),
+            "type": .string(integration.type.rawValue),
+            "status": .string(integration.status.rawValue),
+            "enabled": .bool(integration.enabled),
+            "config": .object(integration.config),
+            "credential_hint": integration.credentialHint.map(JSONValue.string) ?? .null,
+            "credential_version": .number(Double(integration.credentialVersion)),
+            "error_message": integration.errorMessage.map(JSONValue.string) ?? .null,
+            "last_verified_at": wireDate(integration.lastVerifiedAt),
+            "last_used_at": wireDate(integration.lastUsedAt),
+            "created_at": wireDate(integration.createdAt),
+            "updated_at": wireDate(integration.updatedAt),
+        ])
+    }
+}
+
+/// `GET /api/integrations`: a page and the cursor of the next one.
+struct IntegrationListResponse: ResponseBody {
+    let integrations: [Integration]
+    let nextCursor: String?
+
+    var json: JSONValue {
+        .object([
+            "integrations": .array(integrations.map { IntegrationResponse(integration: $0).json }),
+            "next_cursor": nextCursor.map(JSONValue.string) ?? .null,
+        ])
+    }
+}
+
+/// `GET /api/integrations/{id}/credentials`: the decrypted credentials and the non-secret settings that go with
+/// them. The only response that carries a credential.
+struct CredentialsResponse: ResponseBody {
+    let integration: Integration
+    let credentials: Credentials
+
+    var json: JSONValue {
+        .object([
+            "integration_id": wireID(integration.id),
+            "type": .string(integration.type.rawValue),
+            "status": .string(integration.status.rawValue),
+            "credential_version": .number(Double(integration.credentialVersion)),
+            "credentials": credentials.wireValue,
+            // A backend needs the region or the organization to use the credentials.
+            "config": .object(integration.config),
+        ])
+    }
+}
+
+/// `POST /api/integrations/{id}/test`: what the check found.
+struct TestResultResponse: ResponseBody {
+    let record: VerificationRecord
+    let language: String
+
+    var json: JSONValue {
+        let latency = record.latency.components
+        let milliseconds = latency.seconds * 1000 + latency.attoseconds / 1_000_000_000_000_000
+        return .object([
+            "status": .string(record.outcome.status.rawValue),
+            "outcome": .string(record.outcome.rawValue),
+            "message": .string(record.outcome.message(language: language)),
+            "error_message": record.errorMessage.map(JSONValue.string) ?? .null,
+            "checked_at": wireDate(record.checkedAt),
+            "latency_ms": .number(Double(milliseconds)),
+            "details": .object(record.details),
+        ])
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import KeyhavenCore
+
+// The wire types of /api/tokens (SPEC §5).
+
+/// `POST /api/tokens`: `{name, scopes, expires_in_days?}`.
+struct CreateTokenRequest: RequestBody {
+    static let knownFields: Set<String>? = ["name", "scopes", "expires_in_days"]
+
+    var name: Input<String>?
+    var scopes: Input<[String]>?
+    var expiresInDays: Input<Double>?
+
+    enum CodingKeys: String, CodingKey {
+        case name, scopes
+        case expiresInDays = "expires_in_days"
+    }
+
+    /// A token to create.
+    struct Valid {
+        var name: String
+        var scopes: Set<TokenScope>
+        var expiresAt: Date?
+    }
+
+    func validated(_ errors: FieldErrors, now: Date = Date()) -> Result<Valid, FieldErrors> {
+        var errors = errors
+        let name = TextRule.text(name, "name", required: true, maximumLength: 100, errors: &errors)
+        var scopes = Set<TokenScope>()
+        let listed = self.scopes?.value ?? []
+        for text in listed {
+            guard let scope = TokenScope(rawValue: text), scope != .credentialsRead else {
+                scopes = []
+                break
+            }
+            scopes.insert(scope)
+        }
+        if scopes.isEmpty { errors["scopes"] = "must list integrations:read and/or integrations:write" }
+        var expiresAt: Date?
+        if let expiresInDays {
+            guard let days = expiresInDays.value, days >= 1, days <= 365, days == days.rounded() else {
+                errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
+                return .failure(errors)
+            }
+            expiresAt = now.addingTimeInterval(days * 86400)
+        }
+        guard errors.isEmpty, let name else { return .failure(errors) }
+        return .success(Valid(name: name, scopes: scopes, expiresAt: expiresAt))
+    }
+}
+
+/// A token's record; never its secret.
+struct TokenResponse: ResponseBody {
+    let token: APIToken
+
+    var json: JSONValue {
+        .object([
+            "id": wireID(token.id),
+            "name": .string(token.name),
+            "kind": .string(token.kind.rawValue),
+            "scopes": .array(token.scopes.map(\.rawValue).sorted().map(JSONValue.string)),
+            "created_at": wireDate(token.createdAt),
+            "last_used_at": wireDate(token.lastUsedAt),
+            "expires_at": wireDate(token.expiresAt),
+            "revoked_at": wireDate(token.revokedAt),
+        ])
+    }
+}
+
+/// `GET /api/tokens`.
+struct TokenListResponse: ResponseBody {
+    let tokens: [APIToken]
+
+    var json: JSONValue { .object(["tokens": .array(tokens.map { TokenResponse(token: $0).json })]) }
+}
+
+/// `POST /api/tokens`: the record and, this once, the secret.
+struct CreatedTokenResponse: ResponseBody {
+    let token: APIToken
+    let secret: String
+
+    var json: JSONValue { .object(["token": TokenResponse(token: token).json, "secret": .string(secret)]) }
+}
