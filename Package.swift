@@ -35,6 +35,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
         .target(
@@ -92,6 +93,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenApp",
                 "KeyhavenCore",
+                "KeyhavenCrypto",
                 "KeyhavenStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

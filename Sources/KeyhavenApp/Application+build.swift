@@ -137,15 +137,22 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async -> some Applicati
         metrics: { runtime.metrics.render() })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
 
+    // Services stop in reverse order: the checkpoint's last write and the last backup come before the runtime
+    // closes.
+    var services: [any Service] = [
+        RuntimeService(runtime: runtime),
+        AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
+    ]
+    if let settings = configuration.scheduledBackups {
+        services.append(
+            ScheduledBackupService(
+                runtime: runtime, settings: settings, metrics: BackupMetrics(registry: runtime.metrics.registry)))
+    }
+    if configuration.runVerificationWorker { services.append(VerificationWorker(runner: runtime.verifier)) }
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
-        services: [
-            RuntimeService(runtime: runtime),
-            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
-        ]
-            + (configuration.runVerificationWorker ? [VerificationWorker(runner: runtime.verifier)] : []),
+        services: services,
         logger: runtime.logger
     )
 }

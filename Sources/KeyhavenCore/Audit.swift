@@ -51,6 +51,8 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case credentialsRead = "credentials.read"
     case keyRotate = "key.rotate"
     case keyRetire = "key.retire"
+    case backupCreate = "backup.create"
+    case backupRestore = "backup.restore"
 }
 
 /// How an audited action ended.

@@ -234,6 +234,25 @@ public final class Database: Sendable {
         return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
     }
 
+    /// Runs `body` in one read-only transaction that sees a single consistent snapshot of every table: a deferred
+    /// read transaction on an SQLite reader (WAL keeps the snapshot while writers go on), or `REPEATABLE READ READ
+    /// ONLY` on PostgreSQL. Writers are never blocked by it.
+    ///
+    /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
+    public func readSnapshot<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        try await withConnection { sql in
+            try await sql.raw(kind == .sqlite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").run()
+            do {
+                let result = try await body(sql)
+                try await sql.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await sql.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
     /// Checks that the database answers.
     ///
     /// - Throws: `KeyhavenError.unavailable` if it does not.
