@@ -1,6 +1,7 @@
 import AsyncKit
 import Foundation
 import KeyhavenCore
+import KeyhavenCrypto
 import Logging
 import NIOCore
 import NIOPosix
@@ -284,6 +285,9 @@ public final class Database: Sendable {
         do {
             return try await body()
         } catch let error as KeyhavenError {
+            throw error
+        } catch let error as BackupError {
+            // A refused backup file: its message is written to be shown and holds nothing secret.
             throw error
         } catch is CancellationError {
             throw CancellationError()

@@ -32,6 +32,15 @@ struct BackupSecretOptions: ParsableArguments {
 extension KeyhavenCommand {
     struct Backup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            abstract: "Write (the default) or verify an encrypted backup of the whole database.",
+            discussion: "`keyhaven backup --output FILE …` writes one; `keyhaven backup verify FILE …` checks one.",
+            subcommands: [Create.self, Verify.self], defaultSubcommand: Create.self)
+    }
+}
+
+extension KeyhavenCommand.Backup {
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
             abstract: "Write an encrypted backup of the whole database.",
             discussion: """
                 One consistent snapshot of every table, encrypted with AES-256-GCM in authenticated chunks under a \
@@ -39,8 +48,7 @@ extension KeyhavenCommand {
                 restoring needs the same master keys, unless --include-keyring puts them inside. The file is \
                 written beside FILE and renamed into place once complete; a failed run leaves nothing. The file \
                 format is described in docs/backup-format.md.
-                """,
-            subcommands: [Verify.self])
+                """)
 
         @OptionGroup var global: GlobalOptions
         @OptionGroup var secret: BackupSecretOptions
@@ -72,9 +80,7 @@ extension KeyhavenCommand {
             }
         }
     }
-}
 
-extension KeyhavenCommand.Backup {
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Decrypt and check a backup without touching any database.",

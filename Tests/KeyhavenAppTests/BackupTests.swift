@@ -49,7 +49,9 @@ struct BackupTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let sourceHandle = try await source.make()
+        defer { Task { await sourceHandle.close() } }
         let targetHandle = try await target.make()
+        defer { Task { await targetHandle.close() } }
         let runtime = try await openRuntime(sourceHandle, keyringPath: directory.path + "/keyring.json")
         let scenario = try await BackupScenario.populate(runtime)
         let before = try await BackupScenario.counts(sourceHandle.database)
@@ -93,6 +95,7 @@ struct BackupTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let sourceHandle = try await TestDatabase.sqlite.make()
+        defer { Task { await sourceHandle.close() } }
         let runtime = try await openRuntime(sourceHandle, keyringPath: directory.path + "/keyring.json")
         _ = try await BackupScenario.populate(runtime, users: 2, integrationsPerUser: 10)
         let secret = try BackupSecret.passphrase("a long backup passphrase")
@@ -133,6 +136,7 @@ struct BackupTests {
             ("wrong passphrase", good, try .passphrase("another long passphrase"), .wrongKey),
         ]
         let targetHandle = try await target.make()
+        defer { Task { await targetHandle.close() } }
         var messages: Set<String> = []
         for (name, data, key, expected) in cases {
             let path = directory.path + "/damaged.khbackup"
@@ -159,6 +163,7 @@ struct BackupTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let sourceHandle = try await TestDatabase.sqlite.make()
+        defer { Task { await sourceHandle.close() } }
         let runtime = try await openRuntime(sourceHandle, keyringPath: directory.path + "/keyring.json")
         _ = try await BackupScenario.populate(runtime, users: 1, integrationsPerUser: 2)
         let keyFile = try makeBackupKeyFile(in: directory.path)
@@ -170,6 +175,8 @@ struct BackupTests {
         await sourceHandle.close()
 
         let targetHandle = try await target.make()
+
+        defer { Task { await targetHandle.close() } }
         let occupant = try await openRuntime(targetHandle, keyringPath: directory.path + "/target.json")
         _ = try await occupant.users.create(
             email: "someone@example.test", passwordHash: "x", audit: AuditEntry(actor: .operator, action: .signup))
@@ -189,6 +196,7 @@ struct BackupTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let handle = try await TestDatabase.sqlite.make()
+        defer { Task { await handle.close() } }
         let runtime = try await openRuntime(handle, keyringPath: directory.path + "/keyring.json")
         let scenario = try await BackupScenario.populate(runtime, users: 2, integrationsPerUser: 2)
         let keyFile = try makeBackupKeyFile(in: directory.path)
@@ -228,6 +236,7 @@ struct BackupTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let handle = try await kind.make()
+        defer { Task { await handle.close() } }
         let runtime = try await openRuntime(handle, keyringPath: directory.path + "/keyring.json")
         let user = try await runtime.users.create(
             email: "writer@example.test", passwordHash: "x", audit: AuditEntry(actor: .operator, action: .signup))
@@ -273,6 +282,8 @@ struct BackupTests {
         await handle.close()
 
         let target = try await TestDatabase.sqlite.make()
+
+        defer { Task { await target.close() } }
         _ = try await restore(output, into: target, secret: try .keyFile(keyFile), keyringPath: directory.path + "/keyring.json")
         let (orphanSecrets, missingSecrets) = try await target.database.withConnection { sql in
             let orphans = try await sql.raw(
@@ -293,6 +304,7 @@ struct BackupTests {
     @Test("of two instances sharing a database, only one claims each scheduled backup", arguments: TestDatabase.all)
     func oneClaimPerBackup(kind: TestDatabase) async throws {
         let handle = try await kind.make()
+        defer { Task { await handle.close() } }
         let second = try await Database.open(
             handle.location, searchPath: handle.schema.map { [$0] }, logger: Logger(label: "test"))
         let schedules = [BackupSchedule(database: handle.database), BackupSchedule(database: second)]
