@@ -68,7 +68,6 @@ struct BackupTests {
         #expect(result.bytes == Int64((try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? -1))
         #expect(Dictionary(uniqueKeysWithValues: result.header.tables.map { ($0.name, $0.rows) }) == before)
         await runtime.shutdown()
-        await sourceHandle.close()
 
         let targetKeyring = includeKeyring ? directory.path + "/restored-keyring.json" : directory.path + "/keyring.json"
         let summary = try await restore(output, into: targetHandle, secret: secret, keyringPath: targetKeyring)
@@ -86,7 +85,6 @@ struct BackupTests {
             return
         }
         await restored.shutdown()
-        await targetHandle.close()
     }
 
     @Test("a damaged, truncated, reordered or wrongly keyed backup is refused with its own message, database untouched",
@@ -104,7 +102,6 @@ struct BackupTests {
             runtime, output: output, secret: secret, includeKeyring: true, kdf: Self.fastKDF, chunkSize: 1024,
             actor: .operator, progress: { _ in })
         await runtime.shutdown()
-        await sourceHandle.close()
         let good = try Data(contentsOf: URL(fileURLWithPath: output))
         let bytes = Array(good)
         let preamble = 14 + bytes[10..<14].reduce(0) { $0 << 8 | Int($1) } + 64
@@ -155,7 +152,6 @@ struct BackupTests {
         // And the untouched backup restores into the same database afterwards.
         _ = try await restore(output, into: targetHandle, secret: secret, keyringPath: directory.path + "/target.json")
         #expect(!(try await isEmpty(targetHandle)))
-        await targetHandle.close()
     }
 
     @Test("a restore into a database that is not empty is refused and changes nothing", arguments: TestDatabase.all)
@@ -172,7 +168,6 @@ struct BackupTests {
             runtime, output: output, secret: try .keyFile(keyFile), includeKeyring: true, kdf: .standard,
             chunkSize: 4096, actor: .operator, progress: { _ in })
         await runtime.shutdown()
-        await sourceHandle.close()
 
         let targetHandle = try await target.make()
 
@@ -188,7 +183,6 @@ struct BackupTests {
         #expect(try await BackupScenario.counts(targetHandle.database) == before)
         #expect(try Data(contentsOf: URL(fileURLWithPath: directory.path + "/target.json")) == keyringBefore)
         await occupant.shutdown()
-        await targetHandle.close()
     }
 
     @Test("the backup file holds no credential in clear, and master keys only inside its encryption when asked")
@@ -228,7 +222,6 @@ struct BackupTests {
             #expect((inside?.ids.sorted() ?? []) == (includeKeyring ? masterKeys.ids.sorted() : []))
         }
         await runtime.shutdown()
-        await handle.close()
     }
 
     @Test("a backup taken while the server writes is one consistent snapshot", arguments: TestDatabase.all)
@@ -248,6 +241,7 @@ struct BackupTests {
         }
         let keyFile = try makeBackupKeyFile(in: directory.path)
         let stop = ManagedFlag()
+        defer { stop.set() }
         let writes = Task {
             var created: [UUID] = []
             var count = 0
@@ -279,7 +273,6 @@ struct BackupTests {
         let written = try await writes.value
         #expect(written > 5, "the writers ran during the backup")
         await runtime.shutdown()
-        await handle.close()
 
         let target = try await TestDatabase.sqlite.make()
 
@@ -298,7 +291,6 @@ struct BackupTests {
             return (orphans, missing)
         }
         #expect(orphanSecrets == 0 && missingSecrets == 0)
-        await target.close()
     }
 
     @Test("of two instances sharing a database, only one claims each scheduled backup", arguments: TestDatabase.all)
@@ -322,7 +314,6 @@ struct BackupTests {
             #expect(claims == 1, "round \(round)")
         }
         await second.shutdown()
-        await handle.close()
     }
 
     @Test("serve takes scheduled backups: audited, pruned to KEEP, each one verifies, /metrics shows the last")
