@@ -39,6 +39,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
         .target(
@@ -107,6 +108,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenApp",
                 "KeyhavenCore",
+                "KeyhavenCrypto",
                 "KeyhavenStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

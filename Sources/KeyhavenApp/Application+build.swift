@@ -122,21 +122,28 @@ public func buildApplication(
 public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some ApplicationProtocol {
     let configuration = runtime.configuration
     let router = try await buildRouter(runtime)
+    // Services stop in reverse order: the checkpoint's last write and the last backup come before the runtime
+    // closes.
+    var services: [any Service] = [
+        RuntimeService(runtime: runtime),
+        AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
+    ]
+    if let settings = configuration.scheduledBackups {
+        services.append(
+            ScheduledBackupService(
+                runtime: runtime, settings: settings, metrics: BackupMetrics(registry: runtime.metrics.registry)))
+    }
+    if configuration.runVerificationWorker {
+        services.append(VerificationWorker(runner: runtime.verifier))
+        services.append(
+            RotationEngine(
+                store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
+                interval: configuration.rotationInterval))
+    }
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
-        // Services stop in reverse order: the checkpoint's last write comes before the runtime closes.
-        services: [
-            RuntimeService(runtime: runtime),
-            AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
-        ]
-            + (configuration.runVerificationWorker
-                ? [
-                    VerificationWorker(runner: runtime.verifier),
-                    RotationEngine(
-                        store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
-                        interval: configuration.rotationInterval),
-                ] : []),
+        services: services,
         logger: runtime.logger
     )
 }

@@ -57,6 +57,8 @@ public struct KeyhavenConfiguration: Sendable {
     public var verificationTimeout: Duration = .seconds(10)
     /// The proxies whose `X-Forwarded-For` is believed (`KEYHAVEN_TRUSTED_PROXIES`, comma-separated addresses).
     public var trustedProxies: Set<String> = []
+    /// Scheduled backups (`KEYHAVEN_BACKUP_DIR` and the settings beside it); nil turns them off.
+    public var scheduledBackups: ScheduledBackups?
 
     /// Settings for Supabase-style HS256 JWTs: the secret, and the issuer and audience every token must name.
     /// The secret is never printed.
@@ -189,6 +191,7 @@ public struct KeyhavenConfiguration: Sendable {
         if let proxies = text("keyhaven.trusted.proxies") {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
+        scheduledBackups = try Self.scheduledBackups(text)
         if let secret = text("keyhaven.jwt.hs256.secret", secret: true) {
             guard secret.utf8.count >= 32 else {
                 throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")
@@ -199,6 +202,40 @@ public struct KeyhavenConfiguration: Sendable {
             }
             jwt = JWTSettings(secret: secret, issuer: issuer, audience: audience)
         }
+    }
+
+    private static func scheduledBackups(_ text: (String, Bool) -> String?) throws -> ScheduledBackups? {
+        guard let directory = text("keyhaven.backup.dir", false) else { return nil }
+        let intervalText = text("keyhaven.backup.interval", false) ?? "24h"
+        guard let interval = ScheduledBackups.parseInterval(intervalText) else {
+            throw KeyhavenError.configuration(
+                "KEYHAVEN_BACKUP_INTERVAL must be a whole number followed by s, m, h or d (for example 6h)")
+        }
+        let keepText = text("keyhaven.backup.keep", false) ?? "7"
+        guard let keep = Int(keepText), (1...100_000).contains(keep) else {
+            throw KeyhavenError.configuration("KEYHAVEN_BACKUP_KEEP must be a positive whole number")
+        }
+        let keyFile = text("keyhaven.backup.key.file", false)
+        let passphraseFile = text("keyhaven.backup.passphrase.file", false)
+        guard (keyFile == nil) != (passphraseFile == nil) else {
+            throw KeyhavenError.configuration(
+                "KEYHAVEN_BACKUP_DIR needs exactly one of KEYHAVEN_BACKUP_KEY_FILE and KEYHAVEN_BACKUP_PASSPHRASE_FILE")
+        }
+        let settings = ScheduledBackups(
+            directory: directory, interval: interval, keep: keep, keyFile: keyFile, passphraseFile: passphraseFile,
+            includeKeyring: try bool(
+                text("keyhaven.backup.include.keyring", false), name: "KEYHAVEN_BACKUP_INCLUDE_KEYRING", default: false))
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw KeyhavenError.configuration("KEYHAVEN_BACKUP_DIR \(directory) is not an existing folder")
+        }
+        do {
+            _ = try settings.secret()
+        } catch {
+            throw KeyhavenError.configuration(
+                "\(keyFile == nil ? "KEYHAVEN_BACKUP_PASSPHRASE_FILE" : "KEYHAVEN_BACKUP_KEY_FILE"): \(error)")
+        }
+        return settings
     }
 
     private static func bool(_ value: String?, name: String, default defaultValue: Bool) throws -> Bool {
@@ -255,6 +292,7 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "jwt=\(jwt == nil ? "off" : "hs256")",
             "provider_overrides=\(providerEndpoints.overrides.keys.map(\.rawValue).sorted().joined(separator: ","))",
             "egress_allow_private=\(egressAllowPrivate)",
+            "scheduled_backups=\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")
     }
 }

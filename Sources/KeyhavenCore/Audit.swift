@@ -55,6 +55,8 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case rotationStep = "integration.rotation.step"
     case rotationFail = "integration.rotation.fail"
     case rotationDue = "integration.rotation.due"
+    case backupCreate = "backup.create"
+    case backupRestore = "backup.restore"
 }
 
 /// How an audited action ended.

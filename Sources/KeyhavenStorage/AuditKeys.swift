@@ -57,4 +57,24 @@ public final class AuditKeys: Sendable {
             return AuditKeys(current: newest, all: keys)
         }
     }
+
+    /// Unwraps every audit key stored on `sql` with `keyring`; a database without audit keys gets a throwaway
+    /// current key that verifies nothing (so a keyed event in it is reported, not trusted).
+    ///
+    /// - Throws: `KeyhavenError.keyring` if a master key is missing, `.decryptionFailed` if a key does not open.
+    static func load(on sql: any SQLDatabase, keyring: Keyring) async throws -> AuditKeys {
+        var keys: [String: AuditKey] = [:]
+        var newest: AuditKey?
+        for row in try await sql.raw("SELECT id, kek_id, wrapped_key FROM audit_keys ORDER BY created_at, id").all() {
+            let id = try row.decode(column: "id", as: String.self)
+            let kekID = try row.decode(column: "kek_id", as: String.self)
+            guard let kek = keyring.key(id: kekID) else {
+                throw KeyhavenError.keyring("master key \(kekID), which wraps an audit key, is not held")
+            }
+            let key = try AuditKey.unwrap(try row.decode(column: "wrapped_key", as: Data.self), id: id, kek: kek)
+            keys[id] = key
+            newest = key
+        }
+        return AuditKeys(current: newest ?? AuditKey.generate(), all: keys)
+    }
 }

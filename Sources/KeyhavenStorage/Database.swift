@@ -1,6 +1,7 @@
 import AsyncKit
 import Foundation
 import KeyhavenCore
+import KeyhavenCrypto
 import Logging
 import NIOCore
 import NIOPosix
@@ -234,6 +235,25 @@ public final class Database: Sendable {
         return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
     }
 
+    /// Runs `body` in one read-only transaction that sees a single consistent snapshot of every table: a deferred
+    /// read transaction on an SQLite reader (WAL keeps the snapshot while writers go on), or `REPEATABLE READ READ
+    /// ONLY` on PostgreSQL. Writers are never blocked by it.
+    ///
+    /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
+    public func readSnapshot<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        try await withConnection { sql in
+            try await sql.raw(kind == .sqlite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").run()
+            do {
+                let result = try await body(sql)
+                try await sql.raw("COMMIT").run()
+                return result
+            } catch {
+                try? await sql.raw("ROLLBACK").run()
+                throw error
+            }
+        }
+    }
+
     /// Checks that the database answers.
     ///
     /// - Throws: `KeyhavenError.unavailable` if it does not.
@@ -265,6 +285,9 @@ public final class Database: Sendable {
         do {
             return try await body()
         } catch let error as KeyhavenError {
+            throw error
+        } catch let error as BackupError {
+            // A refused backup file: its message is written to be shown and holds nothing secret.
             throw error
         } catch is CancellationError {
             throw CancellationError()

@@ -132,7 +132,12 @@ public struct SQLAuditLog: AuditLog {
     }
 
     public func verify() async throws -> AuditVerification {
-        try await database.withConnection { sql in
+        try await database.withConnection { sql in try await Self.verify(on: sql, keys: keys) }
+    }
+
+    /// Recomputes the chain on `sql` (a restore checks it inside its own transaction, before committing).
+    static func verify(on sql: any SQLDatabase, keys: AuditKeys) async throws -> AuditVerification {
+        do {
             var checkpoints: [Int64: Checkpoint] = [:]
             for row in try await sql.raw("SELECT * FROM audit_checkpoints ORDER BY seq").all() {
                 let checkpoint = try Self.checkpoint(from: row)

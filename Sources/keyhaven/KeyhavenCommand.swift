@@ -9,7 +9,9 @@ struct KeyhavenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyhaven",
         abstract: "A self-hosted vault for the provider credentials your users bring.",
-        subcommands: [Serve.self, Migrate.self, Keys.self, Users.self, Tokens.self, Audit.self]
+        subcommands: [
+            Serve.self, Migrate.self, Keys.self, Users.self, Tokens.self, Audit.self, Backup.self, Restore.self,
+        ]
     )
 }
 

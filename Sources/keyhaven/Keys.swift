@@ -120,14 +120,21 @@ extension KeyhavenCommand.Keys {
 /// Rotation progress on stderr: one updating line on a terminal, otherwise a line at most every quarter second.
 final class ProgressDisplay: Sendable {
     private let enabled: Bool
+    private let label: String
     private let terminal = isatty(STDERR_FILENO) == 1
     private let state = Mutex<(last: ContinuousClock.Instant?, started: ContinuousClock.Instant)>((nil, .now))
 
-    init(enabled: Bool) {
+    init(enabled: Bool, label: String = "re-wrapping") {
         self.enabled = enabled
+        self.label = label
     }
 
     func update(_ progress: RotationProgress) {
+        update(done: progress.done, total: progress.total)
+    }
+
+    func update(done: Int, total: Int) {
+        let progress = (done: done, total: total)
         guard enabled else { return }
         let line: String? = state.withLock { state in
             let now = ContinuousClock.now
@@ -139,7 +146,7 @@ final class ProgressDisplay: Sendable {
                 + Double(state.started.duration(to: now).components.seconds)
             let percent = progress.total == 0 ? 100 : progress.done * 100 / progress.total
             let rate = elapsed > 0 ? Int(Double(progress.done) / elapsed) : 0
-            return "re-wrapping: \(progress.done)/\(progress.total) (\(percent)%) \(rate) rows/s"
+            return "\(label): \(progress.done)/\(progress.total) (\(percent)%) \(rate) rows/s"
         }
         guard let line else { return }
         FileHandle.standardError.write(Data((terminal ? "\r\(line)\u{1B}[K" : "\(line)\n").utf8))

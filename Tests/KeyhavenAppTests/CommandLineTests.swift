@@ -81,6 +81,7 @@ struct CommandLineTests {
         let commands = [
             [], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"], ["users"],
             ["users", "create"], ["tokens"], ["tokens", "create-service"], ["tokens", "revoke"], ["audit"], ["audit", "verify"],
+            ["backup"], ["backup", "verify"], ["restore"],
         ]
         for command in commands {
             let result = try await binary.run(command + ["--help"], in: directory.path)

@@ -181,7 +181,8 @@ struct RotationEngineTests {
                 // The run that "crashed": it recorded the creating step, and the provider made a credential.
                 record.state = .creating
                 record.oldKeyID = oldKeyID
-                record.updatedAt = clock.now
+                // The provider's clock is the real one (the test clock may be ahead after an earlier drain).
+                record.updatedAt = Date()
                 try await api.runtime.rotations.save(record)
                 let stray = try await Rotators.rotator(for: type)!.create(
                     using: old, tag: record.id.uuidString.lowercased(), in: api.runtime.verifier.context

@@ -25,6 +25,7 @@ public struct Migrator: Sendable {
         .addVerificationAttempts,
         .keyAuditChain,
         .indexIntegrationsByOwnerAndID,
+        .addBackupSchedule,
         .addRotation,
     ]
 

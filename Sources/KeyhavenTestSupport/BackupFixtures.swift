@@ -1,0 +1,121 @@
+import Crypto
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenCrypto
+import KeyhavenStorage
+import Logging
+import SQLKit
+
+/// A deployment with every kind of row, for backup tests: several users, integrations with several credential
+/// versions, a rotated master key, tokens, sessions, rate-limit windows, audit events and a checkpoint.
+public struct BackupScenario: Sendable {
+    /// Every credential version stored, by integration: (owner, version → plaintext).
+    public var credentials: [UUID: (owner: UUID, versions: [Int: String])] = [:]
+    /// The canary strings stored as credentials (none may appear in a backup in clear).
+    public var canaries: [String] { credentials.values.flatMap { $0.versions.values } }
+
+    /// Fills `runtime` (whose keyring source must have a keyring file, for the rotation).
+    public static func populate(_ runtime: KeyhavenRuntime, users: Int = 3, integrationsPerUser: Int = 3) async throws
+        -> BackupScenario
+    {
+        var scenario = BackupScenario()
+        var owners: [(user: UUID, integration: UUID)] = []
+        for index in 0..<users {
+            let user = try await runtime.users.create(
+                email: "backup-\(index)-\(UUID().uuidString.prefix(6).lowercased())@example.test",
+                passwordHash: "$2b$04$notarealhashbutlongenoughfortests....................",
+                audit: AuditEntry(actor: .operator, action: .signup))
+            _ = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
+            _ = try await runtime.tokens.create(
+                kind: .personal, userID: user.id, name: "pat \(index)", scopes: [.integrationsRead], expiresAt: nil,
+                audit: AuditEntry(actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased()), action: .tokenCreate, ownerID: user.id))
+            for number in 0..<integrationsPerUser {
+                let canary = Fixtures.canary("backup")
+                let integration = try await runtime.integrations.create(
+                    ownerID: user.id, name: "integration \(number)", type: .openai, config: ["region": "eu"],
+                    credentials: .apiKey(canary), actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased()))
+                scenario.credentials[integration.id] = (user.id, [1: canary])
+                owners.append((user.id, integration.id))
+            }
+        }
+        _ = try await runtime.tokens.create(
+            kind: .service, userID: nil, name: "backend", scopes: [.credentialsRead], expiresAt: nil,
+            audit: AuditEntry(actor: .operator, action: .tokenCreate))
+        _ = try await runtime.limiter.hit("login:backup-test", limit: 10, window: .seconds(60))
+        // Second versions for some, then a rotation, then third versions under the new master key.
+        for (user, integration) in owners.prefix(4) {
+            let canary = Fixtures.canary("backup-v2")
+            _ = try await runtime.integrations.update(
+                id: integration, ownerID: user, changes: IntegrationChanges(credentials: .apiKey(canary)),
+                actor: AuditActor(kind: .user, id: user.uuidString.lowercased()))
+            scenario.credentials[integration]?.versions[2] = canary
+        }
+        _ = try await runtime.audit.checkpoint()
+        _ = try await KeyManagement(database: runtime.database, source: runtime.configuration.keyring, logger: runtime.logger)
+            .rotate(batchSize: 3)
+        for (user, integration) in owners.prefix(2) {
+            let canary = Fixtures.canary("backup-v3")
+            _ = try await runtime.integrations.update(
+                id: integration, ownerID: user, changes: IntegrationChanges(credentials: .apiKey(canary)),
+                actor: AuditActor(kind: .user, id: user.uuidString.lowercased()))
+            scenario.credentials[integration]?.versions[3] = canary
+        }
+        _ = try await runtime.integrations.readCredentials(
+            id: owners[0].integration, actor: AuditActor(kind: .service, id: "test"))
+        return scenario
+    }
+
+    /// Checks that every stored version opens in `runtime` and equals the original; returns the problems found.
+    public func problems(in runtime: KeyhavenRuntime) async -> [String] {
+        var problems: [String] = []
+        for (integration, entry) in credentials {
+            for (version, expected) in entry.versions {
+                do {
+                    let (bytes, _) = try await runtime.secrets.get(
+                        SecretOwner(integrationID: integration, ownerID: entry.owner), version: version)
+                    let text = bytes.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+                    if !text.contains(expected) { problems.append("\(integration) v\(version) differs") }
+                } catch {
+                    problems.append("\(integration) v\(version): \(error)")
+                }
+            }
+        }
+        return problems
+    }
+
+    /// The number of rows in every backed-up table.
+    public static func counts(_ database: Database) async throws -> [String: Int64] {
+        try await database.withConnection { sql in
+            var counts: [String: Int64] = [:]
+            for table in BackupSchema.tables {
+                counts[table.name] =
+                    try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table.name)").first()?
+                    .decode(column: "n", as: Int64.self) ?? -1
+            }
+            return counts
+        }
+    }
+}
+
+/// A random 32-byte backup key, written to a 0600 file in `directory`; returns its path.
+public func makeBackupKeyFile(in directory: String, name: String = "backup.key") throws -> String {
+    let path = directory + "/" + name
+    let key = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }
+    guard FileManager.default.createFile(atPath: path, contents: key, attributes: [.posixPermissions: 0o600]) else {
+        throw TestSetupError("cannot write \(path)")
+    }
+    return path
+}
+
+/// A passphrase written to a 0600 file in `directory`; returns its path.
+public func makePassphraseFile(in directory: String, passphrase: String, name: String = "passphrase") throws -> String {
+    let path = directory + "/" + name
+    guard
+        FileManager.default.createFile(
+            atPath: path, contents: Data((passphrase + "\n").utf8), attributes: [.posixPermissions: 0o600])
+    else {
+        throw TestSetupError("cannot write \(path)")
+    }
+    return path
+}
