@@ -43,6 +43,18 @@ public struct BackupScenario: Sendable {
             kind: .service, userID: nil, name: "backend", scopes: [.credentialsRead], expiresAt: nil,
             audit: AuditEntry(actor: .operator, action: .tokenCreate))
         _ = try await runtime.limiter.hit("login:backup-test", limit: 10, window: .seconds(60))
+        // An AWS integration with an automatic rotation policy and a rotation under way.
+        if let first = owners.first {
+            let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+            let aws = try await runtime.integrations.create(
+                ownerID: first.user, name: "aws rotating", type: .aws, config: [:],
+                credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: secret, sessionToken: nil),
+                actor: AuditActor(kind: .user, id: first.user.uuidString.lowercased()))
+            scenario.credentials[aws.id] = (first.user, [1: secret])
+            _ = try await runtime.rotations.setPolicy(
+                RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1), id: aws.id, ownerID: first.user, actor: .system)
+            _ = try await runtime.rotations.request(id: aws.id, ownerID: first.user, actor: .system, now: Date())
+        }
         // Second versions for some, then a rotation, then third versions under the new master key.
         for (user, integration) in owners.prefix(4) {
             let canary = Fixtures.canary("backup-v2")
