@@ -180,7 +180,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
     IntegrationController(
         integrations: runtime.integrations, audit: runtime.audit, limiter: runtime.limiter,
-        checks: configuration.checkRateLimit)
+        checks: configuration.checkRateLimit, rotations: runtime.rotations)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
     AuditController(audit: runtime.audit).addRoutes(to: api.group("audit", context: UserContext.self))
     VerificationController(

@@ -6,6 +6,7 @@ public struct IntegrationChanges: Sendable {
     public var credentials: Credentials?
     public var config: [String: JSONValue]?
     public var enabled: Bool?
+    public var rotation: RotationPolicy?
 
     /// Creates a set of changes.
     public init(name: String? = nil, credentials: Credentials? = nil, config: [String: JSONValue]? = nil, enabled: Bool? = nil) {
@@ -23,7 +24,7 @@ public protocol IntegrationStore: Sendable {
     /// - Throws: `KeyhavenError.conflict` if the owner already has an integration with this name.
     func create(
         ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
-        actor: AuditActor
+        rotation: RotationPolicy, actor: AuditActor
     ) async throws -> Integration
 
     /// The owner's integrations, newest first, after the cursor (the last id of the previous page).
@@ -53,4 +54,17 @@ public protocol IntegrationStore: Sendable {
     ///   disabled owner), `.decryptionFailed` (also recorded as status `error`), `.unavailable`; refusals are
     ///   audited as denied reads.
     func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials)
+}
+
+extension IntegrationStore {
+    /// Creates an integration with no rotation policy.
+    ///
+    /// - Throws: as ``create(ownerID:name:type:config:credentials:rotation:actor:)``.
+    public func create(
+        ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
+        actor: AuditActor
+    ) async throws -> Integration {
+        try await create(
+            ownerID: ownerID, name: name, type: type, config: config, credentials: credentials, rotation: .off, actor: actor)
+    }
 }

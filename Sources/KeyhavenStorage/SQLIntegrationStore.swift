@@ -22,7 +22,7 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     public func create(
         ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
-        actor: AuditActor
+        rotation: RotationPolicy, actor: AuditActor
     ) async throws -> Integration {
         let id = UUID.timeOrdered()
         let now = Date()
@@ -31,9 +31,10 @@ public struct SQLIntegrationStore: IntegrationStore {
             try await sql.raw(
                 """
                 INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint,
-                current_version, created_at, updated_at) VALUES (\(bind: id), \(bind: ownerID), \(bind: name), \
+                current_version, rotation, created_at, updated_at) VALUES (\(bind: id), \(bind: ownerID), \(bind: name), \
                 \(bind: type.rawValue), \(bind: IntegrationStatus.verifying.rawValue), \(bind: true), \
-                \(bind: Self.encode(config)), \(bind: credentials.hint), 0, \(bind: now), \(bind: now))
+                \(bind: Self.encode(config)), \(bind: credentials.hint), 0, \(bind: try Self.encode(rotation)), \
+                \(bind: now), \(bind: now))
                 """
             ).run()
             let version = try await secrets.put(
@@ -88,6 +89,10 @@ public struct SQLIntegrationStore: IntegrationStore {
                 renamed["config"] = .array(config.keys.sorted().map(JSONValue.string))
                 integration.config = config
             }
+            if let rotation = changes.rotation, rotation != integration.rotation {
+                renamed["rotation"] = .string(rotation.mode.rawValue)
+                integration.rotation = rotation
+            }
             if !renamed.isEmpty { entry(.integrationUpdate, renamed) }
             if let credentials = changes.credentials {
                 let version = try await secrets.put(try credentials.serialized(), for: owner, on: sql)
@@ -110,6 +115,7 @@ public struct SQLIntegrationStore: IntegrationStore {
                 UPDATE integrations SET name = \(bind: integration.name), config = \(bind: Self.encode(integration.config)),
                 credential_hint = \(bind: integration.credentialHint), status = \(bind: integration.status.rawValue),
                 enabled = \(bind: integration.enabled), error_message = \(bind: integration.errorMessage),
+                rotation = \(bind: try Self.encode(integration.rotation)),
                 updated_at = \(bind: integration.updatedAt), verify_attempts = 0
                 WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)
                 """
@@ -337,6 +343,11 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     static func encode(_ config: [String: JSONValue]) -> String {
         SQLAuditLog.canonicalJSON(.object(config))
+    }
+
+    /// A rotation policy as stored: nil when off.
+    static func encode(_ rotation: RotationPolicy) throws -> String? {
+        rotation == .off ? nil : String(decoding: try JSONEncoder().encode(rotation), as: UTF8.self)
     }
 
     /// A row as an integration. A row that does not decode (an unknown type or status, configuration that is not

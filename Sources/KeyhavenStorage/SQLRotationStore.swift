@@ -27,7 +27,7 @@ public struct SQLRotationStore: RotationStore {
         let problems = policy.problems(for: current.type)
         guard problems.isEmpty else { throw problems.error }
         guard policy != current.rotation else { return current }
-        let text = policy == .off ? nil : String(decoding: try JSONEncoder().encode(policy), as: UTF8.self)
+        let text = try SQLIntegrationStore.encode(policy)
         try await database.transaction { sql in
             try await sql.raw(
                 """

@@ -73,7 +73,8 @@ struct IntegrationAPITests {
             let createdAt = try #require(created["created_at"] as? String)
             #expect(try Date(createdAt, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)).timeIntervalSinceNow > -60)
             #expect(Set(created.keys) == ["id", "name", "type", "status", "enabled", "config", "credential_hint", "credential_version",
-                                         "error_message", "last_verified_at", "last_used_at", "created_at", "updated_at"])
+                                         "error_message", "last_verified_at", "last_used_at", "created_at", "updated_at",
+                                         "rotation", "rotation_due"])
 
             let taken = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["name": "key 1"])
             #expect(taken.status == .conflict)

@@ -8,13 +8,19 @@ public struct IntegrationController: Sendable {
     let audit: any AuditLog
     let limiter: any RateLimiter
     let checks: CheckRateLimit
+    let rotations: any RotationStore
 
-    /// Creates the controller; `checks` limits how many provider checks a user's creates and updates start.
-    public init(integrations: any IntegrationStore, audit: any AuditLog, limiter: any RateLimiter, checks: CheckRateLimit) {
+    /// Creates the controller; `checks` limits how many provider checks a user's creates, updates and rotations
+    /// start.
+    public init(
+        integrations: any IntegrationStore, audit: any AuditLog, limiter: any RateLimiter, checks: CheckRateLimit,
+        rotations: any RotationStore
+    ) {
         self.integrations = integrations
         self.audit = audit
         self.limiter = limiter
         self.checks = checks
+        self.rotations = rotations
     }
 
     /// Adds the user routes to the `/api/integrations` group and the credentials route to `api`.
@@ -25,6 +31,7 @@ public struct IntegrationController: Sendable {
         group.put(":id", use: update)
         group.patch(":id", use: update)
         group.delete(":id", use: delete)
+        group.post(":id/rotate", use: rotate)
         api.get("integrations/:id/credentials", use: credentials)
     }
 
@@ -40,10 +47,51 @@ public struct IntegrationController: Sendable {
             guard let decoded = Cursor.decode(text) else { throw KeyhavenError.badRequest("The cursor is not valid.") }
             cursor = decoded
         }
-        let page = try await integrations.list(ownerID: context.user.id, limit: limit + 1, after: cursor)
-        let shown = Array(page.prefix(limit))
-        let next = page.count > limit ? shown.last.map { Cursor.encode($0.id) } : nil
+        let rotationDue: Bool?
+        switch request.uri.queryParameters["rotation_due"].map(String.init) {
+        case nil: rotationDue = nil
+        case "true": rotationDue = true
+        case "false": rotationDue = false
+        default: throw KeyhavenError.badRequest("rotation_due must be true or false.")
+        }
+        guard let due = rotationDue else {
+            let page = try await integrations.list(ownerID: context.user.id, limit: limit + 1, after: cursor)
+            let shown = Array(page.prefix(limit))
+            let next = page.count > limit ? shown.last.map { Cursor.encode($0.id) } : nil
+            return Response.json(status: .ok, IntegrationListResponse(integrations: shown, nextCursor: next))
+        }
+        // Filtered: pages are read until `limit` match or 5,000 rows were looked at; the cursor is the last row
+        // looked at, so the next page goes on from there.
+        let now = Date()
+        var shown: [Integration] = []
+        var position = cursor
+        var scanned = 0
+        var exhausted = false
+        scan: while shown.count < limit && scanned < 5_000 {
+            let page = try await integrations.list(ownerID: context.user.id, limit: 200, after: position)
+            for integration in page {
+                position = integration.id
+                scanned += 1
+                if integration.rotationDue(now: now) == due { shown.append(integration) }
+                if shown.count == limit { break scan }
+            }
+            if page.count < 200 {
+                exhausted = true
+                break
+            }
+        }
+        let next = exhausted ? nil : position.map(Cursor.encode)
         return Response.json(status: .ok, IntegrationListResponse(integrations: shown, nextCursor: next))
+    }
+
+    /// `POST /api/integrations/{id}/rotate`: starts a rotation now (SPEC §15); 202 with the rotation.
+    @Sendable func rotate(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        let id = try UUID.path(context)
+        _ = try await integrations.get(id: id, ownerID: context.user.id)
+        try await checks.count(context.user.id, on: limiter)
+        let rotation = try await rotations.request(id: id, ownerID: context.user.id, actor: context.actor(request), now: Date())
+        return Response.json(status: .accepted, RotationResponse(rotation: rotation))
     }
 
     @Sendable func create(_ request: Request, context: UserContext) async throws -> Response {
@@ -53,7 +101,7 @@ public struct IntegrationController: Sendable {
         try await checks.count(context.user.id, on: limiter)
         let integration = try await integrations.create(
             ownerID: context.user.id, name: new.name, type: new.type, config: new.config, credentials: new.credentials,
-            actor: context.actor(request))
+            rotation: new.rotation, actor: context.actor(request))
         return Response.json(status: .created, IntegrationResponse(integration: integration))
     }
 

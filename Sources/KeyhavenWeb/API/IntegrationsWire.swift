@@ -7,12 +7,13 @@ import KeyhavenCore
 
 /// `POST /api/integrations`: `{name, type, credentials, config?}`.
 struct CreateIntegrationRequest: RequestBody {
-    static let knownFields: Set<String>? = ["name", "type", "credentials", "config"]
+    static let knownFields: Set<String>? = ["name", "type", "credentials", "config", "rotation"]
 
     var name: Input<String>?
     var type: Input<String>?
     var credentials: Input<JSONValue>?
     var config: Input<[String: JSONValue]>?
+    var rotation: Input<[String: JSONValue]>?
 
     /// A new integration that passed every rule.
     struct Valid {
@@ -20,6 +21,7 @@ struct CreateIntegrationRequest: RequestBody {
         var type: IntegrationType
         var credentials: Credentials
         var config: [String: JSONValue]
+        var rotation: RotationPolicy
     }
 
     /// The validated integration, or every problem by field (`errors` holds those found while reading).
@@ -47,20 +49,22 @@ struct CreateIntegrationRequest: RequestBody {
             }
             errors.merge(CredentialValidator.validateConfig(type: type, config))
         }
+        let policy = type.flatMap { RotationRule.policy(rotation, for: $0, errors: &errors) }
         guard errors.isEmpty, let name, let type, let valid else { return .failure(errors) }
-        return .success(Valid(name: name, type: type, credentials: valid, config: config))
+        return .success(Valid(name: name, type: type, credentials: valid, config: config, rotation: policy ?? .off))
     }
 }
 
 /// `PUT` or `PATCH /api/integrations/{id}`: any of `{name, credentials, config, enabled}`; `type` only if it is the
 /// current one.
 struct UpdateIntegrationRequest: RequestBody {
-    static let knownFields: Set<String>? = ["name", "credentials", "config", "enabled", "type"]
+    static let knownFields: Set<String>? = ["name", "credentials", "config", "enabled", "type", "rotation"]
 
     var name: Input<String>?
     var credentials: Input<JSONValue>?
     var config: Input<[String: JSONValue]>?
     var enabled: Input<Bool>?
+    var rotation: Input<[String: JSONValue]>?
 
     /// The validated changes, or every problem by field. `sent` is the body's members as sent: a body of `type`
     /// alone changes nothing. (A `type` other than the current one was refused before: see ``typeConflict``.)
@@ -87,8 +91,9 @@ struct UpdateIntegrationRequest: RequestBody {
             case .failure(let problems): errors.merge(problems)
             }
         }
+        changes.rotation = RotationRule.policy(rotation, for: current.type, errors: &errors)
         if sent.keys.allSatisfy({ $0 == "type" }) {
-            errors["body"] = "must change at least one of name, credentials, config, enabled"
+            errors["body"] = "must change at least one of name, credentials, config, enabled, rotation"
         }
         return errors.isEmpty ? .success(changes) : .failure(errors)
     }
@@ -135,6 +140,60 @@ struct IntegrationResponse: ResponseBody {
             "last_used_at": wireDate(integration.lastUsedAt),
             "created_at": wireDate(integration.createdAt),
             "updated_at": wireDate(integration.updatedAt),
+            "rotation": RotationRule.json(integration.rotation),
+            "rotation_due": .bool(integration.rotationDue()),
+        ])
+    }
+}
+
+/// The `rotation` member: `{mode, every_days?, grace_hours?}` (SPEC §15).
+enum RotationRule {
+    static let fields: Set<String> = ["mode", "every_days", "grace_hours"]
+
+    /// The policy sent for an integration of `type`, nil when absent; problems go to `errors` under `rotation.…`.
+    static func policy(_ input: Input<[String: JSONValue]>?, for type: IntegrationType, errors: inout FieldErrors) -> RotationPolicy? {
+        guard let input else { return nil }
+        guard let object = input.value else {
+            errors["rotation"] = "must be an object with mode, every_days and grace_hours"
+            return nil
+        }
+        for key in object.keys where !fields.contains(key) { errors["rotation.\(key)"] = "is not a known field" }
+        let mode = object["mode"]?.stringValue.flatMap(RotationPolicy.Mode.init(rawValue:))
+        if mode == nil { errors["rotation.mode"] = "must be off, remind or automatic" }
+        func whole(_ name: String, _ fallback: Int) -> Int? {
+            guard let value = object[name] else { return fallback }
+            guard case .number(let number) = value, number == number.rounded(), abs(number) < 1e9 else {
+                errors["rotation.\(name)"] = "must be a whole number"
+                return nil
+            }
+            return Int(number)
+        }
+        let everyDays = whole("every_days", 90)
+        let graceHours = whole("grace_hours", 24)
+        guard let mode, let everyDays, let graceHours else { return nil }
+        let policy = RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours)
+        errors.merge(policy.problems(for: type))
+        return policy
+    }
+
+    static func json(_ policy: RotationPolicy) -> JSONValue {
+        .object([
+            "mode": .string(policy.mode.rawValue), "every_days": .number(Double(policy.everyDays)),
+            "grace_hours": .number(Double(policy.graceHours)),
+        ])
+    }
+}
+
+/// `POST /api/integrations/{id}/rotate`: the rotation that was started.
+struct RotationResponse: ResponseBody {
+    let rotation: RotationRecord
+
+    var json: JSONValue {
+        .object([
+            "id": wireID(rotation.id),
+            "integration_id": wireID(rotation.integrationID),
+            "state": .string(rotation.state.rawValue),
+            "created_at": wireDate(rotation.createdAt),
         ])
     }
 }
