@@ -79,6 +79,9 @@ struct RotationAPITests {
             let notDue = try await api.request(.get, "/api/integrations?rotation_due=false", auth: user.session)
             #expect((notDue.json["integrations"] as? [Any])?.count == 2)
             #expect(try await api.request(.get, "/api/integrations?rotation_due=yes", auth: user.session).status == .badRequest)
+            // The page shows it too: one badge per due integration.
+            let page = try await api.request(.get, "/integrations", auth: .sessionWithoutCSRF(cookie: user.cookie))
+            #expect(page.text.components(separatedBy: "Rotación pendiente").count - 1 == dueIDs.count)
         }
     }
 
