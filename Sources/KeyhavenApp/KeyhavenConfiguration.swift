@@ -158,21 +158,21 @@ public struct KeyhavenConfiguration: Sendable {
             throw KeyhavenError.configuration("KEYHAVEN_LOG_FORMAT must be text or json")
         }
         logFormat = format
-        for type in IntegrationType.allCases {
-            let name = "KEYHAVEN_PROVIDER_\(type.rawValue.uppercased())_URL"
-            guard let value = text("keyhaven.provider.\(type.rawValue.replacingOccurrences(of: "_", with: ".")).url") else { continue }
-            guard let url = URL(string: value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw KeyhavenError.configuration("\(name) must be an http:// or https:// URL")
+        // KEYHAVEN_PROVIDER_<NAME>_URL for each provider (`GOOGLE_CLOUD`) and management API (`AWS_IAM`).
+        func providerURL(_ name: String) throws -> URL? {
+            guard let value = text("keyhaven.provider.\(name.lowercased().replacingOccurrences(of: "_", with: ".")).url") else {
+                return nil
             }
-            providerEndpoints.overrides[type] = url
+            guard let url = URL(string: value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw KeyhavenError.configuration("KEYHAVEN_PROVIDER_\(name)_URL must be an http:// or https:// URL")
+            }
+            return url
+        }
+        for type in IntegrationType.allCases {
+            if let url = try providerURL(type.rawValue.uppercased()) { providerEndpoints.overrides[type] = url }
         }
         for service in ProviderService.allCases {
-            let name = "KEYHAVEN_PROVIDER_\(service.rawValue)_URL"
-            guard let value = text("keyhaven.provider.\(service.rawValue.lowercased().replacingOccurrences(of: "_", with: ".")).url") else { continue }
-            guard let url = URL(string: value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw KeyhavenError.configuration("\(name) must be an http:// or https:// URL")
-            }
-            providerEndpoints.services[service] = url
+            if let url = try providerURL(service.rawValue) { providerEndpoints.services[service] = url }
         }
         egressAllowPrivate = try Self.bool(text("keyhaven.egress.allow.private"), name: "KEYHAVEN_EGRESS_ALLOW_PRIVATE", default: false)
         runVerificationWorker = try Self.bool(text("keyhaven.verification.worker"), name: "KEYHAVEN_VERIFICATION_WORKER", default: true)

@@ -11,22 +11,7 @@ import Testing
 @Suite("Credential rotation at the providers", .serialized)
 struct RotationTests {
     func withContext(_ body: (FakeProviders, VerificationContext) async throws -> Void) async throws {
-        let fakes = try await FakeProviders.start()
-        let client = VerificationContext.makeClient()
-        let urls = fakes.managementURLs
-        var endpoints = fakes.endpoints()
-        endpoints.services = [.awsIAM: urls.awsIAM, .googleIAM: urls.googleIAM, .azureGraph: urls.azureGraph]
-        let context = VerificationContext(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: true))
-        do {
-            try await body(fakes, context)
-        } catch {
-            try? await client.shutdown()
-            await fakes.stop()
-            throw error
-        }
-        #expect(fakes.unexpected.isEmpty, "\(fakes.unexpected)")
-        try await client.shutdown()
-        await fakes.stop()
+        try await withFakeProviders { fakes, _, context in try await body(fakes, context) }
     }
 
     func verifies(_ type: IntegrationType, _ credentials: Credentials, _ context: VerificationContext) async -> VerificationOutcome {

@@ -10,18 +10,7 @@ import Testing
 struct VerifierTests {
     /// Runs `body` with the fakes and a client, and fails if a fake saw something it did not expect.
     func withFakes(_ body: (FakeProviders, HTTPClient) async throws -> Void) async throws {
-        let fakes = try await FakeProviders.start()
-        let client = VerificationContext.makeClient()
-        do {
-            try await body(fakes, client)
-        } catch {
-            try? await client.shutdown()
-            await fakes.stop()
-            throw error
-        }
-        #expect(fakes.unexpected.isEmpty, "\(fakes.unexpected)")
-        try await client.shutdown()
-        await fakes.stop()
+        try await withFakeProviders { fakes, client, _ in try await body(fakes, client) }
     }
 
     static let goodAWS = Credentials.aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil)
