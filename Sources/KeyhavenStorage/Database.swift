@@ -209,15 +209,22 @@ public final class Database: Sendable {
 
     private func unlockedTransaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         try await withWriter { sql in
-            try await sql.raw(kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN").run()
-            do {
-                let result = try await body(sql)
-                try await sql.raw("COMMIT").run()
-                return result
-            } catch {
-                try? await sql.raw("ROLLBACK").run()
-                throw error
-            }
+            try await Self.transaction(begin: kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN", on: sql, body)
+        }
+    }
+
+    /// Runs `body` between `begin` and `COMMIT` on `sql`, rolling back if it throws.
+    private static func transaction<T: Sendable>(
+        begin: String, on sql: any SQLDatabase, _ body: (any SQLDatabase) async throws -> T
+    ) async throws -> T {
+        try await sql.raw(SQLQueryString(begin)).run()
+        do {
+            let result = try await body(sql)
+            try await sql.raw("COMMIT").run()
+            return result
+        } catch {
+            try? await sql.raw("ROLLBACK").run()
+            throw error
         }
     }
 
@@ -242,15 +249,8 @@ public final class Database: Sendable {
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func readSnapshot<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         try await withConnection { sql in
-            try await sql.raw(kind == .sqlite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").run()
-            do {
-                let result = try await body(sql)
-                try await sql.raw("COMMIT").run()
-                return result
-            } catch {
-                try? await sql.raw("ROLLBACK").run()
-                throw error
-            }
+            try await Self.transaction(
+                begin: kind == .sqlite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", on: sql, body)
         }
     }
 

@@ -430,12 +430,11 @@ struct ByteCursor {
 
 /// The nonce of chunk `index`: the index as 8 big-endian bytes, three zero bytes, then 1 for the final chunk and
 /// 0 otherwise. Each file has its own key, so a nonce never repeats under a key.
-func chunkNonce(index: UInt64, final: Bool) -> AES.GCM.Nonce {
+func chunkNonce(index: UInt64, final: Bool) throws -> AES.GCM.Nonce {
     var bytes = [UInt8](repeating: 0, count: 12)
     for position in 0..<8 { bytes[position] = UInt8((index >> UInt64(56 - 8 * position)) & 0xFF) }
     bytes[11] = final ? 1 : 0
-    // Twelve bytes is always a valid AES-GCM nonce.
-    return try! AES.GCM.Nonce(data: bytes)
+    return try AES.GCM.Nonce(data: bytes)
 }
 
 /// The associated data of every chunk: the header's MAC, binding each chunk to this header and this file.

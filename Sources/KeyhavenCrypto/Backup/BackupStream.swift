@@ -86,7 +86,7 @@ public final class BackupWriter {
         let box: AES.GCM.SealedBox
         do {
             box = try AES.GCM.seal(
-                plaintext, using: keys.encryption, nonce: chunkNonce(index: chunkIndex, final: final),
+                plaintext, using: keys.encryption, nonce: try chunkNonce(index: chunkIndex, final: final),
                 authenticating: associatedData)
         } catch {
             throw BackupError.io("cannot encrypt the backup")
@@ -337,7 +337,7 @@ public final class BackupReader<Source: BackupByteSource> {
     private func open(_ ciphertext: ArraySlice<UInt8>, tag: ArraySlice<UInt8>, index: UInt64, final: Bool) throws
         -> [UInt8]
     {
-        let box = try AES.GCM.SealedBox(nonce: chunkNonce(index: index, final: final), ciphertext: ciphertext, tag: tag)
+        let box = try AES.GCM.SealedBox(nonce: try chunkNonce(index: index, final: final), ciphertext: ciphertext, tag: tag)
         return Array(try AES.GCM.open(box, using: keys.encryption, authenticating: associatedData))
     }
 }
