@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/vapor/sql-kit.git", from: "3.36.0"),
         .package(url: "https://github.com/vapor/sqlite-kit.git", from: "4.5.2"),
+        // Exactly this minor line: KeyhavenSQLite declares the names this SQLite build is compiled under.
+        .package(url: "https://github.com/vapor/sqlite-nio.git", .upToNextMinor(from: "1.13.2")),
         .package(url: "https://github.com/vapor/postgres-kit.git", from: "2.17.0"),
         .package(url: "https://github.com/vapor/async-kit.git", from: "1.22.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
@@ -34,6 +36,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "KeyhavenCore", resources: [.copy("Resources")]),
+        .target(name: "KeyhavenSQLite"),
         .target(
             name: "KeyhavenCrypto",
             dependencies: [
@@ -47,10 +50,12 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenCrypto",
+                "KeyhavenSQLite",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "AsyncKit", package: "async-kit"),
             ]

@@ -7,7 +7,6 @@ import NIOCore
 import NIOPosix
 import PostgresKit
 import SQLKit
-import SQLiteKit
 
 /// Where the data lives: an SQLite file (the default) or a PostgreSQL server.
 public enum DatabaseLocation: Sendable, Equatable {
@@ -73,10 +72,10 @@ public enum DatabaseKind: String, Sendable {
 /// writes) and build parameterised SQL with SQLKit; this type owns the connections and the dialect differences
 /// that SQL cannot hide.
 ///
-/// On SQLite, reads and writes use different connections: readers are opened `query_only`, so a write outside
-/// ``transaction(_:)`` fails at once instead of waiting for SQLite's write lock, and the one writer at a time
-/// queues in-process and runs on the writers' threads, apart from the shared I/O pool. A writer therefore never
-/// waits for a thread that a reader (or another writer busy-waiting for the lock) is holding.
+/// On SQLite, reads and writes use different connections (``SQLiteConnections``): readers are opened `query_only`,
+/// so a write outside ``transaction(_:)`` fails at once instead of waiting for SQLite's write lock; a read runs on
+/// the thread that asks for it; the one writer at a time queues in-process and runs on its own thread. A writer
+/// therefore never waits for a thread that a reader (or another writer waiting for the lock) is holding.
 public final class Database: Sendable {
     /// Which dialect the database speaks.
     public let kind: DatabaseKind
@@ -88,8 +87,8 @@ public final class Database: Sendable {
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
-        /// Read-only connections on the shared I/O pool, and the writer's connection on the writers' threads.
-        case sqlite(readers: EventLoopGroupConnectionPool<SQLiteFileSource>, writer: EventLoopConnectionPool<SQLiteFileSource>)
+        /// Read-only connections used where they are called, and the writer on its own thread.
+        case sqlite(SQLiteConnections)
         case postgres(EventLoopGroupConnectionPool<PostgresConnectionSource>)
     }
 
@@ -119,16 +118,14 @@ public final class Database: Sendable {
                 _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
             }
             restrictSQLiteFiles(path)
-            let writer = EventLoopConnectionPool(
-                source: SQLiteFileSource(path: path, role: .writer, threadPool: Self.writerThreads), maxConnections: 1,
-                pruneInterval: nil,
-                logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-            let readers = EventLoopGroupConnectionPool(
-                source: SQLiteFileSource(path: path, role: .reader, threadPool: .singleton), maxConnectionsPerEventLoop: 2,
-                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
-            database = Database(
-                kind: .sqlite, location: location, pool: .sqlite(readers: readers, writer: writer),
-                logger: logger)
+            let connections: SQLiteConnections
+            do {
+                connections = try SQLiteConnections(path: path, logger: logger)
+            } catch {
+                logger.error("database connection failed", metadata: ["error": "\(error)"])
+                throw KeyhavenError.unavailable("The database is unavailable.")
+            }
+            database = Database(kind: .sqlite, location: location, pool: .sqlite(connections), logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {
@@ -155,14 +152,6 @@ public final class Database: Sendable {
         return database
     }
 
-    /// The threads SQLite writers run on, apart from the shared I/O pool that readers use: a writer waiting for
-    /// another process's lock blocks only these. Started once, for the life of the process.
-    static let writerThreads: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 2)
-        pool.start()
-        return pool
-    }()
-
     private init(kind: DatabaseKind, location: DatabaseLocation, pool: Pool, logger: Logger) {
         self.kind = kind
         self.location = location
@@ -176,11 +165,8 @@ public final class Database: Sendable {
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func withConnection<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         switch pool {
-        case .sqlite(let readers, _):
-            let connection = try await acquire(readers)
-            defer { readers.releaseConnection(connection) }
-            // Queries are never logged: their binds may hold ciphertexts and hashes.
-            return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
+        case .sqlite(let connections):
+            return try await mapErrors { try await connections.withReader(body) }
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
@@ -230,16 +216,8 @@ public final class Database: Sendable {
 
     /// The connection that writes: SQLite's one writer, or any pooled PostgreSQL connection.
     private func withWriter<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        guard case .sqlite(_, let writer) = pool else { return try await withConnection(body) }
-        let connection: SQLiteConnection
-        do {
-            connection = try await writer.requestConnection(logger: logger).get()
-        } catch {
-            logger.error("database connection failed", metadata: ["error": "\(error)"])
-            throw KeyhavenError.unavailable("The database is unavailable.")
-        }
-        defer { writer.releaseConnection(connection) }
-        return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
+        guard case .sqlite(let connections) = pool else { return try await withConnection(body) }
+        return try await mapErrors { try await connections.withWriter(body) }
     }
 
     /// Runs `body` in one read-only transaction that sees a single consistent snapshot of every table: a deferred
@@ -264,9 +242,7 @@ public final class Database: Sendable {
     /// Closes every connection.
     public func shutdown() async {
         switch pool {
-        case .sqlite(let readers, let writer):
-            try? await readers.shutdownAsync()
-            try? await writer.close().get()
+        case .sqlite(let connections): connections.close()
         case .postgres(let pool): try? await pool.shutdownAsync()
         }
     }
@@ -330,40 +306,5 @@ extension Database {
 func restrictSQLiteFiles(_ path: String) {
     for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
         try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
-    }
-}
-
-/// Opens SQLite connections with the settings Keyhaven relies on: WAL, a busy timeout, foreign keys, full sync, and
-/// `secure_delete` so destroyed secrets are overwritten in the file. Readers are `query_only`: a write on one fails
-/// at once. Only another process can make the writer wait for the lock, and then it waits on its own thread.
-struct SQLiteFileSource: ConnectionPoolSource {
-    enum Role {
-        case reader
-        case writer
-    }
-
-    let path: String
-    let role: Role
-    let threadPool: NIOThreadPool
-
-    func makeConnection(logger: Logger, on eventLoop: any EventLoop) -> EventLoopFuture<SQLiteConnection> {
-        SQLiteConnection.open(storage: .file(path: path), threadPool: threadPool, logger: logger, on: eventLoop)
-            .flatMap { connection in
-                let pragmas =
-                    switch role {
-                    case .writer:
-                        [
-                            "PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
-                            "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
-                        ]
-                    case .reader:
-                        ["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON", "PRAGMA query_only = ON"]
-                    }
-                return pragmas.reduce(eventLoop.makeSucceededVoidFuture()) { previous, pragma in
-                    previous.flatMap { connection.query(pragma).map { _ in } }
-                }
-                .flatMapError { error in connection.close().flatMapThrowing { throw error } }
-                .map { connection }
-            }
     }
 }

@@ -1,0 +1,116 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SQLKit
+import SQLiteKit
+import Synchronization
+
+/// SQLite's connections: readers, taken by whichever task reads and run on its own thread, and the one writer, whose
+/// transactions run on a thread of their own.
+///
+/// A read in WAL mode never waits for a lock, so it runs where it is called, like any other short computation: no
+/// thread hop, no future. A write may wait (for the fsync of its commit, or for another process's lock), so a
+/// transaction runs on the writer's thread (``SQLiteWriterExecutor``) and never blocks the threads that serve
+/// requests, and the readers never hold a thread the writer needs.
+final class SQLiteConnections: Sendable {
+    let path: String
+    let logger: Logger
+    /// The writer's thread: transactions prefer it, so their queries run there.
+    let writerExecutor = SQLiteWriterExecutor()
+    private let writer: SQLiteFileConnection
+    private let idleReaders = Mutex<[SQLiteFileConnection]>([])
+    private let closed = Atomic<Bool>(false)
+
+    /// Readers kept open between reads; more are opened while more reads run at once, and closed when done.
+    static let idleReaderLimit = 8
+
+    /// Opens the writer (which puts a new file into WAL mode) and one reader.
+    init(path: String, logger: Logger) throws {
+        self.path = path
+        self.logger = logger
+        writer = try SQLiteFileConnection(path: path, role: .writer)
+        do {
+            let reader = try SQLiteFileConnection(path: path, role: .reader)
+            idleReaders.withLock { $0.append(reader) }
+        } catch {
+            writer.close()
+            throw error
+        }
+    }
+
+    /// Runs `body` with a reader of its own.
+    func withReader<T>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: 21, message: "the database is closed") }
+        let reader = try idleReaders.withLock { $0.popLast() } ?? SQLiteFileConnection(path: path, role: .reader)
+        defer {
+            let kept = idleReaders.withLock { idle in
+                guard !closed.load(ordering: .relaxed), idle.count < Self.idleReaderLimit else { return false }
+                idle.append(reader)
+                return true
+            }
+            if !kept { reader.close() }
+        }
+        return try await body(SQLiteFileDatabase(connection: reader, logger: logger))
+    }
+
+    /// Runs `body` with the writer, on the writer's thread. The caller makes sure one body runs at a time.
+    func withWriter<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: 21, message: "the database is closed") }
+        return try await withTaskExecutorPreference(writerExecutor) {
+            try await body(SQLiteFileDatabase(connection: writer, logger: logger))
+        }
+    }
+
+    /// Closes every connection; later calls fail.
+    func close() {
+        guard !closed.exchange(true, ordering: .relaxed) else { return }
+        for reader in idleReaders.withLock({ idle in defer { idle.removeAll() }; return idle }) { reader.close() }
+        writer.close()
+    }
+}
+
+/// The thread SQLite's writer runs on: a task executor over one dedicated thread, so a transaction's queries run
+/// one after another without hops, and its fsyncs and lock waits block only this thread.
+final class SQLiteWriterExecutor: TaskExecutor, @unchecked Sendable {
+    private let thread: NIOThreadPool
+
+    init() {
+        thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        thread.submit { _ in job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
+/// One SQLite connection as SQLKit's `SQLDatabase`: queries run synchronously on the calling thread.
+struct SQLiteFileDatabase: SQLDatabase {
+    let connection: SQLiteFileConnection
+    let logger: Logger
+
+    var eventLoop: any EventLoop { MultiThreadedEventLoopGroup.singleton.any() }
+    var dialect: any SQLDialect { SQLiteDialect() }
+    /// Queries are never logged: their binds may hold ciphertexts and hashes.
+    var queryLogLevel: Logger.Level? { nil }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        do {
+            try run(query, onRow)
+            return eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        try run(query, onRow)
+    }
+
+    private func run(_ query: any SQLExpression, _ onRow: (any SQLRow) -> Void) throws {
+        let (sql, binds) = serialize(query)
+        try connection.execute(sql, binds: binds) { onRow($0) }
+    }
+}

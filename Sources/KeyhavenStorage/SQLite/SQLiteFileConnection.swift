@@ -1,0 +1,331 @@
+import Foundation
+import KeyhavenSQLite
+import Logging
+import NIOCore
+import NIOPosix
+import SQLKit
+import SQLiteKit
+
+/// One SQLite connection, called directly and synchronously through SQLite's C API.
+///
+/// Statements are prepared once per connection and kept (up to ``cacheLimit``), values are bound and read without
+/// an `Encoder` or `Decoder` for the types the stores use, and nothing hops threads: the caller's thread runs the
+/// query. A connection is used by one task at a time (``SQLiteConnections`` hands it out), never concurrently.
+final class SQLiteFileConnection: @unchecked Sendable {
+    enum Role {
+        /// Opened `query_only`: a write fails at once instead of waiting for the write lock.
+        case reader
+        /// The one connection that writes.
+        case writer
+    }
+
+    /// How many prepared statements a connection keeps; statements with long `IN (…)` lists vary, so the cache is
+    /// bounded and emptied when full.
+    static let cacheLimit = 128
+
+    private let handle: OpaquePointer
+    private var statements: [String: Statement] = [:]
+
+    /// A prepared statement and the names of its result columns.
+    private struct Statement {
+        let pointer: OpaquePointer
+        let columns: SQLiteColumns
+    }
+
+    /// Opens `path` with the settings Keyhaven relies on: WAL, a busy timeout, foreign keys, and for the writer full
+    /// sync and `secure_delete`, so destroyed secrets are overwritten in the file.
+    init(path: String, role: Role) throws {
+        var opened: OpaquePointer?
+        let flags = KEYHAVEN_SQLITE_OPEN_READWRITE | KEYHAVEN_SQLITE_OPEN_CREATE | KEYHAVEN_SQLITE_OPEN_NOMUTEX
+        let status = sqlite_nio_sqlite3_open_v2(path, &opened, Int32(flags), nil)
+        guard let opened else { throw SQLiteFailure(code: status, message: "cannot open the database file") }
+        handle = opened
+        guard status == KEYHAVEN_SQLITE_OK else {
+            let failure = SQLiteFailure(handle: handle, code: status)
+            sqlite_nio_sqlite3_close_v2(handle)
+            throw failure
+        }
+        let pragmas =
+            switch role {
+            case .writer:
+                [
+                    "PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
+                    "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
+                ]
+            case .reader:
+                ["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON", "PRAGMA query_only = ON"]
+            }
+        do {
+            for pragma in pragmas { try execute(pragma, binds: []) { _ in } }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    /// Finalizes every statement and closes the connection.
+    func close() {
+        for statement in statements.values { sqlite_nio_sqlite3_finalize(statement.pointer) }
+        statements.removeAll()
+        sqlite_nio_sqlite3_close_v2(handle)
+    }
+
+    /// Runs `sql` with `binds`, calling `onRow` for each result row.
+    ///
+    /// - Throws: ``SQLiteFailure`` with SQLite's message (which may quote SQL, never bound values).
+    func execute(_ sql: String, binds: [any Encodable & Sendable], _ onRow: (SQLiteResultRow) throws -> Void) throws {
+        let statement = try prepared(sql)
+        defer {
+            sqlite_nio_sqlite3_reset(statement.pointer)
+            sqlite_nio_sqlite3_clear_bindings(statement.pointer)
+        }
+        let expected = Int(sqlite_nio_sqlite3_bind_parameter_count(statement.pointer))
+        guard expected == binds.count else {
+            throw SQLiteFailure(code: 25, message: "the query has \(expected) parameters but \(binds.count) values")
+        }
+        for (offset, value) in binds.enumerated() {
+            try check(bind(value, at: Int32(offset + 1), to: statement.pointer))
+        }
+        while true {
+            let status = sqlite_nio_sqlite3_step(statement.pointer)
+            switch status {
+            case Int32(KEYHAVEN_SQLITE_ROW):
+                try onRow(SQLiteResultRow(columns: statement.columns, values: values(of: statement)))
+            case Int32(KEYHAVEN_SQLITE_DONE):
+                return
+            default:
+                throw SQLiteFailure(handle: handle, code: status)
+            }
+        }
+    }
+
+    private func prepared(_ sql: String) throws -> Statement {
+        if let statement = statements[sql] { return statement }
+        var pointer: OpaquePointer?
+        let status = sqlite_nio_sqlite3_prepare_v3(
+            handle, sql, -1, UInt32(KEYHAVEN_SQLITE_PREPARE_PERSISTENT), &pointer, nil)
+        guard status == KEYHAVEN_SQLITE_OK else { throw SQLiteFailure(handle: handle, code: status) }
+        guard let pointer else { throw SQLiteFailure(code: 21, message: "the query is empty") }
+        let count = sqlite_nio_sqlite3_column_count(pointer)
+        let names = (0..<count).map { sqlite_nio_sqlite3_column_name(pointer, $0).map { String(cString: $0) } ?? "" }
+        let statement = Statement(pointer: pointer, columns: SQLiteColumns(names))
+        if statements.count >= Self.cacheLimit {
+            for cached in statements.values { sqlite_nio_sqlite3_finalize(cached.pointer) }
+            statements.removeAll(keepingCapacity: true)
+        }
+        statements[sql] = statement
+        return statement
+    }
+
+    private func values(of statement: Statement) throws -> [SQLiteData] {
+        let pointer = statement.pointer
+        return try (0..<Int32(statement.columns.names.count)).map { column -> SQLiteData in
+            switch sqlite_nio_sqlite3_column_type(pointer, column) {
+            case Int32(KEYHAVEN_SQLITE_INTEGER):
+                return .integer(Int(sqlite_nio_sqlite3_column_int64(pointer, column)))
+            case Int32(KEYHAVEN_SQLITE_FLOAT):
+                return .float(sqlite_nio_sqlite3_column_double(pointer, column))
+            case Int32(KEYHAVEN_SQLITE_TEXT):
+                guard let text = sqlite_nio_sqlite3_column_text(pointer, column) else {
+                    throw SQLiteFailure(handle: handle, code: 7)
+                }
+                let count = Int(sqlite_nio_sqlite3_column_bytes(pointer, column))
+                return .text(String(decoding: UnsafeBufferPointer(start: text, count: count), as: UTF8.self))
+            case Int32(KEYHAVEN_SQLITE_BLOB):
+                let count = Int(sqlite_nio_sqlite3_column_bytes(pointer, column))
+                var buffer = ByteBufferAllocator().buffer(capacity: count)
+                if let bytes = sqlite_nio_sqlite3_column_blob(pointer, column) {
+                    buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: count))
+                }
+                return .blob(buffer)
+            default:
+                return .null
+            }
+        }
+    }
+
+    /// Binds the types the stores use directly, and anything else as sqlite-kit's encoder would.
+    private func bind(_ value: any Encodable & Sendable, at index: Int32, to statement: OpaquePointer) throws -> Int32 {
+        switch value {
+        case let bindable as any SQLiteBindable: return bindable.bind(at: index, to: statement)
+        default: return try SQLiteDataEncoder().encode(value).bind(at: index, to: statement)
+        }
+    }
+
+    private func check(_ status: Int32) throws {
+        guard status == KEYHAVEN_SQLITE_OK else { throw SQLiteFailure(handle: handle, code: status) }
+    }
+}
+
+/// A value bound straight to a statement parameter, the way sqlite-kit's `SQLiteDataEncoder` stores it (so rows
+/// written before and after read the same): text, integers, doubles (dates as seconds since 1970) and blobs.
+protocol SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32
+}
+
+extension String: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        var text = self
+        return text.withUTF8 { keyhaven_sqlite_bind_text(statement, index, $0.baseAddress, UInt64($0.count)) }
+    }
+}
+
+extension UUID: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { uuidString.bind(at: index, to: statement) }
+}
+
+extension Date: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        sqlite_nio_sqlite3_bind_double(statement, index, timeIntervalSince1970)
+    }
+}
+
+extension Double: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { sqlite_nio_sqlite3_bind_double(statement, index, self) }
+}
+
+extension Bool: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        sqlite_nio_sqlite3_bind_int64(statement, index, self ? 1 : 0)
+    }
+}
+
+extension Int: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { sqlite_nio_sqlite3_bind_int64(statement, index, Int64(self)) }
+}
+
+extension Int64: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { sqlite_nio_sqlite3_bind_int64(statement, index, self) }
+}
+
+extension Data: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        withUnsafeBytes { keyhaven_sqlite_bind_blob(statement, index, $0.baseAddress, UInt64($0.count)) }
+    }
+}
+
+extension Optional: SQLiteBindable where Wrapped: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        switch self {
+        case .some(let value): value.bind(at: index, to: statement)
+        case .none: sqlite_nio_sqlite3_bind_null(statement, index)
+        }
+    }
+}
+
+extension SQLiteData: SQLiteBindable {
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        switch self {
+        case .integer(let value): sqlite_nio_sqlite3_bind_int64(statement, index, Int64(value))
+        case .float(let value): sqlite_nio_sqlite3_bind_double(statement, index, value)
+        case .text(let value): value.bind(at: index, to: statement)
+        case .blob(let value):
+            value.withUnsafeReadableBytes { keyhaven_sqlite_bind_blob(statement, index, $0.baseAddress, UInt64($0.count)) }
+        case .null: sqlite_nio_sqlite3_bind_null(statement, index)
+        }
+    }
+}
+
+/// The result column names of one statement, with their positions, shared by every row it returns.
+final class SQLiteColumns: Sendable {
+    let names: [String]
+    private let positions: [String: Int]
+
+    init(_ names: [String]) {
+        self.names = names
+        // With a repeated name, the first column wins, as in sqlite-nio.
+        positions = Dictionary(names.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    func position(of name: String) -> Int? { positions[name] }
+}
+
+/// One result row. Columns decode as sqlite-kit's `SQLiteDataDecoder` decodes them; the common types skip its
+/// `Decoder` machinery.
+struct SQLiteResultRow: SQLRow {
+    let columns: SQLiteColumns
+    let values: [SQLiteData]
+
+    var allColumns: [String] { columns.names }
+
+    func contains(column: String) -> Bool { columns.position(of: column) != nil }
+
+    func decodeNil(column: String) throws -> Bool {
+        guard let position = columns.position(of: column) else { return true }
+        return values[position] == .null
+    }
+
+    func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
+        guard let position = columns.position(of: column) else { throw SQLiteFailure.missingColumn(column) }
+        let value = values[position]
+        if let decodable = D.self as? any SQLiteColumnDecodable.Type {
+            guard let decoded = decodable.init(column: value) else {
+                throw DecodingError.typeMismatch(
+                    D.self, .init(codingPath: [], debugDescription: "Could not convert column \(column) to \(D.self)."))
+            }
+            // `decodable` is `D.self`, so this cast cannot fail.
+            if let decoded = decoded as? D { return decoded }
+        }
+        return try SQLiteDataDecoder().decode(D.self, from: value)
+    }
+}
+
+/// Types read from a column without a `Decoder`, with the same result sqlite-kit's decoder gives.
+protocol SQLiteColumnDecodable {
+    init?(column: SQLiteData)
+}
+
+extension String: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+extension UUID: SQLiteColumnDecodable {
+    init?(column: SQLiteData) {
+        guard case .text(let text) = column else { return nil }
+        self.init(uuidString: text)
+    }
+}
+
+extension Date: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+extension Double: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+extension Bool: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+extension Int: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+extension Int64: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+extension Data: SQLiteColumnDecodable {
+    init?(column: SQLiteData) { self.init(sqliteData: column) }
+}
+
+/// A failed SQLite call: its result code and message. Logged by ``Database``, never shown to a caller.
+struct SQLiteFailure: Error, CustomStringConvertible {
+    let code: Int32
+    let message: String
+
+    init(code: Int32, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(handle: OpaquePointer, code: Int32) {
+        self.code = sqlite_nio_sqlite3_extended_errcode(handle)
+        message = sqlite_nio_sqlite3_errmsg(handle).map { String(cString: $0) } ?? "SQLite error \(code)"
+    }
+
+    static func missingColumn(_ name: String) -> SQLiteFailure { SQLiteFailure(code: 1, message: "no column \(name)") }
+
+    var description: String { "SQLite error \(code): \(message)" }
+}
