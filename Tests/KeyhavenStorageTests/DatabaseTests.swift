@@ -42,4 +42,50 @@ struct DatabaseTests {
         }
         #expect(committed == 1)
     }
+
+    @Test("on SQLite values are stored as earlier versions stored them, and every type reads back as written")
+    func storedFormats() async throws {
+        let handle = try await TestDatabase.sqlite.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        let id = UUID()
+        let at = Date(timeIntervalSince1970: 1_764_806_400.25)
+        let bytes = Data([0, 1, 2, 254, 255])
+        let absent: UUID? = nil
+        try await database.transaction { sql in
+            try await sql.raw("CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i INTEGER, x BLOB, s TEXT, n TEXT, o TEXT)").run()
+            try await sql.raw(
+                """
+                INSERT INTO formats VALUES (\(bind: id), \(bind: at), \(bind: true), \(bind: Int64(-42)), \(bind: bytes), \
+                \(bind: "é \u{0}NUL"), \(bind: absent), \(bind: Optional(id)))
+                """
+            ).run()
+        }
+        try await database.withConnection { sql in
+            // Existing databases hold UUIDs as upper-case text and dates as seconds since 1970: reads must match them.
+            let types = try #require(
+                try await sql.raw(
+                    "SELECT typeof(u) AS u, typeof(d) AS d, typeof(b) AS b, typeof(x) AS x, typeof(n) AS n, u AS text FROM formats"
+                ).first())
+            #expect(try types.decode(column: "u", as: String.self) == "text")
+            #expect(try types.decode(column: "text", as: String.self) == id.uuidString)
+            #expect(try types.decode(column: "d", as: String.self) == "real")
+            #expect(try types.decode(column: "b", as: String.self) == "integer")
+            #expect(try types.decode(column: "x", as: String.self) == "blob")
+            #expect(try types.decode(column: "n", as: String.self) == "null")
+            let row = try #require(try await sql.raw("SELECT * FROM formats WHERE u = \(bind: id)").first())
+            #expect(try row.decode(column: "u", as: UUID.self) == id)
+            #expect(try row.decode(column: "d", as: Date.self) == at)
+            #expect(try row.decode(column: "b", as: Bool.self) == true)
+            #expect(try row.decode(column: "i", as: Int64.self) == -42)
+            #expect(try row.decode(column: "x", as: Data.self) == bytes)
+            #expect(try row.decode(column: "s", as: String.self) == "é \u{0}NUL")
+            #expect(try row.decode(column: "n", as: UUID?.self) == nil)
+            #expect(try row.decode(column: "o", as: UUID?.self) == id)
+            #expect(try row.decode(column: "d", as: Date?.self) == at)
+            // A column that does not hold the type asked for is an error, not a default.
+            #expect(throws: (any Error).self) { try row.decode(column: "s", as: UUID.self) }
+            #expect(throws: (any Error).self) { try row.decode(column: "n", as: Date.self) }
+        }
+    }
 }

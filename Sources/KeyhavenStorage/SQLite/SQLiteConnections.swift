@@ -67,6 +67,7 @@ final class SQLiteConnections: Sendable {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         for reader in idleReaders.withLock({ idle in defer { idle.removeAll() }; return idle }) { reader.close() }
         writer.close()
+        writerExecutor.shutdown()
     }
 }
 
@@ -79,6 +80,9 @@ final class SQLiteWriterExecutor: TaskExecutor, @unchecked Sendable {
         thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
     }
+
+    /// Stops the thread once the jobs already queued have run.
+    func shutdown() { thread.shutdownGracefully { _ in } }
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)

@@ -148,9 +148,12 @@ final class SQLiteFileConnection: @unchecked Sendable {
     private func bind(_ value: any Encodable & Sendable, at index: Int32, to statement: OpaquePointer) throws -> Int32 {
         switch value {
         case let bindable as any SQLiteBindable: return bindable.bind(at: index, to: statement)
-        default: return try SQLiteDataEncoder().encode(value).bind(at: index, to: statement)
+        default: return try Self.encoder.encode(value).bind(at: index, to: statement)
         }
     }
+
+    /// sqlite-kit's encoder, for the types without a direct binding.
+    private static let encoder = SQLiteDataEncoder()
 
     private func check(_ status: Int32) throws {
         guard status == KEYHAVEN_SQLITE_OK else { throw SQLiteFailure(handle: handle, code: status) }
@@ -266,8 +269,11 @@ struct SQLiteResultRow: SQLRow {
             // `decodable` is `D.self`, so this cast cannot fail.
             if let decoded = decoded as? D { return decoded }
         }
-        return try SQLiteDataDecoder().decode(D.self, from: value)
+        return try Self.decoder.decode(D.self, from: value)
     }
+
+    /// sqlite-kit's decoder, for the types without a direct conversion.
+    private static let decoder = SQLiteDataDecoder()
 }
 
 /// Types read from a column without a `Decoder`, with the same result sqlite-kit's decoder gives.
@@ -275,39 +281,38 @@ protocol SQLiteColumnDecodable {
     init?(column: SQLiteData)
 }
 
-extension String: SQLiteColumnDecodable {
+/// sqlite-nio's own conversions: what sqlite-kit's decoder calls for these types.
+extension SQLiteColumnDecodable where Self: SQLiteDataConvertible {
     init?(column: SQLiteData) { self.init(sqliteData: column) }
 }
 
+extension String: SQLiteColumnDecodable {}
+extension Date: SQLiteColumnDecodable {}
+extension Double: SQLiteColumnDecodable {}
+extension Bool: SQLiteColumnDecodable {}
+extension Int: SQLiteColumnDecodable {}
+extension Int64: SQLiteColumnDecodable {}
+extension Data: SQLiteColumnDecodable {}
+
 extension UUID: SQLiteColumnDecodable {
+    /// Stored as its text; sqlite-kit decodes it as a `String`, then parses it.
     init?(column: SQLiteData) {
-        guard case .text(let text) = column else { return nil }
+        guard let text = String(sqliteData: column) else { return nil }
         self.init(uuidString: text)
     }
 }
 
-extension Date: SQLiteColumnDecodable {
-    init?(column: SQLiteData) { self.init(sqliteData: column) }
-}
-
-extension Double: SQLiteColumnDecodable {
-    init?(column: SQLiteData) { self.init(sqliteData: column) }
-}
-
-extension Bool: SQLiteColumnDecodable {
-    init?(column: SQLiteData) { self.init(sqliteData: column) }
-}
-
-extension Int: SQLiteColumnDecodable {
-    init?(column: SQLiteData) { self.init(sqliteData: column) }
-}
-
-extension Int64: SQLiteColumnDecodable {
-    init?(column: SQLiteData) { self.init(sqliteData: column) }
-}
-
-extension Data: SQLiteColumnDecodable {
-    init?(column: SQLiteData) { self.init(sqliteData: column) }
+extension Optional: SQLiteColumnDecodable where Wrapped: SQLiteColumnDecodable {
+    /// NULL is `nil`; anything else must convert to `Wrapped`.
+    init?(column: SQLiteData) {
+        if column == .null {
+            self = .none
+        } else if let value = Wrapped(column: column) {
+            self = .some(value)
+        } else {
+            return nil
+        }
+    }
 }
 
 /// A failed SQLite call: its result code and message. Logged by ``Database``, never shown to a caller.
