@@ -330,18 +330,21 @@ struct BackupTests {
             configuration.scheduledBackups = ScheduledBackups(
                 directory: folder, interval: .seconds(1), keep: 2, keyFile: keyFile)
         }) { api in
+            // A backup is audited when written and the oldest pruned just after: wait for three audited backups
+            // and a folder pruned back to KEEP.
             let deadline = ContinuousClock.now + .seconds(30)
             var taken = 0
+            var files: [String] = []
             while ContinuousClock.now < deadline {
                 taken = try await api.runtime.database.withConnection { sql in
                     try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'backup.create' AND outcome = 'success'")
                         .first()?.decode(column: "n", as: Int.self) ?? 0
                 }
-                if taken >= 3 { break }
+                files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".khbackup") }
+                if taken >= 3 && files.count == 2 { break }
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(taken >= 3)
-            let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".khbackup") }
             #expect(files.count == 2, "\(files)")
             for file in files {
                 let verification = try KeyhavenOperations.verifyBackup(path: folder + "/" + file, secret: try .keyFile(keyFile))
