@@ -1,8 +1,7 @@
 /// A first-come, first-served lock for async code.
 ///
-/// SQLite allows one writer at a time, and a connection waiting for the write lock blocks a thread of the shared
-/// I/O thread pool while it waits; writers from one process therefore queue here instead, so they never starve
-/// the thread that the current writer needs to finish.
+/// SQLite allows one writer at a time. Writers from one process queue here, without holding a thread, instead of
+/// in SQLite's busy wait, which would block the thread they wait on.
 actor AsyncLock {
     private var locked = false
     private var waiters: [CheckedContinuation<Void, Never>] = []

@@ -242,7 +242,12 @@ public final class Database: Sendable {
     /// Closes every connection.
     public func shutdown() async {
         switch pool {
-        case .sqlite(let connections): connections.close()
+        case .sqlite(let connections):
+            // A write still running (a background job at shutdown) finishes first; those queued behind it then
+            // find the database closed.
+            await writeLock.acquire()
+            connections.close()
+            await writeLock.release()
         case .postgres(let pool): try? await pool.shutdownAsync()
         }
     }

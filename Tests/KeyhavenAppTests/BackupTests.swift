@@ -264,13 +264,20 @@ struct BackupTests {
             }
             return count
         }
-        // Small pages and a pause per page stretch the snapshot across many writes.
+        // Small pages, and after each page a wait (bounded) until one more write has finished, so the snapshot
+        // spans many writes however the threads are scheduled.
         let output = directory.path + "/live.khbackup"
         while stop.written < 2 { try await Task.sleep(for: .milliseconds(10)) }
         let before = stop.written
         _ = try await KeyhavenOperations.takeBackup(
             runtime, output: output, secret: try .keyFile(keyFile), includeKeyring: false, kdf: .standard,
-            chunkSize: 4096, pageSize: 10, actor: .operator, progress: { _ in usleep(20_000) })
+            chunkSize: 4096, pageSize: 10, actor: .operator,
+            progress: { _ in
+                // The writer numbers a write when it starts it, so two more means one more has finished.
+                let target = stop.written + 2
+                let deadline = ContinuousClock.now + .seconds(5)
+                while stop.written < target, ContinuousClock.now < deadline { usleep(1_000) }
+            })
         let during = stop.written - before
         stop.set()
         _ = try await writes.value

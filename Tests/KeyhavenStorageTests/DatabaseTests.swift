@@ -4,6 +4,7 @@ import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit
+import Synchronization
 import Testing
 
 @Suite("Database connections")
@@ -41,6 +42,39 @@ struct DatabaseTests {
             try await sql.raw("SELECT COUNT(*) AS n FROM users").first()?.decode(column: "n", as: Int.self)
         }
         #expect(committed == 1)
+    }
+
+    @Test("on SQLite, closing the database lets a running write commit, and writes queued behind it fail cleanly")
+    func closeDuringWrite() async throws {
+        let handle = try await TestDatabase.sqlite.make()
+        let database = handle.database
+        let entered = ManagedSignal()
+        let running = Task {
+            try await database.transaction { sql in
+                entered.fire()
+                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'a@example.test', \(bind: Date()))").run()
+                try await Task.sleep(for: .milliseconds(300))
+                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'b@example.test', \(bind: Date()))").run()
+            }
+        }
+        while !entered.fired { try await Task.sleep(for: .milliseconds(5)) }
+        let queued = Task {
+            try await database.transaction { sql in
+                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'c@example.test', \(bind: Date()))").run()
+            }
+        }
+        await database.shutdown()
+        // Closing under a running statement would crash the process or fail the write; it does neither.
+        try await running.value
+        await #expect(throws: KeyhavenError.self) { try await queued.value }
+        await #expect(throws: KeyhavenError.self) { try await database.withConnection { sql in try await sql.raw("SELECT 1").run() } }
+        let reopened = try await Database.open(handle.location, logger: Logger(label: "test"))
+        let emails = try await reopened.withConnection { sql in
+            try await sql.raw("SELECT email FROM users ORDER BY email").all().map { try $0.decode(column: "email", as: String.self) }
+        }
+        await reopened.shutdown()
+        #expect(emails == ["a@example.test", "b@example.test"])
+        await handle.close()
     }
 
     @Test("on SQLite values are stored as earlier versions stored them, and every type reads back as written")
@@ -88,4 +122,11 @@ struct DatabaseTests {
             #expect(throws: (any Error).self) { try row.decode(column: "n", as: Date.self) }
         }
     }
+}
+
+/// A one-way flag a test task raises for another to see.
+final class ManagedSignal: Sendable {
+    private let value = Mutex(false)
+    var fired: Bool { value.withLock { $0 } }
+    func fire() { value.withLock { $0 = true } }
 }

@@ -17,7 +17,7 @@ final class SQLiteConnections: Sendable {
     let path: String
     let logger: Logger
     /// The writer's thread: transactions prefer it, so their queries run there.
-    let writerExecutor = SQLiteWriterExecutor()
+    let writerExecutor: SQLiteWriterExecutor
     private let writer: SQLiteFileConnection
     private let idleReaders = Mutex<[SQLiteFileConnection]>([])
     private let closed = Atomic<Bool>(false)
@@ -37,6 +37,7 @@ final class SQLiteConnections: Sendable {
             writer.close()
             throw error
         }
+        writerExecutor = SQLiteWriterExecutor()
     }
 
     /// Runs `body` with a reader of its own.
@@ -62,7 +63,8 @@ final class SQLiteConnections: Sendable {
         }
     }
 
-    /// Closes every connection; later calls fail.
+    /// Closes every connection; later calls fail. The caller makes sure no write is running: the writer is closed
+    /// at once. A reader in use is closed when its read ends.
     func close() {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         for reader in idleReaders.withLock({ idle in defer { idle.removeAll() }; return idle }) { reader.close() }
