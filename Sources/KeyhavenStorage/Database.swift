@@ -74,8 +74,9 @@ public enum DatabaseKind: String, Sendable {
 ///
 /// On SQLite, reads and writes use different connections (``SQLiteConnections``): readers are opened `query_only`,
 /// so a write outside ``transaction(_:)`` fails at once instead of waiting for SQLite's write lock; a read runs on
-/// the thread that asks for it; the one writer at a time queues in-process and runs on its own thread. A writer
-/// therefore never waits for a thread that a reader (or another writer waiting for the lock) is holding.
+/// the thread that asks for it; writers queue in-process, run on the writer's own thread and commit in groups
+/// (``SQLiteWriteGroups``). A writer therefore never waits for a thread that a reader (or another writer waiting
+/// for the lock) is holding.
 public final class Database: Sendable {
     /// Which dialect the database speaks.
     public let kind: DatabaseKind
@@ -83,12 +84,11 @@ public final class Database: Sendable {
     public let location: DatabaseLocation
     let logger: Logger
     private let pool: Pool
-    private let writeLock = AsyncLock()
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
-        /// Read-only connections used where they are called, and the writer on its own thread.
-        case sqlite(SQLiteConnections)
+        /// Read-only connections used where they are called, and the writer on its own thread, in groups.
+        case sqlite(SQLiteWriteGroups)
         case postgres(EventLoopGroupConnectionPool<PostgresConnectionSource>)
     }
 
@@ -125,7 +125,7 @@ public final class Database: Sendable {
                 logger.error("database connection failed", metadata: ["error": "\(error)"])
                 throw KeyhavenError.unavailable("The database is unavailable.")
             }
-            database = Database(kind: .sqlite, location: location, pool: .sqlite(connections), logger: logger)
+            database = Database(kind: .sqlite, location: location, pool: .sqlite(SQLiteWriteGroups(connections: connections)), logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {
@@ -165,8 +165,8 @@ public final class Database: Sendable {
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func withConnection<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
         switch pool {
-        case .sqlite(let connections):
-            return try await mapErrors { try await connections.withReader(body) }
+        case .sqlite(let groups):
+            return try await mapErrors { try await groups.connections.withReader(body) }
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
@@ -177,26 +177,22 @@ public final class Database: Sendable {
 
     /// Runs `body` in one transaction: committed if it returns, rolled back if it throws.
     ///
-    /// On SQLite the transaction takes the write lock at once (`BEGIN IMMEDIATE`), so two writers wait for each
-    /// other instead of failing halfway.
+    /// On SQLite writers queue for the one writer and commit in groups (``SQLiteWriteGroups``): the call returns once
+    /// the commit holding its work is durable, and a body that throws leaves nothing of its own behind.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        guard kind == .sqlite else { return try await unlockedTransaction(body) }
-        await writeLock.acquire()
-        do {
-            let result = try await unlockedTransaction(body)
-            await writeLock.release()
-            return result
-        } catch {
-            await writeLock.release()
-            throw error
+        switch pool {
+        case .sqlite(let groups):
+            return try await mapErrors { try await groups.transaction(body) }
+        case .postgres:
+            return try await withConnection { sql in try await Self.transaction(begin: "BEGIN", on: sql, body) }
         }
     }
 
-    private func unlockedTransaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        try await withWriter { sql in
-            try await Self.transaction(begin: kind == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN", on: sql, body)
-        }
+    /// On SQLite, how many write transactions ran and in how many commits; nil on PostgreSQL.
+    public var writeStatistics: WriteStatistics? {
+        guard case .sqlite(let groups) = pool else { return nil }
+        return groups.statistics
     }
 
     /// Runs `body` between `begin` and `COMMIT` on `sql`, rolling back if it throws.
@@ -212,12 +208,6 @@ public final class Database: Sendable {
             try? await sql.raw("ROLLBACK").run()
             throw error
         }
-    }
-
-    /// The connection that writes: SQLite's one writer, or any pooled PostgreSQL connection.
-    private func withWriter<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        guard case .sqlite(let connections) = pool else { return try await withConnection(body) }
-        return try await mapErrors { try await connections.withWriter(body) }
     }
 
     /// Runs `body` in one read-only transaction that sees a single consistent snapshot of every table: a deferred
@@ -242,12 +232,10 @@ public final class Database: Sendable {
     /// Closes every connection.
     public func shutdown() async {
         switch pool {
-        case .sqlite(let connections):
+        case .sqlite(let groups):
             // A write still running (a background job at shutdown) finishes first; those queued behind it then
             // find the database closed.
-            await writeLock.acquire()
-            connections.close()
-            await writeLock.release()
+            await groups.close()
         case .postgres(let pool): try? await pool.shutdownAsync()
         }
     }

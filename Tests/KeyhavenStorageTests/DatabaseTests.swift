@@ -44,6 +44,86 @@ struct DatabaseTests {
         #expect(committed == 1)
     }
 
+    @Test("on SQLite, concurrent writes commit in groups; each is durable and visible when it returns, and one that throws leaves only its own work out")
+    func groupCommit() async throws {
+        let handle = try await TestDatabase.sqlite.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        let before = try #require(database.writeStatistics)
+        struct Refused: Error {}
+        let results = await withTaskGroup(of: (Int, Bool).self) { group in
+            for index in 0..<40 {
+                group.addTask {
+                    let email = "w\(index)@example.test"
+                    do {
+                        try await database.transaction { sql in
+                            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
+                            // Hold the writer a little, so the others queue behind it.
+                            try await Task.sleep(for: .milliseconds(2))
+                            if index % 5 == 0 { throw Refused() }
+                        }
+                    } catch {
+                        return (index, false)
+                    }
+                    // Committed when the call returns: a reader on another connection sees it.
+                    let seen = try? await database.withConnection { sql in
+                        try await sql.raw("SELECT COUNT(*) AS n FROM users WHERE email = \(bind: email)").first()?.decode(column: "n", as: Int.self)
+                    }
+                    return (index, seen == 1)
+                }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        for index in 0..<40 { #expect(results[index] == (index % 5 != 0), "write \(index)") }
+        let emails = try await database.withConnection { sql in
+            try await sql.raw("SELECT email FROM users").all().map { try $0.decode(column: "email", as: String.self) }
+        }
+        #expect(Set(emails) == Set((0..<40).filter { $0 % 5 != 0 }.map { "w\($0)@example.test" }))
+        let after = try #require(database.writeStatistics)
+        #expect(after.transactions - before.transactions == 40)
+        #expect(after.commits - before.commits < 40, "the writes shared commits")
+    }
+
+    @Test("on SQLite, a group whose transaction is lost fails every writer in it, and the next write starts clean")
+    func lostGroup() async throws {
+        let handle = try await TestDatabase.sqlite.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        func insert(_ email: String, on sql: any SQLDatabase) async throws {
+            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
+        }
+        struct Broken: Error {}
+        let first = Task {
+            try await database.transaction { sql in
+                try await insert("a@example.test", on: sql)
+                // Wait (bounded) until the two others queue, so all three share one group.
+                let deadline = ContinuousClock.now + .seconds(20)
+                while (database.writeStatistics?.waiting ?? 0) < 2, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+        }
+        while (database.writeStatistics?.transactions ?? 0) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let second = Task { try await database.transaction { sql in try await insert("b@example.test", on: sql) } }
+        while (database.writeStatistics?.waiting ?? 0) < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        let third = Task {
+            try await database.transaction { sql in
+                try await insert("c@example.test", on: sql)
+                // Ends the whole transaction under the group, as a failed statement can.
+                try await sql.raw("ROLLBACK").run()
+                throw Broken()
+            }
+        }
+        await #expect(throws: (any Error).self) { try await first.value }
+        await #expect(throws: (any Error).self) { try await second.value }
+        await #expect(throws: (any Error).self) { try await third.value }
+        try await database.transaction { sql in try await insert("d@example.test", on: sql) }
+        let emails = try await database.withConnection { sql in
+            try await sql.raw("SELECT email FROM users").all().map { try $0.decode(column: "email", as: String.self) }
+        }
+        #expect(emails == ["d@example.test"])
+    }
+
     @Test("on SQLite, closing the database lets a running write commit, and writes queued behind it fail cleanly")
     func closeDuringWrite() async throws {
         let handle = try await TestDatabase.sqlite.make()

@@ -1,0 +1,218 @@
+import SQLKit
+import Synchronization
+
+/// SQLite's write transactions, committed in groups.
+///
+/// SQLite has one writer, and each commit waits for an fsync. Writers queue here, first come first served, without
+/// holding a thread. The writer at the head runs its body; if others are waiting when it is done, it leaves its work
+/// in the open transaction and passes the writer on, and the last writer of the group (no one waiting, or
+/// ``maximumGroup`` reached) commits for all of them: one fsync for the group. Every writer returns only after the
+/// commit that holds its work, so what it wrote is durable and visible to every reader when it returns, as with a
+/// transaction of its own.
+///
+/// A body that joins an open group runs inside a savepoint: if it throws, only its own work is rolled back and the
+/// others' stays. If the transaction itself is lost (a failed rollback to the savepoint, or a failed commit),
+/// every writer of the group gets the error and nothing of the group is stored.
+final class SQLiteWriteGroups: Sendable {
+    private struct State {
+        /// A writer holds the connection.
+        var busy = false
+        /// Writers waiting for the connection, oldest first.
+        var waiting: [CheckedContinuation<Void, Never>] = []
+        /// A transaction is open on the writer.
+        var open = false
+        /// Writers whose work is in the open transaction, waiting for its commit.
+        var members: [CheckedContinuation<Void, any Error>] = []
+        var statistics = WriteStatistics()
+    }
+
+    /// What the step on the writer's thread leaves for its caller to do.
+    private enum Step<T: Sendable>: Sendable {
+        /// The group is committed (or the transaction ended): pass the writer on and return the outcome.
+        case done(Result<T, any Error>)
+        /// Others are waiting: leave the work in the group (if it succeeded) and pass the writer on.
+        case pass(Result<T, any Error>)
+    }
+
+    /// The most writers committed together; bounds how long the first of a group waits for its commit.
+    static let maximumGroup = 64
+
+    let connections: SQLiteConnections
+    private let state = Mutex(State())
+
+    init(connections: SQLiteConnections) {
+        self.connections = connections
+    }
+
+    /// How many write transactions ran, how many commits stored them, and how many writers wait now.
+    var statistics: WriteStatistics {
+        state.withLock { state in
+            var statistics = state.statistics
+            statistics.waiting = state.waiting.count
+            return statistics
+        }
+    }
+
+    /// Runs `body` in a transaction of the next group; returns once that group is committed.
+    ///
+    /// - Throws: what `body` throws (its work is then rolled back), or the error that lost the group's transaction.
+    func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+        await acquire()
+        let step: Step<T>
+        do {
+            step = try await connections.withWriter { sql in
+                let outcome = await self.run(body, on: sql)
+                let othersWait = self.state.withLock { state in
+                    !state.waiting.isEmpty && state.members.count + 1 < Self.maximumGroup
+                }
+                if othersWait { return .pass(outcome) }
+                do {
+                    try await self.commit(on: sql)
+                } catch {
+                    return .done(outcome.flatMap { _ in .failure(error) })
+                }
+                return .done(outcome)
+            }
+        } catch {
+            // The database is closed: nothing ran.
+            release()
+            throw error
+        }
+        switch step {
+        case .done(let outcome):
+            release()
+            return try outcome.get()
+        case .pass(.failure(let error)):
+            release()
+            throw error
+        case .pass(.success(let value)):
+            try await withCheckedThrowingContinuation { (member: CheckedContinuation<Void, any Error>) in
+                // Others were waiting when the body ended; while this writer holds the connection their number
+                // only grows.
+                let next = state.withLock { state in
+                    state.members.append(member)
+                    return state.waiting.removeFirst()
+                }
+                next.resume()
+            }
+            return value
+        }
+    }
+
+    /// Commits the open group, then closes the connections; writers queued behind find the database closed.
+    func close() async {
+        await acquire()
+        _ = try? await connections.withWriter { sql in try await self.commit(on: sql) }
+        connections.close()
+        release()
+    }
+
+    /// Begins the transaction, or a savepoint in the open one, and runs `body` in it.
+    private func run<T: Sendable>(
+        _ body: (any SQLDatabase) async throws -> T, on sql: any SQLDatabase
+    ) async -> Result<T, any Error> {
+        let joining = state.withLock { state in
+            state.statistics.transactions += 1
+            return state.open
+        }
+        do {
+            try await sql.raw(joining ? "SAVEPOINT keyhaven_write" : "BEGIN IMMEDIATE").run()
+        } catch {
+            if joining { await abandon(error, on: sql) }
+            return .failure(error)
+        }
+        state.withLock { $0.open = true }
+        do {
+            let value = try await body(sql)
+            if joining { try await sql.raw("RELEASE keyhaven_write").run() }
+            return .success(value)
+        } catch {
+            if joining {
+                do {
+                    try await sql.raw("ROLLBACK TO keyhaven_write").run()
+                    try await sql.raw("RELEASE keyhaven_write").run()
+                } catch {
+                    await abandon(error, on: sql)
+                }
+            } else {
+                // The transaction holds nothing else.
+                try? await sql.raw("ROLLBACK").run()
+                state.withLock { $0.open = false }
+            }
+            return .failure(error)
+        }
+    }
+
+    /// Commits the open transaction, if any, and tells its members.
+    private func commit(on sql: any SQLDatabase) async throws {
+        guard state.withLock({ $0.open }) else { return }
+        let result: Result<Void, any Error>
+        do {
+            try await sql.raw("COMMIT").run()
+            result = .success(())
+            state.withLock { $0.statistics.commits += 1 }
+        } catch {
+            try? await sql.raw("ROLLBACK").run()
+            result = .failure(error)
+        }
+        let members = state.withLock { state in
+            state.open = false
+            defer { state.members.removeAll() }
+            return state.members
+        }
+        for member in members { member.resume(with: result) }
+        try result.get()
+    }
+
+    /// Rolls the whole transaction back and fails every member with `error`.
+    private func abandon(_ error: any Error, on sql: any SQLDatabase) async {
+        try? await sql.raw("ROLLBACK").run()
+        let members = state.withLock { state in
+            state.open = false
+            defer { state.members.removeAll() }
+            return state.members
+        }
+        for member in members { member.resume(throwing: error) }
+    }
+
+    /// Waits until this caller holds the writer.
+    private func acquire() async {
+        let free = state.withLock { state in
+            guard !state.busy else { return false }
+            state.busy = true
+            return true
+        }
+        if free { return }
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state in
+                guard state.busy else {
+                    state.busy = true
+                    return true
+                }
+                state.waiting.append(waiter)
+                return false
+            }
+            if granted { waiter.resume() }
+        }
+    }
+
+    /// Passes the writer to the oldest waiter, or frees it.
+    private func release() {
+        let next = state.withLock { state in
+            guard !state.waiting.isEmpty else {
+                state.busy = false
+                return nil as CheckedContinuation<Void, Never>?
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+/// How SQLite's writes were committed: ``transactions`` bodies in ``commits`` commits; ``waiting`` writers queued
+/// now.
+public struct WriteStatistics: Sendable, Equatable {
+    public var transactions = 0
+    public var commits = 0
+    public var waiting = 0
+}
