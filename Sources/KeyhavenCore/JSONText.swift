@@ -1,7 +1,12 @@
+import Foundation
+
 extension JSONValue {
-    /// The value as compact JSON with object keys sorted, written directly (no `Encoder`): responses are built on
-    /// every request. Strings keep non-ASCII characters as UTF-8 and escape quotes, backslashes and control
-    /// characters; whole numbers print without a fraction, like `JSONEncoder` prints them.
+    /// The value as compact JSON with object keys sorted by their UTF-8 bytes, written directly (no `Encoder`):
+    /// responses are built on every request, and the audit chain hashes it. Byte for byte what Foundation's
+    /// `JSONEncoder` writes with `.sortedKeys` and `.withoutEscapingSlashes`, which the chain has always hashed:
+    /// strings keep non-ASCII characters as UTF-8 and escape `"`, `\` and the control characters below U+0020
+    /// (`\b \t \n \f \r`, the others as `\u00xx`); whole numbers below 10^15 print as integers, any other number as
+    /// the encoder prints it; a number that is not finite is `null`.
     public var jsonText: String {
         var output: [UInt8] = []
         output.reserveCapacity(256)
@@ -14,12 +19,13 @@ extension JSONValue {
         case .null: output.append(contentsOf: "null".utf8)
         case .bool(let value): output.append(contentsOf: (value ? "true" : "false").utf8)
         case .number(let value):
-            if value.isFinite, value.rounded() == value, abs(value) < 1e15 {
+            if value.isFinite, value.rounded() == value, abs(value) < 1e15, !(value == 0 && value.sign == .minus) {
                 output.append(contentsOf: String(Int64(value)).utf8)
-            } else if value.isFinite {
-                output.append(contentsOf: value.description.utf8)
             } else {
-                output.append(contentsOf: "null".utf8)
+                // Fractions, large numbers, -0: rare here, and written exactly as the encoder writes them.
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                output.append(contentsOf: (try? encoder.encode(value)) ?? Data("null".utf8))
             }
         case .string(let value): Self.write(string: value, to: &output)
         case .array(let values):
@@ -31,7 +37,7 @@ extension JSONValue {
             output.append(UInt8(ascii: "]"))
         case .object(let fields):
             output.append(UInt8(ascii: "{"))
-            for (index, key) in fields.keys.sorted().enumerated() {
+            for (index, key) in fields.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
                 if index > 0 { output.append(UInt8(ascii: ",")) }
                 Self.write(string: key, to: &output)
                 output.append(UInt8(ascii: ":"))
@@ -40,6 +46,8 @@ extension JSONValue {
             output.append(UInt8(ascii: "}"))
         }
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     private static func write(string: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
@@ -59,10 +67,9 @@ extension JSONValue {
             case 0x08: output.append(contentsOf: #"\b"#.utf8)
             case 0x0C: output.append(contentsOf: #"\f"#.utf8)
             case 0x00..<0x20:
-                let digits = Array("0123456789abcdef".utf8)
                 output.append(contentsOf: #"\u00"#.utf8)
-                output.append(digits[Int(byte >> 4)])
-                output.append(digits[Int(byte & 0x0F)])
+                output.append(hexDigits[Int(byte >> 4)])
+                output.append(hexDigits[Int(byte & 0x0F)])
             default: output.append(byte)
             }
         }

@@ -195,6 +195,13 @@ public final class Database: Sendable {
         return groups.statistics
     }
 
+    /// On SQLite, the cached statements SQLite prepared again, with how many times; nil on PostgreSQL. For tests,
+    /// while nothing reads or writes.
+    var repreparedStatements: [String: Int]? {
+        guard case .sqlite(let groups) = pool else { return nil }
+        return groups.connections.reprepared
+    }
+
     /// Runs `body` between `begin` and `COMMIT` on `sql`, rolling back if it throws.
     private static func transaction<T: Sendable>(
         begin: String, on sql: any SQLDatabase, _ body: (any SQLDatabase) async throws -> T

@@ -272,10 +272,6 @@ public struct SQLAuditLog: AuditLog {
             signature: try row.decode(column: "signature", as: String.self))
     }
 
-    /// JSON with sorted keys and no insignificant whitespace.
-    static func canonicalJSON(_ value: JSONValue) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self)
-    }
+    /// JSON with sorted keys and no insignificant whitespace, as stored chains were hashed (`JSONValue.jsonText`).
+    static func canonicalJSON(_ value: JSONValue) -> String { value.jsonText }
 }

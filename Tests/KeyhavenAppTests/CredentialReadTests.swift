@@ -2,7 +2,7 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
-import KeyhavenStorage
+@testable import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit
@@ -168,6 +168,34 @@ struct CredentialReadTests {
         #expect(served.isSubset(of: Set(audited)), "\(served.subtracting(audited).count) answered reads have no audit event")
         #expect(try await after.audit.verify().isIntact)
         await after.shutdown()
+    }
+}
+
+/// The statements of the hot paths are prepared once per connection and then only bound and stepped.
+@Suite("SQLite statement cache")
+struct StatementCacheTests {
+    @Test("creates, reads, lists, token checks and credential reads never make SQLite prepare a cached statement again")
+    func noReprepare() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let pat = try await api.personalToken(for: user, scopes: ["integrations:read", "integrations:write"])
+            let service = try await api.serviceToken()
+            // Migrations change the schema, which makes SQLite prepare their own statements again; from here on
+            // nothing may.
+            let before = api.handle.database.repreparedStatements
+            var ids: [String] = []
+            for index in 0..<6 {
+                ids.append(try await api.openAIIntegration(for: .bearer(pat.token), name: "cached \(index)"))
+            }
+            for (index, id) in ids.enumerated() {
+                #expect(try await api.request(.get, "/api/integrations/\(id)", auth: .bearer(pat.token)).status == .ok)
+                #expect(try await api.request(.get, "/api/integrations/\(id)", auth: user.session).status == .ok)
+                #expect(try await api.request(.get, "/api/integrations?limit=\(index + 1)", auth: .bearer(pat.token)).status == .ok)
+                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .ok)
+                #expect(try await api.request(.get, "/api/integrations/\(UUID())", auth: .bearer(pat.token)).status == .notFound)
+            }
+            #expect(api.handle.database.repreparedStatements == before, "prepared again while serving")
+        }
     }
 }
 

@@ -4,17 +4,67 @@ import Testing
 
 @Suite("JSON text")
 struct JSONTextTests {
-    @Test("the direct writer produces what JSONEncoder with sorted keys produces, and parses back to the same value")
+    /// Audit events stored by earlier versions were hashed over `JSONEncoder`'s output: the direct writer must
+    /// produce the same bytes, or those chains would no longer verify.
+    @Test("the direct writer produces byte for byte what JSONEncoder with sorted keys produces")
     func matchesEncoder() throws {
-        let value: JSONValue = [
-            "b": "quote \" backslash \\ slash / newline \n tab \t bell \u{07} NUL \u{00} é 😀",
-            "a": [.number(1), .number(-2.5), .number(1e20), .number(0.1), .bool(true), .null, ["z": "y", "x": [:]]],
-            "count": .number(42),
-        ]
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let expected = try JSONDecoder().decode(JSONValue.self, from: encoder.encode(value))
-        #expect(try JSONDecoder().decode(JSONValue.self, from: Data(value.jsonText.utf8)) == expected)
-        #expect(JSONValue.object(["n": .number(3), "s": "x"]).jsonText == #"{"n":3,"s":"x"}"#)
+        func encoded(_ value: JSONValue) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+
+        let fixed: [JSONValue] = [
+            ["b": "quote \" backslash \\ slash / newline \n tab \t bell \u{07} NUL \u{00} DEL \u{7F} é 😀 \u{2028}",
+             "a": [.number(1), .number(-2.5), .number(1e20), .number(0.1), .bool(true), .null, ["z": "y", "x": [:]]],
+             "count": .number(42)],
+            // Key order is by UTF-8 bytes: upper case, `_`, lower case; digits by character; decomposed accents.
+            .object(Dictionary(uniqueKeysWithValues: [
+                "credential_version", "credentials", "a10", "a9", "B", "_x", "aB", "a_b", "e\u{301}x", "\u{e9}",
+                "\u{FF01}", "\u{1F600}",
+            ].enumerated().map { ($1, JSONValue.number(Double($0))) })),
+            .array([.number(-0.0), .number(0), .number(1e15), .number(999_999_999_999_999), .number(9_007_199_254_740_992),
+                    .number(1e16), .number(1.5e-7), .number(-3), .number(.pi), .number(1e300)]),
+            .string(String(decoding: (0..<0x80).map { UInt8($0) }, as: UTF8.self)),
+        ]
+        for value in fixed { #expect(value.jsonText == (try encoded(value))) }
+
+        // A deterministic random corpus of nested values with awkward keys and strings.
+        var generator = SplitMix64(seed: 20_261_204)
+        let pieces = ["a", "A", "z", "_", "0", "9", "10", "é", "e\u{301}", "\u{00}", "\u{1F}", "\"", "\\", "/", "\n",
+                      "\u{7F}", "\u{FEFF}", "😀", "\u{FF01}", " ", "key", "Key"]
+        func text(_ generator: inout SplitMix64) -> String {
+            (0..<Int(generator.next() % 6)).map { _ in pieces[Int(generator.next() % UInt64(pieces.count))] }.joined()
+        }
+        func value(_ depth: Int, _ generator: inout SplitMix64) -> JSONValue {
+            switch generator.next() % (depth > 3 ? 4 : 6) {
+            case 0: return .null
+            case 1: return .bool(generator.next() % 2 == 0)
+            case 2:
+                let numbers: [Double] = [0, 1, -1, 42, 1e14, -7e14, 0.5, 1e-9, 123.456]
+                return .number(numbers[Int(generator.next() % UInt64(numbers.count))])
+            case 3: return .string(text(&generator))
+            case 4: return .array((0..<Int(generator.next() % 4)).map { _ in value(depth + 1, &generator) })
+            default:
+                var members: [String: JSONValue] = [:]
+                for _ in 0..<Int(generator.next() % 6) { members[text(&generator)] = value(depth + 1, &generator) }
+                return .object(members)
+            }
+        }
+        for _ in 0..<2_000 {
+            let sample = JSONValue.object(["v": value(0, &generator), text(&generator): value(1, &generator)])
+            #expect(sample.jsonText == (try encoded(sample)))
+        }
+    }
+}
+
+/// A small deterministic generator, so a failing sample can be found again.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -18,6 +18,7 @@ int sqlite_nio_sqlite3_busy_timeout(sqlite3 *db, int milliseconds);
 const char *sqlite_nio_sqlite3_errmsg(sqlite3 *db);
 int sqlite_nio_sqlite3_extended_errcode(sqlite3 *db);
 int sqlite_nio_sqlite3_get_autocommit(sqlite3 *db);
+int sqlite_nio_sqlite3_db_config(sqlite3 *db, int op, ...);
 
 int sqlite_nio_sqlite3_prepare_v3(
     sqlite3 *db, const char *sql, int bytes, unsigned int flags, sqlite3_stmt **statement, const char **tail);
@@ -25,6 +26,7 @@ int sqlite_nio_sqlite3_step(sqlite3_stmt *statement);
 int sqlite_nio_sqlite3_reset(sqlite3_stmt *statement);
 int sqlite_nio_sqlite3_clear_bindings(sqlite3_stmt *statement);
 int sqlite_nio_sqlite3_finalize(sqlite3_stmt *statement);
+int sqlite_nio_sqlite3_stmt_status(sqlite3_stmt *statement, int op, int reset);
 
 int sqlite_nio_sqlite3_bind_parameter_count(sqlite3_stmt *statement);
 int sqlite_nio_sqlite3_bind_double(sqlite3_stmt *statement, int index, double value);
@@ -53,6 +55,17 @@ static inline int keyhaven_sqlite_bind_text(sqlite3_stmt *statement, int index, 
 /// Binds a copy of `count` bytes (SQLite's SQLITE_TRANSIENT).
 static inline int keyhaven_sqlite_bind_blob(sqlite3_stmt *statement, int index, const void *bytes, uint64_t count) {
     return sqlite_nio_sqlite3_bind_blob64(statement, index, bytes, count, (void (*)(void *))-1);
+}
+
+/// Turns on the query planner stability guarantee (SQLITE_DBCONFIG_ENABLE_QPSG): a plan never depends on bound
+/// values, so binding new values to a cached statement never makes SQLite prepare it again.
+static inline int keyhaven_sqlite_enable_qpsg(sqlite3 *db) {
+    return sqlite_nio_sqlite3_db_config(db, 1007, 1, (int *)0);
+}
+
+/// How many times SQLite prepared `statement` again since it was first prepared (SQLITE_STMTSTATUS_REPREPARE).
+static inline int keyhaven_sqlite_reprepares(sqlite3_stmt *statement) {
+    return sqlite_nio_sqlite3_stmt_status(statement, 5, 0);
 }
 
 enum {

@@ -63,6 +63,12 @@ final class SQLiteConnections: Sendable {
         }
     }
 
+    /// The cached statements prepared again, on the writer and the idle readers, with how many times. Call it only
+    /// while nothing reads or writes.
+    var reprepared: [String: Int] {
+        idleReaders.withLock { $0 }.reduce(writer.reprepared) { $0.merging($1.reprepared, uniquingKeysWith: +) }
+    }
+
     /// Closes every connection; later calls fail. The caller makes sure no write is running: the writer is closed
     /// at once. A reader in use is closed when its read ends.
     func close() {

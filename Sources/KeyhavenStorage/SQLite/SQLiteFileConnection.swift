@@ -51,15 +51,28 @@ final class SQLiteFileConnection: @unchecked Sendable {
                 [
                     "PRAGMA busy_timeout = 10000", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL",
                     "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
+                    // Savepoints' and statements' journals stay in memory, never in temporary files.
+                    "PRAGMA temp_store = MEMORY",
                 ]
             case .reader:
                 ["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON", "PRAGMA query_only = ON"]
             }
         do {
+            // Plans never depend on bound values, so a cached statement is never prepared again on a new bind.
+            try check(keyhaven_sqlite_enable_qpsg(handle))
             for pragma in pragmas { try execute(pragma, binds: []) { _ in } }
         } catch {
             close()
             throw error
+        }
+    }
+
+    /// The cached statements SQLite prepared again (after a schema change, or a bind that could change the plan),
+    /// with how many times. Call it only while no query runs on this connection.
+    var reprepared: [String: Int] {
+        statements.compactMapValues { statement in
+            let count = Int(keyhaven_sqlite_reprepares(statement.pointer))
+            return count > 0 ? count : nil
         }
     }
 
