@@ -262,7 +262,7 @@ public struct SQLAuditLog: AuditLog {
         return fields
     }
 
-    static func now() -> String { Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)) }
+    static func now() -> String { Date().timestampText }
 
     static func checkpoint(from row: any SQLRow) throws -> Checkpoint {
         Checkpoint(

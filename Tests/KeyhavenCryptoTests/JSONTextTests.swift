@@ -56,6 +56,42 @@ struct JSONTextTests {
     }
 }
 
+@Suite("Dates and ids as text")
+struct WireTextTests {
+    @Test("timestamps read exactly as ISO8601FormatStyle with fractional seconds writes them")
+    func timestamps() {
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        var generator = SplitMix64(seed: 7)
+        var samples: [Double] = [0, 1.0005, 1.9996, -1.5, -0.0001, 951_782_400, 253_402_300_799.999, -62_135_596_800, -2_208_988_800]
+        for _ in 0..<20_000 {
+            samples.append(Double(generator.next() % 9_000_000_000) - 2_500_000_000 + Double(generator.next() % 1_000_000) / 1e6)
+        }
+        for seconds in samples {
+            let date = Date(timeIntervalSince1970: seconds)
+            #expect(date.timestampText == date.formatted(style), "\(seconds)")
+        }
+    }
+
+    @Test("ids parse as UUID(uuidString:) parses them, and anything else is refused")
+    func ids() {
+        var generator = SplitMix64(seed: 11)
+        for _ in 0..<2_000 {
+            let id = UUID()
+            #expect(UUID(text: id.uuidString) == id)
+            #expect(UUID(text: id.uuidString.lowercased()) == id)
+        }
+        let valid = "E621E1F8-C36C-495A-93FC-0C247A3E6E5F"
+        var hostile = ["", "x", valid + "0", String(valid.dropLast()), valid.replacingOccurrences(of: "-", with: "_"),
+                       "E621E1F8C36C495A93FC0C247A3E6E5F0000", "{E621E1F8-C36C-495A-93FC-0C247A3E6E5F}",
+                       "E621E1F8-C36C-495A-93FC-0C247A3E6E5G", "É621E1F8-C36C-495A-93FC-0C247A3E6E5F", "E621E1F8-C36C-495A-93FC-0C247A3E6E5\u{0}"]
+        let alphabet = Array("0123456789abcdefABCDEFgxyz-_ é\u{0}")
+        for _ in 0..<5_000 {
+            hostile.append(String((0..<Int(generator.next() % 40)).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }))
+        }
+        for text in hostile { #expect(UUID(text: text) == UUID(uuidString: text), "\(text.debugDescription)") }
+    }
+}
+
 /// A small deterministic generator, so a failing sample can be found again.
 struct SplitMix64: RandomNumberGenerator {
     var state: UInt64

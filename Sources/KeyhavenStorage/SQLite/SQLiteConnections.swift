@@ -55,12 +55,17 @@ final class SQLiteConnections: Sendable {
         return try await body(SQLiteFileDatabase(connection: reader, logger: logger))
     }
 
-    /// Runs `body` with the writer, on the writer's thread. The caller makes sure one body runs at a time.
-    func withWriter<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+    /// Runs `body` on the writer's thread: it and every task it resumes after a suspension run there.
+    func onWriterThread<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await withTaskExecutorPreference(writerExecutor, operation: body)
+    }
+
+    /// The writer, for the one task that holds it (``SQLiteWriteGroups``), on the writer's thread.
+    ///
+    /// - Throws: ``SQLiteFailure`` if the database is closed.
+    func writerDatabase() throws -> SQLiteFileDatabase {
         guard !closed.load(ordering: .relaxed) else { throw SQLiteFailure(code: 21, message: "the database is closed") }
-        return try await withTaskExecutorPreference(writerExecutor) {
-            try await body(SQLiteFileDatabase(connection: writer, logger: logger))
-        }
+        return SQLiteFileDatabase(connection: writer, logger: logger)
     }
 
     /// The cached statements prepared again, on the writer and the idle readers, with how many times. Call it only
@@ -94,7 +99,14 @@ final class SQLiteWriterExecutor: TaskExecutor, @unchecked Sendable {
 
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        thread.submit { _ in job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+        thread.submit { state in
+            if case .active = state {
+                job.runSynchronously(on: self.asUnownedTaskExecutor())
+            } else {
+                // Stopped (the database is closed): the shared pool runs what is left, never the enqueuing thread.
+                globalConcurrentExecutor.enqueue(ExecutorJob(job))
+            }
+        }
     }
 }
 

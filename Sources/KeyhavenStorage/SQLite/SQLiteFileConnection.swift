@@ -1,4 +1,5 @@
 import Foundation
+import KeyhavenCore
 import KeyhavenSQLite
 import Logging
 import NIOCore
@@ -274,15 +275,37 @@ struct SQLiteResultRow: SQLRow {
     func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
         guard let position = columns.position(of: column) else { throw SQLiteFailure.missingColumn(column) }
         let value = values[position]
+        // The stores' column types, recognised by identity: no conformance lookup or cast per column.
+        if let decoded: D = try Self.direct(value, as: String.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: UUID.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: Date.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: String?.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: Date?.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: Int.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: Bool.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: UUID?.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: Int64.self, column) { return decoded }
+        if let decoded: D = try Self.direct(value, as: Data.self, column) { return decoded }
         if let decodable = D.self as? any SQLiteColumnDecodable.Type {
-            guard let decoded = decodable.init(column: value) else {
-                throw DecodingError.typeMismatch(
-                    D.self, .init(codingPath: [], debugDescription: "Could not convert column \(column) to \(D.self)."))
-            }
+            guard let decoded = decodable.init(column: value) else { throw Self.mismatch(D.self, column) }
             // `decodable` is `D.self`, so this cast cannot fail.
             if let decoded = decoded as? D { return decoded }
         }
         return try Self.decoder.decode(D.self, from: value)
+    }
+
+    /// `value` as `Known` if `D` is `Known`; nil if it is another type.
+    @inline(__always)
+    private static func direct<Known: SQLiteColumnDecodable, D>(
+        _ value: SQLiteData, as known: Known.Type, _ column: String
+    ) throws -> D? {
+        guard D.self == Known.self else { return nil }
+        guard let decoded = Known(column: value) else { throw mismatch(D.self, column) }
+        return unsafeBitCast(decoded, to: D.self)
+    }
+
+    private static func mismatch(_ type: Any.Type, _ column: String) -> DecodingError {
+        .typeMismatch(type, .init(codingPath: [], debugDescription: "Could not convert column \(column) to \(type)."))
     }
 
     /// sqlite-kit's decoder, for the types without a direct conversion.
@@ -311,7 +334,7 @@ extension UUID: SQLiteColumnDecodable {
     /// Stored as its text; sqlite-kit decodes it as a `String`, then parses it.
     init?(column: SQLiteData) {
         guard let text = String(sqliteData: column) else { return nil }
-        self.init(uuidString: text)
+        self.init(text: text)
     }
 }
 

@@ -26,14 +26,6 @@ final class SQLiteWriteGroups: Sendable {
         var statistics = WriteStatistics()
     }
 
-    /// What the step on the writer's thread leaves for its caller to do.
-    private enum Step<T: Sendable>: Sendable {
-        /// The group is committed (or the transaction ended): pass the writer on and return the outcome.
-        case done(Result<T, any Error>)
-        /// Others are waiting: leave the work in the group (if it succeeded) and pass the writer on.
-        case pass(Result<T, any Error>)
-    }
-
     /// The most writers committed together; bounds how long the first of a group waits for its commit.
     static let maximumGroup = 64
 
@@ -55,56 +47,60 @@ final class SQLiteWriteGroups: Sendable {
 
     /// Runs `body` in a transaction of the next group; returns once that group is committed.
     ///
+    /// Everything runs on the writer's thread, waiting for the writer included: a writer that passes it on resumes
+    /// the next one right there, with no other thread in between.
+    ///
     /// - Throws: what `body` throws (its work is then rolled back), or the error that lost the group's transaction.
     func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        await acquire()
-        let step: Step<T>
-        do {
-            step = try await connections.withWriter { sql in
-                let outcome = await self.run(body, on: sql)
-                let othersWait = self.state.withLock { state in
-                    !state.waiting.isEmpty && state.members.count + 1 < Self.maximumGroup
+        try await connections.onWriterThread {
+            await acquire()
+            let sql: SQLiteFileDatabase
+            do {
+                sql = try connections.writerDatabase()
+            } catch {
+                release()
+                throw error
+            }
+            let outcome = await run(body, on: sql)
+            let othersWait = state.withLock { state in
+                !state.waiting.isEmpty && state.members.count + 1 < Self.maximumGroup
+            }
+            switch (othersWait, outcome) {
+            case (true, .failure(let error)):
+                release()
+                throw error
+            case (true, .success(let value)):
+                // Leave the work in the open group and pass the writer on; the last of the group commits it.
+                try await withCheckedThrowingContinuation { (member: CheckedContinuation<Void, any Error>) in
+                    // While this writer holds the connection the number of waiting writers only grows.
+                    let next = state.withLock { state in
+                        state.members.append(member)
+                        return state.waiting.removeFirst()
+                    }
+                    next.resume()
                 }
-                if othersWait { return .pass(outcome) }
+                return value
+            case (false, _):
+                var result = outcome
                 do {
-                    try await self.commit(on: sql)
+                    try await commit(on: sql)
                 } catch {
-                    return .done(outcome.flatMap { _ in .failure(error) })
+                    result = outcome.flatMap { _ in .failure(error) }
                 }
-                return .done(outcome)
+                release()
+                return try result.get()
             }
-        } catch {
-            // The database is closed: nothing ran.
-            release()
-            throw error
-        }
-        switch step {
-        case .done(let outcome):
-            release()
-            return try outcome.get()
-        case .pass(.failure(let error)):
-            release()
-            throw error
-        case .pass(.success(let value)):
-            try await withCheckedThrowingContinuation { (member: CheckedContinuation<Void, any Error>) in
-                // Others were waiting when the body ended; while this writer holds the connection their number
-                // only grows.
-                let next = state.withLock { state in
-                    state.members.append(member)
-                    return state.waiting.removeFirst()
-                }
-                next.resume()
-            }
-            return value
         }
     }
 
     /// Commits the open group, then closes the connections; writers queued behind find the database closed.
     func close() async {
-        await acquire()
-        _ = try? await connections.withWriter { sql in try await self.commit(on: sql) }
-        connections.close()
-        release()
+        _ = try? await connections.onWriterThread {
+            await acquire()
+            if let sql = try? connections.writerDatabase() { try? await commit(on: sql) }
+            connections.close()
+            release()
+        }
     }
 
     /// Begins the transaction, or a savepoint in the open one, and runs `body` in it.

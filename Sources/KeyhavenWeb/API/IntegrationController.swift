@@ -175,7 +175,7 @@ enum Cursor {
 
     static func decode(_ text: String) -> UUID? {
         guard text.utf8.count == 36 else { return nil }
-        return UUID(uuidString: text)
+        return UUID(text: text)
     }
 
     /// The cursor after the audit event `seq`.

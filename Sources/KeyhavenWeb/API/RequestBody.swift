@@ -113,7 +113,7 @@ extension Response {
 
 /// Dates on the wire: ISO 8601 with milliseconds, UTC; null when unset.
 func wireDate(_ date: Date?) -> JSONValue {
-    date.map { .string($0.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))) } ?? .null
+    date.map { .string($0.timestampText) } ?? .null
 }
 
 /// Ids on the wire: lowercase UUIDs.
@@ -122,7 +122,7 @@ func wireID(_ id: UUID) -> JSONValue { .string(id.uuidString.lowercased()) }
 extension UUID {
     /// Parses a path parameter; a malformed id is simply not found.
     static func path(_ context: some RequestContext, _ name: String = "id") throws -> UUID {
-        guard let text = context.parameters.get(name), let id = UUID(uuidString: text) else {
+        guard let text = context.parameters.get(name), let id = UUID(text: text) else {
             throw KeyhavenError.notFound
         }
         return id
