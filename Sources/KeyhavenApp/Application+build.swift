@@ -185,7 +185,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     AuditController(audit: runtime.audit).addRoutes(to: api.group("audit", context: UserContext.self))
     VerificationController(
         tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit,
-        metrics: { runtime.metrics.render() })
+        metrics: { runtime.metrics.render(database: runtime.database) })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
     WebPages(
         services: WebPages.Services(

@@ -58,8 +58,33 @@ public final class VerificationMetrics: Sendable {
         histogram.record(duration)
     }
 
-    /// The Prometheus text exposition.
-    public func render() -> String { registry.emitToString() }
+    /// SQLite's write statistics as last rendered, so the counters advance by the difference.
+    private let renderedWrites = Mutex(WriteStatistics())
+
+    /// The Prometheus text exposition, with `database`'s SQLite write statistics (transactions, the commits that
+    /// stored them, writers waiting now) if it is SQLite.
+    public func render(database: Database? = nil) -> String {
+        if let now = database?.writeStatistics {
+            let (transactions, commits) = renderedWrites.withLock { last in
+                defer { last = now }
+                return (now.transactions - last.transactions, now.commits - last.commits)
+            }
+            registry.makeCounter(
+                descriptor: .init(
+                    metricName: "keyhaven_sqlite_write_transactions", unitName: "total",
+                    helpText: "Write transactions on SQLite.")
+            ).increment(by: Int64(max(transactions, 0)))
+            registry.makeCounter(
+                descriptor: .init(
+                    metricName: "keyhaven_sqlite_commits", unitName: "total",
+                    helpText: "SQLite commits (each stores a group of write transactions with one fsync).")
+            ).increment(by: Int64(max(commits, 0)))
+            registry.makeGauge(
+                descriptor: .init(metricName: "keyhaven_sqlite_writers_waiting", helpText: "Writers waiting for SQLite's writer.")
+            ).set(Int64(now.waiting))
+        }
+        return registry.emitToString()
+    }
 }
 
 /// Checks integrations against their providers and records the results: the background worker's jobs and the

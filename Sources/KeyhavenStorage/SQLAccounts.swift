@@ -221,10 +221,15 @@ public struct SQLTokenStore: TokenStore {
         }
         guard let record = found else { return nil }
         // Recording every use would write on every request; once a minute is enough to show activity, and only one
-        // of the requests arriving together with a token writes it, through the write queue like every write.
+        // of the requests arriving together with a token writes it. It is bookkeeping, not part of the answer: it
+        // is written in the background, through the write queue like every write, so no request waits for the
+        // writer to authenticate.
         if record.lastUsedAt.map({ now.timeIntervalSince($0) > 60 }) ?? true, uses.claim(record.id, at: now) {
-            try await database.transaction { sql in
-                try await sql.raw("UPDATE api_tokens SET last_used_at = \(bind: now) WHERE id = \(bind: record.id)").run()
+            let database = database
+            Task {
+                try? await database.transaction { sql in
+                    try await sql.raw("UPDATE api_tokens SET last_used_at = \(bind: now) WHERE id = \(bind: record.id)").run()
+                }
             }
         }
         return record

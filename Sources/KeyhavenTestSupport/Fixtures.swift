@@ -92,3 +92,16 @@ public final class LogCapture: Sendable {
         }
     }
 }
+
+/// A one-way flag a test task raises for another to see.
+public final class ManagedSignal: Sendable {
+    private let value = Mutex(false)
+
+    public init() {}
+
+    /// Whether ``fire()`` was called.
+    public var fired: Bool { value.withLock { $0 } }
+
+    /// Raises the flag.
+    public func fire() { value.withLock { $0 = true } }
+}

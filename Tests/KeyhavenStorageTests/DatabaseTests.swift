@@ -203,10 +203,3 @@ struct DatabaseTests {
         }
     }
 }
-
-/// A one-way flag a test task raises for another to see.
-final class ManagedSignal: Sendable {
-    private let value = Mutex(false)
-    var fired: Bool { value.withLock { $0 } }
-    func fire() { value.withLock { $0 = true } }
-}

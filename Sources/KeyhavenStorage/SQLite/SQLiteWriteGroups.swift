@@ -211,4 +211,6 @@ public struct WriteStatistics: Sendable, Equatable {
     public var transactions = 0
     public var commits = 0
     public var waiting = 0
+
+    public init() {}
 }
