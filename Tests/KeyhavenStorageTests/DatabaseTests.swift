@@ -84,6 +84,36 @@ struct DatabaseTests {
         #expect(after.commits - before.commits < 40, "the writes shared commits")
     }
 
+    @Test("on SQLite, writers that arrive while the writer's thread is busy join the open group")
+    func arrivingWritersJoin() async throws {
+        let handle = try await TestDatabase.sqlite.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        func insert(_ email: String, on sql: any SQLDatabase) async throws {
+            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
+        }
+        let before = try #require(database.writeStatistics)
+        let started = ManagedSignal()
+        let first = Task {
+            try await database.transaction { sql in
+                try await insert("first@example.test", on: sql)
+                started.fire()
+                // Busy without suspending, as a long statement or an fsync keeps the writer's thread: the others
+                // queue on the thread meanwhile, without having asked for the writer yet.
+                usleep(300_000)
+            }
+        }
+        while !started.fired { try await Task.sleep(for: .milliseconds(1)) }
+        let others = (0..<20).map { index in
+            Task { try await database.transaction { sql in try await insert("w\(index)@example.test", on: sql) } }
+        }
+        try await first.value
+        for other in others { try await other.value }
+        let after = try #require(database.writeStatistics)
+        #expect(after.transactions - before.transactions == 21)
+        #expect(after.commits - before.commits <= 10, "\(after.commits - before.commits) commits for 21 writes")
+    }
+
     @Test("on SQLite, a group whose transaction is lost fails every writer in it, and the next write starts clean")
     func lostGroup() async throws {
         let handle = try await TestDatabase.sqlite.make()

@@ -4,9 +4,9 @@ import Synchronization
 /// SQLite's write transactions, committed in groups.
 ///
 /// SQLite has one writer, and each commit waits for an fsync. Writers queue here, first come first served, without
-/// holding a thread. The writer at the head runs its body; if others are waiting when it is done, it leaves its work
-/// in the open transaction and passes the writer on, and the last writer of the group (no one waiting, or
-/// ``maximumGroup`` reached) commits for all of them: one fsync for the group. Every writer returns only after the
+/// holding a thread. The writer at the head runs its body; if others are waiting or on their way when it is done, it
+/// leaves its work in the open transaction and passes the writer on, and the last writer of the group (no one else
+/// coming, or ``maximumGroup`` reached) commits for all of them: one fsync for the group. Every writer returns only after the
 /// commit that holds its work, so what it wrote is durable and visible to every reader when it returns, as with a
 /// transaction of its own.
 ///
@@ -19,6 +19,8 @@ final class SQLiteWriteGroups: Sendable {
         var busy = false
         /// Writers waiting for the connection, oldest first.
         var waiting: [CheckedContinuation<Void, Never>] = []
+        /// Writers on their way to the writer's thread (their turn to ask for the connection is queued there).
+        var arriving = 0
         /// A transaction is open on the writer.
         var open = false
         /// Writers whose work is in the open transaction, waiting for its commit.
@@ -40,7 +42,7 @@ final class SQLiteWriteGroups: Sendable {
     var statistics: WriteStatistics {
         state.withLock { state in
             var statistics = state.statistics
-            statistics.waiting = state.waiting.count
+            statistics.waiting = state.waiting.count + state.arriving
             return statistics
         }
     }
@@ -52,8 +54,10 @@ final class SQLiteWriteGroups: Sendable {
     ///
     /// - Throws: what `body` throws (its work is then rolled back), or the error that lost the group's transaction.
     func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        try await connections.onWriterThread {
-            await acquire()
+        // Counted before the hop: a writer that finds others on their way leaves the group open for them.
+        state.withLock { $0.arriving += 1 }
+        return try await connections.onWriterThread {
+            await acquire(arriving: true)
             let sql: SQLiteFileDatabase
             do {
                 sql = try connections.writerDatabase()
@@ -63,7 +67,7 @@ final class SQLiteWriteGroups: Sendable {
             }
             let outcome = await run(body, on: sql)
             let othersWait = state.withLock { state in
-                !state.waiting.isEmpty && state.members.count + 1 < Self.maximumGroup
+                (!state.waiting.isEmpty || state.arriving > 0) && state.members.count + 1 < Self.maximumGroup
             }
             switch (othersWait, outcome) {
             case (true, .failure(let error)):
@@ -72,12 +76,8 @@ final class SQLiteWriteGroups: Sendable {
             case (true, .success(let value)):
                 // Leave the work in the open group and pass the writer on; the last of the group commits it.
                 try await withCheckedThrowingContinuation { (member: CheckedContinuation<Void, any Error>) in
-                    // While this writer holds the connection the number of waiting writers only grows.
-                    let next = state.withLock { state in
-                        state.members.append(member)
-                        return state.waiting.removeFirst()
-                    }
-                    next.resume()
+                    state.withLock { $0.members.append(member) }
+                    release()
                 }
                 return value
             case (false, _):
@@ -171,9 +171,10 @@ final class SQLiteWriteGroups: Sendable {
         for member in members { member.resume(throwing: error) }
     }
 
-    /// Waits until this caller holds the writer.
-    private func acquire() async {
+    /// Waits until this caller holds the writer; `arriving` if it was counted as on its way.
+    private func acquire(arriving: Bool = false) async {
         let free = state.withLock { state in
+            if arriving { state.arriving -= 1 }
             guard !state.busy else { return false }
             state.busy = true
             return true
@@ -205,8 +206,8 @@ final class SQLiteWriteGroups: Sendable {
     }
 }
 
-/// How SQLite's writes were committed: ``transactions`` bodies in ``commits`` commits; ``waiting`` writers queued
-/// now.
+/// How SQLite's writes were committed: ``transactions`` bodies in ``commits`` commits; ``waiting`` writers queued or
+/// on their way now.
 public struct WriteStatistics: Sendable, Equatable {
     public var transactions = 0
     public var commits = 0
