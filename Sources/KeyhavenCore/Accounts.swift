@@ -135,10 +135,11 @@ public protocol TokenStore: Sendable {
         kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?, audit: AuditEntry
     ) async throws -> (token: String, record: APIToken)
 
-    /// The live (unrevoked, unexpired) token for a presented string; records its use.
+    /// The live (unrevoked, unexpired) token for a presented string, with its user (nil for a service token),
+    /// read together; records its use. A personal token whose user is disabled is not live.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func authenticate(token: String) async throws -> APIToken?
+    func authenticate(token: String) async throws -> (record: APIToken, user: User?)?
 
     /// A user's personal tokens, newest first.
     ///

@@ -207,19 +207,31 @@ public struct SQLTokenStore: TokenStore {
         return (token, record)
     }
 
-    public func authenticate(token: String) async throws -> APIToken? {
+    public func authenticate(token: String) async throws -> (record: APIToken, user: User?)? {
         let now = Date()
+        // One query for the token and its user: every request with a token runs it.
         let found = try await database.withConnection { sql in
             try await sql.raw(
                 """
-                SELECT t.* FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id
+                SELECT t.*, u.email AS user_email, u.external_subject AS user_external_subject,
+                u.created_at AS user_created_at
+                FROM api_tokens t LEFT JOIN users u ON u.id = t.user_id
                 WHERE t.token_hash = \(bind: TokenMaterial.hash(token)) AND t.revoked_at IS NULL
                 AND (t.expires_at IS NULL OR t.expires_at > \(bind: now))
                 AND (t.user_id IS NULL OR u.disabled_at IS NULL)
                 """
-            ).first().map(Self.token)
+            ).first().map { row -> (APIToken, User?) in
+                let record = try Self.token(row)
+                let user = try record.userID.map { id in
+                    User(
+                        id: id, email: try row.decode(column: "user_email", as: String?.self),
+                        externalSubject: try row.decode(column: "user_external_subject", as: String?.self),
+                        createdAt: try row.decode(column: "user_created_at", as: Date.self))
+                }
+                return (record, user)
+            }
         }
-        guard let record = found else { return nil }
+        guard let (record, user) = found else { return nil }
         // Recording every use would write on every request; once a minute is enough to show activity, and only one
         // of the requests arriving together with a token writes it. It is bookkeeping, not part of the answer: it
         // is written in the background, through the write queue like every write, so no request waits for the
@@ -232,7 +244,7 @@ public struct SQLTokenStore: TokenStore {
                 }
             }
         }
-        return record
+        return (record, user)
     }
 
     public func list(userID: UUID) async throws -> [APIToken] {

@@ -158,10 +158,14 @@ struct HardeningTests {
 
             _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": true])
             #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .ok)
+            let pat = try await api.personalToken(for: user, scopes: ["integrations:read"])
+            #expect(try await api.request(.get, "/api/integrations/\(id)", auth: .bearer(pat.token)).status == .ok)
             try await api.handle.database.transaction { sql in
                 try await sql.raw("UPDATE users SET disabled_at = \(bind: Date()) WHERE id = \(bind: user.id)").run()
             }
             #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .forbidden)
+            // The user's own token dies with the account.
+            #expect(try await api.request(.get, "/api/integrations/\(id)", auth: .bearer(pat.token)).status == .unauthorized)
 
             let reasons = try await api.runtime.audit.events(ownerID: user.id, integrationID: UUID(uuidString: id), limit: 20, before: nil)
                 .filter { $0.action == "credentials.read" && $0.outcome == "denied" }.map(\.detail)

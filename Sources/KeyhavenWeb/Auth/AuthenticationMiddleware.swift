@@ -52,16 +52,18 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
             throw KeyhavenError.unauthenticated
         }
-        let token = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        // Blanks around the token are spaces or tabs (RFC 9110 OWS); anything else stays and fails to match.
+        var presented = authorization.dropFirst(7)
+        while let first = presented.first, first == " " || first == "\t" { presented.removeFirst() }
+        while let last = presented.last, last == " " || last == "\t" { presented.removeLast() }
+        let token = String(presented)
         if token.hasPrefix("kh_pat_") || token.hasPrefix("kh_svc_") {
-            guard let record = try await tokens.authenticate(token: token) else { throw KeyhavenError.unauthenticated }
+            guard let (record, user) = try await tokens.authenticate(token: token) else { throw KeyhavenError.unauthenticated }
             switch record.kind {
             case .service:
                 return .service(record)
             case .personal:
-                guard let userID = record.userID, let user = try await users.find(id: userID) else {
-                    throw KeyhavenError.unauthenticated
-                }
+                guard let user else { throw KeyhavenError.unauthenticated }
                 return .user(user, via: .personalToken(record))
             }
         }
