@@ -275,33 +275,54 @@ struct SQLiteResultRow: SQLRow {
     func decode<D: Decodable>(column: String, as type: D.Type) throws -> D {
         guard let position = columns.position(of: column) else { throw SQLiteFailure.missingColumn(column) }
         let value = values[position]
-        // The stores' column types, recognised by identity: no conformance lookup or cast per column.
-        if let decoded: D = try Self.direct(value, as: String.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: UUID.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: Date.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: String?.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: Date?.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: Int.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: Bool.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: UUID?.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: Int64.self, column) { return decoded }
-        if let decoded: D = try Self.direct(value, as: Data.self, column) { return decoded }
+        // The stores' column types, recognised by identity against ids taken once: no conformance lookup, cast or
+        // generic metadata lookup per column.
+        switch ObjectIdentifier(D.self) {
+        case Known.string: return try Self.cast(String(column: value), column)
+        case Known.uuid: return try Self.cast(UUID(column: value), column)
+        case Known.date: return try Self.cast(Date(column: value), column)
+        case Known.optionalString: return try Self.cast(String?(column: value), column)
+        case Known.optionalDate: return try Self.cast(Date?(column: value), column)
+        case Known.int: return try Self.cast(Int(column: value), column)
+        case Known.bool: return try Self.cast(Bool(column: value), column)
+        case Known.optionalUUID: return try Self.cast(UUID?(column: value), column)
+        case Known.int64: return try Self.cast(Int64(column: value), column)
+        case Known.data: return try Self.cast(Data(column: value), column)
+        default: return try Self.decodeOther(value, as: D.self, column)
+        }
+    }
+
+    /// Any other type, as sqlite-kit's decoder decodes it. Kept apart so `decode` itself needs no metadata for
+    /// `D?`, which the runtime would otherwise look up on every call.
+    @inline(never)
+    private static func decodeOther<D: Decodable>(_ value: SQLiteData, as type: D.Type, _ column: String) throws -> D {
         if let decodable = D.self as? any SQLiteColumnDecodable.Type {
-            guard let decoded = decodable.init(column: value) else { throw Self.mismatch(D.self, column) }
+            guard let decoded = decodable.init(column: value) else { throw mismatch(D.self, column) }
             // `decodable` is `D.self`, so this cast cannot fail.
             if let decoded = decoded as? D { return decoded }
         }
-        return try Self.decoder.decode(D.self, from: value)
+        return try decoder.decode(D.self, from: value)
     }
 
-    /// `value` as `Known` if `D` is `Known`; nil if it is another type.
+    /// The types decoded directly, by identity.
+    private enum Known {
+        static let string = ObjectIdentifier(String.self)
+        static let uuid = ObjectIdentifier(UUID.self)
+        static let date = ObjectIdentifier(Date.self)
+        static let optionalString = ObjectIdentifier(String?.self)
+        static let optionalDate = ObjectIdentifier(Date?.self)
+        static let int = ObjectIdentifier(Int.self)
+        static let bool = ObjectIdentifier(Bool.self)
+        static let optionalUUID = ObjectIdentifier(UUID?.self)
+        static let int64 = ObjectIdentifier(Int64.self)
+        static let data = ObjectIdentifier(Data.self)
+    }
+
+    /// A converted value as `D`, which the caller has checked is its type; a failed conversion is a type mismatch.
     @inline(__always)
-    private static func direct<Known: SQLiteColumnDecodable, D>(
-        _ value: SQLiteData, as known: Known.Type, _ column: String
-    ) throws -> D? {
-        guard D.self == Known.self else { return nil }
-        guard let decoded = Known(column: value) else { throw mismatch(D.self, column) }
-        return unsafeBitCast(decoded, to: D.self)
+    private static func cast<Value, D>(_ value: Value?, _ column: String) throws -> D {
+        guard let value else { throw mismatch(D.self, column) }
+        return unsafeBitCast(value, to: D.self)
     }
 
     private static func mismatch(_ type: Any.Type, _ column: String) -> DecodingError {
