@@ -80,7 +80,8 @@ public final class VerificationMetrics: Sendable {
                     helpText: "SQLite commits (each stores a group of write transactions with one fsync).")
             ).increment(by: Int64(max(commits, 0)))
             registry.makeGauge(
-                descriptor: .init(metricName: "keyhaven_sqlite_writers_waiting", helpText: "Writers waiting for SQLite's writer.")
+                descriptor: .init(
+                    metricName: "keyhaven_sqlite_writers_waiting", helpText: "Writers waiting for SQLite's writer.")
             ).set(Int64(now.waiting))
         }
         return registry.emitToString()

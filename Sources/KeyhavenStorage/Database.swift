@@ -125,7 +125,9 @@ public final class Database: Sendable {
                 logger.error("database connection failed", metadata: ["error": "\(error)"])
                 throw KeyhavenError.unavailable("The database is unavailable.")
             }
-            database = Database(kind: .sqlite, location: location, pool: .sqlite(SQLiteWriteGroups(connections: connections)), logger: logger)
+            database = Database(
+                kind: .sqlite, location: location, pool: .sqlite(SQLiteWriteGroups(connections: connections)),
+                logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {

@@ -240,7 +240,9 @@ public struct SQLTokenStore: TokenStore {
             let database = database
             Task {
                 try? await database.transaction { sql in
-                    try await sql.raw("UPDATE api_tokens SET last_used_at = \(bind: now) WHERE id = \(bind: record.id)").run()
+                    try await sql.raw(
+                        "UPDATE api_tokens SET last_used_at = \(bind: now) WHERE id = \(bind: record.id)"
+                    ).run()
                 }
             }
         }

@@ -18,13 +18,13 @@ struct DatabaseTests {
         let start = ContinuousClock.now
         await #expect(throws: KeyhavenError.self) {
             try await database.withConnection { sql in
-                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'x@example.test', \(bind: Date()))").run()
+                try await insertUser("x@example.test", on: sql)
             }
         }
         #expect(start.duration(to: .now) < .seconds(5), "refused, not queued behind a busy timeout")
         // While the writer is inside its transaction, readers on every pooled connection still answer.
         try await database.transaction { sql in
-            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'w@example.test', \(bind: Date()))").run()
+            try await insertUser("w@example.test", on: sql)
             let counts = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<8 {
                     group.addTask {
@@ -57,7 +57,7 @@ struct DatabaseTests {
                     let email = "w\(index)@example.test"
                     do {
                         try await database.transaction { sql in
-                            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
+                            try await insertUser(email, on: sql)
                             // Hold the writer a little, so the others queue behind it.
                             try await Task.sleep(for: .milliseconds(2))
                             if index % 5 == 0 { throw Refused() }
@@ -89,14 +89,11 @@ struct DatabaseTests {
         let handle = try await TestDatabase.sqlite.make()
         defer { Task { await handle.close() } }
         let database = handle.database
-        func insert(_ email: String, on sql: any SQLDatabase) async throws {
-            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
-        }
         let before = try #require(database.writeStatistics)
         let started = ManagedSignal()
         let first = Task {
             try await database.transaction { sql in
-                try await insert("first@example.test", on: sql)
+                try await insertUser("first@example.test", on: sql)
                 started.fire()
                 // Busy without suspending, as a long statement or an fsync keeps the writer's thread: the others
                 // queue on the thread meanwhile, without having asked for the writer yet.
@@ -105,7 +102,7 @@ struct DatabaseTests {
         }
         while !started.fired { try await Task.sleep(for: .milliseconds(1)) }
         let others = (0..<20).map { index in
-            Task { try await database.transaction { sql in try await insert("w\(index)@example.test", on: sql) } }
+            Task { try await database.transaction { sql in try await insertUser("w\(index)@example.test", on: sql) } }
         }
         try await first.value
         for other in others { try await other.value }
@@ -119,13 +116,10 @@ struct DatabaseTests {
         let handle = try await TestDatabase.sqlite.make()
         defer { Task { await handle.close() } }
         let database = handle.database
-        func insert(_ email: String, on sql: any SQLDatabase) async throws {
-            try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
-        }
         struct Broken: Error {}
         let first = Task {
             try await database.transaction { sql in
-                try await insert("a@example.test", on: sql)
+                try await insertUser("a@example.test", on: sql)
                 // Wait (bounded) until the two others queue, so all three share one group.
                 let deadline = ContinuousClock.now + .seconds(20)
                 while (database.writeStatistics?.waiting ?? 0) < 2, ContinuousClock.now < deadline {
@@ -134,11 +128,11 @@ struct DatabaseTests {
             }
         }
         while (database.writeStatistics?.transactions ?? 0) == 0 { try await Task.sleep(for: .milliseconds(5)) }
-        let second = Task { try await database.transaction { sql in try await insert("b@example.test", on: sql) } }
+        let second = Task { try await database.transaction { sql in try await insertUser("b@example.test", on: sql) } }
         while (database.writeStatistics?.waiting ?? 0) < 1 { try await Task.sleep(for: .milliseconds(5)) }
         let third = Task {
             try await database.transaction { sql in
-                try await insert("c@example.test", on: sql)
+                try await insertUser("c@example.test", on: sql)
                 // Ends the whole transaction under the group, as a failed statement can.
                 try await sql.raw("ROLLBACK").run()
                 throw Broken()
@@ -147,7 +141,7 @@ struct DatabaseTests {
         await #expect(throws: (any Error).self) { try await first.value }
         await #expect(throws: (any Error).self) { try await second.value }
         await #expect(throws: (any Error).self) { try await third.value }
-        try await database.transaction { sql in try await insert("d@example.test", on: sql) }
+        try await database.transaction { sql in try await insertUser("d@example.test", on: sql) }
         let emails = try await database.withConnection { sql in
             try await sql.raw("SELECT email FROM users").all().map { try $0.decode(column: "email", as: String.self) }
         }
@@ -162,15 +156,15 @@ struct DatabaseTests {
         let running = Task {
             try await database.transaction { sql in
                 entered.fire()
-                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'a@example.test', \(bind: Date()))").run()
+                try await insertUser("a@example.test", on: sql)
                 try await Task.sleep(for: .milliseconds(300))
-                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'b@example.test', \(bind: Date()))").run()
+                try await insertUser("b@example.test", on: sql)
             }
         }
         while !entered.fired { try await Task.sleep(for: .milliseconds(5)) }
         let queued = Task {
             try await database.transaction { sql in
-                try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), 'c@example.test', \(bind: Date()))").run()
+                try await insertUser("c@example.test", on: sql)
             }
         }
         await database.shutdown()
@@ -232,4 +226,9 @@ struct DatabaseTests {
             #expect(throws: (any Error).self) { try row.decode(column: "n", as: Date.self) }
         }
     }
+}
+
+/// Inserts a user with `email`: the smallest write a test can make.
+private func insertUser(_ email: String, on sql: any SQLDatabase) async throws {
+    try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
 }

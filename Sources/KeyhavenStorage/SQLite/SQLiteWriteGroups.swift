@@ -4,11 +4,11 @@ import Synchronization
 /// SQLite's write transactions, committed in groups.
 ///
 /// SQLite has one writer, and each commit waits for an fsync. Writers queue here, first come first served, without
-/// holding a thread. The writer at the head runs its body; if others are waiting or on their way when it is done, it
-/// leaves its work in the open transaction and passes the writer on, and the last writer of the group (no one else
-/// coming, or ``maximumGroup`` reached) commits for all of them: one fsync for the group. Every writer returns only after the
-/// commit that holds its work, so what it wrote is durable and visible to every reader when it returns, as with a
-/// transaction of its own.
+/// holding a thread. The writer at the head runs its body; if others are waiting or on their way when it is done,
+/// it leaves its work in the open transaction and passes the writer on, and the last writer of the group (no one
+/// else coming, or ``maximumGroup`` reached) commits for all of them: one fsync for the group. Every writer returns
+/// only after the commit that holds its work, so what it wrote is durable and visible to every reader when it
+/// returns, as with a transaction of its own.
 ///
 /// A body that joins an open group runs inside a savepoint: if it throws, only its own work is rolled back and the
 /// others' stays. If the transaction itself is lost (a failed rollback to the savepoint, or a failed commit),
@@ -151,24 +151,24 @@ final class SQLiteWriteGroups: Sendable {
             try? await sql.raw("ROLLBACK").run()
             result = .failure(error)
         }
-        let members = state.withLock { state in
-            state.open = false
-            defer { state.members.removeAll() }
-            return state.members
-        }
-        for member in members { member.resume(with: result) }
+        endGroup(result)
         try result.get()
     }
 
     /// Rolls the whole transaction back and fails every member with `error`.
     private func abandon(_ error: any Error, on sql: any SQLDatabase) async {
         try? await sql.raw("ROLLBACK").run()
+        endGroup(.failure(error))
+    }
+
+    /// Marks the transaction ended and tells every member how.
+    private func endGroup(_ result: Result<Void, any Error>) {
         let members = state.withLock { state in
             state.open = false
             defer { state.members.removeAll() }
             return state.members
         }
-        for member in members { member.resume(throwing: error) }
+        for member in members { member.resume(with: result) }
     }
 
     /// Waits until this caller holds the writer; `arriving` if it was counted as on its way.

@@ -58,7 +58,9 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         while let last = presented.last, last == " " || last == "\t" { presented.removeLast() }
         let token = String(presented)
         if token.hasPrefix("kh_pat_") || token.hasPrefix("kh_svc_") {
-            guard let (record, user) = try await tokens.authenticate(token: token) else { throw KeyhavenError.unauthenticated }
+            guard let (record, user) = try await tokens.authenticate(token: token) else {
+                throw KeyhavenError.unauthenticated
+            }
             switch record.kind {
             case .service:
                 return .service(record)
