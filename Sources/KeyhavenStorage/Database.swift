@@ -170,16 +170,10 @@ public final class Database: Sendable {
         case .sqlite(let groups):
             return try await mapErrors { try await groups.connections.withReader(body) }
         case .postgres(let pool):
-            // The body runs on one event loop, which then also serves its connection (the group's pool hands out
-            // the current loop's connections): PostgresNIO completes each query's future right there, so no query
-            // hops between threads to come back.
-            let loop = MultiThreadedEventLoopGroup.singleton.any()
-            return try await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) {
-                let connection = try await acquire(pool, on: loop)
-                defer { pool.releaseConnection(connection) }
-                // Queries are never logged: their binds may hold ciphertexts and hashes.
-                return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
-            }
+            let connection = try await acquire(pool)
+            defer { pool.releaseConnection(connection) }
+            // Queries are never logged: their binds may hold ciphertexts and hashes.
+            return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
         }
     }
 
@@ -255,11 +249,10 @@ public final class Database: Sendable {
         }
     }
 
-    private func acquire<Source>(
-        _ pool: EventLoopGroupConnectionPool<Source>, on loop: any EventLoop
-    ) async throws -> Source.Connection where Source.Connection: Sendable {
+    private func acquire<Source>(_ pool: EventLoopGroupConnectionPool<Source>) async throws -> Source.Connection
+    where Source.Connection: Sendable {
         do {
-            return try await pool.requestConnection(logger: logger, on: loop).get()
+            return try await pool.requestConnection(logger: logger).get()
         } catch {
             logger.error("database connection failed", metadata: ["error": "\(error)"])
             throw KeyhavenError.unavailable("The database is unavailable.")
@@ -315,19 +308,5 @@ extension Database {
 func restrictSQLiteFiles(_ path: String) {
     for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
         try? FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
-    }
-}
-
-/// An event loop as a task executor: a task that prefers it runs its jobs on the loop's thread.
-final class EventLoopTaskExecutor: TaskExecutor {
-    let loop: any EventLoop
-
-    init(_ loop: any EventLoop) {
-        self.loop = loop
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }
