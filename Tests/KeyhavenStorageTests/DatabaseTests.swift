@@ -96,8 +96,9 @@ struct DatabaseTests {
                 try await insertUser("first@example.test", on: sql)
                 started.fire()
                 // Busy without suspending, as a long statement or an fsync keeps the writer's thread: the others
-                // queue on the thread meanwhile, without having asked for the writer yet.
-                usleep(300_000)
+                // queue on the thread meanwhile, without having asked for the writer yet (bounded wait).
+                let deadline = ContinuousClock.now + .seconds(10)
+                while (database.writeStatistics?.waiting ?? 0) < 20, ContinuousClock.now < deadline { usleep(1_000) }
             }
         }
         while !started.fired { try await Task.sleep(for: .milliseconds(1)) }
