@@ -192,11 +192,11 @@ struct DatabaseTests {
         let bytes = Data([0, 1, 2, 254, 255])
         let absent: UUID? = nil
         try await database.transaction { sql in
-            try await sql.raw("CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i INTEGER, x BLOB, s TEXT, n TEXT, o TEXT)").run()
+            try await sql.raw("CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i INTEGER, x BLOB, s TEXT, n TEXT, o TEXT, e TEXT, z BLOB)").run()
             try await sql.raw(
                 """
                 INSERT INTO formats VALUES (\(bind: id), \(bind: at), \(bind: true), \(bind: Int64(-42)), \(bind: bytes), \
-                \(bind: "é \u{0}NUL"), \(bind: absent), \(bind: Optional(id)))
+                \(bind: "é \u{0}NUL"), \(bind: absent), \(bind: Optional(id)), \(bind: ""), \(bind: Data()))
                 """
             ).run()
         }
@@ -204,7 +204,10 @@ struct DatabaseTests {
             // Existing databases hold UUIDs as upper-case text and dates as seconds since 1970: reads must match them.
             let types = try #require(
                 try await sql.raw(
-                    "SELECT typeof(u) AS u, typeof(d) AS d, typeof(b) AS b, typeof(x) AS x, typeof(n) AS n, u AS text FROM formats"
+                    """
+                    SELECT typeof(u) AS u, typeof(d) AS d, typeof(b) AS b, typeof(x) AS x, typeof(n) AS n, typeof(e) AS e,
+                    typeof(z) AS z, u AS text FROM formats
+                    """
                 ).first())
             #expect(try types.decode(column: "u", as: String.self) == "text")
             #expect(try types.decode(column: "text", as: String.self) == id.uuidString)
@@ -212,6 +215,9 @@ struct DatabaseTests {
             #expect(try types.decode(column: "b", as: String.self) == "integer")
             #expect(try types.decode(column: "x", as: String.self) == "blob")
             #expect(try types.decode(column: "n", as: String.self) == "null")
+            // Empty values are empty, not NULL.
+            #expect(try types.decode(column: "e", as: String.self) == "text")
+            #expect(try types.decode(column: "z", as: String.self) == "blob")
             let row = try #require(try await sql.raw("SELECT * FROM formats WHERE u = \(bind: id)").first())
             #expect(try row.decode(column: "u", as: UUID.self) == id)
             #expect(try row.decode(column: "d", as: Date.self) == at)

@@ -47,14 +47,15 @@ const unsigned char *sqlite_nio_sqlite3_column_text(sqlite3_stmt *statement, int
 const void *sqlite_nio_sqlite3_column_blob(sqlite3_stmt *statement, int column);
 int sqlite_nio_sqlite3_column_bytes(sqlite3_stmt *statement, int column);
 
-/// Binds a copy of `count` bytes of UTF-8 text (SQLite's SQLITE_TRANSIENT).
+/// Binds a copy of `count` bytes of UTF-8 text (SQLite's SQLITE_TRANSIENT). An empty buffer may have no address;
+/// SQLite would bind a NULL pointer as NULL, so it gets an empty string's.
 static inline int keyhaven_sqlite_bind_text(sqlite3_stmt *statement, int index, const char *text, uint64_t count) {
-    return sqlite_nio_sqlite3_bind_text64(statement, index, text, count, (void (*)(void *))-1, 1);
+    return sqlite_nio_sqlite3_bind_text64(statement, index, text ? text : "", count, (void (*)(void *))-1, 1);
 }
 
-/// Binds a copy of `count` bytes (SQLite's SQLITE_TRANSIENT).
+/// Binds a copy of `count` bytes (SQLite's SQLITE_TRANSIENT); an empty buffer is an empty blob, not NULL.
 static inline int keyhaven_sqlite_bind_blob(sqlite3_stmt *statement, int index, const void *bytes, uint64_t count) {
-    return sqlite_nio_sqlite3_bind_blob64(statement, index, bytes, count, (void (*)(void *))-1);
+    return sqlite_nio_sqlite3_bind_blob64(statement, index, bytes ? bytes : "", count, (void (*)(void *))-1);
 }
 
 /// Turns on the query planner stability guarantee (SQLITE_DBCONFIG_ENABLE_QPSG): a plan never depends on bound

@@ -17,7 +17,7 @@ final class SQLiteConnections: Sendable {
     let path: String
     let logger: Logger
     /// The writer's thread: transactions prefer it, so their queries run there.
-    let writerExecutor: SQLiteWriterExecutor
+    private let writerExecutor: SQLiteWriterExecutor
     private let writer: SQLiteFileConnection
     private let idleReaders = Mutex<[SQLiteFileConnection]>([])
     private let closed = Atomic<Bool>(false)

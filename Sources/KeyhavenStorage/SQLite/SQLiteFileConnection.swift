@@ -198,7 +198,9 @@ extension Date: SQLiteBindable {
 }
 
 extension Double: SQLiteBindable {
-    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { sqlite_nio_sqlite3_bind_double(statement, index, self) }
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        sqlite_nio_sqlite3_bind_double(statement, index, self)
+    }
 }
 
 extension Bool: SQLiteBindable {
@@ -208,11 +210,15 @@ extension Bool: SQLiteBindable {
 }
 
 extension Int: SQLiteBindable {
-    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { sqlite_nio_sqlite3_bind_int64(statement, index, Int64(self)) }
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        sqlite_nio_sqlite3_bind_int64(statement, index, Int64(self))
+    }
 }
 
 extension Int64: SQLiteBindable {
-    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { sqlite_nio_sqlite3_bind_int64(statement, index, self) }
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 {
+        sqlite_nio_sqlite3_bind_int64(statement, index, self)
+    }
 }
 
 extension Data: SQLiteBindable {
