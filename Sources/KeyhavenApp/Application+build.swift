@@ -44,6 +44,8 @@ public struct KeyhavenRuntime: Sendable {
     public let accounts: Accounts
     /// Rotation policies and rotations.
     public let rotations: SQLRotationStore
+    /// Organizations, members and invitations.
+    public let organizations: SQLOrganizationStore
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -86,7 +88,7 @@ public struct KeyhavenRuntime: Sendable {
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
-                logger: logger)
+                organizations: SQLOrganizationStore(database: database, secrets: secrets, audit: audit), logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -178,13 +180,18 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
     AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
     TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
+    let access = WorkspaceAccess(integrations: runtime.integrations, organizations: runtime.organizations)
     IntegrationController(
         integrations: runtime.integrations, audit: runtime.audit, limiter: runtime.limiter,
-        checks: configuration.checkRateLimit, rotations: runtime.rotations)
+        checks: configuration.checkRateLimit, rotations: runtime.rotations, access: access)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
-    AuditController(audit: runtime.audit).addRoutes(to: api.group("audit", context: UserContext.self))
+    OrganizationController(organizations: runtime.organizations, tokens: runtime.tokens, access: access)
+        .addRoutes(
+            to: api.group("orgs", context: UserContext.self),
+            invitations: api.group("invitations", context: UserContext.self))
+    AuditController(audit: runtime.audit, access: access).addRoutes(to: api.group("audit", context: UserContext.self))
     VerificationController(
-        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit,
+        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit, access: access,
         metrics: { runtime.metrics.render(database: runtime.database) })
         .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
     WebPages(

@@ -103,16 +103,32 @@ extension KeyhavenOperations {
         }
     }
 
-    /// Creates a service token; returns its record and the token, shown once.
+    /// Creates a service token, scoped to one workspace if `workspace` is given; returns its record and the token,
+    /// shown once.
     ///
-    /// - Throws: `KeyhavenError` if the database cannot be reached.
+    /// - Throws: `KeyhavenError.badRequest` if the workspace is neither an organization nor an enabled user;
+    ///   `KeyhavenError` if the database cannot be reached.
     public static func createServiceToken(
-        name: String, scopes: Set<TokenScope>, _ configuration: KeyhavenConfiguration, logger: Logger
+        name: String, scopes: Set<TokenScope>, workspace: UUID? = nil, _ configuration: KeyhavenConfiguration,
+        logger: Logger
     ) async throws -> (token: String, record: APIToken) {
         try await withRuntime(configuration, logger: logger, allowKeyringCreation: true) { runtime in
-            try await runtime.tokens.create(
-                kind: .service, userID: nil, name: name, scopes: scopes, expiresAt: nil,
-                audit: AuditEntry(actor: .operator, action: .tokenCreate))
+            if let workspace, try await !exists(workspace, in: runtime) {
+                throw KeyhavenError.badRequest("no organization or user has the id \(workspace.uuidString.lowercased())")
+            }
+            return try await runtime.tokens.create(
+                kind: .service, userID: nil, workspaceID: workspace, name: name, scopes: scopes, expiresAt: nil,
+                audit: AuditEntry(actor: .operator, action: .tokenCreate, ownerID: workspace))
+        }
+    }
+
+    private static func exists(_ workspace: UUID, in runtime: KeyhavenRuntime) async throws -> Bool {
+        if try await runtime.users.find(id: workspace) != nil { return true }
+        do {
+            _ = try await runtime.organizations.get(id: workspace)
+            return true
+        } catch KeyhavenError.notFound {
+            return false
         }
     }
 

@@ -102,6 +102,8 @@ public struct APIToken: Sendable, Equatable {
     public var kind: Kind
     /// The owner of a personal token; nil for service tokens.
     public var userID: UUID?
+    /// The one workspace a scoped service token may read; nil for personal tokens and unscoped service tokens.
+    public var workspaceID: UUID?
     public var name: String
     public var scopes: Set<TokenScope>
     public var createdAt: Date
@@ -128,11 +130,13 @@ public struct APIToken: Sendable, Equatable {
 
 /// API tokens, stored as SHA-256 hashes.
 public protocol TokenStore: Sendable {
-    /// Creates a token; the returned string is shown once and never stored.
+    /// Creates a token; the returned string is shown once and never stored. A service token with a `workspaceID`
+    /// reads only that workspace's credentials.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func create(
-        kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?, audit: AuditEntry
+        kind: APIToken.Kind, userID: UUID?, workspaceID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?,
+        audit: AuditEntry
     ) async throws -> (token: String, record: APIToken)
 
     /// The live (unrevoked, unexpired) token for a presented string, with its user (nil for a service token),
@@ -150,6 +154,28 @@ public protocol TokenStore: Sendable {
     ///
     /// - Throws: `KeyhavenError.notFound` if there is no such live token for that user.
     func revoke(id: UUID, userID: UUID?, audit: AuditEntry) async throws
+
+    /// The service tokens scoped to a workspace, newest first, revoked ones included.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func serviceTokens(workspaceID: UUID) async throws -> [APIToken]
+
+    /// Revokes a service token scoped to the workspace.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if there is no such live token in that workspace.
+    func revokeServiceToken(id: UUID, workspaceID: UUID, audit: AuditEntry) async throws
+}
+
+extension TokenStore {
+    /// Creates a token that is not scoped to a workspace.
+    ///
+    /// - Throws: as ``create(kind:userID:workspaceID:name:scopes:expiresAt:audit:)``.
+    public func create(
+        kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?, audit: AuditEntry
+    ) async throws -> (token: String, record: APIToken) {
+        try await create(
+            kind: kind, userID: userID, workspaceID: nil, name: name, scopes: scopes, expiresAt: expiresAt, audit: audit)
+    }
 }
 
 /// What a rate limiter decided.

@@ -57,6 +57,15 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case rotationDue = "integration.rotation.due"
     case backupCreate = "backup.create"
     case backupRestore = "backup.restore"
+    case integrationMove = "integration.move"
+    case organizationCreate = "organization.create"
+    case organizationUpdate = "organization.update"
+    case organizationDelete = "organization.delete"
+    case memberUpdate = "organization.member.update"
+    case memberRemove = "organization.member.remove"
+    case invitationCreate = "organization.invitation.create"
+    case invitationRevoke = "organization.invitation.revoke"
+    case invitationAccept = "organization.invitation.accept"
 }
 
 /// How an audited action ended.
@@ -150,13 +159,25 @@ public protocol AuditLog: Sendable {
     ///   an audit record (credential reads) fail with it.
     func append(_ entry: AuditEntry) async throws
 
-    /// The owner's events, newest first, optionally for one integration, before the sequence number `before`.
+    /// A workspace's events (`ownerID` is the workspace), newest first, optionally for one integration or only
+    /// those about integrations, before the sequence number `before`.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func events(ownerID: UUID, integrationID: UUID?, limit: Int, before: Int64?) async throws -> [AuditEvent]
+    func events(
+        ownerID: UUID, integrationID: UUID?, integrationsOnly: Bool, limit: Int, before: Int64?
+    ) async throws -> [AuditEvent]
 
     /// Recomputes the whole chain.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func verify() async throws -> AuditVerification
+}
+
+extension AuditLog {
+    /// A workspace's events, all kinds.
+    ///
+    /// - Throws: as ``events(ownerID:integrationID:integrationsOnly:limit:before:)``.
+    public func events(ownerID: UUID, integrationID: UUID?, limit: Int, before: Int64?) async throws -> [AuditEvent] {
+        try await events(ownerID: ownerID, integrationID: integrationID, integrationsOnly: false, limit: limit, before: before)
+    }
 }

@@ -48,12 +48,26 @@ public protocol IntegrationStore: Sendable {
     func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws
 
     /// Decrypts the current credentials for the application backend. The read is audited and `last_used_at`
-    /// updated in a committed transaction before anything is returned; if that fails, nothing is returned.
+    /// updated in a committed transaction before anything is returned; if that fails, nothing is returned. A
+    /// service token scoped to a workspace (`scope`) reads only that workspace's integrations.
     ///
-    /// - Throws: `KeyhavenError.notFound`, `.integrationDisabled` (a disabled integration), `.forbidden` (a
-    ///   disabled owner), `.decryptionFailed` (also recorded as status `error`), `.unavailable`; refusals are
-    ///   audited as denied reads.
-    func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials)
+    /// - Throws: `KeyhavenError.notFound` (also outside the scope), `.integrationDisabled` (a disabled
+    ///   integration), `.forbidden` (a disabled owner), `.decryptionFailed` (also recorded as status `error`),
+    ///   `.unavailable`; refusals are audited as denied reads.
+    func readCredentials(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials)
+
+    /// One integration by id, whatever its workspace, with the caller's role in that workspace (nil: none), read
+    /// together; the caller decides with ``Policy`` what the role allows.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if it does not exist.
+    func find(id: UUID, for userID: UUID) async throws -> (Integration, WorkspaceRole?)
+
+    /// Moves an integration to another workspace: its current credentials are sealed again under the new owner
+    /// binding as a new version, every old version is destroyed, and the move is audited in both workspaces.
+    ///
+    /// - Throws: `KeyhavenError.notFound`; `.conflict` if the target already has an integration with its name or
+    ///   a rotation of it is under way.
+    func move(id: UUID, from source: UUID, to target: UUID, actor: AuditActor) async throws -> Integration
 }
 
 extension IntegrationStore {

@@ -17,6 +17,9 @@ public enum KeyhavenError: Error, Sendable, Equatable {
     case conflict(String)
     /// The integration is disabled: its credentials are not handed out (SPEC §6).
     case integrationDisabled
+    /// The thing existed but is no longer usable (an invitation accepted, revoked or expired); the message says
+    /// which.
+    case gone(String)
     /// The request body is larger than the limit.
     case payloadTooLarge
     /// The request body is not JSON.
@@ -46,6 +49,7 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .notFound: "not_found"
         case .conflict: "conflict"
         case .integrationDisabled: "integration_disabled"
+        case .gone: "gone"
         case .payloadTooLarge: "payload_too_large"
         case .unsupportedMediaType: "unsupported_media_type"
         case .validationFailed: "validation_failed"
@@ -67,6 +71,7 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .forbidden(let reason): reason
         case .notFound: "Not found."
         case .conflict(let reason): reason
+        case .gone(let reason): reason
         case .integrationDisabled: "The integration is disabled; enable it to use its credentials."
         case .payloadTooLarge: "The request body is larger than 64 KiB."
         case .unsupportedMediaType: "The request body must be JSON (Content-Type: application/json)."

@@ -17,6 +17,8 @@ final class CredentialReads: Sendable {
 
     private struct Request: Sendable {
         let id: UUID
+        /// The workspace a scoped service token is limited to; nil for an unscoped one.
+        let scope: UUID?
         let actor: AuditActor
         let reply: Waiter<Outcome>
     }
@@ -42,16 +44,17 @@ final class CredentialReads: Sendable {
         self.logger = logger
     }
 
-    /// Reads one integration's credentials, audited in the next group.
+    /// Reads one integration's credentials, audited in the next group; a token scoped to another workspace gets
+    /// `notFound`, as for an integration that does not exist.
     ///
     /// - Throws: `KeyhavenError.notFound`, `.integrationDisabled`, `.forbidden` (disabled owner),
     ///   `.decryptionFailed`, `.unavailable` (nothing was recorded, nothing is returned).
-    func read(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials) {
+    func read(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials) {
         let reply = Waiter<Outcome>()
         let outcome = await withCheckedContinuation { continuation in
             reply.set(continuation)
             let startDrain = queue.withLock { queue in
-                queue.pending.append(Request(id: id, actor: actor, reply: reply))
+                queue.pending.append(Request(id: id, scope: scope, actor: actor, reply: reply))
                 if queue.draining { return false }
                 queue.draining = true
                 return true
@@ -91,7 +94,7 @@ final class CredentialReads: Sendable {
             var found: [UUID: (integration: Integration, ownerDisabled: Bool)] = [:]
             for row in try await sql.raw(
                 """
-                SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i JOIN users u ON u.id = i.owner_id
+                SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i LEFT JOIN users u ON u.id = i.owner_id
                 WHERE i.id IN (\(binds: ids))\(unsafeRaw: lock)
                 """
             ).all() {
@@ -117,6 +120,12 @@ final class CredentialReads: Sendable {
                 }
                 guard let (integration, ownerDisabled) = found[request.id] else {
                     denied("not_found", owner: nil, .notFound)
+                    continue
+                }
+                guard Policy.decide(.service(workspace: request.scope), .readCredentials, in: integration.ownerID) == .allowed
+                else {
+                    // Recorded in the token's workspace, not the integration's: its owners learn nothing of it.
+                    denied("outside_workspace", owner: request.scope, .notFound)
                     continue
                 }
                 if ownerDisabled {

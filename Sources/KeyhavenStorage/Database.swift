@@ -191,6 +191,14 @@ public final class Database: Sendable {
         }
     }
 
+    /// On SQLite, turns the writer's foreign-key enforcement on or off (for migrations); nothing on PostgreSQL.
+    ///
+    /// - Throws: a failure to reach the database becomes `KeyhavenError.unavailable`.
+    func setSQLiteForeignKeys(enabled: Bool) async throws {
+        guard case .sqlite(let groups) = pool else { return }
+        try await mapErrors { try await groups.outsideTransaction("PRAGMA foreign_keys = \(enabled ? "ON" : "OFF")") }
+    }
+
     /// On SQLite, how many write transactions ran and in how many commits; nil on PostgreSQL.
     public var writeStatistics: WriteStatistics? {
         guard case .sqlite(let groups) = pool else { return nil }

@@ -182,18 +182,19 @@ public struct SQLTokenStore: TokenStore {
     }
 
     public func create(
-        kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?,
+        kind: APIToken.Kind, userID: UUID?, workspaceID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?,
         audit entry: AuditEntry
     ) async throws -> (token: String, record: APIToken) {
         let token = TokenMaterial.random(prefix: kind == .personal ? "kh_pat_" : "kh_svc_")
-        let record = APIToken(
+        var record = APIToken(
             id: UUID(), kind: kind, userID: userID, name: name, scopes: scopes, createdAt: Date(), lastUsedAt: nil,
             expiresAt: expiresAt, revokedAt: nil)
+        record.workspaceID = workspaceID
         try await database.transaction { sql in
             try await sql.raw(
                 """
-                INSERT INTO api_tokens (id, user_id, kind, name, token_hash, scopes, created_at, expires_at)
-                VALUES (\(bind: record.id), \(bind: userID), \(bind: kind.rawValue), \(bind: name), \
+                INSERT INTO api_tokens (id, user_id, workspace_id, kind, name, token_hash, scopes, created_at, expires_at)
+                VALUES (\(bind: record.id), \(bind: userID), \(bind: workspaceID), \(bind: kind.rawValue), \(bind: name), \
                 \(bind: TokenMaterial.hash(token)), \(bind: Self.encode(scopes)), \(bind: record.createdAt), \
                 \(bind: expiresAt))
                 """
@@ -201,6 +202,7 @@ public struct SQLTokenStore: TokenStore {
             var entry = entry
             entry.detail["token_id"] = .string(record.id.uuidString.lowercased())
             entry.detail["kind"] = .string(kind.rawValue)
+            if let workspaceID { entry.detail["workspace_id"] = .string(workspaceID.uuidString.lowercased()) }
             entry.detail["scopes"] = .array(scopes.map(\.rawValue).sorted().map(JSONValue.string))
             try await audit.append(entry, on: sql)
         }
@@ -276,6 +278,33 @@ public struct SQLTokenStore: TokenStore {
         }
     }
 
+    public func serviceTokens(workspaceID: UUID) async throws -> [APIToken] {
+        try await database.withConnection { sql in
+            try await sql.raw(
+                """
+                SELECT * FROM api_tokens WHERE workspace_id = \(bind: workspaceID) AND kind = 'service'
+                ORDER BY created_at DESC, id DESC
+                """
+            ).all().map(Self.token)
+        }
+    }
+
+    public func revokeServiceToken(id: UUID, workspaceID: UUID, audit entry: AuditEntry) async throws {
+        try await database.transaction { sql in
+            guard
+                try await sql.raw(
+                    """
+                    UPDATE api_tokens SET revoked_at = \(bind: Date()) WHERE id = \(bind: id) AND kind = 'service'
+                    AND workspace_id = \(bind: workspaceID) AND revoked_at IS NULL RETURNING id
+                    """
+                ).first() != nil
+            else { throw KeyhavenError.notFound }
+            var entry = entry
+            entry.detail["token_id"] = .string(id.uuidString.lowercased())
+            try await audit.append(entry, on: sql)
+        }
+    }
+
     static func encode(_ scopes: Set<TokenScope>) -> String {
         scopes.map(\.rawValue).sorted().joined(separator: " ")
     }
@@ -288,7 +317,7 @@ public struct SQLTokenStore: TokenStore {
         guard let kind = APIToken.Kind(rawValue: try row.decode(column: "kind", as: String.self)), !scopes.contains(nil) else {
             throw KeyhavenError.internalError
         }
-        return APIToken(
+        var token = APIToken(
             id: try row.decode(column: "id", as: UUID.self),
             kind: kind,
             userID: try row.decode(column: "user_id", as: UUID?.self),
@@ -298,6 +327,8 @@ public struct SQLTokenStore: TokenStore {
             lastUsedAt: try row.decode(column: "last_used_at", as: Date?.self),
             expiresAt: try row.decode(column: "expires_at", as: Date?.self),
             revokedAt: try row.decode(column: "revoked_at", as: Date?.self))
+        token.workspaceID = try row.decode(column: "workspace_id", as: UUID?.self)
+        return token
     }
 }
 

@@ -114,12 +114,16 @@ public struct SQLAuditLog: AuditLog {
         }
     }
 
-    public func events(ownerID: UUID, integrationID: UUID?, limit: Int, before: Int64?) async throws -> [AuditEvent] {
+    public func events(
+        ownerID: UUID, integrationID: UUID?, integrationsOnly: Bool, limit: Int, before: Int64?
+    ) async throws -> [AuditEvent] {
         try await database.withConnection { sql in
             var query = SQLQueryString("SELECT * FROM audit_events WHERE owner_id = \(bind: ownerID)")
             if let integrationID {
                 query.appendInterpolation(unsafeRaw: " AND integration_id = ")
                 query.appendInterpolation(bind: integrationID)
+            } else if integrationsOnly {
+                query.appendInterpolation(unsafeRaw: " AND integration_id IS NOT NULL")
             }
             if let before {
                 query.appendInterpolation(unsafeRaw: " AND seq < ")

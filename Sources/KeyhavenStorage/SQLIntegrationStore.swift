@@ -68,6 +68,66 @@ public struct SQLIntegrationStore: IntegrationStore {
         try await database.withConnection { sql in try await fetch(id: id, ownerID: ownerID, on: sql) }
     }
 
+    public func find(id: UUID, for userID: UUID) async throws -> (Integration, WorkspaceRole?) {
+        try await database.withConnection { sql in
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT i.*, m.role AS caller_role FROM integrations i
+                    LEFT JOIN memberships m ON m.organization_id = i.owner_id AND m.user_id = \(bind: userID)
+                    WHERE i.id = \(bind: id)
+                    """
+                ).first()
+            else { throw KeyhavenError.notFound }
+            let integration = try Self.integration(row)
+            if integration.ownerID == userID { return (integration, .owner) }
+            guard let text = try row.decode(column: "caller_role", as: String?.self) else { return (integration, nil) }
+            guard let role = WorkspaceRole(rawValue: text) else { throw KeyhavenError.internalError }
+            return (integration, role)
+        }
+    }
+
+    public func move(id: UUID, from source: UUID, to target: UUID, actor: AuditActor) async throws -> Integration {
+        try await database.transaction { sql in
+            let integration = try await fetch(id: id, ownerID: source, lock: true, on: sql)
+            guard source != target else { return integration }
+            let rotating = try await sql.raw(
+                """
+                SELECT id FROM rotations WHERE integration_id = \(bind: id) AND state NOT IN ('done', 'failed')
+                """
+            ).first()
+            if rotating != nil {
+                throw KeyhavenError.conflict("A rotation of this integration is under way; move it once it has finished.")
+            }
+            try await requireFreeName(integration.name, ownerID: target, except: nil, on: sql)
+            // The credentials are opened under the old binding, every old version is destroyed, and they are sealed
+            // again as a new version under the new one: no ciphertext bound to the old workspace survives.
+            let old = SecretOwner(integrationID: id, ownerID: source)
+            let (plaintext, _) = try await secrets.get(old, version: integration.credentialVersion, on: sql)
+            let destroyed = try await secrets.destroyAll(old, on: sql)
+            try await sql.raw("UPDATE integrations SET owner_id = \(bind: target) WHERE id = \(bind: id)").run()
+            let version = try await secrets.put(plaintext, for: SecretOwner(integrationID: id, ownerID: target), on: sql)
+            // The credentials themselves did not change: their age (for rotation) stays.
+            try await sql.raw(
+                """
+                UPDATE integrations SET credentials_changed_at = \(bind: integration.credentialsChangedAt)
+                WHERE id = \(bind: id)
+                """
+            ).run()
+            let detail: [String: JSONValue] = [
+                "from_workspace": .string(source.uuidString.lowercased()),
+                "to_workspace": .string(target.uuidString.lowercased()), "name": .string(integration.name),
+                "credential_version": .number(Double(version.version)), "destroyed_versions": .number(Double(destroyed)),
+            ]
+            try await audit.append(
+                [source, target].map {
+                    AuditEntry(actor: actor, action: .integrationMove, ownerID: $0, integrationID: id, detail: detail)
+                },
+                on: sql)
+            return try await fetch(id: id, ownerID: target, on: sql)
+        }
+    }
+
     public func update(id: UUID, ownerID: UUID, changes: IntegrationChanges, actor: AuditActor) async throws
         -> Integration
     {
@@ -140,8 +200,8 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     /// Reads are written in groups (``CredentialReads``): each caller's credentials come back only after the
     /// transaction holding its audit event has committed.
-    public func readCredentials(id: UUID, actor: AuditActor) async throws -> (Integration, Credentials) {
-        try await reads.read(id: id, actor: actor)
+    public func readCredentials(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials) {
+        try await reads.read(id: id, scope: scope, actor: actor)
     }
 
     /// A secret that does not open is shown as status `error` and audited (SPEC §4).
@@ -324,7 +384,7 @@ public struct SQLIntegrationStore: IntegrationStore {
             "SELECT id FROM integrations WHERE owner_id = \(bind: ownerID) AND name = \(bind: name)"
         ).first().map { try $0.decode(column: "id", as: UUID.self) }
         if let existing, existing != id {
-            throw KeyhavenError.conflict("You already have an integration with this name.")
+            throw KeyhavenError.conflict("This workspace already has an integration with this name.")
         }
     }
 

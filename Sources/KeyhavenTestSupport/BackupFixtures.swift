@@ -74,7 +74,7 @@ public struct BackupScenario: Sendable {
             scenario.credentials[integration]?.versions[3] = canary
         }
         _ = try await runtime.integrations.readCredentials(
-            id: owners[0].integration, actor: AuditActor(kind: .service, id: "test"))
+            id: owners[0].integration, scope: nil, actor: AuditActor(kind: .service, id: "test"))
         return scenario
     }
 

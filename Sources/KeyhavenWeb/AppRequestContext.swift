@@ -79,6 +79,16 @@ public struct UserContext: ChildRequestContext {
         }
     }
 
+    /// Requires a browser session or an external JWT: a token that could mint tokens would outlive its own
+    /// scopes.
+    ///
+    /// - Throws: `KeyhavenError.forbidden` for a personal access token.
+    public func requireInteractive() throws {
+        if case .personalToken = credential {
+            throw KeyhavenError.forbidden("Personal access tokens cannot manage tokens; sign in instead.")
+        }
+    }
+
     /// The actor for audit events.
     public func actor(_ request: Request) -> AuditActor {
         AuditActor(

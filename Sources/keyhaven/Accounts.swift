@@ -50,8 +50,17 @@ extension KeyhavenCommand {
             @Option(help: "A scope (credentials:read); repeat for more.")
             var scope: [String] = ["credentials:read"]
 
+            @Option(help: "Limit the token to one workspace: an organization's id, or a user's id for their own.")
+            var workspace: String?
+
             func run() async throws {
                 try await reportingFailure {
+                    let workspaceID = try workspace.map { text in
+                        guard let id = UUID(uuidString: text) else {
+                            throw KeyhavenError.badRequest("--workspace must be a workspace id (a UUID)")
+                        }
+                        return id
+                    }
                     let (configuration, logger) = try await global.load()
                     let scopes = try Set(scope.map { text in
                         guard let scope = TokenScope(rawValue: text), scope == .credentialsRead else {
@@ -60,7 +69,7 @@ extension KeyhavenCommand {
                         return scope
                     })
                     let (token, record) = try await KeyhavenOperations.createServiceToken(
-                        name: name, scopes: scopes, configuration, logger: logger)
+                        name: name, scopes: scopes, workspace: workspaceID, configuration, logger: logger)
                     print("Service token \(record.id.uuidString.lowercased()) created; store it now, it is not shown again:")
                     print(token)
                 }

@@ -226,7 +226,7 @@ struct HardeningTests {
                     group.addTask {
                         var failures: [String] = []
                         for _ in 0..<20 {
-                            do { _ = try await store.readCredentials(id: integration.id, actor: .system) } catch { failures.append("read: \(error)") }
+                            do { _ = try await store.readCredentials(id: integration.id, scope: nil, actor: .system) } catch { failures.append("read: \(error)") }
                         }
                         return failures
                     }

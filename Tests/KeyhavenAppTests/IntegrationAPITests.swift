@@ -72,7 +72,8 @@ struct IntegrationAPITests {
             #expect(created["credential_version"] as? Int == 1)
             let createdAt = try #require(created["created_at"] as? String)
             #expect(try Date(createdAt, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)).timeIntervalSinceNow > -60)
-            #expect(Set(created.keys) == ["id", "name", "type", "status", "enabled", "config", "credential_hint", "credential_version",
+            #expect(created["workspace_id"] as? String == user.id.uuidString.lowercased())
+            #expect(Set(created.keys) == ["id", "workspace_id", "name", "type", "status", "enabled", "config", "credential_hint", "credential_version",
                                          "error_message", "last_verified_at", "last_used_at", "created_at", "updated_at",
                                          "rotation", "rotation_due"])
 

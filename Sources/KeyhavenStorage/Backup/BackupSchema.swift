@@ -1,7 +1,7 @@
 import KeyhavenCrypto
 
 /// The tables a backup holds, parents before children (the order they are written and restored in), each with
-/// its columns and their types, as of schema version 8. A migration that adds a table or a column adds it here
+/// its columns and their types, as of schema version 9. A migration that adds a table or a column adds it here
 /// too; a test compares this list with the migrated schema.
 public enum BackupSchema {
     /// One table.
@@ -31,6 +31,23 @@ public enum BackupSchema {
             columns: [
                 .init("id", .text), .init("canary", .bytes), .init("active", .bool), .init("wrap_count", .int),
                 .init("created_at", .date), .init("activated_at", .date),
+            ]),
+        Table(
+            name: "organizations", key: "id",
+            columns: [.init("id", .uuid), .init("name", .text), .init("created_at", .date), .init("updated_at", .date)]),
+        Table(
+            name: "memberships", key: "id",
+            columns: [
+                .init("id", .uuid), .init("organization_id", .uuid), .init("user_id", .uuid), .init("role", .text),
+                .init("created_at", .date), .init("updated_at", .date),
+            ]),
+        Table(
+            name: "invitations", key: "id",
+            columns: [
+                .init("id", .uuid), .init("organization_id", .uuid), .init("email", .text), .init("role", .text),
+                .init("token_hash", .text), .init("created_by", .text), .init("created_at", .date),
+                .init("expires_at", .date), .init("accepted_at", .date), .init("accepted_by", .uuid),
+                .init("revoked_at", .date),
             ]),
         Table(
             name: "integrations", key: "id",
@@ -70,6 +87,7 @@ public enum BackupSchema {
                 .init("id", .uuid), .init("user_id", .uuid), .init("kind", .text), .init("name", .text),
                 .init("token_hash", .text), .init("scopes", .text), .init("created_at", .date),
                 .init("last_used_at", .date), .init("expires_at", .date), .init("revoked_at", .date),
+                .init("workspace_id", .uuid),
             ]),
         Table(
             name: "audit_keys", key: "id",

@@ -27,6 +27,7 @@ public struct Migrator: Sendable {
         .indexIntegrationsByOwnerAndID,
         .addBackupSchedule,
         .addRotation,
+        .addOrganizations,
     ]
 
     let database: Database
@@ -42,11 +43,27 @@ public struct Migrator: Sendable {
     /// Applies every pending migration in one transaction; returns the names of those applied.
     ///
     /// Several instances starting at once are safe: on PostgreSQL an advisory lock serialises them, on SQLite the
-    /// write lock does.
+    /// write lock does. On SQLite the migrations run with foreign-key enforcement off, as SQLite prescribes for
+    /// rebuilding a table that others reference (dropping it would otherwise cascade), and every foreign key is
+    /// checked before the commit.
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached; `KeyhavenError.configuration` if
-    ///   the database was migrated by a newer Keyhaven or an applied migration was changed.
+    ///   the database was migrated by a newer Keyhaven, an applied migration was changed, or a migration left a
+    ///   broken foreign key.
     @discardableResult
     public func migrate() async throws -> [String] {
+        guard database.kind == .sqlite else { return try await migrateInTransaction() }
+        try await database.setSQLiteForeignKeys(enabled: false)
+        do {
+            let applied = try await migrateInTransaction()
+            try await database.setSQLiteForeignKeys(enabled: true)
+            return applied
+        } catch {
+            try? await database.setSQLiteForeignKeys(enabled: true)
+            throw error
+        }
+    }
+
+    private func migrateInTransaction() async throws -> [String] {
         let kind = database.kind
         let types = Database.ColumnTypes(kind)
         return try await database.transaction { sql in
@@ -93,6 +110,9 @@ public struct Migrator: Sendable {
                     .values(SQLBind(migration.version), SQLBind(migration.name), SQLBind(checksum), SQLBind(Date()))
                     .run()
                 names.append(String(format: "%04d_%@", migration.version, migration.name))
+            }
+            if kind == .sqlite, try await sql.raw("PRAGMA foreign_key_check").first() != nil {
+                throw KeyhavenError.configuration("a database migration left a broken foreign key; nothing was changed")
             }
             return names
         }

@@ -93,6 +93,20 @@ final class SQLiteWriteGroups: Sendable {
         }
     }
 
+    /// Runs `statement` on the writer outside any transaction (a pragma SQLite ignores inside one), after
+    /// committing the open group.
+    ///
+    /// - Throws: the statement's error.
+    func outsideTransaction(_ statement: String) async throws {
+        try await connections.onWriterThread {
+            await acquire()
+            defer { release() }
+            let sql = try connections.writerDatabase()
+            try await commit(on: sql)
+            try await sql.raw(SQLQueryString(statement)).run()
+        }
+    }
+
     /// Commits the open group, then closes the connections; writers queued behind find the database closed.
     func close() async {
         _ = try? await connections.onWriterThread {

@@ -9,13 +9,15 @@ public struct IntegrationController: Sendable {
     let limiter: any RateLimiter
     let checks: CheckRateLimit
     let rotations: any RotationStore
+    let access: WorkspaceAccess
 
     /// Creates the controller; `checks` limits how many provider checks a user's creates, updates and rotations
     /// start.
     public init(
         integrations: any IntegrationStore, audit: any AuditLog, limiter: any RateLimiter, checks: CheckRateLimit,
-        rotations: any RotationStore
+        rotations: any RotationStore, access: WorkspaceAccess
     ) {
+        self.access = access
         self.integrations = integrations
         self.audit = audit
         self.limiter = limiter
@@ -32,6 +34,7 @@ public struct IntegrationController: Sendable {
         group.patch(":id", use: update)
         group.delete(":id", use: delete)
         group.post(":id/rotate", use: rotate)
+        group.post(":id/move", use: move)
         api.get("integrations/:id/credentials", use: credentials)
     }
 
@@ -47,6 +50,8 @@ public struct IntegrationController: Sendable {
             guard let decoded = Cursor.decode(text) else { throw KeyhavenError.badRequest("The cursor is not valid.") }
             cursor = decoded
         }
+        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
+        _ = try await access.require(.view, in: workspace, for: context.user)
         let rotationDue: Bool?
         switch request.uri.queryParameters["rotation_due"].map(String.init) {
         case nil: rotationDue = nil
@@ -55,7 +60,7 @@ public struct IntegrationController: Sendable {
         default: throw KeyhavenError.badRequest("rotation_due must be true or false.")
         }
         guard let due = rotationDue else {
-            let page = try await integrations.list(ownerID: context.user.id, limit: limit + 1, after: cursor)
+            let page = try await integrations.list(ownerID: workspace, limit: limit + 1, after: cursor)
             let shown = Array(page.prefix(limit))
             let next = page.count > limit ? shown.last.map { Cursor.encode($0.id) } : nil
             return Response.json(status: .ok, IntegrationListResponse(integrations: shown, nextCursor: next))
@@ -68,7 +73,7 @@ public struct IntegrationController: Sendable {
         var scanned = 0
         var exhausted = false
         scan: while shown.count < limit && scanned < 5_000 {
-            let page = try await integrations.list(ownerID: context.user.id, limit: 200, after: position)
+            let page = try await integrations.list(ownerID: workspace, limit: 200, after: position)
             for integration in page {
                 position = integration.id
                 scanned += 1
@@ -87,10 +92,10 @@ public struct IntegrationController: Sendable {
     /// `POST /api/integrations/{id}/rotate`: starts a rotation now (SPEC §15); 202 with the rotation.
     @Sendable func rotate(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        let id = try UUID.path(context)
-        _ = try await integrations.get(id: id, ownerID: context.user.id)
+        let integration = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
         try await checks.count(context.user.id, on: limiter)
-        let rotation = try await rotations.request(id: id, ownerID: context.user.id, actor: context.actor(request), now: Date())
+        let rotation = try await rotations.request(
+            id: integration.id, ownerID: integration.ownerID, actor: context.actor(request), now: Date())
         return Response.json(status: .accepted, RotationResponse(rotation: rotation))
     }
 
@@ -98,24 +103,25 @@ public struct IntegrationController: Sendable {
         try context.require(.integrationsWrite)
         let decoded = try await CreateIntegrationRequest.read(request, context: context)
         let new = try decoded.body.validated(decoded.errors).orThrow()
+        let workspace = new.workspace ?? context.user.id
+        try await requireTarget(workspace, context)
         try await checks.count(context.user.id, on: limiter)
         let integration = try await integrations.create(
-            ownerID: context.user.id, name: new.name, type: new.type, config: new.config, credentials: new.credentials,
+            ownerID: workspace, name: new.name, type: new.type, config: new.config, credentials: new.credentials,
             rotation: new.rotation, actor: context.actor(request))
         return Response.json(status: .created, IntegrationResponse(integration: integration))
     }
 
     @Sendable func get(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
-        let integration = try await integrations.get(id: try UUID.path(context), ownerID: context.user.id)
+        let integration = try await access.integration(try UUID.path(context), .view, for: context.user)
         return Response.json(status: .ok, IntegrationResponse(integration: integration))
     }
 
     @Sendable func update(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        let id = try UUID.path(context)
-        // The integration must be the caller's before its body is even looked at.
-        let current = try await integrations.get(id: id, ownerID: context.user.id)
+        // The caller must be allowed to change the integration before its body is even looked at.
+        let current = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
         let decoded = try await UpdateIntegrationRequest.read(request, context: context)
         if let conflict = UpdateIntegrationRequest.typeConflict(for: current, sent: decoded.sent) { throw conflict }
         let changes = try decoded.body.validated(for: current, sent: decoded.sent, decoded.errors).orThrow()
@@ -123,14 +129,37 @@ public struct IntegrationController: Sendable {
             try await checks.count(context.user.id, on: limiter)
         }
         let integration = try await integrations.update(
-            id: id, ownerID: context.user.id, changes: changes, actor: context.actor(request))
+            id: current.id, ownerID: current.ownerID, changes: changes, actor: context.actor(request))
         return Response.json(status: .ok, IntegrationResponse(integration: integration))
     }
 
     @Sendable func delete(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        try await integrations.delete(id: try UUID.path(context), ownerID: context.user.id, actor: context.actor(request))
+        let integration = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
+        try await integrations.delete(id: integration.id, ownerID: integration.ownerID, actor: context.actor(request))
         return Response(status: .noContent)
+    }
+
+    /// `POST /api/integrations/{id}/move`: to another workspace where the caller may add integrations (SPEC §12).
+    @Sendable func move(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        let integration = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
+        let decoded = try await MoveIntegrationRequest.read(request, context: context)
+        let target = try decoded.body.validated(decoded.errors).orThrow()
+        try await requireTarget(target, context)
+        let moved = try await integrations.move(
+            id: integration.id, from: integration.ownerID, to: target, actor: context.actor(request))
+        return Response.json(status: .ok, IntegrationResponse(integration: moved))
+    }
+
+    /// Requires that the caller may add integrations to `workspace`, named by a body's `workspace_id`: 422 on that
+    /// field if they are not a member, 403 if their role does not allow it.
+    private func requireTarget(_ workspace: UUID, _ context: UserContext) async throws {
+        do {
+            _ = try await access.require(.editIntegrations, in: workspace, for: context.user)
+        } catch KeyhavenError.notFound {
+            throw KeyhavenError.validationFailed(["workspace_id": "is not a workspace you belong to"])
+        }
     }
 
     /// Backend-only: the decrypted credentials, audited before they leave (SPEC §6, §8).
@@ -158,11 +187,34 @@ public struct IntegrationController: Sendable {
             }
             throw error
         }
-        let (integration, credentials) = try await integrations.readCredentials(id: id, actor: service.actor(request))
+        let (integration, credentials) = try await integrations.readCredentials(
+            id: id, scope: service.token.workspaceID, actor: service.actor(request))
         var response = Response.json(
             status: .ok, CredentialsResponse(integration: integration, credentials: credentials))
         response.headers[.cacheControl] = "no-store"
         return response
+    }
+}
+
+/// The `workspace_id` of lists and creates: a lowercase UUID; absent means the caller's personal workspace.
+enum WorkspaceParameter {
+    /// The `workspace_id` query parameter.
+    ///
+    /// - Throws: `KeyhavenError.badRequest` if it is not a UUID.
+    static func query(_ request: Request, default personal: UUID) throws -> UUID {
+        guard let text = request.uri.queryParameters["workspace_id"].map(String.init) else { return personal }
+        guard let id = UUID(text: text) else { throw KeyhavenError.badRequest("workspace_id must be a UUID.") }
+        return id
+    }
+
+    /// A body's `workspace_id` field, nil when absent or null; problems go to `errors`.
+    static func field(_ input: Input<String>?, errors: inout FieldErrors) -> UUID? {
+        guard let input else { return nil }
+        guard let text = input.value, let id = UUID(text: text) else {
+            errors["workspace_id"] = "must be a workspace id (a UUID)"
+            return nil
+        }
+        return id
     }
 }
 

@@ -7,16 +7,24 @@ import KeyhavenCore
 
 /// `POST /api/integrations`: `{name, type, credentials, config?}`.
 struct CreateIntegrationRequest: RequestBody {
-    static let knownFields: Set<String>? = ["name", "type", "credentials", "config", "rotation"]
+    static let knownFields: Set<String>? = ["name", "type", "credentials", "config", "rotation", "workspace_id"]
 
     var name: Input<String>?
     var type: Input<String>?
     var credentials: Input<JSONValue>?
     var config: Input<[String: JSONValue]>?
     var rotation: Input<[String: JSONValue]>?
+    var workspaceID: Input<String>?
+
+    enum CodingKeys: String, CodingKey {
+        case name, type, credentials, config, rotation
+        case workspaceID = "workspace_id"
+    }
 
     /// A new integration that passed every rule.
     struct Valid {
+        /// The workspace to create it in; nil for the caller's personal one.
+        var workspace: UUID?
         var name: String
         var type: IntegrationType
         var credentials: Credentials
@@ -50,8 +58,10 @@ struct CreateIntegrationRequest: RequestBody {
             errors.merge(CredentialValidator.validateConfig(type: type, config))
         }
         let policy = type.flatMap { RotationRule.policy(rotation, for: $0, errors: &errors) }
+        let workspace = WorkspaceParameter.field(workspaceID, errors: &errors)
         guard errors.isEmpty, let name, let type, let valid else { return .failure(errors) }
-        return .success(Valid(name: name, type: type, credentials: valid, config: config, rotation: policy ?? .off))
+        return .success(
+            Valid(workspace: workspace, name: name, type: type, credentials: valid, config: config, rotation: policy ?? .off))
     }
 }
 
@@ -121,6 +131,26 @@ extension UpdateIntegrationRequest {
     }
 }
 
+/// `POST /api/integrations/{id}/move`: `{workspace_id}`.
+struct MoveIntegrationRequest: RequestBody {
+    static let knownFields: Set<String>? = ["workspace_id"]
+
+    var workspaceID: Input<String>?
+
+    enum CodingKeys: String, CodingKey {
+        case workspaceID = "workspace_id"
+    }
+
+    /// The target workspace, or the problem.
+    func validated(_ errors: FieldErrors) -> Result<UUID, FieldErrors> {
+        var errors = errors
+        let workspace = WorkspaceParameter.field(workspaceID, errors: &errors)
+        if workspaceID == nil { errors["workspace_id"] = "is required" }
+        guard errors.isEmpty, let workspace else { return .failure(errors) }
+        return .success(workspace)
+    }
+}
+
 /// The integration object of SPEC §6; every field is present, null when unset. Never any credential.
 struct IntegrationResponse: ResponseBody {
     let integration: Integration
@@ -128,6 +158,7 @@ struct IntegrationResponse: ResponseBody {
     var json: JSONValue {
         .object([
             "id": wireID(integration.id),
+            "workspace_id": wireID(integration.ownerID),
             "name": .string(integration.name),
             "type": .string(integration.type.rawValue),
             "status": .string(integration.status.rawValue),

@@ -19,20 +19,14 @@ public struct TokenController: Sendable {
         group.delete(":id", use: revoke)
     }
 
-    func requireInteractive(_ context: UserContext) throws {
-        if case .personalToken = context.credential {
-            throw KeyhavenError.forbidden("Personal access tokens cannot manage tokens; sign in instead.")
-        }
-    }
-
     @Sendable func list(_ request: Request, context: UserContext) async throws -> Response {
-        try requireInteractive(context)
+        try context.requireInteractive()
         let list = try await tokens.list(userID: context.user.id)
         return Response.json(status: .ok, TokenListResponse(tokens: list))
     }
 
     @Sendable func create(_ request: Request, context: UserContext) async throws -> Response {
-        try requireInteractive(context)
+        try context.requireInteractive()
         let decoded = try await CreateTokenRequest.read(request, context: context)
         let new = try decoded.body.validated(decoded.errors).orThrow()
         let (secret, record) = try await tokens.create(
@@ -42,7 +36,7 @@ public struct TokenController: Sendable {
     }
 
     @Sendable func revoke(_ request: Request, context: UserContext) async throws -> Response {
-        try requireInteractive(context)
+        try context.requireInteractive()
         try await tokens.revoke(
             id: try UUID.path(context), userID: context.user.id,
             audit: AuditEntry(actor: context.actor(request), action: .tokenRevoke, ownerID: context.user.id))

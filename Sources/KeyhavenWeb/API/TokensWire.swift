@@ -36,16 +36,21 @@ struct CreateTokenRequest: RequestBody {
             scopes.insert(scope)
         }
         if scopes.isEmpty { errors["scopes"] = "must list integrations:read and/or integrations:write" }
-        var expiresAt: Date?
-        if let expiresInDays {
-            guard let days = expiresInDays.value, days >= 1, days <= 365, days == days.rounded() else {
-                errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
-                return .failure(errors)
-            }
-            expiresAt = now.addingTimeInterval(days * 86400)
-        }
+        let expiresAt = ExpiryRule.date(expiresInDays, now: now, errors: &errors)
         guard errors.isEmpty, let name else { return .failure(errors) }
         return .success(Valid(name: name, scopes: scopes, expiresAt: expiresAt))
+    }
+}
+
+/// A token's `expires_in_days`: a whole number of days from 1 to 365; nil when absent.
+enum ExpiryRule {
+    static func date(_ input: Input<Double>?, now: Date, errors: inout FieldErrors) -> Date? {
+        guard let input else { return nil }
+        guard let days = input.value, days >= 1, days <= 365, days == days.rounded() else {
+            errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
+            return nil
+        }
+        return now.addingTimeInterval(days * 86400)
     }
 }
 
@@ -58,6 +63,7 @@ struct TokenResponse: ResponseBody {
             "id": wireID(token.id),
             "name": .string(token.name),
             "kind": .string(token.kind.rawValue),
+            "workspace_id": token.workspaceID.map(wireID) ?? .null,
             "scopes": .array(token.scopes.map(\.rawValue).sorted().map(JSONValue.string)),
             "created_at": wireDate(token.createdAt),
             "last_used_at": wireDate(token.lastUsedAt),

@@ -8,12 +8,14 @@ public struct VerificationController: Sendable {
     let limiter: any RateLimiter
     let checks: CheckRateLimit
     let metrics: @Sendable () -> String
+    let access: WorkspaceAccess
 
     /// Creates the controller; `metrics` renders the Prometheus exposition.
     public init(
-        tester: any IntegrationTester, limiter: any RateLimiter, checks: CheckRateLimit,
+        tester: any IntegrationTester, limiter: any RateLimiter, checks: CheckRateLimit, access: WorkspaceAccess,
         metrics: @escaping @Sendable () -> String
     ) {
+        self.access = access
         self.tester = tester
         self.limiter = limiter
         self.checks = checks
@@ -33,9 +35,10 @@ public struct VerificationController: Sendable {
     @Sendable func test(_ request: Request, context: UserContext) async throws -> Response {
         // A test changes the integration's status and calls the provider: a write, and a check to pay for.
         try context.require(.integrationsWrite)
-        let id = try UUID.path(context)
+        let integration = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
         try await checks.count(context.user.id, on: limiter)
-        let record = try await tester.testNow(id: id, ownerID: context.user.id, actor: context.actor(request))
+        let record = try await tester.testNow(
+            id: integration.id, ownerID: integration.ownerID, actor: context.actor(request))
         let language = request.headers[.acceptLanguage]?.lowercased().hasPrefix("es") == true ? "es" : "en"
         return Response.json(status: .ok, TestResultResponse(record: record, language: language))
     }

@@ -21,6 +21,7 @@ extension KeyhavenError: HTTPResponseError {
         case .forbidden: .forbidden
         case .notFound: .notFound
         case .conflict, .integrationDisabled: .conflict
+        case .gone: .gone
         case .payloadTooLarge: .contentTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .validationFailed: .unprocessableContent
