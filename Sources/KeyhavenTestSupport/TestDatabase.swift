@@ -22,14 +22,15 @@ public enum TestDatabase: String, Sendable, CaseIterable, CustomStringConvertibl
 
     public var description: String { rawValue }
 
-    /// A fresh, empty, migrated database of this kind, private to one test.
-    public func make(logger: Logger = Logger(label: "test")) async throws -> TestDatabaseHandle {
+    /// A fresh, empty database of this kind, private to one test; migrated unless `migrated` is false (a test of
+    /// a migration applies them itself).
+    public func make(logger: Logger = Logger(label: "test"), migrated: Bool = true) async throws -> TestDatabaseHandle {
         switch self {
         case .sqlite:
             let directory = try TemporaryDirectory()
             let location = DatabaseLocation.sqlite(path: directory.path + "/keyhaven.sqlite")
             let database = try await Database.open(location, logger: logger)
-            try await Migrator(database: database).migrate()
+            if migrated { try await Migrator(database: database).migrate() }
             return TestDatabaseHandle(database: database, location: location, schema: nil, directory: directory)
         case .postgres:
             guard let url = ProcessInfo.processInfo.environment["KEYHAVEN_TEST_POSTGRES_URL"], !url.isEmpty else {
@@ -41,7 +42,7 @@ public enum TestDatabase: String, Sendable, CaseIterable, CustomStringConvertibl
             try await admin.withConnection { sql in try await sql.raw("CREATE SCHEMA \(ident: String(schema))").run() }
             await admin.shutdown()
             let database = try await Database.open(location, searchPath: [String(schema)], logger: logger)
-            try await Migrator(database: database).migrate()
+            if migrated { try await Migrator(database: database).migrate() }
             return TestDatabaseHandle(
                 database: database, location: location, schema: String(schema), directory: try TemporaryDirectory())
         }

@@ -1,6 +1,7 @@
 import Foundation
 import KeyhavenCore
-import KeyhavenStorage
+import Logging
+@testable import KeyhavenStorage
 import KeyhavenTestSupport
 import SQLKit
 import Testing
@@ -45,6 +46,86 @@ struct MigrationTests {
         #expect(!"\(postgres)".contains("hunter2"))
         for bad in ["mysql://x", "", "sqlite://", "/tmp/file.sqlite"] {
             #expect(throws: KeyhavenError.self) { try DatabaseLocation(url: bad) }
+        }
+    }
+}
+
+/// Migration 9 (organizations) on a database that already holds integrations.
+@Suite("Workspaces migration")
+struct WorkspacesMigrationTests {
+    @Test("existing integrations stay in their owner's personal workspace and every secret opens as before; an organization can own integrations afterwards", arguments: TestDatabase.all)
+    func existingIntegrationsStay(kind: TestDatabase) async throws {
+        let handle = try await kind.make(migrated: false)
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        let logger = Logger(label: "test")
+        try await Migrator(database: database).migrate(through: 8)
+        let keyring = try await LiveKeyring.open(
+            source: Fixtures.environmentKeyring(), database: database, allowCreate: true, logger: logger)
+        let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
+        let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+        let integrations = SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger)
+        let owner = UUID()
+        try await database.transaction { sql in
+            try await sql.raw(
+                "INSERT INTO users (id, email, created_at) VALUES (\(bind: owner), 'before@example.test', \(bind: Date()))"
+            ).run()
+        }
+        var created: [(Integration, String)] = []
+        for index in 0..<3 {
+            let key = "sk-before-migration-\(index)-\(UUID().uuidString)"
+            let integration = try await integrations.create(
+                ownerID: owner, name: "before \(index)", type: .openai, config: ["organization": "org-keep"],
+                credentials: .apiKey(key), actor: .system)
+            _ = try await integrations.update(
+                id: integration.id, ownerID: owner, changes: IntegrationChanges(credentials: .apiKey(key)), actor: .system)
+            created.append((integration, key))
+        }
+
+        #expect(try await Migrator(database: database).migrate() == ["0009_AddOrganizations"])
+
+        for (before, key) in created {
+            let (after, role) = try await integrations.find(id: before.id, for: owner)
+            #expect(role == .owner)
+            #expect(after.ownerID == owner && after.name == before.name && after.config == before.config)
+            #expect(after.credentialVersion == 2)
+            for version in [1, 2] {
+                let (plaintext, _) = try await secrets.get(
+                    SecretOwner(integrationID: before.id, ownerID: owner), version: version)
+                #expect(try Credentials(type: .openai, stored: plaintext).wireValue == .string(key))
+            }
+            let (_, read) = try await integrations.readCredentials(id: before.id, scope: nil, actor: .system)
+            #expect(read.wireValue == .string(key))
+        }
+        #expect(try await integrations.list(ownerID: owner, limit: 10, after: nil).count == 3)
+
+        // Foreign keys hold again after the migration: a secret of no integration is refused.
+        await #expect(throws: (any Error).self) {
+            try await database.transaction { sql in
+                try await sql.raw(
+                    """
+                    INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at)
+                    VALUES (\(bind: UUID()), \(bind: UUID()), \(bind: owner), 1, 'primary', \(bind: Data([1])), \
+                    \(bind: Data([1])), \(bind: Data([1])), \(bind: Date()))
+                    """
+                ).run()
+            }
+        }
+        // An organization (not a user) can own an integration now, and deleting it deletes that integration.
+        let organizations = SQLOrganizationStore(database: database, secrets: secrets, audit: audit)
+        let team = try await organizations.create(name: "team", by: owner, actor: .system)
+        let shared = try await integrations.create(
+            ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey("sk-shared-key-0123"),
+            actor: .system)
+        try await organizations.delete(id: team.id, confirmation: "team", actor: .system)
+        await #expect(throws: KeyhavenError.notFound) { _ = try await integrations.find(id: shared.id, for: owner) }
+        #expect(try await secrets.versions(of: SecretOwner(integrationID: shared.id, ownerID: team.id)).isEmpty)
+        #expect(try await audit.verify() == .intact(events: try await auditCount(database)))
+    }
+
+    private func auditCount(_ database: Database) async throws -> Int {
+        try await database.withConnection { sql in
+            try await sql.raw("SELECT COUNT(*) AS n FROM audit_events").first()?.decode(column: "n", as: Int.self) ?? 0
         }
     }
 }

@@ -51,10 +51,16 @@ public struct Migrator: Sendable {
     ///   broken foreign key.
     @discardableResult
     public func migrate() async throws -> [String] {
-        guard database.kind == .sqlite else { return try await migrateInTransaction() }
+        try await migrate(through: Self.latestVersion)
+    }
+
+    /// Applies the pending migrations up to `version` (a test of one migration starts from the schema before it).
+    @discardableResult
+    func migrate(through version: Int) async throws -> [String] {
+        guard database.kind == .sqlite else { return try await migrateInTransaction(through: version) }
         try await database.setSQLiteForeignKeys(enabled: false)
         do {
-            let applied = try await migrateInTransaction()
+            let applied = try await migrateInTransaction(through: version)
             try await database.setSQLiteForeignKeys(enabled: true)
             return applied
         } catch {
@@ -63,7 +69,7 @@ public struct Migrator: Sendable {
         }
     }
 
-    private func migrateInTransaction() async throws -> [String] {
+    private func migrateInTransaction(through version: Int) async throws -> [String] {
         let kind = database.kind
         let types = Database.ColumnTypes(kind)
         return try await database.transaction { sql in
@@ -92,7 +98,7 @@ public struct Migrator: Sendable {
                         + "(\(Self.latestVersion)): upgrade Keyhaven")
             }
             var names: [String] = []
-            for migration in Self.all {
+            for migration in Self.all where migration.version <= version {
                 let checksum = migration.checksum(for: kind)
                 if let existing = appliedChecksums[migration.version] {
                     guard existing == checksum else {
