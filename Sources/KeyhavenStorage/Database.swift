@@ -199,6 +199,16 @@ public final class Database: Sendable {
         try await mapErrors { try await groups.outsideTransaction("PRAGMA foreign_keys = \(enabled ? "ON" : "OFF")") }
     }
 
+    /// On SQLite, copies every committed page from the write-ahead log into the database file and empties the log,
+    /// so what was deleted (with `secure_delete`) survives in neither file; nothing on PostgreSQL. Readers in the
+    /// middle of a transaction keep older pages, so run it when none are.
+    ///
+    /// - Throws: a failure to reach the database becomes `KeyhavenError.unavailable`.
+    public func checkpointSQLiteLog() async throws {
+        guard case .sqlite(let groups) = pool else { return }
+        try await mapErrors { try await groups.outsideTransaction("PRAGMA wal_checkpoint(TRUNCATE)") }
+    }
+
     /// On SQLite, how many write transactions ran and in how many commits; nil on PostgreSQL.
     public var writeStatistics: WriteStatistics? {
         guard case .sqlite(let groups) = pool else { return nil }

@@ -7,8 +7,10 @@ import KeyhavenStorage
 import Logging
 import SQLKit
 
-/// A deployment with every kind of row, for backup tests: several users, integrations with several credential
-/// versions, a rotated master key, tokens, sessions, rate-limit windows, audit events and a checkpoint.
+/// A deployment with every kind of row, for backup tests: several users, an organization with a member, an
+/// accepted and a pending invitation, integrations (personal and the organization's) with several credential
+/// versions, a rotated master key, tokens (one scoped to the organization), sessions, rate-limit windows, audit
+/// events and a checkpoint.
 public struct BackupScenario: Sendable {
     /// Every credential version stored, by integration: (owner, version → plaintext).
     public var credentials: [UUID: (owner: UUID, versions: [Int: String])] = [:]
@@ -21,11 +23,13 @@ public struct BackupScenario: Sendable {
     {
         var scenario = BackupScenario()
         var owners: [(user: UUID, integration: UUID)] = []
+        var people: [User] = []
         for index in 0..<users {
             let user = try await runtime.users.create(
                 email: "backup-\(index)-\(UUID().uuidString.prefix(6).lowercased())@example.test",
                 passwordHash: "$2b$04$notarealhashbutlongenoughfortests....................",
                 audit: AuditEntry(actor: .operator, action: .signup))
+            people.append(user)
             _ = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
             _ = try await runtime.tokens.create(
                 kind: .personal, userID: user.id, name: "pat \(index)", scopes: [.integrationsRead], expiresAt: nil,
@@ -42,6 +46,25 @@ public struct BackupScenario: Sendable {
         _ = try await runtime.tokens.create(
             kind: .service, userID: nil, name: "backend", scopes: [.credentialsRead], expiresAt: nil,
             audit: AuditEntry(actor: .operator, action: .tokenCreate))
+        // An organization: the first user owns it, the second joined by invitation, a third invitation waits.
+        if people.count >= 2 {
+            let owner = AuditActor(kind: .user, id: people[0].id.uuidString.lowercased())
+            let team = try await runtime.organizations.create(name: "backup team", by: people[0].id, actor: owner)
+            let (token, _) = try await runtime.organizations.invite(
+                email: people[1].email ?? "", role: .member, to: team.id, actor: owner, now: Date())
+            _ = try await runtime.organizations.accept(
+                token: token, user: people[1], actor: AuditActor(kind: .user, id: people[1].id.uuidString.lowercased()),
+                now: Date())
+            _ = try await runtime.organizations.invite(
+                email: "pending@example.test", role: .viewer, to: team.id, actor: owner, now: Date())
+            let canary = Fixtures.canary("backup-team")
+            let shared = try await runtime.integrations.create(
+                ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey(canary), actor: owner)
+            scenario.credentials[shared.id] = (team.id, [1: canary])
+            _ = try await runtime.tokens.create(
+                kind: .service, userID: nil, workspaceID: team.id, name: "team backend", scopes: [.credentialsRead],
+                expiresAt: nil, audit: AuditEntry(actor: owner, action: .tokenCreate, ownerID: team.id))
+        }
         _ = try await runtime.limiter.hit("login:backup-test", limit: 10, window: .seconds(60))
         // An AWS integration with an automatic rotation policy and a rotation under way.
         if let first = owners.first {

@@ -50,6 +50,33 @@ struct LeakScanTests {
             #expect(expected[ids["aws"]!]?.contains(second.awsSecret) == true)
             #expect(expected[ids["google_cloud"]!]?.contains(second.googleKeyID) == true)
             _ = try await api.request(.delete, "/api/integrations/\(ids["gemini"]!)", auth: user.session)
+            // Organizations: an integration created in one, another moved into it, both read with its scoped token,
+            // and every organization route in between.
+            let created = try await api.request(.post, "/api/orgs", auth: user.session, json: ["name": "leak team"])
+            let org = try #require(created.json["id"] as? String)
+            var orgBody = first.body("aws")
+            orgBody["name"] = "team aws"
+            orgBody["workspace_id"] = org
+            let inOrg = try #require(try await api.request(.post, "/api/integrations", auth: user.session, json: orgBody).json["id"] as? String)
+            let move = try await api.request(.post, "/api/integrations/\(ids["azure"]!)/move", auth: .bearer(pat.token), json: ["workspace_id": org])
+            #expect(move.status == .ok)
+            let scoped = try await api.request(
+                .post, "/api/orgs/\(org)/service-tokens", auth: user.session, json: ["name": "team backend", "scopes": ["credentials:read"]])
+            let scopedToken = try #require(scoped.json["secret"] as? String)
+            for id in [inOrg, ids["azure"]!] {
+                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(scopedToken)).status == .ok)
+            }
+            _ = try await api.request(.get, "/api/integrations/\(ids["openai"]!)/credentials", auth: .bearer(scopedToken))
+            _ = try await api.request(.get, "/api/integrations?workspace_id=\(org)", auth: .bearer(pat.token))
+            _ = try await api.request(.get, "/api/integrations/\(inOrg)", auth: user.session)
+            _ = try await api.request(.patch, "/api/integrations/\(inOrg)", auth: user.session, json: ["name": "team aws 2"])
+            _ = try await api.request(.get, "/api/orgs", auth: user.session)
+            _ = try await api.request(.get, "/api/orgs/\(org)", auth: user.session)
+            _ = try await api.request(.get, "/api/orgs/\(org)/members", auth: user.session)
+            _ = try await api.request(.post, "/api/orgs/\(org)/invitations", auth: user.session, json: ["email": "teammate@example.test", "role": "member"])
+            _ = try await api.request(.get, "/api/orgs/\(org)/invitations", auth: user.session)
+            _ = try await api.request(.get, "/api/orgs/\(org)/service-tokens", auth: user.session)
+            _ = try await api.request(.get, "/api/audit?workspace_id=\(org)", auth: user.session)
             _ = try await api.request(.get, "/api/audit", auth: user.session)
             _ = try await api.request(.get, "/api/tokens", auth: user.session)
             _ = try await api.request(.get, "/api/auth/me", auth: user.session)

@@ -200,6 +200,333 @@ struct OrganizationTests {
         }
     }
 
+    @Test("an invitation is accepted once by the invited email, with its role; another email, an expired, withdrawn or used one is refused", arguments: TestDatabase.all)
+    func invitations(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let owner = try await api.user()
+            let invited = try await api.user(email: "invited-\(UUID().uuidString.prefix(6).lowercased())@example.test")
+            let stranger = try await api.user()
+            let org = try #require(
+                try await api.request(.post, "/api/orgs", auth: owner.session, json: ["name": "Acme"]).json["id"] as? String)
+            let path = "/api/orgs/\(org)/invitations"
+
+            // The invited email arrives in another case: it still matches.
+            let created = try await api.request(
+                .post, path, auth: owner.session, json: ["email": invited.email.uppercased(), "role": "viewer"])
+            #expect(created.status == .created)
+            #expect(created.headers[.cacheControl] == "no-store")
+            let token = try #require(created.json["token"] as? String)
+            #expect(token.hasPrefix("kh_inv_"))
+            #expect(created.json["accept_path"] as? String == "/invitations/accept#\(token)")
+            let listed = try await api.request(.get, path, auth: owner.session)
+            #expect(!listed.text.contains(token), "a list shows no token")
+            #expect((listed.json["invitations"] as? [[String: Any]])?.first?["state"] as? String == "pending")
+
+            func accept(_ user: TestUser, _ token: String) async throws -> APIResponse {
+                try await api.request(.post, "/api/invitations/accept", auth: user.session, json: ["token": token])
+            }
+            let wrongEmail = try await accept(stranger, token)
+            #expect(wrongEmail.status == .forbidden)
+            #expect(try await api.request(.get, "/api/orgs/\(org)", auth: stranger.session).status == .notFound)
+            #expect(try await accept(invited, "kh_inv_" + String(repeating: "A", count: 43)).status == .notFound)
+            #expect(try await accept(invited, "not a token").status == .unprocessableContent)
+
+            let accepted = try await accept(invited, token)
+            #expect(accepted.status == .ok, "\(accepted.text)")
+            #expect((accepted.json["member"] as? [String: Any])?["role"] as? String == "viewer")
+            let members = try await api.request(.get, "/api/orgs/\(org)/members", auth: invited.session)
+            let roles = Dictionary(
+                uniqueKeysWithValues: (members.json["members"] as? [[String: Any]] ?? []).map {
+                    ($0["user_id"] as? String ?? "", $0["role"] as? String ?? "")
+                })
+            #expect(roles == [owner.id.lowercased: "owner", invited.id.lowercased: "viewer"])
+            let reused = try await accept(invited, token)
+            #expect(reused.status == .gone)
+            #expect(reused.text.contains("already been used"))
+
+            // Withdrawn, and expired, for someone new.
+            let later = try await api.user()
+            let withdrawn = try await api.request(.post, path, auth: owner.session, json: ["email": later.email, "role": "member"])
+            let withdrawnID = try #require((withdrawn.json["invitation"] as? [String: Any])?["id"] as? String)
+            #expect(try await api.request(.delete, "\(path)/\(withdrawnID)", auth: owner.session).status == .noContent)
+            let refused = try await accept(later, try #require(withdrawn.json["token"] as? String))
+            #expect(refused.status == .gone && refused.text.contains("withdrawn"))
+            let (expiredToken, _) = try await api.runtime.organizations.invite(
+                email: later.email, role: .member, to: try #require(UUID(uuidString: org)), actor: .system,
+                now: Date().addingTimeInterval(-Invitation.lifetime - 60))
+            let expired = try await accept(later, expiredToken)
+            #expect(expired.status == .gone && expired.text.contains("expired"))
+            #expect(try await api.request(.get, "/api/orgs/\(org)", auth: later.session).status == .notFound)
+
+            // A member's email cannot be invited again; a new invitation replaces the pending one for that email.
+            #expect(try await api.request(.post, path, auth: owner.session, json: ["email": invited.email, "role": "admin"]).status == .conflict)
+            let first = try await api.request(.post, path, auth: owner.session, json: ["email": later.email, "role": "member"])
+            let second = try await api.request(.post, path, auth: owner.session, json: ["email": later.email, "role": "admin"])
+            #expect(try await accept(later, try #require(first.json["token"] as? String)).status == .gone)
+            let joined = try await accept(later, try #require(second.json["token"] as? String))
+            #expect((joined.json["member"] as? [String: Any])?["role"] as? String == "admin")
+
+            // Admins invite, but never owners.
+            let asAdmin = try await api.request(.post, path, auth: later.session, json: ["email": "boss@example.test", "role": "owner"])
+            #expect(asAdmin.status == .forbidden)
+            #expect(try await api.request(.post, path, auth: later.session, json: ["email": "new@example.test", "role": "member"]).status == .created)
+            // A viewer does not see the invitations at all.
+            #expect(try await api.request(.get, path, auth: invited.session).status == .forbidden)
+
+            // Invitation tokens are stored hashed: none is in the database, the log or the audit trail.
+            let tokens = [token, expiredToken]
+            let database = try await api.handle.dumpEverything()
+            let logs = api.logs.all.map { Data($0.utf8) }
+            for token in tokens {
+                #expect(!containsAnywhere(Data(token.utf8), in: database + logs))
+            }
+        }
+    }
+
+    @Test("a removed member's next request, by session or personal token, no longer sees the organization or its integrations", arguments: TestDatabase.all)
+    func removedMember(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api)
+            let integration = try await api.openAIIntegration(
+                for: team.owner.session, name: "shared")
+            let moved = try await api.request(
+                .post, "/api/integrations/\(integration)/move", auth: team.owner.session, json: ["workspace_id": org.lowercased])
+            #expect(moved.status == .ok)
+            #expect(moved.json["workspace_id"] as? String == org.lowercased)
+            let pat = try await api.personalToken(for: team.member, scopes: ["integrations:read", "integrations:write"])
+            for auth in [team.member.session, TestAuth.bearer(pat.token)] {
+                #expect(try await api.request(.get, "/api/integrations/\(integration)", auth: auth).status == .ok)
+                let list = try await api.request(.get, "/api/integrations?workspace_id=\(org.lowercased)", auth: auth)
+                #expect((list.json["integrations"] as? [[String: Any]])?.count == 1)
+            }
+            let orgs = try await api.request(.get, "/api/orgs", auth: .bearer(pat.token))
+            #expect((orgs.json["organizations"] as? [[String: Any]])?.first?["role"] as? String == "member")
+
+            #expect(try await api.request(.delete, "/api/orgs/\(org.lowercased)/members/\(team.member.id.lowercased)", auth: team.admin.session).status == .noContent)
+            for auth in [team.member.session, TestAuth.bearer(pat.token)] {
+                #expect(try await api.request(.get, "/api/integrations/\(integration)", auth: auth).status == .notFound)
+                #expect(try await api.request(.get, "/api/integrations?workspace_id=\(org.lowercased)", auth: auth).status == .notFound)
+                #expect(try await api.request(.patch, "/api/integrations/\(integration)", auth: auth, json: ["enabled": false]).status == .notFound)
+                #expect(try await api.request(.get, "/api/orgs/\(org.lowercased)", auth: auth).status == .notFound)
+                #expect(try await api.request(.get, "/api/audit?workspace_id=\(org.lowercased)", auth: auth).status == .notFound)
+            }
+            let after = try await api.request(.get, "/api/orgs", auth: team.member.session)
+            #expect((after.json["organizations"] as? [[String: Any]])?.isEmpty == true)
+        }
+    }
+
+    @Test("an organization always keeps an owner: the last one cannot leave, be removed or be demoted", arguments: TestDatabase.all)
+    func lastOwner(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api)
+            let members = "/api/orgs/\(org.lowercased)/members"
+            let owner = "\(members)/\(team.owner.id.lowercased)"
+            #expect(try await api.request(.delete, owner, auth: team.owner.session).status == .conflict)
+            #expect(try await api.request(.patch, owner, auth: team.owner.session, json: ["role": "admin"]).status == .conflict)
+            // Admins do not touch owners, nor make one.
+            #expect(try await api.request(.delete, owner, auth: team.admin.session).status == .forbidden)
+            #expect(try await api.request(.patch, "\(members)/\(team.member.id.lowercased)", auth: team.admin.session, json: ["role": "owner"]).status == .forbidden)
+            // With a second owner, the first may step down, and then leave.
+            #expect(try await api.request(.patch, "\(members)/\(team.admin.id.lowercased)", auth: team.owner.session, json: ["role": "owner"]).status == .ok)
+            #expect(try await api.request(.patch, owner, auth: team.owner.session, json: ["role": "member"]).status == .ok)
+            #expect(try await api.request(.delete, owner, auth: team.owner.session).status == .noContent)
+            let last = "\(members)/\(team.admin.id.lowercased)"
+            #expect(try await api.request(.delete, last, auth: team.admin.session).status == .conflict)
+            #expect(try await api.request(.patch, last, auth: team.admin.session, json: ["role": "viewer"]).status == .conflict)
+            // Two owners demoting each other at once: one of them stays an owner.
+            #expect(try await api.request(.patch, "\(members)/\(team.viewer.id.lowercased)", auth: team.admin.session, json: ["role": "owner"]).status == .ok)
+            async let first = api.request(.patch, last, auth: team.admin.session, json: ["role": "member"])
+            async let second = api.request(.patch, "\(members)/\(team.viewer.id.lowercased)", auth: team.viewer.session, json: ["role": "member"])
+            let statuses = [try await first.status, try await second.status].map(\.code).sorted()
+            #expect(statuses == [200, 409], "\(statuses)")
+            let roles = try await api.runtime.organizations.members(of: org).filter { $0.role == .owner }
+            #expect(roles.count == 1)
+        }
+    }
+
+    @Test("deleting an organization needs its name, and deletes its integrations, every secret version and its service tokens", arguments: TestDatabase.all)
+    func deleteOrganization(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api, name: "Acme Inc")
+            let path = "/api/orgs/\(org.lowercased)"
+            var ids: [String] = []
+            for index in 0..<3 {
+                let created = try await api.request(.post, "/api/integrations", auth: team.member.session, json: [
+                    "name": "key \(index)", "type": "openai", "credentials": "sk-org-\(index)-abcdefghijklmnop",
+                    "workspace_id": org.lowercased,
+                ])
+                ids.append(try #require(created.json["id"] as? String))
+            }
+            let token = try await api.request(.post, "\(path)/service-tokens", auth: team.admin.session, json: ["name": "backend", "scopes": ["credentials:read"]])
+            let secret = try #require(token.json["secret"] as? String)
+            #expect(try await api.request(.get, "/api/integrations/\(ids[0])/credentials", auth: .bearer(secret)).status == .ok)
+
+            #expect(try await api.request(.delete, path, auth: team.owner.session).status == .unprocessableContent)
+            #expect(try await api.request(.delete, "\(path)?confirm=acme%20inc", auth: team.owner.session).status == .unprocessableContent)
+            #expect(try await api.request(.get, "/api/integrations/\(ids[0])", auth: team.member.session).status == .ok)
+            #expect(try await api.request(.delete, "\(path)?confirm=Acme%20Inc", auth: team.owner.session).status == .noContent)
+
+            #expect(try await api.request(.get, path, auth: team.owner.session).status == .notFound)
+            for id in ids {
+                #expect(try await api.request(.get, "/api/integrations/\(id)", auth: team.owner.session).status == .notFound)
+            }
+            #expect(try await api.request(.get, "/api/integrations/\(ids[0])/credentials", auth: .bearer(secret)).status == .unauthorized)
+            let left = try await api.runtime.database.withConnection { sql in
+                try await sql.raw("SELECT COUNT(*) AS n FROM secrets WHERE owner_id = \(bind: org)").first()?
+                    .decode(column: "n", as: Int.self)
+            }
+            #expect(left == 0)
+            let events = try await api.runtime.audit.events(ownerID: org, integrationID: nil, limit: 5, before: nil)
+            #expect(events.first?.action == AuditAction.organizationDelete.rawValue)
+            let verification = try await api.runtime.audit.verify()
+            guard case .intact = verification else {
+                Issue.record("the audit chain does not verify: \(verification)")
+                return
+            }
+        }
+    }
+
+    @Test("in an organization, owners and admins see every audit event, members and viewers those of its integrations", arguments: TestDatabase.all)
+    func auditVisibility(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api)
+            let created = try await api.request(.post, "/api/integrations", auth: team.member.session, json: [
+                "name": "shared", "type": "openai", "credentials": "sk-audit-abcdefghijklmnop", "workspace_id": org.lowercased,
+            ])
+            #expect(created.status == .created)
+            _ = try await api.request(.post, "/api/orgs/\(org.lowercased)/invitations", auth: team.admin.session, json: ["email": "x@example.test", "role": "viewer"])
+            func actions(_ user: TestUser) async throws -> Set<String> {
+                let page = try await api.request(.get, "/api/audit?workspace_id=\(org.lowercased)", auth: user.session)
+                return Set((page.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String })
+            }
+            let everything: Set<String> = [
+                "organization.create", "organization.member.remove", "integration.create", "organization.invitation.create",
+            ]
+            for user in [team.owner, team.admin] { #expect(try await actions(user) == everything) }
+            for user in [team.member, team.viewer] { #expect(try await actions(user) == ["integration.create"]) }
+            // The personal workspace's trail does not show the organization's events.
+            #expect(try await actions(team.outsider).isEmpty)
+            let personal = try await api.request(.get, "/api/audit", auth: team.member.session)
+            #expect((personal.json["events"] as? [[String: Any]])?.isEmpty == true)
+        }
+    }
+
+    @Test("a moved integration's credentials open in the new workspace; the old ciphertext is gone, and pasted back it does not open", arguments: TestDatabase.all)
+    func move(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api)
+            let key = "sk-move-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))"
+            let id = try await api.openAIIntegration(for: team.member.session, name: "mine", key: key)
+            _ = try await api.request(.put, "/api/integrations/\(id)", auth: team.member.session, json: ["credentials": key])
+            let integrationID = try #require(UUID(uuidString: id))
+            func rows() async throws -> [(owner: UUID, version: Int, ciphertext: Data, nonce: Data, dek: Data)] {
+                try await api.runtime.database.withConnection { sql in
+                    try await sql.raw("SELECT * FROM secrets WHERE integration_id = \(bind: integrationID) ORDER BY version").all().map {
+                        (try $0.decode(column: "owner_id", as: UUID.self), try $0.decode(column: "version", as: Int.self),
+                         try $0.decode(column: "ciphertext", as: Data.self), try $0.decode(column: "nonce", as: Data.self),
+                         try $0.decode(column: "wrapped_dek", as: Data.self))
+                    }
+                }
+            }
+            let before = try await rows()
+            #expect(before.count == 2)
+
+            // Into a workspace where the caller may not add integrations: refused, nothing changes.
+            let viewerOrg = try await team.organization(api)
+            try await api.runtime.database.transaction { sql in
+                try await sql.raw("UPDATE memberships SET role = 'viewer' WHERE organization_id = \(bind: viewerOrg) AND user_id = \(bind: team.member.id)").run()
+            }
+            #expect(try await api.request(.post, "/api/integrations/\(id)/move", auth: team.member.session, json: ["workspace_id": viewerOrg.lowercased]).status == .forbidden)
+            #expect(try await api.request(.post, "/api/integrations/\(id)/move", auth: team.member.session, json: ["workspace_id": team.outsider.id.lowercased]).status == .unprocessableContent)
+            #expect(try await rows().map(\.ciphertext) == before.map(\.ciphertext))
+
+            let moved = try await api.request(.post, "/api/integrations/\(id)/move", auth: team.member.session, json: ["workspace_id": org.lowercased])
+            #expect(moved.status == .ok)
+            #expect(moved.json["workspace_id"] as? String == org.lowercased)
+            #expect(moved.json["credential_version"] as? Int == 3)
+            let after = try await rows()
+            #expect(after.map(\.owner) == [org] && after.map(\.version) == [3])
+            let old = Set(before.map(\.ciphertext))
+            #expect(after.allSatisfy { !old.contains($0.ciphertext) })
+            // Nowhere in the database; on SQLite, in neither file once the log is checkpointed (until then the log
+            // may still hold the pages as they were).
+            try await api.runtime.database.checkpointSQLiteLog()
+            let dump = try await api.handle.dumpEverything()
+            for row in before { #expect(!containsAnywhere(row.ciphertext, in: dump), "an old ciphertext survived the move") }
+
+            let service = try await api.serviceToken()
+            let read = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+            #expect(read.status == .ok)
+            #expect(read.json["credentials"] as? String == key)
+            // Audited on both sides.
+            for workspace in [team.member.id, org] {
+                let events = try await api.runtime.audit.events(ownerID: workspace, integrationID: integrationID, limit: 10, before: nil)
+                #expect(events.contains { $0.action == AuditAction.integrationMove.rawValue })
+            }
+
+            // The old ciphertext pasted into the new row does not open: it is bound to the old workspace.
+            let old1 = before[1]
+            try await api.runtime.database.transaction { sql in
+                try await sql.raw(
+                    """
+                    UPDATE secrets SET ciphertext = \(bind: old1.ciphertext), nonce = \(bind: old1.nonce), wrapped_dek = \(bind: old1.dek)
+                    WHERE integration_id = \(bind: integrationID)
+                    """
+                ).run()
+            }
+            let tampered = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+            #expect(tampered.status == .internalServerError)
+            #expect(!tampered.text.contains(key))
+        }
+    }
+
+    @Test("a service token scoped to a workspace reads only that workspace's credentials", arguments: TestDatabase.all)
+    func scopedServiceToken(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api)
+            let other = try await team.organization(api)
+            func create(_ workspace: UUID?) async throws -> String {
+                var body: [String: Any] = ["name": "k \(UUID())", "type": "openai", "credentials": "sk-scope-abcdefghijklmnop"]
+                if let workspace { body["workspace_id"] = workspace.lowercased }
+                let created = try await api.request(.post, "/api/integrations", auth: team.owner.session, json: body)
+                return try #require(created.json["id"] as? String)
+            }
+            let inOrg = try await create(org)
+            let inOther = try await create(other)
+            let personal = try await create(nil)
+            let created = try await api.request(
+                .post, "/api/orgs/\(org.lowercased)/service-tokens", auth: team.admin.session,
+                json: ["name": "backend", "scopes": ["credentials:read"], "expires_in_days": 30])
+            #expect(created.status == .created)
+            #expect((created.json["token"] as? [String: Any])?["workspace_id"] as? String == org.lowercased)
+            let scoped = try #require(created.json["secret"] as? String)
+            #expect(scoped.hasPrefix("kh_svc_"))
+            #expect(try await api.request(.get, "/api/integrations/\(inOrg)/credentials", auth: .bearer(scoped)).status == .ok)
+            for id in [inOther, personal] {
+                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(scoped)).status == .notFound)
+            }
+            // The refusal is audited in the token's workspace, not in the one it tried to read.
+            let denied = try await api.runtime.audit.events(ownerID: org, integrationID: UUID(uuidString: inOther), limit: 5, before: nil)
+            #expect(denied.first?.outcome == "denied")
+            #expect(try await api.runtime.audit.events(ownerID: other, integrationID: UUID(uuidString: inOther), limit: 5, before: nil)
+                .allSatisfy { $0.action != AuditAction.credentialsRead.rawValue })
+            // Personal tokens cannot mint service tokens; revoking one ends it.
+            let pat = try await api.personalToken(for: team.owner, scopes: ["integrations:read", "integrations:write"])
+            #expect(try await api.request(.post, "/api/orgs/\(org.lowercased)/service-tokens", auth: .bearer(pat.token), json: ["name": "x", "scopes": ["credentials:read"]]).status == .forbidden)
+            let list = try await api.request(.get, "/api/orgs/\(org.lowercased)/service-tokens", auth: team.owner.session)
+            let tokenID = try #require(((list.json["tokens"] as? [[String: Any]])?.first)?["id"] as? String)
+            #expect(try await api.request(.delete, "/api/orgs/\(other.lowercased)/service-tokens/\(tokenID)", auth: team.owner.session).status == .notFound)
+            #expect(try await api.request(.delete, "/api/orgs/\(org.lowercased)/service-tokens/\(tokenID)", auth: team.owner.session).status == .noContent)
+            #expect(try await api.request(.get, "/api/integrations/\(inOrg)/credentials", auth: .bearer(scoped)).status == .unauthorized)
+        }
+    }
+
     func send(
         _ route: Route, api: APIHarness, auth: TestAuth, user: TestUser, team: Team, cell: Cell
     ) async throws -> APIResponse {
