@@ -2,8 +2,10 @@ import Foundation
 import HTTPTypes
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenCrypto
 import KeyhavenStorage
 import KeyhavenTestSupport
+import Logging
 import SQLKit
 import Testing
 
@@ -525,6 +527,37 @@ struct OrganizationTests {
             #expect(try await api.request(.delete, "/api/orgs/\(org.lowercased)/service-tokens/\(tokenID)", auth: team.owner.session).status == .noContent)
             #expect(try await api.request(.get, "/api/integrations/\(inOrg)/credentials", auth: .bearer(scoped)).status == .unauthorized)
         }
+    }
+
+    @Test("keyhaven tokens create-service --workspace makes a token that reads only that workspace; an unknown one is refused")
+    func serviceTokenCommand() async throws {
+        let binary = try KeyhavenBinary()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let key = Fixtures.masterKeyText()
+        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_MASTER_KEY": key]
+        let configuration = KeyhavenConfiguration(
+            database: .sqlite(path: directory.path + "/keyhaven.sqlite"),
+            keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: key)))
+        var runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: Logger(label: "test"))
+        let user = try await runtime.users.create(email: "ops@example.test", passwordHash: APIHarness.passwordHash, audit: nil)
+        let team = try await runtime.organizations.create(name: "team", by: user.id, actor: .operator)
+        await runtime.shutdown()
+
+        let created = try await binary.run(
+            ["tokens", "create-service", "--name", "team", "--workspace", team.id.lowercased], environment: environment,
+            in: directory.path)
+        #expect(created.status == 0, "\(created.stderr)")
+        let token = created.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        for bad in [UUID().uuidString, "not-a-workspace"] {
+            let refused = try await binary.run(
+                ["tokens", "create-service", "--name", "x", "--workspace", bad], environment: environment, in: directory.path)
+            #expect(refused.status != 0 && refused.stderr.hasPrefix("keyhaven: error:"), "\(refused.stderr)")
+        }
+        runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let record = try #require(try await runtime.tokens.authenticate(token: token)?.record)
+        #expect(record.workspaceID == team.id && record.kind == .service && record.scopes == [.credentialsRead])
+        await runtime.shutdown()
     }
 
     func send(
