@@ -198,8 +198,10 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         services: WebPages.Services(
             accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,
             secrets: runtime.secrets, audit: runtime.audit, tokens: runtime.tokens, tester: runtime.verifier,
-            limiter: runtime.limiter, checks: configuration.checkRateLimit, rotations: runtime.rotations),
-        renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies
+            limiter: runtime.limiter, checks: configuration.checkRateLimit, rotations: runtime.rotations,
+            organizations: runtime.organizations, access: access),
+        renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies,
+        publicURL: configuration.publicURL
     ).addRoutes(to: router)
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)

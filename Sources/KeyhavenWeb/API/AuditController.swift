@@ -38,7 +38,7 @@ public struct AuditController: Sendable {
         }
         let workspace = try WorkspaceParameter.query(request, default: context.user.id)
         let role = try await access.require(.view, in: workspace, for: context.user)
-        let everything = Policy.decide(.user(role), .viewAllAudit, in: workspace) == .allowed
+        let everything = WorkspaceAccess.allows(role, .viewAllAudit, in: workspace)
         let events = try await audit.events(
             ownerID: workspace, integrationID: integrationID, integrationsOnly: !everything, limit: limit + 1,
             before: before)

@@ -97,7 +97,7 @@ public struct OrganizationController: Sendable {
         let decoded = try await MemberRoleRequest.read(request, context: context)
         let newRole = try decoded.body.validated(decoded.errors).orThrow()
         let member = try await organizations.setRole(
-            newRole, of: userID, in: id, allowOwners: allows(role, .manageOwners, in: id), actor: context.actor(request))
+            newRole, of: userID, in: id, allowOwners: WorkspaceAccess.allows(role, .manageOwners, in: id), actor: context.actor(request))
         return Response.json(status: .ok, MemberResponse(member: member))
     }
 
@@ -108,7 +108,7 @@ public struct OrganizationController: Sendable {
         let leaving = userID == context.user.id
         let (id, role) = try await organization(leaving ? .view : .manageMembers, context)
         try await organizations.remove(
-            userID, from: id, allowOwners: leaving || allows(role, .manageOwners, in: id), actor: context.actor(request))
+            userID, from: id, allowOwners: leaving || WorkspaceAccess.allows(role, .manageOwners, in: id), actor: context.actor(request))
         return Response(status: .noContent)
     }
 
@@ -176,9 +176,5 @@ public struct OrganizationController: Sendable {
             id: try UUID.path(context, "token_id"), workspaceID: id,
             audit: AuditEntry(actor: context.actor(request), action: .tokenRevoke, ownerID: id))
         return Response(status: .noContent)
-    }
-
-    private func allows(_ role: WorkspaceRole, _ action: Policy.Action, in workspace: UUID) -> Bool {
-        Policy.decide(.user(role), action, in: workspace) == .allowed
     }
 }

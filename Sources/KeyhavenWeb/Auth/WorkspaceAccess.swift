@@ -18,9 +18,24 @@ public struct WorkspaceAccess: Sendable {
     /// - Throws: `KeyhavenError.notFound` if it does not exist or is in a workspace the user cannot see,
     ///   `.forbidden` if their role does not allow `action`.
     func integration(_ id: UUID, _ action: Policy.Action, for user: User) async throws -> Integration {
+        try await integrationAndRole(id, action, for: user).integration
+    }
+
+    /// As ``integration(_:_:for:)``, with the user's role in its workspace (for pages that show what it allows).
+    ///
+    /// - Throws: as ``integration(_:_:for:)``.
+    func integrationAndRole(
+        _ id: UUID, _ action: Policy.Action, for user: User
+    ) async throws -> (integration: Integration, role: WorkspaceRole) {
         let (integration, role) = try await integrations.find(id: id, for: user.id)
         try Policy.require(.user(role), action, in: integration.ownerID)
-        return integration
+        guard let role else { throw KeyhavenError.notFound }
+        return (integration, role)
+    }
+
+    /// Whether `role` allows `action` in `workspace` (for showing or hiding a control; the route decides again).
+    static func allows(_ role: WorkspaceRole, _ action: Policy.Action, in workspace: UUID) -> Bool {
+        Policy.decide(.user(role), action, in: workspace) == .allowed
     }
 
     /// The user's role in `workspace`, if it allows `action`.

@@ -10,17 +10,26 @@ struct AccountPages: Sendable {
     static let pageSize = 50
 
     @Sendable func audit(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        // A workspace's trail: in an organization, owners and admins see every event, members and viewers those of
+        // its integrations.
+        let workspace = try IntegrationPages.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
+        let role = try await services.access.require(.view, in: workspace, for: viewer.user)
         let before = request.uri.queryParameters["before"].flatMap { Cursor.decodeSeq(String($0)) }
-        let events = try await services.audit.events(ownerID: viewer.user.id, integrationID: nil, limit: Self.pageSize + 1, before: before)
+        let events = try await services.audit.events(
+            ownerID: workspace, integrationID: nil,
+            integrationsOnly: !WorkspaceAccess.allows(role, .viewAllAudit, in: workspace), limit: Self.pageSize + 1,
+            before: before)
         let shown = Array(events.prefix(Self.pageSize))
-        let integrations = try await services.integrations.list(ownerID: viewer.user.id, limit: 200, after: nil)
+        let integrations = try await services.integrations.list(ownerID: workspace, limit: 200, after: nil)
         let names = Dictionary(integrations.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         var values: [String: Any] = [
             "nav_audit": true,
             "events": shown.map { Self.event($0, names: names, language: page.language) },
             "empty": shown.isEmpty,
+            "workspace_id": IntegrationPages.idText(workspace),
         ]
-        if events.count > Self.pageSize, let last = shown.last { values["older"] = "/audit?before=\(Cursor.encode(last.seq))" }
+        let path = workspace == viewer.user.id ? "/audit?" : "/audit?workspace=\(IntegrationPages.idText(workspace))&"
+        if events.count > Self.pageSize, let last = shown.last { values["older"] = "\(path)before=\(Cursor.encode(last.seq))" }
         return renderer.page(
             "audit", title: page.language.text("audit_title"), values: values, language: page.language, viewer: viewer,
             path: page.path)

@@ -10,21 +10,35 @@ struct IntegrationPages: Sendable {
     /// Flash messages a redirect may name (`?done=created`), so nothing but these texts can be shown that way.
     static let nameTaken = "is already the name of another of your integrations"
 
-    static let flashes = ["created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started"]
+    static let flashes = [
+        "created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started", "joined",
+    ]
 
     // MARK: List
 
     @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
+        let role = try await services.access.require(.view, in: workspace, for: viewer.user)
+        let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: workspace)
         let cursor = request.uri.queryParameters["cursor"].flatMap { Cursor.decode(String($0)) }
-        let found = try await services.integrations.list(ownerID: viewer.user.id, limit: 101, after: cursor)
+        let found = try await services.integrations.list(ownerID: workspace, limit: 101, after: cursor)
         let shown = Array(found.prefix(100))
+        let listPath = Self.listPath(workspace, viewer: viewer)
+        let separator = listPath.contains("?") ? "&" : "?"
         var values: [String: Any] = [
-            "cards": shown.map { Self.card($0, language: page.language) },
+            "cards": shown.map { Self.card($0, language: page.language, canEdit: canEdit) },
             "empty": shown.isEmpty && cursor == nil,
             "nav_integrations": true,
+            "workspace_id": Self.idText(workspace),
+            "workspace_name": viewer.workspaceName(workspace, language: page.language) ?? "",
+            "can_edit": canEdit,
+            "new_path": workspace == viewer.user.id ? "/integrations/new" : "/integrations/new?workspace=\(Self.idText(workspace))",
         ]
-        if found.count > 100, let last = shown.last { values["next_page"] = "/integrations?cursor=\(Cursor.encode(last.id))" }
-        if cursor != nil { values["first_page"] = "/integrations" }
+        if workspace != viewer.user.id {
+            values["organization"] = ["id": Self.idText(workspace), "role": page.language.text("role_\(role.rawValue)")]
+        }
+        if found.count > 100, let last = shown.last { values["next_page"] = "\(listPath)\(separator)cursor=\(Cursor.encode(last.id))" }
+        if cursor != nil { values["first_page"] = listPath }
         values["flash"] = Self.flash(request, language: page.language)
         return renderer.page(
             "integrations", title: page.language.text("integrations_title"), values: values, language: page.language,
@@ -32,23 +46,53 @@ struct IntegrationPages: Sendable {
     }
 
     @Sendable func card(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let integration = try await services.integrations.get(id: try UUID.path(context), ownerID: viewer.user.id)
-        return renderer.fragment("card", values: Self.card(integration, language: page.language), language: page.language, viewer: viewer)
+        let (integration, role) = try await integration(context, viewer, .view)
+        let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
+        return renderer.fragment(
+            "card", values: Self.card(integration, language: page.language, canEdit: canEdit), language: page.language,
+            viewer: viewer)
+    }
+
+    /// The integration of the path, if the reader may take `action` on it, with their role in its workspace.
+    private func integration(
+        _ context: AppRequestContext, _ viewer: Viewer, _ action: Policy.Action
+    ) async throws -> (integration: Integration, role: WorkspaceRole) {
+        try await services.access.integrationAndRole(try UUID.path(context), action, for: viewer.user)
+    }
+
+    /// The workspace a list or a form is for (`?workspace=`, or a form's `workspace` field): the reader's personal
+    /// one when absent; anything that is not an id is not found.
+    static func workspace(_ text: String?, viewer: Viewer) throws -> UUID {
+        guard let text, !text.isEmpty else { return viewer.user.id }
+        guard let id = UUID(text: text) else { throw KeyhavenError.notFound }
+        return id
+    }
+
+    /// The integrations list of a workspace.
+    static func listPath(_ workspace: UUID, viewer: Viewer) -> String {
+        workspace == viewer.user.id ? "/integrations" : "/integrations?workspace=\(idText(workspace))"
     }
 
     // MARK: New integration
 
     @Sendable func newForm(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let type = request.uri.queryParameters["type"].flatMap { IntegrationType(rawValue: String($0)) }
-        return newPage(type: type, values: [:], errors: [:], page: page, viewer: viewer)
+        let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
+        _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
+        return newPage(type: type, values: ["workspace": Self.idText(workspace)], errors: [:], page: page, viewer: viewer)
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
+        let workspace = try Self.workspace(form["workspace"], viewer: viewer)
+        _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
         guard let type = form["type"].flatMap(IntegrationType.init(rawValue:)) else {
-            return newPage(type: nil, values: [:], errors: [:], page: page, viewer: viewer, status: .unprocessableContent)
+            return newPage(
+                type: nil, values: ["workspace": Self.idText(workspace)], errors: [:], page: page, viewer: viewer,
+                status: .unprocessableContent)
         }
-        let kept = Self.keptValues(form)
+        var kept = Self.keptValues(form)
+        kept["workspace"] = Self.idText(workspace)
         var input = CredentialsForm(type: type, form: form)
         let name = Self.validName(form["name"])
         if name == nil { input.errors["name"] = "must be a non-empty string of at most 100 visible characters" }
@@ -58,7 +102,7 @@ struct IntegrationPages: Sendable {
         do {
             try await services.checks.count(viewer.user.id, on: services.limiter)
             _ = try await services.integrations.create(
-                ownerID: viewer.user.id, name: name, type: type, config: input.config, credentials: credentials,
+                ownerID: workspace, name: name, type: type, config: input.config, credentials: credentials,
                 actor: Self.actor(request, context: context, viewer: viewer))
         } catch KeyhavenError.rateLimited(let seconds) {
             var response = newPage(
@@ -69,7 +113,8 @@ struct IntegrationPages: Sendable {
         } catch KeyhavenError.conflict {
             return newPage(type: type, values: kept, errors: ["name": Self.nameTaken], page: page, viewer: viewer, status: .conflict)
         }
-        return Response.redirect(to: "/integrations?done=created", type: .normal)
+        let list = Self.listPath(workspace, viewer: viewer)
+        return Response.redirect(to: "\(list)\(list.contains("?") ? "&" : "?")done=created", type: .normal)
     }
 
     private func newPage(
@@ -77,6 +122,7 @@ struct IntegrationPages: Sendable {
         status: HTTPResponse.Status = .ok, message: String? = nil
     ) -> Response {
         var context: [String: Any] = ["nav_integrations": true, "values": values]
+        if let workspace = values["workspace"] { context["workspace_id"] = workspace }
         context["providers"] = IntegrationType.allCases.map { option in
             [
                 "type": option.rawValue, "label": page.language.text("type_\(option.rawValue)"),
@@ -96,18 +142,19 @@ struct IntegrationPages: Sendable {
     // MARK: Detail
 
     @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let integration = try await services.integrations.get(id: try UUID.path(context), ownerID: viewer.user.id)
-        return try await detailPage(integration, request: request, page: page, viewer: viewer, extra: ["flash": Self.flash(request, language: page.language) as Any])
+        let (integration, role) = try await integration(context, viewer, .view)
+        return try await detailPage(
+            integration, role: role, request: request, page: page, viewer: viewer,
+            extra: ["flash": Self.flash(request, language: page.language) as Any])
     }
 
     @Sendable func test(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        _ = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (tested, role) = try await integration(context, viewer, .editIntegrations)
         try await services.checks.count(viewer.user.id, on: services.limiter)
         let record = try await services.tester.testNow(
-            id: id, ownerID: viewer.user.id, actor: Self.actor(request, context: context, viewer: viewer))
-        let integration = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+            id: tested.id, ownerID: tested.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
+        let integration = try await services.integrations.get(id: tested.id, ownerID: tested.ownerID)
         let latency = record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000
         let result: [String: Any] = [
             "status": record.outcome.status.rawValue,
@@ -120,17 +167,17 @@ struct IntegrationPages: Sendable {
                 ["label": Self.detailLabel(key, language: page.language), "value": Self.text(record.details[key])]
             },
         ]
-        return try await detailPage(integration, request: request, page: page, viewer: viewer, extra: ["result": result])
+        return try await detailPage(integration, role: role, request: request, page: page, viewer: viewer, extra: ["result": result])
     }
 
     @Sendable func replace(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (current, role) = try await integration(context, viewer, .editIntegrations)
+        let id = current.id
         let input = CredentialsForm(type: current.type, form: form)
         guard input.errors.isEmpty, let credentials = input.credentials else {
             return try await detailPage(
-                current, request: request, page: page, viewer: viewer,
+                current, role: role, request: request, page: page, viewer: viewer,
                 extra: ["errors": input.errors.mapValues { page.language.problem($0) }, "replace_failed": true,
                         "values": Self.keptValues(form)],
                 status: .unprocessableContent)
@@ -140,17 +187,17 @@ struct IntegrationPages: Sendable {
         changes.config = input.config
         try await services.checks.count(viewer.user.id, on: services.limiter)
         _ = try await services.integrations.update(
-            id: id, ownerID: viewer.user.id, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+            id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=replaced", type: .normal)
     }
 
     @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (current, role) = try await integration(context, viewer, .editIntegrations)
+        let id = current.id
         guard let name = Self.validName(form["name"]) else {
             return try await detailPage(
-                current, request: request, page: page, viewer: viewer,
+                current, role: role, request: request, page: page, viewer: viewer,
                 extra: ["rename_error": page.language.problem("must be a non-empty string of at most 100 visible characters")],
                 status: .unprocessableContent)
         }
@@ -158,10 +205,10 @@ struct IntegrationPages: Sendable {
         changes.name = name
         do {
             _ = try await services.integrations.update(
-                id: id, ownerID: viewer.user.id, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+                id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                current, request: request, page: page, viewer: viewer, extra: ["rename_error": page.language.problem(Self.nameTaken)],
+                current, role: role, request: request, page: page, viewer: viewer, extra: ["rename_error": page.language.problem(Self.nameTaken)],
                 status: .conflict)
         }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=renamed", type: .normal)
@@ -176,21 +223,21 @@ struct IntegrationPages: Sendable {
     }
 
     private func setEnabled(_ enabled: Bool, request: Request, context: AppRequestContext, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (current, _) = try await integration(context, viewer, .editIntegrations)
+        let id = current.id
         if enabled && !current.enabled { try await services.checks.count(viewer.user.id, on: services.limiter) }
         var changes = IntegrationChanges()
         changes.enabled = enabled
         _ = try await services.integrations.update(
-            id: id, ownerID: viewer.user.id, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+            id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=\(enabled ? "enabled" : "disabled")", type: .normal)
     }
 
     @Sendable func setRotation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (current, role) = try await integration(context, viewer, .editIntegrations)
+        let id = current.id
         var errors: [String: String] = [:]
         let mode = form["mode"].flatMap(RotationPolicy.Mode.init(rawValue:))
         if mode == nil { errors["rotation.mode"] = "must be off, remind or automatic" }
@@ -201,7 +248,7 @@ struct IntegrationPages: Sendable {
         if let mode, let everyDays, let graceHours {
             do {
                 _ = try await services.rotations.setPolicy(
-                    RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours), id: id, ownerID: viewer.user.id,
+                    RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours), id: id, ownerID: current.ownerID,
                     actor: Self.actor(request, context: context, viewer: viewer))
                 return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_saved", type: .normal)
             } catch KeyhavenError.validationFailed(let problems) {
@@ -209,44 +256,48 @@ struct IntegrationPages: Sendable {
             }
         }
         return try await detailPage(
-            current, request: request, page: page, viewer: viewer,
+            current, role: role, request: request, page: page, viewer: viewer,
             extra: ["rotation_errors": Dictionary(uniqueKeysWithValues: errors.map { (String($0.key.dropFirst("rotation.".count)), page.language.problem($0.value)) })],
             status: .unprocessableContent)
     }
 
     @Sendable func rotate(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let current = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (current, role) = try await integration(context, viewer, .editIntegrations)
+        let id = current.id
         do {
             try await services.checks.count(viewer.user.id, on: services.limiter)
             _ = try await services.rotations.request(
-                id: id, ownerID: viewer.user.id, actor: Self.actor(request, context: context, viewer: viewer), now: Date())
+                id: id, ownerID: current.ownerID, actor: Self.actor(request, context: context, viewer: viewer), now: Date())
         } catch KeyhavenError.conflict(let message) {
             return try await detailPage(
-                current, request: request, page: page, viewer: viewer, extra: ["rotation_refused": message], status: .conflict)
+                current, role: role, request: request, page: page, viewer: viewer, extra: ["rotation_refused": message], status: .conflict)
         }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_started", type: .normal)
     }
 
     @Sendable func deletePage(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let integration = try await services.integrations.get(id: try UUID.path(context), ownerID: viewer.user.id)
+        let (integration, _) = try await integration(context, viewer, .editIntegrations)
         return deleteConfirmation(integration, page: page, viewer: viewer, error: nil)
     }
 
     @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let id = try UUID.path(context)
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let integration = try await services.integrations.get(id: id, ownerID: viewer.user.id)
+        let (integration, _) = try await integration(context, viewer, .editIntegrations)
         guard form["confirm_name"]?.trimmingCharacters(in: .whitespacesAndNewlines) == integration.name else {
             return deleteConfirmation(integration, page: page, viewer: viewer, error: page.language.text("delete_confirm_mismatch"))
         }
-        try await services.integrations.delete(id: id, ownerID: viewer.user.id, actor: Self.actor(request, context: context, viewer: viewer))
-        return Response.redirect(to: "/integrations?done=deleted", type: .normal)
+        try await services.integrations.delete(
+            id: integration.id, ownerID: integration.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
+        let list = Self.listPath(integration.ownerID, viewer: viewer)
+        return Response.redirect(to: "\(list)\(list.contains("?") ? "&" : "?")done=deleted", type: .normal)
     }
 
     private func deleteConfirmation(_ integration: Integration, page: PageRequest, viewer: Viewer, error: String?) -> Response {
-        var values: [String: Any] = ["integration": Self.card(integration, language: page.language), "nav_integrations": true]
+        var values: [String: Any] = [
+            "integration": Self.card(integration, language: page.language, canEdit: true), "nav_integrations": true,
+            "workspace_id": Self.idText(integration.ownerID),
+        ]
         if let error { values["confirm_error"] = error }
         return renderer.page(
             "delete", title: page.language.text("delete_title"), values: values, language: page.language, viewer: viewer,
@@ -254,15 +305,20 @@ struct IntegrationPages: Sendable {
     }
 
     private func detailPage(
-        _ integration: Integration, request: Request, page: PageRequest, viewer: Viewer, extra: [String: Any],
-        status: HTTPResponse.Status = .ok
+        _ integration: Integration, role: WorkspaceRole, request: Request, page: PageRequest, viewer: Viewer,
+        extra: [String: Any], status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let owner = SecretOwner(integrationID: integration.id, ownerID: integration.ownerID)
         let versions = try await services.secrets.versions(of: owner)
-        let events = try await services.audit.events(ownerID: viewer.user.id, integrationID: integration.id, limit: 20, before: nil)
+        let events = try await services.audit.events(
+            ownerID: integration.ownerID, integrationID: integration.id, limit: 20, before: nil)
+        let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
         var values = extra
         values["nav_integrations"] = true
-        values["integration"] = Self.card(integration, language: page.language)
+        values["can_edit"] = canEdit
+        values["workspace_id"] = Self.idText(integration.ownerID)
+        values["list_path"] = Self.listPath(integration.ownerID, viewer: viewer)
+        values["integration"] = Self.card(integration, language: page.language, canEdit: canEdit)
         values["fields"] = Self.providerFields(integration.type, language: page.language)
         var kept = (extra["values"] as? [String: String]) ?? [:]
         for (key, value) in integration.config { if kept[key] == nil, let text = value.stringValue { kept[key] = text } }
@@ -274,7 +330,8 @@ struct IntegrationPages: Sendable {
             ] as [String: Any]
         }
         values["events"] = events.map { AccountPages.event($0, names: [integration.id: integration.name], language: page.language) }
-        let rotations = try await services.rotations.rotations(integrationID: integration.id, ownerID: viewer.user.id, limit: 10)
+        let rotations = try await services.rotations.rotations(
+            integrationID: integration.id, ownerID: integration.ownerID, limit: 10)
         values["rotation"] = Self.rotation(integration, rotations: rotations, language: page.language)
         return renderer.page(
             "detail", title: integration.name, values: values, language: page.language, viewer: viewer, path: page.path,
@@ -283,10 +340,12 @@ struct IntegrationPages: Sendable {
 
     // MARK: View values
 
-    /// The values of an integration's card. Never a credential: the hint only.
-    static func card(_ integration: Integration, language: Language) -> [String: Any] {
+    /// The values of an integration's card; `canEdit` shows the controls that change it. Never a credential: the
+    /// hint only.
+    static func card(_ integration: Integration, language: Language, canEdit: Bool) -> [String: Any] {
         var card: [String: Any] = [
             "id": idText(integration.id),
+            "can_edit": canEdit,
             "name": integration.name,
             "type": integration.type.rawValue,
             "type_label": language.text("type_\(integration.type.rawValue)"),

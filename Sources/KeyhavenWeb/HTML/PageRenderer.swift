@@ -68,6 +68,20 @@ public struct PageRenderer: Sendable {
         }
         if let viewer {
             context["viewer"] = ["email": viewer.user.email ?? "", "csrf": viewer.session.csrfToken] as [String: Any]
+            // The workspace switcher: the personal workspace, then each organization; the page names the current one.
+            let current = (values["workspace_id"] as? String).flatMap(UUID.init(text:))
+            var workspaces: [[String: Any]] = [
+                ["name": language.text("personal_workspace"), "href": "/integrations", "current": current == viewer.user.id]
+            ]
+            for (organization, role) in viewer.organizations {
+                workspaces.append([
+                    "name": organization.name, "role": language.text("role_\(role.rawValue)"),
+                    "href": "/integrations?workspace=\(organization.id.uuidString.lowercased())",
+                    "current": current == organization.id,
+                ])
+            }
+            context["workspaces"] = workspaces
+            context["current_workspace"] = current.flatMap { viewer.workspaceName($0, language: language) }
         }
         let html = library.render(context, withTemplate: template) ?? ""
         return Self.html(html, status: status)

@@ -4,10 +4,16 @@ import Hummingbird
 import KeyhavenCore
 import Logging
 
-/// The signed-in reader of a page.
+/// The signed-in reader of a page, with the organizations they belong to (for the workspace switcher).
 struct Viewer: Sendable {
     let user: User
     let session: Session
+    let organizations: [(Organization, WorkspaceRole)]
+
+    /// The name of a workspace the reader belongs to, if they do.
+    func workspaceName(_ id: UUID, language: Language) -> String? {
+        id == user.id ? language.text("personal_workspace") : organizations.first { $0.0.id == id }?.0.name
+    }
 }
 
 /// What every page handler knows about its request.
@@ -35,13 +41,18 @@ public struct WebPages: Sendable {
         public var limiter: any RateLimiter
         public var checks: CheckRateLimit
         public var rotations: any RotationStore
+        public var organizations: any OrganizationStore
+        public var access: WorkspaceAccess
 
         /// Groups the services.
         public init(
             accounts: Accounts, sessions: any SessionStore, integrations: any IntegrationStore, secrets: any SecretStore,
             audit: any AuditLog, tokens: any TokenStore, tester: any IntegrationTester, limiter: any RateLimiter,
-            checks: CheckRateLimit, rotations: any RotationStore
+            checks: CheckRateLimit, rotations: any RotationStore, organizations: any OrganizationStore,
+            access: WorkspaceAccess
         ) {
+            self.organizations = organizations
+            self.access = access
             self.rotations = rotations
             self.accounts = accounts
             self.sessions = sessions
@@ -59,11 +70,15 @@ public struct WebPages: Sendable {
     let renderer: PageRenderer
     let cookie: SessionCookie
     let trustedProxies: Set<String>
+    let publicURL: URL
 
     static let formCookie = "keyhaven_form"
 
-    /// Creates the pages.
-    public init(services: Services, renderer: PageRenderer, cookie: SessionCookie, trustedProxies: Set<String>) {
+    /// Creates the pages; `publicURL` is where users reach the server, for links they copy.
+    public init(
+        services: Services, renderer: PageRenderer, cookie: SessionCookie, trustedProxies: Set<String>, publicURL: URL
+    ) {
+        self.publicURL = publicURL
         self.services = services
         self.renderer = renderer
         self.cookie = cookie
@@ -112,6 +127,20 @@ public struct WebPages: Sendable {
         pages.get("/tokens", use: signedIn(account.tokens))
         pages.post("/tokens", use: signedIn(account.createToken))
         pages.post("/tokens/:id/revoke", use: signedIn(account.revokeToken))
+        let organizations = OrganizationPages(services: services, renderer: renderer, publicURL: publicURL)
+        pages.get("/orgs", use: signedIn(organizations.list))
+        pages.post("/orgs", use: signedIn(organizations.create))
+        pages.get("/orgs/:id", use: signedIn(organizations.detail))
+        pages.post("/orgs/:id/rename", use: signedIn(organizations.rename))
+        pages.post("/orgs/:id/delete", use: signedIn(organizations.delete))
+        pages.post("/orgs/:id/members/:user_id/role", use: signedIn(organizations.setRole))
+        pages.post("/orgs/:id/members/:user_id/remove", use: signedIn(organizations.removeMember))
+        pages.post("/orgs/:id/invitations", use: signedIn(organizations.invite))
+        pages.post("/orgs/:id/invitations/:invitation_id/revoke", use: signedIn(organizations.revokeInvitation))
+        pages.post("/orgs/:id/service-tokens", use: signedIn(organizations.createServiceToken))
+        pages.post("/orgs/:id/service-tokens/:token_id/revoke", use: signedIn(organizations.revokeServiceToken))
+        pages.get("/invitations/accept", use: open(organizations.acceptPage))
+        pages.post("/invitations/accept", use: signedIn(organizations.accept))
     }
 
     typealias Handler = @Sendable (Request, AppRequestContext) async throws -> Response
@@ -142,7 +171,7 @@ public struct WebPages: Sendable {
         if let token = request.cookies[cookie.name]?.value, !token.isEmpty, token.utf8.count <= 256,
             let (session, user) = try await services.sessions.find(token: token)
         {
-            viewer = Viewer(user: user, session: session)
+            viewer = Viewer(user: user, session: session, organizations: try await services.organizations.list(userID: user.id))
         }
         let language = Language.negotiate(
             cookie: request.cookies[Language.cookieName]?.value, acceptLanguage: request.headers[.acceptLanguage])

@@ -1,5 +1,5 @@
-// Keyhaven: refreshes integrations that are being verified, and stops when none is. Everything else works
-// without this script.
+// Keyhaven: refreshes integrations that are being verified, and stops when none is; copy buttons; the token of an
+// invitation link. Everything else works without this script.
 (function () {
   "use strict";
   var INTERVAL_MS = 1500;
@@ -36,7 +36,45 @@
     Promise.all(cards.map(refreshCard)).then(function () { window.setTimeout(tick, INTERVAL_MS); });
   }
 
+  // Copy buttons: <button data-copy="input-id" data-copied="label">.
+  function setUpCopyButtons() {
+    Array.prototype.forEach.call(document.querySelectorAll("button[data-copy]"), function (button) {
+      button.addEventListener("click", function () {
+        var field = document.getElementById(button.getAttribute("data-copy"));
+        if (!field) { return; }
+        field.select();
+        var done = function () { button.textContent = button.getAttribute("data-copied") || button.textContent; };
+        if (navigator.clipboard && navigator.clipboard.writeText) {
+          navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); done(); });
+        } else {
+          document.execCommand("copy");
+          done();
+        }
+      });
+    });
+  }
+
+  // An invitation link carries its token in the fragment, which never reaches a server. The accept page puts it
+  // in the form, and keeps it in this tab while the reader signs in first.
+  function setUpInvitation() {
+    var field = document.getElementById("invitation-token");
+    if (!field) { return; }
+    var fromLink = window.location.hash.slice(1);
+    if (fromLink.indexOf("kh_inv_") === 0) {
+      window.sessionStorage.setItem("keyhaven_invitation", fromLink);
+      window.history.replaceState(null, "", window.location.pathname);
+    }
+    var kept = window.sessionStorage.getItem("keyhaven_invitation");
+    if (kept && !field.value) { field.value = kept; }
+    var form = document.getElementById("accept-invitation");
+    if (form) {
+      form.addEventListener("submit", function () { window.sessionStorage.removeItem("keyhaven_invitation"); });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    setUpCopyButtons();
+    setUpInvitation();
     if (verifying().length > 0) { window.setTimeout(tick, INTERVAL_MS); }
   });
 })();
