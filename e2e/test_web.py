@@ -264,6 +264,13 @@ def test_pages_carry_the_security_headers_and_no_inline_script_or_style(page, se
     expect(page.get_by_role("heading", level=1)).to_have_text("No encontrado")
 
 
+def overflowing(page):
+    """The elements that reach past the right edge of the window (what makes a page scroll sideways)."""
+    return page.evaluate("""Array.from(document.querySelectorAll('body *'))
+        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.table-wrap'))
+        .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)""")
+
+
 def unlabelled(page):
     return page.evaluate("""Array.from(document.querySelectorAll('input:not([type=hidden]), textarea, select'))
         .filter(i => !(i.labels && i.labels.length)).map(i => i.name || i.id)""")
@@ -274,7 +281,12 @@ def test_every_field_of_every_page_has_a_label_and_fits_a_phone(page, server, fa
     name = create(page, "openai", fakes["credentials"])
     card(page, name).get_by_role("link", name=re.compile("^Detalles")).click()
     detail = page.url
+    page.goto("/orgs")
+    page.get_by_label("Nombre").fill("Equipo")
+    page.get_by_role("button", name="Crear organización").click()
+    organization = re.search(r"/orgs/[0-9a-f-]{36}", page.url).group(0)
     paths = ["/integrations", "/integrations/new", "/audit", "/tokens", detail, detail + "/delete"]
+    paths += ["/orgs", organization, "/invitations/accept", "/integrations?workspace=" + organization.split("/")[-1]]
     paths += [f"/integrations/new?type={kind}" for kind in LABELS]
     for viewport in (DESKTOP, PHONE):
         page.set_viewport_size(viewport)
@@ -282,3 +294,80 @@ def test_every_field_of_every_page_has_a_label_and_fits_a_phone(page, server, fa
             page.goto(path)
             assert unlabelled(page) == [], path
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"{path} scrolls sideways at {viewport['width']} px"
+
+
+def test_a_viewer_sees_the_shared_integration_without_edit_controls_and_once_promoted_can_test_it(browser, server, fakes):
+    credentials = fakes["credentials"]
+    owner = new_page(browser, server)
+    invitee = new_page(browser, server)
+    try:
+        sign_up(owner)
+        invitee_email = sign_up(invitee)
+        # The owner creates an organization from its page and invites the other user as a viewer.
+        owner.goto("/orgs")
+        owner.get_by_label("Nombre").fill("Equipo E2E")
+        owner.get_by_role("button", name="Crear organización").click()
+        expect(owner.get_by_role("heading", level=1)).to_have_text("Equipo E2E")
+        org_path = re.search(r"/orgs/[0-9a-f-]{36}", owner.url).group(0)
+        org_id = org_path.split("/")[-1]
+        owner.get_by_label("Correo electrónico").fill(invitee_email)
+        owner.locator("#invite-role").select_option("viewer")
+        owner.get_by_role("button", name="Crear invitación").click()
+        link = owner.locator("#invitation-link").input_value()
+        assert re.fullmatch(re.escape(server.url) + r"/invitations/accept#kh_inv_[A-Za-z0-9_-]{43}", link), link
+        screenshot(owner, "organization-invited")
+
+        # An integration in the organization, made from its own list (the switcher leads there).
+        owner.locator("details.switcher summary").click()
+        owner.locator("details.switcher").get_by_role("link", name=re.compile("^Equipo E2E")).click()
+        expect(owner).to_have_url(re.compile(rf"/integrations\?workspace={org_id}$"))
+        owner.get_by_role("link", name="Nueva Integración").first.click()
+        owner.locator('a[href^="/integrations/new?type=openai"]').click()
+        owner.get_by_label("Nombre").fill("Clave compartida")
+        fill_provider(owner, "openai", credentials)
+        owner.get_by_role("button", name="Guardar y Verificar").click()
+        expect(owner).to_have_url(re.compile(rf"workspace={org_id}&done=created$"))
+        expect(card(owner, "Clave compartida").locator(".badge")).to_have_text("Conectado", timeout=20000)
+
+        # The invitee opens the link: the token comes from its fragment, and the server never sees it in a URL.
+        invitee.goto(link)
+        expect(invitee.locator("#invitation-token")).to_have_value(re.compile(r"^kh_inv_"))
+        assert "#" not in invitee.url
+        invitee.get_by_role("button", name="Aceptar la invitación").click()
+        expect(invitee).to_have_url(re.compile(rf"workspace={org_id}&done=joined$"))
+        shared = card(invitee, "Clave compartida")
+        expect(shared.locator(".badge")).to_have_text("Conectado")
+        expect(shared.get_by_role("button", name="Probar Conexión")).to_have_count(0)
+        expect(invitee.get_by_role("link", name="Nueva Integración")).to_have_count(0)
+        shared.get_by_role("link", name=re.compile("^Detalles")).click()
+        integration_id = re.search(r"/integrations/([0-9a-f-]{36})", invitee.url).group(1)
+        expect(invitee.get_by_role("button", name="Probar Conexión")).to_have_count(0)
+        expect(invitee.get_by_role("button", name="Reemplazar y Verificar")).to_have_count(0)
+        expect(invitee.locator(f'a[href="/integrations/{integration_id}/delete"]')).to_have_count(0)
+        expect(invitee.locator("form[action^='/integrations/']")).to_have_count(0)
+        screenshot(invitee, "viewer-detail")
+        # The server refuses what the page does not offer.
+        csrf = invitee.locator('form[action="/logout"] input[name="csrf_token"]').input_value()
+        assert invitee.request.post(f"/integrations/{integration_id}/test", form={"csrf_token": csrf}).status == 403
+        assert invitee.request.post(f"/integrations/{integration_id}/disable", form={"csrf_token": csrf}).status == 403
+
+        # Promoted to member from the organization page, the invitee can test it.
+        owner.goto(org_path)
+        row = owner.locator(f'tr[data-member="{invitee_email}"]')
+        row.locator("select").select_option("member")
+        row.get_by_role("button", name=re.compile("^Guardar")).click()
+        expect(owner.locator(".alert-success")).to_have_text("Rol cambiado.")
+        invitee.reload()
+        invitee.get_by_role("button", name="Probar Conexión").click()
+        expect(invitee.locator(".result .badge")).to_have_text("Conectado", timeout=20000)
+        for viewer in (owner, invitee):
+            assert_no_secret(viewer, server.secrets)
+        for viewport, suffix in ((DESKTOP, "desktop"), (PHONE, "phone")):
+            owner.set_viewport_size(viewport)
+            owner.goto(org_path)
+            screenshot(owner, f"organization-{suffix}")
+            assert unlabelled(owner) == []
+            assert owner.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"the organization page scrolls sideways at {suffix} width: {overflowing(owner)}"
+    finally:
+        owner.context.close()
+        invitee.context.close()

@@ -68,6 +68,12 @@ struct IntegrationPages: Sendable {
         return id
     }
 
+    /// The form value that keeps an organization's workspace across the new-integration pages (none for the
+    /// personal one, whose links stay as they were).
+    static func workspaceField(_ workspace: UUID, viewer: Viewer) -> [String: String] {
+        workspace == viewer.user.id ? [:] : ["workspace": idText(workspace)]
+    }
+
     /// The integrations list of a workspace.
     static func listPath(_ workspace: UUID, viewer: Viewer) -> String {
         workspace == viewer.user.id ? "/integrations" : "/integrations?workspace=\(idText(workspace))"
@@ -79,7 +85,7 @@ struct IntegrationPages: Sendable {
         let type = request.uri.queryParameters["type"].flatMap { IntegrationType(rawValue: String($0)) }
         let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
         _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
-        return newPage(type: type, values: ["workspace": Self.idText(workspace)], errors: [:], page: page, viewer: viewer)
+        return newPage(type: type, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page, viewer: viewer)
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -88,11 +94,10 @@ struct IntegrationPages: Sendable {
         _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
         guard let type = form["type"].flatMap(IntegrationType.init(rawValue:)) else {
             return newPage(
-                type: nil, values: ["workspace": Self.idText(workspace)], errors: [:], page: page, viewer: viewer,
+                type: nil, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page, viewer: viewer,
                 status: .unprocessableContent)
         }
-        var kept = Self.keptValues(form)
-        kept["workspace"] = Self.idText(workspace)
+        let kept = Self.keptValues(form).merging(Self.workspaceField(workspace, viewer: viewer)) { $1 }
         var input = CredentialsForm(type: type, form: form)
         let name = Self.validName(form["name"])
         if name == nil { input.errors["name"] = "must be a non-empty string of at most 100 visible characters" }
@@ -122,7 +127,7 @@ struct IntegrationPages: Sendable {
         status: HTTPResponse.Status = .ok, message: String? = nil
     ) -> Response {
         var context: [String: Any] = ["nav_integrations": true, "values": values]
-        if let workspace = values["workspace"] { context["workspace_id"] = workspace }
+        context["workspace_id"] = values["workspace"] ?? Self.idText(viewer.user.id)
         context["providers"] = IntegrationType.allCases.map { option in
             [
                 "type": option.rawValue, "label": page.language.text("type_\(option.rawValue)"),
