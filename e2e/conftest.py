@@ -63,10 +63,18 @@ def fakes(workdir):
 
 
 class Server:
-    def __init__(self, url, log_path, secrets):
+    def __init__(self, url, log_path, secrets, environment, workdir):
         self.url = url
         self.log_path = log_path
         self.secrets = secrets
+        self.environment = environment
+        self.workdir = workdir
+
+    def create_user(self, email, password):
+        """An account made by the operator's command, as a deployment with sign-up closed would make it (sign-up
+        through the page is limited per address)."""
+        subprocess.run([str(BIN / "keyhaven"), "users", "create", "--email", email], input=password + "\n", text=True,
+                       env=self.environment, cwd=self.workdir, check=True, stdout=subprocess.DEVNULL, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +109,7 @@ def server(workdir, fakes):
     pem = json.loads(credentials["google_cloud"])["private_key"]
     secrets = [credentials[name] for name in ("openai", "anthropic", "gemini", "aws_secret_access_key", "azure_client_secret")]
     secrets += [line for line in pem.splitlines() if len(line) > 20 and "PRIVATE KEY" not in line]
-    yield Server(url, log_path, secrets)
+    yield Server(url, log_path, secrets, environment, workdir)
     process.terminate()
     process.wait(timeout=30)
     log = log_path.read_text(errors="replace")

@@ -24,6 +24,18 @@ def sign_up(page, language="es"):
     return email
 
 
+def sign_in_as_new_user(page, server):
+    """An account made by the operator (sign-up through the page is limited per address), signed in on `page`."""
+    email = f"e2e-{uuid.uuid4().hex[:12]}@example.test"
+    server.create_user(email, PASSWORD)
+    page.goto("/login")
+    page.get_by_label("Correo electrónico").fill(email)
+    page.get_by_label("Contraseña").fill(PASSWORD)
+    page.get_by_role("button", name="Iniciar sesión").click()
+    expect(page).to_have_url(re.compile(r"/integrations$"))
+    return email
+
+
 def fill_provider(page, kind, credentials, secret=None):
     """Fills the provider's credential fields; `secret` overrides the key-based providers' key."""
     if kind in ("openai", "anthropic", "gemini"):
@@ -301,8 +313,8 @@ def test_a_viewer_sees_the_shared_integration_without_edit_controls_and_once_pro
     owner = new_page(browser, server)
     invitee = new_page(browser, server)
     try:
-        sign_up(owner)
-        invitee_email = sign_up(invitee)
+        sign_in_as_new_user(owner, server)
+        invitee_email = sign_in_as_new_user(invitee, server)
         # The owner creates an organization from its page and invites the other user as a viewer.
         owner.goto("/orgs")
         owner.get_by_label("Nombre").fill("Equipo E2E")

@@ -55,8 +55,10 @@ postgres_start() {
     [ "$(id -u)" = 0 ] && chown postgres "$PG_DIR/pwfile"
     as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U keyhaven --pwfile="$PG_DIR/pwfile" -A scram-sha-256 \
         -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log"; return 1; }
+    # Every test opens its own pool (up to 16 connections, more for the tests that run two servers), and the
+    # suites run in parallel: room for all of them at once.
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c fsync=off -c max_connections=200" start \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c fsync=off -c max_connections=600" start \
         >/dev/null || { cat "$PG_DIR/server.log"; return 1; }
     export KEYHAVEN_TEST_POSTGRES_URL="postgres://keyhaven:$password@127.0.0.1:$port/postgres?sslmode=disable"
     echo "==> PostgreSQL 15 running on 127.0.0.1:$port"
