@@ -131,7 +131,7 @@ public protocol OrganizationStore: Sendable {
     /// Deletes an organization, its memberships, invitations and service tokens, and its integrations with every
     /// secret version, in one transaction; `confirmation` must equal its name.
     ///
-    /// - Throws: `KeyhavenError.notFound`; `.validationFailed` if the confirmation does not name it.
+    /// - Throws: `KeyhavenError.notFound`; `.conflict` if the confirmation does not name it.
     func delete(id: UUID, confirmation: String, actor: AuditActor) async throws
 
     /// The members, by email.

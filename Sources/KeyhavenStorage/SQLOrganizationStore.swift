@@ -98,7 +98,7 @@ public struct SQLOrganizationStore: OrganizationStore {
         try await database.transaction { sql in
             let organization = try await fetch(id, lock: true, on: sql)
             guard confirmation == organization.name else {
-                throw KeyhavenError.validationFailed(["confirm": "must be the organization's name, exactly"])
+                throw KeyhavenError.conflict("The confirmation must be the organization's name, exactly.")
             }
             // The integrations' rows first (the lock order of every writer), then their secrets, then the rows;
             // memberships, invitations and rotations go with their parents.

@@ -104,7 +104,7 @@ public struct IntegrationController: Sendable {
         let decoded = try await CreateIntegrationRequest.read(request, context: context)
         let new = try decoded.body.validated(decoded.errors).orThrow()
         let workspace = new.workspace ?? context.user.id
-        try await requireTarget(workspace, context)
+        _ = try await access.require(.editIntegrations, in: workspace, for: context.user)
         try await checks.count(context.user.id, on: limiter)
         let integration = try await integrations.create(
             ownerID: workspace, name: new.name, type: new.type, config: new.config, credentials: new.credentials,
@@ -140,26 +140,17 @@ public struct IntegrationController: Sendable {
         return Response(status: .noContent)
     }
 
-    /// `POST /api/integrations/{id}/move`: to another workspace where the caller may add integrations (SPEC §12).
+    /// `POST /api/integrations/{id}/move`: to another workspace where the caller may add integrations (SPEC §12); a
+    /// target they are not a member of is not found, as any workspace of others.
     @Sendable func move(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
         let integration = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
         let decoded = try await MoveIntegrationRequest.read(request, context: context)
         let target = try decoded.body.validated(decoded.errors).orThrow()
-        try await requireTarget(target, context)
+        _ = try await access.require(.editIntegrations, in: target, for: context.user)
         let moved = try await integrations.move(
             id: integration.id, from: integration.ownerID, to: target, actor: context.actor(request))
         return Response.json(status: .ok, IntegrationResponse(integration: moved))
-    }
-
-    /// Requires that the caller may add integrations to `workspace`, named by a body's `workspace_id`: 422 on that
-    /// field if they are not a member, 403 if their role does not allow it.
-    private func requireTarget(_ workspace: UUID, _ context: UserContext) async throws {
-        do {
-            _ = try await access.require(.editIntegrations, in: workspace, for: context.user)
-        } catch KeyhavenError.notFound {
-            throw KeyhavenError.validationFailed(["workspace_id": "is not a workspace you belong to"])
-        }
     }
 
     /// Backend-only: the decrypted credentials, audited before they leave (SPEC §6, §8).

@@ -158,7 +158,7 @@ struct OrganizationPages: Sendable {
             try await services.organizations.delete(
                 id: id, confirmation: form["confirm_name"]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "",
                 actor: IntegrationPages.actor(request, context: context, viewer: viewer))
-        } catch KeyhavenError.validationFailed {
+        } catch KeyhavenError.conflict {
             return try await detailPage(
                 id, role: role, page: page, viewer: viewer,
                 values: ["delete_error": page.language.text("delete_confirm_mismatch")], status: .unprocessableContent)
