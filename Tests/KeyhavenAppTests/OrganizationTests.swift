@@ -403,7 +403,9 @@ struct OrganizationTests {
             _ = try await api.request(.post, "/api/orgs/\(org.lowercased)/invitations", auth: team.admin.session, json: ["email": "x@example.test", "role": "viewer"])
             func actions(_ user: TestUser) async throws -> Set<String> {
                 let page = try await api.request(.get, "/api/audit?workspace_id=\(org.lowercased)", auth: user.session)
-                return Set((page.json["events"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String })
+                let events = page.json["events"] as? [[String: Any]] ?? []
+                #expect(events.allSatisfy { $0["workspace_id"] as? String == org.lowercased }, "events carry their workspace")
+                return Set(events.compactMap { $0["action"] as? String })
             }
             let everything: Set<String> = [
                 "organization.create", "organization.member.remove", "integration.create", "organization.invitation.create",

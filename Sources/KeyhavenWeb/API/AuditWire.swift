@@ -16,6 +16,7 @@ struct AuditEventResponse: ResponseBody {
             "actor_type": .string(event.actorType),
             "actor_id": event.actorID.map(JSONValue.string) ?? .null,
             "action": .string(event.action),
+            "workspace_id": event.ownerID.map(wireID) ?? .null,
             "integration_id": event.integrationID.map(wireID) ?? .null,
             "outcome": .string(event.outcome),
             "ip": event.ip.map(JSONValue.string) ?? .null,
