@@ -263,12 +263,29 @@ public struct SQLTokenStore: TokenStore {
     }
 
     public func revoke(id: UUID, userID: UUID?, audit entry: AuditEntry) async throws {
+        try await revoke(id, kind: userID == nil ? nil : .personal, owner: userID.map { ("user_id", $0) }, audit: entry)
+    }
+
+    public func revokeServiceToken(id: UUID, workspaceID: UUID, audit entry: AuditEntry) async throws {
+        try await revoke(id, kind: .service, owner: ("workspace_id", workspaceID), audit: entry)
+    }
+
+    /// Revokes a live token of `kind` whose `owner.column` is `owner.id` (any, when nil), audited.
+    private func revoke(
+        _ id: UUID, kind: APIToken.Kind?, owner: (column: String, id: UUID)?, audit entry: AuditEntry
+    ) async throws {
         try await database.transaction { sql in
             var query = SQLQueryString(
                 "UPDATE api_tokens SET revoked_at = \(bind: Date()) WHERE id = \(bind: id) AND revoked_at IS NULL")
-            if let userID {
-                query.appendInterpolation(unsafeRaw: " AND kind = 'personal' AND user_id = ")
-                query.appendInterpolation(bind: userID)
+            if let kind {
+                query.appendInterpolation(unsafeRaw: " AND kind = ")
+                query.appendInterpolation(bind: kind.rawValue)
+            }
+            if let owner {
+                query.appendInterpolation(unsafeRaw: " AND ")
+                query.appendInterpolation(ident: owner.column)
+                query.appendInterpolation(unsafeRaw: " = ")
+                query.appendInterpolation(bind: owner.id)
             }
             query.appendInterpolation(unsafeRaw: " RETURNING id")
             guard try await sql.raw(query).first() != nil else { throw KeyhavenError.notFound }
@@ -286,22 +303,6 @@ public struct SQLTokenStore: TokenStore {
                 ORDER BY created_at DESC, id DESC
                 """
             ).all().map(Self.token)
-        }
-    }
-
-    public func revokeServiceToken(id: UUID, workspaceID: UUID, audit entry: AuditEntry) async throws {
-        try await database.transaction { sql in
-            guard
-                try await sql.raw(
-                    """
-                    UPDATE api_tokens SET revoked_at = \(bind: Date()) WHERE id = \(bind: id) AND kind = 'service'
-                    AND workspace_id = \(bind: workspaceID) AND revoked_at IS NULL RETURNING id
-                    """
-                ).first() != nil
-            else { throw KeyhavenError.notFound }
-            var entry = entry
-            entry.detail["token_id"] = .string(id.uuidString.lowercased())
-            try await audit.append(entry, on: sql)
         }
     }
 

@@ -159,8 +159,8 @@ public struct OrganizationController: Sendable {
     @Sendable func createServiceToken(_ request: Request, context: UserContext) async throws -> Response {
         try context.requireInteractive()
         let (id, _) = try await organization(.manageServiceTokens, context)
-        let decoded = try await CreateServiceTokenRequest.read(request, context: context)
-        let new = try decoded.body.validated(decoded.errors).orThrow()
+        let decoded = try await CreateTokenRequest.read(request, context: context)
+        let new = try decoded.body.validated(decoded.errors, allowed: CreateTokenRequest.service).orThrow()
         let (secret, record) = try await tokens.create(
             kind: .service, userID: nil, workspaceID: id, name: new.name, scopes: new.scopes, expiresAt: new.expiresAt,
             audit: AuditEntry(actor: context.actor(request), action: .tokenCreate, ownerID: id))

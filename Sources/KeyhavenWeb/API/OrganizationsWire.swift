@@ -100,36 +100,6 @@ extension UInt8 {
     }
 }
 
-/// `POST /api/orgs/{id}/service-tokens`: `{name, scopes, expires_in_days?}`; the scopes a backend token can hold.
-struct CreateServiceTokenRequest: RequestBody {
-    static let knownFields: Set<String>? = ["name", "scopes", "expires_in_days"]
-
-    var name: Input<String>?
-    var scopes: Input<[String]>?
-    var expiresInDays: Input<Double>?
-
-    enum CodingKeys: String, CodingKey {
-        case name, scopes
-        case expiresInDays = "expires_in_days"
-    }
-
-    /// The scopes an organization's service token may hold.
-    static let allowed: Set<TokenScope> = [.credentialsRead]
-
-    func validated(_ errors: FieldErrors, now: Date = Date()) -> Result<CreateTokenRequest.Valid, FieldErrors> {
-        var errors = errors
-        let name = TextRule.text(name, "name", required: true, maximumLength: 100, errors: &errors)
-        let listed = (self.scopes?.value ?? []).map(TokenScope.init(rawValue:))
-        let scopes = Set(listed.compactMap { $0 })
-        if listed.isEmpty || listed.contains(nil) || !scopes.isSubset(of: Self.allowed) {
-            errors["scopes"] = "must list credentials:read"
-        }
-        let expiresAt = ExpiryRule.date(expiresInDays, now: now, errors: &errors)
-        guard errors.isEmpty, let name else { return .failure(errors) }
-        return .success(CreateTokenRequest.Valid(name: name, scopes: scopes, expiresAt: expiresAt))
-    }
-}
-
 /// An organization, with the caller's role in it.
 struct OrganizationResponse: ResponseBody {
     let organization: Organization

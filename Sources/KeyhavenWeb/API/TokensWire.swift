@@ -3,7 +3,7 @@ import KeyhavenCore
 
 // The wire types of /api/tokens (SPEC §5).
 
-/// `POST /api/tokens`: `{name, scopes, expires_in_days?}`.
+/// `POST /api/tokens` and `POST /api/orgs/{id}/service-tokens`: `{name, scopes, expires_in_days?}`.
 struct CreateTokenRequest: RequestBody {
     static let knownFields: Set<String>? = ["name", "scopes", "expires_in_days"]
 
@@ -23,34 +23,33 @@ struct CreateTokenRequest: RequestBody {
         var expiresAt: Date?
     }
 
-    func validated(_ errors: FieldErrors, now: Date = Date()) -> Result<Valid, FieldErrors> {
+    /// The scopes a personal token may hold, and the problem named when others are asked for.
+    static let personal: (scopes: Set<TokenScope>, problem: String) = (
+        [.integrationsRead, .integrationsWrite], "must list integrations:read and/or integrations:write"
+    )
+    /// The scopes a service token of an organization may hold.
+    static let service: (scopes: Set<TokenScope>, problem: String) = ([.credentialsRead], "must list credentials:read")
+
+    func validated(
+        _ errors: FieldErrors, allowed: (scopes: Set<TokenScope>, problem: String) = personal, now: Date = Date()
+    ) -> Result<Valid, FieldErrors> {
         var errors = errors
         let name = TextRule.text(name, "name", required: true, maximumLength: 100, errors: &errors)
-        var scopes = Set<TokenScope>()
-        let listed = self.scopes?.value ?? []
-        for text in listed {
-            guard let scope = TokenScope(rawValue: text), scope != .credentialsRead else {
-                scopes = []
-                break
-            }
-            scopes.insert(scope)
+        let listed = (self.scopes?.value ?? []).map(TokenScope.init(rawValue:))
+        let scopes = Set(listed.compactMap { $0 })
+        if listed.isEmpty || listed.contains(nil) || !scopes.isSubset(of: allowed.scopes) {
+            errors["scopes"] = allowed.problem
         }
-        if scopes.isEmpty { errors["scopes"] = "must list integrations:read and/or integrations:write" }
-        let expiresAt = ExpiryRule.date(expiresInDays, now: now, errors: &errors)
+        var expiresAt: Date?
+        if let expiresInDays {
+            if let days = expiresInDays.value, days >= 1, days <= 365, days == days.rounded() {
+                expiresAt = now.addingTimeInterval(days * 86400)
+            } else {
+                errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
+            }
+        }
         guard errors.isEmpty, let name else { return .failure(errors) }
         return .success(Valid(name: name, scopes: scopes, expiresAt: expiresAt))
-    }
-}
-
-/// A token's `expires_in_days`: a whole number of days from 1 to 365; nil when absent.
-enum ExpiryRule {
-    static func date(_ input: Input<Double>?, now: Date, errors: inout FieldErrors) -> Date? {
-        guard let input else { return nil }
-        guard let days = input.value, days >= 1, days <= 365, days == days.rounded() else {
-            errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
-            return nil
-        }
-        return now.addingTimeInterval(days * 86400)
     }
 }
 
