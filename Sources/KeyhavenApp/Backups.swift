@@ -205,7 +205,7 @@ struct ScheduledBackupService: Service {
     let metrics: BackupMetrics
 
     func run() async throws {
-        let holder = UUID().uuidString.lowercased()
+        let holder = UUID().lowercasedText
         let schedule = BackupSchedule(database: runtime.database)
         let tick = min(settings.interval, .seconds(60))
         let logger = runtime.logger

@@ -114,7 +114,7 @@ extension KeyhavenOperations {
     ) async throws -> (token: String, record: APIToken) {
         try await withRuntime(configuration, logger: logger, allowKeyringCreation: true) { runtime in
             if let workspace, try await !exists(workspace, in: runtime) {
-                throw KeyhavenError.badRequest("no organization or user has the id \(workspace.uuidString.lowercased())")
+                throw KeyhavenError.badRequest("no organization or user has the id \(workspace.lowercasedText)")
             }
             return try await runtime.tokens.create(
                 kind: .service, userID: nil, workspaceID: workspace, name: name, scopes: scopes, expiresAt: nil,

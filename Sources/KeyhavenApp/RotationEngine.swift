@@ -115,7 +115,7 @@ public struct RotationEngine: Service {
                 // The last run stopped while the provider was making a credential: remove whatever it made (it was
                 // never stored, so nothing can use it) before making another.
                 let since = record.updatedAt.addingTimeInterval(-60)
-                switch await rotator.strays(since: since, tag: record.id.uuidString.lowercased(), keep: oldKeyID, using: old, in: context) {
+                switch await rotator.strays(since: since, tag: record.id.lowercasedText, keep: oldKeyID, using: old, in: context) {
                 case .failure(let failure):
                     return try await retryOrFail(record, failure)
                 case .success(let strays):
@@ -130,7 +130,7 @@ public struct RotationEngine: Service {
             record.state = .creating
             record.updatedAt = now()
             try await store.save(record, release: false)
-            switch await rotator.create(using: old, tag: record.id.uuidString.lowercased(), in: context) {
+            switch await rotator.create(using: old, tag: record.id.lowercasedText, in: context) {
             case .failure(let failure):
                 record.state = .requested
                 return try await retryOrFail(record, failure)

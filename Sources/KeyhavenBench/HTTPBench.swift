@@ -81,7 +81,7 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
         audit: AuditEntry(actor: .operator, action: .tokenCreate))
     let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(24 * 3600))
     await runtime.shutdown()
-    print("INTEGRATION=\(first.id.uuidString.lowercased())")
+    print("INTEGRATION=\(first.id.lowercasedText)")
     print("SERVICE_TOKEN=\(service)")
     print("PAT=\(pat)")
     print("SESSION=\(cookie)")

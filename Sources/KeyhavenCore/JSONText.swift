@@ -14,7 +14,8 @@ extension JSONValue {
         return String(decoding: output, as: UTF8.self)
     }
 
-    private func write(to output: inout [UInt8]) {
+    /// Appends the value as ``jsonText`` writes it.
+    public func write(to output: inout [UInt8]) {
         switch self {
         case .null: output.append(contentsOf: "null".utf8)
         case .bool(let value): output.append(contentsOf: (value ? "true" : "false").utf8)
@@ -68,7 +69,8 @@ extension JSONValue {
         }
     }
 
-    private static func write(string: String, to output: inout [UInt8]) {
+    /// Appends a string as ``jsonText`` writes it (quoted and escaped).
+    public static func write(string: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         var string = string
         string.withUTF8 { bytes in
@@ -99,5 +101,31 @@ extension JSONValue {
             default: output.append(byte)
             }
         }
+    }
+}
+
+/// Writes one JSON object whose keys the caller gives already in ``JSONValue/jsonText``'s order (sorted by their
+/// UTF-8 bytes), for response bodies with fixed keys: the same bytes as building a `JSONValue.object` and writing it,
+/// without a dictionary to build, hash and sort for every row.
+public struct JSONObjectWriter {
+    private var first = true
+
+    /// Starts an object in `output`.
+    public init(_ output: inout [UInt8]) {
+        output.append(UInt8(ascii: "{"))
+    }
+
+    /// Appends one field; keys must come in sorted order.
+    public mutating func field(_ key: String, _ value: JSONValue, to output: inout [UInt8]) {
+        if !first { output.append(UInt8(ascii: ",")) }
+        first = false
+        JSONValue.write(string: key, to: &output)
+        output.append(UInt8(ascii: ":"))
+        value.write(to: &output)
+    }
+
+    /// Ends the object.
+    public func end(_ output: inout [UInt8]) {
+        output.append(UInt8(ascii: "}"))
     }
 }

@@ -45,7 +45,7 @@ public struct SQLUserStore: UserStore {
             ).run()
             if var entry {
                 entry.ownerID = user.id
-                entry.actor.id = user.id.uuidString.lowercased()
+                entry.actor.id = user.id.lowercasedText
                 try await audit.append(entry, on: sql)
             }
             return user
@@ -200,9 +200,9 @@ public struct SQLTokenStore: TokenStore {
                 """
             ).run()
             var entry = entry
-            entry.detail["token_id"] = .string(record.id.uuidString.lowercased())
+            entry.detail["token_id"] = .string(record.id.lowercasedText)
             entry.detail["kind"] = .string(kind.rawValue)
-            if let workspaceID { entry.detail["workspace_id"] = .string(workspaceID.uuidString.lowercased()) }
+            if let workspaceID { entry.detail["workspace_id"] = .string(workspaceID.lowercasedText) }
             entry.detail["scopes"] = .array(scopes.map(\.rawValue).sorted().map(JSONValue.string))
             try await audit.append(entry, on: sql)
         }
@@ -290,7 +290,7 @@ public struct SQLTokenStore: TokenStore {
             query.appendInterpolation(unsafeRaw: " RETURNING id")
             guard try await sql.raw(query).first() != nil else { throw KeyhavenError.notFound }
             var entry = entry
-            entry.detail["token_id"] = .string(id.uuidString.lowercased())
+            entry.detail["token_id"] = .string(id.lowercasedText)
             try await audit.append(entry, on: sql)
         }
     }

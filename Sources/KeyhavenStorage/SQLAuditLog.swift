@@ -214,8 +214,8 @@ public struct SQLAuditLog: AuditLog {
     public static func eventText(_ row: any SQLRow) throws -> String {
         let event = try event(from: row)
         return [
-            String(event.seq), event.id.uuidString, event.at, event.actorType, event.actorID ?? "",
-            event.ownerID?.uuidString ?? "", event.action, event.integrationID?.uuidString ?? "", event.outcome,
+            String(event.seq), event.id.uppercasedText, event.at, event.actorType, event.actorID ?? "",
+            event.ownerID?.uppercasedText ?? "", event.action, event.integrationID?.uppercasedText ?? "", event.outcome,
             event.ip ?? "", event.userAgent ?? "", event.detail, event.prevHash, event.hash, event.keyID ?? "",
         ].joined(separator: "|")
     }
@@ -254,13 +254,13 @@ public struct SQLAuditLog: AuditLog {
 
     private static func canonicalFields(_ event: AuditEvent) -> [String: JSONValue] {
         var fields: [String: JSONValue] = [
-            "seq": .string(String(event.seq)), "id": .string(event.id.uuidString.lowercased()), "at": .string(event.at),
+            "seq": .string(String(event.seq)), "id": .string(event.id.lowercasedText), "at": .string(event.at),
             "actor_type": .string(event.actorType), "action": .string(event.action), "outcome": .string(event.outcome),
             "detail": .string(event.detail),
         ]
         fields["actor_id"] = event.actorID.map(JSONValue.string) ?? .null
-        fields["owner_id"] = event.ownerID.map { .string($0.uuidString.lowercased()) } ?? .null
-        fields["integration_id"] = event.integrationID.map { .string($0.uuidString.lowercased()) } ?? .null
+        fields["owner_id"] = event.ownerID.map { .string($0.lowercasedText) } ?? .null
+        fields["integration_id"] = event.integrationID.map { .string($0.lowercasedText) } ?? .null
         fields["ip"] = event.ip.map(JSONValue.string) ?? .null
         fields["user_agent"] = event.userAgent.map(JSONValue.string) ?? .null
         return fields

@@ -115,8 +115,8 @@ public struct SQLIntegrationStore: IntegrationStore {
                 """
             ).run()
             let detail: [String: JSONValue] = [
-                "from_workspace": .string(source.uuidString.lowercased()),
-                "to_workspace": .string(target.uuidString.lowercased()), "name": .string(integration.name),
+                "from_workspace": .string(source.lowercasedText),
+                "to_workspace": .string(target.lowercasedText), "name": .string(integration.name),
                 "credential_version": .number(Double(version.version)), "destroyed_versions": .number(Double(destroyed)),
             ]
             try await audit.append(

@@ -158,7 +158,7 @@ public struct SQLOrganizationStore: OrganizationStore {
                 AuditEntry(
                     actor: actor, action: .memberUpdate, ownerID: organizationID,
                     detail: [
-                        "user_id": .string(userID.uuidString.lowercased()), "from": .string(member.role.rawValue),
+                        "user_id": .string(userID.lowercasedText), "from": .string(member.role.rawValue),
                         "role": .string(role.rawValue),
                     ]),
                 on: sql)
@@ -181,7 +181,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .memberRemove, ownerID: organizationID,
-                    detail: ["user_id": .string(userID.uuidString.lowercased()), "role": .string(member.role.rawValue)]),
+                    detail: ["user_id": .string(userID.lowercasedText), "role": .string(member.role.rawValue)]),
                 on: sql)
         }
     }
@@ -221,7 +221,7 @@ public struct SQLOrganizationStore: OrganizationStore {
                 AuditEntry(
                     actor: actor, action: .invitationCreate, ownerID: organizationID,
                     detail: [
-                        "invitation_id": .string(invitation.id.uuidString.lowercased()), "email": .string(email),
+                        "invitation_id": .string(invitation.id.lowercasedText), "email": .string(email),
                         "role": .string(role.rawValue), "replaced": .number(Double(replaced)),
                     ]),
                 on: sql)
@@ -254,7 +254,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .invitationRevoke, ownerID: organizationID,
-                    detail: ["invitation_id": .string(id.uuidString.lowercased())]),
+                    detail: ["invitation_id": .string(id.lowercasedText)]),
                 on: sql)
         }
     }
@@ -299,8 +299,8 @@ public struct SQLOrganizationStore: OrganizationStore {
                 AuditEntry(
                     actor: actor, action: .invitationAccept, ownerID: organization.id,
                     detail: [
-                        "invitation_id": .string(invitation.id.uuidString.lowercased()),
-                        "user_id": .string(user.id.uuidString.lowercased()), "role": .string(invitation.role.rawValue),
+                        "invitation_id": .string(invitation.id.lowercasedText),
+                        "user_id": .string(user.id.lowercasedText), "role": .string(invitation.role.rawValue),
                     ]),
                 on: sql)
             return (organization, Member(userID: user.id, email: user.email, role: invitation.role, joinedAt: now))

@@ -153,7 +153,7 @@ public struct SQLRotationStore: RotationStore {
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .rotationStart, ownerID: record.ownerID, integrationID: record.integrationID,
-                    detail: ["rotation_id": .string(record.id.uuidString.lowercased()),
+                    detail: ["rotation_id": .string(record.id.lowercasedText),
                              "credential_version": .number(Double(record.oldVersion))]),
                 on: sql)
             return record
@@ -265,7 +265,7 @@ public struct SQLRotationStore: RotationStore {
             try await audit.append(
                 AuditEntry(
                     actor: .system, action: .credentialsRotate, ownerID: record.ownerID, integrationID: record.integrationID,
-                    detail: ["credential_version": .number(Double(newVersion)), "rotation_id": .string(record.id.uuidString.lowercased())]),
+                    detail: ["credential_version": .number(Double(newVersion)), "rotation_id": .string(record.id.lowercasedText)]),
                 on: sql)
             return current
         }
@@ -293,7 +293,7 @@ public struct SQLRotationStore: RotationStore {
                 AuditEntry(
                     actor: .system, action: .rotationFail, outcome: .failure, ownerID: record.ownerID,
                     integrationID: record.integrationID,
-                    detail: ["rotation_id": .string(record.id.uuidString.lowercased()), "reason": .string(failed.error ?? ""),
+                    detail: ["rotation_id": .string(record.id.lowercasedText), "reason": .string(failed.error ?? ""),
                              "step": .string(record.state.rawValue)]),
                 on: sql)
         }
@@ -327,7 +327,7 @@ public struct SQLRotationStore: RotationStore {
 
     private func auditStep(_ record: RotationRecord, on sql: any SQLDatabase) async throws {
         var detail: [String: JSONValue] = [
-            "rotation_id": .string(record.id.uuidString.lowercased()), "step": .string(record.state.rawValue),
+            "rotation_id": .string(record.id.lowercasedText), "step": .string(record.state.rawValue),
             "attempts": .number(Double(record.attempts)),
         ]
         if let version = record.newVersion { detail["new_version"] = .number(Double(version)) }

@@ -33,12 +33,12 @@ public struct BackupScenario: Sendable {
             _ = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
             _ = try await runtime.tokens.create(
                 kind: .personal, userID: user.id, name: "pat \(index)", scopes: [.integrationsRead], expiresAt: nil,
-                audit: AuditEntry(actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased()), action: .tokenCreate, ownerID: user.id))
+                audit: AuditEntry(actor: AuditActor(kind: .user, id: user.id.lowercasedText), action: .tokenCreate, ownerID: user.id))
             for number in 0..<integrationsPerUser {
                 let canary = Fixtures.canary("backup")
                 let integration = try await runtime.integrations.create(
                     ownerID: user.id, name: "integration \(number)", type: .openai, config: ["region": "eu"],
-                    credentials: .apiKey(canary), actor: AuditActor(kind: .user, id: user.id.uuidString.lowercased()))
+                    credentials: .apiKey(canary), actor: AuditActor(kind: .user, id: user.id.lowercasedText))
                 scenario.credentials[integration.id] = (user.id, [1: canary])
                 owners.append((user.id, integration.id))
             }
@@ -48,12 +48,12 @@ public struct BackupScenario: Sendable {
             audit: AuditEntry(actor: .operator, action: .tokenCreate))
         // An organization: the first user owns it, the second joined by invitation, a third invitation waits.
         if people.count >= 2 {
-            let owner = AuditActor(kind: .user, id: people[0].id.uuidString.lowercased())
+            let owner = AuditActor(kind: .user, id: people[0].id.lowercasedText)
             let team = try await runtime.organizations.create(name: "backup team", by: people[0].id, actor: owner)
             let (token, _) = try await runtime.organizations.invite(
                 email: people[1].email ?? "", role: .member, to: team.id, actor: owner, now: Date())
             _ = try await runtime.organizations.accept(
-                token: token, user: people[1], actor: AuditActor(kind: .user, id: people[1].id.uuidString.lowercased()),
+                token: token, user: people[1], actor: AuditActor(kind: .user, id: people[1].id.lowercasedText),
                 now: Date())
             _ = try await runtime.organizations.invite(
                 email: "pending@example.test", role: .viewer, to: team.id, actor: owner, now: Date())
@@ -72,7 +72,7 @@ public struct BackupScenario: Sendable {
             let aws = try await runtime.integrations.create(
                 ownerID: first.user, name: "aws rotating", type: .aws, config: [:],
                 credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: secret, sessionToken: nil),
-                actor: AuditActor(kind: .user, id: first.user.uuidString.lowercased()))
+                actor: AuditActor(kind: .user, id: first.user.lowercasedText))
             scenario.credentials[aws.id] = (first.user, [1: secret])
             _ = try await runtime.rotations.setPolicy(
                 RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1), id: aws.id, ownerID: first.user, actor: .system)
@@ -83,7 +83,7 @@ public struct BackupScenario: Sendable {
             let canary = Fixtures.canary("backup-v2")
             _ = try await runtime.integrations.update(
                 id: integration, ownerID: user, changes: IntegrationChanges(credentials: .apiKey(canary)),
-                actor: AuditActor(kind: .user, id: user.uuidString.lowercased()))
+                actor: AuditActor(kind: .user, id: user.lowercasedText))
             scenario.credentials[integration]?.versions[2] = canary
         }
         _ = try await runtime.audit.checkpoint()
@@ -93,7 +93,7 @@ public struct BackupScenario: Sendable {
             let canary = Fixtures.canary("backup-v3")
             _ = try await runtime.integrations.update(
                 id: integration, ownerID: user, changes: IntegrationChanges(credentials: .apiKey(canary)),
-                actor: AuditActor(kind: .user, id: user.uuidString.lowercased()))
+                actor: AuditActor(kind: .user, id: user.lowercasedText))
             scenario.credentials[integration]?.versions[3] = canary
         }
         _ = try await runtime.integrations.readCredentials(

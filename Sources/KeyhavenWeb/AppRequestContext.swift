@@ -92,7 +92,7 @@ public struct UserContext: ChildRequestContext {
     /// The actor for audit events.
     public func actor(_ request: Request) -> AuditActor {
         AuditActor(
-            kind: .user, id: user.id.uuidString.lowercased(), ip: clientAddress,
+            kind: .user, id: user.id.lowercasedText, ip: clientAddress,
             userAgent: request.headers[.userAgent])
     }
 
@@ -128,7 +128,7 @@ public struct ServiceContext: ChildRequestContext {
     /// The actor for audit events.
     public func actor(_ request: Request) -> AuditActor {
         AuditActor(
-            kind: .service, id: token.id.uuidString.lowercased(), ip: clientAddress,
+            kind: .service, id: token.id.lowercasedText, ip: clientAddress,
             userAgent: request.headers[.userAgent])
     }
 }

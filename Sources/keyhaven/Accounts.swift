@@ -26,7 +26,7 @@ extension KeyhavenCommand {
                     }
                     let user = try await KeyhavenOperations.createUser(
                         email: email, password: password, configuration, logger: logger)
-                    print(user.id.uuidString.lowercased())
+                    print(user.id.lowercasedText)
                 }
             }
         }
@@ -70,7 +70,7 @@ extension KeyhavenCommand {
                     })
                     let (token, record) = try await KeyhavenOperations.createServiceToken(
                         name: name, scopes: scopes, workspace: workspaceID, configuration, logger: logger)
-                    print("Service token \(record.id.uuidString.lowercased()) created; store it now, it is not shown again:")
+                    print("Service token \(record.id.lowercasedText) created; store it now, it is not shown again:")
                     print(token)
                 }
             }
@@ -89,7 +89,7 @@ extension KeyhavenCommand {
                     let (configuration, logger) = try await global.load()
                     guard let uuid = UUID(uuidString: id) else { throw KeyhavenError.badRequest("\(id) is not a token id") }
                     try await KeyhavenOperations.revokeToken(id: uuid, configuration, logger: logger)
-                    print("Revoked token \(uuid.uuidString.lowercased()).")
+                    print("Revoked token \(uuid.lowercasedText).")
                 }
             }
         }

@@ -85,7 +85,7 @@ extension KeyhavenCommand.Keys {
                     print("No longer used, retire with `keyhaven keys retire <id>`: \(result.retirable.joined(separator: ", "))")
                 }
                 if !result.failed.isEmpty {
-                    let ids = result.failed.map { $0.uuidString.lowercased() }.joined(separator: ", ")
+                    let ids = result.failed.map { $0.lowercasedText }.joined(separator: ", ")
                     throw KeyhavenError.keyring(
                         "\(result.failed.count) data keys did not open under their master key and were left as they are "
                             + "(secret ids: \(ids)); restore them from a backup or delete their integrations, then run "

@@ -90,6 +90,22 @@ struct WireTextTests {
         }
         for text in hostile { #expect(UUID(text: text) == UUID(uuidString: text), "\(text.debugDescription)") }
     }
+
+    @Test("ids print as uuidString prints them: uppercase for SQLite, lowercase for the API")
+    func idTexts() {
+        var generator = SplitMix64(seed: 12)
+        var ids = [UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))]
+        ids.append(UUID(uuid: (255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255)))
+        for _ in 0..<5_000 { ids.append(UUID()) }
+        for _ in 0..<1_000 {
+            let (a, b) = (generator.next(), generator.next())
+            ids.append(withUnsafeBytes(of: (a, b)) { UUID(uuid: $0.load(as: uuid_t.self)) })
+        }
+        for id in ids {
+            #expect(id.uppercasedText == id.uuidString)
+            #expect(id.lowercasedText == id.uuidString.lowercased())
+        }
+    }
 }
 
 /// A small deterministic generator, so a failing sample can be found again.

@@ -370,8 +370,8 @@ extension DatabaseBackup {
                     _ = try Envelope.open(sealed, binding: binding, keyring: keyring)
                 } catch {
                     throw KeyhavenError.badRequest(
-                        "secret version \(binding.version) of integration \(binding.integrationID.uuidString.lowercased()) "
-                            + "(secret \(id.uuidString.lowercased())) does not open with master key \(sealed.kekID)")
+                        "secret version \(binding.version) of integration \(binding.integrationID.lowercasedText) "
+                            + "(secret \(id.lowercasedText)) does not open with master key \(sealed.kekID)")
                 }
                 opened += 1
                 after = id

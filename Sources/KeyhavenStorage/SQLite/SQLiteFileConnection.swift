@@ -188,7 +188,7 @@ extension String: SQLiteBindable {
 }
 
 extension UUID: SQLiteBindable {
-    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { uuidString.bind(at: index, to: statement) }
+    func bind(at index: Int32, to statement: OpaquePointer) -> Int32 { uppercasedText.bind(at: index, to: statement) }
 }
 
 extension Date: SQLiteBindable {

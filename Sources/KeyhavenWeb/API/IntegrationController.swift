@@ -169,7 +169,7 @@ public struct IntegrationController: Sendable {
                 }
             if let (kind, actorID, ownerID, reason) = refused {
                 let actor = AuditActor(
-                    kind: kind, id: actorID.uuidString.lowercased(), ip: context.clientAddress,
+                    kind: kind, id: actorID.lowercasedText, ip: context.clientAddress,
                     userAgent: request.headers[.userAgent])
                 try await audit.append(
                     AuditEntry(
@@ -214,7 +214,7 @@ enum WorkspaceParameter {
 /// so any cursor of that form is a valid position and anything else is a 400.
 enum Cursor {
     /// The cursor after the integration `id` (ids are time-ordered UUIDs).
-    static func encode(_ id: UUID) -> String { id.uuidString.lowercased() }
+    static func encode(_ id: UUID) -> String { id.lowercasedText }
 
     static func decode(_ text: String) -> UUID? { UUID(text: text) }
 

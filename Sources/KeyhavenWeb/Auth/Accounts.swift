@@ -130,13 +130,13 @@ public struct Accounts: Sendable {
         let verdict = try await hasher.verify(password, against: found?.passwordHash)
         var actor = actor
         guard case .valid(let rehash) = verdict, let user = found?.0 else {
-            if let user = found?.0 { actor.id = user.id.uuidString.lowercased() }
+            if let user = found?.0 { actor.id = user.id.lowercasedText }
             try await audit.append(
                 AuditEntry(actor: actor, action: .login, outcome: .failure, ownerID: found?.0.id,
                            detail: ["reason": .string("invalid_credentials")]))
             throw KeyhavenError.invalidLogin
         }
-        actor.id = user.id.uuidString.lowercased()
+        actor.id = user.id.lowercasedText
         if rehash { try await users.setPasswordHash(try await hasher.hash(password), userID: user.id) }
         try await audit.append(AuditEntry(actor: actor, action: .login, ownerID: user.id))
         try await limiter.reset(accountAtAddress)

@@ -475,7 +475,7 @@ struct IntegrationPages: Sendable {
         AuditActor(kind: .user, id: idText(viewer.user.id), ip: context.clientAddress, userAgent: request.headers[.userAgent])
     }
 
-    static func idText(_ id: UUID) -> String { id.uuidString.lowercased() }
+    static func idText(_ id: UUID) -> String { id.lowercasedText }
 
     static func iso(_ date: Date) -> String { date.formatted(Date.ISO8601FormatStyle()) }
 }

@@ -76,7 +76,7 @@ public struct PageRenderer: Sendable {
             for (organization, role) in viewer.organizations {
                 workspaces.append([
                     "name": organization.name, "role": language.text("role_\(role.rawValue)"),
-                    "href": "/integrations?workspace=\(organization.id.uuidString.lowercased())",
+                    "href": "/integrations?workspace=\(organization.id.lowercasedText)",
                     "current": current == organization.id,
                 ])
             }
