@@ -74,9 +74,11 @@ struct IntegrationPages: Sendable {
         workspace == viewer.user.id ? [:] : ["workspace": idText(workspace)]
     }
 
-    /// The integrations list of a workspace.
-    static func listPath(_ workspace: UUID, viewer: Viewer) -> String {
-        workspace == viewer.user.id ? "/integrations" : "/integrations?workspace=\(idText(workspace))"
+    /// The integrations list of a workspace, with a flash message to show (`done`) if given.
+    static func listPath(_ workspace: UUID, viewer: Viewer, done: String? = nil) -> String {
+        let path = workspace == viewer.user.id ? "/integrations" : "/integrations?workspace=\(idText(workspace))"
+        guard let done else { return path }
+        return path + (path.contains("?") ? "&" : "?") + "done=\(done)"
     }
 
     // MARK: New integration
@@ -118,8 +120,7 @@ struct IntegrationPages: Sendable {
         } catch KeyhavenError.conflict {
             return newPage(type: type, values: kept, errors: ["name": Self.nameTaken], page: page, viewer: viewer, status: .conflict)
         }
-        let list = Self.listPath(workspace, viewer: viewer)
-        return Response.redirect(to: "\(list)\(list.contains("?") ? "&" : "?")done=created", type: .normal)
+        return Response.redirect(to: Self.listPath(workspace, viewer: viewer, done: "created"), type: .normal)
     }
 
     private func newPage(
@@ -294,8 +295,7 @@ struct IntegrationPages: Sendable {
         }
         try await services.integrations.delete(
             id: integration.id, ownerID: integration.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
-        let list = Self.listPath(integration.ownerID, viewer: viewer)
-        return Response.redirect(to: "\(list)\(list.contains("?") ? "&" : "?")done=deleted", type: .normal)
+        return Response.redirect(to: Self.listPath(integration.ownerID, viewer: viewer, done: "deleted"), type: .normal)
     }
 
     private func deleteConfirmation(_ integration: Integration, page: PageRequest, viewer: Viewer, error: String?) -> Response {
