@@ -326,7 +326,7 @@ def test_a_viewer_sees_the_shared_integration_without_edit_controls_and_once_pro
         owner.locator("#invite-role").select_option("viewer")
         owner.get_by_role("button", name="Crear invitación").click()
         link = owner.locator("#invitation-link").input_value()
-        assert re.fullmatch(re.escape(server.url) + r"/invitations/accept#kh_inv_[A-Za-z0-9_-]{43}", link), link
+        assert re.fullmatch(re.escape(server.url) + r"/invitations/accept#kh_inv_[A-Za-z0-9_-]{43}", link), "not an invitation link"
         screenshot(owner, "organization-invited")
 
         # An integration in the organization, made from its own list (the switcher leads there).

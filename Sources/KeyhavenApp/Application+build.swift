@@ -88,7 +88,7 @@ public struct KeyhavenRuntime: Sendable {
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
-                organizations: SQLOrganizationStore(database: database, secrets: secrets, audit: audit), logger: logger)
+                organizations: SQLOrganizationStore(database: database, audit: audit), logger: logger)
         } catch {
             await database.shutdown()
             throw error

@@ -56,11 +56,21 @@ public struct Member: Sendable, Equatable {
 /// An invitation to join an organization; the `kh_inv_…` token itself is never stored.
 public struct Invitation: Sendable, Equatable {
     /// Where an invitation stands.
-    public enum State: String, Sendable {
+    public enum State: String, Sendable, CaseIterable {
         case pending
         case accepted
         case revoked
         case expired
+
+        /// Why an invitation in this state cannot be accepted (the `gone` error's message); nil while pending.
+        public var refusal: String? {
+            switch self {
+            case .pending: nil
+            case .accepted: "This invitation has already been used."
+            case .revoked: "This invitation was withdrawn."
+            case .expired: "This invitation has expired; ask for a new one."
+            }
+        }
     }
 
     public var id: UUID

@@ -8,13 +8,11 @@ import SQLKit
 /// writer), so two owners demoting each other at once cannot leave it without an owner.
 public struct SQLOrganizationStore: OrganizationStore {
     let database: Database
-    let secrets: SQLSecretStore
     let audit: SQLAuditLog
 
     /// Creates the store.
-    public init(database: Database, secrets: SQLSecretStore, audit: SQLAuditLog) {
+    public init(database: Database, audit: SQLAuditLog) {
         self.database = database
-        self.secrets = secrets
         self.audit = audit
     }
 
@@ -279,12 +277,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             guard let email = user.email, email.lowercased() == invitation.email.lowercased() else {
                 throw KeyhavenError.forbidden("This invitation is for another email address.")
             }
-            switch invitation.state(now: now) {
-            case .accepted: throw KeyhavenError.gone("This invitation has already been used.")
-            case .revoked: throw KeyhavenError.gone("This invitation was withdrawn.")
-            case .expired: throw KeyhavenError.gone("This invitation has expired; ask for a new one.")
-            case .pending: break
-            }
+            let state = invitation.state(now: now)
+            if let refusal = state.refusal { throw KeyhavenError.gone(refusal) }
             if try await Self.role(of: user.id, in: organization.id, on: sql) != nil {
                 throw KeyhavenError.conflict("You are already a member of this organization.")
             }

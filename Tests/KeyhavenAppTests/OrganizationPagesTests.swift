@@ -107,6 +107,7 @@ struct OrganizationPagesTests {
                 api, "/invitations/accept", as: team.outsider,
                 WebPagesTests.urlEncoded([("csrf_token", team.outsider.csrf), ("token", token)]))
             #expect(wrong.status == .unprocessableContent)
+            #expect(wrong.text.contains("Esta invitación es para otro correo."))
             let accepted = try await pages.post(
                 api, "/invitations/accept", as: invitee, WebPagesTests.urlEncoded([("csrf_token", invitee.csrf), ("token", token)]))
             #expect(accepted.status == .seeOther)
@@ -116,6 +117,7 @@ struct OrganizationPagesTests {
             let again = try await pages.post(
                 api, "/invitations/accept", as: invitee, WebPagesTests.urlEncoded([("csrf_token", invitee.csrf), ("token", token)]))
             #expect(again.status == .unprocessableContent)
+            #expect(again.text.contains("Esta invitación ya se usó."), "the page names why, in the reader's language")
 
             // Roles change from the page; the last owner is kept.
             let promoted = try await pages.post(

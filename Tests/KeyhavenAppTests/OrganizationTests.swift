@@ -412,8 +412,9 @@ struct OrganizationTests {
             ]
             for user in [team.owner, team.admin] { #expect(try await actions(user) == everything) }
             for user in [team.member, team.viewer] { #expect(try await actions(user) == ["integration.create"]) }
-            // The personal workspace's trail does not show the organization's events.
-            #expect(try await actions(team.outsider).isEmpty)
+            // An outsider does not see the trail at all, and a member's personal trail does not show the
+            // organization's events.
+            #expect(try await api.request(.get, "/api/audit?workspace_id=\(org.lowercased)", auth: team.outsider.session).status == .notFound)
             let personal = try await api.request(.get, "/api/audit", auth: team.member.session)
             #expect((personal.json["events"] as? [[String: Any]])?.isEmpty == true)
         }

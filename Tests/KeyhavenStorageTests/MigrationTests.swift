@@ -112,7 +112,7 @@ struct WorkspacesMigrationTests {
             }
         }
         // An organization (not a user) can own an integration now, and deleting it deletes that integration.
-        let organizations = SQLOrganizationStore(database: database, secrets: secrets, audit: audit)
+        let organizations = SQLOrganizationStore(database: database, audit: audit)
         let team = try await organizations.create(name: "team", by: owner, actor: .system)
         let shared = try await integrations.create(
             ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey("sk-shared-key-0123"),

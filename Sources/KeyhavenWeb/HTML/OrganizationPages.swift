@@ -289,8 +289,8 @@ struct OrganizationPages: Sendable {
         } catch KeyhavenError.forbidden {
             refusal = page.language.text("invitation_other_email")
         } catch KeyhavenError.gone(let message) {
-            refusal = page.language.text(
-                message.contains("used") ? "invitation_used" : message.contains("withdrawn") ? "invitation_withdrawn" : "invitation_expired")
+            let state = Invitation.State.allCases.first { $0.refusal == message } ?? .expired
+            refusal = page.language.text("invitation_\(state.rawValue)")
         } catch KeyhavenError.conflict {
             refusal = page.language.text("invitation_already_member")
         }
