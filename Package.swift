@@ -70,9 +70,21 @@ let package = Package(
             ]
         ),
         .target(
+            name: "KeyhavenGateway",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenProviders",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            resources: [.copy("Resources")]
+        ),
+        .target(
             name: "KeyhavenWeb",
             dependencies: [
                 "KeyhavenCore",
+                "KeyhavenGateway",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
@@ -99,6 +111,7 @@ let package = Package(
                 "KeyhavenStorage",
                 "KeyhavenWeb",
                 "KeyhavenProviders",
+                "KeyhavenGateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -148,6 +161,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
+        .testTarget(name: "KeyhavenGatewayTests", dependencies: ["KeyhavenGateway", "KeyhavenTestSupport"]),
         .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
         .testTarget(
             name: "KeyhavenProvidersTests",

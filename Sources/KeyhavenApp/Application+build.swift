@@ -4,6 +4,7 @@ import Hummingbird
 import KeyhavenCore
 import KeyhavenProviders
 import KeyhavenCrypto
+import KeyhavenGateway
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
@@ -46,6 +47,12 @@ public struct KeyhavenRuntime: Sendable {
     public let rotations: SQLRotationStore
     /// Organizations, members and invitations.
     public let organizations: SQLOrganizationStore
+    /// Usage events and roll-ups.
+    public let usage: SQLUsageStore
+    /// Forwards provider requests by reference.
+    public let gateway: Gateway
+    /// Writes gateway usage in batches.
+    public let usageRecorder: UsageRecorder
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -77,6 +84,9 @@ public struct KeyhavenRuntime: Sendable {
             let sessions = SQLSessionStore(database: database)
             let limiter = SQLRateLimiter(database: database)
             let passwords = PasswordHasher()
+            let usage = SQLUsageStore(database: database)
+            let gateway = Gateway(
+                endpoints: configuration.providerEndpoints, egress: context.egress, prices: Prices(try PriceTable.bundled()))
             let accounts = Accounts(
                 users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
                 hasher: passwords, allowSignup: configuration.allowSignup,
@@ -88,7 +98,8 @@ public struct KeyhavenRuntime: Sendable {
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
-                organizations: SQLOrganizationStore(database: database, audit: audit), logger: logger)
+                organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
+                usageRecorder: UsageRecorder(store: usage, logger: logger), logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -98,6 +109,7 @@ public struct KeyhavenRuntime: Sendable {
     /// Closes the HTTP client and the database connections.
     public func shutdown() async {
         try? await http.shutdown()
+        await gateway.shutdown()
         await passwords.shutdown()
         await database.shutdown()
     }
@@ -130,6 +142,8 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
         RuntimeService(runtime: runtime),
         AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
     ]
+    // After the server has stopped (services stop in reverse order), the queued usage is written.
+    services.append(runtime.usageRecorder)
     if let settings = configuration.scheduledBackups {
         services.append(
             ScheduledBackupService(
@@ -158,7 +172,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     let renderer = try await PageRenderer()
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
-    router.add(middleware: LogRequestsMiddleware(.info))
+    router.add(middleware: RequestLogMiddleware())
     router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
     router.add(middleware: ErrorMiddleware(pages: renderer))
     let routes = MethodNotAllowedMiddleware<AppRequestContext>.Routes()
@@ -202,6 +216,13 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             organizations: runtime.organizations, access: access),
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies,
         publicURL: configuration.publicURL
+    ).addRoutes(to: router)
+    UsageController(usage: runtime.usage, integrations: runtime.integrations, prices: runtime.gateway.prices, access: access)
+        .addRoutes(to: api.group("usage", context: UserContext.self), api: api)
+    let accounting = GatewayAccounting(recorder: runtime.usageRecorder, prices: runtime.gateway.prices, metrics: runtime.metrics)
+    GatewayController(
+        gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, limits: NoLimits(),
+        record: accounting.record
     ).addRoutes(to: router)
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)

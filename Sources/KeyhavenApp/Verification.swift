@@ -28,6 +28,22 @@ public final class VerificationMetrics: Sendable {
         ).record(record.latency)
     }
 
+    /// Counts one gateway request by provider, integration type and status (never by key or integration).
+    func recordGateway(type: IntegrationType, status: Int) {
+        let provider =
+            switch type {
+            case .gemini, .googleCloud: "google"
+            case .azure: "microsoft"
+            default: type.rawValue
+            }
+        registry.makeCounter(
+            descriptor: .init(
+                metricName: "keyhaven_gateway_requests", unitName: "total",
+                helpText: "Gateway requests, by provider, integration type and status."),
+            labels: [("provider", provider), ("integration_type", type.rawValue), ("status", String(status))]
+        ).increment()
+    }
+
     /// The counter and histogram of each (method, route, status) seen, made once: every request records here.
     private let requestHandles = Mutex<[String: (Counter, DurationHistogram)]>([:])
 

@@ -88,6 +88,11 @@ public enum TokenScope: String, Sendable, CaseIterable, Codable {
     case integrationsRead = "integrations:read"
     case integrationsWrite = "integrations:write"
     case credentialsRead = "credentials:read"
+    /// Send provider requests through the gateway, and report usage (service tokens).
+    case gatewayUse = "gateway:use"
+
+    /// The scopes a service token may hold.
+    public static let service: Set<TokenScope> = [.credentialsRead, .gatewayUse]
 }
 
 /// A personal access token (`kh_pat_…`) or a service token (`kh_svc_…`); the token itself is never stored.

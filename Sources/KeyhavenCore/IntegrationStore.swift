@@ -56,6 +56,19 @@ public protocol IntegrationStore: Sendable {
     ///   `.unavailable`; refusals are audited as denied reads.
     func readCredentials(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials)
 
+    /// One integration by id, whatever its workspace; the caller decides with ``Policy`` what it may do with it.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.unavailable`.
+    func find(id: UUID) async throws -> Integration
+
+    /// An integration and its current credentials for the gateway, which injects them into a provider request and
+    /// never returns them: no audit event is written (the request is recorded as usage). `check` sees the
+    /// integration, and whether its owner is disabled, before anything is decrypted.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed`, `.unavailable`, what `check` throws.
+    func gatewayTarget(id: UUID, check: (Integration, _ ownerDisabled: Bool) throws -> Void) async throws
+        -> (Integration, Credentials)
+
     /// One integration by id, whatever its workspace, with the caller's role in that workspace (nil: none), read
     /// together; the caller decides with ``Policy`` what the role allows.
     ///

@@ -28,6 +28,11 @@ public enum KeyhavenError: Error, Sendable, Equatable {
     case validationFailed([String: String])
     /// Too many attempts; the caller may retry after the given number of seconds.
     case rateLimited(retryAfterSeconds: Int)
+    /// A budget of the integration or its workspace is spent; the caller may retry after the given number of
+    /// seconds (the start of the next month).
+    case budgetExceeded(String, retryAfterSeconds: Int)
+    /// A provider the gateway forwards to could not be reached, or its endpoint is not allowed.
+    case providerUnreachable(String)
     /// A stored secret could not be decrypted: it was tampered with, moved to another row, or its key is wrong.
     case decryptionFailed
     /// The database, the audit trail, or the keyring is not available right now.
@@ -54,6 +59,8 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .unsupportedMediaType: "unsupported_media_type"
         case .validationFailed: "validation_failed"
         case .rateLimited: "rate_limited"
+        case .budgetExceeded: "budget_exceeded"
+        case .providerUnreachable: "provider_unreachable"
         case .decryptionFailed: "decryption_failed"
         case .unavailable: "unavailable"
         case .configuration: "configuration"
@@ -77,6 +84,8 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .unsupportedMediaType: "The request body must be JSON (Content-Type: application/json)."
         case .validationFailed: "Some fields are invalid."
         case .rateLimited: "Too many attempts. Try again later."
+        case .budgetExceeded(let reason, _): reason
+        case .providerUnreachable(let reason): reason
         case .decryptionFailed: "The stored credentials could not be decrypted."
         case .unavailable(let reason): reason
         case .configuration(let reason): reason

@@ -11,6 +11,8 @@ public enum Policy {
         case editIntegrations
         /// Read decrypted credentials (service tokens only).
         case readCredentials
+        /// Use an integration through the gateway, or report its usage, without reading it (service tokens only).
+        case useIntegration
         /// See every audit event of the workspace (membership changes, invitations, tokens).
         case viewAllAudit
         /// Invite, change and remove members other than owners; list and revoke invitations.
@@ -47,7 +49,7 @@ public enum Policy {
         case .editIntegrations: .member
         case .viewAllAudit, .manageMembers, .manageServiceTokens: .admin
         case .manageOwners, .administer: .owner
-        case .readCredentials: nil
+        case .readCredentials, .useIntegration: nil
         }
     }
 
@@ -55,7 +57,7 @@ public enum Policy {
     public static func decide(_ caller: Caller, _ action: Action, in workspace: UUID) -> Decision {
         switch caller {
         case .service(let scope):
-            guard action == .readCredentials else { return .forbidden }
+            guard action == .readCredentials || action == .useIntegration else { return .forbidden }
             guard let scope else { return .allowed }
             return scope == workspace ? .allowed : .hidden
         case .user(nil):
@@ -83,6 +85,7 @@ public enum Policy {
         case .view: "Your role does not allow viewing this workspace."
         case .editIntegrations: "Your role in this workspace does not allow changing integrations."
         case .readCredentials: "Only service tokens can read credentials."
+        case .useIntegration: "Only service tokens can use integrations through the gateway."
         case .viewAllAudit: "Only owners and admins see all of the organization's events."
         case .manageMembers: "Only owners and admins manage members and invitations."
         case .manageOwners: "Only owners manage owners."

@@ -91,7 +91,7 @@ public struct EgressPolicy: Sendable {
     }
 
     /// The bytes of an IPv4 or IPv6 literal, or nil if `text` is not one.
-    static func parseLiteral(_ text: String) -> [UInt8]? {
+    public static func parseLiteral(_ text: String) -> [UInt8]? {
         var v4 = in_addr()
         if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
         var v6 = in6_addr()

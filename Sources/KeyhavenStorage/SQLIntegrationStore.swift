@@ -68,6 +68,15 @@ public struct SQLIntegrationStore: IntegrationStore {
         try await database.withConnection { sql in try await fetch(id: id, ownerID: ownerID, on: sql) }
     }
 
+    public func find(id: UUID) async throws -> Integration {
+        try await database.withConnection { sql in
+            guard let row = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() else {
+                throw KeyhavenError.notFound
+            }
+            return try Self.integration(row)
+        }
+    }
+
     public func find(id: UUID, for userID: UUID) async throws -> (Integration, WorkspaceRole?) {
         try await database.withConnection { sql in
             guard
@@ -202,6 +211,27 @@ public struct SQLIntegrationStore: IntegrationStore {
     /// transaction holding its audit event has committed.
     public func readCredentials(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials) {
         try await reads.read(id: id, scope: scope, actor: actor)
+    }
+
+    public func gatewayTarget(id: UUID, check: (Integration, _ ownerDisabled: Bool) throws -> Void) async throws
+        -> (Integration, Credentials)
+    {
+        try await database.withConnection { sql in
+            guard
+                let row = try await sql.raw(
+                    """
+                    SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i
+                    LEFT JOIN users u ON u.id = i.owner_id WHERE i.id = \(bind: id)
+                    """
+                ).first()
+            else { throw KeyhavenError.notFound }
+            let integration = try Self.integration(row)
+            try check(integration, try row.decode(column: "owner_disabled_at", as: Date?.self) != nil)
+            let (plaintext, _) = try await secrets.get(
+                SecretOwner(integrationID: integration.id, ownerID: integration.ownerID),
+                version: integration.credentialVersion, on: sql)
+            return (integration, try Credentials(type: integration.type, stored: plaintext))
+        }
     }
 
     /// A secret that does not open is shown as status `error` and audited (SPEC §4).

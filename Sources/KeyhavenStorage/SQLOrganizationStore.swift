@@ -114,6 +114,7 @@ public struct SQLOrganizationStore: OrganizationStore {
                 RETURNING id
                 """
             ).all().count
+            try await SQLUsageStore.deleteAll(ownerID: id, on: sql)
             try await sql.raw("DELETE FROM organizations WHERE id = \(bind: id)").run()
             try await audit.append(
                 AuditEntry(

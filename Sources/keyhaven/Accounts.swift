@@ -47,7 +47,7 @@ extension KeyhavenCommand {
             @Option(help: "A name to recognise the token by.")
             var name: String
 
-            @Option(help: "A scope (credentials:read); repeat for more.")
+            @Option(help: "A scope (credentials:read, gateway:use); repeat for more.")
             var scope: [String] = ["credentials:read"]
 
             @Option(help: "Limit the token to one workspace: an organization's id, or a user's id for their own.")
@@ -63,8 +63,8 @@ extension KeyhavenCommand {
                     }
                     let (configuration, logger) = try await global.load()
                     let scopes = try Set(scope.map { text in
-                        guard let scope = TokenScope(rawValue: text), scope == .credentialsRead else {
-                            throw KeyhavenError.badRequest("unknown service scope \(text): use credentials:read")
+                        guard let scope = TokenScope(rawValue: text), TokenScope.service.contains(scope) else {
+                            throw KeyhavenError.badRequest("unknown service scope \(text): use credentials:read or gateway:use")
                         }
                         return scope
                     })

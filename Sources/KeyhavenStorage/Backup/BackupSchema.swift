@@ -1,7 +1,7 @@
 import KeyhavenCrypto
 
 /// The tables a backup holds, parents before children (the order they are written and restored in), each with
-/// its columns and their types, as of schema version 9. A migration that adds a table or a column adds it here
+/// its columns and their types, as of schema version 10. A migration that adds a table or a column adds it here
 /// too; a test compares this list with the migrated schema.
 public enum BackupSchema {
     /// One table.
@@ -108,6 +108,24 @@ public enum BackupSchema {
             columns: [
                 .init("seq", .int), .init("head_hash", .text), .init("key_id", .text), .init("at", .text),
                 .init("signature", .text),
+            ]),
+        Table(
+            name: "usage_events", key: "id",
+            columns: [
+                .init("id", .uuid), .init("owner_id", .uuid), .init("integration_id", .uuid), .init("type", .text),
+                .init("model", .text), .init("source", .text), .init("status", .int), .init("requests", .int),
+                .init("input_tokens", .int), .init("cached_input_tokens", .int), .init("cache_write_tokens", .int),
+                .init("output_tokens", .int), .init("reasoning_tokens", .int), .init("cost_micros", .int),
+                .init("token_id", .uuid), .init("idempotency_key", .text), .init("occurred_at", .date),
+                .init("recorded_at", .date),
+            ]),
+        Table(
+            name: "usage_daily", key: "id",
+            columns: [
+                .init("id", .uuid), .init("owner_id", .uuid), .init("integration_id", .uuid), .init("type", .text),
+                .init("day", .text), .init("model", .text), .init("requests", .int), .init("input_tokens", .int),
+                .init("cached_input_tokens", .int), .init("cache_write_tokens", .int), .init("output_tokens", .int),
+                .init("reasoning_tokens", .int), .init("cost_micros", .int), .init("unpriced_requests", .int),
             ]),
         Table(
             name: "rate_limits", key: "key",

@@ -28,6 +28,7 @@ public struct Migrator: Sendable {
         .addBackupSchedule,
         .addRotation,
         .addOrganizations,
+        .addUsage,
     ]
 
     let database: Database

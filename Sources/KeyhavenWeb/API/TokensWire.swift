@@ -28,7 +28,9 @@ struct CreateTokenRequest: RequestBody {
         [.integrationsRead, .integrationsWrite], "must list integrations:read and/or integrations:write"
     )
     /// The scopes a service token of an organization may hold.
-    static let service: (scopes: Set<TokenScope>, problem: String) = ([.credentialsRead], "must list credentials:read")
+    static let service: (scopes: Set<TokenScope>, problem: String) = (
+        TokenScope.service, "must list credentials:read and/or gateway:use"
+    )
 
     func validated(
         _ errors: FieldErrors, allowed: (scopes: Set<TokenScope>, problem: String) = personal, now: Date = Date()

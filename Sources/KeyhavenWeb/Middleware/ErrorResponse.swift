@@ -25,7 +25,8 @@ extension KeyhavenError: HTTPResponseError {
         case .payloadTooLarge: .contentTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .validationFailed: .unprocessableContent
-        case .rateLimited: .tooManyRequests
+        case .rateLimited, .budgetExceeded: .tooManyRequests
+        case .providerUnreachable: .badGateway
         // A secret that does not open is the server's problem, not the caller's; the details are in the log.
         case .decryptionFailed, .internalError, .configuration: .internalServerError
         case .unavailable, .keyring: .serviceUnavailable
@@ -44,8 +45,9 @@ extension KeyhavenError: HTTPResponseError {
         default: message = self.message
         }
         var response = Response.json(status: status, ErrorBody(error: .init(code: code, message: message, fields: fields)))
-        if case .rateLimited(let seconds) = self {
-            response.headers[.retryAfter] = String(seconds)
+        switch self {
+        case .rateLimited(let seconds), .budgetExceeded(_, let seconds): response.headers[.retryAfter] = String(seconds)
+        default: break
         }
         return response
     }

@@ -1,0 +1,206 @@
+import Foundation
+
+/// The tokens of one or more provider requests, as the provider counted them (SPEC §13).
+///
+/// Totals include their parts: `inputTokens` counts cached and cache-written input too, `outputTokens` counts
+/// reasoning too. Each provider's own way of reporting is normalised to this when it is read.
+public struct TokenUsage: Sendable, Equatable, Codable {
+    /// Every input token, cached or not.
+    public var inputTokens: Int64
+    /// Input tokens read from the provider's prompt cache (a part of `inputTokens`).
+    public var cachedInputTokens: Int64
+    /// Input tokens written to the provider's prompt cache (a part of `inputTokens`; Anthropic).
+    public var cacheWriteTokens: Int64
+    /// Every output token, reasoning included.
+    public var outputTokens: Int64
+    /// Output tokens spent on reasoning (a part of `outputTokens`).
+    public var reasoningTokens: Int64
+
+    /// Creates a usage value.
+    public init(
+        inputTokens: Int64 = 0, cachedInputTokens: Int64 = 0, cacheWriteTokens: Int64 = 0, outputTokens: Int64 = 0,
+        reasoningTokens: Int64 = 0
+    ) {
+        self.inputTokens = inputTokens
+        self.cachedInputTokens = cachedInputTokens
+        self.cacheWriteTokens = cacheWriteTokens
+        self.outputTokens = outputTokens
+        self.reasoningTokens = reasoningTokens
+    }
+
+    /// Input and output together, what tokens-per-minute limits count.
+    public var totalTokens: Int64 { inputTokens + outputTokens }
+
+    /// Adds `other`'s counts to these.
+    public mutating func add(_ other: TokenUsage) {
+        inputTokens += other.inputTokens
+        cachedInputTokens += other.cachedInputTokens
+        cacheWriteTokens += other.cacheWriteTokens
+        outputTokens += other.outputTokens
+        reasoningTokens += other.reasoningTokens
+    }
+}
+
+/// How a usage event reached Keyhaven.
+public enum UsageSource: String, Sendable, Codable {
+    /// A request Keyhaven forwarded; the numbers are the provider's answer.
+    case gateway
+    /// A backend that called the provider itself reported it.
+    case reported
+}
+
+/// One provider request's usage, or several reported together, with its cost (SPEC §13). Append-only.
+public struct UsageEvent: Sendable, Equatable {
+    public var id: UUID
+    /// The workspace the integration belonged to when the request was made.
+    public var ownerID: UUID
+    public var integrationID: UUID
+    public var type: IntegrationType
+    /// The model the provider says answered (or the reported one); nil when it is not known.
+    public var model: String?
+    public var source: UsageSource
+    /// The provider's HTTP status, for gateway requests.
+    public var status: Int?
+    public var requests: Int64
+    public var tokens: TokenUsage
+    /// Micro-dollars; nil when the model has no price.
+    public var costMicros: Int64?
+    /// The service token that made or reported the request.
+    public var tokenID: UUID?
+    /// The reporter's key that makes a report idempotent.
+    public var idempotencyKey: String?
+    public var occurredAt: Date
+
+    /// Creates an event.
+    public init(
+        id: UUID = UUID(), ownerID: UUID, integrationID: UUID, type: IntegrationType, model: String?,
+        source: UsageSource, status: Int? = nil, requests: Int64 = 1, tokens: TokenUsage, costMicros: Int64?,
+        tokenID: UUID?, idempotencyKey: String? = nil, occurredAt: Date = Date()
+    ) {
+        self.id = id
+        self.ownerID = ownerID
+        self.integrationID = integrationID
+        self.type = type
+        self.model = model
+        self.source = source
+        self.status = status
+        self.requests = requests
+        self.tokens = tokens
+        self.costMicros = costMicros
+        self.tokenID = tokenID
+        self.idempotencyKey = idempotencyKey
+        self.occurredAt = occurredAt
+    }
+}
+
+/// How usage is grouped in a summary.
+public enum UsageGrouping: String, Sendable, CaseIterable {
+    case day
+    case model
+    case integration
+}
+
+/// One row of a usage summary: a day, a model or an integration, with its totals.
+public struct UsageTotals: Sendable, Equatable {
+    /// The day (`2026-12-04`, UTC), the model (empty when unknown) or the integration id.
+    public var key: String
+    public var requests: Int64
+    public var tokens: TokenUsage
+    /// Micro-dollars of the priced requests.
+    public var costMicros: Int64
+    /// Requests whose model had no price (their tokens count, their cost is unknown).
+    public var unpricedRequests: Int64
+
+    /// Creates a row.
+    public init(key: String, requests: Int64, tokens: TokenUsage, costMicros: Int64, unpricedRequests: Int64) {
+        self.key = key
+        self.requests = requests
+        self.tokens = tokens
+        self.costMicros = costMicros
+        self.unpricedRequests = unpricedRequests
+    }
+
+    /// Nothing yet.
+    public static let zero = UsageTotals(key: "", requests: 0, tokens: TokenUsage(), costMicros: 0, unpricedRequests: 0)
+
+    /// An event's contribution to a row: its cost, or its requests as unpriced.
+    public init(key: String = "", _ event: UsageEvent) {
+        self.init(
+            key: key, requests: event.requests, tokens: event.tokens, costMicros: event.costMicros ?? 0,
+            unpricedRequests: event.costMicros == nil ? event.requests : 0)
+    }
+
+    /// Adds `other`'s totals to these.
+    public mutating func add(_ other: UsageTotals) {
+        requests += other.requests
+        tokens.add(other.tokens)
+        costMicros += other.costMicros
+        unpricedRequests += other.unpricedRequests
+    }
+}
+
+extension [UsageTotals] {
+    /// The sum of the rows.
+    public var total: UsageTotals {
+        var sum = UsageTotals.zero
+        for row in self { sum.add(row) }
+        return sum
+    }
+}
+
+/// Which usage a summary covers: a workspace, optionally one integration, days `from` through `to` (UTC).
+public struct UsageQuery: Sendable, Equatable {
+    public var ownerID: UUID
+    public var integrationID: UUID?
+    /// The first day, `yyyy-MM-dd`.
+    public var from: String
+    /// The last day, `yyyy-MM-dd`, included.
+    public var to: String
+    public var grouping: UsageGrouping
+
+    /// Creates a query.
+    public init(ownerID: UUID, integrationID: UUID?, from: String, to: String, grouping: UsageGrouping) {
+        self.ownerID = ownerID
+        self.integrationID = integrationID
+        self.from = from
+        self.to = to
+        self.grouping = grouping
+    }
+}
+
+/// The append-only usage events and their daily roll-ups.
+public protocol UsageStore: Sendable {
+    /// Appends gateway events, and adds them to the daily roll-ups, in one transaction.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached (nothing is written).
+    func append(_ events: [UsageEvent]) async throws
+
+    /// Appends one reported event unless an event with its idempotency key exists for the integration; returns
+    /// the stored event and whether it was new.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func report(_ event: UsageEvent) async throws -> (UsageEvent, created: Bool)
+
+    /// Totals per day, model or integration.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func summary(_ query: UsageQuery) async throws -> [UsageTotals]
+}
+
+extension Date {
+    /// The UTC day this instant falls on, `yyyy-MM-dd`: the key of daily roll-ups.
+    public var utcDay: String {
+        let parts = Calendar.utc.dateComponents([.year, .month, .day], from: self)
+        let (year, month, day) = (parts.year ?? 1970, parts.month ?? 1, parts.day ?? 1)
+        return String(format: "%04d-%02d-%02d", year, month, day)
+    }
+}
+
+extension Calendar {
+    /// The Gregorian calendar in UTC.
+    public static let utc: Calendar = {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC") ?? .gmt
+        return calendar
+    }()
+}

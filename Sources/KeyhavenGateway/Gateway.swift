@@ -1,0 +1,377 @@
+import AsyncHTTPClient
+import Foundation
+import KeyhavenCore
+import KeyhavenProviders
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// Forwards a backend's provider request with the stored credential injected ("reference, don't read", SPEC
+/// §13): the caller's own key and hop-by-hop headers are dropped, the body streams both ways, and the provider's
+/// status and body come back unchanged while their usage numbers are read on the way.
+public final class Gateway: Sendable {
+    /// The providers the gateway forwards to.
+    public static let providers: Set<IntegrationType> = [.openai, .anthropic, .gemini]
+
+    let endpoints: ProviderEndpoints
+    let clients: GatewayClients
+    /// Model prices, replaceable while running.
+    public let prices: Prices
+
+    /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7).
+    public init(endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices) {
+        self.endpoints = endpoints
+        clients = GatewayClients(egress: egress)
+        self.prices = prices
+    }
+
+    /// Closes the HTTP clients.
+    public func shutdown() async {
+        await clients.shutdown()
+    }
+
+    /// Why a request is not forwarded.
+    public enum Refusal: Error, Sendable, Equatable {
+        /// The path could leave the provider's API (`..`, an encoded slash) or holds characters a URL cannot.
+        case invalidPath
+        /// The provider's endpoint is on an address the egress policy refuses, or does not resolve.
+        case endpointNotAllowed
+        /// The body is longer than its `Content-Length` said.
+        case invalidBody
+        /// The provider could not be reached (connection refused, timed out).
+        case unreachable
+    }
+
+    /// What the caller sent, minus the gateway's own prefix.
+    public struct Request: Sendable {
+        public var method: HTTPMethod
+        /// The provider path, starting with `/` (`/v1/chat/completions`).
+        public var path: String
+        /// The query without its `?`, if any.
+        public var query: String?
+        public var headers: [(String, String)]
+        /// The body's length when the caller said it.
+        public var contentLength: Int?
+
+        /// Creates a request.
+        public init(method: HTTPMethod, path: String, query: String?, headers: [(String, String)], contentLength: Int?) {
+            self.method = method
+            self.path = path
+            self.query = query
+            self.headers = headers
+            self.contentLength = contentLength
+        }
+    }
+
+    /// The provider's answer, not yet read.
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        /// The body's length when nothing in it is changed on the way.
+        public var contentLength: Int?
+        let body: HTTPClientResponse.Body
+        var meter: UsageMeter
+
+        /// Passes the body on, chunk by chunk, to `write`, reading the usage numbers on the way; returns what was
+        /// read, also when the caller goes away or the provider breaks off (what was seen by then).
+        public func relay(_ write: (ByteBuffer) async throws -> Void) async -> Metered {
+            var meter = meter
+            var complete = false
+            do {
+                for try await chunk in body {
+                    let passed = meter.pass(chunk)
+                    if passed.readableBytes > 0 { try await write(passed) }
+                }
+                if let rest = meter.finish() { try await write(rest) }
+                complete = true
+            } catch {
+                _ = meter.finish()
+            }
+            return Metered(model: meter.model, usage: meter.usage, complete: complete)
+        }
+    }
+
+    /// What the relay read.
+    public struct Metered: Sendable {
+        public var model: String?
+        public var usage: TokenUsage?
+        /// Whether the whole answer reached the caller.
+        public var complete: Bool
+    }
+
+    /// Sends `request` to the provider of `integration` with `credentials` injected; the body is `body`, streamed.
+    ///
+    /// - Throws: ``Refusal``; nothing was sent to the provider unless the refusal is `unreachable`.
+    public func forward<Body: AsyncSequence & Sendable>(
+        _ request: Request, body: Body, integration: Integration, credentials: Credentials
+    ) async throws -> Response where Body.Element == ByteBuffer {
+        guard Self.isSafePath(request.path), request.query.map(Self.isSafeQuery) ?? true else {
+            throw Refusal.invalidPath
+        }
+        guard case .apiKey(let key) = credentials, Self.providers.contains(integration.type) else {
+            throw Refusal.invalidPath
+        }
+        var base = endpoints.base(integration.type).absoluteString
+        while base.hasSuffix("/") { base.removeLast() }
+        var url = base + request.path
+        if let query = Self.withoutKey(request.query) { url += "?" + query }
+        guard let parsed = URL(string: url) else { throw Refusal.invalidPath }
+        let client = try await clients.client(for: parsed)
+
+        var upstream = HTTPClientRequest(url: url)
+        upstream.method = request.method
+        for (name, value) in request.headers where Self.forwards(name) {
+            upstream.headers.add(name: name, value: value)
+        }
+        for (name, value) in Self.credentialHeaders(integration.type, key: key, config: integration.config) {
+            upstream.headers.replaceOrAdd(name: name, value: value)
+        }
+
+        var hidesUsageChunk = false
+        var requestModel = integration.type == .gemini ? Self.geminiModel(in: request.path) : nil
+        if integration.type == .openai, request.method == .POST, request.path.hasSuffix("/completions"),
+            let length = request.contentLength, length <= StreamOptions.inspectLimit
+        {
+            // A chat completion small enough to read: ask for the usage chunk if a stream does not.
+            var collected = ByteBuffer()
+            for try await chunk in body {
+                guard collected.readableBytes + chunk.readableBytes <= length else {
+                    throw Refusal.invalidBody
+                }
+                var chunk = chunk
+                collected.writeBuffer(&chunk)
+            }
+            let options = StreamOptions(body: Array(collected.readableBytesView))
+            requestModel = options.model
+            hidesUsageChunk = options.addsUsage
+            let bytes = options.body
+            upstream.body = .bytes(ByteBuffer(bytes: bytes))
+            upstream.headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+        } else if request.method == .GET || request.method == .HEAD || request.method == .DELETE,
+            (request.contentLength ?? 0) == 0
+        {
+            upstream.body = nil
+        } else {
+            upstream.body = .stream(body, length: request.contentLength.map { .known(Int64($0)) } ?? .unknown)
+        }
+
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(upstream, timeout: .seconds(600))
+        } catch {
+            throw Refusal.unreachable
+        }
+        let contentType = response.headers.first(name: "content-type")
+        let meter = UsageMeter(
+            provider: integration.type, contentType: contentType, hidesUsageChunk: hidesUsageChunk,
+            fallbackModel: requestModel)
+        var headers: [(String, String)] = []
+        var contentLength: Int?
+        let dropped = Self.connectionTokens(response.headers)
+        for header in response.headers {
+            let name = header.name.lowercased()
+            if name == "content-length" {
+                contentLength = Int(header.value)
+            } else if Self.passesBack(name), !dropped.contains(name) {
+                headers.append((header.name, header.value))
+            }
+        }
+        return Response(
+            status: Int(response.status.code), headers: headers,
+            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: response.body, meter: meter)
+    }
+
+    // MARK: Headers
+
+    /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded either way.
+    static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+        "transfer-encoding", "upgrade",
+    ]
+
+    /// What the caller sent that never reaches the provider: its own credentials (whatever the provider's
+    /// spelling), Keyhaven's cookies, the headers the gateway sets itself, what would reveal the caller's network,
+    /// and `accept-encoding` (the usage numbers are read from an uncompressed answer).
+    static let notForwarded: Set<String> = hopByHop.union([
+        "host", "content-length", "authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie",
+        "openai-organization", "openai-project", "accept-encoding", "forwarded", "x-forwarded-for",
+        "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "x-csrf-token",
+    ])
+
+    static func forwards(_ name: String) -> Bool {
+        let lowered = name.lowercased()
+        return !notForwarded.contains(lowered) && !lowered.hasPrefix("keyhaven-")
+    }
+
+    /// What the provider answered that does not go back: hop-by-hop headers and cookies for the provider's own
+    /// domain.
+    static func passesBack(_ name: String) -> Bool {
+        !hopByHop.contains(name) && name != "set-cookie" && name != "content-encoding"
+    }
+
+    /// Headers named in `Connection`, which are hop-by-hop too.
+    static func connectionTokens(_ headers: HTTPHeaders) -> Set<String> {
+        Set(
+            headers[canonicalForm: "connection"].map { $0.lowercased().trimmingCharacters(in: .whitespaces) })
+    }
+
+    /// The stored credential the way each provider expects it (SPEC §13).
+    static func credentialHeaders(_ type: IntegrationType, key: String, config: [String: JSONValue]) -> [(String, String)] {
+        switch type {
+        case .anthropic:
+            return [("x-api-key", key)]
+        case .gemini:
+            return [("x-goog-api-key", key)]
+        default:
+            var headers = [("authorization", "Bearer \(key)")]
+            if let organization = config["organization"]?.stringValue { headers.append(("openai-organization", organization)) }
+            if let project = config["project"]?.stringValue { headers.append(("openai-project", project)) }
+            return headers
+        }
+    }
+
+    // MARK: Paths
+
+    /// A path made of segments of RFC 3986 path characters, none of them empty, `.` or `..`, and no encoded
+    /// slash, backslash or dot: it cannot climb out of the provider's base path.
+    static func isSafePath(_ path: String) -> Bool {
+        guard path.hasPrefix("/"), path.utf8.count <= 2048 else { return false }
+        let segments = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        for segment in segments {
+            guard !segment.isEmpty, segment != ".", segment != "..",
+                segment.utf8.allSatisfy(isPathByte)
+            else { return false }
+            let lowered = segment.lowercased()
+            if lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains("%2e") || lowered.contains("%00") {
+                return false
+            }
+        }
+        return true
+    }
+
+    static func isPathByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        default:
+            "-._~%!$&'()*+,;=:@".utf8.contains(byte)
+        }
+    }
+
+    static func isSafeQuery(_ query: String) -> Bool {
+        query.utf8.count <= 4096 && query.utf8.allSatisfy { isPathByte($0) || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }
+    }
+
+    /// The query without a `key=` parameter: a Gemini caller may put its key there, and it is never forwarded.
+    static func withoutKey(_ query: String?) -> String? {
+        guard let query, !query.isEmpty else { return nil }
+        let kept = query.split(separator: "&").filter { !$0.hasPrefix("key=") && $0 != "key" }
+        return kept.isEmpty ? nil : kept.joined(separator: "&")
+    }
+
+    /// `gemini-2.5-flash` from `/v1beta/models/gemini-2.5-flash:generateContent`.
+    static func geminiModel(in path: String) -> String? {
+        guard let range = path.range(of: "/models/") else { return nil }
+        let rest = path[range.upperBound...]
+        let name = rest.prefix { $0 != ":" && $0 != "/" }
+        return name.isEmpty ? nil : String(name)
+    }
+}
+
+/// An OpenAI completion request, read to learn its model and whether a stream should also carry usage.
+struct StreamOptions {
+    /// The largest body read; a longer one is forwarded as it is.
+    static let inspectLimit = 1 << 20
+
+    /// What to send.
+    let body: [UInt8]
+    let model: String?
+    /// Whether `stream_options.include_usage` was added (the caller streams and did not ask for usage).
+    let addsUsage: Bool
+
+    init(body original: [UInt8]) {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(original))) as? [String: Any] else {
+            (body, model, addsUsage) = (original, nil, false)
+            return
+        }
+        model = object["model"] as? String
+        let streams = (object["stream"] as? Bool) == true
+        let options = object["stream_options"] as? [String: Any]
+        guard streams, (options?["include_usage"] as? Bool) != true else {
+            (body, addsUsage) = (original, false)
+            return
+        }
+        addsUsage = true
+        if object["stream_options"] == nil, let brace = original.firstIndex(of: UInt8(ascii: "{")) {
+            // Insert the option and keep every other byte as the caller wrote it.
+            let option = Array("\"stream_options\":{\"include_usage\":true},".utf8)
+            var changed = original
+            changed.insert(contentsOf: option, at: brace + 1)
+            body = changed
+        } else {
+            var rewritten = object
+            var merged = options ?? [:]
+            merged["include_usage"] = true
+            rewritten["stream_options"] = merged
+            body = (try? JSONSerialization.data(withJSONObject: rewritten)).map(Array.init) ?? original
+        }
+    }
+}
+
+/// HTTP clients for provider endpoints: a provider's host is resolved within the egress policy and connected to at
+/// that address, and the answer is cached for a minute, so a request does not wait for a lookup.
+final class GatewayClients: Sendable {
+    let egress: EgressPolicy
+    private let shared: HTTPClient
+    private let pinned = Mutex<[String: (address: String, client: HTTPClient, at: ContinuousClock.Instant)]>([:])
+    private let retired = Mutex<[HTTPClient]>([])
+
+    init(egress: EgressPolicy) {
+        self.egress = egress
+        shared = Self.makeClient(pinning: [:])
+    }
+
+    /// Connects within 5 s; an answer may take minutes (a long completion) but not stall for more than 5 minutes
+    /// between bytes; no redirects; many connections per provider, kept alive.
+    static func makeClient(pinning: [String: String]) -> HTTPClient {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(300)))
+        configuration.dnsOverride = pinning
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func client(for url: URL) async throws -> HTTPClient {
+        guard let host = url.host, !host.isEmpty else { throw Gateway.Refusal.invalidPath }
+        let now = ContinuousClock.now
+        if let cached = pinned.withLock({ $0[host] }), now - cached.at < .seconds(60) { return cached.client }
+        let address: String
+        do {
+            address = try await egress.address(for: url, origin: .operatorConfigured)
+        } catch {
+            throw Gateway.Refusal.endpointNotAllowed
+        }
+        if EgressPolicy.parseLiteral(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) != nil {
+            pinned.withLock { $0[host] = (address, shared, now) }
+            return shared
+        }
+        return pinned.withLock { clients in
+            if let cached = clients[host], cached.address == address {
+                clients[host] = (address, cached.client, now)
+                return cached.client
+            }
+            let client = Self.makeClient(pinning: [host: address])
+            if let old = clients[host], old.client !== shared { retired.withLock { $0.append(old.client) } }
+            clients[host] = (address, client, now)
+            return client
+        }
+    }
+
+    func shutdown() async {
+        var all = retired.withLock { $0 } + [shared]
+        all += pinned.withLock { $0.values.map(\.client) }.filter { $0 !== shared }
+        for client in all { try? await client.shutdown() }
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import KeyhavenCore
+import Synchronization
+
+/// A model's prices in pico-dollars per token (= micro-dollars per million tokens), exact integers, so the cost
+/// of an event is computed without floating-point drift.
+public struct ModelPrice: Sendable, Equatable, Codable {
+    /// Uncached input.
+    public var input: Int64
+    /// Output (and reasoning, unless ``reasoning`` is set).
+    public var output: Int64
+    /// Input read from the prompt cache; nil means priced as input.
+    public var cachedInput: Int64?
+    /// Input written to the prompt cache; nil means priced as input.
+    public var cacheWrite: Int64?
+    /// Reasoning output; nil means priced as output.
+    public var reasoning: Int64?
+
+    /// Creates a price.
+    public init(input: Int64, output: Int64, cachedInput: Int64? = nil, cacheWrite: Int64? = nil, reasoning: Int64? = nil) {
+        self.input = input
+        self.output = output
+        self.cachedInput = cachedInput
+        self.cacheWrite = cacheWrite
+        self.reasoning = reasoning
+    }
+
+    /// The cost of `usage` in micro-dollars, rounded half up.
+    public func cost(of usage: TokenUsage) -> Int64 {
+        let cached = max(0, usage.cachedInputTokens)
+        let written = max(0, usage.cacheWriteTokens)
+        let plainInput = max(0, usage.inputTokens - cached - written)
+        let reasoningTokens = max(0, usage.reasoningTokens)
+        let plainOutput = max(0, usage.outputTokens - reasoningTokens)
+        let parts: [(Int64, Int64)] = [
+            (plainInput, input), (cached, cachedInput ?? input), (written, cacheWrite ?? input),
+            (plainOutput, output), (reasoningTokens, reasoning ?? output),
+        ]
+        var pico: Int64 = 0
+        for (tokens, price) in parts {
+            // Saturate rather than trap on absurd reported numbers.
+            let (product, overflow) = tokens.multipliedReportingOverflow(by: price)
+            let (sum, overflowSum) = pico.addingReportingOverflow(product)
+            if overflow || overflowSum { return Int64.max / 1_000_000 }
+            pico = sum
+        }
+        return (pico + 500_000) / 1_000_000
+    }
+}
+
+/// The model price table (SPEC §13): LiteLLM's `model_prices_and_context_window.json`, indexed once by provider
+/// and model name.
+///
+/// Lookups accept the names providers answer with: a dated OpenAI name (`gpt-4o-2024-08-06`) falls back to its
+/// undated entry when the table has no entry of its own, an Anthropic `-20250929` suffix likewise, Gemini's
+/// `models/` prefix is dropped, and the table's provider-prefixed keys (`gemini/gemini-2.5-flash`) are found by
+/// the bare name.
+public struct PriceTable: Sendable {
+    /// Prices by provider, then by model name as the provider spells it.
+    let prices: [IntegrationType: [String: ModelPrice]]
+
+    /// How many models of the three gateway providers have prices.
+    public var count: Int { prices.values.reduce(0) { $0 + $1.count } }
+
+    /// The providers as the table names them.
+    static let providerNames: [String: IntegrationType] = [
+        "openai": .openai, "text-completion-openai": .openai, "anthropic": .anthropic, "gemini": .gemini,
+    ]
+
+    /// An empty table: every model is unpriced.
+    public static let empty = PriceTable(prices: [:])
+
+    init(prices: [IntegrationType: [String: ModelPrice]]) {
+        self.prices = prices
+    }
+
+    /// Why a table file is refused.
+    public struct Invalid: Error, Sendable, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Parses a table in LiteLLM's format; entries of other providers, and fields Keyhaven does not price, are
+    /// ignored.
+    ///
+    /// - Throws: ``Invalid`` if the data is not a JSON object of model entries, if a price of a gateway provider's
+    ///   model is not a non-negative number below one dollar per token, or if no gateway provider's model has a
+    ///   price (the file is probably not a price table).
+    public init(json data: Data) throws {
+        guard let object = try? JSONSerialization.jsonObject(with: data), let entries = object as? [String: Any] else {
+            throw Invalid(description: "The price table is not a JSON object of models.")
+        }
+        var prices: [IntegrationType: [String: ModelPrice]] = [:]
+        for (key, value) in entries {
+            guard let entry = value as? [String: Any], let providerName = entry["litellm_provider"] as? String,
+                let provider = Self.providerNames[providerName]
+            else { continue }
+            func price(_ field: String) throws -> Int64? {
+                guard let raw = entry[field] else { return nil }
+                guard let number = raw as? NSNumber, number.doubleValue.isFinite,
+                    (0..<1).contains(number.doubleValue)
+                else { throw Invalid(description: "The price \(field) of \(key) is not a number of dollars per token.") }
+                return Int64((number.doubleValue * 1e12).rounded())
+            }
+            guard let input = try price("input_cost_per_token") else { continue }
+            let model = Self.bareName(key, provider: providerName)
+            prices[provider, default: [:]][model] = ModelPrice(
+                input: input, output: try price("output_cost_per_token") ?? 0,
+                cachedInput: try price("cache_read_input_token_cost"),
+                cacheWrite: try price("cache_creation_input_token_cost"),
+                reasoning: try price("output_cost_per_reasoning_token"))
+        }
+        guard !prices.isEmpty else {
+            throw Invalid(description: "The price table has no OpenAI, Anthropic or Gemini model with a price.")
+        }
+        self.prices = prices
+    }
+
+    /// The table shipped with Keyhaven, read once per process.
+    ///
+    /// - Throws: ``Invalid`` if the bundled file is missing or unreadable.
+    public static func bundled() throws -> PriceTable { try shipped.get() }
+
+    private static let shipped = Result { try readBundled() }
+
+    private static func readBundled() throws -> PriceTable {
+        let url =
+            Bundle.module.url(forResource: "model_prices_and_context_window", withExtension: "json", subdirectory: "Resources")
+            ?? Bundle.module.url(forResource: "model_prices_and_context_window", withExtension: "json")
+        guard let url, let data = try? Data(contentsOf: url) else {
+            throw Invalid(description: "The bundled price table is missing.")
+        }
+        return try PriceTable(json: data)
+    }
+
+    /// The price of `model` at `provider`, or nil if the table does not have it.
+    public func price(_ provider: IntegrationType, model: String) -> ModelPrice? {
+        guard let models = prices[provider] else { return nil }
+        var name = model.lowercased()
+        if name.hasPrefix("models/") { name.removeFirst("models/".count) }
+        if let found = models[name] { return found }
+        if let undated = Self.undated(name), let found = models[undated] { return found }
+        return nil
+    }
+
+    /// The table's key without a `provider/` prefix.
+    static func bareName(_ key: String, provider: String) -> String {
+        let lowered = key.lowercased()
+        let prefix = provider + "/"
+        return lowered.hasPrefix(prefix) ? String(lowered.dropFirst(prefix.count)) : lowered
+    }
+
+    /// `gpt-4o-2024-08-06` → `gpt-4o`, `claude-sonnet-4-5-20250929` → `claude-sonnet-4-5`, `gpt-4-0613` →
+    /// `gpt-4`; nil when the name carries no date.
+    static func undated(_ name: String) -> String? {
+        let parts = name.split(separator: "-", omittingEmptySubsequences: false)
+        func digits(_ part: Substring, _ count: Int) -> Bool { part.count == count && part.allSatisfy(\.isASCIIDigit) }
+        if parts.count > 3, digits(parts[parts.count - 3], 4), digits(parts[parts.count - 2], 2),
+            digits(parts[parts.count - 1], 2)
+        {
+            return parts.dropLast(3).joined(separator: "-")
+        }
+        if parts.count > 1, let last = parts.last, digits(last, 8) || digits(last, 4) {
+            return parts.dropLast().joined(separator: "-")
+        }
+        return nil
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}
+
+/// The table in use and each workspace's negotiated prices; the table can be replaced while the server runs.
+public final class Prices: Sendable {
+    private let current: Mutex<PriceTable>
+
+    /// Starts with `table`.
+    public init(_ table: PriceTable) {
+        current = Mutex(table)
+    }
+
+    /// The table in use.
+    public var table: PriceTable { current.withLock { $0 } }
+
+    /// Replaces the table.
+    public func replace(with table: PriceTable) { current.withLock { $0 = table } }
+
+    /// The cost of `usage` in micro-dollars: the workspace's override for the model if it has one, else the
+    /// table's price; nil when neither has the model.
+    public func cost(
+        _ provider: IntegrationType, model: String?, usage: TokenUsage, overrides: [String: ModelPrice] = [:]
+    ) -> Int64? {
+        guard let model, !model.isEmpty else { return nil }
+        let price = overrides[model.lowercased()] ?? table.price(provider, model: model)
+        return price?.cost(of: usage)
+    }
+}

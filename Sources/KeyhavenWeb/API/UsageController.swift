@@ -1,0 +1,127 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+import KeyhavenGateway
+
+/// Usage reports from backends that call providers themselves, and usage analytics (SPEC §13).
+public struct UsageController: Sendable {
+    let usage: any UsageStore
+    let integrations: any IntegrationStore
+    let prices: Prices
+    let access: WorkspaceAccess
+
+    /// Creates the controller.
+    public init(usage: any UsageStore, integrations: any IntegrationStore, prices: Prices, access: WorkspaceAccess) {
+        self.usage = usage
+        self.integrations = integrations
+        self.prices = prices
+        self.access = access
+    }
+
+    /// Adds `POST /api/integrations/{id}/usage` to `api` and `GET /api/usage` to the `/api/usage` group.
+    public func addRoutes(to group: RouterGroup<UserContext>, api: RouterGroup<AppRequestContext>) {
+        group.get(use: summary)
+        api.post("integrations/:id/usage", use: report)
+    }
+
+    /// A service token (`gateway:use` or `credentials:read`) reports one call, or several, it made itself;
+    /// the same `idempotency_key` twice records it once (201 the first time, 200 with the stored event after).
+    @Sendable func report(_ request: Request, context: AppRequestContext) async throws -> Response {
+        guard case .service(let token)? = context.identity else {
+            if context.identity == nil { throw KeyhavenError.unauthenticated }
+            throw KeyhavenError.forbidden("Only service tokens can report usage.")
+        }
+        guard !token.scopes.isDisjoint(with: [.gatewayUse, .credentialsRead]) else {
+            throw KeyhavenError.forbidden("This token lacks the gateway:use or credentials:read scope.")
+        }
+        let id = try UUID.path(context)
+        let integration = try await integrations.find(id: id)
+        try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
+        let decoded = try await ReportUsageRequest.read(request, context: context)
+        let valid = try decoded.body.validated(decoded.errors).orThrow()
+        let event = UsageEvent(
+            ownerID: integration.ownerID, integrationID: integration.id, type: integration.type, model: valid.model,
+            source: .reported, requests: valid.requests, tokens: valid.tokens,
+            costMicros: prices.cost(integration.type, model: valid.model, usage: valid.tokens), tokenID: token.id,
+            idempotencyKey: valid.idempotencyKey, occurredAt: valid.occurredAt)
+        let (stored, created) = try await usage.report(event)
+        return Response.json(status: created ? .created : .ok, UsageEventResponse(event: stored))
+    }
+
+    /// Totals per day, model or integration of a workspace, or of one integration; CSV for `Accept: text/csv`.
+    @Sendable func summary(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let parameters = request.uri.queryParameters
+        let grouping: UsageGrouping
+        if let text = parameters["group_by"].map(String.init) {
+            guard let parsed = UsageGrouping(rawValue: text) else {
+                throw KeyhavenError.badRequest("group_by must be day, model or integration.")
+            }
+            grouping = parsed
+        } else {
+            grouping = .day
+        }
+        let (from, to) = try Self.period(from: parameters["from"].map(String.init), to: parameters["to"].map(String.init))
+        var workspace = try WorkspaceParameter.query(request, default: context.user.id)
+        var integrationID: UUID?
+        if let text = parameters["integration_id"].map(String.init) {
+            guard let id = UUID(text: text) else { throw KeyhavenError.badRequest("integration_id must be a UUID.") }
+            let integration = try await access.integration(id, .view, for: context.user)
+            if parameters["workspace_id"] != nil, integration.ownerID != workspace { throw KeyhavenError.notFound }
+            workspace = integration.ownerID
+            integrationID = id
+        } else {
+            _ = try await access.require(.view, in: workspace, for: context.user)
+        }
+        let query = UsageQuery(ownerID: workspace, integrationID: integrationID, from: from, to: to, grouping: grouping)
+        let body = UsageSummaryResponse(query: query, rows: try await usage.summary(query))
+        if (request.headers[.accept] ?? "").lowercased().contains("text/csv") {
+            return Response(
+                status: .ok,
+                headers: [
+                    .contentType: "text/csv; charset=utf-8",
+                    .contentDisposition: "attachment; filename=\"usage-\(from)-\(to).csv\"",
+                ],
+                body: .init(byteBuffer: ByteBuffer(string: body.csv)))
+        }
+        return Response.json(status: .ok, body)
+    }
+
+    /// The longest period one summary covers.
+    static let maximumDays = 366
+
+    /// `from` and `to` as `yyyy-MM-dd`: by default the current month so far (UTC).
+    ///
+    /// - Throws: `KeyhavenError.badRequest` for a date that is not a real day, `from` after `to`, or a period
+    ///   longer than ``maximumDays``.
+    static func period(from: String?, to: String?, now: Date = Date()) throws -> (String, String) {
+        func day(_ text: String, _ name: String) throws -> Date {
+            guard let date = Self.day(text) else { throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.") }
+            return date
+        }
+        let end = try to.map { try day($0, "to") } ?? now
+        let start = try from.map { try day($0, "from") } ?? Self.monthStart(of: min(end, now))
+        guard start <= end else { throw KeyhavenError.badRequest("from must not be after to.") }
+        guard end.timeIntervalSince(start) <= Double(maximumDays) * 86_400 else {
+            throw KeyhavenError.badRequest("The period may be at most \(maximumDays) days.")
+        }
+        return (start.utcDay, end.utcDay)
+    }
+
+    /// The day `text` names (`2026-12-04`), or nil if it is not one.
+    static func day(_ text: String) -> Date? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard text.utf8.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]),
+            let day = Int(parts[2]), (1970...9999).contains(year)
+        else { return nil }
+        let components = DateComponents(year: year, month: month, day: day)
+        guard let date = Calendar.utc.date(from: components), date.utcDay == text else { return nil }
+        return date
+    }
+
+    /// Midnight UTC of the first day of `date`'s month.
+    static func monthStart(of date: Date) -> Date {
+        let parts = Calendar.utc.dateComponents([.year, .month], from: date)
+        return Calendar.utc.date(from: DateComponents(year: parts.year, month: parts.month, day: 1)) ?? date
+    }
+}
