@@ -180,7 +180,8 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenGateway", "KeyhavenTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -62,7 +62,7 @@ public final class UsageRecorder: Service, Sendable {
     public var queued: Int { queue.withLock { $0.pending.count } }
 
     public func run() async throws {
-        while !Task.isShuttingDownGracefully {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
             try? await Task.sleep(for: interval)
             await flush()
         }
@@ -71,7 +71,10 @@ public final class UsageRecorder: Service, Sendable {
         while queued > 0, attempts < 20 {
             if await flush() == false {
                 attempts += 1
-                try? await Task.sleep(for: .milliseconds(250))
+                // Not Task.sleep: a cancelled task would not wait at all.
+                await withCheckedContinuation { continuation in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 0.25) { continuation.resume() }
+                }
             }
         }
         if queued > 0 {

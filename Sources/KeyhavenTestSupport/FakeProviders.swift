@@ -67,6 +67,10 @@ public final class FakeProviders: Sendable {
         let refuseRotated = Mutex<Bool>(false)
         let googleKeyTimes = Mutex<[String: Date]>([:])
         let azureNames = Mutex<[String: String]>([:])
+        /// Every model request the fakes answered (the gateway's traffic), in order.
+        let modelCalls = Mutex<[FakeModelCall]>([])
+        /// While true, streams stop after their first event until released.
+        let holdStreams = Mutex<Bool>(false)
 
         func next() -> Int { serial.withLock { $0 += 1; return $0 } }
 
@@ -251,6 +255,7 @@ public final class FakeProviders: Sendable {
         }
         router.post("/aws") { request, _ -> Response in await aws(request, state: state, fail: fail) }
         addManagementRoutes(router, keys: keys, state: state)
+        addModelRoutes(router, state: state)
         router.post("/azure/:tenant/oauth2/v2.0/token") { request, context -> Response in
             let fields = try await form(request)
             let scopes = ["https://management.azure.com/.default", "https://graph.microsoft.com/.default"]

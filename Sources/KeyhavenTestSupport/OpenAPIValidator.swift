@@ -57,7 +57,9 @@ public struct OpenAPIContract: Sendable {
         guard let content = response["content"]?.objectValue, let first = content.first else {
             return body.isEmpty ? [] : ["\(label): a body where the document has none"]
         }
-        let (mediaType, media) = (first.key, first.value)
+        // The documented media type the response has, else the first one (and the mismatch is reported).
+        let actual = contentType?.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let (mediaType, media) = content[actual].map { (actual, $0) } ?? (first.key, first.value)
         guard let schema = media["schema"] else { return [] }
         return checkBody(label, schema: schema, body: body, contentType: contentType, mediaType: mediaType)
     }
@@ -211,6 +213,10 @@ public struct OpenAPIContract: Sendable {
                         problems.append("\(path): not a date-time")
                     }
                 case "email": if !text.contains("@") { problems.append("\(path): not an email") }
+                case "date":
+                    if (try? Date("\(text)T00:00:00Z", strategy: Date.ISO8601FormatStyle())) == nil || text.count != 10 {
+                        problems.append("\(path): not a date")
+                    }
                 default: problems.append("\(path): unknown format \(argument)")
                 }
             case "description", "discriminator", "default", "title", "example", "examples", "deprecated":

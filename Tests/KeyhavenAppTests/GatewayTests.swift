@@ -1,0 +1,360 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenStorage
+import KeyhavenTestSupport
+import NIOCore
+import NIOHTTP1
+import SQLKit
+import Testing
+
+/// A backend calling the gateway over real HTTP, as a provider SDK would.
+struct GatewayCaller {
+    let client: HTTPClient
+    let base: String
+
+    struct Answer {
+        var status: Int
+        var headers: HTTPHeaders
+        var body: String
+    }
+
+    func send(
+        _ path: String, method: HTTPMethod = .POST, headers: [(String, String)], json: [String: Any]? = nil,
+        body: Data? = nil
+    ) async throws -> Answer {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let json {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
+        } else if let body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let collected = try await response.body.collect(upTo: 16 << 20)
+        return Answer(status: Int(response.status.code), headers: response.headers, body: String(buffer: collected))
+    }
+
+    /// Sends a streaming request and returns the answer unread.
+    func open(_ path: String, headers: [(String, String)], json: [String: Any]) async throws -> HTTPClientResponse {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .POST
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
+        return try await client.execute(request, timeout: .seconds(30))
+    }
+}
+
+/// The gateway (SPEC §13) against the local fake providers, which check the credential they receive.
+@Suite("Gateway")
+struct GatewayTests {
+    /// Runs `body` with a live server whose providers are the fakes, a user, and a `gateway:use` service token.
+    func withGateway(
+        _ kind: TestDatabase = .sqlite,
+        _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
+    ) async throws {
+        let fakes = try await FakeProviders.start()
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            try await APIHarness.with(kind, live: true, configure: { $0.providerEndpoints = fakes.endpoints() }) { api in
+                let user = try await api.user()
+                let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+                let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
+                try await body(api, fakes, caller, user, token)
+            }
+        } catch {
+            try? await client.shutdown()
+            await fakes.stop()
+            throw error
+        }
+        try await client.shutdown()
+        await fakes.stop()
+    }
+
+    func integration(_ api: APIHarness, _ user: TestUser, type: String, key: String, workspace: String? = nil) async throws -> String {
+        var body: [String: Any] = ["name": "\(type) \(UUID().uuidString.prefix(6))", "type": type, "credentials": key]
+        if let workspace { body["workspace_id"] = workspace }
+        let response = try await api.request(.post, "/api/integrations", auth: user.session, json: body)
+        guard response.status == .created, let id = response.json["id"] as? String else {
+            throw TestSetupError("integration: \(response.status) \(response.text)")
+        }
+        return id
+    }
+
+    /// The usage of the user's workspace by model, once `requests` requests have been written.
+    func usage(_ api: APIHarness, _ user: TestUser, requests: Int, query: String = "group_by=model") async throws -> [String: Any] {
+        for _ in 0..<100 {
+            let response = try await api.request(.get, "/api/usage?\(query)", auth: user.session)
+            let total = (response.json["total"] as? [String: Any])?["requests"] as? Int ?? -1
+            if total >= requests { return response.json }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSetupError("usage did not reach \(requests) requests")
+    }
+
+    func rows(_ summary: [String: Any], by key: String) -> [String: [String: Any]] {
+        var result: [String: [String: Any]] = [:]
+        for case let row as [String: Any] in summary["rows"] as? [Any] ?? [] {
+            if let name = row[key] as? String { result[name] = row }
+        }
+        return result
+    }
+
+    @Test("OpenAI, Anthropic and Gemini requests round-trip with the stored key injected, unary and streamed, and are priced exactly")
+    func roundTrips() async throws {
+        try await withGateway { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
+            let anthropic = try await integration(api, user, type: "anthropic", key: FakeProviders.anthropicKey)
+            let gemini = try await integration(api, user, type: "gemini", key: FakeProviders.geminiKey)
+            // The caller's own attempts at credentials and its cookies are dropped; the token is Keyhaven's.
+            let noise = [
+                ("cookie", "keyhaven_session=abc"), ("x-forwarded-for", "203.0.113.9"), ("accept-encoding", "gzip"),
+                ("connection", "keep-alive"),
+            ]
+            let bearer = [("authorization", "Bearer \(token)")] + noise + [("x-goog-api-key", "caller-own-key")]
+
+            let chat = try await caller.send(
+                "/gateway/\(openai)/v1/chat/completions", headers: bearer,
+                json: ["model": "gpt-4o", "messages": [["role": "user", "content": "Hi"]]])
+            #expect(chat.status == 200, "\(chat.body)")
+            #expect(chat.body.contains("\"prompt_tokens\":1000"))
+            #expect(chat.headers.first(name: "keyhaven-integration") == openai)
+
+            // A stream: the first chunk arrives while the provider still holds the rest.
+            fakes.holdStreams()
+            let streamed = try await caller.open(
+                "/gateway/\(openai)/v1/chat/completions", headers: bearer,
+                json: ["model": "gpt-4o", "stream": true, "messages": [["role": "user", "content": "Hi"]]])
+            #expect(streamed.status == .ok)
+            #expect(streamed.headers.first(name: "content-type")?.hasPrefix("text/event-stream") == true)
+            var iterator = streamed.body.makeAsyncIterator()
+            let first = try #require(try await iterator.next())
+            #expect(String(buffer: first).contains("Hel"))
+            fakes.releaseStreams()
+            var rest = ""
+            while let chunk = try await iterator.next() { rest += String(buffer: chunk) }
+            #expect(rest.contains("lo") && rest.hasSuffix("data: [DONE]\n\n"))
+            // Keyhaven asked for the usage chunk on the caller's behalf, and kept it to itself.
+            #expect(!rest.contains("prompt_tokens"))
+            let asked = try await caller.send(
+                "/gateway/\(openai)/v1/chat/completions", headers: bearer,
+                json: ["model": "gpt-4o", "stream": true, "stream_options": ["include_usage": true], "messages": []])
+            #expect(asked.body.contains("\"prompt_tokens\":1000"))
+            let embedding = try await caller.send(
+                "/gateway/\(openai)/v1/embeddings", headers: bearer, json: ["model": "text-embedding-3-small", "input": "x"])
+            #expect(embedding.status == 200)
+
+            // Anthropic's SDK sends its key as x-api-key; Gemini's as x-goog-api-key (and some callers in the URL).
+            let anthropicHeaders = [("x-api-key", token), ("anthropic-version", "2023-06-01")] + noise
+            let message = try await caller.send(
+                "/gateway/\(anthropic)/v1/messages", headers: anthropicHeaders,
+                json: ["model": "claude-sonnet-4-5", "max_tokens": 10, "messages": []])
+            #expect(message.status == 200, "\(message.body)")
+            let messageStream = try await caller.send(
+                "/gateway/\(anthropic)/v1/messages", headers: anthropicHeaders,
+                json: ["model": "claude-sonnet-4-5", "max_tokens": 10, "stream": true, "messages": []])
+            #expect(messageStream.body.contains("event: message_delta") && messageStream.body.contains("message_stop"))
+            let geminiHeaders = [("x-goog-api-key", token)] + noise
+            let generated = try await caller.send(
+                "/gateway/\(gemini)/v1beta/models/gemini-2.5-flash:generateContent?key=caller-own-key",
+                headers: geminiHeaders, json: ["contents": []])
+            #expect(generated.status == 200, "\(generated.body)")
+            let geminiStream = try await caller.send(
+                "/gateway/\(gemini)/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", headers: geminiHeaders,
+                json: ["contents": []])
+            #expect(geminiStream.body.hasPrefix("data: ") && geminiStream.body.contains("usageMetadata"))
+
+            #expect(fakes.unexpected == [])
+            // Usage, priced by hand: gpt-4o 600 × 2.5 + 400 × 1.25 + 500 × 10; embedding 125 × 0.02 rounded;
+            // claude-sonnet-4-5 100 × 3 + 2000 × 0.3 + 1000 × 3.75 + 300 × 15; gemini-2.5-flash 6000 × 0.3 +
+            // 4000 × 0.03 + 1000 × 2.5 + 500 × 2.5 micro-dollars.
+            let summary = try await usage(api, user, requests: 8)
+            let byModel = rows(summary, by: "model")
+            #expect(byModel["gpt-4o-2024-08-06"]?["requests"] as? Int == 3)
+            #expect(byModel["gpt-4o-2024-08-06"]?["cost_micros"] as? Int == 3 * 7_000)
+            #expect(byModel["gpt-4o-2024-08-06"]?["cached_input_tokens"] as? Int == 3 * 400)
+            #expect(byModel["text-embedding-3-small"]?["cost_micros"] as? Int == 3)
+            #expect(byModel["claude-sonnet-4-5-20250929"]?["cost_micros"] as? Int == 2 * 9_150)
+            #expect(byModel["claude-sonnet-4-5-20250929"]?["cache_write_tokens"] as? Int == 2 * 1_000)
+            #expect(byModel["gemini-2.5-flash"]?["cost_micros"] as? Int == 2 * 5_670)
+            #expect(byModel["gemini-2.5-flash"]?["reasoning_tokens"] as? Int == 2 * 500)
+            #expect((summary["total"] as? [String: Any])?["cost_micros"] as? Int == 21_000 + 3 + 18_300 + 11_340)
+            let byIntegration = rows(try await usage(api, user, requests: 8, query: "group_by=integration"), by: "integration_id")
+            #expect(byIntegration[anthropic]?["requests"] as? Int == 2)
+
+            // What reached the providers: their own key each, never the caller's token or headers.
+            let calls = fakes.modelCalls
+            #expect(calls.count == 8)
+            for call in calls {
+                #expect(!call.headers.values.contains { $0.contains("kh_svc_") || $0.contains("caller-own-key") })
+                #expect(call.headers["cookie"] == nil && call.headers["x-forwarded-for"] == nil)
+            }
+            #expect(calls.first?.headers["authorization"] == "Bearer \(FakeProviders.openAIKey)")
+            #expect(calls.first { $0.path.hasPrefix("/gemini") }?.query == nil)
+            #expect(calls.first { $0.path.hasSuffix(":streamGenerateContent") }?.query == "alt=sse")
+
+            // Counted in /metrics by provider, type and status, never by key or integration.
+            let metrics = try await api.request(.get, "/metrics").text
+            #expect(metrics.contains(#"keyhaven_gateway_requests_total{provider="openai",integration_type="openai",status="200"} 4"#))
+            #expect(metrics.contains(#"keyhaven_gateway_requests_total{provider="google",integration_type="gemini",status="200"} 2"#))
+            #expect(!metrics.contains(openai))
+
+            // The stored keys appear in no answer, log line, metric, audit row or usage row.
+            let answers = [chat, asked, embedding, message, messageStream, generated, geminiStream].map { Data($0.body.utf8) }
+                + [Data(rest.utf8), Data(metrics.utf8)]
+            let logs = api.logs.all.map { Data($0.utf8) }
+            let rows = try await api.handle.database.withConnection { sql in
+                try await sql.raw("SELECT * FROM audit_events").all().map { Data(((try? SQLAuditLog.eventText($0)) ?? "").utf8) }
+                    + sql.raw("SELECT * FROM usage_events").all().map { row in
+                        Data("\((try? row.decode(column: "model", as: String?.self)) ?? nil ?? "")".utf8)
+                    }
+            }
+            for key in [FakeProviders.openAIKey, FakeProviders.anthropicKey, FakeProviders.geminiKey, token] {
+                #expect(!containsAnywhere(Data(key.utf8), in: answers + logs + rows), "a key leaked")
+            }
+        }
+    }
+
+    @Test("a 5 MB request body streams through to the provider intact")
+    func largeBody() async throws {
+        try await withGateway { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
+            var generator = SystemRandomNumberGenerator()
+            let body = Data((0..<(5 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            let answer = try await caller.send(
+                "/gateway/\(openai)/v1/uploads/echo", headers: [("authorization", "Bearer \(token)")], body: body)
+            #expect(answer.status == 200, "\(answer.body)")
+            let echoed = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]
+            #expect(echoed?["bytes"] as? Int == body.count)
+            let digest = SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined()
+            #expect(echoed?["sha256"] as? String == digest)
+            #expect(fakes.unexpected == [])
+        }
+    }
+
+    @Test("requests without gateway:use, for another workspace, a disabled, unknown or non-model integration, or a path out of the API never reach a provider")
+    func refusals() async throws {
+        try await withGateway { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
+            let aws = try await api.request(.post, "/api/integrations", auth: user.session, json: [
+                "name": "aws", "type": "aws",
+                "credentials": ["access_key_id": FakeProviders.awsAccessKeyID, "secret_access_key": FakeProviders.awsSecret],
+            ]).json["id"] as? String ?? ""
+            let pat = try await api.personalToken(for: user, scopes: ["integrations:read", "integrations:write"])
+            let (_, reader) = try await api.serviceToken(scopes: [.credentialsRead])
+            let org = try #require(try await api.request(.post, "/api/orgs", auth: user.session, json: ["name": "team"]).json["id"] as? String)
+            let scoped = try await api.request(
+                .post, "/api/orgs/\(org)/service-tokens", auth: user.session, json: ["name": "team", "scopes": ["gateway:use"]])
+            let scopedToken = try #require(scoped.json["secret"] as? String, "\(scoped.text)")
+            let chat: [String: Any] = ["model": "gpt-4o", "messages": []]
+            func status(_ path: String, _ token: String?) async throws -> (Int, String) {
+                let answer = try await caller.send(path, headers: token.map { [("authorization", "Bearer \($0)")] } ?? [], json: chat)
+                return (answer.status, answer.body)
+            }
+            let path = "/gateway/\(openai)/v1/chat/completions"
+            #expect(try await status(path, nil).0 == 401)
+            #expect(try await status(path, pat.token).0 == 401)
+            #expect(try await status(path, "kh_svc_not-a-real-token").0 == 401)
+            #expect(try await status(path, reader).0 == 403)
+            #expect(try await status(path, scopedToken).0 == 404)
+            #expect(try await status("/gateway/\(UUID().uuidString.lowercased())/v1/chat/completions", token).0 == 404)
+            #expect(try await status("/gateway/not-a-uuid/v1/chat/completions", token).0 == 404)
+            #expect(try await status("/gateway/\(aws)/v1/chat/completions", token).0 == 400)
+            #expect(try await status("/gateway/\(openai)/v1/%2e%2e/%2e%2e/aws", token).0 == 400)
+            let disabled = try await api.request(.patch, "/api/integrations/\(openai)", auth: user.session, json: ["enabled": false])
+            #expect(disabled.status == .ok)
+            let (code, body) = try await status(path, token)
+            #expect(code == 409 && body.contains("integration_disabled"))
+            #expect(fakes.modelCalls.isEmpty)
+            // A scoped token works in its own workspace.
+            let teamOpenAI = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey, workspace: org)
+            #expect(try await status("/gateway/\(teamOpenAI)/v1/chat/completions", scopedToken).0 == 200)
+            #expect(fakes.modelCalls.count == 1)
+        }
+    }
+
+    @Test("a provider that cannot be reached answers 502 and is counted")
+    func unreachable() async throws {
+        try await APIHarness.with(.sqlite, live: true) { api in
+            let user = try await api.user()
+            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let id = try await api.openAIIntegration(for: user.session)
+            let client = HTTPClient(eventLoopGroupProvider: .singleton)
+            defer { _ = client.shutdown() }
+            let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
+            let answer = try await caller.send(
+                "/gateway/\(id)/v1/chat/completions", headers: [("authorization", "Bearer \(token)")], json: ["model": "x"])
+            #expect(answer.status == 502 && answer.body.contains("provider_unreachable"))
+            let metrics = try await api.request(.get, "/metrics").text
+            #expect(metrics.contains(#"integration_type="openai",status="502"} 1"#))
+        }
+    }
+}
+
+/// Usage reported by backends that call providers themselves, and the analytics over it.
+@Suite("Usage reports and analytics")
+struct UsageReportTests {
+    @Test("a report is recorded once per idempotency key, priced, and summed by day, model and integration", arguments: TestDatabase.all)
+    func reports(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.user()
+            let (_, token) = try await api.serviceToken(scopes: [.credentialsRead])
+            let id = try await api.openAIIntegration(for: user.session)
+            let report: [String: Any] = [
+                "model": "gpt-4o", "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500,
+                "requests": 2, "idempotency_key": "batch-0001",
+            ]
+            let first = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+            #expect(first.status == .created, "\(first.text)")
+            #expect(first.json["cost_micros"] as? Int == 7_000)
+            let again = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+            #expect(again.status == .ok)
+            #expect(again.json["id"] as? String == first.json["id"] as? String)
+            var unknown = report
+            unknown["model"] = "house-model-7"
+            unknown["idempotency_key"] = "batch-0002"
+            unknown["occurred_at"] = "2026-01-01T00:00:00Z"
+            let yesterday = Date().addingTimeInterval(-86_400)
+            unknown["occurred_at"] = yesterday.formatted(.iso8601)
+            let unpriced = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: unknown)
+            #expect(unpriced.status == .created)
+            #expect(unpriced.json["cost_micros"] is NSNull)
+
+            let from = yesterday.utcDay
+            let byModel = try await api.request(.get, "/api/usage?group_by=model&from=\(from)", auth: user.session)
+            #expect(byModel.status == .ok, "\(byModel.text)")
+            let total = byModel.json["total"] as? [String: Any]
+            #expect(total?["requests"] as? Int == 4)
+            #expect(total?["cost_micros"] as? Int == 7_000)
+            #expect(total?["unpriced_requests"] as? Int == 2)
+            let byDay = try await api.request(.get, "/api/usage?group_by=day&from=\(from)&integration_id=\(id)", auth: user.session)
+            #expect((byDay.json["rows"] as? [Any])?.count == (from == Date().utcDay ? 1 : 2))
+            let csv = try await api.request(
+                .get, "/api/usage?group_by=model&from=\(from)", auth: user.session, headers: [.accept: "text/csv"])
+            #expect(csv.headers[.contentType]?.hasPrefix("text/csv") == true)
+            #expect(csv.text.hasPrefix("model,requests,"))
+            #expect(csv.text.contains("gpt-4o,2,1000,400,0,500,0,0.007000,0\r\n"))
+
+            // Refusals change nothing.
+            var bad = report
+            bad["idempotency_key"] = "batch-0003"
+            bad["cached_input_tokens"] = 5_000
+            bad["output_tokens"] = -1
+            let invalid = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: bad)
+            #expect(invalid.status == .unprocessableContent)
+            #expect(invalid.fields.keys.sorted() == ["cached_input_tokens", "output_tokens"])
+            #expect(try await api.request(.post, "/api/integrations/\(id)/usage", auth: user.session, json: report).status == .forbidden)
+            let stranger = try await api.user()
+            #expect(try await api.request(.get, "/api/usage?integration_id=\(id)", auth: stranger.session).status == .notFound)
+            #expect(try await api.request(.get, "/api/usage?from=2026-02-30", auth: user.session).status == .badRequest)
+            #expect(try await api.request(.get, "/api/usage?from=2024-01-01&to=2026-01-01", auth: user.session).status == .badRequest)
+            let after = try await api.request(.get, "/api/usage?group_by=model&from=\(from)", auth: user.session)
+            #expect((after.json["total"] as? [String: Any])?["requests"] as? Int == 4)
+        }
+    }
+}
