@@ -320,16 +320,29 @@ struct StreamOptions {
 }
 
 /// HTTP clients for provider endpoints: a provider's host is resolved within the egress policy and connected to at
-/// that address, and the answer is cached for a minute, so a request does not wait for a lookup.
+/// that address, and the answer is cached for a minute, so a request does not wait for a lookup. Clients are made
+/// on first use (a process that never forwards holds none) and closed by ``shutdown()``.
 final class GatewayClients: Sendable {
     let egress: EgressPolicy
-    private let shared: HTTPClient
-    private let pinned = Mutex<[String: (address: String, client: HTTPClient, at: ContinuousClock.Instant)]>([:])
-    private let retired = Mutex<[HTTPClient]>([])
+
+    private struct Pinned {
+        var address: String
+        var client: HTTPClient
+        var at: ContinuousClock.Instant
+    }
+
+    private struct Clients {
+        /// For address literals (no lookup to pin).
+        var shared: HTTPClient?
+        var pinned: [String: Pinned] = [:]
+        /// Clients replaced after an address changed, closed at shutdown (requests may still be using them).
+        var retired: [HTTPClient] = []
+    }
+
+    private let clients = Mutex(Clients())
 
     init(egress: EgressPolicy) {
         self.egress = egress
-        shared = Self.makeClient(pinning: [:])
     }
 
     /// Connects within 5 s; an answer may take minutes (a long completion) but not stall for more than 5 minutes
@@ -346,32 +359,43 @@ final class GatewayClients: Sendable {
     func client(for url: URL) async throws -> HTTPClient {
         guard let host = url.host, !host.isEmpty else { throw Gateway.Refusal.invalidPath }
         let now = ContinuousClock.now
-        if let cached = pinned.withLock({ $0[host] }), now - cached.at < .seconds(60) { return cached.client }
+        if let cached = clients.withLock({ $0.pinned[host] }), now - cached.at < .seconds(60) { return cached.client }
         let address: String
         do {
             address = try await egress.address(for: url, origin: .operatorConfigured)
         } catch {
             throw Gateway.Refusal.endpointNotAllowed
         }
-        if EgressPolicy.parseLiteral(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) != nil {
-            pinned.withLock { $0[host] = (address, shared, now) }
-            return shared
-        }
-        return pinned.withLock { clients in
-            if let cached = clients[host], cached.address == address {
-                clients[host] = (address, cached.client, now)
+        let literal = EgressPolicy.parseLiteral(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) != nil
+        return clients.withLock { clients in
+            if literal {
+                let shared = clients.shared ?? Self.makeClient(pinning: [:])
+                clients.shared = shared
+                clients.pinned[host] = Pinned(address: address, client: shared, at: now)
+                return shared
+            }
+            if let cached = clients.pinned[host], cached.address == address {
+                clients.pinned[host]?.at = now
                 return cached.client
             }
+            if let old = clients.pinned[host] { clients.retired.append(old.client) }
             let client = Self.makeClient(pinning: [host: address])
-            if let old = clients[host], old.client !== shared { retired.withLock { $0.append(old.client) } }
-            clients[host] = (address, client, now)
+            clients.pinned[host] = Pinned(address: address, client: client, at: now)
             return client
         }
     }
 
     func shutdown() async {
-        var all = retired.withLock { $0 } + [shared]
-        all += pinned.withLock { $0.values.map(\.client) }.filter { $0 !== shared }
-        for client in all { try? await client.shutdown() }
+        let all = clients.withLock { clients in
+            defer { clients = Clients() }
+            var all = clients.retired + clients.pinned.values.map(\.client)
+            if let shared = clients.shared { all.append(shared) }
+            return all
+        }
+        var closed: [ObjectIdentifier] = []
+        for client in all where !closed.contains(ObjectIdentifier(client)) {
+            closed.append(ObjectIdentifier(client))
+            try? await client.shutdown()
+        }
     }
 }

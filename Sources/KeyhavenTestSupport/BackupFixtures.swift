@@ -61,6 +61,17 @@ public struct BackupScenario: Sendable {
             let shared = try await runtime.integrations.create(
                 ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey(canary), actor: owner)
             scenario.credentials[shared.id] = (team.id, [1: canary])
+            // Usage of the shared integration: a gateway batch and a report.
+            let tokens = TokenUsage(inputTokens: 1_000, cachedInputTokens: 400, outputTokens: 500)
+            try await runtime.usage.append([
+                UsageEvent(
+                    ownerID: team.id, integrationID: shared.id, type: .openai, model: "gpt-4o", source: .gateway,
+                    status: 200, tokens: tokens, costMicros: 7_000, tokenID: nil)
+            ])
+            _ = try await runtime.usage.report(
+                UsageEvent(
+                    ownerID: team.id, integrationID: shared.id, type: .openai, model: "house-model", source: .reported,
+                    requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"))
             _ = try await runtime.tokens.create(
                 kind: .service, userID: nil, workspaceID: team.id, name: "team backend", scopes: [.credentialsRead],
                 expiresAt: nil, audit: AuditEntry(actor: owner, action: .tokenCreate, ownerID: team.id))
