@@ -53,6 +53,10 @@ public struct KeyhavenRuntime: Sendable {
     public let gateway: Gateway
     /// Writes gateway usage in batches.
     public let usageRecorder: UsageRecorder
+    /// Budgets and rate limits.
+    public let limits: SQLLimitStore
+    /// The gateway's admission checks against them.
+    public let budgets: Budgets
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -85,6 +89,7 @@ public struct KeyhavenRuntime: Sendable {
             let limiter = SQLRateLimiter(database: database)
             let passwords = PasswordHasher()
             let usage = SQLUsageStore(database: database)
+            let limits = SQLLimitStore(database: database, audit: audit, usage: usage)
             let gateway = Gateway(
                 endpoints: configuration.providerEndpoints, egress: context.egress, prices: Prices(try PriceTable.bundled()))
             let accounts = Accounts(
@@ -99,7 +104,8 @@ public struct KeyhavenRuntime: Sendable {
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
-                usageRecorder: UsageRecorder(store: usage, logger: logger), logger: logger)
+                usageRecorder: UsageRecorder(store: usage, logger: logger), limits: limits, budgets: Budgets(store: limits),
+                logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -219,9 +225,14 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     ).addRoutes(to: router)
     UsageController(usage: runtime.usage, integrations: runtime.integrations, prices: runtime.gateway.prices, access: access)
         .addRoutes(to: api.group("usage", context: UserContext.self), api: api)
-    let accounting = GatewayAccounting(recorder: runtime.usageRecorder, prices: runtime.gateway.prices, metrics: runtime.metrics)
+    LimitsController(store: runtime.limits, budgets: runtime.budgets, access: access)
+        .addRoutes(
+            integrations: api.group("integrations", context: UserContext.self),
+            workspaces: api.group("limits", context: UserContext.self))
+    let accounting = GatewayAccounting(
+        recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
     GatewayController(
-        gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, limits: NoLimits(),
+        gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, budgets: runtime.budgets,
         record: accounting.record
     ).addRoutes(to: router)
     OpenAPIDocument.addRoute(to: router)

@@ -108,6 +108,7 @@ public final class UsageRecorder: Service, Sendable {
 struct GatewayAccounting: Sendable {
     let recorder: UsageRecorder
     let prices: Prices
+    let budgets: Budgets
     let metrics: VerificationMetrics
 
     @Sendable func record(_ use: GatewayUse) async {
@@ -115,6 +116,7 @@ struct GatewayAccounting: Sendable {
         // A request refused before the provider answered cost nothing and is only counted.
         guard let metered = use.metered else { return }
         let tokens = metered.usage ?? TokenUsage()
+        await budgets.countTokens(tokens.totalTokens, of: use.integration, now: use.at)
         await recorder.record(
             UsageEvent(
                 ownerID: use.integration.ownerID, integrationID: use.integration.id, type: use.integration.type,
@@ -123,8 +125,4 @@ struct GatewayAccounting: Sendable {
                 costMicros: metered.usage == nil ? 0 : prices.cost(use.integration.type, model: metered.model, usage: tokens),
                 tokenID: use.tokenID, occurredAt: use.at))
     }
-}
-
-struct NoLimits: GatewayLimits {
-    func admit(_ integration: Integration) async throws {}
 }

@@ -66,6 +66,8 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case invitationCreate = "organization.invitation.create"
     case invitationRevoke = "organization.invitation.revoke"
     case invitationAccept = "organization.invitation.accept"
+    case limitsUpdate = "usage.limits.update"
+    case budgetWarning = "usage.budget.warning"
 }
 
 /// How an audited action ended.

@@ -21,6 +21,8 @@ public enum Policy {
         case manageOwners
         /// Create, list and revoke the organization's service tokens.
         case manageServiceTokens
+        /// Set budgets and rate limits of the workspace and its integrations.
+        case manageBudgets
         /// Rename or delete the organization.
         case administer
     }
@@ -47,7 +49,7 @@ public enum Policy {
         switch action {
         case .view: .viewer
         case .editIntegrations: .member
-        case .viewAllAudit, .manageMembers, .manageServiceTokens: .admin
+        case .viewAllAudit, .manageMembers, .manageServiceTokens, .manageBudgets: .admin
         case .manageOwners, .administer: .owner
         case .readCredentials, .useIntegration: nil
         }
@@ -90,6 +92,7 @@ public enum Policy {
         case .manageMembers: "Only owners and admins manage members and invitations."
         case .manageOwners: "Only owners manage owners."
         case .manageServiceTokens: "Only owners and admins manage the organization's service tokens."
+        case .manageBudgets: "Only owners and admins set budgets and rate limits."
         case .administer: "Only owners rename or delete the organization."
         }
     }

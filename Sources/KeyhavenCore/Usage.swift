@@ -204,3 +204,56 @@ extension Calendar {
         return calendar
     }()
 }
+
+/// An integration's or a workspace's limits on gateway use (SPEC §13); nil means no limit.
+public struct UsageLimits: Sendable, Equatable {
+    /// Micro-dollars per calendar month (UTC).
+    public var monthlyBudgetMicros: Int64?
+    public var requestsPerMinute: Int64?
+    /// Input and output tokens per minute.
+    public var tokensPerMinute: Int64?
+
+    /// Creates limits.
+    public init(monthlyBudgetMicros: Int64? = nil, requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil) {
+        self.monthlyBudgetMicros = monthlyBudgetMicros
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+    }
+
+    /// Whether nothing is limited.
+    public var isEmpty: Bool { monthlyBudgetMicros == nil && requestsPerMinute == nil && tokensPerMinute == nil }
+
+    /// The share of a budget at which the integration shows a warning and an audit event is written, in percent.
+    public static let warningPercent: Int64 = 80
+}
+
+/// Limits, the counters that enforce them, and the spending they are checked against. Counters are shared by
+/// every instance on PostgreSQL.
+public protocol LimitStore: Sendable {
+    /// The limits set on each of `subjects` (integration or workspace ids); subjects without limits are absent.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func limits(for subjects: [UUID]) async throws -> [UUID: UsageLimits]
+
+    /// Sets (or, when empty, removes) the limits of an integration or a workspace, audited.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func setLimits(_ limits: UsageLimits, subject: UUID, ownerID: UUID, actor: AuditActor) async throws
+
+    /// Micro-dollars spent in a workspace (or by one of its integrations) since the start of `since`'s day.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func spent(ownerID: UUID, integrationID: UUID?, since: Date) async throws -> Int64
+
+    /// Adds `requests` and `tokens` to `subject`'s counters for the minute `window` and returns the totals.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func count(subject: UUID, window: Int64, requests: Int64, tokens: Int64) async throws -> (requests: Int64, tokens: Int64)
+
+    /// Records that `subject` passed the warning share of its budget in `month` (`2026-12`); true, and an audit
+    /// event, only the first time per month, whichever instance asks.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func warnOnce(subject: UUID, ownerID: UUID, integrationID: UUID?, month: String, spent: Int64, budget: Int64) async throws
+        -> Bool
+}

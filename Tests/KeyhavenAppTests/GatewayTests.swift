@@ -3,6 +3,8 @@ import Crypto
 import Foundation
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenGateway
+import Logging
 import KeyhavenStorage
 import KeyhavenTestSupport
 import NIOCore
@@ -276,6 +278,116 @@ struct GatewayTests {
             #expect(try await status("/gateway/\(teamOpenAI)/v1/chat/completions", scopedToken).0 == 200)
             #expect(fakes.modelCalls.count == 1)
         }
+    }
+
+    /// Waits, if needed, so that the next few seconds stay within one clock minute (per-minute windows).
+    func awayFromMinuteEnd() async throws {
+        let second = Int(Date().timeIntervalSince1970) % 60
+        if second >= 50 { try await Task.sleep(for: .seconds(61 - second)) }
+    }
+
+    @Test("over a rate limit or a spent budget, the request is answered 429 before the provider sees it; 80 % warns once")
+    func limits() async throws {
+        try await withGateway { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
+            let chat: [String: Any] = ["model": "gpt-4o", "messages": []]
+            let bearer = [("authorization", "Bearer \(token)")]
+            let path = "/gateway/\(openai)/v1/chat/completions"
+
+            // Two requests a minute.
+            try await awayFromMinuteEnd()
+            let set = try await api.request(
+                .put, "/api/integrations/\(openai)/limits", auth: user.session, json: ["requests_per_minute": 2])
+            #expect(set.status == .ok, "\(set.text)")
+            #expect(set.json["requests_per_minute"] as? Int == 2 && set.json["monthly_budget_usd"] is NSNull)
+            #expect(try await caller.send(path, headers: bearer, json: chat).status == 200)
+            #expect(try await caller.send(path, headers: bearer, json: chat).status == 200)
+            let limited = try await caller.send(path, headers: bearer, json: chat)
+            #expect(limited.status == 429 && limited.body.contains("\"rate_limited\""))
+            #expect(Int(limited.headers.first(name: "retry-after") ?? "") ?? 0 >= 1)
+            #expect(fakes.modelCalls.count == 2)
+
+            // A budget of one cent: each chat costs 0.007 dollars, so the third request finds it spent.
+            let budget = try await api.request(
+                .put, "/api/integrations/\(openai)/limits", auth: user.session, json: ["monthly_budget_usd": 0.01])
+            #expect(budget.json["monthly_budget_usd"] as? Double == 0.01 && budget.json["requests_per_minute"] is NSNull)
+            func spent(atLeast micros: Int) async throws -> [String: Any] {
+                for _ in 0..<100 {
+                    let standing = try await api.request(.get, "/api/integrations/\(openai)/limits", auth: user.session).json
+                    if Int(((standing["spent_this_month_usd"] as? Double) ?? 0) * 1_000_000 + 0.5) >= micros {
+                        return standing
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                throw TestSetupError("spending did not reach \(micros)")
+            }
+            // The two chats above already spent 0.014 dollars.
+            let standing = try await spent(atLeast: 14_000)
+            #expect(standing["warning"] as? Bool == true && standing["budget_used_percent"] as? Int == 140)
+            try await Task.sleep(for: .milliseconds(1_100))  // the instance's cached spending expires
+            let refused = try await caller.send(path, headers: bearer, json: chat)
+            #expect(refused.status == 429 && refused.body.contains("\"budget_exceeded\""), "\(refused.body)")
+            #expect(Int(refused.headers.first(name: "retry-after") ?? "") ?? 0 > 60)
+            #expect(try await caller.send(path, headers: bearer, json: chat).status == 429)
+            #expect(fakes.modelCalls.count == 2)
+            let warnings = try await api.request(.get, "/api/audit?limit=200", auth: user.session).json["events"] as? [[String: Any]] ?? []
+            #expect(warnings.filter { $0["action"] as? String == "usage.budget.warning" }.count == 1)
+
+            // Lifting the integration's budget lets it through; the workspace's budget then stops it.
+            #expect(try await api.request(.put, "/api/integrations/\(openai)/limits", auth: user.session, json: [:]).status == .ok)
+            #expect(try await caller.send(path, headers: bearer, json: chat).status == 200)
+            let workspace = try await api.request(.put, "/api/limits", auth: user.session, json: ["monthly_budget_usd": 0.001])
+            #expect(workspace.status == .ok && workspace.json["warning"] as? Bool == true)
+            try await Task.sleep(for: .milliseconds(2_100))
+            let workspaceRefused = try await caller.send(path, headers: bearer, json: chat)
+            #expect(workspaceRefused.status == 429 && workspaceRefused.body.contains("workspace"))
+            #expect(fakes.modelCalls.count == 3)
+
+            // Bad limits change nothing; a viewer cannot set them.
+            let invalid = try await api.request(
+                .put, "/api/limits", auth: user.session, json: ["monthly_budget_usd": -1, "requests_per_minute": 1.5])
+            #expect(invalid.status == .unprocessableContent)
+            #expect(invalid.fields.keys.sorted() == ["monthly_budget_usd", "requests_per_minute"])
+            #expect(try await api.request(.get, "/api/limits", auth: user.session).json["monthly_budget_usd"] as? Double == 0.001)
+            let stranger = try await api.user()
+            #expect(try await api.request(.get, "/api/integrations/\(openai)/limits", auth: stranger.session).status == .notFound)
+        }
+    }
+
+    @Test("two instances on one PostgreSQL share the per-minute counters")
+    func sharedCounters() async throws {
+        guard TestDatabase.all.contains(.postgres) else { return }
+        let handle = try await TestDatabase.postgres.make()
+        let second = try await Database.open(handle.location, searchPath: [try #require(handle.schema)], logger: .init(label: "test"))
+        do {
+            let logger = Logger(label: "test")
+            let keyring = try await LiveKeyring.open(source: Fixtures.environmentKeyring(), database: handle.database, allowCreate: true, logger: logger)
+            func budgets(_ database: Database) async throws -> Budgets {
+                let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+                return Budgets(store: SQLLimitStore(database: database, audit: audit, usage: SQLUsageStore(database: database)))
+            }
+            let (one, two) = (try await budgets(handle.database), try await budgets(second))
+            let owner = UUID()
+            let integration = Integration(
+                id: UUID(), ownerID: owner, name: "shared", type: .openai, status: .connected, enabled: true, config: [:],
+                credentialHint: nil, credentialVersion: 1, errorMessage: nil, lastVerifiedAt: nil, lastUsedAt: nil,
+                createdAt: Date(), updatedAt: Date())
+            let audit = SQLAuditLog(database: handle.database, keys: try await AuditKeys.open(database: handle.database, keyring: keyring))
+            try await SQLLimitStore(database: handle.database, audit: audit, usage: SQLUsageStore(database: handle.database))
+                .setLimits(UsageLimits(requestsPerMinute: 3), subject: integration.id, ownerID: owner, actor: .system)
+            try await awayFromMinuteEnd()
+            var admitted = 0
+            for index in 0..<6 {
+                if (try? await (index.isMultiple(of: 2) ? one : two).admit(integration)) != nil { admitted += 1 }
+            }
+            #expect(admitted == 3)
+        } catch {
+            await second.shutdown()
+            await handle.close()
+            throw error
+        }
+        await second.shutdown()
+        await handle.close()
     }
 
     @Test("a provider that cannot be reached answers 502 and is counted")

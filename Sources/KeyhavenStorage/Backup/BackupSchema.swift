@@ -1,7 +1,7 @@
 import KeyhavenCrypto
 
 /// The tables a backup holds, parents before children (the order they are written and restored in), each with
-/// its columns and their types, as of schema version 10. A migration that adds a table or a column adds it here
+/// its columns and their types, as of schema version 11. A migration that adds a table or a column adds it here
 /// too; a test compares this list with the migrated schema.
 public enum BackupSchema {
     /// One table.
@@ -14,9 +14,9 @@ public enum BackupSchema {
         public let columns: [BackupColumn]
     }
 
-    /// Tables that are not backed up: the migrations' own bookkeeping (the target's migrator writes it) and the
-    /// scheduled backups' lease.
-    public static let excluded: Set<String> = ["schema_migrations", "backup_schedule"]
+    /// Tables that are not backed up: the migrations' own bookkeeping (the target's migrator writes it), the
+    /// scheduled backups' lease, and the per-minute usage counters (worthless a minute later).
+    public static let excluded: Set<String> = ["schema_migrations", "backup_schedule", "usage_counters"]
 
     /// Every table that is backed up.
     public static let tables: [Table] = [
@@ -126,6 +126,13 @@ public enum BackupSchema {
                 .init("day", .text), .init("model", .text), .init("requests", .int), .init("input_tokens", .int),
                 .init("cached_input_tokens", .int), .init("cache_write_tokens", .int), .init("output_tokens", .int),
                 .init("reasoning_tokens", .int), .init("cost_micros", .int), .init("unpriced_requests", .int),
+            ]),
+        Table(
+            name: "usage_limits", key: "id",
+            columns: [
+                .init("id", .uuid), .init("owner_id", .uuid), .init("monthly_budget_micros", .int),
+                .init("requests_per_minute", .int), .init("tokens_per_minute", .int), .init("warned_month", .text),
+                .init("updated_at", .date),
             ]),
         Table(
             name: "rate_limits", key: "key",

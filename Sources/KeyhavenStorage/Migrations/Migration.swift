@@ -29,6 +29,7 @@ public struct Migrator: Sendable {
         .addRotation,
         .addOrganizations,
         .addUsage,
+        .addUsageLimits,
     ]
 
     let database: Database

@@ -17,12 +17,6 @@ public struct GatewayUse: Sendable {
     public var at: Date
 }
 
-/// The limits a gateway request must be within before any provider is contacted (budgets, rates).
-public protocol GatewayLimits: Sendable {
-    /// Throws `KeyhavenError.budgetExceeded` or `.rateLimited` if `integration` may not be used now.
-    func admit(_ integration: Integration) async throws
-}
-
 /// `/gateway/{integration_id}/<provider path>` (SPEC §13): a backend's provider request, forwarded with the stored
 /// credential injected. Only service tokens with `gateway:use` may call it, presented the way the provider's SDK
 /// presents a key (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`).
@@ -30,18 +24,18 @@ public struct GatewayController: Sendable {
     let gateway: Gateway
     let tokens: any TokenStore
     let integrations: any IntegrationStore
-    let limits: any GatewayLimits
+    let budgets: Budgets
     let record: @Sendable (GatewayUse) async -> Void
 
     /// Creates the controller; `record` receives every request that reached the point of being forwarded.
     public init(
-        gateway: Gateway, tokens: any TokenStore, integrations: any IntegrationStore, limits: any GatewayLimits,
+        gateway: Gateway, tokens: any TokenStore, integrations: any IntegrationStore, budgets: Budgets,
         record: @escaping @Sendable (GatewayUse) async -> Void
     ) {
         self.gateway = gateway
         self.tokens = tokens
         self.integrations = integrations
-        self.limits = limits
+        self.budgets = budgets
         self.record = record
     }
 
@@ -66,7 +60,7 @@ public struct GatewayController: Sendable {
             if ownerDisabled { throw KeyhavenError.forbidden("The integration's owner is disabled.") }
             guard integration.enabled else { throw KeyhavenError.integrationDisabled }
         }
-        try await limits.admit(integration)
+        try await budgets.admit(integration)
 
         let prefix = "/gateway/\(idText)"
         let path = String(request.uri.path.dropFirst(prefix.count))

@@ -100,7 +100,7 @@ public struct UsageController: Sendable {
             return date
         }
         let end = try to.map { try day($0, "to") } ?? now
-        let start = try from.map { try day($0, "from") } ?? Self.monthStart(of: min(end, now))
+        let start = try from.map { try day($0, "from") } ?? Budgets.monthStart(min(end, now))
         guard start <= end else { throw KeyhavenError.badRequest("from must not be after to.") }
         guard end.timeIntervalSince(start) <= Double(maximumDays) * 86_400 else {
             throw KeyhavenError.badRequest("The period may be at most \(maximumDays) days.")
@@ -117,11 +117,5 @@ public struct UsageController: Sendable {
         let components = DateComponents(year: year, month: month, day: day)
         guard let date = Calendar.utc.date(from: components), date.utcDay == text else { return nil }
         return date
-    }
-
-    /// Midnight UTC of the first day of `date`'s month.
-    static func monthStart(of date: Date) -> Date {
-        let parts = Calendar.utc.dateComponents([.year, .month], from: date)
-        return Calendar.utc.date(from: DateComponents(year: parts.year, month: parts.month, day: 1)) ?? date
     }
 }

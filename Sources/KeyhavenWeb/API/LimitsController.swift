@@ -1,0 +1,128 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+import KeyhavenGateway
+
+/// Budgets and rate limits of an integration (`/api/integrations/{id}/limits`) or a workspace
+/// (`/api/limits?workspace_id=`), and this month's spending against them (SPEC §13). Owners and admins set them;
+/// anyone who sees the workspace reads them.
+public struct LimitsController: Sendable {
+    let store: any LimitStore
+    let budgets: Budgets
+    let access: WorkspaceAccess
+
+    /// Creates the controller.
+    public init(store: any LimitStore, budgets: Budgets, access: WorkspaceAccess) {
+        self.store = store
+        self.budgets = budgets
+        self.access = access
+    }
+
+    /// Adds the routes to the `/api/integrations` and `/api/limits` groups.
+    public func addRoutes(integrations: RouterGroup<UserContext>, workspaces: RouterGroup<UserContext>) {
+        integrations.get(":id/limits", use: integrationLimits)
+        integrations.put(":id/limits", use: setIntegrationLimits)
+        workspaces.get(use: workspaceLimits)
+        workspaces.put(use: setWorkspaceLimits)
+    }
+
+    @Sendable func integrationLimits(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let integration = try await access.integration(try UUID.path(context), .view, for: context.user)
+        return try await answer(subject: integration.id, ownerID: integration.ownerID)
+    }
+
+    @Sendable func setIntegrationLimits(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        let integration = try await access.integration(try UUID.path(context), .manageBudgets, for: context.user)
+        return try await set(request, context: context, subject: integration.id, ownerID: integration.ownerID)
+    }
+
+    @Sendable func workspaceLimits(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsRead)
+        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
+        _ = try await access.require(.view, in: workspace, for: context.user)
+        return try await answer(subject: workspace, ownerID: workspace)
+    }
+
+    @Sendable func setWorkspaceLimits(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
+        _ = try await access.require(.manageBudgets, in: workspace, for: context.user)
+        return try await set(request, context: context, subject: workspace, ownerID: workspace)
+    }
+
+    private func set(_ request: Request, context: UserContext, subject: UUID, ownerID: UUID) async throws -> Response {
+        let decoded = try await LimitsRequest.read(request, context: context)
+        let limits = try decoded.body.validated(decoded.errors).orThrow()
+        try await store.setLimits(limits, subject: subject, ownerID: ownerID, actor: context.actor(request))
+        budgets.forget(subject)
+        return try await answer(subject: subject, ownerID: ownerID)
+    }
+
+    private func answer(subject: UUID, ownerID: UUID) async throws -> Response {
+        Response.json(status: .ok, LimitsResponse(standing: try await budgets.standing(subject: subject, ownerID: ownerID)))
+    }
+}
+
+/// `PUT …/limits`: `{monthly_budget_usd, requests_per_minute, tokens_per_minute}`, each a number or null (no limit);
+/// an absent field is no limit too, since the body replaces the limits.
+struct LimitsRequest: RequestBody {
+    static let knownFields: Set<String>? = ["monthly_budget_usd", "requests_per_minute", "tokens_per_minute"]
+
+    var monthlyBudgetUSD: Input<Double>?
+    var requestsPerMinute: Input<Double>?
+    var tokensPerMinute: Input<Double>?
+
+    enum CodingKeys: String, CodingKey {
+        case monthlyBudgetUSD = "monthly_budget_usd"
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
+    }
+
+    func validated(_ errors: FieldErrors) -> Result<UsageLimits, FieldErrors> {
+        var errors = errors
+        var limits = UsageLimits()
+        // `Input` decodes null as invalid, so null and absent are told apart by the value only.
+        func value(_ input: Input<Double>?) -> Double?? {
+            guard let input else { return .some(nil) }
+            return input.value.map { .some($0) } ?? nil
+        }
+        switch value(monthlyBudgetUSD) {
+        case .some(nil): break
+        case .some(let dollars?) where dollars >= 0 && dollars <= 1_000_000_000:
+            limits.monthlyBudgetMicros = Int64((dollars * 1_000_000).rounded())
+        default: errors["monthly_budget_usd"] = "must be a number of dollars from 0 to 1000000000, or null"
+        }
+        for (input, name, maximum, keyPath) in [
+            (requestsPerMinute, "requests_per_minute", 1e9, \UsageLimits.requestsPerMinute),
+            (tokensPerMinute, "tokens_per_minute", 1e12, \UsageLimits.tokensPerMinute),
+        ] {
+            switch value(input) {
+            case .some(nil): break
+            case .some(let count?) where count.rounded() == count && count >= 1 && count <= maximum:
+                limits[keyPath: keyPath] = Int64(count)
+            default: errors[name] = "must be a whole number from 1 to \(Int64(maximum)), or null"
+            }
+        }
+        return errors.problems.isEmpty ? .success(limits) : .failure(errors)
+    }
+}
+
+/// The limits and this month's spending.
+struct LimitsResponse: ResponseBody {
+    let standing: Budgets.Standing
+
+    var json: JSONValue {
+        let limits = standing.limits
+        func count(_ value: Int64?) -> JSONValue { value.map { .number(Double($0)) } ?? .null }
+        return .object([
+            "monthly_budget_usd": wireDollars(limits.monthlyBudgetMicros),
+            "requests_per_minute": count(limits.requestsPerMinute),
+            "tokens_per_minute": count(limits.tokensPerMinute),
+            "spent_this_month_usd": wireDollars(standing.spentMicros),
+            "budget_used_percent": count(standing.percent),
+            "warning": .bool(standing.warning),
+        ])
+    }
+}
