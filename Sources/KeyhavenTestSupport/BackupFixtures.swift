@@ -72,6 +72,9 @@ public struct BackupScenario: Sendable {
                 UsageEvent(
                     ownerID: team.id, integrationID: shared.id, type: .openai, model: "house-model", source: .reported,
                     requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"))
+            try await runtime.limits.setLimits(
+                UsageLimits(monthlyBudgetMicros: 50_000_000, requestsPerMinute: 600), subject: shared.id, ownerID: team.id,
+                actor: owner)
             _ = try await runtime.tokens.create(
                 kind: .service, userID: nil, workspaceID: team.id, name: "team backend", scopes: [.credentialsRead],
                 expiresAt: nil, audit: AuditEntry(actor: owner, action: .tokenCreate, ownerID: team.id))
