@@ -104,7 +104,7 @@ public struct KeyhavenRuntime: Sendable {
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
-                usageRecorder: UsageRecorder(store: usage, logger: logger), limits: limits, budgets: Budgets(store: limits),
+                usageRecorder: UsageRecorder(store: usage, logger: logger, interval: configuration.usageFlushInterval), limits: limits, budgets: Budgets(store: limits),
                 logger: logger)
         } catch {
             await database.shutdown()

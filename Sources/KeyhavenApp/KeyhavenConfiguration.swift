@@ -43,6 +43,8 @@ public struct KeyhavenConfiguration: Sendable {
     public var checkRateLimit = CheckRateLimit()
     /// How often the rotation engine looks for work (`KEYHAVEN_ROTATION_INTERVAL`, seconds, default 30).
     public var rotationInterval: Duration = .seconds(30)
+    /// How often queued gateway usage is written (`KEYHAVEN_USAGE_FLUSH_MS`, milliseconds, default 100).
+    public var usageFlushInterval: Duration = .milliseconds(100)
     /// How often the server writes a signed checkpoint of the audit chain (and once more at shutdown).
     public var auditCheckpointInterval: Duration = .seconds(300)
     /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
@@ -187,6 +189,12 @@ public struct KeyhavenConfiguration: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_ROTATION_INTERVAL must be a whole number of seconds from 1 to 86400")
             }
             rotationInterval = .seconds(seconds)
+        }
+        if let interval = text("keyhaven.usage.flush.ms") {
+            guard let milliseconds = Int(interval), (10...600_000).contains(milliseconds) else {
+                throw KeyhavenError.configuration("KEYHAVEN_USAGE_FLUSH_MS must be a whole number of milliseconds from 10 to 600000")
+            }
+            usageFlushInterval = .milliseconds(milliseconds)
         }
         if let proxies = text("keyhaven.trusted.proxies") {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })

@@ -63,7 +63,8 @@ public final class UsageRecorder: Service, Sendable {
 
     public func run() async throws {
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+            // The wait ends early on SIGTERM; the drain below writes what is left.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
             await flush()
         }
         // The server has stopped taking requests: write everything, retrying a few times if the database fails.
