@@ -57,6 +57,8 @@ public struct KeyhavenRuntime: Sendable {
     public let limits: SQLLimitStore
     /// The gateway's admission checks against them.
     public let budgets: Budgets
+    /// Fallback routes.
+    public let routes: SQLRouteStore
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -105,7 +107,7 @@ public struct KeyhavenRuntime: Sendable {
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
                 usageRecorder: UsageRecorder(store: usage, logger: logger, interval: configuration.usageFlushInterval), limits: limits, budgets: Budgets(store: limits),
-                logger: logger)
+                routes: SQLRouteStore(database: database, audit: audit), logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -233,8 +235,10 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
     GatewayController(
         gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, budgets: runtime.budgets,
-        record: accounting.record
+        routes: runtime.routes, record: accounting.record
     ).addRoutes(to: router)
+    RoutesController(routes: runtime.routes, integrations: runtime.integrations, access: access)
+        .addRoutes(to: api.group("routes", context: UserContext.self))
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)
     return router

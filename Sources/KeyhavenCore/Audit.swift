@@ -68,6 +68,8 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case invitationAccept = "organization.invitation.accept"
     case limitsUpdate = "usage.limits.update"
     case budgetWarning = "usage.budget.warning"
+    case routeUpdate = "gateway.route.update"
+    case routeDelete = "gateway.route.delete"
 }
 
 /// How an audited action ended.

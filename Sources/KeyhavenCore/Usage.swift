@@ -257,3 +257,55 @@ public protocol LimitStore: Sendable {
     func warnOnce(subject: UUID, ownerID: UUID, integrationID: UUID?, month: String, spent: Int64, budget: Int64) async throws
         -> Bool
 }
+
+/// A named fallback route of a workspace (SPEC §13): its integrations in the order they are tried.
+public struct GatewayRoute: Sendable, Equatable {
+    public var name: String
+    public var ownerID: UUID
+    public var integrationIDs: [UUID]
+    public var updatedAt: Date
+
+    /// Creates a route.
+    public init(name: String, ownerID: UUID, integrationIDs: [UUID], updatedAt: Date) {
+        self.name = name
+        self.ownerID = ownerID
+        self.integrationIDs = integrationIDs
+        self.updatedAt = updatedAt
+    }
+
+    /// Whether `name` can name a route: 1 to 63 lowercase letters, digits, `.`, `_` or `-`, starting with a letter or
+    /// digit (it is a path segment of the gateway's URL).
+    public static func isValidName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, name.utf8.count <= 63 else { return false }
+        func allowed(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        }
+        return allowed(first) && name.utf8.allSatisfy { allowed($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+    }
+
+    /// The most integrations one route lists.
+    public static let maximumLength = 10
+}
+
+/// Fallback routes, by workspace and name.
+public protocol RouteStore: Sendable {
+    /// The route `name` of workspace `ownerID`.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.unavailable`.
+    func route(name: String, ownerID: UUID) async throws -> GatewayRoute
+
+    /// The workspace's routes by name.
+    ///
+    /// - Throws: `KeyhavenError.unavailable`.
+    func routes(ownerID: UUID) async throws -> [GatewayRoute]
+
+    /// Creates or replaces a route, audited.
+    ///
+    /// - Throws: `KeyhavenError.unavailable`.
+    func put(_ route: GatewayRoute, actor: AuditActor) async throws
+
+    /// Deletes a route, audited.
+    ///
+    /// - Throws: `KeyhavenError.notFound`, `.unavailable`.
+    func delete(name: String, ownerID: UUID, actor: AuditActor) async throws
+}

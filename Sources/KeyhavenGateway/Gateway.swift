@@ -72,6 +72,13 @@ public final class Gateway: Sendable {
         let body: HTTPClientResponse.Body
         var meter: UsageMeter
 
+        /// Reads and drops the body (an answer that is not passed on, so its connection can be reused).
+        public func discard() async {
+            do {
+                for try await _ in body {}
+            } catch {}
+        }
+
         /// Passes the body on, chunk by chunk, to `write`, reading the usage numbers on the way; returns what was
         /// read, also when the caller goes away or the provider breaks off (what was seen by then).
         public func relay(_ write: (ByteBuffer) async throws -> Void) async -> Metered {
@@ -277,6 +284,28 @@ public final class Gateway: Sendable {
         let name = rest.prefix { $0 != ":" && $0 != "/" }
         return name.isEmpty ? nil : String(name)
     }
+}
+
+/// A request body held whole, sent again to each integration a fallback route tries.
+public struct BufferedBody: AsyncSequence, Sendable {
+    public typealias Element = ByteBuffer
+    let buffer: ByteBuffer
+
+    /// The body `buffer`.
+    public init(_ buffer: ByteBuffer) {
+        self.buffer = buffer
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var remaining: ByteBuffer?
+
+        public mutating func next() async -> ByteBuffer? {
+            defer { remaining = nil }
+            return remaining.flatMap { $0.readableBytes > 0 ? $0 : nil }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: buffer) }
 }
 
 /// An OpenAI completion request, read to learn its model and whether a stream should also carry usage.

@@ -115,6 +115,8 @@ public struct SQLOrganizationStore: OrganizationStore {
                 """
             ).all().count
             try await SQLUsageStore.deleteAll(ownerID: id, on: sql)
+            try await sql.raw("DELETE FROM gateway_routes WHERE owner_id = \(bind: id)").run()
+            try await sql.raw("DELETE FROM usage_limits WHERE owner_id = \(bind: id)").run()
             try await sql.raw("DELETE FROM organizations WHERE id = \(bind: id)").run()
             try await audit.append(
                 AuditEntry(

@@ -72,6 +72,8 @@ public struct BackupScenario: Sendable {
                 UsageEvent(
                     ownerID: team.id, integrationID: shared.id, type: .openai, model: "house-model", source: .reported,
                     requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"))
+            try await runtime.routes.put(
+                GatewayRoute(name: "primary", ownerID: team.id, integrationIDs: [shared.id], updatedAt: Date()), actor: owner)
             try await runtime.limits.setLimits(
                 UsageLimits(monthlyBudgetMicros: 50_000_000, requestsPerMinute: 600), subject: shared.id, ownerID: team.id,
                 actor: owner)

@@ -27,6 +27,8 @@ extension FakeProviders {
     /// A key the OpenAI fake answers every model request with 429, and one it answers with 503.
     public static let openAIThrottledKey = "sk-fake-throttled-openai-000000"
     public static let openAIFailingKey = "sk-fake-failing-openai-0000000"
+    /// A key whose streams break off after their first event.
+    public static let openAIBreakingKey = "sk-fake-breaking-openai-000000"
 
     /// The usage every fake answer reports, and its exact price in micro-dollars (hand-computed in the tests).
     public enum ModelUsage {
@@ -97,6 +99,13 @@ extension FakeProviders {
                 return json(.tooManyRequests, ["error": ["message": "Rate limit reached.", "type": "requests"]])
             case "Bearer \(openAIFailingKey)":
                 return json(.serviceUnavailable, ["error": ["message": "The engine is currently overloaded."]])
+            case "Bearer \(openAIBreakingKey)":
+                return Response(
+                    status: .ok, headers: [.contentType: "text/event-stream"],
+                    body: ResponseBody { writer in
+                        try await writer.write(ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n"))
+                        throw CancellationError()
+                    })
             default:
                 return json(.unauthorized, ["error": ["message": "Incorrect API key provided.", "code": "invalid_api_key"]])
             }

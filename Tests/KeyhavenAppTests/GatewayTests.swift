@@ -390,6 +390,63 @@ struct GatewayTests {
         await handle.close()
     }
 
+    @Test("a fallback route tries the next integration after a 429, a 5xx or an unreachable provider, never after bytes were sent")
+    func fallback() async throws {
+        try await withGateway { api, fakes, caller, user, token in
+            let throttled = try await integration(api, user, type: "openai", key: FakeProviders.openAIThrottledKey)
+            let failing = try await integration(api, user, type: "openai", key: FakeProviders.openAIFailingKey)
+            let breaking = try await integration(api, user, type: "openai", key: FakeProviders.openAIBreakingKey)
+            let good = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
+            let disabled = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
+            _ = try await api.request(.patch, "/api/integrations/\(disabled)", auth: user.session, json: ["enabled": false])
+            func route(_ name: String, _ ids: [String]) async throws {
+                let put = try await api.request(.put, "/api/routes/\(name)", auth: user.session, json: ["integration_ids": ids])
+                #expect(put.status == .ok, "\(put.text)")
+            }
+            try await route("chat", [disabled, throttled, failing, good])
+            try await route("breaks", [breaking, good])
+            let workspace = [("authorization", "Bearer \(token)"), ("keyhaven-workspace", user.id.lowercasedText)]
+            let chat: [String: Any] = ["model": "gpt-4o", "messages": []]
+            let answered = try await caller.send("/gateway/route/chat/v1/chat/completions", headers: workspace, json: chat)
+            #expect(answered.status == 200, "\(answered.body)")
+            #expect(answered.headers.first(name: "keyhaven-integration") == good)
+            // The disabled one was skipped without a request; the other two were asked once each.
+            #expect(fakes.modelCalls.map { $0.headers["authorization"] ?? "" } == [
+                "Bearer \(FakeProviders.openAIThrottledKey)", "Bearer \(FakeProviders.openAIFailingKey)",
+                "Bearer \(FakeProviders.openAIKey)",
+            ])
+
+            // A stream that breaks after its first bytes is the caller's to see; the next integration is not asked.
+            let before = fakes.modelCalls.count
+            var request = HTTPClientRequest(url: caller.base + "/gateway/route/breaks/v1/chat/completions")
+            request.method = .POST
+            for (name, value) in workspace { request.headers.add(name: name, value: value) }
+            request.body = .bytes(ByteBuffer(string: #"{"model":"gpt-4o","stream":true,"messages":[]}"#))
+            let broken = try await caller.client.execute(request, timeout: .seconds(10))
+            #expect(broken.status == .ok)
+            #expect(broken.headers.first(name: "keyhaven-integration") == breaking)
+            var received = ""
+            do {
+                for try await chunk in broken.body { received += String(buffer: chunk) }
+            } catch {}
+            #expect(received.contains("Hel"))
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(fakes.modelCalls.count == before + 1)
+
+            // Routes need a workspace, exist per workspace, and list only usable integrations.
+            #expect(try await caller.send("/gateway/route/chat/v1/chat/completions", headers: [("authorization", "Bearer \(token)")], json: chat).status == 400)
+            #expect(try await caller.send("/gateway/route/nope/v1/chat/completions", headers: workspace, json: chat).status == 404)
+            let listed = try await api.request(.get, "/api/routes", auth: user.session)
+            #expect((listed.json["routes"] as? [[String: Any]])?.map { $0["name"] as? String } == ["breaks", "chat"])
+            let stranger = try await api.user()
+            let foreign = try await api.request(.put, "/api/routes/mine", auth: stranger.session, json: ["integration_ids": [good]])
+            #expect(foreign.status == .unprocessableContent)
+            #expect(try await api.request(.delete, "/api/routes/chat", auth: user.session).status == .noContent)
+            #expect(try await caller.send("/gateway/route/chat/v1/chat/completions", headers: workspace, json: chat).status == 404)
+            #expect(fakes.unexpected == [])
+        }
+    }
+
     @Test("a provider that cannot be reached answers 502 and is counted")
     func unreachable() async throws {
         try await APIHarness.with(.sqlite, live: true) { api in

@@ -1,7 +1,7 @@
 import KeyhavenCrypto
 
 /// The tables a backup holds, parents before children (the order they are written and restored in), each with
-/// its columns and their types, as of schema version 11. A migration that adds a table or a column adds it here
+/// its columns and their types, as of schema version 12. A migration that adds a table or a column adds it here
 /// too; a test compares this list with the migrated schema.
 public enum BackupSchema {
     /// One table.
@@ -133,6 +133,12 @@ public enum BackupSchema {
                 .init("id", .uuid), .init("owner_id", .uuid), .init("monthly_budget_micros", .int),
                 .init("requests_per_minute", .int), .init("tokens_per_minute", .int), .init("warned_month", .text),
                 .init("updated_at", .date),
+            ]),
+        Table(
+            name: "gateway_routes", key: "id",
+            columns: [
+                .init("id", .uuid), .init("owner_id", .uuid), .init("name", .text), .init("integration_ids", .text),
+                .init("created_at", .date), .init("updated_at", .date),
             ]),
         Table(
             name: "rate_limits", key: "key",

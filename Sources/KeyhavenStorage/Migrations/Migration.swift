@@ -30,6 +30,7 @@ public struct Migrator: Sendable {
         .addOrganizations,
         .addUsage,
         .addUsageLimits,
+        .addGatewayRoutes,
     ]
 
     let database: Database

@@ -25,13 +25,15 @@ public struct GatewayController: Sendable {
     let tokens: any TokenStore
     let integrations: any IntegrationStore
     let budgets: Budgets
+    let routes: any RouteStore
     let record: @Sendable (GatewayUse) async -> Void
 
     /// Creates the controller; `record` receives every request that reached the point of being forwarded.
     public init(
         gateway: Gateway, tokens: any TokenStore, integrations: any IntegrationStore, budgets: Budgets,
-        record: @escaping @Sendable (GatewayUse) async -> Void
+        routes: any RouteStore, record: @escaping @Sendable (GatewayUse) async -> Void
     ) {
+        self.routes = routes
         self.gateway = gateway
         self.tokens = tokens
         self.integrations = integrations
@@ -46,12 +48,66 @@ public struct GatewayController: Sendable {
     public func addRoutes(to router: Router<AppRequestContext>) {
         for method in Self.methods {
             router.on("/gateway/:id/**", method: method, use: forward)
+            router.on("/gateway/route/:name/**", method: method, use: forwardRoute)
         }
     }
 
     @Sendable func forward(_ request: Request, context: AppRequestContext) async throws -> Response {
         let token = try await authenticate(request)
         guard let idText = context.parameters.get("id"), let id = UUID(text: idText) else { throw KeyhavenError.notFound }
+        let forwarded = Self.forwarded(request, prefix: "/gateway/\(idText)")
+        let (integration, credentials) = try await admit(id, token: token)
+        let upstream = try await send(forwarded, body: request.body, to: integration, credentials, token: token)
+        return answer(upstream, from: integration, token: token)
+    }
+
+    /// The most a request through a fallback route may carry: it is held to be sent again.
+    static let routeBodyLimit = 8 << 20
+
+    /// `/gateway/route/{name}/…`: the route's integrations in order, the next one tried when a provider answers
+    /// 429 or 5xx, is unreachable, or an integration is disabled or over a limit. The answer that is passed on is
+    /// chosen before any of it is sent, so nothing is tried again once a byte has reached the caller.
+    @Sendable func forwardRoute(_ request: Request, context: AppRequestContext) async throws -> Response {
+        let token = try await authenticate(request)
+        guard let name = context.parameters.get("name"), GatewayRoute.isValidName(name) else {
+            throw KeyhavenError.notFound
+        }
+        let workspace: UUID
+        if let scoped = token.workspaceID {
+            workspace = scoped
+        } else if let text = request.headers[Self.workspaceHeader], let id = UUID(text: text) {
+            workspace = id
+        } else {
+            throw KeyhavenError.badRequest("A service token for every workspace names the route's in a Keyhaven-Workspace header.")
+        }
+        let route = try await routes.route(name: name, ownerID: workspace)
+        var forwarded = Self.forwarded(request, prefix: "/gateway/route/\(name)")
+        let body = try await request.body.collect(upTo: Self.routeBodyLimit)
+        forwarded.contentLength = body.readableBytes
+        var failure: any Error = KeyhavenError.notFound
+        for (index, id) in route.integrationIDs.enumerated() {
+            let last = index == route.integrationIDs.count - 1
+            do {
+                let (integration, credentials) = try await admit(id, token: token)
+                let upstream = try await send(forwarded, body: BufferedBody(body), to: integration, credentials, token: token)
+                if !last, upstream.status == 429 || upstream.status >= 500 {
+                    await upstream.discard()
+                    await record(GatewayUse(integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date()))
+                    continue
+                }
+                return answer(upstream, from: integration, token: token)
+            } catch {
+                failure = error
+            }
+        }
+        throw failure
+    }
+
+    /// The integration `id` and its credentials, if the token may use it and its limits allow a request now.
+    ///
+    /// - Throws: `notFound` (also outside the token's workspace), `badRequest` for a provider the gateway does not
+    ///   forward to, `forbidden` (a disabled owner), `integrationDisabled`, `budgetExceeded`, `rateLimited`.
+    func admit(_ id: UUID, token: APIToken) async throws -> (Integration, Credentials) {
         let (integration, credentials) = try await integrations.gatewayTarget(id: id) { integration, ownerDisabled in
             try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
             guard Gateway.providers.contains(integration.type) else {
@@ -61,23 +117,35 @@ public struct GatewayController: Sendable {
             guard integration.enabled else { throw KeyhavenError.integrationDisabled }
         }
         try await budgets.admit(integration)
+        return (integration, credentials)
+    }
 
-        let prefix = "/gateway/\(idText)"
+    /// The caller's request as the gateway forwards it: the path after `prefix`, its query, headers and length.
+    static func forwarded(_ request: Request, prefix: String) -> Gateway.Request {
         let path = String(request.uri.path.dropFirst(prefix.count))
-        let forwarded = Gateway.Request(
+        return Gateway.Request(
             method: HTTPMethod(rawValue: request.method.rawValue), path: path.isEmpty ? "/" : path,
             query: request.uri.query, headers: request.headers.map { ($0.name.rawName, $0.value) },
             contentLength: request.headers[.contentLength].flatMap { Int($0) })
-        let upstream: Gateway.Response
+    }
+
+    /// Sends the request; a refusal is counted and becomes the caller's error.
+    func send<Body: AsyncSequence & Sendable>(
+        _ forwarded: Gateway.Request, body: Body, to integration: Integration, _ credentials: Credentials,
+        token: APIToken
+    ) async throws -> Gateway.Response where Body.Element == ByteBuffer {
         do {
-            upstream = try await gateway.forward(
-                forwarded, body: request.body, integration: integration, credentials: credentials)
+            return try await gateway.forward(forwarded, body: body, integration: integration, credentials: credentials)
         } catch let refusal as Gateway.Refusal {
             let error = Self.error(refusal)
             await record(GatewayUse(integration: integration, tokenID: token.id, status: Int(error.status.code), metered: nil, at: Date()))
             throw error
         }
+    }
 
+    /// The provider's answer, streamed to the caller; its usage is recorded once the last byte has been passed on
+    /// (or the caller went away).
+    func answer(_ upstream: Gateway.Response, from integration: Integration, token: APIToken) -> Response {
         var headers = HTTPFields()
         for (name, value) in upstream.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
@@ -95,6 +163,9 @@ public struct GatewayController: Sendable {
                 try await writer.finish(nil)
             })
     }
+
+    /// Names the workspace of a route for a service token that is not scoped to one.
+    static let workspaceHeader = HTTPField.Name("Keyhaven-Workspace")!
 
     /// The header that names the integration that answered.
     static let integrationHeader = HTTPField.Name("Keyhaven-Integration")!
