@@ -21,6 +21,28 @@ func runHelloServer(port: Int) async throws {
     try await app.runService()
 }
 
+/// The key the bench's fake provider accepts, stored in the gateway's integration.
+let fakeProviderKey = "sk-bench-gateway-" + String(repeating: "g", count: 32)
+
+/// A minimal, fast stand-in for OpenAI on 127.0.0.1:`port`: any POST with the bench's key gets one fixed chat
+/// completion with its usage; another key gets 401. Called directly and through the gateway, it shows what the
+/// gateway adds.
+func runFakeProvider(port: Int) async throws {
+    let completion = ByteBuffer(
+        string: #"{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}}}"#)
+    let expected = "Bearer \(fakeProviderKey)"
+    let router = Router()
+    router.post("/**") { request, _ -> Response in
+        guard request.headers[.authorization] == expected else { return Response(status: .unauthorized) }
+        for try await _ in request.body {}
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: completion))
+    }
+    let app = Application(
+        router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+        logger: Logger(label: "fake-provider", factory: { _ in SwiftLogNoOpLogHandler() }))
+    try await app.runService()
+}
+
 /// Seeds `integrations` OpenAI integrations for one user (the first through the store, as the API would; the rest
 /// in bulk, each sealed under its own data key and bound to its row) and prints, one `NAME=value` per line, what
 /// the load generator needs: an integration id, a service token, a personal token, a session and its CSRF token.
@@ -76,6 +98,12 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
     let (service, _) = try await runtime.tokens.create(
         kind: .service, userID: nil, name: "bench", scopes: [.credentialsRead], expiresAt: nil,
         audit: AuditEntry(actor: .operator, action: .tokenCreate))
+    let gateway = try await runtime.integrations.create(
+        ownerID: user.id, name: "bench gateway", type: .openai, config: [:], credentials: .apiKey(fakeProviderKey),
+        actor: .system)
+    let (gatewayToken, _) = try await runtime.tokens.create(
+        kind: .service, userID: nil, name: "bench gateway", scopes: [.gatewayUse], expiresAt: nil,
+        audit: AuditEntry(actor: .operator, action: .tokenCreate))
     let (pat, _) = try await runtime.tokens.create(
         kind: .personal, userID: user.id, name: "bench", scopes: [.integrationsRead, .integrationsWrite], expiresAt: nil,
         audit: AuditEntry(actor: .operator, action: .tokenCreate))
@@ -86,4 +114,7 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
     print("PAT=\(pat)")
     print("SESSION=\(cookie)")
     print("CSRF=\(session.csrfToken)")
+    print("GATEWAY_INTEGRATION=\(gateway.id.lowercasedText)")
+    print("GATEWAY_TOKEN=\(gatewayToken)")
+    print("PROVIDER_KEY=\(fakeProviderKey)")
 }

@@ -24,6 +24,20 @@ switch arguments.first {
 case "hello":
     try await runHelloServer(port: arguments.dropFirst().first.flatMap { Int($0) } ?? 8090)
     exit(0)
+case "count-usage":
+    // The usage events a bench run left, after its server has exited.
+    let options = Array(arguments.dropFirst())
+    guard let url = options.first else { exit(1) }
+    let database = try await Database.open(try DatabaseLocation(url: url), logger: logger)
+    let count = try await database.withConnection { sql in
+        try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_events").first()?.decode(column: "n", as: Int.self) ?? 0
+    }
+    await database.shutdown()
+    print(count)
+    exit(0)
+case "fake-provider":
+    try await runFakeProvider(port: arguments.dropFirst().first.flatMap { Int($0) } ?? 8091)
+    exit(0)
 case "seed":
     let options = Array(arguments.dropFirst())
     guard options.count == 3, let count = Int(options[2]) else {
