@@ -221,7 +221,8 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,
             secrets: runtime.secrets, audit: runtime.audit, tokens: runtime.tokens, tester: runtime.verifier,
             limiter: runtime.limiter, checks: configuration.checkRateLimit, rotations: runtime.rotations,
-            organizations: runtime.organizations, access: access),
+            organizations: runtime.organizations, access: access, usage: runtime.usage, limits: runtime.limits,
+            budgets: runtime.budgets),
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies,
         publicURL: configuration.publicURL
     ).addRoutes(to: router)

@@ -96,7 +96,7 @@ public struct UsageController: Sendable {
     ///   longer than ``maximumDays``.
     static func period(from: String?, to: String?, now: Date = Date()) throws -> (String, String) {
         func day(_ text: String, _ name: String) throws -> Date {
-            guard let date = Self.day(text) else { throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.") }
+            guard let date = UsageDays.date(text) else { throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.") }
             return date
         }
         let end = try to.map { try day($0, "to") } ?? now
@@ -106,16 +106,5 @@ public struct UsageController: Sendable {
             throw KeyhavenError.badRequest("The period may be at most \(maximumDays) days.")
         }
         return (start.utcDay, end.utcDay)
-    }
-
-    /// The day `text` names (`2026-12-04`), or nil if it is not one.
-    static func day(_ text: String) -> Date? {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard text.utf8.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]),
-            let day = Int(parts[2]), (1970...9999).contains(year)
-        else { return nil }
-        let components = DateComponents(year: year, month: month, day: day)
-        guard let date = Calendar.utc.date(from: components), date.utcDay == text else { return nil }
-        return date
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenGateway
 
 /// The integrations list, the new-integration form and an integration's detail page.
 struct IntegrationPages: Sendable {
@@ -12,6 +13,7 @@ struct IntegrationPages: Sendable {
 
     static let flashes = [
         "created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started", "joined",
+        "limits_saved", "limits_invalid",
     ]
 
     // MARK: List
@@ -338,6 +340,14 @@ struct IntegrationPages: Sendable {
         let rotations = try await services.rotations.rotations(
             integrationID: integration.id, ownerID: integration.ownerID, limit: 10)
         values["rotation"] = Self.rotation(integration, rotations: rotations, language: page.language)
+        if Gateway.providers.contains(integration.type) {
+            let (from, to) = try UsageController.period(from: nil, to: nil)
+            var usage = try await UsagePages(services: services, renderer: renderer).panel(
+                ownerID: integration.ownerID, integrationID: integration.id, from: from, to: to, language: page.language)
+            usage["can_set_limits"] = WorkspaceAccess.allows(role, .manageBudgets, in: integration.ownerID)
+            usage["integration_id"] = Self.idText(integration.id)
+            values["usage"] = usage
+        }
         return renderer.page(
             "detail", title: integration.name, values: values, language: page.language, viewer: viewer, path: page.path,
             status: status)

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenGateway
 import Logging
 
 /// The signed-in reader of a page, with the organizations they belong to (for the workspace switcher).
@@ -43,14 +44,20 @@ public struct WebPages: Sendable {
         public var rotations: any RotationStore
         public var organizations: any OrganizationStore
         public var access: WorkspaceAccess
+        public var usage: any UsageStore
+        public var limits: any LimitStore
+        public var budgets: Budgets
 
         /// Groups the services.
         public init(
             accounts: Accounts, sessions: any SessionStore, integrations: any IntegrationStore, secrets: any SecretStore,
             audit: any AuditLog, tokens: any TokenStore, tester: any IntegrationTester, limiter: any RateLimiter,
             checks: CheckRateLimit, rotations: any RotationStore, organizations: any OrganizationStore,
-            access: WorkspaceAccess
+            access: WorkspaceAccess, usage: any UsageStore, limits: any LimitStore, budgets: Budgets
         ) {
+            self.usage = usage
+            self.limits = limits
+            self.budgets = budgets
             self.organizations = organizations
             self.access = access
             self.rotations = rotations
@@ -122,6 +129,9 @@ public struct WebPages: Sendable {
         pages.post("/integrations/:id/rotate", use: signedIn(integrations.rotate))
         pages.get("/integrations/:id/delete", use: signedIn(integrations.deletePage))
         pages.post("/integrations/:id/delete", use: signedIn(integrations.delete))
+        let usage = UsagePages(services: services, renderer: renderer)
+        pages.get("/usage", use: signedIn(usage.page))
+        pages.post("/integrations/:id/limits", use: signedIn(usage.setLimits))
         let account = AccountPages(services: services, renderer: renderer)
         pages.get("/audit", use: signedIn(account.audit))
         pages.get("/tokens", use: signedIn(account.tokens))
