@@ -297,7 +297,7 @@ def test_every_field_of_every_page_has_a_label_and_fits_a_phone(page, server, fa
     page.get_by_label("Nombre").fill("Equipo")
     page.get_by_role("button", name="Crear organización").click()
     organization = re.search(r"/orgs/[0-9a-f-]{36}", page.url).group(0)
-    paths = ["/integrations", "/integrations/new", "/audit", "/tokens", detail, detail + "/delete"]
+    paths = ["/integrations", "/integrations/new", "/audit", "/tokens", "/usage", detail, detail + "/delete"]
     paths += ["/orgs", organization, "/invitations/accept", "/integrations?workspace=" + organization.split("/")[-1]]
     paths += [f"/integrations/new?type={kind}" for kind in LABELS]
     for viewport in (DESKTOP, PHONE):
@@ -383,3 +383,43 @@ def test_a_viewer_sees_the_shared_integration_without_edit_controls_and_once_pro
     finally:
         owner.context.close()
         invitee.context.close()
+
+
+def test_the_usage_page_charts_reported_usage_and_its_numbers_are_the_apis_in_both_languages(page, server, fakes):
+    import json
+    import subprocess
+    import urllib.request
+
+    from conftest import BIN
+
+    sign_in_as_new_user(page, server)
+    name = create(page, "openai", fakes["credentials"])
+    integrations = page.request.get("/api/integrations").json()["integrations"]
+    integration = next(item["id"] for item in integrations if item["name"] == name)
+    made = subprocess.run([str(BIN / "keyhaven"), "tokens", "create-service", "--name", "e2e usage", "--scope", "gateway:use"],
+                          env=server.environment, cwd=server.workdir, check=True, capture_output=True, text=True, timeout=60)
+    token = made.stdout.strip().splitlines()[-1]
+    for index, model in enumerate(["gpt-4o", "gpt-4o-mini", "house-model-7"]):
+        report = {"model": model, "input_tokens": 1200 * (index + 1), "output_tokens": 300, "idempotency_key": f"e2e-{index}"}
+        request = urllib.request.Request(f"{server.url}/api/integrations/{integration}/usage", data=json.dumps(report).encode(),
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+    summary = page.request.get("/api/usage?group_by=model").json()
+    models = {row["model"]: row for row in summary["rows"]}
+
+    for language, heading, no_price in (("es", "Uso y costos", "sin precio"), ("en", "Usage and cost", "no price")):
+        page.context.add_cookies([{"name": "keyhaven_lang", "value": language, "url": server.url}])
+        page.goto("/usage")
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        expect(page.locator("svg.chart").first).to_be_visible()
+        assert page.locator("svg.chart rect").count() >= 2  # cost and tokens bars of today
+        total = page.locator('[data-total="cost"]')
+        assert int(total.get_attribute("data-cost-micros")) == summary["total"]["cost_micros"]
+        assert page.locator('[data-total="requests"]').inner_text() == str(summary["total"]["requests"])
+        for model, row in models.items():
+            cells = page.locator(f'tr[data-model="{model}"] td')
+            assert int(cells.nth(3).get_attribute("data-cost-micros")) == row["cost_micros"]
+        expect(page.locator('tr[data-model="house-model-7"] td').nth(3)).to_have_text(no_price)
+        screenshot(page, f"usage-{language}")
+    page.context.add_cookies([{"name": "keyhaven_lang", "value": "es", "url": server.url}])
