@@ -59,6 +59,8 @@ public struct KeyhavenRuntime: Sendable {
     public let budgets: Budgets
     /// Fallback routes.
     public let routes: SQLRouteStore
+    /// The imported price table and negotiated prices.
+    public let priceStore: SQLPriceStore
     /// The logger everything below logs to.
     public let logger: Logger
 
@@ -92,8 +94,12 @@ public struct KeyhavenRuntime: Sendable {
             let passwords = PasswordHasher()
             let usage = SQLUsageStore(database: database)
             let limits = SQLLimitStore(database: database, audit: audit, usage: usage)
-            let gateway = Gateway(
-                endpoints: configuration.providerEndpoints, egress: context.egress, prices: Prices(try PriceTable.bundled()))
+            let priceStore = SQLPriceStore(database: database, audit: audit)
+            let prices = Prices(try PriceTable.bundled(), store: priceStore)
+            if !(await prices.refresh()) {
+                logger.error("the imported price table could not be read; the bundled one is used")
+            }
+            let gateway = Gateway(endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices)
             let accounts = Accounts(
                 users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
                 hasher: passwords, allowSignup: configuration.allowSignup,
@@ -107,7 +113,7 @@ public struct KeyhavenRuntime: Sendable {
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
                 usageRecorder: UsageRecorder(store: usage, logger: logger, interval: configuration.usageFlushInterval), limits: limits, budgets: Budgets(store: limits),
-                routes: SQLRouteStore(database: database, audit: audit), logger: logger)
+                routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger)
         } catch {
             await database.shutdown()
             throw error
@@ -152,6 +158,7 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
     ]
     // After the server has stopped (services stop in reverse order), the queued usage is written.
     services.append(runtime.usageRecorder)
+    services.append(PriceRefresher(prices: runtime.gateway.prices, logger: runtime.logger))
     if let settings = configuration.scheduledBackups {
         services.append(
             ScheduledBackupService(
@@ -240,6 +247,8 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     ).addRoutes(to: router)
     RoutesController(routes: runtime.routes, integrations: runtime.integrations, access: access)
         .addRoutes(to: api.group("routes", context: UserContext.self))
+    PricesController(store: runtime.priceStore, prices: runtime.gateway.prices, access: access)
+        .addRoutes(to: api.group("orgs", context: UserContext.self))
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)
     return router

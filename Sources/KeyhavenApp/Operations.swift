@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenGateway
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
@@ -56,6 +57,25 @@ public enum KeyhavenOperations {
         } catch {
             await runtime.shutdown()
             throw error
+        }
+    }
+
+    /// Replaces the model price table with `data`, checked first (nothing changes if it is refused); returns how
+    /// many models of the gateway's providers it prices and its SHA-256. Running servers load it within 30 s.
+    ///
+    /// - Throws: `KeyhavenError.badRequest` naming what is wrong with the table; `KeyhavenError` if the database
+    ///   cannot be opened.
+    public static func importPrices(_ data: Data, _ configuration: KeyhavenConfiguration, logger: Logger) async throws
+        -> (models: Int, sha256: String)
+    {
+        let table: PriceTable
+        do {
+            table = try PriceTable(json: data)
+        } catch let invalid as PriceTable.Invalid {
+            throw KeyhavenError.badRequest(invalid.description)
+        }
+        return try await withRuntime(configuration, logger: logger) { runtime in
+            (table.count, try await runtime.priceStore.importTable(data, models: table.count, actor: .operator))
         }
     }
 

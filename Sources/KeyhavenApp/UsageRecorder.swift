@@ -123,7 +123,25 @@ struct GatewayAccounting: Sendable {
                 ownerID: use.integration.ownerID, integrationID: use.integration.id, type: use.integration.type,
                 model: metered.model, source: .gateway, status: use.status, tokens: tokens,
                 // No usage reported (a model list, a request cut short) is no tokens billed.
-                costMicros: metered.usage == nil ? 0 : prices.cost(use.integration.type, model: metered.model, usage: tokens),
+                costMicros: metered.usage == nil
+                    ? 0
+                    : await prices.cost(
+                        use.integration.type, model: metered.model, usage: tokens, ownerID: use.integration.ownerID),
                 tokenID: use.tokenID, occurredAt: use.at))
+    }
+}
+
+/// Loads a newly imported price table (`keyhaven prices import`) every 30 seconds.
+struct PriceRefresher: Service {
+    let prices: Prices
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully, !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
+            if !(await prices.refresh()) {
+                logger.error("the imported price table could not be read; the table in use stays")
+            }
+        }
     }
 }

@@ -70,6 +70,8 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case budgetWarning = "usage.budget.warning"
     case routeUpdate = "gateway.route.update"
     case routeDelete = "gateway.route.delete"
+    case pricesImport = "prices.import"
+    case pricesUpdate = "prices.update"
 }
 
 /// How an audited action ended.

@@ -309,3 +309,52 @@ public protocol RouteStore: Sendable {
     /// - Throws: `KeyhavenError.notFound`, `.unavailable`.
     func delete(name: String, ownerID: UUID, actor: AuditActor) async throws
 }
+
+/// A workspace's negotiated price for one model, in micro-dollars per million tokens (SPEC §13).
+public struct PriceOverride: Sendable, Equatable {
+    /// The model as the provider names it, lowercase.
+    public var model: String
+    public var inputMicrosPerMillion: Int64
+    public var outputMicrosPerMillion: Int64
+    /// Cached input; nil means priced as input.
+    public var cachedInputMicrosPerMillion: Int64?
+
+    /// Creates a price.
+    public init(model: String, inputMicrosPerMillion: Int64, outputMicrosPerMillion: Int64, cachedInputMicrosPerMillion: Int64?) {
+        self.model = model
+        self.inputMicrosPerMillion = inputMicrosPerMillion
+        self.outputMicrosPerMillion = outputMicrosPerMillion
+        self.cachedInputMicrosPerMillion = cachedInputMicrosPerMillion
+    }
+
+    /// The most negotiated prices one workspace keeps.
+    public static let maximumCount = 200
+}
+
+/// The operator's imported price table and the workspaces' negotiated prices.
+public protocol PriceStore: Sendable {
+    /// The SHA-256 of the imported table, if one was imported (cheap: servers poll it).
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func importedTableHash() async throws -> String?
+
+    /// The imported table's text and its SHA-256, if one was imported.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func importedTable() async throws -> (body: Data, sha256: String)?
+
+    /// Stores a validated table, replacing the previous one, audited; returns its SHA-256.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func importTable(_ body: Data, models: Int, actor: AuditActor) async throws -> String
+
+    /// A workspace's negotiated prices.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func overrides(ownerID: UUID) async throws -> [PriceOverride]
+
+    /// Replaces a workspace's negotiated prices, audited.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func setOverrides(_ overrides: [PriceOverride], ownerID: UUID, actor: AuditActor) async throws
+}

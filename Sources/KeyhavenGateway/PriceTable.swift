@@ -170,23 +170,87 @@ extension Character {
     var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
-/// The table in use and each workspace's negotiated prices; the table can be replaced while the server runs.
+/// The table in use and each workspace's negotiated prices. The table is the operator's imported one when there is
+/// one (``refresh()`` picks up a new import), else the bundled one.
 public final class Prices: Sendable {
-    private let current: Mutex<PriceTable>
+    private struct Current {
+        var table: PriceTable
+        /// The SHA-256 of the imported table in use; nil for the bundled one.
+        var hash: String?
+    }
 
-    /// Starts with `table`.
-    public init(_ table: PriceTable) {
-        current = Mutex(table)
+    private struct Negotiated {
+        var prices: [String: ModelPrice]
+        var at: ContinuousClock.Instant
+    }
+
+    private let current: Mutex<Current>
+    private let negotiated = Mutex<[UUID: Negotiated]>([:])
+    let store: (any PriceStore)?
+    /// How long an instance uses a workspace's negotiated prices before reading them again.
+    static let negotiatedLifetime: Duration = .seconds(10)
+
+    /// Starts with `table`; `store` holds the imported table and the negotiated prices.
+    public init(_ table: PriceTable, store: (any PriceStore)? = nil) {
+        current = Mutex(Current(table: table, hash: nil))
+        self.store = store
     }
 
     /// The table in use.
-    public var table: PriceTable { current.withLock { $0 } }
+    public var table: PriceTable { current.withLock { $0.table } }
 
     /// Replaces the table.
-    public func replace(with table: PriceTable) { current.withLock { $0 = table } }
+    public func replace(with table: PriceTable) { current.withLock { $0 = Current(table: table, hash: nil) } }
 
-    /// The cost of `usage` in micro-dollars: the workspace's override for the model if it has one, else the
-    /// table's price; nil when neither has the model.
+    /// Loads the imported table if it changed since the last call; returns false if it could not be read or does
+    /// not parse (the table in use stays).
+    @discardableResult
+    public func refresh() async -> Bool {
+        guard let store else { return true }
+        guard let hash = try? await store.importedTableHash() else { return true }
+        if current.withLock({ $0.hash }) == hash { return true }
+        guard let (body, loadedHash) = try? await store.importedTable(), let table = try? PriceTable(json: body) else {
+            return false
+        }
+        current.withLock { $0 = Current(table: table, hash: loadedHash) }
+        return true
+    }
+
+    /// A workspace's negotiated prices by lowercased model, read at most every ``negotiatedLifetime``; none when
+    /// they cannot be read.
+    public func negotiatedPrices(for ownerID: UUID) async -> [String: ModelPrice] {
+        let now = ContinuousClock.now
+        if let cached = negotiated.withLock({ $0[ownerID] }), now - cached.at < Self.negotiatedLifetime {
+            return cached.prices
+        }
+        guard let store, let overrides = try? await store.overrides(ownerID: ownerID) else { return [:] }
+        var prices: [String: ModelPrice] = [:]
+        for price in overrides {
+            prices[price.model.lowercased()] = ModelPrice(
+                input: price.inputMicrosPerMillion, output: price.outputMicrosPerMillion,
+                cachedInput: price.cachedInputMicrosPerMillion)
+        }
+        negotiated.withLock { cache in
+            if cache.count > 10_000 { cache.removeAll() }
+            cache[ownerID] = Negotiated(prices: prices, at: now)
+        }
+        return prices
+    }
+
+    /// Forgets what this instance cached of `ownerID`'s negotiated prices (they just changed here).
+    public func forget(_ ownerID: UUID) {
+        negotiated.withLock { _ = $0.removeValue(forKey: ownerID) }
+    }
+
+    /// The cost of `usage` in workspace `ownerID`: its negotiated price for the model if it has one, else the
+    /// table's; nil when neither has the model.
+    public func cost(_ provider: IntegrationType, model: String?, usage: TokenUsage, ownerID: UUID) async -> Int64? {
+        guard let model, !model.isEmpty else { return nil }
+        return cost(provider, model: model, usage: usage, overrides: await negotiatedPrices(for: ownerID))
+    }
+
+    /// The cost of `usage` in micro-dollars: the override for the model if there is one, else the table's price;
+    /// nil when neither has the model.
     public func cost(
         _ provider: IntegrationType, model: String?, usage: TokenUsage, overrides: [String: ModelPrice] = [:]
     ) -> Int64? {

@@ -117,6 +117,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             try await SQLUsageStore.deleteAll(ownerID: id, on: sql)
             try await sql.raw("DELETE FROM gateway_routes WHERE owner_id = \(bind: id)").run()
             try await sql.raw("DELETE FROM usage_limits WHERE owner_id = \(bind: id)").run()
+            try await sql.raw("DELETE FROM price_overrides WHERE owner_id = \(bind: id)").run()
             try await sql.raw("DELETE FROM organizations WHERE id = \(bind: id)").run()
             try await audit.append(
                 AuditEntry(

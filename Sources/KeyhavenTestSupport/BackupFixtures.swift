@@ -74,6 +74,11 @@ public struct BackupScenario: Sendable {
                     requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"))
             try await runtime.routes.put(
                 GatewayRoute(name: "primary", ownerID: team.id, integrationIDs: [shared.id], updatedAt: Date()), actor: owner)
+            try await runtime.priceStore.setOverrides(
+                [PriceOverride(model: "gpt-4o", inputMicrosPerMillion: 1_000_000, outputMicrosPerMillion: 4_000_000, cachedInputMicrosPerMillion: nil)],
+                ownerID: team.id, actor: owner)
+            let table = Data(#"{"house-model": {"litellm_provider": "openai", "input_cost_per_token": 1e-06}}"#.utf8)
+            _ = try await runtime.priceStore.importTable(table, models: 1, actor: .operator)
             try await runtime.limits.setLimits(
                 UsageLimits(monthlyBudgetMicros: 50_000_000, requestsPerMinute: 600), subject: shared.id, ownerID: team.id,
                 actor: owner)

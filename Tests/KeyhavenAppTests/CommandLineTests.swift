@@ -74,6 +74,26 @@ struct CommandLineTests {
         #expect(result.stdout.contains("19 data keys re-wrapped"), "\(result.stdout)")
     }
 
+    @Test("prices import refuses a file that is not a price table with one line, and imports one that is")
+    func pricesImport() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let keyringPath = directory.path + "/keyring.json"
+        _ = try await seed(directory, keyring: KeyringSource(file: KeyringFile(path: keyringPath)), count: 4)
+        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath]
+        try Data(#"{"m": {"litellm_provider": "openai", "input_cost_per_token": -1}}"#.utf8).write(to: URL(fileURLWithPath: directory.path + "/bad.json"))
+        let refused = try await binary.run(["prices", "import", "bad.json"], environment: environment, in: directory.path)
+        #expect(refused.status != 0)
+        #expect(lastLine(refused.stderr) == "keyhaven: error: The price input_cost_per_token of m is not a number of dollars per token.", "\(refused.stderr)")
+        let missing = try await binary.run(["prices", "import", "nowhere.json"], environment: environment, in: directory.path)
+        #expect(missing.status != 0 && lastLine(missing.stderr).contains("nowhere.json cannot be read"))
+        try Data(#"{"m": {"litellm_provider": "anthropic", "input_cost_per_token": 1e-06, "output_cost_per_token": 5e-06}}"#.utf8)
+            .write(to: URL(fileURLWithPath: directory.path + "/good.json"))
+        let imported = try await binary.run(["prices", "import", "good.json"], environment: environment, in: directory.path)
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.hasPrefix("Imported prices of 1 models"))
+    }
+
     @Test("--help works on every command")
     func help() async throws {
         let directory = try TemporaryDirectory()
@@ -81,7 +101,7 @@ struct CommandLineTests {
         let commands = [
             [], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"], ["users"],
             ["users", "create"], ["tokens"], ["tokens", "create-service"], ["tokens", "revoke"], ["audit"], ["audit", "verify"],
-            ["backup"], ["backup", "verify"], ["restore"],
+            ["backup"], ["backup", "verify"], ["restore"], ["prices"], ["prices", "import"],
         ]
         for command in commands {
             let result = try await binary.run(command + ["--help"], in: directory.path)

@@ -527,3 +527,74 @@ struct UsageReportTests {
         }
     }
 }
+
+/// The model price table an operator imports, and a workspace's negotiated prices (SPEC §13).
+@Suite("Prices")
+struct PriceImportTests {
+    @Test("negotiated prices replace the table's in their workspace only; bad ones change nothing", arguments: TestDatabase.all)
+    func negotiated(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.user()
+            let other = try await api.user()
+            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let mine = try await api.openAIIntegration(for: user.session)
+            let theirs = try await api.openAIIntegration(for: other.session)
+            let workspace = user.id.lowercasedText
+            // gpt-4o at $1 input, $4 output, $0.50 cached per million tokens.
+            let put = try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: user.session, json: [
+                "prices": [["model": "GPT-4o", "input_usd_per_million": 1, "output_usd_per_million": 4, "cached_input_usd_per_million": 0.5]]
+            ])
+            #expect(put.status == .ok, "\(put.text)")
+            #expect((put.json["prices"] as? [[String: Any]])?.first?["model"] as? String == "gpt-4o")
+            let report: [String: Any] = [
+                "model": "gpt-4o", "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500, "idempotency_key": "n-1",
+            ]
+            // 600 × 1 + 400 × 0.5 + 500 × 4 micro-dollars, against 7,000 at the table's price.
+            let negotiated = try await api.request(.post, "/api/integrations/\(mine)/usage", auth: .bearer(token), json: report)
+            #expect(negotiated.json["cost_micros"] as? Int == 2_800)
+            let listed = try await api.request(.post, "/api/integrations/\(theirs)/usage", auth: .bearer(token), json: report)
+            #expect(listed.json["cost_micros"] as? Int == 7_000)
+
+            let bad = try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: user.session, json: [
+                "prices": [["model": "gpt-4o", "input_usd_per_million": -1, "output_usd_per_million": 4], ["model": "GPT-4O", "input_usd_per_million": 1, "output_usd_per_million": 1]]
+            ])
+            #expect(bad.status == .unprocessableContent)
+            #expect(bad.fields.keys.sorted() == ["prices[0].input_usd_per_million", "prices[1].model"])
+            let after = try await api.request(.get, "/api/orgs/\(workspace)/prices", auth: user.session)
+            #expect((after.json["prices"] as? [[String: Any]])?.first?["input_usd_per_million"] as? Double == 1)
+            #expect(try await api.request(.get, "/api/orgs/\(workspace)/prices", auth: other.session).status == .notFound)
+            #expect(try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: other.session, json: ["prices": []]).status == .notFound)
+        }
+    }
+
+    @Test("an imported table is checked first, then used by running servers once they look again")
+    func importTable() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let id = try await api.openAIIntegration(for: user.session)
+            var configuration = api.runtime.configuration
+            configuration.database = api.handle.location
+            let refused = Data(#"{"gpt-4o": {"litellm_provider": "openai", "input_cost_per_token": "free"}}"#.utf8)
+            await #expect(throws: KeyhavenError.self) {
+                try await KeyhavenOperations.importPrices(refused, configuration, logger: Logger(label: "test"))
+            }
+            #expect(try await api.runtime.priceStore.importedTableHash() == nil)
+            let table = Data(#"{"house-model-7": {"litellm_provider": "openai", "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06}}"#.utf8)
+            let (models, _) = try await KeyhavenOperations.importPrices(table, configuration, logger: Logger(label: "test"))
+            #expect(models == 1)
+            // The running server looks again (every 30 s; here at once).
+            #expect(await api.runtime.gateway.prices.refresh())
+            let report: [String: Any] = ["model": "house-model-7", "input_tokens": 1_000, "output_tokens": 500, "idempotency_key": "i-1"]
+            let priced = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+            #expect(priced.json["cost_micros"] as? Int == 6_000)
+            // The imported table replaces the bundled one: gpt-4o has no price now.
+            var other = report
+            other["model"] = "gpt-4o"
+            other["idempotency_key"] = "i-2"
+            #expect(try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: other).json["cost_micros"] is NSNull)
+            let events = try await api.request(.get, "/api/audit?limit=50", auth: user.session)
+            #expect(events.status == .ok)
+        }
+    }
+}

@@ -1,7 +1,7 @@
 import KeyhavenCrypto
 
 /// The tables a backup holds, parents before children (the order they are written and restored in), each with
-/// its columns and their types, as of schema version 12. A migration that adds a table or a column adds it here
+/// its columns and their types, as of schema version 13. A migration that adds a table or a column adds it here
 /// too; a test compares this list with the migrated schema.
 public enum BackupSchema {
     /// One table.
@@ -139,6 +139,18 @@ public enum BackupSchema {
             columns: [
                 .init("id", .uuid), .init("owner_id", .uuid), .init("name", .text), .init("integration_ids", .text),
                 .init("created_at", .date), .init("updated_at", .date),
+            ]),
+        Table(
+            name: "price_table", key: "id",
+            columns: [
+                .init("id", .int), .init("body", .text), .init("sha256", .text), .init("models", .int),
+                .init("imported_at", .date),
+            ]),
+        Table(
+            name: "price_overrides", key: "id",
+            columns: [
+                .init("id", .uuid), .init("owner_id", .uuid), .init("model", .text), .init("input_micros", .int),
+                .init("output_micros", .int), .init("cached_input_micros", .int), .init("updated_at", .date),
             ]),
         Table(
             name: "rate_limits", key: "key",

@@ -31,6 +31,7 @@ public struct Migrator: Sendable {
         .addUsage,
         .addUsageLimits,
         .addGatewayRoutes,
+        .addPrices,
     ]
 
     let database: Database

@@ -42,7 +42,9 @@ public struct UsageController: Sendable {
         let event = UsageEvent(
             ownerID: integration.ownerID, integrationID: integration.id, type: integration.type, model: valid.model,
             source: .reported, requests: valid.requests, tokens: valid.tokens,
-            costMicros: prices.cost(integration.type, model: valid.model, usage: valid.tokens), tokenID: token.id,
+            costMicros: await prices.cost(
+                integration.type, model: valid.model, usage: valid.tokens, ownerID: integration.ownerID),
+            tokenID: token.id,
             idempotencyKey: valid.idempotencyKey, occurredAt: valid.occurredAt)
         let (stored, created) = try await usage.report(event)
         return Response.json(status: created ? .created : .ok, UsageEventResponse(event: stored))
