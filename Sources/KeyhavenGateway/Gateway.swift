@@ -13,14 +13,22 @@ public final class Gateway: Sendable {
     /// The providers the gateway forwards to.
     public static let providers: Set<IntegrationType> = [.openai, .anthropic, .gemini]
 
-    let endpoints: ProviderEndpoints
+    /// Each provider's base URL without a trailing slash, and as a URL (its host is what the egress policy checks).
+    let bases: [IntegrationType: (String, URL)]
     let clients: GatewayClients
     /// Model prices, replaceable while running.
     public let prices: Prices
 
     /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7).
     public init(endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices) {
-        self.endpoints = endpoints
+        var bases: [IntegrationType: (String, URL)] = [:]
+        for type in Self.providers {
+            let url = endpoints.base(type)
+            var text = url.absoluteString
+            while text.hasSuffix("/") { text.removeLast() }
+            bases[type] = (text, url)
+        }
+        self.bases = bases
         clients = GatewayClients(egress: egress)
         self.prices = prices
     }
@@ -118,12 +126,10 @@ public final class Gateway: Sendable {
         guard case .apiKey(let key) = credentials, Self.providers.contains(integration.type) else {
             throw Refusal.invalidPath
         }
-        var base = endpoints.base(integration.type).absoluteString
-        while base.hasSuffix("/") { base.removeLast() }
+        guard let (base, baseURL) = bases[integration.type] else { throw Refusal.invalidPath }
         var url = base + request.path
         if let query = Self.withoutKey(request.query) { url += "?" + query }
-        guard let parsed = URL(string: url) else { throw Refusal.invalidPath }
-        let client = try await clients.client(for: parsed)
+        let client = try await clients.client(for: baseURL)
 
         var upstream = HTTPClientRequest(url: url)
         upstream.method = request.method
@@ -248,6 +254,7 @@ public final class Gateway: Sendable {
             guard !segment.isEmpty, segment != ".", segment != "..",
                 segment.utf8.allSatisfy(isPathByte)
             else { return false }
+            guard segment.utf8.contains(UInt8(ascii: "%")) else { continue }
             let lowered = segment.lowercased()
             if lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains("%2e") || lowered.contains("%00") {
                 return false
@@ -320,7 +327,10 @@ struct StreamOptions {
     let addsUsage: Bool
 
     init(body original: [UInt8]) {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(original))) as? [String: Any] else {
+        // Only a body that mentions streaming can need the option: the others are not parsed at all.
+        guard UsageMeter.contains(original, "stream"),
+            let object = (try? JSONSerialization.jsonObject(with: Data(original))) as? [String: Any]
+        else {
             (body, model, addsUsage) = (original, nil, false)
             return
         }
