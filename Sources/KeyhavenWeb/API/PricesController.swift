@@ -36,7 +36,21 @@ public struct PricesController: Sendable {
         let workspace = try UUID.path(context)
         _ = try await access.require(.manageBudgets, in: workspace, for: context.user)
         let decoded = try await PricesRequest.read(request, context: context)
-        let overrides = try decoded.body.validated(decoded.errors).orThrow()
+        var errors = decoded.errors
+        // Each price's fields, as sent: one it does not declare is refused like a body's.
+        if case .array(let entries)? = decoded.sent["prices"] {
+            for (index, entry) in entries.enumerated() {
+                guard case .object(let fields) = entry else { continue }
+                for key in fields.keys where !PricesRequest.entryFields.contains(key) {
+                    errors["prices[\(index)].\(key)"] = "is not a known field"
+                }
+            }
+        }
+        let overrides = try decoded.body.validated(errors).orThrow()
+        var seen: Set<String> = []
+        for price in overrides where !seen.insert(price.model).inserted {
+            throw KeyhavenError.conflict("\(price.model) is listed twice.")
+        }
         try await store.setOverrides(overrides, ownerID: workspace, actor: context.actor(request))
         prices.forget(workspace)
         return Response.json(status: .ok, PriceListResponse(prices: try await store.overrides(ownerID: workspace)))
@@ -47,6 +61,10 @@ public struct PricesController: Sendable {
 /// cached_input_usd_per_million?}]}`, replacing the workspace's list.
 struct PricesRequest: RequestBody {
     static let knownFields: Set<String>? = ["prices"]
+    /// The fields of one price.
+    static let entryFields: Set<String> = [
+        "model", "input_usd_per_million", "output_usd_per_million", "cached_input_usd_per_million",
+    ]
 
     struct Entry: Decodable, Sendable {
         var model: Input<String>?
@@ -71,7 +89,6 @@ struct PricesRequest: RequestBody {
             return .failure(errors)
         }
         var result: [PriceOverride] = []
-        var seen: Set<String> = []
         for (index, entry) in entries.enumerated() {
             let field = "prices[\(index)]"
             let model = TextRule.text(entry.model, "\(field).model", required: true, maximumLength: 200, errors: &errors)?
@@ -90,7 +107,6 @@ struct PricesRequest: RequestBody {
             let input = micros(entry.input, "input_usd_per_million", required: true)
             let output = micros(entry.output, "output_usd_per_million", required: true)
             let cached = micros(entry.cachedInput, "cached_input_usd_per_million", required: false)
-            if let model, !seen.insert(model).inserted { errors["\(field).model"] = "is listed twice" }
             if let model, let input, let output {
                 result.append(
                     PriceOverride(

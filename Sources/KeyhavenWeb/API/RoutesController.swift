@@ -43,16 +43,16 @@ public struct RoutesController: Sendable {
         let ids = texts.compactMap { UUID(text: $0) }
         if ids.count != texts.count || ids.isEmpty || ids.count > GatewayRoute.maximumLength || Set(ids).count != ids.count {
             errors["integration_ids"] = "must list 1 to \(GatewayRoute.maximumLength) different integration ids"
-        } else {
-            for id in ids {
-                let integration = try? await integrations.find(id: id)
-                guard let integration, integration.ownerID == workspace, Gateway.providers.contains(integration.type) else {
-                    errors["integration_ids"] = "must name openai, anthropic or gemini integrations of this workspace"
-                    break
-                }
-            }
         }
         guard errors.problems.isEmpty else { throw errors.error }
+        for id in ids {
+            // Another workspace's integration is not found, as everywhere.
+            let integration = try await integrations.find(id: id)
+            guard integration.ownerID == workspace else { throw KeyhavenError.notFound }
+            guard Gateway.providers.contains(integration.type) else {
+                throw KeyhavenError.conflict("A route lists only openai, anthropic and gemini integrations.")
+            }
+        }
         let route = GatewayRoute(name: name, ownerID: workspace, integrationIDs: ids, updatedAt: Date())
         try await routes.put(route, actor: context.actor(request))
         return Response.json(status: .ok, RouteResponse(route: try await routes.route(name: name, ownerID: workspace)))

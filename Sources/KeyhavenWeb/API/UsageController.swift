@@ -38,7 +38,7 @@ public struct UsageController: Sendable {
         let integration = try await integrations.find(id: id)
         try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
         let decoded = try await ReportUsageRequest.read(request, context: context)
-        let valid = try decoded.body.validated(decoded.errors).orThrow()
+        let valid = try decoded.body.validated(decoded.errors)
         let event = UsageEvent(
             ownerID: integration.ownerID, integrationID: integration.id, type: integration.type, model: valid.model,
             source: .reported, requests: valid.requests, tokens: valid.tokens,
@@ -89,13 +89,10 @@ public struct UsageController: Sendable {
         return Response.json(status: .ok, body)
     }
 
-    /// The longest period one summary covers.
-    static let maximumDays = 366
-
-    /// `from` and `to` as `yyyy-MM-dd`: by default the current month so far (UTC).
+    /// `from` and `to` as `yyyy-MM-dd`: by default the current month so far (UTC). A period whose `from` is after
+    /// its `to` is empty.
     ///
-    /// - Throws: `KeyhavenError.badRequest` for a date that is not a real day, `from` after `to`, or a period
-    ///   longer than ``maximumDays``.
+    /// - Throws: `KeyhavenError.badRequest` for a date that is not a real day.
     static func period(from: String?, to: String?, now: Date = Date()) throws -> (String, String) {
         func day(_ text: String, _ name: String) throws -> Date {
             guard let date = UsageDays.date(text) else { throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.") }
@@ -103,10 +100,6 @@ public struct UsageController: Sendable {
         }
         let end = try to.map { try day($0, "to") } ?? now
         let start = try from.map { try day($0, "from") } ?? Budgets.monthStart(min(end, now))
-        guard start <= end else { throw KeyhavenError.badRequest("from must not be after to.") }
-        guard end.timeIntervalSince(start) <= Double(maximumDays) * 86_400 else {
-            throw KeyhavenError.badRequest("The period may be at most \(maximumDays) days.")
-        }
         return (start.utcDay, end.utcDay)
     }
 }

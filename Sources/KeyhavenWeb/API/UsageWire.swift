@@ -38,6 +38,13 @@ struct ReportUsageRequest: RequestBody {
     /// How far back a report may date its usage.
     static let oldest: TimeInterval = 90 * 86_400
 
+    /// What a report that cannot be recorded is refused with: its fields' problems (422), or a contradiction
+    /// between them (409).
+    enum Refusal: Error {
+        case fields(FieldErrors)
+        case conflict(String)
+    }
+
     struct Valid {
         var model: String
         var tokens: TokenUsage
@@ -46,7 +53,15 @@ struct ReportUsageRequest: RequestBody {
         var idempotencyKey: String
     }
 
-    func validated(_ errors: FieldErrors, now: Date = Date()) -> Result<Valid, FieldErrors> {
+    func validated(_ errors: FieldErrors, now: Date = Date()) throws -> Valid {
+        switch check(errors, now: now) {
+        case .success(let valid): return valid
+        case .failure(.fields(let problems)): throw problems.error
+        case .failure(.conflict(let reason)): throw KeyhavenError.conflict(reason)
+        }
+    }
+
+    private func check(_ errors: FieldErrors, now: Date) -> Result<Valid, Refusal> {
         var errors = errors
         let model = TextRule.text(model, "model", required: true, maximumLength: 200, errors: &errors)
         func count(_ input: Input<Double>?, _ name: String, required: Bool = false, least: Double = 0) -> Int64? {
@@ -66,16 +81,12 @@ struct ReportUsageRequest: RequestBody {
         let written = count(cacheWriteTokens, "cache_write_tokens") ?? 0
         let reasoning = count(reasoningTokens, "reasoning_tokens") ?? 0
         let requestCount = count(requests, "requests", least: 1) ?? 1
-        if cached + written > input { errors["cached_input_tokens"] = "with cache_write_tokens must not exceed input_tokens" }
-        if reasoning > output { errors["reasoning_tokens"] = "must not exceed output_tokens" }
         var occurred = now
         if let occurredAt {
-            if let text = occurredAt.value, let date = Date(wireTimestamp: text),
-                date <= now.addingTimeInterval(300), date >= now.addingTimeInterval(-Self.oldest)
-            {
+            if let text = occurredAt.value, let date = Date(wireTimestamp: text) {
                 occurred = date
             } else {
-                errors["occurred_at"] = "must be an ISO 8601 time within the last 90 days"
+                errors["occurred_at"] = "must be an ISO 8601 time"
             }
         }
         var key: String?
@@ -86,7 +97,18 @@ struct ReportUsageRequest: RequestBody {
         } else {
             errors["idempotency_key"] = "must be 1 to 200 visible ASCII characters"
         }
-        guard errors.problems.isEmpty, let model, let key else { return .failure(errors) }
+        guard errors.problems.isEmpty, let model, let key else { return .failure(.fields(errors)) }
+        // Rules between fields, which a schema cannot state: the report contradicts itself or its time.
+        if cached + written > input {
+            return .failure(
+                .conflict("cached_input_tokens and cache_write_tokens are parts of input_tokens: together they cannot exceed it."))
+        }
+        if reasoning > output {
+            return .failure(.conflict("reasoning_tokens are a part of output_tokens: they cannot exceed it."))
+        }
+        guard occurred <= now.addingTimeInterval(300), occurred >= now.addingTimeInterval(-Self.oldest) else {
+            return .failure(.conflict("occurred_at must be within the last 90 days."))
+        }
         return .success(
             Valid(
                 model: model,

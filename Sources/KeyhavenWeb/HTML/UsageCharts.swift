@@ -102,7 +102,7 @@ enum UsageDays {
     static func date(_ text: String) -> Date? {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard text.utf8.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]),
-            let day = Int(parts[2]), (1970...9999).contains(year)
+            let day = Int(parts[2]), (1...9999).contains(year)
         else { return nil }
         guard let date = Calendar.utc.date(from: DateComponents(year: year, month: month, day: day)), date.utcDay == text
         else { return nil }

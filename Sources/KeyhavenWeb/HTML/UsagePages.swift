@@ -16,7 +16,12 @@ struct UsagePages: Sendable {
         _ = try await services.access.require(.view, in: workspace, for: viewer.user)
         let from = parameters["from"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         let to = parameters["to"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
-        let (start, end) = try UsageController.period(from: from, to: to)
+        var (start, end) = try UsageController.period(from: from, to: to)
+        // A chart shows at most a year of days: a longer period shows its last year.
+        if let first = UsageDays.date(start), let last = UsageDays.date(end), last.timeIntervalSince(first) > 365 * 86_400 {
+            start = last.addingTimeInterval(-365 * 86_400).utcDay
+        }
+        if start > end { start = end }
         var values = try await panel(ownerID: workspace, integrationID: nil, from: start, to: end, language: page.language)
         let integrations = try await services.usage.summary(
             UsageQuery(ownerID: workspace, integrationID: nil, from: start, to: end, grouping: .integration))
