@@ -31,7 +31,8 @@ public final class UsageRecorder: Service, Sendable {
     static let batchSize = 2_000
 
     /// Creates the recorder.
-    public init(store: any UsageStore, logger: Logger, capacity: Int = 100_000, interval: Duration = .milliseconds(100)) {
+    public init(store: any UsageStore, logger: Logger, capacity: Int = 100_000, interval: Duration = .milliseconds(100))
+    {
         self.store = store
         self.logger = logger
         self.capacity = capacity

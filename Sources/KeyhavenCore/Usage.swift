@@ -248,13 +248,16 @@ public protocol LimitStore: Sendable {
     /// Adds `requests` and `tokens` to `subject`'s counters for the minute `window` and returns the totals.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func count(subject: UUID, window: Int64, requests: Int64, tokens: Int64) async throws -> (requests: Int64, tokens: Int64)
+    func count(subject: UUID, window: Int64, requests: Int64, tokens: Int64) async throws -> (
+        requests: Int64, tokens: Int64
+    )
 
     /// Records that `subject` passed the warning share of its budget in `month` (`2026-12`); true, and an audit
     /// event, only the first time per month, whichever instance asks.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func warnOnce(subject: UUID, ownerID: UUID, integrationID: UUID?, month: String, spent: Int64, budget: Int64) async throws
+    func warnOnce(subject: UUID, ownerID: UUID, integrationID: UUID?, month: String, spent: Int64, budget: Int64)
+        async throws
         -> Bool
 }
 
@@ -278,9 +281,13 @@ public struct GatewayRoute: Sendable, Equatable {
     public static func isValidName(_ name: String) -> Bool {
         guard let first = name.utf8.first, name.utf8.count <= 63 else { return false }
         func allowed(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
         }
-        return allowed(first) && name.utf8.allSatisfy { allowed($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+        return allowed(first)
+            && name.utf8.allSatisfy {
+                allowed($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-")
+            }
     }
 
     /// The most integrations one route lists.
@@ -320,7 +327,9 @@ public struct PriceOverride: Sendable, Equatable {
     public var cachedInputMicrosPerMillion: Int64?
 
     /// Creates a price.
-    public init(model: String, inputMicrosPerMillion: Int64, outputMicrosPerMillion: Int64, cachedInputMicrosPerMillion: Int64?) {
+    public init(
+        model: String, inputMicrosPerMillion: Int64, outputMicrosPerMillion: Int64, cachedInputMicrosPerMillion: Int64?
+    ) {
         self.model = model
         self.inputMicrosPerMillion = inputMicrosPerMillion
         self.outputMicrosPerMillion = outputMicrosPerMillion

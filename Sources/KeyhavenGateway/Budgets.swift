@@ -75,7 +75,8 @@ public final class Budgets: Sendable {
                 }
             }
             guard limit.requestsPerMinute != nil || limit.tokensPerMinute != nil else { continue }
-            let (requests, tokens) = try await store.count(subject: subject, window: seconds / 60, requests: 1, tokens: 0)
+            let (requests, tokens) = try await store.count(
+                subject: subject, window: seconds / 60, requests: 1, tokens: 0)
             let overRequests = limit.requestsPerMinute.map { requests > $0 } ?? false
             let overTokens = limit.tokensPerMinute.map { tokens >= $0 } ?? false
             if overRequests || overTokens {
@@ -142,7 +143,8 @@ public final class Budgets: Sendable {
     }
 
     static func secondsToNextMonth(_ date: Date) -> Int {
-        let next = Calendar.utc.date(byAdding: .month, value: 1, to: monthStart(date)) ?? date.addingTimeInterval(86_400)
+        let next =
+            Calendar.utc.date(byAdding: .month, value: 1, to: monthStart(date)) ?? date.addingTimeInterval(86_400)
         return max(1, Int(next.timeIntervalSince(date).rounded(.up)))
     }
 }

@@ -62,7 +62,8 @@ public final class Gateway: Sendable {
         public var contentLength: Int?
 
         /// Creates a request.
-        public init(method: HTTPMethod, path: String, query: String?, headers: [(String, String)], contentLength: Int?) {
+        public init(method: HTTPMethod, path: String, query: String?, headers: [(String, String)], contentLength: Int?)
+        {
             self.method = method
             self.path = path
             self.query = query
@@ -229,7 +230,9 @@ public final class Gateway: Sendable {
     }
 
     /// The stored credential the way each provider expects it (SPEC §13).
-    static func credentialHeaders(_ type: IntegrationType, key: String, config: [String: JSONValue]) -> [(String, String)] {
+    static func credentialHeaders(_ type: IntegrationType, key: String, config: [String: JSONValue]) -> [(
+        String, String
+    )] {
         switch type {
         case .anthropic:
             return [("x-api-key", key)]
@@ -237,7 +240,9 @@ public final class Gateway: Sendable {
             return [("x-goog-api-key", key)]
         default:
             var headers = [("authorization", "Bearer \(key)")]
-            if let organization = config["organization"]?.stringValue { headers.append(("openai-organization", organization)) }
+            if let organization = config["organization"]?.stringValue {
+                headers.append(("openai-organization", organization))
+            }
             if let project = config["project"]?.stringValue { headers.append(("openai-project", project)) }
             return headers
         }
@@ -256,7 +261,8 @@ public final class Gateway: Sendable {
             else { return false }
             guard segment.utf8.contains(UInt8(ascii: "%")) else { continue }
             let lowered = segment.lowercased()
-            if lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains("%2e") || lowered.contains("%00") {
+            if lowered.contains("%2f") || lowered.contains("%5c") || lowered.contains("%2e") || lowered.contains("%00")
+            {
                 return false
             }
         }
@@ -274,7 +280,8 @@ public final class Gateway: Sendable {
     }
 
     static func isSafeQuery(_ query: String) -> Bool {
-        query.utf8.count <= 4096 && query.utf8.allSatisfy { isPathByte($0) || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }
+        query.utf8.count <= 4096
+            && query.utf8.allSatisfy { isPathByte($0) || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }
     }
 
     /// The query without a `key=` parameter: a Gemini caller may put its key there, and it is never forwarded.

@@ -17,7 +17,9 @@ public struct ModelPrice: Sendable, Equatable, Codable {
     public var reasoning: Int64?
 
     /// Creates a price.
-    public init(input: Int64, output: Int64, cachedInput: Int64? = nil, cacheWrite: Int64? = nil, reasoning: Int64? = nil) {
+    public init(
+        input: Int64, output: Int64, cachedInput: Int64? = nil, cacheWrite: Int64? = nil, reasoning: Int64? = nil
+    ) {
         self.input = input
         self.output = output
         self.cachedInput = cachedInput
@@ -98,7 +100,9 @@ public struct PriceTable: Sendable {
                 guard let raw = entry[field] else { return nil }
                 guard let number = raw as? NSNumber, number.doubleValue.isFinite,
                     (0..<1).contains(number.doubleValue)
-                else { throw Invalid(description: "The price \(field) of \(key) is not a number of dollars per token.") }
+                else {
+                    throw Invalid(description: "The price \(field) of \(key) is not a number of dollars per token.")
+                }
                 return Int64((number.doubleValue * 1e12).rounded())
             }
             guard let input = try price("input_cost_per_token") else { continue }
@@ -124,7 +128,8 @@ public struct PriceTable: Sendable {
 
     private static func readBundled() throws -> PriceTable {
         let url =
-            Bundle.module.url(forResource: "model_prices_and_context_window", withExtension: "json", subdirectory: "Resources")
+            Bundle.module.url(
+                forResource: "model_prices_and_context_window", withExtension: "json", subdirectory: "Resources")
             ?? Bundle.module.url(forResource: "model_prices_and_context_window", withExtension: "json")
         guard let url, let data = try? Data(contentsOf: url) else {
             throw Invalid(description: "The bundled price table is missing.")

@@ -70,7 +70,9 @@ public struct SQLLimitStore: LimitStore {
     public func count(subject: UUID, window: Int64, requests: Int64, tokens: Int64) async throws
         -> (requests: Int64, tokens: Int64)
     {
-        guard database.kind == .postgres else { return local.add(subject: subject, window: window, requests: requests, tokens: tokens) }
+        guard database.kind == .postgres else {
+            return local.add(subject: subject, window: window, requests: requests, tokens: tokens)
+        }
         return try await database.withConnection { sql in
             let row = try await sql.raw(
                 """

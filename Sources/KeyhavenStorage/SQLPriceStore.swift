@@ -16,21 +16,27 @@ public struct SQLPriceStore: PriceStore {
 
     public func importedTableHash() async throws -> String? {
         try await database.withConnection { sql in
-            try await sql.raw("SELECT sha256 FROM price_table WHERE id = 1").first()?.decode(column: "sha256", as: String.self)
+            try await sql.raw("SELECT sha256 FROM price_table WHERE id = 1").first()?.decode(
+                column: "sha256", as: String.self)
         }
     }
 
     public func importedTable() async throws -> (body: Data, sha256: String)? {
         try await database.withConnection { sql in
-            guard let row = try await sql.raw("SELECT body, sha256 FROM price_table WHERE id = 1").first() else { return nil }
+            guard let row = try await sql.raw("SELECT body, sha256 FROM price_table WHERE id = 1").first() else {
+                return nil
+            }
             return (
-                Data(try row.decode(column: "body", as: String.self).utf8), try row.decode(column: "sha256", as: String.self)
+                Data(try row.decode(column: "body", as: String.self).utf8),
+                try row.decode(column: "sha256", as: String.self)
             )
         }
     }
 
     public func importTable(_ body: Data, models: Int, actor: AuditActor) async throws -> String {
-        guard let text = String(data: body, encoding: .utf8) else { throw KeyhavenError.badRequest("The price table is not UTF-8.") }
+        guard let text = String(data: body, encoding: .utf8) else {
+            throw KeyhavenError.badRequest("The price table is not UTF-8.")
+        }
         let hash = SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined()
         try await database.transaction { sql in
             try await sql.raw(
@@ -52,13 +58,14 @@ public struct SQLPriceStore: PriceStore {
 
     public func overrides(ownerID: UUID) async throws -> [PriceOverride] {
         try await database.withConnection { sql in
-            try await sql.raw("SELECT * FROM price_overrides WHERE owner_id = \(bind: ownerID) ORDER BY model").all().map { row in
-                PriceOverride(
-                    model: try row.decode(column: "model", as: String.self),
-                    inputMicrosPerMillion: try row.decode(column: "input_micros", as: Int64.self),
-                    outputMicrosPerMillion: try row.decode(column: "output_micros", as: Int64.self),
-                    cachedInputMicrosPerMillion: try row.decode(column: "cached_input_micros", as: Int64?.self))
-            }
+            try await sql.raw("SELECT * FROM price_overrides WHERE owner_id = \(bind: ownerID) ORDER BY model").all()
+                .map { row in
+                    PriceOverride(
+                        model: try row.decode(column: "model", as: String.self),
+                        inputMicrosPerMillion: try row.decode(column: "input_micros", as: Int64.self),
+                        outputMicrosPerMillion: try row.decode(column: "output_micros", as: Int64.self),
+                        cachedInputMicrosPerMillion: try row.decode(column: "cached_input_micros", as: Int64?.self))
+                }
         }
     }
 

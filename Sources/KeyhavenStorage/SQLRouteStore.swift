@@ -72,7 +72,9 @@ public struct SQLRouteStore: RouteStore {
             throw KeyhavenError.internalError
         }
         return GatewayRoute(
-            name: try row.decode(column: "name", as: String.self), ownerID: try row.decode(column: "owner_id", as: UUID.self),
-            integrationIDs: list.compactMap { UUID(text: $0) }, updatedAt: try row.decode(column: "updated_at", as: Date.self))
+            name: try row.decode(column: "name", as: String.self),
+            ownerID: try row.decode(column: "owner_id", as: UUID.self),
+            integrationIDs: list.compactMap { UUID(text: $0) },
+            updatedAt: try row.decode(column: "updated_at", as: Date.self))
     }
 }

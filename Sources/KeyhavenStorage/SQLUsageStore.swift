@@ -32,7 +32,8 @@ public struct SQLUsageStore: UsageStore {
         return try await database.transaction { sql in
             var statement = insert([event], recordedAt: Date())
             statement.appendInterpolation(
-                unsafeRaw: " ON CONFLICT (integration_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING")
+                unsafeRaw: " ON CONFLICT (integration_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+            )
             try await sql.raw(statement).run()
             guard
                 let row = try await sql.raw(
@@ -82,7 +83,8 @@ public struct SQLUsageStore: UsageStore {
                     ? try row.decode(column: "group_key", as: UUID.self).lowercasedText
                     : try row.decode(column: "group_key", as: String.self)
                 return UsageTotals(
-                    key: key, requests: try row.decode(column: "requests", as: Int64.self), tokens: try Self.tokens(row),
+                    key: key, requests: try row.decode(column: "requests", as: Int64.self),
+                    tokens: try Self.tokens(row),
                     costMicros: try row.decode(column: "cost_micros", as: Int64.self),
                     unpricedRequests: try row.decode(column: "unpriced_requests", as: Int64.self))
             }

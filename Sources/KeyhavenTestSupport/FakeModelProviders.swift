@@ -60,7 +60,9 @@ extension FakeProviders {
             where headers[name] != nil {
                 return "\(request.uri.path): header \(name) was forwarded"
             }
-            if headers.keys.contains(where: { $0.hasPrefix("keyhaven-") }) { return "\(request.uri.path): a keyhaven- header" }
+            if headers.keys.contains(where: { $0.hasPrefix("keyhaven-") }) {
+                return "\(request.uri.path): a keyhaven- header"
+            }
             if request.uri.queryParameters["key"] != nil { return "\(request.uri.path): a key in the query" }
             return nil
         }
@@ -103,11 +105,13 @@ extension FakeProviders {
                 return Response(
                     status: .ok, headers: [.contentType: "text/event-stream"],
                     body: ResponseBody { writer in
-                        try await writer.write(ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n"))
+                        try await writer.write(
+                            ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n"))
                         throw CancellationError()
                     })
             default:
-                return json(.unauthorized, ["error": ["message": "Incorrect API key provided.", "code": "invalid_api_key"]])
+                return json(
+                    .unauthorized, ["error": ["message": "Incorrect API key provided.", "code": "invalid_api_key"]])
             }
             let usage = ModelUsage.openAIChat
             let usageObject: [String: Any] = [
@@ -120,7 +124,12 @@ extension FakeProviders {
                     .ok,
                     [
                         "id": "chatcmpl-fake", "object": "chat.completion", "model": model,
-                        "choices": [["index": 0, "message": ["role": "assistant", "content": "Hello"], "finish_reason": "stop"]],
+                        "choices": [
+                            [
+                                "index": 0, "message": ["role": "assistant", "content": "Hello"],
+                                "finish_reason": "stop",
+                            ]
+                        ],
                         "usage": usageObject,
                     ])
             }
@@ -136,7 +145,10 @@ extension FakeProviders {
             var rest = [chunk("lo")]
             if includeUsage {
                 rest.append(
-                    sse(["id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usageObject]))
+                    sse([
+                        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model, "choices": [],
+                        "usage": usageObject,
+                    ]))
             }
             rest.append("data: [DONE]\n\n")
             return events([chunk("Hel")], then: rest)
@@ -174,9 +186,13 @@ extension FakeProviders {
         router.post("/anthropic/v1/messages") { request, _ -> Response in
             let (data, object) = try await body(request)
             if let problem = received(request, bodyBytes: data.count, allowed: "x-api-key") { return fail(problem) }
-            guard request.headers[HTTPField.Name("anthropic-version")!] == "2023-06-01" else { return fail("anthropic: version") }
+            guard request.headers[HTTPField.Name("anthropic-version")!] == "2023-06-01" else {
+                return fail("anthropic: version")
+            }
             guard request.headers[HTTPField.Name("x-api-key")!] == anthropicKey else {
-                return json(.unauthorized, ["type": "error", "error": ["type": "authentication_error", "message": "invalid x-api-key"]])
+                return json(
+                    .unauthorized,
+                    ["type": "error", "error": ["type": "authentication_error", "message": "invalid x-api-key"]])
             }
             let usage = ModelUsage.anthropic
             let model = "claude-sonnet-4-5-20250929"
@@ -207,7 +223,10 @@ extension FakeProviders {
                 ["type": "content_block_delta", "index": 0, "delta": ["type": "text_delta", "text": "Hello"]],
                 event: "content_block_delta")
             let end = sse(
-                ["type": "message_delta", "delta": ["stop_reason": "end_turn"], "usage": ["output_tokens": usage.output]],
+                [
+                    "type": "message_delta", "delta": ["stop_reason": "end_turn"],
+                    "usage": ["output_tokens": usage.output],
+                ],
                 event: "message_delta")
             return events([start], then: [delta, end, sse(["type": "message_stop"], event: "message_stop")])
         }
@@ -215,9 +234,13 @@ extension FakeProviders {
         // Gemini: generateContent and streamGenerateContent (?alt=sse).
         router.post("/gemini/v1beta/models/:call") { request, context -> Response in
             let (data, _) = try await body(request)
-            if let problem = received(request, bodyBytes: data.count, allowed: "x-goog-api-key") { return fail(problem) }
+            if let problem = received(request, bodyBytes: data.count, allowed: "x-goog-api-key") {
+                return fail(problem)
+            }
             guard request.headers[HTTPField.Name("x-goog-api-key")!] == geminiKey else {
-                return json(.badRequest, ["error": ["code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"]])
+                return json(
+                    .badRequest,
+                    ["error": ["code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"]])
             }
             let call = context.parameters.get("call") ?? ""
             let usage = ModelUsage.gemini

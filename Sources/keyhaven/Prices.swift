@@ -15,8 +15,11 @@ extension KeyhavenCommand {
 extension KeyhavenCommand.Prices {
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Replace the model price table with FILE (LiteLLM's model_prices_and_context_window.json format).",
-            discussion: "The file is checked first; nothing changes if it is refused. Running servers use it within 30 seconds.")
+            abstract:
+                "Replace the model price table with FILE (LiteLLM's model_prices_and_context_window.json format).",
+            discussion:
+                "The file is checked first; nothing changes if it is refused. Running servers use it within 30 seconds."
+        )
 
         @OptionGroup var global: GlobalOptions
 
@@ -30,7 +33,9 @@ extension KeyhavenCommand.Prices {
                 }
                 let (configuration, logger) = try await global.load()
                 let (models, hash) = try await KeyhavenOperations.importPrices(data, configuration, logger: logger)
-                print("Imported prices of \(models) models (sha256 \(hash.prefix(12))); running servers use them within 30 seconds.")
+                print(
+                    "Imported prices of \(models) models (sha256 \(hash.prefix(12))); running servers use them within 30 seconds."
+                )
             }
         }
     }

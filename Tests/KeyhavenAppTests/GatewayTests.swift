@@ -4,9 +4,9 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenGateway
-import Logging
 import KeyhavenStorage
 import KeyhavenTestSupport
+import Logging
 import NIOCore
 import NIOHTTP1
 import SQLKit
@@ -63,7 +63,8 @@ struct GatewayTests {
         let fakes = try await FakeProviders.start()
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
-            try await APIHarness.with(kind, live: true, configure: { $0.providerEndpoints = fakes.endpoints() }) { api in
+            try await APIHarness.with(kind, live: true, configure: { $0.providerEndpoints = fakes.endpoints() }) {
+                api in
                 let user = try await api.user()
                 let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
                 let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
@@ -78,7 +79,9 @@ struct GatewayTests {
         await fakes.stop()
     }
 
-    func integration(_ api: APIHarness, _ user: TestUser, type: String, key: String, workspace: String? = nil) async throws -> String {
+    func integration(_ api: APIHarness, _ user: TestUser, type: String, key: String, workspace: String? = nil)
+        async throws -> String
+    {
         var body: [String: Any] = ["name": "\(type) \(UUID().uuidString.prefix(6))", "type": type, "credentials": key]
         if let workspace { body["workspace_id"] = workspace }
         let response = try await api.request(.post, "/api/integrations", auth: user.session, json: body)
@@ -89,7 +92,9 @@ struct GatewayTests {
     }
 
     /// The usage of the user's workspace by model, once `requests` requests have been written.
-    func usage(_ api: APIHarness, _ user: TestUser, requests: Int, query: String = "group_by=model") async throws -> [String: Any] {
+    func usage(_ api: APIHarness, _ user: TestUser, requests: Int, query: String = "group_by=model") async throws
+        -> [String: Any]
+    {
         for _ in 0..<100 {
             let response = try await api.request(.get, "/api/usage?\(query)", auth: user.session)
             let total = (response.json["total"] as? [String: Any])?["requests"] as? Int ?? -1
@@ -107,7 +112,9 @@ struct GatewayTests {
         return result
     }
 
-    @Test("OpenAI, Anthropic and Gemini requests round-trip with the stored key injected, unary and streamed, and are priced exactly")
+    @Test(
+        "OpenAI, Anthropic and Gemini requests round-trip with the stored key injected, unary and streamed, and are priced exactly"
+    )
     func roundTrips() async throws {
         try await withGateway { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
@@ -148,7 +155,8 @@ struct GatewayTests {
                 json: ["model": "gpt-4o", "stream": true, "stream_options": ["include_usage": true], "messages": []])
             #expect(asked.body.contains("\"prompt_tokens\":1000"))
             let embedding = try await caller.send(
-                "/gateway/\(openai)/v1/embeddings", headers: bearer, json: ["model": "text-embedding-3-small", "input": "x"])
+                "/gateway/\(openai)/v1/embeddings", headers: bearer,
+                json: ["model": "text-embedding-3-small", "input": "x"])
             #expect(embedding.status == 200)
 
             // Anthropic's SDK sends its key as x-api-key; Gemini's as x-goog-api-key (and some callers in the URL).
@@ -167,7 +175,8 @@ struct GatewayTests {
                 headers: geminiHeaders, json: ["contents": []])
             #expect(generated.status == 200, "\(generated.body)")
             let geminiStream = try await caller.send(
-                "/gateway/\(gemini)/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", headers: geminiHeaders,
+                "/gateway/\(gemini)/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                headers: geminiHeaders,
                 json: ["contents": []])
             #expect(geminiStream.body.hasPrefix("data: ") && geminiStream.body.contains("usageMetadata"))
 
@@ -186,7 +195,8 @@ struct GatewayTests {
             #expect(byModel["gemini-2.5-flash"]?["cost_micros"] as? Int == 2 * 5_670)
             #expect(byModel["gemini-2.5-flash"]?["reasoning_tokens"] as? Int == 2 * 500)
             #expect((summary["total"] as? [String: Any])?["cost_micros"] as? Int == 21_000 + 3 + 18_300 + 11_340)
-            let byIntegration = rows(try await usage(api, user, requests: 8, query: "group_by=integration"), by: "integration_id")
+            let byIntegration = rows(
+                try await usage(api, user, requests: 8, query: "group_by=integration"), by: "integration_id")
             #expect(byIntegration[anthropic]?["requests"] as? Int == 2)
 
             // What reached the providers: their own key each, never the caller's token or headers.
@@ -202,16 +212,23 @@ struct GatewayTests {
 
             // Counted in /metrics by provider, type and status, never by key or integration.
             let metrics = try await api.request(.get, "/metrics").text
-            #expect(metrics.contains(#"keyhaven_gateway_requests_total{provider="openai",integration_type="openai",status="200"} 4"#))
-            #expect(metrics.contains(#"keyhaven_gateway_requests_total{provider="google",integration_type="gemini",status="200"} 2"#))
+            #expect(
+                metrics.contains(
+                    #"keyhaven_gateway_requests_total{provider="openai",integration_type="openai",status="200"} 4"#))
+            #expect(
+                metrics.contains(
+                    #"keyhaven_gateway_requests_total{provider="google",integration_type="gemini",status="200"} 2"#))
             #expect(!metrics.contains(openai))
 
             // The stored keys appear in no answer, log line, metric, audit row or usage row.
-            let answers = [chat, asked, embedding, message, messageStream, generated, geminiStream].map { Data($0.body.utf8) }
+            let answers =
+                [chat, asked, embedding, message, messageStream, generated, geminiStream].map { Data($0.body.utf8) }
                 + [Data(rest.utf8), Data(metrics.utf8)]
             let logs = api.logs.all.map { Data($0.utf8) }
             let rows = try await api.handle.database.withConnection { sql in
-                try await sql.raw("SELECT * FROM audit_events").all().map { Data(((try? SQLAuditLog.eventText($0)) ?? "").utf8) }
+                try await sql.raw("SELECT * FROM audit_events").all().map {
+                    Data(((try? SQLAuditLog.eventText($0)) ?? "").utf8)
+                }
                     + sql.raw("SELECT * FROM usage_events").all().map { row in
                         Data("\((try? row.decode(column: "model", as: String?.self)) ?? nil ?? "")".utf8)
                     }
@@ -239,23 +256,35 @@ struct GatewayTests {
         }
     }
 
-    @Test("requests without gateway:use, for another workspace, a disabled, unknown or non-model integration, or a path out of the API never reach a provider")
+    @Test(
+        "requests without gateway:use, for another workspace, a disabled, unknown or non-model integration, or a path out of the API never reach a provider"
+    )
     func refusals() async throws {
         try await withGateway { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
-            let aws = try await api.request(.post, "/api/integrations", auth: user.session, json: [
-                "name": "aws", "type": "aws",
-                "credentials": ["access_key_id": FakeProviders.awsAccessKeyID, "secret_access_key": FakeProviders.awsSecret],
-            ]).json["id"] as? String ?? ""
+            let aws =
+                try await api.request(
+                    .post, "/api/integrations", auth: user.session,
+                    json: [
+                        "name": "aws", "type": "aws",
+                        "credentials": [
+                            "access_key_id": FakeProviders.awsAccessKeyID, "secret_access_key": FakeProviders.awsSecret,
+                        ],
+                    ]
+                ).json["id"] as? String ?? ""
             let pat = try await api.personalToken(for: user, scopes: ["integrations:read", "integrations:write"])
             let (_, reader) = try await api.serviceToken(scopes: [.credentialsRead])
-            let org = try #require(try await api.request(.post, "/api/orgs", auth: user.session, json: ["name": "team"]).json["id"] as? String)
+            let org = try #require(
+                try await api.request(.post, "/api/orgs", auth: user.session, json: ["name": "team"]).json["id"]
+                    as? String)
             let scoped = try await api.request(
-                .post, "/api/orgs/\(org)/service-tokens", auth: user.session, json: ["name": "team", "scopes": ["gateway:use"]])
+                .post, "/api/orgs/\(org)/service-tokens", auth: user.session,
+                json: ["name": "team", "scopes": ["gateway:use"]])
             let scopedToken = try #require(scoped.json["secret"] as? String, "\(scoped.text)")
             let chat: [String: Any] = ["model": "gpt-4o", "messages": []]
             func status(_ path: String, _ token: String?) async throws -> (Int, String) {
-                let answer = try await caller.send(path, headers: token.map { [("authorization", "Bearer \($0)")] } ?? [], json: chat)
+                let answer = try await caller.send(
+                    path, headers: token.map { [("authorization", "Bearer \($0)")] } ?? [], json: chat)
                 return (answer.status, answer.body)
             }
             let path = "/gateway/\(openai)/v1/chat/completions"
@@ -268,13 +297,15 @@ struct GatewayTests {
             #expect(try await status("/gateway/not-a-uuid/v1/chat/completions", token).0 == 404)
             #expect(try await status("/gateway/\(aws)/v1/chat/completions", token).0 == 400)
             #expect(try await status("/gateway/\(openai)/v1/%2e%2e/%2e%2e/aws", token).0 == 400)
-            let disabled = try await api.request(.patch, "/api/integrations/\(openai)", auth: user.session, json: ["enabled": false])
+            let disabled = try await api.request(
+                .patch, "/api/integrations/\(openai)", auth: user.session, json: ["enabled": false])
             #expect(disabled.status == .ok)
             let (code, body) = try await status(path, token)
             #expect(code == 409 && body.contains("integration_disabled"))
             #expect(fakes.modelCalls.isEmpty)
             // A scoped token works in its own workspace.
-            let teamOpenAI = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey, workspace: org)
+            let teamOpenAI = try await integration(
+                api, user, type: "openai", key: FakeProviders.openAIKey, workspace: org)
             #expect(try await status("/gateway/\(teamOpenAI)/v1/chat/completions", scopedToken).0 == 200)
             #expect(fakes.modelCalls.count == 1)
         }
@@ -286,7 +317,8 @@ struct GatewayTests {
         if second >= 50 { try await Task.sleep(for: .seconds(61 - second)) }
     }
 
-    @Test("over a rate limit or a spent budget, the request is answered 429 before the provider sees it; 80 % warns once")
+    @Test(
+        "over a rate limit or a spent budget, the request is answered 429 before the provider sees it; 80 % warns once")
     func limits() async throws {
         try await withGateway { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
@@ -310,10 +342,12 @@ struct GatewayTests {
             // A budget of one cent: each chat costs 0.007 dollars, so the third request finds it spent.
             let budget = try await api.request(
                 .put, "/api/integrations/\(openai)/limits", auth: user.session, json: ["monthly_budget_usd": 0.01])
-            #expect(budget.json["monthly_budget_usd"] as? Double == 0.01 && budget.json["requests_per_minute"] is NSNull)
+            #expect(
+                budget.json["monthly_budget_usd"] as? Double == 0.01 && budget.json["requests_per_minute"] is NSNull)
             func spent(atLeast micros: Int) async throws -> [String: Any] {
                 for _ in 0..<100 {
-                    let standing = try await api.request(.get, "/api/integrations/\(openai)/limits", auth: user.session).json
+                    let standing = try await api.request(.get, "/api/integrations/\(openai)/limits", auth: user.session)
+                        .json
                     if Int(((standing["spent_this_month_usd"] as? Double) ?? 0) * 1_000_000 + 0.5) >= micros {
                         return standing
                     }
@@ -330,13 +364,18 @@ struct GatewayTests {
             #expect(Int(refused.headers.first(name: "retry-after") ?? "") ?? 0 > 60)
             #expect(try await caller.send(path, headers: bearer, json: chat).status == 429)
             #expect(fakes.modelCalls.count == 2)
-            let warnings = try await api.request(.get, "/api/audit?limit=200", auth: user.session).json["events"] as? [[String: Any]] ?? []
+            let warnings =
+                try await api.request(.get, "/api/audit?limit=200", auth: user.session).json["events"]
+                as? [[String: Any]] ?? []
             #expect(warnings.filter { $0["action"] as? String == "usage.budget.warning" }.count == 1)
 
             // Lifting the integration's budget lets it through; the workspace's budget then stops it.
-            #expect(try await api.request(.put, "/api/integrations/\(openai)/limits", auth: user.session, json: [:]).status == .ok)
+            #expect(
+                try await api.request(.put, "/api/integrations/\(openai)/limits", auth: user.session, json: [:]).status
+                    == .ok)
             #expect(try await caller.send(path, headers: bearer, json: chat).status == 200)
-            let workspace = try await api.request(.put, "/api/limits", auth: user.session, json: ["monthly_budget_usd": 0.001])
+            let workspace = try await api.request(
+                .put, "/api/limits", auth: user.session, json: ["monthly_budget_usd": 0.001])
             #expect(workspace.status == .ok && workspace.json["warning"] as? Bool == true)
             try await Task.sleep(for: .milliseconds(2_100))
             let workspaceRefused = try await caller.send(path, headers: bearer, json: chat)
@@ -348,9 +387,13 @@ struct GatewayTests {
                 .put, "/api/limits", auth: user.session, json: ["monthly_budget_usd": -1, "requests_per_minute": 1.5])
             #expect(invalid.status == .unprocessableContent)
             #expect(invalid.fields.keys.sorted() == ["monthly_budget_usd", "requests_per_minute"])
-            #expect(try await api.request(.get, "/api/limits", auth: user.session).json["monthly_budget_usd"] as? Double == 0.001)
+            #expect(
+                try await api.request(.get, "/api/limits", auth: user.session).json["monthly_budget_usd"] as? Double
+                    == 0.001)
             let stranger = try await api.user()
-            #expect(try await api.request(.get, "/api/integrations/\(openai)/limits", auth: stranger.session).status == .notFound)
+            #expect(
+                try await api.request(.get, "/api/integrations/\(openai)/limits", auth: stranger.session).status
+                    == .notFound)
         }
     }
 
@@ -358,23 +401,31 @@ struct GatewayTests {
     func sharedCounters() async throws {
         guard TestDatabase.all.contains(.postgres) else { return }
         let handle = try await TestDatabase.postgres.make()
-        let second = try await Database.open(handle.location, searchPath: [try #require(handle.schema)], logger: .init(label: "test"))
+        let second = try await Database.open(
+            handle.location, searchPath: [try #require(handle.schema)], logger: .init(label: "test"))
         do {
             let logger = Logger(label: "test")
-            let keyring = try await LiveKeyring.open(source: Fixtures.environmentKeyring(), database: handle.database, allowCreate: true, logger: logger)
+            let keyring = try await LiveKeyring.open(
+                source: Fixtures.environmentKeyring(), database: handle.database, allowCreate: true, logger: logger)
             func budgets(_ database: Database) async throws -> Budgets {
-                let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
-                return Budgets(store: SQLLimitStore(database: database, audit: audit, usage: SQLUsageStore(database: database)))
+                let audit = SQLAuditLog(
+                    database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+                return Budgets(
+                    store: SQLLimitStore(database: database, audit: audit, usage: SQLUsageStore(database: database)))
             }
             let (one, two) = (try await budgets(handle.database), try await budgets(second))
             let owner = UUID()
             let integration = Integration(
-                id: UUID(), ownerID: owner, name: "shared", type: .openai, status: .connected, enabled: true, config: [:],
+                id: UUID(), ownerID: owner, name: "shared", type: .openai, status: .connected, enabled: true,
+                config: [:],
                 credentialHint: nil, credentialVersion: 1, errorMessage: nil, lastVerifiedAt: nil, lastUsedAt: nil,
                 createdAt: Date(), updatedAt: Date())
-            let audit = SQLAuditLog(database: handle.database, keys: try await AuditKeys.open(database: handle.database, keyring: keyring))
-            try await SQLLimitStore(database: handle.database, audit: audit, usage: SQLUsageStore(database: handle.database))
-                .setLimits(UsageLimits(requestsPerMinute: 3), subject: integration.id, ownerID: owner, actor: .system)
+            let audit = SQLAuditLog(
+                database: handle.database, keys: try await AuditKeys.open(database: handle.database, keyring: keyring))
+            try await SQLLimitStore(
+                database: handle.database, audit: audit, usage: SQLUsageStore(database: handle.database)
+            )
+            .setLimits(UsageLimits(requestsPerMinute: 3), subject: integration.id, ownerID: owner, actor: .system)
             try await awayFromMinuteEnd()
             var admitted = 0
             for index in 0..<6 {
@@ -390,7 +441,9 @@ struct GatewayTests {
         await handle.close()
     }
 
-    @Test("a fallback route tries the next integration after a 429, a 5xx or an unreachable provider, never after bytes were sent")
+    @Test(
+        "a fallback route tries the next integration after a 429, a 5xx or an unreachable provider, never after bytes were sent"
+    )
     func fallback() async throws {
         try await withGateway { api, fakes, caller, user, token in
             let throttled = try await integration(api, user, type: "openai", key: FakeProviders.openAIThrottledKey)
@@ -398,23 +451,27 @@ struct GatewayTests {
             let breaking = try await integration(api, user, type: "openai", key: FakeProviders.openAIBreakingKey)
             let good = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
             let disabled = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
-            _ = try await api.request(.patch, "/api/integrations/\(disabled)", auth: user.session, json: ["enabled": false])
+            _ = try await api.request(
+                .patch, "/api/integrations/\(disabled)", auth: user.session, json: ["enabled": false])
             func route(_ name: String, _ ids: [String]) async throws {
-                let put = try await api.request(.put, "/api/routes/\(name)", auth: user.session, json: ["integration_ids": ids])
+                let put = try await api.request(
+                    .put, "/api/routes/\(name)", auth: user.session, json: ["integration_ids": ids])
                 #expect(put.status == .ok, "\(put.text)")
             }
             try await route("chat", [disabled, throttled, failing, good])
             try await route("breaks", [breaking, good])
             let workspace = [("authorization", "Bearer \(token)"), ("keyhaven-workspace", user.id.lowercasedText)]
             let chat: [String: Any] = ["model": "gpt-4o", "messages": []]
-            let answered = try await caller.send("/gateway/route/chat/v1/chat/completions", headers: workspace, json: chat)
+            let answered = try await caller.send(
+                "/gateway/route/chat/v1/chat/completions", headers: workspace, json: chat)
             #expect(answered.status == 200, "\(answered.body)")
             #expect(answered.headers.first(name: "keyhaven-integration") == good)
             // The disabled one was skipped without a request; the other two were asked once each.
-            #expect(fakes.modelCalls.map { $0.headers["authorization"] ?? "" } == [
-                "Bearer \(FakeProviders.openAIThrottledKey)", "Bearer \(FakeProviders.openAIFailingKey)",
-                "Bearer \(FakeProviders.openAIKey)",
-            ])
+            #expect(
+                fakes.modelCalls.map { $0.headers["authorization"] ?? "" } == [
+                    "Bearer \(FakeProviders.openAIThrottledKey)", "Bearer \(FakeProviders.openAIFailingKey)",
+                    "Bearer \(FakeProviders.openAIKey)",
+                ])
 
             // A stream that breaks after its first bytes is the caller's to see; the next integration is not asked.
             let before = fakes.modelCalls.count
@@ -434,15 +491,24 @@ struct GatewayTests {
             #expect(fakes.modelCalls.count == before + 1)
 
             // Routes need a workspace, exist per workspace, and list only usable integrations.
-            #expect(try await caller.send("/gateway/route/chat/v1/chat/completions", headers: [("authorization", "Bearer \(token)")], json: chat).status == 400)
-            #expect(try await caller.send("/gateway/route/nope/v1/chat/completions", headers: workspace, json: chat).status == 404)
+            #expect(
+                try await caller.send(
+                    "/gateway/route/chat/v1/chat/completions", headers: [("authorization", "Bearer \(token)")],
+                    json: chat
+                ).status == 400)
+            #expect(
+                try await caller.send("/gateway/route/nope/v1/chat/completions", headers: workspace, json: chat).status
+                    == 404)
             let listed = try await api.request(.get, "/api/routes", auth: user.session)
             #expect((listed.json["routes"] as? [[String: Any]])?.map { $0["name"] as? String } == ["breaks", "chat"])
             let stranger = try await api.user()
-            let foreign = try await api.request(.put, "/api/routes/mine", auth: stranger.session, json: ["integration_ids": [good]])
+            let foreign = try await api.request(
+                .put, "/api/routes/mine", auth: stranger.session, json: ["integration_ids": [good]])
             #expect(foreign.status == .notFound)
             #expect(try await api.request(.delete, "/api/routes/chat", auth: user.session).status == .noContent)
-            #expect(try await caller.send("/gateway/route/chat/v1/chat/completions", headers: workspace, json: chat).status == 404)
+            #expect(
+                try await caller.send("/gateway/route/chat/v1/chat/completions", headers: workspace, json: chat).status
+                    == 404)
             #expect(fakes.unexpected == [])
         }
     }
@@ -457,7 +523,8 @@ struct GatewayTests {
             defer { _ = client.shutdown() }
             let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
             let answer = try await caller.send(
-                "/gateway/\(id)/v1/chat/completions", headers: [("authorization", "Bearer \(token)")], json: ["model": "x"])
+                "/gateway/\(id)/v1/chat/completions", headers: [("authorization", "Bearer \(token)")],
+                json: ["model": "x"])
             #expect(answer.status == 502 && answer.body.contains("provider_unreachable"))
             let metrics = try await api.request(.get, "/metrics").text
             #expect(metrics.contains(#"integration_type="openai",status="502"} 1"#))
@@ -468,7 +535,9 @@ struct GatewayTests {
 /// Usage reported by backends that call providers themselves, and the analytics over it.
 @Suite("Usage reports and analytics")
 struct UsageReportTests {
-    @Test("a report is recorded once per idempotency key, priced, and summed by day, model and integration", arguments: TestDatabase.all)
+    @Test(
+        "a report is recorded once per idempotency key, priced, and summed by day, model and integration",
+        arguments: TestDatabase.all)
     func reports(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
@@ -478,10 +547,12 @@ struct UsageReportTests {
                 "model": "gpt-4o", "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500,
                 "requests": 2, "idempotency_key": "batch-0001",
             ]
-            let first = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+            let first = try await api.request(
+                .post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
             #expect(first.status == .created, "\(first.text)")
             #expect(first.json["cost_micros"] as? Int == 7_000)
-            let again = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+            let again = try await api.request(
+                .post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
             #expect(again.status == .ok)
             #expect(again.json["id"] as? String == first.json["id"] as? String)
             var unknown = report
@@ -490,7 +561,8 @@ struct UsageReportTests {
             unknown["occurred_at"] = "2026-01-01T00:00:00Z"
             let yesterday = Date().addingTimeInterval(-86_400)
             unknown["occurred_at"] = yesterday.formatted(.iso8601)
-            let unpriced = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: unknown)
+            let unpriced = try await api.request(
+                .post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: unknown)
             #expect(unpriced.status == .created)
             #expect(unpriced.json["cost_micros"] is NSNull)
 
@@ -501,7 +573,8 @@ struct UsageReportTests {
             #expect(total?["requests"] as? Int == 4)
             #expect(total?["cost_micros"] as? Int == 7_000)
             #expect(total?["unpriced_requests"] as? Int == 2)
-            let byDay = try await api.request(.get, "/api/usage?group_by=day&from=\(from)&integration_id=\(id)", auth: user.session)
+            let byDay = try await api.request(
+                .get, "/api/usage?group_by=day&from=\(from)&integration_id=\(id)", auth: user.session)
             #expect((byDay.json["rows"] as? [Any])?.count == (from == Date().utcDay ? 1 : 2))
             let csv = try await api.request(
                 .get, "/api/usage?group_by=model&from=\(from)", auth: user.session, headers: [.accept: "text/csv"])
@@ -518,14 +591,21 @@ struct UsageReportTests {
             #expect(invalid.status == .unprocessableContent)
             #expect(invalid.fields.keys.sorted() == ["output_tokens"])
             bad["output_tokens"] = 500
-            let contradicting = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: bad)
+            let contradicting = try await api.request(
+                .post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: bad)
             #expect(contradicting.status == .conflict && contradicting.text.contains("parts of input_tokens"))
             bad["cached_input_tokens"] = 0
             bad["occurred_at"] = "2020-01-01T00:00:00Z"
-            #expect(try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: bad).status == .conflict)
-            #expect(try await api.request(.post, "/api/integrations/\(id)/usage", auth: user.session, json: report).status == .forbidden)
+            #expect(
+                try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: bad).status
+                    == .conflict)
+            #expect(
+                try await api.request(.post, "/api/integrations/\(id)/usage", auth: user.session, json: report).status
+                    == .forbidden)
             let stranger = try await api.user()
-            #expect(try await api.request(.get, "/api/usage?integration_id=\(id)", auth: stranger.session).status == .notFound)
+            #expect(
+                try await api.request(.get, "/api/usage?integration_id=\(id)", auth: stranger.session).status
+                    == .notFound)
             #expect(try await api.request(.get, "/api/usage?from=2026-02-30", auth: user.session).status == .badRequest)
             let empty = try await api.request(.get, "/api/usage?from=2026-01-02&to=2026-01-01", auth: user.session)
             #expect(empty.status == .ok && (empty.json["rows"] as? [Any])?.isEmpty == true)
@@ -538,7 +618,9 @@ struct UsageReportTests {
 /// The model price table an operator imports, and a workspace's negotiated prices (SPEC §13).
 @Suite("Prices")
 struct PriceImportTests {
-    @Test("negotiated prices replace the table's in their workspace only; bad ones change nothing", arguments: TestDatabase.all)
+    @Test(
+        "negotiated prices replace the table's in their workspace only; bad ones change nothing",
+        arguments: TestDatabase.all)
     func negotiated(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
@@ -548,33 +630,56 @@ struct PriceImportTests {
             let theirs = try await api.openAIIntegration(for: other.session)
             let workspace = user.id.lowercasedText
             // gpt-4o at $1 input, $4 output, $0.50 cached per million tokens.
-            let put = try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: user.session, json: [
-                "prices": [["model": "GPT-4o", "input_usd_per_million": 1, "output_usd_per_million": 4, "cached_input_usd_per_million": 0.5]]
-            ])
+            let put = try await api.request(
+                .put, "/api/orgs/\(workspace)/prices", auth: user.session,
+                json: [
+                    "prices": [
+                        [
+                            "model": "GPT-4o", "input_usd_per_million": 1, "output_usd_per_million": 4,
+                            "cached_input_usd_per_million": 0.5,
+                        ]
+                    ]
+                ])
             #expect(put.status == .ok, "\(put.text)")
             #expect((put.json["prices"] as? [[String: Any]])?.first?["model"] as? String == "gpt-4o")
             let report: [String: Any] = [
-                "model": "gpt-4o", "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500, "idempotency_key": "n-1",
+                "model": "gpt-4o", "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500,
+                "idempotency_key": "n-1",
             ]
             // 600 × 1 + 400 × 0.5 + 500 × 4 micro-dollars, against 7,000 at the table's price.
-            let negotiated = try await api.request(.post, "/api/integrations/\(mine)/usage", auth: .bearer(token), json: report)
+            let negotiated = try await api.request(
+                .post, "/api/integrations/\(mine)/usage", auth: .bearer(token), json: report)
             #expect(negotiated.json["cost_micros"] as? Int == 2_800)
-            let listed = try await api.request(.post, "/api/integrations/\(theirs)/usage", auth: .bearer(token), json: report)
+            let listed = try await api.request(
+                .post, "/api/integrations/\(theirs)/usage", auth: .bearer(token), json: report)
             #expect(listed.json["cost_micros"] as? Int == 7_000)
 
-            let bad = try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: user.session, json: [
-                "prices": [["model": "gpt-4o", "input_usd_per_million": -1, "output_usd_per_million": 4], ["model": "GPT-4O", "input_usd_per_million": 1, "output_usd_per_million": 1]]
-            ])
+            let bad = try await api.request(
+                .put, "/api/orgs/\(workspace)/prices", auth: user.session,
+                json: [
+                    "prices": [
+                        ["model": "gpt-4o", "input_usd_per_million": -1, "output_usd_per_million": 4],
+                        ["model": "GPT-4O", "input_usd_per_million": 1, "output_usd_per_million": 1],
+                    ]
+                ])
             #expect(bad.status == .unprocessableContent)
             #expect(bad.fields.keys.sorted() == ["prices[0].input_usd_per_million"])
-            let twice = try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: user.session, json: [
-                "prices": [["model": "gpt-4o", "input_usd_per_million": 1, "output_usd_per_million": 4], ["model": "GPT-4O", "input_usd_per_million": 1, "output_usd_per_million": 1]]
-            ])
+            let twice = try await api.request(
+                .put, "/api/orgs/\(workspace)/prices", auth: user.session,
+                json: [
+                    "prices": [
+                        ["model": "gpt-4o", "input_usd_per_million": 1, "output_usd_per_million": 4],
+                        ["model": "GPT-4O", "input_usd_per_million": 1, "output_usd_per_million": 1],
+                    ]
+                ])
             #expect(twice.status == .conflict)
             let after = try await api.request(.get, "/api/orgs/\(workspace)/prices", auth: user.session)
             #expect((after.json["prices"] as? [[String: Any]])?.first?["input_usd_per_million"] as? Double == 1)
-            #expect(try await api.request(.get, "/api/orgs/\(workspace)/prices", auth: other.session).status == .notFound)
-            #expect(try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: other.session, json: ["prices": []]).status == .notFound)
+            #expect(
+                try await api.request(.get, "/api/orgs/\(workspace)/prices", auth: other.session).status == .notFound)
+            #expect(
+                try await api.request(.put, "/api/orgs/\(workspace)/prices", auth: other.session, json: ["prices": []])
+                    .status == .notFound)
         }
     }
 
@@ -591,19 +696,27 @@ struct PriceImportTests {
                 try await KeyhavenOperations.importPrices(refused, configuration, logger: Logger(label: "test"))
             }
             #expect(try await api.runtime.priceStore.importedTableHash() == nil)
-            let table = Data(#"{"house-model-7": {"litellm_provider": "openai", "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06}}"#.utf8)
-            let (models, _) = try await KeyhavenOperations.importPrices(table, configuration, logger: Logger(label: "test"))
+            let table = Data(
+                #"{"house-model-7": {"litellm_provider": "openai", "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06}}"#
+                    .utf8)
+            let (models, _) = try await KeyhavenOperations.importPrices(
+                table, configuration, logger: Logger(label: "test"))
             #expect(models == 1)
             // The running server looks again (every 30 s; here at once).
             #expect(await api.runtime.gateway.prices.refresh())
-            let report: [String: Any] = ["model": "house-model-7", "input_tokens": 1_000, "output_tokens": 500, "idempotency_key": "i-1"]
-            let priced = try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+            let report: [String: Any] = [
+                "model": "house-model-7", "input_tokens": 1_000, "output_tokens": 500, "idempotency_key": "i-1",
+            ]
+            let priced = try await api.request(
+                .post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
             #expect(priced.json["cost_micros"] as? Int == 6_000)
             // The imported table replaces the bundled one: gpt-4o has no price now.
             var other = report
             other["model"] = "gpt-4o"
             other["idempotency_key"] = "i-2"
-            #expect(try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: other).json["cost_micros"] is NSNull)
+            #expect(
+                try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: other).json[
+                    "cost_micros"] is NSNull)
             let events = try await api.request(.get, "/api/audit?limit=50", auth: user.session)
             #expect(events.status == .ok)
         }

@@ -18,13 +18,17 @@ struct UsagePagesTests {
                     "model": model, "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500,
                     "idempotency_key": "page-\(index)",
                 ]
-                #expect(try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report).status == .created)
+                #expect(
+                    try await api.request(.post, "/api/integrations/\(id)/usage", auth: .bearer(token), json: report)
+                        .status == .created)
             }
             let summary = try await api.request(.get, "/api/usage?group_by=model", auth: user.session).json
             let total = try #require(summary["total"] as? [String: Any])
             #expect(total["cost_micros"] as? Int == 14_000)
             let cookie = HTTPFields([HTTPField(name: .cookie, value: "keyhaven_session=\(user.cookie)")])
-            for (language, noPrice, heading) in [("es", "sin precio", "Uso y costos"), ("en", "no price", "Usage and cost")] {
+            for (language, noPrice, heading) in [
+                ("es", "sin precio", "Uso y costos"), ("en", "no price", "Usage and cost"),
+            ] {
                 var headers = cookie
                 headers[.acceptLanguage] = language
                 let page = try await api.request(.get, "/usage", headers: headers)
@@ -32,7 +36,9 @@ struct UsagePagesTests {
                 #expect(page.text.contains(heading))
                 #expect(page.text.contains("<svg class=\"chart\""))
                 #expect(page.text.contains("data-cost-micros=\"14000\">$0.0140 + \(noPrice)</dd>"))
-                #expect(page.text.contains("<tr data-model=\"house-model-7\"><th scope=\"row\">house-model-7</th><td>1</td>"))
+                #expect(
+                    page.text.contains(
+                        "<tr data-model=\"house-model-7\"><th scope=\"row\">house-model-7</th><td>1</td>"))
                 #expect(page.text.contains(">\(noPrice)</td>"))
                 #expect(page.text.contains("chat backend"))
                 let detail = try await api.request(.get, "/integrations/\(id)", headers: headers)
@@ -40,7 +46,9 @@ struct UsagePagesTests {
                 #expect(detail.text.contains("name=\"monthly_budget_usd\""))
             }
             // A budget set through the detail page's form shows as a gauge with its warning.
-            let form = WebPagesTests.urlEncoded([("csrf_token", user.csrf), ("monthly_budget_usd", "0.015"), ("requests_per_minute", "")])
+            let form = WebPagesTests.urlEncoded([
+                ("csrf_token", user.csrf), ("monthly_budget_usd", "0.015"), ("requests_per_minute", ""),
+            ])
             let saved = try await api.request(
                 .post, "/integrations/\(id)/limits", auth: .sessionWithoutCSRF(cookie: user.cookie), json: form,
                 contentType: WebPagesTests.formType)
@@ -58,7 +66,9 @@ struct UsagePagesTests {
             _ = try await api.request(
                 .post, "/integrations/\(id)/limits", auth: .sessionWithoutCSRF(cookie: user.cookie), json: bad,
                 contentType: WebPagesTests.formType)
-            #expect(try await api.request(.get, "/api/integrations/\(id)/limits", auth: user.session).json["monthly_budget_usd"] as? Double == 0.015)
+            #expect(
+                try await api.request(.get, "/api/integrations/\(id)/limits", auth: user.session).json[
+                    "monthly_budget_usd"] as? Double == 0.015)
             // Another user sees neither the page's numbers nor the integration.
             let stranger = try await api.user()
             let strangerPage = try await api.request(

@@ -16,7 +16,9 @@ import Testing
 struct UsageShutdownTests {
     /// With a flush interval of a minute, nothing is written before the signal: the events reach the database only
     /// through the drain on SIGTERM.
-    @Test("SIGTERM under gateway load: every answered request has its usage event once the server has exited", arguments: [100, 60_000])
+    @Test(
+        "SIGTERM under gateway load: every answered request has its usage event once the server has exited",
+        arguments: [100, 60_000])
     func noEventLost(flushMilliseconds: Int) async throws {
         let binary = try KeyhavenBinary()
         let fakes = try await FakeProviders.start()
@@ -64,7 +66,9 @@ struct UsageShutdownTests {
                             request.headers.add(name: "authorization", value: "Bearer \(token)")
                             request.headers.add(name: "content-type", value: "application/json")
                             request.body = .bytes(ByteBuffer(string: #"{"model":"gpt-4o","messages":[]}"#))
-                            guard let response = try? await client.execute(request, timeout: .seconds(10)) else { return }
+                            guard let response = try? await client.execute(request, timeout: .seconds(10)) else {
+                                return
+                            }
                             guard response.status == .ok,
                                 let body = try? await response.body.collect(upTo: 1 << 20),
                                 String(buffer: body).contains("\"usage\"")
@@ -87,10 +91,12 @@ struct UsageShutdownTests {
         let accepted = answered.value
         let database = try await Database.open(.sqlite(path: path), logger: Logger(label: "test"))
         let recorded = try await database.withConnection { sql in
-            try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_events").first()?.decode(column: "n", as: Int.self) ?? 0
+            try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_events").first()?.decode(
+                column: "n", as: Int.self) ?? 0
         }
         let rolledUp = try await database.withConnection { sql in
-            try await sql.raw("SELECT CAST(SUM(requests) AS BIGINT) AS n FROM usage_daily").first()?.decode(column: "n", as: Int?.self) ?? 0
+            try await sql.raw("SELECT CAST(SUM(requests) AS BIGINT) AS n FROM usage_daily").first()?.decode(
+                column: "n", as: Int?.self) ?? 0
         }
         await database.shutdown()
         #expect(accepted >= 100, "the load did not get going: \(accepted)")
@@ -107,7 +113,12 @@ final class Count: Sendable {
 
     /// Adds one and returns the new count.
     @discardableResult
-    func add() -> Int { count.withLock { $0 += 1; return $0 } }
+    func add() -> Int {
+        count.withLock {
+            $0 += 1
+            return $0
+        }
+    }
 
     var value: Int { count.withLock { $0 } }
 }

@@ -75,19 +75,23 @@ struct PricesTests {
 
     @Test("a file that is not a price table is refused whole")
     func invalidTables() {
-        for text in ["[]", "{}", "not json", #"{"gpt-4o": {"litellm_provider": "openai", "input_cost_per_token": "cheap"}}"#,
-                     #"{"gpt-4o": {"litellm_provider": "openai", "input_cost_per_token": -1}}"#]
-        {
+        for text in [
+            "[]", "{}", "not json", #"{"gpt-4o": {"litellm_provider": "openai", "input_cost_per_token": "cheap"}}"#,
+            #"{"gpt-4o": {"litellm_provider": "openai", "input_cost_per_token": -1}}"#,
+        ] {
             #expect(throws: PriceTable.Invalid.self) { try PriceTable(json: Data(text.utf8)) }
         }
-        let small = #"{"my-model": {"litellm_provider": "openai", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}"#
+        let small =
+            #"{"my-model": {"litellm_provider": "openai", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}"#
         #expect((try? PriceTable(json: Data(small.utf8)))?.price(.openai, model: "my-model")?.output == 2_000_000)
     }
 }
 
 @Suite("Usage read from provider answers")
 struct UsageMeterTests {
-    func run(_ provider: IntegrationType, _ contentType: String, hides: Bool = false, chunks: [String]) -> (String, UsageMeter) {
+    func run(_ provider: IntegrationType, _ contentType: String, hides: Bool = false, chunks: [String]) -> (
+        String, UsageMeter
+    ) {
         var meter = UsageMeter(provider: provider, contentType: contentType, hidesUsageChunk: hides, fallbackModel: nil)
         var passed = ""
         for chunk in chunks { passed += String(buffer: meter.pass(ByteBuffer(string: chunk))) }
@@ -120,24 +124,31 @@ struct UsageMeterTests {
         let (passed, meter) = run(.anthropic, "text/event-stream", chunks: events)
         #expect(passed == events.joined())
         #expect(meter.model == "claude-sonnet-4-5")
-        #expect(meter.usage == TokenUsage(inputTokens: 35, cachedInputTokens: 20, cacheWriteTokens: 5, outputTokens: 42))
+        #expect(
+            meter.usage == TokenUsage(inputTokens: 35, cachedInputTokens: 20, cacheWriteTokens: 5, outputTokens: 42))
     }
 
     @Test("Gemini's usageMetadata is read from an answer and from a streamed JSON array")
     func gemini() {
-        let one = #"{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"thoughtsTokenCount":2,"cachedContentTokenCount":1},"modelVersion":"gemini-2.5-flash"}"#
-        let (_, meter) = run(.gemini, "application/json; charset=UTF-8", chunks: [String(one.prefix(20)), String(one.dropFirst(20))])
+        let one =
+            #"{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"thoughtsTokenCount":2,"cachedContentTokenCount":1},"modelVersion":"gemini-2.5-flash"}"#
+        let (_, meter) = run(
+            .gemini, "application/json; charset=UTF-8", chunks: [String(one.prefix(20)), String(one.dropFirst(20))])
         #expect(meter.model == "gemini-2.5-flash")
         #expect(meter.usage == TokenUsage(inputTokens: 7, cachedInputTokens: 1, outputTokens: 5, reasoningTokens: 2))
-        let array = #"[{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}},{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":9}}]"#
-        #expect(run(.gemini, "application/json", chunks: [array]).1.usage == TokenUsage(inputTokens: 7, outputTokens: 9))
+        let array =
+            #"[{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}},{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":9}}]"#
+        #expect(
+            run(.gemini, "application/json", chunks: [array]).1.usage == TokenUsage(inputTokens: 7, outputTokens: 9))
     }
 
     @Test("answers without usage, or not JSON, pass through and report none")
     func noUsage() {
         #expect(run(.openai, "application/json", chunks: ["{\"data\":[]}"]).1.usage == nil)
         #expect(run(.openai, "audio/mpeg", chunks: ["\u{1}\u{2}"]).0 == "\u{1}\u{2}")
-        #expect(run(.openai, "application/json", chunks: ["{\"usage\": {\"prompt_tokens\": -5, \"x\": 1e300}"]).1.usage == nil)
+        #expect(
+            run(.openai, "application/json", chunks: ["{\"usage\": {\"prompt_tokens\": -5, \"x\": 1e300}"]).1.usage
+                == nil)
     }
 
     @Test("a chat completion that streams gets include_usage; one that asked keeps its body")
@@ -145,7 +156,9 @@ struct UsageMeterTests {
         let asked = StreamOptions(body: Array(#"{"model":"gpt-4o","stream":true}"#.utf8))
         #expect(asked.addsUsage)
         #expect(asked.model == "gpt-4o")
-        #expect(String(decoding: asked.body, as: UTF8.self) == #"{"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true}"#)
+        #expect(
+            String(decoding: asked.body, as: UTF8.self)
+                == #"{"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true}"#)
         let already = Array(#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#.utf8)
         #expect(!StreamOptions(body: already).addsUsage)
         #expect(StreamOptions(body: already).body == already)
@@ -158,10 +171,15 @@ struct UsageMeterTests {
 
     @Test("paths that could leave the provider's API are refused")
     func paths() {
-        for good in ["/v1/chat/completions", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "/v1/files/file-abc"] {
+        for good in [
+            "/v1/chat/completions", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "/v1/files/file-abc",
+        ] {
             #expect(Gateway.isSafePath(good))
         }
-        for bad in ["/v1/../admin", "/v1//x", "/v1/%2e%2e/x", "/v1/a%2Fb", "v1/x", "/v1/a b", "/v1/\u{0}", "/v1/./x", "/v1/a\\b"] {
+        for bad in [
+            "/v1/../admin", "/v1//x", "/v1/%2e%2e/x", "/v1/a%2Fb", "v1/x", "/v1/a b", "/v1/\u{0}", "/v1/./x",
+            "/v1/a\\b",
+        ] {
             #expect(!Gateway.isSafePath(bad))
         }
         #expect(Gateway.withoutKey("alt=sse&key=abc") == "alt=sse")

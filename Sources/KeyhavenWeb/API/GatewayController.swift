@@ -54,7 +54,9 @@ public struct GatewayController: Sendable {
 
     @Sendable func forward(_ request: Request, context: AppRequestContext) async throws -> Response {
         let token = try await authenticate(request)
-        guard let idText = context.parameters.get("id"), let id = UUID(text: idText) else { throw KeyhavenError.notFound }
+        guard let idText = context.parameters.get("id"), let id = UUID(text: idText) else {
+            throw KeyhavenError.notFound
+        }
         let forwarded = Self.forwarded(request, prefix: "/gateway/\(idText)")
         let (integration, credentials) = try await admit(id, token: token)
         let upstream = try await send(forwarded, body: request.body, to: integration, credentials, token: token)
@@ -78,7 +80,8 @@ public struct GatewayController: Sendable {
         } else if let text = request.headers[Self.workspaceHeader], let id = UUID(text: text) {
             workspace = id
         } else {
-            throw KeyhavenError.badRequest("A service token for every workspace names the route's in a Keyhaven-Workspace header.")
+            throw KeyhavenError.badRequest(
+                "A service token for every workspace names the route's in a Keyhaven-Workspace header.")
         }
         let route = try await routes.route(name: name, ownerID: workspace)
         var forwarded = Self.forwarded(request, prefix: "/gateway/route/\(name)")
@@ -89,10 +92,14 @@ public struct GatewayController: Sendable {
             let last = index == route.integrationIDs.count - 1
             do {
                 let (integration, credentials) = try await admit(id, token: token)
-                let upstream = try await send(forwarded, body: BufferedBody(body), to: integration, credentials, token: token)
+                let upstream = try await send(
+                    forwarded, body: BufferedBody(body), to: integration, credentials, token: token)
                 if !last, upstream.status == 429 || upstream.status >= 500 {
                     await upstream.discard()
-                    await record(GatewayUse(integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date()))
+                    await record(
+                        GatewayUse(
+                            integration: integration, tokenID: token.id, status: upstream.status, metered: nil,
+                            at: Date()))
                     continue
                 }
                 return answer(upstream, from: integration, token: token)
@@ -111,7 +118,8 @@ public struct GatewayController: Sendable {
         let (integration, credentials) = try await integrations.gatewayTarget(id: id) { integration, ownerDisabled in
             try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
             guard Gateway.providers.contains(integration.type) else {
-                throw KeyhavenError.badRequest("The gateway forwards only to openai, anthropic and gemini integrations.")
+                throw KeyhavenError.badRequest(
+                    "The gateway forwards only to openai, anthropic and gemini integrations.")
             }
             if ownerDisabled { throw KeyhavenError.forbidden("The integration's owner is disabled.") }
             guard integration.enabled else { throw KeyhavenError.integrationDisabled }
@@ -138,7 +146,10 @@ public struct GatewayController: Sendable {
             return try await gateway.forward(forwarded, body: body, integration: integration, credentials: credentials)
         } catch let refusal as Gateway.Refusal {
             let error = Self.error(refusal)
-            await record(GatewayUse(integration: integration, tokenID: token.id, status: Int(error.status.code), metered: nil, at: Date()))
+            await record(
+                GatewayUse(
+                    integration: integration, tokenID: token.id, status: Int(error.status.code), metered: nil,
+                    at: Date()))
             throw error
         }
     }
@@ -151,7 +162,8 @@ public struct GatewayController: Sendable {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         headers[Self.integrationHeader] = integration.id.lowercasedText
-        let use = GatewayUse(integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date())
+        let use = GatewayUse(
+            integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date())
         let record = record
         return Response(
             status: HTTPResponse.Status(code: upstream.status), headers: headers,

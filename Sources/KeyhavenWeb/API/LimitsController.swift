@@ -61,7 +61,8 @@ public struct LimitsController: Sendable {
     }
 
     private func answer(subject: UUID, ownerID: UUID) async throws -> Response {
-        Response.json(status: .ok, LimitsResponse(standing: try await budgets.standing(subject: subject, ownerID: ownerID)))
+        Response.json(
+            status: .ok, LimitsResponse(standing: try await budgets.standing(subject: subject, ownerID: ownerID)))
     }
 }
 

@@ -91,7 +91,8 @@ struct PricesRequest: RequestBody {
         var result: [PriceOverride] = []
         for (index, entry) in entries.enumerated() {
             let field = "prices[\(index)]"
-            let model = TextRule.text(entry.model, "\(field).model", required: true, maximumLength: 200, errors: &errors)?
+            let model = TextRule.text(
+                entry.model, "\(field).model", required: true, maximumLength: 200, errors: &errors)?
                 .lowercased()
             func micros(_ input: Input<Double>?, _ name: String, required: Bool) -> Int64? {
                 guard let input else {

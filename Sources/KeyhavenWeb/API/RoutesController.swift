@@ -29,7 +29,8 @@ public struct RoutesController: Sendable {
         let workspace = try WorkspaceParameter.query(request, default: context.user.id)
         _ = try await access.require(.view, in: workspace, for: context.user)
         let found = try await routes.routes(ownerID: workspace)
-        return Response.json(status: .ok, JSONValue.object(["routes": .array(found.map { RouteResponse(route: $0).json })]))
+        return Response.json(
+            status: .ok, JSONValue.object(["routes": .array(found.map { RouteResponse(route: $0).json })]))
     }
 
     @Sendable func put(_ request: Request, context: UserContext) async throws -> Response {
@@ -41,7 +42,9 @@ public struct RoutesController: Sendable {
         var errors = decoded.errors
         let texts = decoded.body.integrationIDs?.value ?? []
         let ids = texts.compactMap { UUID(text: $0) }
-        if ids.count != texts.count || ids.isEmpty || ids.count > GatewayRoute.maximumLength || Set(ids).count != ids.count {
+        if ids.count != texts.count || ids.isEmpty || ids.count > GatewayRoute.maximumLength
+            || Set(ids).count != ids.count
+        {
             errors["integration_ids"] = "must list 1 to \(GatewayRoute.maximumLength) different integration ids"
         }
         guard errors.problems.isEmpty else { throw errors.error }

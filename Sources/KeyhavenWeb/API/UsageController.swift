@@ -63,7 +63,8 @@ public struct UsageController: Sendable {
         } else {
             grouping = .day
         }
-        let (from, to) = try Self.period(from: parameters["from"].map(String.init), to: parameters["to"].map(String.init))
+        let (from, to) = try Self.period(
+            from: parameters["from"].map(String.init), to: parameters["to"].map(String.init))
         var workspace = try WorkspaceParameter.query(request, default: context.user.id)
         var integrationID: UUID?
         if let text = parameters["integration_id"].map(String.init) {
@@ -95,7 +96,9 @@ public struct UsageController: Sendable {
     /// - Throws: `KeyhavenError.badRequest` for a date that is not a real day.
     static func period(from: String?, to: String?, now: Date = Date()) throws -> (String, String) {
         func day(_ text: String, _ name: String) throws -> Date {
-            guard let date = UsageDays.date(text) else { throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.") }
+            guard let date = UsageDays.date(text) else {
+                throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.")
+            }
             return date
         }
         let end = try to.map { try day($0, "to") } ?? now

@@ -101,7 +101,9 @@ struct ReportUsageRequest: RequestBody {
         // Rules between fields, which a schema cannot state: the report contradicts itself or its time.
         if cached + written > input {
             return .failure(
-                .conflict("cached_input_tokens and cache_write_tokens are parts of input_tokens: together they cannot exceed it."))
+                .conflict(
+                    "cached_input_tokens and cache_write_tokens are parts of input_tokens: together they cannot exceed it."
+                ))
         }
         if reasoning > output {
             return .failure(.conflict("reasoning_tokens are a part of output_tokens: they cannot exceed it."))

@@ -56,12 +56,14 @@ enum UsageCharts {
                 base -= barHeight
                 let name = series < classes.count ? classes[series] : "chart-bar"
                 svg += "<rect class=\"\(name)\" x=\"\(fixed(x))\" y=\"\(fixed(base))\" width=\"\(fixed(barWidth))\" "
-                svg += "height=\"\(fixed(barHeight))\"><title>\(escape(day.day)): \(escape(format(value)))</title></rect>\n"
+                svg +=
+                    "height=\"\(fixed(barHeight))\"><title>\(escape(day.day)): \(escape(format(value)))</title></rect>\n"
             }
         }
         if let first = days.first, let last = days.last {
             svg += "<text class=\"chart-label\" x=\"\(left)\" y=\"\(height - 6)\">\(escape(first.day))</text>\n"
-            svg += "<text class=\"chart-label\" x=\"\(width - 8)\" y=\"\(height - 6)\" text-anchor=\"end\">\(escape(last.day))</text>\n"
+            svg +=
+                "<text class=\"chart-label\" x=\"\(width - 8)\" y=\"\(height - 6)\" text-anchor=\"end\">\(escape(last.day))</text>\n"
         }
         return svg + "</svg>"
     }
@@ -104,7 +106,8 @@ enum UsageDays {
         guard text.utf8.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]),
             let day = Int(parts[2]), (1...9999).contains(year)
         else { return nil }
-        guard let date = Calendar.utc.date(from: DateComponents(year: year, month: month, day: day)), date.utcDay == text
+        guard let date = Calendar.utc.date(from: DateComponents(year: year, month: month, day: day)),
+            date.utcDay == text
         else { return nil }
         return date
     }

@@ -10,7 +10,9 @@ struct UsagePages: Sendable {
     let services: WebPages.Services
     let renderer: PageRenderer
 
-    @Sendable func page(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func page(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+        -> Response
+    {
         let parameters = request.uri.queryParameters
         let workspace = try IntegrationPages.workspace(parameters["workspace"].map(String.init), viewer: viewer)
         _ = try await services.access.require(.view, in: workspace, for: viewer.user)
@@ -18,11 +20,14 @@ struct UsagePages: Sendable {
         let to = parameters["to"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         var (start, end) = try UsageController.period(from: from, to: to)
         // A chart shows at most a year of days: a longer period shows its last year.
-        if let first = UsageDays.date(start), let last = UsageDays.date(end), last.timeIntervalSince(first) > 365 * 86_400 {
+        if let first = UsageDays.date(start), let last = UsageDays.date(end),
+            last.timeIntervalSince(first) > 365 * 86_400
+        {
             start = last.addingTimeInterval(-365 * 86_400).utcDay
         }
         if start > end { start = end }
-        var values = try await panel(ownerID: workspace, integrationID: nil, from: start, to: end, language: page.language)
+        var values = try await panel(
+            ownerID: workspace, integrationID: nil, from: start, to: end, language: page.language)
         let integrations = try await services.usage.summary(
             UsageQuery(ownerID: workspace, integrationID: nil, from: start, to: end, grouping: .integration))
         var names: [String: String] = [:]
@@ -48,11 +53,13 @@ struct UsagePages: Sendable {
     }
 
     /// `POST /integrations/{id}/limits`: the detail page's limits form (owners and admins).
-    @Sendable func setLimits(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+    @Sendable func setLimits(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws
         -> Response
     {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let integration = try await services.access.integration(try UUID.path(context), .manageBudgets, for: viewer.user)
+        let integration = try await services.access.integration(
+            try UUID.path(context), .manageBudgets, for: viewer.user)
         var limits = UsageLimits()
         var problems: Set<String> = []
         if let text = form["monthly_budget_usd"].flatMap(Self.trimmed) {
@@ -63,7 +70,8 @@ struct UsagePages: Sendable {
             }
         }
         for (name, keyPath) in [
-            ("requests_per_minute", \UsageLimits.requestsPerMinute), ("tokens_per_minute", \UsageLimits.tokensPerMinute),
+            ("requests_per_minute", \UsageLimits.requestsPerMinute),
+            ("tokens_per_minute", \UsageLimits.tokensPerMinute),
         ] {
             guard let text = form[name].flatMap(Self.trimmed) else { continue }
             if let count = Int64(text), count >= 1, count <= 1_000_000_000_000 {
@@ -80,7 +88,8 @@ struct UsagePages: Sendable {
             limits, subject: integration.id, ownerID: integration.ownerID,
             actor: IntegrationPages.actor(request, context: context, viewer: viewer))
         services.budgets.forget(integration.id)
-        return Response.redirect(to: "/integrations/\(IntegrationPages.idText(integration.id))?done=limits_saved", type: .normal)
+        return Response.redirect(
+            to: "/integrations/\(IntegrationPages.idText(integration.id))?done=limits_saved", type: .normal)
     }
 
     static func trimmed(_ text: String) -> String? {
@@ -141,7 +150,8 @@ struct UsagePages: Sendable {
     static func row(_ row: UsageTotals, language: Language) -> [String: Any] {
         var cost = dollars(row.costMicros)
         if row.unpricedRequests > 0 {
-            cost = row.unpricedRequests == row.requests
+            cost =
+                row.unpricedRequests == row.requests
                 ? language.text("no_price") : "\(cost) + \(language.text("no_price"))"
         }
         return [

@@ -11,7 +11,9 @@ public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     {
         context.logger.info(
             "Request",
-            metadata: ["hb.request.path": .string(request.uri.path), "hb.request.method": .string(request.method.rawValue)])
+            metadata: [
+                "hb.request.path": .string(request.uri.path), "hb.request.method": .string(request.method.rawValue),
+            ])
         return try await next(request, context)
     }
 }
