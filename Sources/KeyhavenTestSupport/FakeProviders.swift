@@ -148,13 +148,21 @@ public final class FakeProviders: Sendable {
         ProviderEndpoints(overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, downURL) }))
     }
 
+    /// A URL where nothing listens: port 1 on loopback. A port that was bound and closed again could be handed to
+    /// another test's fakes a moment later (tests run concurrently), which would then receive this test's requests;
+    /// ephemeral ports never include port 1.
     public static func closedPortURL() throws -> URL {
+        URL(string: "http://127.0.0.1:1")!
+    }
+
+    /// A loopback port free at the moment of asking, for a server a test starts itself.
+    public static func freePort() throws -> Int {
         // Bind a port, then close it: nothing listens there afterwards.
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(host: "127.0.0.1", port: 0).wait()
-        let port = channel.localAddress?.port ?? 9
+        let port = channel.localAddress?.port ?? 0
         try channel.close().wait()
-        return URL(string: "http://127.0.0.1:\(port)")!
+        return port
     }
 
     // MARK: Routes

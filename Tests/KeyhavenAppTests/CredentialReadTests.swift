@@ -122,7 +122,7 @@ struct CredentialReadTests {
         await runtime.shutdown()
         let ids = created
 
-        let port = try FakeProviders.closedPortURL().port ?? 0
+        let port = try FakeProviders.freePort()
         let server = try binary.start(
             ["serve", "--port", String(port)],
             environment: [
