@@ -61,6 +61,12 @@ struct UsagePagesTests {
             #expect(detail.text.contains("<svg class=\"gauge\""))
             #expect(detail.text.contains("Budget at 80 %"))
             #expect(detail.text.contains("93 % used: $0.0140 of $0.0150"))
+            // The list shows the warning on the integration's card too, and only there.
+            _ = try await api.openAIIntegration(for: user.session, name: "quiet one")
+            let list = try await api.request(.get, "/integrations", headers: english)
+            let cards = list.text.components(separatedBy: "<article class=\"card integration\"")
+            #expect(cards.first { $0.contains("chat backend") }?.contains("Budget at 80 %") == true)
+            #expect(cards.first { $0.contains("quiet one") }?.contains("Budget at 80 %") == false)
             // Bad limits change nothing.
             let bad = WebPagesTests.urlEncoded([("csrf_token", user.csrf), ("monthly_budget_usd", "-5")])
             _ = try await api.request(

@@ -27,8 +27,13 @@ struct IntegrationPages: Sendable {
         let shown = Array(found.prefix(100))
         let listPath = Self.listPath(workspace, viewer: viewer)
         let separator = listPath.contains("?") ? "&" : "?"
+        let warned = try await budgetWarnings(shown)
         var values: [String: Any] = [
-            "cards": shown.map { Self.card($0, language: page.language, canEdit: canEdit) },
+            "cards": shown.map { integration in
+                var card = Self.card(integration, language: page.language, canEdit: canEdit)
+                card["budget_warning"] = warned.contains(integration.id)
+                return card
+            },
             "empty": shown.isEmpty && cursor == nil,
             "nav_integrations": true,
             "workspace_id": Self.idText(workspace),
@@ -45,6 +50,18 @@ struct IntegrationPages: Sendable {
         return renderer.page(
             "integrations", title: page.language.text("integrations_title"), values: values, language: page.language,
             viewer: viewer, path: page.path)
+    }
+
+    /// Which of `integrations` have spent at least the warning share of their monthly budget: one query for the
+    /// limits, then one per integration that has a budget.
+    private func budgetWarnings(_ integrations: [Integration]) async throws -> Set<UUID> {
+        let limits = try await services.limits.limits(for: integrations.map(\.id))
+        var warned: Set<UUID> = []
+        for integration in integrations where limits[integration.id]?.monthlyBudgetMicros != nil {
+            let standing = try await services.budgets.standing(subject: integration.id, ownerID: integration.ownerID)
+            if standing.warning { warned.insert(integration.id) }
+        }
+        return warned
     }
 
     @Sendable func card(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
