@@ -158,9 +158,10 @@ public final class Gateway: Sendable {
             let options = StreamOptions(body: Array(collected.readableBytesView))
             requestModel = options.model
             hidesUsageChunk = options.addsUsage
-            let bytes = options.body
-            upstream.body = .bytes(ByteBuffer(bytes: bytes))
-            upstream.headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+            // The caller's bytes go on as they came unless the option was added.
+            let sent = options.addsUsage ? ByteBuffer(bytes: options.body) : collected
+            upstream.body = .bytes(sent)
+            upstream.headers.replaceOrAdd(name: "content-length", value: String(sent.readableBytes))
         } else if request.method == .GET || request.method == .HEAD || request.method == .DELETE,
             (request.contentLength ?? 0) == 0
         {

@@ -204,9 +204,6 @@ public final class Prices: Sendable {
     /// The table in use.
     public var table: PriceTable { current.withLock { $0.table } }
 
-    /// Replaces the table.
-    public func replace(with table: PriceTable) { current.withLock { $0 = Current(table: table, hash: nil) } }
-
     /// Loads the imported table if it changed since the last call; returns false if it could not be read or does
     /// not parse (the table in use stays).
     @discardableResult

@@ -60,27 +60,15 @@ struct UsagePages: Sendable {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let integration = try await services.access.integration(
             try UUID.path(context), .manageBudgets, for: viewer.user)
-        var limits = UsageLimits()
-        var problems: Set<String> = []
-        if let text = form["monthly_budget_usd"].flatMap(Self.trimmed) {
-            if let dollars = Double(text), dollars.isFinite, dollars >= 0, dollars <= 1_000_000_000 {
-                limits.monthlyBudgetMicros = Int64((dollars * 1_000_000).rounded())
-            } else {
-                problems.insert("monthly_budget_usd")
-            }
+        // The form's fields are the API's, checked by the same rules: an empty field is no limit.
+        func number(_ name: String) -> Input<Double>? {
+            guard let text = form[name].flatMap(Self.trimmed) else { return nil }
+            return Double(text).map { .value($0) } ?? .invalid
         }
-        for (name, keyPath) in [
-            ("requests_per_minute", \UsageLimits.requestsPerMinute),
-            ("tokens_per_minute", \UsageLimits.tokensPerMinute),
-        ] {
-            guard let text = form[name].flatMap(Self.trimmed) else { continue }
-            if let count = Int64(text), count >= 1, count <= 1_000_000_000_000 {
-                limits[keyPath: keyPath] = count
-            } else {
-                problems.insert(name)
-            }
-        }
-        guard problems.isEmpty else {
+        let input = LimitsRequest(
+            monthlyBudgetUSD: number("monthly_budget_usd"), requestsPerMinute: number("requests_per_minute"),
+            tokensPerMinute: number("tokens_per_minute"))
+        guard case .success(let limits) = input.validated(FieldErrors()) else {
             return Response.redirect(
                 to: "/integrations/\(IntegrationPages.idText(integration.id))?done=limits_invalid", type: .normal)
         }
