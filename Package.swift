@@ -139,6 +139,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Sources/KeyhavenBench"
         ),

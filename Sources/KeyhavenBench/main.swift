@@ -35,6 +35,11 @@ case "count-usage":
     await database.shutdown()
     print(count)
     exit(0)
+case "in-process":
+    let options = Array(arguments.dropFirst())
+    guard options.count == 2 else { exit(1) }
+    try await runInProcess(databaseURL: options[0], masterKey: options[1])
+    exit(0)
 case "fake-provider":
     try await runFakeProvider(port: arguments.dropFirst().first.flatMap { Int($0) } ?? 8091)
     exit(0)

@@ -8,10 +8,10 @@ import Synchronization
 ///
 /// Every read must be audited, durably, before its credentials leave the server. Reads that arrive while a group
 /// is being written wait and form the next group; each group is one transaction on the writer: one query for the
-/// integrations (and their owners), one for the secrets, one update of `last_used_at`, one insert of all the audit
-/// events, and one commit (one fsync). A caller gets its credentials only after that commit, and every caller of a
-/// group whose transaction fails gets the error: the guarantee of one transaction per read, at the cost of one
-/// commit per group.
+/// integrations (and their owners), one for the secrets, an update of `last_used_at` where it is a minute old, one
+/// insert of all the audit events, and one commit (one fsync). A caller gets its credentials only after that commit,
+/// and every caller of a group whose transaction fails gets the error: the guarantee of one transaction per read,
+/// at the cost of one commit per group.
 final class CredentialReads: Sendable {
     typealias Outcome = Result<(Integration, Credentials), KeyhavenError>
 
@@ -158,8 +158,13 @@ final class CredentialReads: Sendable {
                         continue
                     }
                     var read = integration
-                    read.lastUsedAt = now
-                    used.insert(request.id)
+                    // Like a token's, an integration's last use is written at most once a minute: a busy one would
+                    // otherwise rewrite its row in every group. The row was read in this transaction, under its lock
+                    // on PostgreSQL, so a use another group or instance wrote is seen.
+                    if read.lastUsedAt.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
+                        used.insert(request.id)
+                        read.lastUsedAt = now
+                    }
                     entries.append(
                         AuditEntry(
                             actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,

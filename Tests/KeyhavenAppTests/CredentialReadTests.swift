@@ -58,6 +58,31 @@ struct CredentialReadTests {
         }
     }
 
+    @Test("a read records the integration's last use once a minute, not in every group", arguments: TestDatabase.all)
+    func lastUseOncePerMinute(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.user()
+            let id = try await api.openAIIntegration(for: user.session)
+            let service = try await api.serviceToken()
+            func read() async throws -> String? {
+                let response = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                #expect(response.status == .ok)
+                return try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json["last_used_at"] as? String
+            }
+            let first = try #require(try await read())
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await read() == first, "a second read within the minute rewrote the row")
+            // A use recorded more than a minute ago (by this or another instance) is recorded again.
+            let old = Date().addingTimeInterval(-120)
+            try await api.handle.database.transaction { sql in
+                try await sql.raw("UPDATE integrations SET last_used_at = \(bind: old) WHERE id = \(bind: UUID(uuidString: id)!)").run()
+            }
+            let stale = try #require(try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json["last_used_at"] as? String)
+            let later = try #require(try await read())
+            #expect(later > stale)
+        }
+    }
+
     @Test("concurrent reads of many integrations: each 200 has its own audit event, and the chain verifies", arguments: TestDatabase.all)
     func everyReadAudited(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
