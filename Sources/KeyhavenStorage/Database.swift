@@ -172,8 +172,7 @@ public final class Database: Sendable {
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
-            // Queries are never logged: their binds may hold ciphertexts and hashes.
-            return try await mapErrors { try await body(connection.sql(queryLogLevel: nil)) }
+            return try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
         }
     }
 

@@ -233,6 +233,46 @@ struct DatabaseTests {
             #expect(throws: (any Error).self) { try row.decode(column: "n", as: Date.self) }
         }
     }
+
+    @Test(
+        "on PostgreSQL a query with binds runs as a statement prepared once per connection, with its binds' own types, and survives a table changed under it",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func preparedStatements() async throws {
+        let handle = try await TestDatabase.postgres.make()
+        defer { Task { await handle.close() } }
+        try await handle.database.withConnection { sql in
+            func prepared() async throws -> Int {
+                try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_prepared_statements WHERE name LIKE 'kh_%'")
+                    .first()?.decode(column: "n", as: Int.self) ?? -1
+            }
+            try await sql.raw("CREATE TEMPORARY TABLE shapes (id INTEGER PRIMARY KEY, name TEXT, at TIMESTAMPTZ)").run()
+            let at = Date(timeIntervalSince1970: 1_800_000_000)
+            try await sql.raw("INSERT INTO shapes (id, name, at) VALUES (\(bind: 1), \(bind: "one"), \(bind: at))").run()
+            try await sql.raw(
+                "INSERT INTO shapes (id, name, at) VALUES (\(bind: 2), \(bind: nil as String?), \(bind: nil as Date?))"
+            ).run()
+            // An Int is sent as int8, also against an integer column; a NULL and a value in one place make two
+            // statements, each with its own types.
+            func name(_ id: Int) async throws -> String? {
+                try await sql.raw("SELECT name FROM shapes WHERE id = \(bind: id)").first()?.decode(column: "name", as: String?.self)
+            }
+            #expect(try await name(1) == "one")
+            #expect(try await name(2) == nil)
+            let row = try #require(try await sql.raw("SELECT * FROM shapes WHERE at = \(bind: at)").first())
+            #expect(try row.decode(column: "id", as: Int.self) == 1)
+            let count = try await prepared()
+            #expect(count >= 4, "\(count) statements prepared")
+            // The same texts again prepare nothing new.
+            _ = try await name(1)
+            _ = try await sql.raw("SELECT * FROM shapes WHERE at = \(bind: at)").first()
+            #expect(try await prepared() == count)
+            // A column added after `SELECT *` was prepared: the server refuses the cached plan, and the query runs
+            // unprepared and sees the new column.
+            try await sql.raw("ALTER TABLE shapes ADD COLUMN extra TEXT DEFAULT 'new'").run()
+            let changed = try #require(try await sql.raw("SELECT * FROM shapes WHERE at = \(bind: at)").first())
+            #expect(try changed.decode(column: "extra", as: String.self) == "new")
+        }
+    }
 }
 
 /// Inserts a user with `email`: the smallest write a test can make.
