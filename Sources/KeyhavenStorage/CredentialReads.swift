@@ -88,7 +88,7 @@ final class CredentialReads: Sendable {
     /// One group in one transaction; the outcomes in the group's order.
     private func write(_ group: [Request]) async throws -> [Outcome] {
         let ids = Array(Set(group.map(\.id)))
-        return try await database.transaction { sql in
+        return try await database.transaction(short: true) { sql in
             // The integrations' rows first, in id order, then the audit chain: the lock order of every writer.
             let lock = database.kind == .postgres ? " ORDER BY i.id FOR NO KEY UPDATE OF i" : ""
             var found: [UUID: (integration: Integration, ownerDisabled: Bool)] = [:]

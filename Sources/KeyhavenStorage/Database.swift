@@ -164,15 +164,26 @@ public final class Database: Sendable {
     /// Runs `body` on one pooled connection, without a transaction. On SQLite the connection is read-only: use
     /// ``transaction(_:)`` for anything that writes.
     ///
+    /// - Parameter short: `body` is a few queries and little else (the paths every request takes). On PostgreSQL it
+    ///   then runs on the connection's own event loop, so each round trip resumes it on that thread instead of
+    ///   going through Swift's shared threads; a long body (a backup, a key rotation) must not, since that thread
+    ///   also serves other connections.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
-    public func withConnection<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+    public func withConnection<T: Sendable>(
+        short: Bool = false, _ body: (any SQLDatabase) async throws -> T
+    ) async throws -> T {
         switch pool {
         case .sqlite(let groups):
             return try await mapErrors { try await groups.connections.withReader(body) }
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
-            return try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
+            guard short else {
+                return try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
+            }
+            return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(connection.eventLoop)) {
+                try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
+            }
         }
     }
 
@@ -180,13 +191,18 @@ public final class Database: Sendable {
     ///
     /// On SQLite writers queue for the one writer and commit in groups (``SQLiteWriteGroups``): the call returns once
     /// the commit holding its work is durable, and a body that throws leaves nothing of its own behind.
+    /// - Parameter short: as for ``withConnection(short:_:)``.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
-    public func transaction<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
+    public func transaction<T: Sendable>(
+        short: Bool = false, _ body: (any SQLDatabase) async throws -> T
+    ) async throws -> T {
         switch pool {
         case .sqlite(let groups):
             return try await mapErrors { try await groups.transaction(body) }
         case .postgres:
-            return try await withConnection { sql in try await Self.transaction(begin: "BEGIN", on: sql, body) }
+            return try await withConnection(short: short) { sql in
+                try await Self.transaction(begin: "BEGIN", on: sql, body)
+            }
         }
     }
 

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PostgresKit
 import SQLKit
+import Synchronization
 
 /// One PostgreSQL connection as SQLKit's `SQLDatabase`, running each short query as a named prepared statement.
 ///
@@ -120,4 +121,32 @@ private struct PreparedQuery: PostgresPreparedStatement {
 
     func makeBindings() throws -> PostgresBindings { bindings }
     func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+}
+
+/// A connection's event loop as a task executor: a task that prefers it runs its queries' callbacks and the code
+/// between them on that one thread, with no hop to Swift's shared threads and back at every round trip.
+final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+    let eventLoop: any EventLoop
+
+    init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    /// One executor per event loop of the shared group, made once.
+    static func of(_ eventLoop: any EventLoop) -> EventLoopTaskExecutor {
+        let key = ObjectIdentifier(eventLoop)
+        return executors.withLock { executors in
+            if let existing = executors[key] { return existing }
+            let made = EventLoopTaskExecutor(eventLoop)
+            executors[key] = made
+            return made
+        }
+    }
+
+    private static let executors = Mutex<[ObjectIdentifier: EventLoopTaskExecutor]>([:])
 }

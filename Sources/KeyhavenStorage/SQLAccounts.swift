@@ -143,7 +143,7 @@ public struct SQLSessionStore: SessionStore {
     }
 
     public func find(token: String) async throws -> (Session, User)? {
-        try await database.withConnection { sql in
+        try await database.withConnection(short: true) { sql in
             try await sql.raw(
                 """
                 SELECT s.id AS session_id, s.csrf_token, s.expires_at, u.id, u.email, u.external_subject, u.created_at
@@ -212,7 +212,7 @@ public struct SQLTokenStore: TokenStore {
     public func authenticate(token: String) async throws -> (record: APIToken, user: User?)? {
         let now = Date()
         // One query for the token and its user: every request with a token runs it.
-        let found = try await database.withConnection { sql in
+        let found = try await database.withConnection(short: true) { sql in
             try await sql.raw(
                 """
                 SELECT t.*, u.email AS user_email, u.external_subject AS user_external_subject,

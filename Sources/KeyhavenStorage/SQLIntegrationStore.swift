@@ -26,7 +26,7 @@ public struct SQLIntegrationStore: IntegrationStore {
     ) async throws -> Integration {
         let id = UUID.timeOrdered()
         let now = Date()
-        return try await database.transaction { sql in
+        return try await database.transaction(short: true) { sql in
             try await requireFreeName(name, ownerID: ownerID, except: nil, on: sql)
             try await sql.raw(
                 """
@@ -39,6 +39,9 @@ public struct SQLIntegrationStore: IntegrationStore {
             ).run()
             let version = try await secrets.put(
                 try credentials.serialized(), for: SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
+            let created = try await fetch(id: id, ownerID: ownerID, on: sql)
+            // The audit event last: on PostgreSQL its lock is held from here to the commit, and every writer waits
+            // for it.
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .integrationCreate, ownerID: ownerID, integrationID: id,
@@ -47,12 +50,12 @@ public struct SQLIntegrationStore: IntegrationStore {
                         "credential_version": .number(Double(version.version)),
                     ]),
                 on: sql)
-            return try await fetch(id: id, ownerID: ownerID, on: sql)
+            return created
         }
     }
 
     public func list(ownerID: UUID, limit: Int, after cursor: UUID?) async throws -> [Integration] {
-        try await database.withConnection { sql in
+        try await database.withConnection(short: true) { sql in
             var query = SQLQueryString("SELECT * FROM integrations WHERE owner_id = \(bind: ownerID)")
             if let cursor {
                 query.appendInterpolation(unsafeRaw: " AND id < ")
@@ -65,11 +68,11 @@ public struct SQLIntegrationStore: IntegrationStore {
     }
 
     public func get(id: UUID, ownerID: UUID) async throws -> Integration {
-        try await database.withConnection { sql in try await fetch(id: id, ownerID: ownerID, on: sql) }
+        try await database.withConnection(short: true) { sql in try await fetch(id: id, ownerID: ownerID, on: sql) }
     }
 
     public func find(id: UUID) async throws -> Integration {
-        try await database.withConnection { sql in
+        try await database.withConnection(short: true) { sql in
             guard let row = try await sql.raw("SELECT * FROM integrations WHERE id = \(bind: id)").first() else {
                 throw KeyhavenError.notFound
             }
@@ -78,7 +81,7 @@ public struct SQLIntegrationStore: IntegrationStore {
     }
 
     public func find(id: UUID, for userID: UUID) async throws -> (Integration, WorkspaceRole?) {
-        try await database.withConnection { sql in
+        try await database.withConnection(short: true) { sql in
             guard
                 let row = try await sql.raw(
                     """
@@ -216,7 +219,7 @@ public struct SQLIntegrationStore: IntegrationStore {
     public func gatewayTarget(id: UUID, check: (Integration, _ ownerDisabled: Bool) throws -> Void) async throws
         -> (Integration, Credentials)
     {
-        try await database.withConnection { sql in
+        try await database.withConnection(short: true) { sql in
             guard
                 let row = try await sql.raw(
                     """
