@@ -33,7 +33,9 @@ func runInProcess(databaseURL: String, masterKey: String) async throws {
             body: RequestBody(buffer: ByteBuffer()))
         let response = try await responder.respond(
             to: request, context: AppRequestContext(source: .init(channel: channel, logger: logger)))
-        guard response.status == .ok else { throw KeyhavenError.internalError }
+        guard response.status == .ok else {
+            throw KeyhavenError.configuration("\(path) answered \(response.status.code), not 200: is the database seeded?")
+        }
         try await response.body.write(DiscardingWriter())
     }
 

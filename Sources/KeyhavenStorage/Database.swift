@@ -178,11 +178,12 @@ public final class Database: Sendable {
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
-            guard short else {
-                return try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
-            }
-            return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(connection.eventLoop)) {
+            func run() async throws -> T {
                 try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
+            }
+            guard short else { return try await run() }
+            return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(connection.eventLoop)) {
+                try await run()
             }
         }
     }

@@ -41,9 +41,9 @@ struct PostgresPreparedDatabase: SQLDatabase {
     var dialect: any SQLDialect { plain.dialect }
     var queryLogLevel: Logger.Level? { nil }
 
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<
-        Void
-    > {
+    func execute(
+        sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void
+    ) -> EventLoopFuture<Void> {
         plain.execute(sql: query, onRow)
     }
 
@@ -63,7 +63,8 @@ struct PostgresPreparedDatabase: SQLDatabase {
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "0A000" {
             // "cached plan must not change result type": a table the statement reads changed after it was
-            // prepared on this connection (a migration). Unprepared, the query sees the table as it is now.
+            // prepared on this connection (a migration). Unprepared, the query sees the table as it is now; inside
+            // a transaction the error has aborted it, and the retry reports that instead.
             try await plain.execute(sql: query, onRow)
         }
     }
@@ -124,7 +125,8 @@ private struct PreparedQuery: PostgresPreparedStatement {
 }
 
 /// A connection's event loop as a task executor: a task that prefers it runs its queries' callbacks and the code
-/// between them on that one thread, with no hop to Swift's shared threads and back at every round trip.
+/// between them on that one thread, with no hop to Swift's shared threads and back at every round trip. The loops
+/// are those of the process-wide group, which is never shut down, so a job is never refused.
 final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
     let eventLoop: any EventLoop
 
