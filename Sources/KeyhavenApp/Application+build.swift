@@ -1,5 +1,8 @@
 import Foundation
 import AsyncHTTPClient
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hummingbird
 import KeyhavenCore
 import KeyhavenProviders
@@ -99,6 +102,7 @@ public struct KeyhavenRuntime: Sendable {
             if !(await prices.refresh()) {
                 logger.error("the imported price table could not be read; the bundled one is used")
             }
+            releaseFreedMemory()
             let gateway = Gateway(endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices)
             let accounts = Accounts(
                 users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
@@ -263,4 +267,17 @@ struct RuntimeService: Service {
         try? await gracefulShutdown()
         await runtime.shutdown()
     }
+}
+
+/// Gives the memory freed at start back to the system. Reading the price table (3.4 MB of JSON) builds tens of
+/// megabytes of short-lived objects; glibc's allocator keeps the pages they used, so without this the server's
+/// resident size stays about 25 MB above what it holds.
+func releaseFreedMemory() {
+    #if canImport(Glibc)
+    // `malloc_trim` is glibc's own; Swift's Glibc module does not declare it.
+    typealias Trim = @convention(c) (Int) -> Int32
+    if let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") {
+        _ = unsafeBitCast(symbol, to: Trim.self)(0)
+    }
+    #endif
 }
