@@ -79,7 +79,7 @@ struct PostgresPreparedDatabase: SQLDatabase {
             if let value = bind as? any PostgresThrowingDynamicTypeEncodable {
                 guard (try? bindings.append(value, context: .default)) != nil else { return nil }
                 types.append(value.psqlType)
-            } else if isNil(bind) {
+            } else if (bind as? any NullableBind)?.isNull == true {
                 bindings.appendNull()
                 types.append(.null)
             } else {
@@ -88,12 +88,16 @@ struct PostgresPreparedDatabase: SQLDatabase {
         }
         return (bindings, types)
     }
+}
 
-    /// Whether `value` is an optional holding nothing (an `Optional<UUID>.none` passed as `any Encodable`).
-    private static func isNil(_ value: Any) -> Bool {
-        let mirror = Mirror(reflecting: value)
-        return mirror.displayStyle == .optional && mirror.children.isEmpty
-    }
+/// An optional passed as `any Encodable`: whether it holds nothing (the cast to an encodable type above looks
+/// through one that holds a value).
+private protocol NullableBind {
+    var isNull: Bool { get }
+}
+
+extension Optional: NullableBind {
+    var isNull: Bool { self == nil }
 }
 
 /// The statement PostgresNIO prepares: its text and parameter types are the caller's, passed through a task-local
