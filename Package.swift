@@ -144,6 +144,18 @@ let package = Package(
             path: "Sources/KeyhavenBench"
         ),
         .executableTarget(
+            name: "keyhaven-reliability",
+            dependencies: [
+                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenTestSupport",
+                "KeyhavenWeb",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ],
+            path: "Sources/KeyhavenReliability"
+        ),
+        .executableTarget(
             name: "keyhaven-fakes",
             dependencies: ["KeyhavenCore", "KeyhavenTestSupport"],
             path: "Sources/KeyhavenFakes"

@@ -210,6 +210,8 @@ struct ScheduledBackupService: Service {
         let tick = min(settings.interval, .seconds(60))
         let logger = runtime.logger
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            // What a killed process was writing when it died.
+            BackupFileOutput.removeAbandoned(in: settings.directory)
             do {
                 if try await schedule.claim(holder: holder, interval: settings.interval) {
                     do {

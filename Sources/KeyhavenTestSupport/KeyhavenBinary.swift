@@ -24,6 +24,11 @@ public struct KeyhavenBinary: Sendable {
         throw TestSetupError("the keyhaven executable was not found next to the tests; run `swift build` first")
     }
 
+    /// The executable at `path`.
+    public init(path: String) {
+        self.path = path
+    }
+
     /// A started process with its output collected.
     public final class Running: @unchecked Sendable {
         public let process: Process

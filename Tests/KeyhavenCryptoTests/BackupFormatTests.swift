@@ -255,3 +255,33 @@ struct BackupFormatTests {
         }
     }
 }
+
+/// The temporary file a backup is written to, and what a killed writer leaves.
+@Suite("Backup files being written")
+struct BackupFileOutputTests {
+    @Test("removeAbandoned takes a stale unlocked temporary file and leaves one being written and the finished backups")
+    func abandonedFiles() throws {
+        let folder = FileManager.default.temporaryDirectory.path + "/keyhaven-output-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let stale = folder + "/" + BackupFileOutput.temporaryPrefix + "1-dead-keyhaven.khbackup"
+        let recent = folder + "/" + BackupFileOutput.temporaryPrefix + "2-new-keyhaven.khbackup"
+        let done = folder + "/keyhaven-done.khbackup"
+        for path in [stale, recent, done] { FileManager.default.createFile(atPath: path, contents: Data("x".utf8)) }
+        let old = Date().addingTimeInterval(-60)
+        for path in [stale, done] { try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: path) }
+        // A writer still at work: its file is old too, but locked.
+        let writing = try BackupFileOutput(path: folder + "/keyhaven-writing.khbackup")
+        try writing.write(Data("partial".utf8))
+        try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: writing.temporaryPath)
+
+        #expect(BackupFileOutput.removeAbandoned(in: folder) == 1)
+        #expect(!FileManager.default.fileExists(atPath: stale))
+        #expect(FileManager.default.fileExists(atPath: recent), "created moments ago: its writer may not hold the lock yet")
+        #expect(FileManager.default.fileExists(atPath: done))
+        #expect(FileManager.default.fileExists(atPath: writing.temporaryPath))
+        try writing.commit()
+        #expect(FileManager.default.fileExists(atPath: folder + "/keyhaven-writing.khbackup"))
+        #expect(!FileManager.default.fileExists(atPath: writing.temporaryPath))
+    }
+}

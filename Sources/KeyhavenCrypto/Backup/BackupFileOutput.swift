@@ -37,6 +37,29 @@ public final class BackupFileOutput {
         temporaryPath = folder + "/" + Self.temporaryPrefix + "\(getpid())-\(suffix)-" + name
         descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw BackupError.io("cannot create a file in \(folder): \(Self.errnoText())") }
+        // Held until the file is renamed or removed: ``removeAbandoned(in:)`` leaves a locked file alone.
+        _ = flock(descriptor, LOCK_EX | LOCK_NB)
+    }
+
+    /// Removes the temporary files in `folder` that no process is writing: those a killed process left. A file is
+    /// being written while its writer holds its lock (the lock ends with the process); one created in the last
+    /// few seconds is left too, since its writer may not have locked it yet. Returns how many were removed.
+    @discardableResult
+    public static func removeAbandoned(in folder: String) -> Int {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return 0 }
+        var removed = 0
+        for name in names where name.hasPrefix(temporaryPrefix) {
+            let path = folder + "/" + name
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            guard descriptor >= 0 else { continue }
+            defer { close(descriptor) }
+            var status = stat()
+            guard fstat(descriptor, &status) == 0, time(nil) - status.st_mtim.tv_sec >= 5,
+                flock(descriptor, LOCK_EX | LOCK_NB) == 0
+            else { continue }
+            if unlink(path) == 0 { removed += 1 }
+        }
+        return removed
     }
 
     /// Appends bytes.
@@ -60,24 +83,23 @@ public final class BackupFileOutput {
         if failed { throw BackupError.io("cannot write the backup file \(path): \(Self.errnoText())") }
     }
 
-    /// Syncs the file, renames it to ``path``, and syncs the folder.
+    /// Syncs the file, renames it to ``path`` (still locked, so no cleaner takes it meanwhile), and syncs the folder.
     ///
     /// - Throws: `BackupError.io` if any step fails; the temporary file is then removed.
     public func commit() throws {
         guard descriptor >= 0 else { throw BackupError.io("the backup file is already closed") }
-        let synced = fsync(descriptor) == 0
-        let closed = close(descriptor) == 0
-        descriptor = -1
-        guard synced, closed else {
+        guard fsync(descriptor) == 0 else {
             let reason = Self.errnoText()
-            unlink(temporaryPath)
+            abort()
             throw BackupError.io("cannot sync the backup file \(path): \(reason)")
         }
         guard rename(temporaryPath, path) == 0 else {
             let reason = Self.errnoText()
-            unlink(temporaryPath)
+            abort()
             throw BackupError.io("cannot rename the backup file into \(path): \(reason)")
         }
+        close(descriptor)
+        descriptor = -1
         let directory = (path as NSString).deletingLastPathComponent
         let directoryFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_CLOEXEC)
         if directoryFD >= 0 {

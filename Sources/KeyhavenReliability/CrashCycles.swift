@@ -1,0 +1,105 @@
+import AsyncHTTPClient
+import Foundation
+import KeyhavenClient
+import KeyhavenTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Kills `keyhaven serve` with SIGKILL at a random moment under concurrent creates, credential replacements,
+/// deletes and credential reads, `cycles` times, and after each kill checks the data at rest and through a
+/// restarted server (see ``Deployment/checkAtRest(answeredReads:)`` and ``Ledger/check(vault:backend:)``).
+struct CrashCycles {
+    let deployment: Deployment
+    let cycles: Int
+    let clients: Int
+    /// How long the load runs before the kill, drawn anew each cycle.
+    let loadSeconds: ClosedRange<Double>
+
+    /// Returns what did not hold (empty when everything did).
+    func run(log: (String) -> Void) async throws -> [String] {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(2), read: .seconds(10))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        do {
+            let problems = try await run(http: http, log: log)
+            try? await http.shutdown()
+            return problems
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+    }
+
+    private func run(http: HTTPClient, log: (String) -> Void) async throws -> [String] {
+        let ledger = Ledger(clients: clients)
+        var serverOutput = ""
+        var problems: [String] = []
+        for cycle in 1...cycles {
+            let port = try FakeProviders.freePort()
+            let server = try await deployment.serve(port: port)
+            let base = URL(string: "http://127.0.0.1:\(port)")!
+            let vault = KeyhavenClient(baseURL: base, token: deployment.personalToken, httpClient: http, timeout: .seconds(10))
+            let backend = KeyhavenClient(baseURL: base, token: deployment.serviceToken, httpClient: http, timeout: .seconds(10))
+            // What the previous kill left is checked through this server before new load starts.
+            if cycle > 1 { try await ledger.check(vault: vault, backend: backend) }
+
+            let stop = StopFlag()
+            let delay = Double.random(in: loadSeconds)
+            let duringBackup = cycle % 3 == 0
+            await withTaskGroup(of: Void.self) { group in
+                for client in 0..<clients {
+                    group.addTask { await ledger.run(client: client, vault: vault, backend: backend, stop: stop) }
+                }
+                group.addTask {
+                    if duringBackup {
+                        // Every third kill waits for a scheduled backup to be in the middle of its file.
+                        for _ in 0..<3000 where deployment.backupFiles.temporary.isEmpty {
+                            try? await Task.sleep(for: .milliseconds(1))
+                        }
+                    } else {
+                        try? await Task.sleep(for: .seconds(delay))
+                    }
+                    server.signal(SIGKILL)
+                    // Clients still waiting learn it from their connections; none keeps going.
+                    try? await Task.sleep(for: .seconds(1))
+                    stop.set()
+                }
+            }
+            let status = await server.wait(timeout: .seconds(20))
+            serverOutput += server.stdout + server.stderr
+            let (creates, present, inFlight) = ledger.counts
+            let backups = deployment.backupFiles
+            log(String(format: "cycle %d: killed %@ (status %d) with %d writes in flight and %d backups being written; so far %d creates acknowledged, %d present, %d reads answered",
+                       cycle, duringBackup ? "during a backup" : String(format: "after %.2f s", delay), status, inFlight, backups.temporary.count, creates, present, ledger.answeredReads.values.reduce(0, +)))
+            let atRest = try await deployment.checkAtRest(answeredReads: ledger.answeredReads)
+            problems += atRest.map { "cycle \(cycle): \($0)" }
+            problems += ledger.failures.withLock { failures in defer { failures = [] }; return failures.map { "cycle \(cycle): \($0)" } }
+            if !problems.isEmpty { break }
+        }
+        if problems.isEmpty {
+            // The last kill is checked through one more server, which is then stopped normally.
+            let port = try FakeProviders.freePort()
+            let server = try await deployment.serve(port: port)
+            let base = URL(string: "http://127.0.0.1:\(port)")!
+            try await ledger.check(
+                vault: KeyhavenClient(baseURL: base, token: deployment.personalToken, httpClient: http),
+                backend: KeyhavenClient(baseURL: base, token: deployment.serviceToken, httpClient: http))
+            // What killed backups left behind is cleared by the running server.
+            for _ in 0..<100 where !deployment.backupFiles.temporary.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            let leftovers = deployment.backupFiles.temporary.count
+            if leftovers > 0 { problems.append("\(leftovers) temporary backup files left 10 s after the last restart") }
+            if deployment.backupFiles.finished.isEmpty { problems.append("no scheduled backup was ever finished") }
+            server.signal(SIGTERM)
+            _ = await server.wait(timeout: .seconds(20))
+            serverOutput += server.stdout + server.stderr
+            problems += ledger.failures.withLock { $0 }
+            problems += try await deployment.checkAtRest(answeredReads: ledger.answeredReads)
+        }
+        let leaked = ledger.keys.filter { serverOutput.contains($0) }
+        if !leaked.isEmpty { problems.append("\(leaked.count) credentials appear in the server's output") }
+        if ledger.counts.creates == 0 { problems.append("no create was acknowledged: the load never ran") }
+        return problems
+    }
+}

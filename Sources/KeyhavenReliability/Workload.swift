@@ -1,0 +1,193 @@
+import AsyncHTTPClient
+import Foundation
+import KeyhavenClient
+import Synchronization
+
+/// What a client knows about one integration it works on: what the server acknowledged, and the one request that
+/// was in flight when the server died (whose outcome the next check decides).
+struct Tracked {
+    enum Pending {
+        case create(key: String)
+        case replace(key: String)
+        case delete
+    }
+
+    let name: String
+    var id: UUID?
+    /// The key of the last acknowledged create or replacement.
+    var key: String?
+    var deleted = false
+    var pending: Pending?
+    /// Credential reads answered 200.
+    var reads = 0
+
+    var isPresent: Bool { id != nil && !deleted }
+}
+
+/// The clients of a crash run and what the server acknowledged to them. Each client works only on the
+/// integrations it created, one request at a time, so each integration has at most one request in flight.
+final class Ledger: Sendable {
+    private let state = Mutex<[[Tracked]]>([])
+    private let created = Atomic<Int>(0)
+    let failures = Mutex<[String]>([])
+
+    init(clients: Int) {
+        state.withLock { $0 = Array(repeating: [], count: clients) }
+    }
+
+    func fail(_ message: String) {
+        failures.withLock { $0.append(message) }
+    }
+
+    /// Every key ever sent: none may appear in the server's output.
+    var keys: [String] {
+        state.withLock { clients in
+            clients.flatMap { $0 }.flatMap { tracked -> [String] in
+                var keys = tracked.key.map { [$0] } ?? []
+                switch tracked.pending {
+                case .create(let key), .replace(let key): keys.append(key)
+                default: break
+                }
+                return keys
+            }
+        }
+    }
+
+    /// Credential reads answered 200, by integration, over the whole run.
+    var answeredReads: [UUID: Int] {
+        state.withLock { clients in
+            var reads: [UUID: Int] = [:]
+            for tracked in clients.flatMap({ $0 }) where tracked.reads > 0 { reads[tracked.id!, default: 0] += tracked.reads }
+            return reads
+        }
+    }
+
+    /// Creates acknowledged, integrations present, and writes in flight (unsettled) right now.
+    var counts: (creates: Int, present: Int, inFlight: Int) {
+        state.withLock { clients in
+            let all = clients.flatMap { $0 }
+            return (all.filter { $0.id != nil }.count, all.filter(\.isPresent).count, all.filter { $0.pending != nil }.count)
+        }
+    }
+
+    fileprivate func with<T>(_ client: Int, _ body: (inout [Tracked]) -> T) -> T {
+        state.withLock { body(&$0[client]) }
+    }
+
+    static func newKey() -> String {
+        "sk-crash-" + (0..<24).map { _ in String("0123456789abcdef".randomElement()!) }.joined()
+    }
+
+    // MARK: Load
+
+    /// Runs one client until `stop` is set or the server stops answering.
+    func run(client: Int, vault: KeyhavenClient, backend: KeyhavenClient, stop: StopFlag) async {
+        while !stop.isSet {
+            let present = with(client) { tracked in tracked.indices.filter { tracked[$0].isPresent } }
+            let roll = Int.random(in: 0..<100)
+            do {
+                if present.isEmpty || roll < 20 {
+                    let name = "crash-\(client)-\(created.wrappingAdd(1, ordering: .relaxed).newValue)"
+                    let key = Self.newKey()
+                    let index = with(client) { tracked in
+                        tracked.append(Tracked(name: name, pending: .create(key: key)))
+                        return tracked.count - 1
+                    }
+                    let integration = try await vault.createIntegration(NewIntegration(name: name, credentials: .openAI(apiKey: key)))
+                    with(client) { $0[index].id = integration.id; $0[index].key = key; $0[index].pending = nil }
+                } else if roll < 40 {
+                    let index = present.randomElement()!
+                    let (id, key) = with(client) { tracked in
+                        let key = Self.newKey()
+                        tracked[index].pending = .replace(key: key)
+                        return (tracked[index].id!, key)
+                    }
+                    _ = try await vault.updateIntegration(id, IntegrationUpdate(credentials: .openAI(apiKey: key)))
+                    with(client) { $0[index].key = key; $0[index].pending = nil }
+                } else if roll < 50 {
+                    let index = present.randomElement()!
+                    let id = with(client) { tracked in
+                        tracked[index].pending = .delete
+                        return tracked[index].id!
+                    }
+                    try await vault.deleteIntegration(id)
+                    with(client) { $0[index].deleted = true; $0[index].pending = nil }
+                } else {
+                    let index = present.randomElement()!
+                    let (id, expected) = with(client) { ($0[index].id!, $0[index].key!) }
+                    let read = try await backend.credentials(for: id)
+                    with(client) { $0[index].reads += 1 }
+                    if read.credentials != .openAI(apiKey: expected) { fail("a credential read of \(id) returned other credentials") }
+                }
+            } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable {
+                return  // the server is gone (or going): what was in flight stays pending
+            } catch {
+                if !stop.isSet { fail("client \(client): unexpected answer \(error)") }
+                return
+            }
+        }
+    }
+
+    // MARK: Checks after a restart
+
+    /// Compares what the restarted server holds with what was acknowledged, settles each request that was in flight
+    /// by what the server has, and reads every present integration's credentials back.
+    func check(vault: KeyhavenClient, backend: KeyhavenClient) async throws {
+        var stored: [String: UUID] = [:]
+        var cursor: String?
+        repeat {
+            let page = try await vault.integrations(limit: 200, cursor: cursor)
+            for integration in page.integrations { stored[integration.name] = integration.id }
+            cursor = page.nextCursor
+        } while cursor != nil
+        var known = Set<String>()
+        for client in 0..<state.withLock({ $0.count }) {
+            for index in with(client, { $0.indices }) {
+                let tracked = with(client) { $0[index] }
+                known.insert(tracked.name)
+                let found = stored[tracked.name]
+                var expected: Set<String> = []
+                switch tracked.pending {
+                case .create(let key):
+                    // Never acknowledged: either committed whole or not at all.
+                    guard let found else {
+                        with(client) { $0[index].pending = nil }
+                        continue
+                    }
+                    with(client) { $0[index].id = found }
+                    expected = [key]
+                case .replace(let key):
+                    expected = [tracked.key!, key]
+                case .delete:
+                    if found == nil { with(client) { $0[index].deleted = true; $0[index].pending = nil }; continue }
+                    expected = [tracked.key!]
+                case nil:
+                    if tracked.deleted {
+                        if found != nil { fail("\(tracked.name): deleted (acknowledged) but still there") }
+                        continue
+                    }
+                    guard tracked.id != nil else { continue }
+                    expected = [tracked.key!]
+                }
+                guard let found, found == with(client, { $0[index].id }) else {
+                    fail("\(tracked.name): acknowledged but missing after the restart")
+                    continue
+                }
+                let read = try await backend.credentials(for: found)
+                guard case .openAI(let key, _, _) = read.credentials, expected.contains(key) else {
+                    fail("\(tracked.name): the credentials read back are not the ones sent")
+                    continue
+                }
+                with(client) { $0[index].key = key; $0[index].pending = nil; $0[index].reads += 1 }
+            }
+        }
+        for name in stored.keys where !known.contains(name) { fail("an integration nobody created: \(name)") }
+    }
+}
+
+/// Set once, when the clients of a cycle must stop.
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
+}
