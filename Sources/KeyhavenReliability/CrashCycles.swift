@@ -4,7 +4,7 @@ import KeyhavenClient
 import KeyhavenTestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Kills `keyhaven serve` with SIGKILL at a random moment under concurrent creates, credential replacements,
@@ -40,8 +40,10 @@ struct CrashCycles {
             let port = try FakeProviders.freePort()
             let server = try await deployment.serve(port: port)
             let base = URL(string: "http://127.0.0.1:\(port)")!
-            let vault = KeyhavenClient(baseURL: base, token: deployment.personalToken, httpClient: http, timeout: .seconds(10))
-            let backend = KeyhavenClient(baseURL: base, token: deployment.serviceToken, httpClient: http, timeout: .seconds(10))
+            let vault = KeyhavenClient(
+                baseURL: base, token: deployment.personalToken, httpClient: http, timeout: .seconds(10))
+            let backend = KeyhavenClient(
+                baseURL: base, token: deployment.serviceToken, httpClient: http, timeout: .seconds(10))
             // What the previous kill left is checked through this server before new load starts.
             if cycle > 1 { try await ledger.check(vault: vault, backend: backend) }
 
@@ -71,11 +73,18 @@ struct CrashCycles {
             serverOutput += server.stdout + server.stderr
             let (creates, present, inFlight) = ledger.counts
             let backups = deployment.backupFiles
-            log(String(format: "cycle %d: killed %@ (status %d) with %d writes in flight and %d backups being written; so far %d creates acknowledged, %d present, %d reads answered",
-                       cycle, duringBackup ? "during a backup" : String(format: "after %.2f s", delay), status, inFlight, backups.temporary.count, creates, present, ledger.answeredReads.values.reduce(0, +)))
+            log(
+                String(
+                    format:
+                        "cycle %d: killed %@ (status %d) with %d writes in flight and %d backups being written; so far %d creates acknowledged, %d present, %d reads answered",
+                    cycle, duringBackup ? "during a backup" : String(format: "after %.2f s", delay), status, inFlight,
+                    backups.temporary.count, creates, present, ledger.answeredReads.values.reduce(0, +)))
             let atRest = try await deployment.checkAtRest(answeredReads: ledger.answeredReads)
             problems += atRest.map { "cycle \(cycle): \($0)" }
-            problems += ledger.failures.withLock { failures in defer { failures = [] }; return failures.map { "cycle \(cycle): \($0)" } }
+            problems += ledger.failures.withLock { failures in
+                defer { failures = [] }
+                return failures.map { "cycle \(cycle): \($0)" }
+            }
             if !problems.isEmpty { break }
         }
         if problems.isEmpty {
@@ -87,7 +96,9 @@ struct CrashCycles {
                 vault: KeyhavenClient(baseURL: base, token: deployment.personalToken, httpClient: http),
                 backend: KeyhavenClient(baseURL: base, token: deployment.serviceToken, httpClient: http))
             // What killed backups left behind is cleared by the running server.
-            for _ in 0..<100 where !deployment.backupFiles.temporary.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            for _ in 0..<100 where !deployment.backupFiles.temporary.isEmpty {
+                try await Task.sleep(for: .milliseconds(100))
+            }
             let leftovers = deployment.backupFiles.temporary.count
             if leftovers > 0 { problems.append("\(leftovers) temporary backup files left 10 s after the last restart") }
             if deployment.backupFiles.finished.isEmpty { problems.append("no scheduled backup was ever finished") }

@@ -11,7 +11,7 @@ import SQLKit
 /// One throwaway Keyhaven deployment for a reliability run: a database (an SQLite file, or a fresh database on a
 /// PostgreSQL server), a master key, a user with a personal token and a service token, and the `keyhaven` binary
 /// that serves it.
-struct Deployment {
+struct Deployment: Sendable {
     let binary: KeyhavenBinary
     let directory: TemporaryDirectory
     let database: DatabaseLocation
@@ -35,7 +35,8 @@ struct Deployment {
             guard let postgresURL, var components = URLComponents(string: postgresURL) else {
                 throw TestSetupError("PostgreSQL runs need KEYHAVEN_TEST_POSTGRES_URL")
             }
-            let name = "kh_reliability_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+            let name =
+                "kh_reliability_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
             let admin = try DatabaseLocation(url: postgresURL)
             let server = try await Database.open(admin, logger: quiet)
             try await server.withConnection { sql in try await sql.raw("CREATE DATABASE \(ident: name)").run() }
@@ -65,7 +66,8 @@ struct Deployment {
     var configuration: KeyhavenConfiguration {
         get throws {
             KeyhavenConfiguration(
-                database: database, keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
+                database: database,
+                keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
         }
     }
 
@@ -113,7 +115,8 @@ struct Deployment {
                 audit: AuditEntry(actor: .operator, action: .tokenCreate)
             ).token
             serviceToken = try await runtime.tokens.create(
-                kind: .service, userID: nil, workspaceID: nil, name: "backend", scopes: [.credentialsRead], expiresAt: nil,
+                kind: .service, userID: nil, workspaceID: nil, name: "backend", scopes: [.credentialsRead],
+                expiresAt: nil,
                 audit: AuditEntry(actor: .operator, action: .tokenCreate)
             ).token
         } catch {
@@ -144,23 +147,27 @@ struct Deployment {
         do {
             if database.sqlitePath != nil {
                 let result = try await store.withConnection { sql in
-                    try await sql.raw("PRAGMA integrity_check").all().map { try $0.decode(column: "integrity_check", as: String.self) }
+                    try await sql.raw("PRAGMA integrity_check").all().map {
+                        try $0.decode(column: "integrity_check", as: String.self)
+                    }
                 }
                 if result != ["ok"] { problems.append("SQLite integrity_check: \(result.prefix(5))") }
             }
             let (withoutSecret, beyondCurrent, audited) = try await store.withConnection { sql in
-                let withoutSecret = try await sql.raw(
-                    """
-                    SELECT CAST(COUNT(*) AS BIGINT) AS n FROM integrations i WHERE NOT EXISTS
-                    (SELECT 1 FROM secrets s WHERE s.integration_id = i.id AND s.version = i.current_version)
-                    """
-                ).first()?.decode(column: "n", as: Int.self) ?? -1
-                let beyondCurrent = try await sql.raw(
-                    """
-                    SELECT CAST(COUNT(*) AS BIGINT) AS n FROM secrets s JOIN integrations i ON i.id = s.integration_id
-                    WHERE s.version > i.latest_version
-                    """
-                ).first()?.decode(column: "n", as: Int.self) ?? -1
+                let withoutSecret =
+                    try await sql.raw(
+                        """
+                        SELECT CAST(COUNT(*) AS BIGINT) AS n FROM integrations i WHERE NOT EXISTS
+                        (SELECT 1 FROM secrets s WHERE s.integration_id = i.id AND s.version = i.current_version)
+                        """
+                    ).first()?.decode(column: "n", as: Int.self) ?? -1
+                let beyondCurrent =
+                    try await sql.raw(
+                        """
+                        SELECT CAST(COUNT(*) AS BIGINT) AS n FROM secrets s JOIN integrations i ON i.id = s.integration_id
+                        WHERE s.version > i.latest_version
+                        """
+                    ).first()?.decode(column: "n", as: Int.self) ?? -1
                 var audited: [UUID: Int] = [:]
                 for row in try await sql.raw(
                     """
@@ -175,10 +182,13 @@ struct Deployment {
                 return (withoutSecret, beyondCurrent, audited)
             }
             if withoutSecret != 0 { problems.append("\(withoutSecret) integrations without their current secret") }
-            if beyondCurrent != 0 { problems.append("\(beyondCurrent) secrets beyond their integration's latest version") }
+            if beyondCurrent != 0 {
+                problems.append("\(beyondCurrent) secrets beyond their integration's latest version")
+            }
             let unaudited = answeredReads.filter { audited[$0.key, default: 0] < $0.value }
             if !unaudited.isEmpty {
-                problems.append("\(unaudited.count) integrations have fewer audit events than credential reads answered 200")
+                problems.append(
+                    "\(unaudited.count) integrations have fewer audit events than credential reads answered 200")
             }
         } catch {
             await store.shutdown()
@@ -187,12 +197,15 @@ struct Deployment {
         await store.shutdown()
         for name in backupFiles.finished {
             let check = try await binary.run(
-                ["backup", "verify", "--key-file", backupKeyFile, backups + "/" + name], environment: [:], in: directory.path)
+                ["backup", "verify", "--key-file", backupKeyFile, backups + "/" + name], environment: [:],
+                in: directory.path)
             if check.status != 0 { problems.append("the backup \(name) does not verify: \(check.stderr.suffix(300))") }
         }
         let verify = try await binary.run(["audit", "verify"], environment: environment, in: directory.path)
         if verify.status != 0 {
-            problems.append("keyhaven audit verify exited \(verify.status): \(verify.stdout.suffix(400))\(verify.stderr.suffix(400))")
+            problems.append(
+                "keyhaven audit verify exited \(verify.status): \(verify.stdout.suffix(400))\(verify.stderr.suffix(400))"
+            )
         }
         return problems
     }

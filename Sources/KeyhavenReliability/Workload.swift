@@ -57,7 +57,9 @@ final class Ledger: Sendable {
     var answeredReads: [UUID: Int] {
         state.withLock { clients in
             var reads: [UUID: Int] = [:]
-            for tracked in clients.flatMap({ $0 }) where tracked.reads > 0 { reads[tracked.id!, default: 0] += tracked.reads }
+            for tracked in clients.flatMap({ $0 }) where tracked.reads > 0 {
+                reads[tracked.id!, default: 0] += tracked.reads
+            }
             return reads
         }
     }
@@ -66,7 +68,9 @@ final class Ledger: Sendable {
     var counts: (creates: Int, present: Int, inFlight: Int) {
         state.withLock { clients in
             let all = clients.flatMap { $0 }
-            return (all.filter { $0.id != nil }.count, all.filter(\.isPresent).count, all.filter { $0.pending != nil }.count)
+            return (
+                all.filter { $0.id != nil }.count, all.filter(\.isPresent).count, all.filter { $0.pending != nil }.count
+            )
         }
     }
 
@@ -93,8 +97,13 @@ final class Ledger: Sendable {
                         tracked.append(Tracked(name: name, pending: .create(key: key)))
                         return tracked.count - 1
                     }
-                    let integration = try await vault.createIntegration(NewIntegration(name: name, credentials: .openAI(apiKey: key)))
-                    with(client) { $0[index].id = integration.id; $0[index].key = key; $0[index].pending = nil }
+                    let integration = try await vault.createIntegration(
+                        NewIntegration(name: name, credentials: .openAI(apiKey: key)))
+                    with(client) {
+                        $0[index].id = integration.id
+                        $0[index].key = key
+                        $0[index].pending = nil
+                    }
                 } else if roll < 40 {
                     let index = present.randomElement()!
                     let (id, key) = with(client) { tracked in
@@ -103,7 +112,10 @@ final class Ledger: Sendable {
                         return (tracked[index].id!, key)
                     }
                     _ = try await vault.updateIntegration(id, IntegrationUpdate(credentials: .openAI(apiKey: key)))
-                    with(client) { $0[index].key = key; $0[index].pending = nil }
+                    with(client) {
+                        $0[index].key = key
+                        $0[index].pending = nil
+                    }
                 } else if roll < 50 {
                     let index = present.randomElement()!
                     let id = with(client) { tracked in
@@ -111,13 +123,18 @@ final class Ledger: Sendable {
                         return tracked[index].id!
                     }
                     try await vault.deleteIntegration(id)
-                    with(client) { $0[index].deleted = true; $0[index].pending = nil }
+                    with(client) {
+                        $0[index].deleted = true
+                        $0[index].pending = nil
+                    }
                 } else {
                     let index = present.randomElement()!
                     let (id, expected) = with(client) { ($0[index].id!, $0[index].key!) }
                     let read = try await backend.credentials(for: id)
                     with(client) { $0[index].reads += 1 }
-                    if read.credentials != .openAI(apiKey: expected) { fail("a credential read of \(id) returned other credentials") }
+                    if read.credentials != .openAI(apiKey: expected) {
+                        fail("a credential read of \(id) returned other credentials")
+                    }
                 }
             } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable {
                 return  // the server is gone (or going): what was in flight stays pending
@@ -159,7 +176,13 @@ final class Ledger: Sendable {
                 case .replace(let key):
                     expected = [tracked.key!, key]
                 case .delete:
-                    if found == nil { with(client) { $0[index].deleted = true; $0[index].pending = nil }; continue }
+                    if found == nil {
+                        with(client) {
+                            $0[index].deleted = true
+                            $0[index].pending = nil
+                        }
+                        continue
+                    }
                     expected = [tracked.key!]
                 case nil:
                     if tracked.deleted {
@@ -178,7 +201,11 @@ final class Ledger: Sendable {
                     fail("\(tracked.name): the credentials read back are not the ones sent")
                     continue
                 }
-                with(client) { $0[index].key = key; $0[index].pending = nil; $0[index].reads += 1 }
+                with(client) {
+                    $0[index].key = key
+                    $0[index].pending = nil
+                    $0[index].reads += 1
+                }
             }
         }
         for name in stored.keys where !known.contains(name) { fail("an integration nobody created: \(name)") }

@@ -136,9 +136,12 @@ public final class Database: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL is not a valid PostgreSQL URL")
             }
             configuration.searchPath = searchPath
+            // When the server is down or unreachable, requests fail within a couple of seconds (503) instead of
+            // waiting out the defaults (10 s).
+            configuration.coreConfiguration.options.connectTimeout = .seconds(2)
             let pool = EventLoopGroupConnectionPool(
                 source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
-                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
+                requestTimeout: .seconds(5), logger: logger, on: MultiThreadedEventLoopGroup.singleton)
             database = Database(kind: .postgres, location: location, pool: .postgres(pool), logger: logger)
         }
         do {

@@ -2,6 +2,10 @@ import ArgumentParser
 import Hummingbird
 import KeyhavenApp
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension KeyhavenCommand {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -16,6 +20,9 @@ extension KeyhavenCommand {
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
+            // Past a file-size limit (`ulimit -f`) a write then fails with EFBIG, which the server reports like a
+            // full disk (503), instead of the signal killing it in the middle of a write.
+            signal(SIGXFSZ, SIG_IGN)
             try await reportingFailure {
                 let (configuration, logger) = try await global.load()
                 logger.info("starting Keyhaven", metadata: ["configuration": "\(configuration)"])
