@@ -15,16 +15,24 @@ struct Deployment: Sendable {
     let binary: KeyhavenBinary
     let directory: TemporaryDirectory
     let database: DatabaseLocation
-    let masterKey: String
+    /// The master key, or nil when the keys are in ``keyringFile``.
+    let masterKey: String?
     /// The PostgreSQL server and the database made on it for this run, to drop at the end.
     private let postgres: (admin: DatabaseLocation, name: String)?
     private(set) var personalToken = ""
     private(set) var serviceToken = ""
+    /// The seeded user's login.
+    static let email = "reliability@example.test"
+    static let password = "a reliability password long enough"
     static let quiet = Logger(label: "reliability", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// Makes the database (for PostgreSQL, a new database on the server at `postgresURL`), migrates it and seeds a
     /// user with its tokens.
-    static func make(binary: KeyhavenBinary, kind: TestDatabase, postgresURL: String?) async throws -> Deployment {
+    /// - Parameter keyringFile: keep the master keys in a keyring file (which `keyhaven keys rotate` can add to)
+    ///   instead of `KEYHAVEN_MASTER_KEY`.
+    static func make(
+        binary: KeyhavenBinary, kind: TestDatabase, postgresURL: String?, keyringFile: Bool = false
+    ) async throws -> Deployment {
         let directory = try TemporaryDirectory()
         var postgres: (admin: DatabaseLocation, name: String)?
         let location: DatabaseLocation
@@ -46,14 +54,14 @@ struct Deployment: Sendable {
             postgres = (admin, name)
         }
         var deployment = Deployment(
-            binary: binary, directory: directory, database: location, masterKey: Fixtures.masterKeyText(),
-            postgres: postgres)
+            binary: binary, directory: directory, database: location,
+            masterKey: keyringFile ? nil : Fixtures.masterKeyText(), postgres: postgres)
         try await deployment.seed()
         return deployment
     }
 
     private init(
-        binary: KeyhavenBinary, directory: TemporaryDirectory, database: DatabaseLocation, masterKey: String,
+        binary: KeyhavenBinary, directory: TemporaryDirectory, database: DatabaseLocation, masterKey: String?,
         postgres: (admin: DatabaseLocation, name: String)?
     ) {
         self.binary = binary
@@ -63,9 +71,15 @@ struct Deployment: Sendable {
         self.postgres = postgres
     }
 
+    var keyringFile: String { directory.path + "/keyring.json" }
+
     var configuration: KeyhavenConfiguration {
         get throws {
-            KeyhavenConfiguration(
+            guard let masterKey else {
+                return KeyhavenConfiguration(
+                    database: database, keyring: KeyringSource(file: KeyringFile(path: keyringFile)))
+            }
+            return KeyhavenConfiguration(
                 database: database,
                 keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
         }
@@ -79,7 +93,9 @@ struct Deployment: Sendable {
         case .postgres(let text): url = text
         }
         return [
-            "KEYHAVEN_DATABASE_URL": url, "KEYHAVEN_MASTER_KEY": masterKey, "KEYHAVEN_VERIFICATION_WORKER": "false",
+            "KEYHAVEN_DATABASE_URL": url,
+            masterKey == nil ? "KEYHAVEN_KEYRING_FILE" : "KEYHAVEN_MASTER_KEY": masterKey ?? keyringFile,
+            "KEYHAVEN_VERIFICATION_WORKER": "false",
             "KEYHAVEN_CHECK_LIMIT": "100000000", "KEYHAVEN_LOG_LEVEL": "info",
             // A backup every second, so kills land in the middle of some.
             "KEYHAVEN_BACKUP_DIR": backups, "KEYHAVEN_BACKUP_KEY_FILE": backupKeyFile, "KEYHAVEN_BACKUP_INTERVAL": "1s",
@@ -104,11 +120,11 @@ struct Deployment: Sendable {
         FileManager.default.createFile(
             atPath: backupKeyFile, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
             attributes: [.posixPermissions: 0o600])
-        let runtime = try await KeyhavenRuntime.open(try configuration, allowKeyringCreation: false, logger: Self.quiet)
+        let runtime = try await KeyhavenRuntime.open(
+            try configuration, allowKeyringCreation: masterKey == nil, logger: Self.quiet)
         do {
             let user = try await runtime.users.create(
-                email: "reliability@example.test",
-                passwordHash: PasswordHasher.hashBlocking("a reliability password long enough"), audit: nil)
+                email: Self.email, passwordHash: PasswordHasher.hashBlocking(Self.password), audit: nil)
             personalToken = try await runtime.tokens.create(
                 kind: .personal, userID: user.id, workspaceID: nil, name: "workload",
                 scopes: [.integrationsRead, .integrationsWrite], expiresAt: nil,

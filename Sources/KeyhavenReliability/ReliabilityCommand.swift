@@ -13,7 +13,7 @@ import KeyhavenTestSupport
 struct Reliability: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyhaven-reliability", abstract: "Crash, outage and abuse checks against a keyhaven binary.",
-        subcommands: [Crash.self, DatabaseOutage.self])
+        subcommands: [Crash.self, DatabaseOutage.self, TwoInstances.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -23,13 +23,30 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "sqlite, or postgres (a new database on the server at KEYHAVEN_TEST_POSTGRES_URL).")
     var database: String = "sqlite"
 
-    func deployment() async throws -> Deployment {
+    func deployment(keyringFile: Bool = false) async throws -> Deployment {
         guard let kind = TestDatabase(rawValue: database) else {
             throw ValidationError("--database must be sqlite or postgres")
         }
         return try await Deployment.make(
             binary: KeyhavenBinary(path: binary), kind: kind,
-            postgresURL: ProcessInfo.processInfo.environment["KEYHAVEN_TEST_POSTGRES_URL"])
+            postgresURL: ProcessInfo.processInfo.environment["KEYHAVEN_TEST_POSTGRES_URL"], keyringFile: keyringFile)
+    }
+}
+
+struct TwoInstances: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "instances",
+        abstract: "Two servers on one PostgreSQL: sessions, verification, limits and a key rotation across both.")
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        guard common.database == "postgres" else { throw ValidationError("instances runs on PostgreSQL only") }
+        let deployment = try await common.deployment(keyringFile: true)
+        var problems = try await Instances(deployment: deployment).run { say($0) }
+        problems += try await deployment.checkAtRest(answeredReads: [:])
+        await deployment.remove()
+        try report("two instances on postgres", problems)
     }
 }
 

@@ -47,6 +47,9 @@ public final class FakeProviders: Sendable {
     /// What the fakes did not expect.
     public var unexpected: [String] { state.unexpected.withLock { $0 } }
 
+    /// How often the OpenAI fake listed models for ``openAIKey``.
+    public var openAIListings: Int { state.openAIListings.withLock { $0 } }
+
     /// What the fakes share while running.
     final class FakeState: Sendable {
         let unexpected = Mutex<[String]>([])
@@ -69,6 +72,8 @@ public final class FakeProviders: Sendable {
         let azureNames = Mutex<[String: String]>([:])
         /// Every model request the fakes answered (the gateway's traffic), in order.
         let modelCalls = Mutex<[FakeModelCall]>([])
+        /// How often the OpenAI fake listed models for its good key (each verification of it lists them once).
+        let openAIListings = Mutex<Int>(0)
         /// While true, streams stop after their first event until released.
         let holdStreams = Mutex<Bool>(false)
 
@@ -205,6 +210,7 @@ public final class FakeProviders: Sendable {
             let authorization = request.headers[.authorization] ?? ""
             switch authorization {
             case "Bearer \(openAIKey)":
+                state.openAIListings.withLock { $0 += 1 }
                 if let organization = request.headers[HTTPField.Name("OpenAI-Organization")!], organization != "org-fake" {
                     return fail("openai: organization \(organization)")
                 }
