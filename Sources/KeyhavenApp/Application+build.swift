@@ -177,6 +177,12 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
     }
     return Application(
         router: router,
+        server: .http1(
+            configuration: .init(additionalChannelHandlers: [
+                ConnectionDeadlines(
+                    head: .seconds(configuration.requestHeadTimeout.components.seconds),
+                    body: .seconds(configuration.requestBodyTimeout.components.seconds))
+            ])),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
         services: services,
         logger: runtime.logger

@@ -41,6 +41,12 @@ public struct KeyhavenConfiguration: Sendable {
     public var authRateLimits = AuthRateLimits()
     /// How many provider checks (creates, credential changes, tests) one user may start.
     public var checkRateLimit = CheckRateLimit()
+    /// How long a client has to send a request's head, from connecting or from the previous response (so also how
+    /// long an idle keep-alive connection stays open): `KEYHAVEN_REQUEST_HEAD_TIMEOUT`, seconds, default 30.
+    public var requestHeadTimeout: Duration = .seconds(30)
+    /// How long a client has to send a request's body after its head, and the longest a response it does not read
+    /// may stall its connection: `KEYHAVEN_REQUEST_BODY_TIMEOUT`, seconds, default 60.
+    public var requestBodyTimeout: Duration = .seconds(60)
     /// How often the rotation engine looks for work (`KEYHAVEN_ROTATION_INTERVAL`, seconds, default 30).
     public var rotationInterval: Duration = .seconds(30)
     /// How often queued gateway usage is written (`KEYHAVEN_USAGE_FLUSH_MS`, milliseconds, default 100).
@@ -183,6 +189,16 @@ public struct KeyhavenConfiguration: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_CHECK_LIMIT must be a positive whole number")
             }
             checkRateLimit.perUser = perUser
+        }
+        for (key, name, keyPath) in [
+            ("keyhaven.request.head.timeout", "KEYHAVEN_REQUEST_HEAD_TIMEOUT", \Self.requestHeadTimeout),
+            ("keyhaven.request.body.timeout", "KEYHAVEN_REQUEST_BODY_TIMEOUT", \Self.requestBodyTimeout),
+        ] as [(String, String, WritableKeyPath<Self, Duration>)] {
+            guard let value = text(key) else { continue }
+            guard let seconds = Int(value), (1...3600).contains(seconds) else {
+                throw KeyhavenError.configuration("\(name) must be a whole number of seconds from 1 to 3600")
+            }
+            self[keyPath: keyPath] = .seconds(seconds)
         }
         if let interval = text("keyhaven.rotation.interval") {
             guard let seconds = Int(interval), (1...86400).contains(seconds) else {

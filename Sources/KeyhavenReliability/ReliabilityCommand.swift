@@ -13,7 +13,7 @@ import KeyhavenTestSupport
 struct Reliability: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keyhaven-reliability", abstract: "Crash, outage and abuse checks against a keyhaven binary.",
-        subcommands: [Crash.self, DatabaseOutage.self, TwoInstances.self])
+        subcommands: [Crash.self, DatabaseOutage.self, TwoInstances.self, HostileClients.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -50,8 +50,23 @@ struct TwoInstances: AsyncParsableCommand {
     }
 }
 
+struct HostileClients: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "abuse",
+        abstract: "Bad input and connections that make no progress, while a well-behaved client is served.")
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        let deployment = try await common.deployment()
+        let problems = try await Abuse(deployment: deployment).run { say($0) }
+        await deployment.remove()
+        try report("hostile clients on \(common.database)", problems)
+    }
+}
+
 /// Writes a line to stdout at once (print's buffer would hold progress back from a pipe).
-func say(_ line: String) {
+@Sendable func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 

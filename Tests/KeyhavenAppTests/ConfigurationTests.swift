@@ -28,6 +28,11 @@ struct ConfigurationTests {
         #expect(configuration.port == 8080)
         #expect(configuration.allowSignup)
         #expect(configuration.logFormat == .text)
+        #expect(configuration.requestHeadTimeout == .seconds(30))
+        #expect(configuration.requestBodyTimeout == .seconds(60))
+        let short = try await load(["KEYHAVEN_REQUEST_HEAD_TIMEOUT": "5", "KEYHAVEN_REQUEST_BODY_TIMEOUT": "7"])
+        #expect(short.requestHeadTimeout == .seconds(5))
+        #expect(short.requestBodyTimeout == .seconds(7))
     }
 
     @Test("flags beat the environment, which beats the .env file")
@@ -94,6 +99,8 @@ struct ConfigurationTests {
             (["KEYHAVEN_LOG_LEVEL": "loud"], "KEYHAVEN_LOG_LEVEL"),
             (["KEYHAVEN_LOG_FORMAT": "xml"], "KEYHAVEN_LOG_FORMAT"),
             (["KEYHAVEN_PUBLIC_URL": "ftp://x"], "KEYHAVEN_PUBLIC_URL"),
+            (["KEYHAVEN_REQUEST_HEAD_TIMEOUT": "0"], "KEYHAVEN_REQUEST_HEAD_TIMEOUT"),
+            (["KEYHAVEN_REQUEST_BODY_TIMEOUT": "soon"], "KEYHAVEN_REQUEST_BODY_TIMEOUT"),
             // External JWTs are checked for issuer and audience always, so both must be configured.
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc"], "KEYHAVEN_JWT_HS256_ISSUER"),
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc", "KEYHAVEN_JWT_HS256_ISSUER": "https://auth.example"],

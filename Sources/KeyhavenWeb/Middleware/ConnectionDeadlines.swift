@@ -1,0 +1,98 @@
+import NIOCore
+import NIOHTTPTypes
+
+/// Closes an HTTP connection that holds the server without making progress (SPEC §11: no client can tie the
+/// server up):
+///
+/// - a request's head must arrive whole within `head` of the connection opening or of the previous response
+///   ending: this bounds both a client that trickles its head a byte at a time and an idle keep-alive
+///   connection;
+/// - its body must arrive whole within `body` of the head;
+/// - a response the client does not read may keep the connection unwritable for at most `body`.
+///
+/// The handler runs on the connection's event loop, after the HTTP decoder.
+public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPRequestPart
+    public typealias InboundOut = HTTPRequestPart
+    public typealias OutboundIn = HTTPResponsePart
+    public typealias OutboundOut = HTTPResponsePart
+
+    private let head: TimeAmount
+    private let body: TimeAmount
+    /// Requests whose response has not ended.
+    private var inFlight = 0
+    private var receivingBody = false
+    private var deadline: Scheduled<Void>?
+    private var stalled: Scheduled<Void>?
+
+    public init(head: TimeAmount, body: TimeAmount) {
+        self.head = head
+        self.body = body
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(head, context) }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        cancel()
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        arm(head, context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        cancel()
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            inFlight += 1
+            receivingBody = true
+            arm(body, context)
+        case .body:
+            break
+        case .end:
+            receivingBody = false
+            // The server has the whole request; the time it takes to answer is not the client's.
+            deadline?.cancel()
+            deadline = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            inFlight = max(0, inFlight - 1)
+            if inFlight == 0, !receivingBody { arm(head, context) }
+        }
+        context.write(data, promise: promise)
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        stalled?.cancel()
+        stalled = nil
+        if !context.channel.isWritable {
+            let channel = context.channel
+            stalled = context.eventLoop.scheduleTask(in: body) { channel.close(promise: nil) }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func arm(_ limit: TimeAmount, _ context: ChannelHandlerContext) {
+        deadline?.cancel()
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: limit) { channel.close(promise: nil) }
+    }
+
+    private func cancel() {
+        deadline?.cancel()
+        stalled?.cancel()
+        deadline = nil
+        stalled = nil
+    }
+}
