@@ -157,58 +157,66 @@ final class Ledger: Sendable {
             for integration in page.integrations { stored[integration.name] = integration.id }
             cursor = page.nextCursor
         } while cursor != nil
-        var known = Set<String>()
-        for client in 0..<state.withLock({ $0.count }) {
-            for index in with(client, { $0.indices }) {
-                let tracked = with(client) { $0[index] }
-                known.insert(tracked.name)
-                let found = stored[tracked.name]
-                var expected: Set<String> = []
-                switch tracked.pending {
-                case .create(let key):
-                    // Never acknowledged: either committed whole or not at all.
-                    guard let found else {
-                        with(client) { $0[index].pending = nil }
-                        continue
-                    }
-                    with(client) { $0[index].id = found }
-                    expected = [key]
-                case .replace(let key):
-                    expected = [tracked.key!, key]
-                case .delete:
-                    if found == nil {
-                        with(client) {
-                            $0[index].deleted = true
-                            $0[index].pending = nil
-                        }
-                        continue
-                    }
-                    expected = [tracked.key!]
-                case nil:
-                    if tracked.deleted {
-                        if found != nil { fail("\(tracked.name): deleted (acknowledged) but still there") }
-                        continue
-                    }
-                    guard tracked.id != nil else { continue }
-                    expected = [tracked.key!]
-                }
-                guard let found, found == with(client, { $0[index].id }) else {
-                    fail("\(tracked.name): acknowledged but missing after the restart")
+        let known = Set(state.withLock { $0.flatMap { $0.map(\.name) } })
+        for name in stored.keys where !known.contains(name) { fail("an integration nobody created: \(name)") }
+        // Each client's integrations are read back by a task of their own.
+        let listed = stored
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<state.withLock({ $0.count }) {
+                group.addTask { try await self.check(client: client, stored: listed, backend: backend) }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    private func check(client: Int, stored: [String: UUID], backend: KeyhavenClient) async throws {
+        for index in with(client, { $0.indices }) {
+            let tracked = with(client) { $0[index] }
+            let found = stored[tracked.name]
+            var expected: Set<String> = []
+            switch tracked.pending {
+            case .create(let key):
+                // Never acknowledged: either committed whole or not at all.
+                guard let found else {
+                    with(client) { $0[index].pending = nil }
                     continue
                 }
-                let read = try await backend.credentials(for: found)
-                guard case .openAI(let key, _, _) = read.credentials, expected.contains(key) else {
-                    fail("\(tracked.name): the credentials read back are not the ones sent")
+                with(client) { $0[index].id = found }
+                expected = [key]
+            case .replace(let key):
+                expected = [tracked.key!, key]
+            case .delete:
+                if found == nil {
+                    with(client) {
+                        $0[index].deleted = true
+                        $0[index].pending = nil
+                    }
                     continue
                 }
-                with(client) {
-                    $0[index].key = key
-                    $0[index].pending = nil
-                    $0[index].reads += 1
+                expected = [tracked.key!]
+            case nil:
+                if tracked.deleted {
+                    if found != nil { fail("\(tracked.name): deleted (acknowledged) but still there") }
+                    continue
                 }
+                guard tracked.id != nil else { continue }
+                expected = [tracked.key!]
+            }
+            guard let found, found == with(client, { $0[index].id }) else {
+                fail("\(tracked.name): acknowledged but missing after the restart")
+                continue
+            }
+            let read = try await backend.credentials(for: found)
+            guard case .openAI(let key, _, _) = read.credentials, expected.contains(key) else {
+                fail("\(tracked.name): the credentials read back are not the ones sent")
+                continue
+            }
+            with(client) {
+                $0[index].key = key
+                $0[index].pending = nil
+                $0[index].reads += 1
             }
         }
-        for name in stored.keys where !known.contains(name) { fail("an integration nobody created: \(name)") }
     }
 }
 
