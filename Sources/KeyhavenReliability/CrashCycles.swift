@@ -22,23 +22,31 @@ struct CrashCycles {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(2), read: .seconds(10))
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // Gateway calls go to the fake OpenAI, which accepts one key.
+        let fakes = try await FakeProviders.start()
+        let result: Result<[String], any Error>
         do {
-            let problems = try await run(http: http, log: log)
-            try? await http.shutdown()
-            return problems
+            result = .success(try await run(http: http, fakes: fakes, log: log))
         } catch {
-            try? await http.shutdown()
-            throw error
+            result = .failure(error)
         }
+        try? await http.shutdown()
+        let unexpected = fakes.unexpected.map { "the fake provider did not expect: \($0)" }
+        await fakes.stop()
+        return try result.get() + unexpected
     }
 
-    private func run(http: HTTPClient, log: (String) -> Void) async throws -> [String] {
+    private func run(http: HTTPClient, fakes: FakeProviders, log: (String) -> Void) async throws -> [String] {
         let ledger = Ledger(clients: clients)
+        let providers = [
+            "KEYHAVEN_PROVIDER_OPENAI_URL": fakes.baseURL.absoluteString + "/openai",
+            "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
+        ]
         var serverOutput = ""
         var problems: [String] = []
         for cycle in 1...cycles {
             let port = try FakeProviders.freePort()
-            let server = try await deployment.serve(port: port)
+            let server = try await deployment.serve(port: port, extra: providers)
             let base = URL(string: "http://127.0.0.1:\(port)")!
             let vault = KeyhavenClient(
                 baseURL: base, token: deployment.personalToken, httpClient: http, timeout: .seconds(10))
@@ -47,12 +55,15 @@ struct CrashCycles {
             // What the previous kill left is checked through this server before new load starts.
             if cycle > 1 { try await ledger.check(vault: vault, backend: backend) }
 
+            let gateway = Gateway(base: base, token: deployment.serviceToken, http: http, key: FakeProviders.openAIKey)
             let stop = StopFlag()
             let delay = Double.random(in: loadSeconds)
             let duringBackup = cycle % 3 == 0
             await withTaskGroup(of: Void.self) { group in
                 for client in 0..<clients {
-                    group.addTask { await ledger.run(client: client, vault: vault, backend: backend, stop: stop) }
+                    group.addTask {
+                        await ledger.run(client: client, vault: vault, backend: backend, gateway: gateway, stop: stop)
+                    }
                 }
                 group.addTask {
                     if duringBackup {
@@ -73,13 +84,14 @@ struct CrashCycles {
             serverOutput += server.stdout + server.stderr
             let (creates, present, inFlight) = ledger.counts
             let backups = deployment.backupFiles
+            let moment = duringBackup ? "during a backup" : String(format: "after %.2f s", delay)
             log(
-                String(
-                    format:
-                        "cycle %d: killed %@ (status %d) with %d writes in flight and %d backups being written; so far %d creates acknowledged, %d present, %d reads answered",
-                    cycle, duringBackup ? "during a backup" : String(format: "after %.2f s", delay), status, inFlight,
-                    backups.temporary.count, creates, present, ledger.answeredReads.values.reduce(0, +)))
-            let atRest = try await deployment.checkAtRest(answeredReads: ledger.answeredReads)
+                "cycle \(cycle): killed \(moment) (status \(status)) with \(inFlight) writes in flight and "
+                    + "\(backups.temporary.count) backups being written; so far \(creates) creates acknowledged, "
+                    + "\(present) present, \(ledger.answeredReads.values.reduce(0, +)) credential reads and "
+                    + "\(ledger.gatewayAnswered.load(ordering: .relaxed)) gateway calls answered")
+            let atRest = try await deployment.checkAtRest(
+                answeredReads: ledger.answeredReads, gatewayAnswered: ledger.gatewayAnswered.load(ordering: .relaxed))
             problems += atRest.map { "cycle \(cycle): \($0)" }
             problems += ledger.failures.withLock { failures in
                 defer { failures = [] }
@@ -90,7 +102,7 @@ struct CrashCycles {
         if problems.isEmpty {
             // The last kill is checked through one more server, which is then stopped normally.
             let port = try FakeProviders.freePort()
-            let server = try await deployment.serve(port: port)
+            let server = try await deployment.serve(port: port, extra: providers)
             let base = URL(string: "http://127.0.0.1:\(port)")!
             try await ledger.check(
                 vault: KeyhavenClient(baseURL: base, token: deployment.personalToken, httpClient: http),
@@ -106,7 +118,8 @@ struct CrashCycles {
             _ = await server.wait(timeout: .seconds(20))
             serverOutput += server.stdout + server.stderr
             problems += ledger.failures.withLock { $0 }
-            problems += try await deployment.checkAtRest(answeredReads: ledger.answeredReads)
+            problems += try await deployment.checkAtRest(
+                answeredReads: ledger.answeredReads, gatewayAnswered: ledger.gatewayAnswered.load(ordering: .relaxed))
         }
         let leaked = ledger.keys.filter { serverOutput.contains($0) }
         if !leaked.isEmpty { problems.append("\(leaked.count) credentials appear in the server's output") }

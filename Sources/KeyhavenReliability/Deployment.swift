@@ -131,7 +131,8 @@ struct Deployment: Sendable {
                 audit: AuditEntry(actor: .operator, action: .tokenCreate)
             ).token
             serviceToken = try await runtime.tokens.create(
-                kind: .service, userID: nil, workspaceID: nil, name: "backend", scopes: [.credentialsRead],
+                kind: .service, userID: nil, workspaceID: nil, name: "backend",
+                scopes: [.credentialsRead, .gatewayUse],
                 expiresAt: nil,
                 audit: AuditEntry(actor: .operator, action: .tokenCreate)
             ).token
@@ -157,7 +158,7 @@ struct Deployment: Sendable {
     /// Checks the stored data with the server stopped, as an operator would after a crash: SQLite's own integrity
     /// check, every integration with the secret version it points at (and none beyond it), `keyhaven audit verify`,
     /// and the number of audited credential reads of each integration. Returns what does not hold.
-    func checkAtRest(answeredReads: [UUID: Int]) async throws -> [String] {
+    func checkAtRest(answeredReads: [UUID: Int], gatewayAnswered: Int = 0) async throws -> [String] {
         var problems: [String] = []
         let store = try await Database.open(database, logger: Self.quiet)
         do {
@@ -196,6 +197,15 @@ struct Deployment: Sendable {
                     }
                 }
                 return (withoutSecret, beyondCurrent, audited)
+            }
+            // Usage is queued and written in batches, so a kill may lose the last ones; it must never count more.
+            let usage = try await store.withConnection { sql in
+                try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_events WHERE source = 'gateway'")
+                    .first()?
+                    .decode(column: "n", as: Int.self) ?? -1
+            }
+            if usage > gatewayAnswered {
+                problems.append("\(usage) gateway usage events for \(gatewayAnswered) gateway calls answered")
             }
             if withoutSecret != 0 { problems.append("\(withoutSecret) integrations without their current secret") }
             if beyondCurrent != 0 {

@@ -10,8 +10,8 @@ import SQLKit
 import Synchronization
 
 /// Two `keyhaven serve` processes on one PostgreSQL, with the requests alternating between them: a session made
-/// on one works on the other, a new integration is verified once (both run the verification worker), the check
-/// and login limits count across both, and a master-key rotation run while both serve credential reads loses
+/// on one works on the other, a new integration is verified once (both run the verification worker), the check,
+/// gateway request and login limits count across both, and a master-key rotation run while both serve credential reads loses
 /// none of them.
 struct Instances {
     let deployment: Deployment
@@ -130,6 +130,8 @@ struct Instances {
                 "\(accepted) tests were accepted after one create with a limit of \(Self.checkLimit) checks")
         }
 
+        problems += try await requestLimit(on: created.id, bases: bases, http: http, fakes: fakes, log: log)
+
         // Failed logins count across both: 10 per account and address, then 429.
         var statuses: [UInt] = []
         for attempt in 0..<11 {
@@ -201,6 +203,45 @@ struct Instances {
         await store.shutdown()
         if unwrapped != 0 { problems.append("\(unwrapped) secrets are not wrapped by the new active key") }
         return problems
+    }
+
+    /// A limit of 3 gateway requests a minute on the integration: of 4 requests alternating between the servers, the
+    /// fourth is refused with 429 and never reaches the provider.
+    private func requestLimit(
+        on id: UUID, bases: [URL], http: HTTPClient, fakes: FakeProviders, log: (String) -> Void
+    ) async throws -> [String] {
+        let path = "integrations/\(id.uuidString.lowercased())"
+        var limits = HTTPClientRequest(url: bases[0].appendingPathComponent("api/\(path)/limits").absoluteString)
+        limits.method = .PUT
+        limits.headers.add(name: "Authorization", value: "Bearer \(deployment.personalToken)")
+        limits.headers.add(name: "Content-Type", value: "application/json")
+        limits.body = .bytes(ByteBuffer(string: #"{"requests_per_minute":3}"#))
+        let set = try await http.execute(limits, timeout: .seconds(10)).status
+        guard set == .ok else { return ["setting the request limit answered \(set.code)"] }
+        // The counters are per calendar minute: start well inside one.
+        let second = Int(Date().timeIntervalSince1970) % 60
+        if second > 45 { try await Task.sleep(for: .seconds(61 - second)) }
+        let callsBefore = fakes.modelCalls.count
+        var statuses: [UInt] = []
+        for attempt in 0..<4 {
+            let gateway = "gateway/\(id.uuidString.lowercased())/v1/chat/completions"
+            var request = HTTPClientRequest(url: bases[attempt % 2].appendingPathComponent(gateway).absoluteString)
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(deployment.serviceToken)")
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(
+                ByteBuffer(string: #"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#))
+            let response = try await http.execute(request, timeout: .seconds(10))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            statuses.append(response.status.code)
+        }
+        let reached = fakes.modelCalls.count - callsBefore
+        log(
+            "gateway requests alternating between the servers, 3 a minute allowed: \(statuses); \(reached) reached the provider"
+        )
+        return statuses == [200, 200, 200, 429] && reached == 3
+            ? []
+            : ["with a limit of 3 requests a minute across both servers: \(statuses), \(reached) reached the provider"]
     }
 
     private func post(_ url: URL, password: String, http: HTTPClient) async throws -> HTTPClientResponse {

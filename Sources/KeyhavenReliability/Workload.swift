@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import KeyhavenClient
+import NIOCore
 import Synchronization
 
 /// What a client knows about one integration it works on: what the server acknowledged, and the one request that
@@ -29,6 +30,8 @@ struct Tracked {
 final class Ledger: Sendable {
     private let state = Mutex<[[Tracked]]>([])
     private let created = Atomic<Int>(0)
+    /// Gateway calls answered 200, over the whole run.
+    let gatewayAnswered = Atomic<Int>(0)
     let failures = Mutex<[String]>([])
 
     init(clients: Int) {
@@ -85,14 +88,16 @@ final class Ledger: Sendable {
     // MARK: Load
 
     /// Runs one client until `stop` is set or the server stops answering.
-    func run(client: Int, vault: KeyhavenClient, backend: KeyhavenClient, stop: StopFlag) async {
+    func run(client: Int, vault: KeyhavenClient, backend: KeyhavenClient, gateway: Gateway, stop: StopFlag) async {
         while !stop.isSet {
             let present = with(client) { tracked in tracked.indices.filter { tracked[$0].isPresent } }
+            // Integrations holding the key the fake provider accepts, for gateway calls.
+            let usable = with(client) { tracked in present.filter { tracked[$0].key == gateway.key } }
             let roll = Int.random(in: 0..<100)
             do {
                 if present.isEmpty || roll < 20 {
                     let name = "crash-\(client)-\(created.wrappingAdd(1, ordering: .relaxed).newValue)"
-                    let key = Self.newKey()
+                    let key = roll < 5 ? gateway.key : Self.newKey()
                     let index = with(client) { tracked in
                         tracked.append(Tracked(name: name, pending: .create(key: key)))
                         return tracked.count - 1
@@ -127,6 +132,13 @@ final class Ledger: Sendable {
                         $0[index].deleted = true
                         $0[index].pending = nil
                     }
+                } else if roll < 60, let index = usable.randomElement() {
+                    let status = try await gateway.call(with(client) { $0[index].id! })
+                    if status == 200 {
+                        gatewayAnswered.wrappingAdd(1, ordering: .relaxed)
+                    } else {
+                        fail("a gateway call answered \(status)")
+                    }
                 } else {
                     let index = present.randomElement()!
                     let (id, expected) = with(client) { ($0[index].id!, $0[index].key!) }
@@ -136,7 +148,7 @@ final class Ledger: Sendable {
                         fail("a credential read of \(id) returned other credentials")
                     }
                 }
-            } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable {
+            } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable, is HTTPClientError {
                 return  // the server is gone (or going): what was in flight stays pending
             } catch {
                 if !stop.isSet { fail("client \(client): unexpected answer \(error)") }
@@ -217,6 +229,31 @@ final class Ledger: Sendable {
                 $0[index].reads += 1
             }
         }
+    }
+}
+
+/// Chat completions through the server's gateway, with the service token.
+struct Gateway: Sendable {
+    let base: URL
+    let token: String
+    let http: HTTPClient
+    /// The key the fake provider accepts.
+    let key: String
+
+    /// Sends one chat completion for integration `id` and returns the status.
+    ///
+    /// - Throws: `HTTPClientError` when the server does not answer.
+    func call(_ id: UUID) async throws -> Int {
+        var request = HTTPClientRequest(
+            url: base.appendingPathComponent("gateway/\(id.uuidString.lowercased())/v1/chat/completions").absoluteString
+        )
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: #"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#))
+        let response = try await http.execute(request, timeout: .seconds(10))
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return Int(response.status.code)
     }
 }
 
