@@ -38,10 +38,11 @@ struct CrashCycles {
 
     private func run(http: HTTPClient, fakes: FakeProviders, log: (String) -> Void) async throws -> [String] {
         let ledger = Ledger(clients: clients)
-        let providers = [
+        let providers = RotatingIntegration.environment(fakes).merging([
             "KEYHAVEN_PROVIDER_OPENAI_URL": fakes.baseURL.absoluteString + "/openai",
             "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
-        ]
+        ]) { $1 }
+        var rotating: RotatingIntegration?
         var serverOutput = ""
         var problems: [String] = []
         for cycle in 1...cycles {
@@ -53,7 +54,13 @@ struct CrashCycles {
             let backend = KeyhavenClient(
                 baseURL: base, token: deployment.serviceToken, httpClient: http, timeout: .seconds(10))
             // What the previous kill left is checked through this server before new load starts.
-            if cycle > 1 { try await ledger.check(vault: vault, backend: backend) }
+            if cycle > 1 {
+                try await ledger.check(vault: vault, backend: backend, alsoKnown: [RotatingIntegration.name])
+            }
+            if rotating == nil {
+                rotating = try await RotatingIntegration.create(base: base, token: deployment.personalToken, http: http)
+            }
+            let rotated = rotating!
 
             let gateway = Gateway(base: base, token: deployment.serviceToken, http: http, key: FakeProviders.openAIKey)
             let stop = StopFlag()
@@ -64,6 +71,11 @@ struct CrashCycles {
                     group.addTask {
                         await ledger.run(client: client, vault: vault, backend: backend, gateway: gateway, stop: stop)
                     }
+                }
+                group.addTask {
+                    let found = await rotated.keepRotating(
+                        base: base, token: deployment.personalToken, http: http, stop: stop)
+                    for problem in found { ledger.fail(problem) }
                 }
                 group.addTask {
                     if duringBackup {
@@ -104,9 +116,14 @@ struct CrashCycles {
             let port = try FakeProviders.freePort()
             let server = try await deployment.serve(port: port, extra: providers)
             let base = URL(string: "http://127.0.0.1:\(port)")!
+            let backend = KeyhavenClient(baseURL: base, token: deployment.serviceToken, httpClient: http)
             try await ledger.check(
                 vault: KeyhavenClient(baseURL: base, token: deployment.personalToken, httpClient: http),
-                backend: KeyhavenClient(baseURL: base, token: deployment.serviceToken, httpClient: http))
+                backend: backend, alsoKnown: [RotatingIntegration.name])
+            if let rotating {
+                problems += try await rotating.check(
+                    database: deployment.database, fakes: fakes, backend: backend, log: log)
+            }
             // What killed backups left behind is cleared by the running server.
             for _ in 0..<100 where !deployment.backupFiles.temporary.isEmpty {
                 try await Task.sleep(for: .milliseconds(100))

@@ -161,7 +161,8 @@ final class Ledger: Sendable {
 
     /// Compares what the restarted server holds with what was acknowledged, settles each request that was in flight
     /// by what the server has, and reads every present integration's credentials back.
-    func check(vault: KeyhavenClient, backend: KeyhavenClient) async throws {
+    /// - Parameter alsoKnown: names of integrations made outside the clients.
+    func check(vault: KeyhavenClient, backend: KeyhavenClient, alsoKnown: Set<String> = []) async throws {
         var stored: [String: UUID] = [:]
         var cursor: String?
         repeat {
@@ -169,7 +170,7 @@ final class Ledger: Sendable {
             for integration in page.integrations { stored[integration.name] = integration.id }
             cursor = page.nextCursor
         } while cursor != nil
-        let known = Set(state.withLock { $0.flatMap { $0.map(\.name) } })
+        let known = alsoKnown.union(state.withLock { $0.flatMap { $0.map(\.name) } })
         for name in stored.keys where !known.contains(name) { fail("an integration nobody created: \(name)") }
         // Each client's integrations are read back by a task of their own.
         let listed = stored
