@@ -148,7 +148,7 @@ final class Ledger: Sendable {
                         fail("a credential read of \(id) returned other credentials")
                     }
                 }
-            } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable, is HTTPClientError {
+            } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable {
                 return  // the server is gone (or going): what was in flight stays pending
             } catch {
                 if !stop.isSet { fail("client \(client): unexpected answer \(error)") }
@@ -243,7 +243,7 @@ struct Gateway: Sendable {
 
     /// Sends one chat completion for integration `id` and returns the status.
     ///
-    /// - Throws: `HTTPClientError` when the server does not answer.
+    /// - Throws: `KeyhavenClientError.transport` when the server does not answer.
     func call(_ id: UUID) async throws -> Int {
         var request = HTTPClientRequest(
             url: base.appendingPathComponent("gateway/\(id.uuidString.lowercased())/v1/chat/completions").absoluteString
@@ -252,9 +252,14 @@ struct Gateway: Sendable {
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(string: #"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#))
-        let response = try await http.execute(request, timeout: .seconds(10))
-        _ = try await response.body.collect(upTo: 1 << 20)
-        return Int(response.status.code)
+        do {
+            let response = try await http.execute(request, timeout: .seconds(10))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return Int(response.status.code)
+        } catch {
+            // No answer (a reset, a refused or timed-out connection): the server is gone, as for the client's calls.
+            throw KeyhavenClientError.transport("\(type(of: error))")
+        }
     }
 }
 
