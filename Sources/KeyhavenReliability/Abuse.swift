@@ -6,7 +6,7 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// Hostile clients against one server while a well-behaved client keeps reading an integration: bad input gets a

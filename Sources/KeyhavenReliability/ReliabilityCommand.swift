@@ -3,7 +3,7 @@ import Foundation
 import KeyhavenTestSupport
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// keyhaven-reliability: checks of what must survive crashes, outages and abuse, run against a built `keyhaven`
