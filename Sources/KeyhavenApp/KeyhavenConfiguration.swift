@@ -47,6 +47,10 @@ public struct KeyhavenConfiguration: Sendable {
     /// How long a client has to send a request's body after its head, and the longest a response it does not read
     /// may stall its connection: `KEYHAVEN_REQUEST_BODY_TIMEOUT`, seconds, default 60.
     public var requestBodyTimeout: Duration = .seconds(60)
+    /// How long a new PostgreSQL connection may take, handshake included, before the request waiting for it answers
+    /// 503 (`KEYHAVEN_DATABASE_CONNECT_TIMEOUT`, seconds, default 10): lower it to fail faster when the database
+    /// host stops answering.
+    public var databaseConnectTimeout: Duration = .seconds(10)
     /// How often the rotation engine looks for work (`KEYHAVEN_ROTATION_INTERVAL`, seconds, default 30).
     public var rotationInterval: Duration = .seconds(30)
     /// How often queued gateway usage is written (`KEYHAVEN_USAGE_FLUSH_MS`, milliseconds, default 100).
@@ -193,6 +197,7 @@ public struct KeyhavenConfiguration: Sendable {
         for (key, name, keyPath) in [
             ("keyhaven.request.head.timeout", "KEYHAVEN_REQUEST_HEAD_TIMEOUT", \Self.requestHeadTimeout),
             ("keyhaven.request.body.timeout", "KEYHAVEN_REQUEST_BODY_TIMEOUT", \Self.requestBodyTimeout),
+            ("keyhaven.database.connect.timeout", "KEYHAVEN_DATABASE_CONNECT_TIMEOUT", \Self.databaseConnectTimeout),
         ] as [(String, String, WritableKeyPath<Self, Duration>)] {
             guard let value = text(key) else { continue }
             guard let seconds = Int(value), (1...3600).contains(seconds) else {

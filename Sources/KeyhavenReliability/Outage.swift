@@ -38,7 +38,8 @@ struct Outage: Sendable {
         configuration.timeout = .init(connect: .seconds(2), read: .seconds(10))
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let port = try FakeProviders.freePort()
-        let server = try await deployment.serve(port: port)
+        // A database host that stops answering must not hold requests for PostgresNIO's default 10 s.
+        let server = try await deployment.serve(port: port, extra: ["KEYHAVEN_DATABASE_CONNECT_TIMEOUT": "1"])
         do {
             let problems = try await run(server: server, port: port, http: http, log: log)
             server.signal(SIGTERM)

@@ -94,11 +94,14 @@ public final class Database: Sendable {
 
     /// Opens a pool to `location`. For SQLite the file and its folder are created if missing.
     ///
-    /// - Parameter searchPath: PostgreSQL schemas to use instead of `public` (tests use one schema each).
+    /// - Parameters:
+    ///   - searchPath: PostgreSQL schemas to use instead of `public` (tests use one schema each).
+    ///   - connectTimeout: how long, in whole seconds, a new PostgreSQL connection may take, handshake included,
+    ///     before the request that wanted it fails (503); PostgresNIO's 10 s when nil.
     /// - Throws: `KeyhavenError.configuration` if the URL is invalid, `KeyhavenError.unavailable` if the first
     ///   connection cannot be made.
     public static func open(
-        _ location: DatabaseLocation, searchPath: [String]? = nil, logger: Logger
+        _ location: DatabaseLocation, searchPath: [String]? = nil, connectTimeout: Duration? = nil, logger: Logger
     ) async throws -> Database {
         let database: Database
         switch location {
@@ -136,12 +139,12 @@ public final class Database: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL is not a valid PostgreSQL URL")
             }
             configuration.searchPath = searchPath
-            // When the server is down or unreachable, requests fail within a couple of seconds (503) instead of
-            // waiting out the defaults (10 s).
-            configuration.coreConfiguration.options.connectTimeout = .seconds(2)
+            if let connectTimeout {
+                configuration.coreConfiguration.options.connectTimeout = .seconds(connectTimeout.components.seconds)
+            }
             let pool = EventLoopGroupConnectionPool(
                 source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
-                requestTimeout: .seconds(5), logger: logger, on: MultiThreadedEventLoopGroup.singleton)
+                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
             database = Database(kind: .postgres, location: location, pool: .postgres(pool), logger: logger)
         }
         do {

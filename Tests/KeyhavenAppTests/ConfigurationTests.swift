@@ -30,6 +30,7 @@ struct ConfigurationTests {
         #expect(configuration.logFormat == .text)
         #expect(configuration.requestHeadTimeout == .seconds(30))
         #expect(configuration.requestBodyTimeout == .seconds(60))
+        #expect(configuration.databaseConnectTimeout == .seconds(10))
         let short = try await load(["KEYHAVEN_REQUEST_HEAD_TIMEOUT": "5", "KEYHAVEN_REQUEST_BODY_TIMEOUT": "7"])
         #expect(short.requestHeadTimeout == .seconds(5))
         #expect(short.requestBodyTimeout == .seconds(7))
@@ -101,6 +102,7 @@ struct ConfigurationTests {
             (["KEYHAVEN_PUBLIC_URL": "ftp://x"], "KEYHAVEN_PUBLIC_URL"),
             (["KEYHAVEN_REQUEST_HEAD_TIMEOUT": "0"], "KEYHAVEN_REQUEST_HEAD_TIMEOUT"),
             (["KEYHAVEN_REQUEST_BODY_TIMEOUT": "soon"], "KEYHAVEN_REQUEST_BODY_TIMEOUT"),
+            (["KEYHAVEN_DATABASE_CONNECT_TIMEOUT": "-1"], "KEYHAVEN_DATABASE_CONNECT_TIMEOUT"),
             // External JWTs are checked for issuer and audience always, so both must be configured.
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc"], "KEYHAVEN_JWT_HS256_ISSUER"),
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc", "KEYHAVEN_JWT_HS256_ISSUER": "https://auth.example"],
