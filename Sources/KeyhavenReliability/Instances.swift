@@ -15,6 +15,8 @@ import Synchronization
 /// none of them.
 struct Instances {
     let deployment: Deployment
+    /// Gateway calls answered 200 (each may leave one usage event).
+    let gatewayAnswered = Counter()
     /// The checks one user may start per window (`KEYHAVEN_CHECK_LIMIT`).
     static let checkLimit = 6
 
@@ -234,6 +236,7 @@ struct Instances {
             let response = try await http.execute(request, timeout: .seconds(10))
             _ = try await response.body.collect(upTo: 1 << 20)
             statuses.append(response.status.code)
+            if response.status == .ok { gatewayAnswered.add() }
         }
         let reached = fakes.modelCalls.count - callsBefore
         log(

@@ -43,8 +43,10 @@ struct TwoInstances: AsyncParsableCommand {
     func run() async throws {
         guard common.database == "postgres" else { throw ValidationError("instances runs on PostgreSQL only") }
         let deployment = try await common.deployment(keyringFile: true)
-        var problems = try await Instances(deployment: deployment).run { say($0) }
-        problems += try await deployment.checkAtRest(answeredReads: [:])
+        let instances = Instances(deployment: deployment)
+        var problems = try await instances.run { say($0) }
+        problems += try await deployment.checkAtRest(
+            answeredReads: [:], gatewayAnswered: instances.gatewayAnswered.value)
         await deployment.remove()
         try report("two instances on postgres", problems)
     }
