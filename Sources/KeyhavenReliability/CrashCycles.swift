@@ -138,7 +138,7 @@ struct CrashCycles {
             problems += try await deployment.checkAtRest(
                 answeredReads: ledger.answeredReads, gatewayAnswered: ledger.gatewayAnswered.load(ordering: .relaxed))
         }
-        let leaked = ledger.keys.filter { serverOutput.contains($0) }
+        let leaked = leakedKeys(ledger.keys, in: serverOutput)
         if !leaked.isEmpty { problems.append("\(leaked.count) credentials appear in the server's output") }
         if ledger.counts.creates == 0 { problems.append("no create was acknowledged: the load never ran") }
         return problems

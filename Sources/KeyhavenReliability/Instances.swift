@@ -45,7 +45,7 @@ struct Instances {
         for server in servers { server.signal(SIGTERM) }
         for server in servers { _ = await server.wait(timeout: .seconds(20)) }
         let output = servers.map { $0.stdout + $0.stderr }.joined()
-        if seeded.contains(where: { output.contains($0.key) }) {
+        if !leakedKeys(seeded.map(\.key), in: output).isEmpty {
             problems.append("a credential appears in a server's output")
         }
         problems += fakes.unexpected.map { "the fake providers did not expect: \($0)" }

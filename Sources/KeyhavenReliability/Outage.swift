@@ -48,7 +48,7 @@ struct Outage: Sendable {
             let output = server.stdout + server.stderr
             let keys = record.created.withLock { $0.map(\.key) }
             return problems
-                + (keys.contains(where: output.contains) ? ["a credential appears in the server's output"] : [])
+                + (leakedKeys(keys, in: output).isEmpty ? [] : ["a credential appears in the server's output"])
         } catch {
             server.signal(SIGKILL)
             _ = await server.wait(timeout: .seconds(20))

@@ -269,3 +269,12 @@ final class StopFlag: Sendable {
     var isSet: Bool { flag.load(ordering: .relaxed) }
     func set() { flag.store(true, ordering: .relaxed) }
 }
+
+/// The keys among `keys` (all of which start with `sk-`) that appear in `output`. The output is cut once into runs
+/// of the characters a key is made of, and only the runs holding `sk-` are searched: a long run's output and
+/// thousands of keys stay linear in time.
+func leakedKeys(_ keys: [String], in output: String) -> [String] {
+    let runs = output.split { !($0.isLetter || $0.isNumber || "-_~.".contains($0)) }
+    let suspicious = runs.filter { $0.contains("sk-") }
+    return keys.filter { key in suspicious.contains { $0.contains(key) } }
+}
