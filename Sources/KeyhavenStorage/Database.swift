@@ -172,8 +172,9 @@ public final class Database: Sendable {
     ///
     /// - Parameter short: `body` is a few queries and little else (the paths every request takes). On PostgreSQL it
     ///   then runs on the connection's own event loop, so each round trip resumes it on that thread instead of
-    ///   going through Swift's shared threads; a long body (a backup, a key rotation) must not, since that thread
-    ///   also serves other connections.
+    ///   going through Swift's shared threads, and its queries run as prepared statements
+    ///   (``PostgresPreparedDatabase``). A long body (a backup, a key rotation) must not, since that thread also
+    ///   serves other connections; each of its queries is handed to the loop, unprepared.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func withConnection<T: Sendable>(
         short: Bool = false, _ body: (any SQLDatabase) async throws -> T
@@ -189,7 +190,9 @@ public final class Database: Sendable {
             }
             guard short else { return try await run() }
             return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(connection.eventLoop)) {
-                try await run()
+                // Onto the loop now: the body's first query is then written there, prepared, as the others are.
+                if !connection.eventLoop.inEventLoop { try? await connection.eventLoop.submit {}.get() }
+                return try await run()
             }
         }
     }

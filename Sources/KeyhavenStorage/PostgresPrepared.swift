@@ -44,10 +44,26 @@ struct PostgresPreparedDatabase: SQLDatabase {
     func execute(
         sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void
     ) -> EventLoopFuture<Void> {
-        plain.execute(sql: query, onRow)
+        // The check and the write in one turn of the connection's loop: see `execute(sql:_:) async`.
+        eventLoop.flatSubmit { [self] in
+            guard !connection.isClosed else { return eventLoop.makeFailedFuture(ConnectionClosed()) }
+            return plain.execute(sql: query, onRow)
+        }
     }
 
+    /// Runs `query`, prepared where it can be.
+    ///
+    /// PostgresNIO hands a query to the connection's channel without watching the hand-over: a query written after
+    /// the channel closed and shed its handlers (the server went away) is dropped, and its caller waits forever.
+    /// So a query is written only on the connection's event loop, right after checking there that the channel is
+    /// open: within that one turn of the loop it cannot close, and an open channel passes the query to PostgresNIO's
+    /// handler, which fails it if the server has gone. Off the loop (a long body) the query is handed to the loop to
+    /// do the same, unprepared.
+    ///
+    /// - Throws: `ConnectionClosed` if the connection had closed; what PostgresNIO throws.
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        guard eventLoop.inEventLoop else { return try await execute(sql: query, onRow).get() }
+        guard !connection.isClosed else { throw ConnectionClosed() }
         let (sql, binds) = serialize(query)
         // Statements without binds (BEGIN, COMMIT, DDL) gain nothing from a plan kept for them.
         guard !binds.isEmpty, binds.count <= Self.maximumBinds, sql.utf8.count <= Self.maximumLength,
@@ -65,7 +81,7 @@ struct PostgresPreparedDatabase: SQLDatabase {
             // "cached plan must not change result type": a table the statement reads changed after it was
             // prepared on this connection (a migration). Unprepared, the query sees the table as it is now; inside
             // a transaction the error has aborted it, and the retry reports that instead.
-            try await plain.execute(sql: query, onRow)
+            try await execute(sql: query, onRow).get()
         }
     }
 
@@ -88,6 +104,11 @@ struct PostgresPreparedDatabase: SQLDatabase {
         }
         return (bindings, types)
     }
+}
+
+/// A query refused because its connection had closed: the server went away or was restarted.
+struct ConnectionClosed: Error, CustomStringConvertible {
+    var description: String { "the connection to PostgreSQL has closed" }
 }
 
 /// An optional passed as `any Encodable`: whether it holds nothing (the cast to an encodable type above looks

@@ -348,7 +348,7 @@ public struct SQLRateLimiter: RateLimiter {
         let now = Int64(Date().timeIntervalSince1970)
         let expired = now - window.components.seconds
         // A write: on SQLite it queues for the write lock instead of busy-waiting on a shared thread.
-        let row = try await database.transaction { sql in
+        let row = try await database.transaction(short: true) { sql in
             try await sql.raw(
                 """
                 INSERT INTO rate_limits (key, window_start, count)

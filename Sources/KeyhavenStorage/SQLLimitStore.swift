@@ -21,7 +21,7 @@ public struct SQLLimitStore: LimitStore {
 
     public func limits(for subjects: [UUID]) async throws -> [UUID: UsageLimits] {
         guard !subjects.isEmpty else { return [:] }
-        return try await database.withConnection { sql in
+        return try await database.withConnection(short: true) { sql in
             var found: [UUID: UsageLimits] = [:]
             for row in try await sql.raw("SELECT * FROM usage_limits WHERE id IN (\(binds: subjects))").all() {
                 found[try row.decode(column: "id", as: UUID.self)] = UsageLimits(
@@ -73,7 +73,7 @@ public struct SQLLimitStore: LimitStore {
         guard database.kind == .postgres else {
             return local.add(subject: subject, window: window, requests: requests, tokens: tokens)
         }
-        return try await database.withConnection { sql in
+        return try await database.withConnection(short: true) { sql in
             let row = try await sql.raw(
                 """
                 INSERT INTO usage_counters (subject_id, window_start, requests, tokens)

@@ -235,12 +235,12 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL a query with binds runs as a statement prepared once per connection, with its binds' own types, and survives a table changed under it",
+        "on PostgreSQL a query with binds in a short body runs as a statement prepared once per connection, with its binds' own types, and survives a table changed under it",
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func preparedStatements() async throws {
         let handle = try await TestDatabase.postgres.make()
         defer { Task { await handle.close() } }
-        try await handle.database.withConnection { sql in
+        try await handle.database.withConnection(short: true) { sql in
             func prepared() async throws -> Int {
                 try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_prepared_statements WHERE name LIKE 'kh_%'")
                     .first()?.decode(column: "n", as: Int.self) ?? -1
@@ -273,9 +273,75 @@ struct DatabaseTests {
             #expect(try changed.decode(column: "extra", as: String.self) == "new")
         }
     }
+
+    @Test(
+        "on PostgreSQL a query on a connection the server has closed fails at once, in a short body or a long one, prepared or not, and the next request gets a new connection",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func closedConnection() async throws {
+        let handle = try await TestDatabase.postgres.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        for short in [false, true] {
+            for prepared in [false, true] {
+                let closed = Flag()
+                let outcome = await finished(within: .seconds(10)) {
+                    try await database.withConnection(short: short) { sql in
+                        let pid = try #require(
+                            try await sql.raw("SELECT CAST(pg_backend_pid() AS BIGINT) AS pid").first()?
+                                .decode(column: "pid", as: Int.self))
+                        let terminated = try await database.withConnection { other in
+                            try await other.raw("SELECT pg_terminate_backend(CAST(\(bind: pid) AS INTEGER)) AS done").first()?
+                                .decode(column: "done", as: Bool.self)
+                        }
+                        if terminated == true { closed.set() }
+                        // Long enough for the connection to see the close and take its channel apart.
+                        try await Task.sleep(for: .milliseconds(300))
+                        try await sql.raw(prepared ? "SELECT \(bind: 1) AS one" : "SELECT 1 AS one").run()
+                    }
+                }
+                let label = "short: \(short), prepared: \(prepared)"
+                #expect(closed.isSet, "\(label): the server closed the connection")
+                guard case .failure(let error)? = outcome else {
+                    Issue.record("\(label): \(outcome.map { "\($0)" } ?? "no answer within 10 s")")
+                    continue
+                }
+                #expect(error as? KeyhavenError == .unavailable("The database is unavailable."), "\(label)")
+                try await database.ping()
+            }
+        }
+    }
 }
 
 /// Inserts a user with `email`: the smallest write a test can make.
 private func insertUser(_ email: String, on sql: any SQLDatabase) async throws {
     try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
+}
+
+private final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
+}
+
+/// How `body` ended, or nil if it had not within `limit`. A body that never ends is left running: a query waiting on
+/// a dropped promise cannot be cancelled, and a task group would wait for it.
+private func finished(within limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async
+    -> Result<Void, any Error>?
+{
+    let outcome = Waiter<Result<Void, any Error>?>()
+    return await withCheckedContinuation { continuation in
+        outcome.set(continuation)
+        Task {
+            do {
+                try await body()
+                outcome.resume(returning: .success(()))
+            } catch {
+                outcome.resume(returning: .failure(error))
+            }
+        }
+        Task {
+            try? await Task.sleep(for: limit)
+            outcome.resume(returning: nil)
+        }
+    }
 }
