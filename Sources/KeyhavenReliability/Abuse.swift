@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KeyhavenApp
 import KeyhavenClient
 import KeyhavenTestSupport
 import NIOCore
@@ -20,7 +21,7 @@ struct Abuse: Sendable {
     static let bodyTimeout = 3
 
     func run(log: (String) -> Void) async throws -> [String] {
-        raiseOpenFileLimit()
+        ProcessLimits.raiseOpenFiles()
         let port = try FakeProviders.freePort()
         let server = try await deployment.serve(
             port: port,
@@ -314,13 +315,4 @@ private func residentKilobytes(_ pid: Int32) -> Int {
         let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
     else { return 0 }
     return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-}
-
-/// Raises this process's open-file limit to the hard limit (the run opens thousands of connections).
-private func raiseOpenFileLimit() {
-    var limit = rlimit()
-    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-    guard getrlimit(resource, &limit) == 0 else { return }
-    limit.rlim_cur = limit.rlim_max
-    _ = setrlimit(resource, &limit)
 }

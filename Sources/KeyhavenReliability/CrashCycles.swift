@@ -75,7 +75,7 @@ struct CrashCycles {
                 group.addTask {
                     let found = await rotated.keepRotating(
                         base: base, token: deployment.personalToken, http: http, stop: stop)
-                    for problem in found { ledger.fail(problem) }
+                    for problem in found { ledger.failures.add(problem) }
                 }
                 group.addTask {
                     if duringBackup {
@@ -105,10 +105,7 @@ struct CrashCycles {
             let atRest = try await deployment.checkAtRest(
                 answeredReads: ledger.answeredReads, gatewayAnswered: ledger.gatewayAnswered.load(ordering: .relaxed))
             problems += atRest.map { "cycle \(cycle): \($0)" }
-            problems += ledger.failures.withLock { failures in
-                defer { failures = [] }
-                return failures.map { "cycle \(cycle): \($0)" }
-            }
+            problems += ledger.failures.take().map { "cycle \(cycle): \($0)" }
             if !problems.isEmpty { break }
         }
         if problems.isEmpty {
@@ -134,7 +131,7 @@ struct CrashCycles {
             server.signal(SIGTERM)
             _ = await server.wait(timeout: .seconds(20))
             serverOutput += server.stdout + server.stderr
-            problems += ledger.failures.withLock { $0 }
+            problems += ledger.failures.take()
             problems += try await deployment.checkAtRest(
                 answeredReads: ledger.answeredReads, gatewayAnswered: ledger.gatewayAnswered.load(ordering: .relaxed))
         }

@@ -158,7 +158,7 @@ struct Instances {
     ) async throws -> [String] {
         var problems: [String] = []
         let stop = StopFlag()
-        let failures = Ledger(clients: 0)
+        let failures = Failures()
         let reads = Counter()
         let rotation = try await withThrowingTaskGroup(of: (Int32, String)?.self) { group in
             for client in 0..<8 {
@@ -170,11 +170,11 @@ struct Instances {
                         do {
                             let read = try await backends[turn % 2].credentials(for: id)
                             if read.credentials != .openAI(apiKey: key) {
-                                failures.fail("a read returned other credentials")
+                                failures.add("a read returned other credentials")
                             }
                             reads.add()
                         } catch {
-                            failures.fail("a read failed during the rotation: \(error)")
+                            failures.add("a read failed during the rotation: \(error)")
                         }
                     }
                     return nil
@@ -189,7 +189,7 @@ struct Instances {
             for try await value in group { outcome = outcome ?? value }
             return outcome ?? (result.status, result.stdout + result.stderr)
         }
-        let failed = failures.failures.withLock { $0 }
+        let failed = failures.take()
         log(
             "key rotation: exit \(rotation.0) while \(reads.value) credential reads were answered, \(failed.count) failed"
         )

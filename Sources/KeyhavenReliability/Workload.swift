@@ -25,6 +25,23 @@ struct Tracked {
     var isPresent: Bool { id != nil && !deleted }
 }
 
+/// What went wrong for concurrent clients, in the order it was seen.
+final class Failures: Sendable {
+    private let list = Mutex<[String]>([])
+
+    func add(_ message: String) {
+        list.withLock { $0.append(message) }
+    }
+
+    /// Everything so far, and forgets it.
+    func take() -> [String] {
+        list.withLock { list in
+            defer { list = [] }
+            return list
+        }
+    }
+}
+
 /// The clients of a crash run and what the server acknowledged to them. Each client works only on the
 /// integrations it created, one request at a time, so each integration has at most one request in flight.
 final class Ledger: Sendable {
@@ -32,14 +49,11 @@ final class Ledger: Sendable {
     private let created = Atomic<Int>(0)
     /// Gateway calls answered 200, over the whole run.
     let gatewayAnswered = Atomic<Int>(0)
-    let failures = Mutex<[String]>([])
+    /// What the clients saw go wrong.
+    let failures = Failures()
 
     init(clients: Int) {
         state.withLock { $0 = Array(repeating: [], count: clients) }
-    }
-
-    func fail(_ message: String) {
-        failures.withLock { $0.append(message) }
     }
 
     /// Every key ever sent: none may appear in the server's output.
@@ -137,7 +151,7 @@ final class Ledger: Sendable {
                     if status == 200 {
                         gatewayAnswered.wrappingAdd(1, ordering: .relaxed)
                     } else {
-                        fail("a gateway call answered \(status)")
+                        failures.add("a gateway call answered \(status)")
                     }
                 } else {
                     let index = present.randomElement()!
@@ -145,13 +159,13 @@ final class Ledger: Sendable {
                     let read = try await backend.credentials(for: id)
                     with(client) { $0[index].reads += 1 }
                     if read.credentials != .openAI(apiKey: expected) {
-                        fail("a credential read of \(id) returned other credentials")
+                        failures.add("a credential read of \(id) returned other credentials")
                     }
                 }
             } catch KeyhavenClientError.transport, KeyhavenClientError.unavailable {
                 return  // the server is gone (or going): what was in flight stays pending
             } catch {
-                if !stop.isSet { fail("client \(client): unexpected answer \(error)") }
+                if !stop.isSet { failures.add("client \(client): unexpected answer \(error)") }
                 return
             }
         }
@@ -171,7 +185,7 @@ final class Ledger: Sendable {
             cursor = page.nextCursor
         } while cursor != nil
         let known = alsoKnown.union(state.withLock { $0.flatMap { $0.map(\.name) } })
-        for name in stored.keys where !known.contains(name) { fail("an integration nobody created: \(name)") }
+        for name in stored.keys where !known.contains(name) { failures.add("an integration nobody created: \(name)") }
         // Each client's integrations are read back by a task of their own.
         let listed = stored
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -209,19 +223,19 @@ final class Ledger: Sendable {
                 expected = [tracked.key!]
             case nil:
                 if tracked.deleted {
-                    if found != nil { fail("\(tracked.name): deleted (acknowledged) but still there") }
+                    if found != nil { failures.add("\(tracked.name): deleted (acknowledged) but still there") }
                     continue
                 }
                 guard tracked.id != nil else { continue }
                 expected = [tracked.key!]
             }
             guard let found, found == with(client, { $0[index].id }) else {
-                fail("\(tracked.name): acknowledged but missing after the restart")
+                failures.add("\(tracked.name): acknowledged but missing after the restart")
                 continue
             }
             let read = try await backend.credentials(for: found)
             guard case .openAI(let key, _, _) = read.credentials, expected.contains(key) else {
-                fail("\(tracked.name): the credentials read back are not the ones sent")
+                failures.add("\(tracked.name): the credentials read back are not the ones sent")
                 continue
             }
             with(client) {

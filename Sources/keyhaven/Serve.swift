@@ -23,7 +23,7 @@ extension KeyhavenCommand {
             // Past a file-size limit (`ulimit -f`) a write then fails with EFBIG, which the server reports like a
             // full disk (503), instead of the signal killing it in the middle of a write.
             signal(SIGXFSZ, SIG_IGN)
-            raiseOpenFileLimit()
+            ProcessLimits.raiseOpenFiles()
             try await reportingFailure {
                 let (configuration, logger) = try await global.load()
                 logger.info("starting Keyhaven", metadata: ["configuration": "\(configuration)"])
@@ -32,14 +32,4 @@ extension KeyhavenCommand {
             }
         }
     }
-}
-
-/// Raises the soft limit on open files to the hard one: every connection is a descriptor, and thousands of idle
-/// ones must not keep the server from accepting more until their deadline closes them.
-private func raiseOpenFileLimit() {
-    var limit = rlimit()
-    let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-    guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-    limit.rlim_cur = limit.rlim_max
-    _ = setrlimit(resource, &limit)
 }

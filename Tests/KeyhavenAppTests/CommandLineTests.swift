@@ -187,6 +187,31 @@ struct CommandLineTests {
         #expect(!server.stderr.contains(material) && !server.stdout.contains(material))
     }
 
+    @Test("serve raises its open-file limit to the hard one and ignores SIGXFSZ, so a file-size limit fails a write instead of killing it")
+    func serveLimits() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let port = Int.random(in: 30000..<60000)
+        // Started with a soft limit of 256 open files, as many systems set it.
+        let server = try KeyhavenBinary(path: "/bin/sh").start(
+            ["-c", "ulimit -Sn 256 && exec \"$0\" serve --port \(port)", binary.path], in: directory.path)
+        defer { if server.process.isRunning { server.signal(SIGKILL) } }
+        #expect(await server.waitForStderr { $0.contains("Server started") }, "\(server.stderr)")
+        let pid = server.process.processIdentifier
+        let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
+        let openFiles = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+            .split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2).compactMap { Int($0) }
+        #expect(openFiles.count == 2 && openFiles[0] == openFiles[1] && openFiles[1] > 256, "\(openFiles)")
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        let ignored = try #require(
+            status.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.flatMap {
+                UInt64($0.dropFirst("SigIgn:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+            })
+        #expect(ignored & (1 << UInt64(SIGXFSZ - 1)) != 0, "\(String(ignored, radix: 16))")
+        server.signal(SIGTERM)
+        #expect(await server.wait(timeout: .seconds(20)) == 0)
+    }
+
     @Test("keys rotate killed with SIGKILL midway completes when run again, losing nothing")
     func rotateKilledMidway() async throws {
         let directory = try TemporaryDirectory()
