@@ -117,9 +117,11 @@ struct Deployment: Sendable {
 
     private mutating func seed() async throws {
         try FileManager.default.createDirectory(atPath: backups, withIntermediateDirectories: true)
-        FileManager.default.createFile(
-            atPath: backupKeyFile, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
-            attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: backupKeyFile, contents: Data((0..<32).map { _ in UInt8.random(in: 0...255) }),
+                attributes: [.posixPermissions: 0o600])
+        else { throw TestSetupError("cannot write the backup key file \(backupKeyFile)") }
         let runtime = try await KeyhavenRuntime.open(
             try configuration, allowKeyringCreation: masterKey == nil, logger: Self.quiet)
         do {
