@@ -4,6 +4,7 @@ import KeyhavenApp
 import KeyhavenClient
 import KeyhavenTestSupport
 import NIOCore
+import NIOHTTP1
 import Synchronization
 
 #if canImport(Glibc)
@@ -30,26 +31,31 @@ struct Abuse: Sendable {
                 "KEYHAVEN_REQUEST_BODY_TIMEOUT": String(Self.bodyTimeout),
             ])
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        // The well-behaved client's key, and two sent in requests that are refused.
+        let keys = (0..<3).map { _ in Ledger.newKey() }
         var problems: [String] = []
         do {
-            problems = try await run(port: port, pid: server.process.processIdentifier, http: http, log: log)
+            problems = try await run(
+                port: port, pid: server.process.processIdentifier, keys: keys, http: http, log: log)
         } catch {
             problems.append("stopped early: \(error)")
         }
         if !server.process.isRunning { problems.append("the server stopped") }
-        server.signal(SIGTERM)
-        _ = await server.wait(timeout: .seconds(20))
+        let output = await stop([server])
         try? await http.shutdown()
+        if !leakedKeys(keys, in: output).isEmpty { problems.append("a credential appears in the server's output") }
         return problems
     }
 
-    private func run(port: Int, pid: Int32, http: HTTPClient, log: (String) -> Void) async throws -> [String] {
+    private func run(port: Int, pid: Int32, keys: [String], http: HTTPClient, log: (String) -> Void) async throws
+        -> [String]
+    {
         var problems: [String] = []
         let base = "http://127.0.0.1:\(port)"
         let token = deployment.personalToken
         // One integration for the well-behaved client.
         let id = try await KeyhavenClient(baseURL: URL(string: base)!, token: token, httpClient: http)
-            .createIntegration(NewIntegration(name: "abused", credentials: .openAI(apiKey: Ledger.newKey()))).id
+            .createIntegration(NewIntegration(name: "abused", credentials: .openAI(apiKey: keys[0]))).id
             .uuidString
 
         try await Task.sleep(for: .milliseconds(300))
@@ -72,37 +78,25 @@ struct Abuse: Sendable {
         }
 
         // Bad input, each over a new connection: a clear 4xx within 2 s.
-        let bad: [(String, String, [String: String], Data)] = [
+        let bad: [(String, Data)] = [
+            ("a body over the limit", Data(repeating: UInt8(ascii: "a"), count: 2 << 20)),
+            ("JSON nested 100,000 deep", Data(String(repeating: "[", count: 100_000).utf8)),
             (
-                "a body over the limit", "POST", ["Content-Type": "application/json"],
-                Data(repeating: UInt8(ascii: "a"), count: 2 << 20)
-            ),
-            (
-                "JSON nested 100,000 deep", "POST", ["Content-Type": "application/json"],
-                Data(String(repeating: "[", count: 100_000).utf8)
-            ),
-            (
-                "a 10,000-character name", "POST", ["Content-Type": "application/json"],
+                "a 10,000-character name",
                 Data(
-                    #"{"name":"\#(String(repeating: "n", count: 10_000))","type":"openai","credentials":{"api_key":"\#(Ledger.newKey())"}}"#
+                    #"{"name":"\#(String(repeating: "n", count: 10_000))","type":"openai","credentials":{"api_key":"\#(keys[1])"}}"#
                         .utf8)
             ),
+            ("invalid UTF-8", Data([0x7B, 0x22, 0x6E, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0xFF, 0x22, 0x7D])),
             (
-                "invalid UTF-8", "POST", ["Content-Type": "application/json"],
-                Data([0x7B, 0x22, 0x6E, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0xFF, 0x22, 0x7D])
+                "a NUL in a name",
+                Data(#"{"name":"a\u0000b","type":"openai","credentials":{"api_key":"\#(keys[2])"}}"#.utf8)
             ),
-            (
-                "a NUL in a name", "POST", ["Content-Type": "application/json"],
-                Data(#"{"name":"a\u0000b","type":"openai","credentials":{"api_key":"\#(Ledger.newKey())"}}"#.utf8)
-            ),
-            (
-                "a huge JSON object", "POST", ["Content-Type": "application/json"],
-                Data(("{" + (0..<40_000).map { "\"k\($0)\":1" }.joined(separator: ",") + "}").utf8)
-            ),
+            ("a huge JSON object", Data(("{" + (0..<40_000).map { "\"k\($0)\":1" }.joined(separator: ",") + "}").utf8)),
         ]
-        for (name, method, headers, payload) in bad {
-            let (status, seconds) = try await send(
-                method, base + "/api/integrations", headers: headers, body: payload, token: token, http: http)
+        for (name, payload) in bad {
+            let (status, seconds) = await timed(
+                .POST, base + "/api/integrations", json: payload, token: token, http: http)
             log("\(name): \(status) in " + String(format: "%.3f s", seconds))
             if !(400..<500).contains(status) || seconds > 2 {
                 problems.append("\(name) answered \(status) in \(seconds) s")
@@ -111,8 +105,7 @@ struct Abuse: Sendable {
         for (name, query) in [
             ("a page size over the cap", "limit=100000"), ("a forged cursor", "cursor=AAAA%2F%2Fforged"),
         ] {
-            let (status, seconds) = try await send(
-                "GET", base + "/api/integrations?" + query, headers: [:], body: nil, token: token, http: http)
+            let (status, seconds) = await timed(.GET, base + "/api/integrations?" + query, token: token, http: http)
             log("\(name): \(status) in " + String(format: "%.3f s", seconds))
             if !(400..<500).contains(status) || seconds > 2 {
                 problems.append("\(name) answered \(status) in \(seconds) s")
@@ -147,22 +140,13 @@ struct Abuse: Sendable {
         return problems
     }
 
-    private func send(
-        _ method: String, _ url: String, headers: [String: String], body: Data?, token: String, http: HTTPClient
-    ) async throws -> (Int, Double) {
-        var request = HTTPClientRequest(url: url)
-        request.method = .init(rawValue: method)
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+    /// The status of one request (0 without an answer) and the seconds it took.
+    private func timed(_ method: HTTPMethod, _ url: String, json: Data? = nil, token: String, http: HTTPClient) async
+        -> (Int, Double)
+    {
         let clock = ContinuousClock()
         let started = clock.now
-        let status: Int
-        do {
-            status = Int(try await http.execute(request, timeout: .seconds(10)).status.code)
-        } catch {
-            status = 0
-        }
+        let status = (try? await request(method, url, bearer: token, json: json, http: http))?.status ?? 0
         return (status, (clock.now - started) / .seconds(1))
     }
 

@@ -128,9 +128,7 @@ struct CrashCycles {
             let leftovers = deployment.backupFiles.temporary.count
             if leftovers > 0 { problems.append("\(leftovers) temporary backup files left 10 s after the last restart") }
             if deployment.backupFiles.finished.isEmpty { problems.append("no scheduled backup was ever finished") }
-            server.signal(SIGTERM)
-            _ = await server.wait(timeout: .seconds(20))
-            serverOutput += server.stdout + server.stderr
+            serverOutput += await stop([server])
             problems += ledger.failures.take()
             problems += try await deployment.checkAtRest(
                 answeredReads: ledger.answeredReads, gatewayAnswered: ledger.gatewayAnswered.load(ordering: .relaxed))

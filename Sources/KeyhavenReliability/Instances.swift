@@ -42,9 +42,7 @@ struct Instances {
         } catch {
             problems.append("stopped early: \(error)")
         }
-        for server in servers { server.signal(SIGTERM) }
-        for server in servers { _ = await server.wait(timeout: .seconds(20)) }
-        let output = servers.map { $0.stdout + $0.stderr }.joined()
+        let output = await stop(servers)
         if !leakedKeys(seeded.map(\.key), in: output).isEmpty {
             problems.append("a credential appears in a server's output")
         }
@@ -84,17 +82,17 @@ struct Instances {
         let backends = bases.map { KeyhavenClient(baseURL: $0, token: deployment.serviceToken, httpClient: http) }
 
         // A session made on the first works on the second.
-        let login = try await post(
-            bases[0].appendingPathComponent("api/auth/login"), password: Deployment.password, http: http)
-        let cookie = login.headers["set-cookie"].first.flatMap { $0.split(separator: ";").first.map(String.init) }
-        if login.status != .ok || cookie == nil {
-            problems.append("login on the first server answered \(login.status.code)")
+        let signedIn = try await login(on: bases[0], password: Deployment.password, http: http)
+        let cookie = signedIn.headers["set-cookie"].first.flatMap { $0.split(separator: ";").first.map(String.init) }
+        if signedIn.status != 200 || cookie == nil {
+            problems.append("login on the first server answered \(signedIn.status)")
         } else {
-            var request = HTTPClientRequest(url: bases[1].appendingPathComponent("api/integrations").absoluteString)
-            request.headers.add(name: "Cookie", value: cookie!)
-            let status = try await http.execute(request, timeout: .seconds(10)).status
-            if status != .ok { problems.append("the first server's session answered \(status.code) on the second") }
-            log("a session made on the first server: \(status.code) on the second")
+            let status = try await request(
+                .GET, bases[1].appendingPathComponent("api/integrations").absoluteString, headers: ["Cookie": cookie!],
+                http: http
+            ).status
+            if status != 200 { problems.append("the first server's session answered \(status) on the second") }
+            log("a session made on the first server: \(status) on the second")
         }
 
         // A new integration is verified once, though both servers run the verification worker.
@@ -135,13 +133,9 @@ struct Instances {
         problems += try await requestLimit(on: created.id, bases: bases, http: http, fakes: fakes, log: log)
 
         // Failed logins count across both: 10 per account and address, then 429.
-        var statuses: [UInt] = []
+        var statuses: [Int] = []
         for attempt in 0..<11 {
-            statuses.append(
-                try await post(
-                    bases[attempt % 2].appendingPathComponent("api/auth/login"), password: "not the password",
-                    http: http
-                ).status.code)
+            statuses.append(try await login(on: bases[attempt % 2], password: "not the password", http: http).status)
         }
         log("failed logins alternating between the servers: \(statuses)")
         if statuses != Array(repeating: 401, count: 10) + [429] {
@@ -213,30 +207,25 @@ struct Instances {
         on id: UUID, bases: [URL], http: HTTPClient, fakes: FakeProviders, log: (String) -> Void
     ) async throws -> [String] {
         let path = "integrations/\(id.uuidString.lowercased())"
-        var limits = HTTPClientRequest(url: bases[0].appendingPathComponent("api/\(path)/limits").absoluteString)
-        limits.method = .PUT
-        limits.headers.add(name: "Authorization", value: "Bearer \(deployment.personalToken)")
-        limits.headers.add(name: "Content-Type", value: "application/json")
-        limits.body = .bytes(ByteBuffer(string: #"{"requests_per_minute":3}"#))
-        let set = try await http.execute(limits, timeout: .seconds(10)).status
-        guard set == .ok else { return ["setting the request limit answered \(set.code)"] }
+        let set = try await request(
+            .PUT, bases[0].appendingPathComponent("api/\(path)/limits").absoluteString,
+            bearer: deployment.personalToken, json: Data(#"{"requests_per_minute":3}"#.utf8), http: http
+        ).status
+        guard set == 200 else { return ["setting the request limit answered \(set)"] }
         // The counters are per calendar minute: start well inside one.
         let second = Int(Date().timeIntervalSince1970) % 60
         if second > 45 { try await Task.sleep(for: .seconds(61 - second)) }
         let callsBefore = fakes.modelCalls.count
-        var statuses: [UInt] = []
+        var statuses: [Int] = []
         for attempt in 0..<4 {
             let gateway = "gateway/\(id.uuidString.lowercased())/v1/chat/completions"
-            var request = HTTPClientRequest(url: bases[attempt % 2].appendingPathComponent(gateway).absoluteString)
-            request.method = .POST
-            request.headers.add(name: "Authorization", value: "Bearer \(deployment.serviceToken)")
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(
-                ByteBuffer(string: #"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#))
-            let response = try await http.execute(request, timeout: .seconds(10))
-            _ = try await response.body.collect(upTo: 1 << 20)
-            statuses.append(response.status.code)
-            if response.status == .ok { gatewayAnswered.add() }
+            let status = try await request(
+                .POST, bases[attempt % 2].appendingPathComponent(gateway).absoluteString,
+                bearer: deployment.serviceToken,
+                json: Data(#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#.utf8), http: http
+            ).status
+            statuses.append(status)
+            if status == 200 { gatewayAnswered.add() }
         }
         let reached = fakes.modelCalls.count - callsBefore
         log(
@@ -246,15 +235,14 @@ struct Instances {
             ? []
             : ["with a limit of 3 requests a minute across both servers: \(statuses), \(reached) reached the provider"]
     }
+}
 
-    private func post(_ url: URL, password: String, http: HTTPClient) async throws -> HTTPClientResponse {
-        var request = HTTPClientRequest(url: url.absoluteString)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        let body = try JSONSerialization.data(withJSONObject: ["email": Deployment.email, "password": password])
-        request.body = .bytes(ByteBuffer(bytes: body))
-        return try await http.execute(request, timeout: .seconds(30))
-    }
+/// `POST /api/auth/login` as the deployment's user with `password`.
+private func login(on base: URL, password: String, http: HTTPClient) async throws -> Answer {
+    try await request(
+        .POST, base.appendingPathComponent("api/auth/login").absoluteString,
+        json: try JSONSerialization.data(withJSONObject: ["email": Deployment.email, "password": password]),
+        http: http, timeout: .seconds(30))
 }
 
 /// A count shared by concurrent tasks.

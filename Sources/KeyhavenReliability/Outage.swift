@@ -39,21 +39,16 @@ struct Outage: Sendable {
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let port = try FakeProviders.freePort()
         let server = try await deployment.serve(port: port)
+        var problems: [String] = []
         do {
-            let problems = try await run(server: server, port: port, http: http, log: log)
-            server.signal(SIGTERM)
-            _ = await server.wait(timeout: .seconds(20))
-            try? await http.shutdown()
-            let output = server.stdout + server.stderr
-            let keys = record.created.withLock { $0.map(\.key) }
-            return problems
-                + (leakedKeys(keys, in: output).isEmpty ? [] : ["a credential appears in the server's output"])
+            problems = try await run(server: server, port: port, http: http, log: log)
         } catch {
-            server.signal(SIGKILL)
-            _ = await server.wait(timeout: .seconds(20))
-            try? await http.shutdown()
-            throw error
+            problems.append("stopped early: \(error)")
         }
+        let output = await stop([server])
+        try? await http.shutdown()
+        let keys = record.created.withLock { $0.map(\.key) }
+        return problems + (leakedKeys(keys, in: output).isEmpty ? [] : ["a credential appears in the server's output"])
     }
 
     private let record = Record()
@@ -84,7 +79,9 @@ struct Outage: Sendable {
                 log("database taken away")
                 for _ in 0..<6 {
                     try await Task.sleep(for: .milliseconds(500))
-                    readiness.append(try await status(of: base.appendingPathComponent("readyz"), http: http))
+                    let ready = try? await request(
+                        .GET, base.appendingPathComponent("readyz").absoluteString, http: http, timeout: .seconds(5))
+                    readiness.append(ready?.status ?? 0)
                 }
                 try await repairDatabase(pid)
                 repaired = clock.now
@@ -144,13 +141,6 @@ struct Outage: Sendable {
             }
         }
         return problems + lost
-    }
-
-    /// The HTTP status of a GET, or 0 if there was no answer.
-    private func status(of url: URL, http: HTTPClient) async throws -> Int {
-        let request = HTTPClientRequest(url: url.absoluteString)
-        guard let response = try? await http.execute(request, timeout: .seconds(5)) else { return 0 }
-        return Int(response.status.code)
     }
 
     /// One client: creates an integration, then reads its credentials, and again, recording every call.

@@ -33,22 +33,21 @@ struct RotatingIntegration: Sendable {
             ],
             "rotation": ["mode": "automatic", "every_days": 90, "grace_hours": 0],
         ]
-        let (status, data) = try await send(
-            .POST, base.appendingPathComponent("api/integrations"), token: token,
-            body: try JSONSerialization.data(withJSONObject: body), http: http)
-        guard status == 201, let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+        let created = try await request(
+            .POST, base.appendingPathComponent("api/integrations").absoluteString, bearer: token,
+            json: try JSONSerialization.data(withJSONObject: body), http: http)
+        guard created.status == 201,
+            let object = try JSONSerialization.jsonObject(with: created.body) as? [String: Any],
             let id = (object["id"] as? String).flatMap(UUID.init(uuidString:))
-        else { throw TestSetupError("creating the AWS integration answered \(status)") }
+        else { throw TestSetupError("creating the AWS integration answered \(created.status)") }
         return RotatingIntegration(id: id)
     }
 
     /// Asks for a rotation every 300 ms (one already running answers 409) until `stop` or the server is gone.
     func keepRotating(base: URL, token: String, http: HTTPClient, stop: StopFlag) async -> [String] {
-        let url = base.appendingPathComponent("api/integrations/\(id.uuidString.lowercased())/rotate")
+        let url = base.appendingPathComponent("api/integrations/\(id.uuidString.lowercased())/rotate").absoluteString
         while !stop.isSet {
-            guard let (status, _) = try? await Self.send(.POST, url, token: token, body: nil, http: http) else {
-                return []
-            }
+            guard let status = try? await request(.POST, url, bearer: token, http: http).status else { return [] }
             if ![202, 409].contains(status), !stop.isSet { return ["asking for a rotation answered \(status)"] }
             try? await Task.sleep(for: .milliseconds(300))
         }
@@ -83,19 +82,5 @@ struct RotatingIntegration: Sendable {
             keys[0].id == credentials.accessKeyID
         else { return problems + ["after \(done) rotations IAM holds \(keys) and the integration another key"] }
         return problems
-    }
-
-    private static func send(
-        _ method: HTTPMethod, _ url: URL, token: String, body: Data?, http: HTTPClient
-    ) async throws -> (Int, Data) {
-        var request = HTTPClientRequest(url: url.absoluteString)
-        request.method = method
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        if let body {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: body))
-        }
-        let response = try await http.execute(request, timeout: .seconds(10))
-        return (Int(response.status.code), Data(buffer: try await response.body.collect(upTo: 1 << 20)))
     }
 }

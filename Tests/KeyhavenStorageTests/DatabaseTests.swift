@@ -7,6 +7,10 @@ import SQLKit
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("Database connections")
 struct DatabaseTests {
     @Test("on SQLite a write outside a transaction is refused at once, and readers go on while the writer holds the lock")
@@ -309,6 +313,34 @@ struct DatabaseTests {
                 try await database.ping()
             }
         }
+    }
+
+    @Test("a PostgreSQL server that takes the connection and never answers fails it after the connect timeout")
+    func connectTimeout() async throws {
+        // The kernel completes the TCP handshake for a listening socket nobody accepts from; the startup message
+        // then goes unanswered.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 8) == 0 && getsockname(listener, $0, &length) == 0
+            }
+        }
+        #expect(bound)
+        let url = "postgres://keyhaven:pw@127.0.0.1:\(UInt16(bigEndian: address.sin_port))/keyhaven?sslmode=disable"
+        let started = ContinuousClock.now
+        await #expect(throws: KeyhavenError.unavailable("The database is unavailable.")) {
+            _ = try await Database.open(
+                try DatabaseLocation(url: url), connectTimeout: .seconds(1), logger: Logger(label: "test"))
+        }
+        // PostgresNIO's default would wait 10 s.
+        let took = started.duration(to: .now)
+        #expect(took < .seconds(5), "\(took)")
     }
 }
 
