@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
@@ -75,9 +76,10 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenProviders",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             resources: [.copy("Resources")]
         ),
@@ -177,7 +179,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
-        .testTarget(name: "KeyhavenGatewayTests", dependencies: ["KeyhavenGateway", "KeyhavenTestSupport"]),
+        .testTarget(
+            name: "KeyhavenGatewayTests",
+            dependencies: [
+                "KeyhavenGateway", "KeyhavenTestSupport",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
         .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
         .testTarget(
             name: "KeyhavenProvidersTests",

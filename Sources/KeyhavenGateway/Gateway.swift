@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import KeyhavenCore
 import KeyhavenProviders
@@ -13,29 +12,29 @@ public final class Gateway: Sendable {
     /// The providers the gateway forwards to.
     public static let providers: Set<IntegrationType> = [.openai, .anthropic, .gemini]
 
-    /// Each provider's base URL without a trailing slash, and as a URL (its host is what the egress policy checks).
-    let bases: [IntegrationType: (String, URL)]
+    /// Each provider's base URL, and its path without a trailing slash (prefixed to every forwarded path).
+    let bases: [IntegrationType: (url: URL, path: String)]
     let clients: GatewayClients
     /// Model prices, replaceable while running.
     public let prices: Prices
 
     /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7).
     public init(endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices) {
-        var bases: [IntegrationType: (String, URL)] = [:]
+        var bases: [IntegrationType: (url: URL, path: String)] = [:]
         for type in Self.providers {
             let url = endpoints.base(type)
-            var text = url.absoluteString
-            while text.hasSuffix("/") { text.removeLast() }
-            bases[type] = (text, url)
+            var path = url.path(percentEncoded: true)
+            while path.hasSuffix("/") { path.removeLast() }
+            bases[type] = (url, path)
         }
         self.bases = bases
         clients = GatewayClients(egress: egress)
         self.prices = prices
     }
 
-    /// Closes the HTTP clients.
+    /// Closes the idle provider connections.
     public func shutdown() async {
-        await clients.shutdown()
+        clients.connections.shutdown()
     }
 
     /// Why a request is not forwarded.
@@ -78,7 +77,7 @@ public final class Gateway: Sendable {
         public var headers: [(String, String)]
         /// The body's length when nothing in it is changed on the way.
         public var contentLength: Int?
-        let body: HTTPClientResponse.Body
+        let body: UpstreamBody
         var meter: UsageMeter
 
         /// Reads and drops the body (an answer that is not passed on, so its connection can be reused).
@@ -101,6 +100,7 @@ public final class Gateway: Sendable {
                 if let rest = meter.finish() { try await write(rest) }
                 complete = true
             } catch {
+                body.answer.abandon()
                 _ = meter.finish()
             }
             return Metered(model: meter.model, usage: meter.usage, complete: complete)
@@ -117,7 +117,8 @@ public final class Gateway: Sendable {
 
     /// Sends `request` to the provider of `integration` with `credentials` injected; the body is `body`, streamed.
     ///
-    /// - Throws: ``Refusal``; nothing was sent to the provider unless the refusal is `unreachable`.
+    /// - Throws: ``Refusal``, nothing sent to the provider unless the refusal is `unreachable`; or what reading
+    ///   `body` threw, the provider's half-sent request then abandoned.
     public func forward<Body: AsyncSequence & Sendable>(
         _ request: Request, body: Body, integration: Integration, credentials: Credentials
     ) async throws -> Response where Body.Element == ByteBuffer {
@@ -127,19 +128,20 @@ public final class Gateway: Sendable {
         guard case .apiKey(let key) = credentials, Self.providers.contains(integration.type) else {
             throw Refusal.invalidPath
         }
-        guard let (base, baseURL) = bases[integration.type] else { throw Refusal.invalidPath }
-        var url = base + request.path
-        if let query = Self.withoutKey(request.query) { url += "?" + query }
-        let client = try await clients.client(for: baseURL)
+        guard let base = bases[integration.type] else { throw Refusal.invalidPath }
+        var target = base.path + request.path
+        if let query = Self.withoutKey(request.query) { target += "?" + query }
+        let origin = try await clients.origin(of: base.url)
 
-        var upstream = HTTPClientRequest(url: url)
-        upstream.method = request.method
+        var upstream = HTTPRequestHead(version: .http1_1, method: request.method, uri: target)
         for (name, value) in request.headers where Self.forwards(name) {
             upstream.headers.add(name: name, value: value)
         }
         for (name, value) in Self.credentialHeaders(integration.type, key: key, config: integration.config) {
             upstream.headers.replaceOrAdd(name: name, value: value)
         }
+        var bytes: ByteBuffer?
+        var stream: Body?
 
         var hidesUsageChunk = false
         var requestModel = integration.type == .gemini ? Self.geminiModel(in: request.path) : nil
@@ -160,30 +162,38 @@ public final class Gateway: Sendable {
             hidesUsageChunk = options.addsUsage
             // The caller's bytes go on as they came unless the option was added.
             let sent = options.addsUsage ? ByteBuffer(bytes: options.body) : collected
-            upstream.body = .bytes(sent)
+            bytes = sent
             upstream.headers.replaceOrAdd(name: "content-length", value: String(sent.readableBytes))
         } else if request.method == .GET || request.method == .HEAD || request.method == .DELETE,
             (request.contentLength ?? 0) == 0
         {
-            upstream.body = nil
+            bytes = nil
         } else {
-            upstream.body = .stream(body, length: request.contentLength.map { .known(Int64($0)) } ?? .unknown)
+            stream = body
+            if let length = request.contentLength {
+                upstream.headers.replaceOrAdd(name: "content-length", value: String(length))
+            }
         }
 
-        let response: HTTPClientResponse
+        let (head, answer): (HTTPResponseHead, UpstreamAnswer)
         do {
-            response = try await client.execute(upstream, timeout: .seconds(600))
+            (head, answer) = try await clients.connections.send(
+                upstream, bytes: bytes, stream: stream, length: request.contentLength, to: origin)
+        } catch let refusal as Refusal {
+            throw refusal
+        } catch UpstreamFailure.requestBody(let error) {
+            throw error
         } catch {
             throw Refusal.unreachable
         }
-        let contentType = response.headers.first(name: "content-type")
+        let contentType = head.headers.first(name: "content-type")
         let meter = UsageMeter(
             provider: integration.type, contentType: contentType, hidesUsageChunk: hidesUsageChunk,
             fallbackModel: requestModel)
         var headers: [(String, String)] = []
         var contentLength: Int?
-        let dropped = Self.connectionTokens(response.headers)
-        for header in response.headers {
+        let dropped = Self.connectionTokens(head.headers)
+        for header in head.headers {
             let name = header.name.lowercased()
             if name == "content-length" {
                 contentLength = Int(header.value)
@@ -192,8 +202,8 @@ public final class Gateway: Sendable {
             }
         }
         return Response(
-            status: Int(response.status.code), headers: headers,
-            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: response.body, meter: meter)
+            status: Int(head.status.code), headers: headers,
+            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer), meter: meter)
     }
 
     // MARK: Headers
@@ -366,83 +376,36 @@ struct StreamOptions {
     }
 }
 
-/// HTTP clients for provider endpoints: a provider's host is resolved within the egress policy and connected to at
-/// that address, and the answer is cached for a minute, so a request does not wait for a lookup. Clients are made
-/// on first use (a process that never forwards holds none) and closed by ``shutdown()``.
+/// Provider endpoints as the gateway reaches them: a provider's host is resolved within the egress policy and
+/// connected to at that address, and the answer is cached for a minute, so a request does not wait for a lookup.
 final class GatewayClients: Sendable {
     let egress: EgressPolicy
-
-    private struct Pinned {
-        var address: String
-        var client: HTTPClient
-        var at: ContinuousClock.Instant
-    }
-
-    private struct Clients {
-        /// For address literals (no lookup to pin).
-        var shared: HTTPClient?
-        var pinned: [String: Pinned] = [:]
-        /// Clients replaced after an address changed, closed at shutdown (requests may still be using them).
-        var retired: [HTTPClient] = []
-    }
-
-    private let clients = Mutex(Clients())
+    let connections = UpstreamConnections()
+    private let resolved = Mutex<[String: (origin: UpstreamOrigin, at: ContinuousClock.Instant)]>([:])
 
     init(egress: EgressPolicy) {
         self.egress = egress
     }
 
-    /// Connects within 5 s; an answer may take minutes (a long completion) but not stall for more than 5 minutes
-    /// between bytes; no redirects; many connections per provider, kept alive.
-    static func makeClient(pinning: [String: String]) -> HTTPClient {
-        var configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5), read: .seconds(300)))
-        configuration.dnsOverride = pinning
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 512
-        configuration.decompression = .disabled
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }
-
-    func client(for url: URL) async throws -> HTTPClient {
+    /// Where `url` is reached.
+    ///
+    /// - Throws: ``Gateway/Refusal/endpointNotAllowed`` when the egress policy refuses the address or the host
+    ///   does not resolve.
+    func origin(of url: URL) async throws -> UpstreamOrigin {
         guard let host = url.host, !host.isEmpty else { throw Gateway.Refusal.invalidPath }
         let now = ContinuousClock.now
-        if let cached = clients.withLock({ $0.pinned[host] }), now - cached.at < .seconds(60) { return cached.client }
+        if let cached = resolved.withLock({ $0[host] }), now - cached.at < .seconds(60) { return cached.origin }
         let address: String
         do {
             address = try await egress.address(for: url, origin: .operatorConfigured)
         } catch {
             throw Gateway.Refusal.endpointNotAllowed
         }
-        let literal = EgressPolicy.parseLiteral(host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))) != nil
-        return clients.withLock { clients in
-            if literal {
-                let shared = clients.shared ?? Self.makeClient(pinning: [:])
-                clients.shared = shared
-                clients.pinned[host] = Pinned(address: address, client: shared, at: now)
-                return shared
-            }
-            if let cached = clients.pinned[host], cached.address == address {
-                clients.pinned[host]?.at = now
-                return cached.client
-            }
-            if let old = clients.pinned[host] { clients.retired.append(old.client) }
-            let client = Self.makeClient(pinning: [host: address])
-            clients.pinned[host] = Pinned(address: address, client: client, at: now)
-            return client
-        }
-    }
-
-    func shutdown() async {
-        let all = clients.withLock { clients in
-            defer { clients = Clients() }
-            var all = clients.retired + clients.pinned.values.map(\.client)
-            if let shared = clients.shared { all.append(shared) }
-            return all
-        }
-        var closed: [ObjectIdentifier] = []
-        for client in all where !closed.contains(ObjectIdentifier(client)) {
-            closed.append(ObjectIdentifier(client))
-            try? await client.shutdown()
-        }
+        let tls = url.scheme?.lowercased() == "https"
+        let origin = UpstreamOrigin(
+            host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port: url.port ?? (tls ? 443 : 80),
+            tls: tls, address: address)
+        resolved.withLock { $0[host] = (origin, now) }
+        return origin
     }
 }
