@@ -41,7 +41,13 @@ final class UpstreamConnections: Sendable {
     }
 
     private let idle = Mutex<[UpstreamOrigin: [Idle]]>([:])
+    private let tlsConfiguration: TLSConfiguration
     private let tls = Mutex<NIOSSLContext?>(nil)
+
+    /// Connections verified with `tls`: by default the system's trust roots, the certificate's name checked.
+    init(tls: TLSConfiguration = .makeClientConfiguration()) {
+        tlsConfiguration = tls
+    }
 
     /// A connection to `origin`: an idle one if there is one, else a new one.
     ///
@@ -95,12 +101,11 @@ final class UpstreamConnections: Sendable {
         return connection
     }
 
-    /// The TLS context, made on first use: it loads the system's trust roots and verifies the provider's
-    /// certificate and name.
+    /// The TLS context, made on first use (it loads the trust roots).
     private func tlsContext() throws -> NIOSSLContext {
         try tls.withLock { context in
             if let context { return context }
-            let made = try NIOSSLContext(configuration: .makeClientConfiguration())
+            let made = try NIOSSLContext(configuration: tlsConfiguration)
             context = made
             return made
         }

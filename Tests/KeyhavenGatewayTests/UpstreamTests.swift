@@ -1,9 +1,12 @@
+import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 import Testing
+import X509
 
 @testable import KeyhavenGateway
 
@@ -78,6 +81,29 @@ struct UpstreamTests {
         }
     }
 
+    @Test("over TLS the certificate is verified: a trusted one with the provider's name is answered; otherwise no request is sent")
+    func tls() async throws {
+        let (certificate, key) = try selfSigned(name: "localhost")
+        let serving = TLSConfiguration.makeServerConfiguration(
+            certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
+        try await withServer(tls: serving) { server, plain in
+            var trusting = TLSConfiguration.makeClientConfiguration()
+            trusting.trustRoots = .certificates([certificate])
+            let connections = UpstreamConnections(tls: trusting)
+            defer { connections.shutdown() }
+            let named = UpstreamOrigin(host: "localhost", port: plain.port, tls: true, address: "127.0.0.1")
+            let answer = try await connections.fetch("/ok", from: named)
+            #expect(answer == "ok")
+
+            let systemRoots = UpstreamConnections()
+            defer { systemRoots.shutdown() }
+            await #expect(throws: (any Error).self) { try await systemRoots.fetch("/ok", from: named) }
+            let misnamed = UpstreamOrigin(host: "provider.example", port: plain.port, tls: true, address: "127.0.0.1")
+            await #expect(throws: (any Error).self) { try await connections.fetch("/ok", from: misnamed) }
+            #expect(server.requests == 1)
+        }
+    }
+
     @Test("a port nobody listens on fails the request without an answer")
     func unreachable() async throws {
         let connections = UpstreamConnections()
@@ -145,11 +171,13 @@ private func closedPort() throws -> Int {
 /// `/flood` streams ``floodBytes`` as fast as its socket takes them.
 private final class Server: Sendable {
     static let floodBytes = 64 << 20
-    private let counts = Mutex((accepted: 0, written: 0))
+    private let counts = Mutex((accepted: 0, requests: 0, written: 0))
     var accepted: Int { counts.withLock { $0.accepted } }
+    var requests: Int { counts.withLock { $0.requests } }
     var written: Int { counts.withLock { $0.written } }
 
     func accept() { counts.withLock { $0.accepted += 1 } }
+    func request() { counts.withLock { $0.requests += 1 } }
     func wrote(_ bytes: Int) { counts.withLock { $0.written += bytes } }
 }
 
@@ -167,6 +195,7 @@ private final class ServerHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            server.request()
             path = head.uri
         case .body:
             break
@@ -205,13 +234,38 @@ private final class ServerHandler: ChannelInboundHandler {
     }
 }
 
-private func withServer(_ body: (Server, UpstreamOrigin) async throws -> Void) async throws {
+/// A certificate for `name` signed by its own key.
+private func selfSigned(name: String) throws -> (NIOSSLCertificate, NIOSSLPrivateKey) {
+    let key = P256.Signing.PrivateKey()
+    let subject = try DistinguishedName { CommonName(name) }
+    let now = Date()
+    let certificate = try Certificate(
+        version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
+        notValidBefore: now - 3600, notValidAfter: now + 3600, issuer: subject, subject: subject,
+        signatureAlgorithm: .ecdsaWithSHA256,
+        extensions: try Certificate.Extensions {
+            Critical(BasicConstraints.notCertificateAuthority)
+            SubjectAlternativeNames([.dnsName(name)])
+        },
+        issuerPrivateKey: Certificate.PrivateKey(key))
+    return (
+        try NIOSSLCertificate(bytes: Array(try certificate.serializeAsPEM().pemString.utf8), format: .pem),
+        try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem)
+    )
+}
+
+/// Runs `body` with a ``Server`` on a free loopback port, over TLS when `tls` is given.
+private func withServer(
+    tls: TLSConfiguration? = nil, _ body: (Server, UpstreamOrigin) async throws -> Void
+) async throws {
     let server = Server()
+    let context = try tls.map { try NIOSSLContext(configuration: $0) }
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.backlog, value: 16)
         .childChannelInitializer { channel in
             server.accept()
             return channel.eventLoop.makeCompletedFuture {
+                if let context { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context)) }
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                 try channel.pipeline.syncOperations.addHandler(ServerHandler(server: server))
             }
