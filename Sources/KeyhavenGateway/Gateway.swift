@@ -167,7 +167,7 @@ public final class Gateway: Sendable {
         } else if request.method == .GET || request.method == .HEAD || request.method == .DELETE,
             (request.contentLength ?? 0) == 0
         {
-            bytes = nil
+            // Sent without a body.
         } else {
             stream = body
             if let length = request.contentLength {

@@ -313,13 +313,13 @@ extension UpstreamConnections {
         var head = head
         head.headers.replaceOrAdd(name: "host", value: origin.hostHeader)
         let repeatable = stream == nil && [.GET, .HEAD, .PUT, .DELETE, .OPTIONS].contains(head.method)
-        var sent = false
+        var retried = false
         while true {
             let (connection, reused) = try await connection(to: origin)
             do {
                 return try await exchange(head, bytes: bytes, stream: stream, length: length, on: connection)
-            } catch UpstreamFailure.closed where reused && repeatable && !sent {
-                sent = true
+            } catch UpstreamFailure.closed where reused && repeatable && !retried {
+                retried = true
             }
         }
     }

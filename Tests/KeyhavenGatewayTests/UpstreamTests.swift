@@ -81,7 +81,9 @@ struct UpstreamTests {
         }
     }
 
-    @Test("over TLS the certificate is verified: a trusted one with the provider's name is answered; otherwise no request is sent")
+    @Test(
+        "over TLS the certificate is verified: a trusted one with the provider's name is answered; otherwise no request is sent"
+    )
     func tls() async throws {
         let (certificate, key) = try selfSigned(name: "localhost")
         let serving = TLSConfiguration.makeServerConfiguration(
@@ -203,11 +205,14 @@ private final class ServerHandler: ChannelInboundHandler {
             var headers = HTTPHeaders()
             switch path {
             case "/flood":
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+                context.writeAndFlush(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
                 pump(context: context, left: Server.floodBytes)
             default:
                 headers.add(name: "content-length", value: "2")
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
+                    promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
                 let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
                 if path == "/close" {
@@ -226,7 +231,8 @@ private final class ServerHandler: ChannelInboundHandler {
         }
         let size = min(left, 64 << 10)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(repeating: 0x61, count: size))))).whenSuccess {
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(repeating: 0x61, count: size))))).whenSuccess
+        {
             let (handler, context) = bound.value
             handler.server.wrote(size)
             handler.pump(context: context, left: left - size)
