@@ -139,8 +139,11 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-bench",
             dependencies: [
-                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb",
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb", "KeyhavenGateway",
+                "KeyhavenProviders",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),

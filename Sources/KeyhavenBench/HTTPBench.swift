@@ -1,11 +1,15 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenGateway
+import KeyhavenProviders
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
+import NIOHTTP1
 import SQLKit
 
 // The pieces ./scripts/bench needs around `keyhaven serve` for the HTTP figures: a bare Hummingbird server to
@@ -40,6 +44,45 @@ func runFakeProvider(port: Int) async throws {
     let app = Application(
         router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
         logger: Logger(label: "fake-provider", factory: { _ in SwiftLogNoOpLogHandler() }))
+    try await app.runService()
+}
+
+/// The gateway's forwarding alone on 127.0.0.1:`port`: `POST /relay/<path>` goes through Hummingbird and
+/// ``Gateway/forward`` to the fake provider on `providerPort` with its key injected, and the answer is passed back
+/// as the gateway passes it, with no token, database, limit or usage. What it adds to the direct call is the floor
+/// under what the gateway adds.
+func runRelay(port: Int, providerPort: Int) async throws {
+    let gateway = Gateway(
+        endpoints: ProviderEndpoints(overrides: [.openai: URL(string: "http://127.0.0.1:\(providerPort)")!]),
+        egress: EgressPolicy(allowPrivate: true), prices: Prices(try PriceTable.bundled()))
+    let now = Date()
+    let integration = Integration(
+        id: UUID(), ownerID: UUID(), name: "relay", type: .openai, status: .connected, enabled: true, config: [:],
+        credentialHint: nil, credentialVersion: 1, errorMessage: nil, lastVerifiedAt: nil, lastUsedAt: nil,
+        createdAt: now, updatedAt: now)
+    let router = Router()
+    router.post("/relay/**") { request, _ -> Response in
+        let forwarded = Gateway.Request(
+            method: .POST, path: String(request.uri.path.dropFirst("/relay".count)), query: nil,
+            headers: request.headers.map { ($0.name.rawName, $0.value) },
+            contentLength: request.headers[.contentLength].flatMap { Int($0) })
+        let upstream = try await gateway.forward(
+            forwarded, body: request.body, integration: integration, credentials: .apiKey(fakeProviderKey))
+        var headers = HTTPFields()
+        for (name, value) in upstream.headers {
+            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+        }
+        return Response(
+            status: .init(code: upstream.status), headers: headers,
+            body: ResponseBody(contentLength: upstream.contentLength) { writer in
+                _ = await upstream.relay { try await writer.write($0) }
+                try await writer.finish(nil)
+            })
+    }
+    let app = Application(
+        router: router,
+        configuration: .init(address: .hostname("127.0.0.1", port: port)),
+        logger: Logger(label: "relay", factory: { _ in SwiftLogNoOpLogHandler() }))
     try await app.runService()
 }
 
