@@ -45,6 +45,11 @@ case "relay":
     guard ports.count == 2 else { exit(1) }
     try await runRelay(port: ports[0], providerPort: ports[1])
     exit(0)
+case "loop-relay":
+    let ports = arguments.dropFirst().compactMap { Int($0) }
+    guard ports.count == 2 else { exit(1) }
+    try runLoopRelay(port: ports[0], providerPort: ports[1])
+    exit(0)
 case "fake-provider":
     try await runFakeProvider(port: arguments.dropFirst().first.flatMap { Int($0) } ?? 8091)
     exit(0)
