@@ -42,7 +42,7 @@ private final class LoopRelayHandler: ChannelInboundHandler {
             headers.replaceOrAdd(name: "authorization", value: "Bearer \(fakeProviderKey)")
             headers.replaceOrAdd(name: "host", value: "127.0.0.1:\(providerPort)")
             pending.append(
-                .head(HTTPRequestHead(version: .http1_1, method: head.method, uri: String(head.uri.dropFirst(6)), headers: headers)))
+                .head(HTTPRequestHead(version: .http1_1, method: head.method, uri: String(head.uri.dropFirst("/relay".count)), headers: headers)))
         case .body(let piece):
             pending.append(.body(.byteBuffer(piece)))
         case .end:

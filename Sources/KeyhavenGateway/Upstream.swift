@@ -91,7 +91,9 @@ final class UpstreamConnections: Sendable {
                     if let context {
                         try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: serverName))
                     }
-                    try pipeline.addHTTPClientHandlers()
+                    // A header value holding CR or LF fails the write and closes the connection: it cannot split
+                    // the request.
+                    try pipeline.addHTTPClientHandlers(enableOutboundHeaderValidation: true)
                     try pipeline.addHandler(IdleStateHandler(readTimeout: .minutes(5)))
                     try pipeline.addHandler(UpstreamHandler(connection: connection))
                 }

@@ -106,6 +106,29 @@ struct UpstreamTests {
         }
     }
 
+    @Test("a header value that would split the request is never sent; a caller's broken body is reported as its own")
+    func refusedRequests() async throws {
+        try await withServer { server, origin in
+            let connections = UpstreamConnections()
+            defer { connections.shutdown() }
+            var split = get("/ok")
+            split.headers.add(name: "x-note", value: "a\r\nx-injected: 1")
+            await #expect(throws: UpstreamFailure.self) { _ = try await connections.send(split, to: origin) }
+            #expect(server.requests == 0)
+
+            var post = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/ok")
+            post.headers.add(name: "content-length", value: "10")
+            do {
+                _ = try await connections.send(post, bytes: nil, stream: Broken(), length: 10, to: origin)
+                Issue.record("a broken body was sent")
+            } catch UpstreamFailure.requestBody(let error) {
+                #expect(error is Broken.BrokenOff)
+            }
+            let after = try await connections.fetch("/ok", from: origin)
+            #expect(after == "ok")
+        }
+    }
+
     @Test("a port nobody listens on fails the request without an answer")
     func unreachable() async throws {
         let connections = UpstreamConnections()
@@ -158,6 +181,24 @@ private struct Pieces: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(rest: pieces) }
+}
+
+/// A request body that breaks off after its first piece, as when the caller goes away.
+private struct Broken: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
+    struct BrokenOff: Error {}
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        var sent = false
+
+        mutating func next() async throws -> ByteBuffer? {
+            guard !sent else { throw BrokenOff() }
+            sent = true
+            return ByteBuffer(string: "12345")
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator() }
 }
 
 private func closedPort() throws -> Int {
