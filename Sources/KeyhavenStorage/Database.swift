@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import PostgresKit
 import SQLKit
+import Synchronization
 
 /// Where the data lives: an SQLite file (the default) or a PostgreSQL server.
 public enum DatabaseLocation: Sendable, Equatable {
@@ -84,6 +85,8 @@ public final class Database: Sendable {
     public let location: DatabaseLocation
     let logger: Logger
     private let pool: Pool
+    /// How long a request may wait for a PostgreSQL connection, a new one's handshake included.
+    private let connectTimeout: Duration
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
@@ -96,13 +99,17 @@ public final class Database: Sendable {
     ///
     /// - Parameters:
     ///   - searchPath: PostgreSQL schemas to use instead of `public` (tests use one schema each).
-    ///   - connectTimeout: how long, in whole seconds, a new PostgreSQL connection may take, handshake included,
-    ///     before the request that wanted it fails (503); PostgresNIO's 10 s when nil.
+    ///   - connectTimeout: how long, in whole seconds, a request may wait for a PostgreSQL connection, a new
+    ///     connection's handshake included, before it fails (503); 10 s when nil. It bounds the whole wait, not only
+    ///     the driver's part: see ``acquire(_:)``.
+    ///   - eventLoopGroup: the threads PostgreSQL connections run on (tests stall a group of their own).
     /// - Throws: `KeyhavenError.configuration` if the URL is invalid, `KeyhavenError.unavailable` if the first
     ///   connection cannot be made.
     public static func open(
-        _ location: DatabaseLocation, searchPath: [String]? = nil, connectTimeout: Duration? = nil, logger: Logger
+        _ location: DatabaseLocation, searchPath: [String]? = nil, connectTimeout: Duration? = nil,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
     ) async throws -> Database {
+        let connectTimeout = connectTimeout ?? .seconds(10)
         let database: Database
         switch location {
         case .sqlite(let path):
@@ -130,7 +137,7 @@ public final class Database: Sendable {
             }
             database = Database(
                 kind: .sqlite, location: location, pool: .sqlite(SQLiteWriteGroups(connections: connections)),
-                logger: logger)
+                connectTimeout: connectTimeout, logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {
@@ -139,20 +146,28 @@ public final class Database: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL is not a valid PostgreSQL URL")
             }
             configuration.searchPath = searchPath
-            if let connectTimeout {
-                configuration.coreConfiguration.options.connectTimeout = .seconds(connectTimeout.components.seconds)
-            }
+            let timeout = TimeAmount.seconds(max(1, connectTimeout.components.seconds))
+            configuration.coreConfiguration.options.connectTimeout = timeout
+            // The pool's own wait is set past the deadline ``acquire(_:)`` keeps, so that one answers first.
             let pool = EventLoopGroupConnectionPool(
                 source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
-                logger: logger, on: MultiThreadedEventLoopGroup.singleton)
-            database = Database(kind: .postgres, location: location, pool: .postgres(pool), logger: logger)
+                requestTimeout: timeout + .seconds(1), logger: logger, on: eventLoopGroup)
+            database = Database(
+                kind: .postgres, location: location, pool: .postgres(pool), connectTimeout: connectTimeout,
+                logger: logger)
         }
         do {
             // The writer first: it puts a new file into WAL mode, which readers then share.
             try await database.transaction { sql in try await sql.raw("SELECT 1").run() }
             try await database.ping()
         } catch {
-            await database.shutdown()
+            if case .postgres = database.pool {
+                // Closing the pool runs on its event loops, which may be what held the connection up: the caller
+                // has its answer now, and the pool closes as soon as they can.
+                Task { await database.shutdown() }
+            } else {
+                await database.shutdown()
+            }
             throw error
         }
         // The first connection may have created the -wal and -shm files.
@@ -160,10 +175,11 @@ public final class Database: Sendable {
         return database
     }
 
-    private init(kind: DatabaseKind, location: DatabaseLocation, pool: Pool, logger: Logger) {
+    private init(kind: DatabaseKind, location: DatabaseLocation, pool: Pool, connectTimeout: Duration, logger: Logger) {
         self.kind = kind
         self.location = location
         self.pool = pool
+        self.connectTimeout = connectTimeout
         self.logger = logger
     }
 
@@ -292,14 +308,56 @@ public final class Database: Sendable {
         }
     }
 
+    /// A pooled connection, within ``connectTimeout`` of asking.
+    ///
+    /// The driver's connect timeout and the pool's wait are timers on the pool's event loops, which fire late when
+    /// those threads are busy or stalled; the pool's own wait adds to the driver's. The deadline here is the
+    /// process's clock instead, raced against the whole request, so the configured timeout bounds what a caller
+    /// waits, whatever holds the connection up. A connection that arrives after the deadline goes back to the pool.
     private func acquire<Source>(_ pool: EventLoopGroupConnectionPool<Source>) async throws -> Source.Connection
     where Source.Connection: Sendable {
+        let requested = pool.requestConnection(logger: logger)
+        let timeout = connectTimeout
+        // Whichever comes first answers; a connection that comes second goes back to the pool. A task group would
+        // not do: it waits for every child, and a future's `get()` cannot be cancelled.
+        let answered = FirstAnswer()
         do {
-            return try await pool.requestConnection(logger: logger).get()
+            return try await withCheckedThrowingContinuation { continuation in
+                let timer = Task {
+                    try await Task.sleep(for: timeout)
+                    if answered.claim() { continuation.resume(throwing: ConnectTimeout(timeout: timeout)) }
+                }
+                requested.whenComplete { result in
+                    timer.cancel()
+                    if answered.claim() {
+                        continuation.resume(with: result)
+                    } else if case .success(let connection) = result {
+                        pool.releaseConnection(connection)
+                    }
+                }
+            }
         } catch {
             logger.error("database connection failed", metadata: ["error": "\(error)"])
             throw KeyhavenError.unavailable("The database is unavailable.")
         }
+    }
+
+    /// Which of two racing outcomes came first.
+    private final class FirstAnswer: Sendable {
+        private let answered = Mutex(false)
+        /// True for the first caller only.
+        func claim() -> Bool {
+            answered.withLock { done in
+                defer { done = true }
+                return !done
+            }
+        }
+    }
+
+    /// No connection within the configured time.
+    private struct ConnectTimeout: Error, CustomStringConvertible {
+        let timeout: Duration
+        var description: String { "no connection within the connect timeout (\(timeout))" }
     }
 
     private func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
@@ -325,6 +383,23 @@ extension Database {
     /// serialise on it, deployments in different schemas of one database do not.
     static func advisoryLock(_ name: String) -> SQLQueryString {
         "SELECT pg_advisory_xact_lock(hashtextextended(\(bind: "keyhaven." + name + ".") || coalesce(current_schema(), ''), 0))"
+    }
+
+    /// `SUM(column)` of whole numbers that stops at the largest BIGINT instead of failing: SQLite's SUM throws
+    /// "integer overflow" and PostgreSQL's BIGINT cast "out of range", either of which would make a workspace's
+    /// usage unreadable for good once its rows add up past 2^63 (STYLE rule 12). NULL when there are no rows.
+    static func saturatingSum(_ column: String, _ kind: DatabaseKind) -> String {
+        switch kind {
+        case .sqlite: "saturating_sum(\(column))"
+        // PostgreSQL sums BIGINTs as NUMERIC, which cannot overflow.
+        case .postgres: "CAST(LEAST(SUM(\(column)), 9223372036854775807) AS BIGINT)"
+        }
+    }
+
+    /// `stored + added` for a non-negative `added`, stopping at the largest BIGINT: the same SQL on both databases,
+    /// for counters that upserts add to.
+    static func saturatingAdd(_ stored: String, _ added: String) -> String {
+        "CASE WHEN \(stored) > 9223372036854775807 - \(added) THEN 9223372036854775807 ELSE \(stored) + \(added) END"
     }
 
     /// Column types that differ between the two dialects, for migrations.
