@@ -127,7 +127,8 @@ struct GatewayAccounting: Sendable {
                 costMicros: metered.usage == nil
                     ? 0
                     : await prices.cost(
-                        use.integration.type, model: metered.model, usage: tokens, ownerID: use.integration.ownerID),
+                        use.integration.type, model: metered.model, usage: tokens, ownerID: use.integration.ownerID
+                    ).map { min($0, UsageBounds.eventCostMicros) },
                 tokenID: use.tokenID, occurredAt: use.at))
     }
 }

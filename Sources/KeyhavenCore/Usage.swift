@@ -29,15 +29,15 @@ public struct TokenUsage: Sendable, Equatable, Codable {
     }
 
     /// Input and output together, what tokens-per-minute limits count.
-    public var totalTokens: Int64 { inputTokens + outputTokens }
+    public var totalTokens: Int64 { Saturating.add(inputTokens, outputTokens) }
 
     /// Adds `other`'s counts to these.
     public mutating func add(_ other: TokenUsage) {
-        inputTokens += other.inputTokens
-        cachedInputTokens += other.cachedInputTokens
-        cacheWriteTokens += other.cacheWriteTokens
-        outputTokens += other.outputTokens
-        reasoningTokens += other.reasoningTokens
+        inputTokens = Saturating.add(inputTokens, other.inputTokens)
+        cachedInputTokens = Saturating.add(cachedInputTokens, other.cachedInputTokens)
+        cacheWriteTokens = Saturating.add(cacheWriteTokens, other.cacheWriteTokens)
+        outputTokens = Saturating.add(outputTokens, other.outputTokens)
+        reasoningTokens = Saturating.add(reasoningTokens, other.reasoningTokens)
     }
 }
 
@@ -132,10 +132,10 @@ public struct UsageTotals: Sendable, Equatable {
 
     /// Adds `other`'s totals to these.
     public mutating func add(_ other: UsageTotals) {
-        requests += other.requests
+        requests = Saturating.add(requests, other.requests)
         tokens.add(other.tokens)
-        costMicros += other.costMicros
-        unpricedRequests += other.unpricedRequests
+        costMicros = Saturating.add(costMicros, other.costMicros)
+        unpricedRequests = Saturating.add(unpricedRequests, other.unpricedRequests)
     }
 }
 

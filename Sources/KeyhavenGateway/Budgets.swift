@@ -32,10 +32,17 @@ public final class Budgets: Sendable {
     public struct Standing: Sendable, Equatable {
         public var limits: UsageLimits
         public var spentMicros: Int64
+
+        /// Creates a standing.
+        public init(limits: UsageLimits, spentMicros: Int64) {
+            self.limits = limits
+            self.spentMicros = spentMicros
+        }
+
         /// Spending as a percentage of the monthly budget; nil without a budget.
         public var percent: Int64? {
             guard let budget = limits.monthlyBudgetMicros else { return nil }
-            return budget == 0 ? 100 : spentMicros * 100 / budget
+            return Saturating.percent(spentMicros, of: budget)
         }
         /// Whether spending has reached the warning share of the budget.
         public var warning: Bool { (percent ?? 0) >= UsageLimits.warningPercent }
@@ -64,7 +71,7 @@ public final class Budgets: Sendable {
             if let budget = limit.monthlyBudgetMicros {
                 let forIntegration = subject == integration.id ? integration.id : nil
                 let spent = try await cachedSpent(ownerID: integration.ownerID, integrationID: forIntegration, now: now)
-                if spent * 100 >= budget * UsageLimits.warningPercent {
+                if Saturating.reaches(spent, percent: UsageLimits.warningPercent, of: budget) {
                     _ = try await store.warnOnce(
                         subject: subject, ownerID: integration.ownerID, integrationID: forIntegration,
                         month: String(now.utcDay.prefix(7)), spent: spent, budget: budget)

@@ -27,26 +27,26 @@ public struct ModelPrice: Sendable, Equatable, Codable {
         self.reasoning = reasoning
     }
 
-    /// The cost of `usage` in micro-dollars, rounded half up.
+    /// The cost of `usage` in micro-dollars, rounded half up, exact for every input: products and their sum are
+    /// taken in 128 bits, and a cost beyond `Int64` (only absurd numbers get there) is its largest value.
     public func cost(of usage: TokenUsage) -> Int64 {
         let cached = max(0, usage.cachedInputTokens)
         let written = max(0, usage.cacheWriteTokens)
-        let plainInput = max(0, usage.inputTokens - cached - written)
+        let plainInput = max(0, Saturating.subtract(Saturating.subtract(usage.inputTokens, cached), written))
         let reasoningTokens = max(0, usage.reasoningTokens)
-        let plainOutput = max(0, usage.outputTokens - reasoningTokens)
+        let plainOutput = max(0, Saturating.subtract(usage.outputTokens, reasoningTokens))
         let parts: [(Int64, Int64)] = [
             (plainInput, input), (cached, cachedInput ?? input), (written, cacheWrite ?? input),
             (plainOutput, output), (reasoningTokens, reasoning ?? output),
         ]
-        var pico: Int64 = 0
+        // Each product is below 2^126 and the running sum is held under `ceiling` (about 2^83), so nothing here
+        // can leave Int128; a sum at the ceiling already rounds to more than Int64 holds.
+        let ceiling = Int128(Int64.max) * 1_000_000
+        var pico: Int128 = 0
         for (tokens, price) in parts {
-            // Saturate rather than trap on absurd reported numbers.
-            let (product, overflow) = tokens.multipliedReportingOverflow(by: price)
-            let (sum, overflowSum) = pico.addingReportingOverflow(product)
-            if overflow || overflowSum { return Int64.max / 1_000_000 }
-            pico = sum
+            pico = min(ceiling, pico + Int128(tokens) * Int128(max(0, price)))
         }
-        return (pico + 500_000) / 1_000_000
+        return Saturating.clamp((pico + 500_000) / 1_000_000)
     }
 }
 

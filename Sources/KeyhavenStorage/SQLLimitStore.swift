@@ -79,7 +79,8 @@ public struct SQLLimitStore: LimitStore {
                 INSERT INTO usage_counters (subject_id, window_start, requests, tokens)
                 VALUES (\(bind: subject), \(bind: window), \(bind: requests), \(bind: tokens))
                 ON CONFLICT (subject_id, window_start) DO UPDATE SET
-                requests = usage_counters.requests + excluded.requests, tokens = usage_counters.tokens + excluded.tokens
+                requests = \(unsafeRaw: Database.saturatingAdd("usage_counters.requests", "excluded.requests")),
+                tokens = \(unsafeRaw: Database.saturatingAdd("usage_counters.tokens", "excluded.tokens"))
                 RETURNING requests, tokens
                 """
             ).first()
@@ -126,8 +127,8 @@ final class LocalCounters: Sendable {
         counters.withLock { counters in
             var current = counters[subject] ?? (window, 0, 0)
             if current.window != window { current = (window, 0, 0) }
-            current.requests += requests
-            current.tokens += tokens
+            current.requests = Saturating.add(current.requests, requests)
+            current.tokens = Saturating.add(current.tokens, tokens)
             counters[subject] = current
             if counters.count > 100_000 { counters = counters.filter { $0.value.window >= window - 600 } }
             return (current.requests, current.tokens)

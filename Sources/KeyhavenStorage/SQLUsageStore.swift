@@ -10,6 +10,12 @@ public struct SQLUsageStore: UsageStore {
     /// The most events written by one statement (18 values each, well under both databases' bind limits).
     static let rowsPerStatement = 500
 
+    /// The columns of `usage_daily` that add up.
+    static let counts = [
+        "requests", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+        "cost_micros", "unpriced_requests",
+    ]
+
     /// Creates the store.
     public init(database: Database) {
         self.database = database
@@ -58,16 +64,10 @@ public struct SQLUsageStore: UsageStore {
             case .integration: "integration_id"
             }
         let order = query.grouping == .day ? "day" : "cost_micros DESC, requests DESC, group_key"
+        let sums = Self.counts.map { "\(Database.saturatingSum($0, database.kind)) AS \($0)" }.joined(separator: ", ")
         var statement = SQLQueryString(
             """
-            SELECT \(unsafeRaw: key) AS group_key,
-            CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens,
-            CAST(SUM(cached_input_tokens) AS BIGINT) AS cached_input_tokens,
-            CAST(SUM(cache_write_tokens) AS BIGINT) AS cache_write_tokens,
-            CAST(SUM(output_tokens) AS BIGINT) AS output_tokens,
-            CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens,
-            CAST(SUM(cost_micros) AS BIGINT) AS cost_micros,
-            CAST(SUM(unpriced_requests) AS BIGINT) AS unpriced_requests
+            SELECT \(unsafeRaw: key) AS group_key, \(unsafeRaw: sums)
             FROM usage_daily WHERE owner_id = \(bind: query.ownerID)
             AND day >= \(bind: query.from) AND day <= \(bind: query.to)
             """)
@@ -97,7 +97,7 @@ public struct SQLUsageStore: UsageStore {
     public func spent(ownerID: UUID, integrationID: UUID?, since start: Date) async throws -> Int64 {
         var statement = SQLQueryString(
             """
-            SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent FROM usage_daily
+            SELECT COALESCE(\(unsafeRaw: Database.saturatingSum("cost_micros", database.kind)), 0) AS spent FROM usage_daily
             WHERE owner_id = \(bind: ownerID) AND day >= \(bind: start.utcDay)
             """)
         if let integrationID {
@@ -172,18 +172,10 @@ public struct SQLUsageStore: UsageStore {
                     \(bind: sum.unpricedRequests))
                     """ as SQLQueryString)
             }
+            let sums = Self.counts.map { "\($0) = \(Database.saturatingAdd("usage_daily.\($0)", "excluded.\($0)"))" }
             statement.appendInterpolation(
-                unsafeRaw: """
-                     ON CONFLICT (owner_id, integration_id, day, model) DO UPDATE SET
-                    requests = usage_daily.requests + excluded.requests,
-                    input_tokens = usage_daily.input_tokens + excluded.input_tokens,
-                    cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens,
-                    cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,
-                    output_tokens = usage_daily.output_tokens + excluded.output_tokens,
-                    reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
-                    cost_micros = usage_daily.cost_micros + excluded.cost_micros,
-                    unpriced_requests = usage_daily.unpriced_requests + excluded.unpriced_requests
-                    """)
+                unsafeRaw: " ON CONFLICT (owner_id, integration_id, day, model) DO UPDATE SET "
+                    + sums.joined(separator: ", "))
             try await sql.raw(statement).run()
         }
     }

@@ -69,6 +69,11 @@ static inline int keyhaven_sqlite_reprepares(sqlite3_stmt *statement) {
     return sqlite_nio_sqlite3_stmt_status(statement, 5, 0);
 }
 
+/// Adds Keyhaven's SQL functions to `db`: `saturating_sum(x)`, an aggregate that adds whole numbers as SUM does
+/// but stops at the largest (or smallest) 64-bit integer instead of failing with "integer overflow", as
+/// PostgreSQL's `LEAST(SUM(x), 9223372036854775807)` does. Defined in shim.c.
+int keyhaven_sqlite_add_functions(sqlite3 *db);
+
 enum {
     KEYHAVEN_SQLITE_OK = 0,
     KEYHAVEN_SQLITE_ROW = 100,

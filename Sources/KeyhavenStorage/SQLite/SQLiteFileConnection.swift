@@ -61,6 +61,7 @@ final class SQLiteFileConnection: @unchecked Sendable {
         do {
             // Plans never depend on bound values, so a cached statement is never prepared again on a new bind.
             try check(keyhaven_sqlite_enable_qpsg(handle))
+            try check(keyhaven_sqlite_add_functions(handle))
             for pragma in pragmas { try execute(pragma, binds: []) { _ in } }
         } catch {
             close()

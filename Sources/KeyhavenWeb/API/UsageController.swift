@@ -39,11 +39,15 @@ public struct UsageController: Sendable {
         try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
         let decoded = try await ReportUsageRequest.read(request, context: context)
         let valid = try decoded.body.validated(decoded.errors)
+        let cost = await prices.cost(
+            integration.type, model: valid.model, usage: valid.tokens, ownerID: integration.ownerID)
+        if let cost, cost > UsageBounds.eventCostMicros {
+            let reason = "at the model's price, the report's tokens cost more than the $1000000 one report may hold"
+            throw KeyhavenError.validationFailed(["input_tokens": reason, "output_tokens": reason])
+        }
         let event = UsageEvent(
             ownerID: integration.ownerID, integrationID: integration.id, type: integration.type, model: valid.model,
-            source: .reported, requests: valid.requests, tokens: valid.tokens,
-            costMicros: await prices.cost(
-                integration.type, model: valid.model, usage: valid.tokens, ownerID: integration.ownerID),
+            source: .reported, requests: valid.requests, tokens: valid.tokens, costMicros: cost,
             tokenID: token.id,
             idempotencyKey: valid.idempotencyKey, occurredAt: valid.occurredAt)
         let (stored, created) = try await usage.report(event)

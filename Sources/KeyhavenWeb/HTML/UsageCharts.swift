@@ -36,7 +36,7 @@ enum UsageCharts {
     static func bars(_ days: [Day], title: String, classes: [String], format: (Int64) -> String) -> String {
         let plotWidth = width - left - 8
         let plotHeight = height - bottom - 12
-        let maximum = max(1, days.map { $0.values.reduce(0, +) }.max() ?? 1)
+        let maximum = max(1, days.map { Saturating.sum($0.values) }.max() ?? 1)
         let slot = Double(plotWidth) / Double(max(1, days.count))
         let barWidth = max(1.0, slot * 0.7)
         var svg = """
