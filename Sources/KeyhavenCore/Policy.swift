@@ -7,8 +7,11 @@ public enum Policy {
     public enum Action: String, Sendable, CaseIterable {
         /// See the workspace: its integrations and their status, its members, the audit events of its integrations.
         case view
-        /// Create, edit, test, rotate, disable, delete or move the workspace's integrations.
+        /// Create, edit, test, rotate, disable or delete the workspace's integrations, or move one in.
         case editIntegrations
+        /// Move an integration out of the workspace. Wherever it lands, the mover may read it there, so this takes
+        /// the role that may already read the workspace's credentials (by minting a service token): admin.
+        case moveIntegrationsOut
         /// Read decrypted credentials (service tokens only).
         case readCredentials
         /// Use an integration through the gateway, or report its usage, without reading it (service tokens only).
@@ -49,7 +52,7 @@ public enum Policy {
         switch action {
         case .view: .viewer
         case .editIntegrations: .member
-        case .viewAllAudit, .manageMembers, .manageServiceTokens, .manageBudgets: .admin
+        case .viewAllAudit, .manageMembers, .manageServiceTokens, .manageBudgets, .moveIntegrationsOut: .admin
         case .manageOwners, .administer: .owner
         case .readCredentials, .useIntegration: nil
         }
@@ -86,6 +89,8 @@ public enum Policy {
         switch action {
         case .view: "Your role does not allow viewing this workspace."
         case .editIntegrations: "Your role in this workspace does not allow changing integrations."
+        case .moveIntegrationsOut:
+            "Only owners and admins move integrations out of the organization: elsewhere their credentials could be read."
         case .readCredentials: "Only service tokens can read credentials."
         case .useIntegration: "Only service tokens can use integrations through the gateway."
         case .viewAllAudit: "Only owners and admins see all of the organization's events."

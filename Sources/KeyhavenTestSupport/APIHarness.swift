@@ -72,9 +72,12 @@ public struct APIHarness: Sendable {
     public static let passwordHash = PasswordHasher.hashBlocking(Fixtures.password)
 
     /// Runs `body` against a fresh application on `kind`.
+    ///
+    /// - Parameter checkedResponses: how many responses, the first ones, are kept for the contract check (and
+    ///   ``seen``); a test that sends many thousands of requests of the same kinds keeps a sample.
     public static func with(
-        _ kind: TestDatabase, live: Bool = false, configure: (inout KeyhavenConfiguration) -> Void = { _ in },
-        _ body: @Sendable (APIHarness) async throws -> Void
+        _ kind: TestDatabase, live: Bool = false, checkedResponses: Int = .max,
+        configure: (inout KeyhavenConfiguration) -> Void = { _ in }, _ body: @Sendable (APIHarness) async throws -> Void
     ) async throws {
         let logs = LogCapture()
         let handle = try await kind.make(logger: logs.logger())
@@ -95,7 +98,9 @@ public struct APIHarness: Sendable {
                 configuration, allowKeyringCreation: false, logger: logs.logger(), database: handle.database)
             let app = try await buildApplication(runtime)
             try await app.test(live ? .live : .router) { client in
-                let harness = APIHarness(runtime: runtime, handle: handle, logs: logs, client: client, seen: ResponseLog())
+                let harness = APIHarness(
+                    runtime: runtime, handle: handle, logs: logs, client: client,
+                    seen: ResponseLog(limit: checkedResponses))
                 try await body(harness)
                 try harness.checkContract()
             }
@@ -221,11 +226,15 @@ public struct APIHarness: Sendable {
 /// Every response an `APIHarness` saw.
 public final class ResponseLog: Sendable {
     private let log = Mutex<[(method: HTTPRequest.Method, path: String, response: APIResponse)]>([])
+    private let limit: Int
 
-    public init() {}
+    /// A log that keeps the first `limit` responses.
+    public init(limit: Int = .max) {
+        self.limit = limit
+    }
 
     func append(method: HTTPRequest.Method, path: String, response: APIResponse) {
-        log.withLock { $0.append((method, path, response)) }
+        log.withLock { if $0.count < limit { $0.append((method, path, response)) } }
     }
 
     /// The responses, with the path each answered.

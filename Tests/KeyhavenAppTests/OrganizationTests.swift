@@ -120,7 +120,8 @@ struct OrganizationTests {
             .testIntegration: row(owner: 200, admin: 200, member: 200, viewer: 403),
             // The cells' integrations are OpenAI keys, which cannot rotate: an allowed caller gets that 409.
             .rotateIntegration: row(owner: 409, admin: 409, member: 409, viewer: 403),
-            .moveIntegration: row(owner: 200, admin: 200, member: 200, viewer: 403),
+            // Moving out takes the role that may read the credentials: a member may not.
+            .moveIntegration: row(owner: 200, admin: 200, member: 403, viewer: 403),
             .credentials: [
                 .owner: 403, .admin: 403, .member: 403, .viewer: 403, .nonMember: 403, .removedMember: 403,
                 .orgToken: 200, .otherOrgToken: 404, .unscopedToken: 200,
@@ -330,8 +331,8 @@ struct OrganizationTests {
             // Admins do not touch owners, nor make one.
             #expect(try await api.request(.delete, owner, auth: team.admin.session).status == .forbidden)
             #expect(try await api.request(.patch, "\(members)/\(team.member.id.lowercased)", auth: team.admin.session, json: ["role": "owner"]).status == .forbidden)
-            // With a second owner, the first may step down, and then leave.
             #expect(try await api.request(.patch, "\(members)/\(team.admin.id.lowercased)", auth: team.owner.session, json: ["role": "owner"]).status == .ok)
+            // With a second owner, the first may step down, and then leave.
             #expect(try await api.request(.patch, owner, auth: team.owner.session, json: ["role": "member"]).status == .ok)
             #expect(try await api.request(.delete, owner, auth: team.owner.session).status == .noContent)
             let last = "\(members)/\(team.admin.id.lowercased)"

@@ -140,11 +140,14 @@ public struct IntegrationController: Sendable {
         return Response(status: .noContent)
     }
 
-    /// `POST /api/integrations/{id}/move`: to another workspace where the caller may add integrations (SPEC §12); a
-    /// target they are not a member of is not found, as any workspace of others.
+    /// `POST /api/integrations/{id}/move`: out of a workspace where the caller may read its credentials (owners and
+    /// admins, who may mint service tokens there) into one where they may add integrations (SPEC §12). A member may
+    /// not: in a workspace of their own they could mint a token and read the key. A target they are not a member of
+    /// is not found, as any workspace of others.
     @Sendable func move(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        let integration = try await access.integration(try UUID.path(context), .editIntegrations, for: context.user)
+        let integration = try await access.integration(
+            try UUID.path(context), .moveIntegrationsOut, for: context.user)
         let decoded = try await MoveIntegrationRequest.read(request, context: context)
         let target = try decoded.body.validated(decoded.errors).orThrow()
         _ = try await access.require(.editIntegrations, in: target, for: context.user)
