@@ -149,7 +149,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             var member = try await fetchMember(userID, in: organizationID, on: sql)
             guard member.role != role else { return member }
             try requireOwnerChange(allowed: allowOwners || (member.role != .owner && role != .owner))
-            if member.role == .owner { try await requireAnotherOwner(organizationID, on: sql) }
+            if member.role == .owner { try await requireAnotherOwner(than: userID, in: organizationID, on: sql) }
             try await sql.raw(
                 """
                 UPDATE memberships SET role = \(bind: role.rawValue), updated_at = \(bind: Date())
@@ -175,7 +175,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             let member = try await fetchMember(userID, in: organizationID, on: sql)
             if member.role == .owner {
                 try requireOwnerChange(allowed: allowOwners)
-                try await requireAnotherOwner(organizationID, on: sql)
+                try await requireAnotherOwner(than: userID, in: organizationID, on: sql)
             }
             try await sql.raw(
                 "DELETE FROM memberships WHERE organization_id = \(bind: organizationID) AND user_id = \(bind: userID)"
@@ -323,16 +323,19 @@ public struct SQLOrganizationStore: OrganizationStore {
         guard allowed else { throw KeyhavenError.forbidden(Policy.forbiddenMessage(.manageOwners)) }
     }
 
-    private func requireAnotherOwner(_ organizationID: UUID, on sql: any SQLDatabase) async throws {
+    /// Refuses to let `userID` stop being an owner unless another owner who can still sign in remains: a disabled
+    /// account is no owner anyone can reach.
+    private func requireAnotherOwner(than userID: UUID, in organizationID: UUID, on sql: any SQLDatabase) async throws {
         let owners = try await sql.raw(
             """
-            SELECT COUNT(*) AS owners FROM memberships
-            WHERE organization_id = \(bind: organizationID) AND role = \(bind: WorkspaceRole.owner.rawValue)
+            SELECT COUNT(*) AS owners FROM memberships m JOIN users u ON u.id = m.user_id
+            WHERE m.organization_id = \(bind: organizationID) AND m.role = \(bind: WorkspaceRole.owner.rawValue)
+            AND m.user_id <> \(bind: userID) AND u.disabled_at IS NULL
             """
         ).first()?.decode(column: "owners", as: Int.self) ?? 0
-        guard owners > 1 else {
+        guard owners > 0 else {
             throw KeyhavenError.conflict(
-                "An organization always keeps an owner: make another member an owner first, or delete the organization.")
+                "An organization always keeps an owner who can sign in: make another member an owner first, or delete the organization.")
         }
     }
 

@@ -331,8 +331,17 @@ struct OrganizationTests {
             // Admins do not touch owners, nor make one.
             #expect(try await api.request(.delete, owner, auth: team.admin.session).status == .forbidden)
             #expect(try await api.request(.patch, "\(members)/\(team.member.id.lowercased)", auth: team.admin.session, json: ["role": "owner"]).status == .forbidden)
+            // A second owner whose account is disabled counts for nothing: the first still may not leave.
             #expect(try await api.request(.patch, "\(members)/\(team.admin.id.lowercased)", auth: team.owner.session, json: ["role": "owner"]).status == .ok)
-            // With a second owner, the first may step down, and then leave.
+            try await api.runtime.database.transaction { sql in
+                try await sql.raw("UPDATE users SET disabled_at = \(bind: Date()) WHERE id = \(bind: team.admin.id)").run()
+            }
+            #expect(try await api.request(.delete, owner, auth: team.owner.session).status == .conflict)
+            #expect(try await api.request(.patch, owner, auth: team.owner.session, json: ["role": "member"]).status == .conflict)
+            try await api.runtime.database.transaction { sql in
+                try await sql.raw("UPDATE users SET disabled_at = NULL WHERE id = \(bind: team.admin.id)").run()
+            }
+            // With a second owner who can sign in, the first may step down, and then leave.
             #expect(try await api.request(.patch, owner, auth: team.owner.session, json: ["role": "member"]).status == .ok)
             #expect(try await api.request(.delete, owner, auth: team.owner.session).status == .noContent)
             let last = "\(members)/\(team.admin.id.lowercased)"
