@@ -41,6 +41,9 @@ public struct KeyhavenConfiguration: Sendable {
     public var authRateLimits = AuthRateLimits()
     /// How many provider checks (creates, credential changes, tests) one user may start.
     public var checkRateLimit = CheckRateLimit()
+    /// How many usage reports one service token may send: 600 a minute (a backend that calls more often reports
+    /// several calls at once with `requests`).
+    public var usageReportRateLimit = CheckRateLimit(perUser: 600, window: .seconds(60))
     /// How long a client has to send a request's head, from connecting or from the previous response (so also how
     /// long an idle keep-alive connection stays open): `KEYHAVEN_REQUEST_HEAD_TIMEOUT`, seconds, default 30.
     public var requestHeadTimeout: Duration = .seconds(30)
