@@ -104,7 +104,9 @@ public struct KeyhavenRuntime: Sendable {
                 logger.error("the imported price table could not be read; the bundled one is used")
             }
             releaseFreedMemory()
-            let gateway = Gateway(endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices)
+            let gateway = Gateway(
+                endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices,
+                inspectLimit: configuration.gatewayInspectLimit)
             let accounts = Accounts(
                 users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
                 hasher: passwords, allowSignup: configuration.allowSignup,

@@ -89,8 +89,8 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .integrationDisabled: "The integration is disabled; enable it to use its credentials."
         case .payloadTooLarge: "The request body is larger than 64 KiB."
         case .tooLargeToMeter(let maximum):
-            "The request body is larger than the \(maximum / (1 << 20)) MiB Keyhaven reads to meter usage, which a "
-                + "budget or token limit of this integration or its workspace needs."
+            "The request body is larger than the \(maximum) bytes Keyhaven reads to meter usage, which a budget or "
+                + "token limit of this integration or its workspace needs."
         case .endpointNotMetered(let reason): reason
         case .unsupportedMediaType: "The request body must be JSON (Content-Type: application/json)."
         case .validationFailed: "Some fields are invalid."

@@ -17,9 +17,16 @@ public final class Gateway: Sendable {
     let clients: GatewayClients
     /// Model prices, replaceable while running.
     public let prices: Prices
+    /// The most of a metered request's body read to meter it.
+    public let inspectLimit: Int
 
-    /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7).
-    public init(endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices) {
+    /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7) that reads up to `inspectLimit`
+    /// bytes of a metered request's body.
+    public init(
+        endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices,
+        inspectLimit: Int = MeteredEndpoints.inspectLimit
+    ) {
+        self.inspectLimit = inspectLimit
         var bases: [IntegrationType: (url: URL, path: String)] = [:]
         for type in Self.providers {
             let url = endpoints.base(type)
@@ -45,7 +52,7 @@ public final class Gateway: Sendable {
         case endpointNotAllowed
         /// The body is longer than its `Content-Length` said.
         case invalidBody
-        /// A metered request's body is longer than ``MeteredEndpoints/inspectLimit`` and a limit needs it metered.
+        /// A metered request's body is longer than ``Gateway/inspectLimit`` and a limit needs it metered.
         case tooLargeToMeter
         /// The endpoint is not metered (``MeteredEndpoints``) and a limit needs it metered.
         case endpointNotMetered
@@ -192,7 +199,7 @@ public final class Gateway: Sendable {
         case .metered(let streamUsageOption):
             // Read the body, whatever its framing, to learn its model and whether it streams; one too large to
             // read is refused when a limit needs it metered, and otherwise forwarded with an estimate of its size.
-            let limit = MeteredEndpoints.inspectLimit
+            let limit = inspectLimit
             if let length = request.contentLength, length > limit {
                 if metering.required { throw Refusal.tooLargeToMeter }
                 inputEstimate = MeteredEndpoints.estimate(bodyBytes: length)
@@ -200,20 +207,9 @@ public final class Gateway: Sendable {
                 upstream.headers.replaceOrAdd(name: "content-length", value: String(length))
                 break
             }
-            var collected = ByteBuffer()
             var pieces = body.makeAsyncIterator()
-            var overflowed = false
-            while let chunk = try await pieces.next() {
-                var chunk = chunk
-                if let length = request.contentLength, collected.readableBytes + chunk.readableBytes > length {
-                    throw Refusal.invalidBody
-                }
-                collected.writeBuffer(&chunk)
-                if collected.readableBytes > limit {
-                    overflowed = true
-                    break
-                }
-            }
+            let (collected, overflowed) = try await Self.read(
+                &pieces, upTo: limit, contentLength: request.contentLength)
             if overflowed {
                 if metering.required { throw Refusal.tooLargeToMeter }
                 // A chunked body: what was read is a lower bound of its size.
@@ -221,7 +217,6 @@ public final class Gateway: Sendable {
                 stream = ResumedBody(first: collected, rest: pieces)
                 break
             }
-            if let length = request.contentLength, collected.readableBytes != length { throw Refusal.invalidBody }
             let inspected = InspectedBody(
                 body: Array(collected.readableBytesView), streamUsageOption: streamUsageOption)
             if inspected.deferred {
@@ -280,6 +275,26 @@ public final class Gateway: Sendable {
             status: Int(head.status.code), headers: headers,
             contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer), meter: meter,
             inputEstimate: inputEstimate)
+    }
+
+    /// Reads a body from `pieces` until it ends or holds more than `limit` bytes (`overflowed`, the rest then left
+    /// in `pieces`).
+    ///
+    /// - Throws: ``Refusal/invalidBody`` when the body is longer or shorter than `contentLength`; what reading threw.
+    static func read<Pieces: AsyncIteratorProtocol>(
+        _ pieces: inout Pieces, upTo limit: Int, contentLength: Int?
+    ) async throws -> (ByteBuffer, overflowed: Bool) where Pieces.Element == ByteBuffer {
+        var collected = ByteBuffer()
+        while let chunk = try await pieces.next() {
+            var chunk = chunk
+            if let length = contentLength, collected.readableBytes + chunk.readableBytes > length {
+                throw Refusal.invalidBody
+            }
+            collected.writeBuffer(&chunk)
+            if collected.readableBytes > limit { return (collected, true) }
+        }
+        if let length = contentLength, collected.readableBytes != length { throw Refusal.invalidBody }
+        return (collected, false)
     }
 
     // MARK: Headers

@@ -66,9 +66,9 @@ public enum MeteredEndpoints {
         }
     }
 
-    /// The most of a metered request's body read to learn its model, whether it streams, and its size; a longer
-    /// body cannot be metered. The same bound as a fallback route's body, which is held whole anyway, so that a
-    /// prompt with an inline image still fits.
+    /// The most of a metered request's body read, by default, to learn its model, whether it streams, and its
+    /// size; a longer body cannot be metered. The same bound as a fallback route's body, which is held whole anyway,
+    /// so that a prompt with an inline image still fits.
     public static let inspectLimit = 8 << 20
 
     /// Input tokens estimated from a request body of `bodyBytes` bytes, for an answer that ended without usage:

@@ -149,7 +149,7 @@ public struct GatewayController: Sendable {
             return try await gateway.forward(
                 forwarded, body: body, integration: integration, credentials: credentials, metering: metering)
         } catch let refusal as Gateway.Refusal {
-            let error = Self.error(refusal)
+            let error = Self.error(refusal, inspectLimit: gateway.inspectLimit)
             await record(
                 GatewayUse(
                     integration: integration, tokenID: token.id, status: Int(error.status.code), metered: nil,
@@ -216,14 +216,14 @@ public struct GatewayController: Sendable {
     static let anthropicKey = HTTPField.Name("x-api-key")!
     static let geminiKey = HTTPField.Name("x-goog-api-key")!
 
-    static func error(_ refusal: Gateway.Refusal) -> KeyhavenError {
+    static func error(_ refusal: Gateway.Refusal, inspectLimit: Int) -> KeyhavenError {
         switch refusal {
         case .invalidPath:
             .badRequest("The provider path cannot be forwarded: it must stay within the provider's API.")
         case .invalidBody:
             .badRequest("The request body is longer than its Content-Length.")
         case .tooLargeToMeter:
-            .tooLargeToMeter(maximumBytes: MeteredEndpoints.inspectLimit)
+            .tooLargeToMeter(maximumBytes: inspectLimit)
         case .endpointNotMetered:
             .endpointNotMetered(
                 "Keyhaven cannot meter this endpoint's usage, and a budget or token limit of the integration or its "
