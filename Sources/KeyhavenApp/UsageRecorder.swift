@@ -182,7 +182,8 @@ struct GatewayAccounting: Sendable {
                 // Nothing charged (a model list, an error answer) costs nothing, whatever the model's price.
                 costMicros: metered.usage == nil && !estimated
                     ? 0
-                    : await prices.cost(use.integration.type, model: model, usage: tokens, ownerID: use.integration.ownerID),
+                    : await prices.cost(
+                        use.integration.type, model: model, usage: tokens, ownerID: use.integration.ownerID),
                 tokenID: use.tokenID, occurredAt: use.at, estimated: estimated))
     }
 }

@@ -273,8 +273,8 @@ public final class Gateway: Sendable {
         }
         return Response(
             status: Int(head.status.code), headers: headers,
-            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer), meter: meter,
-            inputEstimate: inputEstimate)
+            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer),
+            meter: meter, inputEstimate: inputEstimate)
     }
 
     /// Reads a body from `pieces` until it ends or holds more than `limit` bytes (`overflowed`, the rest then left

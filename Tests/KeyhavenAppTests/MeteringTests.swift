@@ -1,6 +1,5 @@
 import AsyncHTTPClient
 import Foundation
-@testable import KeyhavenApp
 import KeyhavenCore
 import KeyhavenGateway
 import KeyhavenStorage
@@ -11,6 +10,8 @@ import Prometheus
 import SQLKit
 import Synchronization
 import Testing
+
+@testable import KeyhavenApp
 
 /// Usage that cannot be left unmetered (SPEC §13): whatever the request's framing or spelling, however its answer
 /// ends, and whichever endpoint it calls, a gateway request is metered, estimated or refused; usage reports need
@@ -261,7 +262,10 @@ struct MeteringTests {
             let bearer = [("authorization", "Bearer \(token)")]
             let anthropicHeaders = [("x-api-key", token), ("anthropic-version", "2023-06-01")]
             let requests: [(String, [(String, String)], [String: Any])] = [
-                ("/gateway/\(openai)/v1/batches", bearer, ["input_file_id": "file-fake", "endpoint": "/v1/chat/completions"]),
+                (
+                    "/gateway/\(openai)/v1/batches", bearer,
+                    ["input_file_id": "file-fake", "endpoint": "/v1/chat/completions"]
+                ),
                 ("/gateway/\(openai)/v1/responses", bearer, ["model": "gpt-4o", "input": "Hi", "background": true]),
                 ("/gateway/\(openai)/v1/images/generations", bearer, ["model": "dall-e-3", "prompt": "a vault"]),
                 ("/gateway/\(anthropic)/v1/messages/batches", anthropicHeaders, ["requests": []]),
@@ -309,7 +313,9 @@ struct MeteringTests {
 
             let invalid = try await api.request(
                 .put, "/api/limits", auth: user.session, json: ["allow_unmetered_endpoints": "yes"])
-            #expect(invalid.status == .unprocessableContent && invalid.fields.keys.sorted() == ["allow_unmetered_endpoints"])
+            #expect(
+                invalid.status == .unprocessableContent && invalid.fields.keys.sorted() == ["allow_unmetered_endpoints"]
+            )
             let audit = try await api.request(.get, "/api/audit?limit=200", auth: user.session)
             let updates = (audit.json["events"] as? [[String: Any]] ?? []).filter {
                 $0["action"] as? String == "usage.limits.update"
@@ -323,7 +329,9 @@ struct MeteringTests {
         "usage reports need usage:report, are rate-limited per token and audited; a model name with a NUL is refused",
         arguments: TestDatabase.all)
     func reports(kind: TestDatabase) async throws {
-        try await APIHarness.with(kind, configure: { $0.usageReportRateLimit = .init(perUser: 3, window: .seconds(600)) }) {
+        try await APIHarness.with(
+            kind, configure: { $0.usageReportRateLimit = .init(perUser: 3, window: .seconds(600)) }
+        ) {
             api in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session)

@@ -48,7 +48,8 @@ struct MeteredEndpointTests {
         let sent = (try? JSONSerialization.jsonObject(with: Data(escaped.body))) as? [String: Any]
         #expect((sent?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
         let merged = inspect(#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#)
-        let options = ((try? JSONSerialization.jsonObject(with: Data(merged.body))) as? [String: Any])?["stream_options"]
+        let options = ((try? JSONSerialization.jsonObject(with: Data(merged.body))) as? [String: Any])?[
+            "stream_options"]
         #expect((options as? [String: Any])?["include_usage"] as? Bool == true && merged.addsUsage)
         #expect(!inspect(#"{"stream":true,"stream_options":{"include_usage":true}}"#).addsUsage)
         #expect(!inspect(#"{"stream":true}"#, option: false).addsUsage)

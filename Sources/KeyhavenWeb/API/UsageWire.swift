@@ -63,7 +63,8 @@ struct ReportUsageRequest: RequestBody {
 
     private func check(_ errors: FieldErrors, now: Date) -> Result<Valid, Refusal> {
         var errors = errors
-        var model = TextRule.text(model, "model", required: true, maximumLength: ModelName.maximumBytes, errors: &errors)
+        var model = TextRule.text(
+            model, "model", required: true, maximumLength: ModelName.maximumBytes, errors: &errors)
         // The rule every stored model name follows, the gateway's too: its length is counted in bytes.
         if let name = model, !ModelName.isValid(name) {
             errors["model"] = "must be at most \(ModelName.maximumBytes) bytes of UTF-8, without control characters"
