@@ -396,7 +396,7 @@ def test_the_usage_page_charts_reported_usage_and_its_numbers_are_the_apis_in_bo
     name = create(page, "openai", fakes["credentials"])
     integrations = page.request.get("/api/integrations").json()["integrations"]
     integration = next(item["id"] for item in integrations if item["name"] == name)
-    made = subprocess.run([str(BIN / "keyhaven"), "tokens", "create-service", "--name", "e2e usage", "--scope", "gateway:use"],
+    made = subprocess.run([str(BIN / "keyhaven"), "tokens", "create-service", "--name", "e2e usage", "--scope", "usage:report"],
                           env=server.environment, cwd=server.workdir, check=True, capture_output=True, text=True, timeout=60)
     token = made.stdout.strip().splitlines()[-1]
     for index, model in enumerate(["gpt-4o", "gpt-4o-mini", "house-model-7"]):

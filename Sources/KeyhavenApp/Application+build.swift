@@ -96,7 +96,7 @@ public struct KeyhavenRuntime: Sendable {
             let sessions = SQLSessionStore(database: database)
             let limiter = SQLRateLimiter(database: database)
             let passwords = PasswordHasher()
-            let usage = SQLUsageStore(database: database)
+            let usage = SQLUsageStore(database: database, audit: audit)
             let limits = SQLLimitStore(database: database, audit: audit, usage: usage)
             let priceStore = SQLPriceStore(database: database, audit: audit)
             let prices = Prices(try PriceTable.bundled(), store: priceStore)
@@ -104,7 +104,9 @@ public struct KeyhavenRuntime: Sendable {
                 logger.error("the imported price table could not be read; the bundled one is used")
             }
             releaseFreedMemory()
-            let gateway = Gateway(endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices)
+            let gateway = Gateway(
+                endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices,
+                inspectLimit: configuration.gatewayInspectLimit)
             let accounts = Accounts(
                 users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
                 hasher: passwords, allowSignup: configuration.allowSignup,
@@ -117,7 +119,8 @@ public struct KeyhavenRuntime: Sendable {
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
-                usageRecorder: UsageRecorder(store: usage, logger: logger, interval: configuration.usageFlushInterval), limits: limits, budgets: Budgets(store: limits),
+                usageRecorder: UsageRecorder(
+                    store: usage, logger: logger, interval: configuration.usageFlushInterval, registry: metrics.registry), limits: limits, budgets: Budgets(store: limits),
                 routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger)
         } catch {
             await database.shutdown()
@@ -244,7 +247,9 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies,
         publicURL: configuration.publicURL
     ).addRoutes(to: router)
-    UsageController(usage: runtime.usage, integrations: runtime.integrations, prices: runtime.gateway.prices, access: access)
+    UsageController(
+        usage: runtime.usage, integrations: runtime.integrations, prices: runtime.gateway.prices, access: access,
+        limiter: runtime.limiter, reports: configuration.usageReportRateLimit)
         .addRoutes(to: api.group("usage", context: UserContext.self), api: api)
     LimitsController(store: runtime.limits, budgets: runtime.budgets, access: access)
         .addRoutes(

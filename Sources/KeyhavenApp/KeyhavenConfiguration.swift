@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenGateway
 import KeyhavenProviders
 import KeyhavenStorage
 import KeyhavenWeb
@@ -41,6 +42,9 @@ public struct KeyhavenConfiguration: Sendable {
     public var authRateLimits = AuthRateLimits()
     /// How many provider checks (creates, credential changes, tests) one user may start.
     public var checkRateLimit = CheckRateLimit()
+    /// How many usage reports one service token may send: 600 a minute (a backend that calls more often reports
+    /// several calls at once with `requests`).
+    public var usageReportRateLimit = CheckRateLimit(perUser: 600, window: .seconds(60))
     /// How long a client has to send a request's head, from connecting or from the previous response (so also how
     /// long an idle keep-alive connection stays open): `KEYHAVEN_REQUEST_HEAD_TIMEOUT`, seconds, default 30.
     public var requestHeadTimeout: Duration = .seconds(30)
@@ -55,6 +59,9 @@ public struct KeyhavenConfiguration: Sendable {
     public var rotationInterval: Duration = .seconds(30)
     /// How often queued gateway usage is written (`KEYHAVEN_USAGE_FLUSH_MS`, milliseconds, default 100).
     public var usageFlushInterval: Duration = .milliseconds(100)
+    /// The most of a metered gateway request's body read to meter it (`KEYHAVEN_GATEWAY_INSPECT_BYTES`, default
+    /// 8 MiB); under a budget or token limit a longer body is refused.
+    public var gatewayInspectLimit = MeteredEndpoints.inspectLimit
     /// How often the server writes a signed checkpoint of the audit chain (and once more at shutdown).
     public var auditCheckpointInterval: Duration = .seconds(300)
     /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
@@ -216,6 +223,13 @@ public struct KeyhavenConfiguration: Sendable {
                 throw KeyhavenError.configuration("KEYHAVEN_USAGE_FLUSH_MS must be a whole number of milliseconds from 10 to 600000")
             }
             usageFlushInterval = .milliseconds(milliseconds)
+        }
+        if let bytes = text("keyhaven.gateway.inspect.bytes") {
+            guard let limit = Int(bytes), (65_536...(64 << 20)).contains(limit) else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_GATEWAY_INSPECT_BYTES must be a whole number of bytes from 65536 to 67108864")
+            }
+            gatewayInspectLimit = limit
         }
         if let proxies = text("keyhaven.trusted.proxies") {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })

@@ -88,11 +88,14 @@ public enum TokenScope: String, Sendable, CaseIterable, Codable {
     case integrationsRead = "integrations:read"
     case integrationsWrite = "integrations:write"
     case credentialsRead = "credentials:read"
-    /// Send provider requests through the gateway, and report usage (service tokens).
+    /// Send provider requests through the gateway (service tokens).
     case gatewayUse = "gateway:use"
+    /// Report usage of calls a backend made to a provider itself (service tokens). A scope of its own: a report
+    /// adds to what budgets count, so a token that only forwards or reads cannot write spending.
+    case usageReport = "usage:report"
 
     /// The scopes a service token may hold.
-    public static let service: Set<TokenScope> = [.credentialsRead, .gatewayUse]
+    public static let service: Set<TokenScope> = [.credentialsRead, .gatewayUse, .usageReport]
 }
 
 /// A personal access token (`kh_pat_…`) or a service token (`kh_svc_…`); the token itself is never stored.

@@ -68,6 +68,7 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case invitationAccept = "organization.invitation.accept"
     case limitsUpdate = "usage.limits.update"
     case budgetWarning = "usage.budget.warning"
+    case usageReport = "usage.report"
     case routeUpdate = "gateway.route.update"
     case routeDelete = "gateway.route.delete"
     case pricesImport = "prices.import"

@@ -22,6 +22,12 @@ public enum KeyhavenError: Error, Sendable, Equatable {
     case gone(String)
     /// The request body is larger than the limit.
     case payloadTooLarge
+    /// A gateway request body is larger than Keyhaven reads to meter it (`maximumBytes`), and a budget or token
+    /// limit needs it metered.
+    case tooLargeToMeter(maximumBytes: Int)
+    /// The gateway does not meter this provider endpoint's usage, and a budget or token limit needs it metered;
+    /// the message names the endpoint.
+    case endpointNotMetered(String)
     /// The request body is not JSON.
     case unsupportedMediaType
     /// The input was understood but is invalid; `fields` maps each bad field to its problem.
@@ -55,7 +61,8 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .conflict: "conflict"
         case .integrationDisabled: "integration_disabled"
         case .gone: "gone"
-        case .payloadTooLarge: "payload_too_large"
+        case .payloadTooLarge, .tooLargeToMeter: "payload_too_large"
+        case .endpointNotMetered: "endpoint_not_metered"
         case .unsupportedMediaType: "unsupported_media_type"
         case .validationFailed: "validation_failed"
         case .rateLimited: "rate_limited"
@@ -81,6 +88,10 @@ public enum KeyhavenError: Error, Sendable, Equatable {
         case .gone(let reason): reason
         case .integrationDisabled: "The integration is disabled; enable it to use its credentials."
         case .payloadTooLarge: "The request body is larger than 64 KiB."
+        case .tooLargeToMeter(let maximum):
+            "The request body is larger than the \(maximum) bytes Keyhaven reads to meter usage, which a budget or "
+                + "token limit of this integration or its workspace needs."
+        case .endpointNotMetered(let reason): reason
         case .unsupportedMediaType: "The request body must be JSON (Content-Type: application/json)."
         case .validationFailed: "Some fields are invalid."
         case .rateLimited: "Too many attempts. Try again later."

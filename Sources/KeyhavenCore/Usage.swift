@@ -70,12 +70,15 @@ public struct UsageEvent: Sendable, Equatable {
     /// The reporter's key that makes a report idempotent.
     public var idempotencyKey: String?
     public var occurredAt: Date
+    /// Whether the tokens are Keyhaven's estimate rather than the provider's count: the answer ended without its
+    /// usage (the caller went away, the provider broke off), so the input was counted from the request.
+    public var estimated: Bool
 
     /// Creates an event.
     public init(
         id: UUID = UUID(), ownerID: UUID, integrationID: UUID, type: IntegrationType, model: String?,
         source: UsageSource, status: Int? = nil, requests: Int64 = 1, tokens: TokenUsage, costMicros: Int64?,
-        tokenID: UUID?, idempotencyKey: String? = nil, occurredAt: Date = Date()
+        tokenID: UUID?, idempotencyKey: String? = nil, occurredAt: Date = Date(), estimated: Bool = false
     ) {
         self.id = id
         self.ownerID = ownerID
@@ -90,6 +93,27 @@ public struct UsageEvent: Sendable, Equatable {
         self.tokenID = tokenID
         self.idempotencyKey = idempotencyKey
         self.occurredAt = occurredAt
+        self.estimated = estimated
+    }
+}
+
+/// The rule for a model name Keyhaven stores, whoever supplied it (a report, a request body, a provider's answer):
+/// at most ``maximumBytes`` bytes of UTF-8 and no control characters. PostgreSQL refuses a NUL in text, so one
+/// unchecked name would fail the whole batch of usage events it is written with.
+public enum ModelName {
+    /// The longest name kept, in UTF-8 bytes.
+    public static let maximumBytes = 200
+
+    /// Whether `name` may be stored: not empty, at most ``maximumBytes`` bytes, no control character (C0, DEL, C1).
+    public static func isValid(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= maximumBytes
+            && !name.unicodeScalars.contains { $0.properties.generalCategory == .control }
+    }
+
+    /// `name` if it may be stored, nil otherwise (the model is then unknown, and its usage still counts).
+    public static func validated(_ name: String?) -> String? {
+        guard let name, isValid(name) else { return nil }
+        return name
     }
 }
 
@@ -175,11 +199,16 @@ public protocol UsageStore: Sendable {
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached (nothing is written).
     func append(_ events: [UsageEvent]) async throws
 
-    /// Appends one reported event unless an event with its idempotency key exists for the integration; returns
-    /// the stored event and whether it was new.
+    /// Appends one reported event unless an event with its idempotency key exists for the integration, with
+    /// `audit` in the same transaction when it is new; returns the stored event and whether it was new.
     ///
-    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func report(_ event: UsageEvent) async throws -> (UsageEvent, created: Bool)
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached (nothing is written).
+    func report(_ event: UsageEvent, audit: AuditEntry) async throws -> (UsageEvent, created: Bool)
+
+    /// Checks that the database answers: tells an event the database refuses from a database that is down.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if it does not.
+    func ping() async throws
 
     /// Totals per day, model or integration.
     ///
@@ -212,16 +241,29 @@ public struct UsageLimits: Sendable, Equatable {
     public var requestsPerMinute: Int64?
     /// Input and output tokens per minute.
     public var tokensPerMinute: Int64?
+    /// Whether the owner lets the gateway forward endpoints whose usage it cannot meter (batches, background
+    /// responses, images, audio) although a budget or token limit is set: their cost then escapes the limits.
+    public var allowsUnmeteredEndpoints: Bool
 
     /// Creates limits.
-    public init(monthlyBudgetMicros: Int64? = nil, requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil) {
+    public init(
+        monthlyBudgetMicros: Int64? = nil, requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil,
+        allowsUnmeteredEndpoints: Bool = false
+    ) {
         self.monthlyBudgetMicros = monthlyBudgetMicros
         self.requestsPerMinute = requestsPerMinute
         self.tokensPerMinute = tokensPerMinute
+        self.allowsUnmeteredEndpoints = allowsUnmeteredEndpoints
     }
 
-    /// Whether nothing is limited.
-    public var isEmpty: Bool { monthlyBudgetMicros == nil && requestsPerMinute == nil && tokensPerMinute == nil }
+    /// Whether nothing is limited or allowed.
+    public var isEmpty: Bool {
+        monthlyBudgetMicros == nil && requestsPerMinute == nil && tokensPerMinute == nil && !allowsUnmeteredEndpoints
+    }
+
+    /// Whether a limit counts what requests cost (a budget or tokens per minute): only usage the gateway can meter
+    /// keeps it true.
+    public var countsUsage: Bool { monthlyBudgetMicros != nil || tokensPerMinute != nil }
 
     /// The share of a budget at which the integration shows a warning and an audit event is written, in percent.
     public static let warningPercent: Int64 = 80

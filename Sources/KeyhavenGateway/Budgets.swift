@@ -59,15 +59,23 @@ public final class Budgets: Sendable {
     }
 
     /// Refuses a request of `integration` that a limit of it or of its workspace does not allow now, and counts
-    /// it against the per-minute limits that exist.
+    /// it against the per-minute limits that exist; returns what those limits ask of metering. A limit that counts
+    /// usage (a budget, tokens per minute) needs the request metered unless its own owner allowed unmetered
+    /// endpoints: an integration's permission does not lift its workspace's budget, nor the reverse.
     ///
     /// - Throws: `KeyhavenError.budgetExceeded` (retry next month), `.rateLimited` (retry next minute),
     ///   `.unavailable`.
-    public func admit(_ integration: Integration, now: Date = Date()) async throws {
+    @discardableResult
+    public func admit(_ integration: Integration, now: Date = Date()) async throws -> Gateway.Metering {
         let limits = try await cachedLimits([integration.id, integration.ownerID])
         let seconds = Int64(now.timeIntervalSince1970)
+        var metering = Gateway.Metering.optional
         for (subject, scope) in [(integration.id, "integration"), (integration.ownerID, "workspace")] {
             guard let limit = limits[subject] ?? nil else { continue }
+            if limit.countsUsage {
+                metering.required = true
+                if !limit.allowsUnmeteredEndpoints { metering.refusesUnmetered = true }
+            }
             if let budget = limit.monthlyBudgetMicros {
                 let forIntegration = subject == integration.id ? integration.id : nil
                 let spent = try await cachedSpent(ownerID: integration.ownerID, integrationID: forIntegration, now: now)
@@ -90,6 +98,7 @@ public final class Budgets: Sendable {
                 throw KeyhavenError.rateLimited(retryAfterSeconds: Int(60 - seconds % 60))
             }
         }
+        return metering
     }
 
     /// Adds an answered request's tokens to the per-minute counters of the limits that count tokens.

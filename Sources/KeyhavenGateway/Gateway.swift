@@ -17,9 +17,16 @@ public final class Gateway: Sendable {
     let clients: GatewayClients
     /// Model prices, replaceable while running.
     public let prices: Prices
+    /// The most of a metered request's body read to meter it.
+    public let inspectLimit: Int
 
-    /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7).
-    public init(endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices) {
+    /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7) that reads up to `inspectLimit`
+    /// bytes of a metered request's body.
+    public init(
+        endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices,
+        inspectLimit: Int = MeteredEndpoints.inspectLimit
+    ) {
+        self.inspectLimit = inspectLimit
         var bases: [IntegrationType: (url: URL, path: String)] = [:]
         for type in Self.providers {
             let url = endpoints.base(type)
@@ -45,6 +52,10 @@ public final class Gateway: Sendable {
         case endpointNotAllowed
         /// The body is longer than its `Content-Length` said.
         case invalidBody
+        /// A metered request's body is longer than ``Gateway/inspectLimit`` and a limit needs it metered.
+        case tooLargeToMeter
+        /// The endpoint is not metered (``MeteredEndpoints``) and a limit needs it metered.
+        case endpointNotMetered
         /// The provider could not be reached (connection refused, timed out).
         case unreachable
     }
@@ -79,6 +90,14 @@ public final class Gateway: Sendable {
         public var contentLength: Int?
         let body: UpstreamBody
         var meter: UsageMeter
+        /// See ``Metered/inputEstimate``.
+        let inputEstimate: Int64?
+
+        /// What an answer that is never relayed comes to (the caller left before it started): no usage read, and
+        /// the estimate of a metered request, charged as for any answer that ended without usage.
+        public var unrelayed: Metered {
+            Metered(model: meter.model, usage: nil, complete: false, inputEstimate: inputEstimate)
+        }
 
         /// Reads and drops the body (an answer that is not passed on, so its connection can be reused).
         public func discard() async {
@@ -103,7 +122,7 @@ public final class Gateway: Sendable {
                 body.answer.abandon()
                 _ = meter.finish()
             }
-            return Metered(model: meter.model, usage: meter.usage, complete: complete)
+            return Metered(model: meter.model, usage: meter.usage, complete: complete, inputEstimate: inputEstimate)
         }
     }
 
@@ -113,14 +132,41 @@ public final class Gateway: Sendable {
         public var usage: TokenUsage?
         /// Whether the whole answer reached the caller.
         public var complete: Bool
+        /// Input tokens counted from the request (``MeteredEndpoints/estimate(bodyBytes:)``), for a metered
+        /// endpoint; nil for one that is free or unmetered.
+        public var inputEstimate: Int64?
+
+        /// Creates a reading.
+        public init(model: String?, usage: TokenUsage?, complete: Bool, inputEstimate: Int64?) {
+            self.model = model
+            self.usage = usage
+            self.complete = complete
+            self.inputEstimate = inputEstimate
+        }
+
+        /// What the request is charged, given the provider's `status`, and whether that is an estimate.
+        ///
+        /// The provider's own usage when the answer carried it (an estimate if the answer broke off: its output
+        /// may be counted short). A successful answer of a metered endpoint that ended without usage (the caller
+        /// went away, the provider broke off) is charged the input estimate, never nothing. An error answer bills
+        /// nothing at the providers, and a free or unmetered endpoint reports nothing: both are charged no tokens.
+        public func charge(status: Int) -> (tokens: TokenUsage, estimated: Bool) {
+            if let usage { return (usage, !complete && inputEstimate != nil) }
+            if let inputEstimate, (200..<300).contains(status) {
+                return (TokenUsage(inputTokens: inputEstimate), true)
+            }
+            return (TokenUsage(), false)
+        }
     }
 
-    /// Sends `request` to the provider of `integration` with `credentials` injected; the body is `body`, streamed.
+    /// Sends `request` to the provider of `integration` with `credentials` injected; the body is `body`, streamed,
+    /// or read first for an endpoint the gateway meters (``MeteredEndpoints``), as `metering` requires.
     ///
     /// - Throws: ``Refusal``, nothing sent to the provider unless the refusal is `unreachable`; or what reading
     ///   `body` threw, the provider's half-sent request then abandoned.
     public func forward<Body: AsyncSequence & Sendable>(
-        _ request: Request, body: Body, integration: Integration, credentials: Credentials
+        _ request: Request, body: Body, integration: Integration, credentials: Credentials,
+        metering: Metering = .optional
     ) async throws -> Response where Body.Element == ByteBuffer {
         guard Self.isSafePath(request.path), request.query.map(Self.isSafeQuery) ?? true else {
             throw Refusal.invalidPath
@@ -141,44 +187,68 @@ public final class Gateway: Sendable {
             upstream.headers.replaceOrAdd(name: name, value: value)
         }
         var bytes: ByteBuffer?
-        var stream: Body?
-
+        var stream: ResumedBody<Body.AsyncIterator>?
         var hidesUsageChunk = false
         var requestModel = integration.type == .gemini ? Self.geminiModel(in: request.path) : nil
-        if integration.type == .openai, request.method == .POST, request.path.hasSuffix("/completions"),
-            let length = request.contentLength, length <= StreamOptions.inspectLimit
-        {
-            // A chat completion small enough to read: ask for the usage chunk if a stream does not.
-            var collected = ByteBuffer()
-            for try await chunk in body {
-                guard collected.readableBytes + chunk.readableBytes <= length else {
-                    throw Refusal.invalidBody
-                }
-                var chunk = chunk
-                collected.writeBuffer(&chunk)
+        // Input tokens to charge when a metered answer ends without usage; nil for what is not metered.
+        var inputEstimate: Int64?
+
+        switch MeteredEndpoints.kind(integration.type, method: request.method, path: request.path) {
+        case .unmetered where metering.refusesUnmetered:
+            throw Refusal.endpointNotMetered
+        case .metered(let streamUsageOption):
+            // Read the body, whatever its framing, to learn its model and whether it streams; one too large to
+            // read is refused when a limit needs it metered, and otherwise forwarded with an estimate of its size.
+            let limit = inspectLimit
+            if let length = request.contentLength, length > limit {
+                if metering.required { throw Refusal.tooLargeToMeter }
+                inputEstimate = MeteredEndpoints.estimate(bodyBytes: length)
+                stream = ResumedBody(first: ByteBuffer(), rest: body.makeAsyncIterator())
+                upstream.headers.replaceOrAdd(name: "content-length", value: String(length))
+                break
             }
-            let options = StreamOptions(body: Array(collected.readableBytesView))
-            requestModel = options.model
-            hidesUsageChunk = options.addsUsage
+            var pieces = body.makeAsyncIterator()
+            let (collected, overflowed) = try await Self.read(
+                &pieces, upTo: limit, contentLength: request.contentLength)
+            if overflowed {
+                if metering.required { throw Refusal.tooLargeToMeter }
+                // A chunked body: what was read is a lower bound of its size.
+                inputEstimate = MeteredEndpoints.estimate(bodyBytes: collected.readableBytes)
+                stream = ResumedBody(first: collected, rest: pieces)
+                break
+            }
+            let inspected = InspectedBody(
+                body: Array(collected.readableBytesView), streamUsageOption: streamUsageOption)
+            if inspected.deferred {
+                // Answered later, billed without usage in any answer the gateway sees.
+                if metering.refusesUnmetered { throw Refusal.endpointNotMetered }
+            } else {
+                inputEstimate = MeteredEndpoints.estimate(bodyBytes: collected.readableBytes)
+            }
+            requestModel = inspected.model ?? requestModel
+            hidesUsageChunk = inspected.addsUsage
             // The caller's bytes go on as they came unless the option was added.
-            let sent = options.addsUsage ? ByteBuffer(bytes: options.body) : collected
+            let sent = inspected.addsUsage ? ByteBuffer(bytes: inspected.body) : collected
             bytes = sent
             upstream.headers.replaceOrAdd(name: "content-length", value: String(sent.readableBytes))
-        } else if request.method == .GET || request.method == .HEAD || request.method == .DELETE,
-            (request.contentLength ?? 0) == 0
-        {
-            // Sent without a body.
-        } else {
-            stream = body
-            if let length = request.contentLength {
-                upstream.headers.replaceOrAdd(name: "content-length", value: String(length))
+        case .free, .unmetered:
+            if request.method == .GET || request.method == .HEAD || request.method == .DELETE,
+                (request.contentLength ?? 0) == 0
+            {
+                // Sent without a body.
+            } else {
+                stream = ResumedBody(first: ByteBuffer(), rest: body.makeAsyncIterator())
+                if let length = request.contentLength {
+                    upstream.headers.replaceOrAdd(name: "content-length", value: String(length))
+                }
             }
         }
 
         let (head, answer): (HTTPResponseHead, UpstreamAnswer)
         do {
+            // A body read whole is sent with its own length (it may have grown by the usage option).
             (head, answer) = try await clients.connections.send(
-                upstream, bytes: bytes, stream: stream, length: request.contentLength, to: origin)
+                upstream, bytes: bytes, stream: stream, length: bytes == nil ? request.contentLength : nil, to: origin)
         } catch let refusal as Refusal {
             throw refusal
         } catch UpstreamFailure.requestBody(let error) {
@@ -203,7 +273,28 @@ public final class Gateway: Sendable {
         }
         return Response(
             status: Int(head.status.code), headers: headers,
-            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer), meter: meter)
+            contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer),
+            meter: meter, inputEstimate: inputEstimate)
+    }
+
+    /// Reads a body from `pieces` until it ends or holds more than `limit` bytes (`overflowed`, the rest then left
+    /// in `pieces`).
+    ///
+    /// - Throws: ``Refusal/invalidBody`` when the body is longer or shorter than `contentLength`; what reading threw.
+    static func read<Pieces: AsyncIteratorProtocol>(
+        _ pieces: inout Pieces, upTo limit: Int, contentLength: Int?
+    ) async throws -> (ByteBuffer, overflowed: Bool) where Pieces.Element == ByteBuffer {
+        var collected = ByteBuffer()
+        while let chunk = try await pieces.next() {
+            var chunk = chunk
+            if let length = contentLength, collected.readableBytes + chunk.readableBytes > length {
+                throw Refusal.invalidBody
+            }
+            collected.writeBuffer(&chunk)
+            if collected.readableBytes > limit { return (collected, true) }
+        }
+        if let length = contentLength, collected.readableBytes != length { throw Refusal.invalidBody }
+        return (collected, false)
     }
 
     // MARK: Headers
@@ -331,49 +422,6 @@ public struct BufferedBody: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(remaining: buffer) }
-}
-
-/// An OpenAI completion request, read to learn its model and whether a stream should also carry usage.
-struct StreamOptions {
-    /// The largest body read; a longer one is forwarded as it is.
-    static let inspectLimit = 1 << 20
-
-    /// What to send.
-    let body: [UInt8]
-    let model: String?
-    /// Whether `stream_options.include_usage` was added (the caller streams and did not ask for usage).
-    let addsUsage: Bool
-
-    init(body original: [UInt8]) {
-        // Only a body that mentions streaming can need the option: the others are not parsed at all.
-        guard UsageMeter.contains(original, "stream"),
-            let object = (try? JSONSerialization.jsonObject(with: Data(original))) as? [String: Any]
-        else {
-            (body, model, addsUsage) = (original, nil, false)
-            return
-        }
-        model = object["model"] as? String
-        let streams = (object["stream"] as? Bool) == true
-        let options = object["stream_options"] as? [String: Any]
-        guard streams, (options?["include_usage"] as? Bool) != true else {
-            (body, addsUsage) = (original, false)
-            return
-        }
-        addsUsage = true
-        if object["stream_options"] == nil, let brace = original.firstIndex(of: UInt8(ascii: "{")) {
-            // Insert the option and keep every other byte as the caller wrote it.
-            let option = Array("\"stream_options\":{\"include_usage\":true},".utf8)
-            var changed = original
-            changed.insert(contentsOf: option, at: brace + 1)
-            body = changed
-        } else {
-            var rewritten = object
-            var merged = options ?? [:]
-            merged["include_usage"] = true
-            rewritten["stream_options"] = merged
-            body = (try? JSONSerialization.data(withJSONObject: rewritten)).map(Array.init) ?? original
-        }
-    }
 }
 
 /// Provider endpoints as the gateway reaches them: a provider's host is resolved within the egress policy and

@@ -191,7 +191,7 @@ public struct UsageMeter: Sendable {
     }
 
     private mutating func take(model value: Any?) {
-        if let name = value as? String, !name.isEmpty, name.utf8.count <= 200 { model = name }
+        if let name = value as? String, ModelName.isValid(name) { model = name }
     }
 
     private mutating func take(usage value: Any?, prefix: String = "") {

@@ -27,7 +27,8 @@ public struct SQLLimitStore: LimitStore {
                 found[try row.decode(column: "id", as: UUID.self)] = UsageLimits(
                     monthlyBudgetMicros: try row.decode(column: "monthly_budget_micros", as: Int64?.self),
                     requestsPerMinute: try row.decode(column: "requests_per_minute", as: Int64?.self),
-                    tokensPerMinute: try row.decode(column: "tokens_per_minute", as: Int64?.self))
+                    tokensPerMinute: try row.decode(column: "tokens_per_minute", as: Int64?.self),
+                    allowsUnmeteredEndpoints: try row.decode(column: "allow_unmetered", as: Bool.self))
             }
             return found
         }
@@ -41,11 +42,12 @@ public struct SQLLimitStore: LimitStore {
                 try await sql.raw(
                     """
                     INSERT INTO usage_limits (id, owner_id, monthly_budget_micros, requests_per_minute, tokens_per_minute,
-                    updated_at) VALUES (\(bind: subject), \(bind: ownerID), \(bind: limits.monthlyBudgetMicros),
-                    \(bind: limits.requestsPerMinute), \(bind: limits.tokensPerMinute), \(bind: Date()))
+                    allow_unmetered, updated_at) VALUES (\(bind: subject), \(bind: ownerID),
+                    \(bind: limits.monthlyBudgetMicros), \(bind: limits.requestsPerMinute),
+                    \(bind: limits.tokensPerMinute), \(bind: limits.allowsUnmeteredEndpoints), \(bind: Date()))
                     ON CONFLICT (id) DO UPDATE SET monthly_budget_micros = excluded.monthly_budget_micros,
                     requests_per_minute = excluded.requests_per_minute, tokens_per_minute = excluded.tokens_per_minute,
-                    updated_at = excluded.updated_at
+                    allow_unmetered = excluded.allow_unmetered, updated_at = excluded.updated_at
                     """
                 ).run()
             }
@@ -58,6 +60,7 @@ public struct SQLLimitStore: LimitStore {
                         "monthly_budget_micros": number(limits.monthlyBudgetMicros),
                         "requests_per_minute": number(limits.requestsPerMinute),
                         "tokens_per_minute": number(limits.tokensPerMinute),
+                        "allow_unmetered_endpoints": .bool(limits.allowsUnmeteredEndpoints),
                     ]),
                 on: sql)
         }

@@ -6,8 +6,10 @@ import SQLKit
 /// inserted; each insert adds to its roll-up in the same transaction, so the two never disagree.
 public struct SQLUsageStore: UsageStore {
     let database: Database
+    /// Where reports are audited, in their own transaction.
+    let audit: SQLAuditLog
 
-    /// The most events written by one statement (18 values each, well under both databases' bind limits).
+    /// The most events written by one statement (19 values each, well under both databases' bind limits).
     static let rowsPerStatement = 500
 
     /// The columns of `usage_daily` that add up.
@@ -17,8 +19,9 @@ public struct SQLUsageStore: UsageStore {
     ]
 
     /// Creates the store.
-    public init(database: Database) {
+    public init(database: Database, audit: SQLAuditLog) {
         self.database = database
+        self.audit = audit
     }
 
     public func append(_ events: [UsageEvent]) async throws {
@@ -33,7 +36,11 @@ public struct SQLUsageStore: UsageStore {
         }
     }
 
-    public func report(_ event: UsageEvent) async throws -> (UsageEvent, created: Bool) {
+    public func ping() async throws {
+        try await database.ping()
+    }
+
+    public func report(_ event: UsageEvent, audit entry: AuditEntry) async throws -> (UsageEvent, created: Bool) {
         guard let key = event.idempotencyKey else { throw KeyhavenError.badRequest("An idempotency key is required.") }
         return try await database.transaction { sql in
             var statement = insert([event], recordedAt: Date())
@@ -51,7 +58,10 @@ public struct SQLUsageStore: UsageStore {
             else { throw KeyhavenError.internalError }
             let stored = try Self.event(row)
             let created = stored.id == event.id
-            if created { try await addToRollups([stored], on: sql) }
+            if created {
+                try await addToRollups([stored], on: sql)
+                try await audit.append(entry, on: sql)
+            }
             return (stored, created)
         }
     }
@@ -120,7 +130,7 @@ public struct SQLUsageStore: UsageStore {
             """
             INSERT INTO usage_events (id, owner_id, integration_id, type, model, source, status, requests, input_tokens,
             cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_micros, token_id,
-            idempotency_key, occurred_at, recorded_at) VALUES
+            idempotency_key, occurred_at, recorded_at, estimated) VALUES
             """)
         for (index, event) in events.enumerated() {
             statement.appendInterpolation(unsafeRaw: index == 0 ? " " : ", ")
@@ -131,7 +141,7 @@ public struct SQLUsageStore: UsageStore {
                 \(bind: event.tokens.inputTokens), \(bind: event.tokens.cachedInputTokens),
                 \(bind: event.tokens.cacheWriteTokens), \(bind: event.tokens.outputTokens),
                 \(bind: event.tokens.reasoningTokens), \(bind: event.costMicros), \(bind: event.tokenID),
-                \(bind: event.idempotencyKey), \(bind: event.occurredAt), \(bind: recordedAt))
+                \(bind: event.idempotencyKey), \(bind: event.occurredAt), \(bind: recordedAt), \(bind: event.estimated))
                 """ as SQLQueryString)
         }
         return statement
@@ -202,6 +212,7 @@ public struct SQLUsageStore: UsageStore {
             costMicros: try row.decode(column: "cost_micros", as: Int64?.self),
             tokenID: try row.decode(column: "token_id", as: UUID?.self),
             idempotencyKey: try row.decode(column: "idempotency_key", as: String?.self),
-            occurredAt: try row.decode(column: "occurred_at", as: Date.self))
+            occurredAt: try row.decode(column: "occurred_at", as: Date.self),
+            estimated: try row.decode(column: "estimated", as: Bool.self))
     }
 }

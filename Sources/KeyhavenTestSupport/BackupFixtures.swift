@@ -66,12 +66,13 @@ public struct BackupScenario: Sendable {
             try await runtime.usage.append([
                 UsageEvent(
                     ownerID: team.id, integrationID: shared.id, type: .openai, model: "gpt-4o", source: .gateway,
-                    status: 200, tokens: tokens, costMicros: 7_000, tokenID: nil)
+                    status: 200, tokens: tokens, costMicros: 7_000, tokenID: nil, estimated: true)
             ])
             _ = try await runtime.usage.report(
                 UsageEvent(
                     ownerID: team.id, integrationID: shared.id, type: .openai, model: "house-model", source: .reported,
-                    requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"))
+                    requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"),
+                audit: AuditEntry(actor: .system, action: .usageReport, ownerID: team.id, integrationID: shared.id))
             try await runtime.routes.put(
                 GatewayRoute(name: "primary", ownerID: team.id, integrationIDs: [shared.id], updatedAt: Date()), actor: owner)
             try await runtime.priceStore.setOverrides(

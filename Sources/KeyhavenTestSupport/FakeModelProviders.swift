@@ -29,6 +29,11 @@ extension FakeProviders {
     public static let openAIFailingKey = "sk-fake-failing-openai-0000000"
     /// A key whose streams break off after their first event.
     public static let openAIBreakingKey = "sk-fake-breaking-openai-000000"
+    /// A key whose streams send ``slowChunks`` chunks 20 ms apart before their usage (a caller that goes away meanwhile
+    /// never sees the usage), and whose unary answers come 2 s late.
+    public static let openAISlowKey = "sk-fake-slow-openai-00000000000"
+    /// How many chunks a slow stream sends before its usage.
+    public static let slowChunks = 250
 
     /// The usage every fake answer reports, and its exact price in micro-dollars (hand-computed in the tests).
     public enum ModelUsage {
@@ -67,7 +72,7 @@ extension FakeProviders {
             return nil
         }
         @Sendable func body(_ request: Request) async throws -> (Data, [String: Any]) {
-            let buffer = try await request.body.collect(upTo: 1 << 20)
+            let buffer = try await request.body.collect(upTo: 16 << 20)
             let data = Data(buffer.readableBytesView)
             return (data, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
         }
@@ -96,7 +101,27 @@ extension FakeProviders {
             let (data, object) = try await body(request)
             if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
             switch request.headers[.authorization] {
-            case "Bearer \(openAIKey)": break
+            case "Bearer \(openAISlowKey)" where object["stream"] as? Bool == true:
+                let includeUsage = (object["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true
+                return Response(
+                    status: .ok, headers: [.contentType: "text/event-stream"],
+                    body: ResponseBody { writer in
+                        for _ in 0..<slowChunks {
+                            try await writer.write(
+                                ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"..\"}}]}\n\n"))
+                            try await Task.sleep(for: .milliseconds(20))
+                        }
+                        if includeUsage {
+                            try await writer.write(
+                                ByteBuffer(
+                                    string:
+                                        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500}}\n\n"
+                                ))
+                        }
+                        try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
+                        try await writer.finish(nil)
+                    })
+            case "Bearer \(openAIKey)", "Bearer \(openAISlowKey)": break
             case "Bearer \(openAIThrottledKey)":
                 return json(.tooManyRequests, ["error": ["message": "Rate limit reached.", "type": "requests"]])
             case "Bearer \(openAIFailingKey)":
@@ -119,6 +144,10 @@ extension FakeProviders {
                 "total_tokens": usage.input + usage.output, "prompt_tokens_details": ["cached_tokens": usage.cached],
             ]
             let model = "gpt-4o-2024-08-06"
+            if request.headers[.authorization] == "Bearer \(openAISlowKey)", object["stream"] as? Bool != true {
+                // A slow unary answer: its head comes 2 s later.
+                try await Task.sleep(for: .seconds(2))
+            }
             guard object["stream"] as? Bool == true else {
                 return json(
                     .ok,
@@ -167,6 +196,44 @@ extension FakeProviders {
                     "data": [["object": "embedding", "index": 0, "embedding": [0.1, 0.2]]],
                     "usage": ["prompt_tokens": tokens, "total_tokens": tokens],
                 ])
+        }
+        // Endpoints that bill without reporting usage in their answer: a batch, a background response, an image.
+        router.post("/openai/v1/batches") { request, _ -> Response in
+            let (data, _) = try await body(request)
+            if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
+            guard request.headers[.authorization] == "Bearer \(openAIKey)" else { return fail("batches: authorization") }
+            return json(
+                .ok,
+                [
+                    "id": "batch_fake", "object": "batch", "endpoint": "/v1/chat/completions", "status": "validating",
+                    "input_file_id": "file-fake", "completion_window": "24h",
+                ])
+        }
+        router.post("/openai/v1/responses") { request, _ -> Response in
+            let (data, object) = try await body(request)
+            if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
+            guard request.headers[.authorization] == "Bearer \(openAIKey)" else { return fail("responses: authorization") }
+            let usage = ModelUsage.openAIChat
+            guard object["background"] as? Bool != true else {
+                return json(
+                    .ok, ["id": "resp_fake", "object": "response", "status": "queued", "model": "gpt-4o-2024-08-06"])
+            }
+            return json(
+                .ok,
+                [
+                    "id": "resp_fake", "object": "response", "status": "completed", "model": "gpt-4o-2024-08-06",
+                    "output": [],
+                    "usage": [
+                        "input_tokens": usage.input, "input_tokens_details": ["cached_tokens": usage.cached],
+                        "output_tokens": usage.output, "total_tokens": usage.input + usage.output,
+                    ],
+                ])
+        }
+        router.post("/openai/v1/images/generations") { request, _ -> Response in
+            let (data, _) = try await body(request)
+            if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
+            guard request.headers[.authorization] == "Bearer \(openAIKey)" else { return fail("images: authorization") }
+            return json(.ok, ["created": 1_700_000_000, "data": [["url": "https://images.example.test/fake.png"]]])
         }
         router.post("/openai/v1/uploads/echo") { request, _ -> Response in
             // Counts and hashes the body as it streams in, never holding it whole.
@@ -229,6 +296,21 @@ extension FakeProviders {
                 ],
                 event: "message_delta")
             return events([start], then: [delta, end, sse(["type": "message_stop"], event: "message_stop")])
+        }
+
+        // Anthropic: message batches, billed without usage in the answer.
+        router.post("/anthropic/v1/messages/batches") { request, _ -> Response in
+            let (data, _) = try await body(request)
+            if let problem = received(request, bodyBytes: data.count, allowed: "x-api-key") { return fail(problem) }
+            guard request.headers[HTTPField.Name("x-api-key")!] == anthropicKey else {
+                return fail("anthropic batches: x-api-key")
+            }
+            return json(
+                .ok,
+                [
+                    "id": "msgbatch_fake", "type": "message_batch", "processing_status": "in_progress",
+                    "request_counts": ["processing": 1, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0],
+                ])
         }
 
         // Gemini: generateContent and streamGenerateContent (?alt=sse).

@@ -47,7 +47,7 @@ extension KeyhavenCommand {
             @Option(help: "A name to recognise the token by.")
             var name: String
 
-            @Option(help: "A scope (credentials:read, gateway:use); repeat for more.")
+            @Option(help: "A scope (credentials:read, gateway:use, usage:report); repeat for more.")
             var scope: [String] = ["credentials:read"]
 
             @Option(help: "Limit the token to one workspace: an organization's id, or a user's id for their own.")
@@ -64,7 +64,7 @@ extension KeyhavenCommand {
                     let (configuration, logger) = try await global.load()
                     let scopes = try Set(scope.map { text in
                         guard let scope = TokenScope(rawValue: text), TokenScope.service.contains(scope) else {
-                            throw KeyhavenError.badRequest("unknown service scope \(text): use credentials:read or gateway:use")
+                            throw KeyhavenError.badRequest("unknown service scope \(text): use credentials:read, gateway:use or usage:report")
                         }
                         return scope
                     })

@@ -413,7 +413,7 @@ struct GatewayTests {
                 let audit = SQLAuditLog(
                     database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
                 return Budgets(
-                    store: SQLLimitStore(database: database, audit: audit, usage: SQLUsageStore(database: database)))
+                    store: SQLLimitStore(database: database, audit: audit, usage: SQLUsageStore(database: database, audit: audit)))
             }
             let (one, two) = (try await budgets(handle.database), try await budgets(second))
             let owner = UUID()
@@ -425,7 +425,7 @@ struct GatewayTests {
             let audit = SQLAuditLog(
                 database: handle.database, keys: try await AuditKeys.open(database: handle.database, keyring: keyring))
             try await SQLLimitStore(
-                database: handle.database, audit: audit, usage: SQLUsageStore(database: handle.database)
+                database: handle.database, audit: audit, usage: SQLUsageStore(database: handle.database, audit: audit)
             )
             .setLimits(UsageLimits(requestsPerMinute: 3), subject: integration.id, ownerID: owner, actor: .system)
             try await awayFromMinuteEnd()
@@ -543,7 +543,7 @@ struct UsageReportTests {
     func reports(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
-            let (_, token) = try await api.serviceToken(scopes: [.credentialsRead])
+            let (_, token) = try await api.serviceToken(scopes: [.usageReport])
             let id = try await api.openAIIntegration(for: user.session)
             let report: [String: Any] = [
                 "model": "gpt-4o", "input_tokens": 1_000, "cached_input_tokens": 400, "output_tokens": 500,
@@ -627,7 +627,7 @@ struct PriceImportTests {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let other = try await api.user()
-            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let (_, token) = try await api.serviceToken(scopes: [.usageReport])
             let mine = try await api.openAIIntegration(for: user.session)
             let theirs = try await api.openAIIntegration(for: other.session)
             let workspace = user.id.lowercasedText
@@ -689,7 +689,7 @@ struct PriceImportTests {
     func importTable() async throws {
         try await APIHarness.with(.sqlite) { api in
             let user = try await api.user()
-            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let (_, token) = try await api.serviceToken(scopes: [.usageReport])
             let id = try await api.openAIIntegration(for: user.session)
             var configuration = api.runtime.configuration
             configuration.database = api.handle.location

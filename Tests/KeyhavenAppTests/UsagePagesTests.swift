@@ -11,7 +11,7 @@ struct UsagePagesTests {
     func usagePage() async throws {
         try await APIHarness.with(.sqlite) { api in
             let user = try await api.user()
-            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let (_, token) = try await api.serviceToken(scopes: [.usageReport])
             let id = try await api.openAIIntegration(for: user.session, name: "chat backend")
             for (index, model) in ["gpt-4o", "gpt-4o", "house-model-7"].enumerated() {
                 let report: [String: Any] = [

@@ -153,18 +153,21 @@ struct UsageMeterTests {
 
     @Test("a chat completion that streams gets include_usage; one that asked keeps its body")
     func streamOptions() throws {
-        let asked = StreamOptions(body: Array(#"{"model":"gpt-4o","stream":true}"#.utf8))
+        func inspect(_ text: String) -> InspectedBody {
+            InspectedBody(body: Array(text.utf8), streamUsageOption: true)
+        }
+        let asked = inspect(#"{"model":"gpt-4o","stream":true}"#)
         #expect(asked.addsUsage)
         #expect(asked.model == "gpt-4o")
         #expect(
             String(decoding: asked.body, as: UTF8.self)
                 == #"{"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true}"#)
-        let already = Array(#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#.utf8)
-        #expect(!StreamOptions(body: already).addsUsage)
-        #expect(StreamOptions(body: already).body == already)
-        let unary = Array(#"{"model":"gpt-4o"}"#.utf8)
-        #expect(StreamOptions(body: unary).body == unary)
-        let partial = StreamOptions(body: Array(#"{"stream":true,"stream_options":{}}"#.utf8))
+        let already = #"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#
+        #expect(!inspect(already).addsUsage)
+        #expect(inspect(already).body == Array(already.utf8))
+        let unary = #"{"model":"gpt-4o"}"#
+        #expect(inspect(unary).body == Array(unary.utf8))
+        let partial = inspect(#"{"stream":true,"stream_options":{}}"#)
         let object = try JSONSerialization.jsonObject(with: Data(partial.body)) as? [String: Any]
         #expect((object?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true)
     }

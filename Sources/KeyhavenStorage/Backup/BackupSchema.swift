@@ -1,7 +1,7 @@
 import KeyhavenCrypto
 
 /// The tables a backup holds, parents before children (the order they are written and restored in), each with
-/// its columns and their types, as of schema version 13. A migration that adds a table or a column adds it here
+/// its columns and their types, as of schema version 14. A migration that adds a table or a column adds it here
 /// too; a test compares this list with the migrated schema.
 public enum BackupSchema {
     /// One table.
@@ -117,7 +117,7 @@ public enum BackupSchema {
                 .init("input_tokens", .int), .init("cached_input_tokens", .int), .init("cache_write_tokens", .int),
                 .init("output_tokens", .int), .init("reasoning_tokens", .int), .init("cost_micros", .int),
                 .init("token_id", .uuid), .init("idempotency_key", .text), .init("occurred_at", .date),
-                .init("recorded_at", .date),
+                .init("recorded_at", .date), .init("estimated", .bool),
             ]),
         Table(
             name: "usage_daily", key: "id",
@@ -132,7 +132,7 @@ public enum BackupSchema {
             columns: [
                 .init("id", .uuid), .init("owner_id", .uuid), .init("monthly_budget_micros", .int),
                 .init("requests_per_minute", .int), .init("tokens_per_minute", .int), .init("warned_month", .text),
-                .init("updated_at", .date),
+                .init("updated_at", .date), .init("allow_unmetered", .bool),
             ]),
         Table(
             name: "gateway_routes", key: "id",

@@ -32,6 +32,7 @@ public struct Migrator: Sendable {
         .addUsageLimits,
         .addGatewayRoutes,
         .addPrices,
+        .addUsageMetering,
     ]
 
     let database: Database

@@ -21,7 +21,18 @@ public struct CheckRateLimit: Sendable {
     ///
     /// - Throws: `KeyhavenError.rateLimited` once the budget is spent, `.unavailable` if the database is down.
     func count(_ userID: UUID, on limiter: any RateLimiter) async throws {
-        if case .limited(let seconds) = try await limiter.hit("checks:user:\(userID)", limit: perUser, window: window) {
+        try await count(key: "checks:user:\(userID)", on: limiter)
+    }
+
+    /// Counts one usage report of service token `tokenID` (the limit then bounds each token, not each user).
+    ///
+    /// - Throws: `KeyhavenError.rateLimited` once the budget is spent, `.unavailable` if the database is down.
+    func count(token tokenID: UUID, on limiter: any RateLimiter) async throws {
+        try await count(key: "usage-reports:token:\(tokenID)", on: limiter)
+    }
+
+    private func count(key: String, on limiter: any RateLimiter) async throws {
+        if case .limited(let seconds) = try await limiter.hit(key, limit: perUser, window: window) {
             throw KeyhavenError.rateLimited(retryAfterSeconds: seconds)
         }
     }

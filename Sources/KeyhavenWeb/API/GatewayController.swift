@@ -5,6 +5,7 @@ import KeyhavenCore
 import KeyhavenGateway
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// What one gateway request came to, for usage and metrics.
 public struct GatewayUse: Sendable {
@@ -58,8 +59,9 @@ public struct GatewayController: Sendable {
             throw KeyhavenError.notFound
         }
         let forwarded = Self.forwarded(request, prefix: "/gateway/\(idText)")
-        let (integration, credentials) = try await admit(id, token: token)
-        let upstream = try await send(forwarded, body: request.body, to: integration, credentials, token: token)
+        let (integration, credentials, metering) = try await admit(id, token: token)
+        let upstream = try await send(
+            forwarded, body: request.body, to: integration, credentials, metering: metering, token: token)
         return answer(upstream, from: integration, token: token)
     }
 
@@ -91,9 +93,9 @@ public struct GatewayController: Sendable {
         for (index, id) in route.integrationIDs.enumerated() {
             let last = index == route.integrationIDs.count - 1
             do {
-                let (integration, credentials) = try await admit(id, token: token)
+                let (integration, credentials, metering) = try await admit(id, token: token)
                 let upstream = try await send(
-                    forwarded, body: BufferedBody(body), to: integration, credentials, token: token)
+                    forwarded, body: BufferedBody(body), to: integration, credentials, metering: metering, token: token)
                 if !last, upstream.status == 429 || upstream.status >= 500 {
                     await upstream.discard()
                     await record(
@@ -110,11 +112,12 @@ public struct GatewayController: Sendable {
         throw failure
     }
 
-    /// The integration `id` and its credentials, if the token may use it and its limits allow a request now.
+    /// The integration `id`, its credentials and what its limits ask of metering, if the token may use it and its
+    /// limits allow a request now.
     ///
     /// - Throws: `notFound` (also outside the token's workspace), `badRequest` for a provider the gateway does not
     ///   forward to, `forbidden` (a disabled owner), `integrationDisabled`, `budgetExceeded`, `rateLimited`.
-    func admit(_ id: UUID, token: APIToken) async throws -> (Integration, Credentials) {
+    func admit(_ id: UUID, token: APIToken) async throws -> (Integration, Credentials, Gateway.Metering) {
         let (integration, credentials) = try await integrations.gatewayTarget(id: id) { integration, ownerDisabled in
             try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
             guard Gateway.providers.contains(integration.type) else {
@@ -124,8 +127,8 @@ public struct GatewayController: Sendable {
             if ownerDisabled { throw KeyhavenError.forbidden("The integration's owner is disabled.") }
             guard integration.enabled else { throw KeyhavenError.integrationDisabled }
         }
-        try await budgets.admit(integration)
-        return (integration, credentials)
+        let metering = try await budgets.admit(integration)
+        return (integration, credentials, metering)
     }
 
     /// The caller's request as the gateway forwards it: the path after `prefix`, its query, headers and length.
@@ -140,12 +143,13 @@ public struct GatewayController: Sendable {
     /// Sends the request; a refusal is counted and becomes the caller's error.
     func send<Body: AsyncSequence & Sendable>(
         _ forwarded: Gateway.Request, body: Body, to integration: Integration, _ credentials: Credentials,
-        token: APIToken
+        metering: Gateway.Metering, token: APIToken
     ) async throws -> Gateway.Response where Body.Element == ByteBuffer {
         do {
-            return try await gateway.forward(forwarded, body: body, integration: integration, credentials: credentials)
+            return try await gateway.forward(
+                forwarded, body: body, integration: integration, credentials: credentials, metering: metering)
         } catch let refusal as Gateway.Refusal {
-            let error = Self.error(refusal)
+            let error = Self.error(refusal, inspectLimit: gateway.inspectLimit)
             await record(
                 GatewayUse(
                     integration: integration, tokenID: token.id, status: Int(error.status.code), metered: nil,
@@ -155,24 +159,30 @@ public struct GatewayController: Sendable {
     }
 
     /// The provider's answer, streamed to the caller; its usage is recorded once the last byte has been passed on
-    /// (or the caller went away).
+    /// (or the caller went away), after the answer has ended: the caller never waits for the accounting. If the
+    /// server never starts the answer (the caller left while the provider was answering), it is recorded when the
+    /// answer is let go.
     func answer(_ upstream: Gateway.Response, from integration: Integration, token: APIToken) -> Response {
         var headers = HTTPFields()
         for (name, value) in upstream.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         headers[Self.integrationHeader] = integration.id.lowercasedText
-        let use = GatewayUse(
-            integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date())
-        let record = record
+        let accounting = AnswerAccounting(
+            use: GatewayUse(
+                integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date()),
+            unrelayed: upstream.unrelayed, record: record)
         return Response(
             status: HTTPResponse.Status(code: upstream.status), headers: headers,
             body: Hummingbird.ResponseBody(contentLength: upstream.contentLength) { writer in
                 let metered = await upstream.relay { try await writer.write($0) }
-                var finished = use
-                finished.metered = metered
-                await record(finished)
-                try await writer.finish(nil)
+                do {
+                    try await writer.finish(nil)
+                } catch {
+                    await accounting.finish(metered)
+                    throw error
+                }
+                await accounting.finish(metered)
             })
     }
 
@@ -206,16 +216,55 @@ public struct GatewayController: Sendable {
     static let anthropicKey = HTTPField.Name("x-api-key")!
     static let geminiKey = HTTPField.Name("x-goog-api-key")!
 
-    static func error(_ refusal: Gateway.Refusal) -> KeyhavenError {
+    static func error(_ refusal: Gateway.Refusal, inspectLimit: Int) -> KeyhavenError {
         switch refusal {
         case .invalidPath:
             .badRequest("The provider path cannot be forwarded: it must stay within the provider's API.")
         case .invalidBody:
             .badRequest("The request body is longer than its Content-Length.")
+        case .tooLargeToMeter:
+            .tooLargeToMeter(maximumBytes: inspectLimit)
+        case .endpointNotMetered:
+            .endpointNotMetered(
+                "Keyhaven cannot meter this endpoint's usage, and a budget or token limit of the integration or its "
+                    + "workspace needs it metered; an owner can allow unmetered endpoints in the limits.")
         case .endpointNotAllowed:
             .providerUnreachable("The provider's endpoint is not allowed by the egress policy.")
         case .unreachable:
             .providerUnreachable("The provider could not be reached.")
         }
+    }
+}
+
+/// One relayed answer's usage, recorded exactly once: by the relay when it ends, or, when the server drops the
+/// answer without starting it (writing its head failed: the caller left while the provider was answering), when the
+/// last reference goes, as an answer that ended without usage. Otherwise that request would be billed by the
+/// provider and recorded nowhere.
+final class AnswerAccounting: Sendable {
+    let use: GatewayUse
+    let unrelayed: Gateway.Metered
+    let record: @Sendable (GatewayUse) async -> Void
+    private let recorded = Atomic(false)
+
+    init(use: GatewayUse, unrelayed: Gateway.Metered, record: @escaping @Sendable (GatewayUse) async -> Void) {
+        self.use = use
+        self.unrelayed = unrelayed
+        self.record = record
+    }
+
+    /// Records what the relay read, unless it was recorded already.
+    func finish(_ metered: Gateway.Metered) async {
+        guard !recorded.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var finished = use
+        finished.metered = metered
+        await record(finished)
+    }
+
+    deinit {
+        guard !recorded.load(ordering: .acquiring) else { return }
+        var finished = use
+        finished.metered = unrelayed
+        let record = record
+        Task { await record(finished) }
     }
 }

@@ -67,18 +67,23 @@ public struct LimitsController: Sendable {
 }
 
 /// `PUT …/limits`: `{monthly_budget_usd, requests_per_minute, tokens_per_minute}`, each a number or null (no limit);
-/// an absent field is no limit too, since the body replaces the limits.
+/// an absent field is no limit too, since the body replaces the limits. `allow_unmetered_endpoints` (default false)
+/// lets the gateway forward endpoints it cannot meter despite a budget or token limit.
 struct LimitsRequest: RequestBody {
-    static let knownFields: Set<String>? = ["monthly_budget_usd", "requests_per_minute", "tokens_per_minute"]
+    static let knownFields: Set<String>? = [
+        "monthly_budget_usd", "requests_per_minute", "tokens_per_minute", "allow_unmetered_endpoints",
+    ]
 
     var monthlyBudgetUSD: Input<Double>?
     var requestsPerMinute: Input<Double>?
     var tokensPerMinute: Input<Double>?
+    var allowUnmeteredEndpoints: Input<Bool>?
 
     enum CodingKeys: String, CodingKey {
         case monthlyBudgetUSD = "monthly_budget_usd"
         case requestsPerMinute = "requests_per_minute"
         case tokensPerMinute = "tokens_per_minute"
+        case allowUnmeteredEndpoints = "allow_unmetered_endpoints"
     }
 
     func validated(_ errors: FieldErrors) -> Result<UsageLimits, FieldErrors> {
@@ -106,6 +111,13 @@ struct LimitsRequest: RequestBody {
             default: errors[name] = "must be a whole number from 1 to \(Int64(maximum)), or null"
             }
         }
+        if let allowUnmeteredEndpoints {
+            if let allowed = allowUnmeteredEndpoints.value {
+                limits.allowsUnmeteredEndpoints = allowed
+            } else {
+                errors["allow_unmetered_endpoints"] = "must be true or false"
+            }
+        }
         return errors.problems.isEmpty ? .success(limits) : .failure(errors)
     }
 }
@@ -121,6 +133,7 @@ struct LimitsResponse: ResponseBody {
             "monthly_budget_usd": wireDollars(limits.monthlyBudgetMicros),
             "requests_per_minute": count(limits.requestsPerMinute),
             "tokens_per_minute": count(limits.tokensPerMinute),
+            "allow_unmetered_endpoints": .bool(limits.allowsUnmeteredEndpoints),
             "spent_this_month_usd": wireDollars(standing.spentMicros),
             "budget_used_percent": count(standing.percent),
             "warning": .bool(standing.warning),

@@ -29,7 +29,7 @@ struct CreateTokenRequest: RequestBody {
     )
     /// The scopes a service token of an organization may hold.
     static let service: (scopes: Set<TokenScope>, problem: String) = (
-        TokenScope.service, "must list credentials:read and/or gateway:use"
+        TokenScope.service, "must list credentials:read, gateway:use and/or usage:report"
     )
 
     func validated(

@@ -9,13 +9,20 @@ public struct UsageController: Sendable {
     let integrations: any IntegrationStore
     let prices: Prices
     let access: WorkspaceAccess
+    let limiter: any RateLimiter
+    let reports: CheckRateLimit
 
-    /// Creates the controller.
-    public init(usage: any UsageStore, integrations: any IntegrationStore, prices: Prices, access: WorkspaceAccess) {
+    /// Creates the controller; `reports` bounds the usage reports of one service token.
+    public init(
+        usage: any UsageStore, integrations: any IntegrationStore, prices: Prices, access: WorkspaceAccess,
+        limiter: any RateLimiter, reports: CheckRateLimit
+    ) {
         self.usage = usage
         self.integrations = integrations
         self.prices = prices
         self.access = access
+        self.limiter = limiter
+        self.reports = reports
     }
 
     /// Adds `POST /api/integrations/{id}/usage` to `api` and `GET /api/usage` to the `/api/usage` group.
@@ -24,16 +31,19 @@ public struct UsageController: Sendable {
         api.post("integrations/:id/usage", use: report)
     }
 
-    /// A service token (`gateway:use` or `credentials:read`) reports one call, or several, it made itself;
-    /// the same `idempotency_key` twice records it once (201 the first time, 200 with the stored event after).
+    /// A service token with `usage:report` reports one call, or several, it made itself; the same
+    /// `idempotency_key` twice records it once (201 the first time, 200 with the stored event after). A report adds
+    /// to the spending budgets are checked against, so it needs a scope of its own, is rate-limited per token the
+    /// way provider checks are per user, and is audited with the event it recorded.
     @Sendable func report(_ request: Request, context: AppRequestContext) async throws -> Response {
         guard case .service(let token)? = context.identity else {
             if context.identity == nil { throw KeyhavenError.unauthenticated }
             throw KeyhavenError.forbidden("Only service tokens can report usage.")
         }
-        guard !token.scopes.isDisjoint(with: [.gatewayUse, .credentialsRead]) else {
-            throw KeyhavenError.forbidden("This token lacks the gateway:use or credentials:read scope.")
+        guard token.scopes.contains(.usageReport) else {
+            throw KeyhavenError.forbidden("This token lacks the usage:report scope.")
         }
+        try await reports.count(token: token.id, on: limiter)
         let id = try UUID.path(context)
         let integration = try await integrations.find(id: id)
         try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
@@ -50,7 +60,18 @@ public struct UsageController: Sendable {
             source: .reported, requests: valid.requests, tokens: valid.tokens, costMicros: cost,
             tokenID: token.id,
             idempotencyKey: valid.idempotencyKey, occurredAt: valid.occurredAt)
-        let (stored, created) = try await usage.report(event)
+        let audit = AuditEntry(
+            actor: AuditActor(
+                kind: .service, id: token.id.lowercasedText, ip: context.clientAddress,
+                userAgent: request.headers[.userAgent]),
+            action: .usageReport, ownerID: integration.ownerID, integrationID: integration.id,
+            detail: [
+                "event_id": .string(event.id.lowercasedText), "model": .string(valid.model),
+                "requests": .number(Double(valid.requests)), "input_tokens": .number(Double(valid.tokens.inputTokens)),
+                "output_tokens": .number(Double(valid.tokens.outputTokens)),
+                "cost_micros": event.costMicros.map { .number(Double($0)) } ?? .null,
+            ])
+        let (stored, created) = try await usage.report(event, audit: audit)
         return Response.json(status: created ? .created : .ok, UsageEventResponse(event: stored))
     }
 

@@ -63,7 +63,13 @@ struct ReportUsageRequest: RequestBody {
 
     private func check(_ errors: FieldErrors, now: Date) -> Result<Valid, Refusal> {
         var errors = errors
-        let model = TextRule.text(model, "model", required: true, maximumLength: 200, errors: &errors)
+        var model = TextRule.text(
+            model, "model", required: true, maximumLength: ModelName.maximumBytes, errors: &errors)
+        // The rule every stored model name follows, the gateway's too: its length is counted in bytes.
+        if let name = model, !ModelName.isValid(name) {
+            errors["model"] = "must be at most \(ModelName.maximumBytes) bytes of UTF-8, without control characters"
+            model = nil
+        }
         func count(_ input: Input<Double>?, _ name: String, required: Bool = false, least: Double = 0) -> Int64? {
             guard let input else {
                 if required { errors[name] = "is required" }
@@ -165,6 +171,7 @@ struct UsageEventResponse: ResponseBody {
         fields["cost_usd"] = wireDollars(event.costMicros)
         fields["idempotency_key"] = event.idempotencyKey.map(JSONValue.string) ?? .null
         fields["occurred_at"] = wireDate(event.occurredAt)
+        fields["estimated"] = .bool(event.estimated)
         return .object(fields)
     }
 }

@@ -68,10 +68,13 @@ struct UsagePages: Sendable {
         let input = LimitsRequest(
             monthlyBudgetUSD: number("monthly_budget_usd"), requestsPerMinute: number("requests_per_minute"),
             tokensPerMinute: number("tokens_per_minute"))
-        guard case .success(let limits) = input.validated(FieldErrors()) else {
+        guard case .success(var limits) = input.validated(FieldErrors()) else {
             return Response.redirect(
                 to: "/integrations/\(IntegrationPages.idText(integration.id))?done=limits_invalid", type: .normal)
         }
+        // The form does not show the permission for unmetered endpoints (set through the API): it stays as it was.
+        limits.allowsUnmeteredEndpoints =
+            try await services.limits.limits(for: [integration.id])[integration.id]?.allowsUnmeteredEndpoints ?? false
         try await services.limits.setLimits(
             limits, subject: integration.id, ownerID: integration.ownerID,
             actor: IntegrationPages.actor(request, context: context, viewer: viewer))

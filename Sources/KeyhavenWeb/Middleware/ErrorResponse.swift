@@ -18,11 +18,11 @@ extension KeyhavenError: HTTPResponseError {
         switch self {
         case .badRequest: .badRequest
         case .unauthenticated, .invalidLogin: .unauthorized
-        case .forbidden: .forbidden
+        case .forbidden, .endpointNotMetered: .forbidden
         case .notFound: .notFound
         case .conflict, .integrationDisabled: .conflict
         case .gone: .gone
-        case .payloadTooLarge: .contentTooLarge
+        case .payloadTooLarge, .tooLargeToMeter: .contentTooLarge
         case .unsupportedMediaType: .unsupportedMediaType
         case .validationFailed: .unprocessableContent
         case .rateLimited, .budgetExceeded: .tooManyRequests
