@@ -244,10 +244,27 @@ public final class Database: Sendable {
     /// so what was deleted (with `secure_delete`) survives in neither file; nothing on PostgreSQL. Readers in the
     /// middle of a transaction keep older pages, so run it when none are.
     ///
+    /// - Returns: whether the log was emptied (false: a reader held older pages).
     /// - Throws: a failure to reach the database becomes `KeyhavenError.unavailable`.
-    public func checkpointSQLiteLog() async throws {
-        guard case .sqlite(let groups) = pool else { return }
-        try await mapErrors { try await groups.outsideTransaction("PRAGMA wal_checkpoint(TRUNCATE)") }
+    @discardableResult
+    public func checkpointSQLiteLog() async throws -> Bool {
+        guard case .sqlite(let groups) = pool else { return true }
+        return try await mapErrors { try await groups.checkpoint() }
+    }
+
+    /// After a transaction that destroyed secret versions (or retired a key) committed: on SQLite, empties the
+    /// write-ahead log, where the old pages with their ciphertexts and wrapped keys would otherwise stay readable
+    /// until overwritten; the database file's copies were overwritten by `secure_delete`. A reader in a long
+    /// transaction (a backup) can keep the log from being emptied: that is logged, and the next such call, or the
+    /// next checkpoint, empties it. Never fails the caller, whose change is committed.
+    public func eraseDestroyedFromLog() async {
+        guard kind == .sqlite else { return }
+        do {
+            if try await checkpointSQLiteLog() { return }
+            logger.warning("the database log still holds destroyed secrets: a reader is in a long transaction")
+        } catch {
+            logger.warning("the database log could not be emptied", metadata: ["error": "\(error)"])
+        }
     }
 
     /// On SQLite, how many write transactions ran and in how many commits; nil on PostgreSQL.
@@ -360,20 +377,36 @@ public final class Database: Sendable {
         var description: String { "no connection within the connect timeout (\(timeout))" }
     }
 
+    /// Turns the driver's failures to reach or use the database into `KeyhavenError.unavailable` (503, logged here,
+    /// since driver errors may quote SQL); every other error, a domain error or a bug, goes through unchanged, so a
+    /// bug shows as a 500 with its cause logged instead of as an outage.
     private func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
-        } catch let error as KeyhavenError {
-            throw error
-        } catch let error as BackupError {
-            // A refused backup file: its message is written to be shown and holds nothing secret.
-            throw error
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            // Driver errors may quote SQL; they are logged here and never returned to a caller.
+        } catch let error where Self.isUnavailable(error) {
             logger.error("database query failed", metadata: ["error": "\(error)"])
             throw KeyhavenError.unavailable("The database is unavailable.")
+        }
+    }
+
+    /// Whether `error` says the database cannot be reached or cannot take the work now (gone, busy, full,
+    /// read-only, timed out, shutting down), rather than that the query itself was wrong.
+    static func isUnavailable(_ error: any Error) -> Bool {
+        switch error {
+        case let error as PSQLError:
+            guard error.code == .server else { return error.code != .tooManyParameters }
+            // SQLSTATE classes: 08 connection, 40 rollback (serialization, deadlock), 53 resources, 57 operator
+            // intervention (statement timeout, shutdown), 58 system; 55P03 a lock timeout.
+            let state = error.serverInfo?[.sqlState] ?? ""
+            return ["08", "40", "53", "57", "58"].contains(String(state.prefix(2))) || state == "55P03"
+        case let error as SQLiteFailure:
+            // The primary result code: BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOLFS,
+            // NOTADB; and the connection being closed (MISUSE after close).
+            return [5, 6, 7, 8, 10, 11, 13, 14, 15, 21, 22, 26].contains(error.code & 0xFF)
+        case is ConnectionPoolError, is ConnectionPoolTimeoutError, is ChannelError, is IOError, is ConnectTimeout:
+            return true
+        default:
+            return false
         }
     }
 }

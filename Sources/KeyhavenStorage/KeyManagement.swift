@@ -258,6 +258,8 @@ public struct KeyManagement: Sendable {
                 throw KeyhavenError.keyring("\(id) became referenced while retiring it; run keyhaven keys rotate")
             }
         }
+        // The secrets' keys wrapped under the retired key, from before their rotation, leave the database's log.
+        await database.eraseDestroyedFromLog()
     }
 
     private func rowsToRewrap(on sql: any SQLDatabase) async throws -> Int {

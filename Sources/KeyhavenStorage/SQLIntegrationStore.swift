@@ -100,7 +100,7 @@ public struct SQLIntegrationStore: IntegrationStore {
     }
 
     public func move(id: UUID, from source: UUID, to target: UUID, actor: AuditActor) async throws -> Integration {
-        try await database.transaction { sql in
+        let moved = try await database.transaction { sql in
             let integration = try await fetch(id: id, ownerID: source, lock: true, on: sql)
             guard source != target else { return integration }
             let rotating = try await sql.raw(
@@ -138,6 +138,9 @@ public struct SQLIntegrationStore: IntegrationStore {
                 on: sql)
             return try await fetch(id: id, ownerID: target, on: sql)
         }
+        // The old versions were destroyed: their pages leave the database's log too.
+        await database.eraseDestroyedFromLog()
+        return moved
     }
 
     public func update(id: UUID, ownerID: UUID, changes: IntegrationChanges, actor: AuditActor) async throws
@@ -208,6 +211,7 @@ public struct SQLIntegrationStore: IntegrationStore {
                     detail: ["name": .string(integration.name), "destroyed_versions": .number(Double(destroyed))]),
                 on: sql)
         }
+        await database.eraseDestroyedFromLog()
     }
 
     /// Reads are written in groups (``CredentialReads``): each caller's credentials come back only after the

@@ -128,6 +128,7 @@ public struct SQLOrganizationStore: OrganizationStore {
                     ]),
                 on: sql)
         }
+        await database.eraseDestroyedFromLog()
     }
 
     public func members(of organizationID: UUID) async throws -> [Member] {

@@ -178,7 +178,9 @@ public struct SQLSecretStore: SecretStore {
 
     @discardableResult
     public func destroyAll(_ owner: SecretOwner) async throws -> Int {
-        try await database.transaction { sql in try await destroyAll(owner, on: sql) }
+        let destroyed = try await database.transaction { sql in try await destroyAll(owner, on: sql) }
+        await database.eraseDestroyedFromLog()
+        return destroyed
     }
 
     /// Destroys every version inside the caller's transaction.

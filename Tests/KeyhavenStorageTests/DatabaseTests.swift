@@ -14,6 +14,49 @@ import Glibc
 
 @Suite("Database connections")
 struct DatabaseTests {
+    /// A domain error a store throws inside a transaction.
+    struct DomainError: Error, Equatable {}
+
+    @Test("inside a transaction a domain error or a bug comes out unchanged; only a database that cannot serve is unavailable", arguments: TestDatabase.all)
+    func errorsKeepTheirCause(kind: TestDatabase) async throws {
+        let handle = try await kind.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        await #expect(throws: DomainError()) {
+            try await database.transaction { sql in
+                try await insertUser("domain@example.test", on: sql)
+                throw DomainError()
+            }
+        }
+        // The transaction was rolled back all the same.
+        let count = try await database.withConnection { sql in
+            try await sql.raw("SELECT COUNT(*) AS n FROM users").first()?.decode(column: "n", as: Int.self)
+        }
+        #expect(count == 0)
+        // A query that breaks a constraint is a bug of the caller's, not an outage.
+        try await database.transaction { sql in try await insertUser("twice@example.test", on: sql) }
+        do {
+            try await database.transaction { sql in
+                try await sql.raw("INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM users").run()
+            }
+            Issue.record("a duplicate key was accepted")
+        } catch {
+            #expect(!(error is KeyhavenError), "\(error)")
+        }
+        // A row that does not decode is a bug too.
+        do {
+            _ = try await database.withConnection { sql in
+                try await sql.raw("SELECT email FROM users").first()?.decode(column: "email", as: UUID.self)
+            }
+            Issue.record("an email decoded as a UUID")
+        } catch {
+            #expect(!(error is KeyhavenError), "\(error)")
+        }
+        // A database that is gone is unavailable.
+        await handle.close()
+        await #expect(throws: KeyhavenError.unavailable("The database is unavailable.")) { try await database.ping() }
+    }
+
     @Test("on SQLite a write outside a transaction is refused at once, and readers go on while the writer holds the lock")
     func writesQueue() async throws {
         let handle = try await TestDatabase.sqlite.make()

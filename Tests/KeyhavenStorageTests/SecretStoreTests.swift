@@ -100,6 +100,28 @@ struct SecretStoreTests {
         }
     }
 
+    @Test("a destroyed version's ciphertext and wrapped key are gone from the database file and its write-ahead log once the destroy returns")
+    func destroyLeavesNoLog() async throws {
+        try await StoreFixture.with(.sqlite) { fixture in
+            let owner = try await fixture.newOwner()
+            for index in 0..<3 { try await fixture.store.put(SecretBytes(utf8: "v\(index)-\(Fixtures.canary())"), for: owner) }
+            let stored = try await fixture.database.withConnection { sql in
+                try await sql.raw(
+                    "SELECT ciphertext, wrapped_dek FROM secrets WHERE integration_id = \(bind: owner.integrationID)"
+                ).all().flatMap { row in
+                    [try row.decode(column: "ciphertext", as: Data.self), try row.decode(column: "wrapped_dek", as: Data.self)]
+                }
+            }
+            #expect(stored.count == 6)
+            // The scan finds them while they are stored (in the log, the file, or both).
+            let before = try await fixture.handle.dumpEverything()
+            #expect(stored.allSatisfy { containsAnywhere($0, in: before) })
+            #expect(try await fixture.store.destroyAll(owner) == 3)
+            let after = try await fixture.handle.dumpEverything()
+            for bytes in stored { #expect(!containsAnywhere(bytes, in: after), "a destroyed version is still on disk") }
+        }
+    }
+
     @Test("concurrent writers get distinct, consecutive versions", arguments: TestDatabase.all)
     func concurrentPuts(kind: TestDatabase) async throws {
         try await StoreFixture.with(kind) { fixture in

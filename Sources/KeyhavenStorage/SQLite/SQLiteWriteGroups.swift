@@ -107,6 +107,19 @@ final class SQLiteWriteGroups: Sendable {
         }
     }
 
+    /// Commits the open group, then copies every committed page into the database file and empties the log
+    /// (`wal_checkpoint(TRUNCATE)`); false when a reader still held older pages, so the log could not be emptied.
+    func checkpoint() async throws -> Bool {
+        try await connections.onWriterThread {
+            await acquire()
+            defer { release() }
+            let sql = try connections.writerDatabase()
+            try await commit(on: sql)
+            let row = try await sql.raw("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            return try row?.decode(column: "busy", as: Int.self) == 0
+        }
+    }
+
     /// Commits the open group, then closes the connections; writers queued behind find the database closed.
     func close() async {
         _ = try? await connections.onWriterThread {
