@@ -254,16 +254,28 @@ public final class Database: Sendable {
 
     /// After a transaction that destroyed secret versions (or retired a key) committed: on SQLite, empties the
     /// write-ahead log, where the old pages with their ciphertexts and wrapped keys would otherwise stay readable
-    /// until overwritten; the database file's copies were overwritten by `secure_delete`. A reader in a long
-    /// transaction (a backup) can keep the log from being emptied: that is logged, and the next such call, or the
-    /// next checkpoint, empties it. Never fails the caller, whose change is committed.
+    /// until overwritten; the database file's copies were overwritten by `secure_delete`. The writer does not wait
+    /// for readers still on older pages: while one is, the log is emptied in the background, every half second for
+    /// up to a minute, and a log line says so if a reader (a backup) outlasts that. Never fails the caller, whose
+    /// change is committed.
     public func eraseDestroyedFromLog() async {
         guard kind == .sqlite else { return }
+        if await emptyLog() { return }
+        Task { [self] in
+            for _ in 0..<120 {
+                try? await Task.sleep(for: .milliseconds(500))
+                if await emptyLog() { return }
+            }
+            logger.warning("the database log still holds destroyed secrets: a reader stayed in one transaction")
+        }
+    }
+
+    private func emptyLog() async -> Bool {
         do {
-            if try await checkpointSQLiteLog() { return }
-            logger.warning("the database log still holds destroyed secrets: a reader is in a long transaction")
+            return try await checkpointSQLiteLog()
         } catch {
             logger.warning("the database log could not be emptied", metadata: ["error": "\(error)"])
+            return true
         }
     }
 
@@ -403,7 +415,8 @@ public final class Database: Sendable {
             // The primary result code: BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOLFS,
             // NOTADB; and the connection being closed (MISUSE after close).
             return [5, 6, 7, 8, 10, 11, 13, 14, 15, 21, 22, 26].contains(error.code & 0xFF)
-        case is ConnectionPoolError, is ConnectionPoolTimeoutError, is ChannelError, is IOError, is ConnectTimeout:
+        case is ConnectionPoolError, is ConnectionPoolTimeoutError, is ChannelError, is IOError, is ConnectTimeout,
+            is ConnectionClosed, is PostgresError:
             return true
         default:
             return false

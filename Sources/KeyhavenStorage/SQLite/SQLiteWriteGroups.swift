@@ -109,13 +109,22 @@ final class SQLiteWriteGroups: Sendable {
 
     /// Commits the open group, then copies every committed page into the database file and empties the log
     /// (`wal_checkpoint(TRUNCATE)`); false when a reader still held older pages, so the log could not be emptied.
+    /// It does not wait for such readers: every write queues behind the writer meanwhile.
     func checkpoint() async throws -> Bool {
         try await connections.onWriterThread {
             await acquire()
             defer { release() }
             let sql = try connections.writerDatabase()
             try await commit(on: sql)
-            let row = try await sql.raw("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            try await sql.raw("PRAGMA busy_timeout = 0").run()
+            let row: (any SQLRow)?
+            do {
+                row = try await sql.raw("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            } catch {
+                try await sql.raw("PRAGMA busy_timeout = 10000").run()
+                throw error
+            }
+            try await sql.raw("PRAGMA busy_timeout = 10000").run()
             return try row?.decode(column: "busy", as: Int.self) == 0
         }
     }
