@@ -63,6 +63,7 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case organizationDelete = "organization.delete"
     case memberUpdate = "organization.member.update"
     case memberRemove = "organization.member.remove"
+    case memberConfirm = "organization.member.confirm"
     case invitationCreate = "organization.invitation.create"
     case invitationRevoke = "organization.invitation.revoke"
     case invitationAccept = "organization.invitation.accept"

@@ -43,13 +43,17 @@ public struct Member: Sendable, Equatable {
     public var email: String?
     public var role: WorkspaceRole
     public var joinedAt: Date
+    /// Joined through an invitation with an account made after it was sent: the role counts only once an owner or
+    /// admin confirms the member (email addresses are not verified, so the account may not be the invitee's).
+    public var pendingConfirmation: Bool
 
     /// Creates a member value.
-    public init(userID: UUID, email: String?, role: WorkspaceRole, joinedAt: Date) {
+    public init(userID: UUID, email: String?, role: WorkspaceRole, joinedAt: Date, pendingConfirmation: Bool = false) {
         self.userID = userID
         self.email = email
         self.role = role
         self.joinedAt = joinedAt
+        self.pendingConfirmation = pendingConfirmation
     }
 }
 
@@ -181,9 +185,16 @@ public protocol OrganizationStore: Sendable {
     /// - Throws: `KeyhavenError.notFound` if there is no pending invitation with this id in the organization.
     func revokeInvitation(id: UUID, in organizationID: UUID, actor: AuditActor) async throws
 
-    /// Accepts an invitation for `user`, whose email must be the invited one; returns the membership.
+    /// Accepts an invitation for `user`, whose email must be the invited one; returns the membership. An account
+    /// made after the invitation joins pending an owner's or admin's confirmation (``Member/pendingConfirmation``).
     ///
     /// - Throws: `KeyhavenError.notFound` (no such token), `.forbidden` (another email), `.gone` (accepted,
     ///   revoked or expired), `.conflict` (already a member).
     func accept(token: String, user: User, actor: AuditActor, now: Date) async throws -> (Organization, Member)
+
+    /// Confirms a member who joined pending confirmation; their role counts from now on, audited.
+    ///
+    /// - Throws: `KeyhavenError.notFound` if the user has no membership waiting for confirmation there,
+    ///   `.forbidden` for an owner's membership without `allowOwners`.
+    func confirm(_ userID: UUID, in organizationID: UUID, allowOwners: Bool, actor: AuditActor) async throws -> Member
 }

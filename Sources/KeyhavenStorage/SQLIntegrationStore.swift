@@ -87,6 +87,7 @@ public struct SQLIntegrationStore: IntegrationStore {
                     """
                     SELECT i.*, m.role AS caller_role FROM integrations i
                     LEFT JOIN memberships m ON m.organization_id = i.owner_id AND m.user_id = \(bind: userID)
+                    AND NOT m.pending_confirmation
                     WHERE i.id = \(bind: id)
                     """
                 ).first()

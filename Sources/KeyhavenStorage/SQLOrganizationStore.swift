@@ -28,6 +28,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             let text = try await sql.raw(
                 """
                 SELECT role FROM memberships WHERE organization_id = \(bind: organizationID) AND user_id = \(bind: userID)
+                AND NOT pending_confirmation
                 """
             ).first()?.decode(column: "role", as: String.self)
         else { return nil }
@@ -58,7 +59,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             try await sql.raw(
                 """
                 SELECT o.*, m.role FROM memberships m JOIN organizations o ON o.id = m.organization_id
-                WHERE m.user_id = \(bind: userID) ORDER BY o.name, o.id
+                WHERE m.user_id = \(bind: userID) AND NOT m.pending_confirmation ORDER BY o.name, o.id
                 """
             ).all().map { row in
                 guard let role = WorkspaceRole(rawValue: try row.decode(column: "role", as: String.self)) else {
@@ -135,7 +136,8 @@ public struct SQLOrganizationStore: OrganizationStore {
         try await database.withConnection { sql in
             try await sql.raw(
                 """
-                SELECT m.user_id, m.role, m.created_at, u.email FROM memberships m JOIN users u ON u.id = m.user_id
+                SELECT m.user_id, m.role, m.created_at, m.pending_confirmation, u.email FROM memberships m
+                JOIN users u ON u.id = m.user_id
                 WHERE m.organization_id = \(bind: organizationID) ORDER BY lower(u.email), m.user_id
                 """
             ).all().map(Self.member)
@@ -186,6 +188,30 @@ public struct SQLOrganizationStore: OrganizationStore {
                     actor: actor, action: .memberRemove, ownerID: organizationID,
                     detail: ["user_id": .string(userID.lowercasedText), "role": .string(member.role.rawValue)]),
                 on: sql)
+        }
+    }
+
+    public func confirm(_ userID: UUID, in organizationID: UUID, allowOwners: Bool, actor: AuditActor) async throws
+        -> Member
+    {
+        try await database.transaction { sql in
+            _ = try await fetch(organizationID, lock: true, on: sql)
+            var member = try await fetchMember(userID, in: organizationID, on: sql)
+            guard member.pendingConfirmation else { throw KeyhavenError.notFound }
+            try requireOwnerChange(allowed: allowOwners || member.role != .owner)
+            try await sql.raw(
+                """
+                UPDATE memberships SET pending_confirmation = \(bind: false), updated_at = \(bind: Date())
+                WHERE organization_id = \(bind: organizationID) AND user_id = \(bind: userID)
+                """
+            ).run()
+            try await audit.append(
+                AuditEntry(
+                    actor: actor, action: .memberConfirm, ownerID: organizationID,
+                    detail: ["user_id": .string(userID.lowercasedText), "role": .string(member.role.rawValue)]),
+                on: sql)
+            member.pendingConfirmation = false
+            return member
         }
     }
 
@@ -284,38 +310,52 @@ public struct SQLOrganizationStore: OrganizationStore {
             }
             let state = invitation.state(now: now)
             if let refusal = state.refusal { throw KeyhavenError.gone(refusal) }
-            if try await Self.role(of: user.id, in: organization.id, on: sql) != nil {
-                throw KeyhavenError.conflict("You are already a member of this organization.")
-            }
+            let existing = try await sql.raw(
+                """
+                SELECT id FROM memberships WHERE organization_id = \(bind: organization.id) AND user_id = \(bind: user.id)
+                """
+            ).first()
+            if existing != nil { throw KeyhavenError.conflict("You are already a member of this organization.") }
+            // The invited address may have been registered by someone else after the link leaked: an account made
+            // after the invitation waits for an owner's or admin's word.
+            let pending = user.createdAt > invitation.createdAt
             try await sql.raw(
                 """
                 UPDATE invitations SET accepted_at = \(bind: now), accepted_by = \(bind: user.id)
                 WHERE id = \(bind: invitation.id)
                 """
             ).run()
-            try await insertMember(user.id, role: invitation.role, in: organization.id, now: now, on: sql)
+            try await insertMember(
+                user.id, role: invitation.role, in: organization.id, pending: pending, now: now, on: sql)
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .invitationAccept, ownerID: organization.id,
                     detail: [
                         "invitation_id": .string(invitation.id.lowercasedText),
                         "user_id": .string(user.id.lowercasedText), "role": .string(invitation.role.rawValue),
+                        "pending_confirmation": .bool(pending),
                     ]),
                 on: sql)
-            return (organization, Member(userID: user.id, email: user.email, role: invitation.role, joinedAt: now))
+            return (
+                organization,
+                Member(
+                    userID: user.id, email: user.email, role: invitation.role, joinedAt: now,
+                    pendingConfirmation: pending)
+            )
         }
     }
 
     // MARK: Rows
 
     private func insertMember(
-        _ userID: UUID, role: WorkspaceRole, in organizationID: UUID, now: Date, on sql: any SQLDatabase
+        _ userID: UUID, role: WorkspaceRole, in organizationID: UUID, pending: Bool = false, now: Date,
+        on sql: any SQLDatabase
     ) async throws {
         try await sql.raw(
             """
-            INSERT INTO memberships (id, organization_id, user_id, role, created_at, updated_at)
+            INSERT INTO memberships (id, organization_id, user_id, role, created_at, updated_at, pending_confirmation)
             VALUES (\(bind: UUID()), \(bind: organizationID), \(bind: userID), \(bind: role.rawValue), \(bind: now), \
-            \(bind: now))
+            \(bind: now), \(bind: pending))
             """
         ).run()
     }
@@ -331,7 +371,7 @@ public struct SQLOrganizationStore: OrganizationStore {
             """
             SELECT COUNT(*) AS owners FROM memberships m JOIN users u ON u.id = m.user_id
             WHERE m.organization_id = \(bind: organizationID) AND m.role = \(bind: WorkspaceRole.owner.rawValue)
-            AND m.user_id <> \(bind: userID) AND u.disabled_at IS NULL
+            AND m.user_id <> \(bind: userID) AND u.disabled_at IS NULL AND NOT m.pending_confirmation
             """
         ).first()?.decode(column: "owners", as: Int.self) ?? 0
         guard owners > 0 else {
@@ -353,7 +393,8 @@ public struct SQLOrganizationStore: OrganizationStore {
         guard
             let row = try await sql.raw(
                 """
-                SELECT m.user_id, m.role, m.created_at, u.email FROM memberships m JOIN users u ON u.id = m.user_id
+                SELECT m.user_id, m.role, m.created_at, m.pending_confirmation, u.email FROM memberships m
+                JOIN users u ON u.id = m.user_id
                 WHERE m.organization_id = \(bind: organizationID) AND m.user_id = \(bind: userID)
                 """
             ).first()
@@ -374,7 +415,8 @@ public struct SQLOrganizationStore: OrganizationStore {
         }
         return Member(
             userID: try row.decode(column: "user_id", as: UUID.self), email: try row.decode(column: "email", as: String?.self),
-            role: role, joinedAt: try row.decode(column: "created_at", as: Date.self))
+            role: role, joinedAt: try row.decode(column: "created_at", as: Date.self),
+            pendingConfirmation: try row.decode(column: "pending_confirmation", as: Bool.self))
     }
 
     static func invitation(_ row: any SQLRow) throws -> Invitation {

@@ -203,6 +203,63 @@ struct OrganizationTests {
         }
     }
 
+    @Test("an invitation accepted by an account made after it waits for an owner's or admin's confirmation and grants nothing until then", arguments: TestDatabase.all)
+    func lateAccountNeedsConfirmation(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api)
+            let base = "/api/orgs/\(org.lowercased)"
+            let address = "late-\(UUID().uuidString.prefix(6).lowercased())@example.test"
+            let invited = try await api.request(
+                .post, "\(base)/invitations", auth: team.owner.session, json: ["email": address, "role": "admin"])
+            let token = try #require(invited.json["token"] as? String)
+            // Whoever registers the address after the link went out (it may have leaked) joins, pending.
+            let late = try await api.user(email: address)
+            let accepted = try await api.request(
+                .post, "/api/invitations/accept", auth: late.session, json: ["token": token])
+            #expect(accepted.status == .ok, "\(accepted.text)")
+            #expect((accepted.json["member"] as? [String: Any])?["pending_confirmation"] as? Bool == true)
+            let integration = try await api.runtime.integrations.create(
+                ownerID: org, name: "shared", type: .openai, config: [:], credentials: .apiKey("sk-test-late-000000"),
+                actor: .system)
+            let denied: [(HTTPRequest.Method, String, [String: Any]?)] = [
+                (.get, base, nil), (.get, "/api/integrations?workspace_id=\(org.lowercased)", nil),
+                (.get, "/api/integrations/\(integration.id.lowercased)", nil),
+                (.post, "\(base)/service-tokens", ["name": "mine", "scopes": ["credentials:read"]]),
+                (.post, "\(base)/invitations", ["email": "friend@example.test", "role": "admin"]),
+            ]
+            for (method, path, body) in denied {
+                let answer = try await api.request(method, path, auth: late.session, json: body)
+                #expect(answer.status == .notFound, "\(method) \(path): \(answer.status)")
+            }
+            let listed = try await api.request(.get, "/api/orgs", auth: late.session)
+            #expect(!listed.text.contains(org.lowercased), "a pending membership is not listed")
+            // The members list and page show it waiting, with a button for those who manage members.
+            let members = try await api.request(.get, "\(base)/members", auth: team.owner.session)
+            let row = (members.json["members"] as? [[String: Any]])?.first { $0["email"] as? String == address }
+            #expect(row?["pending_confirmation"] as? Bool == true)
+            let page = try await api.request(.get, "/orgs/\(org.lowercased)", headers: [.cookie: "keyhaven_session=\(team.owner.cookie)"])
+            #expect(page.text.contains("/members/\(late.id.lowercased)/confirm"))
+            // A member cannot confirm; an admin may not confirm an owner; the owner confirms.
+            let confirm = "\(base)/members/\(late.id.lowercased)/confirm"
+            #expect(try await api.request(.post, confirm, auth: team.member.session).status == .forbidden)
+            let confirmed = try await api.request(.post, confirm, auth: team.owner.session)
+            #expect(confirmed.status == .ok, "\(confirmed.text)")
+            #expect(confirmed.json["pending_confirmation"] as? Bool == false)
+            #expect(try await api.request(.post, confirm, auth: team.owner.session).status == .notFound)
+            #expect(try await api.request(.get, base, auth: late.session).status == .ok)
+            // An account that existed before the invitation joins at once.
+            let early = try await api.user()
+            let second = try await api.request(
+                .post, "\(base)/invitations", auth: team.owner.session, json: ["email": early.email, "role": "viewer"])
+            let secondToken = try #require(second.json["token"] as? String)
+            let joined = try await api.request(
+                .post, "/api/invitations/accept", auth: early.session, json: ["token": secondToken])
+            #expect((joined.json["member"] as? [String: Any])?["pending_confirmation"] as? Bool == false)
+            #expect(try await api.request(.get, base, auth: early.session).status == .ok)
+        }
+    }
+
     @Test("an invitation is accepted once by the invited email, with its role; another email, an expired, withdrawn or used one is refused", arguments: TestDatabase.all)
     func invitations(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

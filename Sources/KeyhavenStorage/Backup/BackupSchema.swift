@@ -39,7 +39,7 @@ public enum BackupSchema {
             name: "memberships", key: "id",
             columns: [
                 .init("id", .uuid), .init("organization_id", .uuid), .init("user_id", .uuid), .init("role", .text),
-                .init("created_at", .date), .init("updated_at", .date),
+                .init("created_at", .date), .init("updated_at", .date), .init("pending_confirmation", .bool),
             ]),
         Table(
             name: "invitations", key: "id",

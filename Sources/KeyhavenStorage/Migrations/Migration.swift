@@ -33,6 +33,7 @@ public struct Migrator: Sendable {
         .addGatewayRoutes,
         .addPrices,
         .addUsageMetering,
+        .addMembershipConfirmation,
     ]
 
     let database: Database

@@ -28,6 +28,7 @@ public struct OrganizationController: Sendable {
         group.get(":id/members", use: members)
         group.patch(":id/members/:user_id", use: setRole)
         group.delete(":id/members/:user_id", use: removeMember)
+        group.post(":id/members/:user_id/confirm", use: confirmMember)
         group.get(":id/invitations", use: listInvitations)
         group.post(":id/invitations", use: invite)
         group.delete(":id/invitations/:invitation_id", use: revokeInvitation)
@@ -98,6 +99,17 @@ public struct OrganizationController: Sendable {
         let newRole = try decoded.body.validated(decoded.errors).orThrow()
         let member = try await organizations.setRole(
             newRole, of: userID, in: id, allowOwners: WorkspaceAccess.allows(role, .manageOwners, in: id), actor: context.actor(request))
+        return Response.json(status: .ok, MemberResponse(member: member))
+    }
+
+    /// Confirms a member who joined pending confirmation (their account is newer than the invitation): a manager of
+    /// members checks that it is the person they invited. Refusing is removing them.
+    @Sendable func confirmMember(_ request: Request, context: UserContext) async throws -> Response {
+        try context.require(.integrationsWrite)
+        let (id, role) = try await organization(.manageMembers, context)
+        let member = try await organizations.confirm(
+            try UUID.path(context, "user_id"), in: id, allowOwners: WorkspaceAccess.allows(role, .manageOwners, in: id),
+            actor: context.actor(request))
         return Response.json(status: .ok, MemberResponse(member: member))
     }
 

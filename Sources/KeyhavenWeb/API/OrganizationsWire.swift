@@ -135,6 +135,7 @@ struct MemberResponse: ResponseBody {
             "email": member.email.map(JSONValue.string) ?? .null,
             "role": .string(member.role.rawValue),
             "joined_at": wireDate(member.joinedAt),
+            "pending_confirmation": .bool(member.pendingConfirmation),
         ])
     }
 }

@@ -12,11 +12,13 @@ struct OrganizationPages: Sendable {
     /// Where users reach the server (`KEYHAVEN_PUBLIC_URL`), for the invitation links they copy.
     let publicURL: URL
 
-    static let flashes = ["created", "renamed", "role_changed", "removed", "left", "invitation_revoked", "token_revoked"]
+    static let flashes = [
+        "created", "renamed", "role_changed", "removed", "left", "invitation_revoked", "token_revoked", "confirmed",
+    ]
 
     @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         var values: [String: Any] = [:]
-        if let done = request.uri.queryParameters["done"].map(String.init), ["deleted", "left"].contains(done) {
+        if let done = request.uri.queryParameters["done"].map(String.init), ["deleted", "left", "pending"].contains(done) {
             values["flash"] = page.language.text("org_\(done)_flash")
         }
         return try listPage(page: page, viewer: viewer, values: values)
@@ -101,6 +103,7 @@ struct OrganizationPages: Sendable {
                 "user_id": IntegrationPages.idText(member.userID), "email": member.email ?? "—",
                 "role": language.text("role_\(member.role.rawValue)"), "me": mine,
                 "can_change": changeable && !mine, "can_remove": changeable && !mine, "can_leave": mine,
+                "pending": member.pendingConfirmation, "can_confirm": changeable && member.pendingConfirmation,
                 "roles": roles.map { option in
                     [
                         "value": option.rawValue, "label": language.text("role_\(option.rawValue)"),
@@ -183,6 +186,16 @@ struct OrganizationPages: Sendable {
                 status: .conflict)
         }
         return redirect(id, "role_changed")
+    }
+
+    /// Confirms a member who joined pending confirmation (SPEC §12: their account is newer than the invitation).
+    @Sendable func confirmMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        _ = try await WebPages.form(request, context: context, viewer: viewer)
+        let (id, role) = try await organization(context, viewer, .manageMembers)
+        _ = try await services.organizations.confirm(
+            try UUID.path(context, "user_id"), in: id, allowOwners: WorkspaceAccess.allows(role, .manageOwners, in: id),
+            actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+        return redirect(id, "confirmed")
     }
 
     @Sendable func removeMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -279,9 +292,11 @@ struct OrganizationPages: Sendable {
         let token = form.trimmed("token") ?? ""
         let refusal: String
         do {
-            let (organization, _) = try await services.organizations.accept(
+            let (organization, member) = try await services.organizations.accept(
                 token: token, user: viewer.user, actor: IntegrationPages.actor(request, context: context, viewer: viewer),
                 now: Date())
+            // Until an owner or admin confirms, the organization is not theirs to see.
+            if member.pendingConfirmation { return Response.redirect(to: "/orgs?done=pending", type: .normal) }
             return Response.redirect(
                 to: "/integrations?workspace=\(IntegrationPages.idText(organization.id))&done=joined", type: .normal)
         } catch KeyhavenError.notFound {

@@ -145,6 +145,7 @@ public struct WebPages: Sendable {
         pages.post("/orgs/:id/delete", use: signedIn(organizations.delete))
         pages.post("/orgs/:id/members/:user_id/role", use: signedIn(organizations.setRole))
         pages.post("/orgs/:id/members/:user_id/remove", use: signedIn(organizations.removeMember))
+        pages.post("/orgs/:id/members/:user_id/confirm", use: signedIn(organizations.confirmMember))
         pages.post("/orgs/:id/invitations", use: signedIn(organizations.invite))
         pages.post("/orgs/:id/invitations/:invitation_id/revoke", use: signedIn(organizations.revokeInvitation))
         pages.post("/orgs/:id/service-tokens", use: signedIn(organizations.createServiceToken))
