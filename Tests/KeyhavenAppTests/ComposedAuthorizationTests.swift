@@ -35,6 +35,7 @@ struct ComposedAuthorizationTests {
         case personalToken
         case inviteSelfAsAdmin
         case acceptInvitation
+        case confirmSelf
         case promoteSelf
         case replaceCredentials
         case rotate
@@ -46,7 +47,8 @@ struct ComposedAuthorizationTests {
         static let all: [Step] =
             Place.allCases.map { .move(to: $0) } + Place.allCases.map { .serviceToken(in: $0) }
             + [
-                .personalToken, .inviteSelfAsAdmin, .acceptInvitation, .promoteSelf, .replaceCredentials, .rotate,
+                .personalToken, .inviteSelfAsAdmin, .acceptInvitation, .confirmSelf, .promoteSelf, .replaceCredentials,
+                .rotate,
                 .gatewayCall, .reportUsage,
             ]
 
@@ -57,6 +59,7 @@ struct ComposedAuthorizationTests {
             case .personalToken: "personal-token"
             case .inviteSelfAsAdmin: "invite-self-as-admin"
             case .acceptInvitation: "accept-invitation"
+            case .confirmSelf: "confirm-self"
             case .promoteSelf: "promote-self"
             case .replaceCredentials: "replace-credentials"
             case .rotate: "rotate"
@@ -168,7 +171,7 @@ struct ComposedAuthorizationTests {
                         }
                         return true
                     }
-                    for _ in 0..<16 where start() {}
+                    for _ in 0..<8 where start() {}
                     while try await group.next() != nil { _ = start() }
                 }
                 ran += sequences.count
@@ -236,12 +239,13 @@ struct ComposedAuthorizationTests {
                 }
                 for row in try await sql.raw(
                     """
-                    SELECT organization_id, role FROM memberships WHERE user_id = \(bind: world.attacker.id)
+                    SELECT organization_id, role, pending_confirmation FROM memberships
+                    WHERE user_id = \(bind: world.attacker.id)
                     AND organization_id IN (\(bind: run.organization), \(bind: world.third))
                     """
                 ).all() {
                     rows.append(
-                        "member \(try row.decode(column: "organization_id", as: UUID.self)) \(try row.decode(column: "role", as: String.self))"
+                        "member \(try row.decode(column: "organization_id", as: UUID.self)) \(try row.decode(column: "role", as: String.self)) \(try row.decode(column: "pending_confirmation", as: Bool.self))"
                     )
                 }
                 for row in try await sql.raw(
@@ -371,6 +375,10 @@ struct ComposedAuthorizationTests {
                 try await api.request(
                     .post, "/api/invitations/accept", auth: caller,
                     json: ["token": run.invitation ?? "kh_inv_\(String(repeating: "a", count: 43))"]))
+        case .confirmSelf:
+            answers.append(
+                try await api.request(
+                    .post, "\(organization)/members/\(world.attacker.id.lowercased)/confirm", auth: caller))
         case .promoteSelf:
             answers.append(
                 try await api.request(
