@@ -216,6 +216,11 @@ struct NumericFuzzTests {
                     "requests": 1_000_000_000_000, "idempotency_key": "edge", "occurred_at": "2026-01-02T12:00:00Z",
                 ])
             #expect(report.status.code < 500, "\(report.text)")
+            // The switch beside the limits takes true or false, not null.
+            let null = try await api.request(
+                .put, "/api/integrations/\(openai.id.lowercased)/limits", auth: user.session,
+                json: Data(#"{"allow_unmetered_endpoints":null}"#.utf8))
+            #expect(null.status == .unprocessableContent && null.fields.keys.contains("allow_unmetered_endpoints"))
             _ = try await api.request(
                 .put, "/api/integrations/\(openai.id.lowercased)/limits", auth: user.session,
                 json: ["monthly_budget_usd": 1_000_000_000])

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenTestSupport
 import Testing
 
 @Suite("JSON text")
@@ -105,18 +106,5 @@ struct WireTextTests {
             #expect(id.uppercasedText == id.uuidString)
             #expect(id.lowercasedText == id.uuidString.lowercased())
         }
-    }
-}
-
-/// A small deterministic generator, so a failing sample can be found again.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,26 +1,15 @@
 import Foundation
 import KeyhavenCore
 import KeyhavenGateway
+import KeyhavenTestSupport
 import Testing
 
 /// Money, token and count arithmetic over the whole range of the numbers users, providers and rows supply: every
 /// result equals the exact 128-bit answer clamped to `Int64`, and nothing traps (a trap would end the test run).
 @Suite("Arithmetic on outside numbers")
 struct ArithmeticTests {
-    /// SplitMix64: a small seeded generator, so a failing case can be run again from the printed seed.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// The edges of the range, the bounds validation enforces, and random values of every magnitude.
-    static func values(_ random: inout SeededGenerator, count: Int = 40) -> [Int64] {
+    static func values(_ random: inout SplitMix64, count: Int = 40) -> [Int64] {
         var values: [Int64] = [
             0, 1, 2, -1, .max, .max - 1, .min, .min + 1, 999_999, 1_000_000, 500_000, 499_999,
             UsageBounds.tokens, UsageBounds.tokens + 1, UsageBounds.eventCostMicros, 9_223_372, 36_854_775_807,
@@ -42,7 +31,7 @@ struct ArithmeticTests {
 
     @Test("sums, differences, products and percentages equal the exact answer clamped to the range")
     func saturating() {
-        var random = SeededGenerator(state: Self.seed)
+        var random = SplitMix64(seed: Self.seed)
         let values = Self.values(&random)
         var checked = 0
         for a in values {
@@ -91,7 +80,7 @@ struct ArithmeticTests {
 
     @Test("a model's cost is exact for every token count and price, extremes included, and never traps")
     func cost() {
-        var random = SeededGenerator(state: Self.seed &+ 1)
+        var random = SplitMix64(seed: Self.seed &+ 1)
         let values = Self.values(&random, count: 12)
         var checked = 0
         for tokens in values {
@@ -123,7 +112,7 @@ struct ArithmeticTests {
 
     @Test("budget percentages and warnings are exact for every spending and budget")
     func budgets() {
-        var random = SeededGenerator(state: Self.seed &+ 2)
+        var random = SplitMix64(seed: Self.seed &+ 2)
         let values = Self.values(&random, count: 20)
         for spent in values {
             for budget in values {
@@ -138,7 +127,7 @@ struct ArithmeticTests {
 
     @Test("totals of usage rows saturate instead of trapping, field by field")
     func totals() {
-        var random = SeededGenerator(state: Self.seed &+ 3)
+        var random = SplitMix64(seed: Self.seed &+ 3)
         let values = Self.values(&random, count: 20).filter { $0 >= 0 }
         let rows = values.map { value in
             UsageTotals(

@@ -86,6 +86,18 @@ struct LimitsRequest: RequestBody {
         case allowUnmeteredEndpoints = "allow_unmetered_endpoints"
     }
 
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        monthlyBudgetUSD = try container.decodeIfPresent(Input<Double>.self, forKey: .monthlyBudgetUSD)
+        requestsPerMinute = try container.decodeIfPresent(Input<Double>.self, forKey: .requestsPerMinute)
+        tokensPerMinute = try container.decodeIfPresent(Input<Double>.self, forKey: .tokensPerMinute)
+        // Null is no limit for the numbers, but not a choice for the switch: present, it must be true or false
+        // (`decodeIfPresent` would read null as absent).
+        if container.contains(.allowUnmeteredEndpoints) {
+            allowUnmeteredEndpoints = try container.decode(Input<Bool>.self, forKey: .allowUnmeteredEndpoints)
+        }
+    }
+
     func validated(_ errors: FieldErrors) -> Result<UsageLimits, FieldErrors> {
         var errors = errors
         var limits = UsageLimits()
