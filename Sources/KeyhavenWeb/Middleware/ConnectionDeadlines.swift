@@ -8,7 +8,9 @@ import NIOHTTPTypes
 ///   ending: this bounds both a client that trickles its head a byte at a time and an idle keep-alive
 ///   connection;
 /// - its body must arrive whole within `body` of the head;
-/// - a response the client does not read may keep the connection unwritable for at most `body`.
+/// - the responses a client does not read fast enough may keep the connection unwritable for at most `body` in
+///   total, over the connection's whole life: a reader that takes a few bytes now and then makes the connection
+///   writable again and again, and each stall alone is short, but their sum is bounded all the same.
 ///
 /// The handler runs on the connection's event loop, after the HTTP decoder.
 public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
@@ -24,6 +26,10 @@ public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHa
     private var receivingBody = false
     private var deadline: Scheduled<Void>?
     private var stalled: Scheduled<Void>?
+    /// When the connection last became unwritable, while it is.
+    private var unwritableSince: NIODeadline?
+    /// The time spent unwritable before `unwritableSince`.
+    private var stalledBefore: TimeAmount = .zero
 
     public init(head: TimeAmount, body: TimeAmount) {
         self.head = head
@@ -74,11 +80,23 @@ public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHa
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
         stalled?.cancel()
         stalled = nil
+        if let since = unwritableSince {
+            stalledBefore = stalledBefore + (now - since)
+            unwritableSince = nil
+        }
         if !context.channel.isWritable {
+            unwritableSince = now
+            // What is left of the connection's allowance, never reset: the stalls add up.
+            let left = body - stalledBefore
             let channel = context.channel
-            stalled = context.eventLoop.scheduleTask(in: body) { channel.close(promise: nil) }
+            if left <= .zero {
+                channel.close(promise: nil)
+            } else {
+                stalled = context.eventLoop.scheduleTask(in: left) { channel.close(promise: nil) }
+            }
         }
         context.fireChannelWritabilityChanged()
     }
