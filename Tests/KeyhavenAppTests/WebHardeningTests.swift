@@ -33,6 +33,77 @@ struct WebHardeningTests {
         return nil
     }
 
+    // MARK: The language switch
+
+    @Test("the language switch needs the page's token: a signed-out reader's form token, a session's CSRF token")
+    func languageSwitchNeedsToken() async throws {
+        try await APIHarness.with(.sqlite) { api async throws in
+            let login = try await api.request(.get, "/login", headers: [.accept: "text/html"])
+            let form = try #require(Self.cookie("keyhaven_form", in: login), "the sign-in page sets the form cookie")
+            #expect(login.text.contains(#"<input type="hidden" name="form_token" value="\#(form.value)">"#))
+            #expect(login.text.contains(#"action="/language""#))
+            func switchLanguage(cookie: String?, _ fields: [(String, String)]) async throws -> APIResponse {
+                var headers: HTTPFields = [:]
+                if let cookie { headers[.cookie] = cookie }
+                return try await api.request(
+                    .post, "/language", json: Self.form(fields), contentType: Self.formType, headers: headers)
+            }
+            // A page elsewhere that posts the form (no cookie, or the victim's cookie without its token) is refused.
+            for (cookie, fields) in [
+                (nil, [("lang", "en"), ("next", "/login")]),
+                ("keyhaven_form=\(form.value)", [("lang", "en"), ("next", "/login")]),
+                ("keyhaven_form=\(form.value)", [("lang", "en"), ("form_token", String(form.value.dropLast()) + "x")]),
+                (nil, [("lang", "en"), ("form_token", form.value)]),
+            ] as [(String?, [(String, String)])] {
+                let refused = try await switchLanguage(cookie: cookie, fields)
+                #expect(refused.status == .forbidden, "\(cookie ?? "no cookie") \(fields)")
+                #expect(Self.cookie("keyhaven_lang", in: refused) == nil)
+            }
+            let switched = try await switchLanguage(
+                cookie: "keyhaven_form=\(form.value)", [("lang", "en"), ("next", "/login"), ("form_token", form.value)])
+            #expect(switched.status == .seeOther)
+            #expect(Self.cookie("keyhaven_lang", in: switched)?.value == "en")
+
+            // Signed in, the session's CSRF token, as on every other form.
+            let user = try await api.user()
+            let session = "keyhaven_session=\(user.cookie)"
+            let page = try await api.request(.get, "/integrations", auth: .sessionWithoutCSRF(cookie: user.cookie))
+            #expect(page.text.contains(#"<input type="hidden" name="csrf_token" value="\#(user.csrf)">"#))
+            #expect(try await switchLanguage(cookie: session, [("lang", "en")]).status == .forbidden)
+            #expect(try await switchLanguage(cookie: session, [("lang", "en"), ("csrf_token", "x")]).status == .forbidden)
+            let signedIn = try await switchLanguage(cookie: session, [("lang", "en"), ("csrf_token", user.csrf)])
+            #expect(signedIn.status == .seeOther)
+            #expect(Self.cookie("keyhaven_lang", in: signedIn)?.value == "en")
+        }
+    }
+
+    @Test("over https the sign-in form's cookie is __Host- prefixed, Secure, Path=/, without Domain; an unprefixed one is not believed")
+    func formCookieIsHostPrefixed() async throws {
+        try await APIHarness.with(.sqlite, configure: { $0.publicURL = URL(string: "https://vault.example.test")! }) { api async throws in
+            let login = try await api.request(.get, "/login", headers: [.accept: "text/html"])
+            let form = try #require(Self.cookie("__Host-keyhaven_form", in: login), "\(login.headers[values: .setCookie])")
+            let attributes = form.line.lowercased()
+            #expect(attributes.contains("; secure"))
+            #expect(attributes.contains("; path=/"))
+            #expect(!attributes.contains("domain="))
+            #expect(Self.cookie("keyhaven_form", in: login) == nil)
+            // A cookie a sibling subdomain could plant (no prefix) does not stand for the form's token.
+            let planted = try await api.request(
+                .post, "/login",
+                json: Self.form([("email", "a@example.test"), ("password", "x"), ("form_token", form.value)]),
+                contentType: Self.formType, headers: [.cookie: "keyhaven_form=\(form.value)"])
+            #expect(planted.status == .forbidden)
+            let language = try await api.request(
+                .post, "/language", json: Self.form([("lang", "en"), ("form_token", form.value)]),
+                contentType: Self.formType, headers: [.cookie: "keyhaven_form=\(form.value)"])
+            #expect(language.status == .forbidden)
+            let accepted = try await api.request(
+                .post, "/language", json: Self.form([("lang", "en"), ("form_token", form.value)]),
+                contentType: Self.formType, headers: [.cookie: "__Host-keyhaven_form=\(form.value)"])
+            #expect(accepted.status == .seeOther)
+        }
+    }
+
     // MARK: Request logs
 
     @Test("a gateway request's log line names the route pattern: no integration id, no path, no query")
