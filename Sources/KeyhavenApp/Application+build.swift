@@ -176,6 +176,9 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
                 store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
                 interval: configuration.rotationInterval))
     }
+    if let address = configuration.metricsAddress {
+        services.append(metricsServer(runtime, address: address))
+    }
     return Application(
         router: router,
         server: .http1(
@@ -188,6 +191,30 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
         services: services,
         logger: runtime.logger
     )
+}
+
+/// `GET /metrics` over the runtime's metrics, behind the configured token if there is one.
+func metricsEndpoint(_ runtime: KeyhavenRuntime) -> MetricsEndpoint {
+    MetricsEndpoint(token: runtime.configuration.metricsToken) { runtime.metrics.render(database: runtime.database) }
+}
+
+/// The second server of `KEYHAVEN_METRICS_ADDRESS`: `/metrics` alone, started and stopped with the main one, under
+/// the same connection deadlines.
+func metricsServer(_ runtime: KeyhavenRuntime, address: KeyhavenConfiguration.ListenAddress) -> some Service {
+    let configuration = runtime.configuration
+    let router = Router()
+    router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: false))
+    metricsEndpoint(runtime).addRoute(to: router)
+    return Application(
+        router: router,
+        server: .http1(
+            configuration: .init(additionalChannelHandlers: [
+                ConnectionDeadlines(
+                    head: .seconds(configuration.requestHeadTimeout.components.seconds),
+                    body: .seconds(configuration.requestBodyTimeout.components.seconds))
+            ])),
+        configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+        logger: runtime.logger)
 }
 
 /// Every route of the server over an opened runtime, with its middleware (the contract tests list its routes).
@@ -231,9 +258,12 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             invitations: api.group("invitations", context: UserContext.self))
     AuditController(audit: runtime.audit, access: access).addRoutes(to: api.group("audit", context: UserContext.self))
     VerificationController(
-        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit, access: access,
-        metrics: { runtime.metrics.render(database: runtime.database) })
-        .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
+        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit, access: access)
+        .addRoutes(to: api.group("integrations", context: UserContext.self))
+    // `/metrics` on the public port only behind its token; with a separate address it is served there instead.
+    if configuration.metricsAddress == nil, configuration.metricsToken != nil {
+        metricsEndpoint(runtime).addRoute(to: router)
+    }
     WebPages(
         services: WebPages.Services(
             accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,

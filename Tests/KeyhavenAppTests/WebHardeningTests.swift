@@ -104,6 +104,120 @@ struct WebHardeningTests {
         }
     }
 
+    // MARK: Metrics
+
+    static let metricsToken = "metrics-token-" + String(repeating: "7", count: 40)
+
+    func load(_ environment: [String: String]) async throws -> KeyhavenConfiguration {
+        let reader = try await KeyhavenConfiguration.reader(environment: environment, environmentFile: "/nonexistent/.env")
+        return try KeyhavenConfiguration(reader: reader)
+    }
+
+    /// Expects each setting to be refused with its name in the reason, and without the refused value.
+    func expectRefused(_ settings: [(String, String)]) async throws {
+        for (name, value) in settings {
+            do {
+                _ = try await load([name: value])
+                Issue.record("\(name) accepted a bad value")
+            } catch let error as KeyhavenError {
+                #expect(error.message.contains(name))
+                #expect(!error.message.contains(value) || value.count < 8)
+            }
+        }
+    }
+
+    @Test("metrics settings: off by default, an address as HOST:PORT, a token of 32 characters or more kept secret")
+    func metricsSettings() async throws {
+        let defaults = try await load([:])
+        #expect(defaults.metricsToken == nil)
+        #expect(defaults.metricsAddress == nil)
+        let set = try await load(["KEYHAVEN_METRICS_TOKEN": Self.metricsToken, "KEYHAVEN_METRICS_ADDRESS": "[::1]:9090"])
+        #expect(set.metricsToken == Self.metricsToken)
+        #expect(set.metricsAddress == .init(host: "::1", port: 9090))
+        #expect(!set.description.contains(Self.metricsToken))
+        #expect(try await load(["KEYHAVEN_METRICS_ADDRESS": "10.0.0.5:9090"]).metricsAddress == .init(host: "10.0.0.5", port: 9090))
+        try await expectRefused([
+            ("KEYHAVEN_METRICS_TOKEN", "short"), ("KEYHAVEN_METRICS_TOKEN", String(repeating: "x", count: 31) + " x"),
+            ("KEYHAVEN_METRICS_ADDRESS", "9090"), ("KEYHAVEN_METRICS_ADDRESS", "host:99999"),
+        ])
+    }
+
+    @Test("without a metrics token or address, /metrics is not served on the public port")
+    func metricsOffByDefault() async throws {
+        try await APIHarness.with(.sqlite, configure: { $0.metricsToken = nil }) { api async throws in
+            #expect(try await api.request(.get, "/metrics").status == .notFound)
+            #expect(try await api.request(.get, "/metrics", auth: .bearer(Self.metricsToken)).status == .notFound)
+        }
+    }
+
+    @Test("with a metrics token, /metrics answers only a request that presents it")
+    func metricsNeedToken() async throws {
+        try await APIHarness.with(.sqlite, configure: { $0.metricsToken = Self.metricsToken }) { api async throws in
+            let missing = try await api.request(.get, "/metrics")
+            #expect(missing.status == .unauthorized)
+            #expect(missing.headers[.wwwAuthenticate] == "Bearer")
+            #expect(!missing.text.contains("keyhaven_"))
+            for wrong in ["", String(Self.metricsToken.dropLast()), Self.metricsToken + "7", "kh_svc_x"] {
+                #expect(try await api.request(.get, "/metrics", auth: .bearer(wrong)).status == .unauthorized)
+            }
+            let user = try await api.user()
+            #expect(try await api.request(.get, "/metrics", auth: user.session).status == .unauthorized)
+            let metrics = try await api.request(.get, "/metrics", auth: .bearer(Self.metricsToken))
+            #expect(metrics.status == .ok)
+            #expect(metrics.text.contains("keyhaven_http_requests_total"))
+            #expect(!api.logs.all.contains { $0.contains(Self.metricsToken) })
+        }
+    }
+
+    @Test("with a metrics address, /metrics is served there (behind the token if one is set) and not on the public port")
+    func metricsOnSeparateAddress() async throws {
+        for token in [nil, Self.metricsToken] as [String?] {
+            let port = try FakeProviders.freePort()
+            try await APIHarness.with(.sqlite, configure: {
+                $0.metricsAddress = .init(host: "127.0.0.1", port: port)
+                $0.metricsToken = token
+            }) { api async throws in
+                #expect(try await api.request(.get, "/metrics").status == .notFound)
+                #expect(try await api.request(.get, "/metrics", auth: .bearer(Self.metricsToken)).status == .notFound)
+                let client = HTTPClient(eventLoopGroupProvider: .singleton)
+                do {
+                    func get(_ authorization: String?) async throws -> (Int, String) {
+                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
+                        if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+                        // The second server starts beside the first: it may take a moment to listen (20 s at most).
+                        var lastError: (any Error)?
+                        let deadline = ContinuousClock.now + .seconds(20)
+                        for _ in 0..<100 where ContinuousClock.now < deadline {
+                            do {
+                                let response = try await client.execute(request, timeout: .seconds(2))
+                                let body = try await response.body.collect(upTo: 1 << 20)
+                                return (Int(response.status.code), String(buffer: body))
+                            } catch {
+                                lastError = error
+                                try await Task.sleep(for: .milliseconds(100))
+                            }
+                        }
+                        throw lastError ?? TestSetupError("no answer")
+                    }
+                    let (status, body) = try await get(token.map { "Bearer \($0)" })
+                    #expect(status == 200)
+                    #expect(body.contains("keyhaven_http_requests_total"))
+                    if token != nil {
+                        #expect(try await get(nil).0 == 401)
+                        #expect(try await get("Bearer wrong").0 == 401)
+                    }
+                    let other = try await client.execute(
+                        HTTPClientRequest(url: "http://127.0.0.1:\(port)/healthz"), timeout: .seconds(10))
+                    #expect(other.status.code == 404, "the metrics address serves nothing else")
+                } catch {
+                    try await client.shutdown()
+                    throw error
+                }
+                try await client.shutdown()
+            }
+        }
+    }
+
     // MARK: Request logs
 
     @Test("a gateway request's log line names the route pattern: no integration id, no path, no query")
