@@ -66,6 +66,8 @@ public struct KeyhavenRuntime: Sendable {
     public let priceStore: SQLPriceStore
     /// The logger everything below logs to.
     public let logger: Logger
+    /// The memory that request bodies read whole (fallback routes) may hold at once, shared by every request.
+    public let bufferedBodies: MemoryBudget
 
     /// Opens the database, applies pending migrations, and checks the keyring (SPEC §4).
     ///
@@ -118,7 +120,8 @@ public struct KeyhavenRuntime: Sendable {
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
                 usageRecorder: UsageRecorder(store: usage, logger: logger, interval: configuration.usageFlushInterval), limits: limits, budgets: Budgets(store: limits),
-                routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger)
+                routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger,
+                bufferedBodies: MemoryBudget(capacity: configuration.bufferedBodyMemory))
         } catch {
             await database.shutdown()
             throw error
@@ -284,7 +287,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
     GatewayController(
         gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, budgets: runtime.budgets,
-        routes: runtime.routes, record: accounting.record
+        routes: runtime.routes, record: accounting.record, bufferedBodies: runtime.bufferedBodies
     ).addRoutes(to: router)
     RoutesController(routes: runtime.routes, integrations: runtime.integrations, access: access)
         .addRoutes(to: api.group("routes", context: UserContext.self))

@@ -77,6 +77,9 @@ public struct KeyhavenConfiguration: Sendable {
     /// A second listen address that serves only `/metrics` (`KEYHAVEN_METRICS_ADDRESS`, `HOST:PORT`); when set,
     /// the public port no longer serves it.
     public var metricsAddress: ListenAddress?
+    /// The most memory, in bytes, that request bodies read whole before they are forwarded (fallback routes) may
+    /// hold at once (`KEYHAVEN_BUFFERED_BODY_MEMORY_MB`, default 256 MiB); past it such a request answers 503.
+    public var bufferedBodyMemory = 256 << 20
 
     /// A host and port to listen on.
     public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -265,6 +268,13 @@ public struct KeyhavenConfiguration: Sendable {
             }
             metricsAddress = parsed
         }
+        if let megabytes = text("keyhaven.buffered.body.memory.mb") {
+            guard let value = Int(megabytes), (8...65536).contains(value) else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_BUFFERED_BODY_MEMORY_MB must be a whole number of MiB from 8 to 65536")
+            }
+            bufferedBodyMemory = value << 20
+        }
         if let secret = text("keyhaven.jwt.hs256.secret", secret: true) {
             guard secret.utf8.count >= 32 else {
                 throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")
@@ -367,6 +377,7 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "provider_overrides=\(providerEndpoints.overrides.keys.map(\.rawValue).sorted().joined(separator: ","))",
             "egress_allow_private=\(egressAllowPrivate)",
             "metrics=\(metricsAddress.map { "on \($0)" } ?? (metricsToken == nil ? "off" : "on the public port"))\(metricsToken == nil ? "" : " with a token")",
+            "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
             "scheduled_backups=\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")
     }

@@ -256,6 +256,79 @@ struct WebHardeningTests {
             #expect(try await api.request(.get, "/healthz").status == .ok)
         }
     }
+
+    // MARK: Memory held by request bodies
+
+    @Test("the memory budget for buffered bodies is 256 MiB unless set, in MiB")
+    func bufferedBodySetting() async throws {
+        #expect(try await load([:]).bufferedBodyMemory == 256 << 20)
+        #expect(try await load(["KEYHAVEN_BUFFERED_BODY_MEMORY_MB": "64"]).bufferedBodyMemory == 64 << 20)
+        try await expectRefused([("KEYHAVEN_BUFFERED_BODY_MEMORY_MB", "0"), ("KEYHAVEN_BUFFERED_BODY_MEMORY_MB", "lots")])
+    }
+
+    @Test("past the memory budget for buffered bodies, fallback-route requests get 503 with Retry-After, and the server stays up")
+    func bufferedBodiesAreBudgeted() async throws {
+        try await APIHarness.with(.sqlite, live: true, configure: { $0.bufferedBodyMemory = 8 << 20 }) { api async throws in
+            let port = try #require(api.port)
+            let user = try await api.user()
+            let id = try await api.openAIIntegration(for: user.session)
+            let put = try await api.request(.put, "/api/routes/big", auth: user.session, json: ["integration_ids": [id]])
+            #expect(put.status == .ok, "\(put.text)")
+            let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
+            let path = "/gateway/route/big/v1/chat/completions"
+            // One request declares 8 MiB and sends one byte of it: it holds the whole budget while it trickles.
+            let holder = try RawConnection(port: port)
+            try holder.send(
+                "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Keyhaven-Workspace: \(user.id.lowercasedText)\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(8 << 20)\r\n\r\n{")
+            var held = false
+            for _ in 0..<200 where !held {
+                held = api.runtime.bufferedBodies.reserved == 8 << 20
+                if !held { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(held, "the trickling request holds its reservation")
+
+            let client = HTTPClient(eventLoopGroupProvider: .singleton)
+            do {
+                let body = ByteBuffer(repeating: UInt8(ascii: " "), count: 1 << 20)
+                func send() async throws -> (Int, String?) {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+                    request.method = .POST
+                    request.headers.add(name: "Authorization", value: "Bearer \(token)")
+                    request.headers.add(name: "Keyhaven-Workspace", value: user.id.lowercasedText)
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    request.body = .bytes(body)
+                    let response = try await client.execute(request, timeout: .seconds(30))
+                    _ = try await response.body.collect(upTo: 1 << 20)
+                    return (Int(response.status.code), response.headers.first(name: "Retry-After"))
+                }
+                let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                    for _ in 0..<4 { group.addTask { try await send() } }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(answers.map(\.0) == [503, 503, 503, 503], "\(answers)")
+                #expect(answers.allSatisfy { $0.1 == "1" })
+                #expect(try await api.request(.get, "/healthz").status == .ok)
+
+                // The holder goes away: its bytes are given back, and the next request is forwarded.
+                holder.close()
+                var released = false
+                for _ in 0..<200 where !released {
+                    released = api.runtime.bufferedBodies.reserved == 0
+                    if !released { try await Task.sleep(for: .milliseconds(50)) }
+                }
+                #expect(released)
+                let after = try await send()
+                #expect(after.0 == 502, "forwarded to the provider, which is not there: \(after)")
+                #expect(api.runtime.bufferedBodies.reserved == 0)
+            } catch {
+                try await client.shutdown()
+                throw error
+            }
+            try await client.shutdown()
+        }
+    }
 }
 
 /// A client socket to 127.0.0.1 driven by hand: what no well-behaved HTTP client does.
