@@ -264,7 +264,8 @@ public struct KeyhavenConfiguration: Sendable {
         }
         if let address = text("keyhaven.metrics.address") {
             guard let parsed = ListenAddress(address) else {
-                throw KeyhavenError.configuration("KEYHAVEN_METRICS_ADDRESS must be HOST:PORT, for example 127.0.0.1:9090")
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_METRICS_ADDRESS must be HOST:PORT, for example 127.0.0.1:9090")
             }
             metricsAddress = parsed
         }
@@ -376,7 +377,8 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "jwt=\(jwt == nil ? "off" : "hs256")",
             "provider_overrides=\(providerEndpoints.overrides.keys.map(\.rawValue).sorted().joined(separator: ","))",
             "egress_allow_private=\(egressAllowPrivate)",
-            "metrics=\(metricsAddress.map { "on \($0)" } ?? (metricsToken == nil ? "off" : "on the public port"))\(metricsToken == nil ? "" : " with a token")",
+            "metrics=\(metricsAddress.map { "on_\($0)" } ?? (metricsToken == nil ? "off" : "public_port"))"
+                + (metricsToken == nil ? "" : "_with_token"),
             "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
             "scheduled_backups=\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")

@@ -93,8 +93,8 @@ public struct GatewayController: Sendable {
         // most a body may be), and past the process's budget the request is turned away at once, not queued.
         let declared = forwarded.contentLength
         if let declared, declared > Self.routeBodyLimit { throw KeyhavenError.payloadTooLarge }
-        guard let reservation = bufferedBodies.reserve(min(max(declared ?? Self.routeBodyLimit, 0), Self.routeBodyLimit))
-        else {
+        let reserved = min(max(declared ?? Self.routeBodyLimit, 0), Self.routeBodyLimit)
+        guard let reservation = bufferedBodies.reserve(reserved) else {
             var busy = try KeyhavenError.unavailable("Too many large requests are being handled; try again shortly.")
                 .response(from: request, context: context)
             busy.headers[.retryAfter] = "1"

@@ -23,9 +23,9 @@ public struct MetricsEndpoint: Sendable {
     public func addRoute<Context: RequestContext>(to router: Router<Context>) {
         router.get("/metrics") { request, _ in
             guard authorizes(request.headers[.authorization]) else {
+                let error = KeyhavenError.unauthenticated
                 var response = Response.json(
-                    status: .unauthorized,
-                    ErrorBody(error: .init(code: KeyhavenError.unauthenticated.code, message: KeyhavenError.unauthenticated.message)))
+                    status: .unauthorized, ErrorBody(error: .init(code: error.code, message: error.message)))
                 response.headers[.wwwAuthenticate] = "Bearer"
                 return response
             }
