@@ -213,10 +213,28 @@ def create_in(page, kind, credentials, secret=None, wait=True):
 def test_the_language_switch_is_remembered(page, server):
     page.goto("/login")
     expect(page.get_by_role("heading", level=1)).to_have_text("Inicia sesión en Keyhaven")
+    # The switch is a form with the page's token (signed out: the one bound to the form cookie).
+    expect(page.locator('form[action="/language"] input[name="form_token"]')).to_have_count(1)
     page.get_by_role("button", name="English").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to Keyhaven")
     page.goto("/signup")
     expect(page.get_by_role("heading", level=1)).to_have_text("Create your account")
+
+
+def test_the_language_switch_works_signed_in_and_needs_its_token(page, server):
+    sign_in_as_new_user(page, server)
+    page.goto("/integrations")
+    # Signed in, the switch carries the session's CSRF token, like every other form.
+    expect(page.locator('form[action="/language"] input[name="csrf_token"]')).to_have_count(1)
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_role("link", name="New integration").first).to_be_visible()
+    page.get_by_role("button", name="Español").click()
+    expect(page.get_by_role("link", name="Nueva Integración").first).to_be_visible()
+    # Posted from elsewhere, without the token, it is refused and changes nothing.
+    refused = page.request.post(f"{server.url}/language", form={"lang": "en", "next": "/integrations"}, max_redirects=0)
+    assert refused.status == 403
+    page.goto("/integrations")
+    expect(page.get_by_role("link", name="Nueva Integración").first).to_be_visible()
 
 
 def test_the_create_flow_works_with_the_keyboard_alone(page, server, fakes):

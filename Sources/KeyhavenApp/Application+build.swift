@@ -66,6 +66,8 @@ public struct KeyhavenRuntime: Sendable {
     public let priceStore: SQLPriceStore
     /// The logger everything below logs to.
     public let logger: Logger
+    /// The memory that request bodies read whole (fallback routes) may hold at once, shared by every request.
+    public let bufferedBodies: MemoryBudget
 
     /// Opens the database, applies pending migrations, and checks the keyring (SPEC §4).
     ///
@@ -120,8 +122,10 @@ public struct KeyhavenRuntime: Sendable {
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
                 usageRecorder: UsageRecorder(
-                    store: usage, logger: logger, interval: configuration.usageFlushInterval, registry: metrics.registry), limits: limits, budgets: Budgets(store: limits),
-                routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger)
+                    store: usage, logger: logger, interval: configuration.usageFlushInterval, registry: metrics.registry),
+                limits: limits, budgets: Budgets(store: limits),
+                routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger,
+                bufferedBodies: MemoryBudget(capacity: configuration.bufferedBodyMemory))
         } catch {
             await database.shutdown()
             throw error
@@ -179,6 +183,9 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
                 store: runtime.rotations, context: runtime.verifier.context, logger: runtime.logger,
                 interval: configuration.rotationInterval))
     }
+    if let address = configuration.metricsAddress {
+        services.append(metricsServer(runtime, address: address))
+    }
     return Application(
         router: router,
         server: .http1(
@@ -191,6 +198,30 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
         services: services,
         logger: runtime.logger
     )
+}
+
+/// `GET /metrics` over the runtime's metrics, behind the configured token if there is one.
+func metricsEndpoint(_ runtime: KeyhavenRuntime) -> MetricsEndpoint {
+    MetricsEndpoint(token: runtime.configuration.metricsToken) { runtime.metrics.render(database: runtime.database) }
+}
+
+/// The second server of `KEYHAVEN_METRICS_ADDRESS`: `/metrics` alone, started and stopped with the main one, under
+/// the same connection deadlines.
+func metricsServer(_ runtime: KeyhavenRuntime, address: KeyhavenConfiguration.ListenAddress) -> some Service {
+    let configuration = runtime.configuration
+    let router = Router()
+    router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: false))
+    metricsEndpoint(runtime).addRoute(to: router)
+    return Application(
+        router: router,
+        server: .http1(
+            configuration: .init(additionalChannelHandlers: [
+                ConnectionDeadlines(
+                    head: .seconds(configuration.requestHeadTimeout.components.seconds),
+                    body: .seconds(configuration.requestBodyTimeout.components.seconds))
+            ])),
+        configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
+        logger: runtime.logger)
 }
 
 /// Every route of the server over an opened runtime, with its middleware (the contract tests list its routes).
@@ -234,9 +265,12 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             invitations: api.group("invitations", context: UserContext.self))
     AuditController(audit: runtime.audit, access: access).addRoutes(to: api.group("audit", context: UserContext.self))
     VerificationController(
-        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit, access: access,
-        metrics: { runtime.metrics.render(database: runtime.database) })
-        .addRoutes(to: api.group("integrations", context: UserContext.self), router: router)
+        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit, access: access)
+        .addRoutes(to: api.group("integrations", context: UserContext.self))
+    // `/metrics` on the public port only behind its token; with a separate address it is served there instead.
+    if configuration.metricsAddress == nil, configuration.metricsToken != nil {
+        metricsEndpoint(runtime).addRoute(to: router)
+    }
     WebPages(
         services: WebPages.Services(
             accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,
@@ -259,7 +293,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
     GatewayController(
         gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, budgets: runtime.budgets,
-        routes: runtime.routes, record: accounting.record
+        routes: runtime.routes, record: accounting.record, bufferedBodies: runtime.bufferedBodies
     ).addRoutes(to: router)
     RoutesController(routes: runtime.routes, integrations: runtime.integrations, access: access)
         .addRoutes(to: api.group("routes", context: UserContext.self))

@@ -78,6 +78,40 @@ public struct KeyhavenConfiguration: Sendable {
     public var trustedProxies: Set<String> = []
     /// Scheduled backups (`KEYHAVEN_BACKUP_DIR` and the settings beside it); nil turns them off.
     public var scheduledBackups: ScheduledBackups?
+    /// The bearer token `GET /metrics` requires (`KEYHAVEN_METRICS_TOKEN`, at least 32 characters). Secret.
+    /// Without it and without `metricsAddress`, `/metrics` is not served at all.
+    public var metricsToken: String?
+    /// A second listen address that serves only `/metrics` (`KEYHAVEN_METRICS_ADDRESS`, `HOST:PORT`); when set,
+    /// the public port no longer serves it.
+    public var metricsAddress: ListenAddress?
+    /// The most memory, in bytes, that request bodies read whole before they are forwarded (fallback routes) may
+    /// hold at once (`KEYHAVEN_BUFFERED_BODY_MEMORY_MB`, default 256 MiB); past it such a request answers 503.
+    public var bufferedBodyMemory = 256 << 20
+
+    /// A host and port to listen on.
+    public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        /// Creates the address.
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// `HOST:PORT` or `[IPv6]:PORT`, or nil when it is neither.
+        public init?(_ text: String) {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                (0...65535).contains(port)
+            else { return nil }
+            var host = String(text[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty, KeyhavenConfiguration.localURL(host: host, port: port) != nil else { return nil }
+            self.init(host: host, port: port)
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
 
     /// Settings for Supabase-style HS256 JWTs: the secret, and the issuer and audience every token must name.
     /// The secret is never printed.
@@ -235,6 +269,27 @@ public struct KeyhavenConfiguration: Sendable {
             trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
         scheduledBackups = try Self.scheduledBackups(text)
+        if let token = text("keyhaven.metrics.token", secret: true) {
+            guard token.utf8.count >= 32, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_METRICS_TOKEN must be at least 32 printable ASCII characters (openssl rand -hex 32)")
+            }
+            metricsToken = token
+        }
+        if let address = text("keyhaven.metrics.address") {
+            guard let parsed = ListenAddress(address) else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_METRICS_ADDRESS must be HOST:PORT, for example 127.0.0.1:9090")
+            }
+            metricsAddress = parsed
+        }
+        if let megabytes = text("keyhaven.buffered.body.memory.mb") {
+            guard let value = Int(megabytes), (8...65536).contains(value) else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_BUFFERED_BODY_MEMORY_MB must be a whole number of MiB from 8 to 65536")
+            }
+            bufferedBodyMemory = value << 20
+        }
         if let secret = text("keyhaven.jwt.hs256.secret", secret: true) {
             guard secret.utf8.count >= 32 else {
                 throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")
@@ -298,11 +353,12 @@ public struct KeyhavenConfiguration: Sendable {
         overrides: [String: String] = [:], environment: [String: String]? = nil, environmentFile: String = ".env"
     ) async throws -> ConfigReader {
         let secrets: SecretsSpecifier<String, String> = .specific([
-            "KEYHAVEN_MASTER_KEY", "KEYHAVEN_DATABASE_URL", "KEYHAVEN_JWT_HS256_SECRET",
+            "KEYHAVEN_MASTER_KEY", "KEYHAVEN_DATABASE_URL", "KEYHAVEN_JWT_HS256_SECRET", "KEYHAVEN_METRICS_TOKEN",
         ])
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         for (key, value) in overrides {
-            values[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(.string(value), isSecret: key.contains("url"))
+            values[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(
+                .string(value), isSecret: key.contains("url") || key.contains("token"))
         }
         let environmentProvider =
             environment.map { EnvironmentVariablesProvider(environmentVariables: $0, secretsSpecifier: secrets) }
@@ -335,6 +391,9 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "jwt=\(jwt == nil ? "off" : "hs256")",
             "provider_overrides=\(providerEndpoints.overrides.keys.map(\.rawValue).sorted().joined(separator: ","))",
             "egress_allow_private=\(egressAllowPrivate)",
+            "metrics=\(metricsAddress.map { "on_\($0)" } ?? (metricsToken == nil ? "off" : "public_port"))"
+                + (metricsToken == nil ? "" : "_with_token"),
+            "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
             "scheduled_backups=\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")
     }

@@ -68,6 +68,15 @@ public struct APIHarness: Sendable {
     /// Every response seen, for leak scans.
     public let seen: ResponseLog
 
+    /// The metrics token every harness server is given (production serves no `/metrics` without one); a test of
+    /// that default sets it back to nil.
+    public static let metricsToken = "test-metrics-token-" + String(repeating: "0", count: 32)
+
+    /// `GET /metrics` as the operator's scraper sends it.
+    public func metrics() async throws -> APIResponse {
+        try await request(.get, "/metrics", auth: .bearer(Self.metricsToken))
+    }
+
     /// A bcrypt hash of `Fixtures.password`, computed once, so fixtures do not pay for bcrypt each time.
     public static let passwordHash = PasswordHasher.hashBlocking(Fixtures.password)
 
@@ -89,6 +98,7 @@ public struct APIHarness: Sendable {
         // the background verifier runs only in the tests that ask for it.
         configuration.runVerificationWorker = false
         configuration.egressAllowPrivate = true
+        configuration.metricsToken = metricsToken
         let nowhere = try FakeProviders.closedPortURL()
         configuration.providerEndpoints = ProviderEndpoints(
             overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, nowhere) }))

@@ -357,7 +357,7 @@ struct BackupTests {
                 let verification = try KeyhavenOperations.verifyBackup(path: folder + "/" + file, secret: try .keyFile(keyFile))
                 #expect(!verification.header.includesKeyring)
             }
-            let metrics = try await api.request(.get, "/metrics").text
+            let metrics = try await api.metrics().text
             let size = metrics.split(separator: "\n").first { $0.hasPrefix("keyhaven_backup_last_size_bytes ") }
             #expect((size?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 1000, "\(metrics)")
             #expect(metrics.contains("keyhaven_backup_last_success_timestamp_seconds "))

@@ -211,7 +211,7 @@ struct GatewayTests {
             #expect(calls.first { $0.path.hasSuffix(":streamGenerateContent") }?.query == "alt=sse")
 
             // Counted in /metrics by provider, type and status, never by key or integration.
-            let metrics = try await api.request(.get, "/metrics").text
+            let metrics = try await api.metrics().text
             #expect(
                 metrics.contains(
                     #"keyhaven_gateway_requests_total{provider="openai",integration_type="openai",status="200"} 4"#))
@@ -528,7 +528,7 @@ struct GatewayTests {
                 "/gateway/\(id)/v1/chat/completions", headers: [("authorization", "Bearer \(token)")],
                 json: ["model": "x"])
             #expect(answer.status == 502 && answer.body.contains("provider_unreachable"))
-            let metrics = try await api.request(.get, "/metrics").text
+            let metrics = try await api.metrics().text
             #expect(metrics.contains(#"integration_type="openai",status="502"} 1"#))
         }
     }

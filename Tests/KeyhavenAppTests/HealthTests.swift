@@ -80,7 +80,7 @@ struct HealthTests {
             for index in 0..<3 {
                 _ = try await api.request(HTTPRequest.Method("MADEUP\(index)")!, "/healthz")
             }
-            let metrics = try await api.request(.get, "/metrics").text
+            let metrics = try await api.metrics().text
             #expect(!metrics.contains("MADEUP"))
             #expect(metrics.contains(#"method="OTHER""#))
         }

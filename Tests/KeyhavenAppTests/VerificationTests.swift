@@ -188,7 +188,7 @@ struct VerificationTests {
                 #expect(last.status == .tooManyRequests)
                 #expect(last.headers[.retryAfter] != nil)
 
-                let metrics = try await api.request(.get, "/metrics")
+                let metrics = try await api.metrics()
                 #expect(metrics.text.contains(#"keyhaven_verifications_total{provider="aws",outcome="connected"}"#))
                 #expect(metrics.text.contains("keyhaven_verification_duration_seconds"))
                 #expect(!metrics.text.contains(user.email))

@@ -64,10 +64,14 @@ public struct AuthController: Sendable {
 }
 
 /// The session cookie of SPEC §5: `keyhaven_session`, `__Host-` prefixed and Secure over HTTPS, HttpOnly,
-/// SameSite=Lax.
+/// SameSite=Lax; and beside it the signed-out reader's form cookie (`keyhaven_form`), prefixed and Secure the same
+/// way, so that a sibling subdomain can set neither. Over plain http (a local `http://127.0.0.1` server) browsers
+/// refuse `__Host-` and Secure cookies, so both go without.
 public struct SessionCookie: Sendable {
     /// The cookie's name.
     public let name: String
+    /// The name of the cookie that holds a signed-out reader's form token (double submit).
+    public let formName: String
     let secure: Bool
     /// How long a session lasts.
     public let lifetime: Duration
@@ -75,6 +79,7 @@ public struct SessionCookie: Sendable {
     /// Creates the cookie settings for a server reached over HTTPS or not.
     public init(secure: Bool, lifetime: Duration = .seconds(7 * 24 * 3600)) {
         self.name = secure ? "__Host-keyhaven_session" : "keyhaven_session"
+        self.formName = secure ? "__Host-keyhaven_form" : "keyhaven_form"
         self.secure = secure
         self.lifetime = lifetime
     }
@@ -86,5 +91,13 @@ public struct SessionCookie: Sendable {
 
     func expired() -> Cookie {
         Cookie(name: name, value: "", maxAge: 0, path: "/", secure: secure, httpOnly: true, sameSite: .lax)
+    }
+
+    /// The form cookie holding `token` (an hour), or removing it (`token` nil). Path `/` and no Domain, as the
+    /// `__Host-` prefix requires.
+    func formCookie(_ token: String?) -> Cookie {
+        Cookie(
+            name: formName, value: token ?? "", maxAge: token == nil ? 0 : 3600, path: "/", secure: secure, httpOnly: true,
+            sameSite: .strict)
     }
 }

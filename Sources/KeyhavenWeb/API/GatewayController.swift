@@ -28,12 +28,16 @@ public struct GatewayController: Sendable {
     let budgets: Budgets
     let routes: any RouteStore
     let record: @Sendable (GatewayUse) async -> Void
+    let bufferedBodies: MemoryBudget
 
-    /// Creates the controller; `record` receives every request that reached the point of being forwarded.
+    /// Creates the controller; `record` receives every request that reached the point of being forwarded, and
+    /// `bufferedBodies` bounds the memory the bodies of fallback-route requests (held whole) take at once.
     public init(
         gateway: Gateway, tokens: any TokenStore, integrations: any IntegrationStore, budgets: Budgets,
-        routes: any RouteStore, record: @escaping @Sendable (GatewayUse) async -> Void
+        routes: any RouteStore, record: @escaping @Sendable (GatewayUse) async -> Void,
+        bufferedBodies: MemoryBudget = MemoryBudget(capacity: 256 << 20)
     ) {
+        self.bufferedBodies = bufferedBodies
         self.routes = routes
         self.gateway = gateway
         self.tokens = tokens
@@ -87,7 +91,19 @@ public struct GatewayController: Sendable {
         }
         let route = try await routes.route(name: name, ownerID: workspace)
         var forwarded = Self.forwarded(request, prefix: "/gateway/route/\(name)")
-        let body = try await request.body.collect(upTo: Self.routeBodyLimit)
+        // The body is held whole, to be sent again: its bytes are reserved first (the declared length, else the
+        // most a body may be), and past the process's budget the request is turned away at once, not queued.
+        let declared = forwarded.contentLength
+        if let declared, declared > Self.routeBodyLimit { throw KeyhavenError.payloadTooLarge }
+        let reserved = min(max(declared ?? Self.routeBodyLimit, 0), Self.routeBodyLimit)
+        guard let reservation = bufferedBodies.reserve(reserved) else {
+            var busy = try KeyhavenError.unavailable("Too many large requests are being handled; try again shortly.")
+                .response(from: request, context: context)
+            busy.headers[.retryAfter] = "1"
+            return busy
+        }
+        defer { reservation.release() }
+        let body = try await request.body.collect(upTo: declared ?? Self.routeBodyLimit)
         forwarded.contentLength = body.readableBytes
         var failure: any Error = KeyhavenError.notFound
         for (index, id) in route.integrationIDs.enumerated() {

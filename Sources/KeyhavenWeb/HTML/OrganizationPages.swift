@@ -284,7 +284,7 @@ struct OrganizationPages: Sendable {
     @Sendable func acceptPage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
         renderer.page(
             "accept", title: page.language.text("accept_title"), values: [:], language: page.language,
-            viewer: page.viewer, path: page.path)
+            viewer: page.viewer, path: page.path, formToken: page.formToken)
     }
 
     @Sendable func accept(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {

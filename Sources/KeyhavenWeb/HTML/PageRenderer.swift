@@ -52,10 +52,11 @@ public struct PageRenderer: Sendable {
     }
 
     /// A whole page: `template` inside the layout, with the common values (texts, assets, the signed-in user and
-    /// CSRF token, the language switch) added to `values`.
+    /// CSRF token, the language switch) added to `values`. The language switch is a form like the others: it
+    /// carries the session's CSRF token, or for a signed-out reader `formToken`; without either it is left out.
     func page(
         _ template: String, title: String, values: [String: Any], language: Language, viewer: Viewer?,
-        path: String, status: HTTPResponse.Status = .ok
+        path: String, status: HTTPResponse.Status = .ok, formToken: String? = nil
     ) -> Response {
         var context = values
         context["t"] = language.texts
@@ -65,6 +66,11 @@ public struct PageRenderer: Sendable {
         context["here"] = path
         context["languages"] = Language.allCases.map { option in
             ["code": option.rawValue, "label": option == .es ? "Español" : "English", "current": option == language] as [String: Any]
+        }
+        if let viewer {
+            context["language_form"] = ["field": "csrf_token", "token": viewer.session.csrfToken]
+        } else if let formToken {
+            context["language_form"] = ["field": "form_token", "token": formToken]
         }
         if let viewer {
             context["viewer"] = ["email": viewer.user.email ?? "", "csrf": viewer.session.csrfToken] as [String: Any]
@@ -103,7 +109,9 @@ public struct PageRenderer: Sendable {
     }
 
     /// The error page for a failed page request, in the reader's language.
-    func errorPage(_ error: KeyhavenError, language: Language, viewer: Viewer?, path: String) -> Response {
+    func errorPage(
+        _ error: KeyhavenError, language: Language, viewer: Viewer?, path: String, formToken: String? = nil
+    ) -> Response {
         let (titleKey, bodyKey): (String, String) =
             switch error {
             case .notFound: ("not_found_title", "not_found_body")
@@ -114,7 +122,7 @@ public struct PageRenderer: Sendable {
         var response = page(
             "error", title: language.text(titleKey),
             values: ["heading": language.text(titleKey), "message": language.text(bodyKey)],
-            language: language, viewer: viewer, path: path, status: error.status)
+            language: language, viewer: viewer, path: path, status: error.status, formToken: formToken)
         if case .rateLimited(let seconds) = error { response.headers[.retryAfter] = String(seconds) }
         return response
     }

@@ -23,12 +23,17 @@ struct PageRequest: Sendable {
     /// The path and query, for the language switch to come back to.
     let path: String
     let viewer: Viewer?
+    /// A signed-out reader's form token (nil for a signed-in one, whose forms carry the session's CSRF token): the
+    /// form cookie's, or a new one that the response sets.
+    var formToken: String? = nil
+    /// Whether `formToken` is new, so the response must set the form cookie.
+    var setsFormCookie = false
 }
 
 /// The server-rendered web interface of SPEC §9: sign-in and sign-up, the integrations list, the new-integration
 /// form, an integration's detail page, the audit log and personal tokens. Every form works without JavaScript;
-/// a session's forms carry its CSRF token in a hidden field, and the sign-in and sign-up forms a token bound to a
-/// cookie (double submit).
+/// a session's forms carry its CSRF token in a hidden field, and a signed-out reader's forms (sign-in, sign-up, the
+/// language switch) a token bound to a cookie (double submit).
 public struct WebPages: Sendable {
     /// The services the pages use.
     public struct Services: Sendable {
@@ -78,8 +83,6 @@ public struct WebPages: Sendable {
     let cookie: SessionCookie
     let trustedProxies: Set<String>
     let publicURL: URL
-
-    static let formCookie = "keyhaven_form"
 
     /// Creates the pages; `publicURL` is where users reach the server, for links they copy.
     public init(
@@ -160,7 +163,13 @@ public struct WebPages: Sendable {
     func open(_ body: @escaping @Sendable (Request, AppRequestContext, PageRequest) async throws -> Response) -> Handler {
         { request, context in
             let page = try await pageRequest(request, context: context)
-            return await rendering(errorsOf: page, context: context) { try await body(request, context, page) }
+            var response = await rendering(errorsOf: page, context: context) { try await body(request, context, page) }
+            if page.setsFormCookie, let token = page.formToken, !response.headers[values: .setCookie].contains(where: {
+                $0.hasPrefix(cookie.formName + "=")
+            }) {
+                response.setCookie(cookie.formCookie(token))
+            }
+            return response
         }
     }
 
@@ -186,7 +195,13 @@ public struct WebPages: Sendable {
         }
         let language = Language.negotiate(
             cookie: request.cookies[Language.cookieName]?.value, acceptLanguage: request.headers[.acceptLanguage])
-        return PageRequest(language: language, path: Self.localPath(request.uri.description) ?? "/", viewer: viewer)
+        var page = PageRequest(language: language, path: Self.localPath(request.uri.description) ?? "/", viewer: viewer)
+        if viewer == nil {
+            let existing = request.cookies[cookie.formName]?.value
+            page.formToken = existing.flatMap { $0.utf8.count == 43 ? $0 : nil } ?? Self.randomToken()
+            page.setsFormCookie = existing != page.formToken
+        }
+        return page
     }
 
     /// Runs a page handler; a domain error becomes the error page in the reader's language, anything else a 500
@@ -197,10 +212,12 @@ public struct WebPages: Sendable {
         do {
             return try await body()
         } catch let error as KeyhavenError {
-            return renderer.errorPage(error, language: page.language, viewer: page.viewer, path: page.path)
+            return renderer.errorPage(
+                error, language: page.language, viewer: page.viewer, path: page.path, formToken: page.formToken)
         } catch {
             context.logger.error("page failed", metadata: ["error_type": "\(type(of: error))"])
-            return renderer.errorPage(.internalError, language: page.language, viewer: page.viewer, path: page.path)
+            return renderer.errorPage(
+                .internalError, language: page.language, viewer: page.viewer, path: page.path, formToken: page.formToken)
         }
     }
 
@@ -273,8 +290,15 @@ public struct WebPages: Sendable {
         return response
     }
 
+    /// The language switch: a form like any other, so it needs the session's CSRF token, or a signed-out reader's
+    /// form token.
     @Sendable func changeLanguage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        let form = try await Form.read(request, context: context)
+        let form =
+            if let viewer = page.viewer {
+                try await Self.form(request, context: context, viewer: viewer)
+            } else {
+                try await anonymousFormBody(request, context: context)
+            }
         guard let language = form["lang"].flatMap(Language.init(rawValue:)) else { throw KeyhavenError.badRequest("Unknown language.") }
         var response = Response.redirect(to: Self.localPath(form["next"]) ?? "/", type: .normal)
         response.setCookie(
@@ -286,29 +310,26 @@ public struct WebPages: Sendable {
     private func startSession(_ signedIn: Accounts.SignedIn, to next: String) -> Response {
         var response = Response.redirect(to: next, type: .normal)
         response.setCookie(cookie.cookie(signedIn.token))
-        response.setCookie(Cookie(name: Self.formCookie, value: "", maxAge: 0, path: "/", secure: cookie.secure, httpOnly: true, sameSite: .strict))
+        response.setCookie(cookie.formCookie(nil))
         return response
     }
 
-    /// A sign-in or sign-up form with its double-submit token: the cookie's, or a new one set with the page.
+    /// A sign-in or sign-up form with its double-submit token (the page's: the cookie's, or a new one that the
+    /// response sets).
     private func anonymousForm(
         _ template: String, page: PageRequest, request: Request, values: [String: Any], status: HTTPResponse.Status = .ok
     ) -> Response {
-        let existing = request.cookies[Self.formCookie]?.value
-        let token = existing.flatMap { $0.utf8.count == 43 ? $0 : nil } ?? Self.randomToken()
         var values = values
-        values["form_token"] = token
+        values["form_token"] = page.formToken ?? ""
         let title = page.language.text(template == "login" ? "sign_in" : "sign_up")
-        var response = renderer.page(template, title: title, values: values, language: page.language, viewer: nil, path: page.path, status: status)
-        if existing != token {
-            response.setCookie(Cookie(name: Self.formCookie, value: token, maxAge: 3600, path: "/", secure: cookie.secure, httpOnly: true, sameSite: .strict))
-        }
-        return response
+        return renderer.page(
+            template, title: title, values: values, language: page.language, viewer: nil, path: page.path, status: status,
+            formToken: page.formToken)
     }
 
     private func anonymousFormBody(_ request: Request, context: AppRequestContext) async throws -> Form {
         let form = try await Form.read(request, context: context)
-        guard let expected = request.cookies[Self.formCookie]?.value, expected.utf8.count == 43,
+        guard let expected = request.cookies[cookie.formName]?.value, expected.utf8.count == 43,
             constantTimeEquals(form["form_token"] ?? "", expected)
         else { throw KeyhavenError.forbidden("The form is missing its token.") }
         return form

@@ -8,7 +8,11 @@ import NIOHTTPTypes
 ///   ending: this bounds both a client that trickles its head a byte at a time and an idle keep-alive
 ///   connection;
 /// - its body must arrive whole within `body` of the head;
-/// - a response the client does not read may keep the connection unwritable for at most `body`.
+/// - the responses a client does not read fast enough may keep the connection unwritable for at most `body` in
+///   total while it is busy: a reader that takes a few bytes now and then makes the connection writable again and
+///   again, and each stall alone is short, but their sum is bounded all the same. The sum starts afresh only once
+///   every response has been read and no request is in flight, so a long-lived keep-alive connection is not cut
+///   for the hiccups of hours, and a client that pipelines requests cannot restart it.
 ///
 /// The handler runs on the connection's event loop, after the HTTP decoder.
 public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
@@ -24,6 +28,10 @@ public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHa
     private var receivingBody = false
     private var deadline: Scheduled<Void>?
     private var stalled: Scheduled<Void>?
+    /// When the connection last became unwritable, while it is.
+    private var unwritableSince: NIODeadline?
+    /// The time spent unwritable before `unwritableSince`, since the connection was last idle.
+    private var stalledBefore: TimeAmount = .zero
 
     public init(head: TimeAmount, body: TimeAmount) {
         self.head = head
@@ -68,17 +76,36 @@ public final class ConnectionDeadlines: ChannelDuplexHandler, RemovableChannelHa
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
             inFlight = max(0, inFlight - 1)
-            if inFlight == 0, !receivingBody { arm(head, context) }
+            if inFlight == 0, !receivingBody {
+                arm(head, context)
+                if context.channel.isWritable { stalledBefore = .zero }
+            }
         }
         context.write(data, promise: promise)
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
         stalled?.cancel()
         stalled = nil
-        if !context.channel.isWritable {
+        if let since = unwritableSince {
+            stalledBefore = stalledBefore + (now - since)
+            unwritableSince = nil
+        }
+        if context.channel.isWritable {
+            // The answers have been taken (all but the low watermark) and nothing is in flight: the connection is
+            // idle, and its next busy stretch starts afresh.
+            if inFlight == 0, !receivingBody { stalledBefore = .zero }
+        } else {
+            unwritableSince = now
+            // What is left of this busy stretch's allowance: the stalls add up.
+            let left = body - stalledBefore
             let channel = context.channel
-            stalled = context.eventLoop.scheduleTask(in: body) { channel.close(promise: nil) }
+            if left <= .zero {
+                channel.close(promise: nil)
+            } else {
+                stalled = context.eventLoop.scheduleTask(in: left) { channel.close(promise: nil) }
+            }
         }
         context.fireChannelWritabilityChanged()
     }
