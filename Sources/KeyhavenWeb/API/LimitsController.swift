@@ -86,6 +86,16 @@ struct LimitsRequest: RequestBody {
         case allowUnmeteredEndpoints = "allow_unmetered_endpoints"
     }
 
+    init(
+        monthlyBudgetUSD: Input<Double>?, requestsPerMinute: Input<Double>?, tokensPerMinute: Input<Double>?,
+        allowUnmeteredEndpoints: Input<Bool>? = nil
+    ) {
+        self.monthlyBudgetUSD = monthlyBudgetUSD
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.allowUnmeteredEndpoints = allowUnmeteredEndpoints
+    }
+
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         monthlyBudgetUSD = try container.decodeIfPresent(Input<Double>.self, forKey: .monthlyBudgetUSD)
