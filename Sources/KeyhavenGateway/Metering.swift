@@ -76,7 +76,7 @@ public enum MeteredEndpoints {
     /// English per token, and the JSON around the text only adds bytes, so the rule rarely undercounts a prompt;
     /// it is charged rather than nothing, and the event is marked estimated.
     public static func estimate(bodyBytes: Int) -> Int64 {
-        max(1, (Int64(max(0, bodyBytes)) + 3) / 4)
+        max(1, Saturating.add(Int64(max(0, bodyBytes)), 3) / 4)
     }
 }
 
