@@ -238,7 +238,11 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     let routes = MethodNotAllowedMiddleware<AppRequestContext>.Routes()
     router.add(middleware: MethodNotAllowedMiddleware(routes: routes))
     HealthController(checks: [
-        ReadinessCheck(name: "database") { (try? await runtime.database.ping()) != nil },
+        // A write, not only a query: a database that answers but cannot store (a full disk, a read-only file) is
+        // not ready, since every credential read writes its audit event.
+        ReadinessCheck(name: "database", atMostEvery: .seconds(1)) {
+            (try? await runtime.database.checkWritable()) != nil
+        },
         ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
     ]).addRoutes(to: router)
 

@@ -79,6 +79,13 @@ public enum KeyhavenOperations {
         }
     }
 
+    /// The provider credentials Keyhaven could not retire itself, for the operator to delete at the provider.
+    ///
+    /// - Throws: `KeyhavenError` if the database cannot be reached.
+    public static func unretiredKeys(_ configuration: KeyhavenConfiguration, logger: Logger) async throws -> [UnretiredKey] {
+        try await withRuntime(configuration, logger: logger) { runtime in try await runtime.rotations.unretired() }
+    }
+
     /// Rotates to a new master key, or finishes an interrupted rotation. Data keys that do not open are left as
     /// they are and listed in the result's `failed`.
     ///

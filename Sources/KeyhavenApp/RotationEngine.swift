@@ -82,6 +82,10 @@ public struct RotationEngine: Service {
                     try await store.save(next, release: false)
                 }
                 record = next
+            } catch KeyhavenError.notFound {
+                // The integration was deleted meanwhile, and its rotation with it.
+                logger.notice("rotation ended: its integration was deleted", metadata: ["rotation_id": "\(record.id)"])
+                return
             } catch {
                 logger.error(
                     "rotation step failed", metadata: ["rotation_id": "\(record.id)", "error": "\(String(describing: type(of: error)))"])
@@ -135,7 +139,13 @@ public struct RotationEngine: Service {
                 record.state = .requested
                 return try await retryOrFail(record, failure)
             case .success(let created):
-                return try await store.storeNew(created.credentials, keyID: created.keyID, for: record, now: now())
+                do {
+                    return try await store.storeNew(created.credentials, keyID: created.keyID, for: record, now: now())
+                } catch KeyhavenError.notFound {
+                    // Deleted while the provider was making the credential: nothing will ever use it.
+                    await retire(created.keyID, using: old, rotator: rotator, record: record, integration: integration)
+                    throw KeyhavenError.notFound
+                }
             }
         case .stored:
             guard let newVersion = record.newVersion, let newKeyID = record.newKeyID else {
@@ -168,7 +178,19 @@ public struct RotationEngine: Service {
                 return nil
             }
             let (_, new) = try await store.credentials(of: record, version: newVersion)
-            if record.state == .current && integration.type == .aws {
+            // Credentials replaced during the grace period: the one this rotation made is retired with the old one,
+            // unless it is the one in use now (and the old one stays if the user went back to it).
+            var retiring = [oldKeyID]
+            if integration.credentialVersion != newVersion, let newKeyID = record.newKeyID {
+                let (_, inUse) = try await store.credentials(of: record, version: integration.credentialVersion)
+                let secret = try inUse.serialized()
+                if secret.constantTimeEquals(try old.serialized()) {
+                    retiring = [newKeyID]
+                } else if !secret.constantTimeEquals(try new.serialized()) {
+                    retiring = [oldKeyID, newKeyID]
+                }
+            }
+            if record.state == .current && integration.type == .aws && retiring.contains(oldKeyID) {
                 switch await rotator.deactivate(oldKeyID, using: new, in: context) {
                 case .failure(let failure): return retryLater(record, failure)
                 case .success:
@@ -179,14 +201,17 @@ public struct RotationEngine: Service {
                     return record
                 }
             }
-            switch await rotator.delete(oldKeyID, using: new, in: context) {
-            case .failure(let failure) where !failure.message.contains("NoSuchEntity"): return retryLater(record, failure)
-            default:
-                record.state = .done
-                record.attempts = 0
-                record.updatedAt = now()
-                return record
+            // The new credential asks, so it goes last.
+            for keyID in retiring {
+                switch await rotator.delete(keyID, using: new, in: context) {
+                case .failure(let failure) where !failure.message.contains("NoSuchEntity"): return retryLater(record, failure)
+                default: continue
+                }
             }
+            record.state = .done
+            record.attempts = 0
+            record.updatedAt = now()
+            return record
         case .done, .failed:
             return record
         }
@@ -201,6 +226,21 @@ public struct RotationEngine: Service {
         }
         try await store.fail(record, reason: reason, now: now())
         return nil
+    }
+
+    /// Deletes a credential this rotation made for an integration deleted meanwhile; lists it for the operator
+    /// (`keyhaven rotations unretired`) when the provider refuses.
+    private func retire(
+        _ keyID: String, using old: Credentials, rotator: any Rotator, record: RotationRecord, integration: Integration
+    ) async {
+        var refusal: String?
+        if case .failure(let failure) = await rotator.delete(keyID, using: old, in: context) {
+            refusal = failure.message
+            logger.warning(
+                "a credential a rotation made for a deleted integration could not be deleted at the provider",
+                metadata: ["rotation_id": "\(record.id)", "reason": "\(failure.message)"])
+        }
+        try? await store.settleUnretired(keyID, rotation: record, integration: integration, refusal: refusal, now: now())
     }
 
     /// Before the new credential is current: transient problems are retried a few times, then the rotation fails.

@@ -53,6 +53,9 @@ public struct Integration: Sendable, Equatable {
     public var rotation: RotationPolicy = .off
     /// When the current credentials were stored (nil before the first).
     public var credentialsChangedAt: Date?
+    /// Why a rotation could not delete a credential it replaced at the provider yet (it keeps trying); nil when
+    /// nothing waits to be retired, or it is going well.
+    public var retireError: String?
 
     /// Whether the credentials are old enough for their rotation policy.
     public func rotationDue(now: Date = Date()) -> Bool {

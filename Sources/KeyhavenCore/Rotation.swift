@@ -141,3 +141,36 @@ public protocol RotationStore: Sendable {
     /// - Throws: `unavailable` if the database cannot be reached.
     func rotations(integrationID: UUID, ownerID: UUID, limit: Int) async throws -> [RotationRecord]
 }
+
+/// A provider credential Keyhaven made or was to delete and no longer can: listed for the operator, who deletes it
+/// at the provider (`keyhaven rotations unretired`).
+public struct UnretiredKey: Sendable, Equatable {
+    public var id: UUID
+    /// The workspace the integration belonged to.
+    public var workspaceID: UUID
+    public var integrationID: UUID
+    public var integrationName: String
+    public var integrationType: String
+    public var rotationID: UUID
+    /// The provider's id of the credential (an access key id, a key id; never a secret); nil when a rotation was
+    /// making one and its id was not known yet.
+    public var keyID: String?
+    /// Why it is listed, and what to look for.
+    public var reason: String
+    public var createdAt: Date
+
+    public init(
+        id: UUID, workspaceID: UUID, integrationID: UUID, integrationName: String, integrationType: String,
+        rotationID: UUID, keyID: String?, reason: String, createdAt: Date
+    ) {
+        self.id = id
+        self.workspaceID = workspaceID
+        self.integrationID = integrationID
+        self.integrationName = integrationName
+        self.integrationType = integrationType
+        self.rotationID = rotationID
+        self.keyID = keyID
+        self.reason = reason
+        self.createdAt = createdAt
+    }
+}

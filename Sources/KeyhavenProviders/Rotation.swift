@@ -328,7 +328,8 @@ struct GoogleCloudRotator: Rotator {
             guard let url = keysURL(email, in: context)?.appendingPathComponent(keyID) else { return .failure(Self.notGoogle) }
             switch await context.send(.DELETE, url, headers: [("Authorization", "Bearer \(token)")]) {
             case .failure(let refused): return .failure(RotationFailure(refused, "Deleting the old key"))
-            case .success(let reply) where reply.status == 200 || reply.status == 204: return .success(())
+            // A key that is already gone (a retried step) counts as deleted.
+            case .success(let reply) where [200, 204, 404].contains(reply.status): return .success(())
             case .success(let reply): return .failure(Self.failure(reply, "Deleting the old key"))
             }
         }
@@ -439,13 +440,14 @@ struct AzureRotator: Rotator {
             return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old secret's key id is not valid."))
         }
         let body = try? JSONSerialization.data(withJSONObject: ["keyId": keyID])
-        return await graph(.POST, "/removePassword", body: body, using: current, in: context).map { _ in () }
+        // Deleting a secret that is already gone (a retried step) succeeds.
+        return await graph(.POST, "/removePassword", body: body, using: current, in: context, gone: 404).map { _ in () }
     }
 
     /// One Graph call on the application, with a token from `credentials`.
     private func graph(
         _ method: HTTPMethod, _ path: String, query: String = "", body: Data?, using credentials: Credentials,
-        in context: VerificationContext
+        in context: VerificationContext, gone: Int? = nil
     ) async -> Result<VerificationContext.Reply, RotationFailure> {
         guard case .azure(let tenant, let client, let secret) = credentials, ASCII.isGUID(tenant), ASCII.isGUID(client),
             let authority = context.endpoints.override(.azure) ?? AzureVerifier.authorities["public"].flatMap(URL.init(string:))
@@ -465,7 +467,7 @@ struct AzureRotator: Rotator {
         if body != nil { headers.append(("Content-Type", "application/json")) }
         switch await context.send(method, url, headers: headers, body: body) {
         case .failure(let refused): return .failure(RotationFailure(refused, "Microsoft Graph"))
-        case .success(let reply) where (200..<300).contains(reply.status): return .success(reply)
+        case .success(let reply) where (200..<300).contains(reply.status) || reply.status == gone: return .success(reply)
         case .success(let reply): return .failure(Self.failure(reply, "Microsoft Graph"))
         }
     }

@@ -7,7 +7,7 @@ import Synchronization
 /// The database taken away under load and given back, without restarting the server: PostgreSQL stopped and
 /// started again, or SQLite's files unable to grow (a file-size limit set on the server process, which turns every
 /// write that would grow them into an I/O error, as a full disk does). While it is away every request must answer
-/// within 2 s (a 503 where it needs the database), `/readyz` must say so (PostgreSQL); once it is back the server
+/// within 2 s (a 503 where it needs the database), `/readyz` must say so; once it is back the server
 /// must serve again within 5 s by itself, and nothing acknowledged may be lost.
 struct Outage: Sendable {
     let deployment: Deployment

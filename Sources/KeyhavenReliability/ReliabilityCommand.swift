@@ -142,7 +142,7 @@ struct DatabaseOutage: AsyncParsableCommand {
             outage = Outage(
                 deployment: deployment, breakDatabase: { try await shell("prlimit --pid \($0) --fsize=1:unlimited") },
                 repairDatabase: { try await shell("prlimit --pid \($0) --fsize=unlimited") }, clients: 8,
-                checkReadiness: false)
+                checkReadiness: true)
         }
         var problems = try await outage.run { say($0) }
         problems += try await deployment.checkAtRest(answeredReads: outage.answeredReads)

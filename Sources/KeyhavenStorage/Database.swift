@@ -326,6 +326,16 @@ public final class Database: Sendable {
         try await withConnection { sql in try await sql.raw("SELECT 1").run() }
     }
 
+    /// Checks that the database takes a write: one small write transaction (the readiness row), which a full disk,
+    /// a file that cannot grow or a read-only file or server fails, where a query still answers.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if it does not.
+    public func checkWritable() async throws {
+        try await transaction { sql in
+            try await sql.raw("UPDATE readiness_probe SET written_at = \(bind: Date()) WHERE id = 1").run()
+        }
+    }
+
     /// Closes every connection.
     public func shutdown() async {
         switch pool {

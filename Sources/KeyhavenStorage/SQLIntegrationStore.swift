@@ -204,12 +204,16 @@ public struct SQLIntegrationStore: IntegrationStore {
     public func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws {
         try await database.transaction { sql in
             let integration = try await fetch(id: id, ownerID: ownerID, lock: true, on: sql)
+            let unretired = try await SQLRotationStore.recordUnretired(integration, now: Date(), on: sql)
             let destroyed = try await secrets.destroyAll(SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
             try await sql.raw("DELETE FROM integrations WHERE id = \(bind: id) AND owner_id = \(bind: ownerID)").run()
+            var detail: [String: JSONValue] = [
+                "name": .string(integration.name), "destroyed_versions": .number(Double(destroyed)),
+            ]
+            if !unretired.isEmpty { detail["unretired_provider_keys"] = .array(unretired.map(JSONValue.string)) }
             try await audit.append(
                 AuditEntry(
-                    actor: actor, action: .integrationDelete, ownerID: ownerID, integrationID: id,
-                    detail: ["name": .string(integration.name), "destroyed_versions": .number(Double(destroyed))]),
+                    actor: actor, action: .integrationDelete, ownerID: ownerID, integrationID: id, detail: detail),
                 on: sql)
         }
         await database.eraseDestroyedFromLog()
@@ -484,6 +488,10 @@ public struct SQLIntegrationStore: IntegrationStore {
             updatedAt: try row.decode(column: "updated_at", as: Date.self))
         integration.rotation = rotation
         integration.credentialsChangedAt = try row.decode(column: "credentials_changed_at", as: Date?.self)
+        // Absent before migration 17 (an upgrade's data migrations may read integrations at an older schema).
+        if row.contains(column: "retire_error") {
+            integration.retireError = try row.decode(column: "retire_error", as: String?.self)
+        }
         return integration
     }
 }

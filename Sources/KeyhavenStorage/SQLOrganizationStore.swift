@@ -104,6 +104,16 @@ public struct SQLOrganizationStore: OrganizationStore {
             if database.kind == .postgres {
                 try await sql.raw("SELECT id FROM integrations WHERE owner_id = \(bind: id) ORDER BY id FOR UPDATE").run()
             }
+            var unretired: [String] = []
+            let rotated = try await sql.raw(
+                """
+                SELECT * FROM integrations WHERE owner_id = \(bind: id)
+                AND id IN (SELECT integration_id FROM rotations)
+                """
+            ).all().map(SQLIntegrationStore.integration)
+            for integration in rotated {
+                unretired += try await SQLRotationStore.recordUnretired(integration, now: Date(), on: sql)
+            }
             let destroyed = try await sql.raw("DELETE FROM secrets WHERE owner_id = \(bind: id) RETURNING id").all().count
             let integrations = try await sql.raw(
                 "DELETE FROM integrations WHERE owner_id = \(bind: id) RETURNING id"
@@ -126,6 +136,7 @@ public struct SQLOrganizationStore: OrganizationStore {
                     detail: [
                         "name": .string(organization.name), "deleted_integrations": .number(Double(integrations)),
                         "destroyed_versions": .number(Double(destroyed)), "revoked_tokens": .number(Double(tokens)),
+                        "unretired_provider_keys": .array(unretired.map(JSONValue.string)),
                     ]),
                 on: sql)
         }

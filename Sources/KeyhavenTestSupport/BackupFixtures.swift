@@ -99,6 +99,17 @@ public struct BackupScenario: Sendable {
             _ = try await runtime.rotations.setPolicy(
                 RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1), id: aws.id, ownerID: first.user, actor: .system)
             _ = try await runtime.rotations.request(id: aws.id, ownerID: first.user, actor: .system, now: Date())
+            // And one deleted while its rotation's new key waited to become current: that key is listed for the
+            // operator.
+            let deleted = try await runtime.integrations.create(
+                ownerID: first.user, name: "aws deleted mid-rotation", type: .aws, config: [:],
+                credentials: .aws(accessKeyID: "AKIAZXCVBNMLKJHGFDSA", secretAccessKey: secret, sessionToken: nil),
+                actor: .system)
+            let rotation = try await runtime.rotations.request(id: deleted.id, ownerID: first.user, actor: .system, now: Date())
+            _ = try await runtime.rotations.storeNew(
+                .aws(accessKeyID: "AKIAPOIUYTREWQLKJHGF", secretAccessKey: secret, sessionToken: nil),
+                keyID: "AKIAPOIUYTREWQLKJHGF", for: rotation, now: Date())
+            try await runtime.integrations.delete(id: deleted.id, ownerID: first.user, actor: .system)
         }
         // Second versions for some, then a rotation, then third versions under the new master key.
         for (user, integration) in owners.prefix(4) {

@@ -43,6 +43,15 @@ extension FakeProviders {
     /// credential that does not work).
     public func refuseRotatedCredentials(_ refuse: Bool) { state.refuseRotated.withLock { $0 = refuse } }
 
+    /// While on, Microsoft Graph refuses to remove the application's passwords (403), as for a principal that lost
+    /// the permission.
+    public func refuseAzureRemovals(_ refuse: Bool) { state.refuseRemovals.withLock { $0 = refuse } }
+
+    /// Runs `action` inside Microsoft Graph's next `addPassword`s, before the secret is made (nil: no more).
+    public func whileAddingAzurePassword(_ action: (@Sendable () async -> Void)?) {
+        state.whileAddingPassword.withLock { $0 = action }
+    }
+
     /// The management endpoints, for `ProviderEndpoints.services`.
     public var managementURLs: (awsIAM: URL, googleIAM: URL, azureGraph: URL) {
         let root = baseURL.absoluteString
@@ -188,6 +197,7 @@ extension FakeProviders {
             let body = try await request.body.collect(upTo: 1 << 16)
             let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
             guard let password = fields["passwordCredential"] as? [String: Any] else { return fail("graph: addPassword body") }
+            if let action = state.whileAddingPassword.withLock({ $0 }) { await action() }
             let serial = state.next()
             let keyID = String(format: "bbbbbbbb-0000-0000-0000-%012d", serial)
             let secret = "rot~\(serial)~" + String(repeating: "x", count: 30)
@@ -200,6 +210,9 @@ extension FakeProviders {
             let body = try await request.body.collect(upTo: 1 << 16)
             let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
             guard let keyID = fields["keyId"] as? String else { return fail("graph: removePassword body") }
+            if state.refuseRemovals.withLock({ $0 }) {
+                return json(.forbidden, ["error": ["code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."]])
+            }
             let removed = state.azureSecrets.withLock { $0.removeValue(forKey: keyID) != nil }
             guard removed else { return json(.notFound, ["error": ["code": "Request_ResourceNotFound", "message": "No password with that key id."]]) }
             return Response(status: .noContent)

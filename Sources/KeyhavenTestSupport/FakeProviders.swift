@@ -68,6 +68,10 @@ public final class FakeProviders: Sendable {
         let issuedTokens = Mutex<[String: String]>([:])
         let serial = Mutex<Int>(0)
         let refuseRotated = Mutex<Bool>(false)
+        /// While true, Microsoft Graph refuses to remove application passwords.
+        let refuseRemovals = Mutex<Bool>(false)
+        /// Run by Microsoft Graph's `addPassword` before it makes the secret: a test's way into that moment.
+        let whileAddingPassword = Mutex<(@Sendable () async -> Void)?>(nil)
         let googleKeyTimes = Mutex<[String: Date]>([:])
         let azureNames = Mutex<[String: String]>([:])
         /// Every model request the fakes answered (the gateway's traffic), in order.

@@ -11,6 +11,7 @@ struct KeyhavenCommand: AsyncParsableCommand {
         abstract: "A self-hosted vault for the provider credentials your users bring.",
         subcommands: [
             Serve.self, Migrate.self, Keys.self, Users.self, Tokens.self, Audit.self, Backup.self, Restore.self, Prices.self,
+            Rotations.self,
         ]
     )
 }

@@ -75,7 +75,7 @@ struct IntegrationAPITests {
             #expect(created["workspace_id"] as? String == user.id.uuidString.lowercased())
             #expect(Set(created.keys) == ["id", "workspace_id", "name", "type", "status", "enabled", "config", "credential_hint", "credential_version",
                                          "error_message", "last_verified_at", "last_used_at", "created_at", "updated_at",
-                                         "rotation", "rotation_due"])
+                                         "rotation", "rotation_due", "retire_error"])
 
             let taken = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["name": "key 1"])
             #expect(taken.status == .conflict)

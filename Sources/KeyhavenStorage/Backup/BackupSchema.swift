@@ -16,7 +16,7 @@ public enum BackupSchema {
 
     /// Tables that are not backed up: the migrations' own bookkeeping (the target's migrator writes it), the
     /// scheduled backups' lease, and the per-minute usage counters (worthless a minute later).
-    public static let excluded: Set<String> = ["schema_migrations", "backup_schedule", "usage_counters"]
+    public static let excluded: Set<String> = ["schema_migrations", "backup_schedule", "usage_counters", "readiness_probe"]
 
     /// Every table that is backed up.
     public static let tables: [Table] = [
@@ -59,6 +59,7 @@ public enum BackupSchema {
                 .init("verify_claimed_until", .date), .init("verification_details", .text),
                 .init("verify_attempts", .int), .init("latest_version", .int), .init("rotation", .text),
                 .init("rotation_reminded_version", .int), .init("credentials_changed_at", .date),
+                .init("retire_error", .text),
             ]),
         Table(
             name: "secrets", key: "id",
@@ -74,6 +75,13 @@ public enum BackupSchema {
                 .init("old_version", .int), .init("new_version", .int), .init("old_key_id", .text),
                 .init("new_key_id", .text), .init("error", .text), .init("attempts", .int), .init("next_at", .date),
                 .init("claimed_until", .date), .init("created_at", .date), .init("updated_at", .date),
+            ]),
+        Table(
+            name: "unretired_keys", key: "id",
+            columns: [
+                .init("id", .uuid), .init("workspace_id", .uuid), .init("integration_id", .uuid),
+                .init("integration_name", .text), .init("integration_type", .text), .init("rotation_id", .uuid),
+                .init("key_id", .text), .init("reason", .text), .init("created_at", .date),
             ]),
         Table(
             name: "sessions", key: "id",

@@ -34,6 +34,8 @@ public struct Migrator: Sendable {
         .addPrices,
         .addUsageMetering,
         .addMembershipConfirmation,
+        .addReadinessProbe,
+        .addKeyRetirement,
     ]
 
     let database: Database

@@ -1,5 +1,6 @@
 import Hummingbird
 import KeyhavenCore
+import Synchronization
 
 /// What `/readyz` checks: each dependency the server needs to answer requests.
 public struct ReadinessCheck: Sendable {
@@ -12,6 +13,22 @@ public struct ReadinessCheck: Sendable {
     public init(name: String, check: @escaping @Sendable () async -> Bool) {
         self.name = name
         self.check = check
+    }
+
+    /// Creates a check that runs at most once per `interval`: callers in between, and callers while it runs, share
+    /// its answer. For a check that writes, so `/readyz` (which anyone who reaches the port may call) cannot become
+    /// a stream of writes.
+    public init(name: String, atMostEvery interval: Duration, check: @escaping @Sendable () async -> Bool) {
+        let last = Mutex<(task: Task<Bool, Never>, started: ContinuousClock.Instant)?>(nil)
+        self.init(name: name) {
+            let task = last.withLock { last in
+                if let last, ContinuousClock.now - last.started < interval { return last.task }
+                let task = Task { await check() }
+                last = (task, ContinuousClock.now)
+                return task
+            }
+            return await task.value
+        }
     }
 }
 

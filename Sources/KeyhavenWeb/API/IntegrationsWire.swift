@@ -169,6 +169,7 @@ struct IntegrationResponse: ResponseBody {
             ("last_used_at", wireDate(integration.lastUsedAt)),
             ("last_verified_at", wireDate(integration.lastVerifiedAt)),
             ("name", .string(integration.name)),
+            ("retire_error", integration.retireError.map(JSONValue.string) ?? .null),
             ("rotation", RotationRule.json(integration.rotation)),
             ("rotation_due", .bool(integration.rotationDue())),
             ("status", .string(integration.status.rawValue)),

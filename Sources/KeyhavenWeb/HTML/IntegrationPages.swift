@@ -392,6 +392,7 @@ struct IntegrationPages: Sendable {
             "rotation_due": integration.rotationDue(),
         ]
         if let hint = integration.credentialHint { card["hint"] = hint }
+        if let problem = integration.retireError { card["retire_error"] = problem }
         if let date = integration.lastVerifiedAt { card["last_verified_iso"] = iso(date) }
         if let date = integration.lastUsedAt { card["last_used_iso"] = iso(date) }
         if integration.status == .error, let message = errorMessage(integration.errorMessage, language: language) {
