@@ -94,6 +94,35 @@ struct CommandLineTests {
         #expect(imported.stdout.hasPrefix("Imported prices of 1 models"))
     }
 
+    @Test("rotations unretired lists, by the provider's id and never a secret, the credentials an integration deleted mid-rotation left at the provider")
+    func unretiredKeys() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let keyringPath = directory.path + "/keyring.json"
+        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath]
+        let runtime = try await KeyhavenRuntime.open(
+            KeyhavenConfiguration(database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: KeyringSource(file: KeyringFile(path: keyringPath))),
+            allowKeyringCreation: true, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let owner = try await Fixtures.user(in: runtime.database)
+        let secret = UUID().uuidString.replacingOccurrences(of: "-", with: "") + "canaryAB"
+        let integration = try await runtime.integrations.create(
+            ownerID: owner, name: "aws payments", type: .aws, config: [:],
+            credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: secret, sessionToken: nil), actor: .system)
+        let rotation = try await runtime.rotations.request(id: integration.id, ownerID: owner, actor: .system, now: Date())
+        _ = try await runtime.rotations.storeNew(
+            .aws(accessKeyID: "AKIAPOIUYTREWQLKJHGF", secretAccessKey: secret, sessionToken: nil),
+            keyID: "AKIAPOIUYTREWQLKJHGF", for: rotation, now: Date())
+        let empty = try await binary.run(["rotations", "unretired"], environment: environment, in: directory.path)
+        #expect(empty.status == 0 && empty.stdout.contains("No provider credential waits"), "\(empty.stderr)")
+        try await runtime.integrations.delete(id: integration.id, ownerID: owner, actor: .system)
+        await runtime.shutdown()
+
+        let listed = try await binary.run(["rotations", "unretired"], environment: environment, in: directory.path)
+        #expect(listed.status == 0, "\(listed.stderr)")
+        #expect(listed.stdout.contains("AKIAPOIUYTREWQLKJHGF") && listed.stdout.contains("aws payments"), "\(listed.stdout)")
+        #expect(!listed.stdout.contains(secret) && !listed.stderr.contains(secret))
+    }
+
     @Test("--help works on every command")
     func help() async throws {
         let directory = try TemporaryDirectory()
@@ -101,7 +130,8 @@ struct CommandLineTests {
         let commands = [
             [], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"], ["users"],
             ["users", "create"], ["tokens"], ["tokens", "create-service"], ["tokens", "revoke"], ["audit"], ["audit", "verify"],
-            ["backup"], ["backup", "verify"], ["restore"], ["prices"], ["prices", "import"],
+            ["backup"], ["backup", "verify"], ["restore"], ["prices"], ["prices", "import"], ["rotations"],
+            ["rotations", "unretired"],
         ]
         for command in commands {
             let result = try await binary.run(command + ["--help"], in: directory.path)
