@@ -106,9 +106,11 @@ public struct KeyhavenRuntime: Sendable {
                 logger.error("the imported price table could not be read; the bundled one is used")
             }
             releaseFreedMemory()
+            // One budget for every body held whole: fallback routes' requests, metered requests, JSON answers.
+            let bufferedBodies = MemoryBudget(capacity: configuration.bufferedBodyMemory)
             let gateway = Gateway(
                 endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices,
-                inspectLimit: configuration.gatewayInspectLimit)
+                inspectLimit: configuration.gatewayInspectLimit, memory: bufferedBodies)
             let accounts = Accounts(
                 users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
                 hasher: passwords, allowSignup: configuration.allowSignup,
@@ -125,7 +127,7 @@ public struct KeyhavenRuntime: Sendable {
                     store: usage, logger: logger, interval: configuration.usageFlushInterval, registry: metrics.registry),
                 limits: limits, budgets: Budgets(store: limits),
                 routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger,
-                bufferedBodies: MemoryBudget(capacity: configuration.bufferedBodyMemory))
+                bufferedBodies: bufferedBodies)
         } catch {
             await database.shutdown()
             throw error

@@ -20,13 +20,18 @@ public final class Gateway: Sendable {
     /// The most of a metered request's body read to meter it.
     public let inspectLimit: Int
 
+    /// What a metered request's body and a JSON answer read for its usage hold in memory, with every other body
+    /// held whole in the process.
+    let memory: MemoryBudget
+
     /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7) that reads up to `inspectLimit`
-    /// bytes of a metered request's body.
+    /// bytes of a metered request's body, holding what it reads within `memory`.
     public init(
         endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices,
-        inspectLimit: Int = MeteredEndpoints.inspectLimit
+        inspectLimit: Int = MeteredEndpoints.inspectLimit, memory: MemoryBudget = MemoryBudget(capacity: 256 << 20)
     ) {
         self.inspectLimit = inspectLimit
+        self.memory = memory
         var bases: [IntegrationType: (url: URL, path: String)] = [:]
         for type in Self.providers {
             let url = endpoints.base(type)
@@ -58,6 +63,8 @@ public final class Gateway: Sendable {
         case endpointNotMetered
         /// The provider could not be reached (connection refused, timed out).
         case unreachable
+        /// The process holds as many bodies in memory as its budget allows: try again shortly.
+        case busy
     }
 
     /// What the caller sent, minus the gateway's own prefix.
@@ -192,6 +199,9 @@ public final class Gateway: Sendable {
         var requestModel = integration.type == .gemini ? Self.geminiModel(in: request.path) : nil
         // Input tokens to charge when a metered answer ends without usage; nil for what is not metered.
         var inputEstimate: Int64?
+        // The memory a metered body read whole holds until it is sent.
+        var held: MemoryBudget.Reservation?
+        defer { held?.release() }
 
         switch MeteredEndpoints.kind(integration.type, method: request.method, path: request.path) {
         case .unmetered where metering.refusesUnmetered:
@@ -207,6 +217,9 @@ public final class Gateway: Sendable {
                 upstream.headers.replaceOrAdd(name: "content-length", value: String(length))
                 break
             }
+            // The bytes about to be held are reserved first; past the budget the request is turned away.
+            guard let reservation = memory.reserve(min(request.contentLength ?? limit, limit)) else { throw Refusal.busy }
+            held = reservation
             var pieces = body.makeAsyncIterator()
             let (collected, overflowed) = try await Self.read(
                 &pieces, upTo: limit, contentLength: request.contentLength)
@@ -259,7 +272,7 @@ public final class Gateway: Sendable {
         let contentType = head.headers.first(name: "content-type")
         let meter = UsageMeter(
             provider: integration.type, contentType: contentType, hidesUsageChunk: hidesUsageChunk,
-            fallbackModel: requestModel)
+            fallbackModel: requestModel, memory: memory)
         var headers: [(String, String)] = []
         var contentLength: Int?
         let dropped = Self.connectionTokens(head.headers)

@@ -31,17 +31,24 @@ public struct UsageMeter: Sendable {
     /// JSON answer so far, or the unfinished event.
     private var pending: [UInt8] = []
     private var overflowed = false
+    /// The memory a JSON answer's bytes hold while they wait to be read; nil without a budget.
+    private let held: MemoryBudget.Reservation?
     /// The model the provider says answered.
     public private(set) var model: String?
     /// The usage fields seen so far, flattened (`prompt_tokens_details.cached_tokens`); later values win, as
     /// streams repeat cumulative counts.
     private var counts: [String: Int64] = [:]
 
-    /// A meter for an answer with `contentType`; `fallbackModel` is the model named by the request.
-    public init(provider: IntegrationType, contentType: String?, hidesUsageChunk: Bool, fallbackModel: String?) {
+    /// A meter for an answer with `contentType`; `fallbackModel` is the model named by the request. A JSON answer's
+    /// bytes are held within `memory`: one it cannot hold is passed on without its usage (and charged an estimate).
+    public init(
+        provider: IntegrationType, contentType: String?, hidesUsageChunk: Bool, fallbackModel: String?,
+        memory: MemoryBudget? = nil
+    ) {
         self.provider = provider
         let type = contentType?.lowercased() ?? ""
         framing = type.hasPrefix("text/event-stream") ? .events : (type.contains("json") ? .json : .opaque)
+        held = framing == .json ? memory?.reserve(0) : nil
         self.hidesUsageChunk = hidesUsageChunk && framing == .events
         model = fallbackModel
     }
@@ -54,9 +61,10 @@ public struct UsageMeter: Sendable {
             return chunk
         case .json:
             if !overflowed {
-                if pending.count + chunk.readableBytes > Self.jsonLimit {
+                if pending.count + chunk.readableBytes > Self.jsonLimit || held?.grow(by: chunk.readableBytes) == false {
                     overflowed = true
                     pending = []
+                    held?.release()
                 } else {
                     pending.append(contentsOf: chunk.readableBytesView)
                 }
@@ -82,7 +90,10 @@ public struct UsageMeter: Sendable {
 
     /// Reads what is left at the end of the answer; returns bytes still held back, if any.
     public mutating func finish() -> ByteBuffer? {
-        defer { pending = [] }
+        defer {
+            pending = []
+            held?.release()
+        }
         switch framing {
         case .opaque:
             return nil

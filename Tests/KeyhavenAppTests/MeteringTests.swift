@@ -20,7 +20,7 @@ import Testing
 struct MeteringTests {
     /// Runs `body` with a live server on `kind` whose providers are the fakes, a user, and a `gateway:use` token.
     func withGateway(
-        _ kind: TestDatabase = .sqlite,
+        _ kind: TestDatabase = .sqlite, configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
     ) async throws {
         let fakes = try await FakeProviders.start()
@@ -31,6 +31,7 @@ struct MeteringTests {
                 configure: {
                     $0.providerEndpoints = fakes.endpoints()
                     $0.gatewayInspectLimit = Self.inspectLimit
+                    configure(&$0)
                 }
             ) {
                 api in
@@ -131,6 +132,33 @@ struct MeteringTests {
 
             #expect(try await events(api, integration: openai, count: 2) == [Self.chat, Self.chat])
             #expect(fakes.unexpected == [])
+        }
+    }
+
+    /// A chat completion's body of exactly `bytes` bytes.
+    static func chatBody(bytes: Int) -> Data {
+        let head = #"{"model":"gpt-4o","messages":[{"role":"user","content":""#
+        let tail = #""}]}"#
+        return Data((head + String(repeating: "a", count: max(0, bytes - head.utf8.count - tail.utf8.count)) + tail).utf8)
+    }
+
+    @Test("metered bodies and JSON answers are held within the process's memory budget: past it a metered request answers 503, and an answer too large to hold is charged an estimate")
+    func memoryBudget() async throws {
+        let body = Self.chatBody(bytes: 200)
+        // Room for that body, and for less than any answer.
+        try await withGateway(configure: { $0.bufferedBodyMemory = 210 }) { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, key: FakeProviders.openAIKey)
+            let path = "/gateway/\(openai)/v1/chat/completions"
+            let bearer = [("authorization", "Bearer \(token)"), ("content-type", "application/json")]
+            let answered = try await caller.send(path, headers: bearer, body: body)
+            #expect(answered.status == 200, "\(answered.body)")
+            let recorded = try await events(api, integration: openai, count: 1)
+            #expect(recorded.count == 1 && recorded[0].estimated && recorded[0].input > 0, "\(recorded)")
+
+            let refused = try await caller.send(path, headers: bearer, body: Self.chatBody(bytes: 400))
+            #expect(refused.status == 503, "\(refused.body)")
+            #expect(fakes.modelCalls.count == 1, "the refused request was not forwarded")
+            #expect(api.runtime.bufferedBodies.reserved == 0, "every reservation was given back")
         }
     }
 

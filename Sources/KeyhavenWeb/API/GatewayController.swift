@@ -248,6 +248,8 @@ public struct GatewayController: Sendable {
             .providerUnreachable("The provider's endpoint is not allowed by the egress policy.")
         case .unreachable:
             .providerUnreachable("The provider could not be reached.")
+        case .busy:
+            .unavailable("Too many large requests are being handled; try again shortly.")
         }
     }
 }
