@@ -52,19 +52,26 @@ struct GatewayCaller {
     }
 }
 
-/// The gateway (SPEC §13) against the local fake providers, which check the credential they receive.
-@Suite("Gateway")
-struct GatewayTests {
-    /// Runs `body` with a live server whose providers are the fakes, a user, and a `gateway:use` service token.
+/// What the gateway's suites share: a live server whose providers are the local fakes.
+protocol GatewayHarness {}
+
+extension GatewayHarness {
+    /// Runs `body` with a live server on `kind` whose providers are the fakes (settings changed by `configure`), a
+    /// user, and a `gateway:use` service token.
     func withGateway(
-        _ kind: TestDatabase = .sqlite,
+        _ kind: TestDatabase = .sqlite, configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
     ) async throws {
         let fakes = try await FakeProviders.start()
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
         do {
-            try await APIHarness.with(kind, live: true, configure: { $0.providerEndpoints = fakes.endpoints() }) {
-                api in
+            try await APIHarness.with(
+                kind, live: true,
+                configure: {
+                    $0.providerEndpoints = fakes.endpoints()
+                    configure(&$0)
+                }
+            ) { api in
                 let user = try await api.user()
                 let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
                 let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
@@ -79,9 +86,10 @@ struct GatewayTests {
         await fakes.stop()
     }
 
-    func integration(_ api: APIHarness, _ user: TestUser, type: String, key: String, workspace: String? = nil)
-        async throws -> String
-    {
+    /// Creates an integration of `type` with `key` through the API, in the user's workspace or `workspace`.
+    func integration(
+        _ api: APIHarness, _ user: TestUser, type: String = "openai", key: String, workspace: String? = nil
+    ) async throws -> String {
         var body: [String: Any] = ["name": "\(type) \(UUID().uuidString.prefix(6))", "type": type, "credentials": key]
         if let workspace { body["workspace_id"] = workspace }
         let response = try await api.request(.post, "/api/integrations", auth: user.session, json: body)
@@ -90,7 +98,11 @@ struct GatewayTests {
         }
         return id
     }
+}
 
+/// The gateway (SPEC §13) against the local fake providers, which check the credential they receive.
+@Suite("Gateway")
+struct GatewayTests: GatewayHarness {
     /// The usage of the user's workspace by model, once `requests` requests have been written.
     func usage(_ api: APIHarness, _ user: TestUser, requests: Int, query: String = "group_by=model") async throws
         -> [String: Any]

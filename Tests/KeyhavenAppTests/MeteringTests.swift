@@ -17,46 +17,17 @@ import Testing
 /// ends, and whichever endpoint it calls, a gateway request is metered, estimated or refused; usage reports need
 /// their own scope; one bad usage event never stops the others.
 @Suite("Metering")
-struct MeteringTests {
-    /// Runs `body` with a live server on `kind` whose providers are the fakes, a user, and a `gateway:use` token.
-    func withGateway(
+struct MeteringTests: GatewayHarness {
+    /// Runs `body` with a live server on `kind` whose providers are the fakes, a user, and a `gateway:use` token;
+    /// metered bodies are read up to ``inspectLimit``.
+    func withMeteredGateway(
         _ kind: TestDatabase = .sqlite, configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
     ) async throws {
-        let fakes = try await FakeProviders.start()
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
-            try await APIHarness.with(
-                kind, live: true,
-                configure: {
-                    $0.providerEndpoints = fakes.endpoints()
-                    $0.gatewayInspectLimit = Self.inspectLimit
-                    configure(&$0)
-                }
-            ) {
-                api in
-                let user = try await api.user()
-                let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
-                let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
-                try await body(api, fakes, caller, user, token)
-            }
-        } catch {
-            try? await client.shutdown()
-            await fakes.stop()
-            throw error
-        }
-        try await client.shutdown()
-        await fakes.stop()
-    }
-
-    func integration(_ api: APIHarness, _ user: TestUser, type: String = "openai", key: String) async throws -> String {
-        let response = try await api.request(
-            .post, "/api/integrations", auth: user.session,
-            json: ["name": "\(type) \(UUID().uuidString.prefix(6))", "type": type, "credentials": key])
-        guard response.status == .created, let id = response.json["id"] as? String else {
-            throw TestSetupError("integration: \(response.status) \(response.text)")
-        }
-        return id
+        try await withGateway(kind, configure: {
+            $0.gatewayInspectLimit = Self.inspectLimit
+            configure(&$0)
+        }, body)
     }
 
     /// One stored usage event.
@@ -101,7 +72,7 @@ struct MeteringTests {
 
     @Test("a streamed chat completion is metered whether its body is chunked or spells stream with an escape")
     func streamingWhateverTheFraming() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        try await withMeteredGateway { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let url = caller.base + "/gateway/\(openai)/v1/chat/completions"
 
@@ -146,7 +117,7 @@ struct MeteringTests {
     func memoryBudget() async throws {
         let body = Self.chatBody(bytes: 200)
         // Room for that body, and for less than any answer.
-        try await withGateway(configure: { $0.bufferedBodyMemory = 210 }) { api, fakes, caller, user, token in
+        try await withMeteredGateway(configure: { $0.bufferedBodyMemory = 210 }) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let path = "/gateway/\(openai)/v1/chat/completions"
             let bearer = [("authorization", "Bearer \(token)"), ("content-type", "application/json")]
@@ -164,7 +135,7 @@ struct MeteringTests {
 
     @Test("under a budget a body too large to meter is refused with 413; without one it is forwarded and estimated")
     func tooLargeToMeter() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        try await withMeteredGateway { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let path = "/gateway/\(openai)/v1/chat/completions"
             let bearer = [("authorization", "Bearer \(token)")]
@@ -215,7 +186,7 @@ struct MeteringTests {
         "a stream the provider breaks off, or the caller leaves during or before the answer, is charged the input estimate, marked estimated"
     )
     func answersWithoutUsage() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        try await withMeteredGateway { api, fakes, caller, user, token in
             let breaking = try await integration(api, user, key: FakeProviders.openAIBreakingKey)
             let slow = try await integration(api, user, key: FakeProviders.openAISlowKey)
             let prompt = String(repeating: "How much is this prompt? ", count: 60)
@@ -287,7 +258,7 @@ struct MeteringTests {
         "under a budget or token limit, endpoints the gateway cannot meter answer 403 endpoint_not_metered until the owner allows them"
     )
     func unmeteredEndpoints() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        try await withMeteredGateway { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let anthropic = try await integration(api, user, type: "anthropic", key: FakeProviders.anthropicKey)
             let bearer = [("authorization", "Bearer \(token)")]
