@@ -122,6 +122,43 @@ struct SecretStoreTests {
         }
     }
 
+    @Test("a reader that holds older pages across a destroy only delays it: once the reader ends, the log is emptied in the background")
+    func destroyWaitsForReader() async throws {
+        try await StoreFixture.with(.sqlite) { fixture in
+            let owner = try await fixture.newOwner()
+            for index in 0..<2 { try await fixture.store.put(SecretBytes(utf8: "v\(index)-\(Fixtures.canary())"), for: owner) }
+            let stored = try await fixture.database.withConnection { sql in
+                try await sql.raw("SELECT ciphertext FROM secrets WHERE integration_id = \(bind: owner.integrationID)")
+                    .all().map { try $0.decode(column: "ciphertext", as: Data.self) }
+            }
+            // A reader in one long transaction, as a backup is, holding the pages from before the destroy.
+            let (reading, readingStarted) = AsyncStream<Void>.makeStream()
+            let (finish, finishReader) = AsyncStream<Void>.makeStream()
+            let reader = Task {
+                try await fixture.database.readSnapshot { sql in
+                    _ = try await sql.raw("SELECT COUNT(*) AS n FROM secrets").all()
+                    readingStarted.yield()
+                    for await _ in finish { break }
+                }
+            }
+            for await _ in reading { break }
+            #expect(try await fixture.store.destroyAll(owner) == 2)
+            let held = try await fixture.handle.dumpEverything()
+            #expect(stored.contains { containsAnywhere($0, in: held) }, "the reader kept the log from being emptied")
+
+            finishReader.yield()
+            try await reader.value
+            // The background retry runs every half second; wait for it (bounded) rather than for a clock.
+            var gone = false
+            for _ in 0..<120 where !gone {
+                try await Task.sleep(for: .milliseconds(250))
+                let after = try await fixture.handle.dumpEverything()
+                gone = !stored.contains { containsAnywhere($0, in: after) }
+            }
+            #expect(gone, "a destroyed version is still on disk after the reader ended")
+        }
+    }
+
     @Test("concurrent writers get distinct, consecutive versions", arguments: TestDatabase.all)
     func concurrentPuts(kind: TestDatabase) async throws {
         try await StoreFixture.with(kind) { fixture in
