@@ -4,6 +4,7 @@ import AsyncHTTPClient
 import Glibc
 #endif
 import Hummingbird
+import HummingbirdCore
 import KeyhavenCore
 import KeyhavenProviders
 import KeyhavenCrypto
@@ -189,17 +190,20 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
         services.append(metricsServer(runtime, address: address))
     }
     return Application(
-        router: router,
-        server: .http1(
-            configuration: .init(additionalChannelHandlers: [
-                ConnectionDeadlines(
-                    head: .seconds(configuration.requestHeadTimeout.components.seconds),
-                    body: .seconds(configuration.requestBodyTimeout.components.seconds))
-            ])),
+        router: router, server: .http1(configuration: deadlined(configuration)),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
         services: services,
         logger: runtime.logger
     )
+}
+
+/// HTTP/1.1 connections that keep the configured deadlines for a request's head and body (``ConnectionDeadlines``).
+func deadlined(_ configuration: KeyhavenConfiguration) -> HTTP1Channel.Configuration {
+    .init(additionalChannelHandlers: [
+        ConnectionDeadlines(
+            head: .seconds(configuration.requestHeadTimeout.components.seconds),
+            body: .seconds(configuration.requestBodyTimeout.components.seconds))
+    ])
 }
 
 /// `GET /metrics` over the runtime's metrics, behind the configured token if there is one.
@@ -215,13 +219,7 @@ func metricsServer(_ runtime: KeyhavenRuntime, address: KeyhavenConfiguration.Li
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: false))
     metricsEndpoint(runtime).addRoute(to: router)
     return Application(
-        router: router,
-        server: .http1(
-            configuration: .init(additionalChannelHandlers: [
-                ConnectionDeadlines(
-                    head: .seconds(configuration.requestHeadTimeout.components.seconds),
-                    body: .seconds(configuration.requestBodyTimeout.components.seconds))
-            ])),
+        router: router, server: .http1(configuration: deadlined(configuration)),
         configuration: .init(address: .hostname(address.host, port: address.port), serverName: nil),
         logger: runtime.logger)
 }
