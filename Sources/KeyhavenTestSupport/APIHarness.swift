@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenCrypto
 import KeyhavenProviders
 import KeyhavenStorage
 import KeyhavenWeb
@@ -252,4 +253,27 @@ public final class ResponseLog: Sendable {
 
     /// The responses, with the request's method and path.
     public var entries: [(method: HTTPRequest.Method, path: String, response: APIResponse)] { log.withLock { $0 } }
+}
+
+extension TemporaryDirectory {
+    /// The SQLite database a server in this folder uses.
+    public var databasePath: String { path + "/keyhaven.sqlite" }
+    /// Its keyring file.
+    public var keyringPath: String { path + "/keyring.json" }
+
+    /// What `keyhaven serve` needs to serve this folder's database and keyring on a free loopback port.
+    public var serveEnvironment: [String: String] {
+        [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(databasePath)", "KEYHAVEN_KEYRING_FILE": keyringPath,
+            "KEYHAVEN_HOST": "127.0.0.1", "KEYHAVEN_PORT": "0",
+        ]
+    }
+
+    /// Opens this folder's database with the library (making the keyring file the first time), to seed it before a
+    /// server is started on it; shut it down first.
+    public func openRuntime() async throws -> KeyhavenRuntime {
+        try await KeyhavenRuntime.open(
+            KeyhavenConfiguration(database: .sqlite(path: databasePath), keyring: KeyringSource(file: KeyringFile(path: keyringPath))),
+            allowKeyringCreation: true, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    }
 }

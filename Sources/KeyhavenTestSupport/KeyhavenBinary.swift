@@ -68,6 +68,13 @@ public struct KeyhavenBinary: Sendable {
             return false
         }
 
+        /// The port `keyhaven serve` listens on, once it says so (nil if it does not within `timeout`).
+        public func listeningPort(timeout: Duration = .seconds(30)) async -> Int? {
+            guard await waitForStderr(timeout: timeout, { $0.contains("Server started and listening on") }) else { return nil }
+            return stderr.split(separator: "\n").first { $0.contains("listening on") }?.split(separator: ":").last
+                .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        }
+
         /// Waits for the process to end (killing it after `timeout`) and returns its exit status.
         public func wait(timeout: Duration = .seconds(60)) async -> Int32 {
             let deadline = ContinuousClock.now + timeout

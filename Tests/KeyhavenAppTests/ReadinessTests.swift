@@ -1,9 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-import KeyhavenApp
-import KeyhavenCrypto
 import KeyhavenTestSupport
-import Logging
 import Testing
 
 /// `/readyz` of a real `keyhaven serve` on SQLite whose files stop growing, as on a full disk: the database still
@@ -15,23 +12,10 @@ struct ReadinessTests {
         let binary = try KeyhavenBinary()
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let path = directory.path + "/keyhaven.sqlite"
-        let keyring = KeyringSource(file: KeyringFile(path: directory.path + "/keyring.json"))
-        let runtime = try await KeyhavenRuntime.open(
-            KeyhavenConfiguration(database: .sqlite(path: path), keyring: keyring), allowKeyringCreation: true,
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        await runtime.shutdown()
-        let server = try binary.start(
-            ["serve"],
-            environment: [
-                "KEYHAVEN_DATABASE_URL": "sqlite://\(path)", "KEYHAVEN_KEYRING_FILE": directory.path + "/keyring.json",
-                "KEYHAVEN_HOST": "127.0.0.1", "KEYHAVEN_PORT": "0",
-            ], in: directory.path)
+        await (try directory.openRuntime()).shutdown()
+        let server = try binary.start(["serve"], environment: directory.serveEnvironment, in: directory.path)
         defer { server.signal(SIGKILL) }
-        #expect(await server.waitForStderr { $0.contains("Server started and listening on") })
-        let port = try #require(
-            server.stderr.split(separator: "\n").first { $0.contains("listening on") }?.split(separator: ":").last
-                .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) })
+        let port = try #require(await server.listeningPort())
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
 
         /// `/readyz`'s status and body, asked until `wanted` (at most 40 times, half a second apart: the write

@@ -42,11 +42,8 @@ struct RotationCrashTests {
         let fakes = try await FakeProviders.start(delay: .milliseconds(1500))
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let path = directory.path + "/keyhaven.sqlite"
-        let keyring = KeyringSource(file: KeyringFile(path: directory.path + "/keyring.json"))
-        let runtime = try await KeyhavenRuntime.open(
-            KeyhavenConfiguration(database: .sqlite(path: path), keyring: keyring), allowKeyringCreation: true,
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let path = directory.databasePath
+        let runtime = try await directory.openRuntime()
         let owner = try await Fixtures.user(in: runtime.database)
         let integration = try await runtime.integrations.create(
             ownerID: owner, name: "aws", type: .aws, config: [:],
@@ -59,12 +56,10 @@ struct RotationCrashTests {
 
         let urls = fakes.managementURLs
         let root = fakes.baseURL.absoluteString
-        let environment = [
-            "KEYHAVEN_DATABASE_URL": "sqlite://\(path)", "KEYHAVEN_KEYRING_FILE": directory.path + "/keyring.json",
-            "KEYHAVEN_HOST": "127.0.0.1", "KEYHAVEN_PORT": "0", "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
-            "KEYHAVEN_ROTATION_INTERVAL": "1", "KEYHAVEN_PROVIDER_AWS_URL": "\(root)/aws",
-            "KEYHAVEN_PROVIDER_AWS_IAM_URL": urls.awsIAM.absoluteString,
-        ]
+        let environment = directory.serveEnvironment.merging([
+            "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true", "KEYHAVEN_ROTATION_INTERVAL": "1",
+            "KEYHAVEN_PROVIDER_AWS_URL": "\(root)/aws", "KEYHAVEN_PROVIDER_AWS_IAM_URL": urls.awsIAM.absoluteString,
+        ]) { $1 }
         let first = try binary.start(["serve"], environment: environment, in: directory.path)
         let reached = try await waitFor(rotation.id, in: path, seconds: 60) { $0 == step }
         first.signal(SIGKILL)

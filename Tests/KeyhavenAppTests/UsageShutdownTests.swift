@@ -24,11 +24,8 @@ struct UsageShutdownTests {
         let fakes = try await FakeProviders.start()
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let path = directory.path + "/keyhaven.sqlite"
-        let keyring = KeyringSource(file: KeyringFile(path: directory.path + "/keyring.json"))
-        let runtime = try await KeyhavenRuntime.open(
-            KeyhavenConfiguration(database: .sqlite(path: path), keyring: keyring), allowKeyringCreation: true,
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let path = directory.databasePath
+        let runtime = try await directory.openRuntime()
         let owner = try await Fixtures.user(in: runtime.database)
         let integration = try await runtime.integrations.create(
             ownerID: owner, name: "openai", type: .openai, config: [:], credentials: .apiKey(FakeProviders.openAIKey),
@@ -40,16 +37,12 @@ struct UsageShutdownTests {
 
         let server = try binary.start(
             ["serve"],
-            environment: [
-                "KEYHAVEN_DATABASE_URL": "sqlite://\(path)", "KEYHAVEN_KEYRING_FILE": directory.path + "/keyring.json",
-                "KEYHAVEN_HOST": "127.0.0.1", "KEYHAVEN_PORT": "0", "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
+            environment: directory.serveEnvironment.merging([
+                "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
                 "KEYHAVEN_PROVIDER_OPENAI_URL": fakes.baseURL.absoluteString + "/openai",
                 "KEYHAVEN_USAGE_FLUSH_MS": String(flushMilliseconds),
-            ], in: directory.path)
-        #expect(await server.waitForStderr { $0.contains("Server started and listening on") })
-        let port = try #require(
-            server.stderr.split(separator: "\n").first { $0.contains("listening on") }?.split(separator: ":").last
-                .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) })
+            ]) { $1 }, in: directory.path)
+        let port = try #require(await server.listeningPort())
 
         // Eight callers send chat completions until the server goes away (at most 2,000 requests in all).
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
