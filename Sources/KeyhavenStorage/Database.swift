@@ -155,7 +155,13 @@ public final class Database: Sendable {
             }
             configuration.searchPath = searchPath
             let timeout = TimeAmount.seconds(max(1, connectTimeout.components.seconds))
-            configuration.coreConfiguration.options.connectTimeout = timeout
+            // The driver's own connect timeout only ends attempts no caller waits for any more (``acquire(_:)``
+            // answers at `connectTimeout`), so it is set well past that. A failed attempt fails the pool's promise
+            // for the request it was made for even after that request has gone back into the queue (a closed
+            // connection was handed to it), and the connection later made for its new place is then dropped, open,
+            // with its slot in the pool (AsyncKit 1.22): a hung server whose queries are cut while connections to it
+            // time out would leave the pool a slot short each time.
+            configuration.coreConfiguration.options.connectTimeout = timeout * 3
             configuration.coreConfiguration.options.additionalStartupParameters = [
                 ("statement_timeout", milliseconds(statementTimeout)),
                 ("lock_timeout", milliseconds(lockTimeout ?? .seconds(10))),

@@ -597,6 +597,58 @@ struct DatabaseTests {
         #expect(longOutcome != nil, "the long work did not finish after the thaw")
         try await database.ping()
     }
+
+    @Test(
+        "on PostgreSQL credential reads queued behind a group a hung server never answers fail with that group, not a query deadline later",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func hungServerQueuedReads() async throws {
+        let handle = try await TestDatabase.postgres.make()
+        defer { Task { await handle.close() } }
+        let proxy = try FreezableProxy(to: try postgresURL())
+        defer { proxy.stop() }
+        let logged = RecordingLogHandler.Lines()
+        let logger = Logger(label: "test", factory: { _ in RecordingLogHandler(lines: logged) })
+        // One thread, so both connections made here are in the pool the reads take from.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let database = try await Database.open(
+            try DatabaseLocation(url: proxy.url), searchPath: handle.schema.map { [$0] }, statementTimeout: .seconds(1),
+            eventLoopGroup: group, logger: logger)
+        defer { Task { await close(database, group) } }
+        let keyring = try await LiveKeyring.open(
+            source: Fixtures.environmentKeyring(), database: database, allowCreate: false, logger: logger)
+        let auditKeys = try await AuditKeys.open(database: database, keyring: keyring)
+        let integrations = SQLIntegrationStore(
+            database: database, secrets: SQLSecretStore(database: database, keyring: keyring, logger: logger),
+            audit: SQLAuditLog(database: database, keys: auditKeys), logger: logger)
+        async let first = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        async let second = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        try #require(Set([try await first, try await second]).count == 2, "the pool holds two connections")
+
+        proxy.freeze()
+        let writing = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
+        for _ in 0..<1000 where proxy.heldReads == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(proxy.heldReads > 0, "the first group's query did not reach the proxy")
+        // Arrives while that group waits for the server, so it waits for the next group.
+        let queued = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
+        for read in [writing, queued] {
+            let outcome = await finished(within: .seconds(60)) { try await read.value }
+            guard case .failure(let error)? = outcome else {
+                Issue.record("\(outcome.map { "\($0)" } ?? "no answer within 60 s from the hung server")")
+                continue
+            }
+            #expect(error as? KeyhavenError == .unavailable("The database is unavailable."))
+        }
+        // Only the first group's query was cut: the queued read's group never ran (its second connection would have
+        // hung too, and been cut by a deadline of its own).
+        #expect(logged.all.filter { $0.contains("did not answer within its deadline") }.count == 1, "\(logged.all)")
+        proxy.thaw()
+    }
 }
 
 /// Keeps every message and its metadata, to read what the driver said.
