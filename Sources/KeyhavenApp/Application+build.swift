@@ -78,8 +78,7 @@ public struct KeyhavenRuntime: Sendable {
     public static func open(
         _ configuration: KeyhavenConfiguration, allowKeyringCreation: Bool, logger: Logger, database: Database? = nil
     ) async throws -> KeyhavenRuntime {
-        let database = if let database { database } else { try await Database.open(
-            configuration.database, connectTimeout: configuration.databaseConnectTimeout, logger: logger) }
+        let database = if let database { database } else { try await configuration.openDatabase(logger: logger) }
         do {
             let applied = try await Migrator(database: database).migrate()
             if !applied.isEmpty {

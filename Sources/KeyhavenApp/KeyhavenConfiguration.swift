@@ -55,6 +55,13 @@ public struct KeyhavenConfiguration: Sendable {
     /// 503 (`KEYHAVEN_DATABASE_CONNECT_TIMEOUT`, seconds, default 10): lower it to fail faster when the database
     /// host stops answering.
     public var databaseConnectTimeout: Duration = .seconds(10)
+    /// The longest a PostgreSQL statement may run (`KEYHAVEN_DATABASE_STATEMENT_TIMEOUT`, seconds, default 30); a
+    /// query that has not answered a second after it, the server having stopped answering, fails too. Either
+    /// answers 503. Backups, restores, key rotation and migrations run without it.
+    public var databaseStatementTimeout: Duration = .seconds(30)
+    /// The longest a PostgreSQL statement may wait for a lock (`KEYHAVEN_DATABASE_LOCK_TIMEOUT`, seconds, default
+    /// 10), then 503.
+    public var databaseLockTimeout: Duration = .seconds(10)
     /// How often the rotation engine looks for work (`KEYHAVEN_ROTATION_INTERVAL`, seconds, default 30).
     public var rotationInterval: Duration = .seconds(30)
     /// How often queued gateway usage is written (`KEYHAVEN_USAGE_FLUSH_MS`, milliseconds, default 100).
@@ -239,6 +246,11 @@ public struct KeyhavenConfiguration: Sendable {
             ("keyhaven.request.head.timeout", "KEYHAVEN_REQUEST_HEAD_TIMEOUT", \Self.requestHeadTimeout),
             ("keyhaven.request.body.timeout", "KEYHAVEN_REQUEST_BODY_TIMEOUT", \Self.requestBodyTimeout),
             ("keyhaven.database.connect.timeout", "KEYHAVEN_DATABASE_CONNECT_TIMEOUT", \Self.databaseConnectTimeout),
+            (
+                "keyhaven.database.statement.timeout", "KEYHAVEN_DATABASE_STATEMENT_TIMEOUT",
+                \Self.databaseStatementTimeout
+            ),
+            ("keyhaven.database.lock.timeout", "KEYHAVEN_DATABASE_LOCK_TIMEOUT", \Self.databaseLockTimeout),
         ] as [(String, String, WritableKeyPath<Self, Duration>)] {
             guard let value = text(key) else { continue }
             guard let seconds = Int(value), (1...3600).contains(seconds) else {
@@ -396,5 +408,16 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
             "scheduled_backups=\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")
+    }
+}
+
+extension KeyhavenConfiguration {
+    /// Opens ``database`` with the configured PostgreSQL timeouts.
+    ///
+    /// - Throws: what `Database.open` throws.
+    func openDatabase(logger: Logger) async throws -> Database {
+        try await Database.open(
+            database, connectTimeout: databaseConnectTimeout, statementTimeout: databaseStatementTimeout,
+            lockTimeout: databaseLockTimeout, logger: logger)
     }
 }

@@ -12,7 +12,7 @@ public enum KeyhavenOperations {
         _ configuration: KeyhavenConfiguration, logger: Logger, migrate: Bool = true,
         _ body: (Database) async throws -> T
     ) async throws -> T {
-        let database = try await Database.open(configuration.database, logger: logger)
+        let database = try await configuration.openDatabase(logger: logger)
         do {
             if migrate { try await Migrator(database: database).migrate() }
             let result = try await body(database)

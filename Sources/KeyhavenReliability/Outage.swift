@@ -5,10 +5,11 @@ import KeyhavenTestSupport
 import Synchronization
 
 /// The database taken away under load and given back, without restarting the server: PostgreSQL stopped and
-/// started again, or SQLite's files unable to grow (a file-size limit set on the server process, which turns every
-/// write that would grow them into an I/O error, as a full disk does). While it is away every request must answer
-/// within 2 s (a 503 where it needs the database), `/readyz` must say so; once it is back the server
-/// must serve again within 5 s by itself, and nothing acknowledged may be lost.
+/// started again, or hung (its processes stopped with SIGSTOP, so connections stay open and nothing answers), or
+/// SQLite's files unable to grow (a file-size limit set on the server process, which turns every write that would
+/// grow them into an I/O error, as a full disk does). Every request in flight while it is away must answer within
+/// ``answerWithin`` (a 503 where it needs the database), `/readyz` must say so; once it is back the server must
+/// serve again within 5 s by itself, and nothing acknowledged may be lost.
 struct Outage: Sendable {
     let deployment: Deployment
     /// Takes the database away (run with the server's process id).
@@ -17,6 +18,12 @@ struct Outage: Sendable {
     let repairDatabase: @Sendable (Int32) async throws -> Void
     let clients: Int
     let checkReadiness: Bool
+    /// How long the database stays away.
+    var length: Duration = .seconds(3)
+    /// The longest a request may take while it is away.
+    var answerWithin: Duration = .seconds(2)
+    /// Settings the server runs with, beside the deployment's.
+    var serverEnvironment: [String: String] = [:]
 
     struct Call {
         var started: ContinuousClock.Instant
@@ -31,14 +38,20 @@ struct Outage: Sendable {
         let created = Mutex<[(name: String, id: UUID, key: String)]>([])
         let reads = Mutex<[UUID: Int]>([:])
         let counter = Atomic<Int>(0)
+        /// `/readyz` asked, and what it answered (0: no answer).
+        let readiness = Mutex<[(started: ContinuousClock.Instant, status: Int)]>([])
+        /// The longest answer to a request in flight while the database was away, in seconds.
+        let slowest = Mutex<Double>(0)
     }
 
     func run(log: (String) -> Void) async throws -> [String] {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(2), read: .seconds(10))
+        // A connection each for the clients and `/readyz`, which must not wait for theirs when the database hangs.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = clients + 1
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let port = try FakeProviders.freePort()
-        let server = try await deployment.serve(port: port)
+        let server = try await deployment.serve(port: port, extra: serverEnvironment)
         var problems: [String] = []
         do {
             problems = try await run(server: server, port: port, http: http, log: log)
@@ -67,44 +80,50 @@ struct Outage: Sendable {
         var problems: [String] = []
         var broken = clock.now
         var repaired = clock.now
-        var readiness: [Int] = []
         await withTaskGroup(of: Void.self) { group in
             for client in 0..<clients {
                 group.addTask { await load(client: client, vault: vault, backend: backend, stop: stop) }
             }
+            group.addTask { await probeReadiness(base: base, http: http, stop: stop) }
+            var away = false
             do {
                 try await Task.sleep(for: .seconds(1))
                 broken = clock.now
                 try await breakDatabase(pid)
+                away = true
                 log("database taken away")
-                for _ in 0..<6 {
-                    try await Task.sleep(for: .milliseconds(500))
-                    let ready = try? await request(
-                        .GET, base.appendingPathComponent("readyz").absoluteString, http: http, timeout: .seconds(5))
-                    readiness.append(ready?.status ?? 0)
-                }
+                try await Task.sleep(for: length)
                 try await repairDatabase(pid)
+                away = false
                 repaired = clock.now
                 log("database given back")
                 try await Task.sleep(for: .seconds(6))
             } catch {
                 log("the outage could not be staged: \(error)")
                 problems.append("the outage could not be staged: \(error)")
+                if away { try? await repairDatabase(pid) }
             }
             stop.set()
         }
         let calls = record.calls.withLock { $0 }
-        let during = calls.filter { $0.started >= broken && $0.started < repaired }
-        let slow = during.filter { $0.seconds > 2 }
+        // Every call in flight while the database was away, also those that started just before.
+        let during = calls.filter { $0.started < repaired && $0.started + .seconds($0.seconds) >= broken }
+        let slow = during.filter { .seconds($0.seconds) > answerWithin }
         let unclear = during.filter { !["ok", "503"].contains($0.outcome) }
         let refused = during.filter { $0.outcome == "503" }.count
+        let readiness = record.readiness.withLock { $0 }.filter { $0.started >= broken && $0.started < repaired }
+            .map(\.status)
+        let slowest = during.map(\.seconds).max() ?? 0
+        record.slowest.withLock { $0 = slowest }
         log(
             "\(calls.count) calls; while the database was away: \(during.count), \(refused) answered 503, slowest "
-                + String(format: "%.3f s", during.map(\.seconds).max() ?? 0) + "; /readyz answered \(readiness)")
+                + String(format: "%.3f s", slowest) + "; /readyz answered \(readiness)")
         if refused == 0 {
             problems.append("no call was refused while the database was away: the outage did not happen")
         }
-        if !slow.isEmpty { problems.append("\(slow.count) calls took over 2 s while the database was away") }
+        if !slow.isEmpty {
+            problems.append("\(slow.count) calls took over \(answerWithin) while the database was away")
+        }
         if !unclear.isEmpty {
             problems.append("\(unclear.count) calls failed otherwise than with a 503: \(Set(unclear.map(\.outcome)))")
         }
@@ -176,5 +195,19 @@ struct Outage: Sendable {
         }
     }
 
+    /// Asks `/readyz` every half second, recording each answer.
+    private func probeReadiness(base: URL, http: HTTPClient, stop: StopFlag) async {
+        let url = base.appendingPathComponent("readyz").absoluteString
+        // Bounded however the stop flag is set: at most 10 minutes of asking.
+        for _ in 0..<1200 where !stop.isSet {
+            let started = ContinuousClock.now
+            let ready = try? await request(.GET, url, http: http, timeout: .seconds(10))
+            record.readiness.withLock { $0.append((started, ready?.status ?? 0)) }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
     var answeredReads: [UUID: Int] { record.reads.withLock { $0 } }
+    /// The longest answer to a request in flight while the database was away, in seconds (after ``run(log:)``).
+    var slowest: Double { record.slowest.withLock { $0 } }
 }

@@ -115,8 +115,10 @@ struct DatabaseOutage: AsyncParsableCommand {
         abstract: "Take the database away under load and give it back, without restarting the server.",
         discussion: """
             PostgreSQL: --stop-command and --start-command stop and start the server at KEYHAVEN_TEST_POSTGRES_URL \
-            (a private one: the run stops it). SQLite: the server's files are kept from growing, as on a full disk, \
-            with a file-size limit set on its process (prlimit), then lifted.
+            (a private one: the run stops it); or, with --hang-data-directory, its processes are stopped with \
+            SIGSTOP for 5 s and continued, while Keyhaven runs with a 2 s statement timeout. SQLite: the server's \
+            files are kept from growing, as on a full disk, with a file-size limit set on its process (prlimit), then \
+            lifted.
             """)
 
     @OptionGroup var common: CommonOptions
@@ -127,10 +129,30 @@ struct DatabaseOutage: AsyncParsableCommand {
     @Option(help: "A shell command that starts PostgreSQL again and returns once it accepts connections.")
     var startCommand: String?
 
+    @Option(help: "PostgreSQL's data directory: hang that server (SIGSTOP) instead of stopping it.")
+    var hangDataDirectory: String?
+
     func run() async throws {
         let deployment = try await common.deployment()
-        let outage: Outage
-        if common.database == "postgres" {
+        var outage: Outage
+        var name = "database outage on \(common.database)"
+        if let hangDataDirectory {
+            guard common.database == "postgres" else { throw ValidationError("only PostgreSQL can be hung") }
+            let hang = PostgresHang(dataDirectory: hangDataDirectory)
+            let statementTimeout = 2
+            outage = Outage(
+                deployment: deployment, breakDatabase: { _ in try hang.stop() },
+                repairDatabase: { _ in try hang.resume() }, clients: 8, checkReadiness: true)
+            outage.length = .seconds(5)
+            // A query the hung server never answers fails a second after the statement timeout, a wait for a new
+            // connection after the connect timeout; one more second for the load on the machine.
+            outage.answerWithin = .seconds(statementTimeout + 2)
+            outage.serverEnvironment = [
+                "KEYHAVEN_DATABASE_STATEMENT_TIMEOUT": "\(statementTimeout)",
+                "KEYHAVEN_DATABASE_CONNECT_TIMEOUT": "\(statementTimeout)",
+            ]
+            name = "database outage on postgres, hung (SIGSTOP 5 s, statement timeout \(statementTimeout) s)"
+        } else if common.database == "postgres" {
             guard let stopCommand, let startCommand else {
                 throw ValidationError("PostgreSQL needs --stop-command and --start-command")
             }
@@ -147,7 +169,61 @@ struct DatabaseOutage: AsyncParsableCommand {
         var problems = try await outage.run { say($0) }
         problems += try await deployment.checkAtRest(answeredReads: outage.answeredReads)
         await deployment.remove()
-        try report("database outage on \(common.database)", problems)
+        let answers = String(
+            format: ", every answer within %.0f s, slowest %.3f s", outage.answerWithin / .seconds(1), outage.slowest)
+        try report(name + answers, problems)
+    }
+}
+
+/// The processes of the PostgreSQL server whose data directory is `dataDirectory`, stopped with SIGSTOP and
+/// continued with SIGCONT: a server that hangs, its connections open and nothing answering. Signalling them needs
+/// their user, or root.
+struct PostgresHang: Sendable {
+    let dataDirectory: String
+
+    /// Stops the postmaster, then its children (the server processes): stopped first, it starts no new one.
+    ///
+    /// - Throws: if the postmaster is not found or cannot be signalled.
+    func stop() throws {
+        let postmaster = try self.postmaster()
+        guard kill(postmaster, SIGSTOP) == 0 else {
+            throw ValidationError("cannot stop PostgreSQL's process \(postmaster)")
+        }
+        // A child that exited meanwhile is gone: nothing to stop.
+        for child in children(of: postmaster) { kill(child, SIGSTOP) }
+    }
+
+    /// Continues the postmaster's children, then the postmaster.
+    ///
+    /// - Throws: if the postmaster is not found or cannot be signalled.
+    func resume() throws {
+        let postmaster = try self.postmaster()
+        for child in children(of: postmaster) { kill(child, SIGCONT) }
+        guard kill(postmaster, SIGCONT) == 0 else {
+            throw ValidationError("cannot continue PostgreSQL's process \(postmaster)")
+        }
+    }
+
+    /// The first line of `postmaster.pid`.
+    private func postmaster() throws -> pid_t {
+        let text = (try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").first, let pid = pid_t(line), pid > 1 else {
+            throw ValidationError("no running PostgreSQL in \(dataDirectory)")
+        }
+        return pid
+    }
+
+    /// The processes whose parent is `parent`, from /proc.
+    private func children(of parent: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            // `pid (name) state ppid …`: the name may hold spaces and parentheses, so read after the last `)`.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let end = stat.lastIndex(of: ")")
+            else { return false }
+            let fields = stat[stat.index(after: end)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == parent
+        }
     }
 }
 

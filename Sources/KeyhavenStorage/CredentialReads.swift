@@ -10,8 +10,8 @@ import Synchronization
 /// is being written wait and form the next group; each group is one transaction on the writer: one query for the
 /// integrations (and their owners), one for the secrets, an update of `last_used_at` where it is a minute old, one
 /// insert of all the audit events, and one commit (one fsync). A caller gets its credentials only after that commit,
-/// and every caller of a group whose transaction fails gets the error: the guarantee of one transaction per read,
-/// at the cost of one commit per group.
+/// and every caller of a group whose transaction fails gets the error (when the database could not serve it, so
+/// do the reads queued behind it): the guarantee of one transaction per read, at the cost of one commit per group.
 final class CredentialReads: Sendable {
     typealias Outcome = Result<(Integration, Credentials), KeyhavenError>
 
@@ -67,7 +67,7 @@ final class CredentialReads: Sendable {
     /// Writes groups until no read is waiting.
     private func drain() async {
         while true {
-            let group: [Request] = queue.withLock { queue in
+            var group: [Request] = queue.withLock { queue in
                 let group = Array(queue.pending.prefix(Self.maximumGroup))
                 queue.pending.removeFirst(group.count)
                 if group.isEmpty { queue.draining = false }
@@ -79,6 +79,14 @@ final class CredentialReads: Sendable {
                 outcomes = try await write(group)
             } catch {
                 let failure = (error as? KeyhavenError) ?? .unavailable("The database is unavailable.")
+                // The reads that queued behind a group the database did not serve (a hung server takes the whole
+                // query deadline to say so) get the same answer now, rather than waiting out a deadline of their own.
+                if case .unavailable = failure {
+                    group += queue.withLock { queue in
+                        defer { queue.pending.removeAll() }
+                        return queue.pending
+                    }
+                }
                 outcomes = group.map { _ in .failure(failure) }
             }
             for (request, outcome) in zip(group, outcomes) { request.reply.resume(returning: outcome) }

@@ -87,6 +87,8 @@ public final class Database: Sendable {
     private let pool: Pool
     /// How long a request may wait for a PostgreSQL connection, a new one's handshake included.
     private let connectTimeout: Duration
+    /// The client's own deadline for each PostgreSQL query; nil on SQLite.
+    private let deadlines: QueryDeadlines?
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
@@ -102,14 +104,20 @@ public final class Database: Sendable {
     ///   - connectTimeout: how long, in whole seconds, a request may wait for a PostgreSQL connection, a new
     ///     connection's handshake included, before it fails (503); 10 s when nil. It bounds the whole wait, not only
     ///     the driver's part: see ``acquire(_:)``.
+    ///   - statementTimeout: the longest a PostgreSQL statement may run (`statement_timeout`, sent when each
+    ///     connection starts); 30 s when nil. A query that has not answered 1 s after it (a server that stopped
+    ///     answering) has its connection closed (``QueryDeadlines``). Both fail the call as unavailable (503).
+    ///   - lockTimeout: the longest a PostgreSQL statement may wait for a lock (`lock_timeout`); 10 s when nil.
     ///   - eventLoopGroup: the threads PostgreSQL connections run on (tests stall a group of their own).
     /// - Throws: `KeyhavenError.configuration` if the URL is invalid, `KeyhavenError.unavailable` if the first
     ///   connection cannot be made.
     public static func open(
         _ location: DatabaseLocation, searchPath: [String]? = nil, connectTimeout: Duration? = nil,
+        statementTimeout: Duration? = nil, lockTimeout: Duration? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
     ) async throws -> Database {
         let connectTimeout = connectTimeout ?? .seconds(10)
+        let statementTimeout = statementTimeout ?? .seconds(30)
         let database: Database
         switch location {
         case .sqlite(let path):
@@ -137,7 +145,7 @@ public final class Database: Sendable {
             }
             database = Database(
                 kind: .sqlite, location: location, pool: .sqlite(SQLiteWriteGroups(connections: connections)),
-                connectTimeout: connectTimeout, logger: logger)
+                connectTimeout: connectTimeout, deadlines: nil, logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {
@@ -147,14 +155,24 @@ public final class Database: Sendable {
             }
             configuration.searchPath = searchPath
             let timeout = TimeAmount.seconds(max(1, connectTimeout.components.seconds))
-            configuration.coreConfiguration.options.connectTimeout = timeout
+            // The driver's own connect timeout only ends attempts no caller waits for any more (``acquire(_:)``
+            // answers at `connectTimeout`), so it is set well past that. A failed attempt fails the pool's promise
+            // for the request it was made for even after that request has gone back into the queue (a closed
+            // connection was handed to it), and the connection later made for its new place is then dropped, open,
+            // with its slot in the pool (AsyncKit 1.22): a hung server whose queries are cut while connections to it
+            // time out would leave the pool a slot short each time.
+            configuration.coreConfiguration.options.connectTimeout = timeout * 3
+            configuration.coreConfiguration.options.additionalStartupParameters = [
+                ("statement_timeout", milliseconds(statementTimeout)),
+                ("lock_timeout", milliseconds(lockTimeout ?? .seconds(10))),
+            ]
             // The pool's own wait is set past the deadline ``acquire(_:)`` keeps, so that one answers first.
             let pool = EventLoopGroupConnectionPool(
                 source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
                 requestTimeout: timeout + .seconds(1), logger: logger, on: eventLoopGroup)
             database = Database(
                 kind: .postgres, location: location, pool: .postgres(pool), connectTimeout: connectTimeout,
-                logger: logger)
+                deadlines: QueryDeadlines(limit: statementTimeout + .seconds(1), logger: logger), logger: logger)
         }
         do {
             // The writer first: it puts a new file into WAL mode, which readers then share.
@@ -175,12 +193,22 @@ public final class Database: Sendable {
         return database
     }
 
-    private init(kind: DatabaseKind, location: DatabaseLocation, pool: Pool, connectTimeout: Duration, logger: Logger) {
+    private init(
+        kind: DatabaseKind, location: DatabaseLocation, pool: Pool, connectTimeout: Duration,
+        deadlines: QueryDeadlines?, logger: Logger
+    ) {
         self.kind = kind
         self.location = location
         self.pool = pool
         self.connectTimeout = connectTimeout
+        self.deadlines = deadlines
         self.logger = logger
+    }
+
+    /// A timeout as a PostgreSQL setting: whole milliseconds, from 1 (0 would turn it off) to about the largest the
+    /// server takes (2^31 ms).
+    private static func milliseconds(_ duration: Duration) -> String {
+        "\(Int(min(max(duration, .milliseconds(1)), .seconds(2_000_000)) / .milliseconds(1)))ms"
     }
 
     /// Runs `body` on one pooled connection, without a transaction. On SQLite the connection is read-only: use
@@ -191,9 +219,12 @@ public final class Database: Sendable {
     ///   going through Swift's shared threads, and its queries run as prepared statements
     ///   (``PostgresPreparedDatabase``). A long body (a backup, a key rotation) must not, since that thread also
     ///   serves other connections; each of its queries is handed to the loop, unprepared.
+    /// - Parameter long: `body` may rightly run for minutes (a backup, a restore, a key rotation, migrations). On
+    ///   PostgreSQL it then runs without the statement and lock timeouts and without the client's query deadline
+    ///   (``QueryDeadlines``); `short` does not apply. Nothing changes on SQLite.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func withConnection<T: Sendable>(
-        short: Bool = false, _ body: (any SQLDatabase) async throws -> T
+        short: Bool = false, long: Bool = false, _ body: (any SQLDatabase) async throws -> T
     ) async throws -> T {
         switch pool {
         case .sqlite(let groups):
@@ -201,9 +232,11 @@ public final class Database: Sendable {
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
+            let sql = PostgresPreparedDatabase(connection: connection, deadlines: long ? nil : deadlines)
             func run() async throws -> T {
-                try await mapErrors { try await body(PostgresPreparedDatabase(connection: connection)) }
+                try await mapErrors { try await body(sql) }
             }
+            if long { return try await withoutTimeouts(sql, run) }
             guard short else { return try await run() }
             return try await withTaskExecutorPreference(EventLoopTaskExecutor.of(connection.eventLoop)) {
                 // Onto the loop now: the body's first query is then written there, prepared, as the others are.
@@ -217,16 +250,18 @@ public final class Database: Sendable {
     ///
     /// On SQLite writers queue for the one writer and commit in groups (``SQLiteWriteGroups``): the call returns once
     /// the commit holding its work is durable, and a body that throws leaves nothing of its own behind.
-    /// - Parameter short: as for ``withConnection(short:_:)``.
+    /// - Parameters:
+    ///   - short: as for ``withConnection(short:long:_:)``.
+    ///   - long: as for ``withConnection(short:long:_:)``.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func transaction<T: Sendable>(
-        short: Bool = false, _ body: (any SQLDatabase) async throws -> T
+        short: Bool = false, long: Bool = false, _ body: (any SQLDatabase) async throws -> T
     ) async throws -> T {
         switch pool {
         case .sqlite(let groups):
             return try await mapErrors { try await groups.transaction(body) }
         case .postgres:
-            return try await withConnection(short: short) { sql in
+            return try await withConnection(short: short, long: long) { sql in
                 try await Self.transaction(begin: "BEGIN", on: sql, body)
             }
         }
@@ -307,13 +342,42 @@ public final class Database: Sendable {
         }
     }
 
+    /// Runs `body` with PostgreSQL's statement and lock timeouts off for `sql`'s session, then sets them back to the
+    /// connection's own (its startup parameters). A connection they cannot be set back on is closed, so the pool
+    /// never hands it out without them.
+    private func withoutTimeouts<T>(
+        _ sql: PostgresPreparedDatabase, _ body: () async throws -> T
+    ) async throws -> T {
+        try await mapErrors {
+            try await sql.raw(
+                "SELECT set_config('statement_timeout', '0', false), set_config('lock_timeout', '0', false)"
+            ).run()
+        }
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body())
+        } catch {
+            result = .failure(error)
+        }
+        do {
+            try await sql.raw("RESET statement_timeout").run()
+            try await sql.raw("RESET lock_timeout").run()
+        } catch {
+            try? await sql.connection.close().get()
+        }
+        return try result.get()
+    }
+
     /// Runs `body` in one read-only transaction that sees a single consistent snapshot of every table: a deferred
     /// read transaction on an SQLite reader (WAL keeps the snapshot while writers go on), or `REPEATABLE READ READ
     /// ONLY` on PostgreSQL. Writers are never blocked by it.
     ///
+    /// - Parameter long: as for ``withConnection(short:long:_:)`` (a backup).
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
-    public func readSnapshot<T: Sendable>(_ body: (any SQLDatabase) async throws -> T) async throws -> T {
-        try await withConnection { sql in
+    public func readSnapshot<T: Sendable>(
+        long: Bool = false, _ body: (any SQLDatabase) async throws -> T
+    ) async throws -> T {
+        try await withConnection(long: long) { sql in
             try await Self.transaction(
                 begin: kind == .sqlite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", on: sql, body)
         }
@@ -343,7 +407,9 @@ public final class Database: Sendable {
             // A write still running (a background job at shutdown) finishes first; those queued behind it then
             // find the database closed.
             await groups.close()
-        case .postgres(let pool): try? await pool.shutdownAsync()
+        case .postgres(let pool):
+            deadlines?.stop()
+            try? await pool.shutdownAsync()
         }
     }
 

@@ -45,6 +45,8 @@ public struct RotationResult: Sendable {
 }
 
 /// Master-key operations: status, rotation (SPEC §4, resumable and safe beside running servers), retirement.
+/// Their database work runs as long work (``Database/withConnection(short:long:_:)``): a rotation over millions of
+/// rows is not cut short by the statement timeout the servers run with.
 public struct KeyManagement: Sendable {
     let database: Database
     let source: KeyringSource
@@ -62,7 +64,9 @@ public struct KeyManagement: Sendable {
     /// - Throws: `KeyhavenError.keyring` if the keyring cannot be read, `.unavailable` if the database cannot.
     public func status() async throws -> [MasterKeyStatus] {
         let keyring = try source.load()
-        let registered = try await database.withConnection { sql in try await KeyringRegistry(sql: sql).all() }
+        let registered = try await database.withConnection(long: true) { sql in
+            try await KeyringRegistry(sql: sql).all()
+        }
         var statuses = registered.map { row in
             MasterKeyStatus(
                 id: row.id, active: row.active, registered: true,
@@ -99,7 +103,7 @@ public struct KeyManagement: Sendable {
         }
         let live = try await LiveKeyring.open(source: source, database: database, allowCreate: false, logger: logger)
         var keyring = live.keyring
-        let (registered, pending) = try await database.withConnection { sql in
+        let (registered, pending) = try await database.withConnection(long: true) { sql in
             (try await KeyringRegistry(sql: sql).all(), try await rowsToRewrap(on: sql))
         }
         guard let active = registered.first(where: \.active) else {
@@ -126,14 +130,14 @@ public struct KeyManagement: Sendable {
                 try file.save(updated)
             }
             keyring.add(activeKey)
-            try await database.transaction { sql in
+            try await database.transaction(long: true) { sql in
                 let registry = KeyringRegistry(sql: sql)
                 try await registry.register(activeKey, active: true)
             }
             logger.notice("activated a new master key", metadata: ["kek_id": "\(activeKey.id)"])
         }
 
-        let total = try await database.withConnection { sql in try await rowsToRewrap(on: sql) }
+        let total = try await database.withConnection(long: true) { sql in try await rowsToRewrap(on: sql) }
         var done = 0
         var failed: [UUID] = []
         progress(RotationProgress(done: 0, total: total))
@@ -146,7 +150,7 @@ public struct KeyManagement: Sendable {
             // Walked in id order, so a row that cannot be re-wrapped is passed over instead of fetched forever.
             var after: UUID?
             while true {
-                let batch = try await database.withConnection { sql in
+                let batch = try await database.withConnection(long: true) { sql in
                     var query = SQLQueryString("SELECT id, wrapped_dek FROM secrets WHERE kek_id = \(bind: old.id)")
                     if let after {
                         query.appendInterpolation(unsafeRaw: " AND id > ")
@@ -180,7 +184,7 @@ public struct KeyManagement: Sendable {
                 let updated =
                     toApply.isEmpty
                     ? 0
-                    : try await database.transaction { sql in
+                    : try await database.transaction(long: true) { sql in
                         let count = try await applyBatch(toApply, from: old.id, to: activeKey.id, on: sql)
                         _ = try await KeyringRegistry(sql: sql).countWraps(count, byKey: activeKey.id)
                         return count
@@ -191,7 +195,7 @@ public struct KeyManagement: Sendable {
             }
         }
         // The audit keys follow the active master key too (a handful of rows).
-        let auditKeys = try await database.withConnection { sql in
+        let auditKeys = try await database.withConnection(long: true) { sql in
             try await sql.raw("SELECT id, kek_id, wrapped_key FROM audit_keys WHERE kek_id <> \(bind: activeKey.id)")
                 .all().map { row in
                     (
@@ -207,7 +211,7 @@ public struct KeyManagement: Sendable {
                     "master key \(row.kekID) is not in \(source.summary); cannot re-wrap the audit key")
             }
             let rewrapped = try AuditKey.unwrap(row.wrapped, id: row.id, kek: oldKey).wrapped(by: activeKey)
-            try await database.transaction { sql in
+            try await database.transaction(long: true) { sql in
                 try await sql.raw(
                     """
                     UPDATE audit_keys SET kek_id = \(bind: activeKey.id), wrapped_key = \(bind: rewrapped)
@@ -245,7 +249,7 @@ public struct KeyManagement: Sendable {
             }
         }
         if key.registered {
-            let deleted = try await database.transaction { sql in
+            let deleted = try await database.transaction(long: true) { sql in
                 try await sql.raw(
                     """
                     DELETE FROM keyring_keys WHERE id = \(bind: id) AND NOT active

@@ -23,14 +23,17 @@ struct PostgresPreparedDatabase: SQLDatabase {
     let connection: PostgresConnection
     /// The same connection through PostgresKit, for what is not prepared.
     let plain: any SQLDatabase
+    /// The deadline each query runs under; nil for long work, which has none.
+    let deadlines: QueryDeadlines?
 
     /// The most binds a prepared query has; longer `IN (…)` lists run unprepared.
     static let maximumBinds = 16
     /// The longest SQL text prepared.
     static let maximumLength = 2048
 
-    init(connection: PostgresConnection) {
+    init(connection: PostgresConnection, deadlines: QueryDeadlines?) {
         self.connection = connection
+        self.deadlines = deadlines
         // Queries are never logged: their binds may hold ciphertexts and hashes.
         plain = connection.sql(queryLogLevel: nil)
     }
@@ -51,7 +54,8 @@ struct PostgresPreparedDatabase: SQLDatabase {
         }
     }
 
-    /// Runs `query`, prepared where it can be.
+    /// Runs `query`, prepared where it can be, under ``deadlines`` (SQLKit's async API, which every store uses,
+    /// calls this).
     ///
     /// PostgresNIO hands a query to the connection's channel without watching the hand-over: a query written after
     /// the channel closed and shed its handlers (the server went away) is dropped, and its caller waits forever.
@@ -62,6 +66,11 @@ struct PostgresPreparedDatabase: SQLDatabase {
     ///
     /// - Throws: `ConnectionClosed` if the connection had closed; what PostgresNIO throws.
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        guard let deadlines else { return try await run(query, onRow) }
+        try await deadlines.watch(connection) { try await run(query, onRow) }
+    }
+
+    private func run(_ query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
         guard eventLoop.inEventLoop else { return try await execute(sql: query, onRow).get() }
         guard !connection.isClosed else { throw ConnectionClosed() }
         let (sql, binds) = serialize(query)

@@ -31,9 +31,16 @@ struct ConfigurationTests {
         #expect(configuration.requestHeadTimeout == .seconds(30))
         #expect(configuration.requestBodyTimeout == .seconds(60))
         #expect(configuration.databaseConnectTimeout == .seconds(10))
-        let short = try await load(["KEYHAVEN_REQUEST_HEAD_TIMEOUT": "5", "KEYHAVEN_REQUEST_BODY_TIMEOUT": "7"])
+        #expect(configuration.databaseStatementTimeout == .seconds(30))
+        #expect(configuration.databaseLockTimeout == .seconds(10))
+        let short = try await load([
+            "KEYHAVEN_REQUEST_HEAD_TIMEOUT": "5", "KEYHAVEN_REQUEST_BODY_TIMEOUT": "7",
+            "KEYHAVEN_DATABASE_STATEMENT_TIMEOUT": "2", "KEYHAVEN_DATABASE_LOCK_TIMEOUT": "1",
+        ])
         #expect(short.requestHeadTimeout == .seconds(5))
         #expect(short.requestBodyTimeout == .seconds(7))
+        #expect(short.databaseStatementTimeout == .seconds(2))
+        #expect(short.databaseLockTimeout == .seconds(1))
     }
 
     @Test("flags beat the environment, which beats the .env file")
@@ -103,6 +110,9 @@ struct ConfigurationTests {
             (["KEYHAVEN_REQUEST_HEAD_TIMEOUT": "0"], "KEYHAVEN_REQUEST_HEAD_TIMEOUT"),
             (["KEYHAVEN_REQUEST_BODY_TIMEOUT": "soon"], "KEYHAVEN_REQUEST_BODY_TIMEOUT"),
             (["KEYHAVEN_DATABASE_CONNECT_TIMEOUT": "-1"], "KEYHAVEN_DATABASE_CONNECT_TIMEOUT"),
+            // 0 would turn PostgreSQL's timeout off.
+            (["KEYHAVEN_DATABASE_STATEMENT_TIMEOUT": "0"], "KEYHAVEN_DATABASE_STATEMENT_TIMEOUT"),
+            (["KEYHAVEN_DATABASE_LOCK_TIMEOUT": "3601"], "KEYHAVEN_DATABASE_LOCK_TIMEOUT"),
             // External JWTs are checked for issuer and audience always, so both must be configured.
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc"], "KEYHAVEN_JWT_HS256_ISSUER"),
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc", "KEYHAVEN_JWT_HS256_ISSUER": "https://auth.example"],

@@ -427,6 +427,228 @@ struct DatabaseTests {
         }
         try await group.shutdownGracefully()
     }
+
+    @Test(
+        "on PostgreSQL every pooled connection runs with the statement and lock timeouts: 30 s and 10 s unless configured",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func serverTimeouts() async throws {
+        func timeouts(_ database: Database) async throws -> [String] {
+            try await database.withConnection { sql in
+                var values: [String] = []
+                for name in ["statement_timeout", "lock_timeout"] {
+                    let row = try await sql.raw("SHOW \(unsafeRaw: name)").first()
+                    values.append(try row?.decode(column: name, as: String.self) ?? "")
+                }
+                return values
+            }
+        }
+        let defaults = try await openPostgres()
+        defer { Task { await defaults.shutdown() } }
+        let configured = try await openPostgres(statementTimeout: .seconds(7), lockTimeout: .milliseconds(1500))
+        defer { Task { await configured.shutdown() } }
+        #expect(try await timeouts(defaults) == ["30s", "10s"])
+        #expect(try await timeouts(configured) == ["7s", "1500ms"])
+    }
+
+    @Test(
+        "on PostgreSQL a statement that runs past the statement timeout fails as unavailable, not as a bug; the server stops it and the database serves on",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func statementTimeout() async throws {
+        let database = try await openPostgres(statementTimeout: .seconds(1))
+        defer { Task { await database.shutdown() } }
+        let marker = "kh_slow_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        await #expect(throws: KeyhavenError.unavailable("The database is unavailable.")) {
+            try await database.withConnection { sql in
+                try await sql.raw("SELECT pg_sleep(30) AS \(ident: marker)").run()
+            }
+        }
+        // Stopped on the server, not only given up on by the client (whose own deadline comes a second later): a
+        // connection the client closes leaves its server process sleeping out the 30 s.
+        var running = -1
+        for _ in 0..<100 where running != 0 {
+            running = try await database.withConnection { sql in
+                try await sql.raw(
+                    """
+                    SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_stat_activity
+                    WHERE state = 'active' AND pid <> pg_backend_pid() AND query LIKE \(bind: "%" + marker + "%")
+                    """
+                ).first()?.decode(column: "n", as: Int.self) ?? -1
+            }
+            if running != 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(running == 0, "the slow statement still runs on the server")
+        try await database.ping()
+    }
+
+    @Test(
+        "on PostgreSQL a wait for a lock past the lock timeout fails as unavailable, long before the statement timeout",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func lockTimeout() async throws {
+        let database = try await openPostgres(statementTimeout: .seconds(600), lockTimeout: .seconds(1))
+        defer { Task { await database.shutdown() } }
+        let key = Int64.random(in: 1...Int64.max)
+        let held = Flag()
+        let givenUp = Flag()
+        // Holds the lock until the waiter has given up, or for 30 s: a waiter that does not give up then gets the
+        // lock and succeeds, which fails the test without reading a clock.
+        let holder = Task {
+            try await database.transaction { sql in
+                try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: key))").run()
+                held.set()
+                for _ in 0..<300 where !givenUp.isSet { try await Task.sleep(for: .milliseconds(100)) }
+            }
+        }
+        for _ in 0..<300 where !held.isSet { try await Task.sleep(for: .milliseconds(100)) }
+        try #require(held.isSet, "the lock was not taken")
+        await #expect(throws: KeyhavenError.unavailable("The database is unavailable.")) {
+            try await database.transaction { sql in
+                try await sql.raw("SELECT pg_advisory_xact_lock(\(bind: key))").run()
+            }
+        }
+        givenUp.set()
+        try await holder.value
+    }
+
+    @Test(
+        "on PostgreSQL long work runs past the statement timeout and the query deadline, and its connection goes back to the pool with the timeouts on",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func longWork() async throws {
+        // One thread, so the pool hands its one connection out again each time.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let database = try await openPostgres(statementTimeout: .seconds(1), eventLoopGroup: group)
+        defer { Task { await close(database, group) } }
+        func slowPid(_ sql: any SQLDatabase) async throws -> Int {
+            try await sql.raw("SELECT pg_sleep(2.5)").run()
+            return try await backendPid(sql)
+        }
+        let pids = [
+            try await database.withConnection(long: true, slowPid),
+            try await database.transaction(long: true, slowPid),
+            try await database.readSnapshot(long: true, slowPid),
+        ]
+        let (pid, timeouts) = try await database.withConnection { sql in
+            let statement = try await sql.raw("SHOW statement_timeout").first()
+            let lock = try await sql.raw("SHOW lock_timeout").first()
+            return (
+                try await backendPid(sql),
+                [
+                    try statement?.decode(column: "statement_timeout", as: String.self),
+                    try lock?.decode(column: "lock_timeout", as: String.self),
+                ]
+            )
+        }
+        #expect(Set(pids) == [pid], "\(pids) then \(pid)")
+        #expect(timeouts == ["1s", "10s"])
+        // The same work as ordinary work is stopped.
+        await #expect(throws: KeyhavenError.unavailable("The database is unavailable.")) {
+            try await database.withConnection { sql in try await sql.raw("SELECT pg_sleep(2.5)").run() }
+        }
+    }
+
+    @Test(
+        "on PostgreSQL a query a hung server never answers fails as unavailable by the client's deadline and its connection is closed, while long work waits the hang out",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func hungServer() async throws {
+        let proxy = try FreezableProxy(to: try postgresURL())
+        defer { proxy.stop() }
+        let logged = RecordingLogHandler.Lines()
+        // One thread, so both connections made here are in the pool the calls below take from, and neither needs a
+        // new connection while the server hangs.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let database = try await openPostgres(
+            url: proxy.url, statementTimeout: .seconds(1), eventLoopGroup: group,
+            logger: Logger(label: "test", factory: { _ in RecordingLogHandler(lines: logged) }))
+        defer { Task { await close(database, group) } }
+        async let first = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        async let second = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        try #require(Set([try await first, try await second]).count == 2, "the pool holds two connections")
+
+        proxy.freeze()
+        // Long work first: were it under the deadline, it would be due before the query after it.
+        let long = Task {
+            try await database.withConnection(long: true) { sql in try await backendPid(sql) }
+        }
+        for _ in 0..<1000 where proxy.heldReads == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(proxy.heldReads > 0, "the long work's first query did not reach the proxy")
+        // Nothing comes back from the server, so only the client's own deadline can end this call: without it the
+        // call would wait for the thaw, which comes after the 60 s given here.
+        let outcome = await finished(within: .seconds(60)) {
+            try await database.withConnection { sql in try await sql.raw("SELECT 1 AS one").run() }
+        }
+        guard case .failure(let error)? = outcome else {
+            Issue.record("\(outcome.map { "\($0)" } ?? "no answer within 60 s from the hung server")")
+            proxy.thaw()
+            return
+        }
+        #expect(error as? KeyhavenError == .unavailable("The database is unavailable."))
+        #expect(logged.all.contains { $0.contains("did not answer within its deadline") }, "\(logged.all)")
+        // The client closed that connection (the proxy saw it hang up), so the pool cannot hand it out again.
+        for _ in 0..<1000 where proxy.hangUps == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(proxy.hangUps == 1)
+        proxy.thaw()
+        let longOutcome = await finished(within: .seconds(60)) { _ = try await long.value }
+        if case .failure(let error)? = longOutcome { Issue.record("the long work failed: \(error)") }
+        #expect(longOutcome != nil, "the long work did not finish after the thaw")
+        try await database.ping()
+    }
+
+    @Test(
+        "on PostgreSQL credential reads queued behind a group a hung server never answers fail with that group, not a query deadline later",
+        .enabled(if: TestDatabase.all.contains(.postgres)))
+    func hungServerQueuedReads() async throws {
+        let handle = try await TestDatabase.postgres.make()
+        defer { Task { await handle.close() } }
+        let proxy = try FreezableProxy(to: try postgresURL())
+        defer { proxy.stop() }
+        let logged = RecordingLogHandler.Lines()
+        let logger = Logger(label: "test", factory: { _ in RecordingLogHandler(lines: logged) })
+        // One thread, so both connections made here are in the pool the reads take from.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let database = try await Database.open(
+            try DatabaseLocation(url: proxy.url), searchPath: handle.schema.map { [$0] }, statementTimeout: .seconds(1),
+            eventLoopGroup: group, logger: logger)
+        defer { Task { await close(database, group) } }
+        let keyring = try await LiveKeyring.open(
+            source: Fixtures.environmentKeyring(), database: database, allowCreate: false, logger: logger)
+        let auditKeys = try await AuditKeys.open(database: database, keyring: keyring)
+        let integrations = SQLIntegrationStore(
+            database: database, secrets: SQLSecretStore(database: database, keyring: keyring, logger: logger),
+            audit: SQLAuditLog(database: database, keys: auditKeys), logger: logger)
+        async let first = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        async let second = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        try #require(Set([try await first, try await second]).count == 2, "the pool holds two connections")
+
+        proxy.freeze()
+        let writing = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
+        for _ in 0..<1000 where proxy.heldReads == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        try #require(proxy.heldReads > 0, "the first group's query did not reach the proxy")
+        // Arrives while that group waits for the server, so it waits for the next group.
+        let queued = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
+        for read in [writing, queued] {
+            let outcome = await finished(within: .seconds(60)) { try await read.value }
+            guard case .failure(let error)? = outcome else {
+                Issue.record("\(outcome.map { "\($0)" } ?? "no answer within 60 s from the hung server")")
+                continue
+            }
+            #expect(error as? KeyhavenError == .unavailable("The database is unavailable."))
+        }
+        // Only the first group's query was cut: the queued read's group never ran (its second connection would have
+        // hung too, and been cut by a deadline of its own).
+        #expect(logged.all.filter { $0.contains("did not answer within its deadline") }.count == 1, "\(logged.all)")
+        proxy.thaw()
+    }
 }
 
 /// Keeps every message and its metadata, to read what the driver said.
@@ -486,5 +708,151 @@ private func finished(within limit: Duration, _ body: @escaping @Sendable () asy
             try? await Task.sleep(for: limit)
             outcome.resume(returning: nil)
         }
+    }
+}
+
+/// The PostgreSQL server the suites run against.
+private func postgresURL() throws -> String {
+    guard let url = ProcessInfo.processInfo.environment["KEYHAVEN_TEST_POSTGRES_URL"], !url.isEmpty else {
+        throw TestSetupError("KEYHAVEN_TEST_POSTGRES_URL is not set, and CI=true requires the PostgreSQL suites")
+    }
+    return url
+}
+
+/// A pool to the test server (or `url`), without a schema of its own: for tests that make no tables.
+private func openPostgres(
+    url: String? = nil, statementTimeout: Duration? = nil, lockTimeout: Duration? = nil,
+    eventLoopGroup: MultiThreadedEventLoopGroup = .singleton, logger: Logger = Logger(label: "test")
+) async throws -> Database {
+    try await Database.open(
+        try DatabaseLocation(url: url ?? postgresURL()), statementTimeout: statementTimeout, lockTimeout: lockTimeout,
+        eventLoopGroup: eventLoopGroup, logger: logger)
+}
+
+/// Closes `database`, then the threads it ran on.
+private func close(_ database: Database, _ group: MultiThreadedEventLoopGroup) async {
+    await database.shutdown()
+    try? await group.shutdownGracefully()
+}
+
+/// The server process of `sql`'s connection.
+private func backendPid(_ sql: any SQLDatabase) async throws -> Int {
+    let row = try await sql.raw("SELECT CAST(pg_backend_pid() AS BIGINT) AS pid").first()
+    return try #require(try row?.decode(column: "pid", as: Int.self))
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a PostgreSQL server that can stop passing bytes on, both ways, as a hung
+/// server does: the connections stay open and nothing answers. What it reads meanwhile is held, and passed on when
+/// it thaws. One thread per connection.
+private final class FreezableProxy: Sendable {
+    /// The target's URL with the proxy's port.
+    let url: String
+    private let listener: Int32
+    private let frozen = Atomic<Bool>(false)
+    private let stopped = Atomic<Bool>(false)
+    private let reads = Atomic<Int>(0)
+    private let clientsGone = Atomic<Int>(0)
+
+    /// Reads held back while frozen.
+    var heldReads: Int { reads.load(ordering: .relaxed) }
+    /// Connections their client closed.
+    var hangUps: Int { clientsGone.load(ordering: .relaxed) }
+
+    init(to target: String) throws {
+        guard var components = URLComponents(string: target), let host = components.host, let port = components.port
+        else { throw TestSetupError("the PostgreSQL URL has no host and port") }
+        var upstream = sockaddr_in()
+        upstream.sin_family = sa_family_t(AF_INET)
+        upstream.sin_addr.s_addr = inet_addr(host)
+        upstream.sin_port = in_port_t(UInt16(port).bigEndian)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listener, $0, length) == 0 && listen(listener, 16) == 0 && getsockname(listener, $0, &length) == 0
+            }
+        }
+        components.port = Int(UInt16(bigEndian: address.sin_port))
+        guard listener >= 0, bound, let url = components.string else {
+            close(listener)
+            throw TestSetupError("the proxy cannot listen")
+        }
+        self.url = url
+        self.listener = listener
+        let target = upstream
+        Thread { [self] in accept(to: target) }.start()
+    }
+
+    func freeze() { frozen.store(true, ordering: .relaxed) }
+    func thaw() { frozen.store(false, ordering: .relaxed) }
+
+    /// Stops accepting and ends every relay.
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        shutdown(listener, Int32(SHUT_RDWR))
+    }
+
+    private func accept(to target: sockaddr_in) {
+        defer { close(listener) }
+        while !stopped.load(ordering: .relaxed) {
+            let client = Glibc.accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = target
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            guard connected else {
+                close(client)
+                close(server)
+                continue
+            }
+            Thread { [self] in relay(client, server) }.start()
+        }
+    }
+
+    private func relay(_ client: Int32, _ server: Int32) {
+        defer {
+            close(client)
+            close(server)
+        }
+        var descriptors = [client, server].map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        var held: [[UInt8]] = [[], []]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !stopped.load(ordering: .relaxed) {
+            if !frozen.load(ordering: .relaxed) {
+                for (index, destination) in [server, client].enumerated() where !held[index].isEmpty {
+                    guard Self.send(held[index], to: destination) else { return }
+                    held[index] = []
+                }
+            }
+            guard poll(&descriptors, 2, 20) >= 0 else { return }
+            for index in 0..<2 where descriptors[index].revents != 0 {
+                let count = recv(descriptors[index].fd, &buffer, buffer.count, 0)
+                guard count > 0 else {
+                    if index == 0 { clientsGone.add(1, ordering: .relaxed) }
+                    return
+                }
+                held[index] += buffer[..<count]
+                if frozen.load(ordering: .relaxed) { reads.add(1, ordering: .relaxed) }
+            }
+        }
+    }
+
+    private static func send(_ bytes: [UInt8], to descriptor: Int32) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
+            guard count > 0 else { return false }
+            sent += count
+        }
+        return true
     }
 }

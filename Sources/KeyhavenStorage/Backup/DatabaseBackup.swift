@@ -43,8 +43,8 @@ public struct DatabaseBackup: Sendable {
 
     /// Writes one consistent snapshot of every table in ``BackupSchema`` to `sink` as an encrypted backup.
     ///
-    /// The snapshot is one read transaction (``Database/readSnapshot(_:)``), paged through by primary key, so
-    /// memory stays bounded and writers are not blocked.
+    /// The snapshot is one read transaction (``Database/readSnapshot(long:_:)``, as long work: no statement timeout),
+    /// paged through by primary key, so memory stays bounded and writers are not blocked.
     /// - Parameters:
     ///   - keyring: the master keys to put inside (`--include-keyring`); every key the database needs must be
     ///     among them and open its canary.
@@ -59,7 +59,7 @@ public struct DatabaseBackup: Sendable {
         progress: @Sendable (BackupProgress) -> Void = { _ in }, sink: @escaping (Data) throws -> Void
     ) async throws -> (header: BackupHeader, bytes: Int64) {
         let kind = database.kind
-        return try await database.readSnapshot { sql in
+        return try await database.readSnapshot(long: true) { sql in
             var tables: [BackupHeader.Table] = []
             for table in BackupSchema.tables {
                 let rows = try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table.name)").first()?
@@ -203,7 +203,7 @@ extension DatabaseBackup {
         }
         let configuredKeys = try configured.load()
         let kind = database.kind
-        return try await database.transaction { sql in
+        return try await database.transaction(long: true) { sql in
             if kind == .postgres { try await sql.raw(Database.advisoryLock("restore")).run() }
             for table in BackupSchema.tables {
                 if try await sql.raw("SELECT 1 AS one FROM \(ident: table.name) LIMIT 1").first() != nil {

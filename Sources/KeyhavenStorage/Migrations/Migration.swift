@@ -80,7 +80,7 @@ public struct Migrator: Sendable {
     private func migrateInTransaction(through version: Int) async throws -> [String] {
         let kind = database.kind
         let types = Database.ColumnTypes(kind)
-        return try await database.transaction { sql in
+        return try await database.transaction(long: true) { sql in
             if kind == .postgres {
                 try await sql.raw(Database.advisoryLock("migrations")).run()
             }
