@@ -166,10 +166,11 @@ public final class Database: Sendable {
                 ("statement_timeout", milliseconds(statementTimeout)),
                 ("lock_timeout", milliseconds(lockTimeout ?? .seconds(10))),
             ]
-            // The pool's own wait is set past the deadline ``acquire(_:)`` keeps, so that one answers first.
+            // The pool's own wait is set past the deadline ``acquire(_:)`` keeps and past the driver's attempt, so
+            // neither a loaded machine's late timers nor an attempt still under way make it answer first.
             let pool = EventLoopGroupConnectionPool(
                 source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
-                requestTimeout: timeout + .seconds(1), logger: logger, on: eventLoopGroup)
+                requestTimeout: timeout * 3 + .seconds(1), logger: logger, on: eventLoopGroup)
             database = Database(
                 kind: .postgres, location: location, pool: .postgres(pool), connectTimeout: connectTimeout,
                 deadlines: QueryDeadlines(limit: statementTimeout + .seconds(1), logger: logger), logger: logger)

@@ -100,6 +100,14 @@ public struct KeyhavenBinary: Sendable {
         public func signal(_ signal: Int32) {
             kill(process.processIdentifier, signal)
         }
+
+        // A test that drops a process without waiting for it must not leave the pipes' readers registered: the
+        // pipes close with this object, and a reader left on a closed (and reused) descriptor breaks the event loop
+        // that serves every reader in the process.
+        deinit {
+            stdoutPipe.fileHandleForReading.readabilityHandler = nil
+            stderrPipe.fileHandleForReading.readabilityHandler = nil
+        }
     }
 
     /// Starts `keyhaven <arguments>` in `directory` with exactly `environment` (plus PATH and HOME).

@@ -14,9 +14,19 @@ struct ReadinessTests {
         defer { directory.remove() }
         await (try directory.openRuntime()).shutdown()
         let server = try binary.start(["serve"], environment: directory.serveEnvironment, in: directory.path)
-        defer { server.signal(SIGKILL) }
-        let port = try #require(await server.listeningPort())
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            try await check(server, client)
+        } catch {
+            Issue.record(error)
+        }
+        try await client.shutdown()
+        server.signal(SIGKILL)
+        _ = await server.wait()
+    }
+
+    func check(_ server: KeyhavenBinary.Running, _ client: HTTPClient) async throws {
+        let port = try #require(await server.listeningPort())
 
         /// `/readyz`'s status and body, asked until `wanted` (at most 40 times, half a second apart: the write
         /// check runs at most once a second).
@@ -36,26 +46,32 @@ struct ReadinessTests {
 
         // Every write past a file's first byte now fails (EFBIG), as writes fail on a full disk.
         let pid = server.process.processIdentifier
-        #expect(try prlimit(["--fsize=1:unlimited", "--pid", "\(pid)"]) == 0)
+        #expect(await fileSizeLimit(of: pid, "1"))
         let (status, body) = try await readiness(until: 503)
         #expect(status == 503, "\(body)")
         #expect(body.contains("database"), "\(body)")
         let health = try await client.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/healthz"), timeout: .seconds(10))
         #expect(health.status == .ok, "the process is alive")
 
-        #expect(try prlimit(["--fsize=unlimited", "--pid", "\(pid)"]) == 0)
+        #expect(await fileSizeLimit(of: pid, "unlimited"))
         #expect(try await readiness(until: 200).0 == 200)
         #expect(server.process.isRunning)
-        try await client.shutdown()
     }
 
-    /// Runs util-linux's `prlimit`, which sets a limit on another process; returns its exit status.
-    func prlimit(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
+    /// Sets another process's soft file-size limit with util-linux's `prlimit`, spawned and reaped directly (no
+    /// Foundation `Process`, whose pipes and sources other tests' processes share); whether it succeeded.
+    func fileSizeLimit(of pid: Int32, _ limit: String) async -> Bool {
+        var child: pid_t = 0
+        let words: [String] = ["prlimit", "--fsize=\(limit):unlimited", "--pid", "\(pid)"]
+        var arguments: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
+        arguments.append(nil)
+        defer { arguments.forEach { free($0) } }
+        guard posix_spawn(&child, "/usr/bin/prlimit", nil, nil, arguments, environ) == 0 else { return false }
+        var status: Int32 = 0
+        for _ in 0..<1000 {
+            if waitpid(child, &status, WNOHANG) == child { return status == 0 }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
     }
 }
