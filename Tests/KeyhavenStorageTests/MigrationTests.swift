@@ -57,14 +57,18 @@ struct WorkspacesMigrationTests {
     func existingIntegrationsStay(kind: TestDatabase) async throws {
         let handle = try await kind.make(migrated: false)
         defer { Task { await handle.close() } }
-        let database = handle.database
+        var database = handle.database
         let logger = Logger(label: "test")
         try await Migrator(database: database).migrate(through: 8)
         let keyring = try await LiveKeyring.open(
             source: Fixtures.environmentKeyring(), database: database, allowCreate: true, logger: logger)
-        let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
-        let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
-        let integrations = SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger)
+        /// The stores over `database`.
+        func stores(_ database: Database) async throws -> (SQLSecretStore, SQLAuditLog, SQLIntegrationStore) {
+            let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
+            let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+            return (secrets, audit, SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger))
+        }
+        var (secrets, audit, integrations) = try await stores(database)
         let owner = UUID()
         try await database.transaction { sql in
             try await sql.raw(
@@ -84,6 +88,13 @@ struct WorkspacesMigrationTests {
 
         #expect(try await Migrator(database: database).migrate(through: 9) == ["0009_AddOrganizations"])
         try await Migrator(database: database).migrate()
+        // A server migrates before it prepares a statement; these stores prepared theirs on schema 8 (on PostgreSQL a
+        // `SELECT *` prepared then is refused once a later migration adds a column), so they go on over a pool
+        // opened after the migration, as a server started on the database would.
+        if kind == .postgres {
+            database = try await Database.open(handle.location, searchPath: handle.schema.map { [$0] }, logger: logger)
+            (secrets, audit, integrations) = try await stores(database)
+        }
 
         for (before, key) in created {
             let (after, role) = try await integrations.find(id: before.id, for: owner)
@@ -122,6 +133,7 @@ struct WorkspacesMigrationTests {
         await #expect(throws: KeyhavenError.notFound) { _ = try await integrations.find(id: shared.id, for: owner) }
         #expect(try await secrets.versions(of: SecretOwner(integrationID: shared.id, ownerID: team.id)).isEmpty)
         #expect(try await audit.verify() == .intact(events: try await auditCount(database)))
+        if kind == .postgres { await database.shutdown() }
     }
 
     private func auditCount(_ database: Database) async throws -> Int {
