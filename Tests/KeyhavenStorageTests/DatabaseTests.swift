@@ -546,6 +546,19 @@ struct DatabaseTests {
         }
     }
 
+    /// Makes the pool open two connections (two calls overlapping), so that calls while a server hangs need no new one.
+    func openTwoConnections(_ database: Database) async throws {
+        async let first = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        async let second = database.withConnection { sql in
+            try await sql.raw("SELECT pg_sleep(0.3)").run()
+            return try await backendPid(sql)
+        }
+        try #require(Set([try await first, try await second]).count == 2, "the pool holds two connections")
+    }
+
     @Test(
         "on PostgreSQL a query a hung server never answers fails as unavailable by the client's deadline and its connection is closed, while long work waits the hang out",
         .enabled(if: TestDatabase.all.contains(.postgres)))
@@ -560,15 +573,7 @@ struct DatabaseTests {
             url: proxy.url, statementTimeout: .seconds(1), eventLoopGroup: group,
             logger: Logger(label: "test", factory: { _ in RecordingLogHandler(lines: logged) }))
         defer { Task { await close(database, group) } }
-        async let first = database.withConnection { sql in
-            try await sql.raw("SELECT pg_sleep(0.3)").run()
-            return try await backendPid(sql)
-        }
-        async let second = database.withConnection { sql in
-            try await sql.raw("SELECT pg_sleep(0.3)").run()
-            return try await backendPid(sql)
-        }
-        try #require(Set([try await first, try await second]).count == 2, "the pool holds two connections")
+        try await openTwoConnections(database)
 
         proxy.freeze()
         // Long work first: were it under the deadline, it would be due before the query after it.
@@ -621,15 +626,7 @@ struct DatabaseTests {
         let integrations = SQLIntegrationStore(
             database: database, secrets: SQLSecretStore(database: database, keyring: keyring, logger: logger),
             audit: SQLAuditLog(database: database, keys: auditKeys), logger: logger)
-        async let first = database.withConnection { sql in
-            try await sql.raw("SELECT pg_sleep(0.3)").run()
-            return try await backendPid(sql)
-        }
-        async let second = database.withConnection { sql in
-            try await sql.raw("SELECT pg_sleep(0.3)").run()
-            return try await backendPid(sql)
-        }
-        try #require(Set([try await first, try await second]).count == 2, "the pool holds two connections")
+        try await openTwoConnections(database)
 
         proxy.freeze()
         let writing = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
