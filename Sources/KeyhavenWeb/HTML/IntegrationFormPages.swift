@@ -1,0 +1,152 @@
+import Foundation
+import Hummingbird
+import KeyhavenCore
+import KeyhavenGateway
+
+/// The new-integration form.
+extension IntegrationPages {
+    @Sendable func newForm(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        let type = request.uri.queryParameters["type"].flatMap { IntegrationType(rawValue: String($0)) }
+        let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
+        _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
+        return newPage(type: type, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page, viewer: viewer)
+    }
+
+    @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+        let form = try await WebPages.form(request, context: context, viewer: viewer)
+        let workspace = try Self.workspace(form["workspace"], viewer: viewer)
+        _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
+        guard let type = form["type"].flatMap(IntegrationType.init(rawValue:)) else {
+            return newPage(
+                type: nil, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page, viewer: viewer,
+                status: .unprocessableContent)
+        }
+        let kept = Self.keptValues(form).merging(Self.workspaceField(workspace, viewer: viewer)) { $1 }
+        var input = CredentialsForm(type: type, form: form)
+        let name = Self.validName(form["name"])
+        if name == nil { input.errors["name"] = "must be a non-empty string of at most 100 visible characters" }
+        guard input.errors.isEmpty, let name, let credentials = input.credentials else {
+            return newPage(type: type, values: kept, errors: input.errors, page: page, viewer: viewer, status: .unprocessableContent)
+        }
+        do {
+            try await services.checks.count(viewer.user.id, on: services.limiter)
+            _ = try await services.integrations.create(
+                ownerID: workspace, name: name, type: type, config: input.config, credentials: credentials,
+                actor: Self.actor(request, context: context, viewer: viewer))
+        } catch KeyhavenError.rateLimited(let seconds) {
+            var response = newPage(
+                type: type, values: kept, errors: [:], page: page, viewer: viewer, status: .tooManyRequests,
+                message: page.language.text("rate_limited"))
+            response.headers[.retryAfter] = String(seconds)
+            return response
+        } catch KeyhavenError.conflict {
+            return newPage(type: type, values: kept, errors: ["name": Self.nameTaken], page: page, viewer: viewer, status: .conflict)
+        }
+        return Response.redirect(to: Self.listPath(workspace, viewer: viewer, done: "created"), type: .normal)
+    }
+
+    private func newPage(
+        type: IntegrationType?, values: [String: String], errors: [String: String], page: PageRequest, viewer: Viewer,
+        status: HTTPResponse.Status = .ok, message: String? = nil
+    ) -> Response {
+        var context: [String: Any] = ["nav_integrations": true, "values": values]
+        context["workspace_id"] = values["workspace"] ?? Self.idText(viewer.user.id)
+        context["providers"] = IntegrationType.allCases.map { option in
+            [
+                "type": option.rawValue, "label": page.language.text("type_\(option.rawValue)"),
+                "description": page.language.text("desc_\(option.rawValue)"), "mark": Self.mark(option),
+            ] as [String: Any]
+        }
+        if let type {
+            context["chosen"] = Self.providerFields(type, language: page.language)
+            context["errors"] = errors.mapValues { page.language.problem($0) }
+            if !errors.isEmpty || message != nil { context["form_error"] = message ?? page.language.text("fix_errors") }
+        }
+        return renderer.page(
+            "new", title: page.language.text("new_integration"), values: context, language: page.language, viewer: viewer,
+            path: page.path, status: status)
+    }
+}
+
+/// A provider's credential fields from a form, turned into the API's shapes and validated by the same rules.
+struct CredentialsForm {
+    var credentials: Credentials?
+    var config: [String: JSONValue] = [:]
+    /// Problems by form field.
+    var errors: [String: String] = [:]
+
+    init(type: IntegrationType, form: Form) {
+        var value: JSONValue?
+        switch type {
+        case .openai, .anthropic, .gemini:
+            value = form.trimmed("api_key").map(JSONValue.string)
+            if type == .openai {
+                if let organization = form.trimmed("organization") { config["organization"] = .string(organization) }
+                if let project = form.trimmed("project") { config["project"] = .string(project) }
+            }
+        case .aws:
+            var fields: [String: JSONValue] = [:]
+            for name in ["access_key_id", "secret_access_key", "session_token"] {
+                if let text = form.trimmed(name) { fields[name] = .string(text) }
+            }
+            value = .object(fields)
+            if let region = form.trimmed("region") { config["region"] = .string(region) }
+        case .azure:
+            var fields: [String: JSONValue] = [:]
+            for name in ["tenant_id", "client_id", "client_secret"] {
+                if let text = form.trimmed(name) { fields[name] = .string(text) }
+            }
+            value = .object(fields)
+        case .googleCloud:
+            let file = form.trimmed("service_account_file")
+            let pasted = form.trimmed("service_account_json")
+            if file != nil && pasted != nil {
+                errors["service_account"] = "choose a file or paste the JSON, not both"
+                return
+            }
+            guard let text = file ?? pasted else {
+                errors["service_account"] = "is required"
+                return
+            }
+            guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else {
+                errors["service_account"] = "must be the service account's JSON key file"
+                return
+            }
+            value = json
+        }
+        guard let value else {
+            errors[Self.primaryField(type)] = "is required"
+            return
+        }
+        switch CredentialValidator.validate(type: type, value) {
+        case .success(let valid): credentials = valid
+        case .failure(let problems): add(problems, type: type)
+        }
+        add(CredentialValidator.validateConfig(type: type, config), type: type)
+    }
+
+    private mutating func add(_ problems: FieldErrors, type: IntegrationType) {
+        for (key, message) in problems.problems {
+            let field: String
+            if type == .googleCloud {
+                field = "service_account"
+            } else if key.hasPrefix("credentials."), type == .aws || type == .azure {
+                field = String(key.dropFirst("credentials.".count))
+            } else if key.hasPrefix("config.") {
+                field = String(key.dropFirst("config.".count))
+            } else {
+                field = Self.primaryField(type)
+            }
+            if errors[field] == nil { errors[field] = message }
+        }
+    }
+
+    static func primaryField(_ type: IntegrationType) -> String {
+        switch type {
+        case .openai, .anthropic, .gemini: "api_key"
+        case .googleCloud: "service_account"
+        case .aws: "access_key_id"
+        case .azure: "tenant_id"
+        }
+    }
+}
