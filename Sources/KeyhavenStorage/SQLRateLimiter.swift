@@ -32,7 +32,10 @@ public struct SQLRateLimiter: RateLimiter {
         }
         let count = try row?.decode(column: "count", as: Int.self) ?? 1
         let started = try row?.decode(column: "window_start", as: Int64.self) ?? now
-        return count > limit ? .limited(retryAfterSeconds: max(1, Int(started + window.components.seconds - now))) : .allowed
+        // The stored start is a row's value: the wait is worked out without trapping, and never past one window.
+        let wait = Saturating.subtract(Saturating.add(started, window.components.seconds), now)
+        return count > limit
+            ? .limited(retryAfterSeconds: Int(min(max(1, wait), max(1, window.components.seconds)))) : .allowed
     }
 
     public func reset(_ key: String) async throws {
