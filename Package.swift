@@ -85,10 +85,22 @@ let package = Package(
             resources: [.copy("Resources")]
         ),
         .target(
+            name: "KeyhavenServices",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenGateway",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "KeyhavenWeb",
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenGateway",
+                "KeyhavenServices",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
@@ -115,6 +127,7 @@ let package = Package(
                 "KeyhavenCrypto",
                 "KeyhavenStorage",
                 "KeyhavenWeb",
+                "KeyhavenServices",
                 "KeyhavenProviders",
                 "KeyhavenGateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -140,7 +153,7 @@ let package = Package(
             name: "keyhaven-bench",
             dependencies: [
                 "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb", "KeyhavenGateway",
-                "KeyhavenProviders",
+                "KeyhavenProviders", "KeyhavenServices",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -155,7 +168,7 @@ let package = Package(
             name: "keyhaven-reliability",
             dependencies: [
                 "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenTestSupport",
-                "KeyhavenWeb",
+                "KeyhavenWeb", "KeyhavenServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,6 +186,7 @@ let package = Package(
             name: "KeyhavenTestSupport",
             dependencies: [
                 "KeyhavenApp",
+                "KeyhavenServices",
                 "KeyhavenStorage",
                 "KeyhavenProviders",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -211,7 +225,8 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenGateway", "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenWeb", "KeyhavenServices", "KeyhavenProviders", "KeyhavenGateway",
+                "KeyhavenTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),

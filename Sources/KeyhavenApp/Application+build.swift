@@ -6,6 +6,7 @@ import Glibc
 import Hummingbird
 import HummingbirdCore
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenProviders
 import KeyhavenCrypto
 import KeyhavenGateway
@@ -143,6 +144,23 @@ public struct KeyhavenRuntime: Sendable {
     }
 }
 
+extension KeyhavenRuntime {
+    /// Who may see or change what in a workspace.
+    public var access: WorkspaceAccess { WorkspaceAccess(integrations: integrations, organizations: organizations) }
+
+    /// What users do with integrations.
+    public var integrationService: IntegrationService {
+        IntegrationService(
+            integrations: integrations, rotations: rotations, tester: verifier, limiter: limiter,
+            checks: configuration.checkRateLimit, access: access)
+    }
+
+    /// Who may have an integration's credentials, read or through the gateway.
+    public var credentialAccess: CredentialAccess {
+        CredentialAccess(integrations: integrations, tokens: tokens, audit: audit, budgets: budgets)
+    }
+}
+
 /// The one composition root: the HTTP application for a configuration, used by `serve` and by the tests.
 ///
 /// - Throws: `KeyhavenError` if the database cannot be opened or the keyring does not fit it.
@@ -257,19 +275,14 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
     AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
     TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
-    let access = WorkspaceAccess(integrations: runtime.integrations, organizations: runtime.organizations)
-    IntegrationController(
-        integrations: runtime.integrations, audit: runtime.audit, limiter: runtime.limiter,
-        checks: configuration.checkRateLimit, rotations: runtime.rotations, access: access)
+    let access = runtime.access
+    IntegrationController(service: runtime.integrationService, credentials: runtime.credentialAccess)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
     OrganizationController(organizations: runtime.organizations, tokens: runtime.tokens, access: access)
         .addRoutes(
             to: api.group("orgs", context: UserContext.self),
             invitations: api.group("invitations", context: UserContext.self))
     AuditController(audit: runtime.audit, access: access).addRoutes(to: api.group("audit", context: UserContext.self))
-    VerificationController(
-        tester: runtime.verifier, limiter: runtime.limiter, checks: configuration.checkRateLimit, access: access)
-        .addRoutes(to: api.group("integrations", context: UserContext.self))
     // `/metrics` on the public port only behind its token; with a separate address it is served there instead.
     if configuration.metricsAddress == nil, configuration.metricsToken != nil {
         metricsEndpoint(runtime).addRoute(to: router)
@@ -295,8 +308,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     let accounting = GatewayAccounting(
         recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
     GatewayController(
-        gateway: runtime.gateway, tokens: runtime.tokens, integrations: runtime.integrations, budgets: runtime.budgets,
-        routes: runtime.routes, record: accounting.record, bufferedBodies: runtime.bufferedBodies
+        gateway: runtime.gateway, access: runtime.credentialAccess, routes: runtime.routes, record: accounting.record, bufferedBodies: runtime.bufferedBodies
     ).addRoutes(to: router)
     RoutesController(routes: runtime.routes, integrations: runtime.integrations, access: access)
         .addRoutes(to: api.group("routes", context: UserContext.self))

@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenGateway
 import KeyhavenProviders

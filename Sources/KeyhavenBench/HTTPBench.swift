@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenGateway
 import KeyhavenProviders

@@ -17,6 +17,38 @@ public struct IntegrationChanges: Sendable {
     }
 }
 
+/// What a use of an integration's credentials (a read, a gateway request) is decided on.
+public struct CredentialTarget: Sendable {
+    /// The integration, as stored when the use was decided.
+    public let integration: Integration
+    /// Whether its owner (a user's personal workspace) is disabled.
+    public let ownerDisabled: Bool
+
+    /// Creates a target.
+    public init(integration: Integration, ownerDisabled: Bool) {
+        self.integration = integration
+        self.ownerDisabled = ownerDisabled
+    }
+}
+
+/// A refused use of credentials: what the caller is told, and what the audit event records.
+public struct CredentialDenial: Error, Sendable {
+    /// The `reason` of the denied event (`outside_workspace`, `integration_disabled`, …).
+    public let reason: String
+    /// The error the caller gets.
+    public let error: KeyhavenError
+    /// The workspace the denial is recorded in: the integration's, or, for a caller who may not know it exists,
+    /// the caller's own (nil: none).
+    public let recordedIn: UUID?
+
+    /// Creates a denial.
+    public init(reason: String, error: KeyhavenError, recordedIn: UUID?) {
+        self.reason = reason
+        self.error = error
+        self.recordedIn = recordedIn
+    }
+}
+
 /// Integrations and their encrypted credentials. Every change is audited in the same transaction.
 public protocol IntegrationStore: Sendable {
     /// Creates an integration in status `verifying` with its first credential version.
@@ -47,14 +79,17 @@ public protocol IntegrationStore: Sendable {
     /// - Throws: `KeyhavenError.notFound` if it does not exist or belongs to someone else.
     func delete(id: UUID, ownerID: UUID, actor: AuditActor) async throws
 
-    /// Decrypts the current credentials for the application backend. The read is audited and `last_used_at`
-    /// updated in a committed transaction before anything is returned; if that fails, nothing is returned. A
-    /// service token scoped to a workspace (`scope`) reads only that workspace's integrations.
+    /// Decrypts the current credentials for the application backend, if `decide` allows it. The read is audited and
+    /// `last_used_at` updated in a committed transaction before anything is returned; if that fails, nothing is
+    /// returned. `decide` sees the integration (and whether its owner is disabled) inside that transaction, before
+    /// anything is decrypted; a denial it returns is audited as a denied read, with its reason, and thrown as its
+    /// error.
     ///
-    /// - Throws: `KeyhavenError.notFound` (also outside the scope), `.integrationDisabled` (a disabled
-    ///   integration), `.forbidden` (a disabled owner), `.decryptionFailed` (also recorded as status `error`),
-    ///   `.unavailable`; refusals are audited as denied reads.
-    func readCredentials(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials)
+    /// - Throws: `KeyhavenError.notFound` (also audited), `.decryptionFailed` (also recorded as status `error`),
+    ///   `.unavailable`, the error of a denial.
+    func readCredentials(
+        id: UUID, actor: AuditActor, decide: @escaping @Sendable (CredentialTarget) -> CredentialDenial?
+    ) async throws -> (Integration, Credentials)
 
     /// One integration by id, whatever its workspace; the caller decides with ``Policy`` what it may do with it.
     ///
@@ -62,11 +97,11 @@ public protocol IntegrationStore: Sendable {
     func find(id: UUID) async throws -> Integration
 
     /// An integration and its current credentials for the gateway, which injects them into a provider request and
-    /// never returns them: no audit event is written (the request is recorded as usage). `check` sees the
+    /// never returns them: no audit event is written (the request is recorded as usage). `decide` sees the
     /// integration, and whether its owner is disabled, before anything is decrypted.
     ///
-    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed`, `.unavailable`, what `check` throws.
-    func gatewayTarget(id: UUID, check: (Integration, _ ownerDisabled: Bool) throws -> Void) async throws
+    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed`, `.unavailable`, the error of a denial.
+    func gatewayTarget(id: UUID, decide: (CredentialTarget) -> CredentialDenial?) async throws
         -> (Integration, Credentials)
 
     /// One integration by id, whatever its workspace, with the caller's role in that workspace (nil: none), read

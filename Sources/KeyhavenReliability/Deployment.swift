@@ -1,6 +1,7 @@
 import Foundation
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenStorage
 import KeyhavenTestSupport

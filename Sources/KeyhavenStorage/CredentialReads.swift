@@ -17,8 +17,8 @@ final class CredentialReads: Sendable {
 
     private struct Request: Sendable {
         let id: UUID
-        /// The workspace a scoped service token is limited to; nil for an unscoped one.
-        let scope: UUID?
+        /// Whether the caller may read the integration (``CredentialAccess``'s decision).
+        let decide: @Sendable (CredentialTarget) -> CredentialDenial?
         let actor: AuditActor
         let reply: Waiter<Outcome>
     }
@@ -44,17 +44,18 @@ final class CredentialReads: Sendable {
         self.logger = logger
     }
 
-    /// Reads one integration's credentials, audited in the next group; a token scoped to another workspace gets
-    /// `notFound`, as for an integration that does not exist.
+    /// Reads one integration's credentials if `decide` allows it, audited in the next group.
     ///
-    /// - Throws: `KeyhavenError.notFound`, `.integrationDisabled`, `.forbidden` (disabled owner),
-    ///   `.decryptionFailed`, `.unavailable` (nothing was recorded, nothing is returned).
-    func read(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials) {
+    /// - Throws: `KeyhavenError.notFound`, `.decryptionFailed`, `.unavailable` (nothing was recorded, nothing is
+    ///   returned), the error of a denial.
+    func read(
+        id: UUID, actor: AuditActor, decide: @escaping @Sendable (CredentialTarget) -> CredentialDenial?
+    ) async throws -> (Integration, Credentials) {
         let reply = Waiter<Outcome>()
         let outcome = await withCheckedContinuation { continuation in
             reply.set(continuation)
             let startDrain = queue.withLock { queue in
-                queue.pending.append(Request(id: id, scope: scope, actor: actor, reply: reply))
+                queue.pending.append(Request(id: id, decide: decide, actor: actor, reply: reply))
                 if queue.draining { return false }
                 queue.draining = true
                 return true
@@ -99,7 +100,7 @@ final class CredentialReads: Sendable {
         return try await database.transaction(short: true) { sql in
             // The integrations' rows first, in id order, then the audit chain: the lock order of every writer.
             let lock = database.kind == .postgres ? " ORDER BY i.id FOR NO KEY UPDATE OF i" : ""
-            var found: [UUID: (integration: Integration, ownerDisabled: Bool)] = [:]
+            var found: [UUID: CredentialTarget] = [:]
             for row in try await sql.raw(
                 """
                 SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i LEFT JOIN users u ON u.id = i.owner_id
@@ -107,18 +108,24 @@ final class CredentialReads: Sendable {
                 """
             ).all() {
                 let integration = try SQLIntegrationStore.integration(row)
-                found[integration.id] = (integration, try row.decode(column: "owner_disabled_at", as: Date?.self) != nil)
+                let ownerDisabled = try row.decode(column: "owner_disabled_at", as: Date?.self) != nil
+                found[integration.id] = CredentialTarget(integration: integration, ownerDisabled: ownerDisabled)
             }
-            let readable = found.values.filter { !$0.ownerDisabled && $0.integration.enabled }
-            let opened = try await secrets.openCurrent(
-                readable.map { SecretOwner(integrationID: $0.integration.id, ownerID: $0.integration.ownerID) }, on: sql)
+            // Every read is decided before anything is decrypted; only allowed reads open their secret.
+            let decisions = group.map { request in found[request.id].map { request.decide($0) } }
+            var readable: [UUID: SecretOwner] = [:]
+            for (request, decision) in zip(group, decisions) {
+                guard let target = found[request.id], case nil? = decision else { continue }
+                readable[request.id] = SecretOwner(integrationID: request.id, ownerID: target.integration.ownerID)
+            }
+            let opened = try await secrets.openCurrent(Array(readable.values), on: sql)
 
             let now = Date()
             var outcomes: [Outcome] = []
             var entries: [AuditEntry] = []
             var used: Set<UUID> = []
             var undecryptable: Set<UUID> = []
-            for request in group {
+            for (request, decision) in zip(group, decisions) {
                 func denied(_ reason: String, owner: UUID?, _ error: KeyhavenError) {
                     entries.append(
                         AuditEntry(
@@ -126,22 +133,12 @@ final class CredentialReads: Sendable {
                             integrationID: request.id, detail: ["reason": .string(reason)]))
                     outcomes.append(.failure(error))
                 }
-                guard let (integration, ownerDisabled) = found[request.id] else {
+                guard let integration = found[request.id]?.integration, let decision else {
                     denied("not_found", owner: nil, .notFound)
                     continue
                 }
-                guard Policy.decide(.service(workspace: request.scope), .readCredentials, in: integration.ownerID) == .allowed
-                else {
-                    // Recorded in the token's workspace, not the integration's: its owners learn nothing of it.
-                    denied("outside_workspace", owner: request.scope, .notFound)
-                    continue
-                }
-                if ownerDisabled {
-                    denied("owner_disabled", owner: integration.ownerID, .forbidden("The integration's owner is disabled."))
-                    continue
-                }
-                guard integration.enabled else {
-                    denied("integration_disabled", owner: integration.ownerID, .integrationDisabled)
+                if let denial = decision {
+                    denied(denial.reason, owner: denial.recordedIn, denial.error)
                     continue
                 }
                 func failedToOpen() {

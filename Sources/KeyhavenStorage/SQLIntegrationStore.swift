@@ -221,11 +221,13 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     /// Reads are written in groups (``CredentialReads``): each caller's credentials come back only after the
     /// transaction holding its audit event has committed.
-    public func readCredentials(id: UUID, scope: UUID?, actor: AuditActor) async throws -> (Integration, Credentials) {
-        try await reads.read(id: id, scope: scope, actor: actor)
+    public func readCredentials(
+        id: UUID, actor: AuditActor, decide: @escaping @Sendable (CredentialTarget) -> CredentialDenial?
+    ) async throws -> (Integration, Credentials) {
+        try await reads.read(id: id, actor: actor, decide: decide)
     }
 
-    public func gatewayTarget(id: UUID, check: (Integration, _ ownerDisabled: Bool) throws -> Void) async throws
+    public func gatewayTarget(id: UUID, decide: (CredentialTarget) -> CredentialDenial?) async throws
         -> (Integration, Credentials)
     {
         try await database.withConnection(short: true) { sql in
@@ -238,7 +240,10 @@ public struct SQLIntegrationStore: IntegrationStore {
                 ).first()
             else { throw KeyhavenError.notFound }
             let integration = try Self.integration(row)
-            try check(integration, try row.decode(column: "owner_disabled_at", as: Date?.self) != nil)
+            let ownerDisabled = try row.decode(column: "owner_disabled_at", as: Date?.self) != nil
+            if let denial = decide(CredentialTarget(integration: integration, ownerDisabled: ownerDisabled)) {
+                throw denial.error
+            }
             let (plaintext, _) = try await secrets.get(
                 SecretOwner(integrationID: integration.id, ownerID: integration.ownerID),
                 version: integration.credentialVersion, on: sql)

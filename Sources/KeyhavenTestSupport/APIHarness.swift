@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenProviders
 import KeyhavenStorage

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenStorage
 import Logging
@@ -130,7 +131,8 @@ public struct BackupScenario: Sendable {
             scenario.credentials[integration]?.versions[3] = canary
         }
         _ = try await runtime.integrations.readCredentials(
-            id: owners[0].integration, scope: nil, actor: AuditActor(kind: .service, id: "test"))
+            id: owners[0].integration, actor: AuditActor(kind: .service, id: "test")
+        ) { CredentialAccess.decide(.read, scope: nil, $0) }
         return scenario
     }
 

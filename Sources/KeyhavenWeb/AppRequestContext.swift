@@ -1,5 +1,6 @@
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 
 /// The request context of every Keyhaven route: who is calling, from where, and whether a session request
 /// carried its CSRF token.
@@ -24,21 +25,6 @@ public struct AppRequestContext: RequestContext {
     public func anonymousActor(_ request: Request) -> AuditActor {
         AuditActor(kind: .user, id: nil, ip: clientAddress, userAgent: request.headers[.userAgent])
     }
-}
-
-/// Who is calling.
-public enum Identity: Sendable {
-    /// A user, by session, personal access token, or external JWT.
-    case user(User, via: UserCredential)
-    /// The application backend, by service token.
-    case service(APIToken)
-}
-
-/// How a user authenticated.
-public enum UserCredential: Sendable {
-    case session(Session)
-    case personalToken(APIToken)
-    case externalJWT
 }
 
 /// The context of routes for users: the user is always there.
@@ -70,65 +56,27 @@ public struct UserContext: ChildRequestContext {
         }
     }
 
-    /// Requires `scope` of a personal access token; sessions and external JWTs hold every user scope.
+    /// The caller as the services see them, with the actor of their audit events.
+    public func caller(_ request: Request) -> UserCaller {
+        UserCaller(user: user, credential: credential, ip: clientAddress, userAgent: request.headers[.userAgent])
+    }
+
+    /// Requires `scope` of a personal access token (see ``UserCaller/require(_:)``).
     ///
     /// - Throws: `KeyhavenError.forbidden` if the token lacks the scope.
     public func require(_ scope: TokenScope) throws {
-        if case .personalToken(let token) = credential, !token.scopes.contains(scope) {
-            throw KeyhavenError.forbidden("This token lacks the \(scope.rawValue) scope.")
-        }
+        try UserCaller.require(scope, of: credential)
     }
 
-    /// Requires a browser session or an external JWT: a token that could mint tokens would outlive its own
-    /// scopes.
+    /// Requires a browser session or an external JWT (see ``UserCaller/requireInteractive()``).
     ///
     /// - Throws: `KeyhavenError.forbidden` for a personal access token.
     public func requireInteractive() throws {
-        if case .personalToken = credential {
-            throw KeyhavenError.forbidden("Personal access tokens cannot manage tokens; sign in instead.")
-        }
+        try UserCaller.requireInteractive(credential)
     }
 
     /// The actor for audit events.
-    public func actor(_ request: Request) -> AuditActor {
-        AuditActor(
-            kind: .user, id: user.id.lowercasedText, ip: clientAddress,
-            userAgent: request.headers[.userAgent])
-    }
+    public func actor(_ request: Request) -> AuditActor { caller(request).actor }
 
     public var maxUploadSize: Int { 64 * 1024 }
-}
-
-/// The context of the backend-only credentials route: the service token is always there.
-public struct ServiceContext: ChildRequestContext {
-    public var coreContext: CoreRequestContextStorage
-    /// The service token.
-    public let token: APIToken
-    /// The peer's IP address.
-    public let clientAddress: String?
-
-    /// - Throws: 401 without an identity; 403 for users (sessions, personal tokens, JWTs) and for service
-    ///   tokens without `credentials:read`.
-    public init(context: AppRequestContext) throws {
-        switch context.identity {
-        case nil:
-            throw KeyhavenError.unauthenticated
-        case .user:
-            throw KeyhavenError.forbidden("Only service tokens can read credentials.")
-        case .service(let token):
-            guard token.scopes.contains(.credentialsRead) else {
-                throw KeyhavenError.forbidden("This token lacks the credentials:read scope.")
-            }
-            self.coreContext = context.coreContext
-            self.token = token
-            self.clientAddress = context.clientAddress
-        }
-    }
-
-    /// The actor for audit events.
-    public func actor(_ request: Request) -> AuditActor {
-        AuditActor(
-            kind: .service, id: token.id.lowercasedText, ip: clientAddress,
-            userAgent: request.headers[.userAgent])
-    }
 }

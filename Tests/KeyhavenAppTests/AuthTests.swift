@@ -4,6 +4,7 @@ import HummingbirdBcrypt
 import KeyhavenApp
 import KeyhavenWeb
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenTestSupport
 import SQLKit
 import Testing

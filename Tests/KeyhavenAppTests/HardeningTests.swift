@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 @testable import KeyhavenApp
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenProviders
 import KeyhavenStorage
 import KeyhavenTestSupport
@@ -226,7 +227,7 @@ struct HardeningTests {
                     group.addTask {
                         var failures: [String] = []
                         for _ in 0..<20 {
-                            do { _ = try await store.readCredentials(id: integration.id, scope: nil, actor: .system) } catch { failures.append("read: \(error)") }
+                            do { _ = try await store.readCredentials(id: integration.id, actor: .system) { CredentialAccess.decide(.read, scope: nil, $0) } } catch { failures.append("read: \(error)") }
                         }
                         return failures
                     }

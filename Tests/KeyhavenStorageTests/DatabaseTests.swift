@@ -629,11 +629,11 @@ struct DatabaseTests {
         try await openTwoConnections(database)
 
         proxy.freeze()
-        let writing = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
+        let writing = Task { _ = try await integrations.readCredentials(id: UUID(), actor: .operator) { _ in nil } }
         for _ in 0..<1000 where proxy.heldReads == 0 { try await Task.sleep(for: .milliseconds(10)) }
         try #require(proxy.heldReads > 0, "the first group's query did not reach the proxy")
         // Arrives while that group waits for the server, so it waits for the next group.
-        let queued = Task { _ = try await integrations.readCredentials(id: UUID(), scope: nil, actor: .operator) }
+        let queued = Task { _ = try await integrations.readCredentials(id: UUID(), actor: .operator) { _ in nil } }
         for read in [writing, queued] {
             let outcome = await finished(within: .seconds(60)) { try await read.value }
             guard case .failure(let error)? = outcome else {

@@ -106,7 +106,7 @@ struct WorkspacesMigrationTests {
                     SecretOwner(integrationID: before.id, ownerID: owner), version: version)
                 #expect(try Credentials(type: .openai, stored: plaintext).wireValue == .string(key))
             }
-            let (_, read) = try await integrations.readCredentials(id: before.id, scope: nil, actor: .system)
+            let (_, read) = try await integrations.readCredentials(id: before.id, actor: .system) { _ in nil }
             #expect(read.wireValue == .string(key))
         }
         #expect(try await integrations.list(ownerID: owner, limit: 10, after: nil).count == 3)

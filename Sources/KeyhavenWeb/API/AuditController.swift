@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 
 /// `GET /api/audit`: a workspace's audit events, newest first (SPEC §8, §12): the caller's personal workspace by
 /// default; in an organization, owners and admins see every event, members and viewers those of its integrations.

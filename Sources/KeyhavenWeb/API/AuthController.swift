@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 
 /// Sign-up, login, logout and the current session (SPEC §5), over the account rules of ``Accounts``.
 public struct AuthController: Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenServices
 
 // The wire types of /api/auth (SPEC §5).
 

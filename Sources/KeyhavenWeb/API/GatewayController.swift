@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import KeyhavenCore
 import KeyhavenGateway
+import KeyhavenServices
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -23,9 +24,7 @@ public struct GatewayUse: Sendable {
 /// presents a key (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`).
 public struct GatewayController: Sendable {
     let gateway: Gateway
-    let tokens: any TokenStore
-    let integrations: any IntegrationStore
-    let budgets: Budgets
+    let access: CredentialAccess
     let routes: any RouteStore
     let record: @Sendable (GatewayUse) async -> Void
     let bufferedBodies: MemoryBudget
@@ -33,16 +32,13 @@ public struct GatewayController: Sendable {
     /// Creates the controller; `record` receives every request that reached the point of being forwarded, and
     /// `bufferedBodies` bounds the memory the bodies of fallback-route requests (held whole) take at once.
     public init(
-        gateway: Gateway, tokens: any TokenStore, integrations: any IntegrationStore, budgets: Budgets,
-        routes: any RouteStore, record: @escaping @Sendable (GatewayUse) async -> Void,
+        gateway: Gateway, access: CredentialAccess, routes: any RouteStore, record: @escaping @Sendable (GatewayUse) async -> Void,
         bufferedBodies: MemoryBudget = MemoryBudget(capacity: 256 << 20)
     ) {
         self.bufferedBodies = bufferedBodies
         self.routes = routes
         self.gateway = gateway
-        self.tokens = tokens
-        self.integrations = integrations
-        self.budgets = budgets
+        self.access = access
         self.record = record
     }
 
@@ -63,7 +59,7 @@ public struct GatewayController: Sendable {
             throw KeyhavenError.notFound
         }
         let forwarded = Self.forwarded(request, prefix: "/gateway/\(idText)")
-        let (integration, credentials, metering) = try await admit(id, token: token)
+        let (integration, credentials, metering) = try await access.gatewayTarget(id, token: token)
         let upstream = try await send(
             forwarded, body: request.body, to: integration, credentials, metering: metering, token: token)
         return answer(upstream, from: integration, token: token)
@@ -109,7 +105,7 @@ public struct GatewayController: Sendable {
         for (index, id) in route.integrationIDs.enumerated() {
             let last = index == route.integrationIDs.count - 1
             do {
-                let (integration, credentials, metering) = try await admit(id, token: token)
+                let (integration, credentials, metering) = try await access.gatewayTarget(id, token: token)
                 let upstream = try await send(
                     forwarded, body: BufferedBody(body), to: integration, credentials, metering: metering, token: token)
                 if !last, upstream.status == 429 || upstream.status >= 500 {
@@ -126,25 +122,6 @@ public struct GatewayController: Sendable {
             }
         }
         throw failure
-    }
-
-    /// The integration `id`, its credentials and what its limits ask of metering, if the token may use it and its
-    /// limits allow a request now.
-    ///
-    /// - Throws: `notFound` (also outside the token's workspace), `badRequest` for a provider the gateway does not
-    ///   forward to, `forbidden` (a disabled owner), `integrationDisabled`, `budgetExceeded`, `rateLimited`.
-    func admit(_ id: UUID, token: APIToken) async throws -> (Integration, Credentials, Gateway.Metering) {
-        let (integration, credentials) = try await integrations.gatewayTarget(id: id) { integration, ownerDisabled in
-            try Policy.require(.service(workspace: token.workspaceID), .useIntegration, in: integration.ownerID)
-            guard Gateway.providers.contains(integration.type) else {
-                throw KeyhavenError.badRequest(
-                    "The gateway forwards only to openai, anthropic and gemini integrations.")
-            }
-            if ownerDisabled { throw KeyhavenError.forbidden("The integration's owner is disabled.") }
-            guard integration.enabled else { throw KeyhavenError.integrationDisabled }
-        }
-        let metering = try await budgets.admit(integration)
-        return (integration, credentials, metering)
     }
 
     /// The caller's request as the gateway forwards it: the path after `prefix`, its query, headers and length.
@@ -208,7 +185,8 @@ public struct GatewayController: Sendable {
     /// The header that names the integration that answered.
     static let integrationHeader = HTTPField.Name("Keyhaven-Integration")!
 
-    /// The service token presented in any of the headers providers' SDKs use for their key.
+    /// The service token presented in any of the headers providers' SDKs use for their key, if it may use the
+    /// gateway (``CredentialAccess/gatewayToken(_:)`` decides).
     ///
     /// - Throws: `KeyhavenError.unauthenticated` without a valid service token, `.forbidden` without `gateway:use`.
     func authenticate(_ request: Request) async throws -> APIToken {
@@ -220,13 +198,7 @@ public struct GatewayController: Sendable {
         } else if let key = request.headers[Self.anthropicKey] ?? request.headers[Self.geminiKey] {
             presented = key.trimmingCharacters(in: CharacterSet(charactersIn: " \t"))
         }
-        guard let presented, presented.hasPrefix("kh_svc_"),
-            let (token, _) = try await tokens.authenticate(token: presented), token.kind == .service
-        else { throw KeyhavenError.unauthenticated }
-        guard token.scopes.contains(.gatewayUse) else {
-            throw KeyhavenError.forbidden("This token lacks the gateway:use scope.")
-        }
-        return token
+        return try await access.gatewayToken(presented)
     }
 
     static let anthropicKey = HTTPField.Name("x-api-key")!

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenServices
 
 // The wire types of /api/integrations and the credentials route (SPEC §6). Requests validate into values with no
 // optionals left; responses are built from the domain values and never carry a credential, except the one
@@ -21,19 +22,8 @@ struct CreateIntegrationRequest: RequestBody {
         case workspaceID = "workspace_id"
     }
 
-    /// A new integration that passed every rule.
-    struct Valid {
-        /// The workspace to create it in; nil for the caller's personal one.
-        var workspace: UUID?
-        var name: String
-        var type: IntegrationType
-        var credentials: Credentials
-        var config: [String: JSONValue]
-        var rotation: RotationPolicy
-    }
-
     /// The validated integration, or every problem by field (`errors` holds those found while reading).
-    func validated(_ errors: FieldErrors) -> Result<Valid, FieldErrors> {
+    func validated(_ errors: FieldErrors) -> Result<IntegrationDraft, FieldErrors> {
         var errors = errors
         let name = TextRule.text(name, "name", required: true, maximumLength: 100, errors: &errors)
         let typeText = TextRule.text(type, "type", required: true, maximumLength: 40, errors: &errors)
@@ -61,7 +51,9 @@ struct CreateIntegrationRequest: RequestBody {
         let workspace = WorkspaceParameter.field(workspaceID, errors: &errors)
         guard errors.isEmpty, let name, let type, let valid else { return .failure(errors) }
         return .success(
-            Valid(workspace: workspace, name: name, type: type, credentials: valid, config: config, rotation: policy ?? .off))
+            IntegrationDraft(
+                workspace: workspace, name: name, type: type, credentials: valid, config: config,
+                rotation: policy ?? .off))
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// Budgets and rate limits of an integration (`/api/integrations/{id}/limits`) or a workspace

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 
 /// Organizations, members, invitations and organization service tokens (SPEC §12). Every route asks
 /// ``WorkspaceAccess``: a non-member gets 404, a member whose role is too low 403. Personal access tokens need

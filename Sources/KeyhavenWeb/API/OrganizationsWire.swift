@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenServices
 
 // The wire types of /api/orgs and /api/invitations (SPEC §12).
 

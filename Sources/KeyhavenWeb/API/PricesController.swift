@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// A workspace's negotiated prices (`/api/orgs/{id}/prices`, SPEC §13): they replace the price table's for their

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// Fallback routes of a workspace (SPEC §13): `/api/routes?workspace_id=`, `/api/routes/{name}`. Members edit them;

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// Usage reports from backends that call providers themselves, and usage analytics (SPEC §13).

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import JWTKit
 import KeyhavenCore
+import KeyhavenServices
 
 /// Finds out who is calling: a bearer token (personal, service, or an external HS256 JWT) or a session cookie.
 ///

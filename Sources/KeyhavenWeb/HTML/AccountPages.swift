@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 
 /// The audit log and the personal access tokens pages.
 struct AccountPages: Sendable {

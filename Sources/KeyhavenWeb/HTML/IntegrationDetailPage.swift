@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// An integration's detail page and the actions on it: test, replace, rename, enable, disable, rotation, delete.

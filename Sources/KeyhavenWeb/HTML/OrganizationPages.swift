@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 
 /// The organizations pages (SPEC §12): the reader's organizations and a form to create one; an organization's
 /// page with its members and roles, invitations (with a link to copy), service tokens, renaming and deletion; and

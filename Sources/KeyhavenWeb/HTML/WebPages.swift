@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 import Logging
 

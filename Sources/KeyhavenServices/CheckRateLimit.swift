@@ -20,14 +20,14 @@ public struct CheckRateLimit: Sendable {
     /// Counts one check for `userID`.
     ///
     /// - Throws: `KeyhavenError.rateLimited` once the budget is spent, `.unavailable` if the database is down.
-    func count(_ userID: UUID, on limiter: any RateLimiter) async throws {
+    public func count(_ userID: UUID, on limiter: any RateLimiter) async throws {
         try await count(key: "checks:user:\(userID)", on: limiter)
     }
 
     /// Counts one usage report of service token `tokenID` (the limit then bounds each token, not each user).
     ///
     /// - Throws: `KeyhavenError.rateLimited` once the budget is spent, `.unavailable` if the database is down.
-    func count(token tokenID: UUID, on limiter: any RateLimiter) async throws {
+    public func count(token tokenID: UUID, on limiter: any RateLimiter) async throws {
         try await count(key: "usage-reports:token:\(tokenID)", on: limiter)
     }
 

@@ -17,14 +17,14 @@ public struct WorkspaceAccess: Sendable {
     ///
     /// - Throws: `KeyhavenError.notFound` if it does not exist or is in a workspace the user cannot see,
     ///   `.forbidden` if their role does not allow `action`.
-    func integration(_ id: UUID, _ action: Policy.Action, for user: User) async throws -> Integration {
+    public func integration(_ id: UUID, _ action: Policy.Action, for user: User) async throws -> Integration {
         try await integrationAndRole(id, action, for: user).integration
     }
 
     /// As ``integration(_:_:for:)``, with the user's role in its workspace (for pages that show what it allows).
     ///
     /// - Throws: as ``integration(_:_:for:)``.
-    func integrationAndRole(
+    public func integrationAndRole(
         _ id: UUID, _ action: Policy.Action, for user: User
     ) async throws -> (integration: Integration, role: WorkspaceRole) {
         let (integration, role) = try await integrations.find(id: id, for: user.id)
@@ -34,7 +34,7 @@ public struct WorkspaceAccess: Sendable {
     }
 
     /// Whether `role` allows `action` in `workspace` (for showing or hiding a control; the route decides again).
-    static func allows(_ role: WorkspaceRole, _ action: Policy.Action, in workspace: UUID) -> Bool {
+    public static func allows(_ role: WorkspaceRole, _ action: Policy.Action, in workspace: UUID) -> Bool {
         Policy.decide(.user(role), action, in: workspace) == .allowed
     }
 
@@ -42,7 +42,8 @@ public struct WorkspaceAccess: Sendable {
     ///
     /// - Throws: `KeyhavenError.notFound` if the user is not a member (or it does not exist), `.forbidden` if their
     ///   role does not allow `action`.
-    func require(_ action: Policy.Action, in workspace: UUID, for user: User) async throws -> WorkspaceRole {
+    @discardableResult
+    public func require(_ action: Policy.Action, in workspace: UUID, for user: User) async throws -> WorkspaceRole {
         let role = try await organizations.role(of: user.id, in: workspace)
         try Policy.require(.user(role), action, in: workspace)
         guard let role else { throw KeyhavenError.notFound }
