@@ -97,6 +97,7 @@ public struct KeyhavenRuntime: Sendable {
                 egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate), timeout: configuration.verificationTimeout)
             let users = SQLUserStore(database: database, audit: audit)
             let sessions = SQLSessionStore(database: database)
+            let tokens = SQLTokenStore(database: database, audit: audit)
             let limiter = SQLRateLimiter(database: database)
             let passwords = PasswordHasher()
             let usage = SQLUsageStore(database: database, audit: audit)
@@ -113,13 +114,13 @@ public struct KeyhavenRuntime: Sendable {
                 endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices,
                 inspectLimit: configuration.gatewayInspectLimit, memory: bufferedBodies)
             let accounts = Accounts(
-                users: users, sessions: sessions, audit: audit, limiter: limiter, limits: configuration.authRateLimits,
-                hasher: passwords, allowSignup: configuration.allowSignup,
+                users: users, sessions: sessions, tokens: tokens, audit: audit, limiter: limiter,
+                limits: configuration.authRateLimits, hasher: passwords, allowSignup: configuration.allowSignup,
                 sessionLifetime: SessionCookie(secure: configuration.isHTTPS).lifetime)
             return KeyhavenRuntime(
                 configuration: configuration, database: database, keyring: keyring, secrets: secrets,
                 integrations: integrations, users: users, sessions: sessions,
-                tokens: SQLTokenStore(database: database, audit: audit), audit: audit, limiter: limiter, http: http,
+                tokens: tokens, audit: audit, limiter: limiter, http: http,
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
@@ -153,6 +154,11 @@ extension KeyhavenRuntime {
         IntegrationService(
             integrations: integrations, rotations: rotations, tester: verifier, limiter: limiter,
             checks: configuration.checkRateLimit, access: access)
+    }
+
+    /// Organizations, members, invitations and service tokens.
+    public var organizationService: OrganizationService {
+        OrganizationService(organizations: organizations, tokens: tokens, access: access)
     }
 
     /// Who may have an integration's credentials, read or through the gateway.
@@ -274,11 +280,11 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         middleware: AuthenticationMiddleware(
             sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
     AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
-    TokenController(tokens: runtime.tokens).addRoutes(to: api.group("tokens", context: UserContext.self))
+    TokenController(accounts: runtime.accounts).addRoutes(to: api.group("tokens", context: UserContext.self))
     let access = runtime.access
     IntegrationController(service: runtime.integrationService, credentials: runtime.credentialAccess)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
-    OrganizationController(organizations: runtime.organizations, tokens: runtime.tokens, access: access)
+    OrganizationController(service: runtime.organizationService)
         .addRoutes(
             to: api.group("orgs", context: UserContext.self),
             invitations: api.group("invitations", context: UserContext.self))

@@ -37,11 +37,26 @@ public struct AuthRateLimits: Sendable {
     }
 }
 
+/// A token to create, as validated from a request.
+public struct NewToken: Sendable {
+    public var name: String
+    public var scopes: Set<TokenScope>
+    public var expiresAt: Date?
+
+    /// Creates the request for a token.
+    public init(name: String, scopes: Set<TokenScope>, expiresAt: Date?) {
+        self.name = name
+        self.scopes = scopes
+        self.expiresAt = expiresAt
+    }
+}
+
 /// The account rules of SPEC §5 in one place — email shape, password policy, hashing, login and sign-up limits,
 /// sessions — called by the JSON API, the web pages and `keyhaven users create` alike.
 public struct Accounts: Sendable {
     let users: any UserStore
     let sessions: any SessionStore
+    let tokens: any TokenStore
     let audit: any AuditLog
     let limiter: any RateLimiter
     let limits: AuthRateLimits
@@ -60,11 +75,13 @@ public struct Accounts: Sendable {
 
     /// Creates the service.
     public init(
-        users: any UserStore, sessions: any SessionStore, audit: any AuditLog, limiter: any RateLimiter,
-        limits: AuthRateLimits, hasher: PasswordHasher, allowSignup: Bool, sessionLifetime: Duration
+        users: any UserStore, sessions: any SessionStore, tokens: any TokenStore, audit: any AuditLog,
+        limiter: any RateLimiter, limits: AuthRateLimits, hasher: PasswordHasher, allowSignup: Bool,
+        sessionLifetime: Duration
     ) {
         self.users = users
         self.sessions = sessions
+        self.tokens = tokens
         self.audit = audit
         self.limiter = limiter
         self.limits = limits
@@ -149,6 +166,39 @@ public struct Accounts: Sendable {
     public func logOut(session: Session, userID: UUID, actor: AuditActor) async throws {
         try await sessions.delete(id: session.id)
         try await audit.append(AuditEntry(actor: actor, action: .logout, ownerID: userID))
+    }
+
+    /// The caller's tokens (only from a browser session or an external JWT: a token that could mint tokens would
+    /// outlive its own scopes).
+    ///
+    /// - Throws: `forbidden` for a personal access token, `unavailable`.
+    public func tokens(of caller: UserCaller) async throws -> [APIToken] {
+        try caller.requireInteractive()
+        return try await tokens.list(userID: caller.user.id)
+    }
+
+    /// Creates a personal access token for the caller; its secret is shown once.
+    ///
+    /// - Throws: `forbidden` for a personal access token, what `token` throws, `unavailable`.
+    public func createPersonalToken(
+        by caller: UserCaller, _ token: () async throws -> NewToken
+    ) async throws -> (token: String, record: APIToken) {
+        try caller.requireInteractive()
+        let new = try await token()
+        return try await tokens.create(
+            kind: .personal, userID: caller.user.id, workspaceID: nil, name: new.name, scopes: new.scopes,
+            expiresAt: new.expiresAt,
+            audit: AuditEntry(actor: caller.actor, action: .tokenCreate, ownerID: caller.user.id))
+    }
+
+    /// Revokes one of the caller's personal access tokens.
+    ///
+    /// - Throws: `forbidden` for a personal access token, `notFound`.
+    public func revokePersonalToken(_ id: @autoclosure () throws -> UUID, by caller: UserCaller) async throws {
+        try caller.requireInteractive()
+        try await tokens.revoke(
+            id: try id(), userID: caller.user.id,
+            audit: AuditEntry(actor: caller.actor, action: .tokenRevoke, ownerID: caller.user.id))
     }
 
     private func startSession(for user: User) async throws -> SignedIn {

@@ -71,12 +71,15 @@ public struct IntegrationService: Sendable {
     }
 
     /// Integration `id`, if `caller` may take `action` on it: `integrations:read` for viewing, `integrations:write`
-    /// for anything else, and a role that allows it.
+    /// for anything else, and a role that allows it. `id` is read after the scope check, so a token without the
+    /// scope is told so whatever the id.
     ///
     /// - Throws: `KeyhavenError.forbidden` (scope or role), `.notFound` (also in a workspace the caller cannot see).
-    public func permit(_ id: UUID, _ action: Policy.Action, by caller: UserCaller) async throws -> Permitted {
+    public func permit(
+        _ id: @autoclosure () throws -> UUID, _ action: Policy.Action, by caller: UserCaller
+    ) async throws -> Permitted {
         try caller.require(action == .view ? .integrationsRead : .integrationsWrite)
-        let (integration, role) = try await access.integrationAndRole(id, action, for: caller.user)
+        let (integration, role) = try await access.integrationAndRole(try id(), action, for: caller.user)
         return Permitted(integration: integration, role: role, action: action, caller: caller)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenServices
 
 // The wire types of /api/tokens (SPEC §5).
 
@@ -16,13 +17,6 @@ struct CreateTokenRequest: RequestBody {
         case expiresInDays = "expires_in_days"
     }
 
-    /// A token to create.
-    struct Valid {
-        var name: String
-        var scopes: Set<TokenScope>
-        var expiresAt: Date?
-    }
-
     /// The scopes a personal token may hold, and the problem named when others are asked for.
     static let personal: (scopes: Set<TokenScope>, problem: String) = (
         [.integrationsRead, .integrationsWrite], "must list integrations:read and/or integrations:write"
@@ -34,7 +28,7 @@ struct CreateTokenRequest: RequestBody {
 
     func validated(
         _ errors: FieldErrors, allowed: (scopes: Set<TokenScope>, problem: String) = personal, now: Date = Date()
-    ) -> Result<Valid, FieldErrors> {
+    ) -> Result<NewToken, FieldErrors> {
         var errors = errors
         let name = TextRule.text(name, "name", required: true, maximumLength: 100, errors: &errors)
         let listed = (self.scopes?.value ?? []).map(TokenScope.init(rawValue:))
@@ -51,7 +45,7 @@ struct CreateTokenRequest: RequestBody {
             }
         }
         guard errors.isEmpty, let name else { return .failure(errors) }
-        return .success(Valid(name: name, scopes: scopes, expiresAt: expiresAt))
+        return .success(NewToken(name: name, scopes: scopes, expiresAt: expiresAt))
     }
 }
 
