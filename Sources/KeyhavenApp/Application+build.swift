@@ -161,6 +161,14 @@ extension KeyhavenRuntime {
         OrganizationService(organizations: organizations, tokens: tokens, access: access)
     }
 
+    /// Usage reports and totals, budgets and rate limits, negotiated prices and fallback routes.
+    public var usageService: UsageService {
+        UsageService(
+            usage: usage, integrations: integrations, limits: limits, budgets: budgets, prices: gateway.prices,
+            priceStore: priceStore, routes: routes, limiter: limiter, reports: configuration.usageReportRateLimit,
+            access: access)
+    }
+
     /// Who may have an integration's credentials, read or through the gateway.
     public var credentialAccess: CredentialAccess {
         CredentialAccess(integrations: integrations, tokens: tokens, audit: audit, budgets: budgets)
@@ -288,7 +296,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         .addRoutes(
             to: api.group("orgs", context: UserContext.self),
             invitations: api.group("invitations", context: UserContext.self))
-    AuditController(audit: runtime.audit, access: access).addRoutes(to: api.group("audit", context: UserContext.self))
+    AuditController(service: AuditService(audit: runtime.audit, access: access)).addRoutes(to: api.group("audit", context: UserContext.self))
     // `/metrics` on the public port only behind its token; with a separate address it is served there instead.
     if configuration.metricsAddress == nil, configuration.metricsToken != nil {
         metricsEndpoint(runtime).addRoute(to: router)
@@ -303,11 +311,10 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies,
         publicURL: configuration.publicURL
     ).addRoutes(to: router)
-    UsageController(
-        usage: runtime.usage, integrations: runtime.integrations, prices: runtime.gateway.prices, access: access,
-        limiter: runtime.limiter, reports: configuration.usageReportRateLimit)
+    let usage = runtime.usageService
+    UsageController(service: usage)
         .addRoutes(to: api.group("usage", context: UserContext.self), api: api)
-    LimitsController(store: runtime.limits, budgets: runtime.budgets, access: access)
+    LimitsController(service: usage)
         .addRoutes(
             integrations: api.group("integrations", context: UserContext.self),
             workspaces: api.group("limits", context: UserContext.self))
@@ -316,9 +323,9 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     GatewayController(
         gateway: runtime.gateway, access: runtime.credentialAccess, routes: runtime.routes, record: accounting.record, bufferedBodies: runtime.bufferedBodies
     ).addRoutes(to: router)
-    RoutesController(routes: runtime.routes, integrations: runtime.integrations, access: access)
+    RoutesController(service: usage)
         .addRoutes(to: api.group("routes", context: UserContext.self))
-    PricesController(store: runtime.priceStore, prices: runtime.gateway.prices, access: access)
+    PricesController(service: usage)
         .addRoutes(to: api.group("orgs", context: UserContext.self))
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)

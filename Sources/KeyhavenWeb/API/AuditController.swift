@@ -6,13 +6,11 @@ import KeyhavenServices
 /// `GET /api/audit`: a workspace's audit events, newest first (SPEC §8, §12): the caller's personal workspace by
 /// default; in an organization, owners and admins see every event, members and viewers those of its integrations.
 public struct AuditController: Sendable {
-    let audit: any AuditLog
-    let access: WorkspaceAccess
+    let service: AuditService
 
     /// Creates the controller.
-    public init(audit: any AuditLog, access: WorkspaceAccess) {
-        self.audit = audit
-        self.access = access
+    public init(service: AuditService) {
+        self.service = service
     }
 
     /// Adds the route to the `/api/audit` group.
@@ -37,12 +35,9 @@ public struct AuditController: Sendable {
             guard let seq = Cursor.decodeSeq(text) else { throw KeyhavenError.badRequest("The cursor is not valid.") }
             before = seq
         }
-        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
-        let role = try await access.require(.view, in: workspace, for: context.user)
-        let everything = WorkspaceAccess.allows(role, .viewAllAudit, in: workspace)
-        let events = try await audit.events(
-            ownerID: workspace, integrationID: integrationID, integrationsOnly: !everything, limit: limit + 1,
-            before: before)
+        let events = try await service.events(
+            in: try WorkspaceParameter.query(request, default: context.user.id), integrationID: integrationID,
+            by: context.caller(request), limit: limit + 1, before: before)
         let shown = Array(events.prefix(limit))
         let next = events.count > limit ? shown.last.map { Cursor.encode($0.seq) } : nil
         return Response.json(status: .ok, AuditPageResponse(events: shown, nextCursor: next))

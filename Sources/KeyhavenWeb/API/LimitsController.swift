@@ -8,15 +8,11 @@ import KeyhavenGateway
 /// (`/api/limits?workspace_id=`), and this month's spending against them (SPEC §13). Owners and admins set them;
 /// anyone who sees the workspace reads them.
 public struct LimitsController: Sendable {
-    let store: any LimitStore
-    let budgets: Budgets
-    let access: WorkspaceAccess
+    let service: UsageService
 
     /// Creates the controller.
-    public init(store: any LimitStore, budgets: Budgets, access: WorkspaceAccess) {
-        self.store = store
-        self.budgets = budgets
-        self.access = access
+    public init(service: UsageService) {
+        self.service = service
     }
 
     /// Adds the routes to the `/api/integrations` and `/api/limits` groups.
@@ -29,41 +25,37 @@ public struct LimitsController: Sendable {
 
     @Sendable func integrationLimits(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
-        let integration = try await access.integration(try UUID.path(context), .view, for: context.user)
-        return try await answer(subject: integration.id, ownerID: integration.ownerID)
+        return try await answer(.integration(try UUID.path(context)), request, context)
     }
 
     @Sendable func setIntegrationLimits(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        let integration = try await access.integration(try UUID.path(context), .manageBudgets, for: context.user)
-        return try await set(request, context: context, subject: integration.id, ownerID: integration.ownerID)
+        return try await set(.integration(try UUID.path(context)), request, context)
     }
 
     @Sendable func workspaceLimits(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
-        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
-        _ = try await access.require(.view, in: workspace, for: context.user)
-        return try await answer(subject: workspace, ownerID: workspace)
+        return try await answer(.workspace(try WorkspaceParameter.query(request, default: context.user.id)), request, context)
     }
 
     @Sendable func setWorkspaceLimits(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
-        _ = try await access.require(.manageBudgets, in: workspace, for: context.user)
-        return try await set(request, context: context, subject: workspace, ownerID: workspace)
+        return try await set(.workspace(try WorkspaceParameter.query(request, default: context.user.id)), request, context)
     }
 
-    private func set(_ request: Request, context: UserContext, subject: UUID, ownerID: UUID) async throws -> Response {
-        let decoded = try await LimitsRequest.read(request, context: context)
-        let limits = try decoded.body.validated(decoded.errors).orThrow()
-        try await store.setLimits(limits, subject: subject, ownerID: ownerID, actor: context.actor(request))
-        budgets.forget(subject)
-        return try await answer(subject: subject, ownerID: ownerID)
+    private func answer(
+        _ subject: UsageService.Subject, _ request: Request, _ context: UserContext
+    ) async throws -> Response {
+        let standing = try await service.standing(of: subject, by: context.caller(request))
+        return Response.json(status: .ok, LimitsResponse(standing: standing))
     }
 
-    private func answer(subject: UUID, ownerID: UUID) async throws -> Response {
-        Response.json(
-            status: .ok, LimitsResponse(standing: try await budgets.standing(subject: subject, ownerID: ownerID)))
+    private func set(_ subject: UsageService.Subject, _ request: Request, _ context: UserContext) async throws -> Response {
+        let standing = try await service.setLimits(of: subject, by: context.caller(request)) {
+            let decoded = try await LimitsRequest.read(request, context: context)
+            return try decoded.body.validated(decoded.errors).orThrow()
+        }
+        return Response.json(status: .ok, LimitsResponse(standing: standing))
     }
 }
 

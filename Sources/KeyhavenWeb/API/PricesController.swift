@@ -8,15 +8,11 @@ import KeyhavenGateway
 /// models in that workspace's costs from then on. Owners and admins set them; anyone who sees the workspace reads
 /// them. A personal workspace's id works too.
 public struct PricesController: Sendable {
-    let store: any PriceStore
-    let prices: Prices
-    let access: WorkspaceAccess
+    let service: UsageService
 
     /// Creates the controller.
-    public init(store: any PriceStore, prices: Prices, access: WorkspaceAccess) {
-        self.store = store
-        self.prices = prices
-        self.access = access
+    public init(service: UsageService) {
+        self.service = service
     }
 
     /// Adds the routes to the `/api/orgs` group.
@@ -27,34 +23,27 @@ public struct PricesController: Sendable {
 
     @Sendable func list(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
-        let workspace = try UUID.path(context)
-        _ = try await access.require(.view, in: workspace, for: context.user)
-        return Response.json(status: .ok, PriceListResponse(prices: try await store.overrides(ownerID: workspace)))
+        let prices = try await service.prices(in: try UUID.path(context), by: context.caller(request))
+        return Response.json(status: .ok, PriceListResponse(prices: prices))
     }
 
     @Sendable func replace(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        let workspace = try UUID.path(context)
-        _ = try await access.require(.manageBudgets, in: workspace, for: context.user)
-        let decoded = try await PricesRequest.read(request, context: context)
-        var errors = decoded.errors
-        // Each price's fields, as sent: one it does not declare is refused like a body's.
-        if case .array(let entries)? = decoded.sent["prices"] {
-            for (index, entry) in entries.enumerated() {
-                guard case .object(let fields) = entry else { continue }
-                for key in fields.keys where !PricesRequest.entryFields.contains(key) {
-                    errors["prices[\(index)].\(key)"] = "is not a known field"
+        let prices = try await service.replacePrices(in: try UUID.path(context), by: context.caller(request)) {
+            let decoded = try await PricesRequest.read(request, context: context)
+            var errors = decoded.errors
+            // Each price's fields, as sent: one it does not declare is refused like a body's.
+            if case .array(let entries)? = decoded.sent["prices"] {
+                for (index, entry) in entries.enumerated() {
+                    guard case .object(let fields) = entry else { continue }
+                    for key in fields.keys where !PricesRequest.entryFields.contains(key) {
+                        errors["prices[\(index)].\(key)"] = "is not a known field"
+                    }
                 }
             }
+            return try decoded.body.validated(errors).orThrow()
         }
-        let overrides = try decoded.body.validated(errors).orThrow()
-        var seen: Set<String> = []
-        for price in overrides where !seen.insert(price.model).inserted {
-            throw KeyhavenError.conflict("\(price.model) is listed twice.")
-        }
-        try await store.setOverrides(overrides, ownerID: workspace, actor: context.actor(request))
-        prices.forget(workspace)
-        return Response.json(status: .ok, PriceListResponse(prices: try await store.overrides(ownerID: workspace)))
+        return Response.json(status: .ok, PriceListResponse(prices: prices))
     }
 }
 

@@ -7,15 +7,11 @@ import KeyhavenGateway
 /// Fallback routes of a workspace (SPEC §13): `/api/routes?workspace_id=`, `/api/routes/{name}`. Members edit them;
 /// anyone who sees the workspace reads them.
 public struct RoutesController: Sendable {
-    let routes: any RouteStore
-    let integrations: any IntegrationStore
-    let access: WorkspaceAccess
+    let service: UsageService
 
     /// Creates the controller.
-    public init(routes: any RouteStore, integrations: any IntegrationStore, access: WorkspaceAccess) {
-        self.routes = routes
-        self.integrations = integrations
-        self.access = access
+    public init(service: UsageService) {
+        self.service = service
     }
 
     /// Adds the routes to the `/api/routes` group.
@@ -27,9 +23,8 @@ public struct RoutesController: Sendable {
 
     @Sendable func list(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
-        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
-        _ = try await access.require(.view, in: workspace, for: context.user)
-        let found = try await routes.routes(ownerID: workspace)
+        let found = try await service.routes(
+            in: try WorkspaceParameter.query(request, default: context.user.id), by: context.caller(request))
         return Response.json(
             status: .ok, JSONValue.object(["routes": .array(found.map { RouteResponse(route: $0).json })]))
     }
@@ -38,36 +33,27 @@ public struct RoutesController: Sendable {
         try context.require(.integrationsWrite)
         let name = try Self.name(context)
         let workspace = try WorkspaceParameter.query(request, default: context.user.id)
-        _ = try await access.require(.editIntegrations, in: workspace, for: context.user)
-        let decoded = try await RouteRequest.read(request, context: context)
-        var errors = decoded.errors
-        let texts = decoded.body.integrationIDs?.value ?? []
-        let ids = texts.compactMap { UUID(text: $0) }
-        if ids.count != texts.count || ids.isEmpty || ids.count > GatewayRoute.maximumLength
-            || Set(ids).count != ids.count
-        {
-            errors["integration_ids"] = "must list 1 to \(GatewayRoute.maximumLength) different integration ids"
-        }
-        guard errors.problems.isEmpty else { throw errors.error }
-        for id in ids {
-            // Another workspace's integration is not found, as everywhere.
-            let integration = try await integrations.find(id: id)
-            guard integration.ownerID == workspace else { throw KeyhavenError.notFound }
-            guard Gateway.providers.contains(integration.type) else {
-                throw KeyhavenError.conflict("A route lists only openai, anthropic and gemini integrations.")
+        let route = try await service.putRoute(name, in: workspace, by: context.caller(request)) {
+            let decoded = try await RouteRequest.read(request, context: context)
+            var errors = decoded.errors
+            let texts = decoded.body.integrationIDs?.value ?? []
+            let ids = texts.compactMap { UUID(text: $0) }
+            if ids.count != texts.count || ids.isEmpty || ids.count > GatewayRoute.maximumLength
+                || Set(ids).count != ids.count
+            {
+                errors["integration_ids"] = "must list 1 to \(GatewayRoute.maximumLength) different integration ids"
             }
+            guard errors.problems.isEmpty else { throw errors.error }
+            return ids
         }
-        let route = GatewayRoute(name: name, ownerID: workspace, integrationIDs: ids, updatedAt: Date())
-        try await routes.put(route, actor: context.actor(request))
-        return Response.json(status: .ok, RouteResponse(route: try await routes.route(name: name, ownerID: workspace)))
+        return Response.json(status: .ok, RouteResponse(route: route))
     }
 
     @Sendable func delete(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
         let name = try Self.name(context)
-        let workspace = try WorkspaceParameter.query(request, default: context.user.id)
-        _ = try await access.require(.editIntegrations, in: workspace, for: context.user)
-        try await routes.delete(name: name, ownerID: workspace, actor: context.actor(request))
+        try await service.deleteRoute(
+            name, in: try WorkspaceParameter.query(request, default: context.user.id), by: context.caller(request))
         return Response(status: .noContent)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenServices
 
 // The wire types of usage reports and analytics (SPEC §13).
 
@@ -45,15 +46,7 @@ struct ReportUsageRequest: RequestBody {
         case conflict(String)
     }
 
-    struct Valid {
-        var model: String
-        var tokens: TokenUsage
-        var requests: Int64
-        var occurredAt: Date
-        var idempotencyKey: String
-    }
-
-    func validated(_ errors: FieldErrors, now: Date = Date()) throws -> Valid {
+    func validated(_ errors: FieldErrors, now: Date = Date()) throws -> UsageReport {
         switch check(errors, now: now) {
         case .success(let valid): return valid
         case .failure(.fields(let problems)): throw problems.error
@@ -61,7 +54,7 @@ struct ReportUsageRequest: RequestBody {
         }
     }
 
-    private func check(_ errors: FieldErrors, now: Date) -> Result<Valid, Refusal> {
+    private func check(_ errors: FieldErrors, now: Date) -> Result<UsageReport, Refusal> {
         var errors = errors
         var model = TextRule.text(
             model, "model", required: true, maximumLength: ModelName.maximumBytes, errors: &errors)
@@ -118,7 +111,7 @@ struct ReportUsageRequest: RequestBody {
             return .failure(.conflict("occurred_at must be within the last 90 days."))
         }
         return .success(
-            Valid(
+            UsageReport(
                 model: model,
                 tokens: TokenUsage(
                     inputTokens: input, cachedInputTokens: cached, cacheWriteTokens: written, outputTokens: output,
