@@ -43,7 +43,7 @@ public struct KeyhavenRuntime: Sendable {
     /// Runs provider checks and records them.
     public let verifier: VerificationRunner
     /// Verification metrics.
-    public let metrics: VerificationMetrics
+    public let metrics: ServerMetrics
     /// bcrypt, on its own thread pool.
     public let passwords: PasswordHasher
     /// The account rules: sign-up, login, sessions.
@@ -90,9 +90,9 @@ public struct KeyhavenRuntime: Sendable {
             let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
             let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
             let integrations = SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger)
-            let http = VerificationContext.makeClient()
-            let metrics = VerificationMetrics()
-            let context = VerificationContext(
+            let http = ProviderClient.makeClient()
+            let metrics = ServerMetrics()
+            let context = ProviderClient(
                 client: http, endpoints: configuration.providerEndpoints,
                 egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate), timeout: configuration.verificationTimeout)
             let users = SQLUserStore(database: database, audit: audit)

@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// A new credential that does not verify is deleted at the provider and the old one stays current.
 public struct RotationEngine: Service {
     let store: SQLRotationStore
-    let context: VerificationContext
+    let context: ProviderClient
     let logger: Logger
     let interval: Duration
     let lease: Duration
@@ -25,7 +25,7 @@ public struct RotationEngine: Service {
 
     /// Creates the engine.
     public init(
-        store: SQLRotationStore, context: VerificationContext, logger: Logger, interval: Duration = .seconds(30),
+        store: SQLRotationStore, context: ProviderClient, logger: Logger, interval: Duration = .seconds(30),
         lease: Duration = .seconds(30), now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.store = store

@@ -166,7 +166,7 @@ struct GatewayAccounting: Sendable {
     let recorder: UsageRecorder
     let prices: Prices
     let budgets: Budgets
-    let metrics: VerificationMetrics
+    let metrics: ServerMetrics
 
     @Sendable func record(_ use: GatewayUse) async {
         metrics.recordGateway(type: use.integration.type, status: use.status)

@@ -100,7 +100,7 @@ let payloads = [
     ("OpenAI key, 51 B", "sk-proj-" + String(repeating: "a1B2", count: 10) + "xyz"),
     ("service account, 2.3 KB", String(repeating: "{\"private_key\":\"-----BEGIN PRIVATE KEY-----\\nMIIE\"}", count: 46)),
 ]
-let kek = MasterKey.generate(id: "kek-bench")
+let kek = try MasterKey.generate(id: "kek-bench")
 let rawKey = SymmetricKey(size: .bits256)
 let ids = (UUID(), UUID())
 for (label, text) in payloads {

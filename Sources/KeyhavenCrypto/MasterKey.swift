@@ -34,10 +34,22 @@ public struct MasterKey: Sendable {
         try self.init(id: id, material: bytes)
     }
 
-    /// Generates a new random 256-bit master key.
-    public static func generate(id: String = MasterKey.newID()) -> MasterKey {
-        // A freshly generated key always has 32 bytes and a valid id.
-        try! MasterKey(id: id, material: SymmetricKey(size: .bits256))
+    /// Generates a new random 256-bit master key with a fresh id (``newID(now:)``).
+    public static func generate() -> MasterKey {
+        MasterKey(checkedID: newID(), key: SymmetricKey(size: .bits256))
+    }
+
+    /// Generates a new random 256-bit master key with the id `id`.
+    ///
+    /// - Throws: `KeyhavenError.keyring` if `id` is not a valid key id (``isValidID(_:)``).
+    public static func generate(id: String) throws -> MasterKey {
+        try MasterKey(id: id, material: SymmetricKey(size: .bits256))
+    }
+
+    /// A key whose id is valid by construction and whose material is 256 bits.
+    private init(checkedID: String, key: SymmetricKey) {
+        self.id = checkedID
+        self.key = key
     }
 
     /// A fresh id of the form `kek-YYYYMMDD-xxxxxxxx`.
@@ -46,7 +58,7 @@ public struct MasterKey: Sendable {
         calendar.timeZone = TimeZone(identifier: "UTC")!
         let parts = calendar.dateComponents([.year, .month, .day], from: now)
         let date = String(format: "%04d%02d%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
-        let suffix = (0..<4).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let suffix = Hex.encode((0..<4).map { _ in UInt8.random(in: 0...255) })
         return "kek-\(date)-\(suffix)"
     }
 

@@ -3,7 +3,7 @@ import KeyhavenCore
 
 /// AWS: STS GetCallerIdentity, signed with Signature Version 4; the account and ARN are kept.
 struct AWSVerifier: Verifier {
-    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: ProviderClient) async
         -> VerificationResult
     {
         guard case .aws(let accessKeyID, let secret, let sessionToken) = credentials else {
@@ -13,11 +13,11 @@ struct AWSVerifier: Verifier {
         switch config["region"] {
         case nil: region = "us-east-1"
         case .string(let text)? where CredentialValidator.isAWSRegion(text): region = text
-        default: return VerificationContext.Refused.unbuildable("the region is not valid").result
+        default: return ProviderClient.Refused.unbuildable("the region is not valid").result
         }
         let regional = config["region"] == nil ? ProviderEndpoints.defaultURL(.aws) : URL(string: "https://sts.\(region).amazonaws.com")
         guard let url = context.endpoints.override(.aws) ?? regional, url.host != nil else {
-            return VerificationContext.Refused.unbuildable("no STS endpoint for this region").result
+            return ProviderClient.Refused.unbuildable("no STS endpoint for this region").result
         }
         let signer = SigV4Signer(
             credentials: .init(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken),
@@ -49,8 +49,8 @@ struct AWSVerifier: Verifier {
 
     /// POSTs a form to an AWS query API (STS, IAM), signed with Signature Version 4.
     static func post(
-        _ form: String, to url: URL, signer: SigV4Signer, in context: VerificationContext
-    ) async -> Result<VerificationContext.Reply, VerificationContext.Refused> {
+        _ form: String, to url: URL, signer: SigV4Signer, in context: ProviderClient
+    ) async -> Result<ProviderClient.Reply, ProviderClient.Refused> {
         guard let hostName = url.host else { return .failure(.unbuildable("the endpoint has no host")) }
         let target = url.path.isEmpty ? "/" : url.path
         let requestURL = url.path.isEmpty ? url.appendingPathComponent("") : url

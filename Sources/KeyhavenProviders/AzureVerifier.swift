@@ -12,7 +12,7 @@ struct AzureVerifier: Verifier {
         "china": "https://management.chinacloudapi.cn/.default",
     ]
 
-    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: ProviderClient) async
         -> VerificationResult
     {
         guard case .azure(let tenant, let client, let secret) = credentials else {
@@ -21,7 +21,7 @@ struct AzureVerifier: Verifier {
         let cloud = config["cloud"]?.stringValue ?? "public"
         guard ASCII.isGUID(tenant), let scope = Self.scopes[cloud],
             let authority = context.endpoints.override(.azure) ?? Self.authorities[cloud].flatMap(URL.init(string:))
-        else { return VerificationContext.Refused.unbuildable("the tenant or cloud is not valid").result }
+        else { return ProviderClient.Refused.unbuildable("the tenant or cloud is not valid").result }
         let url = authority.appendingPathComponent(tenant).appendingPathComponent("oauth2/v2.0/token")
         let form = [
             ("client_id", client), ("client_secret", secret), ("scope", scope), ("grant_type", "client_credentials"),

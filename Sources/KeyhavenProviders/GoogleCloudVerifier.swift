@@ -20,7 +20,7 @@ struct GoogleCloudVerifier: Verifier {
 
     /// The token endpoint: the operator's override, else the account's `token_uri` if it is one of Google's,
     /// else Google's default.
-    static func tokenURL(_ account: [String: JSONValue], in context: VerificationContext)
+    static func tokenURL(_ account: [String: JSONValue], in context: ProviderClient)
         -> Result<(URL, EgressPolicy.Origin), VerificationOutcome>
     {
         if let override = context.endpoints.override(.googleCloud) { return .success((override, .operatorConfigured)) }
@@ -51,7 +51,7 @@ struct GoogleCloudVerifier: Verifier {
         }
     }
 
-    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: ProviderClient) async
         -> VerificationResult
     {
         guard case .googleServiceAccount(let account) = credentials, let email = account["client_email"]?.stringValue,

@@ -22,7 +22,7 @@ struct KeyBasedVerifier: Verifier {
         [("x-goog-api-key", key)]
     }
 
-    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: ProviderClient) async
         -> VerificationResult
     {
         guard case .apiKey(let key) = credentials else { return VerificationResult(outcome: .unexpectedResponse) }

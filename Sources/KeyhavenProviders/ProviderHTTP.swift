@@ -59,8 +59,9 @@ public struct ProviderEndpoints: Sendable {
     public func base(_ type: IntegrationType) -> URL { overrides[type] ?? Self.defaultURL(type) }
 }
 
-/// Everything a verifier needs besides the credentials.
-public struct VerificationContext: Sendable {
+/// The outbound HTTP client to providers, as verifiers and rotators use it: the connection pool, where each
+/// provider is, the egress policy every request is checked against, and the deadline of one request.
+public struct ProviderClient: Sendable {
     public var client: HTTPClient
     public var endpoints: ProviderEndpoints
     public var egress: EgressPolicy
@@ -146,7 +147,7 @@ public struct VerificationContext: Sendable {
     }
 }
 
-extension VerificationContext {
+extension ProviderClient {
     /// What a token request came to: a finished result, or a provider error for the caller to map.
     enum TokenReply {
         case finished(VerificationResult)
@@ -185,7 +186,7 @@ extension VerificationContext {
 
 /// Checks one provider's credentials against the real service (or the operator's override of it).
 public protocol Verifier: Sendable {
-    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: VerificationContext) async
+    func verify(_ credentials: Credentials, config: [String: JSONValue], in context: ProviderClient) async
         -> VerificationResult
 }
 
@@ -207,7 +208,7 @@ public enum Verifiers {
     /// Stored credentials and settings are checked against today's input rules first: a row written before a rule
     /// was tightened is reported as `unexpected_response` for that integration instead of reaching a request.
     public static func verify(
-        _ type: IntegrationType, credentials: Credentials, config: [String: JSONValue], in context: VerificationContext
+        _ type: IntegrationType, credentials: Credentials, config: [String: JSONValue], in context: ProviderClient
     ) async -> VerificationResult {
         let start = ContinuousClock.now
         var result: VerificationResult

@@ -20,7 +20,7 @@ public struct RotationFailure: Error, Sendable, Equatable {
         self.message = message
     }
 
-    init(_ refused: VerificationContext.Refused, _ what: String) {
+    init(_ refused: ProviderClient.Refused, _ what: String) {
         self.init(outcome: refused.outcome, message: "\(what): \(refused.message ?? refused.outcome.message())")
     }
 }
@@ -30,28 +30,28 @@ public struct RotationFailure: Error, Sendable, Equatable {
 /// and makes it current; only then, after the grace periods, does it retire the old one with the new one.
 public protocol Rotator: Sendable {
     /// The provider's id of `credentials` (to retire them later).
-    func keyID(of credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure>
+    func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure>
 
     /// Creates a new credential with the current one; `tag` names it where the provider keeps a name (Azure).
-    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure>
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure>
 
     /// Credentials made at the provider since `since` (or carrying `tag`), other than `keep`: what an interrupted
     /// `create` may have left behind.
     func strays(
-        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+        since: Date, tag: String, keep: String, using current: Credentials, in context: ProviderClient
     ) async -> Result<[String], RotationFailure>
 
     /// Stops the old credential from working without deleting it (AWS: `Inactive`); others have no such state and
     /// do nothing. `current` is the new credential, which does the asking.
-    func deactivate(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure>
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure>
 
     /// Deletes the old credential at the provider, asking with `current`.
-    func delete(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure>
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure>
 }
 
 extension Rotator {
     /// Creates a new credential without a tag.
-    public func create(using current: Credentials, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    public func create(using current: Credentials, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
         await create(using: current, tag: "", in: context)
     }
 }
@@ -79,25 +79,25 @@ public enum Rotators {
 struct Sanitized: Rotator {
     let base: any Rotator
 
-    func keyID(of credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure> {
+    func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
         clean(await base.keyID(of: credentials, in: context), credentials)
     }
 
-    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
         clean(await base.create(using: current, tag: tag, in: context), current)
     }
 
     func strays(
-        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+        since: Date, tag: String, keep: String, using current: Credentials, in context: ProviderClient
     ) async -> Result<[String], RotationFailure> {
         clean(await base.strays(since: since, tag: tag, keep: keep, using: current, in: context), current)
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         clean(await base.deactivate(keyID, using: current, in: context), current)
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         clean(await base.delete(keyID, using: current, in: context), current)
     }
 
@@ -109,13 +109,13 @@ struct Sanitized: Rotator {
 /// AWS: the key's own IAM user (from `GetCallerIdentity`) gets a second access key with `CreateAccessKey`; the old
 /// one is set `Inactive`, then deleted. IAM is global: signed for `us-east-1`, service `iam`.
 struct AWSRotator: Rotator {
-    func keyID(of credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure> {
+    func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
         guard case .aws(let accessKeyID, _, _) = credentials else { return .failure(Self.notAWS) }
         return .success(accessKeyID)
     }
 
     func strays(
-        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+        since: Date, tag: String, keep: String, using current: Credentials, in context: ProviderClient
     ) async -> Result<[String], RotationFailure> {
         switch await userName(current, in: context) {
         case .failure(let failure):
@@ -132,7 +132,7 @@ struct AWSRotator: Rotator {
         }
     }
 
-    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
         guard case .aws(_, _, let sessionToken) = current else { return .failure(Self.notAWS) }
         guard sessionToken == nil else {
             return .failure(RotationFailure(
@@ -162,16 +162,16 @@ struct AWSRotator: Rotator {
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         await change("UpdateAccessKey", keyID, extra: ["Status": "Inactive"], using: current, in: context)
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         await change("DeleteAccessKey", keyID, extra: [:], using: current, in: context)
     }
 
     private func change(
-        _ action: String, _ keyID: String, extra: [String: String], using current: Credentials, in context: VerificationContext
+        _ action: String, _ keyID: String, extra: [String: String], using current: Credentials, in context: ProviderClient
     ) async -> Result<Void, RotationFailure> {
         guard keyID.utf8.count == 20, keyID.utf8.allSatisfy(ASCII.isUpperAlphanumeric) else {
             return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old access key id is not valid."))
@@ -187,7 +187,7 @@ struct AWSRotator: Rotator {
     }
 
     /// The IAM user the key belongs to, from the ARN `GetCallerIdentity` returns (`…:user/path/NAME`).
-    private func userName(_ credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure> {
+    private func userName(_ credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
         guard case .aws(let id, let secret, let token) = credentials else { return .failure(Self.notAWS) }
         let signer = SigV4Signer(credentials: .init(accessKeyID: id, secretAccessKey: secret, sessionToken: token), region: "us-east-1", service: "sts")
         let url = context.endpoints.base(.aws)
@@ -212,7 +212,7 @@ struct AWSRotator: Rotator {
 
     /// One IAM query-API call, signed with `credentials`; the XML answer, or the error code and message.
     private func call(
-        _ action: String, _ fields: [String: String], with credentials: Credentials, in context: VerificationContext
+        _ action: String, _ fields: [String: String], with credentials: Credentials, in context: ProviderClient
     ) async -> Result<String, RotationFailure> {
         guard case .aws(let id, let secret, let token) = credentials else { return .failure(Self.notAWS) }
         let signer = SigV4Signer(credentials: .init(accessKeyID: id, secretAccessKey: secret, sessionToken: token), region: "us-east-1", service: "iam")
@@ -230,7 +230,7 @@ struct AWSRotator: Rotator {
         }
     }
 
-    static func failure(_ reply: VerificationContext.Reply, _ action: String) -> RotationFailure {
+    static func failure(_ reply: ProviderClient.Reply, _ action: String) -> RotationFailure {
         let xml = String(decoding: reply.body, as: UTF8.self)
         let code = AWSVerifier.element("Code", in: xml)
         let outcome: VerificationOutcome =
@@ -252,7 +252,7 @@ struct AWSRotator: Rotator {
 /// Google Cloud: a token from the current key creates a new key for the same service account
 /// (`serviceAccounts.keys.create`); the old key is deleted with a token from the new one.
 struct GoogleCloudRotator: Rotator {
-    func keyID(of credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure> {
+    func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
         guard case .googleServiceAccount(let account) = credentials, let id = account["private_key_id"]?.stringValue else {
             return .failure(Self.notGoogle)
         }
@@ -260,7 +260,7 @@ struct GoogleCloudRotator: Rotator {
     }
 
     func strays(
-        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+        since: Date, tag: String, keep: String, using current: Credentials, in context: ProviderClient
     ) async -> Result<[String], RotationFailure> {
         switch await bearer(current, in: context) {
         case .failure(let failure):
@@ -286,7 +286,7 @@ struct GoogleCloudRotator: Rotator {
         }
     }
 
-    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
         let (email, token): (String, String)
         switch await bearer(current, in: context) {
         case .failure(let failure): return .failure(failure)
@@ -313,11 +313,11 @@ struct GoogleCloudRotator: Rotator {
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         .success(())
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         guard !keyID.isEmpty, keyID.utf8.allSatisfy(ASCII.isKeyCharacter) else {
             return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old key id is not valid."))
         }
@@ -335,7 +335,7 @@ struct GoogleCloudRotator: Rotator {
         }
     }
 
-    private func keysURL(_ email: String, in context: VerificationContext) -> URL? {
+    private func keysURL(_ email: String, in context: ProviderClient) -> URL? {
         guard !email.isEmpty, email.utf8.allSatisfy({ ASCII.isKeyCharacter($0) || $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: ".") }) else {
             return nil
         }
@@ -344,7 +344,7 @@ struct GoogleCloudRotator: Rotator {
     }
 
     /// An access token for the Cloud Platform scope, from the service account's key.
-    private func bearer(_ credentials: Credentials, in context: VerificationContext) async -> Result<(String, String), RotationFailure> {
+    private func bearer(_ credentials: Credentials, in context: ProviderClient) async -> Result<(String, String), RotationFailure> {
         guard case .googleServiceAccount(let account) = credentials, let email = account["client_email"]?.stringValue,
             let pem = account["private_key"]?.stringValue, let keyID = account["private_key_id"]?.stringValue
         else { return .failure(Self.notGoogle) }
@@ -361,7 +361,7 @@ struct GoogleCloudRotator: Rotator {
         }
     }
 
-    static func failure(_ reply: VerificationContext.Reply, _ what: String) -> RotationFailure {
+    static func failure(_ reply: ProviderClient.Reply, _ what: String) -> RotationFailure {
         let outcome: VerificationOutcome =
             switch reply.status {
             case 400 where reply.json["error"] as? String == "invalid_grant", 401: .invalidCredentials
@@ -380,7 +380,7 @@ struct GoogleCloudRotator: Rotator {
 struct AzureRotator: Rotator {
     static let graphScope = "https://graph.microsoft.com/.default"
 
-    func keyID(of credentials: Credentials, in context: VerificationContext) async -> Result<String, RotationFailure> {
+    func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
         guard case .azure(_, let client, let secret) = credentials else { return .failure(Self.notAzure) }
         switch await graph(.GET, "", query: "?$select=passwordCredentials", body: nil, using: credentials, in: context) {
         case .failure(let failure):
@@ -398,7 +398,7 @@ struct AzureRotator: Rotator {
     }
 
     func strays(
-        since: Date, tag: String, keep: String, using current: Credentials, in context: VerificationContext
+        since: Date, tag: String, keep: String, using current: Credentials, in context: ProviderClient
     ) async -> Result<[String], RotationFailure> {
         // Graph keeps a name: only secrets named for this very rotation are its strays.
         guard !tag.isEmpty else { return .success([]) }
@@ -413,7 +413,7 @@ struct AzureRotator: Rotator {
 
     static func displayName(_ tag: String) -> String { "keyhaven rotation \(tag)" }
 
-    func create(using current: Credentials, tag: String, in context: VerificationContext) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
         guard case .azure(let tenant, let client, _) = current else { return .failure(Self.notAzure) }
         let name = Self.displayName(tag.isEmpty ? Date().formatted(Date.ISO8601FormatStyle().year().month().day()) : tag)
         let body = try? JSONSerialization.data(withJSONObject: ["passwordCredential": ["displayName": name]])
@@ -431,11 +431,11 @@ struct AzureRotator: Rotator {
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         .success(())
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: VerificationContext) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
         guard ASCII.isGUID(keyID) else {
             return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old secret's key id is not valid."))
         }
@@ -447,8 +447,8 @@ struct AzureRotator: Rotator {
     /// One Graph call on the application, with a token from `credentials`.
     private func graph(
         _ method: HTTPMethod, _ path: String, query: String = "", body: Data?, using credentials: Credentials,
-        in context: VerificationContext, gone: Int? = nil
-    ) async -> Result<VerificationContext.Reply, RotationFailure> {
+        in context: ProviderClient, gone: Int? = nil
+    ) async -> Result<ProviderClient.Reply, RotationFailure> {
         guard case .azure(let tenant, let client, let secret) = credentials, ASCII.isGUID(tenant), ASCII.isGUID(client),
             let authority = context.endpoints.override(.azure) ?? AzureVerifier.authorities["public"].flatMap(URL.init(string:))
         else { return .failure(Self.notAzure) }
@@ -472,7 +472,7 @@ struct AzureRotator: Rotator {
         }
     }
 
-    static func failure(_ reply: VerificationContext.Reply, _ what: String) -> RotationFailure {
+    static func failure(_ reply: ProviderClient.Reply, _ what: String) -> RotationFailure {
         let outcome: VerificationOutcome =
             switch reply.status {
             case 400, 401: .invalidCredentials

@@ -62,7 +62,7 @@ public struct SigV4Signer: Sendable {
     public func sign(_ request: Request, date: Date) -> Signature {
         let amzDate = Self.format(date, "yyyyMMdd'T'HHmmss'Z'")
         let day = String(amzDate.prefix(8))
-        let bodyHash = Self.hex(SHA256.hash(data: request.body))
+        let bodyHash = Hex.encode(SHA256.hash(data: request.body))
 
         var headers = request.headers
         var added: [(name: String, value: String)] = []
@@ -88,14 +88,14 @@ public struct SigV4Signer: Sendable {
         ].joined(separator: "\n")
         let scope = "\(day)/\(region)/\(service)/aws4_request"
         let stringToSign = [
-            "AWS4-HMAC-SHA256", amzDate, scope, Self.hex(SHA256.hash(data: Data(canonicalRequest.utf8))),
+            "AWS4-HMAC-SHA256", amzDate, scope, Hex.encode(SHA256.hash(data: Data(canonicalRequest.utf8))),
         ].joined(separator: "\n")
 
         var key = SymmetricKey(data: Data("AWS4\(credentials.secretAccessKey)".utf8))
         for part in [day, region, service, "aws4_request"] {
             key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Data(part.utf8), using: key)))
         }
-        let signature = Self.hex(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: key))
+        let signature = Hex.encode(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: key))
 
         var toAdd = added
         if let token = credentials.sessionToken, !signSessionToken { toAdd.insert(("X-Amz-Security-Token", token), at: 0) }
@@ -154,10 +154,6 @@ public struct SigV4Signer: Sendable {
     static func split(_ target: String) -> (String, String) {
         guard let mark = target.firstIndex(of: "?") else { return (target, "") }
         return (String(target[..<mark]), String(target[target.index(after: mark)...]))
-    }
-
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        Hex.encode(digest)
     }
 
     static func format(_ date: Date, _ pattern: String) -> String {

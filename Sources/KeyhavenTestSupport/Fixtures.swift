@@ -38,9 +38,10 @@ public enum Fixtures {
         return SecretOwner(integrationID: id, ownerID: ownerID)
     }
 
-    /// A keyring source holding one random key, as if from `KEYHAVEN_MASTER_KEY`.
+    /// A keyring source holding one random key, as if from `KEYHAVEN_MASTER_KEY`; its id is `id` if that is a valid
+    /// key id, else a fresh one.
     public static func environmentKeyring(id: String = "primary") -> KeyringSource {
-        KeyringSource(environmentKey: MasterKey.generate(id: id))
+        KeyringSource(environmentKey: (try? MasterKey.generate(id: id)) ?? MasterKey.generate())
     }
 
     /// The base64 of 32 random bytes, as `KEYHAVEN_MASTER_KEY` holds it.

@@ -235,7 +235,7 @@ struct BackupFormatTests {
     @Test("no canary in clear and no master key in clear; the keyring is inside only when asked for")
     func noClearText() throws {
         let canary = "sk-canary-" + UUID().uuidString
-        let master = MasterKey.generate(id: "kek-test")
+        let master = try MasterKey.generate(id: "kek-test")
         let material = master.key.withUnsafeBytes { Data($0) }
         for keyring in [nil, Keyring([master])] {
             let data = try Self.backup(secret: key, rows: 30, keyring: keyring, canary: canary)

@@ -6,9 +6,13 @@ import Testing
 
 @Suite("Envelope encryption")
 struct EnvelopeTests {
-    let kek = MasterKey.generate(id: "kek-test")
+    let kek: MasterKey
     let binding = SecretBinding(secretID: UUID(), integrationID: UUID(), ownerID: UUID(), version: 1)
     let plaintext = "sk-proj-canary-0123456789abcdef"
+
+    init() throws {
+        kek = try MasterKey.generate(id: "kek-test")
+    }
 
     func seal() throws -> SealedSecret {
         try Envelope.seal(SecretBytes(utf8: plaintext), binding: binding, kek: kek)
@@ -80,7 +84,7 @@ struct EnvelopeTests {
     @Test("another master key, even under the same id, does not open the data key")
     func wrongKey() throws {
         let sealed = try seal()
-        let impostor = MasterKey.generate(id: kek.id)
+        let impostor = try MasterKey.generate(id: kek.id)
         #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(sealed, binding: binding, kek: impostor) }
         #expect(throws: KeyhavenError.self) { try Envelope.open(sealed, binding: binding, keyring: Keyring()) }
     }
@@ -88,7 +92,7 @@ struct EnvelopeTests {
     @Test("re-wrapping moves the data key to the new master key and leaves the ciphertext as it was")
     func rewrap() throws {
         var sealed = try seal()
-        let next = MasterKey.generate(id: "kek-next")
+        let next = try MasterKey.generate(id: "kek-next")
         let rewrapped = try Envelope.rewrap(sealed.wrappedDEK, secretID: binding.secretID, from: kek, to: next)
         #expect(rewrapped != sealed.wrappedDEK)
         sealed.wrappedDEK = rewrapped
@@ -131,11 +135,13 @@ struct EnvelopeTests {
     }
 
     @Test("a canary opens only under its own key")
-    func canary() {
+    func canary() throws {
         let canary = Canary.make(kek)
         #expect(Canary.verify(canary, kek: kek))
-        #expect(!Canary.verify(canary, kek: MasterKey.generate(id: kek.id)))
-        #expect(!Canary.verify(canary, kek: MasterKey.generate(id: "other")))
+        let impostor = try MasterKey.generate(id: kek.id)
+        let other = try MasterKey.generate(id: "other")
+        #expect(!Canary.verify(canary, kek: impostor))
+        #expect(!Canary.verify(canary, kek: other))
         var flipped = canary
         flipped[flipped.startIndex + 20] ^= 1
         #expect(!Canary.verify(flipped, kek: kek))

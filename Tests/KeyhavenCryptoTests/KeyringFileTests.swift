@@ -52,8 +52,8 @@ struct KeyringFileTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let file = KeyringFile(path: directory.path + "/keyring.json")
-        try file.save(Keyring([MasterKey.generate(id: "primary")]))
-        let source = KeyringSource(environmentKey: MasterKey.generate(id: "primary"), file: file)
+        try file.save(Keyring([try MasterKey.generate(id: "primary")]))
+        let source = KeyringSource(environmentKey: try MasterKey.generate(id: "primary"), file: file)
         #expect(throws: KeyhavenError.self) { try source.load() }
     }
 

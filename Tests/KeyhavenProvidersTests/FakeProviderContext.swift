@@ -7,13 +7,13 @@ import Testing
 
 /// Runs `body` with the fake providers, a client, and a context pointing every provider and management API at
 /// them; afterwards expects that no fake saw a request it did not expect.
-func withFakeProviders(_ body: (FakeProviders, HTTPClient, VerificationContext) async throws -> Void) async throws {
+func withFakeProviders(_ body: (FakeProviders, HTTPClient, ProviderClient) async throws -> Void) async throws {
     let fakes = try await FakeProviders.start()
-    let client = VerificationContext.makeClient()
+    let client = ProviderClient.makeClient()
     let urls = fakes.managementURLs
     var endpoints = fakes.endpoints()
     endpoints.services = [.awsIAM: urls.awsIAM, .googleIAM: urls.googleIAM, .azureGraph: urls.azureGraph]
-    let context = VerificationContext(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: true))
+    let context = ProviderClient(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: true))
     do {
         try await body(fakes, client, context)
     } catch {

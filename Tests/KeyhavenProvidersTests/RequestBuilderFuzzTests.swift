@@ -43,12 +43,12 @@ struct RequestBuilderFuzzTests {
 
     @Test("hostile credentials and settings reach every verifier's builder and come back as an outcome")
     func builders() async throws {
-        let client = VerificationContext.makeClient()
+        let client = ProviderClient.makeClient()
         // Every request is built in full and then stopped by the egress policy (loopback is refused), so nothing is
         // sent anywhere.
         let down = try FakeProviders.closedPortURL()
         let endpoints = ProviderEndpoints(overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, down) }))
-        let context = VerificationContext(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
+        let context = ProviderClient(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
         let hostile = HostileValues.around("valid-value-0123", maximumPositions: 8).compactMap(\.string)
         var calls = 0
         for type in IntegrationType.allCases {
@@ -64,7 +64,7 @@ struct RequestBuilderFuzzTests {
         // AWS builder must refuse the region before any request.
         let settings: [JSONValue] = HostileValues.around("us-east-1").compactMap { $0.string.map(JSONValue.string) }
             + [.number(1), .null, .bool(true), .array([]), .object([:])]
-        let noOverrides = VerificationContext(client: client, endpoints: ProviderEndpoints(), egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
+        let noOverrides = ProviderClient(client: client, endpoints: ProviderEndpoints(), egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
         let aws = Credentials.aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: String(repeating: "s", count: 40), sessionToken: nil)
         for setting in settings {
             let result = await Verifiers.verifier(for: .aws).verify(aws, config: ["region": setting], in: noOverrides)

@@ -10,17 +10,17 @@ import Testing
 /// token they issued.
 @Suite("Credential rotation at the providers", .serialized)
 struct RotationTests {
-    func withContext(_ body: (FakeProviders, VerificationContext) async throws -> Void) async throws {
+    func withContext(_ body: (FakeProviders, ProviderClient) async throws -> Void) async throws {
         try await withFakeProviders { fakes, _, context in try await body(fakes, context) }
     }
 
-    func verifies(_ type: IntegrationType, _ credentials: Credentials, _ context: VerificationContext) async -> VerificationOutcome {
+    func verifies(_ type: IntegrationType, _ credentials: Credentials, _ context: ProviderClient) async -> VerificationOutcome {
         await Verifiers.verify(type, credentials: credentials, config: [:], in: context).outcome
     }
 
     /// Create with the old credential; check the new one; retire the old one with the new one.
     func rotate(
-        _ type: IntegrationType, from old: Credentials, in context: VerificationContext
+        _ type: IntegrationType, from old: Credentials, in context: ProviderClient
     ) async throws -> (created: CreatedCredential, oldKeyID: String) {
         let rotator = try #require(Rotators.rotator(for: type))
         let oldKeyID = try await rotator.keyID(of: old, in: context).get()

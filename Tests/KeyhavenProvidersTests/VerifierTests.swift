@@ -30,7 +30,7 @@ struct VerifierTests {
     @Test("every provider: good credentials connect, bad ones are invalid")
     func goodAndBad() async throws {
         try await withFakes { fakes, client in
-            let context = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
+            let context = ProviderClient(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
             for (type, good, bad) in cases(fakes) {
                 let connected = await Verifiers.verify(type, credentials: good, config: [:], in: context)
                 #expect(connected.outcome == .connected, "\(type): \(connected.outcome) \(connected.providerMessage ?? "")")
@@ -44,7 +44,7 @@ struct VerifierTests {
     @Test("details: the AWS account and ARN, the number of models")
     func details() async throws {
         try await withFakes { fakes, client in
-            let context = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
+            let context = ProviderClient(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
             let aws = await Verifiers.verify(.aws, credentials: Self.goodAWS, config: ["region": "eu-west-1"], in: context)
             #expect(aws.details["arn"] == .string("arn:aws:iam::123456789012:user/keyhaven"))
             #expect(aws.details["account_id"] == .string("123456789012"))
@@ -59,7 +59,7 @@ struct VerifierTests {
     @Test("provider-specific answers: a restricted OpenAI key, rate limits, expired AWS and Azure credentials, unknown Azure tenant and app")
     func mappedErrors() async throws {
         try await withFakes { fakes, client in
-            let context = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
+            let context = ProviderClient(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
             let expectations: [(IntegrationType, Credentials, VerificationOutcome, String?)] = [
                 (.openai, .apiKey(FakeProviders.openAIRestrictedKey), .insufficientPermissions, "Missing scopes"),
                 (.openai, .apiKey("sk-fake-ratelimited-0000000000"), .rateLimited, nil),
@@ -81,7 +81,7 @@ struct VerifierTests {
     @Test("an echoed credential keeps at most 4 of its characters in the message")
     func sanitising() async throws {
         try await withFakes { fakes, client in
-            let context = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
+            let context = ProviderClient(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
             let key = "sk-echoed-canary-key-7f3a9b2c1d"
             let openai = await Verifiers.verify(.openai, credentials: .apiKey(key), config: [:], in: context)
             let secret = "echoed~azure~canary~4b7e"
@@ -101,7 +101,7 @@ struct VerifierTests {
         try await withFakes { fakes, client in
             let timeout = Duration.seconds(3)
             for endpoints in [fakes.downEndpoints(), fakes.endpoints(prefix: "/hang")] {
-                let context = VerificationContext(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: true), timeout: timeout)
+                let context = ProviderClient(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: true), timeout: timeout)
                 try await withThrowingTaskGroup(of: (IntegrationType, VerificationOutcome, Duration).self) { group in
                     for (type, good, _) in cases(fakes) {
                         group.addTask {
@@ -130,7 +130,7 @@ struct VerifierTests {
                 account["token_uri"] = .string(uri)
                 for allowPrivate in [false, true] {
                     let egress = EgressPolicy(allowPrivate: allowPrivate)
-                    let context = VerificationContext(client: client, endpoints: ProviderEndpoints(), egress: egress, timeout: .seconds(2))
+                    let context = ProviderClient(client: client, endpoints: ProviderEndpoints(), egress: egress, timeout: .seconds(2))
                     // Straight to the request builder: input validation already refuses most of these URIs.
                     let refused = await Verifiers.verifier(for: .googleCloud).verify(.googleServiceAccount(account), config: [:], in: context)
                     #expect(refused.outcome == .endpointNotAllowed, "\(uri): \(refused.outcome)")
@@ -141,9 +141,9 @@ struct VerifierTests {
             let google = try #require(URL(string: "https://oauth2.googleapis.com/token"))
             #expect(EgressPolicy(allowPrivate: false).acceptsUserEndpoint(google, allowedHosts: GoogleCloudVerifier.allowedHosts))
             // The operator's own override may point at a private address only with the switch on.
-            let on = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
+            let on = ProviderClient(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: true))
             #expect(await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: on).outcome == .connected)
-            let off = VerificationContext(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: false))
+            let off = ProviderClient(client: client, endpoints: fakes.endpoints(), egress: EgressPolicy(allowPrivate: false))
             #expect(await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: off).outcome == .endpointNotAllowed)
         }
     }
@@ -164,7 +164,7 @@ struct VerifierTests {
             // An operator endpoint given by name reaches the fake through the pinned address.
             let port = fakes.baseURL.port ?? 0
             let byName = ProviderEndpoints(overrides: [.openai: URL(string: "http://localhost:\(port)/openai")!])
-            let context = VerificationContext(client: client, endpoints: byName, egress: EgressPolicy(allowPrivate: true))
+            let context = ProviderClient(client: client, endpoints: byName, egress: EgressPolicy(allowPrivate: true))
             let result = await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: context)
             #expect(result.outcome == .connected, "\(result.outcome)")
         }
@@ -174,7 +174,7 @@ struct VerifierTests {
     func unresolvable() async throws {
         try await withFakes { _, client in
             let endpoints = ProviderEndpoints(overrides: [.openai: URL(string: "https://keyhaven-test.invalid")!])
-            let context = VerificationContext(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(3))
+            let context = ProviderClient(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(3))
             let result = await Verifiers.verify(.openai, credentials: .apiKey(FakeProviders.openAIKey), config: [:], in: context)
             #expect(result.outcome == .unreachable)
             #expect(result.errorMessage == "The provider could not be reached. Could not resolve keyhaven-test.invalid.")
