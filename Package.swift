@@ -207,6 +207,10 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        .testTarget(
+            name: "KeyhavenServicesTests",
+            dependencies: ["KeyhavenServices", "KeyhavenCore", "KeyhavenGateway"]
+        ),
         .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
         .testTarget(
             name: "KeyhavenProvidersTests",
