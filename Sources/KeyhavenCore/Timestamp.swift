@@ -47,3 +47,12 @@ extension Date {
         return String(decoding: bytes, as: UTF8.self)
     }
 }
+
+extension Duration {
+    /// The whole milliseconds of a duration, rounded toward zero and saturating at the bounds of `Int64`: a
+    /// latency as responses, pages and rows show it.
+    public var wholeMilliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return Saturating.add(Saturating.multiply(seconds, 1000), attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -41,9 +41,15 @@ public struct HealthController<Context: RequestContext>: Sendable {
         self.checks = checks
     }
 
-    struct Status: Encodable {
+    struct Status: ResponseBody {
         var status: String
         var checks: [String: String]?
+
+        var json: JSONValue {
+            var body: [String: JSONValue] = ["status": .string(status)]
+            if let checks { body["checks"] = .object(checks.mapValues { .string($0) }) }
+            return .object(body)
+        }
     }
 
     /// Adds the two routes.

@@ -282,8 +282,7 @@ struct TestResultResponse: ResponseBody {
     let language: String
 
     var json: JSONValue {
-        let latency = record.latency.components
-        let milliseconds = latency.seconds * 1000 + latency.attoseconds / 1_000_000_000_000_000
+        let milliseconds = record.latency.wholeMilliseconds
         return .object([
             "status": .string(record.outcome.status.rawValue),
             "outcome": .string(record.outcome.rawValue),

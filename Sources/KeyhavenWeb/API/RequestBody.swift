@@ -112,8 +112,13 @@ extension ResponseBody {
     func write(to output: inout [UInt8]) { json.write(to: &output) }
 }
 
+extension JSONValue: ResponseBody {
+    var json: JSONValue { self }
+}
+
 extension Response {
-    /// A JSON response for a typed response body.
+    /// The one JSON response: a typed response body (or a `JSONValue`), written by the direct writer, with
+    /// `Content-Type: application/json; charset=utf-8`.
     static func json(status: HTTPResponse.Status, _ body: some ResponseBody) -> Response {
         var output: [UInt8] = []
         output.reserveCapacity(1024)

@@ -3,13 +3,19 @@ import Hummingbird
 import KeyhavenCore
 
 /// The JSON error body of SPEC §6: `{"error": {"code", "message", "fields"?}}`.
-struct ErrorBody: Encodable {
-    struct Detail: Encodable {
+struct ErrorBody: ResponseBody {
+    struct Detail {
         var code: String
         var message: String
         var fields: [String: String]?
     }
     var error: Detail
+
+    var json: JSONValue {
+        var detail: [String: JSONValue] = ["code": .string(error.code), "message": .string(error.message)]
+        if let fields = error.fields { detail["fields"] = .object(fields.mapValues { .string($0) }) }
+        return .object(["error": .object(detail)])
+    }
 }
 
 extension KeyhavenError: HTTPResponseError {
@@ -50,28 +56,5 @@ extension KeyhavenError: HTTPResponseError {
         default: break
         }
         return response
-    }
-}
-
-extension Response {
-    /// A JSON response for a `JSONValue` (every API object), written without an encoder.
-    static func json(status: HTTPResponse.Status, _ value: JSONValue) -> Response {
-        Response(
-            status: status,
-            headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: value.jsonText)))
-    }
-
-    /// A JSON response with `Content-Type: application/json; charset=utf-8`.
-    static func json(status: HTTPResponse.Status, _ value: some Encodable) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        // Encoding these plain structs cannot fail.
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status,
-            headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }
