@@ -160,12 +160,15 @@ public struct Accounts: Sendable {
         return try await startSession(for: user)
     }
 
-    /// Ends a browser session and audits it.
+    /// Ends the caller's browser session and audits it.
     ///
-    /// - Throws: `unavailable` if the database cannot be reached.
-    public func logOut(session: Session, userID: UUID, actor: AuditActor) async throws {
+    /// - Throws: `forbidden` for a caller signed in otherwise (a token is revoked, not logged out), `unavailable`.
+    public func logOut(_ caller: UserCaller) async throws {
+        guard case .session(let session) = caller.credential else {
+            throw KeyhavenError.forbidden("Only a browser session can log out; revoke tokens instead.")
+        }
         try await sessions.delete(id: session.id)
-        try await audit.append(AuditEntry(actor: actor, action: .logout, ownerID: userID))
+        try await audit.append(AuditEntry(actor: caller.actor, action: .logout, ownerID: caller.user.id))
     }
 
     /// The caller's tokens (only from a browser session or an external JWT: a token that could mint tokens would

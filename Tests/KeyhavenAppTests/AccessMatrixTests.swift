@@ -64,7 +64,7 @@ struct AccessMatrixTests {
         let everyone401: [Caller: Int] = [.anonymous: 401, .revokedToken: 401, .expiredJWT: 401, .wrongSecretJWT: 401]
         func row(_ values: [Caller: Int]) -> [Caller: Int] { everyone401.merging(values) { $1 } }
         table[.me] = row([.session: 200, .sessionWithoutCSRF: 200, .patRead: 200, .patReadWrite: 200, .service: 403, .jwt: 200])
-        table[.logout] = row([.session: 204, .sessionWithoutCSRF: 403, .patRead: 400, .patReadWrite: 400, .service: 403, .jwt: 400])
+        table[.logout] = row([.session: 204, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 403, .service: 403, .jwt: 403])
         table[.listTokens] = row([.session: 200, .sessionWithoutCSRF: 200, .patRead: 403, .patReadWrite: 403, .service: 403, .jwt: 200])
         table[.createToken] = row([.session: 201, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 403, .service: 403, .jwt: 201])
         table[.revokeToken] = row([.session: 204, .sessionWithoutCSRF: 403, .patRead: 403, .patReadWrite: 403, .service: 403, .jwt: 204])

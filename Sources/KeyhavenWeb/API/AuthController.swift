@@ -41,10 +41,7 @@ public struct AuthController: Sendable {
     }
 
     @Sendable func logout(_ request: Request, context: UserContext) async throws -> Response {
-        guard case .session(let session) = context.credential else {
-            throw KeyhavenError.badRequest("Only a browser session can log out; revoke tokens instead.")
-        }
-        try await accounts.logOut(session: session, userID: context.user.id, actor: context.actor(request))
+        try await accounts.logOut(context.caller(request))
         var response = Response(status: .noContent)
         response.setCookie(cookie.expired())
         return response

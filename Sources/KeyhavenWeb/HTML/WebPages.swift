@@ -284,8 +284,10 @@ public struct WebPages: Sendable {
 
     @Sendable func logout(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         _ = try await Self.form(request, context: context, viewer: viewer)
-        let actor = AuditActor(kind: .user, id: viewer.user.id.lowercasedText, ip: context.clientAddress, userAgent: request.headers[.userAgent])
-        try await services.accounts.logOut(session: viewer.session, userID: viewer.user.id, actor: actor)
+        try await services.accounts.logOut(
+            UserCaller(
+                user: viewer.user, credential: .session(viewer.session), ip: context.clientAddress,
+                userAgent: request.headers[.userAgent]))
         var response = Response.redirect(to: "/login", type: .normal)
         response.setCookie(cookie.expired())
         return response
