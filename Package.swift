@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "keyhaven", targets: ["keyhaven"]),
         .library(name: "KeyhavenCore", targets: ["KeyhavenCore"]),
         .library(name: "KeyhavenCrypto", targets: ["KeyhavenCrypto"]),
+        .library(name: "KeyhavenDatabase", targets: ["KeyhavenDatabase"]),
         .library(name: "KeyhavenStorage", targets: ["KeyhavenStorage"]),
         .library(name: "KeyhavenApp", targets: ["KeyhavenApp"]),
         .library(name: "KeyhavenClient", targets: ["KeyhavenClient"]),
@@ -48,19 +49,34 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
+        // The database engine: connections, pools, transactions and the schema's migrations on SQLite and
+        // PostgreSQL. It holds no store; SQLiteNIO is linked for the SQLite copy KeyhavenSQLite calls into.
+        .target(
+            name: "KeyhavenDatabase",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenSQLite",
+                .product(name: "AsyncKit", package: "async-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
+        ),
+        // The stores (repositories) over KeyhavenDatabase, the master keys' lifecycle (Keys/) and backups (Backup/).
         .target(
             name: "KeyhavenStorage",
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenCrypto",
-                "KeyhavenSQLite",
+                "KeyhavenDatabase",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "SQLiteKit", package: "sqlite-kit"),
-                .product(name: "SQLiteNIO", package: "sqlite-nio"),
-                .product(name: "PostgresKit", package: "postgres-kit"),
-                .product(name: "AsyncKit", package: "async-kit"),
             ]
         ),
         .target(
@@ -113,6 +129,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenCrypto",
+                "KeyhavenDatabase",
                 "KeyhavenStorage",
                 "KeyhavenWeb",
                 "KeyhavenProviders",
@@ -139,7 +156,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-bench",
             dependencies: [
-                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb", "KeyhavenGateway",
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb",
+                "KeyhavenGateway",
                 "KeyhavenProviders",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -154,7 +172,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-reliability",
             dependencies: [
-                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenStorage",
+                "KeyhavenTestSupport",
                 "KeyhavenWeb",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -173,6 +192,7 @@ let package = Package(
             name: "KeyhavenTestSupport",
             dependencies: [
                 "KeyhavenApp",
+                "KeyhavenDatabase",
                 "KeyhavenStorage",
                 "KeyhavenProviders",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -193,7 +213,16 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
-        .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
+        .testTarget(
+            name: "KeyhavenDatabaseTests",
+            dependencies: [
+                "KeyhavenCore", "KeyhavenDatabase", "KeyhavenStorage", "KeyhavenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]),
+        .testTarget(
+            name: "KeyhavenStorageTests", dependencies: ["KeyhavenDatabase", "KeyhavenStorage", "KeyhavenTestSupport"]),
         .testTarget(
             name: "KeyhavenProvidersTests",
             dependencies: [
@@ -211,7 +240,8 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenGateway", "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenDatabase", "KeyhavenWeb", "KeyhavenProviders", "KeyhavenGateway",
+                "KeyhavenTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),

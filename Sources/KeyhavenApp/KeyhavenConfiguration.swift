@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenProviders
 import KeyhavenStorage

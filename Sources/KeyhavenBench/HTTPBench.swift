@@ -4,6 +4,7 @@ import Hummingbird
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenProviders
 import KeyhavenStorage

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// Rotation policies and the persisted steps of each rotation (SPEC §15), in `integrations.rotation` and
