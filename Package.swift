@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "keyhaven", targets: ["keyhaven"]),
         .library(name: "KeyhavenCore", targets: ["KeyhavenCore"]),
         .library(name: "KeyhavenCrypto", targets: ["KeyhavenCrypto"]),
+        .library(name: "KeyhavenDatabase", targets: ["KeyhavenDatabase"]),
         .library(name: "KeyhavenStorage", targets: ["KeyhavenStorage"]),
         .library(name: "KeyhavenApp", targets: ["KeyhavenApp"]),
         .library(name: "KeyhavenClient", targets: ["KeyhavenClient"]),
@@ -48,19 +49,34 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
+        // The database engine: connections, pools, transactions and the schema's migrations on SQLite and
+        // PostgreSQL. It holds no store; SQLiteNIO is linked for the SQLite copy KeyhavenSQLite calls into.
+        .target(
+            name: "KeyhavenDatabase",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenSQLite",
+                .product(name: "AsyncKit", package: "async-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
+        ),
+        // The stores (repositories) over KeyhavenDatabase, the master keys' lifecycle (Keys/) and backups (Backup/).
         .target(
             name: "KeyhavenStorage",
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenCrypto",
-                "KeyhavenSQLite",
+                "KeyhavenDatabase",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "SQLiteKit", package: "sqlite-kit"),
-                .product(name: "SQLiteNIO", package: "sqlite-nio"),
-                .product(name: "PostgresKit", package: "postgres-kit"),
-                .product(name: "AsyncKit", package: "async-kit"),
             ]
         ),
         .target(
@@ -125,6 +141,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 "KeyhavenCrypto",
+                "KeyhavenDatabase",
                 "KeyhavenStorage",
                 "KeyhavenWeb",
                 "KeyhavenServices",
@@ -152,8 +169,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-bench",
             dependencies: [
-                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb", "KeyhavenGateway",
-                "KeyhavenProviders", "KeyhavenServices",
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenStorage", "KeyhavenApp", "KeyhavenWeb",
+                "KeyhavenGateway", "KeyhavenProviders", "KeyhavenServices",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -167,8 +184,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-reliability",
             dependencies: [
-                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenStorage", "KeyhavenTestSupport",
-                "KeyhavenWeb", "KeyhavenServices",
+                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenStorage",
+                "KeyhavenTestSupport", "KeyhavenWeb", "KeyhavenServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -187,6 +204,7 @@ let package = Package(
             dependencies: [
                 "KeyhavenApp",
                 "KeyhavenServices",
+                "KeyhavenDatabase",
                 "KeyhavenStorage",
                 "KeyhavenProviders",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -211,7 +229,16 @@ let package = Package(
             name: "KeyhavenServicesTests",
             dependencies: ["KeyhavenServices", "KeyhavenCore", "KeyhavenGateway"]
         ),
-        .testTarget(name: "KeyhavenStorageTests", dependencies: ["KeyhavenStorage", "KeyhavenTestSupport"]),
+        .testTarget(
+            name: "KeyhavenDatabaseTests",
+            dependencies: [
+                "KeyhavenCore", "KeyhavenDatabase", "KeyhavenStorage", "KeyhavenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]),
+        .testTarget(
+            name: "KeyhavenStorageTests", dependencies: ["KeyhavenDatabase", "KeyhavenStorage", "KeyhavenTestSupport"]),
         .testTarget(
             name: "KeyhavenProvidersTests",
             dependencies: [
@@ -229,7 +256,8 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenWeb", "KeyhavenServices", "KeyhavenProviders", "KeyhavenGateway",
+                "KeyhavenApp", "KeyhavenDatabase", "KeyhavenWeb", "KeyhavenServices", "KeyhavenProviders",
+                "KeyhavenGateway",
                 "KeyhavenTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

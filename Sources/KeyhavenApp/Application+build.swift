@@ -1,5 +1,6 @@
 import Foundation
 import AsyncHTTPClient
+import KeyhavenDatabase
 #if canImport(Glibc)
 import Glibc
 #endif

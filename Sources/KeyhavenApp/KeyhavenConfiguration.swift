@@ -3,6 +3,7 @@ import Foundation
 import KeyhavenCore
 import KeyhavenServices
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenProviders
 import KeyhavenStorage

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenStorage
 import KeyhavenWeb

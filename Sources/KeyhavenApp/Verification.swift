@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import KeyhavenProviders
 import KeyhavenStorage
 import Logging

@@ -5,6 +5,7 @@ import KeyhavenApp
 import KeyhavenCore
 import KeyhavenServices
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenProviders
 import KeyhavenStorage

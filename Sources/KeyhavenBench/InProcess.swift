@@ -3,6 +3,7 @@ import Hummingbird
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging

@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import Logging
 import SQLKit

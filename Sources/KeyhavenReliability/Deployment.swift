@@ -3,6 +3,7 @@ import KeyhavenApp
 import KeyhavenCore
 import KeyhavenServices
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import KeyhavenWeb

@@ -3,6 +3,7 @@ import Foundation
 import KeyhavenApp
 import KeyhavenClient
 import KeyhavenCore
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import NIOCore

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import KeyhavenClient
 import KeyhavenCore
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import NIOCore

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// The audit trail in `audit_events` (SPEC §8): each event's hash is HMAC-SHA-256, under the audit key, of the

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// Organizations in `organizations`, their members in `memberships`, invitations (hashed tokens) in `invitations`.

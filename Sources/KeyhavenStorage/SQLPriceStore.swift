@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// The imported price table in `price_table` (one row) and negotiated prices in `price_overrides`.

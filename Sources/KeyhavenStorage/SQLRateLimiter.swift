@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// Fixed-window counters in `rate_limits`, shared by every instance. Keys are stored hashed, so an email used as

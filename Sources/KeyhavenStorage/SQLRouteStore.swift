@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// Fallback routes in `gateway_routes`; the integrations are a JSON array of ids, in order.

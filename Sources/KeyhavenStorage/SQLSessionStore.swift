@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// Sessions in `sessions`, keyed by the SHA-256 of the cookie token.

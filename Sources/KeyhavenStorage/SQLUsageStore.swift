@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// Usage events and their daily roll-ups (SPEC §13) in `usage_events` and `usage_daily`. Events are only ever

@@ -4,6 +4,7 @@ import KeyhavenApp
 import KeyhavenCore
 import KeyhavenServices
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import Logging
 import SQLKit

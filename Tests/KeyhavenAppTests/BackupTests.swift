@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging

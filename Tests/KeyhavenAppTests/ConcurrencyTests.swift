@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging

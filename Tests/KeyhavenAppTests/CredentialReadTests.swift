@@ -2,6 +2,7 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
+@testable import KeyhavenDatabase
 @testable import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging

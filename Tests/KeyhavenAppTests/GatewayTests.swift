@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import KeyhavenApp
 import KeyhavenCore
+import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenStorage
 import KeyhavenTestSupport

@@ -3,6 +3,7 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging

@@ -1,6 +1,7 @@
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging

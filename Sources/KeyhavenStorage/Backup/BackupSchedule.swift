@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenDatabase
 import SQLKit
 
 /// The lease on scheduled backups, in the database: the next backup is due at `due_at`, and the instance that

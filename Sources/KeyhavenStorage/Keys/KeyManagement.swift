@@ -1,52 +1,48 @@
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import Logging
 import SQLKit
-
-/// One master key as `keyhaven keys status` shows it.
-public struct MasterKeyStatus: Sendable, Equatable {
-    /// The key id.
-    public var id: String
-    /// Whether new data keys are wrapped with it.
-    public var active: Bool
-    /// Whether the database knows the key (false for a key only in the keyring, not yet activated).
-    public var registered: Bool
-    /// Whether this process's keyring holds the key.
-    public var inKeyring: Bool
-    /// How many secret rows it wraps now.
-    public var rows: Int
-    /// How many data keys it has wrapped in all.
-    public var wraps: Int64
-    /// When the database first saw it.
-    public var createdAt: Date?
-}
-
-/// Progress of a rotation, reported after every batch.
-public struct RotationProgress: Sendable {
-    /// Rows re-wrapped so far in this run.
-    public var done: Int
-    /// Rows that needed re-wrapping when this run started.
-    public var total: Int
-}
-
-/// What a rotation did.
-public struct RotationResult: Sendable {
-    /// The key that is active now.
-    public var activeKeyID: String
-    /// Whether this run continued an interrupted rotation instead of creating a new key.
-    public var resumed: Bool
-    /// Rows re-wrapped in this run.
-    public var rewrapped: Int
-    /// Keys that no longer wrap anything and may be retired.
-    public var retirable: [String]
-    /// Secrets whose data key did not open under its master key: left as they are, for the operator.
-    public var failed: [UUID] = []
-}
 
 /// Master-key operations: status, rotation (SPEC §4, resumable and safe beside running servers), retirement.
 /// Their database work runs as long work (``Database/withConnection(short:long:_:)``): a rotation over millions of
 /// rows is not cut short by the statement timeout the servers run with.
+///
+/// ## The master keys' lifecycle (`Keys/`)
+///
+/// Every secret version is sealed under a data key of its own, and the data key is wrapped by a master key from the
+/// configured keyring (`KEYHAVEN_MASTER_KEY` or `KEYHAVEN_KEYRING_FILE`: a ``KeyringSource``); the audit chain's
+/// keys are wrapped by a master key too. The database never holds a master key, only the keyring's state in
+/// `keyring_keys`: each key's id, a canary only that key opens, whether it is the active key, and how many data keys
+/// it has wrapped. This folder holds:
+///
+/// - ``LiveKeyring``: the master keys a running process holds. Opening it is the start-up check: every key that the
+///   database marks active, or that a secret or an audit key names, must be held and open its canary, or the process
+///   refuses to start, naming the key. A fresh, empty database registers the configured keys, the newest active (for
+///   `serve`, a newly generated keyring file when none is configured). A key named by a row but not held by the
+///   process (another process rotated) is read again from the source and trusted only once it opens its canary.
+/// - ``AuditKeys``: the audit chain's keys, unwrapped with the master keys; a database without one gets its first,
+///   wrapped by the active master key.
+/// - `KeyManagement` (this type): `keyhaven keys status`, `keys rotate` and `keys retire`, called through
+///   `KeyhavenOperations` in KeyhavenApp.
+/// - `KeyringRegistry`: reads and writes `keyring_keys` for the types above, for ``SQLSecretStore`` (which counts
+///   each wrap against the active key and refuses past the wrap limit) and for ``DatabaseBackup`` (which checks the
+///   keys a backup carries or needs).
+///
+/// Invariants:
+/// - At most one key is active (a unique index) and new data keys are wrapped with it alone; every `secrets` and
+///   `audit_keys` row names a registered key (a foreign key).
+/// - A master key is trusted only once it opens its canary; a keyring file that other users can read is refused.
+/// - A rotation writes its new key to the keyring file before the database names it, then re-wraps the data keys
+///   in batches that each commit on their own: killed at any point, the next run finishes the rows still under
+///   older keys instead of starting over. A data key that does not open is reported and left as it is; the audit
+///   keys follow the new master key too.
+/// - A key is retired only when it is not active and no row names it: from the keyring file first, then from the
+///   database, whose log is then emptied of the pages that held data keys wrapped under it.
+///
+/// Entry points: ``LiveKeyring/open(source:database:allowCreate:logger:)`` and ``AuditKeys/open(database:keyring:)``
+/// when a runtime starts; ``status()``, ``rotate(batchSize:pause:progress:)`` and ``retire(id:)`` for the operator.
 public struct KeyManagement: Sendable {
     let database: Database
     let source: KeyringSource
@@ -295,4 +291,44 @@ public struct KeyManagement: Sendable {
         query.appendInterpolation(unsafeRaw: " RETURNING secrets.id")
         return try await sql.raw(query).all().count
     }
+}
+
+/// One master key as `keyhaven keys status` shows it.
+public struct MasterKeyStatus: Sendable, Equatable {
+    /// The key id.
+    public var id: String
+    /// Whether new data keys are wrapped with it.
+    public var active: Bool
+    /// Whether the database knows the key (false for a key only in the keyring, not yet activated).
+    public var registered: Bool
+    /// Whether this process's keyring holds the key.
+    public var inKeyring: Bool
+    /// How many secret rows it wraps now.
+    public var rows: Int
+    /// How many data keys it has wrapped in all.
+    public var wraps: Int64
+    /// When the database first saw it.
+    public var createdAt: Date?
+}
+
+/// Progress of a rotation, reported after every batch.
+public struct RotationProgress: Sendable {
+    /// Rows re-wrapped so far in this run.
+    public var done: Int
+    /// Rows that needed re-wrapping when this run started.
+    public var total: Int
+}
+
+/// What a rotation did.
+public struct RotationResult: Sendable {
+    /// The key that is active now.
+    public var activeKeyID: String
+    /// Whether this run continued an interrupted rotation instead of creating a new key.
+    public var resumed: Bool
+    /// Rows re-wrapped in this run.
+    public var rewrapped: Int
+    /// Keys that no longer wrap anything and may be retired.
+    public var retirable: [String]
+    /// Secrets whose data key did not open under its master key: left as they are, for the operator.
+    public var failed: [UUID] = []
 }

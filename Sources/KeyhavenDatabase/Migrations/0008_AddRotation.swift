@@ -1,7 +1,7 @@
 extension Migration {
     /// Credential rotation (SPEC §15): each integration's policy, when its current credentials were stored, the
     /// latest version (which may be a new credential not yet current), and the persisted steps of each rotation.
-    static let addRotation = Migration(version: 8, name: "AddRotation") { kind in
+    package static let addRotation = Migration(version: 8, name: "AddRotation") { kind in
         let t = Database.ColumnTypes(kind)
         return [
             "ALTER TABLE integrations ADD COLUMN latest_version INTEGER NOT NULL DEFAULT 0",

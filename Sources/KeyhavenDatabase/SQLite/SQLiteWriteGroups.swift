@@ -245,9 +245,13 @@ final class SQLiteWriteGroups: Sendable {
 /// How SQLite's writes were committed: ``transactions`` bodies in ``commits`` commits; ``waiting`` writers queued or
 /// on their way now.
 public struct WriteStatistics: Sendable, Equatable {
+    /// Write transactions run (each body once, whether it committed or threw).
     public var transactions = 0
+    /// Commits that stored them: one per group.
     public var commits = 0
+    /// Writers queued for the writer or on their way to it now.
     public var waiting = 0
 
+    /// No transactions, commits or writers waiting.
     public init() {}
 }

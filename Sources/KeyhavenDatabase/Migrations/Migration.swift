@@ -5,8 +5,9 @@ import SQLKit
 
 /// One numbered schema change. Migrations are append-only: once released, a migration's SQL never changes
 /// (the migrator refuses to run against a database where an applied migration's checksum differs).
-struct Migration: Sendable {
-    let version: Int
+package struct Migration: Sendable {
+    /// Its number: migrations apply in this order, and a database records the numbers applied.
+    package let version: Int
     let name: String
     let statements: @Sendable (DatabaseKind) -> [String]
 
@@ -17,6 +18,13 @@ struct Migration: Sendable {
 }
 
 /// Applies the numbered migrations in order, once each, on SQLite or PostgreSQL.
+///
+/// The numbered migrations (`Migrations/0001_…` onwards) live here, beside the migrator, rather than with the
+/// stores in `KeyhavenStorage` whose tables they describe. They are one ordered, append-only history that the
+/// migrator checks, by checksum, against every database it opens; the newest version is what a build refuses to
+/// go beyond and what a backup records as its schema; and a database is migrated before any store is made on it.
+/// With the schema in the engine, every program that opens a ``Database`` (the server, the command line, the
+/// benchmark, the test fixtures) migrates it the same way without depending on the stores.
 public struct Migrator: Sendable {
     static let all: [Migration] = [
         .createCoreTables,

@@ -1,6 +1,7 @@
 import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenDatabase
 import Logging
 import SQLKit
 import Synchronization

@@ -1,8 +1,9 @@
 import Foundation
 import KeyhavenCore
-import Logging
-@testable import KeyhavenStorage
+@testable import KeyhavenDatabase
+import KeyhavenStorage
 import KeyhavenTestSupport
+import Logging
 import SQLKit
 import Testing
 

@@ -1,71 +1,11 @@
 import AsyncKit
 import Foundation
 import KeyhavenCore
-import KeyhavenCrypto
 import Logging
 import NIOCore
 import NIOPosix
 import PostgresKit
 import SQLKit
-import Synchronization
-
-/// Where the data lives: an SQLite file (the default) or a PostgreSQL server.
-public enum DatabaseLocation: Sendable, Equatable {
-    /// An SQLite database file, created with its folder if missing.
-    case sqlite(path: String)
-    /// A PostgreSQL server, by connection URL. The URL may hold a password, so it is never printed.
-    case postgres(url: String)
-
-    /// The default: `sqlite://./data/keyhaven.sqlite`.
-    public static let defaultURL = "sqlite://./data/keyhaven.sqlite"
-
-    /// Parses `sqlite://<path>` (relative or, with a third slash, absolute) or `postgres://…` / `postgresql://…`.
-    ///
-    /// - Throws: `KeyhavenError.configuration` naming `KEYHAVEN_DATABASE_URL` if the URL is neither.
-    public init(url: String) throws {
-        if url.hasPrefix("sqlite://") {
-            let path = String(url.dropFirst("sqlite://".count))
-            guard !path.isEmpty else {
-                throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL: sqlite:// needs a file path")
-            }
-            self = .sqlite(path: path)
-        } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            guard (try? SQLPostgresConfiguration(url: url)) != nil else {
-                throw KeyhavenError.configuration("KEYHAVEN_DATABASE_URL is not a valid PostgreSQL URL")
-            }
-            self = .postgres(url: url)
-        } else {
-            throw KeyhavenError.configuration(
-                "KEYHAVEN_DATABASE_URL must start with sqlite:// or postgres:// (for example \(Self.defaultURL))")
-        }
-    }
-
-    /// The SQLite file, if this is SQLite.
-    public var sqlitePath: String? {
-        if case .sqlite(let path) = self { path } else { nil }
-    }
-}
-
-extension DatabaseLocation: CustomStringConvertible {
-    /// The location without any password: `sqlite://<path>` or `postgres://user@host:port/db`.
-    public var description: String {
-        switch self {
-        case .sqlite(let path):
-            return "sqlite://\(path)"
-        case .postgres(let url):
-            guard let components = URLComponents(string: url) else { return "postgres://<invalid>" }
-            let user = components.user.map { "\($0)@" } ?? ""
-            let port = components.port.map { ":\($0)" } ?? ""
-            return "postgres://\(user)\(components.host ?? "")\(port)\(components.path)"
-        }
-    }
-}
-
-/// The two SQL dialects Keyhaven speaks.
-public enum DatabaseKind: String, Sendable {
-    case sqlite
-    case postgres
-}
 
 /// A pool of connections to SQLite or PostgreSQL, with transactions that work the same on both.
 ///
@@ -86,7 +26,7 @@ public final class Database: Sendable {
     let logger: Logger
     private let pool: Pool
     /// How long a request may wait for a PostgreSQL connection, a new one's handshake included.
-    private let connectTimeout: Duration
+    let connectTimeout: Duration
     /// The client's own deadline for each PostgreSQL query; nil on SQLite.
     private let deadlines: QueryDeadlines?
 
@@ -414,58 +354,6 @@ public final class Database: Sendable {
         }
     }
 
-    /// A pooled connection, within ``connectTimeout`` of asking.
-    ///
-    /// The driver's connect timeout and the pool's wait are timers on the pool's event loops, which fire late when
-    /// those threads are busy or stalled; the pool's own wait adds to the driver's. The deadline here is the
-    /// process's clock instead, raced against the whole request, so the configured timeout bounds what a caller
-    /// waits, whatever holds the connection up. A connection that arrives after the deadline goes back to the pool.
-    private func acquire<Source>(_ pool: EventLoopGroupConnectionPool<Source>) async throws -> Source.Connection
-    where Source.Connection: Sendable {
-        let requested = pool.requestConnection(logger: logger)
-        let timeout = connectTimeout
-        // Whichever comes first answers; a connection that comes second goes back to the pool. A task group would
-        // not do: it waits for every child, and a future's `get()` cannot be cancelled.
-        let answered = FirstAnswer()
-        do {
-            return try await withCheckedThrowingContinuation { continuation in
-                let timer = Task {
-                    try await Task.sleep(for: timeout)
-                    if answered.claim() { continuation.resume(throwing: ConnectTimeout(timeout: timeout)) }
-                }
-                requested.whenComplete { result in
-                    timer.cancel()
-                    if answered.claim() {
-                        continuation.resume(with: result)
-                    } else if case .success(let connection) = result {
-                        pool.releaseConnection(connection)
-                    }
-                }
-            }
-        } catch {
-            logger.error("database connection failed", metadata: ["error": "\(error)"])
-            throw KeyhavenError.unavailable("The database is unavailable.")
-        }
-    }
-
-    /// Which of two racing outcomes came first.
-    private final class FirstAnswer: Sendable {
-        private let answered = Mutex(false)
-        /// True for the first caller only.
-        func claim() -> Bool {
-            answered.withLock { done in
-                defer { done = true }
-                return !done
-            }
-        }
-    }
-
-    /// No connection within the configured time.
-    private struct ConnectTimeout: Error, CustomStringConvertible {
-        let timeout: Duration
-        var description: String { "no connection within the connect timeout (\(timeout))" }
-    }
-
     /// Turns the driver's failures to reach or use the database into `KeyhavenError.unavailable` (503, logged here,
     /// since driver errors may quote SQL); every other error, a domain error or a bug, goes through unchanged, so a
     /// bug shows as a 500 with its cause logged instead of as an outage.
@@ -497,49 +385,6 @@ public final class Database: Sendable {
             return true
         default:
             return false
-        }
-    }
-}
-
-extension Database {
-    /// A PostgreSQL transaction lock named `name` within the current schema: instances sharing one schema
-    /// serialise on it, deployments in different schemas of one database do not.
-    static func advisoryLock(_ name: String) -> SQLQueryString {
-        "SELECT pg_advisory_xact_lock(hashtextextended(\(bind: "keyhaven." + name + ".") || coalesce(current_schema(), ''), 0))"
-    }
-
-    /// `SUM(column)` of whole numbers that stops at the largest BIGINT instead of failing: SQLite's SUM throws
-    /// "integer overflow" and PostgreSQL's BIGINT cast "out of range", either of which would make a workspace's
-    /// usage unreadable for good once its rows add up past 2^63 (STYLE rule 12). NULL when there are no rows.
-    static func saturatingSum(_ column: String, _ kind: DatabaseKind) -> String {
-        switch kind {
-        case .sqlite: "saturating_sum(\(column))"
-        // PostgreSQL sums BIGINTs as NUMERIC, which cannot overflow.
-        case .postgres: "CAST(LEAST(SUM(\(column)), 9223372036854775807) AS BIGINT)"
-        }
-    }
-
-    /// `stored + added` for a non-negative `added`, stopping at the largest BIGINT: the same SQL on both databases,
-    /// for counters that upserts add to.
-    static func saturatingAdd(_ stored: String, _ added: String) -> String {
-        "CASE WHEN \(stored) > 9223372036854775807 - \(added) THEN 9223372036854775807 ELSE \(stored) + \(added) END"
-    }
-
-    /// Column types that differ between the two dialects, for migrations.
-    struct ColumnTypes {
-        let uuid: String
-        let timestamp: String
-        let bytes: String
-        let bool: String
-        let bigint: String
-
-        init(_ kind: DatabaseKind) {
-            switch kind {
-            case .sqlite:
-                (uuid, timestamp, bytes, bool, bigint) = ("TEXT", "REAL", "BLOB", "INTEGER", "INTEGER")
-            case .postgres:
-                (uuid, timestamp, bytes, bool, bigint) = ("UUID", "TIMESTAMPTZ", "BYTEA", "BOOLEAN", "BIGINT")
-            }
         }
     }
 }
