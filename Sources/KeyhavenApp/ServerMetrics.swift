@@ -1,6 +1,6 @@
 import Foundation
 import KeyhavenCore
-import KeyhavenStorage
+import KeyhavenDatabase
 import Prometheus
 import Synchronization
 
