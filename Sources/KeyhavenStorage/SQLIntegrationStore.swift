@@ -393,7 +393,7 @@ public struct SQLIntegrationStore: IntegrationStore {
                 """
                 UPDATE integrations SET status = \(bind: record.outcome.status.rawValue),
                 error_message = \(bind: record.errorMessage), last_verified_at = \(bind: record.checkedAt),
-                verification_details = \(bind: Self.encode(record.details)), verify_claimed_until = NULL,
+                verification_details = \(bind: Self.encode(record.storedDetails)), verify_claimed_until = NULL,
                 verify_attempts = 0
                 WHERE id = \(bind: integration.id) AND current_version = \(bind: integration.credentialVersion) AND enabled
                 RETURNING id
@@ -491,6 +491,10 @@ public struct SQLIntegrationStore: IntegrationStore {
         // Absent before migration 17 (an upgrade's data migrations may read integrations at an older schema).
         if row.contains(column: "retire_error") {
             integration.retireError = try row.decode(column: "retire_error", as: String?.self)
+        }
+        if row.contains(column: "verification_details") {
+            let details = try row.decode(column: "verification_details", as: String?.self)
+            integration.verificationProblem = VerificationProblem(stored: details, message: integration.errorMessage)
         }
         return integration
     }
