@@ -329,8 +329,11 @@ struct WebPagesTests {
         let code = try FileManager.default.contentsOfDirectory(
             at: sources.appendingPathComponent("HTML"), includingPropertiesForKeys: nil)
         for file in code {
-            used.formUnion(Self.matches(#"texts\["([a-z0-9_.]+)"\]"#, in: try String(contentsOf: file, encoding: .utf8)))
+            let text = try String(contentsOf: file, encoding: .utf8)
+            used.formUnion(Self.matches(#"(?:texts|self)\["([a-z0-9_.]+)"\]"#, in: text))
+            used.formUnion(Self.matches(#"format\(\s*"([a-z0-9_.]+)""#, in: text))
         }
+        #expect(used.contains("budget_used") && used.contains("problem_recorded"), "the code was read")
         // Keys the code makes from values.
         used.formUnion(FieldProblem.Code.allCases.map { "problem.\($0.rawValue)" })
         used.formUnion(AuditAction.allCases.map { "action.\($0.rawValue)" })
