@@ -126,7 +126,10 @@ let package = Package(
                 .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
-            resources: [.copy("Resources/Templates"), .copy("Resources/Public"), .copy("Resources/openapi.json")]
+            resources: [
+                .copy("Resources/Templates"), .copy("Resources/Public"), .copy("Resources/Localization"),
+                .copy("Resources/openapi.json"),
+            ]
         ),
         .target(
             name: "KeyhavenClient",

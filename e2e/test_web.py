@@ -1,84 +1,12 @@
 """The seed's integrations page, driven in a real browser against the real server and checking fake providers."""
-import itertools
 import re
-import uuid
 
 from playwright.sync_api import expect
 
 from conftest import DESKTOP, PHONE, new_page, screenshot
-
-PASSWORD = "a-long-passphrase-for-e2e-tests"
-SPANISH = ["Nueva Integración", "Guardar y Verificar", "Probar Conexión", "Conectado", "Verificando", "Error", "Deshabilitado"]
-ENGLISH = ["New integration", "Save and verify", "Test connection", "Connected", "Verifying", "Error", "Disabled"]
-BAD_OPENAI_KEY = "sk-fake-bad-openai-key-000000001"
-counter = itertools.count()
-
-
-def sign_up(page, language="es"):
-    email = f"e2e-{uuid.uuid4().hex[:12]}@example.test"
-    page.goto("/signup")
-    page.get_by_label("Correo electrónico" if language == "es" else "Email").fill(email)
-    page.get_by_label("Contraseña" if language == "es" else "Password").fill(PASSWORD)
-    page.get_by_role("button", name="Crear cuenta" if language == "es" else "Create account").click()
-    expect(page).to_have_url(re.compile(r"/integrations$"))
-    return email
-
-
-def sign_in_as_new_user(page, server):
-    """An account made by the operator (sign-up through the page is limited per address), signed in on `page`."""
-    email = f"e2e-{uuid.uuid4().hex[:12]}@example.test"
-    server.create_user(email, PASSWORD)
-    page.goto("/login")
-    page.get_by_label("Correo electrónico").fill(email)
-    page.get_by_label("Contraseña").fill(PASSWORD)
-    page.get_by_role("button", name="Iniciar sesión").click()
-    expect(page).to_have_url(re.compile(r"/integrations$"))
-    return email
-
-
-def fill_provider(page, kind, credentials, secret=None):
-    """Fills the provider's credential fields; `secret` overrides the key-based providers' key."""
-    if kind in ("openai", "anthropic", "gemini"):
-        page.get_by_label("Clave de API").fill(secret or credentials[kind])
-    elif kind == "aws":
-        page.get_by_label("ID de clave de acceso").fill(credentials["aws_access_key_id"])
-        page.get_by_label("Clave de acceso secreta").fill(secret or credentials["aws_secret_access_key"])
-    elif kind == "azure":
-        page.get_by_label("ID de inquilino (tenant)").fill(credentials["azure_tenant_id"])
-        page.get_by_label("ID de cliente (aplicación)").fill(credentials["azure_client_id"])
-        page.get_by_label("Secreto de cliente").fill(secret or credentials["azure_client_secret"])
-    elif kind == "google_cloud":
-        # The file upload, as a user would pick the downloaded key file.
-        page.get_by_label("Archivo JSON de la cuenta de servicio").set_input_files(
-            files=[{"name": "key.json", "mimeType": "application/json", "buffer": credentials["google_cloud"].encode()}])
-
-
-LABELS = {"openai": "OpenAI", "google_cloud": "Google Cloud", "aws": "AWS", "azure": "Azure", "anthropic": "Anthropic", "gemini": "Gemini"}
-
-
-def create(page, kind, credentials, name=None, secret=None):
-    name = name or f"{LABELS[kind]} {next(counter)}"
-    page.goto("/integrations")
-    page.get_by_role("link", name="Nueva Integración").first.click()
-    page.locator(f'a[href="/integrations/new?type={kind}"]').click()
-    page.get_by_label("Nombre").fill(name)
-    fill_provider(page, kind, credentials, secret)
-    page.get_by_role("button", name="Guardar y Verificar").click()
-    return name
-
-
-def card(page, name):
-    return page.locator("article.integration").filter(has=page.get_by_role("heading", name=name, exact=True))
-
-
-def assert_no_secret(page, secrets):
-    html = page.content()
-    for secret in secrets:
-        assert secret not in html, "a submitted secret is in the page"
-    for url, body in page.recorder.bodies():
-        for secret in secrets:
-            assert secret not in body, f"a submitted secret came back in {url}"
-
+from helpers import (BAD_OPENAI_KEY, ENGLISH, LABELS, PASSWORD, SPANISH, assert_header_on_one_row, assert_no_secret,
+                     assert_page_is_complete, card, create, create_in, english_sentences, fill_provider, overflowing,
+                     sign_in_as_new_user, sign_up, unlabelled)
 
 def test_each_provider_is_created_through_the_form_and_turns_connected_without_a_reload(page, server, fakes):
     credentials = fakes["credentials"]
@@ -194,22 +122,6 @@ def test_every_seed_label_in_spanish_and_the_english_ones_in_english(browser, se
         page.context.close()
 
 
-def create_in(page, kind, credentials, secret=None, wait=True):
-    """Creates through the form in whatever language the page is in (fields are found by name)."""
-    name = f"{LABELS[kind]} {next(counter)}"
-    page.goto(f"/integrations/new?type={kind}")
-    page.locator("#name").fill(name)
-    if kind in ("openai", "anthropic", "gemini"):
-        page.locator("#api_key").fill(secret or credentials[kind])
-    elif kind == "azure":
-        page.locator("#tenant_id").fill(credentials["azure_tenant_id"])
-        page.locator("#client_id").fill(credentials["azure_client_id"])
-        page.locator("#client_secret").fill(credentials["azure_client_secret"])
-    page.locator('form[action="/integrations"] button[type="submit"]').click()
-    expect(page).to_have_url(re.compile(r"/integrations\?done=created$"))
-    return name
-
-
 def test_the_language_switch_is_remembered(page, server):
     page.goto("/login")
     expect(page.get_by_role("heading", level=1)).to_have_text("Inicia sesión en Keyhaven")
@@ -292,18 +204,6 @@ def test_pages_carry_the_security_headers_and_no_inline_script_or_style(page, se
     response = page.goto("/no-such-page")
     assert response.status == 404
     expect(page.get_by_role("heading", level=1)).to_have_text("No encontrado")
-
-
-def overflowing(page):
-    """The elements that reach past the right edge of the window (what makes a page scroll sideways)."""
-    return page.evaluate("""Array.from(document.querySelectorAll('body *'))
-        .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.table-wrap'))
-        .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)""")
-
-
-def unlabelled(page):
-    return page.evaluate("""Array.from(document.querySelectorAll('input:not([type=hidden]), textarea, select'))
-        .filter(i => !(i.labels && i.labels.length)).map(i => i.name || i.id)""")
 
 
 def test_every_field_of_every_page_has_a_label_and_fits_a_phone(page, server, fakes):
@@ -441,3 +341,75 @@ def test_the_usage_page_charts_reported_usage_and_its_numbers_are_the_apis_in_bo
         expect(page.locator('tr[data-model="house-model-7"] td').nth(3)).to_have_text(no_price)
         screenshot(page, f"usage-{language}")
     page.context.add_cookies([{"name": "keyhaven_lang", "value": "es", "url": server.url}])
+
+
+def test_every_page_in_both_languages_is_complete_translated_and_fits(browser, server, fakes):
+    """Every page, signed out and in, with a verified integration and one in error, in Spanish and English: a
+    full-page screenshot of each in .build/e2e/, no optional printed, no English sentence on a Spanish page, and the
+    header on one row at 1280 px."""
+    credentials = fakes["credentials"]
+    english = english_sentences()
+    assert len(english) > 100, "the English texts were read"
+    for language in ("es", "en"):
+        page = new_page(browser, server, language=language)
+
+        def visit(path, name, status=200):
+            response = page.goto(path)
+            assert response.status == status, f"{path}: {response.status}"
+            check(name)
+
+        def check(name):
+            assert_page_is_complete(page, language, english, f"{language} {name}")
+            if page.locator("header .who").count():
+                assert_header_on_one_row(page, f"{language} {name}")
+            screenshot(page, f"page-{language}-{name}")
+
+        visit("/login", "login")
+        visit("/signup", "signup")
+        visit("/invitations/accept", "accept-signed-out")
+        visit("/no-such-page", "not-found-signed-out", status=404)
+        sign_in_as_new_user(page, server)
+        connected = create_in(page, "gemini", credentials)
+        failing = create_in(page, "openai", credentials, secret=BAD_OPENAI_KEY)
+        for name in (connected, failing):
+            badge = card(page, name).locator(".badge")
+            expect(badge).not_to_have_text(re.compile("Verificando|Verifying"), timeout=20000)
+        expect(card(page, failing).locator(".badge")).to_have_text("Error")
+        visit("/integrations", "integrations")
+        card(page, connected).locator("a.button-quiet").click()
+        detail = page.url
+        check("detail-connected")
+        page.goto("/integrations")
+        card(page, failing).locator("a.button-quiet").click()
+        check("detail-error")
+        page.locator('form[action$="/test"] button').first.click()
+        expect(page.locator(".result")).to_be_visible()
+        check("detail-test-result")
+        visit(detail + "/delete", "delete")
+        visit("/integrations/new", "new")
+        for kind in LABELS:
+            visit(f"/integrations/new?type={kind}", f"new-{kind}")
+        # A refused form: its problems are shown next to the fields, in the page's language.
+        page.goto("/integrations/new?type=aws")
+        page.locator("#name").fill("Región inválida")
+        page.locator("#access_key_id").fill("AKIA-not-a-key")
+        page.locator("#region").fill("nowhere")
+        page.locator('form[action="/integrations"] button[type="submit"]').click()
+        expect(page.locator("#region-error")).to_be_visible()
+        check("new-aws-refused")
+        page.goto("/orgs")
+        page.locator("#org-name").fill("Equipo")
+        page.locator('form[action="/orgs"] button[type="submit"]').click()
+        expect(page).to_have_url(re.compile(r"/orgs/[0-9a-f-]{36}\?done=created$"))
+        check("organization")
+        visit("/orgs", "organizations")
+        visit("/usage", "usage")
+        visit("/tokens", "tokens")
+        page.locator('form[action="/tokens"] button[type="submit"]').click()
+        expect(page.locator(".field-error").first).to_be_visible()
+        check("tokens-refused")
+        visit("/audit", "audit")
+        visit("/invitations/accept", "accept")
+        visit("/no-such-page", "not-found", status=404)
+        visit("/integrations/00000000-0000-7000-8000-000000000000", "integration-not-found", status=404)
+        page.context.close()

@@ -262,11 +262,15 @@ func metricsServer(_ runtime: KeyhavenRuntime, address: KeyhavenConfiguration.Li
 public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRequestContext> {
     let configuration = runtime.configuration
     let renderer = try await PageRenderer()
+    let cookie = SessionCookie(secure: configuration.isHTTPS)
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
     router.add(middleware: RequestLogMiddleware())
     router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
-    router.add(middleware: ErrorMiddleware(pages: renderer))
+    router.add(
+        middleware: ErrorMiddleware(
+            pages: ErrorPages(
+                renderer: renderer, sessions: runtime.sessions, organizations: runtime.organizations, cookie: cookie)))
     let routes = MethodNotAllowedMiddleware<AppRequestContext>.Routes()
     router.add(middleware: MethodNotAllowedMiddleware(routes: routes))
     HealthController(checks: [
@@ -278,7 +282,6 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         ReadinessCheck(name: "keyring") { !runtime.keyring.ids.isEmpty },
     ]).addRoutes(to: router)
 
-    let cookie = SessionCookie(secure: configuration.isHTTPS)
     var jwt: ExternalJWTVerifier?
     if let settings = configuration.jwt {
         jwt = await ExternalJWTVerifier(secret: settings.secret, issuer: settings.issuer, audience: settings.audience)

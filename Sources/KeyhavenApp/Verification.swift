@@ -29,10 +29,10 @@ public struct VerificationRunner: IntegrationTester {
             await Self.withDeadline(context.timeout + .seconds(5)) { [context] in
                 await Verifiers.verify(
                     job.integration.type, credentials: job.credentials, config: job.integration.config, in: context)
-            } ?? VerificationResult(outcome: .unreachable, providerMessage: "The check did not finish in time.")
+            } ?? VerificationResult(outcome: .unreachable, detail: .timedOut)
         let record = VerificationRecord(
             outcome: result.outcome, errorMessage: result.errorMessage, details: result.details, checkedAt: Date(),
-            latency: result.latency)
+            latency: result.latency, detail: result.detail)
         metrics.record(job.integration.type, record)
         try await store.recordVerification(record, for: job.integration, action: action, actor: actor)
         logger.info(

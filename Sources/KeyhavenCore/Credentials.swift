@@ -131,13 +131,17 @@ public enum CredentialValidator {
             guard case .string(let key) = value, key.hasPrefix("AIza"), key.utf8.count == 39,
                 key.utf8.allSatisfy(ASCII.isKeyCharacter)
             else {
-                errors["credentials"] = "must be a Gemini API key: AIza followed by 35 letters, digits, - or _"
+                errors.add(
+                    FieldProblem(.geminiKey, "must be a Gemini API key: AIza followed by 35 letters, digits, - or _"),
+                    to: "credentials")
                 return .failure(errors)
             }
             return .success(.apiKey(key))
         case .aws:
             guard case .object(let fields) = value else {
-                errors["credentials"] = "must be an object with access_key_id and secret_access_key"
+                errors.add(
+                    FieldProblem(.awsObject, "must be an object with access_key_id and secret_access_key"),
+                    to: "credentials")
                 return .failure(errors)
             }
             let accessKeyID = fields["access_key_id"]?.stringValue ?? ""
@@ -146,21 +150,29 @@ public enum CredentialValidator {
             if !(accessKeyID.utf8.count == 20 && (accessKeyID.hasPrefix("AKIA") || accessKeyID.hasPrefix("ASIA"))
                 && accessKeyID.utf8.allSatisfy(ASCII.isUpperAlphanumeric))
             {
-                errors["credentials.access_key_id"] = "must be 20 characters starting with AKIA or ASIA"
+                errors.add(
+                    FieldProblem(.awsAccessKeyID, "must be 20 characters starting with AKIA or ASIA"),
+                    to: "credentials.access_key_id")
             }
             if !(secret.utf8.count == 40 && secret.utf8.allSatisfy(ASCII.isBase64)) {
-                errors["credentials.secret_access_key"] = "must be exactly 40 characters (letters, digits, + and /)"
+                errors.add(
+                    FieldProblem(.awsSecretAccessKey, "must be exactly 40 characters (letters, digits, + and /)"),
+                    to: "credentials.secret_access_key")
             }
             switch fields["session_token"] {
             case nil, .null?:
                 if accessKeyID.hasPrefix("ASIA") {
-                    errors["credentials.session_token"] = "is required for temporary (ASIA…) keys"
+                    errors.add(
+                        FieldProblem(.awsSessionTokenRequired, "is required for temporary (ASIA…) keys"),
+                        to: "credentials.session_token")
                 }
             case .string(let token)?
             where !token.isEmpty && token.utf8.count <= 4096 && token.utf8.allSatisfy(ASCII.isBase64):
                 sessionToken = token
             default:
-                errors["credentials.session_token"] = "must be the session token (letters, digits, +, / and =)"
+                errors.add(
+                    FieldProblem(.awsSessionToken, "must be the session token (letters, digits, +, / and =)"),
+                    to: "credentials.session_token")
             }
             errors.rejectUnknown(
                 fields, allowed: ["access_key_id", "secret_access_key", "session_token"], prefix: "credentials")
@@ -169,18 +181,28 @@ public enum CredentialValidator {
                 : .failure(errors)
         case .azure:
             guard case .object(let fields) = value else {
-                errors["credentials"] = "must be an object with tenant_id, client_id and client_secret"
+                errors.add(
+                    FieldProblem(.azureObject, "must be an object with tenant_id, client_id and client_secret"),
+                    to: "credentials")
                 return .failure(errors)
             }
             let tenant = fields["tenant_id"]?.stringValue ?? ""
             let client = fields["client_id"]?.stringValue ?? ""
             let secret = fields["client_secret"]?.stringValue ?? ""
-            if !ASCII.isGUID(tenant) { errors["credentials.tenant_id"] = "must be a GUID (the directory's tenant id)" }
+            if !ASCII.isGUID(tenant) {
+                errors.add(
+                    FieldProblem(.azureTenantID, "must be a GUID (the directory's tenant id)"),
+                    to: "credentials.tenant_id")
+            }
             if !ASCII.isGUID(client) {
-                errors["credentials.client_id"] = "must be a GUID (the application's client id)"
+                errors.add(
+                    FieldProblem(.azureClientID, "must be a GUID (the application's client id)"),
+                    to: "credentials.client_id")
             }
             if secret.isEmpty || secret.utf8.count > 1024 || !secret.utf8.allSatisfy(ASCII.isVisible) {
-                errors["credentials.client_secret"] = "must be the client secret's value (visible ASCII characters)"
+                errors.add(
+                    FieldProblem(.azureClientSecret, "must be the client secret's value (visible ASCII characters)"),
+                    to: "credentials.client_secret")
             }
             errors.rejectUnknown(fields, allowed: ["tenant_id", "client_id", "client_secret"], prefix: "credentials")
             return errors.isEmpty
@@ -198,7 +220,7 @@ public enum CredentialValidator {
             key.utf8.count <= 512, key.utf8.allSatisfy(ASCII.isKeyCharacter)
         else {
             var errors = FieldErrors()
-            errors["credentials"] = "must be an API key like \(example) (letters, digits, - and _ only)"
+            errors.add(.apiKey(example: example), to: "credentials")
             return .failure(errors)
         }
         return .success(.apiKey(key))
@@ -211,49 +233,60 @@ public enum CredentialValidator {
         case .object(let fields): object = fields
         case .string(let text) where text.utf8.count <= 16_384:
             guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else {
-                errors["credentials"] = "must be the service account's JSON key file"
+                errors.add(.serviceAccountFile, to: "credentials")
                 return .failure(errors)
             }
             object = fields
         default:
-            errors["credentials"] = "must be the service account's JSON key file"
+            errors.add(.serviceAccountFile, to: "credentials")
             return .failure(errors)
         }
         if object.count > 32 {
-            errors["credentials"] = "has too many fields for a service account key"
+            errors.add(
+                FieldProblem(.serviceAccountFields, "has too many fields for a service account key"), to: "credentials")
             return .failure(errors)
         }
         // Every field of a key file is text; only the private key spans lines.
         for (key, field) in object where key != "private_key" {
             guard !key.isEmpty, key.utf8.count <= 64, key.utf8.allSatisfy(ASCII.isFieldNameCharacter) else {
-                errors["credentials"] = "has a field name that is not a service account key field"
+                errors.add(
+                    FieldProblem(.serviceAccountFieldName, "has a field name that is not a service account key field"),
+                    to: "credentials")
                 continue
             }
             guard let text = field.stringValue, text.utf8.count <= 2048, text.utf8.allSatisfy(ASCII.isPrintable) else {
-                errors["credentials.\(key)"] = "must be text without line breaks or control characters"
+                errors.add(
+                    FieldProblem(.singleLineText, "must be text without line breaks or control characters"),
+                    to: "credentials.\(key)")
                 continue
             }
         }
         if object["type"]?.stringValue != "service_account" {
-            errors["credentials.type"] = "must be \"service_account\""
+            errors.add(FieldProblem(.serviceAccountType, "must be \"service_account\""), to: "credentials.type")
         }
         let email = object["client_email"]?.stringValue ?? ""
         let atSigns = email.utf8.filter { $0 == 0x40 }.count
         if !(atSigns == 1 && email.utf8.count <= 320 && email.utf8.allSatisfy(ASCII.isVisible)) {
-            errors["credentials.client_email"] = "must be the service account's email"
+            errors.add(
+                FieldProblem(.serviceAccountEmail, "must be the service account's email"),
+                to: "credentials.client_email")
         }
         if !isPEMPrivateKey(object["private_key"]?.stringValue ?? "") {
-            errors["credentials.private_key"] = "must be a PEM private key (-----BEGIN PRIVATE KEY-----)"
+            errors.add(
+                FieldProblem(.pemPrivateKey, "must be a PEM private key (-----BEGIN PRIVATE KEY-----)"),
+                to: "credentials.private_key")
         }
         let keyID = object["private_key_id"]?.stringValue ?? ""
         if keyID.isEmpty || keyID.utf8.count > 128 || !keyID.utf8.allSatisfy(ASCII.isKeyCharacter) {
-            errors["credentials.private_key_id"] = "must be the key's id (letters, digits, - and _)"
+            errors.add(
+                FieldProblem(.privateKeyID, "must be the key's id (letters, digits, - and _)"),
+                to: "credentials.private_key_id")
         }
         if let uri = object["token_uri"] {
             let text = uri.stringValue ?? ""
             let url = text.utf8.allSatisfy(ASCII.isVisible) ? URL(string: text) : nil
             if !(url?.scheme == "https" && !(url?.host ?? "").isEmpty) {
-                errors["credentials.token_uri"] = "must be an https:// URL"
+                errors.add(FieldProblem(.httpsURL, "must be an https:// URL"), to: "credentials.token_uri")
             }
         }
         return errors.isEmpty ? .success(.googleServiceAccount(object)) : .failure(errors)
@@ -294,10 +327,10 @@ public enum CredentialValidator {
     /// Checks the non-secret configuration of an integration of `type`.
     public static func validateConfig(type: IntegrationType, _ config: [String: JSONValue]) -> FieldErrors {
         var errors = FieldErrors()
-        func string(_ key: String, _ check: (String) -> Bool, _ problem: String) {
+        func string(_ key: String, _ check: (String) -> Bool, _ problem: FieldProblem) {
             guard let value = config[key] else { return }
             guard let text = value.stringValue, check(text) else {
-                errors["config.\(key)"] = problem
+                errors.add(problem, to: "config.\(key)")
                 return
             }
         }
@@ -306,8 +339,12 @@ public enum CredentialValidator {
         }
         switch type {
         case .openai:
-            string("organization", identifier(prefix: "org-"), "must be an organization id like org-…")
-            string("project", identifier(prefix: "proj_"), "must be a project id like proj_…")
+            string(
+                "organization", identifier(prefix: "org-"),
+                FieldProblem(.openAIOrganization, "must be an organization id like org-…"))
+            string(
+                "project", identifier(prefix: "proj_"),
+                FieldProblem(.openAIProject, "must be a project id like proj_…"))
             errors.rejectUnknown(config, allowed: ["organization", "project"], prefix: "config")
         case .googleCloud:
             if let scopes = config["scopes"] {
@@ -318,17 +355,20 @@ public enum CredentialValidator {
                             && text.utf8.allSatisfy(ASCII.isVisible)
                     })
                 else {
-                    errors["config.scopes"] = "must be a list of https://www.googleapis.com/auth/… scopes"
+                    errors.add(
+                        FieldProblem(.googleScopes, "must be a list of https://www.googleapis.com/auth/… scopes"),
+                        to: "config.scopes")
                     return errors
                 }
             }
             errors.rejectUnknown(config, allowed: ["scopes"], prefix: "config")
         case .aws:
-            string("region", isAWSRegion, "must be an AWS region like us-east-1")
+            string("region", isAWSRegion, FieldProblem(.awsRegion, "must be an AWS region like us-east-1"))
             errors.rejectUnknown(config, allowed: ["region"], prefix: "config")
         case .azure:
             string(
-                "cloud", { ["public", "usgovernment", "china"].contains($0) }, "must be public, usgovernment or china")
+                "cloud", { ["public", "usgovernment", "china"].contains($0) },
+                FieldProblem(.azureCloud, "must be public, usgovernment or china"))
             errors.rejectUnknown(config, allowed: ["cloud"], prefix: "config")
         case .anthropic, .gemini:
             errors.rejectUnknown(config, allowed: [], prefix: "config")
@@ -377,34 +417,4 @@ public enum ASCII {
         }
         return true
     }
-}
-
-/// Validation problems by field name, as the 422 error body's `fields` shows them.
-public struct FieldErrors: Error, Sendable, Equatable {
-    /// Problem by field.
-    public var problems: [String: String] = [:]
-
-    /// Creates an empty set.
-    public init() {}
-
-    /// The problem with one field.
-    public subscript(field: String) -> String? {
-        get { problems[field] }
-        set { problems[field] = newValue }
-    }
-
-    /// Whether there is no problem.
-    public var isEmpty: Bool { problems.isEmpty }
-
-    /// The fields with problems, sorted and comma-separated (for messages that must not quote values).
-    public var fieldList: String { problems.keys.sorted().joined(separator: ", ") }
-
-    mutating func rejectUnknown(_ fields: [String: JSONValue], allowed: Set<String>, prefix: String) {
-        for key in fields.keys where !allowed.contains(key) {
-            problems["\(prefix).\(key)"] = "is not a known field"
-        }
-    }
-
-    /// The domain error for these problems.
-    public var error: KeyhavenError { .validationFailed(problems) }
 }

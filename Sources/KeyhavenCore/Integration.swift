@@ -56,6 +56,9 @@ public struct Integration: Sendable, Equatable {
     /// Why a rotation could not delete a credential it replaced at the provider yet (it keeps trying); nil when
     /// nothing waits to be retired, or it is going well.
     public var retireError: String?
+    /// Why the last check failed, with codes an interface can translate; nil when `errorMessage` was written by
+    /// something else (or before problems were kept).
+    public var verificationProblem: VerificationProblem?
 
     /// Whether the credentials are old enough for their rotation policy.
     public func rotationDue(now: Date = Date()) -> Bool {

@@ -18,17 +18,20 @@ public enum PasswordPolicy {
     /// How many common passwords are refused (to check that the list was bundled).
     public static var commonPasswordCount: Int { common.count }
 
-    /// The problem with a password, or nil if it is acceptable.
-    public static func problem(with password: String) -> String? {
+    /// The problem with a password in English (the API's words), or nil if it is acceptable.
+    public static func problem(with password: String) -> String? { check(password)?.text }
+
+    /// The problem with a password, with its code, or nil if it is acceptable.
+    public static func check(_ password: String) -> FieldProblem? {
         // bcrypt would stop at a NUL, and no one types a control character on purpose.
         if password.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            return "must not contain control characters"
+            return .controlCharacters
         }
         // Counted in code points, as the API document's minLength and maxLength count them.
         let length = password.unicodeScalars.count
-        if length < minimumLength { return "must be at least \(minimumLength) characters" }
-        if length > maximumLength { return "must be at most \(maximumLength) characters" }
-        if common.contains(password.lowercased()) { return "is too common; choose another" }
+        if length < minimumLength { return .tooShort(minimum: minimumLength) }
+        if length > maximumLength { return .tooLong(maximum: maximumLength) }
+        if common.contains(password.lowercased()) { return .tooCommon }
         return nil
     }
 }

@@ -42,10 +42,10 @@ public struct RotationPolicy: Sendable, Equatable, Codable {
     public func problems(for type: IntegrationType) -> FieldErrors {
         var errors = FieldErrors()
         if mode == .automatic && !Self.automaticTypes.contains(type) {
-            errors["rotation.mode"] = "automatic rotation is only possible for aws, google_cloud and azure; use remind"
+            errors.add(.rotationAutomatic, to: "rotation.mode")
         }
-        if !(1...3650).contains(everyDays) { errors["rotation.every_days"] = "must be a whole number of days from 1 to 3650" }
-        if !(0...720).contains(graceHours) { errors["rotation.grace_hours"] = "must be a whole number of hours from 0 to 720" }
+        if !(1...3650).contains(everyDays) { errors.add(.rotationEveryDays, to: "rotation.every_days") }
+        if !(0...720).contains(graceHours) { errors.add(.rotationGraceHours, to: "rotation.grace_hours") }
         return errors
     }
 

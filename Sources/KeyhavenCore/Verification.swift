@@ -51,13 +51,34 @@ public struct VerificationRecord: Sendable {
     public var details: [String: JSONValue]
     public var checkedAt: Date
     public var latency: Duration
+    /// What the check found beyond its outcome, with its code (the English of `errorMessage` after the outcome's
+    /// sentence).
+    public var detail: VerificationDetail?
 
-    public init(outcome: VerificationOutcome, errorMessage: String?, details: [String: JSONValue], checkedAt: Date, latency: Duration) {
+    /// Creates a record.
+    public init(
+        outcome: VerificationOutcome, errorMessage: String?, details: [String: JSONValue], checkedAt: Date,
+        latency: Duration, detail: VerificationDetail? = nil
+    ) {
         self.outcome = outcome
         self.errorMessage = errorMessage
         self.details = details
         self.checkedAt = checkedAt
         self.latency = latency
+        self.detail = detail
+    }
+
+    /// The failure to keep beside `errorMessage`, so that it can be shown in any language; nil when connected.
+    public var problem: VerificationProblem? {
+        guard outcome != .connected else { return nil }
+        return VerificationProblem(outcome: outcome, detail: detail, message: errorMessage ?? outcome.message())
+    }
+
+    /// The non-secret details as they are stored: ``details``, and the ``problem`` under `problem`.
+    public var storedDetails: [String: JSONValue] {
+        var stored = details
+        if let problem { stored[VerificationProblem.storedKey] = problem.json }
+        return stored
     }
 }
 

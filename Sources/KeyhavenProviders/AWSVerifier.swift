@@ -13,11 +13,11 @@ struct AWSVerifier: Verifier {
         switch config["region"] {
         case nil: region = "us-east-1"
         case .string(let text)? where CredentialValidator.isAWSRegion(text): region = text
-        default: return ProviderClient.Refused.unbuildable("the region is not valid").result
+        default: return ProviderClient.Refused.unbuildable(.invalidRegion).result
         }
         let regional = config["region"] == nil ? ProviderEndpoints.defaultURL(.aws) : URL(string: "https://sts.\(region).amazonaws.com")
         guard let url = context.endpoints.override(.aws) ?? regional, url.host != nil else {
-            return ProviderClient.Refused.unbuildable("no STS endpoint for this region").result
+            return ProviderClient.Refused.unbuildable(.noRegionalEndpoint).result
         }
         let signer = SigV4Signer(
             credentials: .init(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken),
@@ -29,7 +29,7 @@ struct AWSVerifier: Verifier {
             let xml = String(decoding: reply.body, as: UTF8.self)
             if reply.status == 200 {
                 guard let account = Self.element("Account", in: xml), let arn = Self.element("Arn", in: xml) else {
-                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "The caller identity was missing.")
+                    return VerificationResult(outcome: .unexpectedResponse, detail: .callerIdentityMissing)
                 }
                 return VerificationResult(outcome: .connected, details: ["account_id": .string(account), "arn": .string(arn)])
             }
@@ -42,8 +42,9 @@ struct AWSVerifier: Verifier {
                 case "Throttling", "ThrottlingException", "RequestLimitExceeded": .rateLimited
                 default: commonOutcome(status: reply.status)
                 }
-            let message = [code, Self.element("Message", in: xml)].compactMap { $0 }.joined(separator: ": ")
-            return VerificationResult(outcome: outcome, providerMessage: message.isEmpty ? nil : message)
+            let message = Self.element("Message", in: xml)
+            let said = VerificationDetail.provider(code: code, message: message)
+            return VerificationResult(outcome: outcome, detail: said.text.isEmpty ? nil : said)
         }
     }
 
@@ -51,7 +52,7 @@ struct AWSVerifier: Verifier {
     static func post(
         _ form: String, to url: URL, signer: SigV4Signer, in context: ProviderClient
     ) async -> Result<ProviderClient.Reply, ProviderClient.Refused> {
-        guard let hostName = url.host else { return .failure(.unbuildable("the endpoint has no host")) }
+        guard let hostName = url.host else { return .failure(.unbuildable(.endpointWithoutHost)) }
         let target = url.path.isEmpty ? "/" : url.path
         let requestURL = url.path.isEmpty ? url.appendingPathComponent("") : url
         let body = Data(form.utf8)

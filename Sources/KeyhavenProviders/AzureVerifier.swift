@@ -21,7 +21,7 @@ struct AzureVerifier: Verifier {
         let cloud = config["cloud"]?.stringValue ?? "public"
         guard ASCII.isGUID(tenant), let scope = Self.scopes[cloud],
             let authority = context.endpoints.override(.azure) ?? Self.authorities[cloud].flatMap(URL.init(string:))
-        else { return ProviderClient.Refused.unbuildable("the tenant or cloud is not valid").result }
+        else { return ProviderClient.Refused.unbuildable(.invalidTenantOrCloud).result }
         let url = authority.appendingPathComponent(tenant).appendingPathComponent("oauth2/v2.0/token")
         let form = [
             ("client_id", client), ("client_secret", secret), ("scope", scope), ("grant_type", "client_credentials"),
@@ -33,17 +33,20 @@ struct AzureVerifier: Verifier {
             let json = reply.json
             let description = json["error_description"] as? String ?? ""
             let code = description.range(of: #"AADSTS\d+"#, options: String.CompareOptions.regularExpression).map { String(description[$0]) }
-            let (outcome, meaning): (VerificationOutcome, String?) =
+            let (outcome, meaning): (VerificationOutcome, VerificationDetail.AzureRefusal?) =
                 switch code {
-                case "AADSTS7000215": (.invalidCredentials, "Invalid client secret.")
-                case "AADSTS7000222": (.expired, "The client secret has expired.")
-                case "AADSTS700016": (.invalidCredentials, "Unknown application (client id) in this tenant.")
-                case "AADSTS90002", "AADSTS900023": (.invalidCredentials, "Unknown tenant.")
+                case "AADSTS7000215": (.invalidCredentials, .invalidClientSecret)
+                case "AADSTS7000222": (.expired, .expiredClientSecret)
+                case "AADSTS700016": (.invalidCredentials, .unknownApplication)
+                case "AADSTS90002", "AADSTS900023": (.invalidCredentials, .unknownTenant)
                 case "AADSTS50034", "AADSTS7000112": (.invalidCredentials, nil)
                 default: (reply.status == 400 || reply.status == 401 ? .invalidCredentials : commonOutcome(status: reply.status), nil)
                 }
             let first = description.split(separator: "\r\n").first.map(String.init) ?? description
-            return VerificationResult(outcome: outcome, providerMessage: [code, meaning ?? first].compactMap { $0 }.joined(separator: ": "))
+            if let code, let meaning {
+                return VerificationResult(outcome: outcome, detail: .azure(code: code, meaning))
+            }
+            return VerificationResult(outcome: outcome, detail: .provider(code: code, message: first))
         }
     }
 }

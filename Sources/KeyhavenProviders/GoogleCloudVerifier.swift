@@ -61,12 +61,12 @@ struct GoogleCloudVerifier: Verifier {
         switch Self.tokenURL(account, in: context) {
         case .success(let allowed): (url, origin) = allowed
         case .failure(let outcome):
-            return VerificationResult(outcome: outcome, providerMessage: "The service account's token_uri is not a Google endpoint.")
+            return VerificationResult(outcome: outcome, detail: .tokenURINotGoogle)
         }
         let scopes: [String] =
             if case .array(let items)? = config["scopes"] { items.compactMap(\.stringValue) } else { [Self.defaultScope] }
         guard let form = await Self.assertionForm(email: email, pem: pem, keyID: keyID, scopes: scopes, audience: url) else {
-            return VerificationResult(outcome: .invalidCredentials, providerMessage: "The private key could not be read.")
+            return VerificationResult(outcome: .invalidCredentials, detail: .privateKeyUnreadable)
         }
         switch await context.requestToken(url, origin: origin, form: form, details: ["client_email": .string(email)]) {
         case .finished(let result):
@@ -80,7 +80,7 @@ struct GoogleCloudVerifier: Verifier {
                 case (400, "unauthorized_client"?), (403, _): .insufficientPermissions
                 default: commonOutcome(status: reply.status)
                 }
-            return VerificationResult(outcome: outcome, providerMessage: message)
+            return VerificationResult(outcome: outcome, detail: message.map { .provider(code: nil, message: $0) })
         }
     }
 }

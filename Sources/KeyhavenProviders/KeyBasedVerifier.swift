@@ -43,11 +43,11 @@ struct KeyBasedVerifier: Verifier {
             }
             if outcome == .connected {
                 guard let models = (json["data"] ?? json["models"]) as? [Any] else {
-                    return VerificationResult(outcome: .unexpectedResponse, providerMessage: "The model list was missing.")
+                    return VerificationResult(outcome: .unexpectedResponse, detail: .modelListMissing)
                 }
                 return VerificationResult(outcome: .connected, details: ["model_count": .number(Double(models.count))])
             }
-            return VerificationResult(outcome: outcome, providerMessage: message)
+            return VerificationResult(outcome: outcome, detail: message.map { .provider(code: nil, message: $0) })
         }
     }
 

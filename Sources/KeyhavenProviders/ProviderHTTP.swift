@@ -94,13 +94,16 @@ public struct ProviderClient: Sendable {
     /// A request that was not made or not answered, as the result a verifier returns.
     struct Refused: Error {
         var outcome: VerificationOutcome
-        var message: String?
+        var detail: VerificationDetail?
 
-        var result: VerificationResult { VerificationResult(outcome: outcome, providerMessage: message) }
+        /// The detail in English.
+        var message: String? { detail?.text }
+
+        var result: VerificationResult { VerificationResult(outcome: outcome, detail: detail) }
 
         /// A request that cannot be built from the stored settings or credentials.
-        static func unbuildable(_ what: String) -> Refused {
-            Refused(outcome: .unexpectedResponse, message: "The request could not be built: \(what).")
+        static func unbuildable(_ why: VerificationDetail.UnbuiltRequest) -> Refused {
+            Refused(outcome: .unexpectedResponse, detail: .requestNotBuilt(why))
         }
     }
 
@@ -111,21 +114,21 @@ public struct ProviderClient: Sendable {
         headers: [(String, String)] = [], body: Data? = nil
     ) async -> Result<Reply, Refused> {
         guard let host = url.host, !host.isEmpty, ["http", "https"].contains(url.scheme ?? "") else {
-            return .failure(.unbuildable("the endpoint is not an http(s) URL"))
+            return .failure(.unbuildable(.endpointNotHTTP))
         }
         // A header that would split the request, or carry bytes beyond ASCII, is never sent.
         for (name, value) in headers {
             guard !name.isEmpty, name.utf8.allSatisfy(ASCII.isKeyCharacter), value.utf8.allSatisfy(ASCII.isPrintable) else {
-                return .failure(.unbuildable("a header value holds characters that cannot be sent"))
+                return .failure(.unbuildable(.unsendableHeader))
             }
         }
         let address: String
         do {
             address = try await egress.address(for: url, origin: origin)
         } catch EgressPolicy.Refusal.unresolvable(let name) {
-            return .failure(Refused(outcome: .unreachable, message: "Could not resolve \(name)."))
+            return .failure(Refused(outcome: .unreachable, detail: .unresolvableHost(name)))
         } catch {
-            return .failure(Refused(outcome: .endpointNotAllowed, message: nil))
+            return .failure(Refused(outcome: .endpointNotAllowed))
         }
         var request = HTTPClientRequest(url: url.absoluteString)
         request.method = method
@@ -140,7 +143,7 @@ public struct ProviderClient: Sendable {
             let buffer = try await response.body.collect(upTo: 1 << 20)
             result = .success(Reply(status: Int(response.status.code), body: Data(buffer.readableBytesView)))
         } catch {
-            result = .failure(Refused(outcome: .unreachable, message: nil))
+            result = .failure(Refused(outcome: .unreachable))
         }
         if !literal { try? await client.shutdown() }
         return result
@@ -175,7 +178,7 @@ extension ProviderClient {
             return .failure(refused)
         case .success(let reply) where reply.status == 200:
             guard let token = reply.json["access_token"] as? String else {
-                return .failure(Refused(outcome: .unexpectedResponse, message: "No access token was returned."))
+                return .failure(Refused(outcome: .unexpectedResponse, detail: .noAccessToken))
             }
             return .success(.success(token))
         case .success(let reply):
@@ -215,17 +218,17 @@ public enum Verifiers {
         let settingProblems = CredentialValidator.validateConfig(type: type, config)
         if case .failure(let problems) = CredentialValidator.validate(type: type, credentials.wireValue) {
             result = VerificationResult(
-                outcome: .unexpectedResponse,
-                providerMessage: "The stored credentials are not in the expected format (\(problems.fieldList)); save them again.")
+                outcome: .unexpectedResponse, detail: .storedCredentialsMalformed(fields: problems.fieldList))
         } else if !settingProblems.isEmpty {
             result = VerificationResult(
-                outcome: .unexpectedResponse,
-                providerMessage: "The stored settings are not valid (\(settingProblems.fieldList)); save them again.")
+                outcome: .unexpectedResponse, detail: .storedSettingsInvalid(fields: settingProblems.fieldList))
         } else {
             result = await verifier(for: type).verify(credentials, config: config, in: context)
         }
         result.latency = start.duration(to: .now)
+        // The stored English is the whole text cleaned, as it always was; the detail's values are cleaned one by one.
         result.providerMessage = result.providerMessage.map { Sanitizer.clean($0, secrets: credentials.secretValues) }
+        result.detail = result.detail?.mapValues { Sanitizer.clean($0, secrets: credentials.secretValues) }
         return result
     }
 }

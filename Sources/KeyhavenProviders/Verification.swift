@@ -4,14 +4,21 @@ import KeyhavenCore
 /// The result of one check. `details` never holds a secret (an AWS ARN, a model count).
 public struct VerificationResult: Sendable {
     public var outcome: VerificationOutcome
-    /// What the provider said, sanitised of the credentials, if anything useful.
+    /// What the provider said, sanitised of the credentials, if anything useful: the English of ``detail``.
     public var providerMessage: String?
+    /// What the check found beyond its outcome, with its code.
+    public var detail: VerificationDetail?
     public var details: [String: JSONValue]
     public var latency: Duration
 
-    public init(outcome: VerificationOutcome, providerMessage: String? = nil, details: [String: JSONValue] = [:], latency: Duration = .zero) {
+    /// A result; `detail` gives its English text to ``providerMessage``.
+    public init(
+        outcome: VerificationOutcome, detail: VerificationDetail? = nil, details: [String: JSONValue] = [:],
+        latency: Duration = .zero
+    ) {
         self.outcome = outcome
-        self.providerMessage = providerMessage
+        self.detail = detail
+        self.providerMessage = detail?.text
         self.details = details
         self.latency = latency
     }

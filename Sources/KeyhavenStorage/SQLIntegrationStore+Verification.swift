@@ -139,7 +139,7 @@ extension SQLIntegrationStore {
                 """
                 UPDATE integrations SET status = \(bind: record.outcome.status.rawValue),
                 error_message = \(bind: record.errorMessage), last_verified_at = \(bind: record.checkedAt),
-                verification_details = \(bind: Self.encode(record.details)), verify_claimed_until = NULL,
+                verification_details = \(bind: Self.encode(record.storedDetails)), verify_claimed_until = NULL,
                 verify_attempts = 0
                 WHERE id = \(bind: integration.id) AND current_version = \(bind: integration.credentialVersion) AND enabled
                 RETURNING id
@@ -152,10 +152,7 @@ extension SQLIntegrationStore {
             }
             var detail = record.details
             detail["outcome"] = .string(record.outcome.rawValue)
-            detail["latency_ms"] = .number(
-                Double(
-                    record.latency.components.seconds * 1000 + record.latency.components.attoseconds
-                        / 1_000_000_000_000_000))
+            detail["latency_ms"] = .number(Double(record.latency.wholeMilliseconds))
             detail["credential_version"] = .number(Double(integration.credentialVersion))
             if updated == 0 { detail["superseded"] = .bool(true) }
             try await audit.append(

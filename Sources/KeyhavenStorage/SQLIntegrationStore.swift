@@ -335,6 +335,10 @@ public struct SQLIntegrationStore: IntegrationStore {
         if row.contains(column: "retire_error") {
             integration.retireError = try row.decode(column: "retire_error", as: String?.self)
         }
+        if row.contains(column: "verification_details") {
+            let details = try row.decode(column: "verification_details", as: String?.self)
+            integration.verificationProblem = VerificationProblem(stored: details, message: integration.errorMessage)
+        }
         return integration
     }
 }

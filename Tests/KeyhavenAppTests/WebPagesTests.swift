@@ -189,6 +189,62 @@ struct WebPagesTests {
         }
     }
 
+    @Test("an integration's page prints no optional: no notice without one, and a failed check in the reader's language")
+    func detailPageTexts() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let id = try await api.openAIIntegration(for: user.session, name: "unreachable")
+            let integration = try await api.runtime.integrations.get(id: try #require(UUID(uuidString: id)), ownerID: user.id)
+            let message = "The provider could not be reached. Could not resolve api.anthropic.com."
+            let record = VerificationRecord(
+                outcome: .unreachable, errorMessage: message, details: [:], checkedAt: Date(), latency: .milliseconds(5),
+                detail: .unresolvableHost("api.anthropic.com"))
+            try await api.runtime.integrations.recordVerification(
+                record, for: integration, action: .integrationVerify, actor: .system)
+            let page = try await api.request(.get, "/integrations/\(id)", auth: .sessionWithoutCSRF(cookie: user.cookie))
+            #expect(page.status == .ok)
+            #expect(!page.text.contains(">nil<") && !page.text.contains("Optional("))
+            #expect(!page.text.contains("alert-success"), "no notice without a done=")
+            #expect(page.text.contains("No se pudo contactar con el proveedor. No se pudo resolver el nombre api.anthropic.com."))
+            #expect(!page.text.contains("Could not resolve"))
+            let english = try await api.request(
+                .get, "/integrations/\(id)?done=renamed", headers: [.cookie: "keyhaven_session=\(user.cookie)", .acceptLanguage: "en"])
+            #expect(english.text.contains(message) && english.text.contains("Name updated."))
+            // The API's text stays the English one.
+            let read = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
+            #expect(read.json["error_message"] as? String == message)
+        }
+    }
+
+    @Test("error pages carry the header and the language switch with the page's token, signed in or out")
+    func errorPages() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let html: HTTPFields = [.accept: "text/html"]
+            var signedIn = html
+            signedIn[.cookie] = "keyhaven_session=\(user.cookie)"
+            for path in ["/no-such-page", "/integrations/00000000-0000-7000-8000-000000000000"] {
+                let page = try await api.request(.get, path, headers: signedIn)
+                #expect(page.status == .notFound, "\(path)")
+                #expect(page.text.contains("No encontrado") && page.text.contains(user.email), "\(path)")
+                #expect(page.text.contains(#"<input type="hidden" name="csrf_token" value="\#(user.csrf)">"#), "\(path)")
+                #expect(page.text.contains(#"action="/language""#), "\(path)")
+            }
+            let signedOut = try await api.request(.get, "/no-such-page", headers: html)
+            #expect(signedOut.status == .notFound && signedOut.text.contains(#"action="/language""#))
+            let form = signedOut.headers[values: .setCookie].first { $0.hasPrefix("keyhaven_form=") }
+            let token = try #require(form?.dropFirst("keyhaven_form=".count).prefix { $0 != ";" })
+            #expect(signedOut.text.contains(#"<input type="hidden" name="form_token" value="\#(token)">"#))
+            // A form without its token says the form expired; a role that may not act says so instead.
+            let forged = try await post(api, "/integrations", as: user, Self.urlEncoded([("type", "openai")]))
+            #expect(forged.status == .forbidden && forged.text.contains("El formulario caducó"))
+            var english = signedIn
+            english[.acceptLanguage] = "en"
+            let missing = try await api.request(.get, "/orgs/00000000-0000-7000-8000-000000000000", headers: english)
+            #expect(missing.status == .notFound && missing.text.contains("Not found") && missing.text.contains("Español"))
+        }
+    }
+
     @Test("sign-in sends the browser back only to a page of this site")
     func localRedirects() {
         for good in ["/integrations", "/integrations/abc?x=1", "/"] { #expect(WebPages.localPath(good) == good) }
@@ -208,26 +264,128 @@ struct WebPagesTests {
         #expect(Language.negotiate(cookie: "en", acceptLanguage: "es") == .en)
         #expect(Language.negotiate(cookie: "xx", acceptLanguage: "en") == .en)
         #expect(Language.negotiate(cookie: nil, acceptLanguage: nil) == .es)
-        // Every key exists in both languages.
-        #expect(Set(Texts.spanish.keys) == Set(Texts.english.keys))
     }
 
     @Test("times read naturally in both languages")
-    func relativeTimes() {
+    func relativeTimes() throws {
+        let localization = try Localization.bundled()
+        let (es, en) = (localization.texts(.es), localization.texts(.en))
         let now = Date(timeIntervalSince1970: 1_800_000_000)
-        #expect(Language.es.relative(now.addingTimeInterval(-300), now: now) == "hace 5 minutos")
-        #expect(Language.en.relative(now.addingTimeInterval(-300), now: now) == "5 minutes ago")
-        #expect(Language.es.relative(now.addingTimeInterval(-60), now: now) == "hace 1 minuto")
-        #expect(Language.en.relative(now.addingTimeInterval(-10), now: now) == "just now")
-        #expect(Language.es.relative(now.addingTimeInterval(-7200), now: now) == "hace 2 horas")
-        #expect(Language.en.relative(now.addingTimeInterval(-86400 * 3), now: now) == "3 days ago")
-        #expect(Language.en.relative(now.addingTimeInterval(-86400 * 400), now: now) == "2025-12-11")
+        #expect(es.relative(now.addingTimeInterval(-300), now: now) == "hace 5 minutos")
+        #expect(en.relative(now.addingTimeInterval(-300), now: now) == "5 minutes ago")
+        #expect(es.relative(now.addingTimeInterval(-60), now: now) == "hace 1 minuto")
+        #expect(en.relative(now.addingTimeInterval(-10), now: now) == "just now")
+        #expect(es.relative(now.addingTimeInterval(-7200), now: now) == "hace 2 horas")
+        #expect(en.relative(now.addingTimeInterval(-86400 * 3), now: now) == "3 days ago")
+        #expect(en.relative(now.addingTimeInterval(-86400 * 400), now: now) == "2025-12-11")
     }
 
-    @Test("the stored error's opening sentence is shown in the reader's language")
-    func errorMessages() {
-        let stored = "The provider rejected the credentials. (401: invalid key)"
-        #expect(IntegrationPages.errorMessage(stored, language: .es) == "El proveedor rechazó las credenciales. (401: invalid key)")
-        #expect(IntegrationPages.errorMessage(stored, language: .en) == stored)
+    @Test("a check's problem is shown in the reader's language, by its code; the provider's own words are folded away")
+    func errorMessages() throws {
+        let localization = try Localization.bundled()
+        let (es, en) = (localization.texts(.es), localization.texts(.en))
+        let dns = VerificationProblem(
+            outcome: .unreachable, detail: .unresolvableHost("api.anthropic.com"),
+            message: "The provider could not be reached. Could not resolve api.anthropic.com.")
+        let spanish = ProblemView(dns, texts: es)
+        #expect(spanish.sentence == "No se pudo contactar con el proveedor.")
+        #expect(spanish.detail == "No se pudo resolver el nombre api.anthropic.com.")
+        #expect(spanish.original == nil)
+        let english = ProblemView(dns, texts: en)
+        #expect("\(english.sentence) \(english.detail ?? "")" == dns.message)
+        let said = VerificationProblem(
+            outcome: .invalidCredentials, detail: .provider(code: "InvalidClientTokenId", message: "The token is invalid."),
+            message: "The provider rejected the credentials. InvalidClientTokenId: The token is invalid.")
+        let folded = ProblemView(said, texts: es)
+        #expect(folded.sentence == "El proveedor rechazó las credenciales.")
+        #expect(folded.detail == "Código del proveedor: InvalidClientTokenId")
+        #expect(folded.original?.text == "The token is invalid." && folded.original?.inline == false)
+        #expect(ProblemView(said, texts: en).original?.inline == true)
+        // A message no problem describes (written by something other than a check) is not shown in English.
+        let bare = ProblemView(message: "The stored credentials could not be decrypted.", texts: es)
+        #expect(bare.sentence == es["problem_recorded"] && bare.original?.inline == false)
+        // The problem is read back only while it still describes the stored message.
+        let stored = JSONValue.object([VerificationProblem.storedKey: dns.json]).jsonText
+        #expect(VerificationProblem(stored: stored, message: dns.message) == dns)
+        #expect(VerificationProblem(stored: stored, message: "The stored credentials could not be decrypted.") == nil)
+    }
+
+    @Test("both languages have the same texts, with the same placeholders; every text a template or the code uses exists")
+    func interfaceTexts() throws {
+        let localization = try Localization.bundled()
+        let (es, en) = (try #require(localization.tables[.es]), try #require(localization.tables[.en]))
+        #expect(Set(es.keys) == Set(en.keys), "\(Set(es.keys).symmetricDifference(en.keys).sorted())")
+        func placeholders(_ text: String) -> Set<String> { Self.matches(#"\{([a-z_]+)\}"#, in: text) }
+        for (key, text) in es { #expect(placeholders(text) == placeholders(en[key] ?? ""), "\(key)") }
+        var used = Set<String>()
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../Sources/KeyhavenWeb")
+        let templates = try FileManager.default.contentsOfDirectory(
+            at: sources.appendingPathComponent("Resources/Templates"), includingPropertiesForKeys: nil)
+        for file in templates {
+            used.formUnion(Self.matches(#"\bt\.([a-z0-9_]+)"#, in: try String(contentsOf: file, encoding: .utf8)))
+        }
+        #expect(used.count > 100, "the templates were read")
+        let code = try FileManager.default.contentsOfDirectory(
+            at: sources.appendingPathComponent("HTML"), includingPropertiesForKeys: nil)
+        for file in code {
+            let text = try String(contentsOf: file, encoding: .utf8)
+            used.formUnion(Self.matches(#"(?:texts|self)\["([a-z0-9_.]+)"\]"#, in: text))
+            used.formUnion(Self.matches(#"format\(\s*"([a-z0-9_.]+)""#, in: text))
+        }
+        #expect(used.contains("budget_used") && used.contains("problem_recorded"), "the code was read")
+        // Keys the code makes from values.
+        used.formUnion(FieldProblem.Code.allCases.map { "problem.\($0.rawValue)" })
+        used.formUnion(AuditAction.allCases.map { "action.\($0.rawValue)" })
+        used.formUnion(VerificationDetail.UnbuiltRequest.allCases.map { "detail.reason.\($0.rawValue)" })
+        used.formUnion(VerificationDetail.AzureRefusal.allCases.map { "detail.azure.\($0.rawValue)" })
+        used.formUnion(VerificationDetail.Code.allCases.filter { ![.azure, .provider].contains($0) }.map { "detail.\($0.rawValue)" })
+        used.formUnion(["detail.provider_code", "time.just_now"])
+        used.formUnion(["minutes", "hours", "days"].flatMap { ["time.\($0).one", "time.\($0).other"] })
+        used.formUnion(IntegrationType.allCases.flatMap { ["type_\($0.rawValue)", "desc_\($0.rawValue)"] })
+        used.formUnion([IntegrationStatus.verifying, .connected, .error, .disabled].map { "status_\($0.rawValue)" })
+        used.formUnion(WorkspaceRole.allCases.map { "role_\($0.rawValue)" })
+        used.formUnion(RotationPolicy.Mode.allCases.map { "mode_\($0.rawValue)" })
+        used.formUnion(RotationState.allCases.map { "rotation_\($0.rawValue)" })
+        used.formUnion(["success", "failure", "denied"].map { "outcome_\($0)" })
+        used.formUnion(["user", "service", "system", "operator"].map { "actor_\($0)" })
+        used.formUnion((IntegrationPages.flashes + ["revoked"]).map { "\($0)_flash" })
+        used.formUnion((OrganizationPages.flashes + ["deleted", "left", "pending"]).map { "org_\($0)_flash" })
+        used.formUnion(Invitation.State.allCases.filter { $0 != .pending }.map { "invitation_\($0.rawValue)" })
+        let errors: [KeyhavenError] = [
+            .notFound, .forbidden(""), .rateLimited(retryAfterSeconds: 1), .badRequest(""), .payloadTooLarge,
+            .unavailable(""), .internalError,
+        ]
+        for error in errors {
+            for formToken in [true, false] {
+                let (title, body) = ErrorPages.keys(error, formToken: formToken)
+                used.formUnion([title, body])
+            }
+        }
+        let missing = used.filter { es[$0] == nil }.sorted()
+        #expect(missing.isEmpty, "\(missing)")
+        // The English of a check's detail is the API's own text.
+        let texts = localization.texts(.en)
+        let details: [VerificationDetail] = [
+            .unresolvableHost("api.example.com"), .noAccessToken, .modelListMissing, .callerIdentityMissing,
+            .tokenURINotGoogle, .privateKeyUnreadable, .storedCredentialsMalformed(fields: "credentials"),
+            .storedSettingsInvalid(fields: "config.region"), .timedOut,
+        ] + VerificationDetail.UnbuiltRequest.allCases.map { .requestNotBuilt($0) }
+            + VerificationDetail.AzureRefusal.allCases.map { .azure(code: "AADSTS1", $0) }
+        for detail in details { #expect(texts.detail(detail) == detail.text) }
+        let problems: [FieldProblem] = [
+            .required, .unknownField, .email, .controlCharacters, .tooCommon, .name, .nameTaken, .fileOrPaste, .chooseOne,
+            .expiryDays, .rotationMode, .rotationAutomatic, .rotationEveryDays, .rotationGraceHours, .serviceAccountFile,
+            .tooShort(minimum: 12), .tooLong(maximum: 256), .apiKey(example: "sk-…"),
+        ]
+        for problem in problems { #expect(texts.problem(problem) == problem.text) }
+    }
+
+    static func matches(_ pattern: String, in text: String) -> Set<String> {
+        guard let expression = try? NSRegularExpression(pattern: pattern) else { return [] }
+        let range = NSRange(text.startIndex..., in: text)
+        return Set(expression.matches(in: text, range: range).compactMap { match in
+            Range(match.range(at: 1), in: text).map { String(text[$0]) }
+        })
     }
 }

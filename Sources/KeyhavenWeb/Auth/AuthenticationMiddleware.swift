@@ -8,25 +8,39 @@ import KeyhavenServices
 /// Finds out who is calling: a bearer token (personal, service, or an external HS256 JWT) or a session cookie.
 ///
 /// A presented bearer token that is not valid answers 401 at once; a cookie that names no live session is treated
-/// as no cookie. For session requests that change state, the `X-CSRF-Token` header must match the session's.
+/// as no cookie. For session requests that change state, the `X-CSRF-Token` header must match the session's (the
+/// web pages' forms carry the token in a field instead, which their handlers check).
+///
+/// The API uses both; the web pages use the session cookie alone (``init(sessions:cookieName:)``), and never look
+/// at an `Authorization` header.
 public struct AuthenticationMiddleware: RouterMiddleware {
     public typealias Context = AppRequestContext
 
+    /// What bearer tokens are checked against; nil where only the session cookie counts.
+    struct Bearer: Sendable {
+        let tokens: any TokenStore
+        let users: any UserStore
+        let jwt: ExternalJWTVerifier?
+    }
+
     let sessions: any SessionStore
-    let tokens: any TokenStore
-    let users: any UserStore
-    let jwt: ExternalJWTVerifier?
+    let bearer: Bearer?
     let cookieName: String
 
-    /// Creates the middleware.
+    /// Creates the middleware for bearer tokens and the session cookie.
     public init(
         sessions: any SessionStore, tokens: any TokenStore, users: any UserStore, jwt: ExternalJWTVerifier?,
         cookieName: String
     ) {
         self.sessions = sessions
-        self.tokens = tokens
-        self.users = users
-        self.jwt = jwt
+        self.bearer = Bearer(tokens: tokens, users: users, jwt: jwt)
+        self.cookieName = cookieName
+    }
+
+    /// Creates the middleware for the session cookie alone.
+    init(sessions: any SessionStore, cookieName: String) {
+        self.sessions = sessions
+        self.bearer = nil
         self.cookieName = cookieName
     }
 
@@ -34,9 +48,9 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         _ request: Request, context: AppRequestContext, next: (Request, AppRequestContext) async throws -> Response
     ) async throws -> Response {
         var context = context
-        if let authorization = request.headers[.authorization] {
-            context.identity = try await bearer(authorization)
-        } else if let cookie = request.cookies[cookieName]?.value, let (session, user) = try await sessions.find(token: cookie) {
+        if let bearer, let authorization = request.headers[.authorization] {
+            context.identity = try await bearer.identity(authorization)
+        } else if let (session, user) = try await session(of: request) {
             context.identity = .user(user, via: .session(session))
             if ![.get, .head, .options].contains(request.method) {
                 let presented = request.headers[Self.csrfHeader] ?? ""
@@ -46,10 +60,25 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// The live session the request's cookie names, with its user; nil without one.
+    ///
+    /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
+    func session(of request: Request) async throws -> (Session, User)? {
+        guard let token = request.cookies[cookieName]?.value, !token.isEmpty, token.utf8.count <= 256 else {
+            return nil
+        }
+        return try await sessions.find(token: token)
+    }
+
     /// The header that carries the CSRF token.
     public static let csrfHeader = HTTPField.Name("X-CSRF-Token")!
+}
 
-    private func bearer(_ authorization: String) async throws -> Identity {
+extension AuthenticationMiddleware.Bearer {
+    /// The identity a presented `Authorization` header proves.
+    ///
+    /// - Throws: `KeyhavenError.unauthenticated` for anything but a valid bearer token.
+    func identity(_ authorization: String) async throws -> Identity {
         guard authorization.count > 7, authorization.prefix(7).lowercased() == "bearer " else {
             throw KeyhavenError.unauthenticated
         }

@@ -23,50 +23,44 @@ struct AccountPages: Sendable {
         let shown = Array(events.prefix(Self.pageSize))
         let integrations = try await services.integrations.list(ownerID: workspace, limit: 200, after: nil)
         let names = Dictionary(integrations.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
-        var values: [String: Any] = [
-            "nav_audit": true,
-            "events": shown.map { Self.event($0, names: names, language: page.language) },
-            "empty": shown.isEmpty,
-            "workspace_id": IntegrationPages.idText(workspace),
-        ]
         let path = workspace == viewer.user.id ? "/audit?" : "/audit?workspace=\(IntegrationPages.idText(workspace))&"
-        if events.count > Self.pageSize, let last = shown.last { values["older"] = "\(path)before=\(Cursor.encode(last.seq))" }
+        let view = AuditPage(
+            events: shown.map { EventRow($0, names: names, texts: page.texts) }, empty: shown.isEmpty,
+            older: events.count > Self.pageSize ? shown.last.map { "\(path)before=\(Cursor.encode($0.seq))" } : nil)
         return renderer.page(
-            "audit", title: page.language.text("audit_title"), values: values, language: page.language, viewer: viewer,
-            path: page.path)
+            "audit", view, title: page.texts["audit_title"], for: page, section: .audit, workspace: workspace)
     }
 
     @Sendable func tokens(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        var values: [String: Any] = [:]
-        if request.uri.queryParameters["done"] == "revoked" { values["flash"] = page.language.text("revoked_flash") }
-        return try await tokensPage(page: page, viewer: viewer, values: values)
+        let flash = IntegrationPages.flash(request, texts: page.texts, among: ["revoked"])
+        return try await tokensPage(page: page, viewer: viewer, addition: TokensAddition(flash: flash))
     }
 
     @Sendable func createToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        var errors: [String: String] = [:]
+        var errors: [String: FieldProblem] = [:]
         let name = IntegrationPages.validName(form["name"])
-        if name == nil { errors["name"] = "must be a non-empty string of at most 100 visible characters" }
+        if name == nil { errors["name"] = .name }
         let scopes = Set(form.values("scopes").compactMap(TokenScope.init(rawValue:)).filter { $0 != .credentialsRead })
-        if scopes.isEmpty { errors["scopes"] = "choose at least one" }
+        if scopes.isEmpty { errors["scopes"] = .chooseOne }
         var expiresAt: Date?
         if let text = form.trimmed("expires_in_days") {
             if let days = Int(text), (1...365).contains(days) {
                 expiresAt = Date().addingTimeInterval(Double(days) * 86400)
             } else {
-                errors["expires_in_days"] = "must be a whole number of days from 1 to 365"
+                errors["expires_in_days"] = .expiryDays
             }
         }
         guard errors.isEmpty, let name else {
             return try await tokensPage(
                 page: page, viewer: viewer,
-                values: ["errors": errors.mapValues { page.language.problem($0) }, "values": ["name": form["name"] ?? ""]],
+                addition: TokensAddition(errors: FieldMessages(errors, texts: page.texts), name: form["name"] ?? ""),
                 status: .unprocessableContent)
         }
         let (secret, _) = try await services.tokens.create(
             kind: .personal, userID: viewer.user.id, name: name, scopes: scopes, expiresAt: expiresAt,
             audit: AuditEntry(actor: IntegrationPages.actor(request, context: context, viewer: viewer), action: .tokenCreate, ownerID: viewer.user.id))
-        return try await tokensPage(page: page, viewer: viewer, values: ["created_token": secret])
+        return try await tokensPage(page: page, viewer: viewer, addition: TokensAddition(createdToken: secret))
     }
 
     @Sendable func revokeToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -78,49 +72,100 @@ struct AccountPages: Sendable {
         return Response.redirect(to: "/tokens?done=revoked", type: .normal)
     }
 
-    private func tokensPage(page: PageRequest, viewer: Viewer, values: [String: Any], status: HTTPResponse.Status = .ok) async throws -> Response {
+    private func tokensPage(
+        page: PageRequest, viewer: Viewer, addition: TokensAddition, status: HTTPResponse.Status = .ok
+    ) async throws -> Response {
         let tokens = try await services.tokens.list(userID: viewer.user.id).filter { $0.kind == .personal }
-        var values = values
-        values["nav_tokens"] = true
-        values["empty"] = tokens.isEmpty
-        values["tokens"] = tokens.map { token in
-            var row: [String: Any] = [
-                "id": IntegrationPages.idText(token.id), "name": token.name,
-                "scopes": token.scopes.map(\.rawValue).sorted().joined(separator: ", "),
-                "created": page.language.relative(token.createdAt),
-                "last_used": token.lastUsedAt.map { page.language.relative($0) } ?? page.language.text("never"),
-                "live": token.revokedAt == nil && (token.expiresAt.map { $0 > Date() } ?? true),
-            ]
-            if let expires = token.expiresAt { row["expires"] = IntegrationPages.iso(expires) }
-            return row
-        }
+        let view = TokensPage(
+            tokens: tokens.map { TokenRow($0, texts: page.texts) }, empty: tokens.isEmpty, flash: addition.flash,
+            createdToken: addition.createdToken, errors: addition.errors, values: FormValues(["name": addition.name]))
         return renderer.page(
-            "tokens", title: page.language.text("tokens_title"), values: values, language: page.language, viewer: viewer,
-            path: page.path, status: status)
+            "tokens", view, title: page.texts["tokens_title"], for: page, section: .tokens, status: status)
     }
+}
 
-    /// One audit event as a table row: when, what, by whom, on which integration, and how it ended.
-    static func event(_ event: AuditEvent, names: [UUID: String], language: Language) -> [String: Any] {
-        var row: [String: Any] = [
-            "action": event.action,
-            "action_label": language.action(event.action),
-            "outcome": event.outcome,
-            "outcome_label": language.text("outcome_\(event.outcome)"),
-            "actor": language.text("actor_\(event.actorType)"),
-            "when_iso": event.at,
-        ]
+/// The audit log page.
+struct AuditPage: Sendable {
+    let events: [EventRow]
+    let empty: Bool
+    /// The next page of older events.
+    let older: String?
+}
+
+/// One audit event as a table row: when, what, by whom, on which integration, and how it ended.
+struct EventRow: Sendable {
+    let when: String
+    let whenISO: String
+    let action: String
+    let actionLabel: String
+    let outcome: String
+    let outcomeLabel: String
+    let actor: String
+    let target: EventTarget?
+
+    init(_ event: AuditEvent, names: [UUID: String], texts: Texts) {
+        action = event.action
+        actionLabel = texts.action(event.action)
+        outcome = event.outcome
+        outcomeLabel = texts["outcome_\(event.outcome)"]
+        actor = texts["actor_\(event.actorType)"]
+        whenISO = event.at
         let date = (try? Date(event.at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(event.at, strategy: .iso8601))
-        if let date {
-            row["when"] = language.relative(date)
-        } else {
-            row["when"] = event.at
+        when = date.map { texts.relative($0) } ?? event.at
+        target = event.integrationID.map { id in
+            EventTarget(
+                id: IntegrationPages.idText(id), name: names[id] ?? String(IntegrationPages.idText(id).prefix(8)),
+                exists: names[id] != nil)
         }
-        if let id = event.integrationID {
-            row["integration_id"] = IntegrationPages.idText(id)
-            row["integration_name"] = names[id] ?? String(IntegrationPages.idText(id).prefix(8))
-            row["integration_exists"] = names[id] != nil
-        }
-        return row
+    }
+}
+
+/// The integration an audit event is about; `exists` is false once it was deleted (its id is shown then).
+struct EventTarget: Sendable {
+    let id: String
+    let name: String
+    let exists: Bool
+}
+
+/// What an action on the tokens page adds to it.
+struct TokensAddition: Sendable {
+    var flash: Notice? = nil
+    /// A token just made, shown once.
+    var createdToken: String? = nil
+    var errors = FieldMessages.none
+    /// The name the refused form shows again.
+    var name = ""
+}
+
+/// The personal access tokens page.
+struct TokensPage: Sendable {
+    let tokens: [TokenRow]
+    let empty: Bool
+    let flash: Notice?
+    let createdToken: String?
+    let errors: FieldMessages
+    let values: FormValues
+}
+
+/// A token in a list: never the token itself.
+struct TokenRow: Sendable {
+    let id: String
+    let name: String
+    let scopes: String
+    let created: String
+    let lastUsed: String
+    let expires: String?
+    /// Neither revoked nor expired.
+    let live: Bool
+
+    init(_ token: APIToken, texts: Texts) {
+        id = IntegrationPages.idText(token.id)
+        name = token.name
+        scopes = token.scopes.map(\.rawValue).sorted().joined(separator: ", ")
+        created = texts.relative(token.createdAt)
+        lastUsed = token.lastUsedAt.map { texts.relative($0) } ?? texts["never"]
+        expires = token.expiresAt.map(IntegrationPages.iso)
+        live = token.revokedAt == nil && (token.expiresAt.map { $0 > Date() } ?? true)
     }
 }

@@ -10,7 +10,7 @@ extension IntegrationPages {
         let (integration, role) = try await integration(context, viewer, .view)
         return try await detailPage(
             integration, role: role, request: request, page: page, viewer: viewer,
-            extra: ["flash": Self.flash(request, language: page.language) as Any])
+            extra: DetailAddition(flash: Self.flash(request, texts: page.texts)))
     }
 
     @Sendable func test(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -20,19 +20,9 @@ extension IntegrationPages {
         let record = try await services.tester.testNow(
             id: tested.id, ownerID: tested.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
         let integration = try await services.integrations.get(id: tested.id, ownerID: tested.ownerID)
-        let latency = record.latency.components.seconds * 1000 + record.latency.components.attoseconds / 1_000_000_000_000_000
-        let result: [String: Any] = [
-            "status": record.outcome.status.rawValue,
-            "status_label": page.language.label(record.outcome.status),
-            "message": record.outcome == .connected
-                ? record.outcome.message(language: page.language.rawValue)
-                : Self.errorMessage(record.errorMessage, language: page.language) ?? "",
-            "latency_ms": latency,
-            "details": record.details.keys.sorted().map { key in
-                ["label": Self.detailLabel(key, language: page.language), "value": Self.text(record.details[key])]
-            },
-        ]
-        return try await detailPage(integration, role: role, request: request, page: page, viewer: viewer, extra: ["result": result])
+        return try await detailPage(
+            integration, role: role, request: request, page: page, viewer: viewer,
+            extra: DetailAddition(result: TestResult(record, texts: page.texts)))
     }
 
     @Sendable func replace(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -43,8 +33,7 @@ extension IntegrationPages {
         guard input.errors.isEmpty, let credentials = input.credentials else {
             return try await detailPage(
                 current, role: role, request: request, page: page, viewer: viewer,
-                extra: ["errors": input.errors.mapValues { page.language.problem($0) }, "replace_failed": true,
-                        "values": Self.keptValues(form)],
+                extra: DetailAddition(replaceErrors: input.errors, kept: Self.keptValues(form)),
                 status: .unprocessableContent)
         }
         var changes = IntegrationChanges()
@@ -63,8 +52,7 @@ extension IntegrationPages {
         guard let name = Self.validName(form["name"]) else {
             return try await detailPage(
                 current, role: role, request: request, page: page, viewer: viewer,
-                extra: ["rename_error": page.language.problem("must be a non-empty string of at most 100 visible characters")],
-                status: .unprocessableContent)
+                extra: DetailAddition(renameError: page.texts.problem(.name)), status: .unprocessableContent)
         }
         var changes = IntegrationChanges()
         changes.name = name
@@ -73,8 +61,8 @@ extension IntegrationPages {
                 id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                current, role: role, request: request, page: page, viewer: viewer, extra: ["rename_error": page.language.problem(Self.nameTaken)],
-                status: .conflict)
+                current, role: role, request: request, page: page, viewer: viewer,
+                extra: DetailAddition(renameError: page.texts.problem(.nameTaken)), status: .conflict)
         }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=renamed", type: .normal)
     }
@@ -103,13 +91,13 @@ extension IntegrationPages {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (current, role) = try await integration(context, viewer, .editIntegrations)
         let id = current.id
-        var errors: [String: String] = [:]
+        var errors: [String: FieldProblem] = [:]
         let mode = form["mode"].flatMap(RotationPolicy.Mode.init(rawValue:))
-        if mode == nil { errors["rotation.mode"] = "must be off, remind or automatic" }
+        if mode == nil { errors["mode"] = .rotationMode }
         let everyDays = Int(form.trimmed("every_days") ?? "90")
-        if everyDays == nil { errors["rotation.every_days"] = "must be a whole number of days from 1 to 3650" }
+        if everyDays == nil { errors["every_days"] = .rotationEveryDays }
         let graceHours = Int(form.trimmed("grace_hours") ?? "24")
-        if graceHours == nil { errors["rotation.grace_hours"] = "must be a whole number of hours from 0 to 720" }
+        if graceHours == nil { errors["grace_hours"] = .rotationGraceHours }
         if let mode, let everyDays, let graceHours {
             do {
                 _ = try await services.rotations.setPolicy(
@@ -117,13 +105,17 @@ extension IntegrationPages {
                     actor: Self.actor(request, context: context, viewer: viewer))
                 return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_saved", type: .normal)
             } catch KeyhavenError.validationFailed(let problems) {
-                errors = problems
+                // The store refused it by the policy's own rules: the same rules give each problem its code.
+                let policy = RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours)
+                let rules = policy.problems(for: current.type)
+                for (field, problem) in FieldErrors.coding(problems, with: rules) {
+                    errors[String(field.dropFirst("rotation.".count))] = problem
+                }
             }
         }
         return try await detailPage(
             current, role: role, request: request, page: page, viewer: viewer,
-            extra: ["rotation_errors": Dictionary(uniqueKeysWithValues: errors.map { (String($0.key.dropFirst("rotation.".count)), page.language.problem($0.value)) })],
-            status: .unprocessableContent)
+            extra: DetailAddition(rotationErrors: errors), status: .unprocessableContent)
     }
 
     @Sendable func rotate(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -134,9 +126,10 @@ extension IntegrationPages {
             try await services.checks.count(viewer.user.id, on: services.limiter)
             _ = try await services.rotations.request(
                 id: id, ownerID: current.ownerID, actor: Self.actor(request, context: context, viewer: viewer), now: Date())
-        } catch KeyhavenError.conflict(let message) {
+        } catch KeyhavenError.conflict {
             return try await detailPage(
-                current, role: role, request: request, page: page, viewer: viewer, extra: ["rotation_refused": message], status: .conflict)
+                current, role: role, request: request, page: page, viewer: viewer,
+                extra: DetailAddition(rotationRefused: page.texts[Self.rotationRefusal(current)]), status: .conflict)
         }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_started", type: .normal)
     }
@@ -150,63 +143,66 @@ extension IntegrationPages {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (integration, _) = try await integration(context, viewer, .editIntegrations)
         guard form["confirm_name"]?.trimmingCharacters(in: .whitespacesAndNewlines) == integration.name else {
-            return deleteConfirmation(integration, page: page, viewer: viewer, error: page.language.text("delete_confirm_mismatch"))
+            return deleteConfirmation(
+                integration, page: page, viewer: viewer, error: page.texts["delete_confirm_mismatch"])
         }
         try await services.integrations.delete(
             id: integration.id, ownerID: integration.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
         return Response.redirect(to: Self.listPath(integration.ownerID, viewer: viewer, done: "deleted"), type: .normal)
     }
 
+    /// Why a rotation cannot start now, from what the rotation store checks: the provider, whether the
+    /// integration is enabled, and (otherwise) a rotation already under way.
+    static func rotationRefusal(_ integration: Integration) -> String {
+        if !RotationPolicy.automaticTypes.contains(integration.type) { return "rotation_refused_type" }
+        return integration.enabled ? "rotation_refused_running" : "rotation_refused_disabled"
+    }
+
     private func deleteConfirmation(_ integration: Integration, page: PageRequest, viewer: Viewer, error: String?) -> Response {
-        var values: [String: Any] = [
-            "integration": Self.card(integration, language: page.language, canEdit: true), "nav_integrations": true,
-            "workspace_id": Self.idText(integration.ownerID),
-        ]
-        if let error { values["confirm_error"] = error }
+        let view = DeletePage(
+            integration: IntegrationCard(integration, texts: page.texts, canEdit: true), confirmError: error)
         return renderer.page(
-            "delete", title: page.language.text("delete_title"), values: values, language: page.language, viewer: viewer,
-            path: page.path, status: error == nil ? .ok : .unprocessableContent)
+            "delete", view, title: page.texts["delete_title"], for: page, section: .integrations,
+            workspace: integration.ownerID, status: error == nil ? .ok : .unprocessableContent)
     }
 
     private func detailPage(
         _ integration: Integration, role: WorkspaceRole, request: Request, page: PageRequest, viewer: Viewer,
-        extra: [String: Any], status: HTTPResponse.Status = .ok
+        extra: DetailAddition, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let owner = SecretOwner(integrationID: integration.id, ownerID: integration.ownerID)
         let versions = try await services.secrets.versions(of: owner)
         let events = try await services.audit.events(
             ownerID: integration.ownerID, integrationID: integration.id, limit: 20, before: nil)
         let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
-        var values = extra
-        values["nav_integrations"] = true
-        values["can_edit"] = canEdit
-        values["workspace_id"] = Self.idText(integration.ownerID)
-        values["list_path"] = Self.listPath(integration.ownerID, viewer: viewer)
-        values["integration"] = Self.card(integration, language: page.language, canEdit: canEdit)
-        values["fields"] = Self.providerFields(integration.type, language: page.language)
-        var kept = (extra["values"] as? [String: String]) ?? [:]
+        let texts = page.texts
+        var kept = extra.kept
         for (key, value) in integration.config { if kept[key] == nil, let text = value.stringValue { kept[key] = text } }
-        values["values"] = kept
-        values["versions"] = versions.map { version in
-            [
-                "version": version.version, "created": page.language.relative(version.createdAt),
-                "created_iso": Self.iso(version.createdAt), "current": version.version == integration.credentialVersion,
-            ] as [String: Any]
-        }
-        values["events"] = events.map { AccountPages.event($0, names: [integration.id: integration.name], language: page.language) }
         let rotations = try await services.rotations.rotations(
             integrationID: integration.id, ownerID: integration.ownerID, limit: 10)
-        values["rotation"] = Self.rotation(integration, rotations: rotations, language: page.language)
+        var usage: IntegrationUsage?
         if Gateway.providers.contains(integration.type) {
             let (from, to) = try UsageController.period(from: nil, to: nil)
-            var usage = try await UsagePages(services: services, renderer: renderer).panel(
-                ownerID: integration.ownerID, integrationID: integration.id, from: from, to: to, language: page.language)
-            usage["can_set_limits"] = WorkspaceAccess.allows(role, .manageBudgets, in: integration.ownerID)
-            usage["integration_id"] = Self.idText(integration.id)
-            values["usage"] = usage
+            let panel = try await UsagePages(services: services, renderer: renderer).panel(
+                ownerID: integration.ownerID, integrationID: integration.id, from: from, to: to, texts: texts)
+            usage = IntegrationUsage(
+                panel: panel, canSetLimits: WorkspaceAccess.allows(role, .manageBudgets, in: integration.ownerID),
+                integrationID: Self.idText(integration.id))
         }
+        let view = IntegrationDetailPage(
+            integration: IntegrationCard(integration, texts: texts, canEdit: canEdit), canEdit: canEdit,
+            listPath: Self.listPath(integration.ownerID, viewer: viewer),
+            fields: ProviderFields(integration.type, texts: texts), values: FormValues(kept),
+            errors: FieldMessages(extra.replaceErrors, texts: texts), replaceFailed: !extra.replaceErrors.isEmpty,
+            renameError: extra.renameError,
+            rotation: RotationView(integration, rotations: rotations, texts: texts),
+            rotationErrors: FieldMessages(extra.rotationErrors, texts: texts), rotationRefused: extra.rotationRefused,
+            usage: usage,
+            versions: versions.map { VersionRow($0, current: integration.credentialVersion, texts: texts) },
+            events: events.map { EventRow($0, names: [integration.id: integration.name], texts: texts) },
+            flash: extra.flash, result: extra.result)
         return renderer.page(
-            "detail", title: integration.name, values: values, language: page.language, viewer: viewer, path: page.path,
+            "detail", view, title: integration.name, for: page, section: .integrations, workspace: integration.ownerID,
             status: status)
     }
 }

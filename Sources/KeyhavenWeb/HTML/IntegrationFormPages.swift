@@ -9,7 +9,7 @@ extension IntegrationPages {
         let type = request.uri.queryParameters["type"].flatMap { IntegrationType(rawValue: String($0)) }
         let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
         _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
-        return newPage(type: type, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page, viewer: viewer)
+        return newPage(type: type, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page)
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -18,15 +18,15 @@ extension IntegrationPages {
         _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
         guard let type = form["type"].flatMap(IntegrationType.init(rawValue:)) else {
             return newPage(
-                type: nil, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page, viewer: viewer,
+                type: nil, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page,
                 status: .unprocessableContent)
         }
         let kept = Self.keptValues(form).merging(Self.workspaceField(workspace, viewer: viewer)) { $1 }
         var input = CredentialsForm(type: type, form: form)
         let name = Self.validName(form["name"])
-        if name == nil { input.errors["name"] = "must be a non-empty string of at most 100 visible characters" }
+        if name == nil { input.errors["name"] = .name }
         guard input.errors.isEmpty, let name, let credentials = input.credentials else {
-            return newPage(type: type, values: kept, errors: input.errors, page: page, viewer: viewer, status: .unprocessableContent)
+            return newPage(type: type, values: kept, errors: input.errors, page: page, status: .unprocessableContent)
         }
         do {
             try await services.checks.count(viewer.user.id, on: services.limiter)
@@ -35,37 +35,56 @@ extension IntegrationPages {
                 actor: Self.actor(request, context: context, viewer: viewer))
         } catch KeyhavenError.rateLimited(let seconds) {
             var response = newPage(
-                type: type, values: kept, errors: [:], page: page, viewer: viewer, status: .tooManyRequests,
-                message: page.language.text("rate_limited"))
+                type: type, values: kept, errors: [:], page: page, status: .tooManyRequests,
+                message: page.texts["rate_limited"])
             response.headers[.retryAfter] = String(seconds)
             return response
         } catch KeyhavenError.conflict {
-            return newPage(type: type, values: kept, errors: ["name": Self.nameTaken], page: page, viewer: viewer, status: .conflict)
+            return newPage(type: type, values: kept, errors: ["name": .nameTaken], page: page, status: .conflict)
         }
         return Response.redirect(to: Self.listPath(workspace, viewer: viewer, done: "created"), type: .normal)
     }
 
     private func newPage(
-        type: IntegrationType?, values: [String: String], errors: [String: String], page: PageRequest, viewer: Viewer,
+        type: IntegrationType?, values: [String: String], errors: [String: FieldProblem], page: PageRequest,
         status: HTTPResponse.Status = .ok, message: String? = nil
     ) -> Response {
-        var context: [String: Any] = ["nav_integrations": true, "values": values]
-        context["workspace_id"] = values["workspace"] ?? Self.idText(viewer.user.id)
-        context["providers"] = IntegrationType.allCases.map { option in
-            [
-                "type": option.rawValue, "label": page.language.text("type_\(option.rawValue)"),
-                "description": page.language.text("desc_\(option.rawValue)"), "mark": Self.mark(option),
-            ] as [String: Any]
-        }
-        if let type {
-            context["chosen"] = Self.providerFields(type, language: page.language)
-            context["errors"] = errors.mapValues { page.language.problem($0) }
-            if !errors.isEmpty || message != nil { context["form_error"] = message ?? page.language.text("fix_errors") }
-        }
+        let texts = page.texts
+        let view = NewIntegrationPage(
+            providers: IntegrationType.allCases.map { option in
+                ProviderOption(
+                    type: option.rawValue, label: texts.type(option), description: texts["desc_\(option.rawValue)"],
+                    mark: Self.mark(option))
+            },
+            chosen: type.map { ProviderFields($0, texts: texts) },
+            values: FormValues(values),
+            workspace: values["workspace"],
+            errors: type == nil ? .none : FieldMessages(errors, texts: texts),
+            formError: type != nil && (!errors.isEmpty || message != nil) ? message ?? texts["fix_errors"] : nil)
         return renderer.page(
-            "new", title: page.language.text("new_integration"), values: context, language: page.language, viewer: viewer,
-            path: page.path, status: status)
+            "new", view, title: texts["new_integration"], for: page, section: .integrations,
+            workspace: values["workspace"].flatMap(UUID.init(text:)) ?? page.viewer?.user.id, status: status)
     }
+}
+
+/// The new-integration form: the providers to choose from, then the chosen one's fields.
+struct NewIntegrationPage: Sendable {
+    let providers: [ProviderOption]
+    let chosen: ProviderFields?
+    /// What the form shows again after a refusal (never a secret).
+    let values: FormValues
+    /// The organization's workspace the integration is for; nil for the personal one.
+    let workspace: String?
+    let errors: FieldMessages
+    let formError: String?
+}
+
+/// A provider to choose.
+struct ProviderOption: Sendable {
+    let type: String
+    let label: String
+    let description: String
+    let mark: String
 }
 
 /// A provider's credential fields from a form, turned into the API's shapes and validated by the same rules.
@@ -73,7 +92,7 @@ struct CredentialsForm {
     var credentials: Credentials?
     var config: [String: JSONValue] = [:]
     /// Problems by form field.
-    var errors: [String: String] = [:]
+    var errors: [String: FieldProblem] = [:]
 
     init(type: IntegrationType, form: Form) {
         var value: JSONValue?
@@ -101,21 +120,21 @@ struct CredentialsForm {
             let file = form.trimmed("service_account_file")
             let pasted = form.trimmed("service_account_json")
             if file != nil && pasted != nil {
-                errors["service_account"] = "choose a file or paste the JSON, not both"
+                errors["service_account"] = .fileOrPaste
                 return
             }
             guard let text = file ?? pasted else {
-                errors["service_account"] = "is required"
+                errors["service_account"] = .required
                 return
             }
             guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else {
-                errors["service_account"] = "must be the service account's JSON key file"
+                errors["service_account"] = .serviceAccountFile
                 return
             }
             value = json
         }
         guard let value else {
-            errors[Self.primaryField(type)] = "is required"
+            errors[Self.primaryField(type)] = .required
             return
         }
         switch CredentialValidator.validate(type: type, value) {
@@ -126,7 +145,7 @@ struct CredentialsForm {
     }
 
     private mutating func add(_ problems: FieldErrors, type: IntegrationType) {
-        for (key, message) in problems.problems {
+        for (key, problem) in problems.all {
             let field: String
             if type == .googleCloud {
                 field = "service_account"
@@ -137,7 +156,7 @@ struct CredentialsForm {
             } else {
                 field = Self.primaryField(type)
             }
-            if errors[field] == nil { errors[field] = message }
+            if errors[field] == nil { errors[field] = problem }
         }
     }
 

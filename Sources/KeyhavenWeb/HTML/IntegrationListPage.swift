@@ -16,28 +16,29 @@ extension IntegrationPages {
         let listPath = Self.listPath(workspace, viewer: viewer)
         let separator = listPath.contains("?") ? "&" : "?"
         let warned = try await budgetWarnings(shown)
-        var values: [String: Any] = [
-            "cards": shown.map { integration in
-                var card = Self.card(integration, language: page.language, canEdit: canEdit)
-                card["budget_warning"] = warned.contains(integration.id)
+        let view = IntegrationListPage(
+            cards: shown.map { integration in
+                var card = IntegrationCard(integration, texts: page.texts, canEdit: canEdit)
+                card.budgetWarning = warned.contains(integration.id)
                 return card
             },
-            "empty": shown.isEmpty && cursor == nil,
-            "nav_integrations": true,
-            "workspace_id": Self.idText(workspace),
-            "workspace_name": viewer.workspaceName(workspace, language: page.language) ?? "",
-            "can_edit": canEdit,
-            "new_path": workspace == viewer.user.id ? "/integrations/new" : "/integrations/new?workspace=\(Self.idText(workspace))",
-        ]
-        if workspace != viewer.user.id {
-            values["organization"] = ["id": Self.idText(workspace), "role": page.language.text("role_\(role.rawValue)")]
-        }
-        if found.count > 100, let last = shown.last { values["next_page"] = "\(listPath)\(separator)cursor=\(Cursor.encode(last.id))" }
-        if cursor != nil { values["first_page"] = listPath }
-        values["flash"] = Self.flash(request, language: page.language)
+            empty: shown.isEmpty && cursor == nil,
+            workspaceName: viewer.workspaceName(workspace, texts: page.texts) ?? "",
+            organization: workspace == viewer.user.id
+                ? nil
+                : OrganizationBadge(
+                    id: Self.idText(workspace), name: viewer.workspaceName(workspace, texts: page.texts) ?? "",
+                    role: page.texts.role(role)),
+            canEdit: canEdit,
+            newPath: workspace == viewer.user.id
+                ? "/integrations/new" : "/integrations/new?workspace=\(Self.idText(workspace))",
+            nextPage: found.count > 100
+                ? shown.last.map { "\(listPath)\(separator)cursor=\(Cursor.encode($0.id))" } : nil,
+            firstPage: cursor == nil ? nil : listPath,
+            flash: Self.flash(request, texts: page.texts))
         return renderer.page(
-            "integrations", title: page.language.text("integrations_title"), values: values, language: page.language,
-            viewer: viewer, path: page.path)
+            "integrations", view, title: page.texts["integrations_title"], for: page, section: .integrations,
+            workspace: workspace)
     }
 
     /// Which of `integrations` have spent at least the warning share of their monthly budget: one query for the
@@ -55,9 +56,8 @@ extension IntegrationPages {
     @Sendable func card(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let (integration, role) = try await integration(context, viewer, .view)
         let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
-        return renderer.fragment(
-            "card", values: Self.card(integration, language: page.language, canEdit: canEdit), language: page.language,
-            viewer: viewer)
+        let card = IntegrationCard(integration, texts: page.texts, canEdit: canEdit)
+        return renderer.fragment("card_fragment", card, for: page)
     }
 
     /// The workspace a list or a form is for (`?workspace=`, or a form's `workspace` field): the reader's personal
@@ -80,4 +80,26 @@ extension IntegrationPages {
         guard let done else { return path }
         return path + (path.contains("?") ? "&" : "?") + "done=\(done)"
     }
+}
+
+/// The integrations list of a workspace.
+struct IntegrationListPage: Sendable {
+    let cards: [IntegrationCard]
+    /// Whether the workspace has no integration at all (not merely none on this page).
+    let empty: Bool
+    let workspaceName: String
+    /// The organization the list belongs to, with the reader's role; nil for the personal workspace.
+    let organization: OrganizationBadge?
+    let canEdit: Bool
+    let newPath: String
+    let nextPage: String?
+    let firstPage: String?
+    let flash: Notice?
+}
+
+/// An organization and the reader's role in it.
+struct OrganizationBadge: Sendable {
+    let id: String
+    let name: String
+    let role: String
 }

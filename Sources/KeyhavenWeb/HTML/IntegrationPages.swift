@@ -9,8 +9,6 @@ struct IntegrationPages: Sendable {
     let renderer: PageRenderer
 
     /// Flash messages a redirect may name (`?done=created`), so nothing but these texts can be shown that way.
-    static let nameTaken = "is already the name of another of your integrations"
-
     static let flashes = [
         "created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started", "joined",
         "limits_saved", "limits_invalid",
@@ -25,69 +23,6 @@ struct IntegrationPages: Sendable {
 
     // MARK: View values
 
-    /// The values of an integration's card; `canEdit` shows the controls that change it. Never a credential: the
-    /// hint only.
-    static func card(_ integration: Integration, language: Language, canEdit: Bool) -> [String: Any] {
-        var card: [String: Any] = [
-            "id": idText(integration.id),
-            "can_edit": canEdit,
-            "name": integration.name,
-            "type": integration.type.rawValue,
-            "type_label": language.text("type_\(integration.type.rawValue)"),
-            "mark": mark(integration.type),
-            "status": integration.status.rawValue,
-            "status_label": language.label(integration.status),
-            "verifying": integration.status == .verifying,
-            "enabled": integration.enabled,
-            "last_verified": integration.lastVerifiedAt.map { language.relative($0) } ?? language.text("never"),
-            "last_used": integration.lastUsedAt.map { language.relative($0) } ?? language.text("never"),
-            "version": integration.credentialVersion,
-            "rotation_due": integration.rotationDue(),
-        ]
-        if let hint = integration.credentialHint { card["hint"] = hint }
-        if let problem = integration.retireError { card["retire_error"] = problem }
-        if let date = integration.lastVerifiedAt { card["last_verified_iso"] = iso(date) }
-        if let date = integration.lastUsedAt { card["last_used_iso"] = iso(date) }
-        if integration.status == .error, let message = errorMessage(integration.errorMessage, language: language) {
-            card["error"] = message
-        }
-        return card
-    }
-
-    /// The rotation section of the detail page: the policy form, the button, and the recent rotations.
-    static func rotation(_ integration: Integration, rotations: [RotationRecord], language: Language) -> [String: Any] {
-        let automatic = RotationPolicy.automaticTypes.contains(integration.type)
-        let modes: [RotationPolicy.Mode] = automatic ? [.off, .remind, .automatic] : [.off, .remind]
-        let running = rotations.first.map { !$0.state.isFinished } ?? false
-        return [
-            "modes": modes.map { mode in
-                ["value": mode.rawValue, "label": language.text("mode_\(mode.rawValue)"), "selected": mode == integration.rotation.mode] as [String: Any]
-            },
-            "every_days": integration.rotation.everyDays,
-            "grace_hours": integration.rotation.graceHours,
-            "can_rotate": automatic && integration.enabled && !running,
-            "running": running,
-            "has_history": !rotations.isEmpty,
-            "history": rotations.map { record in
-                var row: [String: Any] = [
-                    "started": language.relative(record.createdAt), "started_iso": iso(record.createdAt),
-                    "state": record.state.rawValue, "state_label": language.text("rotation_\(record.state.rawValue)"),
-                ]
-                if let error = record.error { row["error"] = error }
-                return row
-            },
-        ]
-    }
-
-    /// The stored error message, its opening sentence (the outcome's) in the reader's language.
-    static func errorMessage(_ message: String?, language: Language) -> String? {
-        guard let message else { return nil }
-        for outcome in VerificationOutcome.allCases where message.hasPrefix(outcome.message(language: "en")) {
-            return outcome.message(language: language.rawValue) + message.dropFirst(outcome.message(language: "en").count)
-        }
-        return message
-    }
-
     /// The provider's mark: its initials, beside its name (so never the only cue).
     static func mark(_ type: IntegrationType) -> String {
         switch type {
@@ -100,18 +35,12 @@ struct IntegrationPages: Sendable {
         }
     }
 
-    /// Which fields the provider's form shows.
-    static func providerFields(_ type: IntegrationType, language: Language) -> [String: Any] {
-        [
-            "type": type.rawValue, "label": language.text("type_\(type.rawValue)"), "mark": mark(type),
-            "is_key": [.openai, .anthropic, .gemini].contains(type), "is_openai": type == .openai,
-            "is_google": type == .googleCloud, "is_aws": type == .aws, "is_azure": type == .azure,
-        ]
-    }
-
-    static func flash(_ request: Request, language: Language) -> String? {
+    /// The notice a redirect names (`?done=…`), if it is one of `flashes`, with its key made by `key`.
+    static func flash(
+        _ request: Request, texts: Texts, among flashes: [String] = flashes, key: (String) -> String = { "\($0)_flash" }
+    ) -> Notice? {
         guard let done = request.uri.queryParameters["done"].map(String.init), flashes.contains(done) else { return nil }
-        return language.text("\(done)_flash")
+        return Notice(text: texts[key(done)])
     }
 
     /// The fields a failed form shows again: never a secret.
@@ -131,13 +60,14 @@ struct IntegrationPages: Sendable {
         return trimmed.isEmpty ? nil : trimmed
     }
 
-    static func detailLabel(_ key: String, language: Language) -> String {
+    /// The label of a fact a check found (an AWS account, a model count).
+    static func detailLabel(_ key: String, texts: Texts) -> String {
         switch key {
-        case "account_id": language.text("account")
-        case "arn": language.text("arn")
-        case "model_count": language.text("models")
-        case "tenant_id": language.text("tenant_id")
-        case "client_email": language.text("email")
+        case "account_id": texts["account"]
+        case "arn": texts["arn"]
+        case "model_count": texts["models"]
+        case "tenant_id": texts["tenant_id"]
+        case "client_email": texts["email"]
         default: key
         }
     }
@@ -159,4 +89,73 @@ struct IntegrationPages: Sendable {
     static func idText(_ id: UUID) -> String { id.lowercasedText }
 
     static func iso(_ date: Date) -> String { date.formatted(Date.ISO8601FormatStyle()) }
+}
+
+/// An integration's card, and the head of its detail page. Never a credential: the hint only.
+struct IntegrationCard: Sendable {
+    let id: String
+    let name: String
+    let type: String
+    let typeLabel: String
+    let mark: String
+    let status: String
+    let statusLabel: String
+    /// Whether the reader's role shows the controls that change it.
+    let canEdit: Bool
+    let verifying: Bool
+    let enabled: Bool
+    let lastVerified: TimeView
+    let lastUsed: TimeView
+    let version: Int
+    let rotationDue: Bool
+    let hint: String?
+    /// Why a credential that a rotation replaced is not deleted at the provider yet.
+    let retireError: OriginalText?
+    /// Why the integration is in error.
+    let problem: ProblemView?
+    /// Whether the month's spending has reached the budget's warning share (shown on the list).
+    var budgetWarning = false
+
+    init(_ integration: Integration, texts: Texts, canEdit: Bool) {
+        id = IntegrationPages.idText(integration.id)
+        name = integration.name
+        type = integration.type.rawValue
+        typeLabel = texts.type(integration.type)
+        mark = IntegrationPages.mark(integration.type)
+        status = integration.status.rawValue
+        statusLabel = texts.status(integration.status)
+        self.canEdit = canEdit
+        verifying = integration.status == .verifying
+        enabled = integration.enabled
+        lastVerified = TimeView(integration.lastVerifiedAt, texts: texts)
+        lastUsed = TimeView(integration.lastUsedAt, texts: texts)
+        version = integration.credentialVersion
+        rotationDue = integration.rotationDue()
+        hint = integration.credentialHint
+        retireError = OriginalText(integration.retireError, texts: texts)
+        problem = ProblemView.of(integration, texts: texts)
+    }
+}
+
+/// Which credential fields a provider's form shows.
+struct ProviderFields: Sendable {
+    let type: String
+    let label: String
+    let mark: String
+    let isKey: Bool
+    let isOpenAI: Bool
+    let isGoogle: Bool
+    let isAWS: Bool
+    let isAzure: Bool
+
+    init(_ type: IntegrationType, texts: Texts) {
+        self.type = type.rawValue
+        label = texts.type(type)
+        mark = IntegrationPages.mark(type)
+        isKey = [.openai, .anthropic, .gemini].contains(type)
+        isOpenAI = type == .openai
+        isGoogle = type == .googleCloud
+        isAWS = type == .aws
+        isAzure = type == .azure
+    }
 }

@@ -18,40 +18,31 @@ struct OrganizationPages: Sendable {
     ]
 
     @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        var values: [String: Any] = [:]
-        if let done = request.uri.queryParameters["done"].map(String.init), ["deleted", "left", "pending"].contains(done) {
-            values["flash"] = page.language.text("org_\(done)_flash")
-        }
-        return try listPage(page: page, viewer: viewer, values: values)
+        let flash = IntegrationPages.flash(
+            request, texts: page.texts, among: ["deleted", "left", "pending"], key: { "org_\($0)_flash" })
+        return listPage(page: page, viewer: viewer, flash: flash)
     }
 
     private func listPage(
-        page: PageRequest, viewer: Viewer, values: [String: Any], status: HTTPResponse.Status = .ok
-    ) throws -> Response {
-        var values = values
-        values["nav_orgs"] = true
-        values["empty"] = viewer.organizations.isEmpty
-        values["organizations"] = viewer.organizations.map { organization, role in
-            [
-                "id": IntegrationPages.idText(organization.id), "name": organization.name,
-                "role": page.language.text("role_\(role.rawValue)"),
-            ]
-        }
+        page: PageRequest, viewer: Viewer, flash: Notice? = nil, errors: FieldMessages = .none, name: String = "",
+        status: HTTPResponse.Status = .ok
+    ) -> Response {
+        let view = OrganizationsPage(
+            organizations: viewer.organizations.map { organization, role in
+                OrganizationBadge(
+                    id: IntegrationPages.idText(organization.id), name: organization.name, role: page.texts.role(role))
+            },
+            empty: viewer.organizations.isEmpty, flash: flash, errors: errors, values: FormValues(["name": name]))
         return renderer.page(
-            "orgs", title: page.language.text("orgs_title"), values: values, language: page.language, viewer: viewer,
-            path: page.path, status: status)
+            "orgs", view, title: page.texts["orgs_title"], for: page, section: .organizations, status: status)
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         guard let name = IntegrationPages.validName(form["name"]) else {
-            return try listPage(
-                page: page, viewer: viewer,
-                values: [
-                    "errors": ["name": page.language.problem("must be a non-empty string of at most 100 visible characters")],
-                    "values": ["name": form["name"] ?? ""],
-                ],
-                status: .unprocessableContent)
+            return listPage(
+                page: page, viewer: viewer, errors: FieldMessages(["name": .name], texts: page.texts),
+                name: form["name"] ?? "", status: .unprocessableContent)
         }
         let organization = try await services.organizations.create(
             name: name, by: viewer.user.id, actor: IntegrationPages.actor(request, context: context, viewer: viewer))
@@ -70,75 +61,47 @@ struct OrganizationPages: Sendable {
 
     @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let (id, role) = try await organization(context, viewer, .view)
-        var values: [String: Any] = [:]
-        if let done = request.uri.queryParameters["done"].map(String.init), Self.flashes.contains(done) {
-            values["flash"] = page.language.text("org_\(done)_flash")
-        }
-        return try await detailPage(id, role: role, page: page, viewer: viewer, values: values)
+        let flash = IntegrationPages.flash(request, texts: page.texts, among: Self.flashes, key: { "org_\($0)_flash" })
+        return try await detailPage(
+            id, role: role, page: page, viewer: viewer, addition: OrganizationAddition(flash: flash))
     }
 
     private func detailPage(
-        _ id: UUID, role: WorkspaceRole, page: PageRequest, viewer: Viewer, values: [String: Any],
+        _ id: UUID, role: WorkspaceRole, page: PageRequest, viewer: Viewer, addition: OrganizationAddition,
         status: HTTPResponse.Status = .ok
     ) async throws -> Response {
         let organization = try await services.organizations.get(id: id)
         let allows = { (action: Policy.Action) in WorkspaceAccess.allows(role, action, in: id) }
         let manageMembers = allows(.manageMembers)
         let manageOwners = allows(.manageOwners)
-        let language = page.language
+        let texts = page.texts
         let roles = WorkspaceRole.allCases.reversed().filter { manageOwners || $0 != .owner }
-        var values = values
-        values["nav_orgs"] = true
-        values["workspace_id"] = IntegrationPages.idText(id)
-        values["org"] = [
-            "id": IntegrationPages.idText(id), "name": organization.name, "role": language.text("role_\(role.rawValue)"),
-        ]
-        values["can_manage_members"] = manageMembers
-        values["can_manage_tokens"] = allows(.manageServiceTokens)
-        values["can_administer"] = allows(.administer)
-        values["members"] = try await services.organizations.members(of: id).map { member in
-            let mine = member.userID == viewer.user.id
-            // Owners are changed only by owners; anyone may leave (the last owner is refused by the store).
-            let changeable = manageMembers && (manageOwners || member.role != .owner)
-            return [
-                "user_id": IntegrationPages.idText(member.userID), "email": member.email ?? "—",
-                "role": language.text("role_\(member.role.rawValue)"), "me": mine,
-                "can_change": changeable && !mine, "can_remove": changeable && !mine, "can_leave": mine,
-                "pending": member.pendingConfirmation, "can_confirm": changeable && member.pendingConfirmation,
-                "roles": roles.map { option in
-                    [
-                        "value": option.rawValue, "label": language.text("role_\(option.rawValue)"),
-                        "selected": option == member.role,
-                    ] as [String: Any]
-                },
-            ] as [String: Any]
+        let members = try await services.organizations.members(of: id).map { member in
+            MemberRow(
+                member, mine: member.userID == viewer.user.id, manageMembers: manageMembers, manageOwners: manageOwners,
+                roles: roles, texts: texts)
         }
+        var invitations: [InvitationRow] = []
         if manageMembers {
-            values["invite_roles"] = roles.map { option in
-                ["value": option.rawValue, "label": language.text("role_\(option.rawValue)"), "selected": option == .member]
-                    as [String: Any]
-            }
-            values["invitations"] = try await services.organizations.invitations(of: id, now: Date()).map { invitation in
-                [
-                    "id": IntegrationPages.idText(invitation.id), "email": invitation.email,
-                    "role": language.text("role_\(invitation.role.rawValue)"),
-                    "expires": IntegrationPages.iso(invitation.expiresAt),
-                ]
+            invitations = try await services.organizations.invitations(of: id, now: Date()).map { invitation in
+                InvitationRow(
+                    id: IntegrationPages.idText(invitation.id), email: invitation.email,
+                    role: texts.role(invitation.role), expires: IntegrationPages.iso(invitation.expiresAt))
             }
         }
+        var tokens: [TokenRow] = []
         if allows(.manageServiceTokens) {
-            values["tokens"] = try await services.tokens.serviceTokens(workspaceID: id).map { token in
-                [
-                    "id": IntegrationPages.idText(token.id), "name": token.name,
-                    "created": language.relative(token.createdAt),
-                    "last_used": token.lastUsedAt.map { language.relative($0) } ?? language.text("never"),
-                    "live": token.revokedAt == nil && (token.expiresAt.map { $0 > Date() } ?? true),
-                ] as [String: Any]
-            }
+            tokens = try await services.tokens.serviceTokens(workspaceID: id).map { TokenRow($0, texts: texts) }
         }
+        let view = OrganizationPage(
+            org: OrganizationBadge(id: IntegrationPages.idText(id), name: organization.name, role: texts.role(role)),
+            canManageMembers: manageMembers, canManageTokens: allows(.manageServiceTokens),
+            canAdminister: allows(.administer), members: members,
+            inviteRoles: manageMembers
+                ? roles.map { Choice(value: $0.rawValue, label: texts.role($0), selected: $0 == .member) } : [],
+            invitations: invitations, tokens: tokens, addition: addition)
         return renderer.page(
-            "org", title: organization.name, values: values, language: language, viewer: viewer, path: page.path,
-            status: status)
+            "org", view, title: organization.name, for: page, section: .organizations, workspace: id, status: status)
     }
 
     @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -147,8 +110,7 @@ struct OrganizationPages: Sendable {
         guard let name = IntegrationPages.validName(form["name"]) else {
             return try await detailPage(
                 id, role: role, page: page, viewer: viewer,
-                values: ["rename_error": page.language.problem("must be a non-empty string of at most 100 visible characters")],
-                status: .unprocessableContent)
+                addition: OrganizationAddition(renameError: page.texts.problem(.name)), status: .unprocessableContent)
         }
         _ = try await services.organizations.rename(
             id: id, to: name, actor: IntegrationPages.actor(request, context: context, viewer: viewer))
@@ -165,7 +127,8 @@ struct OrganizationPages: Sendable {
         } catch KeyhavenError.conflict {
             return try await detailPage(
                 id, role: role, page: page, viewer: viewer,
-                values: ["delete_error": page.language.text("delete_confirm_mismatch")], status: .unprocessableContent)
+                addition: OrganizationAddition(deleteError: page.texts["delete_confirm_mismatch"]),
+                status: .unprocessableContent)
         }
         return Response.redirect(to: "/orgs?done=deleted", type: .normal)
     }
@@ -183,8 +146,8 @@ struct OrganizationPages: Sendable {
                 actor: IntegrationPages.actor(request, context: context, viewer: viewer))
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer, values: ["members_error": page.language.text("last_owner")],
-                status: .conflict)
+                id, role: role, page: page, viewer: viewer,
+                addition: OrganizationAddition(membersError: page.texts["last_owner"]), status: .conflict)
         }
         return redirect(id, "role_changed")
     }
@@ -210,8 +173,8 @@ struct OrganizationPages: Sendable {
                 actor: IntegrationPages.actor(request, context: context, viewer: viewer))
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer, values: ["members_error": page.language.text("last_owner")],
-                status: .conflict)
+                id, role: role, page: page, viewer: viewer,
+                addition: OrganizationAddition(membersError: page.texts["last_owner"]), status: .conflict)
         }
         return leaving ? Response.redirect(to: "/orgs?done=left", type: .normal) : redirect(id, "removed")
     }
@@ -225,7 +188,7 @@ struct OrganizationPages: Sendable {
         guard Accounts.isEmail(email) else {
             return try await detailPage(
                 id, role: role, page: page, viewer: viewer,
-                values: ["invite_error": page.language.problem("must be an email address"), "invite_email": email],
+                addition: OrganizationAddition(inviteError: page.texts.problem(.email), inviteEmail: email),
                 status: .unprocessableContent)
         }
         do {
@@ -235,11 +198,13 @@ struct OrganizationPages: Sendable {
             // The link carries the token in its fragment, which the browser never sends to a server.
             let link = "\(publicURL.absoluteString.trimmingSuffix("/"))/invitations/accept#\(token)"
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer, values: ["invitation_link": link, "invited_email": email])
+                id, role: role, page: page, viewer: viewer,
+                addition: OrganizationAddition(invitation: CreatedInvitation(link: link, email: email)))
         } catch KeyhavenError.conflict {
             return try await detailPage(
                 id, role: role, page: page, viewer: viewer,
-                values: ["invite_error": page.language.text("already_member"), "invite_email": email], status: .conflict)
+                addition: OrganizationAddition(inviteError: page.texts["already_member"], inviteEmail: email),
+                status: .conflict)
         }
     }
 
@@ -258,14 +223,14 @@ struct OrganizationPages: Sendable {
         guard let name = IntegrationPages.validName(form["name"]) else {
             return try await detailPage(
                 id, role: role, page: page, viewer: viewer,
-                values: ["token_error": page.language.problem("must be a non-empty string of at most 100 visible characters")],
-                status: .unprocessableContent)
+                addition: OrganizationAddition(tokenError: page.texts.problem(.name)), status: .unprocessableContent)
         }
         let actor = IntegrationPages.actor(request, context: context, viewer: viewer)
         let (secret, _) = try await services.tokens.create(
             kind: .service, userID: nil, workspaceID: id, name: name, scopes: [.credentialsRead], expiresAt: nil,
             audit: AuditEntry(actor: actor, action: .tokenCreate, ownerID: id))
-        return try await detailPage(id, role: role, page: page, viewer: viewer, values: ["created_token": secret])
+        return try await detailPage(
+            id, role: role, page: page, viewer: viewer, addition: OrganizationAddition(createdToken: secret))
     }
 
     @Sendable func revokeServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -283,9 +248,7 @@ struct OrganizationPages: Sendable {
     /// The page an invitation link opens. The token is in the link's fragment: the page's script puts it in the
     /// form (and keeps it across signing in); it can also be pasted.
     @Sendable func acceptPage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        renderer.page(
-            "accept", title: page.language.text("accept_title"), values: [:], language: page.language,
-            viewer: page.viewer, path: page.path, formToken: page.formToken)
+        renderer.page("accept", AcceptPage(error: nil), title: page.texts["accept_title"], for: page)
     }
 
     @Sendable func accept(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -301,18 +264,18 @@ struct OrganizationPages: Sendable {
             return Response.redirect(
                 to: "/integrations?workspace=\(IntegrationPages.idText(organization.id))&done=joined", type: .normal)
         } catch KeyhavenError.notFound {
-            refusal = page.language.text("invitation_unknown")
+            refusal = page.texts["invitation_unknown"]
         } catch KeyhavenError.forbidden {
-            refusal = page.language.text("invitation_other_email")
+            refusal = page.texts["invitation_other_email"]
         } catch KeyhavenError.gone(let message) {
             let state = Invitation.State.allCases.first { $0.refusal == message } ?? .expired
-            refusal = page.language.text("invitation_\(state.rawValue)")
+            refusal = page.texts["invitation_\(state.rawValue)"]
         } catch KeyhavenError.conflict {
-            refusal = page.language.text("invitation_already_member")
+            refusal = page.texts["invitation_already_member"]
         }
         return renderer.page(
-            "accept", title: page.language.text("accept_title"), values: ["error": refusal], language: page.language,
-            viewer: viewer, path: page.path, status: .unprocessableContent)
+            "accept", AcceptPage(error: refusal), title: page.texts["accept_title"], for: page,
+            status: .unprocessableContent)
     }
 
     private func redirect(_ id: UUID, _ done: String) -> Response {

@@ -22,25 +22,32 @@ struct StaticAsset: Sendable {
 }
 
 /// Renders the server-side pages: the Mustache templates of `Resources/Templates`, every page inside the same
-/// layout, in the reader's language.
+/// layout, in the reader's language. Each page hands the template one value of its own view type (`…Page`), which
+/// the template reads through its stored properties; the layout around it is a ``LayoutView``.
 public struct PageRenderer: Sendable {
     let library: MustacheLibrary
     let stylesheet: StaticAsset
     let script: StaticAsset
+    /// The interface's texts, read once here.
+    let localization: Localization
 
-    /// Loads the templates and the static files bundled with the module.
+    /// Loads the templates, the texts and the static files bundled with the module.
     ///
     /// - Throws: `KeyhavenError.configuration` when they are missing next to the executable or do not parse.
     public init() async throws {
         guard let templates = Bundle.module.url(forResource: "Templates", withExtension: nil),
             let assets = Bundle.module.url(forResource: "Public", withExtension: nil)
         else {
-            throw KeyhavenError.configuration("the web interface's files (keyhaven_KeyhavenWeb.resources) are missing next to the executable")
+            throw KeyhavenError.configuration(
+                "the web interface's files (keyhaven_KeyhavenWeb.resources) are missing next to the executable")
         }
+        localization = try Localization.bundled()
         do {
             library = try await MustacheLibrary(directory: templates.path)
-            stylesheet = try StaticAsset(file: assets.appendingPathComponent("app.css"), contentType: "text/css; charset=utf-8")
-            script = try StaticAsset(file: assets.appendingPathComponent("app.js"), contentType: "text/javascript; charset=utf-8")
+            stylesheet = try StaticAsset(
+                file: assets.appendingPathComponent("app.css"), contentType: "text/css; charset=utf-8")
+            script = try StaticAsset(
+                file: assets.appendingPathComponent("app.js"), contentType: "text/javascript; charset=utf-8")
         } catch {
             throw KeyhavenError.configuration("the web interface's files could not be loaded: \(type(of: error))")
         }
@@ -51,54 +58,30 @@ public struct PageRenderer: Sendable {
         [stylesheet, script].first { $0.name == name }
     }
 
-    /// A whole page: `template` inside the layout, with the common values (texts, assets, the signed-in user and
-    /// CSRF token, the language switch) added to `values`. The language switch is a form like the others: it
-    /// carries the session's CSRF token, or for a signed-out reader `formToken`; without either it is left out.
-    func page(
-        _ template: String, title: String, values: [String: Any], language: Language, viewer: Viewer?,
-        path: String, status: HTTPResponse.Status = .ok, formToken: String? = nil
+    /// A whole page: `template` reads `content` under `page`, inside the layout. The language switch is a form
+    /// like the others: it carries the session's CSRF token, or for a signed-out reader the page's form token.
+    func page<Content: Sendable>(
+        _ template: String, _ content: Content, title: String, for page: PageRequest, section: Section = .none,
+        workspace: UUID? = nil, status: HTTPResponse.Status = .ok
     ) -> Response {
-        var context = values
-        context["t"] = language.texts
-        context["title"] = title
-        context["css"] = "/static/\(stylesheet.name)"
-        context["js"] = "/static/\(script.name)"
-        context["here"] = path
-        context["languages"] = Language.allCases.map { option in
-            ["code": option.rawValue, "label": option == .es ? "Español" : "English", "current": option == language] as [String: Any]
-        }
-        if let viewer {
-            context["language_form"] = ["field": "csrf_token", "token": viewer.session.csrfToken]
-        } else if let formToken {
-            context["language_form"] = ["field": "form_token", "token": formToken]
-        }
-        if let viewer {
-            context["viewer"] = ["email": viewer.user.email ?? "", "csrf": viewer.session.csrfToken] as [String: Any]
-            // The workspace switcher: the personal workspace, then each organization; the page names the current one.
-            let current = (values["workspace_id"] as? String).flatMap(UUID.init(text:))
-            var workspaces: [[String: Any]] = [
-                ["name": language.text("personal_workspace"), "href": "/integrations", "current": current == viewer.user.id]
-            ]
-            for (organization, role) in viewer.organizations {
-                workspaces.append([
-                    "name": organization.name, "role": language.text("role_\(role.rawValue)"),
-                    "href": "/integrations?workspace=\(organization.id.lowercasedText)",
-                    "current": current == organization.id,
-                ])
-            }
-            context["workspaces"] = workspaces
-            context["current_workspace"] = current.flatMap { viewer.workspaceName($0, language: language) }
-        }
-        let html = library.render(context, withTemplate: template) ?? ""
-        return Self.html(html, status: status)
+        let view = LayoutView(
+            t: page.texts, title: title, css: "/static/\(stylesheet.name)", js: "/static/\(script.name)",
+            here: page.path,
+            languages: Language.allCases.map {
+                LanguageOption(code: $0.rawValue, label: $0.ownName, current: $0 == page.language)
+            },
+            languageForm: page.viewer.map { HiddenField(name: "csrf_token", value: $0.session.csrfToken) }
+                ?? page.formToken.map { HiddenField(name: "form_token", value: $0) },
+            viewer: page.viewer.map { ViewerView($0, workspace: workspace, texts: page.texts) },
+            nav: Navigation(section), page: content)
+        return Self.html(library.render(view, withTemplate: template) ?? "", status: status)
     }
 
     /// A piece of a page (an integration card) for the status script to swap in.
-    func fragment(_ template: String, values: [String: Any], language: Language, viewer: Viewer) -> Response {
-        var context = values
-        context["t"] = language.texts
-        context["viewer"] = ["csrf": viewer.session.csrfToken]
-        return Self.html(library.render(context, withTemplate: template) ?? "", status: .ok)
+    func fragment<Content: Sendable>(_ template: String, _ content: Content, for page: PageRequest) -> Response {
+        let view = FragmentView(
+            t: page.texts, viewer: page.viewer.map { CSRFView(csrf: $0.session.csrfToken) }, page: content)
+        return Self.html(library.render(view, withTemplate: template) ?? "", status: .ok)
     }
 
     static func html(_ text: String, status: HTTPResponse.Status) -> Response {
@@ -107,23 +90,102 @@ public struct PageRenderer: Sendable {
             headers: [.contentType: "text/html; charset=utf-8", .vary: "Accept-Language, Cookie"],
             body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+}
 
-    /// The error page for a failed page request, in the reader's language.
-    func errorPage(
-        _ error: KeyhavenError, language: Language, viewer: Viewer?, path: String, formToken: String? = nil
-    ) -> Response {
-        let (titleKey, bodyKey): (String, String) =
-            switch error {
-            case .notFound: ("not_found_title", "not_found_body")
-            case .forbidden: ("forbidden_title", "forbidden_body")
-            case .rateLimited: ("error_title", "rate_limited")
-            default: ("error_title", "error_body")
-            }
-        var response = page(
-            "error", title: language.text(titleKey),
-            values: ["heading": language.text(titleKey), "message": language.text(bodyKey)],
-            language: language, viewer: viewer, path: path, status: error.status, formToken: formToken)
-        if case .rateLimited(let seconds) = error { response.headers[.retryAfter] = String(seconds) }
-        return response
+/// The part of the site a page belongs to, for the navigation to mark.
+enum Section: Sendable {
+    case integrations, usage, audit, tokens, organizations, none
+}
+
+/// The layout around every page: the head, the header with the navigation, the reader and the workspace
+/// switcher, and the foot with the language switch. The page itself is ``page``.
+struct LayoutView<Content: Sendable>: Sendable {
+    let t: Texts
+    let title: String
+    let css: String
+    let js: String
+    /// Where the language switch comes back to.
+    let here: String
+    let languages: [LanguageOption]
+    /// The language switch's token field; nil leaves the switch out.
+    let languageForm: HiddenField?
+    let viewer: ViewerView?
+    let nav: Navigation
+    let page: Content
+}
+
+/// The root of a fragment: the texts, the reader's CSRF token for its forms, and the fragment itself.
+struct FragmentView<Content: Sendable>: Sendable {
+    let t: Texts
+    let viewer: CSRFView?
+    let page: Content
+}
+
+/// A session's CSRF token, as the forms of a fragment read it (`{{viewer.csrf}}`).
+struct CSRFView: Sendable {
+    let csrf: String
+}
+
+/// One language of the switch.
+struct LanguageOption: Sendable {
+    let code: String
+    let label: String
+    let current: Bool
+}
+
+/// A hidden form field.
+struct HiddenField: Sendable {
+    let name: String
+    let value: String
+}
+
+/// Which part of the site the navigation marks as current.
+struct Navigation: Sendable {
+    let integrations: Bool
+    let usage: Bool
+    let audit: Bool
+    let tokens: Bool
+    let organizations: Bool
+
+    init(_ section: Section) {
+        integrations = section == .integrations
+        usage = section == .usage
+        audit = section == .audit
+        tokens = section == .tokens
+        organizations = section == .organizations
     }
+}
+
+/// The signed-in reader in the header: who they are, their sign-out form's token, and the workspace switcher.
+struct ViewerView: Sendable {
+    let email: String
+    let csrf: String
+    let workspaces: [WorkspaceLink]
+    /// The name of the workspace the page shows, if it shows one.
+    let currentWorkspace: String?
+
+    init(_ viewer: Viewer, workspace current: UUID?, texts: Texts) {
+        email = viewer.user.email ?? ""
+        csrf = viewer.session.csrfToken
+        // The personal workspace, then each organization; the page names the current one.
+        let personal = WorkspaceLink(
+            name: texts["personal_workspace"], role: nil, href: "/integrations", current: current == viewer.user.id)
+        workspaces =
+            [personal]
+            + viewer.organizations.map { organization, role in
+                WorkspaceLink(
+                    name: organization.name, role: texts.role(role),
+                    href: "/integrations?workspace=\(organization.id.lowercasedText)",
+                    current: current == organization.id)
+            }
+        currentWorkspace = current.flatMap { viewer.workspaceName($0, texts: texts) }
+    }
+}
+
+/// A workspace in the switcher.
+struct WorkspaceLink: Sendable {
+    let name: String
+    let role: String?
+    let href: String
+    let current: Bool
 }

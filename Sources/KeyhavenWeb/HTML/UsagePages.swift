@@ -26,30 +26,27 @@ struct UsagePages: Sendable {
             start = last.addingTimeInterval(-365 * 86_400).utcDay
         }
         if start > end { start = end }
-        var values = try await panel(
-            ownerID: workspace, integrationID: nil, from: start, to: end, language: page.language)
+        let panel = try await panel(ownerID: workspace, integrationID: nil, from: start, to: end, texts: page.texts)
         let integrations = try await services.usage.summary(
             UsageQuery(ownerID: workspace, integrationID: nil, from: start, to: end, grouping: .integration))
         var names: [String: String] = [:]
         for integration in try await services.integrations.list(ownerID: workspace, limit: 1_000, after: nil) {
             names[integration.id.lowercasedText] = integration.name
         }
-        values["has_integration_rows"] = !integrations.isEmpty
-        values["integration_rows"] = integrations.map { row in
-            var fields = Self.row(row, language: page.language)
-            fields["name"] = names[row.key] ?? page.language.text("deleted_integration")
-            fields["href"] = names[row.key] == nil ? nil : "/integrations/\(row.key)"
-            return fields
-        }
         let workspaceQuery = workspace == viewer.user.id ? "" : "workspace=\(IntegrationPages.idText(workspace))&"
-        values["nav_usage"] = true
-        values["workspace_id"] = IntegrationPages.idText(workspace)
-        values["personal"] = workspace == viewer.user.id
-        values["workspace_name"] = viewer.workspaceName(workspace, language: page.language) ?? ""
-        values["csv_href"] = "/api/usage?\(workspaceQuery)from=\(start)&to=\(end)&group_by=model"
+        let view = UsagePage(
+            panel: panel,
+            integrationRows: integrations.map { row in
+                UsageRow(
+                    row, label: names[row.key] ?? page.texts["deleted_integration"],
+                    href: names[row.key] == nil ? nil : "/integrations/\(row.key)", texts: page.texts)
+            },
+            hasIntegrationRows: !integrations.isEmpty, workspaceID: IntegrationPages.idText(workspace),
+            personal: workspace == viewer.user.id,
+            workspaceName: viewer.workspaceName(workspace, texts: page.texts) ?? "",
+            csvHref: "/api/usage?\(workspaceQuery)from=\(start)&to=\(end)&group_by=model")
         return renderer.page(
-            "usage", title: page.language.text("usage_title"), values: values, language: page.language, viewer: viewer,
-            path: page.path)
+            "usage", view, title: page.texts["usage_title"], for: page, section: .usage, workspace: workspace)
     }
 
     /// `POST /integrations/{id}/limits`: the detail page's limits form (owners and admins).
@@ -88,11 +85,9 @@ struct UsagePages: Sendable {
         return value.isEmpty ? nil : value
     }
 
-    /// The values of a usage panel: this period's totals, the two charts, the table by model and the budget gauge
-    /// of the workspace or of one integration.
-    func panel(ownerID: UUID, integrationID: UUID?, from: String, to: String, language: Language) async throws
-        -> [String: Any]
-    {
+    /// A usage panel: this period's totals, the two charts, the table by model and the budget gauge of the
+    /// workspace or of one integration.
+    func panel(ownerID: UUID, integrationID: UUID?, from: String, to: String, texts: Texts) async throws -> UsagePanel {
         func query(_ grouping: UsageGrouping) -> UsageQuery {
             UsageQuery(ownerID: ownerID, integrationID: integrationID, from: from, to: to, grouping: grouping)
         }
@@ -104,52 +99,37 @@ struct UsagePages: Sendable {
         let tokenDays = UsageCharts.days(from: from, to: to, rows: daily) {
             [$0.tokens.inputTokens, $0.tokens.outputTokens]
         }
-        var values: [String: Any] = [
-            "from": from, "to": to,
-            "total": Self.row(total, language: language),
-            "cost_chart": UsageCharts.bars(
-                costDays, title: language.text("daily_cost"), classes: ["chart-bar"], format: dollars),
-            "tokens_chart": UsageCharts.bars(
-                tokenDays, title: language.text("daily_tokens"), classes: ["chart-bar-input", "chart-bar-output"],
-                format: { Self.count($0) }),
-            "model_rows": models.map { row in
-                var fields = Self.row(row, language: language)
-                fields["model"] = row.key.isEmpty ? language.text("unknown_model") : row.key
-                return fields
-            },
-            "no_usage": daily.isEmpty,
-        ]
         let standing = try await services.budgets.standing(subject: integrationID ?? ownerID, ownerID: ownerID)
-        if let percent = standing.percent, let budget = standing.limits.monthlyBudgetMicros {
-            let used = language.text("budget_used")
-                .replacingOccurrences(of: "{percent}", with: String(percent))
-                .replacingOccurrences(of: "{spent}", with: dollars(standing.spentMicros))
-                .replacingOccurrences(of: "{budget}", with: dollars(budget))
-            values["budget"] = [
-                "gauge": UsageCharts.gauge(percent: percent, title: used), "text": used, "warning": standing.warning,
-            ]
+        var budget: BudgetView?
+        if let percent = standing.percent, let limit = standing.limits.monthlyBudgetMicros {
+            let used = texts.format(
+                "budget_used",
+                ["percent": String(percent), "spent": dollars(standing.spentMicros), "budget": dollars(limit)])
+            budget = BudgetView(
+                gauge: UsageCharts.gauge(percent: percent, title: used), text: used, warning: standing.warning)
         }
-        values["limits"] = [
-            "monthly_budget_usd": standing.limits.monthlyBudgetMicros.map { Self.plainDollars($0) } ?? "",
-            "requests_per_minute": standing.limits.requestsPerMinute.map(String.init) ?? "",
-            "tokens_per_minute": standing.limits.tokensPerMinute.map(String.init) ?? "",
-        ]
-        return values
+        return UsagePanel(
+            from: from, to: to, total: UsageRow(total, label: "", texts: texts),
+            costChart: UsageCharts.bars(
+                costDays, title: texts["daily_cost"], classes: ["chart-bar"], format: dollars),
+            tokensChart: UsageCharts.bars(
+                tokenDays, title: texts["daily_tokens"], classes: ["chart-bar-input", "chart-bar-output"],
+                format: { Self.count($0) }),
+            modelRows: models.map { row in
+                UsageRow(row, label: row.key.isEmpty ? texts["unknown_model"] : row.key, texts: texts)
+            },
+            noUsage: daily.isEmpty, budget: budget,
+            limits: LimitsValues(
+                monthlyBudgetUSD: standing.limits.monthlyBudgetMicros.map { Self.plainDollars($0) } ?? "",
+                requestsPerMinute: standing.limits.requestsPerMinute.map(String.init) ?? "",
+                tokensPerMinute: standing.limits.tokensPerMinute.map(String.init) ?? ""))
     }
 
-    /// One table row: requests, tokens and cost, "no price" for what could not be priced.
-    static func row(_ row: UsageTotals, language: Language) -> [String: Any] {
-        var cost = dollars(row.costMicros)
-        if row.unpricedRequests > 0 {
-            cost =
-                row.unpricedRequests == row.requests
-                ? language.text("no_price") : "\(cost) + \(language.text("no_price"))"
-        }
-        return [
-            "requests": count(row.requests), "input_tokens": count(row.tokens.inputTokens),
-            "output_tokens": count(row.tokens.outputTokens), "cost": cost,
-            "cost_micros": row.costMicros, "unpriced": row.unpricedRequests > 0,
-        ]
+    /// The cost of a row, "no price" for what could not be priced.
+    static func cost(_ row: UsageTotals, texts: Texts) -> String {
+        let cost = dollars(row.costMicros)
+        guard row.unpricedRequests > 0 else { return cost }
+        return row.unpricedRequests == row.requests ? texts["no_price"] : "\(cost) + \(texts["no_price"])"
     }
 
     /// `$1.234567` → `$1.2346`: four places, enough to tell small requests apart.
@@ -175,4 +155,67 @@ struct UsagePages: Sendable {
         }
         return (value < 0 ? "-" : "") + grouped
     }
+}
+
+/// The Usage page of a workspace.
+struct UsagePage: Sendable {
+    let panel: UsagePanel
+    /// Usage by integration (a deleted one is named as such).
+    let integrationRows: [UsageRow]
+    let hasIntegrationRows: Bool
+    let workspaceID: String
+    let personal: Bool
+    let workspaceName: String
+    let csvHref: String
+}
+
+/// A usage panel: totals, charts, the table by model, the budget and the limits as the form shows them.
+struct UsagePanel: Sendable {
+    let from: String
+    let to: String
+    let total: UsageRow
+    /// Server-rendered SVG (numbers, dates and texts, each escaped).
+    let costChart: String
+    let tokensChart: String
+    let modelRows: [UsageRow]
+    let noUsage: Bool
+    let budget: BudgetView?
+    let limits: LimitsValues
+}
+
+/// One table row of usage: requests, tokens and cost.
+struct UsageRow: Sendable {
+    /// The model or the integration the row is about.
+    let label: String
+    let href: String?
+    let requests: String
+    let inputTokens: String
+    let outputTokens: String
+    let cost: String
+    let costMicros: Int64
+
+    init(_ row: UsageTotals, label: String, href: String? = nil, texts: Texts) {
+        self.label = label
+        self.href = href
+        requests = UsagePages.count(row.requests)
+        inputTokens = UsagePages.count(row.tokens.inputTokens)
+        outputTokens = UsagePages.count(row.tokens.outputTokens)
+        cost = UsagePages.cost(row, texts: texts)
+        costMicros = row.costMicros
+    }
+}
+
+/// The monthly budget's gauge.
+struct BudgetView: Sendable {
+    /// Server-rendered SVG.
+    let gauge: String
+    let text: String
+    let warning: Bool
+}
+
+/// The limits as the form shows them: empty for no limit.
+struct LimitsValues: Sendable {
+    let monthlyBudgetUSD: String
+    let requestsPerMinute: String
+    let tokensPerMinute: String
 }

@@ -1,35 +1,8 @@
-import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
 import KeyhavenServices
 import KeyhavenGateway
-import Logging
-
-/// The signed-in reader of a page, with the organizations they belong to (for the workspace switcher).
-struct Viewer: Sendable {
-    let user: User
-    let session: Session
-    let organizations: [(Organization, WorkspaceRole)]
-
-    /// The name of a workspace the reader belongs to, if they do.
-    func workspaceName(_ id: UUID, language: Language) -> String? {
-        id == user.id ? language.text("personal_workspace") : organizations.first { $0.0.id == id }?.0.name
-    }
-}
-
-/// What every page handler knows about its request.
-struct PageRequest: Sendable {
-    let language: Language
-    /// The path and query, for the language switch to come back to.
-    let path: String
-    let viewer: Viewer?
-    /// A signed-out reader's form token (nil for a signed-in one, whose forms carry the session's CSRF token): the
-    /// form cookie's, or a new one that the response sets.
-    var formToken: String? = nil
-    /// Whether `formToken` is new, so the response must set the form cookie.
-    var setsFormCookie = false
-}
 
 /// The server-rendered web interface of SPEC §9: sign-in and sign-up, the integrations list, the new-integration
 /// form, an integration's detail page, the audit log and personal tokens. Every form works without JavaScript;
@@ -84,6 +57,7 @@ public struct WebPages: Sendable {
     let cookie: SessionCookie
     let trustedProxies: Set<String>
     let publicURL: URL
+    let reader: PageReader
 
     /// Creates the pages; `publicURL` is where users reach the server, for links they copy.
     public init(
@@ -94,9 +68,13 @@ public struct WebPages: Sendable {
         self.renderer = renderer
         self.cookie = cookie
         self.trustedProxies = trustedProxies
+        self.reader = PageReader(
+            localization: renderer.localization, sessions: services.sessions, organizations: services.organizations,
+            cookie: cookie)
     }
 
-    /// Adds the pages and their static files to the router.
+    /// Adds the pages and their static files to the router. The pages find their reader with the same
+    /// authentication middleware as the API (the session cookie alone), and a failure goes to ``ErrorPages``.
     public func addRoutes(to router: Router<AppRequestContext>) {
         router.get("/static/:file") { _, context in
             guard let name = context.parameters.get("file"), let asset = renderer.asset(named: name) else {
@@ -109,15 +87,17 @@ public struct WebPages: Sendable {
         }
         let pages = router.group()
         pages.add(middleware: ClientAddressMiddleware(trustedProxies: trustedProxies))
+        pages.add(middleware: reader.authentication)
         pages.get("/", use: open { _, _, page in
             Response.redirect(to: page.viewer == nil ? "/login" : "/integrations", type: .found)
         })
-        pages.get("/login", use: open(loginPage))
-        pages.post("/login", use: open(login))
-        pages.get("/signup", use: open(signupPage))
-        pages.post("/signup", use: open(signup))
-        pages.post("/logout", use: signedIn(logout))
-        pages.post("/language", use: open(changeLanguage))
+        let signIn = SignInPages(services: services, renderer: renderer, cookie: cookie)
+        pages.get("/login", use: open(signIn.loginPage))
+        pages.post("/login", use: open(signIn.login))
+        pages.get("/signup", use: open(signIn.signupPage))
+        pages.post("/signup", use: open(signIn.signup))
+        pages.post("/logout", use: signedIn(signIn.logout))
+        pages.post("/language", use: open(signIn.changeLanguage))
         let integrations = IntegrationPages(services: services, renderer: renderer)
         pages.get("/integrations", use: signedIn(integrations.list))
         pages.get("/integrations/new", use: signedIn(integrations.newForm))
@@ -163,14 +143,9 @@ public struct WebPages: Sendable {
     /// A page anyone may see; a signed-in reader is recognised.
     func open(_ body: @escaping @Sendable (Request, AppRequestContext, PageRequest) async throws -> Response) -> Handler {
         { request, context in
-            let page = try await pageRequest(request, context: context)
-            var response = await rendering(errorsOf: page, context: context) { try await body(request, context, page) }
-            if page.setsFormCookie, let token = page.formToken, !response.headers[values: .setCookie].contains(where: {
-                $0.hasPrefix(cookie.formName + "=")
-            }) {
-                response.setCookie(cookie.formCookie(token))
-            }
-            return response
+            let page = try await reader.page(request, identity: context.identity)
+            let response = try await failing(as: page) { try await body(request, context, page) }
+            return page.settingFormCookie(on: response, cookie: cookie)
         }
     }
 
@@ -179,178 +154,29 @@ public struct WebPages: Sendable {
         _ body: @escaping @Sendable (Request, AppRequestContext, PageRequest, Viewer) async throws -> Response
     ) -> Handler {
         { request, context in
-            let page = try await pageRequest(request, context: context)
+            let page = try await reader.page(request, identity: context.identity)
             guard let viewer = page.viewer else {
-                return Response.redirect(to: request.method == .get ? "/login?next=\(Self.escape(page.path))" : "/login", type: .normal)
+                let next = request.method == .get ? "/login?next=\(Self.percentEncoded(page.path))" : "/login"
+                return Response.redirect(to: next, type: .normal)
             }
-            return await rendering(errorsOf: page, context: context) { try await body(request, context, page, viewer) }
+            return try await failing(as: page) { try await body(request, context, page, viewer) }
         }
     }
 
-    private func pageRequest(_ request: Request, context: AppRequestContext) async throws -> PageRequest {
-        var viewer: Viewer?
-        if let token = request.cookies[cookie.name]?.value, !token.isEmpty, token.utf8.count <= 256,
-            let (session, user) = try await services.sessions.find(token: token)
-        {
-            viewer = Viewer(user: user, session: session, organizations: try await services.organizations.list(userID: user.id))
-        }
-        let language = Language.negotiate(
-            cookie: request.cookies[Language.cookieName]?.value, acceptLanguage: request.headers[.acceptLanguage])
-        var page = PageRequest(language: language, path: Self.localPath(request.uri.description) ?? "/", viewer: viewer)
-        if viewer == nil {
-            let existing = request.cookies[cookie.formName]?.value
-            page.formToken = existing.flatMap { $0.utf8.count == 43 ? $0 : nil } ?? Self.randomToken()
-            page.setsFormCookie = existing != page.formToken
-        }
-        return page
-    }
-
-    /// Runs a page handler; a domain error becomes the error page in the reader's language, anything else a 500
-    /// page and a log line naming only the error's type.
-    private func rendering(
-        errorsOf page: PageRequest, context: AppRequestContext, _ body: () async throws -> Response
-    ) async -> Response {
+    /// Runs a page handler; a failure carries the page's reader to the error page (``ErrorPages``).
+    private func failing(as page: PageRequest, _ body: () async throws -> Response) async throws -> Response {
         do {
             return try await body()
-        } catch let error as KeyhavenError {
-            return renderer.errorPage(
-                error, language: page.language, viewer: page.viewer, path: page.path, formToken: page.formToken)
         } catch {
-            context.logger.error("page failed", metadata: ["error_type": "\(type(of: error))"])
-            return renderer.errorPage(
-                .internalError, language: page.language, viewer: page.viewer, path: page.path, formToken: page.formToken)
+            throw PageFailure(error: error, page: page)
         }
-    }
-
-    // MARK: Sign-in and sign-up
-
-    @Sendable func loginPage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        if page.viewer != nil { return Response.redirect(to: "/integrations", type: .normal) }
-        return anonymousForm("login", page: page, request: request, values: ["next": Self.localPath(request.uri.queryParameters["next"].map(String.init)) ?? ""])
-    }
-
-    @Sendable func signupPage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        if page.viewer != nil { return Response.redirect(to: "/integrations", type: .normal) }
-        return anonymousForm("signup", page: page, request: request, values: ["closed": !services.accounts.allowSignup])
-    }
-
-    @Sendable func login(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        let form = try await anonymousFormBody(request, context: context)
-        let email = form.trimmed("email") ?? ""
-        let password = form["password"] ?? ""
-        let next = Self.localPath(form["next"]) ?? "/integrations"
-        var values: [String: Any] = ["email": email, "next": next]
-        do {
-            guard !email.isEmpty, !password.isEmpty, email.utf8.count <= 254, !password.utf8.contains(0) else {
-                throw KeyhavenError.invalidLogin
-            }
-            let signedIn = try await services.accounts.logIn(email: email, password: password, actor: context.anonymousActor(request))
-            return startSession(signedIn, to: next)
-        } catch KeyhavenError.invalidLogin {
-            values["error"] = page.language.text("invalid_login")
-            return anonymousForm("login", page: page, request: request, values: values, status: .unauthorized)
-        } catch KeyhavenError.rateLimited(let seconds) {
-            values["error"] = page.language.text("rate_limited")
-            var response = anonymousForm("login", page: page, request: request, values: values, status: .tooManyRequests)
-            response.headers[.retryAfter] = String(seconds)
-            return response
-        }
-    }
-
-    @Sendable func signup(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        let form = try await anonymousFormBody(request, context: context)
-        let email = form.trimmed("email")
-        var values: [String: Any] = ["email": email ?? "", "closed": !services.accounts.allowSignup]
-        do {
-            let signedIn = try await services.accounts.signUp(
-                email: email, password: form["password"].flatMap { $0.isEmpty ? nil : $0 }, actor: context.anonymousActor(request))
-            return startSession(signedIn, to: "/integrations")
-        } catch KeyhavenError.validationFailed(let problems) {
-            values["errors"] = problems.mapValues { page.language.problem($0) }
-            return anonymousForm("signup", page: page, request: request, values: values, status: .unprocessableContent)
-        } catch KeyhavenError.conflict {
-            values["errors"] = ["email": page.language.text("email_taken")]
-            return anonymousForm("signup", page: page, request: request, values: values, status: .conflict)
-        } catch KeyhavenError.rateLimited(let seconds) {
-            values["error"] = page.language.text("rate_limited")
-            var response = anonymousForm("signup", page: page, request: request, values: values, status: .tooManyRequests)
-            response.headers[.retryAfter] = String(seconds)
-            return response
-        } catch KeyhavenError.forbidden {
-            values["error"] = page.language.text("signup_closed")
-            return anonymousForm("signup", page: page, request: request, values: values, status: .forbidden)
-        }
-    }
-
-    @Sendable func logout(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        _ = try await Self.form(request, context: context, viewer: viewer)
-        try await services.accounts.logOut(
-            UserCaller(
-                user: viewer.user, credential: .session(viewer.session), ip: context.clientAddress,
-                userAgent: request.headers[.userAgent]))
-        var response = Response.redirect(to: "/login", type: .normal)
-        response.setCookie(cookie.expired())
-        return response
-    }
-
-    /// The language switch: a form like any other, so it needs the session's CSRF token, or a signed-out reader's
-    /// form token.
-    @Sendable func changeLanguage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
-        let form =
-            if let viewer = page.viewer {
-                try await Self.form(request, context: context, viewer: viewer)
-            } else {
-                try await anonymousFormBody(request, context: context)
-            }
-        guard let language = form["lang"].flatMap(Language.init(rawValue:)) else { throw KeyhavenError.badRequest("Unknown language.") }
-        var response = Response.redirect(to: Self.localPath(form["next"]) ?? "/", type: .normal)
-        response.setCookie(
-            Cookie(name: Language.cookieName, value: language.rawValue, maxAge: 365 * 86400, path: "/", secure: cookie.secure,
-                   httpOnly: true, sameSite: .lax))
-        return response
-    }
-
-    private func startSession(_ signedIn: Accounts.SignedIn, to next: String) -> Response {
-        var response = Response.redirect(to: next, type: .normal)
-        response.setCookie(cookie.cookie(signedIn.token))
-        response.setCookie(cookie.formCookie(nil))
-        return response
-    }
-
-    /// A sign-in or sign-up form with its double-submit token (the page's: the cookie's, or a new one that the
-    /// response sets).
-    private func anonymousForm(
-        _ template: String, page: PageRequest, request: Request, values: [String: Any], status: HTTPResponse.Status = .ok
-    ) -> Response {
-        var values = values
-        values["form_token"] = page.formToken ?? ""
-        let title = page.language.text(template == "login" ? "sign_in" : "sign_up")
-        return renderer.page(
-            template, title: title, values: values, language: page.language, viewer: nil, path: page.path, status: status,
-            formToken: page.formToken)
-    }
-
-    private func anonymousFormBody(_ request: Request, context: AppRequestContext) async throws -> Form {
-        let form = try await Form.read(request, context: context)
-        guard let expected = request.cookies[cookie.formName]?.value, expected.utf8.count == 43,
-            constantTimeEquals(form["form_token"] ?? "", expected)
-        else { throw KeyhavenError.forbidden("The form is missing its token.") }
-        return form
     }
 
     /// A signed-in reader's form, refused (403) unless it carries the session's CSRF token.
     static func form(_ request: Request, context: AppRequestContext, viewer: Viewer) async throws -> Form {
         let form = try await Form.read(request, context: context)
-        guard constantTimeEquals(form["csrf_token"] ?? "", viewer.session.csrfToken) else {
-            throw KeyhavenError.forbidden("The form is missing its CSRF token.")
-        }
+        guard constantTimeEquals(form["csrf_token"] ?? "", viewer.session.csrfToken) else { throw FormTokenRefused() }
         return form
-    }
-
-    static func randomToken() -> String {
-        Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 
     /// `text` if it is a path on this site (`/…`, not `//…` or a scheme), else nil: redirects never leave the site.
@@ -361,7 +187,8 @@ public struct WebPages: Sendable {
         return text
     }
 
-    static func escape(_ text: String) -> String {
+    /// `text` with everything but letters and digits percent-encoded, for a value inside a URL's query.
+    static func percentEncoded(_ text: String) -> String {
         text.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
     }
 }

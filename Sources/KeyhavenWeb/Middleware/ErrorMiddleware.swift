@@ -3,12 +3,13 @@ import KeyhavenCore
 import Logging
 
 /// Turns every error into the JSON error body of SPEC §6, so no route, framework error, or unexpected failure
-/// answers with anything else; unexpected errors are logged and answered with a generic 500.
+/// answers with anything else; unexpected errors are logged and answered with a generic 500. A failed web page, and
+/// a browser's request for a page that matched no route, get the HTML error page of ``ErrorPages`` instead.
 public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    let pages: PageRenderer?
+    let pages: ErrorPages?
 
-    /// - Parameter pages: renders an HTML error page instead for a browser asking for a page outside the API.
-    public init(pages: PageRenderer? = nil) {
+    /// - Parameter pages: renders the HTML error pages.
+    public init(pages: ErrorPages? = nil) {
         self.pages = pages
     }
 
@@ -17,22 +18,36 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     ) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as KeyhavenError {
+        } catch let failure as PageFailure {
+            if let pages {
+                return await pages.response(
+                    for: failure.error, page: failure.page, request: request, logger: context.logger)
+            }
+            return try answer(failure.error, request: request, context: context)
+        } catch {
+            if let pages, !(error is KeyhavenError), let framework = error as? HTTPResponseError,
+                Self.wantsPage(request)
+            {
+                let translated = Self.translate(framework.status)
+                return await pages.response(for: translated, page: nil, request: request, logger: context.logger)
+            }
+            return try answer(error, request: request, context: context)
+        }
+    }
+
+    /// The JSON answer for any error.
+    private func answer(_ error: any Error, request: Request, context: Context) throws -> Response {
+        switch error {
+        case let error as KeyhavenError:
             if case .keyring = error {
                 context.logger.error("keyring failure", metadata: ["reason": "\(error.message)"])
             }
             return try error.response(from: request, context: context)
-        } catch let error as HTTPResponseError {
+        case let error as HTTPResponseError:
             // Hummingbird's own errors (unknown route, body too large, undecodable body). Their messages can quote
             // decoder internals, so only the status is kept.
-            let translated = Self.translate(error.status)
-            if let pages, Self.wantsPage(request) {
-                let language = Language.negotiate(
-                    cookie: request.cookies[Language.cookieName]?.value, acceptLanguage: request.headers[.acceptLanguage])
-                return pages.errorPage(translated, language: language, viewer: nil, path: "/")
-            }
-            return try translated.response(from: request, context: context)
-        } catch {
+            return try Self.translate(error.status).response(from: request, context: context)
+        default:
             context.logger.error("unexpected error", metadata: ["error_type": "\(type(of: error))"])
             return try KeyhavenError.internalError.response(from: request, context: context)
         }
