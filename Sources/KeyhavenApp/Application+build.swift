@@ -153,8 +153,8 @@ extension KeyhavenRuntime {
     /// What users do with integrations.
     public var integrationService: IntegrationService {
         IntegrationService(
-            integrations: integrations, rotations: rotations, tester: verifier, limiter: limiter,
-            checks: configuration.checkRateLimit, access: access)
+            integrations: integrations, secrets: secrets, audit: audit, rotations: rotations, tester: verifier,
+            limiter: limiter, checks: configuration.checkRateLimit, access: access)
     }
 
     /// Organizations, members, invitations and service tokens.
@@ -172,7 +172,7 @@ extension KeyhavenRuntime {
 
     /// Who may have an integration's credentials, read or through the gateway.
     public var credentialAccess: CredentialAccess {
-        CredentialAccess(integrations: integrations, tokens: tokens, audit: audit, budgets: budgets)
+        CredentialAccess(integrations: integrations, tokens: tokens, audit: audit, budgets: budgets, routes: routes)
     }
 }
 
@@ -270,7 +270,8 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     router.add(
         middleware: ErrorMiddleware(
             pages: ErrorPages(
-                renderer: renderer, sessions: runtime.sessions, organizations: runtime.organizations, cookie: cookie)))
+                renderer: renderer, sessions: runtime.sessions, organizations: runtime.organizationService,
+                cookie: cookie)))
     let routes = MethodNotAllowedMiddleware<AppRequestContext>.Routes()
     router.add(middleware: MethodNotAllowedMiddleware(routes: routes))
     HealthController(checks: [
@@ -294,28 +295,26 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
     TokenController(accounts: runtime.accounts).addRoutes(to: api.group("tokens", context: UserContext.self))
     let access = runtime.access
+    let usage = runtime.usageService
     IntegrationController(service: runtime.integrationService, credentials: runtime.credentialAccess)
         .addRoutes(to: api.group("integrations", context: UserContext.self), api: api)
     OrganizationController(service: runtime.organizationService)
         .addRoutes(
             to: api.group("orgs", context: UserContext.self),
             invitations: api.group("invitations", context: UserContext.self))
-    AuditController(service: AuditService(audit: runtime.audit, access: access)).addRoutes(to: api.group("audit", context: UserContext.self))
+    let audit = AuditService(audit: runtime.audit, access: access)
+    AuditController(service: audit).addRoutes(to: api.group("audit", context: UserContext.self))
     // `/metrics` on the public port only behind its token; with a separate address it is served there instead.
     if configuration.metricsAddress == nil, configuration.metricsToken != nil {
         metricsEndpoint(runtime).addRoute(to: router)
     }
     WebPages(
         services: WebPages.Services(
-            accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrations,
-            secrets: runtime.secrets, audit: runtime.audit, tokens: runtime.tokens, tester: runtime.verifier,
-            limiter: runtime.limiter, checks: configuration.checkRateLimit, rotations: runtime.rotations,
-            organizations: runtime.organizations, access: access, usage: runtime.usage, limits: runtime.limits,
-            budgets: runtime.budgets),
+            accounts: runtime.accounts, sessions: runtime.sessions, integrations: runtime.integrationService,
+            organizations: runtime.organizationService, usage: usage, audit: audit),
         renderer: renderer, cookie: cookie, trustedProxies: configuration.trustedProxies,
         publicURL: configuration.publicURL
     ).addRoutes(to: router)
-    let usage = runtime.usageService
     UsageController(service: usage)
         .addRoutes(to: api.group("usage", context: UserContext.self), api: api)
     LimitsController(service: usage)
@@ -325,7 +324,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     let accounting = GatewayAccounting(
         recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
     GatewayController(
-        gateway: runtime.gateway, access: runtime.credentialAccess, routes: runtime.routes, record: accounting.record, bufferedBodies: runtime.bufferedBodies
+        gateway: runtime.gateway, access: runtime.credentialAccess, record: accounting.record, bufferedBodies: runtime.bufferedBodies
     ).addRoutes(to: router)
     RoutesController(service: usage)
         .addRoutes(to: api.group("routes", context: UserContext.self))

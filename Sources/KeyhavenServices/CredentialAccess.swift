@@ -22,14 +22,19 @@ public struct CredentialAccess: Sendable {
     let tokens: any TokenStore
     let audit: any AuditLog
     let budgets: Budgets
+    let routes: any RouteStore
 
-    /// Creates the access check over the stores that hold integrations, tokens and the audit trail, and the budgets
-    /// a gateway request is admitted by.
-    public init(integrations: any IntegrationStore, tokens: any TokenStore, audit: any AuditLog, budgets: Budgets) {
+    /// Creates the access check over the stores that hold integrations, tokens, fallback routes and the audit trail,
+    /// and the budgets a gateway request is admitted by.
+    public init(
+        integrations: any IntegrationStore, tokens: any TokenStore, audit: any AuditLog, budgets: Budgets,
+        routes: any RouteStore
+    ) {
         self.integrations = integrations
         self.tokens = tokens
         self.audit = audit
         self.budgets = budgets
+        self.routes = routes
     }
 
     /// Reads integration `id`'s credentials for `identity`; the read, allowed or refused, is audited before anything
@@ -88,6 +93,19 @@ public struct CredentialAccess: Sendable {
             Self.decide(.gateway, scope: token.workspaceID, $0)
         }
         return (integration, credentials, try await budgets.admit(integration))
+    }
+
+    /// Fallback route `name` of the token's workspace; a token for every workspace names the route's in
+    /// `workspace` (the `Keyhaven-Workspace` header). Each integration of the route is admitted on its own by
+    /// ``gatewayTarget(_:token:)``.
+    ///
+    /// - Throws: `badRequest` when a token for every workspace names none, `notFound`.
+    public func gatewayRoute(_ name: String, token: APIToken, workspace named: UUID?) async throws -> GatewayRoute {
+        guard let workspace = token.workspaceID ?? named else {
+            throw KeyhavenError.badRequest(
+                "A service token for every workspace names the route's in a Keyhaven-Workspace header.")
+        }
+        return try await routes.route(name: name, ownerID: workspace)
     }
 
     /// Whether a service token limited to workspace `scope` (nil: every workspace) may have `target`'s credentials

@@ -35,6 +35,8 @@ public struct IntegrationDraft: Sendable {
 /// act on one it was not permitted.
 public struct IntegrationService: Sendable {
     let integrations: any IntegrationStore
+    let secrets: any SecretStore
+    let audit: any AuditLog
     let rotations: any RotationStore
     let tester: any IntegrationTester
     let limiter: any RateLimiter
@@ -57,12 +59,21 @@ public struct IntegrationService: Sendable {
         }
     }
 
+    /// What an integration's page shows of its past: credential versions, recent events and rotations.
+    public struct History: Sendable {
+        public let versions: [SecretVersionInfo]
+        public let events: [AuditEvent]
+        public let rotations: [RotationRecord]
+    }
+
     /// Creates the service over the stores, the tester of connectivity checks and the limit on provider checks.
     public init(
-        integrations: any IntegrationStore, rotations: any RotationStore, tester: any IntegrationTester,
-        limiter: any RateLimiter, checks: CheckRateLimit, access: WorkspaceAccess
+        integrations: any IntegrationStore, secrets: any SecretStore, audit: any AuditLog, rotations: any RotationStore,
+        tester: any IntegrationTester, limiter: any RateLimiter, checks: CheckRateLimit, access: WorkspaceAccess
     ) {
         self.integrations = integrations
+        self.secrets = secrets
+        self.audit = audit
         self.rotations = rotations
         self.tester = tester
         self.limiter = limiter
@@ -96,17 +107,17 @@ public struct IntegrationService: Sendable {
 
     /// One page of a workspace's integrations, newest first, after `cursor`; with `rotationDue`, only those whose
     /// rotation is (or is not) due, read until `limit` match or 5,000 were looked at. `next` is where the following
-    /// page starts, nil at the end.
+    /// page starts, nil at the end; `role` is the caller's in the workspace.
     ///
     /// - Throws: as ``workspace(_:_:by:)``, `.unavailable`.
     public func list(
         in workspace: UUID, by caller: UserCaller, limit: Int, after cursor: UUID?, rotationDue: Bool? = nil
-    ) async throws -> (integrations: [Integration], next: UUID?) {
-        try await self.workspace(workspace, .view, by: caller)
+    ) async throws -> (integrations: [Integration], next: UUID?, role: WorkspaceRole) {
+        let role = try await self.workspace(workspace, .view, by: caller)
         guard let due = rotationDue else {
             let page = try await integrations.list(ownerID: workspace, limit: limit + 1, after: cursor)
             let shown = Array(page.prefix(limit))
-            return (shown, page.count > limit ? shown.last?.id : nil)
+            return (shown, page.count > limit ? shown.last?.id : nil, role)
         }
         // The cursor is the last row looked at, so the next page goes on from there.
         let now = Date()
@@ -121,9 +132,9 @@ public struct IntegrationService: Sendable {
                 if integration.rotationDue(now: now) == due { shown.append(integration) }
                 if shown.count == limit { break scan }
             }
-            if page.count < 200 { return (shown, nil) }
+            if page.count < 200 { return (shown, nil, role) }
         }
-        return (shown, position)
+        return (shown, position, role)
     }
 
     /// Creates an integration in status `verifying`. `draft` is called after the scope check and before the
@@ -196,6 +207,19 @@ public struct IntegrationService: Sendable {
     public func delete(_ target: Permitted) async throws {
         let current = try target.require(.editIntegrations)
         try await integrations.delete(id: current.id, ownerID: current.ownerID, actor: target.caller.actor)
+    }
+
+    /// The integration's credential versions (never their values), its latest events and rotations.
+    ///
+    /// - Throws: `unavailable`.
+    public func history(_ target: Permitted, events limit: Int = 20) async throws -> History {
+        let integration = target.integration
+        let owner = SecretOwner(integrationID: integration.id, ownerID: integration.ownerID)
+        return History(
+            versions: try await secrets.versions(of: owner),
+            events: try await audit.events(
+                ownerID: integration.ownerID, integrationID: integration.id, limit: limit, before: nil),
+            rotations: try await rotations.rotations(integrationID: integration.id, ownerID: integration.ownerID, limit: 10))
     }
 
     /// The integration as stored now (after a test changed its status).

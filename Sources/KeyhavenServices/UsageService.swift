@@ -132,6 +132,40 @@ public struct UsageService: Sendable {
         return (query, try await usage.summary(query))
     }
 
+    /// A period's usage of a workspace or an integration as its pages show it: totals per day and per model, and
+    /// this month's standing against the budget.
+    public struct Overview: Sendable {
+        public let daily: [UsageTotals]
+        public let models: [UsageTotals]
+        public let standing: Budgets.Standing
+    }
+
+    /// The overview of `scope` between two days.
+    ///
+    /// - Throws: `forbidden`, `notFound`, `unavailable`.
+    public func overview(_ scope: Scope, by caller: UserCaller, from: String, to: String) async throws -> Overview {
+        let (query, daily) = try await summary(scope, by: caller, from: from, to: to, grouping: .day)
+        var models = query
+        models.grouping = .model
+        return Overview(
+            daily: daily, models: try await usage.summary(models),
+            standing: try await budgets.standing(subject: query.integrationID ?? query.ownerID, ownerID: query.ownerID))
+    }
+
+    /// Which of `integrations` (that the caller was shown) have spent at least the warning share of their monthly
+    /// budget: one query for the limits, then one per integration that has a budget.
+    ///
+    /// - Throws: `unavailable`.
+    public func budgetWarnings(among integrations: [Integration]) async throws -> Set<UUID> {
+        let limits = try await limits.limits(for: integrations.map(\.id))
+        var warned: Set<UUID> = []
+        for integration in integrations where limits[integration.id]?.monthlyBudgetMicros != nil {
+            let standing = try await budgets.standing(subject: integration.id, ownerID: integration.ownerID)
+            if standing.warning { warned.insert(integration.id) }
+        }
+        return warned
+    }
+
     // MARK: Budgets and rate limits
 
     /// Whose limits: one integration's, or a workspace's.
@@ -149,15 +183,17 @@ public struct UsageService: Sendable {
         return try await budgets.standing(subject: id, ownerID: owner)
     }
 
-    /// Replaces the limits of `subject` (owners and admins); the gateway sees them at its next request.
+    /// Replaces the limits of `subject` (owners and admins) with what `limits` makes of the current ones; the
+    /// gateway sees them at its next request.
     ///
     /// - Throws: `forbidden`, `notFound`, what `limits` throws, `unavailable`.
     public func setLimits(
-        of subject: Subject, by caller: UserCaller, _ limits: () async throws -> UsageLimits
+        of subject: Subject, by caller: UserCaller, _ limits: (_ current: UsageLimits) async throws -> UsageLimits
     ) async throws -> Budgets.Standing {
         try caller.require(.integrationsWrite)
         let (id, owner) = try await resolve(subject, .manageBudgets, by: caller)
-        try await self.limits.setLimits(try await limits(), subject: id, ownerID: owner, actor: caller.actor)
+        let current = try await self.limits.limits(for: [id])[id] ?? UsageLimits()
+        try await self.limits.setLimits(try await limits(current), subject: id, ownerID: owner, actor: caller.actor)
         budgets.forget(id)
         return try await budgets.standing(subject: id, ownerID: owner)
     }

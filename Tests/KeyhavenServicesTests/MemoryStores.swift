@@ -271,3 +271,19 @@ final class MemoryLimits: LimitStore {
         async throws -> Bool
     { false }
 }
+
+/// No secrets: the services' tests never open one.
+final class MemorySecrets: SecretStore {
+    func put(_ plaintext: SecretBytes, for owner: SecretOwner) async throws -> SecretVersionInfo { throw unexpected() }
+    func get(_ owner: SecretOwner, version: Int?) async throws -> (SecretBytes, SecretVersionInfo) { throw unexpected() }
+    func versions(of owner: SecretOwner) async throws -> [SecretVersionInfo] { throw unexpected() }
+    func destroyAll(_ owner: SecretOwner) async throws -> Int { throw unexpected() }
+}
+
+/// No fallback routes.
+final class MemoryRoutes: RouteStore {
+    func route(name: String, ownerID: UUID) async throws -> GatewayRoute { throw KeyhavenError.notFound }
+    func routes(ownerID: UUID) async throws -> [GatewayRoute] { [] }
+    func put(_ route: GatewayRoute, actor: AuditActor) async throws { throw unexpected() }
+    func delete(name: String, ownerID: UUID, actor: AuditActor) async throws { throw unexpected() }
+}

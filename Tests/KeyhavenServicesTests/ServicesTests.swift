@@ -21,13 +21,14 @@ struct Services {
 
     var credentials: CredentialAccess {
         CredentialAccess(
-            integrations: workspaces, tokens: tokens, audit: audit, budgets: Budgets(store: MemoryLimits()))
+            integrations: workspaces, tokens: tokens, audit: audit, budgets: Budgets(store: MemoryLimits()),
+            routes: MemoryRoutes())
     }
 
     func integrations(checks: Int = 100) -> IntegrationService {
         IntegrationService(
-            integrations: workspaces, rotations: rotations, tester: rotations, limiter: limiter,
-            checks: CheckRateLimit(perUser: checks), access: access)
+            integrations: workspaces, secrets: MemorySecrets(), audit: audit, rotations: rotations, tester: rotations,
+            limiter: limiter, checks: CheckRateLimit(perUser: checks), access: access)
     }
 
     var organizations: OrganizationService {
@@ -210,9 +211,9 @@ struct IntegrationServiceTests {
         let caller = Services.caller()
         for _ in 0..<5 { services.workspaces.add(in: caller.user.id) }
         let service = services.integrations()
-        let (due, next) = try await service.list(in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: true)
+        let (due, next, _) = try await service.list(in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: true)
         #expect(due.isEmpty && next == nil)
-        let (notDue, more) = try await service.list(in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: false)
+        let (notDue, more, _) = try await service.list(in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: false)
         #expect(notDue.count == 2 && more == notDue.last?.id)
     }
 }

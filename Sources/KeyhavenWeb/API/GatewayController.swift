@@ -25,18 +25,16 @@ public struct GatewayUse: Sendable {
 public struct GatewayController: Sendable {
     let gateway: Gateway
     let access: CredentialAccess
-    let routes: any RouteStore
     let record: @Sendable (GatewayUse) async -> Void
     let bufferedBodies: MemoryBudget
 
     /// Creates the controller; `record` receives every request that reached the point of being forwarded, and
     /// `bufferedBodies` bounds the memory the bodies of fallback-route requests (held whole) take at once.
     public init(
-        gateway: Gateway, access: CredentialAccess, routes: any RouteStore, record: @escaping @Sendable (GatewayUse) async -> Void,
+        gateway: Gateway, access: CredentialAccess, record: @escaping @Sendable (GatewayUse) async -> Void,
         bufferedBodies: MemoryBudget = MemoryBudget(capacity: 256 << 20)
     ) {
         self.bufferedBodies = bufferedBodies
-        self.routes = routes
         self.gateway = gateway
         self.access = access
         self.record = record
@@ -76,16 +74,8 @@ public struct GatewayController: Sendable {
         guard let name = context.parameters.get("name"), GatewayRoute.isValidName(name) else {
             throw KeyhavenError.notFound
         }
-        let workspace: UUID
-        if let scoped = token.workspaceID {
-            workspace = scoped
-        } else if let text = request.headers[Self.workspaceHeader], let id = UUID(text: text) {
-            workspace = id
-        } else {
-            throw KeyhavenError.badRequest(
-                "A service token for every workspace names the route's in a Keyhaven-Workspace header.")
-        }
-        let route = try await routes.route(name: name, ownerID: workspace)
+        let route = try await access.gatewayRoute(
+            name, token: token, workspace: request.headers[Self.workspaceHeader].flatMap { UUID(text: $0) })
         var forwarded = Self.forwarded(request, prefix: "/gateway/route/\(name)")
         // The body is held whole, to be sent again: its bytes are reserved first (the declared length, else the
         // most a body may be), and past the process's budget the request is turned away at once, not queued.

@@ -49,7 +49,7 @@ public struct IntegrationController: Sendable {
         case "false": rotationDue = false
         default: throw KeyhavenError.badRequest("rotation_due must be true or false.")
         }
-        let (shown, next) = try await service.list(
+        let (shown, next, _) = try await service.list(
             in: workspace, by: context.caller(request), limit: limit, after: cursor, rotationDue: rotationDue)
         return Response.json(
             status: .ok, IntegrationListResponse(integrations: shown, nextCursor: next.map(Cursor.encode)))

@@ -51,7 +51,7 @@ public struct LimitsController: Sendable {
     }
 
     private func set(_ subject: UsageService.Subject, _ request: Request, _ context: UserContext) async throws -> Response {
-        let standing = try await service.setLimits(of: subject, by: context.caller(request)) {
+        let standing = try await service.setLimits(of: subject, by: context.caller(request)) { _ in
             let decoded = try await LimitsRequest.read(request, context: context)
             return try decoded.body.validated(decoded.errors).orThrow()
         }

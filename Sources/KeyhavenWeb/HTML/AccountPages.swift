@@ -14,14 +14,13 @@ struct AccountPages: Sendable {
         // A workspace's trail: in an organization, owners and admins see every event, members and viewers those of
         // its integrations.
         let workspace = try IntegrationPages.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
-        let role = try await services.access.require(.view, in: workspace, for: viewer.user)
+        let caller = viewer.caller(request, context)
         let before = request.uri.queryParameters["before"].flatMap { Cursor.decodeSeq(String($0)) }
         let events = try await services.audit.events(
-            ownerID: workspace, integrationID: nil,
-            integrationsOnly: !WorkspaceAccess.allows(role, .viewAllAudit, in: workspace), limit: Self.pageSize + 1,
-            before: before)
+            in: workspace, integrationID: nil, by: caller, limit: Self.pageSize + 1, before: before)
         let shown = Array(events.prefix(Self.pageSize))
-        let integrations = try await services.integrations.list(ownerID: workspace, limit: 200, after: nil)
+        let (integrations, _, _) = try await services.integrations.list(
+            in: workspace, by: caller, limit: 200, after: nil)
         let names = Dictionary(integrations.map { ($0.id, $0.name) }, uniquingKeysWith: { first, _ in first })
         let path = workspace == viewer.user.id ? "/audit?" : "/audit?workspace=\(IntegrationPages.idText(workspace))&"
         let view = AuditPage(
@@ -33,7 +32,8 @@ struct AccountPages: Sendable {
 
     @Sendable func tokens(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let flash = IntegrationPages.flash(request, texts: page.texts, among: ["revoked"])
-        return try await tokensPage(page: page, viewer: viewer, addition: TokensAddition(flash: flash))
+        return try await tokensPage(
+            page: page, caller: viewer.caller(request, context), addition: TokensAddition(flash: flash))
     }
 
     @Sendable func createToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
@@ -53,29 +53,28 @@ struct AccountPages: Sendable {
         }
         guard errors.isEmpty, let name else {
             return try await tokensPage(
-                page: page, viewer: viewer,
+                page: page, caller: viewer.caller(request, context),
                 addition: TokensAddition(errors: FieldMessages(errors, texts: page.texts), name: form["name"] ?? ""),
                 status: .unprocessableContent)
         }
-        let (secret, _) = try await services.tokens.create(
-            kind: .personal, userID: viewer.user.id, name: name, scopes: scopes, expiresAt: expiresAt,
-            audit: AuditEntry(actor: IntegrationPages.actor(request, context: context, viewer: viewer), action: .tokenCreate, ownerID: viewer.user.id))
-        return try await tokensPage(page: page, viewer: viewer, addition: TokensAddition(createdToken: secret))
+        let caller = viewer.caller(request, context)
+        let (secret, _) = try await services.accounts.createPersonalToken(by: caller) {
+            NewToken(name: name, scopes: scopes, expiresAt: expiresAt)
+        }
+        return try await tokensPage(page: page, caller: caller, addition: TokensAddition(createdToken: secret))
     }
 
     @Sendable func revokeToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let id = try UUID.path(context)
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        try await services.tokens.revoke(
-            id: id, userID: viewer.user.id,
-            audit: AuditEntry(actor: IntegrationPages.actor(request, context: context, viewer: viewer), action: .tokenRevoke, ownerID: viewer.user.id))
+        try await services.accounts.revokePersonalToken(id, by: viewer.caller(request, context))
         return Response.redirect(to: "/tokens?done=revoked", type: .normal)
     }
 
     private func tokensPage(
-        page: PageRequest, viewer: Viewer, addition: TokensAddition, status: HTTPResponse.Status = .ok
+        page: PageRequest, caller: UserCaller, addition: TokensAddition, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
-        let tokens = try await services.tokens.list(userID: viewer.user.id).filter { $0.kind == .personal }
+        let tokens = try await services.accounts.tokens(of: caller).filter { $0.kind == .personal }
         let view = TokensPage(
             tokens: tokens.map { TokenRow($0, texts: page.texts) }, empty: tokens.isEmpty, flash: addition.flash,
             createdToken: addition.createdToken, errors: addition.errors, values: FormValues(["name": addition.name]))

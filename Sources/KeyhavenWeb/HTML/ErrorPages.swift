@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import Logging
 
 /// A page request that failed, with what its error page needs to know about the reader.
@@ -23,7 +24,7 @@ public struct ErrorPages: Sendable {
 
     /// Creates the error pages over the renderer, and the stores that say who the reader is.
     public init(
-        renderer: PageRenderer, sessions: any SessionStore, organizations: any OrganizationStore, cookie: SessionCookie
+        renderer: PageRenderer, sessions: any SessionStore, organizations: OrganizationService, cookie: SessionCookie
     ) {
         self.renderer = renderer
         self.cookie = cookie

@@ -7,61 +7,54 @@ import KeyhavenGateway
 /// An integration's detail page and the actions on it: test, replace, rename, enable, disable, rotation, delete.
 extension IntegrationPages {
     @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let (integration, role) = try await integration(context, viewer, .view)
         return try await detailPage(
-            integration, role: role, request: request, page: page, viewer: viewer,
+            try await permit(request, context, viewer, .view), page: page, viewer: viewer,
             extra: DetailAddition(flash: Self.flash(request, texts: page.texts)))
     }
 
     @Sendable func test(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let (tested, role) = try await integration(context, viewer, .editIntegrations)
-        try await services.checks.count(viewer.user.id, on: services.limiter)
-        let record = try await services.tester.testNow(
-            id: tested.id, ownerID: tested.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
-        let integration = try await services.integrations.get(id: tested.id, ownerID: tested.ownerID)
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let record = try await services.integrations.test(target)
         return try await detailPage(
-            integration, role: role, request: request, page: page, viewer: viewer,
+            target, reloaded: try await services.integrations.reload(target), page: page, viewer: viewer,
             extra: DetailAddition(result: TestResult(record, texts: page.texts)))
     }
 
     @Sendable func replace(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (current, role) = try await integration(context, viewer, .editIntegrations)
-        let id = current.id
-        let input = CredentialsForm(type: current.type, form: form)
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let id = target.integration.id
+        let input = CredentialsForm(type: target.integration.type, form: form)
         guard input.errors.isEmpty, let credentials = input.credentials else {
             return try await detailPage(
-                current, role: role, request: request, page: page, viewer: viewer,
+                target, page: page, viewer: viewer,
                 extra: DetailAddition(replaceErrors: input.errors, kept: Self.keptValues(form)),
                 status: .unprocessableContent)
         }
         var changes = IntegrationChanges()
         changes.credentials = credentials
         changes.config = input.config
-        try await services.checks.count(viewer.user.id, on: services.limiter)
-        _ = try await services.integrations.update(
-            id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+        _ = try await services.integrations.update(target, changes)
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=replaced", type: .normal)
     }
 
     @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (current, role) = try await integration(context, viewer, .editIntegrations)
-        let id = current.id
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let id = target.integration.id
         guard let name = Self.validName(form["name"]) else {
             return try await detailPage(
-                current, role: role, request: request, page: page, viewer: viewer,
+                target, page: page, viewer: viewer,
                 extra: DetailAddition(renameError: page.texts.problem(.name)), status: .unprocessableContent)
         }
         var changes = IntegrationChanges()
         changes.name = name
         do {
-            _ = try await services.integrations.update(
-                id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+            _ = try await services.integrations.update(target, changes)
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                current, role: role, request: request, page: page, viewer: viewer,
+                target, page: page, viewer: viewer,
                 extra: DetailAddition(renameError: page.texts.problem(.nameTaken)), status: .conflict)
         }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=renamed", type: .normal)
@@ -77,19 +70,16 @@ extension IntegrationPages {
 
     private func setEnabled(_ enabled: Bool, request: Request, context: AppRequestContext, viewer: Viewer) async throws -> Response {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let (current, _) = try await integration(context, viewer, .editIntegrations)
-        let id = current.id
-        if enabled && !current.enabled { try await services.checks.count(viewer.user.id, on: services.limiter) }
-        var changes = IntegrationChanges()
-        changes.enabled = enabled
-        _ = try await services.integrations.update(
-            id: id, ownerID: current.ownerID, changes: changes, actor: Self.actor(request, context: context, viewer: viewer))
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let id = target.integration.id
+        _ = try await services.integrations.update(target, IntegrationChanges(enabled: enabled))
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=\(enabled ? "enabled" : "disabled")", type: .normal)
     }
 
     @Sendable func setRotation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (current, role) = try await integration(context, viewer, .editIntegrations)
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let current = target.integration
         let id = current.id
         var errors: [String: FieldProblem] = [:]
         let mode = form["mode"].flatMap(RotationPolicy.Mode.init(rawValue:))
@@ -100,9 +90,8 @@ extension IntegrationPages {
         if graceHours == nil { errors["grace_hours"] = .rotationGraceHours }
         if let mode, let everyDays, let graceHours {
             do {
-                _ = try await services.rotations.setPolicy(
-                    RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours), id: id, ownerID: current.ownerID,
-                    actor: Self.actor(request, context: context, viewer: viewer))
+                _ = try await services.integrations.setRotationPolicy(
+                    target, RotationPolicy(mode: mode, everyDays: everyDays, graceHours: graceHours))
                 return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_saved", type: .normal)
             } catch KeyhavenError.validationFailed(let problems) {
                 // The store refused it by the policy's own rules: the same rules give each problem its code.
@@ -114,40 +103,39 @@ extension IntegrationPages {
             }
         }
         return try await detailPage(
-            current, role: role, request: request, page: page, viewer: viewer,
-            extra: DetailAddition(rotationErrors: errors), status: .unprocessableContent)
+            target, page: page, viewer: viewer, extra: DetailAddition(rotationErrors: errors),
+            status: .unprocessableContent)
     }
 
     @Sendable func rotate(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let (current, role) = try await integration(context, viewer, .editIntegrations)
-        let id = current.id
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let id = target.integration.id
         do {
-            try await services.checks.count(viewer.user.id, on: services.limiter)
-            _ = try await services.rotations.request(
-                id: id, ownerID: current.ownerID, actor: Self.actor(request, context: context, viewer: viewer), now: Date())
+            _ = try await services.integrations.rotate(target)
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                current, role: role, request: request, page: page, viewer: viewer,
-                extra: DetailAddition(rotationRefused: page.texts[Self.rotationRefusal(current)]), status: .conflict)
+                target, page: page, viewer: viewer,
+                extra: DetailAddition(rotationRefused: page.texts[Self.rotationRefusal(target.integration)]),
+                status: .conflict)
         }
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_started", type: .normal)
     }
 
     @Sendable func deletePage(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let (integration, _) = try await integration(context, viewer, .editIntegrations)
-        return deleteConfirmation(integration, page: page, viewer: viewer, error: nil)
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        return deleteConfirmation(target.integration, page: page, viewer: viewer, error: nil)
     }
 
     @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (integration, _) = try await integration(context, viewer, .editIntegrations)
+        let target = try await permit(request, context, viewer, .editIntegrations)
+        let integration = target.integration
         guard form["confirm_name"]?.trimmingCharacters(in: .whitespacesAndNewlines) == integration.name else {
             return deleteConfirmation(
                 integration, page: page, viewer: viewer, error: page.texts["delete_confirm_mismatch"])
         }
-        try await services.integrations.delete(
-            id: integration.id, ownerID: integration.ownerID, actor: Self.actor(request, context: context, viewer: viewer))
+        try await services.integrations.delete(target)
         return Response.redirect(to: Self.listPath(integration.ownerID, viewer: viewer, done: "deleted"), type: .normal)
     }
 
@@ -166,25 +154,23 @@ extension IntegrationPages {
             workspace: integration.ownerID, status: error == nil ? .ok : .unprocessableContent)
     }
 
+    /// The detail page of a permitted integration (as `reloaded`, if it was read again after an action).
     private func detailPage(
-        _ integration: Integration, role: WorkspaceRole, request: Request, page: PageRequest, viewer: Viewer,
+        _ target: IntegrationService.Permitted, reloaded: Integration? = nil, page: PageRequest, viewer: Viewer,
         extra: DetailAddition, status: HTTPResponse.Status = .ok
     ) async throws -> Response {
-        let owner = SecretOwner(integrationID: integration.id, ownerID: integration.ownerID)
-        let versions = try await services.secrets.versions(of: owner)
-        let events = try await services.audit.events(
-            ownerID: integration.ownerID, integrationID: integration.id, limit: 20, before: nil)
+        let integration = reloaded ?? target.integration
+        let role = target.role
+        let history = try await services.integrations.history(target)
         let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
         let texts = page.texts
         var kept = extra.kept
         for (key, value) in integration.config { if kept[key] == nil, let text = value.stringValue { kept[key] = text } }
-        let rotations = try await services.rotations.rotations(
-            integrationID: integration.id, ownerID: integration.ownerID, limit: 10)
         var usage: IntegrationUsage?
         if Gateway.providers.contains(integration.type) {
             let (from, to) = try UsageController.period(from: nil, to: nil)
             let panel = try await UsagePages(services: services, renderer: renderer).panel(
-                ownerID: integration.ownerID, integrationID: integration.id, from: from, to: to, texts: texts)
+                .integration(integration.id, workspace: nil), by: target.caller, from: from, to: to, texts: texts)
             usage = IntegrationUsage(
                 panel: panel, canSetLimits: WorkspaceAccess.allows(role, .manageBudgets, in: integration.ownerID),
                 integrationID: Self.idText(integration.id))
@@ -195,11 +181,11 @@ extension IntegrationPages {
             fields: ProviderFields(integration.type, texts: texts), values: FormValues(kept),
             errors: FieldMessages(extra.replaceErrors, texts: texts), replaceFailed: !extra.replaceErrors.isEmpty,
             renameError: extra.renameError,
-            rotation: RotationView(integration, rotations: rotations, texts: texts),
+            rotation: RotationView(integration, rotations: history.rotations, texts: texts),
             rotationErrors: FieldMessages(extra.rotationErrors, texts: texts), rotationRefused: extra.rotationRefused,
             usage: usage,
-            versions: versions.map { VersionRow($0, current: integration.credentialVersion, texts: texts) },
-            events: events.map { EventRow($0, names: [integration.id: integration.name], texts: texts) },
+            versions: history.versions.map { VersionRow($0, current: integration.credentialVersion, texts: texts) },
+            events: history.events.map { EventRow($0, names: [integration.id: integration.name], texts: texts) },
             flash: extra.flash, result: extra.result)
         return renderer.page(
             "detail", view, title: integration.name, for: page, section: .integrations, workspace: integration.ownerID,

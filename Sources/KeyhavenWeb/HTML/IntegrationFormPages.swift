@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// The new-integration form.
@@ -8,14 +9,15 @@ extension IntegrationPages {
     @Sendable func newForm(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let type = request.uri.queryParameters["type"].flatMap { IntegrationType(rawValue: String($0)) }
         let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
-        _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
+        try await services.integrations.workspace(workspace, .editIntegrations, by: viewer.caller(request, context))
         return newPage(type: type, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page)
     }
 
     @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let workspace = try Self.workspace(form["workspace"], viewer: viewer)
-        _ = try await services.access.require(.editIntegrations, in: workspace, for: viewer.user)
+        let caller = viewer.caller(request, context)
+        try await services.integrations.workspace(workspace, .editIntegrations, by: caller)
         guard let type = form["type"].flatMap(IntegrationType.init(rawValue:)) else {
             return newPage(
                 type: nil, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page,
@@ -29,10 +31,10 @@ extension IntegrationPages {
             return newPage(type: type, values: kept, errors: input.errors, page: page, status: .unprocessableContent)
         }
         do {
-            try await services.checks.count(viewer.user.id, on: services.limiter)
-            _ = try await services.integrations.create(
-                ownerID: workspace, name: name, type: type, config: input.config, credentials: credentials,
-                actor: Self.actor(request, context: context, viewer: viewer))
+            _ = try await services.integrations.create(by: caller) {
+                IntegrationDraft(
+                    workspace: workspace, name: name, type: type, credentials: credentials, config: input.config)
+            }
         } catch KeyhavenError.rateLimited(let seconds) {
             var response = newPage(
                 type: type, values: kept, errors: [:], page: page, status: .tooManyRequests,

@@ -8,14 +8,13 @@ import KeyhavenGateway
 extension IntegrationPages {
     @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
-        let role = try await services.access.require(.view, in: workspace, for: viewer.user)
-        let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: workspace)
         let cursor = request.uri.queryParameters["cursor"].flatMap { Cursor.decode(String($0)) }
-        let found = try await services.integrations.list(ownerID: workspace, limit: 101, after: cursor)
-        let shown = Array(found.prefix(100))
+        let (shown, next, role) = try await services.integrations.list(
+            in: workspace, by: viewer.caller(request, context), limit: 100, after: cursor)
+        let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: workspace)
         let listPath = Self.listPath(workspace, viewer: viewer)
         let separator = listPath.contains("?") ? "&" : "?"
-        let warned = try await budgetWarnings(shown)
+        let warned = try await services.usage.budgetWarnings(among: shown)
         let view = IntegrationListPage(
             cards: shown.map { integration in
                 var card = IntegrationCard(integration, texts: page.texts, canEdit: canEdit)
@@ -32,8 +31,7 @@ extension IntegrationPages {
             canEdit: canEdit,
             newPath: workspace == viewer.user.id
                 ? "/integrations/new" : "/integrations/new?workspace=\(Self.idText(workspace))",
-            nextPage: found.count > 100
-                ? shown.last.map { "\(listPath)\(separator)cursor=\(Cursor.encode($0.id))" } : nil,
+            nextPage: next.map { "\(listPath)\(separator)cursor=\(Cursor.encode($0))" },
             firstPage: cursor == nil ? nil : listPath,
             flash: Self.flash(request, texts: page.texts))
         return renderer.page(
@@ -41,21 +39,10 @@ extension IntegrationPages {
             workspace: workspace)
     }
 
-    /// Which of `integrations` have spent at least the warning share of their monthly budget: one query for the
-    /// limits, then one per integration that has a budget.
-    private func budgetWarnings(_ integrations: [Integration]) async throws -> Set<UUID> {
-        let limits = try await services.limits.limits(for: integrations.map(\.id))
-        var warned: Set<UUID> = []
-        for integration in integrations where limits[integration.id]?.monthlyBudgetMicros != nil {
-            let standing = try await services.budgets.standing(subject: integration.id, ownerID: integration.ownerID)
-            if standing.warning { warned.insert(integration.id) }
-        }
-        return warned
-    }
-
     @Sendable func card(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let (integration, role) = try await integration(context, viewer, .view)
-        let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
+        let target = try await permit(request, context, viewer, .view)
+        let integration = target.integration
+        let canEdit = WorkspaceAccess.allows(target.role, .editIntegrations, in: integration.ownerID)
         let card = IntegrationCard(integration, texts: page.texts, canEdit: canEdit)
         return renderer.fragment("card_fragment", card, for: page)
     }

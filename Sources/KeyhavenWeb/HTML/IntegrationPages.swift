@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// The integrations list, the new-integration form and an integration's detail page.
@@ -14,11 +15,11 @@ struct IntegrationPages: Sendable {
         "limits_saved", "limits_invalid",
     ]
 
-    /// The integration of the path, if the reader may take `action` on it, with their role in its workspace.
-    func integration(
-        _ context: AppRequestContext, _ viewer: Viewer, _ action: Policy.Action
-    ) async throws -> (integration: Integration, role: WorkspaceRole) {
-        try await services.access.integrationAndRole(try UUID.path(context), action, for: viewer.user)
+    /// The integration of the path, if the reader may take `action` on it (``IntegrationService`` decides).
+    func permit(
+        _ request: Request, _ context: AppRequestContext, _ viewer: Viewer, _ action: Policy.Action
+    ) async throws -> IntegrationService.Permitted {
+        try await services.integrations.permit(try UUID.path(context), action, by: viewer.caller(request, context))
     }
 
     // MARK: View values
@@ -80,10 +81,6 @@ struct IntegrationPages: Sendable {
         case .bool(let flag)?: String(flag)
         default: ""
         }
-    }
-
-    static func actor(_ request: Request, context: AppRequestContext, viewer: Viewer) -> AuditActor {
-        AuditActor(kind: .user, id: idText(viewer.user.id), ip: context.clientAddress, userAgent: request.headers[.userAgent])
     }
 
     static func idText(_ id: UUID) -> String { id.lowercasedText }

@@ -44,46 +44,46 @@ struct OrganizationPages: Sendable {
                 page: page, viewer: viewer, errors: FieldMessages(["name": .name], texts: page.texts),
                 name: form["name"] ?? "", status: .unprocessableContent)
         }
-        let organization = try await services.organizations.create(
-            name: name, by: viewer.user.id, actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+        let organization = try await services.organizations.create(by: viewer.caller(request, context)) { name }
         return Response.redirect(to: "/orgs/\(IntegrationPages.idText(organization.id))?done=created", type: .normal)
     }
 
     // MARK: An organization
 
-    /// The organization of the path and the reader's role, if it allows `action`.
+    /// The organization of the path and the reader's role, if it allows `action` (``OrganizationService``
+    /// decides, and decides again in the action itself).
     private func organization(
-        _ context: AppRequestContext, _ viewer: Viewer, _ action: Policy.Action
-    ) async throws -> (id: UUID, role: WorkspaceRole) {
-        let id = try UUID.path(context)
-        return (id, try await services.access.require(action, in: id, for: viewer.user))
+        _ request: Request, _ context: AppRequestContext, _ viewer: Viewer, _ action: Policy.Action
+    ) async throws -> (id: UUID, role: WorkspaceRole, caller: UserCaller) {
+        let caller = viewer.caller(request, context)
+        let (id, role) = try await services.organizations.role(in: try UUID.path(context), action, by: caller)
+        return (id, role, caller)
     }
 
     @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
-        let (id, role) = try await organization(context, viewer, .view)
+        let (id, _, caller) = try await organization(request, context, viewer, .view)
         let flash = IntegrationPages.flash(request, texts: page.texts, among: Self.flashes, key: { "org_\($0)_flash" })
-        return try await detailPage(
-            id, role: role, page: page, viewer: viewer, addition: OrganizationAddition(flash: flash))
+        return try await detailPage(id, caller: caller, page: page, viewer: viewer, addition: OrganizationAddition(flash: flash))
     }
 
     private func detailPage(
-        _ id: UUID, role: WorkspaceRole, page: PageRequest, viewer: Viewer, addition: OrganizationAddition,
+        _ id: UUID, caller: UserCaller, page: PageRequest, viewer: Viewer, addition: OrganizationAddition,
         status: HTTPResponse.Status = .ok
     ) async throws -> Response {
-        let organization = try await services.organizations.get(id: id)
+        let (organization, role) = try await services.organizations.get(id, by: caller)
         let allows = { (action: Policy.Action) in WorkspaceAccess.allows(role, action, in: id) }
         let manageMembers = allows(.manageMembers)
         let manageOwners = allows(.manageOwners)
         let texts = page.texts
         let roles = WorkspaceRole.allCases.reversed().filter { manageOwners || $0 != .owner }
-        let members = try await services.organizations.members(of: id).map { member in
+        let members = try await services.organizations.members(of: id, by: caller).map { member in
             MemberRow(
                 member, mine: member.userID == viewer.user.id, manageMembers: manageMembers, manageOwners: manageOwners,
                 roles: roles, texts: texts)
         }
         var invitations: [InvitationRow] = []
         if manageMembers {
-            invitations = try await services.organizations.invitations(of: id, now: Date()).map { invitation in
+            invitations = try await services.organizations.invitations(of: id, by: caller).map { invitation in
                 InvitationRow(
                     id: IntegrationPages.idText(invitation.id), email: invitation.email,
                     role: texts.role(invitation.role), expires: IntegrationPages.iso(invitation.expiresAt))
@@ -91,7 +91,7 @@ struct OrganizationPages: Sendable {
         }
         var tokens: [TokenRow] = []
         if allows(.manageServiceTokens) {
-            tokens = try await services.tokens.serviceTokens(workspaceID: id).map { TokenRow($0, texts: texts) }
+            tokens = try await services.organizations.serviceTokens(of: id, by: caller).map { TokenRow($0, texts: texts) }
         }
         let view = OrganizationPage(
             org: OrganizationBadge(id: IntegrationPages.idText(id), name: organization.name, role: texts.role(role)),
@@ -106,27 +106,26 @@ struct OrganizationPages: Sendable {
 
     @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role) = try await organization(context, viewer, .administer)
+        let (id, _, caller) = try await organization(request, context, viewer, .administer)
         guard let name = IntegrationPages.validName(form["name"]) else {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(renameError: page.texts.problem(.name)), status: .unprocessableContent)
         }
-        _ = try await services.organizations.rename(
-            id: id, to: name, actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+        _ = try await services.organizations.rename(id, by: caller) { name }
         return redirect(id, "renamed")
     }
 
     @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role) = try await organization(context, viewer, .administer)
+        let (id, _, caller) = try await organization(request, context, viewer, .administer)
         do {
             try await services.organizations.delete(
-                id: id, confirmation: form["confirm_name"]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "",
-                actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+                id, confirmation: form["confirm_name"]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "",
+                by: caller)
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(deleteError: page.texts["delete_confirm_mismatch"]),
                 status: .unprocessableContent)
         }
@@ -135,18 +134,16 @@ struct OrganizationPages: Sendable {
 
     @Sendable func setRole(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role) = try await organization(context, viewer, .manageMembers)
+        let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
         guard let newRole = form["role"].flatMap(WorkspaceRole.init(rawValue:)) else {
             throw KeyhavenError.badRequest("Unknown role.")
         }
         do {
             _ = try await services.organizations.setRole(
-                newRole, of: try UUID.path(context, "user_id"), in: id,
-                allowOwners: WorkspaceAccess.allows(role, .manageOwners, in: id),
-                actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+                of: try UUID.path(context, "user_id"), in: id, by: caller) { newRole }
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(membersError: page.texts["last_owner"]), status: .conflict)
         }
         return redirect(id, "role_changed")
@@ -155,10 +152,8 @@ struct OrganizationPages: Sendable {
     /// Confirms a member who joined pending confirmation (SPEC §12: their account is newer than the invitation).
     @Sendable func confirmMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role) = try await organization(context, viewer, .manageMembers)
-        _ = try await services.organizations.confirm(
-            try UUID.path(context, "user_id"), in: id, allowOwners: WorkspaceAccess.allows(role, .manageOwners, in: id),
-            actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+        let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
+        _ = try await services.organizations.confirm(try UUID.path(context, "user_id"), in: id, by: caller)
         return redirect(id, "confirmed")
     }
 
@@ -166,14 +161,12 @@ struct OrganizationPages: Sendable {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let userID = try UUID.path(context, "user_id")
         let leaving = userID == viewer.user.id
-        let (id, role) = try await organization(context, viewer, leaving ? .view : .manageMembers)
+        let (id, _, caller) = try await organization(request, context, viewer, leaving ? .view : .manageMembers)
         do {
-            try await services.organizations.remove(
-                userID, from: id, allowOwners: leaving || WorkspaceAccess.allows(role, .manageOwners, in: id),
-                actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+            try await services.organizations.remove(userID, from: id, by: caller)
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(membersError: page.texts["last_owner"]), status: .conflict)
         }
         return leaving ? Response.redirect(to: "/orgs?done=left", type: .normal) : redirect(id, "removed")
@@ -181,28 +174,26 @@ struct OrganizationPages: Sendable {
 
     @Sendable func invite(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role) = try await organization(context, viewer, .manageMembers)
+        let (id, role, caller) = try await organization(request, context, viewer, .manageMembers)
         let email = form.trimmed("email")?.lowercased() ?? ""
         let invited = form["role"].flatMap(WorkspaceRole.init(rawValue:)) ?? .member
         if invited == .owner { try Policy.require(.user(role), .manageOwners, in: id) }
         guard Accounts.isEmail(email) else {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(inviteError: page.texts.problem(.email), inviteEmail: email),
                 status: .unprocessableContent)
         }
         do {
-            let (token, _) = try await services.organizations.invite(
-                email: email, role: invited, to: id, actor: IntegrationPages.actor(request, context: context, viewer: viewer),
-                now: Date())
+            let (token, _) = try await services.organizations.invite(to: id, by: caller) { (email, invited) }
             // The link carries the token in its fragment, which the browser never sends to a server.
             let link = "\(publicURL.absoluteString.trimmingSuffix("/"))/invitations/accept#\(token)"
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(invitation: CreatedInvitation(link: link, email: email)))
         } catch KeyhavenError.conflict {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(inviteError: page.texts["already_member"], inviteEmail: email),
                 status: .conflict)
         }
@@ -210,36 +201,30 @@ struct OrganizationPages: Sendable {
 
     @Sendable func revokeInvitation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, _) = try await organization(context, viewer, .manageMembers)
-        try await services.organizations.revokeInvitation(
-            id: try UUID.path(context, "invitation_id"), in: id,
-            actor: IntegrationPages.actor(request, context: context, viewer: viewer))
+        let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
+        try await services.organizations.revokeInvitation(try UUID.path(context, "invitation_id"), in: id, by: caller)
         return redirect(id, "invitation_revoked")
     }
 
     @Sendable func createServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role) = try await organization(context, viewer, .manageServiceTokens)
+        let (id, _, caller) = try await organization(request, context, viewer, .manageServiceTokens)
         guard let name = IntegrationPages.validName(form["name"]) else {
             return try await detailPage(
-                id, role: role, page: page, viewer: viewer,
+                id, caller: caller, page: page, viewer: viewer,
                 addition: OrganizationAddition(tokenError: page.texts.problem(.name)), status: .unprocessableContent)
         }
-        let actor = IntegrationPages.actor(request, context: context, viewer: viewer)
-        let (secret, _) = try await services.tokens.create(
-            kind: .service, userID: nil, workspaceID: id, name: name, scopes: [.credentialsRead], expiresAt: nil,
-            audit: AuditEntry(actor: actor, action: .tokenCreate, ownerID: id))
+        let (secret, _) = try await services.organizations.createServiceToken(in: id, by: caller) {
+            NewToken(name: name, scopes: [.credentialsRead], expiresAt: nil)
+        }
         return try await detailPage(
-            id, role: role, page: page, viewer: viewer, addition: OrganizationAddition(createdToken: secret))
+            id, caller: caller, page: page, viewer: viewer, addition: OrganizationAddition(createdToken: secret))
     }
 
     @Sendable func revokeServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, _) = try await organization(context, viewer, .manageServiceTokens)
-        let actor = IntegrationPages.actor(request, context: context, viewer: viewer)
-        try await services.tokens.revokeServiceToken(
-            id: try UUID.path(context, "token_id"), workspaceID: id,
-            audit: AuditEntry(actor: actor, action: .tokenRevoke, ownerID: id))
+        let (id, _, caller) = try await organization(request, context, viewer, .manageServiceTokens)
+        try await services.organizations.revokeServiceToken(try UUID.path(context, "token_id"), in: id, by: caller)
         return redirect(id, "token_revoked")
     }
 
@@ -256,9 +241,9 @@ struct OrganizationPages: Sendable {
         let token = form.trimmed("token") ?? ""
         let refusal: String
         do {
-            let (organization, member) = try await services.organizations.accept(
-                token: token, user: viewer.user, actor: IntegrationPages.actor(request, context: context, viewer: viewer),
-                now: Date())
+            let (organization, member) = try await services.organizations.accept(by: viewer.caller(request, context)) {
+                token
+            }
             // Until an owner or admin confirms, the organization is not theirs to see.
             if member.pendingConfirmation { return Response.redirect(to: "/orgs?done=pending", type: .normal) }
             return Response.redirect(

@@ -10,6 +10,12 @@ struct Viewer: Sendable {
     let session: Session
     let organizations: [(Organization, WorkspaceRole)]
 
+    /// The reader as the services see them, with the actor of their audit events.
+    func caller(_ request: Request, _ context: AppRequestContext) -> UserCaller {
+        UserCaller(
+            user: user, credential: .session(session), ip: context.clientAddress, userAgent: request.headers[.userAgent])
+    }
+
     /// The name of a workspace the reader belongs to, if they do.
     func workspaceName(_ id: UUID, texts: Texts) -> String? {
         id == user.id ? texts["personal_workspace"] : organizations.first { $0.0.id == id }?.0.name
@@ -47,13 +53,13 @@ struct PageRequest: Sendable {
 /// authentication middleware found), and a signed-out reader's form token.
 struct PageReader: Sendable {
     let localization: Localization
-    let organizations: any OrganizationStore
+    let organizations: OrganizationService
     let cookie: SessionCookie
     /// The pages' authentication: the session cookie alone.
     let authentication: AuthenticationMiddleware
 
     init(
-        localization: Localization, sessions: any SessionStore, organizations: any OrganizationStore,
+        localization: Localization, sessions: any SessionStore, organizations: OrganizationService,
         cookie: SessionCookie
     ) {
         self.localization = localization
@@ -78,7 +84,8 @@ struct PageReader: Sendable {
     }
 
     private func viewer(_ user: User, _ session: Session) async throws -> Viewer {
-        Viewer(user: user, session: session, organizations: try await organizations.list(userID: user.id))
+        let caller = UserCaller(user: user, credential: .session(session), ip: nil, userAgent: nil)
+        return Viewer(user: user, session: session, organizations: try await organizations.list(by: caller))
     }
 
     private func page(_ request: Request, viewer: Viewer?) -> PageRequest {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenServices
 import KeyhavenGateway
 
 /// The Usage page of a workspace (`/usage`), the usage panel of an integration's detail page, and the form that
@@ -15,7 +16,8 @@ struct UsagePages: Sendable {
     {
         let parameters = request.uri.queryParameters
         let workspace = try IntegrationPages.workspace(parameters["workspace"].map(String.init), viewer: viewer)
-        _ = try await services.access.require(.view, in: workspace, for: viewer.user)
+        let caller = viewer.caller(request, context)
+        try await services.integrations.workspace(workspace, .view, by: caller)
         let from = parameters["from"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         let to = parameters["to"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         var (start, end) = try UsageController.period(from: from, to: to)
@@ -26,11 +28,13 @@ struct UsagePages: Sendable {
             start = last.addingTimeInterval(-365 * 86_400).utcDay
         }
         if start > end { start = end }
-        let panel = try await panel(ownerID: workspace, integrationID: nil, from: start, to: end, texts: page.texts)
-        let integrations = try await services.usage.summary(
-            UsageQuery(ownerID: workspace, integrationID: nil, from: start, to: end, grouping: .integration))
+        let panel = try await panel(.workspace(workspace), by: caller, from: start, to: end, texts: page.texts)
+        let (_, integrations) = try await services.usage.summary(
+            .workspace(workspace), by: caller, from: start, to: end, grouping: .integration)
         var names: [String: String] = [:]
-        for integration in try await services.integrations.list(ownerID: workspace, limit: 1_000, after: nil) {
+        for integration in try await services.integrations.list(
+            in: workspace, by: caller, limit: 1_000, after: nil
+        ).integrations {
             names[integration.id.lowercasedText] = integration.name
         }
         let workspaceQuery = workspace == viewer.user.id ? "" : "workspace=\(IntegrationPages.idText(workspace))&"
@@ -55,8 +59,7 @@ struct UsagePages: Sendable {
         -> Response
     {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let integration = try await services.access.integration(
-            try UUID.path(context), .manageBudgets, for: viewer.user)
+        let id = try UUID.path(context)
         // The form's fields are the API's, checked by the same rules: an empty field is no limit.
         func number(_ name: String) -> Input<Double>? {
             guard let text = form[name].flatMap(Self.trimmed) else { return nil }
@@ -65,19 +68,20 @@ struct UsagePages: Sendable {
         let input = LimitsRequest(
             monthlyBudgetUSD: number("monthly_budget_usd"), requestsPerMinute: number("requests_per_minute"),
             tokensPerMinute: number("tokens_per_minute"))
-        guard case .success(var limits) = input.validated(FieldErrors()) else {
+        let validated = input.validated(FieldErrors())
+        do {
+            _ = try await services.usage.setLimits(of: .integration(id), by: viewer.caller(request, context)) {
+                current in
+                guard case .success(var limits) = validated else { throw KeyhavenError.validationFailed([:]) }
+                // The form does not show the permission for unmetered endpoints (set through the API): it stays.
+                limits.allowsUnmeteredEndpoints = current.allowsUnmeteredEndpoints
+                return limits
+            }
+        } catch KeyhavenError.validationFailed {
             return Response.redirect(
-                to: "/integrations/\(IntegrationPages.idText(integration.id))?done=limits_invalid", type: .normal)
+                to: "/integrations/\(IntegrationPages.idText(id))?done=limits_invalid", type: .normal)
         }
-        // The form does not show the permission for unmetered endpoints (set through the API): it stays as it was.
-        limits.allowsUnmeteredEndpoints =
-            try await services.limits.limits(for: [integration.id])[integration.id]?.allowsUnmeteredEndpoints ?? false
-        try await services.limits.setLimits(
-            limits, subject: integration.id, ownerID: integration.ownerID,
-            actor: IntegrationPages.actor(request, context: context, viewer: viewer))
-        services.budgets.forget(integration.id)
-        return Response.redirect(
-            to: "/integrations/\(IntegrationPages.idText(integration.id))?done=limits_saved", type: .normal)
+        return Response.redirect(to: "/integrations/\(IntegrationPages.idText(id))?done=limits_saved", type: .normal)
     }
 
     static func trimmed(_ text: String) -> String? {
@@ -87,19 +91,17 @@ struct UsagePages: Sendable {
 
     /// A usage panel: this period's totals, the two charts, the table by model and the budget gauge of the
     /// workspace or of one integration.
-    func panel(ownerID: UUID, integrationID: UUID?, from: String, to: String, texts: Texts) async throws -> UsagePanel {
-        func query(_ grouping: UsageGrouping) -> UsageQuery {
-            UsageQuery(ownerID: ownerID, integrationID: integrationID, from: from, to: to, grouping: grouping)
-        }
-        let daily = try await services.usage.summary(query(.day))
-        let models = try await services.usage.summary(query(.model))
+    func panel(
+        _ scope: UsageService.Scope, by caller: UserCaller, from: String, to: String, texts: Texts
+    ) async throws -> UsagePanel {
+        let overview = try await services.usage.overview(scope, by: caller, from: from, to: to)
+        let (daily, models, standing) = (overview.daily, overview.models, overview.standing)
         let total = daily.total
         let dollars = { (micros: Int64) in Self.dollars(micros) }
         let costDays = UsageCharts.days(from: from, to: to, rows: daily) { [$0.costMicros] }
         let tokenDays = UsageCharts.days(from: from, to: to, rows: daily) {
             [$0.tokens.inputTokens, $0.tokens.outputTokens]
         }
-        let standing = try await services.budgets.standing(subject: integrationID ?? ownerID, ownerID: ownerID)
         var budget: BudgetView?
         if let percent = standing.percent, let limit = standing.limits.monthlyBudgetMicros {
             let used = texts.format(

@@ -9,46 +9,27 @@ import KeyhavenGateway
 /// a session's forms carry its CSRF token in a hidden field, and a signed-out reader's forms (sign-in, sign-up, the
 /// language switch) a token bound to a cookie (double submit).
 public struct WebPages: Sendable {
-    /// The services the pages use.
+    /// The services the pages use: the same the JSON API calls, so a page decides nothing of its own.
     public struct Services: Sendable {
         public var accounts: Accounts
+        /// Sessions, which the pages' authentication reads from the cookie.
         public var sessions: any SessionStore
-        public var integrations: any IntegrationStore
-        public var secrets: any SecretStore
-        public var audit: any AuditLog
-        public var tokens: any TokenStore
-        public var tester: any IntegrationTester
-        public var limiter: any RateLimiter
-        public var checks: CheckRateLimit
-        public var rotations: any RotationStore
-        public var organizations: any OrganizationStore
-        public var access: WorkspaceAccess
-        public var usage: any UsageStore
-        public var limits: any LimitStore
-        public var budgets: Budgets
+        public var integrations: IntegrationService
+        public var organizations: OrganizationService
+        public var usage: UsageService
+        public var audit: AuditService
 
         /// Groups the services.
         public init(
-            accounts: Accounts, sessions: any SessionStore, integrations: any IntegrationStore, secrets: any SecretStore,
-            audit: any AuditLog, tokens: any TokenStore, tester: any IntegrationTester, limiter: any RateLimiter,
-            checks: CheckRateLimit, rotations: any RotationStore, organizations: any OrganizationStore,
-            access: WorkspaceAccess, usage: any UsageStore, limits: any LimitStore, budgets: Budgets
+            accounts: Accounts, sessions: any SessionStore, integrations: IntegrationService,
+            organizations: OrganizationService, usage: UsageService, audit: AuditService
         ) {
-            self.usage = usage
-            self.limits = limits
-            self.budgets = budgets
-            self.organizations = organizations
-            self.access = access
-            self.rotations = rotations
             self.accounts = accounts
             self.sessions = sessions
             self.integrations = integrations
-            self.secrets = secrets
+            self.organizations = organizations
+            self.usage = usage
             self.audit = audit
-            self.tokens = tokens
-            self.tester = tester
-            self.limiter = limiter
-            self.checks = checks
         }
     }
 
