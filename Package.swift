@@ -122,14 +122,25 @@ let package = Package(
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "Mustache", package: "swift-mustache"),
-                .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
-            resources: [
-                .copy("Resources/Templates"), .copy("Resources/Public"), .copy("Resources/Localization"),
-                .copy("Resources/openapi.json"),
-            ]
+            resources: [.copy("Resources/openapi.json")]
+        ),
+        .target(
+            name: "KeyhavenPages",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenGateway",
+                "KeyhavenServices",
+                "KeyhavenWeb",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+            ],
+            resources: [.copy("Resources/Templates"), .copy("Resources/Public"), .copy("Resources/Localization")]
         ),
         .target(
             name: "KeyhavenClient",
@@ -147,6 +158,7 @@ let package = Package(
                 "KeyhavenDatabase",
                 "KeyhavenStorage",
                 "KeyhavenWeb",
+                "KeyhavenPages",
                 "KeyhavenServices",
                 "KeyhavenProviders",
                 "KeyhavenGateway",
@@ -217,7 +229,18 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
+        .testTarget(name: "KeyhavenCoreTests", dependencies: ["KeyhavenCore", "KeyhavenTestSupport"]),
         .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
+        .testTarget(name: "KeyhavenWebTests", dependencies: ["KeyhavenCore", "KeyhavenWeb"]),
+        .testTarget(
+            name: "KeyhavenPagesTests",
+            dependencies: [
+                "KeyhavenApp", "KeyhavenCore", "KeyhavenPages", "KeyhavenWeb", "KeyhavenTestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "KeyhavenGatewayTests",
             dependencies: [
@@ -259,7 +282,7 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenDatabase", "KeyhavenWeb", "KeyhavenServices", "KeyhavenProviders",
+                "KeyhavenApp", "KeyhavenDatabase", "KeyhavenWeb", "KeyhavenPages", "KeyhavenServices", "KeyhavenProviders",
                 "KeyhavenGateway",
                 "KeyhavenTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

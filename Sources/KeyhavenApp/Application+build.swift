@@ -12,6 +12,7 @@ import KeyhavenProviders
 import KeyhavenCrypto
 import KeyhavenGateway
 import KeyhavenStorage
+import KeyhavenPages
 import KeyhavenWeb
 import Logging
 import ServiceLifecycle

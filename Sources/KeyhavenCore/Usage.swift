@@ -409,3 +409,18 @@ public protocol PriceStore: Sendable {
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func setOverrides(_ overrides: [PriceOverride], ownerID: UUID, actor: AuditActor) async throws
 }
+
+/// Days as the usage pages and API name them.
+public enum UsageDays {
+    /// Midnight UTC of `text` (`2026-12-04`), if it is a real day.
+    public static func date(_ text: String) -> Date? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard text.utf8.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]),
+            let day = Int(parts[2]), (1...9999).contains(year)
+        else { return nil }
+        guard let date = Calendar.utc.date(from: DateComponents(year: year, month: month, day: day)),
+            date.utcDay == text
+        else { return nil }
+        return date
+    }
+}

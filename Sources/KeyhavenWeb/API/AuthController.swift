@@ -70,7 +70,7 @@ public struct SessionCookie: Sendable {
     public let name: String
     /// The name of the cookie that holds a signed-out reader's form token (double submit).
     public let formName: String
-    let secure: Bool
+    package let secure: Bool
     /// How long a session lasts.
     public let lifetime: Duration
 
@@ -82,18 +82,18 @@ public struct SessionCookie: Sendable {
         self.lifetime = lifetime
     }
 
-    func cookie(_ token: String) -> Cookie {
+    package func cookie(_ token: String) -> Cookie {
         Cookie(name: name, value: token, maxAge: Int(lifetime.components.seconds), path: "/", secure: secure,
                httpOnly: true, sameSite: .lax)
     }
 
-    func expired() -> Cookie {
+    package func expired() -> Cookie {
         Cookie(name: name, value: "", maxAge: 0, path: "/", secure: secure, httpOnly: true, sameSite: .lax)
     }
 
     /// The form cookie holding `token` (an hour), or removing it (`token` nil). Path `/` and no Domain, as the
     /// `__Host-` prefix requires.
-    func formCookie(_ token: String?) -> Cookie {
+    package func formCookie(_ token: String?) -> Cookie {
         Cookie(
             name: formName, value: token ?? "", maxAge: token == nil ? 0 : 3600, path: "/", secure: secure, httpOnly: true,
             sameSite: .strict)

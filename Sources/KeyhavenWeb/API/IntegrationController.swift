@@ -145,17 +145,17 @@ enum WorkspaceParameter {
 /// Page cursors: the position after which the next page starts. Clients pass them back as they got them; the
 /// document describes their form exactly (a lowercase UUID for integrations, a sequence number for audit events),
 /// so any cursor of that form is a valid position and anything else is a 400.
-enum Cursor {
+package enum Cursor {
     /// The cursor after the integration `id` (ids are time-ordered UUIDs).
-    static func encode(_ id: UUID) -> String { id.lowercasedText }
+    package static func encode(_ id: UUID) -> String { id.lowercasedText }
 
-    static func decode(_ text: String) -> UUID? { UUID(text: text) }
+    package static func decode(_ text: String) -> UUID? { UUID(text: text) }
 
     /// The cursor after the audit event `seq`.
-    static func encode(_ seq: Int64) -> String { String(seq) }
+    package static func encode(_ seq: Int64) -> String { String(seq) }
 
     /// A positive decimal number without sign or leading zeros, at most 18 digits.
-    static func decodeSeq(_ text: String) -> Int64? {
+    package static func decodeSeq(_ text: String) -> Int64? {
         let digits = text.utf8
         guard (1...18).contains(digits.count), digits.first != UInt8(ascii: "0"),
             digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })

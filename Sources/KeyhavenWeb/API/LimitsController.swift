@@ -62,7 +62,7 @@ public struct LimitsController: Sendable {
 /// `PUT …/limits`: `{monthly_budget_usd, requests_per_minute, tokens_per_minute}`, each a number or null (no limit);
 /// an absent field is no limit too, since the body replaces the limits. `allow_unmetered_endpoints` (default false)
 /// lets the gateway forward endpoints it cannot meter despite a budget or token limit.
-struct LimitsRequest: RequestBody {
+package struct LimitsRequest: RequestBody {
     static let knownFields: Set<String>? = [
         "monthly_budget_usd", "requests_per_minute", "tokens_per_minute", "allow_unmetered_endpoints",
     ]
@@ -79,7 +79,7 @@ struct LimitsRequest: RequestBody {
         case allowUnmeteredEndpoints = "allow_unmetered_endpoints"
     }
 
-    init(
+    package init(
         monthlyBudgetUSD: Input<Double>?, requestsPerMinute: Input<Double>?, tokensPerMinute: Input<Double>?,
         allowUnmeteredEndpoints: Input<Bool>? = nil
     ) {
@@ -89,7 +89,7 @@ struct LimitsRequest: RequestBody {
         self.allowUnmeteredEndpoints = allowUnmeteredEndpoints
     }
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         monthlyBudgetUSD = try container.decodeIfPresent(Input<Double>.self, forKey: .monthlyBudgetUSD)
         requestsPerMinute = try container.decodeIfPresent(Input<Double>.self, forKey: .requestsPerMinute)
@@ -101,7 +101,7 @@ struct LimitsRequest: RequestBody {
         }
     }
 
-    func validated(_ errors: FieldErrors) -> Result<UsageLimits, FieldErrors> {
+    package func validated(_ errors: FieldErrors) -> Result<UsageLimits, FieldErrors> {
         var errors = errors
         var limits = UsageLimits()
         // `Input` decodes null as invalid, so null and absent are told apart by the value only.

@@ -19,11 +19,11 @@ struct Decoded<Body: RequestBody> {
 
 /// One field as sent: a value of the expected JSON type, or something else. Decoding a field never fails, so every
 /// problem of a body is reported at once, each against its field.
-enum Input<Value: Decodable & Sendable>: Decodable, Sendable {
+package enum Input<Value: Decodable & Sendable>: Decodable, Sendable {
     case value(Value)
     case invalid
 
-    init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let value = try? container.decode(Value.self) { self = .value(value) } else { self = .invalid }
     }
@@ -56,7 +56,7 @@ extension RequestBody {
 }
 
 /// The rules for text fields, shared by every body.
-enum TextRule {
+package enum TextRule {
     /// A display string: at most `maximumLength` code points as sent, without control characters, line or
     /// paragraph separators, private-use code points, or invisible formatting characters such as right-to-left
     /// overrides (the zero-width joiner of emoji sequences aside), and not blank; returned trimmed. Null counts as
@@ -89,7 +89,7 @@ enum TextRule {
         return text
     }
 
-    static func isRefused(_ scalar: Unicode.Scalar) -> Bool {
+    package static func isRefused(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.properties.generalCategory {
         case .control, .lineSeparator, .paragraphSeparator, .privateUse, .surrogate: true
         case .format: scalar != "\u{200D}"
@@ -140,7 +140,7 @@ func wireID(_ id: UUID) -> JSONValue { .string(id.lowercasedText) }
 
 extension UUID {
     /// Parses a path parameter; a malformed id is simply not found.
-    static func path(_ context: some RequestContext, _ name: String = "id") throws -> UUID {
+    package static func path(_ context: some RequestContext, _ name: String = "id") throws -> UUID {
         guard let text = context.parameters.get(name), let id = UUID(text: text) else {
             throw KeyhavenError.notFound
         }

@@ -72,7 +72,7 @@ public struct UsageController: Sendable {
     /// its `to` is empty.
     ///
     /// - Throws: `KeyhavenError.badRequest` for a date that is not a real day.
-    static func period(from: String?, to: String?, now: Date = Date()) throws -> (String, String) {
+    package static func period(from: String?, to: String?, now: Date = Date()) throws -> (String, String) {
         func day(_ text: String, _ name: String) throws -> Date {
             guard let date = UsageDays.date(text) else {
                 throw KeyhavenError.badRequest("\(name) must be a date, yyyy-MM-dd.")

@@ -170,7 +170,7 @@ struct UsageEventResponse: ResponseBody {
 }
 
 /// `GET /api/usage`: the rows of one grouping and their total.
-struct UsageSummaryResponse: ResponseBody {
+package struct UsageSummaryResponse: ResponseBody {
     let query: UsageQuery
     let rows: [UsageTotals]
 
@@ -218,7 +218,7 @@ struct UsageSummaryResponse: ResponseBody {
     }
 
     /// `1.234567` for 1,234,567 micro-dollars, exactly.
-    static func dollars(_ micros: Int64) -> String {
+    package static func dollars(_ micros: Int64) -> String {
         let sign = micros < 0 ? "-" : ""
         let magnitude = micros.magnitude
         let fraction = String(magnitude % 1_000_000)

@@ -38,7 +38,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     }
 
     /// Creates the middleware for the session cookie alone.
-    init(sessions: any SessionStore, cookieName: String) {
+    package init(sessions: any SessionStore, cookieName: String) {
         self.sessions = sessions
         self.bearer = nil
         self.cookieName = cookieName
@@ -63,7 +63,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// The live session the request's cookie names, with its user; nil without one.
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
-    func session(of request: Request) async throws -> (Session, User)? {
+    package func session(of request: Request) async throws -> (Session, User)? {
         guard let token = request.cookies[cookieName]?.value, !token.isEmpty, token.utf8.count <= 256 else {
             return nil
         }
@@ -104,7 +104,7 @@ extension AuthenticationMiddleware.Bearer {
     }
 }
 
-func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
+package func constantTimeEquals(_ lhs: String, _ rhs: String) -> Bool {
     let (a, b) = (Array(lhs.utf8), Array(rhs.utf8))
     guard a.count == b.count, !a.isEmpty else { return false }
     return zip(a, b).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0

@@ -2,14 +2,24 @@ import Hummingbird
 import KeyhavenCore
 import Logging
 
+/// The HTML error pages of the web interface, as the error middleware asks for them.
+public protocol ErrorPageRendering: Sendable {
+    /// The error page for `error` if it is a page's (a failed page handler, or a browser's request for a page that
+    /// matched no route); nil to answer it as the API does.
+    func page(for error: any Error, request: Request, logger: Logger) async -> Response?
+
+    /// The error a failed page handler carries, to answer as the API does when no page is rendered.
+    func underlying(_ error: any Error) -> any Error
+}
+
 /// Turns every error into the JSON error body of SPEC §6, so no route, framework error, or unexpected failure
 /// answers with anything else; unexpected errors are logged and answered with a generic 500. A failed web page, and
-/// a browser's request for a page that matched no route, get the HTML error page of ``ErrorPages`` instead.
+/// a browser's request for a page that matched no route, get the HTML error page of `pages` instead.
 public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    let pages: ErrorPages?
+    let pages: (any ErrorPageRendering)?
 
     /// - Parameter pages: renders the HTML error pages.
-    public init(pages: ErrorPages? = nil) {
+    public init(pages: (any ErrorPageRendering)? = nil) {
         self.pages = pages
     }
 
@@ -18,18 +28,10 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     ) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let failure as PageFailure {
-            if let pages {
-                return await pages.response(
-                    for: failure.error, page: failure.page, request: request, logger: context.logger)
-            }
-            return try answer(failure.error, request: request, context: context)
         } catch {
-            if let pages, !(error is KeyhavenError), let framework = error as? HTTPResponseError,
-                Self.wantsPage(request)
-            {
-                let translated = Self.translate(framework.status)
-                return await pages.response(for: translated, page: nil, request: request, logger: context.logger)
+            if let pages {
+                if let page = await pages.page(for: error, request: request, logger: context.logger) { return page }
+                return try answer(pages.underlying(error), request: request, context: context)
             }
             return try answer(error, request: request, context: context)
         }
@@ -54,13 +56,14 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     /// A browser navigating to a page (not the API, health checks or metrics).
-    static func wantsPage(_ request: Request) -> Bool {
+    public static func wantsPage(_ request: Request) -> Bool {
         let path = request.uri.path
         return !path.hasPrefix("/api/") && path != "/api" && !["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(path)
             && (request.headers[.accept] ?? "").contains("text/html")
     }
 
-    static func translate(_ status: HTTPResponse.Status) -> KeyhavenError {
+    /// The domain error a framework error's status stands for.
+    public static func translate(_ status: HTTPResponse.Status) -> KeyhavenError {
         switch status {
         case .notFound: .notFound
         case .contentTooLarge: .payloadTooLarge

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenWeb
 import Mustache
 
 /// The languages of the web interface (SPEC §9): Spanish, the seed's, and English.
@@ -67,7 +68,7 @@ struct Localization: Sendable {
     /// - Throws: `KeyhavenError.configuration` when they are missing next to the executable or do not read.
     static func bundled() throws -> Localization {
         guard let directory = Bundle.module.url(forResource: "Localization", withExtension: nil) else {
-            throw KeyhavenError.configuration("the interface texts (keyhaven_KeyhavenWeb.resources) are missing")
+            throw KeyhavenError.configuration("the interface texts (keyhaven_KeyhavenPages.resources) are missing")
         }
         return try Localization(directory: directory)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import KeyhavenServices
 
 /// Sign-in, sign-up, sign-out and the language switch: the forms a signed-out reader can use, each with a token

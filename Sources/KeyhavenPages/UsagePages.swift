@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import KeyhavenServices
 import KeyhavenGateway
 

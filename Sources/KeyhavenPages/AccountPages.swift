@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import KeyhavenServices
 
 /// The audit log and the personal access tokens pages.

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import KeyhavenCore
 import KeyhavenServices
+import KeyhavenWeb
 import Logging
 
 /// A page request that failed, with what its error page needs to know about the reader.
@@ -17,7 +18,7 @@ struct FormTokenRefused: Error {}
 /// The one way the web interface shows a failure: an HTML page with the status, a message in the reader's
 /// language, and the same header and language switch as every other page. ``ErrorMiddleware`` calls it for a failed
 /// page route and for a browser's request that matched no route.
-public struct ErrorPages: Sendable {
+public struct ErrorPages: ErrorPageRendering {
     let renderer: PageRenderer
     let reader: PageReader
     let cookie: SessionCookie
@@ -31,6 +32,21 @@ public struct ErrorPages: Sendable {
         self.reader = PageReader(
             localization: renderer.localization, sessions: sessions, organizations: organizations, cookie: cookie)
     }
+
+    /// The error page of a failed page handler, or of a browser's request for a page that matched no route (a
+    /// framework error); nil for anything else, which the API's error body answers.
+    public func page(for error: any Error, request: Request, logger: Logger) async -> Response? {
+        if let failure = error as? PageFailure {
+            return await response(for: failure.error, page: failure.page, request: request, logger: logger)
+        }
+        guard !(error is KeyhavenError), let framework = error as? HTTPResponseError,
+            ErrorMiddleware<AppRequestContext>.wantsPage(request)
+        else { return nil }
+        let translated = ErrorMiddleware<AppRequestContext>.translate(framework.status)
+        return await response(for: translated, page: nil, request: request, logger: logger)
+    }
+
+    public func underlying(_ error: any Error) -> any Error { (error as? PageFailure)?.error ?? error }
 
     /// The error page for `error`, for the reader of `page` (found from the request when not given). A domain error
     /// keeps its status; anything else is a 500, logged by its type alone.

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import KeyhavenServices
 
 /// The organizations pages (SPEC §12): the reader's organizations and a form to create one; an organization's

@@ -2,7 +2,8 @@ import Foundation
 import HTTPTypes
 import KeyhavenCore
 import KeyhavenTestSupport
-@testable import KeyhavenWeb
+@testable import KeyhavenPages
+import KeyhavenWeb
 import Testing
 
 /// The web pages' rules that a browser test cannot reach cheaply: ownership, hostile forms, redirects, language.
@@ -319,16 +320,15 @@ struct WebPagesTests {
         for (key, text) in es { #expect(placeholders(text) == placeholders(en[key] ?? ""), "\(key)") }
         var used = Set<String>()
         let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
-            "../../Sources/KeyhavenWeb")
+            "../../Sources/KeyhavenPages")
         let templates = try FileManager.default.contentsOfDirectory(
             at: sources.appendingPathComponent("Resources/Templates"), includingPropertiesForKeys: nil)
         for file in templates {
             used.formUnion(Self.matches(#"\bt\.([a-z0-9_]+)"#, in: try String(contentsOf: file, encoding: .utf8)))
         }
         #expect(used.count > 100, "the templates were read")
-        let code = try FileManager.default.contentsOfDirectory(
-            at: sources.appendingPathComponent("HTML"), includingPropertiesForKeys: nil)
-        for file in code {
+        let code = try FileManager.default.contentsOfDirectory(at: sources, includingPropertiesForKeys: nil)
+        for file in code where file.pathExtension == "swift" {
             let text = try String(contentsOf: file, encoding: .utf8)
             used.formUnion(Self.matches(#"(?:texts|self)\["([a-z0-9_.]+)"\]"#, in: text))
             used.formUnion(Self.matches(#"format\(\s*"([a-z0-9_.]+)""#, in: text))

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import Mustache
 
 /// The static files of the interface (one stylesheet, one script), served under names that carry a hash of their
@@ -39,7 +40,7 @@ public struct PageRenderer: Sendable {
             let assets = Bundle.module.url(forResource: "Public", withExtension: nil)
         else {
             throw KeyhavenError.configuration(
-                "the web interface's files (keyhaven_KeyhavenWeb.resources) are missing next to the executable")
+                "the web interface's files (keyhaven_KeyhavenPages.resources) are missing next to the executable")
         }
         localization = try Localization.bundled()
         do {

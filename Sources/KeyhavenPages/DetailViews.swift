@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenWeb
 
 /// What an action on an integration adds to its detail page when it answers with the page: a notice, a test's
 /// result, or the problems of a refused form.

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import MultipartKit
 
 /// A submitted HTML form: `application/x-www-form-urlencoded`, or `multipart/form-data` for the file upload.

@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenWeb
 
 /// Server-rendered SVG charts of usage (SPEC §13: no script library). Only numbers, dates and interface texts go
 /// into them, each escaped; colours come from the stylesheet's classes, so the page needs no inline style.
@@ -95,20 +96,5 @@ enum UsageCharts {
             }
         }
         return result
-    }
-}
-
-/// Days as the usage pages and API name them.
-enum UsageDays {
-    /// Midnight UTC of `text` (`2026-12-04`), if it is a real day.
-    static func date(_ text: String) -> Date? {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard text.utf8.count == 10, parts.count == 3, let year = Int(parts[0]), let month = Int(parts[1]),
-            let day = Int(parts[2]), (1...9999).contains(year)
-        else { return nil }
-        guard let date = Calendar.utc.date(from: DateComponents(year: year, month: month, day: day)),
-            date.utcDay == text
-        else { return nil }
-        return date
     }
 }

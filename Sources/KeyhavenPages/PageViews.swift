@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenWeb
 import Mustache
 
 // The values the pages' views share. Every text in them is in the reader's language, or is data (a name, an id, a

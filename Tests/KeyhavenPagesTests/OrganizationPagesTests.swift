@@ -2,7 +2,8 @@ import Foundation
 import HTTPTypes
 import KeyhavenCore
 import KeyhavenTestSupport
-@testable import KeyhavenWeb
+@testable import KeyhavenPages
+import KeyhavenWeb
 import Testing
 
 /// The organization pages: what each role is shown, and that the server refuses what it is not shown.

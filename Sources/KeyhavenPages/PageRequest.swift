@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
+import KeyhavenWeb
 import KeyhavenServices
 
 /// The signed-in reader of a page, with the organizations they belong to (for the workspace switcher).

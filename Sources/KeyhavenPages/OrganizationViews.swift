@@ -1,5 +1,6 @@
 import Foundation
 import KeyhavenCore
+import KeyhavenWeb
 
 /// The reader's organizations, and the form that creates one.
 struct OrganizationsPage: Sendable {
