@@ -86,6 +86,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .target(
@@ -122,6 +125,9 @@ let package = Package(
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ],
             resources: [.copy("Resources/openapi.json")]
@@ -163,6 +169,7 @@ let package = Package(
                 "KeyhavenProviders",
                 "KeyhavenGateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -179,6 +186,8 @@ let package = Package(
                 "KeyhavenCrypto",
                 "KeyhavenStorage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -192,7 +201,9 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Sources/KeyhavenBench"
         ),
@@ -204,6 +215,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "SQLKit", package: "sql-kit"),
             ],
@@ -217,20 +229,28 @@ let package = Package(
         .target(
             name: "KeyhavenTestSupport",
             dependencies: [
-                "KeyhavenApp",
-                "KeyhavenServices",
-                "KeyhavenDatabase",
-                "KeyhavenStorage",
-                "KeyhavenProviders",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                "KeyhavenApp", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenProviders",
+                "KeyhavenServices", "KeyhavenStorage", "KeyhavenWeb",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
-                .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(name: "KeyhavenCoreTests", dependencies: ["KeyhavenCore", "KeyhavenTestSupport"]),
-        .testTarget(name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCrypto", "KeyhavenTestSupport"]),
+        .testTarget(
+            name: "KeyhavenCryptoTests",
+            dependencies: [
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(name: "KeyhavenWebTests", dependencies: ["KeyhavenCore", "KeyhavenWeb"]),
         .testTarget(
             name: "KeyhavenPagesTests",
@@ -244,7 +264,8 @@ let package = Package(
         .testTarget(
             name: "KeyhavenGatewayTests",
             dependencies: [
-                "KeyhavenGateway", "KeyhavenTestSupport",
+                "KeyhavenCore", "KeyhavenGateway", "KeyhavenTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -264,11 +285,16 @@ let package = Package(
                 .product(name: "SQLKit", package: "sql-kit"),
             ]),
         .testTarget(
-            name: "KeyhavenStorageTests", dependencies: ["KeyhavenDatabase", "KeyhavenStorage", "KeyhavenTestSupport"]),
+            name: "KeyhavenStorageTests",
+            dependencies: [
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenStorage", "KeyhavenTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]),
         .testTarget(
             name: "KeyhavenProvidersTests",
             dependencies: [
-                "KeyhavenProviders", "KeyhavenTestSupport",
+                "KeyhavenCore", "KeyhavenProviders", "KeyhavenTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             resources: [.copy("Fixtures")]),
@@ -277,19 +303,26 @@ let package = Package(
             dependencies: [
                 "KeyhavenClient", "KeyhavenApp", "KeyhavenTestSupport",
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "SQLKit", package: "sql-kit"),
             ]
         ),
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenDatabase", "KeyhavenWeb", "KeyhavenPages", "KeyhavenServices", "KeyhavenProviders",
-                "KeyhavenGateway",
-                "KeyhavenTestSupport",
+                "KeyhavenApp", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenGateway", "KeyhavenPages",
+                "KeyhavenProviders", "KeyhavenServices", "KeyhavenStorage", "KeyhavenTestSupport", "KeyhavenWeb",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "SQLKit", package: "sql-kit"),
             ]
         ),
     ]
