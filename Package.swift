@@ -210,7 +210,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-reliability",
             dependencies: [
-                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenStorage",
+                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase",
+                "KeyhavenStorage",
                 "KeyhavenTestSupport", "KeyhavenWeb", "KeyhavenServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -249,7 +250,8 @@ let package = Package(
         .testTarget(
             name: "KeyhavenCryptoTests",
             dependencies: [
-                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenTestSupport", .product(name: "Crypto", package: "swift-crypto"),
+                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "KeyhavenWebTests", dependencies: ["KeyhavenCore", "KeyhavenWeb"]),
         .testTarget(

@@ -1,21 +1,22 @@
-import Foundation
 import AsyncHTTPClient
-import KeyhavenDatabase
-#if canImport(Glibc)
-import Glibc
-#endif
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import KeyhavenCore
-import KeyhavenServices
-import KeyhavenProviders
 import KeyhavenCrypto
+import KeyhavenDatabase
 import KeyhavenGateway
-import KeyhavenStorage
 import KeyhavenPages
+import KeyhavenProviders
+import KeyhavenServices
+import KeyhavenStorage
 import KeyhavenWeb
 import Logging
 import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The opened state of a Keyhaven deployment: the database (migrated), the checked keyring, and the stores.
 /// Shared by the server, the CLI commands and the tests, so all of them start up the same way.
@@ -85,18 +86,21 @@ public struct KeyhavenRuntime: Sendable {
         do {
             let applied = try await Migrator(database: database).migrate()
             if !applied.isEmpty {
-                logger.info("applied database migrations", metadata: ["migrations": "\(applied.joined(separator: ","))"])
+                logger.info(
+                    "applied database migrations", metadata: ["migrations": "\(applied.joined(separator: ","))"])
             }
             let keyring = try await LiveKeyring.open(
                 source: configuration.keyring, database: database, allowCreate: allowKeyringCreation, logger: logger)
             let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
-            let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+            let audit = SQLAuditLog(
+                database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
             let integrations = SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger)
             let http = ProviderClient.makeClient()
             let metrics = ServerMetrics()
             let context = ProviderClient(
                 client: http, endpoints: configuration.providerEndpoints,
-                egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate), timeout: configuration.verificationTimeout)
+                egress: EgressPolicy(allowPrivate: configuration.egressAllowPrivate),
+                timeout: configuration.verificationTimeout)
             let users = SQLUserStore(database: database, audit: audit)
             let sessions = SQLSessionStore(database: database)
             let tokens = SQLTokenStore(database: database, audit: audit)
@@ -125,10 +129,12 @@ public struct KeyhavenRuntime: Sendable {
                 tokens: tokens, audit: audit, limiter: limiter, http: http,
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
                 metrics: metrics, passwords: passwords, accounts: accounts,
-                rotations: SQLRotationStore(database: database, secrets: secrets, integrations: integrations, audit: audit),
+                rotations: SQLRotationStore(
+                    database: database, secrets: secrets, integrations: integrations, audit: audit),
                 organizations: SQLOrganizationStore(database: database, audit: audit), usage: usage, gateway: gateway,
                 usageRecorder: UsageRecorder(
-                    store: usage, logger: logger, interval: configuration.usageFlushInterval, registry: metrics.registry),
+                    store: usage, logger: logger, interval: configuration.usageFlushInterval, registry: metrics.registry
+                ),
                 limits: limits, budgets: Budgets(store: limits),
                 routes: SQLRouteStore(database: database, audit: audit), priceStore: priceStore, logger: logger,
                 bufferedBodies: bufferedBodies)
@@ -202,7 +208,8 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
     // closes.
     var services: [any Service] = [
         RuntimeService(runtime: runtime),
-        AuditCheckpointService(audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
+        AuditCheckpointService(
+            audit: runtime.audit, interval: configuration.auditCheckpointInterval, logger: runtime.logger),
     ]
     // After the server has stopped (services stop in reverse order), the queued usage is written.
     services.append(runtime.usageRecorder)
@@ -267,7 +274,10 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     let router = Router(context: AppRequestContext.self)
     router.add(middleware: SecurityHeadersMiddleware(strictTransportSecurity: configuration.isHTTPS))
     router.add(middleware: RequestLogMiddleware())
-    router.add(middleware: RequestMetricsMiddleware { runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3) })
+    router.add(
+        middleware: RequestMetricsMiddleware {
+            runtime.metrics.recordRequest(method: $0, route: $1, status: $2, duration: $3)
+        })
     router.add(
         middleware: ErrorMiddleware(
             pages: ErrorPages(
@@ -292,8 +302,10 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     api.add(middleware: ClientAddressMiddleware(trustedProxies: configuration.trustedProxies))
     api.add(
         middleware: AuthenticationMiddleware(
-            sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name))
-    AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
+            sessions: runtime.sessions, tokens: runtime.tokens, users: runtime.users, jwt: jwt, cookieName: cookie.name)
+    )
+    AuthController(accounts: runtime.accounts, cookie: cookie).addRoutes(
+        to: api.group("auth"), userGroup: api.group("auth", context: UserContext.self))
     TokenController(accounts: runtime.accounts).addRoutes(to: api.group("tokens", context: UserContext.self))
     let access = runtime.access
     let usage = runtime.usageService
@@ -323,9 +335,11 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
             integrations: api.group("integrations", context: UserContext.self),
             workspaces: api.group("limits", context: UserContext.self))
     let accounting = GatewayAccounting(
-        recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets, metrics: runtime.metrics)
+        recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets,
+        metrics: runtime.metrics)
     GatewayController(
-        gateway: runtime.gateway, access: runtime.credentialAccess, record: accounting.record, bufferedBodies: runtime.bufferedBodies
+        gateway: runtime.gateway, access: runtime.credentialAccess, record: accounting.record,
+        bufferedBodies: runtime.bufferedBodies
     ).addRoutes(to: router)
     RoutesController(service: usage)
         .addRoutes(to: api.group("routes", context: UserContext.self))
@@ -352,10 +366,10 @@ struct RuntimeService: Service {
 /// resident size stays about 25 MB above what it holds.
 func releaseFreedMemory() {
     #if canImport(Glibc)
-    // `malloc_trim` is glibc's own; Swift's Glibc module does not declare it.
-    typealias Trim = @convention(c) (Int) -> Int32
-    if let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") {
-        _ = unsafeBitCast(symbol, to: Trim.self)(0)
-    }
+        // `malloc_trim` is glibc's own; Swift's Glibc module does not declare it.
+        typealias Trim = @convention(c) (Int) -> Int32
+        if let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") {
+            _ = unsafeBitCast(symbol, to: Trim.self)(0)
+        }
     #endif
 }

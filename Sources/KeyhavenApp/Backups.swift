@@ -226,7 +226,8 @@ struct ScheduledBackupService: Service {
                 }
             } catch {
                 logger.error(
-                    "could not check the backup schedule", metadata: ["error": "\(String(describing: type(of: error)))"])
+                    "could not check the backup schedule", metadata: ["error": "\(String(describing: type(of: error)))"]
+                )
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: tick) }
             if Task.isCancelled { return }

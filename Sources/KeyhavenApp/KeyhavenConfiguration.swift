@@ -1,11 +1,11 @@
 import Configuration
 import Foundation
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenProviders
+import KeyhavenServices
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
@@ -222,7 +222,9 @@ public struct KeyhavenConfiguration: Sendable {
         logFormat = format
         // KEYHAVEN_PROVIDER_<NAME>_URL for each provider (`GOOGLE_CLOUD`) and management API (`AWS_IAM`).
         func providerURL(_ name: String) throws -> URL? {
-            guard let value = text("keyhaven.provider.\(name.lowercased().replacingOccurrences(of: "_", with: ".")).url") else {
+            guard
+                let value = text("keyhaven.provider.\(name.lowercased().replacingOccurrences(of: "_", with: ".")).url")
+            else {
                 return nil
             }
             guard let url = URL(string: value), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
@@ -236,8 +238,10 @@ public struct KeyhavenConfiguration: Sendable {
         for service in ProviderService.allCases {
             if let url = try providerURL(service.rawValue) { providerEndpoints.services[service] = url }
         }
-        egressAllowPrivate = try Self.bool(text("keyhaven.egress.allow.private"), name: "KEYHAVEN_EGRESS_ALLOW_PRIVATE", default: false)
-        runVerificationWorker = try Self.bool(text("keyhaven.verification.worker"), name: "KEYHAVEN_VERIFICATION_WORKER", default: true)
+        egressAllowPrivate = try Self.bool(
+            text("keyhaven.egress.allow.private"), name: "KEYHAVEN_EGRESS_ALLOW_PRIVATE", default: false)
+        runVerificationWorker = try Self.bool(
+            text("keyhaven.verification.worker"), name: "KEYHAVEN_VERIFICATION_WORKER", default: true)
         if let limit = text("keyhaven.check.limit") {
             guard let perUser = Int(limit), perUser > 0 else {
                 throw KeyhavenError.configuration("KEYHAVEN_CHECK_LIMIT must be a positive whole number")
@@ -262,13 +266,15 @@ public struct KeyhavenConfiguration: Sendable {
         }
         if let interval = text("keyhaven.rotation.interval") {
             guard let seconds = Int(interval), (1...86400).contains(seconds) else {
-                throw KeyhavenError.configuration("KEYHAVEN_ROTATION_INTERVAL must be a whole number of seconds from 1 to 86400")
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_ROTATION_INTERVAL must be a whole number of seconds from 1 to 86400")
             }
             rotationInterval = .seconds(seconds)
         }
         if let interval = text("keyhaven.usage.flush.ms") {
             guard let milliseconds = Int(interval), (10...600_000).contains(milliseconds) else {
-                throw KeyhavenError.configuration("KEYHAVEN_USAGE_FLUSH_MS must be a whole number of milliseconds from 10 to 600000")
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_USAGE_FLUSH_MS must be a whole number of milliseconds from 10 to 600000")
             }
             usageFlushInterval = .milliseconds(milliseconds)
         }
@@ -280,7 +286,8 @@ public struct KeyhavenConfiguration: Sendable {
             gatewayInspectLimit = limit
         }
         if let proxies = text("keyhaven.trusted.proxies") {
-            trustedProxies = Set(proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+            trustedProxies = Set(
+                proxies.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
         }
         scheduledBackups = try Self.scheduledBackups(text)
         if let token = text("keyhaven.metrics.token", secret: true) {
@@ -308,9 +315,11 @@ public struct KeyhavenConfiguration: Sendable {
             guard secret.utf8.count >= 32 else {
                 throw KeyhavenError.configuration("KEYHAVEN_JWT_HS256_SECRET must be at least 32 characters")
             }
-            guard let issuer = text("keyhaven.jwt.hs256.issuer"), let audience = text("keyhaven.jwt.hs256.audience") else {
+            guard let issuer = text("keyhaven.jwt.hs256.issuer"), let audience = text("keyhaven.jwt.hs256.audience")
+            else {
                 throw KeyhavenError.configuration(
-                    "KEYHAVEN_JWT_HS256_ISSUER and KEYHAVEN_JWT_HS256_AUDIENCE must be set with KEYHAVEN_JWT_HS256_SECRET")
+                    "KEYHAVEN_JWT_HS256_ISSUER and KEYHAVEN_JWT_HS256_AUDIENCE must be set with KEYHAVEN_JWT_HS256_SECRET"
+                )
             }
             jwt = JWTSettings(secret: secret, issuer: issuer, audience: audience)
         }
@@ -336,7 +345,8 @@ public struct KeyhavenConfiguration: Sendable {
         let settings = ScheduledBackups(
             directory: directory, interval: interval, keep: keep, keyFile: keyFile, passphraseFile: passphraseFile,
             includeKeyring: try bool(
-                text("keyhaven.backup.include.keyring", false), name: "KEYHAVEN_BACKUP_INCLUDE_KEYRING", default: false))
+                text("keyhaven.backup.include.keyring", false), name: "KEYHAVEN_BACKUP_INCLUDE_KEYRING", default: false)
+        )
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw KeyhavenError.configuration("KEYHAVEN_BACKUP_DIR \(directory) is not an existing folder")

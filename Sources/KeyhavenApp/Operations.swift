@@ -50,7 +50,8 @@ public enum KeyhavenOperations {
         _ configuration: KeyhavenConfiguration, logger: Logger, allowKeyringCreation: Bool = false,
         _ body: (KeyhavenRuntime) async throws -> T
     ) async throws -> T {
-        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: allowKeyringCreation, logger: logger)
+        let runtime = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: allowKeyringCreation, logger: logger)
         do {
             let result = try await body(runtime)
             await runtime.shutdown()
@@ -83,7 +84,9 @@ public enum KeyhavenOperations {
     /// The provider credentials Keyhaven could not retire itself, for the operator to delete at the provider.
     ///
     /// - Throws: `KeyhavenError` if the database cannot be reached.
-    public static func unretiredKeys(_ configuration: KeyhavenConfiguration, logger: Logger) async throws -> [UnretiredKey] {
+    public static func unretiredKeys(_ configuration: KeyhavenConfiguration, logger: Logger) async throws
+        -> [UnretiredKey]
+    {
         try await withRuntime(configuration, logger: logger) { runtime in try await runtime.rotations.unretired() }
     }
 
@@ -96,13 +99,17 @@ public enum KeyhavenOperations {
         progress: @escaping @Sendable (RotationProgress) -> Void
     ) async throws -> RotationResult {
         try await withRuntime(configuration, logger: logger) { runtime in
-            let result = try await KeyManagement(database: runtime.database, source: configuration.keyring, logger: logger)
-                .rotate(batchSize: batchSize, pause: pause, progress: progress)
+            let result = try await KeyManagement(
+                database: runtime.database, source: configuration.keyring, logger: logger
+            )
+            .rotate(batchSize: batchSize, pause: pause, progress: progress)
             try await runtime.audit.append(
-                AuditEntry(actor: .operator, action: .keyRotate, outcome: result.failed.isEmpty ? .success : .failure, detail: [
-                    "active_kek_id": .string(result.activeKeyID), "rewrapped": .number(Double(result.rewrapped)),
-                    "resumed": .bool(result.resumed), "failed": .number(Double(result.failed.count)),
-                ]))
+                AuditEntry(
+                    actor: .operator, action: .keyRotate, outcome: result.failed.isEmpty ? .success : .failure,
+                    detail: [
+                        "active_kek_id": .string(result.activeKeyID), "rewrapped": .number(Double(result.rewrapped)),
+                        "resumed": .bool(result.resumed), "failed": .number(Double(result.failed.count)),
+                    ]))
             return result
         }
     }
@@ -112,8 +119,10 @@ public enum KeyhavenOperations {
     /// - Throws: `KeyhavenError.keyring` if the key is active or still wraps secrets.
     public static func retire(id: String, _ configuration: KeyhavenConfiguration, logger: Logger) async throws {
         try await withRuntime(configuration, logger: logger) { runtime in
-            try await KeyManagement(database: runtime.database, source: configuration.keyring, logger: logger).retire(id: id)
-            try await runtime.audit.append(AuditEntry(actor: .operator, action: .keyRetire, detail: ["kek_id": .string(id)]))
+            try await KeyManagement(database: runtime.database, source: configuration.keyring, logger: logger).retire(
+                id: id)
+            try await runtime.audit.append(
+                AuditEntry(actor: .operator, action: .keyRetire, detail: ["kek_id": .string(id)]))
         }
     }
 }
@@ -165,7 +174,8 @@ extension KeyhavenOperations {
     /// - Throws: `KeyhavenError.notFound` if there is no such live token.
     public static func revokeToken(id: UUID, _ configuration: KeyhavenConfiguration, logger: Logger) async throws {
         try await withRuntime(configuration, logger: logger) { runtime in
-            try await runtime.tokens.revoke(id: id, userID: nil, audit: AuditEntry(actor: .operator, action: .tokenRevoke))
+            try await runtime.tokens.revoke(
+                id: id, userID: nil, audit: AuditEntry(actor: .operator, action: .tokenRevoke))
         }
     }
 

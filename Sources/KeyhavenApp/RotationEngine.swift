@@ -88,7 +88,8 @@ public struct RotationEngine: Service {
                 return
             } catch {
                 logger.error(
-                    "rotation step failed", metadata: ["rotation_id": "\(record.id)", "error": "\(String(describing: type(of: error)))"])
+                    "rotation step failed",
+                    metadata: ["rotation_id": "\(record.id)", "error": "\(String(describing: type(of: error)))"])
                 try? await store.save(retrying(record, reason: "the database could not be reached"))
                 return
             }
@@ -106,7 +107,8 @@ public struct RotationEngine: Service {
         switch record.state {
         case .requested, .creating:
             guard integration.credentialVersion == record.oldVersion, integration.enabled else {
-                try await store.fail(record, reason: "the credentials were replaced or the integration disabled first", now: now())
+                try await store.fail(
+                    record, reason: "the credentials were replaced or the integration disabled first", now: now())
                 return nil
             }
             if record.oldKeyID == nil {
@@ -119,7 +121,9 @@ public struct RotationEngine: Service {
                 // The last run stopped while the provider was making a credential: remove whatever it made (it was
                 // never stored, so nothing can use it) before making another.
                 let since = record.updatedAt.addingTimeInterval(-60)
-                switch await rotator.strays(since: since, tag: record.id.lowercasedText, keep: oldKeyID, using: old, in: context) {
+                switch await rotator.strays(
+                    since: since, tag: record.id.lowercasedText, keep: oldKeyID, using: old, in: context)
+                {
                 case .failure(let failure):
                     return try await retryOrFail(record, failure)
                 case .success(let strays):
@@ -127,7 +131,9 @@ public struct RotationEngine: Service {
                         if case .failure(let failure) = await rotator.delete(stray, using: old, in: context) {
                             return try await retryOrFail(record, failure)
                         }
-                        logger.notice("removed a credential an interrupted rotation left at the provider", metadata: ["rotation_id": "\(record.id)"])
+                        logger.notice(
+                            "removed a credential an interrupted rotation left at the provider",
+                            metadata: ["rotation_id": "\(record.id)"])
                     }
                 }
             }
@@ -153,7 +159,8 @@ public struct RotationEngine: Service {
                 return nil
             }
             let (_, new) = try await store.credentials(of: record, version: newVersion)
-            let result = await Verifiers.verify(integration.type, credentials: new, config: integration.config, in: context)
+            let result = await Verifiers.verify(
+                integration.type, credentials: new, config: integration.config, in: context)
             guard result.outcome == .connected else {
                 // IAM takes a while to know a new key everywhere: keep trying for a minute before undoing it.
                 if integration.type == .aws && now().timeIntervalSince(record.updatedAt) < Self.propagation
@@ -163,13 +170,16 @@ public struct RotationEngine: Service {
                     record.nextAt = now().addingTimeInterval(5)
                     return record
                 }
-                return try await undo(record, newKeyID: newKeyID, old: old, rotator: rotator,
-                                      reason: "the new credential did not verify (\(result.errorMessage ?? result.outcome.rawValue))")
+                return try await undo(
+                    record, newKeyID: newKeyID, old: old, rotator: rotator,
+                    reason: "the new credential did not verify (\(result.errorMessage ?? result.outcome.rawValue))")
             }
             let graceEnds = now().addingTimeInterval(integration.rotation.grace)
-            guard let current = try await store.makeCurrent(record, hint: new.hint, graceEnds: graceEnds, now: now()) else {
-                return try await undo(record, newKeyID: newKeyID, old: old, rotator: rotator,
-                                      reason: "the credentials were replaced or the integration disabled during the rotation")
+            guard let current = try await store.makeCurrent(record, hint: new.hint, graceEnds: graceEnds, now: now())
+            else {
+                return try await undo(
+                    record, newKeyID: newKeyID, old: old, rotator: rotator,
+                    reason: "the credentials were replaced or the integration disabled during the rotation")
             }
             return current
         case .current, .deactivated:
@@ -204,7 +214,8 @@ public struct RotationEngine: Service {
             // The new credential asks, so it goes last.
             for keyID in retiring {
                 switch await rotator.delete(keyID, using: new, in: context) {
-                case .failure(let failure) where !failure.message.contains("NoSuchEntity"): return retryLater(record, failure)
+                case .failure(let failure) where !failure.message.contains("NoSuchEntity"):
+                    return retryLater(record, failure)
                 default: continue
                 }
             }
@@ -222,7 +233,9 @@ public struct RotationEngine: Service {
         _ record: RotationRecord, newKeyID: String, old: Credentials, rotator: any Rotator, reason: String
     ) async throws -> RotationRecord? {
         if case .failure(let failure) = await rotator.delete(newKeyID, using: old, in: context) {
-            logger.warning("could not delete a rotation's unused credential", metadata: ["rotation_id": "\(record.id)", "reason": "\(failure.message)"])
+            logger.warning(
+                "could not delete a rotation's unused credential",
+                metadata: ["rotation_id": "\(record.id)", "reason": "\(failure.message)"])
         }
         try await store.fail(record, reason: reason, now: now())
         return nil
@@ -240,7 +253,8 @@ public struct RotationEngine: Service {
                 "a credential a rotation made for a deleted integration could not be deleted at the provider",
                 metadata: ["rotation_id": "\(record.id)", "reason": "\(failure.message)"])
         }
-        try? await store.settleUnretired(keyID, rotation: record, integration: integration, refusal: refusal, now: now())
+        try? await store.settleUnretired(
+            keyID, rotation: record, integration: integration, refusal: refusal, now: now())
     }
 
     /// Before the new credential is current: transient problems are retried a few times, then the rotation fails.
@@ -255,7 +269,8 @@ public struct RotationEngine: Service {
 
     /// After it: the old credential must still be retired, so the step is retried, later each time (at most hourly).
     private func retryLater(_ record: RotationRecord, _ failure: RotationFailure) -> RotationRecord {
-        logger.warning("rotation step will be retried", metadata: ["rotation_id": "\(record.id)", "reason": "\(failure.message)"])
+        logger.warning(
+            "rotation step will be retried", metadata: ["rotation_id": "\(record.id)", "reason": "\(failure.message)"])
         return retrying(record, reason: failure.message)
     }
 

@@ -15,13 +15,20 @@ public final class ServerMetrics: Sendable {
     func record(_ type: IntegrationType, _ record: VerificationRecord) {
         let labels = [("provider", type.rawValue), ("outcome", record.outcome.rawValue)]
         registry.makeCounter(
-            descriptor: .init(metricName: "keyhaven_verifications", unitName: "total", helpText: "Credential checks, by provider and outcome."),
+            descriptor: .init(
+                metricName: "keyhaven_verifications", unitName: "total",
+                helpText: "Credential checks, by provider and outcome."),
             labels: labels
         ).increment()
         registry.makeDurationHistogram(
-            descriptor: .init(metricName: "keyhaven_verification_duration", unitName: "seconds", helpText: "How long credential checks took."),
+            descriptor: .init(
+                metricName: "keyhaven_verification_duration", unitName: "seconds",
+                helpText: "How long credential checks took."),
             labels: [("provider", type.rawValue)],
-            buckets: [.milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10)]
+            buckets: [
+                .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2),
+                .seconds(5), .seconds(10),
+            ]
         ).record(record.latency)
     }
 
@@ -52,7 +59,8 @@ public final class ServerMetrics: Sendable {
             let made = (
                 registry.makeCounter(
                     descriptor: .init(
-                        metricName: "keyhaven_http_requests", unitName: "total", helpText: "HTTP requests, by route and status."),
+                        metricName: "keyhaven_http_requests", unitName: "total",
+                        helpText: "HTTP requests, by route and status."),
                     labels: [("method", method), ("route", route), ("status", String(status))]),
                 registry.makeDurationHistogram(
                     descriptor: .init(

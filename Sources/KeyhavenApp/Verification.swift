@@ -37,8 +37,10 @@ public struct VerificationRunner: IntegrationTester {
         try await store.recordVerification(record, for: job.integration, action: action, actor: actor)
         logger.info(
             "verified an integration",
-            metadata: ["integration_id": "\(job.integration.id)", "provider": "\(job.integration.type.rawValue)",
-                       "outcome": "\(record.outcome.rawValue)"])
+            metadata: [
+                "integration_id": "\(job.integration.id)", "provider": "\(job.integration.type.rawValue)",
+                "outcome": "\(record.outcome.rawValue)",
+            ])
         return record
     }
 
@@ -73,7 +75,10 @@ public struct VerificationWorker: Service {
     let interval: Duration
     let lease: Duration
 
-    public init(runner: VerificationRunner, concurrency: Int = 4, interval: Duration = .milliseconds(500), lease: Duration = .seconds(60)) {
+    public init(
+        runner: VerificationRunner, concurrency: Int = 4, interval: Duration = .milliseconds(500),
+        lease: Duration = .seconds(60)
+    ) {
         self.runner = runner
         self.concurrency = concurrency
         self.interval = interval
@@ -104,7 +109,8 @@ public struct VerificationWorker: Service {
                     do {
                         _ = try await runner.run(job, action: .integrationVerify, actor: .system)
                     } catch {
-                        runner.logger.error("recording a verification failed", metadata: ["integration_id": "\(job.integration.id)"])
+                        runner.logger.error(
+                            "recording a verification failed", metadata: ["integration_id": "\(job.integration.id)"])
                     }
                 }
             }
@@ -112,4 +118,3 @@ public struct VerificationWorker: Service {
         return jobs.count
     }
 }
-

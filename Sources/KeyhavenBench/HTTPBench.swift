@@ -3,11 +3,11 @@ import HTTPTypes
 import Hummingbird
 import KeyhavenApp
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenDatabase
 import KeyhavenGateway
 import KeyhavenProviders
+import KeyhavenServices
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
@@ -35,7 +35,9 @@ let fakeProviderKey = "sk-bench-gateway-" + String(repeating: "g", count: 32)
 /// gateway adds.
 func runFakeProvider(port: Int) async throws {
     let completion = ByteBuffer(
-        string: #"{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}}}"#)
+        string:
+            #"{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}}}"#
+    )
     let expected = "Bearer \(fakeProviderKey)"
     let router = Router()
     router.post("/**") { request, _ -> Response in
@@ -114,13 +116,15 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
             latest_version, created_at, updated_at) VALUES\u{20}
             """)
         var secretRows = SQLQueryString(
-            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ")
+            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES "
+        )
         let now = Date()
         for index in 0..<count {
             counter += 1
             let id = UUID.timeOrdered()
             let (binding, sealed) = try Envelope.sealNewRow(
-                SecretBytes(utf8: "\"sk-bench-\(counter)-" + String(repeating: "k", count: 32) + "\""), integrationID: id,
+                SecretBytes(utf8: "\"sk-bench-\(counter)-" + String(repeating: "k", count: 32) + "\""),
+                integrationID: id,
                 ownerID: user.id, version: 1, kek: kek)
             let separator = index == 0 ? "(" : ", ("
             integrationRows.appendInterpolation(unsafeRaw: separator)
@@ -150,7 +154,8 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
         kind: .service, userID: nil, name: "bench gateway", scopes: [.gatewayUse], expiresAt: nil,
         audit: AuditEntry(actor: .operator, action: .tokenCreate))
     let (pat, _) = try await runtime.tokens.create(
-        kind: .personal, userID: user.id, name: "bench", scopes: [.integrationsRead, .integrationsWrite], expiresAt: nil,
+        kind: .personal, userID: user.id, name: "bench", scopes: [.integrationsRead, .integrationsWrite],
+        expiresAt: nil,
         audit: AuditEntry(actor: .operator, action: .tokenCreate))
     let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(24 * 3600))
     await runtime.shutdown()

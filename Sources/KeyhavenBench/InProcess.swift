@@ -35,7 +35,8 @@ func runInProcess(databaseURL: String, masterKey: String) async throws {
         let response = try await responder.respond(
             to: request, context: AppRequestContext(source: .init(channel: channel, logger: logger)))
         guard response.status == .ok else {
-            throw KeyhavenError.configuration("\(path) answered \(response.status.code), not 200: is the database seeded?")
+            throw KeyhavenError.configuration(
+                "\(path) answered \(response.status.code), not 200: is the database seeded?")
         }
         try await response.body.write(DiscardingWriter())
     }

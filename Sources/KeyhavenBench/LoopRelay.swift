@@ -42,7 +42,10 @@ private final class LoopRelayHandler: ChannelInboundHandler {
             headers.replaceOrAdd(name: "authorization", value: "Bearer \(fakeProviderKey)")
             headers.replaceOrAdd(name: "host", value: "127.0.0.1:\(providerPort)")
             pending.append(
-                .head(HTTPRequestHead(version: .http1_1, method: head.method, uri: String(head.uri.dropFirst("/relay".count)), headers: headers)))
+                .head(
+                    HTTPRequestHead(
+                        version: .http1_1, method: head.method, uri: String(head.uri.dropFirst("/relay".count)),
+                        headers: headers)))
         case .body(let piece):
             pending.append(.body(.byteBuffer(piece)))
         case .end:
@@ -103,7 +106,8 @@ private final class LoopRelayBack: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             downstream.write(
-                HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers)),
+                HTTPServerResponsePart.head(
+                    HTTPResponseHead(version: .http1_1, status: head.status, headers: head.headers)),
                 promise: nil)
         case .body(let piece):
             downstream.write(HTTPServerResponsePart.body(.byteBuffer(piece)), promise: nil)

@@ -31,7 +31,8 @@ case "count-usage":
     guard let url = options.first else { exit(1) }
     let database = try await Database.open(try DatabaseLocation(url: url), logger: logger)
     let count = try await database.withConnection { sql in
-        try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_events").first()?.decode(column: "n", as: Int.self) ?? 0
+        try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM usage_events").first()?.decode(
+            column: "n", as: Int.self) ?? 0
     }
     await database.shutdown()
     print(count)
@@ -99,7 +100,10 @@ extension Duration {
 
 let payloads = [
     ("OpenAI key, 51 B", "sk-proj-" + String(repeating: "a1B2", count: 10) + "xyz"),
-    ("service account, 2.3 KB", String(repeating: "{\"private_key\":\"-----BEGIN PRIVATE KEY-----\\nMIIE\"}", count: 46)),
+    (
+        "service account, 2.3 KB",
+        String(repeating: "{\"private_key\":\"-----BEGIN PRIVATE KEY-----\\nMIIE\"}", count: 46)
+    ),
 ]
 let kek = try MasterKey.generate(id: "kek-bench")
 let rawKey = SymmetricKey(size: .bits256)
@@ -119,11 +123,15 @@ for (label, text) in payloads {
     let sealed = try Envelope.seal(secret, binding: binding, kek: kek)
     let envelopeOpen = try measure { _ = try Envelope.open(sealed, binding: binding, kek: kek) }
     rows.append(Row(name: "raw AES-256-GCM seal (\(label))", opsPerSecond: rawSeal))
-    rows.append(Row(name: "put crypto: envelope seal (\(label))", opsPerSecond: envelopeSeal,
-                    note: String(format: "%.2fx the time of a raw seal", rawSeal / envelopeSeal)))
+    rows.append(
+        Row(
+            name: "put crypto: envelope seal (\(label))", opsPerSecond: envelopeSeal,
+            note: String(format: "%.2fx the time of a raw seal", rawSeal / envelopeSeal)))
     rows.append(Row(name: "raw AES-256-GCM open (\(label))", opsPerSecond: rawOpen))
-    rows.append(Row(name: "get crypto: envelope open (\(label))", opsPerSecond: envelopeOpen,
-                    note: String(format: "%.2fx the time of a raw open", rawOpen / envelopeOpen)))
+    rows.append(
+        Row(
+            name: "get crypto: envelope open (\(label))", opsPerSecond: envelopeOpen,
+            note: String(format: "%.2fx the time of a raw open", rawOpen / envelopeOpen)))
 }
 
 // MARK: The secret store with its database.
@@ -138,7 +146,9 @@ func makeOwner(_ database: Database, integrations: Int = 1) async throws -> [Sec
     let user = UUID()
     let now = Date()
     return try await database.transaction { sql in
-        try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: user), \(bind: "\(user)@bench"), \(bind: now))").run()
+        try await sql.raw(
+            "INSERT INTO users (id, email, created_at) VALUES (\(bind: user), \(bind: "\(user)@bench"), \(bind: now))"
+        ).run()
         var owners: [SecretOwner] = []
         for index in 0..<integrations {
             let id = UUID()
@@ -185,7 +195,9 @@ for (name, location) in locations {
 // MARK: Rotation.
 
 /// Fills a fresh database with `count` sealed secrets quickly (multi-row inserts), under a keyring file.
-func seedForRotation(_ location: DatabaseLocation, count: Int, keyringPath: String) async throws -> (Database, KeyringSource) {
+func seedForRotation(_ location: DatabaseLocation, count: Int, keyringPath: String) async throws -> (
+    Database, KeyringSource
+) {
     let database = try await freshDatabase(location)
     if case .postgres = location {
         try await database.withConnection { sql in
@@ -203,16 +215,19 @@ func seedForRotation(_ location: DatabaseLocation, count: Int, keyringPath: Stri
     while inserted < count {
         let size = min(batch, count - inserted)
         var query = SQLQueryString(
-            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ")
+            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES "
+        )
         let now = Date()
         for offset in 0..<size {
             let index = inserted + offset
             let owner = owners[index / perIntegration]
             let (binding, sealed) = try Envelope.sealNewRow(
-                plaintext, integrationID: owner.integrationID, ownerID: owner.ownerID, version: index % perIntegration + 1,
+                plaintext, integrationID: owner.integrationID, ownerID: owner.ownerID,
+                version: index % perIntegration + 1,
                 kek: key)
             let values: [any Encodable & Sendable] = [
-                binding.secretID, binding.integrationID, binding.ownerID, binding.version, sealed.kekID, sealed.wrappedDEK,
+                binding.secretID, binding.integrationID, binding.ownerID, binding.version, sealed.kekID,
+                sealed.wrappedDEK,
                 sealed.nonce, sealed.ciphertext, now,
             ]
             for (column, value) in values.enumerated() {
@@ -235,15 +250,18 @@ if locations.count > 1, case .postgres(let url) = locations[1].1 {
 for (name, makeLocation) in rotationLocations {
     for size in rotationSizes {
         if name == "PostgreSQL" && size > 100_000 { continue }
-        let (database, source) = try await seedForRotation(makeLocation(size), count: size, keyringPath: scratch + "/keyring-\(name)-\(size).json")
+        let (database, source) = try await seedForRotation(
+            makeLocation(size), count: size, keyringPath: scratch + "/keyring-\(name)-\(size).json")
         let management = KeyManagement(database: database, source: source, logger: logger)
         let start = ContinuousClock.now
         let result = try await management.rotate(batchSize: 1000)
         let elapsed = start.duration(to: .now).seconds
         precondition(result.rewrapped == size, "rotation re-wrapped \(result.rewrapped) of \(size)")
         let formatted = size.formatted()
-        rows.append(Row(name: "keys rotate, \(formatted) secrets on \(name)", opsPerSecond: Double(size) / elapsed,
-                        note: String(format: "rows/s; %.1f s in all", elapsed)))
+        rows.append(
+            Row(
+                name: "keys rotate, \(formatted) secrets on \(name)", opsPerSecond: Double(size) / elapsed,
+                note: String(format: "rows/s; %.1f s in all", elapsed)))
         await database.shutdown()
         if case .sqlite(let path) = makeLocation(size) {
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }

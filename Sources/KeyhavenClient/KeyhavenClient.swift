@@ -124,12 +124,18 @@ public struct KeyhavenClient: Sendable {
     ///   ``KeyhavenClientError/unavailable(message:)`` when the read cannot be audited.
     public func credentials(for id: UUID) async throws -> IntegrationCredentials {
         struct Wire: Decodable {
-            var integration_id: UUID
+            var integrationID: UUID
             var type: IntegrationType
             var status: IntegrationStatus
-            var credential_version: Int
+            var credentialVersion: Int
             var credentials: JSON
             var config: JSON?
+
+            enum CodingKeys: String, CodingKey {
+                case integrationID = "integration_id"
+                case credentialVersion = "credential_version"
+                case type, status, credentials, config
+            }
         }
         let (status, data, _) = try await exchange(
             .GET, ["api", "integrations", id.uuidString.lowercased(), "credentials"])
@@ -137,7 +143,7 @@ public struct KeyhavenClient: Sendable {
             let credentials = Credentials(type: wire.type, credentials: wire.credentials, config: wire.config ?? .null)
         else { throw KeyhavenClientError.invalidResponse(status: status) }
         return IntegrationCredentials(
-            integrationID: wire.integration_id, status: wire.status, credentialVersion: wire.credential_version,
+            integrationID: wire.integrationID, status: wire.status, credentialVersion: wire.credentialVersion,
             credentials: credentials)
     }
 
@@ -164,7 +170,8 @@ public struct KeyhavenClient: Sendable {
         guard var components = URLComponents(url: baseURL, resolvingAgainstBaseURL: false) else {
             throw KeyhavenClientError.invalidInput("The base URL is not usable.")
         }
-        let base = components.percentEncodedPath.hasSuffix("/")
+        let base =
+            components.percentEncodedPath.hasSuffix("/")
             ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
         components.percentEncodedPath = base + "/" + path.joined(separator: "/")
         components.queryItems = query.isEmpty ? nil : query.map { URLQueryItem(name: $0.0, value: $0.1) }

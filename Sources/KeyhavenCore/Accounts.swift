@@ -182,7 +182,8 @@ extension TokenStore {
         kind: APIToken.Kind, userID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?, audit: AuditEntry
     ) async throws -> (token: String, record: APIToken) {
         try await create(
-            kind: kind, userID: userID, workspaceID: nil, name: name, scopes: scopes, expiresAt: expiresAt, audit: audit)
+            kind: kind, userID: userID, workspaceID: nil, name: name, scopes: scopes, expiresAt: expiresAt, audit: audit
+        )
     }
 }
 

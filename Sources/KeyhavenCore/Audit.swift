@@ -186,6 +186,7 @@ extension AuditLog {
     ///
     /// - Throws: as ``events(ownerID:integrationID:integrationsOnly:limit:before:)``.
     public func events(ownerID: UUID, integrationID: UUID?, limit: Int, before: Int64?) async throws -> [AuditEvent] {
-        try await events(ownerID: ownerID, integrationID: integrationID, integrationsOnly: false, limit: limit, before: before)
+        try await events(
+            ownerID: ownerID, integrationID: integrationID, integrationsOnly: false, limit: limit, before: before)
     }
 }

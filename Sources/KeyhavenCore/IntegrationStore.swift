@@ -9,7 +9,9 @@ public struct IntegrationChanges: Sendable {
     public var rotation: RotationPolicy?
 
     /// Creates a set of changes.
-    public init(name: String? = nil, credentials: Credentials? = nil, config: [String: JSONValue]? = nil, enabled: Bool? = nil) {
+    public init(
+        name: String? = nil, credentials: Credentials? = nil, config: [String: JSONValue]? = nil, enabled: Bool? = nil
+    ) {
         self.name = name
         self.credentials = credentials
         self.config = config
@@ -127,6 +129,7 @@ extension IntegrationStore {
         actor: AuditActor
     ) async throws -> Integration {
         try await create(
-            ownerID: ownerID, name: name, type: type, config: config, credentials: credentials, rotation: .off, actor: actor)
+            ownerID: ownerID, name: name, type: type, config: config, credentials: credentials, rotation: .off,
+            actor: actor)
     }
 }

@@ -105,7 +105,8 @@ public struct RotationRecord: Sendable, Equatable {
 
     public init(
         id: UUID, integrationID: UUID, ownerID: UUID, state: RotationState, oldVersion: Int, newVersion: Int?,
-        oldKeyID: String?, newKeyID: String?, error: String?, attempts: Int, nextAt: Date, createdAt: Date, updatedAt: Date
+        oldKeyID: String?, newKeyID: String?, error: String?, attempts: Int, nextAt: Date, createdAt: Date,
+        updatedAt: Date
     ) {
         self.id = id
         self.integrationID = integrationID

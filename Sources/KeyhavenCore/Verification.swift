@@ -28,7 +28,8 @@ public enum VerificationOutcome: String, Sendable, CaseIterable, Error {
             return spanish
                 ? "El proveedor está limitando las solicitudes; inténtalo más tarde."
                 : "The provider is rate limiting requests; try again later."
-        case .unreachable: return spanish ? "No se pudo contactar con el proveedor." : "The provider could not be reached."
+        case .unreachable:
+            return spanish ? "No se pudo contactar con el proveedor." : "The provider could not be reached."
         case .unexpectedResponse:
             return spanish ? "El proveedor dio una respuesta inesperada." : "The provider gave an unexpected response."
         case .endpointNotAllowed:

@@ -18,11 +18,6 @@ public struct AuditKey: Sendable {
             id: MasterKey.newID().replacingOccurrences(of: "kek-", with: "audit-"), key: SymmetricKey(size: .bits256))
     }
 
-    init(id: String, key: SymmetricKey) {
-        self.id = id
-        self.key = key
-    }
-
     /// The key sealed under `kek`, bound to both ids: nonce ‖ ciphertext ‖ tag.
     ///
     /// - Throws: `KeyhavenError.internalError` if sealing fails (it does not for valid keys).

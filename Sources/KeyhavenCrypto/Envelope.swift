@@ -3,9 +3,9 @@ import Foundation
 import KeyhavenCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The row a secret version is bound to: its ciphertext opens only in this exact row.
@@ -85,12 +85,16 @@ public enum Envelope {
             var id = Array(random[56..<72])
             id[6] = (id[6] & 0x0F) | 0x40  // version 4
             id[8] = (id[8] & 0x3F) | 0x80  // RFC 4122 variant
-            let secretID = UUID(uuid: (
-                id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13],
-                id[14], id[15]
-            ))
-            let binding = SecretBinding(secretID: secretID, integrationID: integrationID, ownerID: ownerID, version: version)
-            let sealed = try seal(plaintext, binding: binding, kek: kek, random: UnsafeRawBufferPointer(rebasing: random[0..<56]))
+            let secretID = UUID(
+                uuid: (
+                    id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12],
+                    id[13],
+                    id[14], id[15]
+                ))
+            let binding = SecretBinding(
+                secretID: secretID, integrationID: integrationID, ownerID: ownerID, version: version)
+            let sealed = try seal(
+                plaintext, binding: binding, kek: kek, random: UnsafeRawBufferPointer(rebasing: random[0..<56]))
             return (binding, sealed)
         }
     }
@@ -103,13 +107,16 @@ public enum Envelope {
         do {
             let nonce = try AES.GCM.Nonce(data: random[32..<44])
             let box = try plaintext.withUnsafeBytes { bytes in
-                try binding.withAssociatedData { aad in try AES.GCM.seal(bytes, using: dek, nonce: nonce, authenticating: aad) }
+                try binding.withAssociatedData { aad in
+                    try AES.GCM.seal(bytes, using: dek, nonce: nonce, authenticating: aad)
+                }
             }
             // nonce ‖ ciphertext ‖ tag in one buffer: the two stored parts are slices of it, not copies.
             let combined = box.combined!
             return SealedSecret(
                 kekID: kek.id,
-                wrappedDEK: try wrap(dek, secretID: binding.secretID, kek: kek, nonce: AES.GCM.Nonce(data: random[44..<56])),
+                wrappedDEK: try wrap(
+                    dek, secretID: binding.secretID, kek: kek, nonce: AES.GCM.Nonce(data: random[44..<56])),
                 nonce: combined.prefix(12),
                 ciphertext: combined.dropFirst(12)
             )
@@ -154,7 +161,9 @@ public enum Envelope {
             combined.append(sealed.ciphertext)
             let box = try AES.GCM.SealedBox(combined: combined)
             // The decrypted buffer itself becomes the SecretBytes, which zeroes it when released.
-            return SecretBytes(taking: try binding.withAssociatedData { aad in try AES.GCM.open(box, using: dek, authenticating: aad) })
+            return SecretBytes(
+                taking: try binding.withAssociatedData { aad in try AES.GCM.open(box, using: dek, authenticating: aad) }
+            )
         } catch {
             throw KeyhavenError.decryptionFailed
         }
@@ -173,7 +182,9 @@ public enum Envelope {
     }
 
     /// Calls `body` with `keyhaven:dek:v1|<secret_id>|<kek_id>` (SPEC §4).
-    static func withDEKAssociatedData<R>(secretID: UUID, kekID: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    static func withDEKAssociatedData<R>(secretID: UUID, kekID: String, _ body: (UnsafeRawBufferPointer) throws -> R)
+        rethrows -> R
+    {
         // Key ids are at most 64 bytes (MasterKey.isValidID).
         try withUnsafeTemporaryAllocation(byteCount: 128, alignment: 1) { buffer in
             var writer = ByteWriter(buffer)

@@ -2,9 +2,9 @@ import Foundation
 import KeyhavenCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A keyring on disk: a JSON file, mode 0600, holding master keys by id.
@@ -67,7 +67,8 @@ public struct KeyringFile: Sendable {
     ///
     /// - Throws: `KeyhavenError.keyring` if the file cannot be written.
     public func save(_ keyring: Keyring, now: Date = Date()) throws {
-        let existingDates = (try? Self.decoder.decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: path))))
+        let existingDates =
+            (try? Self.decoder.decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: path))))
             .map { Dictionary($0.keys.map { ($0.id, $0.createdAt) }, uniquingKeysWith: { first, _ in first }) } ?? [:]
         let document = Document(
             keys: keyring.keys.map { key in

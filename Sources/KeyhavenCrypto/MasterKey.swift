@@ -13,7 +13,8 @@ public struct MasterKey: Sendable {
     /// - Throws: `KeyhavenError.keyring` if the id is not a valid key id or the material is not 32 bytes.
     public init(id: String, material: some ContiguousBytes) throws {
         guard MasterKey.isValidID(id) else {
-            throw KeyhavenError.keyring("master key id \"\(id)\" is invalid: use 1 to 64 letters, digits, '.', '_' or '-'")
+            throw KeyhavenError.keyring(
+                "master key id \"\(id)\" is invalid: use 1 to 64 letters, digits, '.', '_' or '-'")
         }
         let key = SymmetricKey(data: material)
         guard key.bitCount == 256 else {

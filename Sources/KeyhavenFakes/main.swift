@@ -13,7 +13,10 @@ guard (1...2).contains(arguments.count), let delay = Int(arguments.count == 2 ? 
 let fakes = try await FakeProviders.start(delay: .milliseconds(delay))
 let root = fakes.baseURL.absoluteString
 var environment: [String: String] = [:]
-for (type, path) in [("OPENAI", "openai"), ("ANTHROPIC", "anthropic"), ("GEMINI", "gemini"), ("GOOGLE_CLOUD", "google/token"), ("AWS", "aws"), ("AZURE", "azure")] {
+for (type, path) in [
+    ("OPENAI", "openai"), ("ANTHROPIC", "anthropic"), ("GEMINI", "gemini"), ("GOOGLE_CLOUD", "google/token"),
+    ("AWS", "aws"), ("AZURE", "azure"),
+] {
     environment["KEYHAVEN_PROVIDER_\(type)_URL"] = "\(root)/\(path)"
 }
 let account = String(decoding: try JSONEncoder().encode(JSONValue.object(fakes.googleAccount)), as: UTF8.self)

@@ -218,7 +218,9 @@ public final class Gateway: Sendable {
                 break
             }
             // The bytes about to be held are reserved first; past the budget the request is turned away.
-            guard let reservation = memory.reserve(min(request.contentLength ?? limit, limit)) else { throw Refusal.busy }
+            guard let reservation = memory.reserve(min(request.contentLength ?? limit, limit)) else {
+                throw Refusal.busy
+            }
             held = reservation
             var pieces = body.makeAsyncIterator()
             let (collected, overflowed) = try await Self.read(

@@ -61,7 +61,8 @@ public struct UsageMeter: Sendable {
             return chunk
         case .json:
             if !overflowed {
-                if pending.count + chunk.readableBytes > Self.jsonLimit || held?.grow(by: chunk.readableBytes) == false {
+                if pending.count + chunk.readableBytes > Self.jsonLimit || held?.grow(by: chunk.readableBytes) == false
+                {
                     overflowed = true
                     pending = []
                     held?.release()

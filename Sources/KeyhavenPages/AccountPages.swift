@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
 import KeyhavenServices
+import KeyhavenWeb
 
 /// The audit log and the personal access tokens pages.
 struct AccountPages: Sendable {
@@ -11,10 +11,13 @@ struct AccountPages: Sendable {
 
     static let pageSize = 50
 
-    @Sendable func audit(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func audit(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+        -> Response
+    {
         // A workspace's trail: in an organization, owners and admins see every event, members and viewers those of
         // its integrations.
-        let workspace = try IntegrationPages.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
+        let workspace = try IntegrationPages.workspace(
+            request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
         let caller = viewer.caller(request, context)
         let before = request.uri.queryParameters["before"].flatMap { Cursor.decodeSeq(String($0)) }
         let events = try await services.audit.events(
@@ -31,13 +34,17 @@ struct AccountPages: Sendable {
             "audit", view, title: page.texts["audit_title"], for: page, section: .audit, workspace: workspace)
     }
 
-    @Sendable func tokens(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func tokens(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let flash = IntegrationPages.flash(request, texts: page.texts, among: ["revoked"])
         return try await tokensPage(
             page: page, caller: viewer.caller(request, context), addition: TokensAddition(flash: flash))
     }
 
-    @Sendable func createToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func createToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         var errors: [String: FieldProblem] = [:]
         let name = IntegrationPages.validName(form["name"])
@@ -65,7 +72,9 @@ struct AccountPages: Sendable {
         return try await tokensPage(page: page, caller: caller, addition: TokensAddition(createdToken: secret))
     }
 
-    @Sendable func revokeToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func revokeToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let id = try UUID.path(context)
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         try await services.accounts.revokePersonalToken(id, by: viewer.caller(request, context))
@@ -110,7 +119,8 @@ struct EventRow: Sendable {
         outcomeLabel = texts["outcome_\(event.outcome)"]
         actor = texts["actor_\(event.actorType)"]
         whenISO = event.at
-        let date = (try? Date(event.at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+        let date =
+            (try? Date(event.at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
             ?? (try? Date(event.at, strategy: .iso8601))
         when = date.map { texts.relative($0) } ?? event.at
         target = event.integrationID.map { id in

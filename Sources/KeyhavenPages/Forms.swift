@@ -16,7 +16,9 @@ struct Form {
 
     /// The first value of a field with surrounding whitespace removed, or nil when absent or blank.
     func trimmed(_ name: String) -> String? {
-        guard let value = self[name]?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else { return nil }
+        guard let value = self[name]?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else {
+            return nil
+        }
         return value
     }
 
@@ -42,7 +44,9 @@ struct Form {
         case "application/x-www-form-urlencoded":
             return try urlEncoded(String(buffer: buffer))
         case "multipart/form-data":
-            guard let boundary = boundary(in: contentType) else { throw KeyhavenError.badRequest("The form could not be read.") }
+            guard let boundary = boundary(in: contentType) else {
+                throw KeyhavenError.badRequest("The form could not be read.")
+            }
             return try multipart(buffer, boundary: boundary)
         default:
             throw KeyhavenError.unsupportedMediaType
@@ -71,8 +75,11 @@ struct Form {
             let pair = parameter.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard pair.count == 2, pair[0].lowercased() == "boundary" else { continue }
             var value = pair[1]
-            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
-            return (1...70).contains(value.utf8.count) && value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) ? value : nil
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+                value = String(value.dropFirst().dropLast())
+            }
+            return (1...70).contains(value.utf8.count) && value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+                ? value : nil
         }
         return nil
     }

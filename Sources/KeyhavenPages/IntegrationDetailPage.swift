@@ -1,19 +1,23 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
+import KeyhavenWeb
 
 /// An integration's detail page and the actions on it: test, replace, rename, enable, disable, rotation, delete.
 extension IntegrationPages {
-    @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         return try await detailPage(
             try await permit(request, context, viewer, .view), page: page, viewer: viewer,
             extra: DetailAddition(flash: Self.flash(request, texts: page.texts)))
     }
 
-    @Sendable func test(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func test(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+        -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let record = try await services.integrations.test(target)
@@ -22,7 +26,9 @@ extension IntegrationPages {
             extra: DetailAddition(result: TestResult(record, texts: page.texts)))
     }
 
-    @Sendable func replace(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func replace(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let id = target.integration.id
@@ -40,7 +46,9 @@ extension IntegrationPages {
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=replaced", type: .normal)
     }
 
-    @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let id = target.integration.id
@@ -61,23 +69,32 @@ extension IntegrationPages {
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=renamed", type: .normal)
     }
 
-    @Sendable func enable(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func enable(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         try await setEnabled(true, request: request, context: context, viewer: viewer)
     }
 
-    @Sendable func disable(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func disable(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         try await setEnabled(false, request: request, context: context, viewer: viewer)
     }
 
-    private func setEnabled(_ enabled: Bool, request: Request, context: AppRequestContext, viewer: Viewer) async throws -> Response {
+    private func setEnabled(_ enabled: Bool, request: Request, context: AppRequestContext, viewer: Viewer) async throws
+        -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let id = target.integration.id
         _ = try await services.integrations.update(target, IntegrationChanges(enabled: enabled))
-        return Response.redirect(to: "/integrations/\(Self.idText(id))?done=\(enabled ? "enabled" : "disabled")", type: .normal)
+        return Response.redirect(
+            to: "/integrations/\(Self.idText(id))?done=\(enabled ? "enabled" : "disabled")", type: .normal)
     }
 
-    @Sendable func setRotation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func setRotation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let current = target.integration
@@ -108,7 +125,9 @@ extension IntegrationPages {
             status: .unprocessableContent)
     }
 
-    @Sendable func rotate(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func rotate(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let id = target.integration.id
@@ -123,12 +142,16 @@ extension IntegrationPages {
         return Response.redirect(to: "/integrations/\(Self.idText(id))?done=rotation_started", type: .normal)
     }
 
-    @Sendable func deletePage(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func deletePage(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let target = try await permit(request, context, viewer, .editIntegrations)
         return deleteConfirmation(target.integration, page: page, viewer: viewer, error: nil)
     }
 
-    @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let target = try await permit(request, context, viewer, .editIntegrations)
         let integration = target.integration
@@ -147,7 +170,9 @@ extension IntegrationPages {
         return integration.enabled ? "rotation_refused_running" : "rotation_refused_disabled"
     }
 
-    private func deleteConfirmation(_ integration: Integration, page: PageRequest, viewer: Viewer, error: String?) -> Response {
+    private func deleteConfirmation(_ integration: Integration, page: PageRequest, viewer: Viewer, error: String?)
+        -> Response
+    {
         let view = DeletePage(
             integration: IntegrationCard(integration, texts: page.texts, canEdit: true), confirmError: error)
         return renderer.page(
@@ -166,7 +191,9 @@ extension IntegrationPages {
         let canEdit = WorkspaceAccess.allows(role, .editIntegrations, in: integration.ownerID)
         let texts = page.texts
         var kept = extra.kept
-        for (key, value) in integration.config { if kept[key] == nil, let text = value.stringValue { kept[key] = text } }
+        for (key, value) in integration.config {
+            if kept[key] == nil, let text = value.stringValue { kept[key] = text }
+        }
         var usage: IntegrationUsage?
         if Gateway.providers.contains(integration.type) {
             let (from, to) = try UsageController.period(from: nil, to: nil)

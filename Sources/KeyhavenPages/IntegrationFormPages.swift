@@ -1,20 +1,24 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
+import KeyhavenWeb
 
 /// The new-integration form.
 extension IntegrationPages {
-    @Sendable func newForm(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func newForm(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let type = request.uri.queryParameters["type"].flatMap { IntegrationType(rawValue: String($0)) }
         let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
         try await services.integrations.workspace(workspace, .editIntegrations, by: viewer.caller(request, context))
         return newPage(type: type, values: Self.workspaceField(workspace, viewer: viewer), errors: [:], page: page)
     }
 
-    @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let workspace = try Self.workspace(form["workspace"], viewer: viewer)
         let caller = viewer.caller(request, context)

@@ -1,13 +1,15 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
+import KeyhavenWeb
 
 /// The integrations list of a workspace, and one integration's card.
 extension IntegrationPages {
-    @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+        -> Response
+    {
         let workspace = try Self.workspace(request.uri.queryParameters["workspace"].map(String.init), viewer: viewer)
         let cursor = request.uri.queryParameters["cursor"].flatMap { Cursor.decode(String($0)) }
         let (shown, next, role) = try await services.integrations.list(
@@ -40,7 +42,9 @@ extension IntegrationPages {
             workspace: workspace)
     }
 
-    @Sendable func card(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func card(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+        -> Response
+    {
         let target = try await permit(request, context, viewer, .view)
         let integration = target.integration
         let canEdit = WorkspaceAccess.allows(target.role, .editIntegrations, in: integration.ownerID)

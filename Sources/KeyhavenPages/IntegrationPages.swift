@@ -1,9 +1,9 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
+import KeyhavenWeb
 
 /// The integrations list, the new-integration form and an integration's detail page.
 struct IntegrationPages: Sendable {
@@ -12,7 +12,8 @@ struct IntegrationPages: Sendable {
 
     /// Flash messages a redirect may name (`?done=created`), so nothing but these texts can be shown that way.
     static let flashes = [
-        "created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started", "joined",
+        "created", "replaced", "renamed", "enabled", "disabled", "deleted", "rotation_saved", "rotation_started",
+        "joined",
         "limits_saved", "limits_invalid",
     ]
 
@@ -41,7 +42,9 @@ struct IntegrationPages: Sendable {
     static func flash(
         _ request: Request, texts: Texts, among flashes: [String] = flashes, key: (String) -> String = { "\($0)_flash" }
     ) -> Notice? {
-        guard let done = request.uri.queryParameters["done"].map(String.init), flashes.contains(done) else { return nil }
+        guard let done = request.uri.queryParameters["done"].map(String.init), flashes.contains(done) else {
+            return nil
+        }
         return Notice(text: texts[key(done)])
     }
 
@@ -56,7 +59,8 @@ struct IntegrationPages: Sendable {
 
     /// A name by the API's rules (`TextRule`): at most 100 code points, nothing invisible or controlling, not blank.
     static func validName(_ text: String?) -> String? {
-        guard let raw = text, raw.unicodeScalars.count <= 100, !raw.unicodeScalars.contains(where: { TextRule.isRefused($0) })
+        guard let raw = text, raw.unicodeScalars.count <= 100,
+            !raw.unicodeScalars.contains(where: { TextRule.isRefused($0) })
         else { return nil }
         let trimmed = raw.trimmingCharacters(in: .whitespaces)
         return trimmed.isEmpty ? nil : trimmed

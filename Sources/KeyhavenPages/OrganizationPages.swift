@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
 import KeyhavenServices
+import KeyhavenWeb
 
 /// The organizations pages (SPEC §12): the reader's organizations and a form to create one; an organization's
 /// page with its members and roles, invitations (with a link to copy), service tokens, renaming and deletion; and
@@ -18,7 +18,9 @@ struct OrganizationPages: Sendable {
         "created", "renamed", "role_changed", "removed", "left", "invitation_revoked", "token_revoked", "confirmed",
     ]
 
-    @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func list(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws
+        -> Response
+    {
         let flash = IntegrationPages.flash(
             request, texts: page.texts, among: ["deleted", "left", "pending"], key: { "org_\($0)_flash" })
         return listPage(page: page, viewer: viewer, flash: flash)
@@ -38,7 +40,9 @@ struct OrganizationPages: Sendable {
             "orgs", view, title: page.texts["orgs_title"], for: page, section: .organizations, status: status)
     }
 
-    @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func create(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         guard let name = IntegrationPages.validName(form["name"]) else {
             return listPage(
@@ -61,10 +65,13 @@ struct OrganizationPages: Sendable {
         return (id, role, caller)
     }
 
-    @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func detail(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let (id, _, caller) = try await organization(request, context, viewer, .view)
         let flash = IntegrationPages.flash(request, texts: page.texts, among: Self.flashes, key: { "org_\($0)_flash" })
-        return try await detailPage(id, caller: caller, page: page, viewer: viewer, addition: OrganizationAddition(flash: flash))
+        return try await detailPage(
+            id, caller: caller, page: page, viewer: viewer, addition: OrganizationAddition(flash: flash))
     }
 
     private func detailPage(
@@ -92,7 +99,9 @@ struct OrganizationPages: Sendable {
         }
         var tokens: [TokenRow] = []
         if allows(.manageServiceTokens) {
-            tokens = try await services.organizations.serviceTokens(of: id, by: caller).map { TokenRow($0, texts: texts) }
+            tokens = try await services.organizations.serviceTokens(of: id, by: caller).map {
+                TokenRow($0, texts: texts)
+            }
         }
         let view = OrganizationPage(
             org: OrganizationBadge(id: IntegrationPages.idText(id), name: organization.name, role: texts.role(role)),
@@ -105,7 +114,9 @@ struct OrganizationPages: Sendable {
             "org", view, title: organization.name, for: page, section: .organizations, workspace: id, status: status)
     }
 
-    @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func rename(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .administer)
         guard let name = IntegrationPages.validName(form["name"]) else {
@@ -117,7 +128,9 @@ struct OrganizationPages: Sendable {
         return redirect(id, "renamed")
     }
 
-    @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func delete(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .administer)
         do {
@@ -133,7 +146,9 @@ struct OrganizationPages: Sendable {
         return Response.redirect(to: "/orgs?done=deleted", type: .normal)
     }
 
-    @Sendable func setRole(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func setRole(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
         guard let newRole = form["role"].flatMap(WorkspaceRole.init(rawValue:)) else {
@@ -141,7 +156,8 @@ struct OrganizationPages: Sendable {
         }
         do {
             _ = try await services.organizations.setRole(
-                of: try UUID.path(context, "user_id"), in: id, by: caller) { newRole }
+                of: try UUID.path(context, "user_id"), in: id, by: caller
+            ) { newRole }
         } catch KeyhavenError.conflict {
             return try await detailPage(
                 id, caller: caller, page: page, viewer: viewer,
@@ -151,14 +167,18 @@ struct OrganizationPages: Sendable {
     }
 
     /// Confirms a member who joined pending confirmation (SPEC §12: their account is newer than the invitation).
-    @Sendable func confirmMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func confirmMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
         _ = try await services.organizations.confirm(try UUID.path(context, "user_id"), in: id, by: caller)
         return redirect(id, "confirmed")
     }
 
-    @Sendable func removeMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func removeMember(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let userID = try UUID.path(context, "user_id")
         let leaving = userID == viewer.user.id
@@ -173,7 +193,9 @@ struct OrganizationPages: Sendable {
         return leaving ? Response.redirect(to: "/orgs?done=left", type: .normal) : redirect(id, "removed")
     }
 
-    @Sendable func invite(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func invite(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, role, caller) = try await organization(request, context, viewer, .manageMembers)
         let email = form.trimmed("email")?.lowercased() ?? ""
@@ -200,14 +222,18 @@ struct OrganizationPages: Sendable {
         }
     }
 
-    @Sendable func revokeInvitation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func revokeInvitation(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
         try await services.organizations.revokeInvitation(try UUID.path(context, "invitation_id"), in: id, by: caller)
         return redirect(id, "invitation_revoked")
     }
 
-    @Sendable func createServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func createServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .manageServiceTokens)
         guard let name = IntegrationPages.validName(form["name"]) else {
@@ -222,7 +248,9 @@ struct OrganizationPages: Sendable {
             id, caller: caller, page: page, viewer: viewer, addition: OrganizationAddition(createdToken: secret))
     }
 
-    @Sendable func revokeServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func revokeServiceToken(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         _ = try await WebPages.form(request, context: context, viewer: viewer)
         let (id, _, caller) = try await organization(request, context, viewer, .manageServiceTokens)
         try await services.organizations.revokeServiceToken(try UUID.path(context, "token_id"), in: id, by: caller)
@@ -233,11 +261,15 @@ struct OrganizationPages: Sendable {
 
     /// The page an invitation link opens. The token is in the link's fragment: the page's script puts it in the
     /// form (and keeps it across signing in); it can also be pasted.
-    @Sendable func acceptPage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws -> Response {
+    @Sendable func acceptPage(_ request: Request, context: AppRequestContext, page: PageRequest) async throws
+        -> Response
+    {
         renderer.page("accept", AcceptPage(error: nil), title: page.texts["accept_title"], for: page)
     }
 
-    @Sendable func accept(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer) async throws -> Response {
+    @Sendable func accept(_ request: Request, context: AppRequestContext, page: PageRequest, viewer: Viewer)
+        async throws -> Response
+    {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
         let token = form.trimmed("token") ?? ""
         let refusal: String

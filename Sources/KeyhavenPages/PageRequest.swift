@@ -2,8 +2,8 @@ import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
 import KeyhavenServices
+import KeyhavenWeb
 
 /// The signed-in reader of a page, with the organizations they belong to (for the workspace switcher).
 struct Viewer: Sendable {
@@ -14,7 +14,8 @@ struct Viewer: Sendable {
     /// The reader as the services see them, with the actor of their audit events.
     func caller(_ request: Request, _ context: AppRequestContext) -> UserCaller {
         UserCaller(
-            user: user, credential: .session(session), ip: context.clientAddress, userAgent: request.headers[.userAgent])
+            user: user, credential: .session(session), ip: context.clientAddress, userAgent: request.headers[.userAgent]
+        )
     }
 
     /// The name of a workspace the reader belongs to, if they do.

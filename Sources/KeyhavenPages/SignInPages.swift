@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
 import KeyhavenServices
+import KeyhavenWeb
 
 /// Sign-in, sign-up, sign-out and the language switch: the forms a signed-out reader can use, each with a token
 /// bound to a cookie (double submit).

@@ -1,9 +1,9 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
+import KeyhavenWeb
 
 /// The Usage page of a workspace (`/usage`), the usage panel of an integration's detail page, and the form that
 /// sets an integration's limits (SPEC §13): daily cost and tokens as server-rendered SVG, a table by model, the

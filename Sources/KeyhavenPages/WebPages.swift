@@ -1,9 +1,9 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenWeb
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
+import KeyhavenWeb
 
 /// The server-rendered web interface of SPEC §9: sign-in and sign-up, the integrations list, the new-integration
 /// form, an integration's detail page, the audit log and personal tokens. Every form works without JavaScript;
@@ -70,9 +70,11 @@ public struct WebPages: Sendable {
         let pages = router.group()
         pages.add(middleware: ClientAddressMiddleware(trustedProxies: trustedProxies))
         pages.add(middleware: reader.authentication)
-        pages.get("/", use: open { _, _, page in
-            Response.redirect(to: page.viewer == nil ? "/login" : "/integrations", type: .found)
-        })
+        pages.get(
+            "/",
+            use: open { _, _, page in
+                Response.redirect(to: page.viewer == nil ? "/login" : "/integrations", type: .found)
+            })
         let signIn = SignInPages(services: services, renderer: renderer, cookie: cookie)
         pages.get("/login", use: open(signIn.loginPage))
         pages.post("/login", use: open(signIn.login))
@@ -123,7 +125,8 @@ public struct WebPages: Sendable {
     typealias Handler = @Sendable (Request, AppRequestContext) async throws -> Response
 
     /// A page anyone may see; a signed-in reader is recognised.
-    func open(_ body: @escaping @Sendable (Request, AppRequestContext, PageRequest) async throws -> Response) -> Handler {
+    func open(_ body: @escaping @Sendable (Request, AppRequestContext, PageRequest) async throws -> Response) -> Handler
+    {
         { request, context in
             let page = try await reader.page(request, identity: context.identity)
             let response = try await failing(as: page) { try await body(request, context, page) }

@@ -15,7 +15,9 @@ struct AWSVerifier: Verifier {
         case .string(let text)? where CredentialValidator.isAWSRegion(text): region = text
         default: return ProviderClient.Refused.unbuildable(.invalidRegion).result
         }
-        let regional = config["region"] == nil ? ProviderEndpoints.defaultURL(.aws) : URL(string: "https://sts.\(region).amazonaws.com")
+        let regional =
+            config["region"] == nil
+            ? ProviderEndpoints.defaultURL(.aws) : URL(string: "https://sts.\(region).amazonaws.com")
         guard let url = context.endpoints.override(.aws) ?? regional, url.host != nil else {
             return ProviderClient.Refused.unbuildable(.noRegionalEndpoint).result
         }
@@ -31,12 +33,14 @@ struct AWSVerifier: Verifier {
                 guard let account = Self.element("Account", in: xml), let arn = Self.element("Arn", in: xml) else {
                     return VerificationResult(outcome: .unexpectedResponse, detail: .callerIdentityMissing)
                 }
-                return VerificationResult(outcome: .connected, details: ["account_id": .string(account), "arn": .string(arn)])
+                return VerificationResult(
+                    outcome: .connected, details: ["account_id": .string(account), "arn": .string(arn)])
             }
             let code = Self.element("Code", in: xml)
             let outcome: VerificationOutcome =
                 switch code {
-                case "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "InvalidAccessKeyId": .invalidCredentials
+                case "InvalidClientTokenId", "SignatureDoesNotMatch", "IncompleteSignature", "InvalidAccessKeyId":
+                    .invalidCredentials
                 case "ExpiredToken", "RequestExpired", "TokenRefreshRequired": .expired
                 case "AccessDenied", "AccessDeniedException", "UnauthorizedOperation": .insufficientPermissions
                 case "Throttling", "ThrottlingException", "RequestLimitExceeded": .rateLimited
@@ -67,7 +71,8 @@ struct AWSVerifier: Verifier {
 
     /// The text of the first `<name>…</name>` (STS answers in XML).
     static func element(_ name: String, in xml: String) -> String? {
-        guard let start = xml.range(of: "<\(name)>"), let end = xml.range(of: "</\(name)>", range: start.upperBound..<xml.endIndex)
+        guard let start = xml.range(of: "<\(name)>"),
+            let end = xml.range(of: "</\(name)>", range: start.upperBound..<xml.endIndex)
         else { return nil }
         return String(xml[start.upperBound..<end.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -8,7 +8,8 @@ struct AzureVerifier: Verifier {
         "china": "https://login.chinacloudapi.cn",
     ]
     static let scopes = [
-        "public": "https://management.azure.com/.default", "usgovernment": "https://management.usgovcloudapi.net/.default",
+        "public": "https://management.azure.com/.default",
+        "usgovernment": "https://management.usgovcloudapi.net/.default",
         "china": "https://management.chinacloudapi.cn/.default",
     ]
 
@@ -32,7 +33,9 @@ struct AzureVerifier: Verifier {
         case .refused(let reply):
             let json = reply.json
             let description = json["error_description"] as? String ?? ""
-            let code = description.range(of: #"AADSTS\d+"#, options: String.CompareOptions.regularExpression).map { String(description[$0]) }
+            let code = description.range(of: #"AADSTS\d+"#, options: String.CompareOptions.regularExpression).map {
+                String(description[$0])
+            }
             let (outcome, meaning): (VerificationOutcome, VerificationDetail.AzureRefusal?) =
                 switch code {
                 case "AADSTS7000215": (.invalidCredentials, .invalidClientSecret)
@@ -40,7 +43,11 @@ struct AzureVerifier: Verifier {
                 case "AADSTS700016": (.invalidCredentials, .unknownApplication)
                 case "AADSTS90002", "AADSTS900023": (.invalidCredentials, .unknownTenant)
                 case "AADSTS50034", "AADSTS7000112": (.invalidCredentials, nil)
-                default: (reply.status == 400 || reply.status == 401 ? .invalidCredentials : commonOutcome(status: reply.status), nil)
+                default:
+                    (
+                        reply.status == 400 || reply.status == 401
+                            ? .invalidCredentials : commonOutcome(status: reply.status), nil
+                    )
                 }
             let first = description.split(separator: "\r\n").first.map(String.init) ?? description
             if let code, let meaning {

@@ -35,14 +35,18 @@ struct GoogleCloudVerifier: Verifier {
 
     /// The token request's form: a one-hour RS256 assertion for `scopes`, signed with the account's key; nil when
     /// the key cannot be read.
-    static func assertionForm(email: String, pem: String, keyID: String, scopes: [String], audience: URL) async -> String? {
+    static func assertionForm(email: String, pem: String, keyID: String, scopes: [String], audience: URL) async
+        -> String?
+    {
         do {
             let keys = JWTKeyCollection()
-            await keys.add(rsa: try Insecure.RSA.PrivateKey(pem: pem), digestAlgorithm: .sha256, kid: JWKIdentifier(string: keyID))
+            await keys.add(
+                rsa: try Insecure.RSA.PrivateKey(pem: pem), digestAlgorithm: .sha256, kid: JWKIdentifier(string: keyID))
             let now = Date()
             let assertion = try await keys.sign(
                 Assertion(
-                    iss: .init(value: email), scope: scopes.joined(separator: " "), aud: .init(value: [audience.absoluteString]),
+                    iss: .init(value: email), scope: scopes.joined(separator: " "),
+                    aud: .init(value: [audience.absoluteString]),
                     iat: .init(value: now), exp: .init(value: now.addingTimeInterval(3600))),
                 kid: JWKIdentifier(string: keyID))
             return "grant_type=\(formEncode("urn:ietf:params:oauth:grant-type:jwt-bearer"))&assertion=\(assertion)"
@@ -64,8 +68,11 @@ struct GoogleCloudVerifier: Verifier {
             return VerificationResult(outcome: outcome, detail: .tokenURINotGoogle)
         }
         let scopes: [String] =
-            if case .array(let items)? = config["scopes"] { items.compactMap(\.stringValue) } else { [Self.defaultScope] }
-        guard let form = await Self.assertionForm(email: email, pem: pem, keyID: keyID, scopes: scopes, audience: url) else {
+            if case .array(let items)? = config["scopes"] { items.compactMap(\.stringValue) } else {
+                [Self.defaultScope]
+            }
+        guard let form = await Self.assertionForm(email: email, pem: pem, keyID: keyID, scopes: scopes, audience: url)
+        else {
             return VerificationResult(outcome: .invalidCredentials, detail: .privateKeyUnreadable)
         }
         switch await context.requestToken(url, origin: origin, form: form, details: ["client_email": .string(email)]) {

@@ -9,7 +9,9 @@ struct KeyBasedVerifier: Verifier {
 
     static let openai = KeyBasedVerifier(type: .openai, path: "/v1/models") { key, config in
         var headers = [("Authorization", "Bearer \(key)")]
-        if let organization = config["organization"]?.stringValue { headers.append(("OpenAI-Organization", organization)) }
+        if let organization = config["organization"]?.stringValue {
+            headers.append(("OpenAI-Organization", organization))
+        }
         if let project = config["project"]?.stringValue { headers.append(("OpenAI-Project", project)) }
         return headers
     }

@@ -68,7 +68,9 @@ public struct ProviderClient: Sendable {
     /// The whole request's deadline (SPEC §7: 10 s; connecting alone gets 5 s, set on the client).
     public var timeout: Duration
 
-    public init(client: HTTPClient, endpoints: ProviderEndpoints, egress: EgressPolicy, timeout: Duration = .seconds(10)) {
+    public init(
+        client: HTTPClient, endpoints: ProviderEndpoints, egress: EgressPolicy, timeout: Duration = .seconds(10)
+    ) {
         self.client = client
         self.endpoints = endpoints
         self.egress = egress
@@ -118,7 +120,8 @@ public struct ProviderClient: Sendable {
         }
         // A header that would split the request, or carry bytes beyond ASCII, is never sent.
         for (name, value) in headers {
-            guard !name.isEmpty, name.utf8.allSatisfy(ASCII.isKeyCharacter), value.utf8.allSatisfy(ASCII.isPrintable) else {
+            guard !name.isEmpty, name.utf8.allSatisfy(ASCII.isKeyCharacter), value.utf8.allSatisfy(ASCII.isPrintable)
+            else {
                 return .failure(.unbuildable(.unsendableHeader))
             }
         }

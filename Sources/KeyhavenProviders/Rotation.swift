@@ -33,7 +33,9 @@ public protocol Rotator: Sendable {
     func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure>
 
     /// Creates a new credential with the current one; `tag` names it where the provider keeps a name (Azure).
-    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure>
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<
+        CreatedCredential, RotationFailure
+    >
 
     /// Credentials made at the provider since `since` (or carrying `tag`), other than `keep`: what an interrupted
     /// `create` may have left behind.
@@ -43,22 +45,29 @@ public protocol Rotator: Sendable {
 
     /// Stops the old credential from working without deleting it (AWS: `Inactive`); others have no such state and
     /// do nothing. `current` is the new credential, which does the asking.
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure>
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    >
 
     /// Deletes the old credential at the provider, asking with `current`.
-    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure>
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    >
 }
 
 extension Rotator {
     /// Creates a new credential without a tag.
-    public func create(using current: Credentials, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
+    public func create(using current: Credentials, in context: ProviderClient) async -> Result<
+        CreatedCredential, RotationFailure
+    > {
         await create(using: current, tag: "", in: context)
     }
 }
 
 /// A provider's timestamp (ISO 8601, with or without fractional seconds).
 func providerDate(_ text: String) -> Date? {
-    (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))) ?? (try? Date(text, strategy: .iso8601))
+    (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+        ?? (try? Date(text, strategy: .iso8601))
 }
 
 /// The rotator of each provider that lets a credential replace itself.
@@ -83,7 +92,9 @@ struct Sanitized: Rotator {
         clean(await base.keyID(of: credentials, in: context), credentials)
     }
 
-    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<
+        CreatedCredential, RotationFailure
+    > {
         clean(await base.create(using: current, tag: tag, in: context), current)
     }
 
@@ -93,16 +104,25 @@ struct Sanitized: Rotator {
         clean(await base.strays(since: since, tag: tag, keep: keep, using: current, in: context), current)
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         clean(await base.deactivate(keyID, using: current, in: context), current)
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         clean(await base.delete(keyID, using: current, in: context), current)
     }
 
-    private func clean<T>(_ result: Result<T, RotationFailure>, _ credentials: Credentials) -> Result<T, RotationFailure> {
-        result.mapError { RotationFailure(outcome: $0.outcome, message: Sanitizer.clean($0.message, secrets: credentials.secretValues)) }
+    private func clean<T>(_ result: Result<T, RotationFailure>, _ credentials: Credentials) -> Result<
+        T, RotationFailure
+    > {
+        result.mapError {
+            RotationFailure(
+                outcome: $0.outcome, message: Sanitizer.clean($0.message, secrets: credentials.secretValues))
+        }
     }
 }
 
@@ -124,7 +144,8 @@ struct AWSRotator: Rotator {
             return await call("ListAccessKeys", ["UserName": user], with: current, in: context).map { xml in
                 xml.components(separatedBy: "<member>").dropFirst().compactMap { member in
                     guard let id = AWSVerifier.element("AccessKeyId", in: member), id != keep,
-                        let created = AWSVerifier.element("CreateDate", in: member).flatMap(providerDate), created >= since
+                        let created = AWSVerifier.element("CreateDate", in: member).flatMap(providerDate),
+                        created >= since
                     else { return nil }
                     return id
                 }
@@ -132,11 +153,15 @@ struct AWSRotator: Rotator {
         }
     }
 
-    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<
+        CreatedCredential, RotationFailure
+    > {
         guard case .aws(_, _, let sessionToken) = current else { return .failure(Self.notAWS) }
         guard sessionToken == nil else {
-            return .failure(RotationFailure(
-                outcome: .insufficientPermissions, message: "Temporary (session) credentials cannot be rotated; store an IAM user's key."))
+            return .failure(
+                RotationFailure(
+                    outcome: .insufficientPermissions,
+                    message: "Temporary (session) credentials cannot be rotated; store an IAM user's key."))
         }
         let user: String
         switch await userName(current, in: context) {
@@ -146,35 +171,46 @@ struct AWSRotator: Rotator {
         switch await call("CreateAccessKey", ["UserName": user], with: current, in: context) {
         case .failure(let failure):
             if failure.message.hasPrefix("LimitExceeded") {
-                return .failure(RotationFailure(
-                    outcome: .insufficientPermissions,
-                    message: "The IAM user \(user) already has two access keys; delete the one not in use, then rotate again."))
+                return .failure(
+                    RotationFailure(
+                        outcome: .insufficientPermissions,
+                        message:
+                            "The IAM user \(user) already has two access keys; delete the one not in use, then rotate again."
+                    ))
             }
             return .failure(failure)
         case .success(let xml):
-            guard let id = AWSVerifier.element("AccessKeyId", in: xml), let secret = AWSVerifier.element("SecretAccessKey", in: xml),
+            guard let id = AWSVerifier.element("AccessKeyId", in: xml),
+                let secret = AWSVerifier.element("SecretAccessKey", in: xml),
                 case .success(let credentials) = CredentialValidator.validate(
                     type: .aws, .object(["access_key_id": .string(id), "secret_access_key": .string(secret)]))
             else {
-                return .failure(RotationFailure(outcome: .unexpectedResponse, message: "IAM did not return a usable access key."))
+                return .failure(
+                    RotationFailure(outcome: .unexpectedResponse, message: "IAM did not return a usable access key."))
             }
             return .success(CreatedCredential(credentials: credentials, keyID: id))
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         await change("UpdateAccessKey", keyID, extra: ["Status": "Inactive"], using: current, in: context)
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         await change("DeleteAccessKey", keyID, extra: [:], using: current, in: context)
     }
 
     private func change(
-        _ action: String, _ keyID: String, extra: [String: String], using current: Credentials, in context: ProviderClient
+        _ action: String, _ keyID: String, extra: [String: String], using current: Credentials,
+        in context: ProviderClient
     ) async -> Result<Void, RotationFailure> {
         guard keyID.utf8.count == 20, keyID.utf8.allSatisfy(ASCII.isUpperAlphanumeric) else {
-            return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old access key id is not valid."))
+            return .failure(
+                RotationFailure(outcome: .unexpectedResponse, message: "The old access key id is not valid."))
         }
         switch await userName(current, in: context) {
         case .failure(let failure): return .failure(failure)
@@ -187,11 +223,17 @@ struct AWSRotator: Rotator {
     }
 
     /// The IAM user the key belongs to, from the ARN `GetCallerIdentity` returns (`…:user/path/NAME`).
-    private func userName(_ credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
+    private func userName(_ credentials: Credentials, in context: ProviderClient) async -> Result<
+        String, RotationFailure
+    > {
         guard case .aws(let id, let secret, let token) = credentials else { return .failure(Self.notAWS) }
-        let signer = SigV4Signer(credentials: .init(accessKeyID: id, secretAccessKey: secret, sessionToken: token), region: "us-east-1", service: "sts")
+        let signer = SigV4Signer(
+            credentials: .init(accessKeyID: id, secretAccessKey: secret, sessionToken: token), region: "us-east-1",
+            service: "sts")
         let url = context.endpoints.base(.aws)
-        switch await AWSVerifier.post("Action=GetCallerIdentity&Version=2011-06-15", to: url, signer: signer, in: context) {
+        switch await AWSVerifier.post(
+            "Action=GetCallerIdentity&Version=2011-06-15", to: url, signer: signer, in: context)
+        {
         case .failure(let refused):
             return .failure(RotationFailure(refused, "GetCallerIdentity"))
         case .success(let reply):
@@ -203,8 +245,11 @@ struct AWSRotator: Rotator {
             guard resource.hasPrefix("user/"), let name = resource.split(separator: "/").last, name.utf8.count <= 64,
                 name.utf8.allSatisfy({ ASCII.isKeyCharacter($0) || "+=,.@".utf8.contains($0) })
             else {
-                return .failure(RotationFailure(
-                    outcome: .insufficientPermissions, message: "Only an IAM user's access key can rotate itself (this key is \(resource.prefix(40)))."))
+                return .failure(
+                    RotationFailure(
+                        outcome: .insufficientPermissions,
+                        message: "Only an IAM user's access key can rotate itself (this key is \(resource.prefix(40)))."
+                    ))
             }
             return .success(String(name))
         }
@@ -215,7 +260,9 @@ struct AWSRotator: Rotator {
         _ action: String, _ fields: [String: String], with credentials: Credentials, in context: ProviderClient
     ) async -> Result<String, RotationFailure> {
         guard case .aws(let id, let secret, let token) = credentials else { return .failure(Self.notAWS) }
-        let signer = SigV4Signer(credentials: .init(accessKeyID: id, secretAccessKey: secret, sessionToken: token), region: "us-east-1", service: "iam")
+        let signer = SigV4Signer(
+            credentials: .init(accessKeyID: id, secretAccessKey: secret, sessionToken: token), region: "us-east-1",
+            service: "iam")
         var all = fields
         all["Action"] = action
         all["Version"] = "2010-05-08"
@@ -243,7 +290,8 @@ struct AWSRotator: Rotator {
             }
         let text = [code, AWSVerifier.element("Message", in: xml)].compactMap { $0 }.joined(separator: ": ")
         // The code leads, so a caller can tell LimitExceeded apart.
-        return RotationFailure(outcome: outcome, message: text.isEmpty ? "\(action) failed (\(reply.status))" : String(text.prefix(300)))
+        return RotationFailure(
+            outcome: outcome, message: text.isEmpty ? "\(action) failed (\(reply.status))" : String(text.prefix(300)))
     }
 
     static let notAWS = RotationFailure(outcome: .unexpectedResponse, message: "These are not AWS credentials.")
@@ -253,7 +301,8 @@ struct AWSRotator: Rotator {
 /// (`serviceAccounts.keys.create`); the old key is deleted with a token from the new one.
 struct GoogleCloudRotator: Rotator {
     func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
-        guard case .googleServiceAccount(let account) = credentials, let id = account["private_key_id"]?.stringValue else {
+        guard case .googleServiceAccount(let account) = credentials, let id = account["private_key_id"]?.stringValue
+        else {
             return .failure(Self.notGoogle)
         }
         return .success(id)
@@ -266,7 +315,9 @@ struct GoogleCloudRotator: Rotator {
         case .failure(let failure):
             return .failure(failure)
         case .success(let (email, token)):
-            guard let base = keysURL(email, in: context), let url = URL(string: base.absoluteString + "?keyTypes=USER_MANAGED") else {
+            guard let base = keysURL(email, in: context),
+                let url = URL(string: base.absoluteString + "?keyTypes=USER_MANAGED")
+            else {
                 return .failure(Self.notGoogle)
             }
             switch await context.send(.GET, url, headers: [("Authorization", "Bearer \(token)")]) {
@@ -274,19 +325,23 @@ struct GoogleCloudRotator: Rotator {
                 return .failure(RotationFailure(refused, "Listing the keys"))
             case .success(let reply) where reply.status == 200:
                 let keys = reply.json["keys"] as? [[String: Any]] ?? []
-                return .success(keys.compactMap { key in
-                    guard let id = (key["name"] as? String)?.split(separator: "/").last.map(String.init), id != keep,
-                        let valid = (key["validAfterTime"] as? String).flatMap(providerDate), valid >= since
-                    else { return nil }
-                    return id
-                })
+                return .success(
+                    keys.compactMap { key in
+                        guard let id = (key["name"] as? String)?.split(separator: "/").last.map(String.init),
+                            id != keep,
+                            let valid = (key["validAfterTime"] as? String).flatMap(providerDate), valid >= since
+                        else { return nil }
+                        return id
+                    })
             case .success(let reply):
                 return .failure(Self.failure(reply, "Listing the keys"))
             }
         }
     }
 
-    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<
+        CreatedCredential, RotationFailure
+    > {
         let (email, token): (String, String)
         switch await bearer(current, in: context) {
         case .failure(let failure): return .failure(failure)
@@ -305,7 +360,8 @@ struct GoogleCloudRotator: Rotator {
                 case .googleServiceAccount(let account) = credentials, account["client_email"]?.stringValue == email,
                 let keyID = account["private_key_id"]?.stringValue
             else {
-                return .failure(RotationFailure(outcome: .unexpectedResponse, message: "Google did not return a usable key file."))
+                return .failure(
+                    RotationFailure(outcome: .unexpectedResponse, message: "Google did not return a usable key file."))
             }
             return .success(CreatedCredential(credentials: credentials, keyID: keyID))
         case .success(let reply):
@@ -313,11 +369,15 @@ struct GoogleCloudRotator: Rotator {
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         .success(())
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         guard !keyID.isEmpty, keyID.utf8.allSatisfy(ASCII.isKeyCharacter) else {
             return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old key id is not valid."))
         }
@@ -325,7 +385,9 @@ struct GoogleCloudRotator: Rotator {
         case .failure(let failure):
             return .failure(failure)
         case .success(let (email, token)):
-            guard let url = keysURL(email, in: context)?.appendingPathComponent(keyID) else { return .failure(Self.notGoogle) }
+            guard let url = keysURL(email, in: context)?.appendingPathComponent(keyID) else {
+                return .failure(Self.notGoogle)
+            }
             switch await context.send(.DELETE, url, headers: [("Authorization", "Bearer \(token)")]) {
             case .failure(let refused): return .failure(RotationFailure(refused, "Deleting the old key"))
             // A key that is already gone (a retried step) counts as deleted.
@@ -336,24 +398,35 @@ struct GoogleCloudRotator: Rotator {
     }
 
     private func keysURL(_ email: String, in context: ProviderClient) -> URL? {
-        guard !email.isEmpty, email.utf8.allSatisfy({ ASCII.isKeyCharacter($0) || $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: ".") }) else {
+        guard !email.isEmpty,
+            email.utf8.allSatisfy({ ASCII.isKeyCharacter($0) || $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: ".") })
+        else {
             return nil
         }
-        return context.endpoints.base(.googleIAM).appendingPathComponent("v1/projects/-/serviceAccounts").appendingPathComponent(email)
+        return context.endpoints.base(.googleIAM).appendingPathComponent("v1/projects/-/serviceAccounts")
+            .appendingPathComponent(email)
             .appendingPathComponent("keys")
     }
 
     /// An access token for the Cloud Platform scope, from the service account's key.
-    private func bearer(_ credentials: Credentials, in context: ProviderClient) async -> Result<(String, String), RotationFailure> {
+    private func bearer(_ credentials: Credentials, in context: ProviderClient) async -> Result<
+        (String, String), RotationFailure
+    > {
         guard case .googleServiceAccount(let account) = credentials, let email = account["client_email"]?.stringValue,
             let pem = account["private_key"]?.stringValue, let keyID = account["private_key_id"]?.stringValue
         else { return .failure(Self.notGoogle) }
         guard case .success(let (url, origin)) = GoogleCloudVerifier.tokenURL(account, in: context) else {
-            return .failure(RotationFailure(outcome: .endpointNotAllowed, message: "The service account's token_uri is not a Google endpoint."))
+            return .failure(
+                RotationFailure(
+                    outcome: .endpointNotAllowed, message: "The service account's token_uri is not a Google endpoint."))
         }
-        guard let form = await GoogleCloudVerifier.assertionForm(
-            email: email, pem: pem, keyID: keyID, scopes: [GoogleCloudVerifier.defaultScope], audience: url)
-        else { return .failure(RotationFailure(outcome: .invalidCredentials, message: "The private key could not be read.")) }
+        guard
+            let form = await GoogleCloudVerifier.assertionForm(
+                email: email, pem: pem, keyID: keyID, scopes: [GoogleCloudVerifier.defaultScope], audience: url)
+        else {
+            return .failure(
+                RotationFailure(outcome: .invalidCredentials, message: "The private key could not be read."))
+        }
         switch await context.accessToken(url, origin: origin, form: form) {
         case .failure(let refused): return .failure(RotationFailure(refused, "Getting a token"))
         case .success(.failure(let reply)): return .failure(Self.failure(reply, "Getting a token"))
@@ -368,10 +441,12 @@ struct GoogleCloudRotator: Rotator {
             case 403: .insufficientPermissions
             default: commonOutcome(status: reply.status)
             }
-        return RotationFailure(outcome: outcome, message: "\(what): \(providerMessage(reply.json) ?? "status \(reply.status)")")
+        return RotationFailure(
+            outcome: outcome, message: "\(what): \(providerMessage(reply.json) ?? "status \(reply.status)")")
     }
 
-    static let notGoogle = RotationFailure(outcome: .unexpectedResponse, message: "These are not service-account credentials.")
+    static let notGoogle = RotationFailure(
+        outcome: .unexpectedResponse, message: "These are not service-account credentials.")
 }
 
 /// Azure: a Microsoft Graph token from the current secret adds a password to the application (`addPassword`); the
@@ -382,16 +457,22 @@ struct AzureRotator: Rotator {
 
     func keyID(of credentials: Credentials, in context: ProviderClient) async -> Result<String, RotationFailure> {
         guard case .azure(_, let client, let secret) = credentials else { return .failure(Self.notAzure) }
-        switch await graph(.GET, "", query: "?$select=passwordCredentials", body: nil, using: credentials, in: context) {
+        switch await graph(.GET, "", query: "?$select=passwordCredentials", body: nil, using: credentials, in: context)
+        {
         case .failure(let failure):
             return .failure(failure)
         case .success(let reply):
             let passwords = reply.json["passwordCredentials"] as? [[String: Any]] ?? []
-            let matches = passwords.filter { $0["hint"] as? String == String(secret.prefix(3)) }.compactMap { $0["keyId"] as? String }
+            let matches = passwords.filter { $0["hint"] as? String == String(secret.prefix(3)) }.compactMap {
+                $0["keyId"] as? String
+            }
             guard matches.count == 1, let keyID = matches.first else {
-                return .failure(RotationFailure(
-                    outcome: .unexpectedResponse,
-                    message: "Cannot tell which of application \(client)'s secrets is the stored one; remove the old secret in Azure by hand."))
+                return .failure(
+                    RotationFailure(
+                        outcome: .unexpectedResponse,
+                        message:
+                            "Cannot tell which of application \(client)'s secrets is the stored one; remove the old secret in Azure by hand."
+                    ))
             }
             return .success(keyID)
         }
@@ -402,9 +483,11 @@ struct AzureRotator: Rotator {
     ) async -> Result<[String], RotationFailure> {
         // Graph keeps a name: only secrets named for this very rotation are its strays.
         guard !tag.isEmpty else { return .success([]) }
-        return await graph(.GET, "", query: "?$select=passwordCredentials", body: nil, using: current, in: context).map { reply in
+        return await graph(.GET, "", query: "?$select=passwordCredentials", body: nil, using: current, in: context).map
+        { reply in
             (reply.json["passwordCredentials"] as? [[String: Any]] ?? []).compactMap { password in
-                guard password["displayName"] as? String == Self.displayName(tag), let id = password["keyId"] as? String, id != keep
+                guard password["displayName"] as? String == Self.displayName(tag),
+                    let id = password["keyId"] as? String, id != keep
                 else { return nil }
                 return id
             }
@@ -413,9 +496,12 @@ struct AzureRotator: Rotator {
 
     static func displayName(_ tag: String) -> String { "keyhaven rotation \(tag)" }
 
-    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<CreatedCredential, RotationFailure> {
+    func create(using current: Credentials, tag: String, in context: ProviderClient) async -> Result<
+        CreatedCredential, RotationFailure
+    > {
         guard case .azure(let tenant, let client, _) = current else { return .failure(Self.notAzure) }
-        let name = Self.displayName(tag.isEmpty ? Date().formatted(Date.ISO8601FormatStyle().year().month().day()) : tag)
+        let name = Self.displayName(
+            tag.isEmpty ? Date().formatted(Date.ISO8601FormatStyle().year().month().day()) : tag)
         let body = try? JSONSerialization.data(withJSONObject: ["passwordCredential": ["displayName": name]])
         switch await graph(.POST, "/addPassword", body: body, using: current, in: context) {
         case .failure(let failure):
@@ -423,21 +509,30 @@ struct AzureRotator: Rotator {
         case .success(let reply):
             guard let secret = reply.json["secretText"] as? String, let keyID = reply.json["keyId"] as? String,
                 case .success(let credentials) = CredentialValidator.validate(
-                    type: .azure, .object(["tenant_id": .string(tenant), "client_id": .string(client), "client_secret": .string(secret)]))
+                    type: .azure,
+                    .object([
+                        "tenant_id": .string(tenant), "client_id": .string(client), "client_secret": .string(secret),
+                    ]))
             else {
-                return .failure(RotationFailure(outcome: .unexpectedResponse, message: "Graph did not return a usable secret."))
+                return .failure(
+                    RotationFailure(outcome: .unexpectedResponse, message: "Graph did not return a usable secret."))
             }
             return .success(CreatedCredential(credentials: credentials, keyID: keyID))
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         .success(())
     }
 
-    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<Void, RotationFailure> {
+    func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
         guard ASCII.isGUID(keyID) else {
-            return .failure(RotationFailure(outcome: .unexpectedResponse, message: "The old secret's key id is not valid."))
+            return .failure(
+                RotationFailure(outcome: .unexpectedResponse, message: "The old secret's key id is not valid."))
         }
         let body = try? JSONSerialization.data(withJSONObject: ["keyId": keyID])
         // Deleting a secret that is already gone (a retried step) succeeds.
@@ -450,11 +545,15 @@ struct AzureRotator: Rotator {
         in context: ProviderClient, gone: Int? = nil
     ) async -> Result<ProviderClient.Reply, RotationFailure> {
         guard case .azure(let tenant, let client, let secret) = credentials, ASCII.isGUID(tenant), ASCII.isGUID(client),
-            let authority = context.endpoints.override(.azure) ?? AzureVerifier.authorities["public"].flatMap(URL.init(string:))
+            let authority = context.endpoints.override(.azure)
+                ?? AzureVerifier.authorities["public"].flatMap(URL.init(string:))
         else { return .failure(Self.notAzure) }
         let tokenURL = authority.appendingPathComponent(tenant).appendingPathComponent("oauth2/v2.0/token")
-        let form = [("client_id", client), ("client_secret", secret), ("scope", Self.graphScope), ("grant_type", "client_credentials")]
-            .map { "\($0.0)=\(formEncode($0.1))" }.joined(separator: "&")
+        let form = [
+            ("client_id", client), ("client_secret", secret), ("scope", Self.graphScope),
+            ("grant_type", "client_credentials"),
+        ]
+        .map { "\($0.0)=\(formEncode($0.1))" }.joined(separator: "&")
         let token: String
         switch await context.accessToken(tokenURL, form: form) {
         case .failure(let refused): return .failure(RotationFailure(refused, "Getting a Graph token"))
@@ -462,12 +561,15 @@ struct AzureRotator: Rotator {
         case .success(.success(let value)): token = value
         }
         let base = context.endpoints.base(.azureGraph).absoluteString
-        guard let url = URL(string: "\(base)/v1.0/applications(appId='\(client)')\(path)\(query)") else { return .failure(Self.notAzure) }
+        guard let url = URL(string: "\(base)/v1.0/applications(appId='\(client)')\(path)\(query)") else {
+            return .failure(Self.notAzure)
+        }
         var headers = [("Authorization", "Bearer \(token)")]
         if body != nil { headers.append(("Content-Type", "application/json")) }
         switch await context.send(method, url, headers: headers, body: body) {
         case .failure(let refused): return .failure(RotationFailure(refused, "Microsoft Graph"))
-        case .success(let reply) where (200..<300).contains(reply.status) || reply.status == gone: return .success(reply)
+        case .success(let reply) where (200..<300).contains(reply.status) || reply.status == gone:
+            return .success(reply)
         case .success(let reply): return .failure(Self.failure(reply, "Microsoft Graph"))
         }
     }
@@ -481,8 +583,10 @@ struct AzureRotator: Rotator {
             }
         let error = reply.json["error"]
         let message = (error as? [String: Any])?["message"] as? String ?? reply.json["error_description"] as? String
-        return RotationFailure(outcome: outcome, message: "\(what): \(message.map { String($0.prefix(300)) } ?? "status \(reply.status)")")
+        return RotationFailure(
+            outcome: outcome, message: "\(what): \(message.map { String($0.prefix(300)) } ?? "status \(reply.status)")")
     }
 
-    static let notAzure = RotationFailure(outcome: .unexpectedResponse, message: "These are not Azure service-principal credentials.")
+    static let notAzure = RotationFailure(
+        outcome: .unexpectedResponse, message: "These are not Azure service-principal credentials.")
 }

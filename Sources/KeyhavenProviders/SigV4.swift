@@ -83,7 +83,8 @@ public struct SigV4Signer: Sendable {
 
         let (path, query) = Self.split(request.target)
         let canonicalRequest = [
-            request.method.uppercased(), canonicalPath(path), Self.canonicalQuery(query), canonicalHeaders, signedHeaders,
+            request.method.uppercased(), canonicalPath(path), Self.canonicalQuery(query), canonicalHeaders,
+            signedHeaders,
             bodyHash,
         ].joined(separator: "\n")
         let scope = "\(day)/\(region)/\(service)/aws4_request"
@@ -98,12 +99,16 @@ public struct SigV4Signer: Sendable {
         let signature = Hex.encode(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: key))
 
         var toAdd = added
-        if let token = credentials.sessionToken, !signSessionToken { toAdd.insert(("X-Amz-Security-Token", token), at: 0) }
-        toAdd.append((
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
-        ))
-        return Signature(headersToAdd: toAdd, canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature)
+        if let token = credentials.sessionToken, !signSessionToken {
+            toAdd.insert(("X-Amz-Security-Token", token), at: 0)
+        }
+        toAdd.append(
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+            ))
+        return Signature(
+            headersToAdd: toAdd, canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature)
     }
 
     func canonicalPath(_ path: String) -> String {
@@ -132,7 +137,8 @@ public struct SigV4Signer: Sendable {
             let value = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
             return (encode(key), encode(value))
         }
-        return pairs.sorted { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+        return pairs.sorted { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(
+            separator: "&")
     }
 
     /// RFC 3986 encoding: everything but unreserved characters, as `%XX` in uppercase.
@@ -140,7 +146,8 @@ public struct SigV4Signer: Sendable {
         var result = ""
         for byte in text.utf8 {
             switch byte {
-            case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, 0x2D, 0x2E, 0x5F, 0x7E: result.unicodeScalars.append(UnicodeScalar(byte))
+            case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, 0x2D, 0x2E, 0x5F, 0x7E:
+                result.unicodeScalars.append(UnicodeScalar(byte))
             default: result += String(format: "%%%02X", byte)
             }
         }

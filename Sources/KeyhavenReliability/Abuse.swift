@@ -8,7 +8,7 @@ import NIOHTTP1
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Hostile clients against one server while a well-behaved client keeps reading an integration: bad input gets a
@@ -155,7 +155,7 @@ struct Abuse: Sendable {
     /// Opens `count` connections that send nothing; all must be closed by the server within its head deadline.
     private func idleConnections(port: Int, count: Int, log: @Sendable (String) -> Void) async -> [String] {
         let sockets = (0..<count).compactMap { _ in connect(port: port) }
-        defer { sockets.forEach { close($0) } }
+        defer { for socket in sockets { close(socket) } }
         if sockets.count < count { return ["only \(sockets.count) of \(count) idle connections could be opened"] }
         let closed = await closedWithin(sockets, seconds: Double(Self.headTimeout) + 3)
         log("\(count) idle connections: \(closed) closed by the server within \(Self.headTimeout + 3) s")
@@ -166,7 +166,7 @@ struct Abuse: Sendable {
     /// Sends a request head a byte every 200 ms; the server must close each within its head deadline.
     private func trickledHeads(port: Int, count: Int, log: @Sendable (String) -> Void) async -> [String] {
         let sockets = (0..<count).compactMap { _ in connect(port: port) }
-        defer { sockets.forEach { close($0) } }
+        defer { for socket in sockets { close(socket) } }
         let head = Array("GET /api/integrations HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ".utf8)
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(Double(Self.headTimeout) + 3)
@@ -189,7 +189,7 @@ struct Abuse: Sendable {
     private func trickledBodies(port: Int, count: Int, token: String, log: @Sendable (String) -> Void) async -> [String]
     {
         let sockets = (0..<count).compactMap { _ in connect(port: port) }
-        defer { sockets.forEach { close($0) } }
+        defer { for socket in sockets { close(socket) } }
         let head =
             "POST /api/integrations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
             + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
@@ -211,7 +211,7 @@ struct Abuse: Sendable {
     /// within its stall deadline (the unread answers are then drained to the end of the stream).
     private func unreadResponses(port: Int, count: Int, log: @Sendable (String) -> Void) async -> [String] {
         let sockets = (0..<count).compactMap { _ in connect(port: port) }
-        defer { sockets.forEach { close($0) } }
+        defer { for socket in sockets { close(socket) } }
         let requests = Array(
             String(repeating: "GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", count: 400).utf8)
         for socket in sockets { _ = sendAll(socket, requests) }

@@ -4,7 +4,7 @@ import KeyhavenClient
 import KeyhavenTestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Kills `keyhaven serve` with SIGKILL at a random moment under concurrent creates, credential replacements,

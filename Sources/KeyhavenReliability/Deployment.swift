@@ -1,9 +1,9 @@
 import Foundation
 import KeyhavenApp
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenDatabase
+import KeyhavenServices
 import KeyhavenStorage
 import KeyhavenTestSupport
 import KeyhavenWeb

@@ -3,7 +3,7 @@ import Foundation
 import KeyhavenTestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// keyhaven-reliability: checks of what must survive crashes, outages and abuse, run against a built `keyhaven`
@@ -236,7 +236,7 @@ func shell(_ command: String) async throws {
     var arguments: [UnsafeMutablePointer<CChar>?] = []
     for text in ["/bin/sh", "-c", command] { arguments.append(strdup(text)) }
     arguments.append(nil)
-    defer { arguments.forEach { free($0) } }
+    defer { for argument in arguments { free(argument) } }
     guard posix_spawn(&pid, "/bin/sh", nil, nil, arguments, environ) == 0 else {
         throw ValidationError("cannot run /bin/sh")
     }

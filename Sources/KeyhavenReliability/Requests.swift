@@ -5,7 +5,7 @@ import NIOCore
 import NIOHTTP1
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A server's answer, read whole.

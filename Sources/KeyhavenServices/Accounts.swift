@@ -2,7 +2,7 @@ import Foundation
 import KeyhavenCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Limits for login and sign-up attempts (SPEC §5); counted in the database, so they hold across instances.
@@ -25,7 +25,8 @@ public struct AuthRateLimits: Sendable {
     /// Creates limits; the defaults allow 10 failed logins per account and address, 30 logins per address and 10
     /// sign-ups per address every 15 minutes, and 100 logins per account every hour.
     public init(
-        loginPerAccount: Int = 10, loginPerAddress: Int = 30, signupPerAddress: Int = 10, window: Duration = .seconds(900),
+        loginPerAccount: Int = 10, loginPerAddress: Int = 30, signupPerAddress: Int = 10,
+        window: Duration = .seconds(900),
         loginPerAccountGlobally: Int = 100, accountWindow: Duration = .seconds(3600)
     ) {
         self.loginPerAccount = loginPerAccount
@@ -114,7 +115,8 @@ public struct Accounts: Sendable {
         try await throttle([("signup:address:\(Self.limitKey(actor.ip))", limits.signupPerAddress, limits.window)])
         guard problems.isEmpty, let email, let password else { throw KeyhavenError.validationFailed(problems) }
         let user = try await users.create(
-            email: email, passwordHash: try await hasher.hash(password), audit: AuditEntry(actor: actor, action: .signup))
+            email: email, passwordHash: try await hasher.hash(password),
+            audit: AuditEntry(actor: actor, action: .signup))
         return try await startSession(for: user)
     }
 
@@ -126,7 +128,8 @@ public struct Accounts: Sendable {
         let problems = Self.problems(email: email, password: password)
         guard problems.isEmpty else { throw KeyhavenError.validationFailed(problems) }
         return try await users.create(
-            email: email, passwordHash: try await hasher.hash(password), audit: AuditEntry(actor: actor, action: .signup))
+            email: email, passwordHash: try await hasher.hash(password),
+            audit: AuditEntry(actor: actor, action: .signup))
     }
 
     /// Logs in: counts the attempt under the address, the account at that address and the account anywhere,
@@ -149,8 +152,9 @@ public struct Accounts: Sendable {
         guard case .valid(let rehash) = verdict, let user = found?.0 else {
             if let user = found?.0 { actor.id = user.id.lowercasedText }
             try await audit.append(
-                AuditEntry(actor: actor, action: .login, outcome: .failure, ownerID: found?.0.id,
-                           detail: ["reason": .string("invalid_credentials")]))
+                AuditEntry(
+                    actor: actor, action: .login, outcome: .failure, ownerID: found?.0.id,
+                    detail: ["reason": .string("invalid_credentials")]))
             throw KeyhavenError.invalidLogin
         }
         actor.id = user.id.lowercasedText
@@ -237,7 +241,9 @@ public struct Accounts: Sendable {
         if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
             return bytes[12..<16].map(String.init).joined(separator: ".")
         }
-        let groups = stride(from: 0, to: 8, by: 2).map { String(format: "%x", UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1])) }
+        let groups = stride(from: 0, to: 8, by: 2).map {
+            String(format: "%x", UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]))
+        }
         return groups.joined(separator: ":") + "::/64"
     }
 }

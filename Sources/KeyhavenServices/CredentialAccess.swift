@@ -51,8 +51,9 @@ public struct CredentialAccess: Sendable {
         case nil:
             throw KeyhavenError.unauthenticated
         case .user(let user, _):
-            try await refuse(id, actor: AuditActor(kind: .user, id: user.id.lowercasedText, ip: ip, userAgent: userAgent),
-                             recordedIn: user.id, reason: "not_a_service_token")
+            try await refuse(
+                id, actor: AuditActor(kind: .user, id: user.id.lowercasedText, ip: ip, userAgent: userAgent),
+                recordedIn: user.id, reason: "not_a_service_token")
             throw KeyhavenError.forbidden("Only service tokens can read credentials.")
         case .service(let service):
             token = service

@@ -142,7 +142,8 @@ public struct IntegrationService: Sendable {
     ///
     /// - Throws: `forbidden`, what `draft` throws, `notFound` (a workspace the caller cannot see), `rateLimited`,
     ///   `conflict` (the name is taken).
-    public func create(by caller: UserCaller, _ draft: () async throws -> IntegrationDraft) async throws -> Integration {
+    public func create(by caller: UserCaller, _ draft: () async throws -> IntegrationDraft) async throws -> Integration
+    {
         try caller.require(.integrationsWrite)
         let new = try await draft()
         let workspace = new.workspace ?? caller.user.id
@@ -170,7 +171,8 @@ public struct IntegrationService: Sendable {
     /// - Throws: `forbidden` unless permitted to edit, `validationFailed`, `notFound`.
     public func setRotationPolicy(_ target: Permitted, _ policy: RotationPolicy) async throws -> Integration {
         let current = try target.require(.editIntegrations)
-        return try await rotations.setPolicy(policy, id: current.id, ownerID: current.ownerID, actor: target.caller.actor)
+        return try await rotations.setPolicy(
+            policy, id: current.id, ownerID: current.ownerID, actor: target.caller.actor)
     }
 
     /// Starts a rotation now; it calls the provider, so it is counted as a check.
@@ -179,7 +181,8 @@ public struct IntegrationService: Sendable {
     public func rotate(_ target: Permitted) async throws -> RotationRecord {
         let current = try target.require(.editIntegrations)
         try await checks.count(target.caller.user.id, on: limiter)
-        return try await rotations.request(id: current.id, ownerID: current.ownerID, actor: target.caller.actor, now: Date())
+        return try await rotations.request(
+            id: current.id, ownerID: current.ownerID, actor: target.caller.actor, now: Date())
     }
 
     /// Checks the stored credentials with the provider now; it changes the status, so it takes the right to edit.
@@ -198,7 +201,8 @@ public struct IntegrationService: Sendable {
     public func move(_ target: Permitted, to workspace: UUID) async throws -> Integration {
         let current = try target.require(.moveIntegrationsOut)
         try await access.require(.editIntegrations, in: workspace, for: target.caller.user)
-        return try await integrations.move(id: current.id, from: current.ownerID, to: workspace, actor: target.caller.actor)
+        return try await integrations.move(
+            id: current.id, from: current.ownerID, to: workspace, actor: target.caller.actor)
     }
 
     /// Deletes the integration and every version of its credentials.
@@ -219,7 +223,8 @@ public struct IntegrationService: Sendable {
             versions: try await secrets.versions(of: owner),
             events: try await audit.events(
                 ownerID: integration.ownerID, integrationID: integration.id, limit: limit, before: nil),
-            rotations: try await rotations.rotations(integrationID: integration.id, ownerID: integration.ownerID, limit: 10))
+            rotations: try await rotations.rotations(
+                integrationID: integration.id, ownerID: integration.ownerID, limit: 10))
     }
 
     /// The integration as stored now (after a test changed its status).

@@ -25,7 +25,8 @@ public struct OrganizationService: Sendable {
     /// - Throws: `forbidden`, `notFound`, what `id` throws.
     @discardableResult
     public func role(
-        in id: @autoclosure () throws -> UUID, _ action: Policy.Action, by caller: UserCaller, scope: TokenScope? = .integrationsWrite
+        in id: @autoclosure () throws -> UUID, _ action: Policy.Action, by caller: UserCaller,
+        scope: TokenScope? = .integrationsWrite
     ) async throws -> (id: UUID, role: WorkspaceRole) {
         if let scope { try caller.require(scope) } else { try caller.requireInteractive() }
         let id = try id()
@@ -166,7 +167,8 @@ public struct OrganizationService: Sendable {
         by caller: UserCaller, token: () async throws -> String
     ) async throws -> (Organization, Member) {
         try caller.require(.integrationsWrite)
-        return try await organizations.accept(token: try await token(), user: caller.user, actor: caller.actor, now: Date())
+        return try await organizations.accept(
+            token: try await token(), user: caller.user, actor: caller.actor, now: Date())
     }
 
     /// The organization's service tokens.
@@ -200,6 +202,7 @@ public struct OrganizationService: Sendable {
     ) async throws {
         let (id, _) = try await role(in: try id(), .manageServiceTokens, by: caller, scope: nil)
         try await tokens.revokeServiceToken(
-            id: try tokenID(), workspaceID: id, audit: AuditEntry(actor: caller.actor, action: .tokenRevoke, ownerID: id))
+            id: try tokenID(), workspaceID: id,
+            audit: AuditEntry(actor: caller.actor, action: .tokenRevoke, ownerID: id))
     }
 }

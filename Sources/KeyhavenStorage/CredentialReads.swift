@@ -146,7 +146,8 @@ final class CredentialReads: Sendable {
                     undecryptable.insert(request.id)
                     entries.append(
                         AuditEntry(
-                            actor: request.actor, action: .credentialsRead, outcome: .failure, ownerID: integration.ownerID,
+                            actor: request.actor, action: .credentialsRead, outcome: .failure,
+                            ownerID: integration.ownerID,
                             integrationID: request.id, detail: ["reason": .string("decryption_failed")]))
                     outcomes.append(.failure(.decryptionFailed))
                 }
@@ -174,7 +175,8 @@ final class CredentialReads: Sendable {
                     entries.append(
                         AuditEntry(
                             actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
-                            integrationID: request.id, detail: ["credential_version": .number(Double(version.version))]))
+                            integrationID: request.id, detail: ["credential_version": .number(Double(version.version))])
+                    )
                     outcomes.append(.success((read, credentials)))
                 }
             }

@@ -111,7 +111,8 @@ public struct SQLIntegrationStore: IntegrationStore {
                 """
             ).first()
             if rotating != nil {
-                throw KeyhavenError.conflict("A rotation of this integration is under way; move it once it has finished.")
+                throw KeyhavenError.conflict(
+                    "A rotation of this integration is under way; move it once it has finished.")
             }
             try await requireFreeName(integration.name, ownerID: target, except: nil, on: sql)
             // The credentials are opened under the old binding, every old version is destroyed, and they are sealed
@@ -120,7 +121,8 @@ public struct SQLIntegrationStore: IntegrationStore {
             let (plaintext, _) = try await secrets.get(old, version: integration.credentialVersion, on: sql)
             let destroyed = try await secrets.destroyAll(old, on: sql)
             try await sql.raw("UPDATE integrations SET owner_id = \(bind: target) WHERE id = \(bind: id)").run()
-            let version = try await secrets.put(plaintext, for: SecretOwner(integrationID: id, ownerID: target), on: sql)
+            let version = try await secrets.put(
+                plaintext, for: SecretOwner(integrationID: id, ownerID: target), on: sql)
             // The credentials themselves did not change: their age (for rotation) stays.
             try await sql.raw(
                 """
@@ -131,7 +133,8 @@ public struct SQLIntegrationStore: IntegrationStore {
             let detail: [String: JSONValue] = [
                 "from_workspace": .string(source.lowercasedText),
                 "to_workspace": .string(target.lowercasedText), "name": .string(integration.name),
-                "credential_version": .number(Double(version.version)), "destroyed_versions": .number(Double(destroyed)),
+                "credential_version": .number(Double(version.version)),
+                "destroyed_versions": .number(Double(destroyed)),
             ]
             try await audit.append(
                 [source, target].map {
@@ -302,7 +305,8 @@ public struct SQLIntegrationStore: IntegrationStore {
     static func integration(_ row: any SQLRow) throws -> Integration {
         let configText = try row.decode(column: "config", as: String.self)
         // Most integrations have no settings: skip the decoder for them (lists decode fifty rows at a time).
-        let decoded = configText == "{}" ? .object([:]) : try? JSONDecoder().decode(JSONValue.self, from: Data(configText.utf8))
+        let decoded =
+            configText == "{}" ? .object([:]) : try? JSONDecoder().decode(JSONValue.self, from: Data(configText.utf8))
         guard case .object(let config)? = decoded,
             let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
             let status = IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self))

@@ -49,7 +49,9 @@ public struct SQLOrganizationStore: OrganizationStore {
             ).run()
             try await insertMember(userID, role: .owner, in: organization.id, now: now, on: sql)
             try await audit.append(
-                AuditEntry(actor: actor, action: .organizationCreate, ownerID: organization.id, detail: ["name": .string(name)]),
+                AuditEntry(
+                    actor: actor, action: .organizationCreate, ownerID: organization.id, detail: ["name": .string(name)]
+                ),
                 on: sql)
         }
         return organization
@@ -103,7 +105,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             // The integrations' rows first (the lock order of every writer), then their secrets, then the rows;
             // memberships, invitations and rotations go with their parents.
             if database.kind == .postgres {
-                try await sql.raw("SELECT id FROM integrations WHERE owner_id = \(bind: id) ORDER BY id FOR UPDATE").run()
+                try await sql.raw("SELECT id FROM integrations WHERE owner_id = \(bind: id) ORDER BY id FOR UPDATE")
+                    .run()
             }
             var unretired: [String] = []
             let rotated = try await sql.raw(
@@ -115,7 +118,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             for integration in rotated {
                 unretired += try await SQLRotationStore.recordUnretired(integration, now: Date(), on: sql)
             }
-            let destroyed = try await sql.raw("DELETE FROM secrets WHERE owner_id = \(bind: id) RETURNING id").all().count
+            let destroyed = try await sql.raw("DELETE FROM secrets WHERE owner_id = \(bind: id) RETURNING id").all()
+                .count
             let integrations = try await sql.raw(
                 "DELETE FROM integrations WHERE owner_id = \(bind: id) RETURNING id"
             ).all().count
@@ -379,16 +383,18 @@ public struct SQLOrganizationStore: OrganizationStore {
     /// Refuses to let `userID` stop being an owner unless another owner who can still sign in remains: a disabled
     /// account is no owner anyone can reach.
     private func requireAnotherOwner(than userID: UUID, in organizationID: UUID, on sql: any SQLDatabase) async throws {
-        let owners = try await sql.raw(
-            """
-            SELECT COUNT(*) AS owners FROM memberships m JOIN users u ON u.id = m.user_id
-            WHERE m.organization_id = \(bind: organizationID) AND m.role = \(bind: WorkspaceRole.owner.rawValue)
-            AND m.user_id <> \(bind: userID) AND u.disabled_at IS NULL AND NOT m.pending_confirmation
-            """
-        ).first()?.decode(column: "owners", as: Int.self) ?? 0
+        let owners =
+            try await sql.raw(
+                """
+                SELECT COUNT(*) AS owners FROM memberships m JOIN users u ON u.id = m.user_id
+                WHERE m.organization_id = \(bind: organizationID) AND m.role = \(bind: WorkspaceRole.owner.rawValue)
+                AND m.user_id <> \(bind: userID) AND u.disabled_at IS NULL AND NOT m.pending_confirmation
+                """
+            ).first()?.decode(column: "owners", as: Int.self) ?? 0
         guard owners > 0 else {
             throw KeyhavenError.conflict(
-                "An organization always keeps an owner who can sign in: make another member an owner first, or delete the organization.")
+                "An organization always keeps an owner who can sign in: make another member an owner first, or delete the organization."
+            )
         }
     }
 
@@ -396,7 +402,8 @@ public struct SQLOrganizationStore: OrganizationStore {
     private func fetch(_ id: UUID, lock: Bool = false, on sql: any SQLDatabase) async throws -> Organization {
         let clause = lock && database.kind == .postgres ? " FOR UPDATE" : ""
         guard
-            let row = try await sql.raw("SELECT * FROM organizations WHERE id = \(bind: id)\(unsafeRaw: clause)").first()
+            let row = try await sql.raw("SELECT * FROM organizations WHERE id = \(bind: id)\(unsafeRaw: clause)")
+                .first()
         else { throw KeyhavenError.notFound }
         return try Self.organization(row)
     }
@@ -426,7 +433,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             throw KeyhavenError.internalError
         }
         return Member(
-            userID: try row.decode(column: "user_id", as: UUID.self), email: try row.decode(column: "email", as: String?.self),
+            userID: try row.decode(column: "user_id", as: UUID.self),
+            email: try row.decode(column: "email", as: String?.self),
             role: role, joinedAt: try row.decode(column: "created_at", as: Date.self),
             pendingConfirmation: try row.decode(column: "pending_confirmation", as: Bool.self))
     }

@@ -73,7 +73,9 @@ extension SQLRotationStore {
     ///
     /// - Throws: `notFound` when the integration was deleted meanwhile (the caller deletes the new credential at the
     ///   provider), `unavailable`.
-    public func storeNew(_ credentials: Credentials, keyID: String, for record: RotationRecord, now: Date) async throws -> RotationRecord {
+    public func storeNew(_ credentials: Credentials, keyID: String, for record: RotationRecord, now: Date) async throws
+        -> RotationRecord
+    {
         try await database.transaction { sql in
             let lock = database.kind == .postgres ? " FOR UPDATE" : ""
             guard
@@ -85,7 +87,8 @@ extension SQLRotationStore {
                 ).first() != nil
             else { throw KeyhavenError.notFound }
             let version = try await secrets.put(
-                try credentials.serialized(), for: SecretOwner(integrationID: record.integrationID, ownerID: record.ownerID),
+                try credentials.serialized(),
+                for: SecretOwner(integrationID: record.integrationID, ownerID: record.ownerID),
                 makeCurrent: false, on: sql)
             var stored = record
             stored.state = .stored
@@ -104,7 +107,9 @@ extension SQLRotationStore {
     /// caller undoes the new credential).
     ///
     /// - Throws: `unavailable` if the database cannot be reached.
-    public func makeCurrent(_ record: RotationRecord, hint: String?, graceEnds: Date, now: Date) async throws -> RotationRecord? {
+    public func makeCurrent(_ record: RotationRecord, hint: String?, graceEnds: Date, now: Date) async throws
+        -> RotationRecord?
+    {
         guard let newVersion = record.newVersion else { return nil }
         return try await database.transaction { sql -> RotationRecord? in
             let updated = try await sql.raw(
@@ -126,8 +131,12 @@ extension SQLRotationStore {
             try await write(current, release: false, on: sql)
             try await audit.append(
                 AuditEntry(
-                    actor: .system, action: .credentialsRotate, ownerID: record.ownerID, integrationID: record.integrationID,
-                    detail: ["credential_version": .number(Double(newVersion)), "rotation_id": .string(record.id.lowercasedText)]),
+                    actor: .system, action: .credentialsRotate, ownerID: record.ownerID,
+                    integrationID: record.integrationID,
+                    detail: [
+                        "credential_version": .number(Double(newVersion)),
+                        "rotation_id": .string(record.id.lowercasedText),
+                    ]),
                 on: sql)
             return current
         }
@@ -155,8 +164,10 @@ extension SQLRotationStore {
                 AuditEntry(
                     actor: .system, action: .rotationFail, outcome: .failure, ownerID: record.ownerID,
                     integrationID: record.integrationID,
-                    detail: ["rotation_id": .string(record.id.lowercasedText), "reason": .string(failed.error ?? ""),
-                             "step": .string(record.state.rawValue)]),
+                    detail: [
+                        "rotation_id": .string(record.id.lowercasedText), "reason": .string(failed.error ?? ""),
+                        "step": .string(record.state.rawValue),
+                    ]),
                 on: sql)
         }
     }

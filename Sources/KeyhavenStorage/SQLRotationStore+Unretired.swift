@@ -9,7 +9,8 @@ extension SQLRotationStore {
     /// Keyhaven made or was to delete and now never will, since the credentials that could are destroyed with the
     /// integration: a new credential not current yet (or one a step may have been making), the old one still
     /// waiting for its grace period to end, and the current one when a rotation made it. Returns their ids.
-    static func recordUnretired(_ integration: Integration, now: Date, on sql: any SQLDatabase) async throws -> [String] {
+    static func recordUnretired(_ integration: Integration, now: Date, on sql: any SQLDatabase) async throws -> [String]
+    {
         var unretired: [(rotation: UUID, keyID: String?, reason: String)] = []
         let rotations = try await sql.raw(
             """
@@ -22,18 +23,39 @@ extension SQLRotationStore {
             case .requested, .failed:
                 break
             case .creating:
-                unretired.append((rotation.id, nil, "a rotation was making a new credential at the provider when the integration was deleted; look for one made after \(rotation.updatedAt.timestampText)"))
+                unretired.append(
+                    (
+                        rotation.id, nil,
+                        "a rotation was making a new credential at the provider when the integration was deleted; look for one made after \(rotation.updatedAt.timestampText)"
+                    ))
             case .stored:
-                unretired.append((rotation.id, rotation.newKeyID, "made by a rotation and never used: the integration was deleted before it became current"))
+                unretired.append(
+                    (
+                        rotation.id, rotation.newKeyID,
+                        "made by a rotation and never used: the integration was deleted before it became current"
+                    ))
             case .current, .deactivated:
-                unretired.append((rotation.id, rotation.oldKeyID, "replaced by a rotation and waiting for its grace period to end when the integration was deleted"))
-                unretired.append((rotation.id, rotation.newKeyID, "made by a rotation, and not yet retired when the integration was deleted"))
+                unretired.append(
+                    (
+                        rotation.id, rotation.oldKeyID,
+                        "replaced by a rotation and waiting for its grace period to end when the integration was deleted"
+                    ))
+                unretired.append(
+                    (
+                        rotation.id, rotation.newKeyID,
+                        "made by a rotation, and not yet retired when the integration was deleted"
+                    ))
             case .done:
-                unretired.append((rotation.id, rotation.newKeyID, "made by a rotation, and the integration's credential when it was deleted"))
+                unretired.append(
+                    (
+                        rotation.id, rotation.newKeyID,
+                        "made by a rotation, and the integration's credential when it was deleted"
+                    ))
             }
         }
         for (rotation, keyID, reason) in unretired {
-            try await insertUnretired(keyID, rotation: rotation, integration: integration, reason: reason, now: now, on: sql)
+            try await insertUnretired(
+                keyID, rotation: rotation, integration: integration, reason: reason, now: now, on: sql)
         }
         return unretired.map { $0.keyID ?? "unknown" }
     }
@@ -47,11 +69,13 @@ extension SQLRotationStore {
         _ keyID: String, rotation: RotationRecord, integration: Integration, refusal: String?, now: Date
     ) async throws {
         try await database.transaction { sql in
-            try await sql.raw("DELETE FROM unretired_keys WHERE rotation_id = \(bind: rotation.id) AND key_id IS NULL").run()
+            try await sql.raw("DELETE FROM unretired_keys WHERE rotation_id = \(bind: rotation.id) AND key_id IS NULL")
+                .run()
             guard let refusal else { return }
             try await Self.insertUnretired(
                 keyID, rotation: rotation.id, integration: integration,
-                reason: "made by a rotation while the integration was being deleted; the provider refused to delete it: \(refusal)",
+                reason:
+                    "made by a rotation while the integration was being deleted; the provider refused to delete it: \(refusal)",
                 now: now, on: sql)
         }
     }
@@ -61,7 +85,8 @@ extension SQLRotationStore {
     /// - Throws: `unavailable` if the database cannot be reached.
     public func unretired(limit: Int = 1000) async throws -> [UnretiredKey] {
         try await database.withConnection { sql in
-            try await sql.raw("SELECT * FROM unretired_keys ORDER BY created_at LIMIT \(bind: limit)").all().map { row in
+            try await sql.raw("SELECT * FROM unretired_keys ORDER BY created_at LIMIT \(bind: limit)").all().map {
+                row in
                 UnretiredKey(
                     id: try row.decode(column: "id", as: UUID.self),
                     workspaceID: try row.decode(column: "workspace_id", as: UUID.self),

@@ -23,7 +23,9 @@ public struct SQLRotationStore: RotationStore {
     /// Sets one of the owner's integrations' rotation policy; audited as an update.
     ///
     /// - Throws: `validationFailed` for a policy its type cannot have, `notFound`.
-    public func setPolicy(_ policy: RotationPolicy, id: UUID, ownerID: UUID, actor: AuditActor) async throws -> Integration {
+    public func setPolicy(_ policy: RotationPolicy, id: UUID, ownerID: UUID, actor: AuditActor) async throws
+        -> Integration
+    {
         let current = try await integrations.get(id: id, ownerID: ownerID)
         let problems = policy.problems(for: current.type)
         guard problems.isEmpty else { throw problems.error }
@@ -39,8 +41,10 @@ public struct SQLRotationStore: RotationStore {
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .integrationUpdate, ownerID: ownerID, integrationID: id,
-                    detail: ["rotation": .string(policy.mode.rawValue), "every_days": .number(Double(policy.everyDays)),
-                             "grace_hours": .number(Double(policy.graceHours))]),
+                    detail: [
+                        "rotation": .string(policy.mode.rawValue), "every_days": .number(Double(policy.everyDays)),
+                        "grace_hours": .number(Double(policy.graceHours)),
+                    ]),
                 on: sql)
         }
         return try await integrations.get(id: id, ownerID: ownerID)
@@ -57,7 +61,8 @@ public struct SQLRotationStore: RotationStore {
         }
         guard integration.enabled else { throw KeyhavenError.conflict("Enable the integration before rotating it.") }
         guard let record = try await start(integration, actor: actor, now: now) else {
-            throw KeyhavenError.conflict("A rotation of this integration is already under way, or it changed meanwhile.")
+            throw KeyhavenError.conflict(
+                "A rotation of this integration is already under way, or it changed meanwhile.")
         }
         return record
     }
@@ -125,9 +130,12 @@ public struct SQLRotationStore: RotationStore {
                 guard marked == 1 else { return }
                 try await audit.append(
                     AuditEntry(
-                        actor: .system, action: .rotationDue, ownerID: integration.ownerID, integrationID: integration.id,
-                        detail: ["credential_version": .number(Double(integration.credentialVersion)),
-                                 "every_days": .number(Double(integration.rotation.everyDays))]),
+                        actor: .system, action: .rotationDue, ownerID: integration.ownerID,
+                        integrationID: integration.id,
+                        detail: [
+                            "credential_version": .number(Double(integration.credentialVersion)),
+                            "every_days": .number(Double(integration.rotation.everyDays)),
+                        ]),
                     on: sql)
                 reminded += 1
             }
@@ -142,8 +150,10 @@ public struct SQLRotationStore: RotationStore {
     /// workspace an integration has just left, where no step could read its credentials.
     func start(_ integration: Integration, actor: AuditActor, now: Date) async throws -> RotationRecord? {
         let record = RotationRecord(
-            id: UUID.timeOrdered(now: now), integrationID: integration.id, ownerID: integration.ownerID, state: .requested,
-            oldVersion: integration.credentialVersion, newVersion: nil, oldKeyID: nil, newKeyID: nil, error: nil, attempts: 0,
+            id: UUID.timeOrdered(now: now), integrationID: integration.id, ownerID: integration.ownerID,
+            state: .requested,
+            oldVersion: integration.credentialVersion, newVersion: nil, oldKeyID: nil, newKeyID: nil, error: nil,
+            attempts: 0,
             nextAt: now, createdAt: now, updatedAt: now)
         return try await database.transaction { sql -> RotationRecord? in
             let lock = database.kind == .postgres ? " FOR UPDATE" : ""
@@ -167,8 +177,10 @@ public struct SQLRotationStore: RotationStore {
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .rotationStart, ownerID: record.ownerID, integrationID: record.integrationID,
-                    detail: ["rotation_id": .string(record.id.lowercasedText),
-                             "credential_version": .number(Double(record.oldVersion))]),
+                    detail: [
+                        "rotation_id": .string(record.id.lowercasedText),
+                        "credential_version": .number(Double(record.oldVersion)),
+                    ]),
                 on: sql)
             return record
         }

@@ -44,16 +44,16 @@ public struct SQLSecretStore: SecretStore {
         let query: SQLQueryString =
             makeCurrent
             ? """
-                UPDATE integrations SET latest_version = latest_version + 1, current_version = latest_version + 1,
-                credentials_changed_at = \(bind: now), updated_at = \(bind: now)
-                WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
-                RETURNING latest_version
-                """
+            UPDATE integrations SET latest_version = latest_version + 1, current_version = latest_version + 1,
+            credentials_changed_at = \(bind: now), updated_at = \(bind: now)
+            WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+            RETURNING latest_version
+            """
             : """
-                UPDATE integrations SET latest_version = latest_version + 1
-                WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
-                RETURNING latest_version
-                """
+            UPDATE integrations SET latest_version = latest_version + 1
+            WHERE id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+            RETURNING latest_version
+            """
         guard let version = try await sql.raw(query).first()?.decode(column: "latest_version", as: Int.self) else {
             throw KeyhavenError.notFound
         }
@@ -125,7 +125,8 @@ public struct SQLSecretStore: SecretStore {
         var opened: [UUID: Result<(SecretBytes, SecretVersionInfo), KeyhavenError>] = [:]
         for row in rows {
             let integrationID = try row.decode(column: "integration_id", as: UUID.self)
-            guard let owner = byIntegration[integrationID], try row.decode(column: "owner_id", as: UUID.self) == owner.ownerID
+            guard let owner = byIntegration[integrationID],
+                try row.decode(column: "owner_id", as: UUID.self) == owner.ownerID
             else { continue }
             do {
                 opened[integrationID] = .success(try await open(row, owner: owner, on: sql))

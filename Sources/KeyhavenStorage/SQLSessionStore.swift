@@ -27,7 +27,8 @@ public struct SQLSessionStore: SessionStore {
                 """
             ).run()
             // Expired sessions of this user are swept whenever they sign in again.
-            try await sql.raw("DELETE FROM sessions WHERE user_id = \(bind: userID) AND expires_at < \(bind: now)").run()
+            try await sql.raw("DELETE FROM sessions WHERE user_id = \(bind: userID) AND expires_at < \(bind: now)")
+                .run()
         }
         return (token, session)
     }

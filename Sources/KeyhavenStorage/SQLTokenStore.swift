@@ -149,8 +149,11 @@ public struct SQLTokenStore: TokenStore {
     ///
     /// - Throws: `KeyhavenError.internalError` for a row that does not decode.
     static func token(_ row: any SQLRow) throws -> APIToken {
-        let scopes = try row.decode(column: "scopes", as: String.self).split(separator: " ").map { TokenScope(rawValue: String($0)) }
-        guard let kind = APIToken.Kind(rawValue: try row.decode(column: "kind", as: String.self)), !scopes.contains(nil) else {
+        let scopes = try row.decode(column: "scopes", as: String.self).split(separator: " ").map {
+            TokenScope(rawValue: String($0))
+        }
+        guard let kind = APIToken.Kind(rawValue: try row.decode(column: "kind", as: String.self)), !scopes.contains(nil)
+        else {
             throw KeyhavenError.internalError
         }
         var token = APIToken(

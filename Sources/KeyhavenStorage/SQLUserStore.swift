@@ -68,7 +68,9 @@ public struct SQLUserStore: UserStore {
             WHERE external_subject = \(bind: externalSubject)
             """
         @Sendable func enabled(_ row: any SQLRow) throws -> User {
-            guard try row.decode(column: "disabled_at", as: Date?.self) == nil else { throw KeyhavenError.unauthenticated }
+            guard try row.decode(column: "disabled_at", as: Date?.self) == nil else {
+                throw KeyhavenError.unauthenticated
+            }
             return try Self.user(row)
         }
         if let existing = try await database.withConnection({ sql in try await sql.raw(query).first().map(enabled) }) {

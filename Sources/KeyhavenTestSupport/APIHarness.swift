@@ -4,9 +4,9 @@ import Hummingbird
 import HummingbirdTesting
 import KeyhavenApp
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenProviders
+import KeyhavenServices
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
@@ -147,7 +147,8 @@ public struct APIHarness: Sendable {
             headers[.authorization] = "Bearer \(token)"
         }
         let response = try await client.execute(uri: path, method: method, headers: headers, body: buffer)
-        let result = APIResponse(status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
+        let result = APIResponse(
+            status: response.status, headers: response.headers, body: Data(response.body.readableBytesView))
         seen.append(method: method, path: path, response: result)
         return result
     }
@@ -169,7 +170,8 @@ public struct APIHarness: Sendable {
                 contentType: entry.response.headers[.contentType], body: entry.response.body)
         }
         if !problems.isEmpty {
-            throw TestSetupError("responses that do not follow openapi.json:\n" + problems.prefix(20).joined(separator: "\n"))
+            throw TestSetupError(
+                "responses that do not follow openapi.json:\n" + problems.prefix(20).joined(separator: "\n"))
         }
     }
 
@@ -184,7 +186,9 @@ public struct APIHarness: Sendable {
     public func signup(email: String? = nil, password: String = Fixtures.password) async throws -> TestUser {
         let address = email ?? "user-\(UUID().uuidString.prefix(8).lowercased())@example.test"
         let response = try await request(.post, "/api/auth/signup", json: ["email": address, "password": password])
-        guard response.status == .created else { throw TestSetupError("sign-up failed: \(response.status) \(response.text)") }
+        guard response.status == .created else {
+            throw TestSetupError("sign-up failed: \(response.status) \(response.text)")
+        }
         return try session(from: response, email: address)
     }
 
@@ -207,7 +211,8 @@ public struct APIHarness: Sendable {
 
     /// Creates a personal access token through the API.
     public func personalToken(for user: TestUser, scopes: [String]) async throws -> (id: String, token: String) {
-        let response = try await request(.post, "/api/tokens", auth: user.session, json: ["name": "test token", "scopes": scopes])
+        let response = try await request(
+            .post, "/api/tokens", auth: user.session, json: ["name": "test token", "scopes": scopes])
         guard response.status == .created, let secret = response.json["secret"] as? String,
             let id = (response.json["token"] as? [String: Any])?["id"] as? String
         else { throw TestSetupError("token creation failed: \(response.text)") }
@@ -224,10 +229,12 @@ public struct APIHarness: Sendable {
 
     /// Creates an OpenAI integration through the API and returns its id.
     public func openAIIntegration(for auth: TestAuth, name: String? = nil, key: String? = nil) async throws -> String {
-        let response = try await request(.post, "/api/integrations", auth: auth, json: [
-            "name": name ?? "openai \(UUID().uuidString.prefix(6))", "type": "openai",
-            "credentials": key ?? "sk-test-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))",
-        ])
+        let response = try await request(
+            .post, "/api/integrations", auth: auth,
+            json: [
+                "name": name ?? "openai \(UUID().uuidString.prefix(6))", "type": "openai",
+                "credentials": key ?? "sk-test-\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))",
+            ])
         guard response.status == .created, let id = response.json["id"] as? String else {
             throw TestSetupError("integration creation failed: \(response.status) \(response.text)")
         }
@@ -274,7 +281,8 @@ extension TemporaryDirectory {
     /// server is started on it; shut it down first.
     public func openRuntime() async throws -> KeyhavenRuntime {
         try await KeyhavenRuntime.open(
-            KeyhavenConfiguration(database: .sqlite(path: databasePath), keyring: KeyringSource(file: KeyringFile(path: keyringPath))),
+            KeyhavenConfiguration(
+                database: .sqlite(path: databasePath), keyring: KeyringSource(file: KeyringFile(path: keyringPath))),
             allowKeyringCreation: true, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 }

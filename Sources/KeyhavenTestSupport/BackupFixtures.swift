@@ -2,9 +2,9 @@ import Crypto
 import Foundation
 import KeyhavenApp
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenCrypto
 import KeyhavenDatabase
+import KeyhavenServices
 import KeyhavenStorage
 import Logging
 import SQLKit
@@ -35,7 +35,8 @@ public struct BackupScenario: Sendable {
             _ = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
             _ = try await runtime.tokens.create(
                 kind: .personal, userID: user.id, name: "pat \(index)", scopes: [.integrationsRead], expiresAt: nil,
-                audit: AuditEntry(actor: AuditActor(kind: .user, id: user.id.lowercasedText), action: .tokenCreate, ownerID: user.id))
+                audit: AuditEntry(
+                    actor: AuditActor(kind: .user, id: user.id.lowercasedText), action: .tokenCreate, ownerID: user.id))
             for number in 0..<integrationsPerUser {
                 let canary = Fixtures.canary("backup")
                 let integration = try await runtime.integrations.create(
@@ -61,7 +62,8 @@ public struct BackupScenario: Sendable {
                 email: "pending@example.test", role: .viewer, to: team.id, actor: owner, now: Date())
             let canary = Fixtures.canary("backup-team")
             let shared = try await runtime.integrations.create(
-                ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey(canary), actor: owner)
+                ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey(canary), actor: owner
+            )
             scenario.credentials[shared.id] = (team.id, [1: canary])
             // Usage of the shared integration: a gateway batch and a report.
             let tokens = TokenUsage(inputTokens: 1_000, cachedInputTokens: 400, outputTokens: 500)
@@ -76,14 +78,20 @@ public struct BackupScenario: Sendable {
                     requests: 3, tokens: tokens, costMicros: nil, tokenID: nil, idempotencyKey: "backup-fixture"),
                 audit: AuditEntry(actor: .system, action: .usageReport, ownerID: team.id, integrationID: shared.id))
             try await runtime.routes.put(
-                GatewayRoute(name: "primary", ownerID: team.id, integrationIDs: [shared.id], updatedAt: Date()), actor: owner)
+                GatewayRoute(name: "primary", ownerID: team.id, integrationIDs: [shared.id], updatedAt: Date()),
+                actor: owner)
             try await runtime.priceStore.setOverrides(
-                [PriceOverride(model: "gpt-4o", inputMicrosPerMillion: 1_000_000, outputMicrosPerMillion: 4_000_000, cachedInputMicrosPerMillion: nil)],
+                [
+                    PriceOverride(
+                        model: "gpt-4o", inputMicrosPerMillion: 1_000_000, outputMicrosPerMillion: 4_000_000,
+                        cachedInputMicrosPerMillion: nil)
+                ],
                 ownerID: team.id, actor: owner)
             let table = Data(#"{"house-model": {"litellm_provider": "openai", "input_cost_per_token": 1e-06}}"#.utf8)
             _ = try await runtime.priceStore.importTable(table, models: 1, actor: .operator)
             try await runtime.limits.setLimits(
-                UsageLimits(monthlyBudgetMicros: 50_000_000, requestsPerMinute: 600), subject: shared.id, ownerID: team.id,
+                UsageLimits(monthlyBudgetMicros: 50_000_000, requestsPerMinute: 600), subject: shared.id,
+                ownerID: team.id,
                 actor: owner)
             _ = try await runtime.tokens.create(
                 kind: .service, userID: nil, workspaceID: team.id, name: "team backend", scopes: [.credentialsRead],
@@ -99,7 +107,8 @@ public struct BackupScenario: Sendable {
                 actor: AuditActor(kind: .user, id: first.user.lowercasedText))
             scenario.credentials[aws.id] = (first.user, [1: secret])
             _ = try await runtime.rotations.setPolicy(
-                RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1), id: aws.id, ownerID: first.user, actor: .system)
+                RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1), id: aws.id, ownerID: first.user,
+                actor: .system)
             _ = try await runtime.rotations.request(id: aws.id, ownerID: first.user, actor: .system, now: Date())
             // And one deleted while its rotation's new key waited to become current: that key is listed for the
             // operator.
@@ -107,7 +116,8 @@ public struct BackupScenario: Sendable {
                 ownerID: first.user, name: "aws deleted mid-rotation", type: .aws, config: [:],
                 credentials: .aws(accessKeyID: "AKIAZXCVBNMLKJHGFDSA", secretAccessKey: secret, sessionToken: nil),
                 actor: .system)
-            let rotation = try await runtime.rotations.request(id: deleted.id, ownerID: first.user, actor: .system, now: Date())
+            let rotation = try await runtime.rotations.request(
+                id: deleted.id, ownerID: first.user, actor: .system, now: Date())
             _ = try await runtime.rotations.storeNew(
                 .aws(accessKeyID: "AKIAPOIUYTREWQLKJHGF", secretAccessKey: secret, sessionToken: nil),
                 keyID: "AKIAPOIUYTREWQLKJHGF", for: rotation, now: Date())
@@ -122,8 +132,10 @@ public struct BackupScenario: Sendable {
             scenario.credentials[integration]?.versions[2] = canary
         }
         _ = try await runtime.audit.checkpoint()
-        _ = try await KeyManagement(database: runtime.database, source: runtime.configuration.keyring, logger: runtime.logger)
-            .rotate(batchSize: 3)
+        _ = try await KeyManagement(
+            database: runtime.database, source: runtime.configuration.keyring, logger: runtime.logger
+        )
+        .rotate(batchSize: 3)
         for (user, integration) in owners.prefix(2) {
             let canary = Fixtures.canary("backup-v3")
             _ = try await runtime.integrations.update(

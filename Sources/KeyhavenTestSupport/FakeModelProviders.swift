@@ -201,7 +201,9 @@ extension FakeProviders {
         router.post("/openai/v1/batches") { request, _ -> Response in
             let (data, _) = try await body(request)
             if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
-            guard request.headers[.authorization] == "Bearer \(openAIKey)" else { return fail("batches: authorization") }
+            guard request.headers[.authorization] == "Bearer \(openAIKey)" else {
+                return fail("batches: authorization")
+            }
             return json(
                 .ok,
                 [
@@ -212,7 +214,9 @@ extension FakeProviders {
         router.post("/openai/v1/responses") { request, _ -> Response in
             let (data, object) = try await body(request)
             if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
-            guard request.headers[.authorization] == "Bearer \(openAIKey)" else { return fail("responses: authorization") }
+            guard request.headers[.authorization] == "Bearer \(openAIKey)" else {
+                return fail("responses: authorization")
+            }
             let usage = ModelUsage.openAIChat
             guard object["background"] as? Bool != true else {
                 return json(

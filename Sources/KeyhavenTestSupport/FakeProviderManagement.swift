@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import JWTKit
 import KeyhavenCore
 import NIOCore
@@ -29,7 +29,9 @@ extension FakeProviders {
     /// The IAM user's access keys: id and whether it is active.
     public func awsKeys(user: String = "keyhaven") -> [(id: String, active: Bool)] {
         state.awsKeys.withLock { keys in
-            keys.filter { $0.value.user == user }.sorted { $0.value.created < $1.value.created }.map { ($0.key, $0.value.active) }
+            keys.filter { $0.value.user == user }.sorted { $0.value.created < $1.value.created }.map {
+                ($0.key, $0.value.active)
+            }
         }
     }
 
@@ -55,7 +57,9 @@ extension FakeProviders {
     /// The management endpoints, for `ProviderEndpoints.services`.
     public var managementURLs: (awsIAM: URL, googleIAM: URL, azureGraph: URL) {
         let root = baseURL.absoluteString
-        return (URL(string: "\(root)/aws-iam")!, URL(string: "\(root)/google-iam")!, URL(string: "\(root)/azure-graph")!)
+        return (
+            URL(string: "\(root)/aws-iam")!, URL(string: "\(root)/google-iam")!, URL(string: "\(root)/azure-graph")!
+        )
     }
 
     static func addManagementRoutes(_ router: Router<BasicRequestContext>, keys: JWTKeyCollection, state: FakeState) {
@@ -72,20 +76,31 @@ extension FakeProviders {
                 let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? "" }
                 if parts.count == 2 { fields[parts[0]] = parts[1] }
             }
-            guard fields["Version"] == "2010-05-08", let action = fields["Action"] else { return fail("iam: form \(fields.keys.sorted())") }
+            guard fields["Version"] == "2010-05-08", let action = fields["Action"] else {
+                return fail("iam: form \(fields.keys.sorted())")
+            }
             // A user manages only their own keys here, as a key without IAM permissions over others would.
-            guard let user = fields["UserName"], user == caller.user else { return fail("iam: user \(fields["UserName"] ?? "none")") }
+            guard let user = fields["UserName"], user == caller.user else {
+                return fail("iam: user \(fields["UserName"] ?? "none")")
+            }
             switch action {
             case "CreateAccessKey":
                 let count = state.awsKeys.withLock { $0.values.filter { $0.user == user }.count }
                 guard count < 2 else {
-                    return xml(.conflict, "<ErrorResponse><Error><Type>Sender</Type><Code>LimitExceeded</Code><Message>Cannot exceed quota for AccessKeysPerUser: 2</Message></Error></ErrorResponse>")
+                    return xml(
+                        .conflict,
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>LimitExceeded</Code><Message>Cannot exceed quota for AccessKeysPerUser: 2</Message></Error></ErrorResponse>"
+                    )
                 }
                 let serial = state.next()
                 let id = "AKIAFAKEROTATED" + String(format: "%05d", serial)
                 let secret = "fakeRotatedSecret" + String(repeating: String(serial % 10), count: 23)
-                state.awsKeys.withLock { $0[id] = FakeAWSKey(user: user, secret: secret, active: true, created: serial, createdAt: Date()) }
-                return xml(.ok, """
+                state.awsKeys.withLock {
+                    $0[id] = FakeAWSKey(user: user, secret: secret, active: true, created: serial, createdAt: Date())
+                }
+                return xml(
+                    .ok,
+                    """
                     <CreateAccessKeyResponse><CreateAccessKeyResult><AccessKey><UserName>\(user)</UserName>\
                     <AccessKeyId>\(id)</AccessKeyId><Status>Active</Status><SecretAccessKey>\(secret)</SecretAccessKey>\
                     </AccessKey></CreateAccessKeyResult></CreateAccessKeyResponse>
@@ -97,18 +112,29 @@ extension FakeProviders {
                             + "<CreateDate>\(key.createdAt.formatted(Date.ISO8601FormatStyle()))</CreateDate></member>"
                     }.joined()
                 }
-                return xml(.ok, "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata>\(members)</AccessKeyMetadata></ListAccessKeysResult></ListAccessKeysResponse>")
+                return xml(
+                    .ok,
+                    "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata>\(members)</AccessKeyMetadata></ListAccessKeysResult></ListAccessKeysResponse>"
+                )
             case "UpdateAccessKey", "DeleteAccessKey":
                 guard let id = fields["AccessKeyId"], state.awsKeys.withLock({ $0[id]?.user == user }) else {
-                    return xml(.notFound, "<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code><Message>The Access Key with id \(fields["AccessKeyId"] ?? "") cannot be found.</Message></Error></ErrorResponse>")
+                    return xml(
+                        .notFound,
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code><Message>The Access Key with id \(fields["AccessKeyId"] ?? "") cannot be found.</Message></Error></ErrorResponse>"
+                    )
                 }
                 if action == "DeleteAccessKey" {
                     state.awsKeys.withLock { _ = $0.removeValue(forKey: id) }
                 } else {
-                    guard let status = fields["Status"], ["Active", "Inactive"].contains(status) else { return fail("iam: status") }
+                    guard let status = fields["Status"], ["Active", "Inactive"].contains(status) else {
+                        return fail("iam: status")
+                    }
                     state.awsKeys.withLock { $0[id]?.active = status == "Active" }
                 }
-                return xml(.ok, "<\(action)Response><ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata></\(action)Response>")
+                return xml(
+                    .ok,
+                    "<\(action)Response><ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata></\(action)Response>"
+                )
             default:
                 return fail("iam: action \(action)")
             }
@@ -116,21 +142,35 @@ extension FakeProviders {
 
         let accountEmail = "vault@fake-project.iam.gserviceaccount.com"
         @Sendable func googleCaller(_ request: Request, email: String?) -> Bool {
-            guard email == accountEmail, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
-            guard let issued = state.issuedTokens.withLock({ $0[String(header.dropFirst(7))] }), issued.hasPrefix("google:") else { return false }
+            guard email == accountEmail, let header = request.headers[.authorization], header.hasPrefix("Bearer ")
+            else { return false }
+            guard let issued = state.issuedTokens.withLock({ $0[String(header.dropFirst(7))] }),
+                issued.hasPrefix("google:")
+            else { return false }
             // A token made with a key deleted since is refused, like a revoked credential.
             return !state.deletedGoogleKeys.withLock { $0.contains(String(issued.dropFirst(7))) }
         }
         router.post("/google-iam/v1/projects/-/serviceAccounts/:email/keys") { request, context -> Response in
             guard googleCaller(request, email: context.parameters.get("email")) else {
-                return json(.unauthorized, ["error": ["code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"]])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "code": 401, "message": "Request had invalid authentication credentials.",
+                            "status": "UNAUTHENTICATED",
+                        ]
+                    ])
             }
             let body = try await request.body.collect(upTo: 1 << 16)
             let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
-            guard fields["privateKeyType"] as? String == "TYPE_GOOGLE_CREDENTIALS_FILE" else { return fail("google-iam: body") }
+            guard fields["privateKeyType"] as? String == "TYPE_GOOGLE_CREDENTIALS_FILE" else {
+                return fail("google-iam: body")
+            }
             let key = try _RSA.Signing.PrivateKey(keySize: .bits2048)
             let keyID = "fake-rotated-\(state.next())"
-            await keys.add(rsa: try Insecure.RSA.PublicKey(pem: key.publicKey.pemRepresentation), digestAlgorithm: .sha256, kid: JWKIdentifier(string: keyID))
+            await keys.add(
+                rsa: try Insecure.RSA.PublicKey(pem: key.publicKey.pemRepresentation), digestAlgorithm: .sha256,
+                kid: JWKIdentifier(string: keyID))
             state.googleKeys.withLock { $0.append(keyID) }
             state.googleKeyTimes.withLock { $0[keyID] = Date() }
             let account: [String: String] = [
@@ -139,17 +179,28 @@ extension FakeProviders {
                 "token_uri": "https://oauth2.googleapis.com/token",
             ]
             let file = try JSONSerialization.data(withJSONObject: account, options: [.sortedKeys])
-            return json(.ok, [
-                "name": "projects/fake-project/serviceAccounts/\(accountEmail)/keys/\(keyID)",
-                "privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE", "privateKeyData": file.base64EncodedString(),
-                "keyAlgorithm": "KEY_ALG_RSA_2048",
-            ])
+            return json(
+                .ok,
+                [
+                    "name": "projects/fake-project/serviceAccounts/\(accountEmail)/keys/\(keyID)",
+                    "privateKeyType": "TYPE_GOOGLE_CREDENTIALS_FILE", "privateKeyData": file.base64EncodedString(),
+                    "keyAlgorithm": "KEY_ALG_RSA_2048",
+                ])
         }
         router.get("/google-iam/v1/projects/-/serviceAccounts/:email/keys") { request, context -> Response in
             guard googleCaller(request, email: context.parameters.get("email")) else {
-                return json(.unauthorized, ["error": ["code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"]])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "code": 401, "message": "Request had invalid authentication credentials.",
+                            "status": "UNAUTHENTICATED",
+                        ]
+                    ])
             }
-            guard request.uri.queryParameters["keyTypes"] == "USER_MANAGED" else { return fail("google-iam: list without keyTypes") }
+            guard request.uri.queryParameters["keyTypes"] == "USER_MANAGED" else {
+                return fail("google-iam: list without keyTypes")
+            }
             let keys = state.googleKeys.withLock { $0 }.map { id in
                 let valid = state.googleKeyTimes.withLock { $0[id] } ?? Date(timeIntervalSince1970: 1_600_000_000)
                 return [
@@ -161,7 +212,14 @@ extension FakeProviders {
         }
         router.delete("/google-iam/v1/projects/-/serviceAccounts/:email/keys/:key") { request, context -> Response in
             guard googleCaller(request, email: context.parameters.get("email")) else {
-                return json(.unauthorized, ["error": ["code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"]])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "code": 401, "message": "Request had invalid authentication credentials.",
+                            "status": "UNAUTHENTICATED",
+                        ]
+                    ])
             }
             let keyID = context.parameters.get("key") ?? ""
             let existed = state.googleKeys.withLock { keys in
@@ -169,34 +227,48 @@ extension FakeProviders {
                 keys.remove(at: index)
                 return true
             }
-            guard existed else { return json(.notFound, ["error": ["code": 404, "message": "Key \(keyID) not found.", "status": "NOT_FOUND"]]) }
+            guard existed else {
+                return json(
+                    .notFound, ["error": ["code": 404, "message": "Key \(keyID) not found.", "status": "NOT_FOUND"]])
+            }
             state.deletedGoogleKeys.withLock { _ = $0.insert(keyID) }
             return json(.ok, [:])
         }
 
         @Sendable func graphCaller(_ request: Request, application: String?) -> Bool {
-            guard application?.removingPercentEncoding == "applications(appId='\(azureClient)')", let header = request.headers[.authorization],
+            guard application?.removingPercentEncoding == "applications(appId='\(azureClient)')",
+                let header = request.headers[.authorization],
                 header.hasPrefix("Bearer ")
             else { return false }
             return state.issuedTokens.withLock { $0[String(header.dropFirst(7))] } == "graph:\(azureClient)"
         }
         @Sendable func graphRefusal() -> Response {
-            json(.unauthorized, ["error": ["code": "InvalidAuthenticationToken", "message": "Access token validation failure."]])
+            json(
+                .unauthorized,
+                ["error": ["code": "InvalidAuthenticationToken", "message": "Access token validation failure."]])
         }
         router.get("/azure-graph/v1.0/:application") { request, context -> Response in
-            guard graphCaller(request, application: context.parameters.get("application")) else { return graphRefusal() }
+            guard graphCaller(request, application: context.parameters.get("application")) else {
+                return graphRefusal()
+            }
             guard request.uri.queryParameters["$select"] == "passwordCredentials" else { return fail("graph: select") }
             let names = state.azureNames.withLock { $0 }
             let credentials = state.azureSecrets.withLock { secrets in
-                secrets.map { ["keyId": $0.key, "hint": String($0.value.prefix(3)), "displayName": names[$0.key] ?? "secret"] }
+                secrets.map {
+                    ["keyId": $0.key, "hint": String($0.value.prefix(3)), "displayName": names[$0.key] ?? "secret"]
+                }
             }
             return json(.ok, ["passwordCredentials": credentials])
         }
         router.post("/azure-graph/v1.0/:application/addPassword") { request, context -> Response in
-            guard graphCaller(request, application: context.parameters.get("application")) else { return graphRefusal() }
+            guard graphCaller(request, application: context.parameters.get("application")) else {
+                return graphRefusal()
+            }
             let body = try await request.body.collect(upTo: 1 << 16)
             let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
-            guard let password = fields["passwordCredential"] as? [String: Any] else { return fail("graph: addPassword body") }
+            guard let password = fields["passwordCredential"] as? [String: Any] else {
+                return fail("graph: addPassword body")
+            }
             if let action = state.whileAddingPassword.withLock({ $0 }) { await action() }
             let serial = state.next()
             let keyID = String(format: "bbbbbbbb-0000-0000-0000-%012d", serial)
@@ -206,15 +278,28 @@ extension FakeProviders {
             return json(.ok, ["keyId": keyID, "secretText": secret, "hint": String(secret.prefix(3))])
         }
         router.post("/azure-graph/v1.0/:application/removePassword") { request, context -> Response in
-            guard graphCaller(request, application: context.parameters.get("application")) else { return graphRefusal() }
+            guard graphCaller(request, application: context.parameters.get("application")) else {
+                return graphRefusal()
+            }
             let body = try await request.body.collect(upTo: 1 << 16)
             let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
             guard let keyID = fields["keyId"] as? String else { return fail("graph: removePassword body") }
             if state.refuseRemovals.withLock({ $0 }) {
-                return json(.forbidden, ["error": ["code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."]])
+                return json(
+                    .forbidden,
+                    [
+                        "error": [
+                            "code": "Authorization_RequestDenied",
+                            "message": "Insufficient privileges to complete the operation.",
+                        ]
+                    ])
             }
             let removed = state.azureSecrets.withLock { $0.removeValue(forKey: keyID) != nil }
-            guard removed else { return json(.notFound, ["error": ["code": "Request_ResourceNotFound", "message": "No password with that key id."]]) }
+            guard removed else {
+                return json(
+                    .notFound,
+                    ["error": ["code": "Request_ResourceNotFound", "message": "No password with that key id."]])
+            }
             return Response(status: .noContent)
         }
     }

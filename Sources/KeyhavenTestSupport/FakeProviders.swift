@@ -1,11 +1,11 @@
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import JWTKit
 import KeyhavenCore
 import KeyhavenProviders
 import Logging
-import HTTPTypes
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -56,7 +56,7 @@ public final class FakeProviders: Sendable {
         let base = Mutex<String>("")
         /// AWS access keys by id: the IAM user, the secret, and whether it is active (IAM keeps at most two).
         let awsKeys = Mutex<[String: FakeAWSKey]>([
-            awsAccessKeyID: FakeAWSKey(user: "keyhaven", secret: awsSecret, active: true, created: 0),
+            awsAccessKeyID: FakeAWSKey(user: "keyhaven", secret: awsSecret, active: true, created: 0)
         ])
         /// The Azure application's client secrets by key id.
         let azureSecrets = Mutex<[String: String]>([azureSecretKeyID: azureSecret])
@@ -81,7 +81,12 @@ public final class FakeProviders: Sendable {
         /// While true, streams stop after their first event until released.
         let holdStreams = Mutex<Bool>(false)
 
-        func next() -> Int { serial.withLock { $0 += 1; return $0 } }
+        func next() -> Int {
+            serial.withLock {
+                $0 += 1
+                return $0
+            }
+        }
 
         func fail(_ what: String) -> Response {
             unexpected.withLock { $0.append(what) }
@@ -97,7 +102,9 @@ public final class FakeProviders: Sendable {
         let portBox = Mutex<Int?>(nil)
         let state = FakeState()
         let keys = JWTKeyCollection()
-        await keys.add(rsa: try Insecure.RSA.PublicKey(pem: key.publicKey.pemRepresentation), digestAlgorithm: .sha256, kid: "fake-key-1")
+        await keys.add(
+            rsa: try Insecure.RSA.PublicKey(pem: key.publicKey.pemRepresentation), digestAlgorithm: .sha256,
+            kid: "fake-key-1")
         let router = Router()
         if delay > .zero { router.add(middleware: DelayMiddleware(delay: delay)) }
         addRoutes(router, keys: keys, state: state)
@@ -119,7 +126,10 @@ public final class FakeProviders: Sendable {
             key: key, stranger: stranger)
     }
 
-    private init(baseURL: URL, task: Task<Void, any Error>, state: FakeState, downURL: URL, key: _RSA.Signing.PrivateKey, stranger: _RSA.Signing.PrivateKey) {
+    private init(
+        baseURL: URL, task: Task<Void, any Error>, state: FakeState, downURL: URL, key: _RSA.Signing.PrivateKey,
+        stranger: _RSA.Signing.PrivateKey
+    ) {
         self.baseURL = baseURL
         self.task = task
         self.state = state
@@ -178,7 +188,9 @@ public final class FakeProviders: Sendable {
 
     static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
         let data = (try? JSONSerialization.data(withJSONObject: object)) ?? Data()
-        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func xml(_ status: HTTPResponse.Status, _ text: String) -> Response {
@@ -189,7 +201,9 @@ public final class FakeProviders: Sendable {
         let body = try await request.body.collect(upTo: 1 << 16)
         var fields: [String: String] = [:]
         for pair in String(buffer: body).split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+            let parts = pair.split(separator: "=", maxSplits: 1).map {
+                String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0)
+            }
             fields[parts[0]] = parts.count > 1 ? parts[1] : ""
         }
         return fields
@@ -215,37 +229,74 @@ public final class FakeProviders: Sendable {
             switch authorization {
             case "Bearer \(openAIKey)":
                 state.openAIListings.withLock { $0 += 1 }
-                if let organization = request.headers[HTTPField.Name("OpenAI-Organization")!], organization != "org-fake" {
+                if let organization = request.headers[HTTPField.Name("OpenAI-Organization")!],
+                    organization != "org-fake"
+                {
                     return fail("openai: organization \(organization)")
                 }
                 return json(.ok, ["object": "list", "data": [["id": "gpt-4o"], ["id": "gpt-4o-mini"], ["id": "o3"]]])
             case "Bearer \(openAIRestrictedKey)":
-                return json(.unauthorized, ["error": ["message": "You have insufficient permissions for this operation. Missing scopes: api.model.read."]])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "message":
+                                "You have insufficient permissions for this operation. Missing scopes: api.model.read."
+                        ]
+                    ])
             case "Bearer sk-fake-ratelimited-0000000000":
                 return json(.tooManyRequests, ["error": ["message": "Rate limit reached."]])
             case _ where authorization.hasPrefix("Bearer sk-"):
                 // Like the real service, it echoes the key it was given.
-                return json(.unauthorized, ["error": ["message": "Incorrect API key provided: \(authorization.dropFirst(7)). You can find your API key at https://platform.openai.com/account/api-keys."]])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "message":
+                                "Incorrect API key provided: \(authorization.dropFirst(7)). You can find your API key at https://platform.openai.com/account/api-keys."
+                        ]
+                    ])
             default:
                 return fail("openai: authorization header \(authorization.prefix(12))")
             }
         }
         router.get("/anthropic/v1/models") { request, _ -> Response in
-            guard request.headers[HTTPField.Name("anthropic-version")!] == "2023-06-01" else { return fail("anthropic: version header") }
-            guard request.headers[.authorization] == nil, request.uri.query == nil else { return fail("anthropic: key outside x-api-key") }
-            guard let key = request.headers[HTTPField.Name("x-api-key")!] else { return fail("anthropic: no x-api-key") }
+            guard request.headers[HTTPField.Name("anthropic-version")!] == "2023-06-01" else {
+                return fail("anthropic: version header")
+            }
+            guard request.headers[.authorization] == nil, request.uri.query == nil else {
+                return fail("anthropic: key outside x-api-key")
+            }
+            guard let key = request.headers[HTTPField.Name("x-api-key")!] else {
+                return fail("anthropic: no x-api-key")
+            }
             if key == anthropicKey { return json(.ok, ["data": [["id": "claude-sonnet-4"]], "has_more": false]) }
-            return json(.unauthorized, ["type": "error", "error": ["type": "authentication_error", "message": "invalid x-api-key"]])
+            return json(
+                .unauthorized,
+                ["type": "error", "error": ["type": "authentication_error", "message": "invalid x-api-key"]])
         }
         router.get("/gemini/v1beta/models") { request, _ -> Response in
             guard request.uri.query == nil else { return fail("gemini: the key in the URL") }
-            guard let key = request.headers[HTTPField.Name("x-goog-api-key")!] else { return fail("gemini: no x-goog-api-key") }
-            if key == geminiKey { return json(.ok, ["models": [["name": "models/gemini-2.5-pro"], ["name": "models/gemini-2.5-flash"]]]) }
-            return json(.badRequest, ["error": ["code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"]])
+            guard let key = request.headers[HTTPField.Name("x-goog-api-key")!] else {
+                return fail("gemini: no x-goog-api-key")
+            }
+            if key == geminiKey {
+                return json(.ok, ["models": [["name": "models/gemini-2.5-pro"], ["name": "models/gemini-2.5-flash"]]])
+            }
+            return json(
+                .badRequest,
+                [
+                    "error": [
+                        "code": 400, "message": "API key not valid. Please pass a valid API key.",
+                        "status": "INVALID_ARGUMENT",
+                    ]
+                ])
         }
         router.post("/google/token") { request, _ -> Response in
             let fields = try await form(request)
-            guard fields["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer", let assertion = fields["assertion"] else {
+            guard fields["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                let assertion = fields["assertion"]
+            else {
                 return fail("google: form \(fields.keys.sorted())")
             }
             struct Claims: JWTPayload {
@@ -264,9 +315,12 @@ public final class FakeProviders: Sendable {
                 return json(.badRequest, ["error": "invalid_grant", "error_description": "Invalid JWT Signature."])
             }
             let expectedAudience = state.base.withLock { $0 } + "/google/token"
-            guard claims.iss.value == "vault@fake-project.iam.gserviceaccount.com", claims.aud.value.contains(expectedAudience),
+            guard claims.iss.value == "vault@fake-project.iam.gserviceaccount.com",
+                claims.aud.value.contains(expectedAudience),
                 claims.exp.value.timeIntervalSince(claims.iat.value) <= 3600, !claims.scope.isEmpty
-            else { return json(.badRequest, ["error": "invalid_grant", "error_description": "Invalid JWT: bad claims."]) }
+            else {
+                return json(.badRequest, ["error": "invalid_grant", "error_description": "Invalid JWT: bad claims."])
+            }
             let token = "ya29.fake-\(state.next())"
             state.issuedTokens.withLock { $0[token] = "google:\(keyID)" }
             return json(.ok, ["access_token": token, "expires_in": 3599, "token_type": "Bearer"])
@@ -281,21 +335,46 @@ public final class FakeProviders: Sendable {
                 let client = fields["client_id"], let secret = fields["client_secret"]
             else { return fail("azure: form \(fields.keys.sorted())") }
             guard context.parameters.get("tenant") == azureTenant else {
-                return json(.badRequest, ["error": "invalid_request", "error_description": "AADSTS90002: Tenant '\(context.parameters.get("tenant") ?? "")' not found."])
+                return json(
+                    .badRequest,
+                    [
+                        "error": "invalid_request",
+                        "error_description":
+                            "AADSTS90002: Tenant '\(context.parameters.get("tenant") ?? "")' not found.",
+                    ])
             }
             guard client == azureClient else {
-                return json(.badRequest, ["error": "unauthorized_client", "error_description": "AADSTS700016: Application with identifier '\(client)' was not found in the directory."])
+                return json(
+                    .badRequest,
+                    [
+                        "error": "unauthorized_client",
+                        "error_description":
+                            "AADSTS700016: Application with identifier '\(client)' was not found in the directory.",
+                    ])
             }
             switch secret {
-            case _ where state.azureSecrets.withLock({ $0.values.contains(secret) })
+            case _
+            where state.azureSecrets.withLock({ $0.values.contains(secret) })
                 && (secret == azureSecret || scope.hasPrefix("https://graph.") || !state.refuseRotated.withLock({ $0 })):
                 let token = "eyJ.fake-\(state.next())"
                 if scope.hasPrefix("https://graph.") { state.issuedTokens.withLock { $0[token] = "graph:\(client)" } }
                 return json(.ok, ["access_token": token, "expires_in": 3599, "token_type": "Bearer"])
             case azureExpiredSecret:
-                return json(.unauthorized, ["error": "invalid_client", "error_description": "AADSTS7000222: The provided client secret keys for app '\(client)' are expired."])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": "invalid_client",
+                        "error_description":
+                            "AADSTS7000222: The provided client secret keys for app '\(client)' are expired.",
+                    ])
             default:
-                return json(.unauthorized, ["error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '\(client)'. Secret sent: \(secret)"])
+                return json(
+                    .unauthorized,
+                    [
+                        "error": "invalid_client",
+                        "error_description":
+                            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '\(client)'. Secret sent: \(secret)",
+                    ])
             }
         }
         router.on("/**", method: .get) { request, _ in fail("GET \(request.uri.path)") }
@@ -304,13 +383,17 @@ public final class FakeProviders: Sendable {
 
     static func aws(_ request: Request, state: FakeState, fail: @Sendable (String) -> Response) async -> Response {
         guard let body = try? await request.body.collect(upTo: 1 << 16) else { return fail("aws: body") }
-        guard String(buffer: body) == "Action=GetCallerIdentity&Version=2011-06-15" else { return fail("aws: body \(String(buffer: body))") }
+        guard String(buffer: body) == "Action=GetCallerIdentity&Version=2011-06-15" else {
+            return fail("aws: body \(String(buffer: body))")
+        }
         let key: FakeAWSKey
         switch verifySigV4(request, body: body, service: "sts", state: state, fail: fail) {
         case .failure(let refusal): return refusal.response
         case .success(let signer): key = signer
         }
-        return xml(.ok, """
+        return xml(
+            .ok,
+            """
             <GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>\
             <Arn>arn:aws:iam::123456789012:user/\(key.user)</Arn><UserId>AIDAFAKE</UserId><Account>123456789012</Account>\
             </GetCallerIdentityResult></GetCallerIdentityResponse>
@@ -331,40 +414,66 @@ public final class FakeProviders: Sendable {
                 return item.hasPrefix(name + "=") ? String(item.dropFirst(name.count + 1)) : nil
             }.first
         }
-        guard let credential = part("Credential"), let signedHeaders = part("SignedHeaders"), let signature = part("Signature") else {
+        guard let credential = part("Credential"), let signedHeaders = part("SignedHeaders"),
+            let signature = part("Signature")
+        else {
             return .failure(FakeRefusal(response: fail("\(service): authorization header")))
         }
         let scope = credential.split(separator: "/")
-        guard scope.count == 5, scope[3] == service, scope[4] == "aws4_request" else { return .failure(FakeRefusal(response: fail("\(service): scope \(credential)"))) }
-        if service == "iam" && scope[2] != "us-east-1" { return .failure(FakeRefusal(response: fail("iam: region \(scope[2])"))) }
+        guard scope.count == 5, scope[3] == service, scope[4] == "aws4_request" else {
+            return .failure(FakeRefusal(response: fail("\(service): scope \(credential)")))
+        }
+        if service == "iam" && scope[2] != "us-east-1" {
+            return .failure(FakeRefusal(response: fail("iam: region \(scope[2])")))
+        }
         let accessKeyID = String(scope[0])
         if accessKeyID == awsExpiredAccessKeyID {
-            return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>")))
+            return .failure(
+                FakeRefusal(
+                    response: xml(
+                        .forbidden,
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>"
+                    )))
         }
         guard let key = state.awsKeys.withLock({ $0[accessKeyID] }), key.active,
             service != "sts" || key.created == 0 || !state.refuseRotated.withLock({ $0 })
         else {
-            return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>")))
+            return .failure(
+                FakeRefusal(
+                    response: xml(
+                        .forbidden,
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>"
+                    )))
         }
         // Recompute the signature from the secret this fake knows, over exactly the headers that were signed.
         var headers: [(name: String, value: String)] = []
         for name in signedHeaders.split(separator: ";") {
             let field = name == "host" ? request.head.authority : request.headers[HTTPField.Name(String(name))!]
-            guard let value = field else { return .failure(FakeRefusal(response: fail("\(service): signed header \(name) missing"))) }
+            guard let value = field else {
+                return .failure(FakeRefusal(response: fail("\(service): signed header \(name) missing")))
+            }
             headers.append((String(name), value))
         }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        guard let date = formatter.date(from: amzDate), abs(date.timeIntervalSinceNow) < 300 else { return .failure(FakeRefusal(response: fail("\(service): date"))) }
+        guard let date = formatter.date(from: amzDate), abs(date.timeIntervalSinceNow) < 300 else {
+            return .failure(FakeRefusal(response: fail("\(service): date")))
+        }
         var signer = SigV4Signer(
             credentials: .init(accessKeyID: accessKeyID, secretAccessKey: key.secret, sessionToken: nil),
             region: String(scope[2]), service: service)
         signer.signSessionToken = false
-        let expected = signer.sign(.init(method: "POST", target: request.uri.path, headers: headers, body: Data(buffer: body)), date: date)
+        let expected = signer.sign(
+            .init(method: "POST", target: request.uri.path, headers: headers, body: Data(buffer: body)), date: date)
         guard expected.signature == signature else {
-            return .failure(FakeRefusal(response: xml(.forbidden, "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error></ErrorResponse>")))
+            return .failure(
+                FakeRefusal(
+                    response: xml(
+                        .forbidden,
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error></ErrorResponse>"
+                    )))
         }
         return .success(key)
     }

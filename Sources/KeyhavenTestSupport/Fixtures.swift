@@ -24,7 +24,9 @@ public enum Fixtures {
     }
 
     /// Inserts an integration for `ownerID` and returns where its secrets go.
-    public static func integration(in database: Database, ownerID: UUID, name: String? = nil) async throws -> SecretOwner {
+    public static func integration(in database: Database, ownerID: UUID, name: String? = nil) async throws
+        -> SecretOwner
+    {
         let id = UUID()
         let now = Date()
         try await database.transaction { sql in

@@ -70,7 +70,9 @@ public struct KeyhavenBinary: Sendable {
 
         /// The port `keyhaven serve` listens on, once it says so (nil if it does not within `timeout`).
         public func listeningPort(timeout: Duration = .seconds(30)) async -> Int? {
-            guard await waitForStderr(timeout: timeout, { $0.contains("Server started and listening on") }) else { return nil }
+            guard await waitForStderr(timeout: timeout, { $0.contains("Server started and listening on") }) else {
+                return nil
+            }
             return stderr.split(separator: "\n").first { $0.contains("listening on") }?.split(separator: ":").last
                 .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         }
@@ -111,7 +113,9 @@ public struct KeyhavenBinary: Sendable {
     }
 
     /// Starts `keyhaven <arguments>` in `directory` with exactly `environment` (plus PATH and HOME).
-    public func start(_ arguments: [String], environment: [String: String] = [:], in directory: String) throws -> Running {
+    public func start(_ arguments: [String], environment: [String: String] = [:], in directory: String) throws
+        -> Running
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments

@@ -35,7 +35,8 @@ public struct OpenAPIContract: Sendable {
     /// Whether a path belongs to what the document describes: the JSON API and the operational routes. Web pages
     /// are not part of it.
     public static func isDescribed(_ path: String) -> Bool {
-        path == "/api" || path.hasPrefix("/api/") || ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(path)
+        path == "/api" || path.hasPrefix("/api/")
+            || ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(path)
     }
 
     /// Checks one response against the document: its status must be listed for the operation, and a JSON body
@@ -47,8 +48,9 @@ public struct OpenAPIContract: Sendable {
         let label = "\(method) \(path) → \(status)"
         guard let item = match(path)?.1, let operation = item[method.lowercased()]?.objectValue else {
             guard (400..<500).contains(status) else { return ["\(label): an undocumented route answered \(status)"] }
-            return checkBody(label, schema: .object(["$ref": .string("#/components/schemas/Error")]), body: body,
-                             contentType: contentType, mediaType: "application/json")
+            return checkBody(
+                label, schema: .object(["$ref": .string("#/components/schemas/Error")]), body: body,
+                contentType: contentType, mediaType: "application/json")
         }
         guard var response = operation["responses"]?[String(status)] ?? operation["responses"]?["default"] else {
             return ["\(label): status \(status) is not documented"]
@@ -118,7 +120,9 @@ public struct OpenAPIContract: Sendable {
             switch keyword {
             case "$ref":
                 let target = resolve(schema)
-                if target == .null { problems.append("\(path): unresolved \(argument)") } else {
+                if target == .null {
+                    problems.append("\(path): unresolved \(argument)")
+                } else {
                     validate(value, against: target, at: path, into: &problems)
                 }
             case "type":
@@ -214,7 +218,8 @@ public struct OpenAPIContract: Sendable {
                     }
                 case "email": if !text.contains("@") { problems.append("\(path): not an email") }
                 case "date":
-                    if (try? Date("\(text)T00:00:00Z", strategy: Date.ISO8601FormatStyle())) == nil || text.count != 10 {
+                    if (try? Date("\(text)T00:00:00Z", strategy: Date.ISO8601FormatStyle())) == nil || text.count != 10
+                    {
                         problems.append("\(path): not a date")
                     }
                 default: problems.append("\(path): unknown format \(argument)")

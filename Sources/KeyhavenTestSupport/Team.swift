@@ -25,9 +25,12 @@ public struct Team: Sendable {
 
     /// A new organization owned by `owner`, with every other user but the outsider as a member of their role; the
     /// removed user was a member and was removed through the API.
-    public func organization(_ api: APIHarness, name: String = "team \(UUID().uuidString.prefix(8))") async throws -> UUID {
+    public func organization(_ api: APIHarness, name: String = "team \(UUID().uuidString.prefix(8))") async throws
+        -> UUID
+    {
         let created = try await api.request(.post, "/api/orgs", auth: owner.session, json: ["name": name])
-        guard created.status == .created, let text = created.json["id"] as? String, let id = UUID(uuidString: text) else {
+        guard created.status == .created, let text = created.json["id"] as? String, let id = UUID(uuidString: text)
+        else {
             throw TestSetupError("organization creation failed: \(created.text)")
         }
         let roles: [(TestUser, WorkspaceRole)] = [
@@ -44,7 +47,8 @@ public struct Team: Sendable {
                 ).run()
             }
         }
-        let removal = try await api.request(.delete, "/api/orgs/\(id.lowercased)/members/\(removed.id.lowercased)", auth: owner.session)
+        let removal = try await api.request(
+            .delete, "/api/orgs/\(id.lowercased)/members/\(removed.id.lowercased)", auth: owner.session)
         guard removal.status == .noContent else { throw TestSetupError("removal failed: \(removal.text)") }
         return id
     }

@@ -35,7 +35,8 @@ public enum TestDatabase: String, Sendable, CaseIterable, CustomStringConvertibl
             return TestDatabaseHandle(database: database, location: location, schema: nil, directory: directory)
         case .postgres:
             guard let url = ProcessInfo.processInfo.environment["KEYHAVEN_TEST_POSTGRES_URL"], !url.isEmpty else {
-                throw TestSetupError("KEYHAVEN_TEST_POSTGRES_URL is not set, and CI=true requires the PostgreSQL suites")
+                throw TestSetupError(
+                    "KEYHAVEN_TEST_POSTGRES_URL is not set, and CI=true requires the PostgreSQL suites")
             }
             let location = DatabaseLocation.postgres(url: url)
             let schema = "kh_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
@@ -64,7 +65,9 @@ public struct TestDatabaseHandle: Sendable {
     /// Closes the pool and removes the database.
     public func close() async {
         await database.shutdown()
-        if let schema, case .postgres = location, let admin = try? await Database.open(location, logger: Logger(label: "test")) {
+        if let schema, case .postgres = location,
+            let admin = try? await Database.open(location, logger: Logger(label: "test"))
+        {
             try? await admin.withConnection { sql in try await sql.raw("DROP SCHEMA \(ident: schema) CASCADE").run() }
             await admin.shutdown()
         }
@@ -85,8 +88,10 @@ public struct TestDatabaseHandle: Sendable {
                 ).all().map { try $0.decode(column: "table_name", as: String.self) }
                 var dumps: [Data] = []
                 for table in tables {
-                    let rows = try await sql.raw("SELECT row_to_json(t)::text AS j FROM \(ident: schema).\(ident: table) t")
-                        .all()
+                    let rows = try await sql.raw(
+                        "SELECT row_to_json(t)::text AS j FROM \(ident: schema).\(ident: table) t"
+                    )
+                    .all()
                     for row in rows { dumps.append(Data(try row.decode(column: "j", as: String.self).utf8)) }
                 }
                 return dumps

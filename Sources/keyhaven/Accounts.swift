@@ -11,7 +11,8 @@ extension KeyhavenCommand {
         struct Create: AsyncParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Create a user; the password is read from stdin (one line).",
-                discussion: "Works also when sign-up is closed (KEYHAVEN_ALLOW_SIGNUP=false). Prints the new user's id.")
+                discussion: "Works also when sign-up is closed (KEYHAVEN_ALLOW_SIGNUP=false). Prints the new user's id."
+            )
 
             @OptionGroup var global: GlobalOptions
 
@@ -62,12 +63,14 @@ extension KeyhavenCommand {
                         return id
                     }
                     let (configuration, logger) = try await global.load()
-                    let scopes = try Set(scope.map { text in
-                        guard let scope = TokenScope(rawValue: text), TokenScope.service.contains(scope) else {
-                            throw KeyhavenError.badRequest("unknown service scope \(text): use credentials:read, gateway:use or usage:report")
-                        }
-                        return scope
-                    })
+                    let scopes = try Set(
+                        scope.map { text in
+                            guard let scope = TokenScope(rawValue: text), TokenScope.service.contains(scope) else {
+                                throw KeyhavenError.badRequest(
+                                    "unknown service scope \(text): use credentials:read, gateway:use or usage:report")
+                            }
+                            return scope
+                        })
                     let (token, record) = try await KeyhavenOperations.createServiceToken(
                         name: name, scopes: scopes, workspace: workspaceID, configuration, logger: logger)
                     print("Service token \(record.id.lowercasedText) created; store it now, it is not shown again:")
@@ -87,7 +90,9 @@ extension KeyhavenCommand {
             func run() async throws {
                 try await reportingFailure {
                     let (configuration, logger) = try await global.load()
-                    guard let uuid = UUID(uuidString: id) else { throw KeyhavenError.badRequest("\(id) is not a token id") }
+                    guard let uuid = UUID(uuidString: id) else {
+                        throw KeyhavenError.badRequest("\(id) is not a token id")
+                    }
                     try await KeyhavenOperations.revokeToken(id: uuid, configuration, logger: logger)
                     print("Revoked token \(uuid.lowercasedText).")
                 }

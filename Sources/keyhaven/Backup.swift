@@ -6,7 +6,7 @@ import KeyhavenCrypto
 import KeyhavenStorage
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// How a backup is protected: exactly one of a passphrase file and a key file.

@@ -10,7 +10,8 @@ struct KeyhavenCommand: AsyncParsableCommand {
         commandName: "keyhaven",
         abstract: "A self-hosted vault for the provider credentials your users bring.",
         subcommands: [
-            Serve.self, Migrate.self, Keys.self, Users.self, Tokens.self, Audit.self, Backup.self, Restore.self, Prices.self,
+            Serve.self, Migrate.self, Keys.self, Users.self, Tokens.self, Audit.self, Backup.self, Restore.self,
+            Prices.self,
             Rotations.self,
         ]
     )

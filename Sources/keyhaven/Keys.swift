@@ -6,7 +6,7 @@ import KeyhavenStorage
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension KeyhavenCommand {
@@ -32,7 +32,8 @@ extension KeyhavenCommand.Keys {
                 let rows = keys.map { key in
                     [
                         key.id,
-                        key.active ? "active" : (key.registered ? (key.rows > 0 ? "retiring" : "retirable") : "pending"),
+                        key.active
+                            ? "active" : (key.registered ? (key.rows > 0 ? "retiring" : "retirable") : "pending"),
                         key.inKeyring ? "yes" : (key.registered ? "NO" : "yes"),
                         String(key.rows), String(key.wraps),
                         key.createdAt.map { $0.formatted(.iso8601) } ?? "-",
@@ -82,7 +83,9 @@ extension KeyhavenCommand.Keys {
                     "\(result.resumed ? "Finished the interrupted rotation" : "Rotated"): \(result.rewrapped) "
                         + "data keys re-wrapped; active master key: \(result.activeKeyID)")
                 if !result.retirable.isEmpty {
-                    print("No longer used, retire with `keyhaven keys retire <id>`: \(result.retirable.joined(separator: ", "))")
+                    print(
+                        "No longer used, retire with `keyhaven keys retire <id>`: \(result.retirable.joined(separator: ", "))"
+                    )
                 }
                 if !result.failed.isEmpty {
                     let ids = result.failed.map { $0.lowercasedText }.joined(separator: ", ")
@@ -142,7 +145,8 @@ final class ProgressDisplay: Sendable {
                 return nil
             }
             state.last = now
-            let elapsed = Double(state.started.duration(to: now).components.attoseconds) / 1e18
+            let elapsed =
+                Double(state.started.duration(to: now).components.attoseconds) / 1e18
                 + Double(state.started.duration(to: now).components.seconds)
             let percent = progress.total == 0 ? 100 : progress.done * 100 / progress.total
             let rate = elapsed > 0 ? Int(Double(progress.done) / elapsed) : 0
@@ -161,7 +165,8 @@ func printTable(header: [String], rows: [[String]]) {
     let all = [header] + rows
     let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
     for row in all {
-        print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-            .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+        print(
+            row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
     }
 }

@@ -4,7 +4,7 @@ import KeyhavenApp
 import KeyhavenCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension KeyhavenCommand {

@@ -3,7 +3,7 @@ import Hummingbird
 import KeyhavenApp
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension KeyhavenCommand {

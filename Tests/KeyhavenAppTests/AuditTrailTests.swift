@@ -2,11 +2,12 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
-@testable import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit
 import Testing
+
+@testable import KeyhavenStorage
 
 @Suite("Audit trail")
 struct AuditTrailTests {
@@ -14,7 +15,8 @@ struct AuditTrailTests {
     func populate(_ api: APIHarness) async throws {
         let user = try await api.user()
         let id = try await api.openAIIntegration(for: user.session)
-        _ = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": "sk-rotated-audit-key-0001"])
+        _ = try await api.request(
+            .put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": "sk-rotated-audit-key-0001"])
         let service = try await api.serviceToken()
         _ = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
         _ = try await api.personalToken(for: user, scopes: ["integrations:read"])
@@ -31,15 +33,20 @@ struct AuditTrailTests {
             }
             #expect(count == 5)
             let events = try await api.handle.database.transaction { sql in
-                try await sql.raw("SELECT at FROM audit_events").all().map { try $0.decode(column: "at", as: String.self) }
+                try await sql.raw("SELECT at FROM audit_events").all().map {
+                    try $0.decode(column: "at", as: String.self)
+                }
             }
             for at in events {
-                #expect(try Date(at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)).timeIntervalSinceNow > -60)
+                #expect(
+                    try Date(at, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+                        .timeIntervalSinceNow > -60)
             }
             let database = api.handle.database
             // Edit one stored event.
             let original = try await database.transaction { sql in
-                try await sql.raw("SELECT detail FROM audit_events WHERE seq = 3").first()!.decode(column: "detail", as: String.self)
+                try await sql.raw("SELECT detail FROM audit_events WHERE seq = 3").first()!.decode(
+                    column: "detail", as: String.self)
             }
             try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET detail = '{\"name\":\"forged\"}' WHERE seq = 3").run()
@@ -51,9 +58,15 @@ struct AuditTrailTests {
             #expect(try await log.verify() == .intact(events: count))
             // Edit another column, and recompute its hash as a forger would: the next link breaks.
             try await database.transaction { sql in
-                try await sql.raw("UPDATE audit_events SET outcome = 'denied', hash = \(bind: String(repeating: "a", count: 64)) WHERE seq = 2").run()
+                try await sql.raw(
+                    "UPDATE audit_events SET outcome = 'denied', hash = \(bind: String(repeating: "a", count: 64)) WHERE seq = 2"
+                ).run()
             }
-            if case .broken(let seq, _) = try await log.verify() { #expect(seq == 2) } else { Issue.record("not detected") }
+            if case .broken(let seq, _) = try await log.verify() {
+                #expect(seq == 2)
+            } else {
+                Issue.record("not detected")
+            }
             // Delete one event.
             try await database.transaction { sql in
                 try await sql.raw("DELETE FROM audit_events WHERE seq = 2").run()
@@ -62,7 +75,9 @@ struct AuditTrailTests {
         }
     }
 
-    @Test("without the audit key a forger cannot rebuild the chain, even recomputing every hash with SHA-256", arguments: TestDatabase.all)
+    @Test(
+        "without the audit key a forger cannot rebuild the chain, even recomputing every hash with SHA-256",
+        arguments: TestDatabase.all)
     func keyedChain(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             try await populate(api)
@@ -71,15 +86,20 @@ struct AuditTrailTests {
             let rows = try await database.transaction { sql in
                 try await sql.raw("SELECT * FROM audit_events ORDER BY seq").all().map { try SQLAuditLog.eventText($0) }
             }
-            #expect(rows.allSatisfy { $0.split(separator: "|").last.map { $0.hasPrefix("audit-") } == true }, "every event names its key")
+            #expect(
+                rows.allSatisfy { $0.split(separator: "|").last.map { $0.hasPrefix("audit-") } == true },
+                "every event names its key")
             // A forger edits event 3 and recomputes it and every later link the way an unkeyed chain would allow.
             try await database.transaction { sql in
                 try await sql.raw("UPDATE audit_events SET detail = '{\"name\":\"forged\"}' WHERE seq = 3").run()
-                var previous = try await sql.raw("SELECT hash FROM audit_events WHERE seq = 2").first()!.decode(column: "hash", as: String.self)
+                var previous = try await sql.raw("SELECT hash FROM audit_events WHERE seq = 2").first()!.decode(
+                    column: "hash", as: String.self)
                 for row in try await sql.raw("SELECT * FROM audit_events WHERE seq >= 3 ORDER BY seq").all() {
                     let seq = try row.decode(column: "seq", as: Int64.self)
                     let forged = try SQLAuditLog.forgeUnkeyed(row, prevHash: previous)
-                    try await sql.raw("UPDATE audit_events SET prev_hash = \(bind: previous), hash = \(bind: forged) WHERE seq = \(bind: seq)").run()
+                    try await sql.raw(
+                        "UPDATE audit_events SET prev_hash = \(bind: previous), hash = \(bind: forged) WHERE seq = \(bind: seq)"
+                    ).run()
                     previous = forged
                 }
             }
@@ -92,7 +112,9 @@ struct AuditTrailTests {
         }
     }
 
-    @Test("a trail written before the chain was keyed verifies: its SHA-256 links first, keyed links after", arguments: TestDatabase.all)
+    @Test(
+        "a trail written before the chain was keyed verifies: its SHA-256 links first, keyed links after",
+        arguments: TestDatabase.all)
     func legacyPrefix(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             try await populate(api)
@@ -104,7 +126,9 @@ struct AuditTrailTests {
                     var event = try SQLAuditLog.event(from: row)
                     event.prevHash = previous
                     event.keyID = event.seq < 3 ? nil : log.keys.current.id
-                    event.hash = event.seq < 3 ? SQLAuditLog.legacyHash(event) : log.keys.current.mac(SQLAuditLog.chainedText(event))
+                    event.hash =
+                        event.seq < 3
+                        ? SQLAuditLog.legacyHash(event) : log.keys.current.mac(SQLAuditLog.chainedText(event))
                     try await sql.raw(
                         """
                         UPDATE audit_events SET key_id = \(bind: event.keyID), prev_hash = \(bind: event.prevHash),
@@ -118,7 +142,9 @@ struct AuditTrailTests {
         }
     }
 
-    @Test("a tail deleted below a signed checkpoint is named; a forged checkpoint is refused", arguments: TestDatabase.all)
+    @Test(
+        "a tail deleted below a signed checkpoint is named; a forged checkpoint is refused", arguments: TestDatabase.all
+    )
     func checkpoints(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             try await populate(api)
@@ -135,47 +161,64 @@ struct AuditTrailTests {
             #expect(try await log.verify() == .intact(events: 7))
             // ... but below it, the checkpoint names what is missing.
             try await database.transaction { sql in try await sql.raw("DELETE FROM audit_events WHERE seq > 3").run() }
-            #expect(try await log.verify() == .broken(seq: 4, reason: "events 4 to 5 are missing: a signed checkpoint records the trail up to 5"))
+            #expect(
+                try await log.verify()
+                    == .broken(
+                        seq: 4, reason: "events 4 to 5 are missing: a signed checkpoint records the trail up to 5"))
             // A checkpoint written without the key is refused.
             try await database.transaction { sql in
-                try await sql.raw("UPDATE audit_checkpoints SET seq = 3, head_hash = (SELECT hash FROM audit_events WHERE seq = 3)").run()
+                try await sql.raw(
+                    "UPDATE audit_checkpoints SET seq = 3, head_hash = (SELECT hash FROM audit_events WHERE seq = 3)"
+                ).run()
             }
-            #expect(try await log.verify() == .broken(seq: 3, reason: "its checkpoint is not signed with the audit key"))
+            #expect(
+                try await log.verify() == .broken(seq: 3, reason: "its checkpoint is not signed with the audit key"))
         }
     }
 
     @Test("the running server writes signed checkpoints of the head to the database and to its log")
     func checkpointService() async throws {
-        try await APIHarness.with(.sqlite, live: true, configure: { $0.auditCheckpointInterval = .milliseconds(100) }) { api in
+        try await APIHarness.with(.sqlite, live: true, configure: { $0.auditCheckpointInterval = .milliseconds(100) }) {
+            api in
             try await populate(api)
             var stored: Int64?
             for _ in 0..<50 where stored != 5 {
                 try await Task.sleep(for: .milliseconds(100))
                 stored = try await api.handle.database.transaction { sql in
-                    try await sql.raw("SELECT MAX(seq) AS seq FROM audit_checkpoints").first()?.decode(column: "seq", as: Int64?.self)
+                    try await sql.raw("SELECT MAX(seq) AS seq FROM audit_checkpoints").first()?.decode(
+                        column: "seq", as: Int64?.self)
                 }
             }
             #expect(stored == 5)
-            #expect(api.logs.all.contains { $0.contains("audit checkpoint") && $0.contains("\"seq\": 5") && $0.contains("head_hash") })
+            #expect(
+                api.logs.all.contains {
+                    $0.contains("audit checkpoint") && $0.contains("\"seq\": 5") && $0.contains("head_hash")
+                })
         }
     }
 
-    @Test("the audit key follows master-key rotation: the chain verifies before and after, and the old key can be retired", arguments: TestDatabase.all)
+    @Test(
+        "the audit key follows master-key rotation: the chain verifies before and after, and the old key can be retired",
+        arguments: TestDatabase.all)
     func survivesRotation(kind: TestDatabase) async throws {
         let handle = try await kind.make()
         defer { Task { await handle.close() } }
         let source = KeyringSource(file: KeyringFile(path: handle.directory.path + "/keyring.json"))
         let configuration = KeyhavenConfiguration(database: handle.location, keyring: source)
-        let first = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: Logger(label: "test"), database: handle.database)
+        let first = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: true, logger: Logger(label: "test"), database: handle.database)
         try await first.audit.append(AuditEntry(actor: .operator, action: .keyRotate))
         try await first.audit.checkpoint()
-        let result = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).rotate()
+        let result = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test"))
+            .rotate()
         try await first.audit.append(AuditEntry(actor: .operator, action: .keyRotate))
         #expect(try await first.audit.verify() == .intact(events: 2))
         let old = try #require(result.retirable.first)
-        try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).retire(id: old)
+        try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).retire(
+            id: old)
         // A new process holding only the new master key opens the audit key and verifies the whole chain.
-        let second = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"), database: handle.database)
+        let second = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: false, logger: Logger(label: "test"), database: handle.database)
         #expect(try await second.audit.verify() == .intact(events: 2))
         try await first.http.shutdown()
         try await second.http.shutdown()
@@ -187,16 +230,22 @@ struct AuditTrailTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let key = Fixtures.masterKeyText()
-        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_MASTER_KEY": key]
+        let environment = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_MASTER_KEY": key,
+        ]
 
         // The operator creates a user (password on stdin) and a service token (the token alone on the last line).
-        let created = try binary.start(["users", "create", "--email", "ops@example.test"], environment: environment, in: directory.path)
-        created.process.standardInput.map { ($0 as? Pipe)?.fileHandleForWriting.write(Data("\(Fixtures.password)\n".utf8)) }
+        let created = try binary.start(
+            ["users", "create", "--email", "ops@example.test"], environment: environment, in: directory.path)
+        created.process.standardInput.map {
+            ($0 as? Pipe)?.fileHandleForWriting.write(Data("\(Fixtures.password)\n".utf8))
+        }
         let createdStatus = await created.wait()
         #expect(createdStatus == 0, "\(created.stderr)")
         #expect(UUID(uuidString: created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)
 
-        let token = try await binary.run(["tokens", "create-service", "--name", "backend"], environment: environment, in: directory.path)
+        let token = try await binary.run(
+            ["tokens", "create-service", "--name", "backend"], environment: environment, in: directory.path)
         #expect(token.status == 0, "\(token.stderr)")
         let lastLine = token.stdout.split(separator: "\n").last.map(String.init) ?? ""
         #expect(lastLine.hasPrefix("kh_svc_") && lastLine.count > 40)
@@ -214,7 +263,8 @@ struct AuditTrailTests {
         let configuration = KeyhavenConfiguration(
             database: .sqlite(path: directory.path + "/keyhaven.sqlite"),
             keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: key)))
-        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let runtime = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
         try await runtime.database.transaction { sql in
             try await sql.raw("UPDATE audit_events SET actor_type = 'user' WHERE seq = 2").run()
         }

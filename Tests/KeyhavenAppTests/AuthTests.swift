@@ -2,10 +2,10 @@ import Foundation
 import HTTPTypes
 import HummingbirdBcrypt
 import KeyhavenApp
-import KeyhavenWeb
 import KeyhavenCore
 import KeyhavenServices
 import KeyhavenTestSupport
+import KeyhavenWeb
 import SQLKit
 import Testing
 
@@ -29,22 +29,28 @@ struct AuthTests {
             #expect(try await api.request(.post, "/api/auth/logout", auth: user.session).status == .noContent)
             #expect(try await api.request(.get, "/api/auth/me", auth: user.session).status == .unauthorized)
 
-            let wrong = try await api.request(.post, "/api/auth/login", json: ["email": "ada@example.test", "password": "not the password 123"])
-            let unknown = try await api.request(.post, "/api/auth/login", json: ["email": "nobody@example.test", "password": "not the password 123"])
+            let wrong = try await api.request(
+                .post, "/api/auth/login", json: ["email": "ada@example.test", "password": "not the password 123"])
+            let unknown = try await api.request(
+                .post, "/api/auth/login", json: ["email": "nobody@example.test", "password": "not the password 123"])
             #expect(wrong.status == .unauthorized && unknown.status == .unauthorized)
             #expect(wrong.text == unknown.text, "the answer must not reveal whether the email exists")
 
-            let login = try await api.request(.post, "/api/auth/login", json: ["email": "ADA@example.test", "password": Fixtures.password])
+            let login = try await api.request(
+                .post, "/api/auth/login", json: ["email": "ADA@example.test", "password": Fixtures.password])
             #expect(login.status == .ok)
             let cookie = try #require(login.headers[.setCookie])
             #expect(cookie.hasPrefix("keyhaven_session="))
             #expect(cookie.contains("HttpOnly") && cookie.lowercased().contains("samesite=lax"))
 
-            let duplicate = try await api.request(.post, "/api/auth/signup", json: ["email": "ada@EXAMPLE.test", "password": Fixtures.password])
+            let duplicate = try await api.request(
+                .post, "/api/auth/signup", json: ["email": "ada@EXAMPLE.test", "password": Fixtures.password])
             #expect(duplicate.status == .conflict)
 
-            let actions = try await api.runtime.audit.events(ownerID: user.id, integrationID: nil, limit: 50, before: nil)
-                .map { "\($0.action):\($0.outcome)" }
+            let actions = try await api.runtime.audit.events(
+                ownerID: user.id, integrationID: nil, limit: 50, before: nil
+            )
+            .map { "\($0.action):\($0.outcome)" }
             #expect(actions.contains("auth.signup:success"))
             #expect(actions.contains("auth.logout:success"))
             #expect(actions.contains("auth.login:failure"))
@@ -57,12 +63,14 @@ struct AuthTests {
         #expect(PasswordPolicy.commonPasswordCount >= 1000)
         try await APIHarness.with(kind) { api in
             for password in ["short pass", "1qaz2wsx3edc", "QWERTY123456", "leavemealone"] {
-                let response = try await api.request(.post, "/api/auth/signup", json: ["email": "p@example.test", "password": password])
+                let response = try await api.request(
+                    .post, "/api/auth/signup", json: ["email": "p@example.test", "password": password])
                 #expect(response.status == .unprocessableContent, "\(password)")
                 #expect(response.fields["password"] != nil)
                 #expect(!response.text.contains(password))
             }
-            let bad = try await api.request(.post, "/api/auth/signup", json: ["email": "not-an-email", "password": Fixtures.password])
+            let bad = try await api.request(
+                .post, "/api/auth/signup", json: ["email": "not-an-email", "password": Fixtures.password])
             #expect(bad.fields.keys.sorted() == ["email"])
         }
     }
@@ -70,56 +78,83 @@ struct AuthTests {
     @Test("sign-up can be closed; the CLI still creates users", arguments: TestDatabase.all)
     func signupClosed(kind: TestDatabase) async throws {
         try await APIHarness.with(kind, configure: { $0.allowSignup = false }) { api in
-            let response = try await api.request(.post, "/api/auth/signup", json: ["email": "a@example.test", "password": Fixtures.password])
+            let response = try await api.request(
+                .post, "/api/auth/signup", json: ["email": "a@example.test", "password": Fixtures.password])
             #expect(response.status == .forbidden)
         }
     }
 
-    @Test("login and sign-up are rate limited per account and per address, with Retry-After and one message", arguments: TestDatabase.all)
+    @Test(
+        "login and sign-up are rate limited per account and per address, with Retry-After and one message",
+        arguments: TestDatabase.all)
     func rateLimits(kind: TestDatabase) async throws {
-        try await APIHarness.with(kind, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 5, signupPerAddress: 2) }) { api in
+        try await APIHarness.with(
+            kind, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 5, signupPerAddress: 2) }
+        ) { api in
             let known = try await api.user(email: "known@example.test")
             var statuses: [HTTPResponse.Status] = []
             for _ in 0..<4 {
-                statuses.append(try await api.request(.post, "/api/auth/login", json: ["email": known.email, "password": "wrong password 123"]).status)
+                statuses.append(
+                    try await api.request(
+                        .post, "/api/auth/login", json: ["email": known.email, "password": "wrong password 123"]
+                    ).status)
             }
             #expect(statuses == [.unauthorized, .unauthorized, .unauthorized, .tooManyRequests])
             // Even the right password is refused while the account is limited.
-            let limited = try await api.request(.post, "/api/auth/login", json: ["email": known.email, "password": Fixtures.password])
+            let limited = try await api.request(
+                .post, "/api/auth/login", json: ["email": known.email, "password": Fixtures.password])
             #expect(limited.status == .tooManyRequests)
             let retryAfter = try #require(limited.headers[.retryAfter].flatMap { Int($0) })
             #expect(retryAfter > 0 && retryAfter <= 900)
             // Another account from the same address hits the per-address limit; the message is the same.
-            let other = try await api.request(.post, "/api/auth/login", json: ["email": "nobody@example.test", "password": "wrong password 123"])
+            let other = try await api.request(
+                .post, "/api/auth/login", json: ["email": "nobody@example.test", "password": "wrong password 123"])
             #expect(other.status == .tooManyRequests)
             #expect(other.json["error"] as? NSDictionary == limited.json["error"] as? NSDictionary)
             // Sign-up per address.
-            _ = try await api.request(.post, "/api/auth/signup", json: ["email": "s1@example.test", "password": Fixtures.password])
-            _ = try await api.request(.post, "/api/auth/signup", json: ["email": "s2@example.test", "password": Fixtures.password])
-            #expect(try await api.request(.post, "/api/auth/signup", json: ["email": "s3@example.test", "password": Fixtures.password]).status == .tooManyRequests)
+            _ = try await api.request(
+                .post, "/api/auth/signup", json: ["email": "s1@example.test", "password": Fixtures.password])
+            _ = try await api.request(
+                .post, "/api/auth/signup", json: ["email": "s2@example.test", "password": Fixtures.password])
+            #expect(
+                try await api.request(
+                    .post, "/api/auth/signup", json: ["email": "s3@example.test", "password": Fixtures.password]
+                ).status == .tooManyRequests)
         }
     }
 
     @Test("a successful login clears the account's failures, so only failures accumulate", arguments: TestDatabase.all)
     func successResets(kind: TestDatabase) async throws {
-        try await APIHarness.with(kind, configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10) }) { api in
+        try await APIHarness.with(
+            kind,
+            configure: { $0.authRateLimits = .init(loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10) }
+        ) { api in
             let user = try await api.user()
             var statuses: [Int] = []
-            for password in ["wrong password 111", "wrong password 222", Fixtures.password, "wrong password 333", "wrong password 444", "wrong password 555", "wrong password 666"] {
-                statuses.append(try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": password]).status.code)
+            for password in [
+                "wrong password 111", "wrong password 222", Fixtures.password, "wrong password 333",
+                "wrong password 444", "wrong password 555", "wrong password 666",
+            ] {
+                statuses.append(
+                    try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": password])
+                        .status.code)
             }
             #expect(statuses == [401, 401, 200, 401, 401, 401, 429])
         }
     }
 
-    @Test("behind a trusted proxy, limits count the forwarded client address; otherwise the header is ignored", arguments: TestDatabase.all)
+    @Test(
+        "behind a trusted proxy, limits count the forwarded client address; otherwise the header is ignored",
+        arguments: TestDatabase.all)
     func trustedProxies(kind: TestDatabase) async throws {
         let limits = AuthRateLimits(loginPerAccount: 100, loginPerAddress: 2, signupPerAddress: 10)
         @Sendable func attempts(_ api: APIHarness, from address: String, count: Int) async throws -> [Int] {
             var statuses: [Int] = []
             for index in 0..<count {
-                let response = try await api.request(.post, "/api/auth/login", json: ["email": "n\(index)@example.test", "password": "wrong password 000"],
-                                                     headers: [HTTPField.Name("X-Forwarded-For")!: "198.51.100.1, \(address)"])
+                let response = try await api.request(
+                    .post, "/api/auth/login",
+                    json: ["email": "n\(index)@example.test", "password": "wrong password 000"],
+                    headers: [HTTPField.Name("X-Forwarded-For")!: "198.51.100.1, \(address)"])
                 statuses.append(response.status.code)
             }
             return statuses
@@ -134,11 +169,15 @@ struct AuthTests {
         }
         try await APIHarness.with(kind, live: true, configure: { $0.authRateLimits = limits }) { api async throws in
             #expect(try await attempts(api, from: "203.0.113.5", count: 2) == [401, 401])
-            #expect(try await attempts(api, from: "203.0.113.6", count: 1) == [429], "an untrusted peer cannot pick its address")
+            #expect(
+                try await attempts(api, from: "203.0.113.6", count: 1) == [429],
+                "an untrusted peer cannot pick its address")
         }
     }
 
-    @Test("bodies over 64 KiB get 413, non-JSON bodies 415, malformed JSON 400, each with the JSON error body", arguments: TestDatabase.all)
+    @Test(
+        "bodies over 64 KiB get 413, non-JSON bodies 415, malformed JSON 400, each with the JSON error body",
+        arguments: TestDatabase.all)
     func limits(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
@@ -146,9 +185,12 @@ struct AuthTests {
             let tooLarge = try await api.request(.post, "/api/integrations", auth: user.session, json: large)
             #expect(tooLarge.status == .contentTooLarge)
             #expect((tooLarge.json["error"] as? [String: Any])?["code"] as? String == "payload_too_large")
-            let form = try await api.request(.post, "/api/integrations", auth: user.session, json: Data("name=x".utf8), contentType: "application/x-www-form-urlencoded")
+            let form = try await api.request(
+                .post, "/api/integrations", auth: user.session, json: Data("name=x".utf8),
+                contentType: "application/x-www-form-urlencoded")
             #expect(form.status == .unsupportedMediaType)
-            let malformed = try await api.request(.post, "/api/integrations", auth: user.session, json: Data("{\"name\": ".utf8))
+            let malformed = try await api.request(
+                .post, "/api/integrations", auth: user.session, json: Data("{\"name\": ".utf8))
             #expect(malformed.status == .badRequest)
             for response in [tooLarge, form, malformed] {
                 #expect(response.headers[.xContentTypeOptions] == "nosniff")
@@ -160,39 +202,65 @@ struct AuthTests {
 
 @Suite("Accounts: passwords, external logins and limits under attack")
 struct AccountHardeningTests {
-    @Test("a NUL or control character in a password is refused at sign-up, and the whole password counts", arguments: TestDatabase.all)
+    @Test(
+        "a NUL or control character in a password is refused at sign-up, and the whole password counts",
+        arguments: TestDatabase.all)
     func wholePasswords(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
-            for password in ["\u{0000}" + String(repeating: "x", count: 20), "correct horse\u{0007}battery", "tab\tseparated password 1"] {
-                let response = try await api.request(.post, "/api/auth/signup", json: ["email": "c\(UUID())@example.test", "password": password])
+            for password in [
+                "\u{0000}" + String(repeating: "x", count: 20), "correct horse\u{0007}battery",
+                "tab\tseparated password 1",
+            ] {
+                let response = try await api.request(
+                    .post, "/api/auth/signup", json: ["email": "c\(UUID())@example.test", "password": password])
                 #expect(response.status == .unprocessableContent, "\(password.debugDescription)")
                 #expect(response.fields.keys.sorted() == ["password"])
             }
             // Two passwords that share their first 72 bytes are two passwords.
             let shared = String(repeating: "a long shared prefix ", count: 4)
             let user = try await api.signup(password: shared + "first ending")
-            #expect(try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": shared + "second ending"]).status == .unauthorized)
-            #expect(try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": shared + "first ending"]).status == .ok)
+            #expect(
+                try await api.request(
+                    .post, "/api/auth/login", json: ["email": user.email, "password": shared + "second ending"]
+                ).status == .unauthorized)
+            #expect(
+                try await api.request(
+                    .post, "/api/auth/login", json: ["email": user.email, "password": shared + "first ending"]
+                ).status == .ok)
             // An empty password, or one with a NUL, never reaches bcrypt at login.
             for password in ["", "\u{0000}"] {
-                #expect(try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": password]).status == .unprocessableContent)
+                #expect(
+                    try await api.request(.post, "/api/auth/login", json: ["email": user.email, "password": password])
+                        .status == .unprocessableContent)
             }
         }
     }
 
-    @Test("an account with an older plain bcrypt hash logs in, gets the new hash, and an empty password never matches one", arguments: TestDatabase.all)
+    @Test(
+        "an account with an older plain bcrypt hash logs in, gets the new hash, and an empty password never matches one",
+        arguments: TestDatabase.all)
     func legacyHashes(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let email = "legacy-\(UUID().uuidString.prefix(6).lowercased())@example.test"
             // What the old code stored for "\0" + 20 characters: bcrypt of the empty string.
-            let legacy = try await api.runtime.users.create(email: email, passwordHash: Bcrypt.hash("", cost: 12), audit: nil)
-            #expect(try await api.request(.post, "/api/auth/login", json: ["email": email, "password": ""]).status == .unprocessableContent)
-            #expect(try await api.request(.post, "/api/auth/login", json: ["email": email, "password": "\u{0000}anything at all"]).status == .unprocessableContent)
+            let legacy = try await api.runtime.users.create(
+                email: email, passwordHash: Bcrypt.hash("", cost: 12), audit: nil)
+            #expect(
+                try await api.request(.post, "/api/auth/login", json: ["email": email, "password": ""]).status
+                    == .unprocessableContent)
+            #expect(
+                try await api.request(
+                    .post, "/api/auth/login", json: ["email": email, "password": "\u{0000}anything at all"]
+                ).status == .unprocessableContent)
             try await api.runtime.users.setPasswordHash(Bcrypt.hash(Fixtures.password, cost: 12), userID: legacy.id)
-            #expect(try await api.request(.post, "/api/auth/login", json: ["email": email, "password": Fixtures.password]).status == .ok)
+            #expect(
+                try await api.request(.post, "/api/auth/login", json: ["email": email, "password": Fixtures.password])
+                    .status == .ok)
             let upgraded = try await api.runtime.users.find(email: email)?.passwordHash
             #expect(upgraded?.hasPrefix("kh1:$2") == true)
-            #expect(try await api.request(.post, "/api/auth/login", json: ["email": email, "password": Fixtures.password]).status == .ok)
+            #expect(
+                try await api.request(.post, "/api/auth/login", json: ["email": email, "password": Fixtures.password])
+                    .status == .ok)
         }
     }
 
@@ -206,24 +274,40 @@ struct AccountHardeningTests {
             #expect(me.status == .ok)
             let id = try #require((me.json["user"] as? [String: Any])?["id"] as? String)
             try await api.handle.database.transaction { sql in
-                try await sql.raw("UPDATE users SET disabled_at = \(bind: Date()) WHERE id = \(bind: UUID(uuidString: id))").run()
+                try await sql.raw(
+                    "UPDATE users SET disabled_at = \(bind: Date()) WHERE id = \(bind: UUID(uuidString: id))"
+                ).run()
             }
             #expect(try await api.request(.get, "/api/auth/me", auth: .bearer(token)).status == .unauthorized)
-            let early = try await jwt(secret: secret, subject: "external-\(UUID())", expiresIn: 600, notBefore: Date().addingTimeInterval(300))
+            let early = try await jwt(
+                secret: secret, subject: "external-\(UUID())", expiresIn: 600, notBefore: Date().addingTimeInterval(300)
+            )
             #expect(try await api.request(.get, "/api/auth/me", auth: .bearer(early)).status == .unauthorized)
-            let started = try await jwt(secret: secret, subject: "external-\(UUID())", expiresIn: 600, notBefore: Date().addingTimeInterval(-5))
+            let started = try await jwt(
+                secret: secret, subject: "external-\(UUID())", expiresIn: 600, notBefore: Date().addingTimeInterval(-5))
             #expect(try await api.request(.get, "/api/auth/me", auth: .bearer(started)).status == .ok)
         }
     }
 
-    @Test("failures from one address lock that address out of the account, not its owner elsewhere; a slower limit covers every address", arguments: TestDatabase.all)
+    @Test(
+        "failures from one address lock that address out of the account, not its owner elsewhere; a slower limit covers every address",
+        arguments: TestDatabase.all)
     func loginLockout(kind: TestDatabase) async throws {
-        let limits = AuthRateLimits(loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10, loginPerAccountGlobally: 12)
-        try await APIHarness.with(kind, live: true, configure: { $0.authRateLimits = limits; $0.trustedProxies = ["127.0.0.1"] }) { api async throws in
+        let limits = AuthRateLimits(
+            loginPerAccount: 3, loginPerAddress: 100, signupPerAddress: 10, loginPerAccountGlobally: 12)
+        try await APIHarness.with(
+            kind, live: true,
+            configure: {
+                $0.authRateLimits = limits
+                $0.trustedProxies = ["127.0.0.1"]
+            }
+        ) { api async throws in
             let victim = try await api.user()
             @Sendable func login(_ password: String, from address: String) async throws -> Int {
-                try await api.request(.post, "/api/auth/login", json: ["email": victim.email, "password": password],
-                                      headers: [HTTPField.Name("X-Forwarded-For")!: address]).status.code
+                try await api.request(
+                    .post, "/api/auth/login", json: ["email": victim.email, "password": password],
+                    headers: [HTTPField.Name("X-Forwarded-For")!: address]
+                ).status.code
             }
             var attacker: [Int] = []
             for _ in 0..<4 { attacker.append(try await login("wrong password 000", from: "203.0.113.66")) }
@@ -248,7 +332,9 @@ struct AccountHardeningTests {
         #expect(Accounts.limitKey("192.0.2.1") == "192.0.2.1")
     }
 
-    @Test("a flood of logins runs on bcrypt's own pool: credential reads are answered while it lasts", arguments: TestDatabase.all)
+    @Test(
+        "a flood of logins runs on bcrypt's own pool: credential reads are answered while it lasts",
+        arguments: TestDatabase.all)
     func loginFlood(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
@@ -258,7 +344,9 @@ struct AccountHardeningTests {
             let finished = try await withThrowingTaskGroup(of: String.self) { group in
                 for index in 0..<logins {
                     group.addTask {
-                        _ = try await api.request(.post, "/api/auth/login", json: ["email": "flood\(index)@example.test", "password": "wrong password 000"])
+                        _ = try await api.request(
+                            .post, "/api/auth/login",
+                            json: ["email": "flood\(index)@example.test", "password": "wrong password 000"])
                         return "login"
                     }
                 }
@@ -266,7 +354,8 @@ struct AccountHardeningTests {
                     // Give the logins a head start so they fill whatever pool they run on.
                     try await Task.sleep(for: .milliseconds(200))
                     for _ in 0..<5 {
-                        let read = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                        let read = try await api.request(
+                            .get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
                         guard read.status == .ok else { return "read failed \(read.status)" }
                     }
                     return "reads"

@@ -26,26 +26,32 @@ struct BackupCommandTests {
     /// An SQLite database at `path` with `count` integrations, each with one secret, inserted in bulk.
     func seed(path: String, masterKey: String, count: Int) async throws {
         let configuration = KeyhavenConfiguration(
-            database: .sqlite(path: path), keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
-        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: Logger(label: "test"))
+            database: .sqlite(path: path),
+            keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
+        let runtime = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: true, logger: Logger(label: "test"))
         let kek = try #require(runtime.keyring.keyring.keys.first)
         let user = try await Fixtures.user(in: runtime.database)
         let now = Date()
         for start in stride(from: 0, to: count, by: 500) {
             let size = min(500, count - start)
             var integrations = SQLQueryString(
-                "INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, current_version, created_at, updated_at) VALUES ")
+                "INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, current_version, created_at, updated_at) VALUES "
+            )
             var secrets = SQLQueryString(
-                "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES ")
+                "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES "
+            )
             for offset in 0..<size {
                 let id = UUID()
                 let (binding, sealed) = try Envelope.sealNewRow(
-                    SecretBytes(utf8: "sk-bulk-\(start + offset)"), integrationID: id, ownerID: user, version: 1, kek: kek)
+                    SecretBytes(utf8: "sk-bulk-\(start + offset)"), integrationID: id, ownerID: user, version: 1,
+                    kek: kek)
                 let integrationValues: [any Encodable & Sendable] = [
                     id, user, "bulk \(start + offset)", "openai", "connected", true, "{}", 1, now, now,
                 ]
                 let secretValues: [any Encodable & Sendable] = [
-                    binding.secretID, id, user, 1, sealed.kekID, sealed.wrappedDEK, sealed.nonce, sealed.ciphertext, now,
+                    binding.secretID, id, user, 1, sealed.kekID, sealed.wrappedDEK, sealed.nonce, sealed.ciphertext,
+                    now,
                 ]
                 integrations.appendInterpolation(unsafeRaw: offset == 0 ? "(" : ", (")
                 integrations.appendInterpolation(binds: integrationValues)
@@ -81,8 +87,12 @@ struct BackupCommandTests {
         try await seed(path: directory.path + "/source.sqlite", masterKey: masterKey, count: 50)
         let passphraseFile = try makePassphraseFile(in: directory.path, passphrase: passphrase)
         let keyFile = try makeBackupKeyFile(in: directory.path)
-        let source = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/source.sqlite", "KEYHAVEN_MASTER_KEY": masterKey]
-        let target = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/target.sqlite", "KEYHAVEN_MASTER_KEY": masterKey]
+        let source = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/source.sqlite", "KEYHAVEN_MASTER_KEY": masterKey,
+        ]
+        let target = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/target.sqlite", "KEYHAVEN_MASTER_KEY": masterKey,
+        ]
         let file = directory.path + "/keyhaven.khbackup"
         var outputs: [String] = []
         let rows = try await counts(directory.path + "/source.sqlite").values.reduce(0, +)
@@ -93,17 +103,21 @@ struct BackupCommandTests {
         #expect(backup.status == 0, "\(backup.stderr)")
         #expect(backup.stdout.contains("Backup written to \(file): \(rows) rows"), "\(backup.stdout)")
         #expect(backup.stderr.isEmpty, "no progress unless asked for: \(backup.stderr)")
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.contains("tmp") }
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter {
+            $0.contains("tmp")
+        }
         #expect(leftovers.isEmpty)
 
-        let verify = try await binary.run(["backup", "verify", file, "--passphrase-file", passphraseFile], in: directory.path)
+        let verify = try await binary.run(
+            ["backup", "verify", file, "--passphrase-file", passphraseFile], in: directory.path)
         outputs += [verify.stdout, verify.stderr]
         #expect(verify.status == 0)
         #expect(verify.stdout.hasPrefix("The backup is intact: \(rows) rows"), "\(verify.stdout)")
 
         let wrong = try await binary.run(["backup", "verify", file, "--key-file", keyFile], in: directory.path)
         outputs += [wrong.stdout, wrong.stderr]
-        #expect(lastLine(wrong.stderr) == "keyhaven: error: this backup was made with a passphrase: give --passphrase-file")
+        #expect(
+            lastLine(wrong.stderr) == "keyhaven: error: this backup was made with a passphrase: give --passphrase-file")
 
         // The rest with a key file: scrypt is slow in a debug build.
         let keyed = try await binary.run(
@@ -116,7 +130,9 @@ struct BackupCommandTests {
             ["backup", "verify", directory.path + "/damaged.khbackup", "--key-file", keyFile], in: directory.path)
         outputs += [refused.stdout, refused.stderr]
         #expect(refused.status != 0)
-        #expect(lastLine(refused.stderr) == "keyhaven: error: the backup was tampered with at chunk 0: it does not authenticate")
+        #expect(
+            lastLine(refused.stderr)
+                == "keyhaven: error: the backup was tampered with at chunk 0: it does not authenticate")
         #expect(refused.stderr.split(separator: "\n").count == 1)
 
         let restore = try await binary.run(
@@ -137,7 +153,8 @@ struct BackupCommandTests {
         #expect(audit.status == 0, "\(audit.stderr)")
 
         let misuse = try await binary.run(
-            ["backup", "--output", file, "--passphrase-file", passphraseFile, "--key-file", keyFile], environment: source,
+            ["backup", "--output", file, "--passphrase-file", passphraseFile, "--key-file", keyFile],
+            environment: source,
             in: directory.path)
         #expect(misuse.status != 0)
         #expect(misuse.stderr.contains("give exactly one of --passphrase-file and --key-file"))
@@ -154,18 +171,25 @@ struct BackupCommandTests {
         let masterKey = Fixtures.masterKeyText()
         try await seed(path: directory.path + "/source.sqlite", masterKey: masterKey, count: 6000)
         let keyFile = try makeBackupKeyFile(in: directory.path)
-        let source = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/source.sqlite", "KEYHAVEN_MASTER_KEY": masterKey]
-        let target = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/target.sqlite", "KEYHAVEN_MASTER_KEY": masterKey]
+        let source = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/source.sqlite", "KEYHAVEN_MASTER_KEY": masterKey,
+        ]
+        let target = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/target.sqlite", "KEYHAVEN_MASTER_KEY": masterKey,
+        ]
         let file = directory.path + "/keyhaven.khbackup"
         let expected = try await counts(directory.path + "/source.sqlite")
-        let backup = try await binary.run(["backup", "--output", file, "--key-file", keyFile], environment: source, in: directory.path)
+        let backup = try await binary.run(
+            ["backup", "--output", file, "--key-file", keyFile], environment: source, in: directory.path)
         #expect(backup.status == 0, "\(backup.stderr)")
 
         let running = try binary.start(
             ["restore", "--input", file, "--key-file", keyFile, "--progress"], environment: target, in: directory.path)
         // Killed as soon as it reports rows loaded, long before it can commit.
         let loading = await running.waitForStderr(timeout: .seconds(120)) { text in
-            text.split(separator: "\n").contains { line in line.hasPrefix("restoring: ") && !line.hasPrefix("restoring: 0/") }
+            text.split(separator: "\n").contains { line in
+                line.hasPrefix("restoring: ") && !line.hasPrefix("restoring: 0/")
+            }
         }
         running.signal(SIGKILL)
         let status = await running.wait()
@@ -178,7 +202,8 @@ struct BackupCommandTests {
         #expect(afterKill.values.allSatisfy { $0 == 0 } || afterKill == complete, "half restored: \(afterKill)")
 
         let second = try await binary.run(
-            ["restore", "--input", file, "--key-file", keyFile], environment: target, in: directory.path, timeout: .seconds(300))
+            ["restore", "--input", file, "--key-file", keyFile], environment: target, in: directory.path,
+            timeout: .seconds(300))
         #expect(second.status == 0, "\(second.stderr)")
         #expect(try await counts(directory.path + "/target.sqlite") == complete)
     }
@@ -199,7 +224,8 @@ struct BackupCommandTests {
             #expect(ScheduledBackups.parseInterval(bad) == nil, "\(bad)")
         }
         let environment = [
-            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/k.sqlite", "KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText(),
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/k.sqlite",
+            "KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText(),
             "KEYHAVEN_BACKUP_DIR": directory.path, "KEYHAVEN_BACKUP_INTERVAL": "soon",
             "KEYHAVEN_BACKUP_KEY_FILE": try makeBackupKeyFile(in: directory.path), "KEYHAVEN_PORT": "0",
         ]

@@ -17,7 +17,8 @@ import Testing
 struct BackupTests {
     /// Source → target pairs: SQLite → SQLite always, and with PostgreSQL both directions across.
     static var pairs: [(TestDatabase, TestDatabase)] {
-        TestDatabase.all.contains(.postgres) ? [(.sqlite, .sqlite), (.sqlite, .postgres), (.postgres, .sqlite)] : [(.sqlite, .sqlite)]
+        TestDatabase.all.contains(.postgres)
+            ? [(.sqlite, .sqlite), (.sqlite, .postgres), (.postgres, .sqlite)] : [(.sqlite, .sqlite)]
     }
 
     static let fastKDF = BackupKDF(name: "scrypt", log2N: 10, r: 8, p: 1)
@@ -70,7 +71,8 @@ struct BackupTests {
         #expect(Dictionary(uniqueKeysWithValues: result.header.tables.map { ($0.name, $0.rows) }) == before)
         await runtime.shutdown()
 
-        let targetKeyring = includeKeyring ? directory.path + "/restored-keyring.json" : directory.path + "/keyring.json"
+        let targetKeyring =
+            includeKeyring ? directory.path + "/restored-keyring.json" : directory.path + "/keyring.json"
         let summary = try await restore(output, into: targetHandle, secret: secret, keyringPath: targetKeyring)
         #expect(summary.secretsOpened == scenario.credentials.values.reduce(0) { $0 + $1.versions.count })
         #expect(summary.keysWritten.count == (includeKeyring ? 2 : 0))
@@ -88,7 +90,8 @@ struct BackupTests {
         await restored.shutdown()
     }
 
-    @Test("a damaged, truncated, reordered or wrongly keyed backup is refused with its own message, database untouched",
+    @Test(
+        "a damaged, truncated, reordered or wrongly keyed backup is refused with its own message, database untouched",
         arguments: TestDatabase.all)
     func damagedBackups(target: TestDatabase) async throws {
         let directory = try TemporaryDirectory()
@@ -128,7 +131,10 @@ struct BackupTests {
             ("flipped magic", flipped(3), secret, .notABackup),
             ("flipped header", flipped(preamble - 1), secret, .damagedHeader("its MAC does not match")),
             ("flipped chunk", flipped(chunks[middle].lowerBound + 30), secret, .tampered(chunk: middle)),
-            ("flipped tag", flipped(chunks[chunks.count - 1].upperBound - 1), secret, .tampered(chunk: chunks.count - 1)),
+            (
+                "flipped tag", flipped(chunks[chunks.count - 1].upperBound - 1), secret,
+                .tampered(chunk: chunks.count - 1)
+            ),
             ("truncated", good.prefix(chunks[middle].upperBound), secret, .truncated(afterChunks: middle + 1)),
             ("swapped", swapped, secret, .reordered(chunk: 1, holds: 2)),
             ("wrong passphrase", good, try .passphrase("another long passphrase"), .wrongKey),
@@ -140,7 +146,8 @@ struct BackupTests {
             let path = directory.path + "/damaged.khbackup"
             try data.write(to: URL(fileURLWithPath: path))
             do {
-                _ = try await restore(path, into: targetHandle, secret: key, keyringPath: directory.path + "/target.json")
+                _ = try await restore(
+                    path, into: targetHandle, secret: key, keyringPath: directory.path + "/target.json")
                 Issue.record("\(name) was restored")
             } catch let error as BackupError {
                 #expect(error == expected, "\(name)")
@@ -179,7 +186,8 @@ struct BackupTests {
         let before = try await BackupScenario.counts(targetHandle.database)
         let keyringBefore = try Data(contentsOf: URL(fileURLWithPath: directory.path + "/target.json"))
         await #expect(throws: KeyhavenError.self) {
-            _ = try await restore(output, into: targetHandle, secret: try .keyFile(keyFile), keyringPath: directory.path + "/target.json")
+            _ = try await restore(
+                output, into: targetHandle, secret: try .keyFile(keyFile), keyringPath: directory.path + "/target.json")
         }
         #expect(try await BackupScenario.counts(targetHandle.database) == before)
         #expect(try Data(contentsOf: URL(fileURLWithPath: directory.path + "/target.json")) == keyringBefore)
@@ -237,7 +245,8 @@ struct BackupTests {
         let actor = AuditActor(kind: .user, id: user.id.uuidString.lowercased())
         for index in 0..<60 {
             _ = try await runtime.integrations.create(
-                ownerID: user.id, name: "seed \(index)", type: .openai, config: [:], credentials: .apiKey("sk-seed-\(index)"),
+                ownerID: user.id, name: "seed \(index)", type: .openai, config: [:],
+                credentials: .apiKey("sk-seed-\(index)"),
                 actor: actor)
         }
         let keyFile = try makeBackupKeyFile(in: directory.path)
@@ -288,17 +297,20 @@ struct BackupTests {
         let target = try await TestDatabase.sqlite.make()
 
         defer { Task { await target.close() } }
-        _ = try await restore(output, into: target, secret: try .keyFile(keyFile), keyringPath: directory.path + "/keyring.json")
+        _ = try await restore(
+            output, into: target, secret: try .keyFile(keyFile), keyringPath: directory.path + "/keyring.json")
         let (orphanSecrets, missingSecrets) = try await target.database.withConnection { sql in
-            let orphans = try await sql.raw(
-                "SELECT COUNT(*) AS n FROM secrets s WHERE NOT EXISTS (SELECT 1 FROM integrations i WHERE i.id = s.integration_id)"
-            ).first()?.decode(column: "n", as: Int.self) ?? -1
-            let missing = try await sql.raw(
-                """
-                SELECT COUNT(*) AS n FROM integrations i WHERE i.current_version > 0 AND NOT EXISTS
-                (SELECT 1 FROM secrets s WHERE s.integration_id = i.id AND s.version = i.current_version)
-                """
-            ).first()?.decode(column: "n", as: Int.self) ?? -1
+            let orphans =
+                try await sql.raw(
+                    "SELECT COUNT(*) AS n FROM secrets s WHERE NOT EXISTS (SELECT 1 FROM integrations i WHERE i.id = s.integration_id)"
+                ).first()?.decode(column: "n", as: Int.self) ?? -1
+            let missing =
+                try await sql.raw(
+                    """
+                    SELECT COUNT(*) AS n FROM integrations i WHERE i.current_version > 0 AND NOT EXISTS
+                    (SELECT 1 FROM secrets s WHERE s.integration_id = i.id AND s.version = i.current_version)
+                    """
+                ).first()?.decode(column: "n", as: Int.self) ?? -1
             return (orphans, missing)
         }
         #expect(orphanSecrets == 0 && missingSecrets == 0)
@@ -317,7 +329,9 @@ struct BackupTests {
             let claims = try await withThrowingTaskGroup(of: Bool.self) { group in
                 for (index, schedule) in schedules.enumerated() {
                     for attempt in 0..<2 {
-                        group.addTask { try await schedule.claim(holder: "i\(index)-\(attempt)", interval: .seconds(3600), now: now) }
+                        group.addTask {
+                            try await schedule.claim(holder: "i\(index)-\(attempt)", interval: .seconds(3600), now: now)
+                        }
                     }
                 }
                 return try await group.reduce(into: 0) { $0 += $1 ? 1 : 0 }
@@ -334,10 +348,13 @@ struct BackupTests {
         let keyFile = try makeBackupKeyFile(in: directory.path)
         let folder = directory.path + "/backups"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try await APIHarness.with(.sqlite, configure: { configuration in
-            configuration.scheduledBackups = ScheduledBackups(
-                directory: folder, interval: .seconds(1), keep: 2, keyFile: keyFile)
-        }) { api in
+        try await APIHarness.with(
+            .sqlite,
+            configure: { configuration in
+                configuration.scheduledBackups = ScheduledBackups(
+                    directory: folder, interval: .seconds(1), keep: 2, keyFile: keyFile)
+            }
+        ) { api in
             // A backup is audited when written and the oldest pruned just after: wait for three audited backups
             // and a folder pruned back to KEEP.
             let deadline = ContinuousClock.now + .seconds(30)
@@ -345,8 +362,10 @@ struct BackupTests {
             var files: [String] = []
             while ContinuousClock.now < deadline {
                 taken = try await api.runtime.database.withConnection { sql in
-                    try await sql.raw("SELECT COUNT(*) AS n FROM audit_events WHERE action = 'backup.create' AND outcome = 'success'")
-                        .first()?.decode(column: "n", as: Int.self) ?? 0
+                    try await sql.raw(
+                        "SELECT COUNT(*) AS n FROM audit_events WHERE action = 'backup.create' AND outcome = 'success'"
+                    )
+                    .first()?.decode(column: "n", as: Int.self) ?? 0
                 }
                 files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".khbackup") }
                 if taken >= 3 && files.count == 2 { break }
@@ -355,7 +374,8 @@ struct BackupTests {
             #expect(taken >= 3)
             #expect(files.count == 2, "\(files)")
             for file in files {
-                let verification = try KeyhavenOperations.verifyBackup(path: folder + "/" + file, secret: try .keyFile(keyFile))
+                let verification = try KeyhavenOperations.verifyBackup(
+                    path: folder + "/" + file, secret: try .keyFile(keyFile))
                 #expect(!verification.header.includesKeyring)
             }
             let metrics = try await api.metrics().text

@@ -9,7 +9,7 @@ import Logging
 import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// What an operator sees from the `keyhaven` executable: exit codes, one-line failures, signals, and a rotation
@@ -26,18 +26,23 @@ struct CommandLineTests {
     func seed(
         _ directory: TemporaryDirectory, keyring: KeyringSource, count: Int
     ) async throws -> [SecretOwner] {
-        let configuration = KeyhavenConfiguration(database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: keyring)
-        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: true, logger: Logger(label: "test"))
+        let configuration = KeyhavenConfiguration(
+            database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: keyring)
+        let runtime = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: true, logger: Logger(label: "test"))
         var owners: [SecretOwner] = []
         for _ in 0..<4 {
-            owners.append(try await Fixtures.integration(in: runtime.database, ownerID: try await Fixtures.user(in: runtime.database)))
+            owners.append(
+                try await Fixtures.integration(
+                    in: runtime.database, ownerID: try await Fixtures.user(in: runtime.database)))
         }
         let perOwner = count / owners.count
         try await withThrowingTaskGroup(of: Void.self) { group in
             for owner in owners {
                 group.addTask {
                     for index in 0..<perOwner {
-                        try await runtime.secrets.put(SecretBytes(utf8: "sk-\(owner.integrationID)-\(index + 1)"), for: owner)
+                        try await runtime.secrets.put(
+                            SecretBytes(utf8: "sk-\(owner.integrationID)-\(index + 1)"), for: owner)
                     }
                 }
             }
@@ -57,7 +62,8 @@ struct CommandLineTests {
         defer { directory.remove() }
         let keyringPath = directory.path + "/keyring.json"
         _ = try await seed(directory, keyring: KeyringSource(file: KeyringFile(path: keyringPath)), count: 20)
-        let database = try await Database.open(.sqlite(path: directory.path + "/keyhaven.sqlite"), logger: Logger(label: "test"))
+        let database = try await Database.open(
+            .sqlite(path: directory.path + "/keyhaven.sqlite"), logger: Logger(label: "test"))
         let damaged = try await database.transaction { sql in
             let row = try #require(try await sql.raw("SELECT id, wrapped_dek FROM secrets ORDER BY id LIMIT 1").first())
             var wrapped = try row.decode(column: "wrapped_dek", as: Data.self)
@@ -67,7 +73,9 @@ struct CommandLineTests {
             return id
         }
         await database.shutdown()
-        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath]
+        let environment = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath,
+        ]
         let result = try await binary.run(["keys", "rotate"], environment: environment, in: directory.path)
         #expect(result.status != 0)
         #expect(lastLine(result.stderr).hasPrefix("keyhaven: error: 1 data keys did not open"), "\(result.stderr)")
@@ -81,35 +89,55 @@ struct CommandLineTests {
         defer { directory.remove() }
         let keyringPath = directory.path + "/keyring.json"
         _ = try await seed(directory, keyring: KeyringSource(file: KeyringFile(path: keyringPath)), count: 4)
-        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath]
-        try Data(#"{"m": {"litellm_provider": "openai", "input_cost_per_token": -1}}"#.utf8).write(to: URL(fileURLWithPath: directory.path + "/bad.json"))
-        let refused = try await binary.run(["prices", "import", "bad.json"], environment: environment, in: directory.path)
+        let environment = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath,
+        ]
+        try Data(#"{"m": {"litellm_provider": "openai", "input_cost_per_token": -1}}"#.utf8).write(
+            to: URL(fileURLWithPath: directory.path + "/bad.json"))
+        let refused = try await binary.run(
+            ["prices", "import", "bad.json"], environment: environment, in: directory.path)
         #expect(refused.status != 0)
-        #expect(lastLine(refused.stderr) == "keyhaven: error: The price input_cost_per_token of m is not a number of dollars per token.", "\(refused.stderr)")
-        let missing = try await binary.run(["prices", "import", "nowhere.json"], environment: environment, in: directory.path)
+        #expect(
+            lastLine(refused.stderr)
+                == "keyhaven: error: The price input_cost_per_token of m is not a number of dollars per token.",
+            "\(refused.stderr)")
+        let missing = try await binary.run(
+            ["prices", "import", "nowhere.json"], environment: environment, in: directory.path)
         #expect(missing.status != 0 && lastLine(missing.stderr).contains("nowhere.json cannot be read"))
-        try Data(#"{"m": {"litellm_provider": "anthropic", "input_cost_per_token": 1e-06, "output_cost_per_token": 5e-06}}"#.utf8)
-            .write(to: URL(fileURLWithPath: directory.path + "/good.json"))
-        let imported = try await binary.run(["prices", "import", "good.json"], environment: environment, in: directory.path)
+        try Data(
+            #"{"m": {"litellm_provider": "anthropic", "input_cost_per_token": 1e-06, "output_cost_per_token": 5e-06}}"#
+                .utf8
+        )
+        .write(to: URL(fileURLWithPath: directory.path + "/good.json"))
+        let imported = try await binary.run(
+            ["prices", "import", "good.json"], environment: environment, in: directory.path)
         #expect(imported.status == 0, "\(imported.stderr)")
         #expect(imported.stdout.hasPrefix("Imported prices of 1 models"))
     }
 
-    @Test("rotations unretired lists, by the provider's id and never a secret, the credentials an integration deleted mid-rotation left at the provider")
+    @Test(
+        "rotations unretired lists, by the provider's id and never a secret, the credentials an integration deleted mid-rotation left at the provider"
+    )
     func unretiredKeys() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let keyringPath = directory.path + "/keyring.json"
-        let environment = ["KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath]
+        let environment = [
+            "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_KEYRING_FILE": keyringPath,
+        ]
         let runtime = try await KeyhavenRuntime.open(
-            KeyhavenConfiguration(database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: KeyringSource(file: KeyringFile(path: keyringPath))),
+            KeyhavenConfiguration(
+                database: .sqlite(path: directory.path + "/keyhaven.sqlite"),
+                keyring: KeyringSource(file: KeyringFile(path: keyringPath))),
             allowKeyringCreation: true, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let owner = try await Fixtures.user(in: runtime.database)
         let secret = UUID().uuidString.replacingOccurrences(of: "-", with: "") + "canaryAB"
         let integration = try await runtime.integrations.create(
             ownerID: owner, name: "aws payments", type: .aws, config: [:],
-            credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: secret, sessionToken: nil), actor: .system)
-        let rotation = try await runtime.rotations.request(id: integration.id, ownerID: owner, actor: .system, now: Date())
+            credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: secret, sessionToken: nil),
+            actor: .system)
+        let rotation = try await runtime.rotations.request(
+            id: integration.id, ownerID: owner, actor: .system, now: Date())
         _ = try await runtime.rotations.storeNew(
             .aws(accessKeyID: "AKIAPOIUYTREWQLKJHGF", secretAccessKey: secret, sessionToken: nil),
             keyID: "AKIAPOIUYTREWQLKJHGF", for: rotation, now: Date())
@@ -120,7 +148,9 @@ struct CommandLineTests {
 
         let listed = try await binary.run(["rotations", "unretired"], environment: environment, in: directory.path)
         #expect(listed.status == 0, "\(listed.stderr)")
-        #expect(listed.stdout.contains("AKIAPOIUYTREWQLKJHGF") && listed.stdout.contains("aws payments"), "\(listed.stdout)")
+        #expect(
+            listed.stdout.contains("AKIAPOIUYTREWQLKJHGF") && listed.stdout.contains("aws payments"), "\(listed.stdout)"
+        )
         #expect(!listed.stdout.contains(secret) && !listed.stderr.contains(secret))
     }
 
@@ -130,7 +160,8 @@ struct CommandLineTests {
         defer { directory.remove() }
         let commands = [
             [], ["serve"], ["migrate"], ["keys"], ["keys", "status"], ["keys", "rotate"], ["keys", "retire"], ["users"],
-            ["users", "create"], ["tokens"], ["tokens", "create-service"], ["tokens", "revoke"], ["audit"], ["audit", "verify"],
+            ["users", "create"], ["tokens"], ["tokens", "create-service"], ["tokens", "revoke"], ["audit"],
+            ["audit", "verify"],
             ["backup"], ["backup", "verify"], ["restore"], ["prices"], ["prices", "import"], ["rotations"],
             ["rotations", "unretired"],
         ]
@@ -146,13 +177,15 @@ struct CommandLineTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let rightKey = Fixtures.masterKeyText()
-        _ = try await seed(directory, keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: rightKey)), count: 4)
+        _ = try await seed(
+            directory, keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: rightKey)), count: 4)
         let wrongKey = Fixtures.masterKeyText()
         let environment = [
             "KEYHAVEN_DATABASE_URL": "sqlite://\(directory.path)/keyhaven.sqlite", "KEYHAVEN_MASTER_KEY": wrongKey,
             "KEYHAVEN_PORT": "0",
         ]
-        let result = try await binary.run(["serve"], environment: environment, in: directory.path, timeout: .seconds(60))
+        let result = try await binary.run(
+            ["serve"], environment: environment, in: directory.path, timeout: .seconds(60))
         #expect(result.status != 0)
         #expect(lastLine(result.stderr).hasPrefix("keyhaven: error: wrong master key: primary"))
         #expect(!result.stderr.contains("Server started"))
@@ -175,10 +208,22 @@ struct CommandLineTests {
         defer { directory.remove() }
         let cases: [([String], [String: String], String)] = [
             (["serve"], ["KEYHAVEN_PORT": "eighty"], "keyhaven: error: KEYHAVEN_PORT must be a port number"),
-            (["migrate"], ["KEYHAVEN_DATABASE_URL": "mysql://x"], "keyhaven: error: KEYHAVEN_DATABASE_URL must start with"),
-            (["keys", "status"], ["KEYHAVEN_MASTER_KEY": "dG9vIHNob3J0"], "keyhaven: error: KEYHAVEN_MASTER_KEY must be"),
-            (["keys", "retire", "kek-nope"], ["KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText()], "keyhaven: error: no master key named kek-nope"),
-            (["keys", "rotate"], ["KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText()], "keyhaven: error: rotation needs a keyring file"),
+            (
+                ["migrate"], ["KEYHAVEN_DATABASE_URL": "mysql://x"],
+                "keyhaven: error: KEYHAVEN_DATABASE_URL must start with"
+            ),
+            (
+                ["keys", "status"], ["KEYHAVEN_MASTER_KEY": "dG9vIHNob3J0"],
+                "keyhaven: error: KEYHAVEN_MASTER_KEY must be"
+            ),
+            (
+                ["keys", "retire", "kek-nope"], ["KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText()],
+                "keyhaven: error: no master key named kek-nope"
+            ),
+            (
+                ["keys", "rotate"], ["KEYHAVEN_MASTER_KEY": Fixtures.masterKeyText()],
+                "keyhaven: error: rotation needs a keyring file"
+            ),
         ]
         for (arguments, environment, expected) in cases {
             var env = environment
@@ -212,13 +257,16 @@ struct CommandLineTests {
             #expect(object?["level"] is String && object?["message"] is String, "\(line)")
         }
         // The key material is in the keyring file only, never in the output.
-        let document = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: keyring))) as? [String: Any]
+        let document =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: keyring))) as? [String: Any]
         let material = try #require((document?["keys"] as? [[String: Any]])?.first?["key"] as? String)
         #expect(Data(base64Encoded: material)?.count == 32)
         #expect(!server.stderr.contains(material) && !server.stdout.contains(material))
     }
 
-    @Test("serve raises its open-file limit to the hard one and ignores SIGXFSZ, so a file-size limit fails a write instead of killing it")
+    @Test(
+        "serve raises its open-file limit to the hard one and ignores SIGXFSZ, so a file-size limit fails a write instead of killing it"
+    )
     func serveLimits() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
@@ -263,10 +311,12 @@ struct CommandLineTests {
         #expect(midway, "\(rotation.stderr)")
         #expect(await rotation.wait() == SIGKILL)
 
-        let configuration = KeyhavenConfiguration(database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: source)
+        let configuration = KeyhavenConfiguration(
+            database: .sqlite(path: directory.path + "/keyhaven.sqlite"), keyring: source)
         let halfway = try await KeyhavenOperations.keyStatus(configuration, logger: Logger(label: "test"))
         #expect(halfway.count == 2)
-        #expect(halfway.allSatisfy { $0.rows > 0 }, "the kill must land halfway for this test to mean anything: \(halfway)")
+        #expect(
+            halfway.allSatisfy { $0.rows > 0 }, "the kill must land halfway for this test to mean anything: \(halfway)")
 
         let rerun = try await binary.run(["keys", "rotate"], environment: environment, in: directory.path)
         #expect(rerun.status == 0, "\(rerun.stderr)")
@@ -281,11 +331,14 @@ struct CommandLineTests {
         #expect(final.filter { !$0.active }.allSatisfy { $0.rows == 0 })
 
         // Every secret opens for a fresh process holding only the keyring file.
-        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let runtime = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
         for owner in owners {
             for version in 1...(3000 / owners.count) {
                 let (plaintext, _) = try await runtime.secrets.get(owner, version: version)
-                #expect(plaintext.withUnsafeBytes { String(decoding: $0, as: UTF8.self) } == "sk-\(owner.integrationID)-\(version)")
+                #expect(
+                    plaintext.withUnsafeBytes { String(decoding: $0, as: UTF8.self) }
+                        == "sk-\(owner.integrationID)-\(version)")
             }
         }
         await runtime.shutdown()

@@ -2,8 +2,8 @@ import Foundation
 import HTTPTypes
 import KeyhavenCore
 import KeyhavenTestSupport
-import Synchronization
 import SQLKit
+import Synchronization
 import Testing
 
 /// Authorization as a property of sequences (STYLE rule 13): a caller who may not read an organization's
@@ -122,7 +122,8 @@ struct ComposedAuthorizationTests {
 
     func run(_ api: APIHarness, kind: TestDatabase) async throws {
         let world = World(
-            owner: try await api.user(), attacker: try await api.user(), third: try await Self.organization(api, by: nil))
+            owner: try await api.user(), attacker: try await api.user(),
+            third: try await Self.organization(api, by: nil))
         // The third organization is the caller's own.
         try await Self.addMember(api, world.attacker.id, .owner, to: world.third)
         let length = 3
@@ -176,7 +177,8 @@ struct ComposedAuthorizationTests {
                 }
                 ran += sequences.count
                 prefixes = extended.withLock { $0 }
-                equivalent += (sequences.count - prefixes.count) * Self.continuations(after: sequences[0].count, upTo: length)
+                equivalent +=
+                    (sequences.count - prefixes.count) * Self.continuations(after: sequences[0].count, upTo: length)
             }
         }
         let total = Self.continuations(after: 0, upTo: length) * Role.allCases.count
@@ -201,7 +203,8 @@ struct ComposedAuthorizationTests {
             if requests != want.requests || (got != nil && got?.owner != want.organization) {
                 failures.withLock {
                     $0.append(
-                        "\(want.label): the organization's usage holds \(requests) requests, \(want.requests) were made")
+                        "\(want.label): the organization's usage holds \(requests) requests, \(want.requests) were made"
+                    )
                 }
             }
         }

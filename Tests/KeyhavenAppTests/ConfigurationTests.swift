@@ -14,7 +14,8 @@ struct ConfigurationTests {
         defer { directory.remove() }
         let envFile = directory.path + "/.env"
         if let dotenv { try dotenv.write(toFile: envFile, atomically: true, encoding: .utf8) }
-        let reader = try await KeyhavenConfiguration.reader(overrides: flags, environment: environment, environmentFile: envFile)
+        let reader = try await KeyhavenConfiguration.reader(
+            overrides: flags, environment: environment, environmentFile: envFile)
         return try KeyhavenConfiguration(reader: reader)
     }
 
@@ -81,16 +82,22 @@ struct ConfigurationTests {
         #expect(configuration.providerEndpoints.base(.googleIAM).absoluteString == "http://127.0.0.1:9000/google-iam")
         #expect(configuration.providerEndpoints.base(.azureGraph).absoluteString == "http://127.0.0.1:9000/graph")
         #expect(configuration.providerEndpoints.override(.openai)?.absoluteString == "http://127.0.0.1:9000/openai")
-        #expect(configuration.providerEndpoints.override(.googleCloud)?.absoluteString == "https://token.internal.example/token")
+        #expect(
+            configuration.providerEndpoints.override(.googleCloud)?.absoluteString
+                == "https://token.internal.example/token")
         #expect(configuration.providerEndpoints.override(.aws) == nil)
         #expect(configuration.providerEndpoints.base(.aws).absoluteString == "https://sts.amazonaws.com")
         #expect(configuration.egressAllowPrivate && !configuration.runVerificationWorker)
         let defaults = try await load([:])
         #expect(!defaults.egressAllowPrivate && defaults.runVerificationWorker)
-        await #expect(throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_URL must be an http:// or https:// URL")) {
+        await #expect(
+            throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_URL must be an http:// or https:// URL")
+        ) {
             _ = try await load(["KEYHAVEN_PROVIDER_AZURE_URL": "login.example"])
         }
-        await #expect(throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_GRAPH_URL must be an http:// or https:// URL")) {
+        await #expect(
+            throws: KeyhavenError.configuration("KEYHAVEN_PROVIDER_AZURE_GRAPH_URL must be an http:// or https:// URL")
+        ) {
             _ = try await load(["KEYHAVEN_PROVIDER_AZURE_GRAPH_URL": "graph.example"])
         }
         #expect(defaults.providerEndpoints.base(.awsIAM).absoluteString == "https://iam.amazonaws.com")
@@ -115,8 +122,13 @@ struct ConfigurationTests {
             (["KEYHAVEN_DATABASE_LOCK_TIMEOUT": "3601"], "KEYHAVEN_DATABASE_LOCK_TIMEOUT"),
             // External JWTs are checked for issuer and audience always, so both must be configured.
             (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc"], "KEYHAVEN_JWT_HS256_ISSUER"),
-            (["KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc", "KEYHAVEN_JWT_HS256_ISSUER": "https://auth.example"],
-             "KEYHAVEN_JWT_HS256_AUDIENCE"),
+            (
+                [
+                    "KEYHAVEN_JWT_HS256_SECRET": "a-jwt-secret-long-enough-0123456789abc",
+                    "KEYHAVEN_JWT_HS256_ISSUER": "https://auth.example",
+                ],
+                "KEYHAVEN_JWT_HS256_AUDIENCE"
+            ),
         ]
         for (environment, name) in cases {
             do {

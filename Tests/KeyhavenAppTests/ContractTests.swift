@@ -108,8 +108,10 @@ struct ContractTests {
             let aws: [String: Any] = [
                 "access_key_id": "AKIAQWERTYUIOPASDFGH", "secret_access_key": String(repeating: "a", count: 40),
             ]
-            for body: [String: Any] in [["type": "aws", "name": "x"], ["type": NSNull()], ["credentials": aws],
-                                        ["config": ["region": "eu-west-1"]]] {
+            for body: [String: Any] in [
+                ["type": "aws", "name": "x"], ["type": NSNull()], ["credentials": aws],
+                ["config": ["region": "eu-west-1"]],
+            ] {
                 let response = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: body)
                 #expect(response.status == .conflict)
             }

@@ -2,16 +2,17 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
-@testable import KeyhavenDatabase
-@testable import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit
 import Synchronization
 import Testing
 
+@testable import KeyhavenDatabase
+@testable import KeyhavenStorage
+
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// Credential reads are written in groups; each must keep the guarantees of one audited transaction per read.
@@ -35,7 +36,9 @@ struct CredentialReadTests {
         }
     }
 
-    @Test("when the audit write fails, every read in flight answers 503 and returns no credentials", arguments: TestDatabase.all)
+    @Test(
+        "when the audit write fails, every read in flight answers 503 and returns no credentials",
+        arguments: TestDatabase.all)
     func failClosed(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
@@ -45,7 +48,9 @@ struct CredentialReadTests {
             try await stopAuditWrites(api.handle.database)
             let responses = try await withThrowingTaskGroup(of: APIResponse.self) { group in
                 for _ in 0..<24 {
-                    group.addTask { try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)) }
+                    group.addTask {
+                        try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                    }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
@@ -66,9 +71,11 @@ struct CredentialReadTests {
             let id = try await api.openAIIntegration(for: user.session)
             let service = try await api.serviceToken()
             func read() async throws -> String? {
-                let response = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                let response = try await api.request(
+                    .get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
                 #expect(response.status == .ok)
-                return try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json["last_used_at"] as? String
+                return try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json["last_used_at"]
+                    as? String
             }
             let first = try #require(try await read())
             try await Task.sleep(for: .milliseconds(20))
@@ -76,20 +83,28 @@ struct CredentialReadTests {
             // A use recorded more than a minute ago (by this or another instance) is recorded again.
             let old = Date().addingTimeInterval(-120)
             try await api.handle.database.transaction { sql in
-                try await sql.raw("UPDATE integrations SET last_used_at = \(bind: old) WHERE id = \(bind: UUID(uuidString: id)!)").run()
+                try await sql.raw(
+                    "UPDATE integrations SET last_used_at = \(bind: old) WHERE id = \(bind: UUID(uuidString: id)!)"
+                ).run()
             }
-            let stale = try #require(try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json["last_used_at"] as? String)
+            let stale = try #require(
+                try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json["last_used_at"]
+                    as? String)
             let later = try #require(try await read())
             #expect(later > stale)
         }
     }
 
-    @Test("concurrent reads of many integrations: each 200 has its own audit event, and the chain verifies", arguments: TestDatabase.all)
+    @Test(
+        "concurrent reads of many integrations: each 200 has its own audit event, and the chain verifies",
+        arguments: TestDatabase.all)
     func everyReadAudited(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
             var created: [String] = []
-            for index in 0..<12 { created.append(try await api.openAIIntegration(for: user.session, name: "read \(index)")) }
+            for index in 0..<12 {
+                created.append(try await api.openAIIntegration(for: user.session, name: "read \(index)"))
+            }
             let ids = created
             let service = try await api.serviceToken()
             let served = try await withThrowingTaskGroup(of: [String].self) { group in
@@ -98,7 +113,8 @@ struct CredentialReadTests {
                         var served: [String] = []
                         for round in 0..<6 {
                             let id = ids[(worker + round) % ids.count]
-                            let response = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                            let response = try await api.request(
+                                .get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
                             if response.status == .ok { served.append(id) }
                         }
                         return served
@@ -109,14 +125,18 @@ struct CredentialReadTests {
             #expect(served.count == 96)
             var audited: [String: Int] = [:]
             for row in try await api.handle.database.transaction({ sql in
-                try await sql.raw("SELECT integration_id FROM audit_events WHERE action = 'credentials.read' AND outcome = 'success'").all()
+                try await sql.raw(
+                    "SELECT integration_id FROM audit_events WHERE action = 'credentials.read' AND outcome = 'success'"
+                ).all()
             }) {
-                audited[try row.decode(column: "integration_id", as: UUID.self).uuidString.lowercased(), default: 0] += 1
+                audited[try row.decode(column: "integration_id", as: UUID.self).uuidString.lowercased(), default: 0] +=
+                    1
             }
             #expect(audited == Dictionary(grouping: served, by: { $0 }).mapValues(\.count))
             // Reads that arrived together were written together: fewer commits than reads.
             let commits = try await api.handle.database.transaction { sql in
-                try await sql.raw("SELECT COUNT(DISTINCT at) AS n FROM audit_events WHERE action = 'credentials.read'").first()?
+                try await sql.raw("SELECT COUNT(DISTINCT at) AS n FROM audit_events WHERE action = 'credentials.read'")
+                    .first()?
                     .decode(column: "n", as: Int.self) ?? 0
             }
             #expect(commits < served.count, "\(commits) commits for \(served.count) reads")
@@ -132,15 +152,19 @@ struct CredentialReadTests {
         let masterKey = Fixtures.masterKeyText()
         let databasePath = directory.path + "/keyhaven.sqlite"
         let configuration = KeyhavenConfiguration(
-            database: .sqlite(path: databasePath), keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
+            database: .sqlite(path: databasePath),
+            keyring: KeyringSource(environmentKey: try MasterKey(id: "primary", base64: masterKey)))
         // Seed through the library, as a server would have written it.
-        let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let runtime = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
         let owner = try await Fixtures.user(in: runtime.database)
         var created: [UUID] = []
         for index in 0..<400 {
-            created.append(try await runtime.integrations.create(
-                ownerID: owner, name: "killed \(index)", type: .openai, config: [:],
-                credentials: .apiKey("sk-killed-\(index)-0000000000000000"), actor: .system).id)
+            created.append(
+                try await runtime.integrations.create(
+                    ownerID: owner, name: "killed \(index)", type: .openai, config: [:],
+                    credentials: .apiKey("sk-killed-\(index)-0000000000000000"), actor: .system
+                ).id)
         }
         let (token, _) = try await runtime.tokens.create(
             kind: .service, userID: nil, name: "backend", scopes: [.credentialsRead], expiresAt: nil,
@@ -168,17 +192,22 @@ struct CredentialReadTests {
                             return value
                         }
                         guard index < ids.count else { return }
-                        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/api/integrations/\(ids[index])/credentials")!)
+                        var request = URLRequest(
+                            url: URL(string: "http://127.0.0.1:\(port)/api/integrations/\(ids[index])/credentials")!)
                         request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
                         request.timeoutInterval = 5
                         guard let (_, response) = try? await session.data(for: request) else { return }
-                        if (response as? HTTPURLResponse)?.statusCode == 200 { progress.answered.withLock { $0.append(ids[index]) } }
+                        if (response as? HTTPURLResponse)?.statusCode == 200 {
+                            progress.answered.withLock { $0.append(ids[index]) }
+                        }
                     }
                 }
             }
             group.addTask {
                 // Kill once some reads have been answered, while others are in flight.
-                for _ in 0..<500 where progress.answered.withLock({ $0.count }) < 60 { try? await Task.sleep(for: .milliseconds(10)) }
+                for _ in 0..<500 where progress.answered.withLock({ $0.count }) < 60 {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
                 server.signal(SIGKILL)
             }
         }
@@ -186,12 +215,17 @@ struct CredentialReadTests {
         let served = Set(progress.answered.withLock { $0 })
         #expect(served.count >= 60, "the kill must land while reads are being answered")
 
-        let after = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
+        let after = try await KeyhavenRuntime.open(
+            configuration, allowKeyringCreation: false, logger: Logger(label: "test"))
         let audited = try await after.database.withConnection { sql in
-            try await sql.raw("SELECT integration_id FROM audit_events WHERE action = 'credentials.read' AND outcome = 'success'").all()
+            try await sql.raw(
+                "SELECT integration_id FROM audit_events WHERE action = 'credentials.read' AND outcome = 'success'"
+            ).all()
                 .map { try $0.decode(column: "integration_id", as: UUID.self) }
         }
-        #expect(served.isSubset(of: Set(audited)), "\(served.subtracting(audited).count) answered reads have no audit event")
+        #expect(
+            served.isSubset(of: Set(audited)), "\(served.subtracting(audited).count) answered reads have no audit event"
+        )
         #expect(try await after.audit.verify().isIntact)
         await after.shutdown()
     }
@@ -216,9 +250,15 @@ struct StatementCacheTests {
             for (index, id) in ids.enumerated() {
                 #expect(try await api.request(.get, "/api/integrations/\(id)", auth: .bearer(pat.token)).status == .ok)
                 #expect(try await api.request(.get, "/api/integrations/\(id)", auth: user.session).status == .ok)
-                #expect(try await api.request(.get, "/api/integrations?limit=\(index + 1)", auth: .bearer(pat.token)).status == .ok)
-                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .ok)
-                #expect(try await api.request(.get, "/api/integrations/\(UUID())", auth: .bearer(pat.token)).status == .notFound)
+                #expect(
+                    try await api.request(.get, "/api/integrations?limit=\(index + 1)", auth: .bearer(pat.token)).status
+                        == .ok)
+                #expect(
+                    try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                        .status == .ok)
+                #expect(
+                    try await api.request(.get, "/api/integrations/\(UUID())", auth: .bearer(pat.token)).status
+                        == .notFound)
             }
             #expect(api.handle.database.repreparedStatements == before, "prepared again while serving")
         }

@@ -22,7 +22,8 @@ struct FuzzTests {
     }
 
     static let pem: String = {
-        let der = Data([0x30, 0x82] + Array("keyhaven fuzz private key material".utf8) + Array(repeating: 0x41, count: 80))
+        let der = Data(
+            [0x30, 0x82] + Array("keyhaven fuzz private key material".utf8) + Array(repeating: 0x41, count: 80))
         return "-----BEGIN PRIVATE KEY-----\n\(der.base64EncodedString())\n-----END PRIVATE KEY-----\n"
     }()
 
@@ -30,12 +31,19 @@ struct FuzzTests {
         "openai": "sk-fuzz-valid-key-0000000000",
         "anthropic": "sk-ant-fuzz-valid-key-000000000",
         "gemini": "AIza" + String(repeating: "F", count: 35),
-        "aws": ["access_key_id": "AKIAQWERTYUIOPASDFGH", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                "session_token": "FwoGZXIvYXdzEXAMPLEtoken"],
-        "azure": ["tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
-                  "client_secret": "fuzz~client.secret_0123"],
-        "google_cloud": ["type": "service_account", "client_email": "vault@fuzz-project.iam.gserviceaccount.com", "private_key": pem,
-                         "private_key_id": "abc123def456", "token_uri": "https://oauth2.googleapis.com/token", "project_id": "fuzz-project"],
+        "aws": [
+            "access_key_id": "AKIAQWERTYUIOPASDFGH", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "session_token": "FwoGZXIvYXdzEXAMPLEtoken",
+        ],
+        "azure": [
+            "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47", "client_id": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+            "client_secret": "fuzz~client.secret_0123",
+        ],
+        "google_cloud": [
+            "type": "service_account", "client_email": "vault@fuzz-project.iam.gserviceaccount.com", "private_key": pem,
+            "private_key_id": "abc123def456", "token_uri": "https://oauth2.googleapis.com/token",
+            "project_id": "fuzz-project",
+        ],
     ]
 
     static let configs: [String: [String: String]] = [
@@ -53,7 +61,8 @@ struct FuzzTests {
                 for (key, value) in object.sorted(by: { $0.key < $1.key }) {
                     fields.append(Field(type: type, path: "credentials.\(key)", valid: value))
                     if type == "google_cloud" {
-                        fields.append(Field(type: type, path: "credentials.\(key)", valid: value, serviceAccountAsText: true))
+                        fields.append(
+                            Field(type: type, path: "credentials.\(key)", valid: value, serviceAccountAsText: true))
                     }
                 }
             default: break
@@ -94,7 +103,9 @@ struct FuzzTests {
         return Data(text.replacingOccurrences(of: quoted, with: value.json).utf8)
     }
 
-    @Test("hostile values in every field get a 422 naming the field, or are stored and checked; the server stays up", arguments: TestDatabase.all)
+    @Test(
+        "hostile values in every field get a 422 naming the field, or are stored and checked; the server stays up",
+        arguments: TestDatabase.all)
     func everyField(kind: TestDatabase) async throws {
         // Checks of stored values are refused by the egress policy (loopback), so each ends at once in a recorded
         // outcome without waiting on a connection.
@@ -110,10 +121,12 @@ struct FuzzTests {
                     counter += 1
                     let name = "fuzz-\(counter)"
                     let response = try await api.request(
-                        .post, "/api/integrations", auth: user.session, json: try Self.body(field, name: name, value: value))
+                        .post, "/api/integrations", auth: user.session,
+                        json: try Self.body(field, name: name, value: value))
                     switch response.status {
                     case .unprocessableContent:
-                        let named = response.fields.keys.contains(field.path)
+                        let named =
+                            response.fields.keys.contains(field.path)
                             || (field.serviceAccountAsText && response.fields.keys.contains("credentials"))
                         #expect(named, "\(field) ← \(value): \(response.fields)")
                         outcomes["422", default: 0] += 1

@@ -248,7 +248,9 @@ struct GatewayTests: GatewayHarness {
             }
             // The caller's own key, sent in a header and in Gemini's `?key=`, reaches no log line either (the request
             // log leaves queries out).
-            for key in [FakeProviders.openAIKey, FakeProviders.anthropicKey, FakeProviders.geminiKey, token, "caller-own-key"] {
+            for key in [
+                FakeProviders.openAIKey, FakeProviders.anthropicKey, FakeProviders.geminiKey, token, "caller-own-key",
+            ] {
                 #expect(!containsAnywhere(Data(key.utf8), in: answers + logs + rows), "a key leaked")
             }
         }
@@ -426,7 +428,8 @@ struct GatewayTests: GatewayHarness {
                 let audit = SQLAuditLog(
                     database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
                 return Budgets(
-                    store: SQLLimitStore(database: database, audit: audit, usage: SQLUsageStore(database: database, audit: audit)))
+                    store: SQLLimitStore(
+                        database: database, audit: audit, usage: SQLUsageStore(database: database, audit: audit)))
             }
             let (one, two) = (try await budgets(handle.database), try await budgets(second))
             let owner = UUID()

@@ -9,7 +9,9 @@ import Testing
 
 @Suite("Leak scan")
 struct LeakScanTests {
-    @Test("canary credentials of every type appear in no response, header, log line, audit row or database column", arguments: TestDatabase.all)
+    @Test(
+        "canary credentials of every type appear in no response, header, log line, audit row or database column",
+        arguments: TestDatabase.all)
     func canaries(kind: TestDatabase) async throws {
         let jwtSecret = "leak-scan-jwt-secret-long-enough-0123456789"
         try await APIHarness.with(kind, configure: { $0.jwt = testJWTSettings(jwtSecret) }) { api in
@@ -20,7 +22,8 @@ struct LeakScanTests {
             let service = try await api.serviceToken()
             var ids: [String: String] = [:]
             for type in ["openai", "anthropic", "gemini", "aws", "azure", "google_cloud"] {
-                let created = try await api.request(.post, "/api/integrations", auth: user.session, json: first.body(type))
+                let created = try await api.request(
+                    .post, "/api/integrations", auth: user.session, json: first.body(type))
                 #expect(created.status == .created, "\(type): \(created.text)")
                 ids[type] = created.json["id"] as? String
             }
@@ -35,13 +38,19 @@ struct LeakScanTests {
                 var body = second.body(type)
                 body["type"] = nil
                 body["name"] = "\(type) rotated"
-                let updated = try await api.request(.put, "/api/integrations/\(id)", auth: .bearer(pat.token), json: body)
+                let updated = try await api.request(
+                    .put, "/api/integrations/\(id)", auth: .bearer(pat.token), json: body)
                 #expect(updated.status == .ok, "\(type): \(updated.text)")
-                _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": false])
+                _ = try await api.request(
+                    .patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": false])
                 _ = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: user.session)
-                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token)).status == .conflict)
-                _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": true])
-                let read = try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                #expect(
+                    try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                        .status == .conflict)
+                _ = try await api.request(
+                    .patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": true])
+                let read = try await api.request(
+                    .get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
                 #expect(read.status == .ok)
                 expected[id] = read.text
             }
@@ -57,23 +66,33 @@ struct LeakScanTests {
             var orgBody = first.body("aws")
             orgBody["name"] = "team aws"
             orgBody["workspace_id"] = org
-            let inOrg = try #require(try await api.request(.post, "/api/integrations", auth: user.session, json: orgBody).json["id"] as? String)
-            let move = try await api.request(.post, "/api/integrations/\(ids["azure"]!)/move", auth: .bearer(pat.token), json: ["workspace_id": org])
+            let inOrg = try #require(
+                try await api.request(.post, "/api/integrations", auth: user.session, json: orgBody).json["id"]
+                    as? String)
+            let move = try await api.request(
+                .post, "/api/integrations/\(ids["azure"]!)/move", auth: .bearer(pat.token), json: ["workspace_id": org])
             #expect(move.status == .ok)
             let scoped = try await api.request(
-                .post, "/api/orgs/\(org)/service-tokens", auth: user.session, json: ["name": "team backend", "scopes": ["credentials:read"]])
+                .post, "/api/orgs/\(org)/service-tokens", auth: user.session,
+                json: ["name": "team backend", "scopes": ["credentials:read"]])
             let scopedToken = try #require(scoped.json["secret"] as? String)
             for id in [inOrg, ids["azure"]!] {
-                #expect(try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(scopedToken)).status == .ok)
+                #expect(
+                    try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(scopedToken))
+                        .status == .ok)
             }
-            _ = try await api.request(.get, "/api/integrations/\(ids["openai"]!)/credentials", auth: .bearer(scopedToken))
+            _ = try await api.request(
+                .get, "/api/integrations/\(ids["openai"]!)/credentials", auth: .bearer(scopedToken))
             _ = try await api.request(.get, "/api/integrations?workspace_id=\(org)", auth: .bearer(pat.token))
             _ = try await api.request(.get, "/api/integrations/\(inOrg)", auth: user.session)
-            _ = try await api.request(.patch, "/api/integrations/\(inOrg)", auth: user.session, json: ["name": "team aws 2"])
+            _ = try await api.request(
+                .patch, "/api/integrations/\(inOrg)", auth: user.session, json: ["name": "team aws 2"])
             _ = try await api.request(.get, "/api/orgs", auth: user.session)
             _ = try await api.request(.get, "/api/orgs/\(org)", auth: user.session)
             _ = try await api.request(.get, "/api/orgs/\(org)/members", auth: user.session)
-            _ = try await api.request(.post, "/api/orgs/\(org)/invitations", auth: user.session, json: ["email": "teammate@example.test", "role": "member"])
+            _ = try await api.request(
+                .post, "/api/orgs/\(org)/invitations", auth: user.session,
+                json: ["email": "teammate@example.test", "role": "member"])
             _ = try await api.request(.get, "/api/orgs/\(org)/invitations", auth: user.session)
             _ = try await api.request(.get, "/api/orgs/\(org)/service-tokens", auth: user.session)
             _ = try await api.request(.get, "/api/audit?workspace_id=\(org)", auth: user.session)
@@ -85,7 +104,9 @@ struct LeakScanTests {
             let third = Canaries()
             var invalid = third.body("openai")
             invalid["config"] = ["organization": "bad"]
-            #expect(try await api.request(.post, "/api/integrations", auth: .bearer(pat.token), json: invalid).status == .unprocessableContent)
+            #expect(
+                try await api.request(.post, "/api/integrations", auth: .bearer(pat.token), json: invalid).status
+                    == .unprocessableContent)
 
             let canaries = first.all + second.all + third.all
             var responses: [Data] = []

@@ -24,10 +24,12 @@ struct MeteringTests: GatewayHarness {
         _ kind: TestDatabase = .sqlite, configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
     ) async throws {
-        try await withGateway(kind, configure: {
-            $0.gatewayInspectLimit = Self.inspectLimit
-            configure(&$0)
-        }, body)
+        try await withGateway(
+            kind,
+            configure: {
+                $0.gatewayInspectLimit = Self.inspectLimit
+                configure(&$0)
+            }, body)
     }
 
     /// One stored usage event.
@@ -110,10 +112,13 @@ struct MeteringTests: GatewayHarness {
     static func chatBody(bytes: Int) -> Data {
         let head = #"{"model":"gpt-4o","messages":[{"role":"user","content":""#
         let tail = #""}]}"#
-        return Data((head + String(repeating: "a", count: max(0, bytes - head.utf8.count - tail.utf8.count)) + tail).utf8)
+        return Data(
+            (head + String(repeating: "a", count: max(0, bytes - head.utf8.count - tail.utf8.count)) + tail).utf8)
     }
 
-    @Test("metered bodies and JSON answers are held within the process's memory budget: past it a metered request answers 503, and an answer too large to hold is charged an estimate")
+    @Test(
+        "metered bodies and JSON answers are held within the process's memory budget: past it a metered request answers 503, and an answer too large to hold is charged an estimate"
+    )
     func memoryBudget() async throws {
         let body = Self.chatBody(bytes: 200)
         // Room for that body, and for less than any answer.

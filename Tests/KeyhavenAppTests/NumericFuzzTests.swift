@@ -31,36 +31,47 @@ struct NumericFuzzTests {
 
     /// Every numeric field of every route, with a body that is valid but for that field. `numericFields` checks it
     /// against the OpenAPI document, so a new numeric field fails this suite until it is covered here.
-    static let cases: [Case] = [
-        Case(
-            method: .post, route: "/api/tokens", field: "expires_in_days", problem: "expires_in_days",
-            body: #"{"name":"fuzz","scopes":["integrations:read"],"expires_in_days":__N__}"#),
-        Case(
-            method: .post, route: "/api/orgs/{id}/service-tokens", field: "expires_in_days", problem: "expires_in_days",
-            body: #"{"name":"fuzz","scopes":["credentials:read"],"expires_in_days":__N__}"#),
-        Case(
-            method: .post, route: "/api/integrations", field: "rotation.every_days", problem: "rotation.every_days",
-            body: #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#
-        ),
-        Case(
-            method: .post, route: "/api/integrations", field: "rotation.grace_hours", problem: "rotation.grace_hours",
-            body: #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#
-        ),
-        Case(
-            method: .put, route: "/api/integrations/{id}", field: "rotation.every_days", problem: "rotation.every_days",
-            body: #"{"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#),
-        Case(
-            method: .put, route: "/api/integrations/{id}", field: "rotation.grace_hours", problem: "rotation.grace_hours",
-            body: #"{"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#),
-        Case(
-            method: .patch, route: "/api/integrations/{id}", field: "rotation.every_days",
-            problem: "rotation.every_days", body: #"{"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#),
-        Case(
-            method: .patch, route: "/api/integrations/{id}", field: "rotation.grace_hours",
-            problem: "rotation.grace_hours",
-            body: #"{"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#),
-    ]
-        + ["input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "requests"]
+    static let cases: [Case] =
+        [
+            Case(
+                method: .post, route: "/api/tokens", field: "expires_in_days", problem: "expires_in_days",
+                body: #"{"name":"fuzz","scopes":["integrations:read"],"expires_in_days":__N__}"#),
+            Case(
+                method: .post, route: "/api/orgs/{id}/service-tokens", field: "expires_in_days",
+                problem: "expires_in_days",
+                body: #"{"name":"fuzz","scopes":["credentials:read"],"expires_in_days":__N__}"#),
+            Case(
+                method: .post, route: "/api/integrations", field: "rotation.every_days", problem: "rotation.every_days",
+                body:
+                    #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#
+            ),
+            Case(
+                method: .post, route: "/api/integrations", field: "rotation.grace_hours",
+                problem: "rotation.grace_hours",
+                body:
+                    #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#
+            ),
+            Case(
+                method: .put, route: "/api/integrations/{id}", field: "rotation.every_days",
+                problem: "rotation.every_days",
+                body: #"{"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#),
+            Case(
+                method: .put, route: "/api/integrations/{id}", field: "rotation.grace_hours",
+                problem: "rotation.grace_hours",
+                body: #"{"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#),
+            Case(
+                method: .patch, route: "/api/integrations/{id}", field: "rotation.every_days",
+                problem: "rotation.every_days",
+                body: #"{"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#),
+            Case(
+                method: .patch, route: "/api/integrations/{id}", field: "rotation.grace_hours",
+                problem: "rotation.grace_hours",
+                body: #"{"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#),
+        ]
+        + [
+            "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+            "requests",
+        ]
         .map { field in
             var numbers = ["model": "\"gpt-4o-mini\"", "input_tokens": "1000", "output_tokens": "1000"]
             numbers[field] = "__N__"
@@ -110,18 +121,20 @@ struct NumericFuzzTests {
             if types.contains("integer") || types.contains("number") {
                 found.insert("\(operation) \(path.joined(separator: "."))")
             }
-            for case let (name, property as [String: Any]) in schema["properties"] as? [String: Any] ?? [:] {
+            for case (let name, let property as [String: Any]) in schema["properties"] as? [String: Any] ?? [:] {
                 walk(property, path + [name], operation, depth: depth + 1)
             }
             if let items = schema["items"] as? [String: Any] {
                 walk(items, path.isEmpty ? ["[]"] : path.dropLast() + ["\(path.last!)[]"], operation, depth: depth + 1)
             }
         }
-        for case let (route, operations as [String: Any]) in document["paths"] as? [String: Any] ?? [:] {
-            for case let (method, operation as [String: Any]) in operations {
+        for case (let route, let operations as [String: Any]) in document["paths"] as? [String: Any] ?? [:] {
+            for case (let method, let operation as [String: Any]) in operations {
                 let content = ((operation["requestBody"] as? [String: Any])?["content"] as? [String: Any]) ?? [:]
                 for case let media as [String: Any] in content.values {
-                    if let schema = media["schema"] as? [String: Any] { walk(schema, [], "\(method.uppercased()) \(route)") }
+                    if let schema = media["schema"] as? [String: Any] {
+                        walk(schema, [], "\(method.uppercased()) \(route)")
+                    }
                 }
             }
         }
@@ -143,7 +156,8 @@ struct NumericFuzzTests {
     func everyNumber(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
-            let organization = try await api.runtime.organizations.create(name: "priced", by: user.id, actor: .system).id
+            let organization = try await api.runtime.organizations.create(name: "priced", by: user.id, actor: .system)
+                .id
             let openai = try await api.runtime.integrations.create(
                 ownerID: user.id, name: "metered", type: .openai, config: [:], credentials: .apiKey("sk-fuzz-000000"),
                 actor: .system)
@@ -158,13 +172,20 @@ struct NumericFuzzTests {
             let prices = try await api.request(
                 .put, "/api/orgs/\(user.id.lowercased)/prices", auth: user.session,
                 json: [
-                    "prices": [["model": "gpt-4o-mini", "input_usd_per_million": 1_000_000, "output_usd_per_million": 0.000001]]
+                    "prices": [
+                        [
+                            "model": "gpt-4o-mini", "input_usd_per_million": 1_000_000,
+                            "output_usd_per_million": 0.000001,
+                        ]
+                    ]
                 ])
             #expect(prices.status == .ok, "\(prices.text)")
             var outcomes: [String: Int] = [:]
             var counter = 0
             for test in Self.cases {
-                let id = test.route.contains("/api/orgs/") ? organization.lowercased : test.route.contains("/usage") ? openai.id.lowercased : aws.id.lowercased
+                let id =
+                    test.route.contains("/api/orgs/")
+                    ? organization.lowercased : test.route.contains("/usage") ? openai.id.lowercased : aws.id.lowercased
                 let path = test.route.replacingOccurrences(of: "{id}", with: id)
                 let auth: TestAuth = test.route.hasSuffix("/usage") ? .bearer(reporter) : user.session
                 for value in Self.hostile {
@@ -195,7 +216,9 @@ struct NumericFuzzTests {
 
             // Years of usage at the edge of the range, at rest: rows a sum of which passes 2^63.
             try await api.runtime.database.transaction { sql in
-                for (day, integration) in [("2026-01-01", openai.id), ("2026-01-02", openai.id), ("2026-01-02", aws.id)] {
+                for (day, integration) in [
+                    ("2026-01-01", openai.id), ("2026-01-02", openai.id), ("2026-01-02", aws.id),
+                ] {
                     try await sql.raw(
                         """
                         INSERT INTO usage_daily (id, owner_id, integration_id, type, day, model, requests, input_tokens,

@@ -50,7 +50,8 @@ struct ReadinessTests {
         let (status, body) = try await readiness(until: 503)
         #expect(status == 503, "\(body)")
         #expect(body.contains("database"), "\(body)")
-        let health = try await client.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/healthz"), timeout: .seconds(10))
+        let health = try await client.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(port)/healthz"), timeout: .seconds(10))
         #expect(health.status == .ok, "the process is alive")
 
         #expect(await fileSizeLimit(of: pid, "unlimited"))
@@ -65,7 +66,7 @@ struct ReadinessTests {
         let words: [String] = ["prlimit", "--fsize=\(limit):unlimited", "--pid", "\(pid)"]
         var arguments: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
         arguments.append(nil)
-        defer { arguments.forEach { free($0) } }
+        defer { for argument in arguments { free(argument) } }
         guard posix_spawn(&child, "/usr/bin/prlimit", nil, nil, arguments, environ) == 0 else { return false }
         var status: Int32 = 0
         for _ in 0..<1000 {

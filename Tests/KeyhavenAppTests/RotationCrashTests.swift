@@ -11,7 +11,7 @@ import SQLKit
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real `keyhaven serve` killed with SIGKILL in the middle of an AWS rotation, after each step in turn.
@@ -19,7 +19,8 @@ import Glibc
 struct RotationCrashTests {
     /// The rotation's recorded step, read from the database file as another process would.
     func state(of id: UUID, in path: String) async throws -> RotationState? {
-        let database = try await Database.open(.sqlite(path: path), logger: Logger(label: "probe", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let database = try await Database.open(
+            .sqlite(path: path), logger: Logger(label: "probe", factory: { _ in SwiftLogNoOpLogHandler() }))
         defer { Task { await database.shutdown() } }
         return try await database.withConnection { sql in
             try await sql.raw("SELECT state FROM rotations WHERE id = \(bind: id)").first()
@@ -27,7 +28,8 @@ struct RotationCrashTests {
         }
     }
 
-    func waitFor(_ id: UUID, in path: String, seconds: Int, _ condition: (RotationState?) -> Bool) async throws -> Bool {
+    func waitFor(_ id: UUID, in path: String, seconds: Int, _ condition: (RotationState?) -> Bool) async throws -> Bool
+    {
         for _ in 0..<(seconds * 20) {
             if condition(try await state(of: id, in: path)) { return true }
             try await Task.sleep(for: .milliseconds(50))
@@ -35,8 +37,9 @@ struct RotationCrashTests {
         return false
     }
 
-    @Test("killed after each step of an AWS rotation, the next start finishes it and IAM ends with exactly one active key",
-          arguments: [RotationState.creating, .stored, .current, .deactivated])
+    @Test(
+        "killed after each step of an AWS rotation, the next start finishes it and IAM ends with exactly one active key",
+        arguments: [RotationState.creating, .stored, .current, .deactivated])
     func killedAfterStep(step: RotationState) async throws {
         let binary = try KeyhavenBinary()
         // Every provider answer takes 1.5 s: the window in which the process is killed after the step was recorded.
@@ -48,10 +51,12 @@ struct RotationCrashTests {
         let owner = try await Fixtures.user(in: runtime.database)
         let integration = try await runtime.integrations.create(
             ownerID: owner, name: "aws", type: .aws, config: [:],
-            credentials: .aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil),
+            credentials: .aws(
+                accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil),
             actor: .system)
         _ = try await runtime.rotations.setPolicy(
-            RotationPolicy(mode: .automatic, everyDays: 90, graceHours: 0), id: integration.id, ownerID: owner, actor: .system)
+            RotationPolicy(mode: .automatic, everyDays: 90, graceHours: 0), id: integration.id, ownerID: owner,
+            actor: .system)
         let rotation = try await runtime.rotations.request(id: integration.id, ownerID: owner, actor: .system)
         await runtime.shutdown()
 
@@ -76,7 +81,9 @@ struct RotationCrashTests {
         #expect(finished, "\(second.stderr.suffix(2000))")
         #expect(try await state(of: rotation.id, in: path) == .done)
         let keys = fakes.awsKeys()
-        #expect(keys.count == 1 && keys.first?.active == true && keys.first?.id != FakeProviders.awsAccessKeyID, "after \(step): \(keys)")
+        #expect(
+            keys.count == 1 && keys.first?.active == true && keys.first?.id != FakeProviders.awsAccessKeyID,
+            "after \(step): \(keys)")
         #expect(fakes.unexpected.isEmpty, "\(fakes.unexpected)")
         await fakes.stop()
     }

@@ -30,10 +30,18 @@ struct VerificationTests {
         return try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
     }
 
-    @Test("create → verifying → connected; bad credentials → verifying → error; disabled is left alone", arguments: TestDatabase.all)
+    @Test(
+        "create → verifying → connected; bad credentials → verifying → error; disabled is left alone",
+        arguments: TestDatabase.all)
     func lifecycle(kind: TestDatabase) async throws {
         try await withFakes { fakes in
-            try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints(); $0.runVerificationWorker = true }) { api in
+            try await APIHarness.with(
+                kind,
+                configure: {
+                    $0.providerEndpoints = fakes.endpoints()
+                    $0.runVerificationWorker = true
+                }
+            ) { api in
                 let user = try await api.user()
                 let id = try await api.openAIIntegration(for: user.session, key: FakeProviders.openAIKey)
                 let connected = try await settled(api, id, auth: user.session)
@@ -42,27 +50,34 @@ struct VerificationTests {
                 #expect(connected["error_message"] is NSNull)
 
                 // New, wrong credentials: verifying at once, then error with a message that keeps no part of the key.
-                let badKey = "sk-echo-canary-zqxwvtsrpmnjlh"  // no run of hex digits, which hashes would match by chance
-                let updated = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": badKey])
+                // No run of hex digits, which hashes would match by chance.
+                let badKey = "sk-echo-canary-zqxwvtsrpmnjlh"
+                let updated = try await api.request(
+                    .put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": badKey])
                 #expect(updated.json["status"] as? String == "verifying")
                 let failed = try await settled(api, id, auth: user.session)
                 #expect(failed["status"] as? String == "error")
                 let message = try #require(failed["error_message"] as? String)
                 #expect(message.hasPrefix("The provider rejected the credentials."))
                 let auditText = try await api.handle.database.transaction { sql in
-                    try await sql.raw("SELECT * FROM audit_events").all().map { try SQLAuditLog.eventText($0) }.joined(separator: "\n")
+                    try await sql.raw("SELECT * FROM audit_events").all().map { try SQLAuditLog.eventText($0) }.joined(
+                        separator: "\n")
                 }
                 let characters = Array(badKey)
                 for start in 0...(characters.count - 5) {
                     let piece = String(characters[start..<start + 5])
                     #expect(!message.contains(piece) && !auditText.contains(piece), "\(piece)")
                 }
-                let verifications = try await api.runtime.audit.events(ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 20, before: nil)
-                    .filter { $0.action == "integration.verify" }.map(\.outcome)
+                let verifications = try await api.runtime.audit.events(
+                    ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 20, before: nil
+                )
+                .filter { $0.action == "integration.verify" }.map(\.outcome)
                 #expect(verifications.sorted() == ["failure", "success"])
 
                 // Disabled: the worker leaves it alone, even with new credentials.
-                _ = try await api.request(.patch, "/api/integrations/\(id)", auth: user.session, json: ["enabled": false, "credentials": FakeProviders.openAIKey])
+                _ = try await api.request(
+                    .patch, "/api/integrations/\(id)", auth: user.session,
+                    json: ["enabled": false, "credentials": FakeProviders.openAIKey])
                 try await Task.sleep(for: .seconds(1))
                 let disabled = try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json
                 #expect(disabled["status"] as? String == "disabled")
@@ -71,7 +86,9 @@ struct VerificationTests {
         }
     }
 
-    @Test("integrations left in verifying when the server stopped are verified after a restart", arguments: TestDatabase.all)
+    @Test(
+        "integrations left in verifying when the server stopped are verified after a restart",
+        arguments: TestDatabase.all)
     func resumesAfterRestart(kind: TestDatabase) async throws {
         try await withFakes { fakes in
             let handle = try await kind.make()
@@ -84,18 +101,21 @@ struct VerificationTests {
             var ids: [(UUID, UUID)] = []
             do {
                 configuration.runVerificationWorker = false
-                let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: .init(label: "test"), database: handle.database)
+                let runtime = try await KeyhavenRuntime.open(
+                    configuration, allowKeyringCreation: false, logger: .init(label: "test"), database: handle.database)
                 let owner = try await Fixtures.user(in: handle.database)
                 for (index, key) in [FakeProviders.openAIKey, "sk-not-a-good-key-00000000"].enumerated() {
                     let integration = try await runtime.integrations.create(
-                        ownerID: owner, name: "pending \(index)", type: .openai, config: [:], credentials: .apiKey(key), actor: .system)
+                        ownerID: owner, name: "pending \(index)", type: .openai, config: [:], credentials: .apiKey(key),
+                        actor: .system)
                     ids.append((integration.id, owner))
                 }
                 try await runtime.http.shutdown()
             }
             // Second run, with the worker: it picks them up.
             configuration.runVerificationWorker = true
-            let runtime = try await KeyhavenRuntime.open(configuration, allowKeyringCreation: false, logger: .init(label: "test"), database: handle.database)
+            let runtime = try await KeyhavenRuntime.open(
+                configuration, allowKeyringCreation: false, logger: .init(label: "test"), database: handle.database)
             let worker = VerificationWorker(runner: runtime.verifier)
             #expect(try await worker.runOnce() == 2)
             let statuses = try await ids.asyncMap { try await runtime.integrations.get(id: $0.0, ownerID: $0.1).status }
@@ -104,7 +124,8 @@ struct VerificationTests {
         }
     }
 
-    @Test("with several workers on one database, each integration is verified exactly once", arguments: TestDatabase.all)
+    @Test(
+        "with several workers on one database, each integration is verified exactly once", arguments: TestDatabase.all)
     func claimsOnce(kind: TestDatabase) async throws {
         try await withFakes { fakes in
             try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints() }) { api in
@@ -122,7 +143,9 @@ struct VerificationTests {
                     try await group.waitForAll()
                 }
                 let counts = try await api.handle.database.transaction { sql in
-                    try await sql.raw("SELECT integration_id, COUNT(*) AS n FROM audit_events WHERE action = 'integration.verify' GROUP BY integration_id").all()
+                    try await sql.raw(
+                        "SELECT integration_id, COUNT(*) AS n FROM audit_events WHERE action = 'integration.verify' GROUP BY integration_id"
+                    ).all()
                         .map { try $0.decode(column: "n", as: Int.self) }
                 }
                 #expect(counts.count == 24)
@@ -131,7 +154,9 @@ struct VerificationTests {
         }
     }
 
-    @Test("a result for credentials replaced while the check ran is not recorded as the new credentials' status", arguments: TestDatabase.all)
+    @Test(
+        "a result for credentials replaced while the check ran is not recorded as the new credentials' status",
+        arguments: TestDatabase.all)
     func supersededResult(kind: TestDatabase) async throws {
         try await withFakes { fakes in
             try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints() }) { api in
@@ -140,12 +165,18 @@ struct VerificationTests {
                 let jobs = try await api.runtime.integrations.claimForVerification(limit: 10, lease: .seconds(60))
                 #expect(jobs.count == 1)
                 // The user rotates the credentials while the (good) old ones are being checked.
-                _ = try await api.request(.put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": "sk-replaced-key-000000000000"])
+                _ = try await api.request(
+                    .put, "/api/integrations/\(id)", auth: user.session,
+                    json: ["credentials": "sk-replaced-key-000000000000"])
                 _ = try await api.runtime.verifier.run(jobs[0], action: .integrationVerify, actor: .system)
                 let shown = try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json
-                #expect(shown["status"] as? String == "verifying", "the old credentials' success must not mark the new ones connected")
+                #expect(
+                    shown["status"] as? String == "verifying",
+                    "the old credentials' success must not mark the new ones connected")
                 #expect(shown["credential_version"] as? Int == 2)
-                let event = try await api.runtime.audit.events(ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 1, before: nil).first
+                let event = try await api.runtime.audit.events(
+                    ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 1, before: nil
+                ).first
                 #expect(event?.action == "integration.verify" && event?.detail.contains("\"superseded\":true") == true)
                 // The lease was cleared, so the new version is claimed at once.
                 let next = try await api.runtime.integrations.claimForVerification(limit: 10, lease: .seconds(60))
@@ -154,19 +185,32 @@ struct VerificationTests {
         }
     }
 
-    @Test("the test route runs the check now, in the caller's language, rate limited per user", arguments: TestDatabase.all)
+    @Test(
+        "the test route runs the check now, in the caller's language, rate limited per user",
+        arguments: TestDatabase.all)
     func testRoute(kind: TestDatabase) async throws {
         try await withFakes { fakes in
-            try await APIHarness.with(kind, configure: { $0.providerEndpoints = fakes.endpoints(); $0.checkRateLimit = .init(perUser: 8) }) { api in
+            try await APIHarness.with(
+                kind,
+                configure: {
+                    $0.providerEndpoints = fakes.endpoints()
+                    $0.checkRateLimit = .init(perUser: 8)
+                }
+            ) { api in
                 let user = try await api.user()
-                let created = try await api.request(.post, "/api/integrations", auth: user.session, json: [
-                    "name": "aws", "type": "aws",
-                    "credentials": ["access_key_id": FakeProviders.awsAccessKeyID, "secret_access_key": FakeProviders.awsSecret],
-                    "config": ["region": "eu-west-1"],
-                ])
+                let created = try await api.request(
+                    .post, "/api/integrations", auth: user.session,
+                    json: [
+                        "name": "aws", "type": "aws",
+                        "credentials": [
+                            "access_key_id": FakeProviders.awsAccessKeyID, "secret_access_key": FakeProviders.awsSecret,
+                        ],
+                        "config": ["region": "eu-west-1"],
+                    ])
                 let id = try #require(created.json["id"] as? String)
-                let result = try await api.request(.post, "/api/integrations/\(id)/test", auth: user.session,
-                                                   headers: [.acceptLanguage: "es-ES,es;q=0.9"])
+                let result = try await api.request(
+                    .post, "/api/integrations/\(id)/test", auth: user.session,
+                    headers: [.acceptLanguage: "es-ES,es;q=0.9"])
                 #expect(result.status == .ok)
                 #expect(result.json["status"] as? String == "connected")
                 #expect(result.json["message"] as? String == "Conectado.")
@@ -177,14 +221,19 @@ struct VerificationTests {
                 #expect(!result.text.contains(FakeProviders.awsSecret))
                 let shown = try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json
                 #expect(shown["status"] as? String == "connected")
-                let events = try await api.runtime.audit.events(ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 10, before: nil)
+                let events = try await api.runtime.audit.events(
+                    ownerID: user.id, integrationID: UUID(uuidString: id)!, limit: 10, before: nil)
                 #expect(events.first?.action == "integration.test")
 
                 let stranger = try await api.user()
-                #expect(try await api.request(.post, "/api/integrations/\(id)/test", auth: stranger.session).status == .notFound)
+                #expect(
+                    try await api.request(.post, "/api/integrations/\(id)/test", auth: stranger.session).status
+                        == .notFound)
 
                 var last = result
-                for _ in 0..<10 { last = try await api.request(.post, "/api/integrations/\(id)/test", auth: user.session) }
+                for _ in 0..<10 {
+                    last = try await api.request(.post, "/api/integrations/\(id)/test", auth: user.session)
+                }
                 #expect(last.status == .tooManyRequests)
                 #expect(last.headers[.retryAfter] != nil)
 
@@ -193,7 +242,10 @@ struct VerificationTests {
                 #expect(metrics.text.contains("keyhaven_verification_duration_seconds"))
                 #expect(!metrics.text.contains(user.email))
                 // Requests by route template, never by id.
-                #expect(metrics.text.contains(#"keyhaven_http_requests_total{method="POST",route="/api/integrations/{id}/test",status="200"}"#))
+                #expect(
+                    metrics.text.contains(
+                        #"keyhaven_http_requests_total{method="POST",route="/api/integrations/{id}/test",status="200"}"#
+                    ))
                 #expect(metrics.text.contains(#"route="/api/integrations/{id}/test",status="429"}"#))
                 #expect(!metrics.text.contains(id))
             }

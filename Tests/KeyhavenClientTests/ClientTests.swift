@@ -17,12 +17,15 @@ struct ClientTests {
     ) async throws {
         let fakes = try await FakeProviders.start()
         do {
-            try await APIHarness.with(.sqlite, live: true, configure: { configuration in
-                configuration.providerEndpoints = fakes.endpoints()
-                configuration.checkRateLimit = .init(perUser: checks)
-                configuration.jwt = .init(
-                    secret: Self.jwtSecret, issuer: "https://auth.example.test", audience: "authenticated")
-            }) { api in
+            try await APIHarness.with(
+                .sqlite, live: true,
+                configure: { configuration in
+                    configuration.providerEndpoints = fakes.endpoints()
+                    configuration.checkRateLimit = .init(perUser: checks)
+                    configuration.jwt = .init(
+                        secret: Self.jwtSecret, issuer: "https://auth.example.test", audience: "authenticated")
+                }
+            ) { api in
                 guard let port = api.port, let url = URL(string: "http://127.0.0.1:\(port)") else {
                     throw TestSetupError("the live server has no port")
                 }
@@ -43,10 +46,14 @@ struct ClientTests {
         [
             .openAI(apiKey: FakeProviders.openAIKey, organization: "org-fake", project: "proj_client"),
             .googleCloud(ServiceAccount(fields: fakes.googleAccount.compactMapValues { $0.stringValue })),
-            .aws(AWSCredentials(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret,
-                                region: "us-east-1")),
-            .azure(AzureServicePrincipal(tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient,
-                                         clientSecret: FakeProviders.azureSecret)),
+            .aws(
+                AWSCredentials(
+                    accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret,
+                    region: "us-east-1")),
+            .azure(
+                AzureServicePrincipal(
+                    tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient,
+                    clientSecret: FakeProviders.azureSecret)),
             .anthropic(apiKey: FakeProviders.anthropicKey),
             .gemini(apiKey: FakeProviders.geminiKey),
         ]
@@ -108,8 +115,9 @@ struct ClientTests {
             }
             // Paging: a cursor leads to the next page.
             for index in 0..<3 {
-                _ = try await client.createIntegration(NewIntegration(
-                    name: "page \(index)", credentials: .anthropic(apiKey: FakeProviders.anthropicKey)))
+                _ = try await client.createIntegration(
+                    NewIntegration(
+                        name: "page \(index)", credentials: .anthropic(apiKey: FakeProviders.anthropicKey)))
             }
             let first = try await client.integrations(limit: 2)
             #expect(first.integrations.count == 2)
@@ -130,8 +138,9 @@ struct ClientTests {
             let token = try await Self.jwt(subject: "client-\(UUID())")
             let client = KeyhavenClient(baseURL: url, token: token)
             #expect(try await client.integrations().integrations.isEmpty)
-            let created = try await client.createIntegration(NewIntegration(
-                name: "jwt", credentials: .gemini(apiKey: FakeProviders.geminiKey)))
+            let created = try await client.createIntegration(
+                NewIntegration(
+                    name: "jwt", credentials: .gemini(apiKey: FakeProviders.geminiKey)))
             #expect(try await client.integration(created.id).name == "jwt")
             #expect(try await client.testIntegration(created.id).status == .connected)
             try await client.deleteIntegration(created.id)
@@ -171,8 +180,10 @@ struct ClientTests {
                 return Set(fields.keys) == ["name", "credentials"]
             }
             await #expect {
-                try await client.createIntegration(NewIntegration(
-                    name: "aws bad", credentials: .aws(AWSCredentials(accessKeyID: "AKIA", secretAccessKey: "short"))))
+                try await client.createIntegration(
+                    NewIntegration(
+                        name: "aws bad",
+                        credentials: .aws(AWSCredentials(accessKeyID: "AKIA", secretAccessKey: "short"))))
             } throws: { error in
                 guard case .validation(let fields, _) = error as? KeyhavenClientError else { return false }
                 return fields["credentials.access_key_id"] != nil && fields["credentials.secret_access_key"] != nil
@@ -216,8 +227,9 @@ struct ClientTests {
     func rateLimited() async throws {
         try await withServer(checks: 1) { _, _, url, _, pat in
             let client = KeyhavenClient(baseURL: url, token: pat)
-            let created = try await client.createIntegration(NewIntegration(
-                name: "limited", credentials: .anthropic(apiKey: FakeProviders.anthropicKey)))
+            let created = try await client.createIntegration(
+                NewIntegration(
+                    name: "limited", credentials: .anthropic(apiKey: FakeProviders.anthropicKey)))
             await #expect {
                 try await client.testIntegration(created.id)
             } throws: { error in
@@ -263,8 +275,9 @@ struct ClientTests {
         }
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: jwtSecret), digestAlgorithm: .sha256)
-        return try await keys.sign(Payload(
-            sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(600)),
-            iss: .init(value: "https://auth.example.test"), aud: .init(value: ["authenticated"])))
+        return try await keys.sign(
+            Payload(
+                sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(600)),
+                iss: .init(value: "https://auth.example.test"), aud: .init(value: ["authenticated"])))
     }
 }

@@ -36,7 +36,8 @@ struct ArchitectureTests {
             let end = index + 1 < starts.count ? starts[index + 1].lowerBound : manifest.endIndex
             let block = String(manifest[starts[index].lowerBound..<end])
             let name = try #require(firstCapture(#"name:\s*"([^"]+)""#, in: block))
-            var modules = Set<String>(), products = Set<String>()
+            var modules = Set<String>()
+            var products = Set<String>()
             if let open = block.range(of: "dependencies: [") {
                 var depth = 1
                 var cursor = open.upperBound
@@ -66,8 +67,9 @@ struct ArchitectureTests {
             let cells = line.split(separator: "|", omittingEmptySubsequences: false).map {
                 $0.trimmingCharacters(in: .whitespaces)
             }
-            guard cells.count >= 5, let module = names(in: cells[1]).first, module.hasPrefix("Keyhaven")
-                || module.hasPrefix("keyhaven")
+            guard cells.count >= 5, let module = names(in: cells[1]).first,
+                module.hasPrefix("Keyhaven")
+                    || module.hasPrefix("keyhaven")
             else { continue }
             func allowed(_ cell: String) -> Set<String>? { cell == "*" ? nil : names(in: cell) }
             rows[module] = Row(modules: allowed(cells[3]), packages: allowed(cells[4]))
@@ -103,7 +105,8 @@ struct ArchitectureTests {
                 }
                 if let allowed = row.packages {
                     for product in target.products.subtracting(allowed).sorted() {
-                        found.append("\(target.name) depends on the package product \(product), which the map does not allow")
+                        found.append(
+                            "\(target.name) depends on the package product \(product), which the map does not allow")
                     }
                 }
             }
@@ -180,7 +183,8 @@ struct ArchitectureTests {
         #expect(targets.map(\.name) == ["KeyhavenCore", "KeyhavenServices", "KeyhavenNew", "KeyhavenCoreTests"])
         #expect(targets[1].modules == ["KeyhavenCore", "KeyhavenStorage"] && targets[1].products == ["SQLKit"])
         let imports = [
-            "KeyhavenCore": try Self.imports(in: "import Foundation\n@preconcurrency import struct NIOCore.ByteBuffer\n"),
+            "KeyhavenCore": try Self.imports(
+                in: "import Foundation\n@preconcurrency import struct NIOCore.ByteBuffer\n"),
             "KeyhavenCoreTests": try Self.imports(in: "@testable import KeyhavenCore\nimport Testing\n"),
         ]
         #expect(imports["KeyhavenCore"] == ["Foundation", "NIOCore"])

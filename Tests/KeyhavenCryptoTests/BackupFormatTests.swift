@@ -92,14 +92,23 @@ struct BackupFormatTests {
         let data = try Self.backup(secret: key)
         let records = try Self.read(data, secret: key)
         #expect(records.count == 120 + 3)
-        guard case .table(let name, let columns) = records[0] else { Issue.record("no table first"); return }
+        guard case .table(let name, let columns) = records[0] else {
+            Issue.record("no table first")
+            return
+        }
         #expect(name == "t" && columns == Self.columns)
         for index in [0, 1, 2, 59, 119] {
-            guard case .row(let values) = records[index + 1] else { Issue.record("not a row"); continue }
+            guard case .row(let values) = records[index + 1] else {
+                Issue.record("not a row")
+                continue
+            }
             let expected = Self.row(index, canary: "c")
             #expect(Array(values[1...]) == Array(expected[1...]))
         }
-        guard case .end = records.last else { Issue.record("no end record"); return }
+        guard case .end = records.last else {
+            Issue.record("no end record")
+            return
+        }
         #expect(Self.chunks(data).chunks.count > 4, "the test needs several chunks")
     }
 
@@ -128,9 +137,12 @@ struct BackupFormatTests {
         #expect(Self.failure(Self.flipped(data, at: 7), secret: key) == .notABackup)
         #expect(Self.failure(Self.flipped(data, at: 9), secret: key) == .unknownVersion(0))
         #expect(Self.failure(Self.flipped(data, at: 10), secret: key) == .damagedHeader("its length is out of bounds"))
-        #expect(Self.failure(Self.flipped(data, at: createdAtOffset), secret: key) == .damagedHeader("its MAC does not match"))
+        #expect(
+            Self.failure(Self.flipped(data, at: createdAtOffset), secret: key)
+                == .damagedHeader("its MAC does not match"))
         #expect(Self.failure(Self.flipped(data, at: preamble - 64), secret: key) == .wrongKey)
-        #expect(Self.failure(Self.flipped(data, at: preamble - 1), secret: key) == .damagedHeader("its MAC does not match"))
+        #expect(
+            Self.failure(Self.flipped(data, at: preamble - 1), secret: key) == .damagedHeader("its MAC does not match"))
         // Every other position of the header is refused too, by one of the header's messages.
         for position in stride(from: 0, to: preamble, by: 3) {
             let error = Self.failure(Self.flipped(data, at: position), secret: key)
@@ -146,7 +158,8 @@ struct BackupFormatTests {
         let data = try Self.backup(secret: key)
         let (_, chunks) = Self.chunks(data)
         for (index, range) in chunks.enumerated() {
-            for position in [range.lowerBound + 4, range.lowerBound + 4 + (range.count - 4) / 2, range.upperBound - 17] {
+            for position in [range.lowerBound + 4, range.lowerBound + 4 + (range.count - 4) / 2, range.upperBound - 17]
+            {
                 #expect(Self.failure(Self.flipped(data, at: position), secret: key) == .tampered(chunk: index))
             }
             // The tag's first and last bytes.
@@ -210,13 +223,16 @@ struct BackupFormatTests {
             switch round % 4 {
             case 0:
                 for _ in 0..<Int.random(in: 1...4, using: &generator) {
-                    bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+                    bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(
+                        in: 0...255, using: &generator)
                 }
             case 1:
                 bytes.removeLast(Int.random(in: 1..<bytes.count, using: &generator))
             case 2:
                 let at = Int.random(in: 0..<bytes.count, using: &generator)
-                bytes.insert(contentsOf: (0..<Int.random(in: 1...8, using: &generator)).map { _ in UInt8.random(in: 0...255) }, at: at)
+                bytes.insert(
+                    contentsOf: (0..<Int.random(in: 1...8, using: &generator)).map { _ in UInt8.random(in: 0...255) },
+                    at: at)
             default:
                 let at = Int.random(in: 0..<(bytes.count - 8), using: &generator)
                 bytes.removeSubrange(at..<(at + Int.random(in: 1...8, using: &generator)))
@@ -267,9 +283,13 @@ struct BackupFileOutputTests {
         let stale = folder + "/" + BackupFileOutput.temporaryPrefix + "1-dead-keyhaven.khbackup"
         let recent = folder + "/" + BackupFileOutput.temporaryPrefix + "2-new-keyhaven.khbackup"
         let done = folder + "/keyhaven-done.khbackup"
-        for path in [stale, recent, done] { FileManager.default.createFile(atPath: path, contents: Data("x".utf8)) }
+        for path in [stale, recent, done] {
+            #expect(FileManager.default.createFile(atPath: path, contents: Data("x".utf8)))
+        }
         let old = Date().addingTimeInterval(-60)
-        for path in [stale, done] { try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: path) }
+        for path in [stale, done] {
+            try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: path)
+        }
         // A writer still at work: its file is old too, but locked.
         let writing = try BackupFileOutput(path: folder + "/keyhaven-writing.khbackup")
         try writing.write(Data("partial".utf8))
@@ -277,7 +297,8 @@ struct BackupFileOutputTests {
 
         #expect(BackupFileOutput.removeAbandoned(in: folder) == 1)
         #expect(!FileManager.default.fileExists(atPath: stale))
-        #expect(FileManager.default.fileExists(atPath: recent), "created moments ago: its writer may not hold the lock yet")
+        #expect(
+            FileManager.default.fileExists(atPath: recent), "created moments ago: its writer may not hold the lock yet")
         #expect(FileManager.default.fileExists(atPath: done))
         #expect(FileManager.default.fileExists(atPath: writing.temporaryPath))
         try writing.commit()

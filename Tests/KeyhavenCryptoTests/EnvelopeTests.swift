@@ -33,14 +33,17 @@ struct EnvelopeTests {
         #expect(text(try Envelope.open(sealed, binding: binding, kek: kek)) == plaintext)
     }
 
-    @Test("one flipped byte anywhere in the nonce, ciphertext or wrapped data key fails to open", arguments: ["nonce", "ciphertext", "wrapped_dek"])
+    @Test(
+        "one flipped byte anywhere in the nonce, ciphertext or wrapped data key fails to open",
+        arguments: ["nonce", "ciphertext", "wrapped_dek"])
     func tampering(part: String) throws {
         let sealed = try seal()
-        let length = switch part {
-        case "nonce": sealed.nonce.count
-        case "ciphertext": sealed.ciphertext.count
-        default: sealed.wrappedDEK.count
-        }
+        let length =
+            switch part {
+            case "nonce": sealed.nonce.count
+            case "ciphertext": sealed.ciphertext.count
+            default: sealed.wrappedDEK.count
+            }
         for index in 0..<length {
             var tampered = sealed
             switch part {
@@ -61,7 +64,9 @@ struct EnvelopeTests {
             SealedSecret(kekID: kek.id, wrappedDEK: Data(), nonce: sealed.nonce, ciphertext: sealed.ciphertext),
             SealedSecret(kekID: kek.id, wrappedDEK: sealed.wrappedDEK, nonce: Data(), ciphertext: sealed.ciphertext),
             SealedSecret(kekID: kek.id, wrappedDEK: sealed.wrappedDEK, nonce: sealed.nonce, ciphertext: Data()),
-            SealedSecret(kekID: kek.id, wrappedDEK: sealed.wrappedDEK.prefix(20), nonce: sealed.nonce, ciphertext: sealed.ciphertext),
+            SealedSecret(
+                kekID: kek.id, wrappedDEK: sealed.wrappedDEK.prefix(20), nonce: sealed.nonce,
+                ciphertext: sealed.ciphertext),
         ] {
             #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(variant, binding: binding, kek: kek) }
         }
@@ -73,8 +78,10 @@ struct EnvelopeTests {
         let others = [
             SecretBinding(secretID: UUID(), integrationID: binding.integrationID, ownerID: binding.ownerID, version: 1),
             SecretBinding(secretID: binding.secretID, integrationID: UUID(), ownerID: binding.ownerID, version: 1),
-            SecretBinding(secretID: binding.secretID, integrationID: binding.integrationID, ownerID: UUID(), version: 1),
-            SecretBinding(secretID: binding.secretID, integrationID: binding.integrationID, ownerID: binding.ownerID, version: 2),
+            SecretBinding(
+                secretID: binding.secretID, integrationID: binding.integrationID, ownerID: UUID(), version: 1),
+            SecretBinding(
+                secretID: binding.secretID, integrationID: binding.integrationID, ownerID: binding.ownerID, version: 2),
         ]
         for other in others {
             #expect(throws: KeyhavenError.decryptionFailed) { try Envelope.open(sealed, binding: other, kek: kek) }
@@ -129,7 +136,8 @@ struct EnvelopeTests {
         #expect(dataPairs.count == count)
         #expect(wrapNonces.count == count)
         #expect(rowIDs.count == count)
-        let (binding, sealed) = try Envelope.sealNewRow(message, integrationID: UUID(), ownerID: UUID(), version: 3, kek: kek)
+        let (binding, sealed) = try Envelope.sealNewRow(
+            message, integrationID: UUID(), ownerID: UUID(), version: 3, kek: kek)
         #expect(binding.secretID.uuidString.dropFirst(14).first == "4", "row ids are version 4 UUIDs")
         #expect(try Envelope.open(sealed, binding: binding, kek: kek).constantTimeEquals(message))
     }
@@ -158,7 +166,8 @@ struct AssociatedDataTests {
         let binding = SecretBinding(secretID: secret, integrationID: integration, ownerID: owner, version: 12)
         #expect(
             binding.withAssociatedData { String(decoding: $0, as: UTF8.self) }
-                == "keyhaven:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|11111111-2222-3333-4444-555555555555|abcdefab-cdef-abcd-efab-cdefabcdefab|12")
+                == "keyhaven:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|11111111-2222-3333-4444-555555555555|abcdefab-cdef-abcd-efab-cdefabcdefab|12"
+        )
         #expect(
             Envelope.withDEKAssociatedData(secretID: secret, kekID: "kek-1") { String(decoding: $0, as: UTF8.self) }
                 == "keyhaven:dek:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|kek-1")

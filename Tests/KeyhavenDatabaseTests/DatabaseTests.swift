@@ -10,7 +10,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Database connections")
@@ -18,7 +18,9 @@ struct DatabaseTests {
     /// A domain error a store throws inside a transaction.
     struct DomainError: Error, Equatable {}
 
-    @Test("inside a transaction a domain error or a bug comes out unchanged; only a database that cannot serve is unavailable", arguments: TestDatabase.all)
+    @Test(
+        "inside a transaction a domain error or a bug comes out unchanged; only a database that cannot serve is unavailable",
+        arguments: TestDatabase.all)
     func errorsKeepTheirCause(kind: TestDatabase) async throws {
         let handle = try await kind.make()
         defer { Task { await handle.close() } }
@@ -38,7 +40,8 @@ struct DatabaseTests {
         try await database.transaction { sql in try await insertUser("twice@example.test", on: sql) }
         do {
             try await database.transaction { sql in
-                try await sql.raw("INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM users").run()
+                try await sql.raw("INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM users")
+                    .run()
             }
             Issue.record("a duplicate key was accepted")
         } catch {
@@ -58,7 +61,8 @@ struct DatabaseTests {
         await #expect(throws: KeyhavenError.unavailable("The database is unavailable.")) { try await database.ping() }
     }
 
-    @Test("on SQLite a write outside a transaction is refused at once, and readers go on while the writer holds the lock")
+    @Test(
+        "on SQLite a write outside a transaction is refused at once, and readers go on while the writer holds the lock")
     func writesQueue() async throws {
         let handle = try await TestDatabase.sqlite.make()
         defer { Task { await handle.close() } }
@@ -78,7 +82,8 @@ struct DatabaseTests {
                 for _ in 0..<8 {
                     group.addTask {
                         try await database.withConnection { reader in
-                            try await reader.raw("SELECT COUNT(*) AS n FROM users").first()?.decode(column: "n", as: Int.self) ?? -1
+                            try await reader.raw("SELECT COUNT(*) AS n FROM users").first()?.decode(
+                                column: "n", as: Int.self) ?? -1
                         }
                     }
                 }
@@ -93,7 +98,9 @@ struct DatabaseTests {
         #expect(committed == 1)
     }
 
-    @Test("on SQLite, concurrent writes commit in groups; each is durable and visible when it returns, and one that throws leaves only its own work out")
+    @Test(
+        "on SQLite, concurrent writes commit in groups; each is durable and visible when it returns, and one that throws leaves only its own work out"
+    )
     func groupCommit() async throws {
         let handle = try await TestDatabase.sqlite.make()
         defer { Task { await handle.close() } }
@@ -116,7 +123,8 @@ struct DatabaseTests {
                     }
                     // Committed when the call returns: a reader on another connection sees it.
                     let seen = try? await database.withConnection { sql in
-                        try await sql.raw("SELECT COUNT(*) AS n FROM users WHERE email = \(bind: email)").first()?.decode(column: "n", as: Int.self)
+                        try await sql.raw("SELECT COUNT(*) AS n FROM users WHERE email = \(bind: email)").first()?
+                            .decode(column: "n", as: Int.self)
                     }
                     return (index, seen == 1)
                 }
@@ -221,10 +229,14 @@ struct DatabaseTests {
         // Closing under a running statement would crash the process or fail the write; it does neither.
         try await running.value
         await #expect(throws: KeyhavenError.self) { try await queued.value }
-        await #expect(throws: KeyhavenError.self) { try await database.withConnection { sql in try await sql.raw("SELECT 1").run() } }
+        await #expect(throws: KeyhavenError.self) {
+            try await database.withConnection { sql in try await sql.raw("SELECT 1").run() }
+        }
         let reopened = try await Database.open(handle.location, logger: Logger(label: "test"))
         let emails = try await reopened.withConnection { sql in
-            try await sql.raw("SELECT email FROM users ORDER BY email").all().map { try $0.decode(column: "email", as: String.self) }
+            try await sql.raw("SELECT email FROM users ORDER BY email").all().map {
+                try $0.decode(column: "email", as: String.self)
+            }
         }
         await reopened.shutdown()
         #expect(emails == ["a@example.test", "b@example.test"])
@@ -241,7 +253,9 @@ struct DatabaseTests {
         let bytes = Data([0, 1, 2, 254, 255])
         let absent: UUID? = nil
         try await database.transaction { sql in
-            try await sql.raw("CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i INTEGER, x BLOB, s TEXT, n TEXT, o TEXT, e TEXT, z BLOB)").run()
+            try await sql.raw(
+                "CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i INTEGER, x BLOB, s TEXT, n TEXT, o TEXT, e TEXT, z BLOB)"
+            ).run()
             try await sql.raw(
                 """
                 INSERT INTO formats VALUES (\(bind: id), \(bind: at), \(bind: true), \(bind: Int64(-42)), \(bind: bytes), \
@@ -291,19 +305,23 @@ struct DatabaseTests {
         defer { Task { await handle.close() } }
         try await handle.database.withConnection(short: true) { sql in
             func prepared() async throws -> Int {
-                try await sql.raw("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_prepared_statements WHERE name LIKE 'kh_%'")
-                    .first()?.decode(column: "n", as: Int.self) ?? -1
+                try await sql.raw(
+                    "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM pg_prepared_statements WHERE name LIKE 'kh_%'"
+                )
+                .first()?.decode(column: "n", as: Int.self) ?? -1
             }
             try await sql.raw("CREATE TEMPORARY TABLE shapes (id INTEGER PRIMARY KEY, name TEXT, at TIMESTAMPTZ)").run()
             let at = Date(timeIntervalSince1970: 1_800_000_000)
-            try await sql.raw("INSERT INTO shapes (id, name, at) VALUES (\(bind: 1), \(bind: "one"), \(bind: at))").run()
+            try await sql.raw("INSERT INTO shapes (id, name, at) VALUES (\(bind: 1), \(bind: "one"), \(bind: at))")
+                .run()
             try await sql.raw(
                 "INSERT INTO shapes (id, name, at) VALUES (\(bind: 2), \(bind: nil as String?), \(bind: nil as Date?))"
             ).run()
             // An Int is sent as int8, also against an integer column; a NULL and a value in one place make two
             // statements, each with its own types.
             func name(_ id: Int) async throws -> String? {
-                try await sql.raw("SELECT name FROM shapes WHERE id = \(bind: id)").first()?.decode(column: "name", as: String?.self)
+                try await sql.raw("SELECT name FROM shapes WHERE id = \(bind: id)").first()?.decode(
+                    column: "name", as: String?.self)
             }
             #expect(try await name(1) == "one")
             #expect(try await name(2) == nil)
@@ -339,7 +357,8 @@ struct DatabaseTests {
                             try await sql.raw("SELECT CAST(pg_backend_pid() AS BIGINT) AS pid").first()?
                                 .decode(column: "pid", as: Int.self))
                         let terminated = try await database.withConnection { other in
-                            try await other.raw("SELECT pg_terminate_backend(CAST(\(bind: pid) AS INTEGER)) AS done").first()?
+                            try await other.raw("SELECT pg_terminate_backend(CAST(\(bind: pid) AS INTEGER)) AS done")
+                                .first()?
                                 .decode(column: "done", as: Bool.self)
                         }
                         if terminated == true { closed.set() }
@@ -376,7 +395,8 @@ struct DatabaseTests {
             }
         }
         #expect(bound)
-        try await body("postgres://keyhaven:pw@127.0.0.1:\(UInt16(bigEndian: address.sin_port))/keyhaven?sslmode=disable")
+        try await body(
+            "postgres://keyhaven:pw@127.0.0.1:\(UInt16(bigEndian: address.sin_port))/keyhaven?sslmode=disable")
     }
 
     @Test("a PostgreSQL server that takes the connection and never answers fails it after the connect timeout")
@@ -677,7 +697,9 @@ private struct RecordingLogHandler: LogHandler {
 
 /// Inserts a user with `email`: the smallest write a test can make.
 private func insertUser(_ email: String, on sql: any SQLDatabase) async throws {
-    try await sql.raw("INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))").run()
+    try await sql.raw(
+        "INSERT INTO users (id, email, created_at) VALUES (\(bind: UUID()), \(bind: email), \(bind: Date()))"
+    ).run()
 }
 
 private final class Flag: Sendable {

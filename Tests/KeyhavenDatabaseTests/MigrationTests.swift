@@ -1,11 +1,12 @@
 import Foundation
 import KeyhavenCore
-@testable import KeyhavenDatabase
 import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit
 import Testing
+
+@testable import KeyhavenDatabase
 
 @Suite("Migrations")
 struct MigrationTests {
@@ -23,7 +24,9 @@ struct MigrationTests {
         }
     }
 
-    @Test("a database changed by a newer Keyhaven, or whose applied migration differs, is refused", arguments: TestDatabase.all)
+    @Test(
+        "a database changed by a newer Keyhaven, or whose applied migration differs, is refused",
+        arguments: TestDatabase.all)
     func refusesUnknownSchema(kind: TestDatabase) async throws {
         let handle = try await kind.make()
         defer { Task { await handle.close() } }
@@ -33,7 +36,9 @@ struct MigrationTests {
         await #expect(throws: KeyhavenError.self) { try await Migrator(database: handle.database).migrate() }
         try await handle.database.transaction { sql in
             try await sql.raw("DELETE FROM schema_migrations WHERE version = 1").run()
-            try await sql.raw("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (999, 'Future', 'x', \(bind: Date()))").run()
+            try await sql.raw(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (999, 'Future', 'x', \(bind: Date()))"
+            ).run()
         }
         await #expect(throws: KeyhavenError.self) { try await Migrator(database: handle.database).migrate() }
     }
@@ -41,7 +46,8 @@ struct MigrationTests {
     @Test("database URLs are parsed, and printing one never shows its password")
     func locations() throws {
         #expect(try DatabaseLocation(url: "sqlite://./data/keyhaven.sqlite") == .sqlite(path: "./data/keyhaven.sqlite"))
-        #expect(try DatabaseLocation(url: "sqlite:///var/lib/keyhaven.sqlite") == .sqlite(path: "/var/lib/keyhaven.sqlite"))
+        #expect(
+            try DatabaseLocation(url: "sqlite:///var/lib/keyhaven.sqlite") == .sqlite(path: "/var/lib/keyhaven.sqlite"))
         let postgres = try DatabaseLocation(url: "postgres://app:hunter2-secret@db.internal:5433/vault")
         #expect("\(postgres)" == "postgres://app@db.internal:5433/vault")
         #expect(!"\(postgres)".contains("hunter2"))
@@ -54,7 +60,9 @@ struct MigrationTests {
 /// Migration 9 (organizations) on a database that already holds integrations.
 @Suite("Workspaces migration")
 struct WorkspacesMigrationTests {
-    @Test("existing integrations stay in their owner's personal workspace and every secret opens as before; an organization can own integrations afterwards", arguments: TestDatabase.all)
+    @Test(
+        "existing integrations stay in their owner's personal workspace and every secret opens as before; an organization can own integrations afterwards",
+        arguments: TestDatabase.all)
     func existingIntegrationsStay(kind: TestDatabase) async throws {
         let handle = try await kind.make(migrated: false)
         defer { Task { await handle.close() } }
@@ -66,8 +74,11 @@ struct WorkspacesMigrationTests {
         /// The stores over `database`.
         func stores(_ database: Database) async throws -> (SQLSecretStore, SQLAuditLog, SQLIntegrationStore) {
             let secrets = SQLSecretStore(database: database, keyring: keyring, logger: logger)
-            let audit = SQLAuditLog(database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
-            return (secrets, audit, SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger))
+            let audit = SQLAuditLog(
+                database: database, keys: try await AuditKeys.open(database: database, keyring: keyring))
+            return (
+                secrets, audit, SQLIntegrationStore(database: database, secrets: secrets, audit: audit, logger: logger)
+            )
         }
         var (secrets, audit, integrations) = try await stores(database)
         let owner = UUID()
@@ -83,7 +94,8 @@ struct WorkspacesMigrationTests {
                 ownerID: owner, name: "before \(index)", type: .openai, config: ["organization": "org-keep"],
                 credentials: .apiKey(key), actor: .system)
             _ = try await integrations.update(
-                id: integration.id, ownerID: owner, changes: IntegrationChanges(credentials: .apiKey(key)), actor: .system)
+                id: integration.id, ownerID: owner, changes: IntegrationChanges(credentials: .apiKey(key)),
+                actor: .system)
             created.append((integration, key))
         }
 

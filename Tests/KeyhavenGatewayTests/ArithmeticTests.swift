@@ -49,7 +49,10 @@ struct ArithmeticTests {
                 checked += 1
             }
         }
-        #expect(Saturating.sum(values) == Self.clamp(values.reduce(Int128(0)) { max(Int128(Int64.min), min(Int128(Int64.max), $0 + Int128($1))) }))
+        #expect(
+            Saturating.sum(values)
+                == Self.clamp(
+                    values.reduce(Int128(0)) { max(Int128(Int64.min), min(Int128(Int64.max), $0 + Int128($1))) }))
         print("saturating arithmetic: \(checked) pairs, seed \(Self.seed)")
     }
 
@@ -91,7 +94,8 @@ struct ArithmeticTests {
                     TokenUsage(
                         inputTokens: tokens, cachedInputTokens: tokens / 2, cacheWriteTokens: tokens / 3,
                         outputTokens: .max - max(0, tokens), reasoningTokens: tokens),
-                    TokenUsage(inputTokens: .min, cachedInputTokens: tokens, outputTokens: tokens, reasoningTokens: .min),
+                    TokenUsage(
+                        inputTokens: .min, cachedInputTokens: tokens, outputTokens: tokens, reasoningTokens: .min),
                 ]
                 for usage in usages {
                     #expect(

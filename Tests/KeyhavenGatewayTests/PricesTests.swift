@@ -99,13 +99,17 @@ struct UsageMeterTests {
         return (passed, meter)
     }
 
-    @Test("a JSON answer's bytes are held within the memory budget while they wait, given back at the end, and one that does not fit is passed on unread")
+    @Test(
+        "a JSON answer's bytes are held within the memory budget while they wait, given back at the end, and one that does not fit is passed on unread"
+    )
     func heldWithinBudget() {
         let answer = #"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":12,"completion_tokens":3}}"#
         let half = answer.utf8.count / 2
         let parts = [String(answer.prefix(half)), String(answer.dropFirst(half))]
         let roomy = MemoryBudget(capacity: 1 << 10)
-        var meter = UsageMeter(provider: .openai, contentType: "application/json", hidesUsageChunk: false, fallbackModel: nil, memory: roomy)
+        var meter = UsageMeter(
+            provider: .openai, contentType: "application/json", hidesUsageChunk: false, fallbackModel: nil,
+            memory: roomy)
         _ = meter.pass(ByteBuffer(string: parts[0]))
         #expect(roomy.reserved == parts[0].utf8.count)
         _ = meter.pass(ByteBuffer(string: parts[1]))
@@ -113,7 +117,9 @@ struct UsageMeterTests {
         #expect(meter.usage == TokenUsage(inputTokens: 12, outputTokens: 3) && roomy.reserved == 0)
 
         let tight = MemoryBudget(capacity: half + 1)
-        var unread = UsageMeter(provider: .openai, contentType: "application/json", hidesUsageChunk: false, fallbackModel: nil, memory: tight)
+        var unread = UsageMeter(
+            provider: .openai, contentType: "application/json", hidesUsageChunk: false, fallbackModel: nil,
+            memory: tight)
         var passed = ""
         for part in parts { passed += String(buffer: unread.pass(ByteBuffer(string: part))) }
         #expect(passed == answer, "every byte passes unchanged")

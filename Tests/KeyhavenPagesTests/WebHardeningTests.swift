@@ -1,14 +1,16 @@
 import AsyncHTTPClient
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import HTTPTypes
-@testable import KeyhavenApp
 import KeyhavenCore
 import KeyhavenTestSupport
 import NIOCore
 import Testing
+
+@testable import KeyhavenApp
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The web server's edges: forms that change settings, who may read the metrics, what a request log line holds,
 /// how long a reader may stall a connection, and how much memory buffered bodies may take.
@@ -19,9 +21,10 @@ struct WebHardeningTests {
     static func form(_ fields: [(String, String)]) -> Data {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~")
-        return Data(fields.map { name, value in
-            "\(name)=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
-        }.joined(separator: "&").utf8)
+        return Data(
+            fields.map { name, value in
+                "\(name)=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
+            }.joined(separator: "&").utf8)
     }
 
     /// The value a response's `Set-Cookie` gives `name`, with the cookie's whole line.
@@ -70,18 +73,23 @@ struct WebHardeningTests {
             let page = try await api.request(.get, "/integrations", auth: .sessionWithoutCSRF(cookie: user.cookie))
             #expect(page.text.contains(#"<input type="hidden" name="csrf_token" value="\#(user.csrf)">"#))
             #expect(try await switchLanguage(cookie: session, [("lang", "en")]).status == .forbidden)
-            #expect(try await switchLanguage(cookie: session, [("lang", "en"), ("csrf_token", "x")]).status == .forbidden)
+            #expect(
+                try await switchLanguage(cookie: session, [("lang", "en"), ("csrf_token", "x")]).status == .forbidden)
             let signedIn = try await switchLanguage(cookie: session, [("lang", "en"), ("csrf_token", user.csrf)])
             #expect(signedIn.status == .seeOther)
             #expect(Self.cookie("keyhaven_lang", in: signedIn)?.value == "en")
         }
     }
 
-    @Test("over https the sign-in form's cookie is __Host- prefixed, Secure, Path=/, without Domain; an unprefixed one is not believed")
+    @Test(
+        "over https the sign-in form's cookie is __Host- prefixed, Secure, Path=/, without Domain; an unprefixed one is not believed"
+    )
     func formCookieIsHostPrefixed() async throws {
-        try await APIHarness.with(.sqlite, configure: { $0.publicURL = URL(string: "https://vault.example.test")! }) { api async throws in
+        try await APIHarness.with(.sqlite, configure: { $0.publicURL = URL(string: "https://vault.example.test")! }) {
+            api async throws in
             let login = try await api.request(.get, "/login", headers: [.accept: "text/html"])
-            let form = try #require(Self.cookie("__Host-keyhaven_form", in: login), "\(login.headers[values: .setCookie])")
+            let form = try #require(
+                Self.cookie("__Host-keyhaven_form", in: login), "\(login.headers[values: .setCookie])")
             let attributes = form.line.lowercased()
             #expect(attributes.contains("; secure"))
             #expect(attributes.contains("; path=/"))
@@ -109,7 +117,8 @@ struct WebHardeningTests {
     static let metricsToken = "metrics-token-" + String(repeating: "7", count: 40)
 
     func load(_ environment: [String: String]) async throws -> KeyhavenConfiguration {
-        let reader = try await KeyhavenConfiguration.reader(environment: environment, environmentFile: "/nonexistent/.env")
+        let reader = try await KeyhavenConfiguration.reader(
+            environment: environment, environmentFile: "/nonexistent/.env")
         return try KeyhavenConfiguration(reader: reader)
     }
 
@@ -131,11 +140,15 @@ struct WebHardeningTests {
         let defaults = try await load([:])
         #expect(defaults.metricsToken == nil)
         #expect(defaults.metricsAddress == nil)
-        let set = try await load(["KEYHAVEN_METRICS_TOKEN": Self.metricsToken, "KEYHAVEN_METRICS_ADDRESS": "[::1]:9090"])
+        let set = try await load([
+            "KEYHAVEN_METRICS_TOKEN": Self.metricsToken, "KEYHAVEN_METRICS_ADDRESS": "[::1]:9090",
+        ])
         #expect(set.metricsToken == Self.metricsToken)
         #expect(set.metricsAddress == .init(host: "::1", port: 9090))
         #expect(!set.description.contains(Self.metricsToken))
-        #expect(try await load(["KEYHAVEN_METRICS_ADDRESS": "10.0.0.5:9090"]).metricsAddress == .init(host: "10.0.0.5", port: 9090))
+        #expect(
+            try await load(["KEYHAVEN_METRICS_ADDRESS": "10.0.0.5:9090"]).metricsAddress
+                == .init(host: "10.0.0.5", port: 9090))
         try await expectRefused([
             ("KEYHAVEN_METRICS_TOKEN", "short"), ("KEYHAVEN_METRICS_TOKEN", String(repeating: "x", count: 31) + " x"),
             ("KEYHAVEN_METRICS_ADDRESS", "9090"), ("KEYHAVEN_METRICS_ADDRESS", "host:99999"),
@@ -169,14 +182,18 @@ struct WebHardeningTests {
         }
     }
 
-    @Test("with a metrics address, /metrics is served there (behind the token if one is set) and not on the public port")
+    @Test(
+        "with a metrics address, /metrics is served there (behind the token if one is set) and not on the public port")
     func metricsOnSeparateAddress() async throws {
         for token in [nil, Self.metricsToken] as [String?] {
             let port = try FakeProviders.freePort()
-            try await APIHarness.with(.sqlite, configure: {
-                $0.metricsAddress = .init(host: "127.0.0.1", port: port)
-                $0.metricsToken = token
-            }) { api async throws in
+            try await APIHarness.with(
+                .sqlite,
+                configure: {
+                    $0.metricsAddress = .init(host: "127.0.0.1", port: port)
+                    $0.metricsToken = token
+                }
+            ) { api async throws in
                 #expect(try await api.request(.get, "/metrics").status == .notFound)
                 #expect(try await api.request(.get, "/metrics", auth: .bearer(Self.metricsToken)).status == .notFound)
                 let client = HTTPClient(eventLoopGroupProvider: .singleton)
@@ -248,10 +265,12 @@ struct WebHardeningTests {
         // The allowance is 8 s in total. The reader drains about 1 MB/s, 64 bytes at a time: the connection becomes
         // writable again every few seconds, so no single stall reaches 8 s, and before the stalls were added up it
         // stayed open as long as the reader liked (80 MB of answers).
-        try await APIHarness.with(.sqlite, live: true, configure: { $0.requestBodyTimeout = .seconds(8) }) { api async throws in
+        try await APIHarness.with(.sqlite, live: true, configure: { $0.requestBodyTimeout = .seconds(8) }) {
+            api async throws in
             let port = try #require(api.port)
             let outcome = try await SlowReader.run(port: port, requests: 400, patience: .seconds(28))
-            #expect(outcome.closed, "the connection was still open after \(outcome.elapsed), \(outcome.bytes) bytes read")
+            #expect(
+                outcome.closed, "the connection was still open after \(outcome.elapsed), \(outcome.bytes) bytes read")
             #expect(outcome.bytes > 0, "the reader was answered")
             #expect(try await api.request(.get, "/healthz").status == .ok)
         }
@@ -263,16 +282,22 @@ struct WebHardeningTests {
     func bufferedBodySetting() async throws {
         #expect(try await load([:]).bufferedBodyMemory == 256 << 20)
         #expect(try await load(["KEYHAVEN_BUFFERED_BODY_MEMORY_MB": "64"]).bufferedBodyMemory == 64 << 20)
-        try await expectRefused([("KEYHAVEN_BUFFERED_BODY_MEMORY_MB", "0"), ("KEYHAVEN_BUFFERED_BODY_MEMORY_MB", "lots")])
+        try await expectRefused([
+            ("KEYHAVEN_BUFFERED_BODY_MEMORY_MB", "0"), ("KEYHAVEN_BUFFERED_BODY_MEMORY_MB", "lots"),
+        ])
     }
 
-    @Test("past the memory budget for buffered bodies, fallback-route requests get 503 with Retry-After, and the server stays up")
+    @Test(
+        "past the memory budget for buffered bodies, fallback-route requests get 503 with Retry-After, and the server stays up"
+    )
     func bufferedBodiesAreBudgeted() async throws {
-        try await APIHarness.with(.sqlite, live: true, configure: { $0.bufferedBodyMemory = 8 << 20 }) { api async throws in
+        try await APIHarness.with(.sqlite, live: true, configure: { $0.bufferedBodyMemory = 8 << 20 }) {
+            api async throws in
             let port = try #require(api.port)
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session)
-            let put = try await api.request(.put, "/api/routes/big", auth: user.session, json: ["integration_ids": [id]])
+            let put = try await api.request(
+                .put, "/api/routes/big", auth: user.session, json: ["integration_ids": [id]])
             #expect(put.status == .ok, "\(put.text)")
             let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
             let path = "/gateway/route/big/v1/chat/completions"
@@ -420,7 +445,8 @@ enum SlowReader {
                 // A header line that never ends, a byte at a time: once the server has closed the connection, a byte
                 // sent to it is answered with a reset, which the next read sees at once, instead of the reader
                 // having to drain what the kernel still holds.
-                let probe = Array("GET /healthz HTTP/1.1\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 200)
+                let probe =
+                    Array("GET /healthz HTTP/1.1\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 200)
                 var probed = 0
                 var lastProbe = ContinuousClock.now
                 reading: while start.duration(to: .now) < patience {

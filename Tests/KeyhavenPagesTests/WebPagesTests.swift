@@ -2,9 +2,10 @@ import Foundation
 import HTTPTypes
 import KeyhavenCore
 import KeyhavenTestSupport
-@testable import KeyhavenPages
 import KeyhavenWeb
 import Testing
+
+@testable import KeyhavenPages
 
 /// The web pages' rules that a browser test cannot reach cheaply: ownership, hostile forms, redirects, language.
 @Suite("Web pages")
@@ -12,9 +13,10 @@ struct WebPagesTests {
     static func urlEncoded(_ fields: [(String, String)]) -> Data {
         var allowed = CharacterSet.alphanumerics
         allowed.insert(charactersIn: "-._~")
-        return Data(fields.map { name, value in
-            "\(name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
-        }.joined(separator: "&").utf8)
+        return Data(
+            fields.map { name, value in
+                "\(name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
+            }.joined(separator: "&").utf8)
     }
 
     static func multipart(_ fields: [(String, String)], boundary: String = "keyhaven-test-boundary") -> Data {
@@ -32,10 +34,13 @@ struct WebPagesTests {
     func post(
         _ api: APIHarness, _ path: String, as user: TestUser, _ body: Data, contentType: String = Self.formType
     ) async throws -> APIResponse {
-        try await api.request(.post, path, auth: .sessionWithoutCSRF(cookie: user.cookie), json: body, contentType: contentType)
+        try await api.request(
+            .post, path, auth: .sessionWithoutCSRF(cookie: user.cookie), json: body, contentType: contentType)
     }
 
-    @Test("another user's integration answers 404 on every page and action, and stays as it was", arguments: TestDatabase.all)
+    @Test(
+        "another user's integration answers 404 on every page and action, and stays as it was",
+        arguments: TestDatabase.all)
     func crossUser(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let owner = try await api.user()
@@ -55,7 +60,8 @@ struct WebPagesTests {
             }
             let replace = try await post(
                 api, "/integrations/\(id)/credentials", as: stranger,
-                Self.multipart([("csrf_token", stranger.csrf), ("api_key", "sk-test-00000000000000000000")]), contentType: Self.multipartType)
+                Self.multipart([("csrf_token", stranger.csrf), ("api_key", "sk-test-00000000000000000000")]),
+                contentType: Self.multipartType)
             #expect(replace.status == .notFound)
             let after = try await api.request(.get, "/api/integrations/\(id)", auth: owner.session).json
             #expect(after["name"] as? String == "owned")
@@ -73,7 +79,11 @@ struct WebPagesTests {
             #expect(page.headers[.location] == "/login?next=%2Fintegrations%3Fcursor%3Dx")
             let user = try await api.user()
             let forged = try await api.request(
-                .post, "/integrations", json: Self.multipart([("csrf_token", user.csrf), ("type", "openai"), ("name", "x"), ("api_key", "sk-test-00000000000000000000")]),
+                .post, "/integrations",
+                json: Self.multipart([
+                    ("csrf_token", user.csrf), ("type", "openai"), ("name", "x"),
+                    ("api_key", "sk-test-00000000000000000000"),
+                ]),
                 contentType: Self.multipartType)
             #expect(forged.status == .seeOther)
             #expect(try await api.runtime.integrations.list(ownerID: user.id, limit: 10, after: nil).isEmpty)
@@ -87,7 +97,8 @@ struct WebPagesTests {
             for token in [nil, "", "wrong", String(user.csrf.dropLast()) + "x"] as [String?] {
                 var fields = [("type", "openai"), ("name", "forged"), ("api_key", "sk-test-00000000000000000000")]
                 if let token { fields.append(("csrf_token", token)) }
-                let response = try await post(api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
+                let response = try await post(
+                    api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
                 #expect(response.status == .forbidden)
             }
             #expect(try await api.runtime.integrations.list(ownerID: user.id, limit: 10, after: nil).isEmpty)
@@ -98,25 +109,43 @@ struct WebPagesTests {
     func hostileBodies() async throws {
         try await APIHarness.with(.sqlite) { api in
             let user = try await api.user()
-            let valid = Self.multipart([("csrf_token", user.csrf), ("type", "openai"), ("name", "n"), ("api_key", "sk-test-00000000000000000000")])
+            let valid = Self.multipart([
+                ("csrf_token", user.csrf), ("type", "openai"), ("name", "n"),
+                ("api_key", "sk-test-00000000000000000000"),
+            ])
             var bodies: [(String, Data, String)] = [
                 ("no boundary", valid, "multipart/form-data"),
                 ("other boundary", valid, "multipart/form-data; boundary=other"),
                 ("boundary too long", valid, "multipart/form-data; boundary=" + String(repeating: "b", count: 71)),
                 ("truncated", valid.prefix(valid.count / 2), Self.multipartType),
                 ("no closing boundary", valid.dropLast(30), Self.multipartType),
-                ("invalid UTF-8", Data("--keyhaven-test-boundary\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n".utf8) + Data([0xFF, 0xFE, 0xC0]) + Data("\r\n--keyhaven-test-boundary--\r\n".utf8), Self.multipartType),
-                ("part without a name", Data("--keyhaven-test-boundary\r\nContent-Disposition: form-data\r\n\r\nx\r\n--keyhaven-test-boundary--\r\n".utf8), Self.multipartType),
+                (
+                    "invalid UTF-8",
+                    Data("--keyhaven-test-boundary\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n".utf8)
+                        + Data([0xFF, 0xFE, 0xC0]) + Data("\r\n--keyhaven-test-boundary--\r\n".utf8), Self.multipartType
+                ),
+                (
+                    "part without a name",
+                    Data(
+                        "--keyhaven-test-boundary\r\nContent-Disposition: form-data\r\n\r\nx\r\n--keyhaven-test-boundary--\r\n"
+                            .utf8), Self.multipartType
+                ),
                 ("bad percent encoding", Data("csrf_token=\(user.csrf)&name=%E0%A4%A".utf8), Self.formType),
                 ("invalid UTF-8 percent-encoded", Data("csrf_token=\(user.csrf)&name=%FF%FE".utf8), Self.formType),
-                ("too many fields", Self.urlEncoded([("csrf_token", user.csrf)] + (0..<100).map { ("f\($0)", "v") }), Self.formType),
+                (
+                    "too many fields", Self.urlEncoded([("csrf_token", user.csrf)] + (0..<100).map { ("f\($0)", "v") }),
+                    Self.formType
+                ),
                 ("too large", Data(repeating: 0x61, count: 70 * 1024), Self.formType),
                 ("JSON", Data("{\"name\":\"x\"}".utf8), "application/json"),
                 ("no content type", valid, ""),
             ]
             var generator = SystemRandomNumberGenerator()
             for index in 0..<30 {
-                let noise = Data((0..<Int.random(in: 0..<2048, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+                let noise = Data(
+                    (0..<Int.random(in: 0..<2048, using: &generator)).map { _ in
+                        UInt8.random(in: 0...255, using: &generator)
+                    })
                 bodies.append(("random bytes \(index)", noise, index % 2 == 0 ? Self.multipartType : Self.formType))
             }
             for (label, body, contentType) in bodies {
@@ -142,13 +171,18 @@ struct WebPagesTests {
                 for hostile in HostileValues.around(valid[field]!, maximumPositions: 6) {
                     guard let text = hostile.string else { continue }
                     var fields = [("csrf_token", user.csrf), ("type", "aws")]
-                    for (name, value) in valid.sorted(by: { $0.key < $1.key }) { fields.append((name, name == field ? text : value)) }
-                    let response = try await post(api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
+                    for (name, value) in valid.sorted(by: { $0.key < $1.key }) {
+                        fields.append((name, name == field ? text : value))
+                    }
+                    let response = try await post(
+                        api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
                     statuses[Int(response.status.code), default: 0] += 1
                     // Saved and checked (303), or refused next to a field: invalid (422), or a name already taken (409).
                     #expect([303, 409, 422].contains(response.status.code), "\(field) \(hostile): \(response.status)")
                     if response.status.code != 303 {
-                        #expect(response.text.contains("field-error"), "\(field) \(hostile): the problem is shown by the field")
+                        #expect(
+                            response.text.contains("field-error"),
+                            "\(field) \(hostile): the problem is shown by the field")
                         #expect(!response.text.contains(Self.awsSecret), "the secret is not echoed")
                     }
                 }
@@ -158,58 +192,83 @@ struct WebPagesTests {
         }
     }
 
-    @Test("the rotation policy and Rotar ahora from the detail page: saved, refused where the provider cannot, never for a stranger", arguments: TestDatabase.all)
+    @Test(
+        "the rotation policy and Rotar ahora from the detail page: saved, refused where the provider cannot, never for a stranger",
+        arguments: TestDatabase.all)
     func rotationForms(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let owner = try await api.user()
             let stranger = try await api.user()
             let aws = try await api.runtime.integrations.create(
                 ownerID: owner.id, name: "aws", type: .aws, config: [:],
-                credentials: .aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: Self.awsSecret, sessionToken: nil), actor: .system)
+                credentials: .aws(
+                    accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: Self.awsSecret, sessionToken: nil),
+                actor: .system)
             let openai = try await api.runtime.integrations.create(
-                ownerID: owner.id, name: "openai", type: .openai, config: [:], credentials: .apiKey("sk-test-00000000000000000000"), actor: .system)
+                ownerID: owner.id, name: "openai", type: .openai, config: [:],
+                credentials: .apiKey("sk-test-00000000000000000000"), actor: .system)
             let policy = [("mode", "automatic"), ("every_days", "30"), ("grace_hours", "1")]
-            let saved = try await post(api, "/integrations/\(aws.id.uuidString.lowercased())/rotation", as: owner, Self.urlEncoded([("csrf_token", owner.csrf)] + policy))
+            let saved = try await post(
+                api, "/integrations/\(aws.id.uuidString.lowercased())/rotation", as: owner,
+                Self.urlEncoded([("csrf_token", owner.csrf)] + policy))
             #expect(saved.status == .seeOther)
-            #expect(try await api.runtime.integrations.get(id: aws.id, ownerID: owner.id).rotation == RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1))
-            let refused = try await post(api, "/integrations/\(openai.id.uuidString.lowercased())/rotation", as: owner, Self.urlEncoded([("csrf_token", owner.csrf)] + policy))
+            #expect(
+                try await api.runtime.integrations.get(id: aws.id, ownerID: owner.id).rotation
+                    == RotationPolicy(mode: .automatic, everyDays: 30, graceHours: 1))
+            let refused = try await post(
+                api, "/integrations/\(openai.id.uuidString.lowercased())/rotation", as: owner,
+                Self.urlEncoded([("csrf_token", owner.csrf)] + policy))
             #expect(refused.status == .unprocessableContent)
             #expect(refused.text.contains("la rotación automática solo es posible"))
             #expect(try await api.runtime.integrations.get(id: openai.id, ownerID: owner.id).rotation == .off)
             let rotate = "/integrations/\(aws.id.uuidString.lowercased())/rotate"
-            #expect(try await post(api, rotate, as: owner, Self.urlEncoded([("csrf_token", owner.csrf)])).status == .seeOther)
+            #expect(
+                try await post(api, rotate, as: owner, Self.urlEncoded([("csrf_token", owner.csrf)])).status
+                    == .seeOther)
             let again = try await post(api, rotate, as: owner, Self.urlEncoded([("csrf_token", owner.csrf)]))
             #expect(again.status == .conflict)
-            #expect(try await api.runtime.rotations.rotations(integrationID: aws.id, ownerID: owner.id, limit: 10).count == 1)
+            #expect(
+                try await api.runtime.rotations.rotations(integrationID: aws.id, ownerID: owner.id, limit: 10).count
+                    == 1)
             for path in [rotate, "/integrations/\(aws.id.uuidString.lowercased())/rotation"] {
-                let response = try await post(api, path, as: stranger, Self.urlEncoded([("csrf_token", stranger.csrf)] + policy))
+                let response = try await post(
+                    api, path, as: stranger, Self.urlEncoded([("csrf_token", stranger.csrf)] + policy))
                 #expect(response.status == .notFound, "\(path)")
             }
-            let page = try await api.request(.get, "/integrations/\(aws.id.uuidString.lowercased())", auth: .sessionWithoutCSRF(cookie: owner.cookie))
+            let page = try await api.request(
+                .get, "/integrations/\(aws.id.uuidString.lowercased())", auth: .sessionWithoutCSRF(cookie: owner.cookie)
+            )
             #expect(page.text.contains("Rotación de credenciales") && page.text.contains("solicitada"))
         }
     }
 
-    @Test("an integration's page prints no optional: no notice without one, and a failed check in the reader's language")
+    @Test(
+        "an integration's page prints no optional: no notice without one, and a failed check in the reader's language")
     func detailPageTexts() async throws {
         try await APIHarness.with(.sqlite) { api in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session, name: "unreachable")
-            let integration = try await api.runtime.integrations.get(id: try #require(UUID(uuidString: id)), ownerID: user.id)
+            let integration = try await api.runtime.integrations.get(
+                id: try #require(UUID(uuidString: id)), ownerID: user.id)
             let message = "The provider could not be reached. Could not resolve api.anthropic.com."
             let record = VerificationRecord(
-                outcome: .unreachable, errorMessage: message, details: [:], checkedAt: Date(), latency: .milliseconds(5),
+                outcome: .unreachable, errorMessage: message, details: [:], checkedAt: Date(),
+                latency: .milliseconds(5),
                 detail: .unresolvableHost("api.anthropic.com"))
             try await api.runtime.integrations.recordVerification(
                 record, for: integration, action: .integrationVerify, actor: .system)
-            let page = try await api.request(.get, "/integrations/\(id)", auth: .sessionWithoutCSRF(cookie: user.cookie))
+            let page = try await api.request(
+                .get, "/integrations/\(id)", auth: .sessionWithoutCSRF(cookie: user.cookie))
             #expect(page.status == .ok)
             #expect(!page.text.contains(">nil<") && !page.text.contains("Optional("))
             #expect(!page.text.contains("alert-success"), "no notice without a done=")
-            #expect(page.text.contains("No se pudo contactar con el proveedor. No se pudo resolver el nombre api.anthropic.com."))
+            #expect(
+                page.text.contains(
+                    "No se pudo contactar con el proveedor. No se pudo resolver el nombre api.anthropic.com."))
             #expect(!page.text.contains("Could not resolve"))
             let english = try await api.request(
-                .get, "/integrations/\(id)?done=renamed", headers: [.cookie: "keyhaven_session=\(user.cookie)", .acceptLanguage: "en"])
+                .get, "/integrations/\(id)?done=renamed",
+                headers: [.cookie: "keyhaven_session=\(user.cookie)", .acceptLanguage: "en"])
             #expect(english.text.contains(message) && english.text.contains("Name updated."))
             // The API's text stays the English one.
             let read = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
@@ -228,7 +287,8 @@ struct WebPagesTests {
                 let page = try await api.request(.get, path, headers: signedIn)
                 #expect(page.status == .notFound, "\(path)")
                 #expect(page.text.contains("No encontrado") && page.text.contains(user.email), "\(path)")
-                #expect(page.text.contains(#"<input type="hidden" name="csrf_token" value="\#(user.csrf)">"#), "\(path)")
+                #expect(
+                    page.text.contains(#"<input type="hidden" name="csrf_token" value="\#(user.csrf)">"#), "\(path)")
                 #expect(page.text.contains(#"action="/language""#), "\(path)")
             }
             let signedOut = try await api.request(.get, "/no-such-page", headers: html)
@@ -242,14 +302,17 @@ struct WebPagesTests {
             var english = signedIn
             english[.acceptLanguage] = "en"
             let missing = try await api.request(.get, "/orgs/00000000-0000-7000-8000-000000000000", headers: english)
-            #expect(missing.status == .notFound && missing.text.contains("Not found") && missing.text.contains("Español"))
+            #expect(
+                missing.status == .notFound && missing.text.contains("Not found") && missing.text.contains("Español"))
         }
     }
 
     @Test("sign-in sends the browser back only to a page of this site")
     func localRedirects() {
         for good in ["/integrations", "/integrations/abc?x=1", "/"] { #expect(WebPages.localPath(good) == good) }
-        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "evil", "", "/a b", "/\u{0}x", "/\u{202E}"] {
+        for bad in [
+            "//evil.example", "https://evil.example", "/\\evil.example", "evil", "", "/a b", "/\u{0}x", "/\u{202E}",
+        ] {
             #expect(WebPages.localPath(bad) == nil, "\(bad)")
         }
     }
@@ -295,7 +358,8 @@ struct WebPagesTests {
         let english = ProblemView(dns, texts: en)
         #expect("\(english.sentence) \(english.detail ?? "")" == dns.message)
         let said = VerificationProblem(
-            outcome: .invalidCredentials, detail: .provider(code: "InvalidClientTokenId", message: "The token is invalid."),
+            outcome: .invalidCredentials,
+            detail: .provider(code: "InvalidClientTokenId", message: "The token is invalid."),
             message: "The provider rejected the credentials. InvalidClientTokenId: The token is invalid.")
         let folded = ProblemView(said, texts: es)
         #expect(folded.sentence == "El proveedor rechazó las credenciales.")
@@ -311,7 +375,8 @@ struct WebPagesTests {
         #expect(VerificationProblem(stored: stored, message: "The stored credentials could not be decrypted.") == nil)
     }
 
-    @Test("both languages have the same texts, with the same placeholders; every text a template or the code uses exists")
+    @Test(
+        "both languages have the same texts, with the same placeholders; every text a template or the code uses exists")
     func interfaceTexts() throws {
         let localization = try Localization.bundled()
         let (es, en) = (try #require(localization.tables[.es]), try #require(localization.tables[.en]))
@@ -339,7 +404,10 @@ struct WebPagesTests {
         used.formUnion(AuditAction.allCases.map { "action.\($0.rawValue)" })
         used.formUnion(VerificationDetail.UnbuiltRequest.allCases.map { "detail.reason.\($0.rawValue)" })
         used.formUnion(VerificationDetail.AzureRefusal.allCases.map { "detail.azure.\($0.rawValue)" })
-        used.formUnion(VerificationDetail.Code.allCases.filter { ![.azure, .provider].contains($0) }.map { "detail.\($0.rawValue)" })
+        used.formUnion(
+            VerificationDetail.Code.allCases.filter { ![.azure, .provider].contains($0) }.map {
+                "detail.\($0.rawValue)"
+            })
         used.formUnion(["detail.provider_code", "time.just_now"])
         used.formUnion(["minutes", "hours", "days"].flatMap { ["time.\($0).one", "time.\($0).other"] })
         used.formUnion(IntegrationType.allCases.flatMap { ["type_\($0.rawValue)", "desc_\($0.rawValue)"] })
@@ -366,16 +434,19 @@ struct WebPagesTests {
         #expect(missing.isEmpty, "\(missing)")
         // The English of a check's detail is the API's own text.
         let texts = localization.texts(.en)
-        let details: [VerificationDetail] = [
-            .unresolvableHost("api.example.com"), .noAccessToken, .modelListMissing, .callerIdentityMissing,
-            .tokenURINotGoogle, .privateKeyUnreadable, .storedCredentialsMalformed(fields: "credentials"),
-            .storedSettingsInvalid(fields: "config.region"), .timedOut,
-        ] + VerificationDetail.UnbuiltRequest.allCases.map { .requestNotBuilt($0) }
+        let details: [VerificationDetail] =
+            [
+                .unresolvableHost("api.example.com"), .noAccessToken, .modelListMissing, .callerIdentityMissing,
+                .tokenURINotGoogle, .privateKeyUnreadable, .storedCredentialsMalformed(fields: "credentials"),
+                .storedSettingsInvalid(fields: "config.region"), .timedOut,
+            ] + VerificationDetail.UnbuiltRequest.allCases.map { .requestNotBuilt($0) }
             + VerificationDetail.AzureRefusal.allCases.map { .azure(code: "AADSTS1", $0) }
         for detail in details { #expect(texts.detail(detail) == detail.text) }
         let problems: [FieldProblem] = [
-            .required, .unknownField, .email, .controlCharacters, .tooCommon, .name, .nameTaken, .fileOrPaste, .chooseOne,
-            .expiryDays, .rotationMode, .rotationAutomatic, .rotationEveryDays, .rotationGraceHours, .serviceAccountFile,
+            .required, .unknownField, .email, .controlCharacters, .tooCommon, .name, .nameTaken, .fileOrPaste,
+            .chooseOne,
+            .expiryDays, .rotationMode, .rotationAutomatic, .rotationEveryDays, .rotationGraceHours,
+            .serviceAccountFile,
             .tooShort(minimum: 12), .tooLong(maximum: 256), .apiKey(example: "sk-…"),
         ]
         for problem in problems { #expect(texts.problem(problem) == problem.text) }
@@ -384,8 +455,9 @@ struct WebPagesTests {
     static func matches(_ pattern: String, in text: String) -> Set<String> {
         guard let expression = try? NSRegularExpression(pattern: pattern) else { return [] }
         let range = NSRange(text.startIndex..., in: text)
-        return Set(expression.matches(in: text, range: range).compactMap { match in
-            Range(match.range(at: 1), in: text).map { String(text[$0]) }
-        })
+        return Set(
+            expression.matches(in: text, range: range).compactMap { match in
+                Range(match.range(at: 1), in: text).map { String(text[$0]) }
+            })
     }
 }

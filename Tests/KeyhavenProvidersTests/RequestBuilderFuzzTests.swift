@@ -23,12 +23,16 @@ struct RequestBuilderFuzzTests {
             return slot == 0 ? .apiKey(value) : slot == -1 ? .apiKey("sk-valid-key-000000000000") : nil
         case .aws:
             guard slot < 3 else { return nil }
-            return .aws(accessKeyID: pick(0, "AKIAQWERTYUIOPASDFGH"), secretAccessKey: pick(1, String(repeating: "s", count: 40)),
-                        sessionToken: pick(2, "FwoGZXIvYXdzEXAMPLE"))
+            return .aws(
+                accessKeyID: pick(0, "AKIAQWERTYUIOPASDFGH"),
+                secretAccessKey: pick(1, String(repeating: "s", count: 40)),
+                sessionToken: pick(2, "FwoGZXIvYXdzEXAMPLE"))
         case .azure:
             guard slot < 3 else { return nil }
-            return .azure(tenantID: pick(0, "72f988bf-86f1-41af-91ab-2d7cd011db47"), clientID: pick(1, "04b07795-8ddb-461a-bbee-02f9e1bf7b46"),
-                          clientSecret: pick(2, "secret~value"))
+            return .azure(
+                tenantID: pick(0, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+                clientID: pick(1, "04b07795-8ddb-461a-bbee-02f9e1bf7b46"),
+                clientSecret: pick(2, "secret~value"))
         case .googleCloud:
             let keys = ["client_email", "private_key", "private_key_id", "token_uri", "type"]
             guard slot < keys.count else { return nil }
@@ -47,8 +51,10 @@ struct RequestBuilderFuzzTests {
         // Every request is built in full and then stopped by the egress policy (loopback is refused), so nothing is
         // sent anywhere.
         let down = try FakeProviders.closedPortURL()
-        let endpoints = ProviderEndpoints(overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, down) }))
-        let context = ProviderClient(client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
+        let endpoints = ProviderEndpoints(
+            overrides: Dictionary(uniqueKeysWithValues: IntegrationType.allCases.map { ($0, down) }))
+        let context = ProviderClient(
+            client: client, endpoints: endpoints, egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
         let hostile = HostileValues.around("valid-value-0123", maximumPositions: 8).compactMap(\.string)
         var calls = 0
         for type in IntegrationType.allCases {
@@ -62,10 +68,14 @@ struct RequestBuilderFuzzTests {
         }
         // Hostile settings, including the region that used to stop the process. Without an endpoint override the
         // AWS builder must refuse the region before any request.
-        let settings: [JSONValue] = HostileValues.around("us-east-1").compactMap { $0.string.map(JSONValue.string) }
+        let settings: [JSONValue] =
+            HostileValues.around("us-east-1").compactMap { $0.string.map(JSONValue.string) }
             + [.number(1), .null, .bool(true), .array([]), .object([:])]
-        let noOverrides = ProviderClient(client: client, endpoints: ProviderEndpoints(), egress: EgressPolicy(allowPrivate: false), timeout: .seconds(2))
-        let aws = Credentials.aws(accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: String(repeating: "s", count: 40), sessionToken: nil)
+        let noOverrides = ProviderClient(
+            client: client, endpoints: ProviderEndpoints(), egress: EgressPolicy(allowPrivate: false),
+            timeout: .seconds(2))
+        let aws = Credentials.aws(
+            accessKeyID: "AKIAQWERTYUIOPASDFGH", secretAccessKey: String(repeating: "s", count: 40), sessionToken: nil)
         for setting in settings {
             let result = await Verifiers.verifier(for: .aws).verify(aws, config: ["region": setting], in: noOverrides)
             #expect(result.outcome == .unexpectedResponse, "\(setting)")

@@ -14,7 +14,9 @@ struct RotationTests {
         try await withFakeProviders { fakes, _, context in try await body(fakes, context) }
     }
 
-    func verifies(_ type: IntegrationType, _ credentials: Credentials, _ context: ProviderClient) async -> VerificationOutcome {
+    func verifies(_ type: IntegrationType, _ credentials: Credentials, _ context: ProviderClient) async
+        -> VerificationOutcome
+    {
         await Verifiers.verify(type, credentials: credentials, config: [:], in: context).outcome
     }
 
@@ -32,19 +34,23 @@ struct RotationTests {
         try await rotator.delete(oldKeyID, using: created.credentials, in: context).get()
         #expect(await verifies(type, old, context) == .invalidCredentials, "the old credential no longer works")
         #expect(await verifies(type, created.credentials, context) == .connected)
-        #expect(!"\(created.credentials)".contains(created.credentials.secretValues.first ?? "?"), "the new secret prints redacted")
+        #expect(
+            !"\(created.credentials)".contains(created.credentials.secretValues.first ?? "?"),
+            "the new secret prints redacted")
         return (created, oldKeyID)
     }
 
     @Test("AWS: a second key for the key's own IAM user, the old one set Inactive, then deleted")
     func aws() async throws {
         try await withContext { fakes, context in
-            let old = Credentials.aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil)
+            let old = Credentials.aws(
+                accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil)
             let rotator = try #require(Rotators.rotator(for: .aws))
             let created = try await rotator.create(using: old, in: context).get()
             #expect(fakes.awsKeys().map(\.active) == [true, true])
             try await rotator.deactivate(FakeProviders.awsAccessKeyID, using: created.credentials, in: context).get()
-            #expect(fakes.awsKeys().map(\.active) == [false, true], "deactivated first, kept for the second grace period")
+            #expect(
+                fakes.awsKeys().map(\.active) == [false, true], "deactivated first, kept for the second grace period")
             #expect(await verifies(.aws, old, context) == .invalidCredentials)
             try await rotator.delete(FakeProviders.awsAccessKeyID, using: created.credentials, in: context).get()
             #expect(fakes.awsKeys().map(\.id) == [created.keyID], "exactly one key left: the new one")
@@ -57,7 +63,8 @@ struct RotationTests {
     @Test("AWS: a user that already holds two keys is told so and nothing changes")
     func awsLimit() async throws {
         try await withContext { fakes, context in
-            let old = Credentials.aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil)
+            let old = Credentials.aws(
+                accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: FakeProviders.awsSecret, sessionToken: nil)
             let rotator = try #require(Rotators.rotator(for: .aws))
             _ = try await rotator.create(using: old, in: context).get()
             let before = fakes.awsKeys().map(\.id)
@@ -67,7 +74,9 @@ struct RotationTests {
             }
             #expect(failure.message.contains("already has two access keys"))
             #expect(fakes.awsKeys().map(\.id) == before)
-            let temporary = Credentials.aws(accessKeyID: "ASIAQWERTYUIOPASDFGH", secretAccessKey: FakeProviders.awsSecret, sessionToken: "FQoGZXIvYXdzEXAMPLE")
+            let temporary = Credentials.aws(
+                accessKeyID: "ASIAQWERTYUIOPASDFGH", secretAccessKey: FakeProviders.awsSecret,
+                sessionToken: "FQoGZXIvYXdzEXAMPLE")
             guard case .failure(let refused) = await rotator.create(using: temporary, in: context) else {
                 Issue.record("temporary credentials were rotated")
                 return
@@ -89,7 +98,9 @@ struct RotationTests {
     @Test("Azure: a new application password from Graph; the old one found by its hint and removed")
     func azure() async throws {
         try await withContext { fakes, context in
-            let old = Credentials.azure(tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient, clientSecret: FakeProviders.azureSecret)
+            let old = Credentials.azure(
+                tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient,
+                clientSecret: FakeProviders.azureSecret)
             let (created, oldKeyID) = try await rotate(.azure, from: old, in: context)
             #expect(oldKeyID == FakeProviders.azureSecretKeyID)
             #expect(fakes.azureSecretKeyIDs == [created.keyID])
@@ -100,22 +111,29 @@ struct RotationTests {
     func refused() async throws {
         try await withContext { fakes, context in
             let wrongSecret = "wrong~azure~secret~value~0000"
-            let azure = Credentials.azure(tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient, clientSecret: wrongSecret)
-            guard case .failure(let failure) = await Rotators.rotator(for: .azure)!.create(using: azure, in: context) else {
+            let azure = Credentials.azure(
+                tenantID: FakeProviders.azureTenant, clientID: FakeProviders.azureClient, clientSecret: wrongSecret)
+            guard case .failure(let failure) = await Rotators.rotator(for: .azure)!.create(using: azure, in: context)
+            else {
                 Issue.record("created with a wrong secret")
                 return
             }
             #expect(failure.outcome == .invalidCredentials)
             #expect(!failure.message.contains("azure~secret"), "\(failure.message)")
             #expect(fakes.azureSecretKeyIDs == [FakeProviders.azureSecretKeyID])
-            let aws = Credentials.aws(accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: String(repeating: "Z", count: 40), sessionToken: nil)
-            guard case .failure(let awsFailure) = await Rotators.rotator(for: .aws)!.create(using: aws, in: context) else {
+            let aws = Credentials.aws(
+                accessKeyID: FakeProviders.awsAccessKeyID, secretAccessKey: String(repeating: "Z", count: 40),
+                sessionToken: nil)
+            guard case .failure(let awsFailure) = await Rotators.rotator(for: .aws)!.create(using: aws, in: context)
+            else {
                 Issue.record("created with a wrong secret")
                 return
             }
             #expect(awsFailure.outcome == .invalidCredentials)
             #expect(fakes.awsKeys().count == 1)
-            #expect(Rotators.rotator(for: .openai) == nil && Rotators.rotator(for: .anthropic) == nil && Rotators.rotator(for: .gemini) == nil)
+            #expect(
+                Rotators.rotator(for: .openai) == nil && Rotators.rotator(for: .anthropic) == nil
+                    && Rotators.rotator(for: .gemini) == nil)
         }
     }
 }

@@ -15,8 +15,8 @@ struct SigV4Tests {
 
     struct Context: Decodable {
         struct Credentials: Decodable {
-            var access_key_id: String
-            var secret_access_key: String
+            var accessKeyId: String
+            var secretAccessKey: String
             var token: String?
         }
         var credentials: Credentials
@@ -24,8 +24,8 @@ struct SigV4Tests {
         var service: String
         var timestamp: String
         var normalize: Bool
-        var sign_body: Bool
-        var omit_session_token: Bool?
+        var signBody: Bool
+        var omitSessionToken: Bool?
     }
 
     func file(_ name: String, _ file: String) throws -> String {
@@ -55,8 +55,10 @@ struct SigV4Tests {
 
     @Test("the suite has the cases the signer must pass")
     func suiteIsComplete() {
-        for required in ["get-vanilla", "post-sts-header-before", "post-sts-header-after", "get-vanilla-with-session-token",
-                         "get-relative-relative-normalized", "get-slashes-normalized", "get-space-normalized", "get-utf8"] {
+        for required in [
+            "get-vanilla", "post-sts-header-before", "post-sts-header-after", "get-vanilla-with-session-token",
+            "get-relative-relative-normalized", "get-slashes-normalized", "get-space-normalized", "get-utf8",
+        ] {
             #expect(Self.cases.contains(required))
         }
         #expect(Self.cases.count >= 38)
@@ -64,19 +66,24 @@ struct SigV4Tests {
 
     @Test("canonical request, string to sign and signature match the suite", arguments: SigV4Tests.cases)
     func vector(name: String) throws {
-        let context = try JSONDecoder().decode(Context.self, from: Data(try file(name, "context.json").utf8))
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let context = try decoder.decode(Context.self, from: Data(try file(name, "context.json").utf8))
         var signer = SigV4Signer(
-            credentials: .init(accessKeyID: context.credentials.access_key_id, secretAccessKey: context.credentials.secret_access_key,
-                               sessionToken: context.credentials.token),
+            credentials: .init(
+                accessKeyID: context.credentials.accessKeyId, secretAccessKey: context.credentials.secretAccessKey,
+                sessionToken: context.credentials.token),
             region: context.region, service: context.service)
         signer.normalizePath = context.normalize
-        signer.signBodyHashHeader = context.sign_body
-        signer.signSessionToken = !(context.omit_session_token ?? false)
+        signer.signBodyHashHeader = context.signBody
+        signer.signSessionToken = !(context.omitSessionToken ?? false)
         let date = try #require(ISO8601DateFormatter().date(from: context.timestamp))
         let result = signer.sign(parse(try file(name, "request.txt")), date: date)
         #expect(result.canonicalRequest == (try file(name, "header-canonical-request.txt")))
         #expect(result.stringToSign == (try file(name, "header-string-to-sign.txt")))
-        #expect(result.signature == (try file(name, "header-signature.txt")).trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(
+            result.signature == (try file(name, "header-signature.txt")).trimmingCharacters(in: .whitespacesAndNewlines)
+        )
         let signed = try file(name, "header-signed-request.txt")
         let authorization = try #require(result.headersToAdd.first { $0.name == "Authorization" }?.value)
         #expect(signed.contains("Authorization:\(authorization)"))

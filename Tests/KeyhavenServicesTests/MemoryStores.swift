@@ -79,7 +79,9 @@ final class MemoryWorkspaces: IntegrationStore, OrganizationStore {
             enabled: enabled, config: [:], credentialHint: nil, credentialVersion: 1, errorMessage: nil,
             lastVerifiedAt: nil, lastUsedAt: nil, createdAt: now, updatedAt: now)
         integration.credentialsChangedAt = now
-        integrations.withLock { $0[integration.id] = Stored(integration: integration, credentials: .apiKey("sk-memory")) }
+        integrations.withLock {
+            $0[integration.id] = Stored(integration: integration, credentials: .apiKey("sk-memory"))
+        }
         return integration
     }
 
@@ -91,7 +93,8 @@ final class MemoryWorkspaces: IntegrationStore, OrganizationStore {
 
     private func target(_ stored: Stored) -> CredentialTarget {
         let owner = stored.integration.ownerID
-        return CredentialTarget(integration: stored.integration, ownerDisabled: disabledOwners.withLock { $0.contains(owner) })
+        return CredentialTarget(
+            integration: stored.integration, ownerDisabled: disabledOwners.withLock { $0.contains(owner) })
     }
 
     // MARK: IntegrationStore
@@ -154,7 +157,9 @@ final class MemoryWorkspaces: IntegrationStore, OrganizationStore {
 
     func find(id: UUID) async throws -> Integration { try stored(id).integration }
 
-    func gatewayTarget(id: UUID, decide: (CredentialTarget) -> CredentialDenial?) async throws -> (Integration, Credentials) {
+    func gatewayTarget(id: UUID, decide: (CredentialTarget) -> CredentialDenial?) async throws -> (
+        Integration, Credentials
+    ) {
         let stored = try stored(id)
         if let denial = decide(target(stored)) { throw denial.error }
         return (stored.integration, stored.credentials)
@@ -248,13 +253,16 @@ final class MemoryRotations: RotationStore, IntegrationTester {
 
     func testNow(id: UUID, ownerID: UUID, actor: AuditActor) async throws -> VerificationRecord {
         started.withLock { $0.append(id) }
-        return VerificationRecord(outcome: .connected, errorMessage: nil, details: [:], checkedAt: Date(), latency: .zero)
+        return VerificationRecord(
+            outcome: .connected, errorMessage: nil, details: [:], checkedAt: Date(), latency: .zero)
     }
 
     func setPolicy(_ policy: RotationPolicy, id: UUID, ownerID: UUID, actor: AuditActor) async throws -> Integration {
         throw unexpected()
     }
-    func rotations(integrationID: UUID, ownerID: UUID, limit: Int) async throws -> [RotationRecord] { throw unexpected() }
+    func rotations(integrationID: UUID, ownerID: UUID, limit: Int) async throws -> [RotationRecord] {
+        throw unexpected()
+    }
 }
 
 /// No limits on anything: the gateway's admission always passes.
@@ -275,7 +283,9 @@ final class MemoryLimits: LimitStore {
 /// No secrets: the services' tests never open one.
 final class MemorySecrets: SecretStore {
     func put(_ plaintext: SecretBytes, for owner: SecretOwner) async throws -> SecretVersionInfo { throw unexpected() }
-    func get(_ owner: SecretOwner, version: Int?) async throws -> (SecretBytes, SecretVersionInfo) { throw unexpected() }
+    func get(_ owner: SecretOwner, version: Int?) async throws -> (SecretBytes, SecretVersionInfo) {
+        throw unexpected()
+    }
     func versions(of owner: SecretOwner) async throws -> [SecretVersionInfo] { throw unexpected() }
     func destroyAll(_ owner: SecretOwner) async throws -> Int { throw unexpected() }
 }

@@ -39,7 +39,8 @@ struct Services {
     static func caller(_ id: UUID = UUID(), scopes: Set<TokenScope>? = nil) -> UserCaller {
         let user = User(id: id, email: "\(id)@example.com", externalSubject: nil, createdAt: Date())
         guard let scopes else {
-            let session = Session(id: UUID().uuidString, userID: id, csrfToken: "csrf", expiresAt: Date().addingTimeInterval(60))
+            let session = Session(
+                id: UUID().uuidString, userID: id, csrfToken: "csrf", expiresAt: Date().addingTimeInterval(60))
             return UserCaller(user: user, credential: .session(session), ip: "127.0.0.1", userAgent: nil)
         }
         let token = APIToken(
@@ -79,7 +80,8 @@ struct CredentialAccessTests {
         }
         // Outside its workspace a token learns nothing: not found, recorded in its own workspace.
         let scope = UUID()
-        let outside = CredentialAccess.decide(.read, scope: scope, CredentialTarget(integration: integration, ownerDisabled: false))
+        let outside = CredentialAccess.decide(
+            .read, scope: scope, CredentialTarget(integration: integration, ownerDisabled: false))
         #expect(outside?.recordedIn == scope)
         if case .notFound? = outside?.error {} else { Issue.record("outside the workspace must read as not found") }
     }
@@ -165,7 +167,9 @@ struct IntegrationServiceTests {
         let integration = services.workspaces.add(in: organization)
         let service = services.integrations()
         let seen = try await service.permit(integration.id, .view, by: viewer)
-        await #expect(throws: KeyhavenError.self) { _ = try await service.update(seen, IntegrationChanges(enabled: false)) }
+        await #expect(throws: KeyhavenError.self) {
+            _ = try await service.update(seen, IntegrationChanges(enabled: false))
+        }
         await #expect(throws: KeyhavenError.self) { try await service.delete(seen) }
         // A member edits, but may not move it out: elsewhere they could mint a token and read it.
         let edited = try await service.permit(integration.id, .editIntegrations, by: member)
@@ -211,9 +215,11 @@ struct IntegrationServiceTests {
         let caller = Services.caller()
         for _ in 0..<5 { services.workspaces.add(in: caller.user.id) }
         let service = services.integrations()
-        let (due, next, _) = try await service.list(in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: true)
+        let (due, next, _) = try await service.list(
+            in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: true)
         #expect(due.isEmpty && next == nil)
-        let (notDue, more, _) = try await service.list(in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: false)
+        let (notDue, more, _) = try await service.list(
+            in: caller.user.id, by: caller, limit: 2, after: nil, rotationDue: false)
         #expect(notDue.count == 2 && more == notDue.last?.id)
     }
 }
@@ -229,7 +235,9 @@ struct OrganizationServiceTests {
         services.workspaces.grant(.viewer, to: viewer.user.id, in: organization)
         services.workspaces.grant(.viewer, to: other.user.id, in: organization)
         let service = services.organizations
-        await #expect(throws: KeyhavenError.self) { try await service.remove(other.user.id, from: organization, by: viewer) }
+        await #expect(throws: KeyhavenError.self) {
+            try await service.remove(other.user.id, from: organization, by: viewer)
+        }
         try await service.remove(viewer.user.id, from: organization, by: viewer)
         #expect(try await services.workspaces.role(of: viewer.user.id, in: organization) == nil)
         #expect(try await services.workspaces.role(of: other.user.id, in: organization) == .viewer)

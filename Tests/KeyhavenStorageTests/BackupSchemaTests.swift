@@ -15,8 +15,10 @@ struct BackupSchemaTests {
             let tables: [String]
             switch kind {
             case .sqlite:
-                tables = try await sql.raw("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-                    .all().map { try $0.decode(column: "name", as: String.self) }
+                tables = try await sql.raw(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+                .all().map { try $0.decode(column: "name", as: String.self) }
                 for table in tables {
                     columns[table] = Set(
                         try await sql.raw("SELECT name FROM pragma_table_info(\(bind: table))").all()

@@ -38,12 +38,19 @@ struct KeyringTests {
             for mode in [0o640, 0o604, 0o660] {
                 try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: file.path)
                 let message = await keyringMessage {
-                    _ = try await LiveKeyring.open(source: KeyringSource(file: file), database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+                    _ = try await LiveKeyring.open(
+                        source: KeyringSource(file: file), database: handle.database, allowCreate: true,
+                        logger: Logger(label: "test"))
                 }
-                #expect(message == "the keyring file \(file.path) can be read by other users; restrict it with: chmod 600 \(file.path)")
+                #expect(
+                    message
+                        == "the keyring file \(file.path) can be read by other users; restrict it with: chmod 600 \(file.path)"
+                )
             }
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
-            _ = try await LiveKeyring.open(source: KeyringSource(file: file), database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+            _ = try await LiveKeyring.open(
+                source: KeyringSource(file: file), database: handle.database, allowCreate: true,
+                logger: Logger(label: "test"))
         }
     }
 
@@ -61,7 +68,8 @@ struct KeyringTests {
         let database = try await Database.open(.sqlite(path: path), logger: Logger(label: "test"))
         try await database.transaction { sql in try await sql.raw("SELECT COUNT(*) FROM users").run() }
         for file in [path, path + "-wal"] {
-            #expect((try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) == 0o600, "\(file)")
+            #expect(
+                (try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int) == 0o600, "\(file)")
         }
         await database.shutdown()
     }
@@ -85,7 +93,9 @@ struct KeyringTests {
         }
     }
 
-    @Test("no key is generated when not allowed (CLI commands) or when the database already holds secrets", arguments: TestDatabase.all)
+    @Test(
+        "no key is generated when not allowed (CLI commands) or when the database already holds secrets",
+        arguments: TestDatabase.all)
     func neverGeneratesForExistingSecrets(kind: TestDatabase) async throws {
         try await withDatabase(kind) { handle in
             let missingFile = KeyringFile(path: handle.directory.path + "/missing/keyring.json")
@@ -100,7 +110,8 @@ struct KeyringTests {
             // Store a secret under a file keyring, then lose the file.
             let file = KeyringFile(path: handle.directory.path + "/keyring.json")
             let live = try await LiveKeyring.open(
-                source: KeyringSource(file: file), database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+                source: KeyringSource(file: file), database: handle.database, allowCreate: true,
+                logger: Logger(label: "test"))
             let store = SQLSecretStore(database: handle.database, keyring: live, logger: Logger(label: "test"))
             let owner = try await Fixtures.integration(
                 in: handle.database, ownerID: try await Fixtures.user(in: handle.database))
@@ -109,7 +120,8 @@ struct KeyringTests {
 
             let message = await keyringMessage {
                 _ = try await LiveKeyring.open(
-                    source: KeyringSource(file: file), database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+                    source: KeyringSource(file: file), database: handle.database, allowCreate: true,
+                    logger: Logger(label: "test"))
             }
             #expect(message?.hasPrefix("missing master key") == true)
             #expect(message?.contains("does not exist") == true)
@@ -138,17 +150,22 @@ struct KeyringTests {
         }
     }
 
-    @Test("a server that meets a key rotated in by another process loads it from the keyring file", arguments: TestDatabase.all)
+    @Test(
+        "a server that meets a key rotated in by another process loads it from the keyring file",
+        arguments: TestDatabase.all)
     func reloadsRotatedKey(kind: TestDatabase) async throws {
         try await withDatabase(kind) { handle in
             let file = KeyringFile(path: handle.directory.path + "/keyring.json")
             let source = KeyringSource(file: file)
-            let server = try await LiveKeyring.open(source: source, database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+            let server = try await LiveKeyring.open(
+                source: source, database: handle.database, allowCreate: true, logger: Logger(label: "test"))
             let store = SQLSecretStore(database: handle.database, keyring: server, logger: Logger(label: "test"))
-            let owner = try await Fixtures.integration(in: handle.database, ownerID: try await Fixtures.user(in: handle.database))
+            let owner = try await Fixtures.integration(
+                in: handle.database, ownerID: try await Fixtures.user(in: handle.database))
             try await store.put(SecretBytes(utf8: "sk-before"), for: owner)
 
-            _ = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).rotate()
+            _ = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test"))
+                .rotate()
             #expect(server.ids.count == 1)
             // The server reads the re-wrapped row and writes under the new key without a restart.
             #expect(text(try await store.get(owner, version: nil).0) == "sk-before")

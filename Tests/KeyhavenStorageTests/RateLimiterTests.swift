@@ -1,13 +1,16 @@
 import Foundation
 import KeyhavenCore
-@testable import KeyhavenStorage
 import KeyhavenTestSupport
 import SQLKit
 import Testing
 
+@testable import KeyhavenStorage
+
 @Suite("Rate limits")
 struct RateLimiterTests {
-    @Test("a stored window start at the edge of the range gives a wait of at most one window, never a trap", arguments: TestDatabase.all)
+    @Test(
+        "a stored window start at the edge of the range gives a wait of at most one window, never a trap",
+        arguments: TestDatabase.all)
     func extremeRow(kind: TestDatabase) async throws {
         let handle = try await kind.make()
         let limiter = SQLRateLimiter(database: handle.database)

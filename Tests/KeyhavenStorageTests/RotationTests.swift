@@ -16,18 +16,23 @@ struct RotationTests {
         let source: KeyringSource
         let store: SQLSecretStore
         let owners: [SecretOwner]
-        var management: KeyManagement { KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")) }
+        var management: KeyManagement {
+            KeyManagement(database: handle.database, source: source, logger: Logger(label: "test"))
+        }
     }
 
     /// A database with `count` secrets spread over a few integrations, under a keyring file.
     func setup(_ kind: TestDatabase, count: Int) async throws -> Setup {
         let handle = try await kind.make()
         let source = KeyringSource(file: KeyringFile(path: handle.directory.path + "/keyring.json"))
-        let live = try await LiveKeyring.open(source: source, database: handle.database, allowCreate: true, logger: Logger(label: "test"))
+        let live = try await LiveKeyring.open(
+            source: source, database: handle.database, allowCreate: true, logger: Logger(label: "test"))
         let store = SQLSecretStore(database: handle.database, keyring: live, logger: Logger(label: "test"))
         var owners: [SecretOwner] = []
         for _ in 0..<10 {
-            owners.append(try await Fixtures.integration(in: handle.database, ownerID: try await Fixtures.user(in: handle.database)))
+            owners.append(
+                try await Fixtures.integration(
+                    in: handle.database, ownerID: try await Fixtures.user(in: handle.database)))
         }
         let perOwner = count / owners.count
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -45,7 +50,8 @@ struct RotationTests {
 
     func expectAllOpen(_ setup: Setup, perOwner: Int) async throws {
         // A fresh process view: only the keys in the file, checked against the database.
-        let live = try await LiveKeyring.open(source: setup.source, database: setup.handle.database, allowCreate: false, logger: Logger(label: "test"))
+        let live = try await LiveKeyring.open(
+            source: setup.source, database: setup.handle.database, allowCreate: false, logger: Logger(label: "test"))
         let store = SQLSecretStore(database: setup.handle.database, keyring: live, logger: Logger(label: "test"))
         for owner in setup.owners {
             for version in 1...perOwner {
@@ -55,7 +61,9 @@ struct RotationTests {
         }
     }
 
-    @Test("rotation re-wraps every data key; nothing references the old key, which can then be retired", arguments: TestDatabase.all)
+    @Test(
+        "rotation re-wraps every data key; nothing references the old key, which can then be retired",
+        arguments: TestDatabase.all)
     func rotateAll(kind: TestDatabase) async throws {
         let setup = try await setup(kind, count: 3000)
         defer { Task { await setup.handle.close() } }
@@ -68,7 +76,9 @@ struct RotationTests {
         await #expect(throws: KeyhavenError.self) { try await setup.management.retire(id: oldKey.id) }
 
         let progress = Mutex<[RotationProgress]>([])
-        let result = try await setup.management.rotate(batchSize: 250) { update in progress.withLock { $0.append(update) } }
+        let result = try await setup.management.rotate(batchSize: 250) { update in
+            progress.withLock { $0.append(update) }
+        }
         #expect(!result.resumed)
         #expect(result.rewrapped == 3000)
         #expect(result.activeKeyID != oldKey.id)
@@ -121,12 +131,15 @@ struct RotationTests {
         try await expectAllOpen(setup, perOwner: 200)
     }
 
-    @Test("one data key that does not unwrap is reported by id; every other row is re-wrapped, the bad one left as it was", arguments: TestDatabase.all)
+    @Test(
+        "one data key that does not unwrap is reported by id; every other row is re-wrapped, the bad one left as it was",
+        arguments: TestDatabase.all)
     func survivesBadRow(kind: TestDatabase) async throws {
         let setup = try await setup(kind, count: 50)
         defer { Task { await setup.handle.close() } }
         let (bad, damaged) = try await setup.handle.database.transaction { sql in
-            let row = try #require(try await sql.raw("SELECT id, wrapped_dek FROM secrets ORDER BY id LIMIT 1 OFFSET 20").first())
+            let row = try #require(
+                try await sql.raw("SELECT id, wrapped_dek FROM secrets ORDER BY id LIMIT 1 OFFSET 20").first())
             var wrapped = try row.decode(column: "wrapped_dek", as: Data.self)
             wrapped[20] ^= 0x01
             let id = try row.decode(column: "id", as: UUID.self)
@@ -140,7 +153,8 @@ struct RotationTests {
         #expect(statuses.first { $0.active }?.rows == 49)
         #expect(statuses.first { !$0.active }?.rows == 1)
         let left = try await setup.handle.database.transaction { sql in
-            try await sql.raw("SELECT wrapped_dek FROM secrets WHERE id = \(bind: bad)").first()?.decode(column: "wrapped_dek", as: Data.self)
+            try await sql.raw("SELECT wrapped_dek FROM secrets WHERE id = \(bind: bad)").first()?.decode(
+                column: "wrapped_dek", as: Data.self)
         }
         #expect(left == damaged, "the operator's row is untouched")
         // A second run resumes, reports the same row again, and does not loop.
@@ -153,9 +167,11 @@ struct RotationTests {
         let handle = try await TestDatabase.sqlite.make()
         defer { Task { await handle.close() } }
         let source = Fixtures.environmentKeyring()
-        _ = try await LiveKeyring.open(source: source, database: handle.database, allowCreate: false, logger: Logger(label: "test"))
+        _ = try await LiveKeyring.open(
+            source: source, database: handle.database, allowCreate: false, logger: Logger(label: "test"))
         await #expect(throws: KeyhavenError.self) {
-            _ = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test")).rotate()
+            _ = try await KeyManagement(database: handle.database, source: source, logger: Logger(label: "test"))
+                .rotate()
         }
     }
 

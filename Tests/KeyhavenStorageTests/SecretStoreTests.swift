@@ -17,10 +17,13 @@ struct StoreFixture {
 
     var database: Database { handle.database }
 
-    static func make(_ kind: TestDatabase, source: KeyringSource = Fixtures.environmentKeyring()) async throws -> StoreFixture {
+    static func make(_ kind: TestDatabase, source: KeyringSource = Fixtures.environmentKeyring()) async throws
+        -> StoreFixture
+    {
         let logs = LogCapture()
         let handle = try await kind.make(logger: logs.logger())
-        let keyring = try await LiveKeyring.open(source: source, database: handle.database, allowCreate: false, logger: logs.logger())
+        let keyring = try await LiveKeyring.open(
+            source: source, database: handle.database, allowCreate: false, logger: logs.logger())
         return StoreFixture(
             handle: handle, keyring: keyring,
             store: SQLSecretStore(database: handle.database, keyring: keyring, logger: logs.logger()), logs: logs)
@@ -33,7 +36,10 @@ struct StoreFixture {
     func close() async { await handle.close() }
 
     /// Runs `body` with a fresh fixture and closes it afterwards, also when `body` throws.
-    static func with(_ kind: TestDatabase, source: KeyringSource = Fixtures.environmentKeyring(), _ body: (StoreFixture) async throws -> Void) async throws {
+    static func with(
+        _ kind: TestDatabase, source: KeyringSource = Fixtures.environmentKeyring(),
+        _ body: (StoreFixture) async throws -> Void
+    ) async throws {
         let fixture = try await make(kind, source: source)
         do {
             try await body(fixture)
@@ -81,7 +87,9 @@ struct SecretStoreTests {
             try await fixture.store.put(SecretBytes(utf8: "sk-mine"), for: owner)
             let trespass = SecretOwner(integrationID: owner.integrationID, ownerID: stranger)
             await #expect(throws: KeyhavenError.notFound) { try await fixture.store.get(trespass, version: nil) }
-            await #expect(throws: KeyhavenError.notFound) { try await fixture.store.put(SecretBytes(utf8: "x"), for: trespass) }
+            await #expect(throws: KeyhavenError.notFound) {
+                try await fixture.store.put(SecretBytes(utf8: "x"), for: trespass)
+            }
             #expect(try await fixture.store.destroyAll(trespass) == 0)
             #expect(try await fixture.store.versions(of: trespass).isEmpty)
             #expect(text(try await fixture.store.get(owner, version: nil).0) == "sk-mine")
@@ -101,16 +109,23 @@ struct SecretStoreTests {
         }
     }
 
-    @Test("a destroyed version's ciphertext and wrapped key are gone from the database file and its write-ahead log once the destroy returns")
+    @Test(
+        "a destroyed version's ciphertext and wrapped key are gone from the database file and its write-ahead log once the destroy returns"
+    )
     func destroyLeavesNoLog() async throws {
         try await StoreFixture.with(.sqlite) { fixture in
             let owner = try await fixture.newOwner()
-            for index in 0..<3 { try await fixture.store.put(SecretBytes(utf8: "v\(index)-\(Fixtures.canary())"), for: owner) }
+            for index in 0..<3 {
+                try await fixture.store.put(SecretBytes(utf8: "v\(index)-\(Fixtures.canary())"), for: owner)
+            }
             let stored = try await fixture.database.withConnection { sql in
                 try await sql.raw(
                     "SELECT ciphertext, wrapped_dek FROM secrets WHERE integration_id = \(bind: owner.integrationID)"
                 ).all().flatMap { row in
-                    [try row.decode(column: "ciphertext", as: Data.self), try row.decode(column: "wrapped_dek", as: Data.self)]
+                    [
+                        try row.decode(column: "ciphertext", as: Data.self),
+                        try row.decode(column: "wrapped_dek", as: Data.self),
+                    ]
                 }
             }
             #expect(stored.count == 6)
@@ -123,11 +138,15 @@ struct SecretStoreTests {
         }
     }
 
-    @Test("a reader that holds older pages across a destroy only delays it: once the reader ends, the log is emptied in the background")
+    @Test(
+        "a reader that holds older pages across a destroy only delays it: once the reader ends, the log is emptied in the background"
+    )
     func destroyWaitsForReader() async throws {
         try await StoreFixture.with(.sqlite) { fixture in
             let owner = try await fixture.newOwner()
-            for index in 0..<2 { try await fixture.store.put(SecretBytes(utf8: "v\(index)-\(Fixtures.canary())"), for: owner) }
+            for index in 0..<2 {
+                try await fixture.store.put(SecretBytes(utf8: "v\(index)-\(Fixtures.canary())"), for: owner)
+            }
             let stored = try await fixture.database.withConnection { sql in
                 try await sql.raw("SELECT ciphertext FROM secrets WHERE integration_id = \(bind: owner.integrationID)")
                     .all().map { try $0.decode(column: "ciphertext", as: Data.self) }
@@ -174,19 +193,26 @@ struct SecretStoreTests {
         }
     }
 
-    @Test("a flipped byte in a stored nonce, ciphertext or wrapped key fails with an error", arguments: TestDatabase.all)
+    @Test(
+        "a flipped byte in a stored nonce, ciphertext or wrapped key fails with an error", arguments: TestDatabase.all)
     func tamperedRow(kind: TestDatabase) async throws {
         try await StoreFixture.with(kind) { fixture in
             for column in ["nonce", "ciphertext", "wrapped_dek"] {
                 let owner = try await fixture.newOwner()
                 try await fixture.store.put(SecretBytes(utf8: "sk-tamper-\(column)"), for: owner)
                 try await fixture.database.transaction { sql in
-                    let row = try await sql.raw("SELECT id, \(ident: column) FROM secrets WHERE integration_id = \(bind: owner.integrationID)").first()!
+                    let row = try await sql.raw(
+                        "SELECT id, \(ident: column) FROM secrets WHERE integration_id = \(bind: owner.integrationID)"
+                    ).first()!
                     var bytes = try row.decode(column: column, as: Data.self)
                     bytes[bytes.startIndex + bytes.count / 2] ^= 0x01
-                    try await sql.raw("UPDATE secrets SET \(ident: column) = \(bind: bytes) WHERE id = \(bind: try row.decode(column: "id", as: UUID.self))").run()
+                    try await sql.raw(
+                        "UPDATE secrets SET \(ident: column) = \(bind: bytes) WHERE id = \(bind: try row.decode(column: "id", as: UUID.self))"
+                    ).run()
                 }
-                await #expect(throws: KeyhavenError.decryptionFailed) { try await fixture.store.get(owner, version: nil) }
+                await #expect(throws: KeyhavenError.decryptionFailed) {
+                    try await fixture.store.get(owner, version: nil)
+                }
             }
             #expect(!fixture.logs.all.contains { $0.contains("sk-tamper") })
         }
@@ -228,15 +254,20 @@ struct SecretStoreTests {
             // The owner column rewritten to another user (with the integration moved too) does not open either.
             let otherUser = try await Fixtures.user(in: fixture.database)
             try await fixture.database.transaction { sql in
-                try await sql.raw("UPDATE integrations SET owner_id = \(bind: otherUser) WHERE id = \(bind: victim.integrationID)").run()
-                try await sql.raw("UPDATE secrets SET owner_id = \(bind: otherUser) WHERE integration_id = \(bind: victim.integrationID)").run()
+                try await sql.raw(
+                    "UPDATE integrations SET owner_id = \(bind: otherUser) WHERE id = \(bind: victim.integrationID)"
+                ).run()
+                try await sql.raw(
+                    "UPDATE secrets SET owner_id = \(bind: otherUser) WHERE integration_id = \(bind: victim.integrationID)"
+                ).run()
             }
             let moved = SecretOwner(integrationID: victim.integrationID, ownerID: otherUser)
             await #expect(throws: KeyhavenError.decryptionFailed) { try await fixture.store.get(moved, version: 2) }
         }
     }
 
-    @Test("stored canaries appear nowhere in the database files or tables, nor in the logs", arguments: TestDatabase.all)
+    @Test(
+        "stored canaries appear nowhere in the database files or tables, nor in the logs", arguments: TestDatabase.all)
     func canaryScan(kind: TestDatabase) async throws {
         try await StoreFixture.with(kind) { fixture in
             var canaries: [String] = []

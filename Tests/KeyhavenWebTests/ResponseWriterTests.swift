@@ -1,7 +1,8 @@
 import Foundation
 import KeyhavenCore
-@testable import KeyhavenWeb
 import Testing
+
+@testable import KeyhavenWeb
 
 /// Response bodies written field by field must be byte for byte what their `JSONValue` writes.
 @Suite("Direct response writers")
@@ -13,17 +14,23 @@ struct ResponseWriterTests {
 
     static func integration(_ index: Int) -> Integration {
         let text = texts[index % texts.count]
-        var configs: [[String: JSONValue]] = [[:], ["organization": "org-1"], ["region": "eu-west-1", "scopes": ["a", "b"]]]
-        configs.append(["é": .string(text), "Z": .number(1.5), "a": .bool(true), "n": .null, "nested": ["k": .number(-0.0)]])
+        var configs: [[String: JSONValue]] = [
+            [:], ["organization": "org-1"], ["region": "eu-west-1", "scopes": ["a", "b"]],
+        ]
+        configs.append([
+            "é": .string(text), "Z": .number(1.5), "a": .bool(true), "n": .null, "nested": ["k": .number(-0.0)],
+        ])
         var integration = Integration(
-            id: UUID(), ownerID: UUID(), name: text, type: IntegrationType.allCases[index % IntegrationType.allCases.count],
+            id: UUID(), ownerID: UUID(), name: text,
+            type: IntegrationType.allCases[index % IntegrationType.allCases.count],
             status: [.verifying, .connected, .error, .disabled][index % 4], enabled: index % 3 != 0,
             config: configs[index % configs.count], credentialHint: index % 2 == 0 ? nil : "sk-…\(text.prefix(4))",
             credentialVersion: index, errorMessage: index % 5 == 0 ? text : nil,
             lastVerifiedAt: index % 2 == 0 ? Date(timeIntervalSince1970: Double(index) * 1234.5678) : nil,
             lastUsedAt: index % 3 == 0 ? Date() : nil, createdAt: Date(timeIntervalSince1970: 1_700_000_000.123),
             updatedAt: Date())
-        integration.rotation = index % 2 == 0 ? .off : RotationPolicy(mode: .remind, everyDays: index + 1, graceHours: 24)
+        integration.rotation =
+            index % 2 == 0 ? .off : RotationPolicy(mode: .remind, everyDays: index + 1, graceHours: 24)
         integration.credentialsChangedAt = Date(timeIntervalSinceNow: -Double(index) * 86400)
         return integration
     }
@@ -36,7 +43,8 @@ struct ResponseWriterTests {
             IntegrationResponse(integration: integration).write(to: &bytes)
             #expect(bytes == Array(IntegrationResponse(integration: integration).json.jsonText.utf8))
         }
-        for (page, cursor) in [(Array(integrations.prefix(50)), "c" as String?), ([], nil), (Array(integrations), nil)] {
+        for (page, cursor) in [(Array(integrations.prefix(50)), "c" as String?), ([], nil), (Array(integrations), nil)]
+        {
             let list = IntegrationListResponse(integrations: page, nextCursor: cursor)
             var bytes: [UInt8] = []
             list.write(to: &bytes)

@@ -2,9 +2,9 @@ import Foundation
 import KeyhavenCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A backup file being written: bytes go to a hidden temporary file beside the target (mode 0600), which

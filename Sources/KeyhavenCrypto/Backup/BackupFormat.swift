@@ -152,7 +152,9 @@ public struct BackupHeader: Sendable, Equatable, Codable {
 
     func validated() throws -> (salt: Data, header: BackupHeader) {
         guard format == "keyhaven-backup" else { throw BackupError.damagedHeader("it names another format") }
-        guard kdf.isAcceptable else { throw BackupError.damagedHeader("its key-derivation parameters are out of bounds") }
+        guard kdf.isAcceptable else {
+            throw BackupError.damagedHeader("its key-derivation parameters are out of bounds")
+        }
         guard let salt = Data(base64Encoded: salt), salt.count == 32 else {
             throw BackupError.damagedHeader("its salt is not 32 bytes")
         }
@@ -391,7 +393,9 @@ struct ByteCursor {
     mutating func value() throws -> BackupValue {
         let tag = try uint8()
         if tag == 0 { return .null }
-        guard let type = BackupValueType(rawValue: tag) else { throw BackupError.malformed("unknown value type \(tag)") }
+        guard let type = BackupValueType(rawValue: tag) else {
+            throw BackupError.malformed("unknown value type \(tag)")
+        }
         switch type {
         case .int:
             return .int(Int64(bitPattern: try uint64()))
@@ -417,7 +421,11 @@ struct ByteCursor {
         case .uuid:
             let b = Array(try take(16))
             return .uuid(
-                UUID(uuid: (b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15])))
+                UUID(
+                    uuid: (
+                        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                        b[15]
+                    )))
         case .date:
             let seconds = Double(bitPattern: try uint64())
             guard seconds.isFinite else { throw BackupError.malformed("a date is not finite") }

@@ -4,9 +4,9 @@ import KeyhavenCore
 import _CryptoExtras
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// What protects a backup: a passphrase (stretched with scrypt) or a 32-byte backup key. Never printed.

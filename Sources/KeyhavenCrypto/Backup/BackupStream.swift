@@ -265,7 +265,9 @@ public final class BackupReader<Source: BackupByteSource> {
             guard !header.includesKeyring || sawKeyring else {
                 throw BackupError.malformed("the header promises the master keys but none are inside")
             }
-            guard offset == plaintext.count, sawFinal else { throw BackupError.malformed("data follows the end record") }
+            guard offset == plaintext.count, sawFinal else {
+                throw BackupError.malformed("data follows the end record")
+            }
             // Nothing may follow the final chunk.
             guard try source.read(1).isEmpty else { throw BackupError.trailingData }
             ended = true
@@ -327,7 +329,8 @@ public final class BackupReader<Source: BackupByteSource> {
         // Tell a moved chunk from a changed one: does it open at another position near this one?
         let window = max(0, chunkIndex - 32)...(chunkIndex + 32)
         for other in window where other != chunkIndex {
-            for final in [false, true] where (try? open(ciphertext, tag: tag, index: UInt64(other), final: final)) != nil {
+            for final in [false, true]
+            where (try? open(ciphertext, tag: tag, index: UInt64(other), final: final)) != nil {
                 throw BackupError.reordered(chunk: chunkIndex, holds: other)
             }
         }
@@ -337,7 +340,8 @@ public final class BackupReader<Source: BackupByteSource> {
     private func open(_ ciphertext: ArraySlice<UInt8>, tag: ArraySlice<UInt8>, index: UInt64, final: Bool) throws
         -> [UInt8]
     {
-        let box = try AES.GCM.SealedBox(nonce: try chunkNonce(index: index, final: final), ciphertext: ciphertext, tag: tag)
+        let box = try AES.GCM.SealedBox(
+            nonce: try chunkNonce(index: index, final: final), ciphertext: ciphertext, tag: tag)
         return Array(try AES.GCM.open(box, using: keys.encryption, authenticating: associatedData))
     }
 }

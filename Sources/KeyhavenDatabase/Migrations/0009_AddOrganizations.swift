@@ -21,7 +21,8 @@ extension Migration {
                 last_verified_at, error_message, created_at, updated_at, verify_claimed_until, verification_details,
                 verify_attempts, latest_version, rotation, rotation_reminded_version, credentials_changed_at
                 """
-            let secretColumns = "id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at"
+            let secretColumns =
+                "id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at"
             dropOwnerReferences = [
                 """
                 CREATE TABLE integrations_rebuilt (

@@ -78,7 +78,10 @@ final class SQLiteConnections: Sendable {
     /// at once. A reader in use is closed when its read ends.
     func close() {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
-        for reader in idleReaders.withLock({ idle in defer { idle.removeAll() }; return idle }) { reader.close() }
+        for reader in idleReaders.withLock({ idle in
+            defer { idle.removeAll() }
+            return idle
+        }) { reader.close() }
         writer.close()
         writerExecutor.shutdown()
     }
@@ -120,7 +123,9 @@ struct SQLiteFileDatabase: SQLDatabase {
     /// Queries are never logged: their binds may hold ciphertexts and hashes.
     var queryLogLevel: Logger.Level? { nil }
 
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<
+        Void
+    > {
         do {
             try run(query, onRow)
             return eventLoop.makeSucceededVoidFuture()

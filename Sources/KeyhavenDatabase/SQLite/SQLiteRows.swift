@@ -74,7 +74,9 @@ extension SQLiteData: SQLiteBindable {
         case .float(let value): sqlite_nio_sqlite3_bind_double(statement, index, value)
         case .text(let value): value.bind(at: index, to: statement)
         case .blob(let value):
-            value.withUnsafeReadableBytes { keyhaven_sqlite_bind_blob(statement, index, $0.baseAddress, UInt64($0.count)) }
+            value.withUnsafeReadableBytes {
+                keyhaven_sqlite_bind_blob(statement, index, $0.baseAddress, UInt64($0.count))
+            }
         case .null: sqlite_nio_sqlite3_bind_null(statement, index)
         }
     }

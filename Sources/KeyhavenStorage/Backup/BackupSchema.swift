@@ -16,7 +16,9 @@ public enum BackupSchema {
 
     /// Tables that are not backed up: the migrations' own bookkeeping (the target's migrator writes it), the
     /// scheduled backups' lease, and the per-minute usage counters (worthless a minute later).
-    public static let excluded: Set<String> = ["schema_migrations", "backup_schedule", "usage_counters", "readiness_probe"]
+    public static let excluded: Set<String> = [
+        "schema_migrations", "backup_schedule", "usage_counters", "readiness_probe",
+    ]
 
     /// Every table that is backed up.
     public static let tables: [Table] = [
@@ -53,7 +55,8 @@ public enum BackupSchema {
             name: "integrations", key: "id",
             columns: [
                 .init("id", .uuid), .init("owner_id", .uuid), .init("name", .text), .init("type", .text),
-                .init("status", .text), .init("enabled", .bool), .init("config", .text), .init("credential_hint", .text),
+                .init("status", .text), .init("enabled", .bool), .init("config", .text),
+                .init("credential_hint", .text),
                 .init("current_version", .int), .init("last_used_at", .date), .init("last_verified_at", .date),
                 .init("error_message", .text), .init("created_at", .date), .init("updated_at", .date),
                 .init("verify_claimed_until", .date), .init("verification_details", .text),

@@ -90,7 +90,8 @@ extension DatabaseBackup {
                 ).run()
             }
             for table in header.tables {
-                let count = try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table.name)").first()?
+                let count =
+                    try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table.name)").first()?
                     .decode(column: "n", as: Int64.self) ?? -1
                 guard count == table.rows else {
                     throw BackupError.countMismatch(table: table.name, header: table.rows, found: count)
@@ -159,7 +160,8 @@ extension DatabaseBackup {
             } else if row.active || row.references > 0 || row.auditKeys > 0 {
                 throw KeyhavenError.keyring(
                     "the backup needs master key \(row.id), which is "
-                        + (candidates.isEmpty ? "neither in the backup nor in the configured keyring" : "wrong where it was found")
+                        + (candidates.isEmpty
+                            ? "neither in the backup nor in the configured keyring" : "wrong where it was found")
                         + ": restore a backup made with --include-keyring, or configure the keyring it was made with")
             }
         }

@@ -77,12 +77,14 @@ public struct DatabaseBackup: Sendable {
         return try await database.readSnapshot(long: true) { sql in
             var tables: [BackupHeader.Table] = []
             for table in BackupSchema.tables {
-                let rows = try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table.name)").first()?
+                let rows =
+                    try await sql.raw("SELECT COUNT(*) AS n FROM \(ident: table.name)").first()?
                     .decode(column: "n", as: Int64.self) ?? 0
                 tables.append(BackupHeader.Table(name: table.name, rows: rows))
             }
             if let keyring { try await Self.checkIncludedKeyring(keyring, on: sql) }
-            let schemaVersion = try await sql.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?
+            let schemaVersion =
+                try await sql.raw("SELECT MAX(version) AS v FROM schema_migrations").first()?
                 .decode(column: "v", as: Int?.self) ?? 0
             let header = BackupHeader(
                 source: kind.rawValue, schemaVersion: schemaVersion, includesKeyring: keyring != nil, tables: tables,
@@ -123,7 +125,8 @@ public struct DatabaseBackup: Sendable {
     /// Every master key the database needs (active, or wrapping a secret or an audit key) must be in `keyring`
     /// and open its canary, or the backup would not recover everything by itself.
     static func checkIncludedKeyring(_ keyring: Keyring, on sql: any SQLDatabase) async throws {
-        for row in try await KeyringRegistry(sql: sql).all() where row.active || row.references > 0 || row.auditKeys > 0 {
+        for row in try await KeyringRegistry(sql: sql).all() where row.active || row.references > 0 || row.auditKeys > 0
+        {
             guard let key = keyring.key(id: row.id), Canary.verify(row.canary, kek: key) else {
                 throw KeyhavenError.keyring(
                     "cannot include the keyring: master key \(row.id), which this database needs, is not in the "

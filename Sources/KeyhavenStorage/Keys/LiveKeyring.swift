@@ -53,7 +53,8 @@ public final class LiveKeyring: Sendable {
         guard !recentlyMissed else { throw Self.missing(id) }
         guard let key = (try? source.load())?.key(id: id) else {
             state.withLock { $0.misses[id] = .now }
-            logger.error("a master key named by the database is not in the keyring source", metadata: ["kek_id": "\(id)"])
+            logger.error(
+                "a master key named by the database is not in the keyring source", metadata: ["kek_id": "\(id)"])
             throw Self.missing(id)
         }
         let canary = try await KeyringRegistry(sql: sql).canary(id: id)
@@ -144,7 +145,9 @@ extension LiveKeyring {
             guard let key = keyring.key(id: row.id) else {
                 if needed {
                     let role =
-                        row.active ? "the active master key" : "a master key that wraps \(row.references) secrets and \(row.auditKeys) audit keys"
+                        row.active
+                        ? "the active master key"
+                        : "a master key that wraps \(row.references) secrets and \(row.auditKeys) audit keys"
                     throw KeyhavenError.keyring(
                         "missing master key: \(row.id) (\(role)) is not in \(source.summary); "
                             + "restore it from your keyring backup")
@@ -157,7 +160,8 @@ extension LiveKeyring {
                         "wrong master key: \(row.id) from \(source.summary) does not open this database's canary; "
                             + "it is not the key this database was written with")
                 }
-                logger.warning("an unused master key does not open its canary; ignoring it", metadata: ["kek_id": "\(row.id)"])
+                logger.warning(
+                    "an unused master key does not open its canary; ignoring it", metadata: ["kek_id": "\(row.id)"])
                 continue
             }
             trusted.add(key)

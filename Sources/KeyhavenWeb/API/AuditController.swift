@@ -27,7 +27,9 @@ public struct AuditController: Sendable {
         }
         var integrationID: UUID?
         if let text = query["integration_id"].map(String.init) {
-            guard let id = UUID(uuidString: text) else { throw KeyhavenError.badRequest("integration_id must be a UUID.") }
+            guard let id = UUID(uuidString: text) else {
+                throw KeyhavenError.badRequest("integration_id must be a UUID.")
+            }
             integrationID = id
         }
         var before: Int64?

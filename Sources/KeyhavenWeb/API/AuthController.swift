@@ -83,8 +83,9 @@ public struct SessionCookie: Sendable {
     }
 
     package func cookie(_ token: String) -> Cookie {
-        Cookie(name: name, value: token, maxAge: Int(lifetime.components.seconds), path: "/", secure: secure,
-               httpOnly: true, sameSite: .lax)
+        Cookie(
+            name: name, value: token, maxAge: Int(lifetime.components.seconds), path: "/", secure: secure,
+            httpOnly: true, sameSite: .lax)
     }
 
     package func expired() -> Cookie {
@@ -95,7 +96,8 @@ public struct SessionCookie: Sendable {
     /// `__Host-` prefix requires.
     package func formCookie(_ token: String?) -> Cookie {
         Cookie(
-            name: formName, value: token ?? "", maxAge: token == nil ? 0 : 3600, path: "/", secure: secure, httpOnly: true,
+            name: formName, value: token ?? "", maxAge: token == nil ? 0 : 3600, path: "/", secure: secure,
+            httpOnly: true,
             sameSite: .strict)
     }
 }

@@ -97,7 +97,8 @@ public struct IntegrationController: Sendable {
             try UUID.path(context), .moveIntegrationsOut, by: context.caller(request))
         let decoded = try await MoveIntegrationRequest.read(request, context: context)
         let workspace = try decoded.body.validated(decoded.errors).orThrow()
-        return Response.json(status: .ok, IntegrationResponse(integration: try await service.move(target, to: workspace)))
+        return Response.json(
+            status: .ok, IntegrationResponse(integration: try await service.move(target, to: workspace)))
     }
 
     /// `POST /api/integrations/{id}/test` (SPEC §7): the result in the language of `Accept-Language`.

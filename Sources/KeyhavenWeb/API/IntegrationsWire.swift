@@ -185,7 +185,9 @@ enum RotationRule {
     static let fields: Set<String> = ["mode", "every_days", "grace_hours"]
 
     /// The policy sent for an integration of `type`, nil when absent; problems go to `errors` under `rotation.…`.
-    static func policy(_ input: Input<[String: JSONValue]>?, for type: IntegrationType, errors: inout FieldErrors) -> RotationPolicy? {
+    static func policy(_ input: Input<[String: JSONValue]>?, for type: IntegrationType, errors: inout FieldErrors)
+        -> RotationPolicy?
+    {
         guard let input else { return nil }
         guard let object = input.value else {
             errors["rotation"] = "must be an object with mode, every_days and grace_hours"

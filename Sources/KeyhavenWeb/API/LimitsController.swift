@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
 
 /// Budgets and rate limits of an integration (`/api/integrations/{id}/limits`) or a workspace
 /// (`/api/limits?workspace_id=`), and this month's spending against them (SPEC §13). Owners and admins set them;
@@ -35,12 +35,14 @@ public struct LimitsController: Sendable {
 
     @Sendable func workspaceLimits(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsRead)
-        return try await answer(.workspace(try WorkspaceParameter.query(request, default: context.user.id)), request, context)
+        return try await answer(
+            .workspace(try WorkspaceParameter.query(request, default: context.user.id)), request, context)
     }
 
     @Sendable func setWorkspaceLimits(_ request: Request, context: UserContext) async throws -> Response {
         try context.require(.integrationsWrite)
-        return try await set(.workspace(try WorkspaceParameter.query(request, default: context.user.id)), request, context)
+        return try await set(
+            .workspace(try WorkspaceParameter.query(request, default: context.user.id)), request, context)
     }
 
     private func answer(
@@ -50,7 +52,9 @@ public struct LimitsController: Sendable {
         return Response.json(status: .ok, LimitsResponse(standing: standing))
     }
 
-    private func set(_ subject: UsageService.Subject, _ request: Request, _ context: UserContext) async throws -> Response {
+    private func set(_ subject: UsageService.Subject, _ request: Request, _ context: UserContext) async throws
+        -> Response
+    {
         let standing = try await service.setLimits(of: subject, by: context.caller(request)) { _ in
             let decoded = try await LimitsRequest.read(request, context: context)
             return try decoded.body.validated(decoded.errors).orThrow()

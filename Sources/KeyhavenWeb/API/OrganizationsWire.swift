@@ -59,7 +59,11 @@ struct CreateInvitationRequest: RequestBody {
         // The rules of sign-up's email, so anyone who could sign up can be invited.
         var email = TextRule.text(self.email, "email", required: true, maximumLength: 254, errors: &errors)
         if let text = email {
-            if Accounts.isEmail(text) { email = text.lowercased() } else { errors["email"] = "must be an email address" }
+            if Accounts.isEmail(text) {
+                email = text.lowercased()
+            } else {
+                errors["email"] = "must be an email address"
+            }
         }
         let role = RoleRule.role(role, errors: &errors)
         guard errors.isEmpty, let email, let role else { return .failure(errors) }
@@ -122,7 +126,9 @@ struct OrganizationListResponse: ResponseBody {
     let organizations: [(Organization, WorkspaceRole)]
 
     var json: JSONValue {
-        .object(["organizations": .array(organizations.map { OrganizationResponse(organization: $0.0, role: $0.1).json })])
+        .object([
+            "organizations": .array(organizations.map { OrganizationResponse(organization: $0.0, role: $0.1).json })
+        ])
     }
 }
 

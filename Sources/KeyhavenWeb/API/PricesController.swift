@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
 
 /// A workspace's negotiated prices (`/api/orgs/{id}/prices`, SPEC §13): they replace the price table's for their
 /// models in that workspace's costs from then on. Owners and admins set them; anyone who sees the workspace reads

@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
 
 /// Fallback routes of a workspace (SPEC §13): `/api/routes?workspace_id=`, `/api/routes/{name}`. Members edit them;
 /// anyone who sees the workspace reads them.

@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import KeyhavenCore
-import KeyhavenServices
 import KeyhavenGateway
+import KeyhavenServices
 
 /// Usage reports from backends that call providers themselves, and usage analytics (SPEC §13).
 public struct UsageController: Sendable {

@@ -100,7 +100,8 @@ extension AuthenticationMiddleware.Bearer {
             }
         }
         guard let jwt, let claims = await jwt.verify(token) else { throw KeyhavenError.unauthenticated }
-        return .user(try await users.findOrCreate(externalSubject: claims.subject, email: claims.email), via: .externalJWT)
+        return .user(
+            try await users.findOrCreate(externalSubject: claims.subject, email: claims.email), via: .externalJWT)
     }
 }
 

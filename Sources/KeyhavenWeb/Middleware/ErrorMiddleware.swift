@@ -58,7 +58,8 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     /// A browser navigating to a page (not the API, health checks or metrics).
     public static func wantsPage(_ request: Request) -> Bool {
         let path = request.uri.path
-        return !path.hasPrefix("/api/") && path != "/api" && !["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(path)
+        return !path.hasPrefix("/api/") && path != "/api"
+            && !["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(path)
             && (request.headers[.accept] ?? "").contains("text/html")
     }
 

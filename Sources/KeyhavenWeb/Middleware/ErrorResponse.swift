@@ -50,7 +50,8 @@ extension KeyhavenError: HTTPResponseError {
         case .configuration: message = KeyhavenError.internalError.message
         default: message = self.message
         }
-        var response = Response.json(status: status, ErrorBody(error: .init(code: code, message: message, fields: fields)))
+        var response = Response.json(
+            status: status, ErrorBody(error: .init(code: code, message: message, fields: fields)))
         switch self {
         case .rateLimited(let seconds), .budgetExceeded(_, let seconds): response.headers[.retryAfter] = String(seconds)
         default: break
