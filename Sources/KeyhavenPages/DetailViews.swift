@@ -52,8 +52,7 @@ struct TestResult: Sendable {
         statusLabel = texts.status(record.outcome.status)
         problem =
             record.problem.map { ProblemView($0, texts: texts) } ?? ProblemView(sentence: texts.outcome(record.outcome))
-        let (seconds, attoseconds) = record.latency.components
-        latencyMs = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        latencyMs = record.latency.wholeMilliseconds
         facts = record.details.keys.sorted().map { key in
             Fact(
                 label: IntegrationPages.detailLabel(key, texts: texts),

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
@@ -95,7 +94,7 @@ struct PageReader: Sendable {
             texts: texts(request), path: WebPages.localPath(request.uri.description) ?? "/", viewer: viewer)
         if viewer == nil {
             let existing = request.cookies[cookie.formName]?.value
-            page.formToken = existing.flatMap { $0.utf8.count == 43 ? $0 : nil } ?? Self.randomToken()
+            page.formToken = existing.flatMap { $0.utf8.count == 43 ? $0 : nil } ?? RandomToken.make()
             page.setsFormCookie = existing != page.formToken
         }
         return page
@@ -105,12 +104,5 @@ struct PageReader: Sendable {
         localization.texts(
             Language.negotiate(
                 cookie: request.cookies[Language.cookieName]?.value, acceptLanguage: request.headers[.acceptLanguage]))
-    }
-
-    /// 256 random bits, base64url without padding (43 characters).
-    static func randomToken() -> String {
-        Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 }

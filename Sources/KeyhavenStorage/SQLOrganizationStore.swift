@@ -234,7 +234,7 @@ public struct SQLOrganizationStore: OrganizationStore {
     public func invite(
         email: String, role: WorkspaceRole, to organizationID: UUID, actor: AuditActor, now: Date
     ) async throws -> (token: String, invitation: Invitation) {
-        let token = TokenMaterial.random(prefix: "kh_inv_")
+        let token = RandomToken.make(prefix: "kh_inv_")
         let invitation = Invitation(
             id: UUID.timeOrdered(now: now), organizationID: organizationID, email: email, role: role, createdAt: now,
             expiresAt: now.addingTimeInterval(Invitation.lifetime), acceptedAt: nil, revokedAt: nil)

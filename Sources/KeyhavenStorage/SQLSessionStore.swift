@@ -13,10 +13,10 @@ public struct SQLSessionStore: SessionStore {
     }
 
     public func create(userID: UUID, lifetime: Duration) async throws -> (token: String, session: Session) {
-        let token = TokenMaterial.random()
+        let token = RandomToken.make()
         let now = Date()
         let session = Session(
-            id: TokenMaterial.hash(token), userID: userID, csrfToken: TokenMaterial.random(),
+            id: TokenMaterial.hash(token), userID: userID, csrfToken: RandomToken.make(),
             expiresAt: now.addingTimeInterval(Double(lifetime.components.seconds)))
         try await database.transaction { sql in
             try await sql.raw(

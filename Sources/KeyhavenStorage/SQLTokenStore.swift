@@ -20,7 +20,7 @@ public struct SQLTokenStore: TokenStore {
         kind: APIToken.Kind, userID: UUID?, workspaceID: UUID?, name: String, scopes: Set<TokenScope>, expiresAt: Date?,
         audit entry: AuditEntry
     ) async throws -> (token: String, record: APIToken) {
-        let token = TokenMaterial.random(prefix: kind == .personal ? "kh_pat_" : "kh_svc_")
+        let token = RandomToken.make(prefix: kind == .personal ? "kh_pat_" : "kh_svc_")
         var record = APIToken(
             id: UUID(), kind: kind, userID: userID, name: name, scopes: scopes, createdAt: Date(), lastUsedAt: nil,
             expiresAt: expiresAt, revokedAt: nil)
