@@ -318,7 +318,8 @@ public struct KeyhavenConfiguration: Sendable {
             guard let issuer = text("keyhaven.jwt.hs256.issuer"), let audience = text("keyhaven.jwt.hs256.audience")
             else {
                 throw KeyhavenError.configuration(
-                    "KEYHAVEN_JWT_HS256_ISSUER and KEYHAVEN_JWT_HS256_AUDIENCE must be set with KEYHAVEN_JWT_HS256_SECRET"
+                    "KEYHAVEN_JWT_HS256_ISSUER and KEYHAVEN_JWT_HS256_AUDIENCE "
+                        + "must be set with KEYHAVEN_JWT_HS256_SECRET"
                 )
             }
             jwt = JWTSettings(secret: secret, issuer: issuer, audience: audience)
@@ -418,7 +419,8 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "metrics=\(metricsAddress.map { "on_\($0)" } ?? (metricsToken == nil ? "off" : "public_port"))"
                 + (metricsToken == nil ? "" : "_with_token"),
             "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
-            "scheduled_backups=\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
+            "scheduled_backups="
+                + "\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")
     }
 }

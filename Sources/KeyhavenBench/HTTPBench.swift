@@ -36,7 +36,10 @@ let fakeProviderKey = "sk-bench-gateway-" + String(repeating: "g", count: 32)
 func runFakeProvider(port: Int) async throws {
     let completion = ByteBuffer(
         string:
-            #"{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}}}"#
+            #"{"id":"chatcmpl-bench","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","#
+            + #""choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"#
+            + #""finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"#
+            + #""total_tokens":15,"prompt_tokens_details":{"cached_tokens":0}}}"#
     )
     let expected = "Bearer \(fakeProviderKey)"
     let router = Router()
@@ -112,11 +115,14 @@ func seedForHTTP(databaseURL: String, masterKey: String, integrations: Int) asyn
         remaining -= count
         var integrationRows = SQLQueryString(
             """
-            INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint, current_version,
-            latest_version, created_at, updated_at) VALUES\u{20}
+            INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint,
+            current_version, latest_version, created_at, updated_at) VALUES\u{20}
             """)
         var secretRows = SQLQueryString(
-            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES "
+            """
+            INSERT INTO secrets (id, integration_id, owner_id, version, \
+            kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES\u{20}
+            """
         )
         let now = Date()
         for index in 0..<count {

@@ -155,7 +155,8 @@ func makeOwner(_ database: Database, integrations: Int = 1) async throws -> [Sec
             try await sql.raw(
                 """
                 INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, created_at, updated_at)
-                VALUES (\(bind: id), \(bind: user), \(bind: "bench \(index)"), 'openai', 'connected', \(bind: true), '{}', \(bind: now), \(bind: now))
+                VALUES (\(bind: id), \(bind: user), \(bind: "bench \(index)"), 'openai', 'connected', \(bind: true),
+                '{}', \(bind: now), \(bind: now))
                 """
             ).run()
             owners.append(SecretOwner(integrationID: id, ownerID: user))
@@ -215,7 +216,10 @@ func seedForRotation(_ location: DatabaseLocation, count: Int, keyringPath: Stri
     while inserted < count {
         let size = min(batch, count - inserted)
         var query = SQLQueryString(
-            "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES "
+            """
+            INSERT INTO secrets (id, integration_id, owner_id, version, \
+            kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES\u{20}
+            """
         )
         let now = Date()
         for offset in 0..<size {

@@ -90,7 +90,8 @@ public enum Policy {
         case .view: "Your role does not allow viewing this workspace."
         case .editIntegrations: "Your role in this workspace does not allow changing integrations."
         case .moveIntegrationsOut:
-            "Only owners and admins move integrations out of the organization: elsewhere their credentials could be read."
+            "Only owners and admins move integrations out of the "
+                + "organization: elsewhere their credentials could be read."
         case .readCredentials: "Only service tokens can read credentials."
         case .useIntegration: "Only service tokens can use integrations through the gateway."
         case .viewAllAudit: "Only owners and admins see all of the organization's events."

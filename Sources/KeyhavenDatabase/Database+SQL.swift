@@ -4,7 +4,10 @@ extension Database {
     /// A PostgreSQL transaction lock named `name` within the current schema: instances sharing one schema
     /// serialise on it, deployments in different schemas of one database do not.
     package static func advisoryLock(_ name: String) -> SQLQueryString {
-        "SELECT pg_advisory_xact_lock(hashtextextended(\(bind: "keyhaven." + name + ".") || coalesce(current_schema(), ''), 0))"
+        """
+        SELECT pg_advisory_xact_lock(hashtextextended(\(bind: "keyhaven." + name + ".") \
+        || coalesce(current_schema(), ''), 0))
+        """
     }
 
     /// `SUM(column)` of whole numbers that stops at the largest BIGINT instead of failing: SQLite's SUM throws

@@ -1,6 +1,6 @@
 // keyhaven-fakes: the checking fake providers as a process of their own, for the browser tests. Starts them on
-// 127.0.0.1 (each answer DELAY_MS late, if given), writes what a test needs (the endpoint overrides for `keyhaven serve` and the credentials the fakes
-// accept) as JSON to the path given, and runs until it is stopped.
+// 127.0.0.1 (each answer DELAY_MS late, if given), writes what a test needs (the endpoint overrides for
+// `keyhaven serve` and the credentials the fakes accept) as JSON to the path given, and runs until it is stopped.
 import Foundation
 import KeyhavenCore
 import KeyhavenTestSupport

@@ -58,13 +58,15 @@ enum UsageCharts {
                 let name = series < classes.count ? classes[series] : "chart-bar"
                 svg += "<rect class=\"\(name)\" x=\"\(fixed(x))\" y=\"\(fixed(base))\" width=\"\(fixed(barWidth))\" "
                 svg +=
-                    "height=\"\(fixed(barHeight))\"><title>\(escape(day.day)): \(escape(format(value)))</title></rect>\n"
+                    "height=\"\(fixed(barHeight))\"><title>\(escape(day.day)): "
+                    + "\(escape(format(value)))</title></rect>\n"
             }
         }
         if let first = days.first, let last = days.last {
             svg += "<text class=\"chart-label\" x=\"\(left)\" y=\"\(height - 6)\">\(escape(first.day))</text>\n"
             svg +=
-                "<text class=\"chart-label\" x=\"\(width - 8)\" y=\"\(height - 6)\" text-anchor=\"end\">\(escape(last.day))</text>\n"
+                "<text class=\"chart-label\" x=\"\(width - 8)\" y=\"\(height - 6)\" "
+                + "text-anchor=\"end\">\(escape(last.day))</text>\n"
         }
         return svg + "</svg>"
     }

@@ -175,7 +175,8 @@ struct AWSRotator: Rotator {
                     RotationFailure(
                         outcome: .insufficientPermissions,
                         message:
-                            "The IAM user \(user) already has two access keys; delete the one not in use, then rotate again."
+                            "The IAM user \(user) already has two access keys; "
+                            + "delete the one not in use, then rotate again."
                     ))
             }
             return .failure(failure)
@@ -471,7 +472,8 @@ struct AzureRotator: Rotator {
                     RotationFailure(
                         outcome: .unexpectedResponse,
                         message:
-                            "Cannot tell which of application \(client)'s secrets is the stored one; remove the old secret in Azure by hand."
+                            "Cannot tell which of application \(client)'s secrets is "
+                            + "the stored one; remove the old secret in Azure by hand."
                     ))
             }
             return .success(keyID)

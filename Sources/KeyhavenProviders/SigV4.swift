@@ -105,7 +105,8 @@ public struct SigV4Signer: Sendable {
         toAdd.append(
             (
                 "Authorization",
-                "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+                "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyID)/\(scope), "
+                    + "SignedHeaders=\(signedHeaders), Signature=\(signature)"
             ))
         return Signature(
             headersToAdd: toAdd, canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature)

@@ -84,8 +84,11 @@ struct Abuse: Sendable {
             (
                 "a 10,000-character name",
                 Data(
-                    #"{"name":"\#(String(repeating: "n", count: 10_000))","type":"openai","credentials":{"api_key":"\#(keys[1])"}}"#
-                        .utf8)
+                    #"""
+                    {"name":"\#(String(repeating: "n", count: 10_000))",\#
+                    "type":"openai","credentials":{"api_key":"\#(keys[1])"}}
+                    """#
+                    .utf8)
             ),
             ("invalid UTF-8", Data([0x7B, 0x22, 0x6E, 0x22, 0x3A, 0x22, 0xC3, 0x28, 0xFF, 0x22, 0x7D])),
             (

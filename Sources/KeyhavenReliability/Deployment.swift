@@ -185,7 +185,8 @@ struct Deployment: Sendable {
                 let beyondCurrent =
                     try await sql.raw(
                         """
-                        SELECT CAST(COUNT(*) AS BIGINT) AS n FROM secrets s JOIN integrations i ON i.id = s.integration_id
+                        SELECT CAST(COUNT(*) AS BIGINT) AS n FROM secrets s
+                        JOIN integrations i ON i.id = s.integration_id
                         WHERE s.version > i.latest_version
                         """
                     ).first()?.decode(column: "n", as: Int.self) ?? -1
@@ -234,7 +235,8 @@ struct Deployment: Sendable {
         let verify = try await binary.run(["audit", "verify"], environment: environment, in: directory.path)
         if verify.status != 0 {
             problems.append(
-                "keyhaven audit verify exited \(verify.status): \(verify.stdout.suffix(400))\(verify.stderr.suffix(400))"
+                "keyhaven audit verify exited \(verify.status): "
+                    + "\(verify.stdout.suffix(400))\(verify.stderr.suffix(400))"
             )
         }
         return problems

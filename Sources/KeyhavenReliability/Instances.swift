@@ -12,8 +12,8 @@ import Synchronization
 
 /// Two `keyhaven serve` processes on one PostgreSQL, with the requests alternating between them: a session made
 /// on one works on the other, a new integration is verified once (both run the verification worker), the check,
-/// gateway request and login limits count across both, and a master-key rotation run while both serve credential reads loses
-/// none of them.
+/// gateway request and login limits count across both, and a master-key rotation run while both serve credential
+/// reads loses none of them.
 struct Instances {
     let deployment: Deployment
     /// Gateway calls answered 200 (each may leave one usage event).
@@ -186,7 +186,8 @@ struct Instances {
         }
         let failed = failures.take()
         log(
-            "key rotation: exit \(rotation.0) while \(reads.value) credential reads were answered, \(failed.count) failed"
+            "key rotation: exit \(rotation.0) while \(reads.value) "
+                + "credential reads were answered, \(failed.count) failed"
         )
         if rotation.0 != 0 { problems.append("keyhaven keys rotate exited \(rotation.0): \(rotation.1.suffix(500))") }
         problems += Set(failed).sorted().prefix(5).map { "during the key rotation: \($0)" }
@@ -194,7 +195,10 @@ struct Instances {
         let store = try await Database.open(deployment.database, logger: Deployment.quiet)
         let unwrapped = try await store.withConnection { sql in
             try await sql.raw(
-                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM secrets WHERE kek_id <> (SELECT id FROM keyring_keys WHERE active)"
+                """
+                SELECT CAST(COUNT(*) AS BIGINT) AS n FROM secrets WHERE \
+                kek_id <> (SELECT id FROM keyring_keys WHERE active)
+                """
             ).first()?.decode(column: "n", as: Int.self) ?? -1
         }
         await store.shutdown()
@@ -230,7 +234,8 @@ struct Instances {
         }
         let reached = fakes.modelCalls.count - callsBefore
         log(
-            "gateway requests alternating between the servers, 3 a minute allowed: \(statuses); \(reached) reached the provider"
+            "gateway requests alternating between the servers, 3 a "
+                + "minute allowed: \(statuses); \(reached) reached the provider"
         )
         return statuses == [200, 200, 200, 429] && reached == 3
             ? []

@@ -76,7 +76,8 @@ struct RotatingIntegration: Sendable {
         if done == 0 { problems.append("no rotation finished among \(states.count)") }
         let keys = fakes.awsKeys()
         log(
-            "AWS rotations: \(done) done, \(states.filter { $0 == .failed }.count) failed; IAM holds \(keys.count) key(s)"
+            "AWS rotations: \(done) done, \(states.filter { $0 == .failed }.count) "
+                + "failed; IAM holds \(keys.count) key(s)"
         )
         let stored = try await backend.credentials(for: id).credentials
         guard case .aws(let credentials) = stored, keys.count == 1, keys[0].active,

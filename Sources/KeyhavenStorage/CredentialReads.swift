@@ -104,7 +104,8 @@ final class CredentialReads: Sendable {
             var found: [UUID: CredentialTarget] = [:]
             for row in try await sql.raw(
                 """
-                SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i LEFT JOIN users u ON u.id = i.owner_id
+                SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i
+                LEFT JOIN users u ON u.id = i.owner_id
                 WHERE i.id IN (\(binds: ids))\(unsafeRaw: lock)
                 """
             ).all() {

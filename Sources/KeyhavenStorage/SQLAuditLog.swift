@@ -108,7 +108,8 @@ public struct SQLAuditLog: AuditLog {
             try await sql.raw(
                 """
                 INSERT INTO audit_checkpoints (seq, head_hash, key_id, at, signature) VALUES (\(bind: checkpoint.seq), \
-                \(bind: checkpoint.headHash), \(bind: checkpoint.keyID), \(bind: checkpoint.at), \(bind: checkpoint.signature))
+                \(bind: checkpoint.headHash), \(bind: checkpoint.keyID), \(bind: checkpoint.at),
+                \(bind: checkpoint.signature))
                 """
             ).run()
             return checkpoint
@@ -204,7 +205,8 @@ public struct SQLAuditLog: AuditLog {
                 return .broken(
                     seq: expectedSeq,
                     reason:
-                        "events \(expectedSeq) to \(last) are missing: a signed checkpoint records the trail up to \(last)"
+                        "events \(expectedSeq) to \(last) are missing: a "
+                        + "signed checkpoint records the trail up to \(last)"
                 )
             }
             return .intact(events: count)

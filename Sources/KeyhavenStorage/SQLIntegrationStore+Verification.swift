@@ -141,13 +141,17 @@ extension SQLIntegrationStore {
                 error_message = \(bind: record.errorMessage), last_verified_at = \(bind: record.checkedAt),
                 verification_details = \(bind: Self.encode(record.storedDetails)), verify_claimed_until = NULL,
                 verify_attempts = 0
-                WHERE id = \(bind: integration.id) AND current_version = \(bind: integration.credentialVersion) AND enabled
+                WHERE id = \(bind: integration.id) AND current_version = \(bind: integration.credentialVersion)
+                AND enabled
                 RETURNING id
                 """
             ).all().count
             if updated == 0 {
                 try await sql.raw(
-                    "UPDATE integrations SET verify_claimed_until = NULL, verify_attempts = 0 WHERE id = \(bind: integration.id)"
+                    """
+                    UPDATE integrations SET verify_claimed_until = NULL, \
+                    verify_attempts = 0 WHERE id = \(bind: integration.id)
+                    """
                 ).run()
             }
             var detail = record.details

@@ -32,7 +32,8 @@ public struct SQLIntegrationStore: IntegrationStore {
             try await sql.raw(
                 """
                 INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, credential_hint,
-                current_version, rotation, created_at, updated_at) VALUES (\(bind: id), \(bind: ownerID), \(bind: name), \
+                current_version, rotation, created_at, updated_at)
+                VALUES (\(bind: id), \(bind: ownerID), \(bind: name), \
                 \(bind: type.rawValue), \(bind: IntegrationStatus.verifying.rawValue), \(bind: true), \
                 \(bind: Self.encode(config)), \(bind: credentials.hint), 0, \(bind: try Self.encode(rotation)), \
                 \(bind: now), \(bind: now))
@@ -192,7 +193,8 @@ public struct SQLIntegrationStore: IntegrationStore {
             integration.updatedAt = Date()
             try await sql.raw(
                 """
-                UPDATE integrations SET name = \(bind: integration.name), config = \(bind: Self.encode(integration.config)),
+                UPDATE integrations SET name = \(bind: integration.name),
+                config = \(bind: Self.encode(integration.config)),
                 credential_hint = \(bind: integration.credentialHint), status = \(bind: integration.status.rawValue),
                 enabled = \(bind: integration.enabled), error_message = \(bind: integration.errorMessage),
                 rotation = \(bind: try Self.encode(integration.rotation)),

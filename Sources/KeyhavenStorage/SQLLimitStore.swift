@@ -42,8 +42,8 @@ public struct SQLLimitStore: LimitStore {
             } else {
                 try await sql.raw(
                     """
-                    INSERT INTO usage_limits (id, owner_id, monthly_budget_micros, requests_per_minute, tokens_per_minute,
-                    allow_unmetered, updated_at) VALUES (\(bind: subject), \(bind: ownerID),
+                    INSERT INTO usage_limits (id, owner_id, monthly_budget_micros, requests_per_minute,
+                    tokens_per_minute, allow_unmetered, updated_at) VALUES (\(bind: subject), \(bind: ownerID),
                     \(bind: limits.monthlyBudgetMicros), \(bind: limits.requestsPerMinute),
                     \(bind: limits.tokensPerMinute), \(bind: limits.allowsUnmeteredEndpoints), \(bind: Date()))
                     ON CONFLICT (id) DO UPDATE SET monthly_budget_micros = excluded.monthly_budget_micros,

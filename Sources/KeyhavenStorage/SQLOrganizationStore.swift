@@ -28,8 +28,8 @@ public struct SQLOrganizationStore: OrganizationStore {
         guard
             let text = try await sql.raw(
                 """
-                SELECT role FROM memberships WHERE organization_id = \(bind: organizationID) AND user_id = \(bind: userID)
-                AND NOT pending_confirmation
+                SELECT role FROM memberships WHERE organization_id = \(bind: organizationID)
+                AND user_id = \(bind: userID) AND NOT pending_confirmation
                 """
             ).first()?.decode(column: "role", as: String.self)
         else { return nil }
@@ -257,7 +257,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             ).all().count
             try await sql.raw(
                 """
-                INSERT INTO invitations (id, organization_id, email, role, token_hash, created_by, created_at, expires_at)
+                INSERT INTO invitations (id, organization_id, email, role, token_hash, created_by, created_at,
+                expires_at)
                 VALUES (\(bind: invitation.id), \(bind: organizationID), \(bind: email), \(bind: role.rawValue), \
                 \(bind: TokenMaterial.hash(token)), \(bind: actor.id), \(bind: now), \(bind: invitation.expiresAt))
                 """
@@ -328,7 +329,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             if let refusal = state.refusal { throw KeyhavenError.gone(refusal) }
             let existing = try await sql.raw(
                 """
-                SELECT id FROM memberships WHERE organization_id = \(bind: organization.id) AND user_id = \(bind: user.id)
+                SELECT id FROM memberships WHERE organization_id = \(bind: organization.id)
+                AND user_id = \(bind: user.id)
                 """
             ).first()
             if existing != nil { throw KeyhavenError.conflict("You are already a member of this organization.") }
@@ -393,7 +395,8 @@ public struct SQLOrganizationStore: OrganizationStore {
             ).first()?.decode(column: "owners", as: Int.self) ?? 0
         guard owners > 0 else {
             throw KeyhavenError.conflict(
-                "An organization always keeps an owner who can sign in: make another member an owner first, or delete the organization."
+                "An organization always keeps an owner who can sign in: make "
+                    + "another member an owner first, or delete the organization."
             )
         }
     }

@@ -77,9 +77,11 @@ public struct SQLPriceStore: PriceStore {
             for price in overrides {
                 try await sql.raw(
                     """
-                    INSERT INTO price_overrides (id, owner_id, model, input_micros, output_micros, cached_input_micros, updated_at)
-                    VALUES (\(bind: UUID()), \(bind: ownerID), \(bind: price.model), \(bind: price.inputMicrosPerMillion),
-                    \(bind: price.outputMicrosPerMillion), \(bind: price.cachedInputMicrosPerMillion), \(bind: now))
+                    INSERT INTO price_overrides (id, owner_id, model, input_micros, output_micros, cached_input_micros,
+                    updated_at)
+                    VALUES (\(bind: UUID()), \(bind: ownerID), \(bind: price.model),
+                    \(bind: price.inputMicrosPerMillion), \(bind: price.outputMicrosPerMillion),
+                    \(bind: price.cachedInputMicrosPerMillion), \(bind: now))
                     """
                 ).run()
             }

@@ -154,8 +154,8 @@ extension SQLRotationStore {
             try await write(failed, release: true, on: sql)
             try await sql.raw(
                 """
-                UPDATE integrations SET status = 'error',
-                error_message = \(bind: "Automatic rotation failed: \(failed.error ?? ""). The previous credentials are still in use."),
+                UPDATE integrations SET status = 'error', error_message =
+                \(bind: "Automatic rotation failed: \(failed.error ?? ""). The previous credentials are still in use."),
                 updated_at = \(bind: now)
                 WHERE id = \(bind: record.integrationID) AND owner_id = \(bind: record.ownerID) AND enabled
                 """
@@ -178,7 +178,8 @@ extension SQLRotationStore {
             """
             UPDATE rotations SET state = \(bind: record.state.rawValue), new_version = \(bind: record.newVersion),
             old_key_id = \(bind: record.oldKeyID), new_key_id = \(bind: record.newKeyID), error = \(bind: record.error),
-            attempts = \(bind: record.attempts), next_at = \(bind: record.nextAt), updated_at = \(bind: record.updatedAt)\(unsafeRaw: claim)
+            attempts = \(bind: record.attempts), next_at = \(bind: record.nextAt),
+            updated_at = \(bind: record.updatedAt)\(unsafeRaw: claim)
             WHERE id = \(bind: record.id)
             """
         ).run()

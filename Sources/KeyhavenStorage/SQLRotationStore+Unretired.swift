@@ -26,7 +26,8 @@ extension SQLRotationStore {
                 unretired.append(
                     (
                         rotation.id, nil,
-                        "a rotation was making a new credential at the provider when the integration was deleted; look for one made after \(rotation.updatedAt.timestampText)"
+                        "a rotation was making a new credential at the provider when the integration "
+                            + "was deleted; look for one made after \(rotation.updatedAt.timestampText)"
                     ))
             case .stored:
                 unretired.append(
@@ -38,7 +39,8 @@ extension SQLRotationStore {
                 unretired.append(
                     (
                         rotation.id, rotation.oldKeyID,
-                        "replaced by a rotation and waiting for its grace period to end when the integration was deleted"
+                        "replaced by a rotation and waiting for its grace "
+                            + "period to end when the integration was deleted"
                     ))
                 unretired.append(
                     (
@@ -75,7 +77,8 @@ extension SQLRotationStore {
             try await Self.insertUnretired(
                 keyID, rotation: rotation.id, integration: integration,
                 reason:
-                    "made by a rotation while the integration was being deleted; the provider refused to delete it: \(refusal)",
+                    "made by a rotation while the integration was being "
+                    + "deleted; the provider refused to delete it: \(refusal)",
                 now: now, on: sql)
         }
     }

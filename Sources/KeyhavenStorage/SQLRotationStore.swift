@@ -76,7 +76,9 @@ public struct SQLRotationStore: RotationStore {
             try await sql.raw(
                 """
                 SELECT * FROM integrations i WHERE i.rotation IS NOT NULL AND i.enabled
-                AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.integration_id = i.id AND r.state NOT IN ('done', 'failed'))
+                AND NOT EXISTS (
+                    SELECT 1 FROM rotations r WHERE r.integration_id = i.id AND r.state NOT IN ('done', 'failed')
+                )
                 ORDER BY i.credentials_changed_at LIMIT \(bind: limit * 4)
                 """
             ).all().map(SQLIntegrationStore.integration)
@@ -159,7 +161,8 @@ public struct SQLRotationStore: RotationStore {
             let lock = database.kind == .postgres ? " FOR UPDATE" : ""
             let unchanged = try await sql.raw(
                 """
-                SELECT id FROM integrations WHERE id = \(bind: integration.id) AND owner_id = \(bind: integration.ownerID)
+                SELECT id FROM integrations WHERE id = \(bind: integration.id)
+                AND owner_id = \(bind: integration.ownerID)
                 AND current_version = \(bind: integration.credentialVersion) AND enabled\(unsafeRaw: lock)
                 """
             ).first()
@@ -167,9 +170,10 @@ public struct SQLRotationStore: RotationStore {
             // The unique index on unfinished rotations decides between instances starting the same one.
             let inserted = try await sql.raw(
                 """
-                INSERT INTO rotations (id, integration_id, owner_id, state, old_version, attempts, next_at, created_at, updated_at)
-                VALUES (\(bind: record.id), \(bind: record.integrationID), \(bind: record.ownerID), \(bind: record.state.rawValue),
-                \(bind: record.oldVersion), 0, \(bind: now), \(bind: now), \(bind: now))
+                INSERT INTO rotations (id, integration_id, owner_id, state, old_version, attempts, next_at, created_at,
+                updated_at)
+                VALUES (\(bind: record.id), \(bind: record.integrationID), \(bind: record.ownerID),
+                \(bind: record.state.rawValue), \(bind: record.oldVersion), 0, \(bind: now), \(bind: now), \(bind: now))
                 ON CONFLICT DO NOTHING RETURNING id
                 """
             ).all().count

@@ -72,7 +72,8 @@ public struct SQLSecretStore: SecretStore {
         let info = SecretVersionInfo(id: binding.secretID, version: version, createdAt: now)
         try await sql.raw(
             """
-            INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at)
+            INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext,
+            created_at)
             VALUES (\(bind: info.id), \(bind: owner.integrationID), \(bind: owner.ownerID), \(bind: version), \
             \(bind: sealed.kekID), \(bind: sealed.wrappedDEK), \(bind: sealed.nonce), \(bind: sealed.ciphertext), \
             \(bind: now))
@@ -116,7 +117,8 @@ public struct SQLSecretStore: SecretStore {
         let byIntegration = Dictionary(owners.map { ($0.integrationID, $0) }) { first, _ in first }
         let rows = try await sql.raw(
             """
-            SELECT s.integration_id, s.owner_id, s.id, s.version, s.kek_id, s.wrapped_dek, s.nonce, s.ciphertext, s.created_at
+            SELECT s.integration_id, s.owner_id, s.id, s.version, s.kek_id, s.wrapped_dek, s.nonce, s.ciphertext,
+            s.created_at
             FROM secrets s JOIN integrations i
             ON i.id = s.integration_id AND i.owner_id = s.owner_id AND i.current_version = s.version
             WHERE s.integration_id IN (\(binds: Array(byIntegration.keys)))
@@ -192,7 +194,8 @@ public struct SQLSecretStore: SecretStore {
     public func destroyAll(_ owner: SecretOwner, on sql: any SQLDatabase) async throws -> Int {
         try await sql.raw(
             """
-            DELETE FROM secrets WHERE integration_id = \(bind: owner.integrationID) AND owner_id = \(bind: owner.ownerID)
+            DELETE FROM secrets WHERE integration_id = \(bind: owner.integrationID)
+            AND owner_id = \(bind: owner.ownerID)
             RETURNING id
             """
         ).all().count

@@ -28,10 +28,11 @@ public struct SQLTokenStore: TokenStore {
         try await database.transaction { sql in
             try await sql.raw(
                 """
-                INSERT INTO api_tokens (id, user_id, workspace_id, kind, name, token_hash, scopes, created_at, expires_at)
-                VALUES (\(bind: record.id), \(bind: userID), \(bind: workspaceID), \(bind: kind.rawValue), \(bind: name), \
-                \(bind: TokenMaterial.hash(token)), \(bind: Self.encode(scopes)), \(bind: record.createdAt), \
-                \(bind: expiresAt))
+                INSERT INTO api_tokens (id, user_id, workspace_id, kind, name, token_hash, scopes, created_at,
+                expires_at)
+                VALUES (\(bind: record.id), \(bind: userID), \(bind: workspaceID), \(bind: kind.rawValue), \
+                \(bind: name), \(bind: TokenMaterial.hash(token)), \(bind: Self.encode(scopes)), \
+                \(bind: record.createdAt), \(bind: expiresAt))
                 """
             ).run()
             var entry = entry

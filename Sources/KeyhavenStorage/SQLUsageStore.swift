@@ -108,7 +108,8 @@ public struct SQLUsageStore: UsageStore {
     public func spent(ownerID: UUID, integrationID: UUID?, since start: Date) async throws -> Int64 {
         var statement = SQLQueryString(
             """
-            SELECT COALESCE(\(unsafeRaw: Database.saturatingSum("cost_micros", database.kind)), 0) AS spent FROM usage_daily
+            SELECT COALESCE(\(unsafeRaw: Database.saturatingSum("cost_micros", database.kind)), 0) AS spent
+            FROM usage_daily
             WHERE owner_id = \(bind: ownerID) AND day >= \(bind: start.utcDay)
             """)
         if let integrationID {
@@ -169,7 +170,8 @@ public struct SQLUsageStore: UsageStore {
             var statement = SQLQueryString(
                 """
                 INSERT INTO usage_daily (id, owner_id, integration_id, type, day, model, requests, input_tokens,
-                cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_micros, unpriced_requests)
+                cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_micros,
+                unpriced_requests)
                 VALUES
                 """)
             for (index, (key, sum)) in rows[start..<min(start + Self.rowsPerStatement, rows.count)].enumerated() {

@@ -57,7 +57,10 @@ public struct SQLUserStore: UserStore {
     public func find(id: UUID) async throws -> User? {
         try await database.withConnection { sql in
             try await sql.raw(
-                "SELECT id, email, external_subject, created_at FROM users WHERE id = \(bind: id) AND disabled_at IS NULL"
+                """
+                SELECT id, email, external_subject, created_at FROM \
+                users WHERE id = \(bind: id) AND disabled_at IS NULL
+                """
             ).first().map(Self.user)
         }
     }

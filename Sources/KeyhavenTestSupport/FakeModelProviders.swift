@@ -115,7 +115,9 @@ extension FakeProviders {
                             try await writer.write(
                                 ByteBuffer(
                                     string:
-                                        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500}}\n\n"
+                                        "data: "
+                                        + "{\"choices\":[],\"usage\":{\"prompt_tokens\":"
+                                        + "1000,\"completion_tokens\":500}}\n\n"
                                 ))
                         }
                         try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))

@@ -89,7 +89,8 @@ extension FakeProviders {
                 guard count < 2 else {
                     return xml(
                         .conflict,
-                        "<ErrorResponse><Error><Type>Sender</Type><Code>LimitExceeded</Code><Message>Cannot exceed quota for AccessKeysPerUser: 2</Message></Error></ErrorResponse>"
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>LimitExceeded</Code><Message>Cannot "
+                            + "exceed quota for AccessKeysPerUser: 2</Message></Error></ErrorResponse>"
                     )
                 }
                 let serial = state.next()
@@ -108,19 +109,23 @@ extension FakeProviders {
             case "ListAccessKeys":
                 let members = state.awsKeys.withLock { keys in
                     keys.filter { $0.value.user == user }.map { id, key in
-                        "<member><UserName>\(user)</UserName><AccessKeyId>\(id)</AccessKeyId><Status>\(key.active ? "Active" : "Inactive")</Status>"
+                        "<member><UserName>\(user)</UserName><AccessKeyId>\(id)</AccessKeyId>"
+                            + "<Status>\(key.active ? "Active" : "Inactive")</Status>"
                             + "<CreateDate>\(key.createdAt.formatted(Date.ISO8601FormatStyle()))</CreateDate></member>"
                     }.joined()
                 }
                 return xml(
                     .ok,
-                    "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata>\(members)</AccessKeyMetadata></ListAccessKeysResult></ListAccessKeysResponse>"
+                    "<ListAccessKeysResponse><ListAccessKeysResult><AccessKeyMetadata>\(members)"
+                        + "</AccessKeyMetadata></ListAccessKeysResult></ListAccessKeysResponse>"
                 )
             case "UpdateAccessKey", "DeleteAccessKey":
                 guard let id = fields["AccessKeyId"], state.awsKeys.withLock({ $0[id]?.user == user }) else {
                     return xml(
                         .notFound,
-                        "<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code><Message>The Access Key with id \(fields["AccessKeyId"] ?? "") cannot be found.</Message></Error></ErrorResponse>"
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>NoSuchEntity</Code><Message>The "
+                            + "Access Key with id \(fields["AccessKeyId"] ?? "") cannot be "
+                            + "found.</Message></Error></ErrorResponse>"
                     )
                 }
                 if action == "DeleteAccessKey" {
@@ -133,7 +138,8 @@ extension FakeProviders {
                 }
                 return xml(
                     .ok,
-                    "<\(action)Response><ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata></\(action)Response>"
+                    "<\(action)Response><ResponseMetadata><RequestId>fake"
+                        + "</RequestId></ResponseMetadata></\(action)Response>"
                 )
             default:
                 return fail("iam: action \(action)")

@@ -253,7 +253,8 @@ public final class FakeProviders: Sendable {
                     [
                         "error": [
                             "message":
-                                "Incorrect API key provided: \(authorization.dropFirst(7)). You can find your API key at https://platform.openai.com/account/api-keys."
+                                "Incorrect API key provided: \(authorization.dropFirst(7)). You can "
+                                + "find your API key at https://platform.openai.com/account/api-keys."
                         ]
                     ])
             default:
@@ -355,7 +356,8 @@ public final class FakeProviders: Sendable {
             switch secret {
             case _
             where state.azureSecrets.withLock({ $0.values.contains(secret) })
-                && (secret == azureSecret || scope.hasPrefix("https://graph.") || !state.refuseRotated.withLock({ $0 })):
+                && (secret == azureSecret || scope.hasPrefix("https://graph.")
+                    || !state.refuseRotated.withLock({ $0 })):
                 let token = "eyJ.fake-\(state.next())"
                 if scope.hasPrefix("https://graph.") { state.issuedTokens.withLock { $0[token] = "graph:\(client)" } }
                 return json(.ok, ["access_token": token, "expires_in": 3599, "token_type": "Bearer"])
@@ -373,7 +375,9 @@ public final class FakeProviders: Sendable {
                     [
                         "error": "invalid_client",
                         "error_description":
-                            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '\(client)'. Secret sent: \(secret)",
+                            "AADSTS7000215: Invalid client secret provided. Ensure the secret being "
+                            + "sent in the request is the client secret value, not the client secret "
+                            + "ID, for a secret added to app '\(client)'. Secret sent: \(secret)",
                     ])
             }
         }
@@ -395,7 +399,8 @@ public final class FakeProviders: Sendable {
             .ok,
             """
             <GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>\
-            <Arn>arn:aws:iam::123456789012:user/\(key.user)</Arn><UserId>AIDAFAKE</UserId><Account>123456789012</Account>\
+            <Arn>arn:aws:iam::123456789012:user/\(key.user)</Arn><UserId>AIDAFAKE</UserId>\
+            <Account>123456789012</Account>\
             </GetCallerIdentityResult></GetCallerIdentityResponse>
             """)
     }
@@ -432,7 +437,8 @@ public final class FakeProviders: Sendable {
                 FakeRefusal(
                     response: xml(
                         .forbidden,
-                        "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message></Error></ErrorResponse>"
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>The "
+                            + "security token included in the request is expired</Message></Error></ErrorResponse>"
                     )))
         }
         guard let key = state.awsKeys.withLock({ $0[accessKeyID] }), key.active,
@@ -442,7 +448,8 @@ public final class FakeProviders: Sendable {
                 FakeRefusal(
                     response: xml(
                         .forbidden,
-                        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>"
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The "
+                            + "security token included in the request is invalid.</Message></Error></ErrorResponse>"
                     )))
         }
         // Recompute the signature from the secret this fake knows, over exactly the headers that were signed.
@@ -472,7 +479,9 @@ public final class FakeProviders: Sendable {
                 FakeRefusal(
                     response: xml(
                         .forbidden,
-                        "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error></ErrorResponse>"
+                        "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The "
+                            + "request signature we calculated does not match the signature you "
+                            + "provided.</Message></Error></ErrorResponse>"
                     )))
         }
         return .success(key)

@@ -84,13 +84,15 @@ extension KeyhavenCommand.Keys {
                         + "data keys re-wrapped; active master key: \(result.activeKeyID)")
                 if !result.retirable.isEmpty {
                     print(
-                        "No longer used, retire with `keyhaven keys retire <id>`: \(result.retirable.joined(separator: ", "))"
+                        "No longer used, retire with `keyhaven keys retire "
+                            + "<id>`: \(result.retirable.joined(separator: ", "))"
                     )
                 }
                 if !result.failed.isEmpty {
                     let ids = result.failed.map { $0.lowercasedText }.joined(separator: ", ")
                     throw KeyhavenError.keyring(
-                        "\(result.failed.count) data keys did not open under their master key and were left as they are "
+                        "\(result.failed.count) data keys did not open "
+                            + "under their master key and were left as they are "
                             + "(secret ids: \(ids)); restore them from a backup or delete their integrations, then run "
                             + "keyhaven keys rotate again")
                 }

@@ -34,7 +34,8 @@ extension KeyhavenCommand.Prices {
                 let (configuration, logger) = try await global.load()
                 let (models, hash) = try await KeyhavenOperations.importPrices(data, configuration, logger: logger)
                 print(
-                    "Imported prices of \(models) models (sha256 \(hash.prefix(12))); running servers use them within 30 seconds."
+                    "Imported prices of \(models) models (sha256 "
+                        + "\(hash.prefix(12))); running servers use them within 30 seconds."
                 )
             }
         }

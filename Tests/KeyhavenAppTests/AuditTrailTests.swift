@@ -59,7 +59,10 @@ struct AuditTrailTests {
             // Edit another column, and recompute its hash as a forger would: the next link breaks.
             try await database.transaction { sql in
                 try await sql.raw(
-                    "UPDATE audit_events SET outcome = 'denied', hash = \(bind: String(repeating: "a", count: 64)) WHERE seq = 2"
+                    """
+                    UPDATE audit_events SET outcome = 'denied', hash = \
+                    \(bind: String(repeating: "a", count: 64)) WHERE seq = 2
+                    """
                 ).run()
             }
             if case .broken(let seq, _) = try await log.verify() {
@@ -98,7 +101,10 @@ struct AuditTrailTests {
                     let seq = try row.decode(column: "seq", as: Int64.self)
                     let forged = try SQLAuditLog.forgeUnkeyed(row, prevHash: previous)
                     try await sql.raw(
-                        "UPDATE audit_events SET prev_hash = \(bind: previous), hash = \(bind: forged) WHERE seq = \(bind: seq)"
+                        """
+                        UPDATE audit_events SET prev_hash = \(bind: previous), \
+                        hash = \(bind: forged) WHERE seq = \(bind: seq)
+                        """
                     ).run()
                     previous = forged
                 }
@@ -198,7 +204,10 @@ struct AuditTrailTests {
     }
 
     @Test(
-        "the audit key follows master-key rotation: the chain verifies before and after, and the old key can be retired",
+        """
+        the audit key follows master-key rotation: the chain \
+        verifies before and after, and the old key can be retired
+        """,
         arguments: TestDatabase.all)
     func survivesRotation(kind: TestDatabase) async throws {
         let handle = try await kind.make()

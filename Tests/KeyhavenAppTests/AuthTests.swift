@@ -237,7 +237,10 @@ struct AccountHardeningTests {
     }
 
     @Test(
-        "an account with an older plain bcrypt hash logs in, gets the new hash, and an empty password never matches one",
+        """
+        an account with an older plain bcrypt hash logs in, gets \
+        the new hash, and an empty password never matches one
+        """,
         arguments: TestDatabase.all)
     func legacyHashes(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -290,7 +293,10 @@ struct AccountHardeningTests {
     }
 
     @Test(
-        "failures from one address lock that address out of the account, not its owner elsewhere; a slower limit covers every address",
+        """
+        failures from one address lock that address out of the account, \
+        not its owner elsewhere; a slower limit covers every address
+        """,
         arguments: TestDatabase.all)
     func loginLockout(kind: TestDatabase) async throws {
         let limits = AuthRateLimits(

@@ -36,10 +36,16 @@ struct BackupCommandTests {
         for start in stride(from: 0, to: count, by: 500) {
             let size = min(500, count - start)
             var integrations = SQLQueryString(
-                "INSERT INTO integrations (id, owner_id, name, type, status, enabled, config, current_version, created_at, updated_at) VALUES "
+                """
+                INSERT INTO integrations (id, owner_id, name, type, status, \
+                enabled, config, current_version, created_at, updated_at) VALUES\u{20}
+                """
             )
             var secrets = SQLQueryString(
-                "INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES "
+                """
+                INSERT INTO secrets (id, integration_id, owner_id, version, \
+                kek_id, wrapped_dek, nonce, ciphertext, created_at) VALUES\u{20}
+                """
             )
             for offset in 0..<size {
                 let id = UUID()

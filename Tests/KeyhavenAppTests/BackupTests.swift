@@ -302,7 +302,10 @@ struct BackupTests {
         let (orphanSecrets, missingSecrets) = try await target.database.withConnection { sql in
             let orphans =
                 try await sql.raw(
-                    "SELECT COUNT(*) AS n FROM secrets s WHERE NOT EXISTS (SELECT 1 FROM integrations i WHERE i.id = s.integration_id)"
+                    """
+                    SELECT COUNT(*) AS n FROM secrets s WHERE NOT EXISTS \
+                    (SELECT 1 FROM integrations i WHERE i.id = s.integration_id)
+                    """
                 ).first()?.decode(column: "n", as: Int.self) ?? -1
             let missing =
                 try await sql.raw(

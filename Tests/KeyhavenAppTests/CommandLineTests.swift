@@ -116,7 +116,10 @@ struct CommandLineTests {
     }
 
     @Test(
-        "rotations unretired lists, by the provider's id and never a secret, the credentials an integration deleted mid-rotation left at the provider"
+        """
+        rotations unretired lists, by the provider's id and never a secret, the \
+        credentials an integration deleted mid-rotation left at the provider
+        """
     )
     func unretiredKeys() async throws {
         let directory = try TemporaryDirectory()
@@ -265,7 +268,10 @@ struct CommandLineTests {
     }
 
     @Test(
-        "serve raises its open-file limit to the hard one and ignores SIGXFSZ, so a file-size limit fails a write instead of killing it"
+        """
+        serve raises its open-file limit to the hard one and ignores \
+        SIGXFSZ, so a file-size limit fails a write instead of killing it
+        """
     )
     func serveLimits() async throws {
         let directory = try TemporaryDirectory()

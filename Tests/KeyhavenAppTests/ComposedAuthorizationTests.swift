@@ -98,7 +98,10 @@ struct ComposedAuthorizationTests {
     static let key = FakeProviders.openAIKey
 
     @Test(
-        "no sequence of up to three calls gives a member, viewer or removed member an organization's key, and its usage counts every call on it",
+        """
+        no sequence of up to three calls gives a member, viewer or removed \
+        member an organization's key, and its usage counts every call on it
+        """,
         arguments: TestDatabase.all)
     func sequencesNeverLeak(kind: TestDatabase) async throws {
         let fakes = try await FakeProviders.start()
@@ -209,7 +212,9 @@ struct ComposedAuthorizationTests {
             }
         }
         print(
-            "composed authorization on \(kind): \(total) sequences of up to \(length) calls from \(Step.all.count) kinds as \(Role.allCases.count) roles: \(ran) run, \(equivalent) the same as a shorter one run (a refused step that changed nothing); \(calls) gateway calls and reports counted"
+            "composed authorization on \(kind): \(total) sequences of up to \(length) calls from "
+                + "\(Step.all.count) kinds as \(Role.allCases.count) roles: \(ran) run, \(equivalent) the same as a "
+                + "shorter one run (a refused step that changed nothing); \(calls) gateway calls and reports counted"
         )
         #expect(ran + equivalent == total)
         let found = failures.withLock { $0 }
@@ -237,7 +242,9 @@ struct ComposedAuthorizationTests {
                     "SELECT owner_id, updated_at, enabled FROM integrations WHERE id = \(bind: run.integration)"
                 ).all() {
                     rows.append(
-                        "integration \(try row.decode(column: "owner_id", as: UUID.self)) \(try row.decode(column: "updated_at", as: Date.self).timeIntervalSince1970) \(try row.decode(column: "enabled", as: Bool.self))"
+                        "integration \(try row.decode(column: "owner_id", as: UUID.self)) "
+                            + "\(try row.decode(column: "updated_at", as: Date.self).timeIntervalSince1970) "
+                            + "\(try row.decode(column: "enabled", as: Bool.self))"
                     )
                 }
                 for row in try await sql.raw(
@@ -248,14 +255,21 @@ struct ComposedAuthorizationTests {
                     """
                 ).all() {
                     rows.append(
-                        "member \(try row.decode(column: "organization_id", as: UUID.self)) \(try row.decode(column: "role", as: String.self)) \(try row.decode(column: "pending_confirmation", as: Bool.self))"
+                        "member \(try row.decode(column: "organization_id", as: UUID.self)) "
+                            + "\(try row.decode(column: "role", as: String.self)) "
+                            + "\(try row.decode(column: "pending_confirmation", as: Bool.self))"
                     )
                 }
                 for row in try await sql.raw(
-                    "SELECT id, accepted_at, revoked_at FROM invitations WHERE organization_id = \(bind: run.organization)"
+                    """
+                    SELECT id, accepted_at, revoked_at FROM invitations \
+                    WHERE organization_id = \(bind: run.organization)
+                    """
                 ).all() {
                     rows.append(
-                        "invitation \(try row.decode(column: "id", as: UUID.self)) \(try row.decode(column: "accepted_at", as: Date?.self) != nil) \(try row.decode(column: "revoked_at", as: Date?.self) != nil)"
+                        "invitation \(try row.decode(column: "id", as: UUID.self)) "
+                            + "\(try row.decode(column: "accepted_at", as: Date?.self) != nil) "
+                            + "\(try row.decode(column: "revoked_at", as: Date?.self) != nil)"
                     )
                 }
                 return rows.sorted()
@@ -306,8 +320,8 @@ struct ComposedAuthorizationTests {
             try await sql.raw(
                 """
                 INSERT INTO memberships (id, organization_id, user_id, role, created_at, updated_at)
-                VALUES (\(bind: UUID()), \(bind: organization), \(bind: user), \(bind: role.rawValue), \(bind: Date()), \
-                \(bind: Date()))
+                VALUES (\(bind: UUID()), \(bind: organization), \(bind: user), \(bind: role.rawValue), \
+                \(bind: Date()), \(bind: Date()))
                 ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role
                 """
             ).run()

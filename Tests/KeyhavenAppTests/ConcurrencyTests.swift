@@ -48,7 +48,10 @@ struct ConcurrencyTests {
     }
 
     @Test(
-        "on SQLite, while another process holds the write lock and writers wait for it, reads and first uses of tokens are answered"
+        """
+        on SQLite, while another process holds the write lock and \
+        writers wait for it, reads and first uses of tokens are answered
+        """
     )
     func readsWhileWriterWaits() async throws {
         try await APIHarness.with(.sqlite) { api in

@@ -23,14 +23,23 @@ struct CredentialReadTests {
         try await database.transaction { sql in
             if database.kind == .sqlite {
                 try await sql.raw(
-                    "CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END"
+                    """
+                    CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events \
+                    BEGIN SELECT RAISE(ABORT, 'audit unavailable'); END
+                    """
                 ).run()
             } else {
                 try await sql.raw(
-                    "CREATE FUNCTION audit_stop() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit unavailable'; END $$ LANGUAGE plpgsql"
+                    """
+                    CREATE FUNCTION audit_stop() RETURNS trigger AS $$ BEGIN \
+                    RAISE EXCEPTION 'audit unavailable'; END $$ LANGUAGE plpgsql
+                    """
                 ).run()
                 try await sql.raw(
-                    "CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events FOR EACH STATEMENT EXECUTE FUNCTION audit_stop()"
+                    """
+                    CREATE TRIGGER audit_stop BEFORE INSERT ON audit_events \
+                    FOR EACH STATEMENT EXECUTE FUNCTION audit_stop()
+                    """
                 ).run()
             }
         }

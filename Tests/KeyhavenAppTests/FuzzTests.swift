@@ -134,7 +134,8 @@ struct FuzzTests {
                         let id = try #require(response.json["id"] as? String)
                         for _ in 0..<5 where try await worker.runOnce() > 0 {}
                         let stored = try await api.request(.get, "/api/integrations/\(id)", auth: user.session).json
-                        #expect(stored["status"] as? String != "verifying", "\(field) ← \(value): no recorded outcome")
+                        #expect(
+                            stored["status"] as? String != "verifying", "\(field) ← \(value): no recorded outcome")
                         outcomes["201", default: 0] += 1
                     case .badRequest where value.label == "invalid surrogate":
                         // Not JSON at all (a lone UTF-16 surrogate): refused before any field is looked at.

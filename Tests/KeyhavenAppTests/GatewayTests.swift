@@ -126,7 +126,10 @@ struct GatewayTests: GatewayHarness {
     }
 
     @Test(
-        "OpenAI, Anthropic and Gemini requests round-trip with the stored key injected, unary and streamed, and are priced exactly"
+        """
+        OpenAI, Anthropic and Gemini requests round-trip with the \
+        stored key injected, unary and streamed, and are priced exactly
+        """
     )
     func roundTrips() async throws {
         try await withGateway { api, fakes, caller, user, token in
@@ -274,7 +277,10 @@ struct GatewayTests: GatewayHarness {
     }
 
     @Test(
-        "requests without gateway:use, for another workspace, a disabled, unknown or non-model integration, or a path out of the API never reach a provider"
+        """
+        requests without gateway:use, for another workspace, a disabled, unknown \
+        or non-model integration, or a path out of the API never reach a provider
+        """
     )
     func refusals() async throws {
         try await withGateway { api, fakes, caller, user, token in
@@ -460,7 +466,10 @@ struct GatewayTests: GatewayHarness {
     }
 
     @Test(
-        "a fallback route tries the next integration after a 429, a 5xx or an unreachable provider, never after bytes were sent"
+        """
+        a fallback route tries the next integration after a 429, a \
+        5xx or an unreachable provider, never after bytes were sent
+        """
     )
     func fallback() async throws {
         try await withGateway { api, fakes, caller, user, token in
@@ -715,8 +724,11 @@ struct PriceImportTests {
             }
             #expect(try await api.runtime.priceStore.importedTableHash() == nil)
             let table = Data(
-                #"{"house-model-7": {"litellm_provider": "openai", "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06}}"#
-                    .utf8)
+                #"""
+                {"house-model-7": {"litellm_provider": "openai", \#
+                "input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06}}
+                """#
+                .utf8)
             let (models, _) = try await KeyhavenOperations.importPrices(
                 table, configuration, logger: Logger(label: "test"))
             #expect(models == 1)

@@ -55,7 +55,10 @@ struct HardeningTests {
     }
 
     @Test(
-        "a row stored with a hostile region before validation was tightened gets a recorded outcome, and the worker goes on",
+        """
+        a row stored with a hostile region before validation was \
+        tightened gets a recorded outcome, and the worker goes on
+        """,
         arguments: TestDatabase.all)
     func storedHostileRows(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -185,7 +188,10 @@ struct HardeningTests {
     }
 
     @Test(
-        "a disabled integration's credentials are refused with 409, a disabled owner's with 403, both audited as denied",
+        """
+        a disabled integration's credentials are refused with \
+        409, a disabled owner's with 403, both audited as denied
+        """,
         arguments: TestDatabase.all)
     func disabledMeansDisabled(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -229,7 +235,10 @@ struct HardeningTests {
     }
 
     @Test(
-        "creates, credential changes and tests share a per-user budget of provider checks: 429 with Retry-After, nothing stored",
+        """
+        creates, credential changes and tests share a per-user budget \
+        of provider checks: 429 with Retry-After, nothing stored
+        """,
         arguments: TestDatabase.all)
     func checkBudget(kind: TestDatabase) async throws {
         try await APIHarness.with(kind, configure: { $0.checkRateLimit = .init(perUser: 3) }) { api in

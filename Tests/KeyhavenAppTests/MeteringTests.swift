@@ -117,7 +117,10 @@ struct MeteringTests: GatewayHarness {
     }
 
     @Test(
-        "metered bodies and JSON answers are held within the process's memory budget: past it a metered request answers 503, and an answer too large to hold is charged an estimate"
+        """
+        metered bodies and JSON answers are held within the process's memory budget: past it \
+        a metered request answers 503, and an answer too large to hold is charged an estimate
+        """
     )
     func memoryBudget() async throws {
         let body = Self.chatBody(bytes: 200)
@@ -188,7 +191,10 @@ struct MeteringTests: GatewayHarness {
     }
 
     @Test(
-        "a stream the provider breaks off, or the caller leaves during or before the answer, is charged the input estimate, marked estimated"
+        """
+        a stream the provider breaks off, or the caller leaves during or \
+        before the answer, is charged the input estimate, marked estimated
+        """
     )
     func answersWithoutUsage() async throws {
         try await withMeteredGateway { api, fakes, caller, user, token in
@@ -260,7 +266,10 @@ struct MeteringTests: GatewayHarness {
     }
 
     @Test(
-        "under a budget or token limit, endpoints the gateway cannot meter answer 403 endpoint_not_metered until the owner allows them"
+        """
+        under a budget or token limit, endpoints the gateway cannot \
+        meter answer 403 endpoint_not_metered until the owner allows them
+        """
     )
     func unmeteredEndpoints() async throws {
         try await withMeteredGateway { api, fakes, caller, user, token in
@@ -377,7 +386,10 @@ struct MeteringTests: GatewayHarness {
     }
 
     @Test(
-        "an event the database refuses is set aside and the others are written; a bad model name is not stored; a full queue drops without waiting",
+        """
+        an event the database refuses is set aside and the others are written; \
+        a bad model name is not stored; a full queue drops without waiting
+        """,
         arguments: TestDatabase.all)
     func recorderNeverBlocks(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

@@ -43,13 +43,17 @@ struct NumericFuzzTests {
             Case(
                 method: .post, route: "/api/integrations", field: "rotation.every_days", problem: "rotation.every_days",
                 body:
-                    #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"remind","every_days":__N__,"grace_hours":24}}"#
+                    #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","#
+                    + #""secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"#
+                    + #""remind","every_days":__N__,"grace_hours":24}}"#
             ),
             Case(
                 method: .post, route: "/api/integrations", field: "rotation.grace_hours",
                 problem: "rotation.grace_hours",
                 body:
-                    #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"automatic","every_days":30,"grace_hours":__N__}}"#
+                    #"{"name":"__NAME__","type":"aws","credentials":{"access_key_id":"AKIAQWERTYUIOPASDFGH","#
+                    + #""secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},"rotation":{"mode":"#
+                    + #""automatic","every_days":30,"grace_hours":__N__}}"#
             ),
             Case(
                 method: .put, route: "/api/integrations/{id}", field: "rotation.every_days",
@@ -151,7 +155,10 @@ struct NumericFuzzTests {
     }
 
     @Test(
-        "hostile numbers in every numeric field get a 4xx naming the field or are stored, and usage at the edge of the range reads back; the server stays up",
+        """
+        hostile numbers in every numeric field get a 4xx naming the field or are \
+        stored, and usage at the edge of the range reads back; the server stays up
+        """,
         arguments: TestDatabase.all)
     func everyNumber(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

@@ -102,7 +102,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "every route answers owners, admins, members, viewers, outsiders, removed members and service tokens as the table says",
+        """
+        every route answers owners, admins, members, viewers, \
+        outsiders, removed members and service tokens as the table says
+        """,
         arguments: TestDatabase.all)
     func roleMatrix(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -157,7 +160,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "an invitation accepted by an account made after it waits for an owner's or admin's confirmation and grants nothing until then",
+        """
+        an invitation accepted by an account made after it waits for an \
+        owner's or admin's confirmation and grants nothing until then
+        """,
         arguments: TestDatabase.all)
     func lateAccountNeedsConfirmation(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -217,7 +223,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "an invitation is accepted once by the invited email, with its role; another email, an expired, withdrawn or used one is refused",
+        """
+        an invitation is accepted once by the invited email, with its \
+        role; another email, an expired, withdrawn or used one is refused
+        """,
         arguments: TestDatabase.all)
     func invitations(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -313,7 +322,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "a removed member's next request, by session or personal token, no longer sees the organization or its integrations",
+        """
+        a removed member's next request, by session or personal \
+        token, no longer sees the organization or its integrations
+        """,
         arguments: TestDatabase.all)
     func removedMember(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -420,7 +432,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "deleting an organization needs its name, and deletes its integrations, every secret version and its service tokens",
+        """
+        deleting an organization needs its name, and deletes its \
+        integrations, every secret version and its service tokens
+        """,
         arguments: TestDatabase.all)
     func deleteOrganization(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -520,7 +535,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "a moved integration's credentials open in the new workspace; the old ciphertext is gone, and pasted back it does not open",
+        """
+        a moved integration's credentials open in the new workspace; \
+        the old ciphertext is gone, and pasted back it does not open
+        """,
         arguments: TestDatabase.all)
     func move(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
@@ -553,7 +571,10 @@ struct OrganizationTests {
             let viewerOrg = try await team.organization(api)
             try await api.runtime.database.transaction { sql in
                 try await sql.raw(
-                    "UPDATE memberships SET role = 'viewer' WHERE organization_id = \(bind: viewerOrg) AND user_id = \(bind: team.member.id)"
+                    """
+                    UPDATE memberships SET role = 'viewer' WHERE organization_id \
+                    = \(bind: viewerOrg) AND user_id = \(bind: team.member.id)
+                    """
                 ).run()
             }
             #expect(
@@ -602,7 +623,8 @@ struct OrganizationTests {
             try await api.runtime.database.transaction { sql in
                 try await sql.raw(
                     """
-                    UPDATE secrets SET ciphertext = \(bind: old1.ciphertext), nonce = \(bind: old1.nonce), wrapped_dek = \(bind: old1.dek)
+                    UPDATE secrets SET ciphertext = \(bind: old1.ciphertext), nonce = \(bind: old1.nonce),
+                    wrapped_dek = \(bind: old1.dek)
                     WHERE integration_id = \(bind: integrationID)
                     """
                 ).run()
@@ -680,7 +702,10 @@ struct OrganizationTests {
     }
 
     @Test(
-        "keyhaven tokens create-service --workspace makes a token that reads only that workspace; an unknown one is refused"
+        """
+        keyhaven tokens create-service --workspace makes a token \
+        that reads only that workspace; an unknown one is refused
+        """
     )
     func serviceTokenCommand() async throws {
         let binary = try KeyhavenBinary()

@@ -75,7 +75,10 @@ struct RotationAPITests {
                     // Stored 11 days ago.
                     try await api.handle.database.transaction { sql in
                         try await sql.raw(
-                            "UPDATE integrations SET credentials_changed_at = \(bind: Date().addingTimeInterval(-11 * 86400)) WHERE id = \(bind: UUID(uuidString: id)!)"
+                            """
+                            UPDATE integrations SET credentials_changed_at = \
+                            \(bind: Date().addingTimeInterval(-11 * 86400)) WHERE id = \(bind: UUID(uuidString: id)!)
+                            """
                         ).run()
                     }
                     dueIDs.append(id)
@@ -106,7 +109,10 @@ struct RotationAPITests {
     }
 
     @Test(
-        "POST /rotate starts a rotation (202), refuses a second one and a provider that cannot (409), and answers 404 to a stranger",
+        """
+        POST /rotate starts a rotation (202), refuses a second one and \
+        a provider that cannot (409), and answers 404 to a stranger
+        """,
         arguments: TestDatabase.all)
     func rotate(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

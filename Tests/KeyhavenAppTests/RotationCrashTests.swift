@@ -38,7 +38,10 @@ struct RotationCrashTests {
     }
 
     @Test(
-        "killed after each step of an AWS rotation, the next start finishes it and IAM ends with exactly one active key",
+        """
+        killed after each step of an AWS rotation, the next start \
+        finishes it and IAM ends with exactly one active key
+        """,
         arguments: [RotationState.creating, .stored, .current, .deactivated])
     func killedAfterStep(step: RotationState) async throws {
         let binary = try KeyhavenBinary()

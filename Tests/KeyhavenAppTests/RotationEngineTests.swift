@@ -77,7 +77,10 @@ struct RotationEngineTests {
     }
 
     @Test(
-        "AWS, Google and Azure: a due rotation ends with a new verified current version, the old credential deleted, and the backend reading the new one",
+        """
+        AWS, Google and Azure: a due rotation ends with a new verified current \
+        version, the old credential deleted, and the backend reading the new one
+        """,
         arguments: TestDatabase.all)
     func rotates(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
@@ -146,7 +149,10 @@ struct RotationEngineTests {
     }
 
     @Test(
-        "a new credential that does not verify is deleted at the provider; the old one stays current and the integration says why",
+        """
+        a new credential that does not verify is deleted at the \
+        provider; the old one stays current and the integration says why
+        """,
         arguments: TestDatabase.all)
     func undoes(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
@@ -215,7 +221,10 @@ struct RotationEngineTests {
     }
 
     @Test(
-        "a run that stopped while the provider was making the credential: what it made is removed, and the rotation finishes with one key",
+        """
+        a run that stopped while the provider was making the credential: \
+        what it made is removed, and the rotation finishes with one key
+        """,
         arguments: TestDatabase.all)
     func resumesCreating(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in

@@ -40,7 +40,10 @@ extension RotationEngineTests {
     }
 
     @Test(
-        "a due rotation read before a move does not start bound to the workspace the integration left; the next round rotates it where it is",
+        """
+        a due rotation read before a move does not start bound to the \
+        workspace the integration left; the next round rotates it where it is
+        """,
         arguments: TestDatabase.all)
     func moveWhileStarting(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
@@ -65,7 +68,10 @@ extension RotationEngineTests {
     }
 
     @Test(
-        "an integration deleted while the provider makes its new credential: the rotation deletes what it made, and nothing is left for the operator",
+        """
+        an integration deleted while the provider makes its new credential: \
+        the rotation deletes what it made, and nothing is left for the operator
+        """,
         arguments: TestDatabase.all)
     func deleteWhileCreating(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
@@ -88,7 +94,10 @@ extension RotationEngineTests {
     }
 
     @Test(
-        "an integration deleted during a rotation: every provider credential the rotation made or was to delete is listed for the operator",
+        """
+        an integration deleted during a rotation: every provider credential \
+        the rotation made or was to delete is listed for the operator
+        """,
         arguments: TestDatabase.all)
     func deleteDuringRotation(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
@@ -127,7 +136,10 @@ extension RotationEngineTests {
     }
 
     @Test(
-        "credentials replaced during the grace period: the rotation retires the credential it made with the old one, and keeps the one the user went back to",
+        """
+        credentials replaced during the grace period: the rotation retires the \
+        credential it made with the old one, and keeps the one the user went back to
+        """,
         arguments: TestDatabase.all)
     func replaceDuringGrace(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in
@@ -159,7 +171,10 @@ extension RotationEngineTests {
     }
 
     @Test(
-        "a replaced credential the provider refuses to delete shows on the integration's page and in the API until it is deleted",
+        """
+        a replaced credential the provider refuses to delete shows \
+        on the integration's page and in the API until it is deleted
+        """,
         arguments: TestDatabase.all)
     func retireFailureShows(kind: TestDatabase) async throws {
         try await withEngine(kind) { api, fakes, clock, engine in

@@ -144,7 +144,10 @@ struct VerificationTests {
                 }
                 let counts = try await api.handle.database.transaction { sql in
                     try await sql.raw(
-                        "SELECT integration_id, COUNT(*) AS n FROM audit_events WHERE action = 'integration.verify' GROUP BY integration_id"
+                        """
+                        SELECT integration_id, COUNT(*) AS n FROM audit_events \
+                        WHERE action = 'integration.verify' GROUP BY integration_id
+                        """
                     ).all()
                         .map { try $0.decode(column: "n", as: Int.self) }
                 }

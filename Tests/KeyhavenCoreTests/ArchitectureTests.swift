@@ -80,7 +80,8 @@ struct ArchitectureTests {
     /// Every module a Swift source imports.
     static func imports(in source: String) throws -> Set<String> {
         let statement = try Regex(
-            #"(?m)^\s*(?:@[A-Za-z_]+(?:\([^)]*\))?\s+)*import\s+(?:(?:struct|class|enum|protocol|func|var|let|typealias)\s+)?([A-Za-z_][A-Za-z0-9_]*)"#
+            #"(?m)^\s*(?:@[A-Za-z_]+(?:\([^)]*\))?\s+)*import\s+(?:(?:"#
+                + #"struct|class|enum|protocol|func|var|let|typealias)\s+)?([A-Za-z_][A-Za-z0-9_]*)"#
         )
         return Set(try source.matches(of: statement).map { String(try #require($0.output[1].substring)) })
     }

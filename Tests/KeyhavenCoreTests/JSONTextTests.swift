@@ -15,7 +15,10 @@ struct JSONTextTests {
 
         let fixed: [JSONValue] = [
             [
-                "b": "quote \" backslash \\ slash / newline \n tab \t bell \u{07} NUL \u{00} DEL \u{7F} é 😀 \u{2028}",
+                "b": """
+                quote \" backslash \\ slash / newline \n tab \t \
+                bell \u{07} NUL \u{00} DEL \u{7F} é 😀 \u{2028}
+                """,
                 "a": [
                     .number(1), .number(-2.5), .number(1e20), .number(0.1), .bool(true), .null, ["z": "y", "x": [:]],
                 ],

@@ -166,7 +166,8 @@ struct AssociatedDataTests {
         let binding = SecretBinding(secretID: secret, integrationID: integration, ownerID: owner, version: 12)
         #expect(
             binding.withAssociatedData { String(decoding: $0, as: UTF8.self) }
-                == "keyhaven:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|11111111-2222-3333-4444-555555555555|abcdefab-cdef-abcd-efab-cdefabcdefab|12"
+                == "keyhaven:v1|0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9|11111111-2222-3333-4444-555555555555|"
+                + "abcdefab-cdef-abcd-efab-cdefabcdefab|12"
         )
         #expect(
             Envelope.withDEKAssociatedData(secretID: secret, kekID: "kek-1") { String(decoding: $0, as: UTF8.self) }

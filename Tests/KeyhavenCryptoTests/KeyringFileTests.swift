@@ -38,7 +38,8 @@ struct KeyringFileTests {
             "not json",
             #"{"format":"other","version":1,"keys":[]}"#,
             #"{"format":"keyhaven-keyring","version":1,"keys":[{"id":"a","key":"c2hvcnQ="}]}"#,
-            #"{"format":"keyhaven-keyring","version":1,"keys":[{"id":"bad id!","key":"\#(Data(count: 32).base64EncodedString())"}]}"#,
+            #"{"format":"keyhaven-keyring","version":1,"keys":[{"id":"bad "#
+                + #"id!","key":"\#(Data(count: 32).base64EncodedString())"}]}"#,
         ]
         for contents in cases {
             try contents.write(toFile: path, atomically: true, encoding: .utf8)

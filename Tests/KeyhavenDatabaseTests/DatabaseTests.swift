@@ -19,7 +19,10 @@ struct DatabaseTests {
     struct DomainError: Error, Equatable {}
 
     @Test(
-        "inside a transaction a domain error or a bug comes out unchanged; only a database that cannot serve is unavailable",
+        """
+        inside a transaction a domain error or a bug comes out \
+        unchanged; only a database that cannot serve is unavailable
+        """,
         arguments: TestDatabase.all)
     func errorsKeepTheirCause(kind: TestDatabase) async throws {
         let handle = try await kind.make()
@@ -99,7 +102,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on SQLite, concurrent writes commit in groups; each is durable and visible when it returns, and one that throws leaves only its own work out"
+        """
+        on SQLite, concurrent writes commit in groups; each is durable and \
+        visible when it returns, and one that throws leaves only its own work out
+        """
     )
     func groupCommit() async throws {
         let handle = try await TestDatabase.sqlite.make()
@@ -254,12 +260,16 @@ struct DatabaseTests {
         let absent: UUID? = nil
         try await database.transaction { sql in
             try await sql.raw(
-                "CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i INTEGER, x BLOB, s TEXT, n TEXT, o TEXT, e TEXT, z BLOB)"
+                """
+                CREATE TABLE formats (u TEXT, d REAL, b INTEGER, i \
+                INTEGER, x BLOB, s TEXT, n TEXT, o TEXT, e TEXT, z BLOB)
+                """
             ).run()
             try await sql.raw(
                 """
-                INSERT INTO formats VALUES (\(bind: id), \(bind: at), \(bind: true), \(bind: Int64(-42)), \(bind: bytes), \
-                \(bind: "é \u{0}NUL"), \(bind: absent), \(bind: Optional(id)), \(bind: ""), \(bind: Data()))
+                INSERT INTO formats VALUES (\(bind: id), \(bind: at), \(bind: true), \(bind: Int64(-42)), \
+                \(bind: bytes), \(bind: "é \u{0}NUL"), \(bind: absent), \(bind: Optional(id)), \(bind: ""), \
+                \(bind: Data()))
                 """
             ).run()
         }
@@ -268,8 +278,8 @@ struct DatabaseTests {
             let types = try #require(
                 try await sql.raw(
                     """
-                    SELECT typeof(u) AS u, typeof(d) AS d, typeof(b) AS b, typeof(x) AS x, typeof(n) AS n, typeof(e) AS e,
-                    typeof(z) AS z, u AS text FROM formats
+                    SELECT typeof(u) AS u, typeof(d) AS d, typeof(b) AS b, typeof(x) AS x, typeof(n) AS n,
+                    typeof(e) AS e, typeof(z) AS z, u AS text FROM formats
                     """
                 ).first())
             #expect(try types.decode(column: "u", as: String.self) == "text")
@@ -298,7 +308,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL a query with binds in a short body runs as a statement prepared once per connection, with its binds' own types, and survives a table changed under it",
+        """
+        on PostgreSQL a query with binds in a short body runs as a statement prepared once \
+        per connection, with its binds' own types, and survives a table changed under it
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func preparedStatements() async throws {
         let handle = try await TestDatabase.postgres.make()
@@ -342,7 +355,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL a query on a connection the server has closed fails at once, in a short body or a long one, prepared or not, and the next request gets a new connection",
+        """
+        on PostgreSQL a query on a connection the server has closed fails at once, in a \
+        short body or a long one, prepared or not, and the next request gets a new connection
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func closedConnection() async throws {
         let handle = try await TestDatabase.postgres.make()
@@ -451,7 +467,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL every pooled connection runs with the statement and lock timeouts: 30 s and 10 s unless configured",
+        """
+        on PostgreSQL every pooled connection runs with the \
+        statement and lock timeouts: 30 s and 10 s unless configured
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func serverTimeouts() async throws {
         func timeouts(_ database: Database) async throws -> [String] {
@@ -473,7 +492,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL a statement that runs past the statement timeout fails as unavailable, not as a bug; the server stops it and the database serves on",
+        """
+        on PostgreSQL a statement that runs past the statement timeout fails as \
+        unavailable, not as a bug; the server stops it and the database serves on
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func statementTimeout() async throws {
         let database = try await openPostgres(statementTimeout: .seconds(1))
@@ -532,7 +554,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL long work runs past the statement timeout and the query deadline, and its connection goes back to the pool with the timeouts on",
+        """
+        on PostgreSQL long work runs past the statement timeout and the query \
+        deadline, and its connection goes back to the pool with the timeouts on
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func longWork() async throws {
         // One thread, so the pool hands its one connection out again each time.
@@ -581,7 +606,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL a query a hung server never answers fails as unavailable by the client's deadline and its connection is closed, while long work waits the hang out",
+        """
+        on PostgreSQL a query a hung server never answers fails as unavailable by the \
+        client's deadline and its connection is closed, while long work waits the hang out
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func hungServer() async throws {
         let proxy = try FreezableProxy(to: try postgresURL())
@@ -626,7 +654,10 @@ struct DatabaseTests {
     }
 
     @Test(
-        "on PostgreSQL credential reads queued behind a group a hung server never answers fail with that group, not a query deadline later",
+        """
+        on PostgreSQL credential reads queued behind a group a hung server \
+        never answers fail with that group, not a query deadline later
+        """,
         .enabled(if: TestDatabase.all.contains(.postgres)))
     func hungServerQueuedReads() async throws {
         let handle = try await TestDatabase.postgres.make()

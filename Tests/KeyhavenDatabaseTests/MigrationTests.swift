@@ -37,7 +37,10 @@ struct MigrationTests {
         try await handle.database.transaction { sql in
             try await sql.raw("DELETE FROM schema_migrations WHERE version = 1").run()
             try await sql.raw(
-                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (999, 'Future', 'x', \(bind: Date()))"
+                """
+                INSERT INTO schema_migrations (version, name, checksum, \
+                applied_at) VALUES (999, 'Future', 'x', \(bind: Date()))
+                """
             ).run()
         }
         await #expect(throws: KeyhavenError.self) { try await Migrator(database: handle.database).migrate() }
@@ -61,7 +64,10 @@ struct MigrationTests {
 @Suite("Workspaces migration")
 struct WorkspacesMigrationTests {
     @Test(
-        "existing integrations stay in their owner's personal workspace and every secret opens as before; an organization can own integrations afterwards",
+        """
+        existing integrations stay in their owner's personal workspace and every \
+        secret opens as before; an organization can own integrations afterwards
+        """,
         arguments: TestDatabase.all)
     func existingIntegrationsStay(kind: TestDatabase) async throws {
         let handle = try await kind.make(migrated: false)
@@ -84,7 +90,10 @@ struct WorkspacesMigrationTests {
         let owner = UUID()
         try await database.transaction { sql in
             try await sql.raw(
-                "INSERT INTO users (id, email, created_at) VALUES (\(bind: owner), 'before@example.test', \(bind: Date()))"
+                """
+                INSERT INTO users (id, email, created_at) VALUES \
+                (\(bind: owner), 'before@example.test', \(bind: Date()))
+                """
             ).run()
         }
         var created: [(Integration, String)] = []
@@ -129,7 +138,8 @@ struct WorkspacesMigrationTests {
             try await database.transaction { sql in
                 try await sql.raw(
                     """
-                    INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext, created_at)
+                    INSERT INTO secrets (id, integration_id, owner_id, version, kek_id, wrapped_dek, nonce, ciphertext,
+                    created_at)
                     VALUES (\(bind: UUID()), \(bind: UUID()), \(bind: owner), 1, 'primary', \(bind: Data([1])), \
                     \(bind: Data([1])), \(bind: Data([1])), \(bind: Date()))
                     """

@@ -82,7 +82,8 @@ struct PricesTests {
             #expect(throws: PriceTable.Invalid.self) { try PriceTable(json: Data(text.utf8)) }
         }
         let small =
-            #"{"my-model": {"litellm_provider": "openai", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}"#
+            #"{"my-model": {"litellm_provider": "openai", "#
+            + #""input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}"#
         #expect((try? PriceTable(json: Data(small.utf8)))?.price(.openai, model: "my-model")?.output == 2_000_000)
     }
 }
@@ -100,7 +101,10 @@ struct UsageMeterTests {
     }
 
     @Test(
-        "a JSON answer's bytes are held within the memory budget while they wait, given back at the end, and one that does not fit is passed on unread"
+        """
+        a JSON answer's bytes are held within the memory budget while they wait, \
+        given back at the end, and one that does not fit is passed on unread
+        """
     )
     func heldWithinBudget() {
         let answer = #"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":12,"completion_tokens":3}}"#
@@ -131,7 +135,9 @@ struct UsageMeterTests {
     @Test("an OpenAI stream's usage chunk is read, and held back only when Keyhaven asked for it")
     func openAIStream() {
         let events = [
-            "data: {\"id\":\"1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+            "data: "
+                + "{\"id\":\"1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":"
+                + "[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
             "data: {\"id\":\"1\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,",
             "\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\ndata: [DONE]\n\n",
         ]
@@ -146,8 +152,12 @@ struct UsageMeterTests {
     @Test("an Anthropic stream's usage comes from message_start and message_delta")
     func anthropicStream() {
         let events = [
-            "event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":20,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n",
-            "event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\r\n\r\n",
+            "event: message_start\r\ndata: "
+                + "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\","
+                + "\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":20,"
+                + "\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\r\n\r\n",
+            "event: content_block_delta\r\ndata: "
+                + "{\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\r\n\r\n",
             "event: message_delta\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":42}}\r\n\r\n",
         ]
         let (passed, meter) = run(.anthropic, "text/event-stream", chunks: events)
@@ -160,13 +170,15 @@ struct UsageMeterTests {
     @Test("Gemini's usageMetadata is read from an answer and from a streamed JSON array")
     func gemini() {
         let one =
-            #"{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"thoughtsTokenCount":2,"cachedContentTokenCount":1},"modelVersion":"gemini-2.5-flash"}"#
+            #"{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"#
+            + #""thoughtsTokenCount":2,"cachedContentTokenCount":1},"modelVersion":"gemini-2.5-flash"}"#
         let (_, meter) = run(
             .gemini, "application/json; charset=UTF-8", chunks: [String(one.prefix(20)), String(one.dropFirst(20))])
         #expect(meter.model == "gemini-2.5-flash")
         #expect(meter.usage == TokenUsage(inputTokens: 7, cachedInputTokens: 1, outputTokens: 5, reasoningTokens: 2))
         let array =
-            #"[{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}},{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":9}}]"#
+            #"[{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}},"#
+            + #"{"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":9}}]"#
         #expect(
             run(.gemini, "application/json", chunks: [array]).1.usage == TokenUsage(inputTokens: 7, outputTokens: 9))
     }

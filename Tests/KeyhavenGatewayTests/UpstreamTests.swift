@@ -82,7 +82,10 @@ struct UpstreamTests {
     }
 
     @Test(
-        "over TLS the certificate is verified: a trusted one with the provider's name is answered; otherwise no request is sent"
+        """
+        over TLS the certificate is verified: a trusted one with the \
+        provider's name is answered; otherwise no request is sent
+        """
     )
     func tls() async throws {
         let (certificate, key) = try selfSigned(name: "localhost")

@@ -17,7 +17,10 @@ struct OrganizationPagesTests {
     }
 
     @Test(
-        "a viewer sees the organization's integrations without edit controls and the server refuses their forms; a member gets the controls",
+        """
+        a viewer sees the organization's integrations without edit controls \
+        and the server refuses their forms; a member gets the controls
+        """,
         arguments: TestDatabase.all)
     func rolesOnPages(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

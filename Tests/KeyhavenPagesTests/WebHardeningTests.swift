@@ -82,7 +82,10 @@ struct WebHardeningTests {
     }
 
     @Test(
-        "over https the sign-in form's cookie is __Host- prefixed, Secure, Path=/, without Domain; an unprefixed one is not believed"
+        """
+        over https the sign-in form's cookie is __Host- prefixed, \
+        Secure, Path=/, without Domain; an unprefixed one is not believed
+        """
     )
     func formCookieIsHostPrefixed() async throws {
         try await APIHarness.with(.sqlite, configure: { $0.publicURL = URL(string: "https://vault.example.test")! }) {
@@ -288,7 +291,10 @@ struct WebHardeningTests {
     }
 
     @Test(
-        "past the memory budget for buffered bodies, fallback-route requests get 503 with Retry-After, and the server stays up"
+        """
+        past the memory budget for buffered bodies, fallback-route \
+        requests get 503 with Retry-After, and the server stays up
+        """
     )
     func bufferedBodiesAreBudgeted() async throws {
         try await APIHarness.with(.sqlite, live: true, configure: { $0.bufferedBodyMemory = 8 << 20 }) {

@@ -15,7 +15,8 @@ struct WebPagesTests {
         allowed.insert(charactersIn: "-._~")
         return Data(
             fields.map { name, value in
-                "\(name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")=\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
+                "\(name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")="
+                    + "\(value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")"
             }.joined(separator: "&").utf8)
     }
 
@@ -127,8 +128,11 @@ struct WebPagesTests {
                 (
                     "part without a name",
                     Data(
-                        "--keyhaven-test-boundary\r\nContent-Disposition: form-data\r\n\r\nx\r\n--keyhaven-test-boundary--\r\n"
-                            .utf8), Self.multipartType
+                        """
+                        --keyhaven-test-boundary\r\nContent-Disposition: \
+                        form-data\r\n\r\nx\r\n--keyhaven-test-boundary--\r\n
+                        """
+                        .utf8), Self.multipartType
                 ),
                 ("bad percent encoding", Data("csrf_token=\(user.csrf)&name=%E0%A4%A".utf8), Self.formType),
                 ("invalid UTF-8 percent-encoded", Data("csrf_token=\(user.csrf)&name=%FF%FE".utf8), Self.formType),
@@ -177,7 +181,8 @@ struct WebPagesTests {
                     let response = try await post(
                         api, "/integrations", as: user, Self.multipart(fields), contentType: Self.multipartType)
                     statuses[Int(response.status.code), default: 0] += 1
-                    // Saved and checked (303), or refused next to a field: invalid (422), or a name already taken (409).
+                    // Saved and checked (303), or refused next to a field: invalid (422), or a name already
+                    // taken (409).
                     #expect([303, 409, 422].contains(response.status.code), "\(field) \(hostile): \(response.status)")
                     if response.status.code != 303 {
                         #expect(
@@ -193,7 +198,10 @@ struct WebPagesTests {
     }
 
     @Test(
-        "the rotation policy and Rotar ahora from the detail page: saved, refused where the provider cannot, never for a stranger",
+        """
+        the rotation policy and Rotar ahora from the detail page: \
+        saved, refused where the provider cannot, never for a stranger
+        """,
         arguments: TestDatabase.all)
     func rotationForms(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

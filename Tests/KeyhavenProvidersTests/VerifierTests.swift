@@ -84,7 +84,10 @@ struct VerifierTests {
     }
 
     @Test(
-        "provider-specific answers: a restricted OpenAI key, rate limits, expired AWS and Azure credentials, unknown Azure tenant and app"
+        """
+        provider-specific answers: a restricted OpenAI key, rate limits, \
+        expired AWS and Azure credentials, unknown Azure tenant and app
+        """
     )
     func mappedErrors() async throws {
         try await withFakes { fakes, client in
@@ -180,7 +183,8 @@ struct VerifierTests {
                     }
                     for try await (type, outcome, elapsed) in group {
                         #expect(outcome == .unreachable, "\(type): \(outcome)")
-                        // The hanging fake answers after a minute; a generous margin keeps a loaded machine from failing this.
+                        // The hanging fake answers after a minute; a generous margin keeps a loaded machine from
+                        // failing this.
                         #expect(elapsed < timeout + .seconds(20), "\(type) took \(elapsed)")
                     }
                 }

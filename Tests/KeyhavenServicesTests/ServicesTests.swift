@@ -76,7 +76,8 @@ struct CredentialAccessTests {
         for (use, scope, subject, ownerDisabled, expected) in cases {
             let denial = CredentialAccess.decide(
                 use, scope: scope, CredentialTarget(integration: subject, ownerDisabled: ownerDisabled))
-            #expect(denial?.reason == expected, "\(use) scope \(String(describing: scope)) → \(expected ?? "allowed")")
+            #expect(
+                denial?.reason == expected, "\(use) scope \(String(describing: scope)) → \(expected ?? "allowed")")
         }
         // Outside its workspace a token learns nothing: not found, recorded in its own workspace.
         let scope = UUID()

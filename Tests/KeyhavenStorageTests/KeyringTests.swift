@@ -44,7 +44,8 @@ struct KeyringTests {
                 }
                 #expect(
                     message
-                        == "the keyring file \(file.path) can be read by other users; restrict it with: chmod 600 \(file.path)"
+                        == "the keyring file \(file.path) can be read by other "
+                        + "users; restrict it with: chmod 600 \(file.path)"
                 )
             }
             try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)

@@ -19,7 +19,10 @@ struct RateLimiterTests {
             _ = try await limiter.hit(key, limit: 1, window: .seconds(60))
             try await handle.database.transaction { sql in
                 try await sql.raw(
-                    "UPDATE rate_limits SET window_start = \(bind: start), count = 5 WHERE key = \(bind: TokenMaterial.hash(key))"
+                    """
+                    UPDATE rate_limits SET window_start = \(bind: start), \
+                    count = 5 WHERE key = \(bind: TokenMaterial.hash(key))
+                    """
                 ).run()
             }
             let decision = try await limiter.hit(key, limit: 1, window: .seconds(60))

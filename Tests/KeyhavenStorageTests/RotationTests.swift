@@ -132,7 +132,10 @@ struct RotationTests {
     }
 
     @Test(
-        "one data key that does not unwrap is reported by id; every other row is re-wrapped, the bad one left as it was",
+        """
+        one data key that does not unwrap is reported by id; \
+        every other row is re-wrapped, the bad one left as it was
+        """,
         arguments: TestDatabase.all)
     func survivesBadRow(kind: TestDatabase) async throws {
         let setup = try await setup(kind, count: 50)

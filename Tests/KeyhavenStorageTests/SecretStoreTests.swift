@@ -110,7 +110,10 @@ struct SecretStoreTests {
     }
 
     @Test(
-        "a destroyed version's ciphertext and wrapped key are gone from the database file and its write-ahead log once the destroy returns"
+        """
+        a destroyed version's ciphertext and wrapped key are gone from \
+        the database file and its write-ahead log once the destroy returns
+        """
     )
     func destroyLeavesNoLog() async throws {
         try await StoreFixture.with(.sqlite) { fixture in
@@ -139,7 +142,10 @@ struct SecretStoreTests {
     }
 
     @Test(
-        "a reader that holds older pages across a destroy only delays it: once the reader ends, the log is emptied in the background"
+        """
+        a reader that holds older pages across a destroy only delays \
+        it: once the reader ends, the log is emptied in the background
+        """
     )
     func destroyWaitsForReader() async throws {
         try await StoreFixture.with(.sqlite) { fixture in
@@ -207,7 +213,10 @@ struct SecretStoreTests {
                     var bytes = try row.decode(column: column, as: Data.self)
                     bytes[bytes.startIndex + bytes.count / 2] ^= 0x01
                     try await sql.raw(
-                        "UPDATE secrets SET \(ident: column) = \(bind: bytes) WHERE id = \(bind: try row.decode(column: "id", as: UUID.self))"
+                        """
+                        UPDATE secrets SET \(ident: column) = \(bind: bytes) WHERE \
+                        id = \(bind: try row.decode(column: "id", as: UUID.self))
+                        """
                     ).run()
                 }
                 await #expect(throws: KeyhavenError.decryptionFailed) {
@@ -230,7 +239,10 @@ struct SecretStoreTests {
             func copy(from source: SecretOwner, version: Int, to target: SecretOwner, targetVersion: Int) async throws {
                 try await fixture.database.transaction { sql in
                     let row = try await sql.raw(
-                        "SELECT kek_id, wrapped_dek, nonce, ciphertext FROM secrets WHERE integration_id = \(bind: source.integrationID) AND version = \(bind: version)"
+                        """
+                        SELECT kek_id, wrapped_dek, nonce, ciphertext FROM secrets WHERE \
+                        integration_id = \(bind: source.integrationID) AND version = \(bind: version)
+                        """
                     ).first()!
                     try await sql.raw(
                         """
@@ -258,7 +270,10 @@ struct SecretStoreTests {
                     "UPDATE integrations SET owner_id = \(bind: otherUser) WHERE id = \(bind: victim.integrationID)"
                 ).run()
                 try await sql.raw(
-                    "UPDATE secrets SET owner_id = \(bind: otherUser) WHERE integration_id = \(bind: victim.integrationID)"
+                    """
+                    UPDATE secrets SET owner_id = \(bind: otherUser) \
+                    WHERE integration_id = \(bind: victim.integrationID)
+                    """
                 ).run()
             }
             let moved = SecretOwner(integrationID: victim.integrationID, ownerID: otherUser)

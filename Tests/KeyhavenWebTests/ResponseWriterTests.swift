@@ -8,7 +8,8 @@ import Testing
 @Suite("Direct response writers")
 struct ResponseWriterTests {
     static let texts = [
-        "key", "", "with \"quotes\" and \\ backslash", "line\nbreak\ttab\u{1}\u{1F}", "café", "日本語", "emoji 🔑👩‍💻",
+        "key", "", "with \"quotes\" and \\ backslash", "line\nbreak\ttab\u{1}\u{1F}", "café", "日本語",
+        "emoji 🔑👩‍💻",
         "a/b", "z", "Ωmega", String(repeating: "x", count: 100),
     ]
 

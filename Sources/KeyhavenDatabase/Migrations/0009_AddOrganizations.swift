@@ -50,7 +50,8 @@ extension Migration {
                     UNIQUE (owner_id, name)
                 )
                 """,
-                "INSERT INTO integrations_rebuilt (\(integrationColumns)) SELECT \(integrationColumns) FROM integrations",
+                "INSERT INTO integrations_rebuilt (\(integrationColumns)) "
+                    + "SELECT \(integrationColumns) FROM integrations",
                 """
                 CREATE TABLE secrets_rebuilt (
                     id TEXT PRIMARY KEY,

@@ -36,7 +36,9 @@ public enum BackupSchema {
             ]),
         Table(
             name: "organizations", key: "id",
-            columns: [.init("id", .uuid), .init("name", .text), .init("created_at", .date), .init("updated_at", .date)]),
+            columns: [
+                .init("id", .uuid), .init("name", .text), .init("created_at", .date), .init("updated_at", .date),
+            ]),
         Table(
             name: "memberships", key: "id",
             columns: [

@@ -101,7 +101,8 @@ struct ReportUsageRequest: RequestBody {
         if cached + written > input {
             return .failure(
                 .conflict(
-                    "cached_input_tokens and cache_write_tokens are parts of input_tokens: together they cannot exceed it."
+                    "cached_input_tokens and cache_write_tokens are parts "
+                        + "of input_tokens: together they cannot exceed it."
                 ))
         }
         if reasoning > output {
@@ -203,7 +204,8 @@ package struct UsageSummaryResponse: ResponseBody {
     var csv: String {
         let key = query.grouping == .integration ? "integration_id" : query.grouping.rawValue
         var lines = [
-            "\(key),requests,input_tokens,cached_input_tokens,cache_write_tokens,output_tokens,reasoning_tokens,cost_usd,unpriced_requests"
+            "\(key),requests,input_tokens,cached_input_tokens,cache_write_tokens,"
+                + "output_tokens,reasoning_tokens,cost_usd,unpriced_requests"
         ]
         for row in rows {
             let t = row.tokens
