@@ -75,12 +75,6 @@ struct AzureRotator: Rotator {
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
-        Void, RotationFailure
-    > {
-        .success(())
-    }
-
     func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
         Void, RotationFailure
     > {

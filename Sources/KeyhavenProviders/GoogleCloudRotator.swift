@@ -73,12 +73,6 @@ struct GoogleCloudRotator: Rotator {
         }
     }
 
-    func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
-        Void, RotationFailure
-    > {
-        .success(())
-    }
-
     func delete(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
         Void, RotationFailure
     > {

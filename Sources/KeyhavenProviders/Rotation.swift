@@ -61,6 +61,13 @@ extension Rotator {
     > {
         await create(using: current, tag: "", in: context)
     }
+
+    /// Nothing to do where a credential has no inactive state (Google Cloud, Azure).
+    public func deactivate(_ keyID: String, using current: Credentials, in context: ProviderClient) async -> Result<
+        Void, RotationFailure
+    > {
+        .success(())
+    }
 }
 
 /// A provider's timestamp (ISO 8601, with or without fractional seconds).
