@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "KeyhavenCrypto", targets: ["KeyhavenCrypto"]),
         .library(name: "KeyhavenDatabase", targets: ["KeyhavenDatabase"]),
         .library(name: "KeyhavenStorage", targets: ["KeyhavenStorage"]),
+        .library(name: "KeyhavenBackup", targets: ["KeyhavenBackup"]),
         .library(name: "KeyhavenApp", targets: ["KeyhavenApp"]),
         .library(name: "KeyhavenClient", targets: ["KeyhavenClient"]),
     ],
@@ -46,7 +47,6 @@ let package = Package(
             dependencies: [
                 "KeyhavenCore",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
         // The database engine: connections, pools, transactions and the schema's migrations on SQLite and
@@ -67,7 +67,7 @@ let package = Package(
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]
         ),
-        // The stores (repositories) over KeyhavenDatabase, the master keys' lifecycle (Keys/) and backups (Backup/).
+        // The stores (repositories) over KeyhavenDatabase and the master keys' lifecycle (Keys/).
         .target(
             name: "KeyhavenStorage",
             dependencies: [
@@ -75,6 +75,21 @@ let package = Package(
                 "KeyhavenCrypto",
                 "KeyhavenDatabase",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]
+        ),
+        // Backups: the encrypted file format (Format/), the snapshot written into it, the restore into an empty
+        // SQLite or PostgreSQL database, and the scheduled backups' lease.
+        .target(
+            name: "KeyhavenBackup",
+            dependencies: [
+                "KeyhavenCore",
+                "KeyhavenCrypto",
+                "KeyhavenDatabase",
+                "KeyhavenStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SQLKit", package: "sql-kit"),
             ]
@@ -163,6 +178,7 @@ let package = Package(
                 "KeyhavenCrypto",
                 "KeyhavenDatabase",
                 "KeyhavenStorage",
+                "KeyhavenBackup",
                 "KeyhavenWeb",
                 "KeyhavenPages",
                 "KeyhavenServices",
@@ -182,6 +198,7 @@ let package = Package(
             name: "keyhaven",
             dependencies: [
                 "KeyhavenApp",
+                "KeyhavenBackup",
                 "KeyhavenCore",
                 "KeyhavenCrypto",
                 "KeyhavenStorage",
@@ -210,8 +227,8 @@ let package = Package(
         .executableTarget(
             name: "keyhaven-reliability",
             dependencies: [
-                "KeyhavenApp", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase",
-                "KeyhavenStorage",
+                "KeyhavenApp", "KeyhavenBackup", "KeyhavenClient", "KeyhavenCore", "KeyhavenCrypto",
+                "KeyhavenDatabase", "KeyhavenStorage",
                 "KeyhavenTestSupport", "KeyhavenWeb", "KeyhavenServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -230,8 +247,8 @@ let package = Package(
         .target(
             name: "KeyhavenTestSupport",
             dependencies: [
-                "KeyhavenApp", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenProviders",
-                "KeyhavenServices", "KeyhavenStorage", "KeyhavenWeb",
+                "KeyhavenApp", "KeyhavenBackup", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase",
+                "KeyhavenProviders", "KeyhavenServices", "KeyhavenStorage", "KeyhavenWeb",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -248,11 +265,7 @@ let package = Package(
         ),
         .testTarget(name: "KeyhavenCoreTests", dependencies: ["KeyhavenCore", "KeyhavenTestSupport"]),
         .testTarget(
-            name: "KeyhavenCryptoTests",
-            dependencies: [
-                "KeyhavenCore", "KeyhavenCrypto", "KeyhavenTestSupport",
-                .product(name: "Crypto", package: "swift-crypto"),
-            ]),
+            name: "KeyhavenCryptoTests", dependencies: ["KeyhavenCore", "KeyhavenCrypto", "KeyhavenTestSupport"]),
         .testTarget(name: "KeyhavenWebTests", dependencies: ["KeyhavenCore", "KeyhavenWeb"]),
         .testTarget(
             name: "KeyhavenPagesTests",
@@ -294,6 +307,13 @@ let package = Package(
                 .product(name: "SQLKit", package: "sql-kit"),
             ]),
         .testTarget(
+            name: "KeyhavenBackupTests",
+            dependencies: [
+                "KeyhavenBackup", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ]),
+        .testTarget(
             name: "KeyhavenProvidersTests",
             dependencies: [
                 "KeyhavenCore", "KeyhavenProviders", "KeyhavenTestSupport",
@@ -311,8 +331,9 @@ let package = Package(
         .testTarget(
             name: "KeyhavenAppTests",
             dependencies: [
-                "KeyhavenApp", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase", "KeyhavenGateway", "KeyhavenPages",
-                "KeyhavenProviders", "KeyhavenServices", "KeyhavenStorage", "KeyhavenTestSupport", "KeyhavenWeb",
+                "KeyhavenApp", "KeyhavenBackup", "KeyhavenCore", "KeyhavenCrypto", "KeyhavenDatabase",
+                "KeyhavenGateway", "KeyhavenPages", "KeyhavenProviders", "KeyhavenServices", "KeyhavenStorage",
+                "KeyhavenTestSupport", "KeyhavenWeb",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,7 +1,6 @@
 import Foundation
+import KeyhavenBackup
 import KeyhavenCore
-import KeyhavenCrypto
-import KeyhavenStorage
 import Logging
 import Prometheus
 import ServiceLifecycle

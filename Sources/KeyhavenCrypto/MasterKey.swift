@@ -6,7 +6,7 @@ import KeyhavenCore
 public struct MasterKey: Sendable {
     /// The key's name, stored next to every data key it wraps.
     public let id: String
-    let key: SymmetricKey
+    package let key: SymmetricKey
 
     /// Creates a master key from exactly 32 bytes of key material.
     ///

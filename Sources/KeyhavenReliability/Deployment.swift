@@ -1,10 +1,10 @@
 import Foundation
 import KeyhavenApp
+import KeyhavenBackup
 import KeyhavenCore
 import KeyhavenCrypto
 import KeyhavenDatabase
 import KeyhavenServices
-import KeyhavenStorage
 import KeyhavenTestSupport
 import KeyhavenWeb
 import Logging

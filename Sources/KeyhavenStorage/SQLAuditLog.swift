@@ -142,7 +142,7 @@ public struct SQLAuditLog: AuditLog {
     }
 
     /// Recomputes the chain on `sql` (a restore checks it inside its own transaction, before committing).
-    static func verify(on sql: any SQLDatabase, keys: AuditKeys) async throws -> AuditVerification {
+    package static func verify(on sql: any SQLDatabase, keys: AuditKeys) async throws -> AuditVerification {
         do {
             var checkpoints: [Int64: Checkpoint] = [:]
             for row in try await sql.raw("SELECT * FROM audit_checkpoints ORDER BY seq").all() {

@@ -1,8 +1,8 @@
 import Crypto
 import Foundation
 import KeyhavenApp
+import KeyhavenBackup
 import KeyhavenCore
-import KeyhavenCrypto
 import KeyhavenDatabase
 import KeyhavenServices
 import KeyhavenStorage

@@ -1,9 +1,8 @@
 import ArgumentParser
 import Foundation
 import KeyhavenApp
+import KeyhavenBackup
 import KeyhavenCore
-import KeyhavenCrypto
-import KeyhavenStorage
 
 #if canImport(Glibc)
     import Glibc

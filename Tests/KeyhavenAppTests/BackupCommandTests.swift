@@ -1,9 +1,9 @@
 import Foundation
 import KeyhavenApp
+import KeyhavenBackup
 import KeyhavenCore
 import KeyhavenCrypto
 import KeyhavenDatabase
-import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit

@@ -1,9 +1,9 @@
 import Crypto
 import Foundation
+import KeyhavenBackup
 import KeyhavenCore
 import KeyhavenCrypto
 import KeyhavenDatabase
-import KeyhavenStorage
 import KeyhavenTestSupport
 import Logging
 import SQLKit

@@ -63,7 +63,7 @@ public final class AuditKeys: Sendable {
     /// current key that verifies nothing (so a keyed event in it is reported, not trusted).
     ///
     /// - Throws: `KeyhavenError.keyring` if a master key is missing, `.decryptionFailed` if a key does not open.
-    static func load(on sql: any SQLDatabase, keyring: Keyring) async throws -> AuditKeys {
+    package static func load(on sql: any SQLDatabase, keyring: Keyring) async throws -> AuditKeys {
         var keys: [String: AuditKey] = [:]
         var newest: AuditKey?
         for row in try await sql.raw("SELECT id, kek_id, wrapped_key FROM audit_keys ORDER BY created_at, id").all() {

@@ -27,8 +27,8 @@ import SQLKit
 /// - `KeyManagement` (this type): `keyhaven keys status`, `keys rotate` and `keys retire`, called through
 ///   `KeyhavenOperations` in KeyhavenApp.
 /// - `KeyringRegistry`: reads and writes `keyring_keys` for the types above, for ``SQLSecretStore`` (which counts
-///   each wrap against the active key and refuses past the wrap limit) and for ``DatabaseBackup`` (which checks the
-///   keys a backup carries or needs).
+///   each wrap against the active key and refuses past the wrap limit) and for KeyhavenBackup's `DatabaseBackup`
+///   (which checks the keys a backup carries or needs).
 ///
 /// Invariants:
 /// - At most one key is active (a unique index) and new data keys are wrapped with it alone; every `secrets` and

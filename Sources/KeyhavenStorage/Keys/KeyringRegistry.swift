@@ -5,23 +5,27 @@ import SQLKit
 
 /// The keyring state kept in the database (`keyring_keys`): which master keys exist, which one is active for new
 /// wraps, how many wraps each has done, and each key's canary.
-struct KeyringRegistry {
+package struct KeyringRegistry {
     let sql: any SQLDatabase
 
-    struct Row: Sendable {
-        var id: String
-        var canary: Data
-        var active: Bool
+    package init(sql: any SQLDatabase) {
+        self.sql = sql
+    }
+
+    package struct Row: Sendable {
+        package var id: String
+        package var canary: Data
+        package var active: Bool
         var wrapCount: Int64
         var createdAt: Date
         var activatedAt: Date?
         /// Secret rows whose data key it wraps.
-        var references: Int
+        package var references: Int
         /// Audit keys it wraps.
-        var auditKeys: Int
+        package var auditKeys: Int
     }
 
-    func all() async throws -> [Row] {
+    package func all() async throws -> [Row] {
         let counts = try await referenceCounts(in: "secrets")
         let auditCounts = try await referenceCounts(in: "audit_keys")
         return try await sql.raw(

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KeyhavenCore
+import KeyhavenCrypto
 
 /// Why a backup could not be written, read or restored. Every message is one line, names the problem, and never
 /// holds a passphrase, a key or a credential.

@@ -1,9 +1,10 @@
 import Crypto
 import Foundation
 import KeyhavenCore
+import KeyhavenCrypto
 import Testing
 
-@testable import KeyhavenCrypto
+@testable import KeyhavenBackup
 
 /// The backup file format on its own, without a database: what round-trips, and that every kind of damage is
 /// refused with its own message and never crashes the reader.

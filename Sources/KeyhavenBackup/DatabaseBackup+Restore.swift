@@ -2,6 +2,7 @@ import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
 import KeyhavenDatabase
+import KeyhavenStorage
 import SQLKit
 
 extension DatabaseBackup {

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KeyhavenCore
+import KeyhavenCrypto
 
 /// Writes a backup: the preamble, then the records sealed in AES-256-GCM chunks (docs/backup-format.md).
 ///

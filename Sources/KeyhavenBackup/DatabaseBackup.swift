@@ -2,47 +2,70 @@ import Foundation
 import KeyhavenCore
 import KeyhavenCrypto
 import KeyhavenDatabase
+import KeyhavenStorage
 import Logging
 import SQLKit
 
 /// Backup and restore of a whole database (SPEC §14): one consistent snapshot of every table written as a
 /// backup stream, and a backup loaded into an empty database in one transaction, checked before it commits.
 ///
-/// ## Backups (`Backup/`)
+/// ## The KeyhavenBackup module
 ///
-/// The file format, its encryption and the passphrase or key that protects a file are KeyhavenCrypto's
-/// (`Sources/KeyhavenCrypto/Backup/`: ``BackupWriter``, ``BackupReader``, ``BackupSecret``, ``BackupFileOutput``;
-/// the format is described in `docs/backup-format.md`). This folder decides what goes into a backup and how it
-/// comes back:
+/// Everything about backups sits in this module; the commands (`keyhaven backup`, `keyhaven backup verify`,
+/// `keyhaven restore`) and the scheduled backups' service (`KEYHAVEN_BACKUP_*`) that drive it are KeyhavenApp's
+/// (`Sources/KeyhavenApp/Backups.swift`).
 ///
-/// - ``BackupSchema``: the tables a backup holds, parents before children, with every column and its type, and the
-///   tables left out (the migrations' bookkeeping, the scheduled backups' lease, the per-minute usage counters, the
-///   readiness row). A test compares it with the migrated schema: a migration that adds a table or a column adds
-///   it there too.
-/// - `DatabaseBackup` (this type): ``write(secret:kdf:keyring:chunkSize:pageSize:progress:sink:)`` reads one
-///   snapshot and streams it through a ``BackupWriter``; ``restore(from:configured:progress:)``
-///   (`DatabaseBackup+Restore.swift`) loads a backup into an empty database.
-/// - ``BackupSchedule``: the lease in `backup_schedule` that makes one instance of many take each scheduled backup.
+/// ### What a backup holds
 ///
-/// The commands (`keyhaven backup`, `keyhaven backup verify`, `keyhaven restore`) and the scheduled backups
-/// (`KEYHAVEN_BACKUP_*`) are KeyhavenApp's (`Sources/KeyhavenApp/Backups.swift`): they write the stream to a
-/// temporary file that is synced and renamed into place once complete, audit every backup taken or failed, and
-/// keep the newest scheduled files.
+/// Every row of every table in ``BackupSchema/tables`` (users, the keyring's state, organizations, integrations
+/// and their sealed secret versions, rotations, tokens, sessions, the audit trail and its keys, usage, limits,
+/// routes, prices, rate-limit windows), taken from one read snapshot; not the tables in ``BackupSchema/excluded``
+/// (the migrations' bookkeeping, the scheduled backups' lease, the per-minute usage counters, the readiness row).
+/// Secrets stay sealed under their master keys as they are in the database; the master keys themselves go inside
+/// only when asked (`--include-keyring`), and then the backup alone recovers everything.
+///
+/// ### The file format (`Format/`)
+///
+/// A backup file (docs/backup-format.md) starts with a preamble: the magic `KHBACKUP`, the format version, a JSON
+/// header readable without the key (source database, schema version, KDF parameters, salt, chunk size, every
+/// table with its row count), a key check and the header's HMAC. The rest is a stream of records (table, row,
+/// table end, keyring, end) cut into chunks sealed with AES-256-GCM, each nonce holding the chunk's index and
+/// whether it is the final one, each chunk bound to the header's MAC, so a changed, reordered, truncated or
+/// extended file is refused with its own ``BackupError``. The file's keys come from HKDF over its random salt and
+/// either a passphrase stretched with scrypt or a 32-byte key file (``BackupSecret``). ``BackupWriter`` and
+/// ``BackupReader`` write and check the stream with memory bounded by one chunk; ``BackupFileOutput`` writes it to
+/// a temporary file that is synced and renamed into place only once complete.
+///
+/// ### Writing and restoring (this type)
+///
+/// ``write(secret:kdf:keyring:chunkSize:pageSize:progress:sink:)`` reads one snapshot
+/// (``Database/readSnapshot(long:_:)``: `REPEATABLE READ` on PostgreSQL, one read transaction on SQLite), paged by
+/// primary key as long work, so memory stays bounded and writers are never blocked; each table's row count is
+/// taken in the same snapshot, written to the header, and checked against the rows written.
+///
+/// ``restore(from:configured:progress:)`` (`DatabaseBackup+Restore.swift`) loads a backup into an empty database of
+/// either kind, whatever kind it was taken from (SQLite → PostgreSQL is how a deployment moves): the values are
+/// typed in the stream, not in SQL, and bound again as the target's types. It runs in one transaction (under an
+/// advisory lock on PostgreSQL); row counts, the audit chain and every secret version (opened with the backup's
+/// keys or the configured ones) are checked before it commits, and any failure, or a process killed midway,
+/// leaves the database empty. The backup's master keys that the configured keyring lacks are written to its
+/// keyring file just before the commit; the restore is audited in the restored trail when the backup holds an
+/// audit key. A backup of an older schema restores into the current one (the columns migration 8 added are filled
+/// in as that migration would have); one of a schema newer than ``Migrator/latestVersion`` is refused.
+///
+/// ### The schedule
+///
+/// ``BackupSchedule`` is the lease in `backup_schedule`: the next backup is due at `due_at`, and the one instance
+/// that moves it forward takes it, so many servers take one backup per interval; after a failure the holder makes
+/// the next one due sooner. KeyhavenApp's service claims it now and then, writes the file, and keeps the newest
+/// `KEYHAVEN_BACKUP_KEEP` files.
 ///
 /// Invariants:
-/// - A backup is one read snapshot of every table (``Database/readSnapshot(long:_:)``: `REPEATABLE READ` on
-///   PostgreSQL, one read transaction on SQLite), paged by primary key as long work, so memory stays bounded and
-///   writers are never blocked. Each table's row count is taken in the same snapshot, written to the header, and
-///   checked against the rows written.
-/// - Master keys go inside only when asked (`--include-keyring`), and then every key the database needs must be
-///   among them and open its canary, so that the backup alone recovers everything.
-/// - A restore loads into an empty database only, in one transaction: row counts, the audit chain and every secret
-///   version (opened with the backup's keys or the configured ones) are checked before it commits, and any failure,
-///   or a process killed midway, leaves the database empty. The backup's master keys that the configured keyring
-///   lacks are written to its keyring file just before the commit; the restore is audited in the restored trail
-///   when the backup holds an audit key.
-/// - A backup of an older schema restores into the current one (the columns migration 8 added are filled in as that
-///   migration would have); one of a schema newer than ``Migrator/latestVersion`` is refused.
+/// - ``BackupSchema`` lists every table and column of the migrated schema, parents before children; a test
+///   compares it with the migrated database, so a migration that adds a table or a column adds it there too.
+/// - Master keys go inside only when asked, and then every key the database needs must be among them and open its
+///   canary.
+/// - No message of a ``BackupError`` holds a passphrase, a key or a credential.
 public struct DatabaseBackup: Sendable {
     let database: Database
     let logger: Logger

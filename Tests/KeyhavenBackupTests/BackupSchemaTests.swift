@@ -1,5 +1,5 @@
 import Foundation
-import KeyhavenStorage
+import KeyhavenBackup
 import KeyhavenTestSupport
 import SQLKit
 import Testing
