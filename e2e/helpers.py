@@ -109,7 +109,7 @@ def unlabelled(page):
         .filter(i => !(i.labels && i.labels.length)).map(i => i.name || i.id)""")
 
 
-LOCALIZATION = pathlib.Path(__file__).resolve().parent.parent / "Sources" / "KeyhavenWeb" / "Resources" / "Localization"
+LOCALIZATION = pathlib.Path(__file__).resolve().parent.parent / "Sources" / "KeyhavenPages" / "Resources" / "Localization"
 
 
 def english_sentences():
