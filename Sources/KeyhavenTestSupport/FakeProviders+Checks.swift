@@ -2,15 +2,9 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
-import JWTKit
 import KeyhavenCore
 import KeyhavenProviders
-import Logging
 import NIOCore
-import NIOPosix
-import ServiceLifecycle
-import Synchronization
-import _CryptoExtras
 
 /// How the fakes check what they receive: the AWS query API with its SigV4 signature, a JWT's key id.
 extension FakeProviders {
