@@ -79,31 +79,58 @@ public final class ServerMetrics: Sendable {
         histogram.record(duration)
     }
 
-    /// SQLite's write statistics as last rendered, so the counters advance by the difference.
-    private let renderedWrites = Mutex(WriteStatistics())
+    /// The database's cumulative figures as last rendered, by metric and label, so the counters advance by the
+    /// difference.
+    private let rendered = Mutex<[String: Int]>([:])
 
-    /// The Prometheus text exposition, with `database`'s SQLite write statistics (transactions, the commits that
-    /// stored them, writers waiting now) if it is SQLite.
+    /// Advances the counter `name{label}` to `total`, from what was last rendered.
+    private func advance(_ name: String, help: String, label: (String, String)? = nil, to total: Int, scale: Double = 1) {
+        let key = "\(name) \(label?.1 ?? "")"
+        let delta = rendered.withLock { last in
+            defer { last[key] = total }
+            return max(total - (last[key] ?? 0), 0)
+        }
+        let descriptor = MetricNameDescriptor(metricName: name, unitName: "total", helpText: help)
+        let counter = label.map { registry.makeCounter(descriptor: descriptor, labels: [$0]) }
+            ?? registry.makeCounter(descriptor: descriptor)
+        if scale == 1 { counter.increment(by: Int64(delta)) } else { counter.increment(by: Double(delta) * scale) }
+    }
+
+    /// The Prometheus text exposition, with `database`'s figures: on SQLite its write statistics (transactions, the
+    /// commits that stored them, writers waiting now) and its log's commits and frames; on both, the writer's time
+    /// by phase and the credential reads' group sizes.
     public func render(database: Database? = nil) -> String {
         if let now = database?.writeStatistics {
-            let (transactions, commits) = renderedWrites.withLock { last in
-                defer { last = now }
-                return (now.transactions - last.transactions, now.commits - last.commits)
-            }
-            registry.makeCounter(
-                descriptor: .init(
-                    metricName: "keyhaven_sqlite_write_transactions", unitName: "total",
-                    helpText: "Write transactions on SQLite.")
-            ).increment(by: Int64(max(transactions, 0)))
-            registry.makeCounter(
-                descriptor: .init(
-                    metricName: "keyhaven_sqlite_commits", unitName: "total",
-                    helpText: "SQLite commits (each stores a group of write transactions with one fsync).")
-            ).increment(by: Int64(max(commits, 0)))
+            advance("keyhaven_sqlite_write_transactions", help: "Write transactions on SQLite.", to: now.transactions)
+            advance(
+                "keyhaven_sqlite_commits",
+                help: "SQLite commits (each stores a group of write transactions with one fsync).", to: now.commits)
             registry.makeGauge(
                 descriptor: .init(
                     metricName: "keyhaven_sqlite_writers_waiting", helpText: "Writers waiting for SQLite's writer.")
             ).set(Int64(now.waiting))
+        }
+        if let timings = database?.timings.snapshot {
+            for (phase, total) in timings.phases {
+                advance(
+                    "keyhaven_database_writer_seconds", help: "Time spent by the database writer, by phase.",
+                    label: ("phase", phase.rawValue), to: total.nanoseconds, scale: 1e-9)
+                advance(
+                    "keyhaven_database_writer_phases", help: "Times each phase of the database writer ran.",
+                    label: ("phase", phase.rawValue), to: total.count)
+            }
+            for (bucket, groups) in timings.readGroups.enumerated() where groups > 0 {
+                advance(
+                    "keyhaven_credential_read_groups",
+                    help: "Credential-read groups written together, by size (reads: from 2^n up to 2^(n+1) - 1).",
+                    label: ("reads", String(1 << bucket)), to: groups)
+            }
+            if timings.walCommits > 0 {
+                advance("keyhaven_sqlite_wal_commits", help: "Commits counted by SQLite's log.", to: timings.walCommits)
+                advance(
+                    "keyhaven_sqlite_wal_frames", help: "Pages appended to SQLite's log by commits.",
+                    to: timings.walFrames)
+            }
         }
         return registry.emitToString()
     }

@@ -29,6 +29,8 @@ public final class Database: Sendable {
     let connectTimeout: Duration
     /// The client's own deadline for each PostgreSQL query; nil on SQLite.
     private let deadlines: QueryDeadlines?
+    /// Where the writer's time goes, and what its commits hold (SQLite; the credential reads' phases on both).
+    public let timings: WriterTimings
 
     // EventLoopGroupConnectionPool guards its state with a lock and per-loop pools; it predates Sendable.
     private enum Pool: @unchecked Sendable {
@@ -77,15 +79,16 @@ public final class Database: Sendable {
             }
             restrictSQLiteFiles(path)
             let connections: SQLiteConnections
+            let timings = WriterTimings()
             do {
-                connections = try SQLiteConnections(path: path, logger: logger)
+                connections = try SQLiteConnections(path: path, timings: timings, logger: logger)
             } catch {
                 logger.error("database connection failed", metadata: ["error": "\(error)"])
                 throw KeyhavenError.unavailable("The database is unavailable.")
             }
             database = Database(
                 kind: .sqlite, location: location, pool: .sqlite(SQLiteWriteGroups(connections: connections)),
-                connectTimeout: connectTimeout, deadlines: nil, logger: logger)
+                connectTimeout: connectTimeout, deadlines: nil, timings: timings, logger: logger)
         case .postgres(let url):
             var configuration: SQLPostgresConfiguration
             do {
@@ -136,9 +139,10 @@ public final class Database: Sendable {
 
     private init(
         kind: DatabaseKind, location: DatabaseLocation, pool: Pool, connectTimeout: Duration,
-        deadlines: QueryDeadlines?, logger: Logger
+        deadlines: QueryDeadlines?, timings: WriterTimings = WriterTimings(), logger: Logger
     ) {
         self.kind = kind
+        self.timings = timings
         self.location = location
         self.pool = pool
         self.connectTimeout = connectTimeout

@@ -16,6 +16,7 @@ double sqlite_nio_sqlite3_value_double(sqlite3_value *value);
 void sqlite_nio_sqlite3_result_int64(sqlite3_context *context, int64_t value);
 void sqlite_nio_sqlite3_result_null(sqlite3_context *context);
 void sqlite_nio_sqlite3_result_error_nomem(sqlite3_context *context);
+void *sqlite_nio_sqlite3_wal_hook(sqlite3 *db, int (*hook)(void *, sqlite3 *, const char *, int), void *context);
 
 /// The running state of one saturating_sum: the sum so far, and whether any non-NULL value was seen (SUM of no
 /// values is NULL).
@@ -61,4 +62,20 @@ int keyhaven_sqlite_add_functions(sqlite3 *db) {
     int flags = 1 | 0x000000800 | 0x000200000;
     return sqlite_nio_sqlite3_create_function_v2(
         db, "saturating_sum", 1, flags, 0, 0, keyhaven_saturating_sum_step, keyhaven_saturating_sum_final, 0);
+}
+
+/// Counts one commit: `pages` is the number of frames in the log after it. A log that is shorter than after the
+/// previous commit was restarted (emptied by a checkpoint), so this commit wrote all of it.
+static int keyhaven_wal_hook(void *context, sqlite3 *db, const char *name, int pages) {
+    (void)db;
+    (void)name;
+    keyhaven_wal_counts *counts = context;
+    counts->commits += 1;
+    counts->frames += pages >= counts->pages ? pages - counts->pages : pages;
+    counts->pages = pages;
+    return KEYHAVEN_SQLITE_OK;
+}
+
+void keyhaven_sqlite_watch_wal(sqlite3 *db, keyhaven_wal_counts *counts) {
+    sqlite_nio_sqlite3_wal_hook(db, keyhaven_wal_hook, counts);
 }

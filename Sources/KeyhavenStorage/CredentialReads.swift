@@ -77,6 +77,7 @@ final class CredentialReads: Sendable {
             }
             guard !group.isEmpty else { return }
             let outcomes: [Outcome]
+            database.timings.countReadGroup(group.count)
             do {
                 outcomes = try await write(group)
             } catch {
@@ -102,6 +103,7 @@ final class CredentialReads: Sendable {
             // The integrations' rows first, in id order, then the audit chain: the lock order of every writer.
             let lock = database.kind == .postgres ? " ORDER BY i.id FOR NO KEY UPDATE OF i" : ""
             var found: [UUID: CredentialTarget] = [:]
+            let readStart = ContinuousClock.now
             for row in try await sql.raw(
                 """
                 SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i
@@ -113,6 +115,7 @@ final class CredentialReads: Sendable {
                 let ownerDisabled = try row.decode(column: "owner_disabled_at", as: Date?.self) != nil
                 found[integration.id] = CredentialTarget(integration: integration, ownerDisabled: ownerDisabled)
             }
+            database.timings.add(.readRows, since: readStart)
             // Every read is decided before anything is decrypted; only allowed reads open their secret.
             let decisions = group.map { request in found[request.id].map { request.decide($0) } }
             var readable: [UUID: SecretOwner] = [:]
@@ -120,7 +123,9 @@ final class CredentialReads: Sendable {
                 guard let target = found[request.id], case nil? = decision else { continue }
                 readable[request.id] = SecretOwner(integrationID: request.id, ownerID: target.integration.ownerID)
             }
-            let opened = try await secrets.openCurrent(Array(readable.values), on: sql)
+            let opened = try await database.timings.measure(.openSecrets) {
+                try await secrets.openCurrent(Array(readable.values), on: sql)
+            }
 
             let now = Date()
             var outcomes: [Outcome] = []

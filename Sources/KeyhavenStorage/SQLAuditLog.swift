@@ -42,6 +42,7 @@ public struct SQLAuditLog: AuditLog {
             // One writer at a time extends the chain, across every instance.
             try await sql.raw(Database.advisoryLock("audit")).run()
         }
+        let chainStart = ContinuousClock.now
         let last = try await sql.raw("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").first()
         var seq = try last?.decode(column: "seq", as: Int64.self) ?? 0
         var prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
@@ -69,7 +70,8 @@ public struct SQLAuditLog: AuditLog {
             query.appendInterpolation(binds: values)
             query.appendInterpolation(unsafeRaw: ")")
         }
-        try await sql.raw(query).run()
+        database.timings.add(.auditChain, since: chainStart)
+        try await database.timings.measure(.auditInsert) { try await sql.raw(query).run() }
     }
 
     /// A signed record of the chain's head: its sequence number and hash, MACed with the audit key.

@@ -214,7 +214,7 @@ struct CredentialReadTests {
             }
             group.addTask {
                 // Kill once some reads have been answered, while others are in flight.
-                for _ in 0..<500 where progress.answered.withLock({ $0.count }) < 60 {
+                for _ in 0..<3000 where progress.answered.withLock({ $0.count }) < 60 {
                     try? await Task.sleep(for: .milliseconds(10))
                 }
                 server.signal(SIGKILL)

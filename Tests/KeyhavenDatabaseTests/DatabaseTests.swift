@@ -147,6 +147,34 @@ struct DatabaseTests {
         #expect(after.commits - before.commits < 40, "the writes shared commits")
     }
 
+    @Test(
+        """
+        on SQLite, every commit is counted with the log frames it wrote, and the log is checkpointed by the \
+        checkpointer, never inside a commit, so it is reused instead of growing
+        """
+    )
+    func checkpointsOutsideCommits() async throws {
+        let handle = try await TestDatabase.sqlite.make()
+        defer { Task { await handle.close() } }
+        let database = handle.database
+        let path = try #require(database.location.sqlitePath)
+        let before = database.timings.snapshot
+        // 3,000 commits of one row each (four pages or so with the index): three times the checkpoint threshold.
+        for index in 0..<3000 {
+            try await database.transaction { sql in try await insertUser("c\(index)@example.test", on: sql) }
+        }
+        let after = database.timings.snapshot
+        #expect(after.walCommits - before.walCommits >= 3000)
+        #expect(after.walFrames - before.walFrames >= 3000, "every commit appends at least one frame")
+        // The checkpoints ran on the checkpointer's thread: SQLite's own, inside a commit, is off on the writer.
+        #expect((after.phases[.checkpoint]?.count ?? 0) >= 1)
+        #expect(after.phases[.commit]?.count ?? 0 >= 3000)
+        // The log restarts once checkpointed: without checkpoints it would hold every frame written above.
+        let logBytes = try #require(
+            try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int)
+        #expect(logBytes < (after.walFrames - before.walFrames) * 4096 / 2, "the log was reused: \(logBytes) bytes")
+    }
+
     @Test("on SQLite, writers that arrive while the writer's thread is busy join the open group")
     func arrivingWritersJoin() async throws {
         let handle = try await TestDatabase.sqlite.make()

@@ -21,23 +21,64 @@ final class SQLiteConnections: Sendable {
     private let writer: SQLiteFileConnection
     private let idleReaders = Mutex<[SQLiteFileConnection]>([])
     private let closed = Atomic<Bool>(false)
+    /// The log's checkpoints run on this connection and thread, never inside a commit.
+    private let checkpointer: SQLiteFileConnection
+    private let checkpointThread: NIOThreadPool
+    /// A checkpoint is queued or running.
+    private let checkpointing = Atomic<Bool>(false)
+    let timings: WriterTimings
 
     /// Readers kept open between reads; more are opened while more reads run at once, and closed when done.
     static let idleReaderLimit = 8
+    /// The log's size, in frames, from which a commit asks for a checkpoint (SQLite's own default threshold).
+    static let checkpointThreshold: Int32 = 1000
 
-    /// Opens the writer (which puts a new file into WAL mode) and one reader.
-    init(path: String, logger: Logger) throws {
+    /// Opens the writer (which puts a new file into WAL mode), the checkpointer and one reader.
+    init(path: String, timings: WriterTimings, logger: Logger) throws {
         self.path = path
         self.logger = logger
+        self.timings = timings
         writer = try SQLiteFileConnection(path: path, role: .writer)
+        let reader: SQLiteFileConnection
         do {
-            let reader = try SQLiteFileConnection(path: path, role: .reader)
-            idleReaders.withLock { $0.append(reader) }
+            reader = try SQLiteFileConnection(path: path, role: .reader)
         } catch {
             writer.close()
             throw error
         }
+        do {
+            checkpointer = try SQLiteFileConnection(path: path, role: .checkpointer)
+        } catch {
+            reader.close()
+            writer.close()
+            throw error
+        }
+        idleReaders.withLock { $0.append(reader) }
         writerExecutor = SQLiteWriterExecutor()
+        checkpointThread = NIOThreadPool(numberOfThreads: 1)
+        checkpointThread.start()
+    }
+
+    /// After a commit, on the writer's thread: records the log's counts and, once the log holds
+    /// ``checkpointThreshold`` frames, has the checkpointer copy them into the database file on its own thread, so
+    /// no commit waits for a checkpoint. A checkpoint never blocks the writer or readers (it is passive); one that
+    /// could not copy everything is tried again after a later commit.
+    func committed() {
+        let counts = writer.walCounts
+        timings.setWAL(commits: Int(counts.commits), frames: Int(counts.frames))
+        guard counts.pages >= Self.checkpointThreshold,
+            !closed.load(ordering: .relaxed),
+            !checkpointing.exchange(true, ordering: .acquiring)
+        else { return }
+        checkpointThread.submit { [self] state in
+            defer { checkpointing.store(false, ordering: .releasing) }
+            guard case .active = state, !closed.load(ordering: .relaxed) else { return }
+            do {
+                try timings.measure(.checkpoint) { try checkpointer.checkpoint() }
+            } catch {
+                logger.warning("a checkpoint of the database log failed", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// Runs `body` with a reader of its own.
@@ -84,6 +125,9 @@ final class SQLiteConnections: Sendable {
         }) { reader.close() }
         writer.close()
         writerExecutor.shutdown()
+        // After a checkpoint under way, if any: the thread runs its jobs in order.
+        checkpointThread.submit { [checkpointer] _ in checkpointer.close() }
+        checkpointThread.shutdownGracefully { _ in }
     }
 }
 

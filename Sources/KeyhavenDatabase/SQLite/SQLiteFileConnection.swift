@@ -16,8 +16,11 @@ final class SQLiteFileConnection: @unchecked Sendable {
     enum Role {
         /// Opened `query_only`: a write fails at once instead of waiting for the write lock.
         case reader
-        /// The one connection that writes.
+        /// The one connection that writes. Its commits are counted (``walCounts``), and SQLite's automatic
+        /// checkpoint is off on it: ``SQLiteConnections`` checkpoints on a connection of its own, outside commits.
         case writer
+        /// The connection that checkpoints the log (``checkpoint()``), on a thread of its own.
+        case checkpointer
     }
 
     /// How many prepared statements a connection keeps; statements with long `IN (…)` lists vary, so the cache is
@@ -25,6 +28,8 @@ final class SQLiteFileConnection: @unchecked Sendable {
     static let cacheLimit = 128
 
     private let handle: OpaquePointer
+    /// The writer's log counts, filled by SQLite's hook during each commit.
+    private let wal: UnsafeMutablePointer<keyhaven_wal_counts>?
     private var statements: [String: Statement] = [:]
 
     /// A prepared statement and the names of its result columns.
@@ -46,6 +51,14 @@ final class SQLiteFileConnection: @unchecked Sendable {
             sqlite_nio_sqlite3_close_v2(handle)
             throw failure
         }
+        if role == .writer {
+            let wal = UnsafeMutablePointer<keyhaven_wal_counts>.allocate(capacity: 1)
+            wal.initialize(to: keyhaven_wal_counts())
+            keyhaven_sqlite_watch_wal(handle, wal)
+            self.wal = wal
+        } else {
+            wal = nil
+        }
         let pragmas =
             switch role {
             case .writer:
@@ -57,6 +70,8 @@ final class SQLiteFileConnection: @unchecked Sendable {
                 ]
             case .reader:
                 ["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON", "PRAGMA query_only = ON"]
+            case .checkpointer:
+                ["PRAGMA busy_timeout = 10000", "PRAGMA synchronous = FULL"]
             }
         do {
             // Plans never depend on bound values, so a cached statement is never prepared again on a new bind.
@@ -83,6 +98,21 @@ final class SQLiteFileConnection: @unchecked Sendable {
         for statement in statements.values { sqlite_nio_sqlite3_finalize(statement.pointer) }
         statements.removeAll()
         sqlite_nio_sqlite3_close_v2(handle)
+        wal?.deallocate()
+    }
+
+    /// The writer's commits, the frames they appended to the log, and the frames in the log now; zeros on other
+    /// connections. Read it on the thread that commits.
+    var walCounts: keyhaven_wal_counts { wal?.pointee ?? keyhaven_wal_counts() }
+
+    /// Copies what it can of the log into the database file without waiting for anyone (a passive checkpoint).
+    ///
+    /// - Throws: ``SQLiteFailure`` if SQLite fails it.
+    func checkpoint() throws {
+        var log: Int32 = 0
+        var copied: Int32 = 0
+        // SQLITE_CHECKPOINT_PASSIVE
+        try check(sqlite_nio_sqlite3_wal_checkpoint_v2(handle, nil, 0, &log, &copied))
     }
 
     /// Runs `sql` with `binds`, calling `onRow` for each result row.

@@ -155,7 +155,7 @@ final class SQLiteWriteGroups: Sendable {
         }
         state.withLock { $0.open = true }
         do {
-            let value = try await body(sql)
+            let value = try await connections.timings.measure(.body) { try await body(sql) }
             if joining { try await sql.raw("RELEASE keyhaven_write").run() }
             return .success(value)
         } catch {
@@ -180,7 +180,7 @@ final class SQLiteWriteGroups: Sendable {
         guard state.withLock({ $0.open }) else { return }
         let result: Result<Void, any Error>
         do {
-            try await sql.raw("COMMIT").run()
+            try await connections.timings.measure(.commit) { try await sql.raw("COMMIT").run() }
             result = .success(())
             state.withLock { $0.statistics.commits += 1 }
         } catch {
@@ -188,6 +188,7 @@ final class SQLiteWriteGroups: Sendable {
             result = .failure(error)
         }
         endGroup(result)
+        connections.committed()
         try result.get()
     }
 

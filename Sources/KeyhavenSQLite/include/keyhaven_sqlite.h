@@ -74,6 +74,24 @@ static inline int keyhaven_sqlite_reprepares(sqlite3_stmt *statement) {
 /// PostgreSQL's `LEAST(SUM(x), 9223372036854775807)` does. Defined in shim.c.
 int keyhaven_sqlite_add_functions(sqlite3 *db);
 
+/// What the write-ahead log received, counted by the hook ``keyhaven_sqlite_watch_wal`` installs: commits, frames
+/// (pages) appended by them, and the frames in the log after the last commit. Read and written on the thread that
+/// commits on the connection only.
+typedef struct {
+    int64_t commits;
+    int64_t frames;
+    int pages;
+} keyhaven_wal_counts;
+
+/// Installs a hook on `db` that counts every commit into `counts` (which must outlive the connection). It replaces
+/// SQLite's automatic checkpoint, which would otherwise run inside the commit that crosses its threshold: whoever
+/// installs it checkpoints the log itself. Defined in shim.c.
+void keyhaven_sqlite_watch_wal(sqlite3 *db, keyhaven_wal_counts *counts);
+
+/// Copies committed frames of the log into the database file without waiting for readers or writers
+/// (SQLITE_CHECKPOINT_PASSIVE); `log` and `copied` receive the frames in the log and the frames copied.
+int sqlite_nio_sqlite3_wal_checkpoint_v2(sqlite3 *db, const char *name, int mode, int *log, int *copied);
+
 enum {
     KEYHAVEN_SQLITE_OK = 0,
     KEYHAVEN_SQLITE_ROW = 100,
