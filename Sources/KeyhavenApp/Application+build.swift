@@ -41,6 +41,9 @@ public struct KeyhavenRuntime: Sendable {
     public let audit: SQLAuditLog
     /// Login and sign-up limits.
     public let limiter: SQLRateLimiter
+    /// The provider checks' limit (``CheckRateLimit``): counted in memory on SQLite, whose one instance sees every
+    /// check, so a create is one commit; in the database on PostgreSQL, where instances share it.
+    public let checkLimiter: any RateLimiter
     /// The client for provider checks.
     public let http: HTTPClient
     /// Runs provider checks and records them.
@@ -126,7 +129,8 @@ public struct KeyhavenRuntime: Sendable {
             return KeyhavenRuntime(
                 configuration: configuration, database: database, keyring: keyring, secrets: secrets,
                 integrations: integrations, users: users, sessions: sessions,
-                tokens: tokens, audit: audit, limiter: limiter, http: http,
+                tokens: tokens, audit: audit, limiter: limiter,
+                checkLimiter: database.kind == .sqlite ? InProcessRateLimiter() : limiter, http: http,
                 verifier: VerificationRunner(store: integrations, context: context, metrics: metrics, logger: logger),
                 metrics: metrics, passwords: passwords, accounts: accounts,
                 rotations: SQLRotationStore(
@@ -161,7 +165,7 @@ extension KeyhavenRuntime {
     public var integrationService: IntegrationService {
         IntegrationService(
             integrations: integrations, secrets: secrets, audit: audit, rotations: rotations, tester: verifier,
-            limiter: limiter, checks: configuration.checkRateLimit, access: access)
+            limiter: checkLimiter, checks: configuration.checkRateLimit, access: access)
     }
 
     /// Organizations, members, invitations and service tokens.
@@ -230,7 +234,8 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
         services.append(metricsServer(runtime, address: address))
     }
     return Application(
-        router: router, server: .http1(configuration: deadlined(configuration)),
+        router: router,
+        server: .http1(configuration: deadlined(configuration), onEventLoop: configuration.requestsOnEventLoop),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
         services: services,
         logger: runtime.logger

@@ -71,6 +71,9 @@ public struct KeyhavenConfiguration: Sendable {
     /// The most of a metered gateway request's body read to meter it (`KEYHAVEN_GATEWAY_INSPECT_BYTES`, default
     /// 8 MiB); under a budget or token limit a longer body is refused.
     public var gatewayInspectLimit = MeteredEndpoints.inspectLimit
+    /// Whether each connection's requests run on its event loop (`KEYHAVEN_REQUEST_EXECUTOR=event-loop`, the
+    /// default) or on Swift's shared threads (`shared`); see ``LoopExecutorChannel``. `./scripts/bench` measures both.
+    public var requestsOnEventLoop = true
     /// How often the server writes a signed checkpoint of the audit chain (and once more at shutdown).
     public var auditCheckpointInterval: Duration = .seconds(300)
     /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
@@ -209,6 +212,11 @@ public struct KeyhavenConfiguration: Sendable {
             publicURL = derived
         }
         allowSignup = try Self.bool(text("keyhaven.allow.signup"), name: "KEYHAVEN_ALLOW_SIGNUP", default: true)
+        switch text("keyhaven.request.executor") {
+        case nil, "event-loop": requestsOnEventLoop = true
+        case "shared": requestsOnEventLoop = false
+        default: throw KeyhavenError.configuration("KEYHAVEN_REQUEST_EXECUTOR must be event-loop or shared")
+        }
         let levelText = text("keyhaven.log.level") ?? "info"
         guard let level = Logger.Level(rawValue: levelText.lowercased()) else {
             throw KeyhavenError.configuration(
@@ -419,6 +427,7 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "metrics=\(metricsAddress.map { "on_\($0)" } ?? (metricsToken == nil ? "off" : "public_port"))"
                 + (metricsToken == nil ? "" : "_with_token"),
             "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
+            "request_executor=\(requestsOnEventLoop ? "event-loop" : "shared")",
             "scheduled_backups="
                 + "\(scheduledBackups.map { "\($0.directory) every \($0.interval) keep \($0.keep)" } ?? "off")",
         ].joined(separator: " ")

@@ -84,14 +84,16 @@ public final class ServerMetrics: Sendable {
     private let rendered = Mutex<[String: Int]>([:])
 
     /// Advances the counter `name{label}` to `total`, from what was last rendered.
-    private func advance(_ name: String, help: String, label: (String, String)? = nil, to total: Int, scale: Double = 1) {
+    private func advance(_ name: String, help: String, label: (String, String)? = nil, to total: Int, scale: Double = 1)
+    {
         let key = "\(name) \(label?.1 ?? "")"
         let delta = rendered.withLock { last in
             defer { last[key] = total }
             return max(total - (last[key] ?? 0), 0)
         }
         let descriptor = MetricNameDescriptor(metricName: name, unitName: "total", helpText: help)
-        let counter = label.map { registry.makeCounter(descriptor: descriptor, labels: [$0]) }
+        let counter =
+            label.map { registry.makeCounter(descriptor: descriptor, labels: [$0]) }
             ?? registry.makeCounter(descriptor: descriptor)
         if scale == 1 { counter.increment(by: Int64(delta)) } else { counter.increment(by: Double(delta) * scale) }
     }

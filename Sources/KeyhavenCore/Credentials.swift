@@ -29,19 +29,12 @@ public enum Credentials: Sendable, RedactedDescription {
 
     /// Reads back stored credentials of an integration of `type`, checking only their shape (which fields are
     /// text), never the format rules for new input: tightening a rule later must not make a stored secret fail to
-    /// open. The JSON is decoded straight from the `SecretBytes` buffer, without copying it first.
+    /// open. The JSON is parsed straight from the `SecretBytes` buffer (``JSONValue/init(parsing:)``), without
+    /// copying it first and without a `Decoder`.
     ///
     /// - Throws: `KeyhavenError.decryptionFailed` if the bytes are not credentials of that type.
     public init(type: IntegrationType, stored bytes: SecretBytes) throws {
-        let value: JSONValue
-        do {
-            value = try bytes.withUnsafeBytes { buffer in
-                guard let base = buffer.baseAddress, buffer.count > 0 else { throw KeyhavenError.decryptionFailed }
-                let view = Data(
-                    bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: buffer.count, deallocator: .none)
-                return try JSONDecoder().decode(JSONValue.self, from: view)
-            }
-        } catch {
+        guard let value = bytes.withUnsafeBytes({ try? JSONValue(parsing: $0) }) else {
             throw KeyhavenError.decryptionFailed
         }
         switch (type, value) {
@@ -232,7 +225,7 @@ public enum CredentialValidator {
         switch value {
         case .object(let fields): object = fields
         case .string(let text) where text.utf8.count <= 16_384:
-            guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else {
+            guard case .object(let fields)? = try? JSONValue(parsing: text) else {
                 errors.add(.serviceAccountFile, to: "credentials")
                 return .failure(errors)
             }

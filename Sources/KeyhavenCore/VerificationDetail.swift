@@ -225,7 +225,7 @@ public struct VerificationProblem: Sendable, Equatable {
     /// integration's `error_message`; nil otherwise, and for anything that does not read as one.
     public init?(stored: String?, message: String?) {
         guard let stored, let message,
-            case .object(let details)? = try? JSONDecoder().decode(JSONValue.self, from: Data(stored.utf8)),
+            case .object(let details)? = try? JSONValue(parsing: stored),
             case .object(let problem)? = details[Self.storedKey],
             problem["message"]?.stringValue == message,
             let outcome = problem["outcome"]?.stringValue.flatMap(VerificationOutcome.init(rawValue:))

@@ -29,6 +29,10 @@ public final class Database: Sendable {
     let connectTimeout: Duration
     /// The client's own deadline for each PostgreSQL query; nil on SQLite.
     private let deadlines: QueryDeadlines?
+    /// One decoder for the JSON columns the stores read with `Decodable` (a decoder is safe to share: each call
+    /// decodes with its own state), instead of one made per row.
+    public static let jsonDecoder = JSONDecoder()
+
     /// Where the writer's time goes, and what its commits hold (SQLite; the credential reads' phases on both).
     public let timings: WriterTimings
 

@@ -8,11 +8,14 @@ import Synchronization
 /// Credential reads with group commit (SPEC §6, §8).
 ///
 /// Every read must be audited, durably, before its credentials leave the server. Reads that arrive while a group
-/// is being written wait and form the next group; each group is one transaction on the writer: one query for the
-/// integrations (and their owners), one for the secrets, an update of `last_used_at` where it is a minute old, one
-/// insert of all the audit events, and one commit (one fsync). A caller gets its credentials only after that commit,
-/// and every caller of a group whose transaction fails gets the error (when the database could not serve it, so
-/// do the reads queued behind it): the guarantee of one transaction per read, at the cost of one commit per group.
+/// is being written wait and form the next group. On SQLite a group's integrations (and their owners) and secrets
+/// are read, decided and opened on a reader, outside the writer, while the group before it commits; its write
+/// transaction then only checks in one query that those rows still say what was decided on (or reads them again
+/// if a change was committed in between), updates `last_used_at` where it is a minute old, extends the audit chain
+/// with one insert of all its events, and commits (one fsync). On PostgreSQL all of that is one transaction, the
+/// rows locked. A caller gets its credentials only after that commit, and every caller of a group whose
+/// transaction fails gets the error (when the database could not serve it, so do the reads queued behind it): the
+/// guarantee of one transaction per read, at the cost of one commit per group.
 final class CredentialReads: Sendable {
     typealias Outcome = Result<(Integration, Credentials), KeyhavenError>
 
@@ -67,43 +70,88 @@ final class CredentialReads: Sendable {
     }
 
     /// Writes groups until no read is waiting.
+    ///
+    /// On SQLite the loop is a pipeline two groups deep: a group is read and opened on a reader while the group
+    /// before it is in the writer, and goes to the writer when that one is committed; the next group forms
+    /// meanwhile. On PostgreSQL each group is read, locked and written in its own transaction.
     private func drain() async {
+        var inWriter: Task<Void, Never>?
+        let pipelined = database.kind == .sqlite
         while true {
-            var group: [Request] = queue.withLock { queue in
+            // On PostgreSQL the next group forms while this one is written (a group lost to a hung server then
+            // also answers the reads queued behind it, rather than each waiting out a deadline of its own).
+            if !pipelined { await inWriter?.value }
+            let group: [Request] = queue.withLock { queue in
                 let group = Array(queue.pending.prefix(Self.maximumGroup))
                 queue.pending.removeFirst(group.count)
                 if group.isEmpty { queue.draining = false }
                 return group
             }
+            // The group in the writer answers its own callers when its commit is done.
             guard !group.isEmpty else { return }
-            let outcomes: [Outcome]
             database.timings.countReadGroup(group.count)
-            do {
-                outcomes = try await write(group)
-            } catch {
-                let failure = (error as? KeyhavenError) ?? .unavailable("The database is unavailable.")
-                // The reads that queued behind a group the database did not serve (a hung server takes the whole
-                // query deadline to say so) get the same answer now, rather than waiting out a deadline of their own.
-                if case .unavailable = failure {
-                    group += queue.withLock { queue in
-                        defer { queue.pending.removeAll() }
-                        return queue.pending
-                    }
+            var prepared: Result<Prepared, any Error>?
+            if pipelined {
+                do {
+                    prepared = .success(try await database.withConnection { sql in try await prepare(group, on: sql) })
+                } catch {
+                    prepared = .failure(error)
                 }
-                outcomes = group.map { _ in .failure(failure) }
             }
-            for (request, outcome) in zip(group, outcomes) { request.reply.resume(returning: outcome) }
+            await inWriter?.value
+            inWriter = Task { [prepared] in await write(group, prepared: prepared) }
         }
     }
 
-    /// One group in one transaction; the outcomes in the group's order.
-    private func write(_ group: [Request]) async throws -> [Outcome] {
+    /// Writes one group and answers its callers: with their outcomes once committed, or all with the error that
+    /// lost the transaction.
+    private func write(_ group: [Request], prepared: Result<Prepared, any Error>?) async {
+        var group = group
+        let outcomes: [Outcome]
+        do {
+            let ahead = try prepared?.get()
+            outcomes = try await database.transaction(short: true) { sql in
+                // Read ahead on a reader: still what the row says now? Otherwise (a change committed in between)
+                // read again here, as PostgreSQL always does.
+                if let ahead, let fresh = try await recheck(ahead, on: sql) {
+                    return try await finish(group, ahead, lastUsed: fresh, on: sql)
+                }
+                let current = try await prepare(group, on: sql)
+                return try await finish(group, current, lastUsed: current.lastUsed, on: sql)
+            }
+        } catch {
+            let failure = (error as? KeyhavenError) ?? .unavailable("The database is unavailable.")
+            // The reads that queued behind a group the database did not serve (a hung server takes the whole
+            // query deadline to say so) get the same answer now, rather than waiting out a deadline of their own.
+            if case .unavailable = failure {
+                group += queue.withLock { queue in
+                    defer { queue.pending.removeAll() }
+                    return queue.pending
+                }
+            }
+            outcomes = group.map { _ in .failure(failure) }
+        }
+        for (request, outcome) in zip(group, outcomes) { request.reply.resume(returning: outcome) }
+    }
+
+    /// What a group's reads found: each integration with its owner's state, each read's decision, and the opened
+    /// current secrets of the allowed ones.
+    private struct Prepared: Sendable {
+        var found: [UUID: CredentialTarget] = [:]
+        var decisions: [CredentialDenial??] = []
+        var opened: [UUID: Result<(SecretBytes, SecretVersionInfo), KeyhavenError>] = [:]
+
+        /// Each found integration's last use, as read.
+        var lastUsed: [UUID: Date] { found.compactMapValues(\.integration.lastUsedAt) }
+    }
+
+    /// Reads the group's integrations (locked in id order on PostgreSQL, the lock order of every writer), decides
+    /// each read, and opens the allowed ones' current secrets.
+    private func prepare(_ group: [Request], on sql: any SQLDatabase) async throws -> Prepared {
         let ids = Array(Set(group.map(\.id)))
-        return try await database.transaction(short: true) { sql in
-            // The integrations' rows first, in id order, then the audit chain: the lock order of every writer.
+        var prepared = Prepared()
+        try await database.timings.measure(.readRows) {
             let lock = database.kind == .postgres ? " ORDER BY i.id FOR NO KEY UPDATE OF i" : ""
-            var found: [UUID: CredentialTarget] = [:]
-            let readStart = ContinuousClock.now
             for row in try await sql.raw(
                 """
                 SELECT i.*, u.disabled_at AS owner_disabled_at FROM integrations i
@@ -113,91 +161,129 @@ final class CredentialReads: Sendable {
             ).all() {
                 let integration = try SQLIntegrationStore.integration(row)
                 let ownerDisabled = try row.decode(column: "owner_disabled_at", as: Date?.self) != nil
-                found[integration.id] = CredentialTarget(integration: integration, ownerDisabled: ownerDisabled)
+                prepared.found[integration.id] = CredentialTarget(
+                    integration: integration, ownerDisabled: ownerDisabled)
             }
-            database.timings.add(.readRows, since: readStart)
-            // Every read is decided before anything is decrypted; only allowed reads open their secret.
-            let decisions = group.map { request in found[request.id].map { request.decide($0) } }
-            var readable: [UUID: SecretOwner] = [:]
-            for (request, decision) in zip(group, decisions) {
-                guard let target = found[request.id], case nil? = decision else { continue }
-                readable[request.id] = SecretOwner(integrationID: request.id, ownerID: target.integration.ownerID)
-            }
-            let opened = try await database.timings.measure(.openSecrets) {
-                try await secrets.openCurrent(Array(readable.values), on: sql)
-            }
-
-            let now = Date()
-            var outcomes: [Outcome] = []
-            var entries: [AuditEntry] = []
-            var used: Set<UUID> = []
-            var undecryptable: Set<UUID> = []
-            for (request, decision) in zip(group, decisions) {
-                func denied(_ reason: String, owner: UUID?, _ error: KeyhavenError) {
-                    entries.append(
-                        AuditEntry(
-                            actor: request.actor, action: .credentialsRead, outcome: .denied, ownerID: owner,
-                            integrationID: request.id, detail: ["reason": .string(reason)]))
-                    outcomes.append(.failure(error))
-                }
-                guard let integration = found[request.id]?.integration, let decision else {
-                    denied("not_found", owner: nil, .notFound)
-                    continue
-                }
-                if let denial = decision {
-                    denied(denial.reason, owner: denial.recordedIn, denial.error)
-                    continue
-                }
-                func failedToOpen() {
-                    undecryptable.insert(request.id)
-                    entries.append(
-                        AuditEntry(
-                            actor: request.actor, action: .credentialsRead, outcome: .failure,
-                            ownerID: integration.ownerID,
-                            integrationID: request.id, detail: ["reason": .string("decryption_failed")]))
-                    outcomes.append(.failure(.decryptionFailed))
-                }
-                switch opened[request.id] {
-                case nil:
-                    denied("not_found", owner: nil, .notFound)
-                case .failure(.decryptionFailed)?:
-                    failedToOpen()
-                case .failure(let error)?:
-                    // A master key this process cannot load: nothing was read, so nothing is audited.
-                    outcomes.append(.failure(error))
-                case .success(let (plaintext, version))?:
-                    guard let credentials = try? Credentials(type: integration.type, stored: plaintext) else {
-                        failedToOpen()
-                        continue
-                    }
-                    var read = integration
-                    // Like a token's, an integration's last use is written at most once a minute: a busy one would
-                    // otherwise rewrite its row in every group. The row was read in this transaction, under its lock
-                    // on PostgreSQL, so a use another group or instance wrote is seen.
-                    if read.lastUsedAt.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
-                        used.insert(request.id)
-                        read.lastUsedAt = now
-                    }
-                    entries.append(
-                        AuditEntry(
-                            actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
-                            integrationID: request.id, detail: ["credential_version": .number(Double(version.version))])
-                    )
-                    outcomes.append(.success((read, credentials)))
-                }
-            }
-            if !used.isEmpty {
-                try await sql.raw(
-                    "UPDATE integrations SET last_used_at = \(bind: now) WHERE id IN (\(binds: Array(used)))"
-                ).run()
-            }
-            if !undecryptable.isEmpty {
-                // A secret that does not open is shown as status `error` (SPEC §4).
-                try await SQLIntegrationStore.markUndecryptable(Array(undecryptable), on: sql)
-            }
-            try await audit.append(entries, on: sql)
-            return outcomes
         }
+        // Every read is decided before anything is decrypted; only allowed reads open their secret.
+        prepared.decisions = group.map { request in prepared.found[request.id].map { request.decide($0) } }
+        var readable: [UUID: SecretOwner] = [:]
+        for (request, decision) in zip(group, prepared.decisions) {
+            guard let target = prepared.found[request.id], case nil? = decision else { continue }
+            readable[request.id] = SecretOwner(integrationID: request.id, ownerID: target.integration.ownerID)
+        }
+        prepared.opened = try await database.timings.measure(.openSecrets) {
+            try await secrets.openCurrent(Array(readable.values), on: sql)
+        }
+        return prepared
+    }
+
+    /// In the write transaction, after a read ahead: each found integration's last use if every one still has the
+    /// owner, type, enabled state, current secret version and owner state it was decided and opened with (and
+    /// none was deleted); nil if anything changed.
+    private func recheck(_ prepared: Prepared, on sql: any SQLDatabase) async throws -> [UUID: Date]? {
+        guard !prepared.found.isEmpty else { return [:] }
+        return try await database.timings.measure(.recheck) {
+            var lastUsed: [UUID: Date] = [:]
+            var seen = 0
+            for row in try await sql.raw(
+                """
+                SELECT i.id, i.owner_id, i.type, i.enabled, i.current_version, i.last_used_at,
+                u.disabled_at AS owner_disabled_at FROM integrations i LEFT JOIN users u ON u.id = i.owner_id
+                WHERE i.id IN (\(binds: Array(prepared.found.keys)))
+                """
+            ).all() {
+                let id = try row.decode(column: "id", as: UUID.self)
+                guard let target = prepared.found[id],
+                    try row.decode(column: "owner_id", as: UUID.self) == target.integration.ownerID,
+                    try row.decode(column: "type", as: String.self) == target.integration.type.rawValue,
+                    try row.decode(column: "enabled", as: Bool.self) == target.integration.enabled,
+                    try row.decode(column: "current_version", as: Int.self) == target.integration.credentialVersion,
+                    try (row.decode(column: "owner_disabled_at", as: Date?.self) != nil) == target.ownerDisabled
+                else { return nil }
+                seen += 1
+                if let used = try row.decode(column: "last_used_at", as: Date?.self) { lastUsed[id] = used }
+            }
+            return seen == prepared.found.count ? lastUsed : nil
+        }
+    }
+
+    /// The group's outcomes in its order, with their audit events, last uses and undecryptable marks written in
+    /// the transaction `sql`.
+    private func finish(
+        _ group: [Request], _ prepared: Prepared, lastUsed: [UUID: Date], on sql: any SQLDatabase
+    ) async throws -> [Outcome] {
+        let now = Date()
+        var outcomes: [Outcome] = []
+        var entries: [AuditEntry] = []
+        var used: Set<UUID> = []
+        var undecryptable: Set<UUID> = []
+        for (request, decision) in zip(group, prepared.decisions) {
+            func denied(_ reason: String, owner: UUID?, _ error: KeyhavenError) {
+                entries.append(
+                    AuditEntry(
+                        actor: request.actor, action: .credentialsRead, outcome: .denied, ownerID: owner,
+                        integrationID: request.id, detail: ["reason": .string(reason)]))
+                outcomes.append(.failure(error))
+            }
+            guard let integration = prepared.found[request.id]?.integration, let decision else {
+                denied("not_found", owner: nil, .notFound)
+                continue
+            }
+            if let denial = decision {
+                denied(denial.reason, owner: denial.recordedIn, denial.error)
+                continue
+            }
+            func failedToOpen() {
+                undecryptable.insert(request.id)
+                entries.append(
+                    AuditEntry(
+                        actor: request.actor, action: .credentialsRead, outcome: .failure,
+                        ownerID: integration.ownerID,
+                        integrationID: request.id, detail: ["reason": .string("decryption_failed")]))
+                outcomes.append(.failure(.decryptionFailed))
+            }
+            switch prepared.opened[request.id] {
+            case nil:
+                denied("not_found", owner: nil, .notFound)
+            case .failure(.decryptionFailed)?:
+                failedToOpen()
+            case .failure(let error)?:
+                // A master key this process cannot load: nothing was read, so nothing is audited.
+                outcomes.append(.failure(error))
+            case .success(let (plaintext, version))?:
+                guard let credentials = try? Credentials(type: integration.type, stored: plaintext) else {
+                    failedToOpen()
+                    continue
+                }
+                var read = integration
+                // Like a token's, an integration's last use is written at most once a minute: a busy one would
+                // otherwise rewrite its row in every group. The last use was read in this transaction (under the
+                // row's lock on PostgreSQL), so a use another group or instance wrote is seen.
+                read.lastUsedAt = lastUsed[request.id]
+                if read.lastUsedAt.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
+                    used.insert(request.id)
+                    read.lastUsedAt = now
+                }
+                entries.append(
+                    AuditEntry(
+                        actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
+                        integrationID: request.id, detail: ["credential_version": .number(Double(version.version))])
+                )
+                outcomes.append(.success((read, credentials)))
+            }
+        }
+        if !used.isEmpty {
+            try await sql.raw(
+                "UPDATE integrations SET last_used_at = \(bind: now) WHERE id IN (\(binds: Array(used)))"
+            ).run()
+        }
+        if !undecryptable.isEmpty {
+            // A secret that does not open is shown as status `error` (SPEC §4).
+            try await SQLIntegrationStore.markUndecryptable(Array(undecryptable), on: sql)
+        }
+        try await audit.append(entries, on: sql)
+        return outcomes
     }
 }
 

@@ -55,7 +55,7 @@ public struct SQLAuditLog: AuditLog {
         for (index, entry) in entries.enumerated() {
             seq += 1
             var event = AuditEvent(
-                seq: seq, id: UUID(), at: at, actorType: entry.actor.kind.rawValue, actorID: entry.actor.id,
+                seq: seq, id: UUID.timeOrdered(), at: at, actorType: entry.actor.kind.rawValue, actorID: entry.actor.id,
                 ownerID: entry.ownerID, action: entry.action.rawValue, integrationID: entry.integrationID,
                 outcome: entry.outcome.rawValue, ip: entry.actor.ip, userAgent: entry.actor.userAgent,
                 detail: Self.canonicalJSON(.object(entry.detail)), prevHash: prevHash, hash: "", keyID: keys.current.id)

@@ -306,16 +306,15 @@ public struct SQLIntegrationStore: IntegrationStore {
     /// - Throws: `KeyhavenError.internalError` for a row that does not decode.
     static func integration(_ row: any SQLRow) throws -> Integration {
         let configText = try row.decode(column: "config", as: String.self)
-        // Most integrations have no settings: skip the decoder for them (lists decode fifty rows at a time).
-        let decoded =
-            configText == "{}" ? .object([:]) : try? JSONDecoder().decode(JSONValue.self, from: Data(configText.utf8))
+        // Most integrations have no settings: skip the parser for them (lists read fifty rows at a time).
+        let decoded = configText == "{}" ? .object([:]) : try? JSONValue(parsing: configText)
         guard case .object(let config)? = decoded,
             let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
             let status = IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self))
         else { throw KeyhavenError.internalError }
         var rotation = RotationPolicy.off
         if let text = try row.decode(column: "rotation", as: String?.self) {
-            guard let policy = try? JSONDecoder().decode(RotationPolicy.self, from: Data(text.utf8)) else {
+            guard let policy = try? Database.jsonDecoder.decode(RotationPolicy.self, from: Data(text.utf8)) else {
                 throw KeyhavenError.internalError
             }
             rotation = policy

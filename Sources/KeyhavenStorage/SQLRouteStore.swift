@@ -69,7 +69,7 @@ public struct SQLRouteStore: RouteStore {
 
     static func route(_ row: any SQLRow) throws -> GatewayRoute {
         let text = try row.decode(column: "integration_ids", as: String.self)
-        guard let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else {
+        guard let list = try? Database.jsonDecoder.decode([String].self, from: Data(text.utf8)) else {
             throw KeyhavenError.internalError
         }
         return GatewayRoute(

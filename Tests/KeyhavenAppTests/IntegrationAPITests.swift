@@ -155,6 +155,36 @@ struct IntegrationAPITests {
         }
     }
 
+    @Test(
+        "a list carries an ETag; sent back unchanged it answers 304 with no body, and any change gives a new one",
+        arguments: TestDatabase.all)
+    func listRevalidation(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let user = try await api.user()
+            _ = try await api.openAIIntegration(for: user.session, name: "first", key: "sk-test-etag-key-0001")
+            let first = try await api.request(.get, "/api/integrations", auth: user.session)
+            let tag = try #require(first.headers[.eTag])
+            #expect(tag.hasPrefix("\"") && tag.hasSuffix("\""), "a strong tag: \(tag)")
+            let again = try await api.request(
+                .get, "/api/integrations", auth: user.session, headers: [.ifNoneMatch: "\"other\", \(tag)"])
+            #expect(again.status == .notModified)
+            #expect(again.body.isEmpty)
+            #expect(again.headers[.eTag] == tag)
+            // A change to the list is another tag.
+            _ = try await api.openAIIntegration(for: user.session, name: "second", key: "sk-test-etag-key-0002")
+            let changed = try await api.request(
+                .get, "/api/integrations", auth: user.session, headers: [.ifNoneMatch: tag])
+            #expect(changed.status == .ok)
+            #expect((changed.json["integrations"] as? [[String: Any]])?.count == 2)
+            #expect(changed.headers[.eTag] != tag)
+            // Another user's identical-looking request never matches: their list is their own.
+            let other = try await api.user()
+            let theirs = try await api.request(
+                .get, "/api/integrations", auth: other.session, headers: [.ifNoneMatch: tag])
+            #expect(theirs.status == .ok)
+        }
+    }
+
     @Test("another user's ids answer 404 on every route and change nothing", arguments: TestDatabase.all)
     func crossUser(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in

@@ -161,20 +161,20 @@ private struct PreparedQuery: PostgresPreparedStatement {
 /// A connection's event loop as a task executor: a task that prefers it runs its queries' callbacks and the code
 /// between them on that one thread, with no hop to Swift's shared threads and back at every round trip. The loops
 /// are those of the process-wide group, which is never shut down, so a job is never refused.
-final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+package final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
     let eventLoop: any EventLoop
 
     init(_ eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    package func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 
     /// One executor per event loop of the shared group, made once.
-    static func of(_ eventLoop: any EventLoop) -> EventLoopTaskExecutor {
+    package static func of(_ eventLoop: any EventLoop) -> EventLoopTaskExecutor {
         let key = ObjectIdentifier(eventLoop)
         return executors.withLock { executors in
             if let existing = executors[key] { return existing }

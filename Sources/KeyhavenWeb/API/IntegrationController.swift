@@ -52,7 +52,7 @@ public struct IntegrationController: Sendable {
         let (shown, next, _) = try await service.list(
             in: workspace, by: context.caller(request), limit: limit, after: cursor, rotationDue: rotationDue)
         return Response.json(
-            status: .ok, IntegrationListResponse(integrations: shown, nextCursor: next.map(Cursor.encode)))
+            revalidating: request, IntegrationListResponse(integrations: shown, nextCursor: next.map(Cursor.encode)))
     }
 
     /// `POST /api/integrations/{id}/rotate`: starts a rotation now (SPEC §15); 202 with the rotation.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import KeyhavenCore
@@ -126,6 +127,24 @@ extension Response {
         return Response(
             status: status,
             headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: output)))
+    }
+
+    /// A 200 JSON response with a strong `ETag` (a hash of its bytes), or `304 Not Modified` with no body when
+    /// `request`'s `If-None-Match` names that tag: a client polling a list that did not change gets no body.
+    static func json(revalidating request: Request, _ body: some ResponseBody) -> Response {
+        var output: [UInt8] = []
+        output.reserveCapacity(1024)
+        body.write(to: &output)
+        let digest = SHA256.hash(data: output).prefix(16)
+        let tag = "\"" + Data(digest).base64EncodedString() + "\""
+        let sent = request.headers[values: .ifNoneMatch].flatMap { $0.split(separator: ",") }
+        if sent.contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag || $0 == "*" }) {
+            return Response(status: .notModified, headers: [.eTag: tag])
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/json; charset=utf-8", .eTag: tag],
             body: .init(byteBuffer: ByteBuffer(bytes: output)))
     }
 }
