@@ -71,9 +71,10 @@ public struct KeyhavenConfiguration: Sendable {
     /// The most of a metered gateway request's body read to meter it (`KEYHAVEN_GATEWAY_INSPECT_BYTES`, default
     /// 8 MiB); under a budget or token limit a longer body is refused.
     public var gatewayInspectLimit = MeteredEndpoints.inspectLimit
-    /// Whether each connection's requests run on its event loop (`KEYHAVEN_REQUEST_EXECUTOR=event-loop`, the
-    /// default) or on Swift's shared threads (`shared`); see ``LoopExecutorChannel``. `./scripts/bench` measures both.
-    public var requestsOnEventLoop = true
+    /// Whether each connection's requests run on its event loop (`KEYHAVEN_REQUEST_EXECUTOR=event-loop`) or on
+    /// Swift's shared threads (`shared`, the default); see ``LoopExecutorChannel``. `./scripts/bench` measures both:
+    /// on its event loop a lone client's requests answer sooner, under many clients the shared threads serve more.
+    public var requestsOnEventLoop = false
     /// How often the server writes a signed checkpoint of the audit chain (and once more at shutdown).
     public var auditCheckpointInterval: Duration = .seconds(300)
     /// Provider endpoint overrides (`KEYHAVEN_PROVIDER_<NAME>_URL`).
@@ -213,8 +214,8 @@ public struct KeyhavenConfiguration: Sendable {
         }
         allowSignup = try Self.bool(text("keyhaven.allow.signup"), name: "KEYHAVEN_ALLOW_SIGNUP", default: true)
         switch text("keyhaven.request.executor") {
-        case nil, "event-loop": requestsOnEventLoop = true
-        case "shared": requestsOnEventLoop = false
+        case "event-loop": requestsOnEventLoop = true
+        case nil, "shared": requestsOnEventLoop = false
         default: throw KeyhavenError.configuration("KEYHAVEN_REQUEST_EXECUTOR must be event-loop or shared")
         }
         let levelText = text("keyhaven.log.level") ?? "info"

@@ -114,9 +114,12 @@ public final class Database: Sendable {
                 ("lock_timeout", milliseconds(lockTimeout ?? .seconds(10))),
             ]
             // The pool's own wait is set past the deadline ``acquire(_:)`` keeps and past the driver's attempt, so
-            // neither a loaded machine's late timers nor an attempt still under way make it answer first.
+            // neither a loaded machine's late timers nor an attempt still under way make it answer first. Four
+            // connections per event loop (eight on two cores): more only add server processes competing for the
+            // same cores (`./scripts/bench` measures the PostgreSQL routes).
             let pool = EventLoopGroupConnectionPool(
-                source: PostgresConnectionSource(sqlConfiguration: configuration), maxConnectionsPerEventLoop: 8,
+                source: PostgresConnectionSource(sqlConfiguration: configuration),
+                maxConnectionsPerEventLoop: Self.connectionsPerEventLoop,
                 requestTimeout: timeout * 3 + .seconds(1), logger: logger, on: eventLoopGroup)
             database = Database(
                 kind: .postgres, location: location, pool: .postgres(pool), connectTimeout: connectTimeout,
@@ -153,6 +156,9 @@ public final class Database: Sendable {
         self.deadlines = deadlines
         self.logger = logger
     }
+
+    /// PostgreSQL connections each event loop's pool may open.
+    static let connectionsPerEventLoop = 4
 
     /// A timeout as a PostgreSQL setting: whole milliseconds, from 1 (0 would turn it off) to about the largest the
     /// server takes (2^31 ms).

@@ -2,6 +2,7 @@ import Foundation
 import KeyhavenApp
 import KeyhavenCore
 import KeyhavenCrypto
+import KeyhavenServices
 import KeyhavenTestSupport
 import Logging
 import SQLKit
@@ -150,6 +151,61 @@ struct CredentialReadTests {
             }
             #expect(commits < served.count, "\(commits) commits for \(served.count) reads")
             #expect(try await api.runtime.audit.verify().isIntact)
+        }
+    }
+
+    @Test(
+        """
+        on SQLite a read decided and opened ahead of the writer is decided again when the integration changed \
+        before its write: disabled meanwhile, it is refused and audited as such
+        """
+    )
+    func changedWhileQueued() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            let first = try await api.openAIIntegration(for: user.session, key: "sk-test-ahead-0000000001")
+            let runtime = api.runtime
+            let database = api.handle.database
+            let actor = AuditActor(kind: .service, id: nil)
+            /// Reads `id` while the writer is held by a transaction that, once the read is opened ahead, runs `change`.
+            func readAcross(
+                _ id: String, _ change: @escaping @Sendable (any SQLDatabase, UUID) async throws -> Void
+            ) async throws -> Result<Credentials, KeyhavenError> {
+                let opened = database.timings.snapshot.phases[.openSecrets]?.count ?? 0
+                let integration = try #require(UUID(uuidString: id))
+                let held = Task {
+                    try await database.transaction { sql in
+                        // Until the read was opened on a reader (bounded: 10 s).
+                        for _ in 0..<1000 where (database.timings.snapshot.phases[.openSecrets]?.count ?? 0) == opened {
+                            try await Task.sleep(for: .milliseconds(10))
+                        }
+                        try await change(sql, integration)
+                    }
+                }
+                // The read queues for the writer the held transaction has.
+                try await Task.sleep(for: .milliseconds(20))
+                let result: Result<Credentials, KeyhavenError>
+                do {
+                    result = .success(
+                        try await runtime.integrations.readCredentials(id: integration, actor: actor) { target in
+                            CredentialAccess.decide(.read, scope: nil, target)
+                        }.1)
+                } catch let error as KeyhavenError {
+                    result = .failure(error)
+                }
+                try await held.value
+                return result
+            }
+            let disabled = try await readAcross(first) { sql, id in
+                try await sql.raw("UPDATE integrations SET enabled = \(bind: false) WHERE id = \(bind: id)").run()
+            }
+            guard case .failure(.integrationDisabled) = disabled else {
+                Issue.record("a read of an integration disabled before its write must be refused: \(disabled)")
+                return
+            }
+            let events = try await runtime.audit.events(
+                ownerID: user.id, integrationID: UUID(uuidString: first), integrationsOnly: true, limit: 5, before: nil)
+            #expect(events.first?.action == "credentials.read" && events.first?.outcome == "denied")
         }
     }
 

@@ -156,6 +156,31 @@ struct IntegrationAPITests {
     }
 
     @Test(
+        "with requests on their connections' event loops, a live server serves the same API",
+        arguments: TestDatabase.all)
+    func requestsOnEventLoops(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind, live: true, configure: { $0.requestsOnEventLoop = true }) { api in
+            let user = try await api.user()
+            let key = "sk-test-on-the-loop-0000000001"
+            let id = try await api.openAIIntegration(for: user.session, name: "on the loop", key: key)
+            let listed = try await api.request(.get, "/api/integrations", auth: user.session)
+            #expect((listed.json["integrations"] as? [[String: Any]])?.first?["id"] as? String == id)
+            let service = try await api.serviceToken()
+            // Concurrent reads, each on its connection's loop, grouped on the writer.
+            let reads = try await withThrowingTaskGroup(of: APIResponse.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        try await api.request(.get, "/api/integrations/\(id)/credentials", auth: .bearer(service.token))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(reads.allSatisfy { $0.status == .ok && $0.json["credentials"] as? String == key })
+            #expect(try await api.request(.delete, "/api/integrations/\(id)", auth: user.session).status == .noContent)
+        }
+    }
+
+    @Test(
         "a list carries an ETag; sent back unchanged it answers 304 with no body, and any change gives a new one",
         arguments: TestDatabase.all)
     func listRevalidation(kind: TestDatabase) async throws {
