@@ -169,11 +169,13 @@ public final class Gateway: Sendable {
     /// Sends `request` to the provider of `integration` with `credentials` injected; the body is `body`, streamed,
     /// or read first for an endpoint the gateway meters (``MeteredEndpoints``), as `metering` requires.
     ///
+    /// `eventLoop` is the caller's own: a provider connection living there is preferred.
+    ///
     /// - Throws: ``Refusal``, nothing sent to the provider unless the refusal is `unreachable`; or what reading
     ///   `body` threw, the provider's half-sent request then abandoned.
     public func forward<Body: AsyncSequence & Sendable>(
         _ request: Request, body: Body, integration: Integration, credentials: Credentials,
-        metering: Metering = .optional
+        metering: Metering = .optional, eventLoop: (any EventLoop)? = nil
     ) async throws -> Response where Body.Element == ByteBuffer {
         guard Self.isSafePath(request.path), request.query.map(Self.isSafeQuery) ?? true else {
             throw Refusal.invalidPath
@@ -263,7 +265,8 @@ public final class Gateway: Sendable {
         do {
             // A body read whole is sent with its own length (it may have grown by the usage option).
             (head, answer) = try await clients.connections.send(
-                upstream, bytes: bytes, stream: stream, length: bytes == nil ? request.contentLength : nil, to: origin)
+                upstream, bytes: bytes, stream: stream, length: bytes == nil ? request.contentLength : nil, to: origin,
+                on: eventLoop)
         } catch let refusal as Refusal {
             throw refusal
         } catch UpstreamFailure.requestBody(let error) {

@@ -59,7 +59,8 @@ public struct GatewayController: Sendable {
         let forwarded = Self.forwarded(request, prefix: "/gateway/\(idText)")
         let (integration, credentials, metering) = try await access.gatewayTarget(id, token: token)
         let upstream = try await send(
-            forwarded, body: request.body, to: integration, credentials, metering: metering, token: token)
+            forwarded, body: request.body, to: integration, credentials, metering: metering, token: token,
+            eventLoop: context.eventLoop)
         return answer(upstream, from: integration, token: token)
     }
 
@@ -97,7 +98,8 @@ public struct GatewayController: Sendable {
             do {
                 let (integration, credentials, metering) = try await access.gatewayTarget(id, token: token)
                 let upstream = try await send(
-                    forwarded, body: BufferedBody(body), to: integration, credentials, metering: metering, token: token)
+                    forwarded, body: BufferedBody(body), to: integration, credentials, metering: metering, token: token,
+                    eventLoop: context.eventLoop)
                 if !last, upstream.status == 429 || upstream.status >= 500 {
                     await upstream.discard()
                     await record(
@@ -126,11 +128,12 @@ public struct GatewayController: Sendable {
     /// Sends the request; a refusal is counted and becomes the caller's error.
     func send<Body: AsyncSequence & Sendable>(
         _ forwarded: Gateway.Request, body: Body, to integration: Integration, _ credentials: Credentials,
-        metering: Gateway.Metering, token: APIToken
+        metering: Gateway.Metering, token: APIToken, eventLoop: (any EventLoop)?
     ) async throws -> Gateway.Response where Body.Element == ByteBuffer {
         do {
             return try await gateway.forward(
-                forwarded, body: body, integration: integration, credentials: credentials, metering: metering)
+                forwarded, body: body, integration: integration, credentials: credentials, metering: metering,
+                eventLoop: eventLoop)
         } catch let refusal as Gateway.Refusal {
             let error = Self.error(refusal, inspectLimit: gateway.inspectLimit)
             await record(
