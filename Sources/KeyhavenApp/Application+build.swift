@@ -344,7 +344,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         metrics: runtime.metrics)
     GatewayController(
         gateway: runtime.gateway, access: runtime.credentialAccess, record: accounting.record,
-        bufferedBodies: runtime.bufferedBodies
+        bufferedBodies: runtime.bufferedBodies, pending: runtime.usageRecorder.pending
     ).addRoutes(to: router)
     RoutesController(service: usage)
         .addRoutes(to: api.group("routes", context: UserContext.self))

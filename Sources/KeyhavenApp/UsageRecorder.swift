@@ -36,6 +36,11 @@ public final class UsageRecorder: Service, Sendable {
     private let queue = Mutex(Queue())
     /// The most events written in one transaction.
     static let batchSize = 2_000
+    /// The recording of answers already passed on (pricing them and queueing their events), started off the
+    /// answers' path: the drain on SIGTERM waits for it, so an answered request's event is never left out.
+    public let pending = PendingWork()
+    /// The longest the drain waits for ``pending`` work (which may be waiting for a failing database).
+    static let pendingWait: Duration = .seconds(10)
 
     /// Creates the recorder; its counters are registered in `registry` (the one `/metrics` renders).
     public init(
@@ -83,19 +88,32 @@ public final class UsageRecorder: Service, Sendable {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
             await flush()
         }
-        // The server has stopped taking requests: write everything, retrying a few times if the database fails.
+        // The server has stopped taking requests; the answers it passed on last may still be being recorded.
+        let waitStart = ContinuousClock.now
+        while pending.count > 0, ContinuousClock.now - waitStart < Self.pendingWait {
+            await Self.pause(seconds: 0.001)
+        }
+        if pending.count > 0 {
+            logger.error(
+                "usage of some answers was still being recorded at shutdown", metadata: ["answers": "\(pending.count)"])
+        }
+        // Write everything, retrying a few times if the database fails.
         var attempts = 0
         while queued > 0, attempts < 20 {
             if await flush() == false {
                 attempts += 1
-                // Not Task.sleep: a cancelled task would not wait at all.
-                await withCheckedContinuation { continuation in
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 0.25) { continuation.resume() }
-                }
+                await Self.pause(seconds: 0.25)
             }
         }
         if queued > 0 {
             logger.error("usage events could not be written before shutdown", metadata: ["events": "\(queued)"])
+        }
+    }
+
+    /// Waits `seconds`; not Task.sleep, which a cancelled task would not wait in at all.
+    private static func pause(seconds: Double) async {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { continuation.resume() }
         }
     }
 

@@ -79,6 +79,10 @@ func runRelay(port: Int, providerPort: Int) async throws {
         for (name, value) in upstream.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
+        if let (body, _) = await upstream.readWhole() {
+            return Response(
+                status: .init(code: upstream.status), headers: headers, body: ResponseBody(byteBuffer: body))
+        }
         return Response(
             status: .init(code: upstream.status), headers: headers,
             body: ResponseBody(contentLength: upstream.contentLength) { writer in

@@ -20,6 +20,10 @@ public final class Budgets: Sendable {
 
     private let limitCache = Mutex<[UUID: Cached<UsageLimits?>]>([:])
     private let spendCache = Mutex<[String: Cached<Int64>]>([:])
+    /// The month each subject's budget warning was last seen written (by this request or an earlier one, here or
+    /// elsewhere), for ``spendLifetime``: while it holds, a request over the warning share does not ask the database
+    /// again. The warning is written once a month, so nothing is missed; a change of limits here forgets it.
+    private let warnedCache = Mutex<[UUID: Cached<String>]>([:])
 
     /// Creates the checks over `store`.
     public init(store: any LimitStore, cacheLifetime: Duration = .seconds(2), spendLifetime: Duration = .seconds(1)) {
@@ -80,9 +84,9 @@ public final class Budgets: Sendable {
                 let forIntegration = subject == integration.id ? integration.id : nil
                 let spent = try await cachedSpent(ownerID: integration.ownerID, integrationID: forIntegration, now: now)
                 if Saturating.reaches(spent, percent: UsageLimits.warningPercent, of: budget) {
-                    _ = try await store.warnOnce(
-                        subject: subject, ownerID: integration.ownerID, integrationID: forIntegration,
-                        month: String(now.utcDay.prefix(7)), spent: spent, budget: budget)
+                    try await warnOnce(
+                        subject: subject, ownerID: integration.ownerID, integrationID: forIntegration, now: now,
+                        spent: spent, budget: budget)
                 }
                 if spent >= budget {
                     throw KeyhavenError.budgetExceeded(
@@ -113,6 +117,27 @@ public final class Budgets: Sendable {
     /// Forgets what this instance cached about `subject` (its limits just changed here).
     public func forget(_ subject: UUID) {
         limitCache.withLock { _ = $0.removeValue(forKey: subject) }
+        warnedCache.withLock { _ = $0.removeValue(forKey: subject) }
+    }
+
+    /// Writes `subject`'s budget warning for `now`'s month unless it is there already; a warning seen written
+    /// within ``spendLifetime`` is not asked for again.
+    private func warnOnce(
+        subject: UUID, ownerID: UUID, integrationID: UUID?, now: Date, spent: Int64, budget: Int64
+    ) async throws {
+        let month = String(now.utcDay.prefix(7))
+        let clock = ContinuousClock.now
+        if let cached = warnedCache.withLock({ $0[subject] }), cached.value == month, clock - cached.at < spendLifetime
+        {
+            return
+        }
+        _ = try await store.warnOnce(
+            subject: subject, ownerID: ownerID, integrationID: integrationID, month: month, spent: spent,
+            budget: budget)
+        warnedCache.withLock { cache in
+            if cache.count > 50_000 { cache.removeAll() }
+            cache[subject] = Cached(value: month, at: clock)
+        }
     }
 
     private func cachedLimits(_ subjects: [UUID]) async throws -> [UUID: UsageLimits?] {

@@ -99,6 +99,8 @@ public final class Gateway: Sendable {
         var meter: UsageMeter
         /// See ``Metered/inputEstimate``.
         let inputEstimate: Int64?
+        /// What an answer read whole holds (``readWhole()``).
+        let memory: MemoryBudget
 
         /// What an answer that is never relayed comes to (the caller left before it started): no usage read, and
         /// the estimate of a metered request, charged as for any answer that ended without usage.
@@ -113,9 +115,12 @@ public final class Gateway: Sendable {
             } catch {}
         }
 
+        /// The longest answer of known length read whole and passed on in one write (``readWhole()``).
+        public static let wholeLimit = 64 << 10
+
         /// Passes the body on, chunk by chunk, to `write`, reading the usage numbers on the way; returns what was
         /// read, also when the caller goes away or the provider breaks off (what was seen by then).
-        public func relay(_ write: (ByteBuffer) async throws -> Void) async -> Metered {
+        public func relay(_ write: (ByteBuffer) async throws -> Void) async -> Reading {
             var meter = meter
             var complete = false
             do {
@@ -123,12 +128,58 @@ public final class Gateway: Sendable {
                     let passed = meter.pass(chunk)
                     if passed.readableBytes > 0 { try await write(passed) }
                 }
-                if let rest = meter.finish() { try await write(rest) }
+                // What a stream held back goes out now; a JSON answer holds nothing back, and its usage is read
+                // from it once the answer has been finished (``Reading/metered()``).
+                if meter.framing != .json, let rest = meter.finish() { try await write(rest) }
                 complete = true
             } catch {
                 body.answer.abandon()
                 _ = meter.finish()
             }
+            return Reading(meter: meter, complete: complete, inputEstimate: inputEstimate, held: nil)
+        }
+
+        /// The whole body of a small answer of known length (at most ``wholeLimit`` bytes), read before any of it
+        /// is passed on so that the answer goes to the caller in one write, and what it carried (`complete` false
+        /// when the provider broke off). Nil, with nothing read, for an answer that may be long or streams, or when
+        /// the process holds as many bodies as its memory budget allows: that one is relayed (``relay(_:)``).
+        public func readWhole() async -> (body: ByteBuffer, reading: Reading)? {
+            guard let length = contentLength, length >= 0, length <= Self.wholeLimit,
+                let held = memory.reserve(length)
+            else { return nil }
+            var meter = meter
+            var whole = ByteBuffer()
+            whole.reserveCapacity(length)
+            var complete = false
+            do {
+                for try await chunk in body {
+                    var passed = meter.pass(chunk)
+                    whole.writeBuffer(&passed)
+                }
+                complete = whole.readableBytes == length
+            } catch {
+                body.answer.abandon()
+                _ = meter.finish()
+            }
+            return (whole, Reading(meter: meter, complete: complete, inputEstimate: inputEstimate, held: held))
+        }
+    }
+
+    /// What a relay read, the usage not yet taken out: for a JSON answer that means parsing it, which
+    /// ``metered()`` does off the answer's path, once the answer has been passed on.
+    public struct Reading: Sendable {
+        var meter: UsageMeter
+        /// Whether the whole answer was passed on (or, read whole, handed over to be written in one piece).
+        public let complete: Bool
+        let inputEstimate: Int64?
+        /// The memory an answer read whole holds until it has been passed on.
+        let held: MemoryBudget.Reservation?
+
+        /// The model and usage the answer carried.
+        public func metered() -> Metered {
+            var meter = meter
+            _ = meter.finish()
+            held?.release()
             return Metered(model: meter.model, usage: meter.usage, complete: complete, inputEstimate: inputEstimate)
         }
     }
@@ -169,11 +220,13 @@ public final class Gateway: Sendable {
     /// Sends `request` to the provider of `integration` with `credentials` injected; the body is `body`, streamed,
     /// or read first for an endpoint the gateway meters (``MeteredEndpoints``), as `metering` requires.
     ///
+    /// `eventLoop` is the caller's own: a provider connection living there is preferred.
+    ///
     /// - Throws: ``Refusal``, nothing sent to the provider unless the refusal is `unreachable`; or what reading
     ///   `body` threw, the provider's half-sent request then abandoned.
     public func forward<Body: AsyncSequence & Sendable>(
         _ request: Request, body: Body, integration: Integration, credentials: Credentials,
-        metering: Metering = .optional
+        metering: Metering = .optional, eventLoop: (any EventLoop)? = nil
     ) async throws -> Response where Body.Element == ByteBuffer {
         guard Self.isSafePath(request.path), request.query.map(Self.isSafeQuery) ?? true else {
             throw Refusal.invalidPath
@@ -263,7 +316,8 @@ public final class Gateway: Sendable {
         do {
             // A body read whole is sent with its own length (it may have grown by the usage option).
             (head, answer) = try await clients.connections.send(
-                upstream, bytes: bytes, stream: stream, length: bytes == nil ? request.contentLength : nil, to: origin)
+                upstream, bytes: bytes, stream: stream, length: bytes == nil ? request.contentLength : nil, to: origin,
+                on: eventLoop)
         } catch let refusal as Refusal {
             throw refusal
         } catch UpstreamFailure.requestBody(let error) {
@@ -289,7 +343,7 @@ public final class Gateway: Sendable {
         return Response(
             status: Int(head.status.code), headers: headers,
             contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer),
-            meter: meter, inputEstimate: inputEstimate)
+            meter: meter, inputEstimate: inputEstimate, memory: memory)
     }
 
     /// Reads a body from `pieces` until it ends or holds more than `limit` bytes (`overflowed`, the rest then left

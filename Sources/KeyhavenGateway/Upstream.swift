@@ -28,11 +28,15 @@ struct UpstreamOrigin: Hashable, Sendable {
 /// pool only after its answer was read to the end and both sides said keep-alive; any other ending closes it.
 /// Connects within 5 s, closes a connection on which nothing arrives for 5 minutes, follows no redirects and
 /// never decompresses.
+///
+/// Idle connections are kept per event loop: a request takes one on its caller's own loop first (the answer then
+/// arrives on the thread that writes it back to the caller), else one idle on another loop, and opens a new one on
+/// its caller's loop.
 final class UpstreamConnections: Sendable {
     /// How long an idle connection may be reused: below the keep-alive timeouts servers commonly use, so a request
     /// rarely meets a connection its server is closing.
     static let idleReuse: Duration = .seconds(20)
-    /// Idle connections kept per origin.
+    /// Idle connections kept per origin, over all event loops.
     static let idleLimit = 256
 
     private struct Idle {
@@ -40,7 +44,29 @@ final class UpstreamConnections: Sendable {
         var since: ContinuousClock.Instant
     }
 
-    private let idle = Mutex<[UpstreamOrigin: [Idle]]>([:])
+    /// One origin's idle connections, by the event loop their channel lives on.
+    private struct OriginPool {
+        var byLoop: [ObjectIdentifier: [Idle]] = [:]
+        /// How many connections `byLoop` holds in all.
+        var count = 0
+
+        /// The most recently idled connection on `loop`, else on any other loop.
+        mutating func take(preferring loop: ObjectIdentifier) -> Idle? {
+            if let idle = byLoop[loop]?.popLast() {
+                count -= 1
+                return idle
+            }
+            for key in byLoop.keys {
+                if let idle = byLoop[key]?.popLast() {
+                    count -= 1
+                    return idle
+                }
+            }
+            return nil
+        }
+    }
+
+    private let idle = Mutex<[UpstreamOrigin: OriginPool]>([:])
     private let tlsConfiguration: TLSConfiguration
     private let tls = Mutex<NIOSSLContext?>(nil)
 
@@ -49,15 +75,25 @@ final class UpstreamConnections: Sendable {
         tlsConfiguration = tls
     }
 
-    /// A connection to `origin`: an idle one if there is one, else a new one.
+    /// The event loop a request's connection should live on: `preferred` (the caller's own), else the loop this
+    /// code runs on, else any of the shared group's.
+    static func loop(preferring preferred: (any EventLoop)?) -> any EventLoop {
+        preferred ?? MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+    }
+
+    /// A connection to `origin`: an idle one if there is one (on `loop` first), else a new one on `loop`.
     ///
     /// - Returns: the connection and whether it was reused (a reused one may have been closed by its server just
     ///   now, so a request that fails on it before any answer may be sent again on a new one).
-    func connection(to origin: UpstreamOrigin) async throws -> (UpstreamConnection, reused: Bool) {
+    func connection(
+        to origin: UpstreamOrigin, on loop: any EventLoop
+    ) async throws -> (UpstreamConnection, reused: Bool) {
         let now = ContinuousClock.now
+        let key = ObjectIdentifier(loop)
         var stale: [UpstreamConnection] = []
         let reusable = idle.withLock { idle -> UpstreamConnection? in
-            while let last = idle[origin]?.popLast() {
+            guard idle[origin] != nil else { return nil }
+            while let last = idle[origin]?.take(preferring: key) {
                 if now - last.since < Self.idleReuse, last.connection.isOpen { return last.connection }
                 stale.append(last.connection)
             }
@@ -65,24 +101,32 @@ final class UpstreamConnections: Sendable {
         }
         for connection in stale { connection.close() }
         if let reusable { return (reusable, true) }
-        return (try await connect(to: origin), false)
+        return (try await connect(to: origin, on: loop), false)
     }
 
     /// Takes back `connection` after an exchange that ended cleanly with keep-alive.
     func release(_ connection: UpstreamConnection) {
         let kept = idle.withLock { idle in
-            guard connection.isOpen, idle[connection.origin, default: []].count < Self.idleLimit else { return false }
-            idle[connection.origin, default: []].append(Idle(connection: connection, since: .now))
+            guard connection.isOpen, let loop = connection.loop,
+                idle[connection.origin, default: OriginPool()].count < Self.idleLimit
+            else { return false }
+            idle[connection.origin, default: OriginPool()].byLoop[ObjectIdentifier(loop), default: []].append(
+                Idle(connection: connection, since: .now))
+            idle[connection.origin, default: OriginPool()].count += 1
             return true
         }
         if !kept { connection.close() }
     }
 
-    private func connect(to origin: UpstreamOrigin) async throws -> UpstreamConnection {
+    private func connect(to origin: UpstreamOrigin, on loop: any EventLoop) async throws -> UpstreamConnection {
         let context = try origin.tls ? tlsContext() : nil
         let connection = UpstreamConnection(origin: origin)
         let serverName = EgressPolicy.parseLiteral(origin.host) == nil ? origin.host : nil
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        // A loop of another kind (a test's) cannot hold a socket: the shared group's is used instead.
+        let bootstrap =
+            ClientBootstrap(validatingGroup: loop) ?? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let channel =
+            try await bootstrap
             .connectTimeout(.seconds(5))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -117,7 +161,7 @@ final class UpstreamConnections: Sendable {
     func shutdown() {
         let all = idle.withLock { idle in
             defer { idle = [:] }
-            return idle.values.flatMap { $0.map(\.connection) }
+            return idle.values.flatMap { pool in pool.byLoop.values.flatMap { $0.map(\.connection) } }
         }
         for connection in all { connection.close() }
     }
@@ -177,6 +221,11 @@ final class UpstreamConnection: Sendable {
 
     func attach(_ channel: any Channel) {
         state.withLock { $0.channel = channel }
+    }
+
+    /// The event loop the connection's channel lives on; nil before it is attached.
+    var loop: (any EventLoop)? {
+        state.withLock { $0.channel?.eventLoop }
     }
 
     var isOpen: Bool {
@@ -309,15 +358,18 @@ extension UpstreamConnections {
     /// - Throws: ``UpstreamFailure/closed`` (or a connect error) when no answer came: the provider is unreachable;
     ///   ``UpstreamFailure/requestBody(_:)`` when reading `stream` failed; ``Gateway/Refusal/invalidBody`` when
     ///   `stream` holds more or fewer bytes than `length`.
+    /// `loop` is the caller's own event loop, if known: a connection living there is preferred.
     func send<Body: AsyncSequence & Sendable>(
-        _ head: HTTPRequestHead, bytes: ByteBuffer?, stream: Body?, length: Int?, to origin: UpstreamOrigin
+        _ head: HTTPRequestHead, bytes: ByteBuffer?, stream: Body?, length: Int?, to origin: UpstreamOrigin,
+        on loop: (any EventLoop)? = nil
     ) async throws -> (HTTPResponseHead, UpstreamAnswer) where Body.Element == ByteBuffer {
         var head = head
         head.headers.replaceOrAdd(name: "host", value: origin.hostHeader)
         let repeatable = stream == nil && [.GET, .HEAD, .PUT, .DELETE, .OPTIONS].contains(head.method)
+        let loop = Self.loop(preferring: loop)
         var retried = false
         while true {
-            let (connection, reused) = try await connection(to: origin)
+            let (connection, reused) = try await connection(to: origin, on: loop)
             do {
                 return try await exchange(head, bytes: bytes, stream: stream, length: length, on: connection)
             } catch UpstreamFailure.closed where reused && repeatable && !retried {
@@ -360,11 +412,15 @@ extension UpstreamConnections {
                 complete = false
             }
         } else {
-            channel.write(HTTPClientRequestPart.head(head), promise: nil)
-            if let bytes, bytes.readableBytes > 0 {
-                channel.write(HTTPClientRequestPart.body(.byteBuffer(bytes)), promise: nil)
+            // The whole request in one turn of the connection's loop, flushed once.
+            let send: @Sendable () -> Void = {
+                channel.write(HTTPClientRequestPart.head(head), promise: nil)
+                if let bytes, bytes.readableBytes > 0 {
+                    channel.write(HTTPClientRequestPart.body(.byteBuffer(bytes)), promise: nil)
+                }
+                channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             }
-            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            if channel.eventLoop.inEventLoop { send() } else { channel.eventLoop.execute(send) }
         }
         do {
             var informational = false

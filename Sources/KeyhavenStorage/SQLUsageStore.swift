@@ -10,8 +10,24 @@ public struct SQLUsageStore: UsageStore {
     /// Where reports are audited, in their own transaction.
     let audit: SQLAuditLog
 
-    /// The most events written by one statement (19 values each, well under both databases' bind limits).
-    static let rowsPerStatement = 500
+    /// The row counts of the statements that insert events and roll-ups, largest first: a batch is split into
+    /// statements of these sizes (``statementRanges(_:)``), so their text takes only these few shapes and each is
+    /// prepared once per connection instead of once per batch length. At most 256 rows of 19 values, well under
+    /// both databases' bind limits.
+    static let statementRows = [256, 64, 16, 4, 1]
+
+    /// `0..<count` as consecutive ranges whose lengths are in ``statementRows``, as few as the sizes allow.
+    static func statementRanges(_ count: Int) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        for size in statementRows {
+            while count - start >= size {
+                ranges.append(start..<start + size)
+                start += size
+            }
+        }
+        return ranges
+    }
 
     /// The columns of `usage_daily` that add up.
     static let counts = [
@@ -29,9 +45,8 @@ public struct SQLUsageStore: UsageStore {
         guard !events.isEmpty else { return }
         let now = Date()
         try await database.transaction { sql in
-            for start in stride(from: 0, to: events.count, by: Self.rowsPerStatement) {
-                let slice = events[start..<min(start + Self.rowsPerStatement, events.count)]
-                try await sql.raw(insert(Array(slice), recordedAt: now)).run()
+            for range in Self.statementRanges(events.count) {
+                try await sql.raw(insert(events[range], recordedAt: now)).run()
             }
             try await addToRollups(events, on: sql)
         }
@@ -44,7 +59,7 @@ public struct SQLUsageStore: UsageStore {
     public func report(_ event: UsageEvent, audit entry: AuditEntry) async throws -> (UsageEvent, created: Bool) {
         guard let key = event.idempotencyKey else { throw KeyhavenError.badRequest("An idempotency key is required.") }
         return try await database.transaction { sql in
-            var statement = insert([event], recordedAt: Date())
+            var statement = insert([event][...], recordedAt: Date())
             statement.appendInterpolation(
                 unsafeRaw: " ON CONFLICT (integration_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
             )
@@ -127,7 +142,7 @@ public struct SQLUsageStore: UsageStore {
         try await sql.raw("DELETE FROM usage_events WHERE owner_id = \(bind: ownerID)").run()
     }
 
-    private func insert(_ events: [UsageEvent], recordedAt: Date) -> SQLQueryString {
+    private func insert(_ events: ArraySlice<UsageEvent>, recordedAt: Date) -> SQLQueryString {
         var statement = SQLQueryString(
             """
             INSERT INTO usage_events (id, owner_id, integration_id, type, model, source, status, requests, input_tokens,
@@ -166,7 +181,7 @@ public struct SQLUsageStore: UsageStore {
             totals[key, default: .zero].add(UsageTotals(event))
         }
         let rows = Array(totals)
-        for start in stride(from: 0, to: rows.count, by: Self.rowsPerStatement) {
+        for range in Self.statementRanges(rows.count) {
             var statement = SQLQueryString(
                 """
                 INSERT INTO usage_daily (id, owner_id, integration_id, type, day, model, requests, input_tokens,
@@ -174,7 +189,7 @@ public struct SQLUsageStore: UsageStore {
                 unpriced_requests)
                 VALUES
                 """)
-            for (index, (key, sum)) in rows[start..<min(start + Self.rowsPerStatement, rows.count)].enumerated() {
+            for (index, (key, sum)) in rows[range].enumerated() {
                 statement.appendInterpolation(unsafeRaw: index == 0 ? " " : ", ")
                 statement.appendInterpolation(
                     """

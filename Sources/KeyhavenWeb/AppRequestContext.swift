@@ -1,6 +1,7 @@
 import Hummingbird
 import KeyhavenCore
 import KeyhavenServices
+import NIOCore
 
 /// The request context of every Keyhaven route: who is calling, from where, and whether a session request
 /// carried its CSRF token.
@@ -12,10 +13,13 @@ public struct AppRequestContext: RequestContext {
     public var clientAddress: String?
     /// False only for a state-changing request made with a session cookie and without the matching CSRF token.
     public var csrfSatisfied = true
+    /// The event loop of the caller's connection (the gateway prefers provider connections living there).
+    public let eventLoop: any EventLoop
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.clientAddress = source.channel.remoteAddress?.ipAddress
+        self.eventLoop = source.channel.eventLoop
     }
 
     /// Request bodies are limited to 64 KiB (SPEC §6).

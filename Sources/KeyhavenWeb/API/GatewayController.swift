@@ -27,17 +27,20 @@ public struct GatewayController: Sendable {
     let access: CredentialAccess
     let record: @Sendable (GatewayUse) async -> Void
     let bufferedBodies: MemoryBudget
+    let pending: PendingWork
 
-    /// Creates the controller; `record` receives every request that reached the point of being forwarded, and
-    /// `bufferedBodies` bounds the memory the bodies of fallback-route requests (held whole) take at once.
+    /// Creates the controller; `record` receives every request that reached the point of being forwarded (for an
+    /// answer passed on, off the answer's path, as work of `pending`), and `bufferedBodies` bounds the memory the
+    /// bodies of fallback-route requests (held whole) take at once.
     public init(
         gateway: Gateway, access: CredentialAccess, record: @escaping @Sendable (GatewayUse) async -> Void,
-        bufferedBodies: MemoryBudget = MemoryBudget(capacity: 256 << 20)
+        bufferedBodies: MemoryBudget = MemoryBudget(capacity: 256 << 20), pending: PendingWork = PendingWork()
     ) {
         self.bufferedBodies = bufferedBodies
         self.gateway = gateway
         self.access = access
         self.record = record
+        self.pending = pending
     }
 
     /// The methods forwarded.
@@ -59,8 +62,9 @@ public struct GatewayController: Sendable {
         let forwarded = Self.forwarded(request, prefix: "/gateway/\(idText)")
         let (integration, credentials, metering) = try await access.gatewayTarget(id, token: token)
         let upstream = try await send(
-            forwarded, body: request.body, to: integration, credentials, metering: metering, token: token)
-        return answer(upstream, from: integration, token: token)
+            forwarded, body: request.body, to: integration, credentials, metering: metering, token: token,
+            eventLoop: context.eventLoop)
+        return try await answer(upstream, from: integration, token: token)
     }
 
     /// The most a request through a fallback route may carry: it is held to be sent again.
@@ -94,22 +98,26 @@ public struct GatewayController: Sendable {
         var failure: any Error = KeyhavenError.notFound
         for (index, id) in route.integrationIDs.enumerated() {
             let last = index == route.integrationIDs.count - 1
+            let (integration, upstream): (Integration, Gateway.Response)
             do {
-                let (integration, credentials, metering) = try await access.gatewayTarget(id, token: token)
-                let upstream = try await send(
-                    forwarded, body: BufferedBody(body), to: integration, credentials, metering: metering, token: token)
-                if !last, upstream.status == 429 || upstream.status >= 500 {
-                    await upstream.discard()
-                    await record(
-                        GatewayUse(
-                            integration: integration, tokenID: token.id, status: upstream.status, metered: nil,
-                            at: Date()))
-                    continue
-                }
-                return answer(upstream, from: integration, token: token)
+                let (target, credentials, metering) = try await access.gatewayTarget(id, token: token)
+                integration = target
+                upstream = try await send(
+                    forwarded, body: BufferedBody(body), to: integration, credentials, metering: metering, token: token,
+                    eventLoop: context.eventLoop)
             } catch {
                 failure = error
+                continue
             }
+            if !last, upstream.status == 429 || upstream.status >= 500 {
+                await upstream.discard()
+                await record(
+                    GatewayUse(
+                        integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date()))
+                continue
+            }
+            // The answer chosen: whatever becomes of it, no other integration is tried.
+            return try await answer(upstream, from: integration, token: token)
         }
         throw failure
     }
@@ -126,11 +134,12 @@ public struct GatewayController: Sendable {
     /// Sends the request; a refusal is counted and becomes the caller's error.
     func send<Body: AsyncSequence & Sendable>(
         _ forwarded: Gateway.Request, body: Body, to integration: Integration, _ credentials: Credentials,
-        metering: Gateway.Metering, token: APIToken
+        metering: Gateway.Metering, token: APIToken, eventLoop: (any EventLoop)?
     ) async throws -> Gateway.Response where Body.Element == ByteBuffer {
         do {
             return try await gateway.forward(
-                forwarded, body: body, integration: integration, credentials: credentials, metering: metering)
+                forwarded, body: body, integration: integration, credentials: credentials, metering: metering,
+                eventLoop: eventLoop)
         } catch let refusal as Gateway.Refusal {
             let error = Self.error(refusal, inspectLimit: gateway.inspectLimit)
             await record(
@@ -141,11 +150,14 @@ public struct GatewayController: Sendable {
         }
     }
 
-    /// The provider's answer, streamed to the caller; its usage is recorded once the last byte has been passed on
-    /// (or the caller went away), after the answer has ended: the caller never waits for the accounting. If the
-    /// server never starts the answer (the caller left while the provider was answering), it is recorded when the
-    /// answer is let go.
-    func answer(_ upstream: Gateway.Response, from integration: Integration, token: APIToken) -> Response {
+    /// The provider's answer, passed on to the caller: a small one of known length read whole and written in one
+    /// piece, any other streamed. Its usage is recorded once the answer has been passed on (or the caller went away),
+    /// off the answer's path: neither the caller nor the next request on its connection waits for the accounting.
+    /// If the server never starts a streamed answer (the caller left while the provider was answering), it is
+    /// recorded when the answer is let go.
+    ///
+    /// - Throws: `providerUnreachable` when a small answer broke off before any of it was passed on.
+    func answer(_ upstream: Gateway.Response, from integration: Integration, token: APIToken) async throws -> Response {
         var headers = HTTPFields()
         for (name, value) in upstream.headers {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
@@ -154,18 +166,27 @@ public struct GatewayController: Sendable {
         let accounting = AnswerAccounting(
             use: GatewayUse(
                 integration: integration, tokenID: token.id, status: upstream.status, metered: nil, at: Date()),
-            unrelayed: upstream.unrelayed, record: record)
+            unrelayed: upstream.unrelayed, record: record, pending: pending)
+        if let (body, reading) = await upstream.readWhole() {
+            accounting.finish(reading)
+            guard reading.complete else {
+                throw KeyhavenError.providerUnreachable("The provider's answer broke off.")
+            }
+            return Response(
+                status: HTTPResponse.Status(code: upstream.status), headers: headers,
+                body: Hummingbird.ResponseBody(byteBuffer: body))
+        }
         return Response(
             status: HTTPResponse.Status(code: upstream.status), headers: headers,
             body: Hummingbird.ResponseBody(contentLength: upstream.contentLength) { writer in
-                let metered = await upstream.relay { try await writer.write($0) }
+                let reading = await upstream.relay { try await writer.write($0) }
                 do {
                     try await writer.finish(nil)
                 } catch {
-                    await accounting.finish(metered)
+                    accounting.finish(reading)
                     throw error
                 }
-                await accounting.finish(metered)
+                accounting.finish(reading)
             })
     }
 
@@ -219,32 +240,40 @@ public struct GatewayController: Sendable {
 /// One relayed answer's usage, recorded exactly once: by the relay when it ends, or, when the server drops the
 /// answer without starting it (writing its head failed: the caller left while the provider was answering), when the
 /// last reference goes, as an answer that ended without usage. Otherwise that request would be billed by the
-/// provider and recorded nowhere.
+/// provider and recorded nowhere. Either way the recording is work of ``pending``, off the answer's path.
 final class AnswerAccounting: Sendable {
     let use: GatewayUse
     let unrelayed: Gateway.Metered
     let record: @Sendable (GatewayUse) async -> Void
+    let pending: PendingWork
     private let recorded = Atomic(false)
 
-    init(use: GatewayUse, unrelayed: Gateway.Metered, record: @escaping @Sendable (GatewayUse) async -> Void) {
+    init(
+        use: GatewayUse, unrelayed: Gateway.Metered, record: @escaping @Sendable (GatewayUse) async -> Void,
+        pending: PendingWork
+    ) {
         self.use = use
         self.unrelayed = unrelayed
         self.record = record
+        self.pending = pending
     }
 
-    /// Records what the relay read, unless it was recorded already.
-    func finish(_ metered: Gateway.Metered) async {
+    /// Records what the relay read, unless it was recorded already; the caller does not wait.
+    func finish(_ reading: Gateway.Reading) {
         guard !recorded.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var finished = use
-        finished.metered = metered
-        await record(finished)
+        let (use, record) = (use, record)
+        pending.start {
+            var finished = use
+            finished.metered = reading.metered()
+            await record(finished)
+        }
     }
 
     deinit {
         guard !recorded.load(ordering: .acquiring) else { return }
         var finished = use
         finished.metered = unrelayed
-        let record = record
-        Task { await record(finished) }
+        let (unrelayedUse, record) = (finished, record)
+        pending.start { await record(unrelayedUse) }
     }
 }
