@@ -114,9 +114,7 @@ public final class Database: Sendable {
                 ("lock_timeout", milliseconds(lockTimeout ?? .seconds(10))),
             ]
             // The pool's own wait is set past the deadline ``acquire(_:)`` keeps and past the driver's attempt, so
-            // neither a loaded machine's late timers nor an attempt still under way make it answer first. Four
-            // connections per event loop (eight on two cores): more only add server processes competing for the
-            // same cores (`./scripts/bench` measures the PostgreSQL routes).
+            // neither a loaded machine's late timers nor an attempt still under way make it answer first.
             let pool = EventLoopGroupConnectionPool(
                 source: PostgresConnectionSource(sqlConfiguration: configuration),
                 maxConnectionsPerEventLoop: Self.connectionsPerEventLoop,
@@ -157,8 +155,10 @@ public final class Database: Sendable {
         self.logger = logger
     }
 
-    /// PostgreSQL connections each event loop's pool may open.
-    static let connectionsPerEventLoop = 4
+    /// PostgreSQL connections each event loop's pool may open. Eight: with four, twenty writers of one row (each
+    /// holding its connection while it waits for the row's lock) outwaited the connect timeout under a full test
+    /// run.
+    static let connectionsPerEventLoop = 8
 
     /// A timeout as a PostgreSQL setting: whole milliseconds, from 1 (0 would turn it off) to about the largest the
     /// server takes (2^31 ms).
