@@ -49,14 +49,18 @@ public struct AuditKey: Sendable {
     }
 
     /// HMAC-SHA-256 of `text`, hex.
-    public func mac(_ text: String) -> String {
-        Hex.encode(HMAC<SHA256>.authenticationCode(for: Data(text.utf8), using: key))
-    }
+    public func mac(_ text: String) -> String { mac(bytes: Array(text.utf8)) }
+
+    /// HMAC-SHA-256 of `bytes`, hex.
+    public func mac(bytes: [UInt8]) -> String { Hex.encode(HMAC<SHA256>.authenticationCode(for: bytes, using: key)) }
 
     /// Whether `expected` is the MAC of `text`, compared in constant time.
-    public func verify(_ expected: String, of text: String) -> Bool {
-        guard let bytes = Self.hexBytes(expected) else { return false }
-        return HMAC<SHA256>.isValidAuthenticationCode(bytes, authenticating: Data(text.utf8), using: key)
+    public func verify(_ expected: String, of text: String) -> Bool { verify(expected, ofBytes: Array(text.utf8)) }
+
+    /// Whether `expected` is the MAC of `bytes`, compared in constant time.
+    public func verify(_ expected: String, ofBytes bytes: [UInt8]) -> Bool {
+        guard let digest = Self.hexBytes(expected) else { return false }
+        return HMAC<SHA256>.isValidAuthenticationCode(digest, authenticating: bytes, using: key)
     }
 
     static func associatedData(id: String, kekID: String) -> Data { Data("keyhaven:audit-key:v1|\(id)|\(kekID)".utf8) }

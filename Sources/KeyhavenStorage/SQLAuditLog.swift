@@ -59,7 +59,7 @@ public struct SQLAuditLog: AuditLog {
                 ownerID: entry.ownerID, action: entry.action.rawValue, integrationID: entry.integrationID,
                 outcome: entry.outcome.rawValue, ip: entry.actor.ip, userAgent: entry.actor.userAgent,
                 detail: Self.canonicalJSON(.object(entry.detail)), prevHash: prevHash, hash: "", keyID: keys.current.id)
-            event.hash = keys.current.mac(Self.chainedText(event))
+            event.hash = keys.current.mac(bytes: Self.chainedBytes(event))
             prevHash = event.hash
             let values: [any Encodable & Sendable] = [
                 event.seq, event.id, event.at, event.actorType, event.actorID, event.ownerID, event.action,
@@ -183,7 +183,7 @@ public struct SQLAuditLog: AuditLog {
                         guard let key = keys.key(id: keyID) else {
                             return .broken(seq: event.seq, reason: "it names an audit key this database does not have")
                         }
-                        guard key.verify(event.hash, of: Self.chainedText(event)) else {
+                        guard key.verify(event.hash, ofBytes: Self.chainedBytes(event)) else {
                             return .broken(seq: event.seq, reason: "its contents do not match its hash")
                         }
                         keyed = true
@@ -242,6 +242,41 @@ public struct SQLAuditLog: AuditLog {
             prevHash: try row.decode(column: "prev_hash", as: String.self),
             hash: try row.decode(column: "hash", as: String.self),
             keyID: try row.decode(column: "key_id", as: String?.self))
+    }
+
+    /// The bytes an event's hash covers: ``chainedText``'s, written straight into one buffer, field by field in the
+    /// canonical (sorted) order, with no dictionary, sort or intermediate string: every audited action computes it
+    /// in the writer's transaction. Stored chains were hashed over ``chainedText``, so the two must never differ
+    /// (`AuditChainTextTests`).
+    static func chainedBytes(_ event: AuditEvent) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(384 + event.detail.utf8.count + (event.userAgent?.utf8.count ?? 0))
+        output.append(contentsOf: event.prevHash.utf8)
+        var separator = UInt8(ascii: "{")
+        func field(_ name: String, _ value: String?) {
+            output.append(separator)
+            separator = UInt8(ascii: ",")
+            output.append(UInt8(ascii: "\""))
+            output.append(contentsOf: name.utf8)
+            output.append(contentsOf: "\":".utf8)
+            if let value { JSONValue.write(string: value, to: &output) } else { output.append(contentsOf: "null".utf8) }
+        }
+        // Sorted by their bytes, as `JSONValue.jsonText` sorts keys.
+        field("action", event.action)
+        field("actor_id", event.actorID)
+        field("actor_type", event.actorType)
+        field("at", event.at)
+        field("detail", event.detail)
+        field("id", event.id.lowercasedText)
+        field("integration_id", event.integrationID?.lowercasedText)
+        field("ip", event.ip)
+        field("key_id", event.keyID)
+        field("outcome", event.outcome)
+        field("owner_id", event.ownerID?.lowercasedText)
+        field("seq", String(event.seq))
+        field("user_agent", event.userAgent)
+        output.append(UInt8(ascii: "}"))
+        return output
     }
 
     /// The text an event's hash covers: the previous hash, then the canonical event with the key that chains it.
