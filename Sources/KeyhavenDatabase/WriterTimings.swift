@@ -1,3 +1,4 @@
+import KeyhavenCore
 import Synchronization
 
 /// Where SQLite's writer spends its time, and what its commits hold: the figures `./scripts/bench` prints and
@@ -68,11 +69,15 @@ public final class WriterTimings: Sendable {
     /// Adds the time since `start` to `phase`.
     public func add(_ phase: Phase, since start: ContinuousClock.Instant) {
         let elapsed = ContinuousClock.now - start
-        let nanoseconds =
-            Int(elapsed.components.seconds) * 1_000_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000)
+        // Saturating: a clock that jumped, or totals kept for centuries, must not stop the process.
+        let seconds = Int64(clamping: max(0, elapsed.components.seconds))
+        let nanoseconds = Saturating.add(
+            Saturating.multiply(seconds, 1_000_000_000), elapsed.components.attoseconds / 1_000_000_000)
         state.withLock { state in
-            state.phases[phase, default: Total()].count += 1
-            state.phases[phase, default: Total()].nanoseconds += nanoseconds
+            var total = state.phases[phase, default: Total()]
+            total.count = Int(Saturating.add(Int64(total.count), 1))
+            total.nanoseconds = Int(Saturating.add(Int64(total.nanoseconds), nanoseconds))
+            state.phases[phase] = total
         }
     }
 

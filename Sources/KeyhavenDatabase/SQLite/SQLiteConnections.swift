@@ -61,11 +61,23 @@ final class SQLiteConnections: Sendable {
 
     /// After a commit, on the writer's thread: records the log's counts and, once the log holds
     /// ``checkpointThreshold`` frames, has the checkpointer copy them into the database file on its own thread, so
-    /// no commit waits for a checkpoint. A checkpoint never blocks the writer or readers (it is passive); one that
+    /// no commit waits for a checkpoint (the commit's own writers have their answer before this runs). A checkpoint never blocks the writer or readers (it is passive); one that
     /// could not copy everything is tried again after a later commit.
     func committed() {
         let counts = writer.walCounts
         timings.setWAL(commits: Int(counts.commits), frames: Int(counts.frames))
+        if counts.pages >= Self.checkpointThreshold * 4 {
+            // Under sustained writes a checkpoint beside the writer never finds the log wholly copied before the
+            // next commit, so the log would never start over and would grow without bound. Past four times the
+            // threshold the writer copies it itself, between commits (as SQLite's own checkpoint does), and the
+            // next write starts the log over.
+            do {
+                try timings.measure(.checkpoint) { try writer.checkpoint() }
+            } catch {
+                logger.warning("a checkpoint of the database log failed", metadata: ["error": "\(error)"])
+            }
+            return
+        }
         guard counts.pages >= Self.checkpointThreshold,
             !closed.load(ordering: .relaxed),
             !checkpointing.exchange(true, ordering: .acquiring)
