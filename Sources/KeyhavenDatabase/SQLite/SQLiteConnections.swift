@@ -61,8 +61,9 @@ final class SQLiteConnections: Sendable {
 
     /// After a commit, on the writer's thread: records the log's counts and, once the log holds
     /// ``checkpointThreshold`` frames, has the checkpointer copy them into the database file on its own thread, so
-    /// no commit waits for a checkpoint (the commit's own writers have their answer before this runs). A checkpoint never blocks the writer or readers (it is passive); one that
-    /// could not copy everything is tried again after a later commit.
+    /// no commit waits for a checkpoint (the commit's own writers have their answer before this runs). A checkpoint
+    /// never blocks the writer or readers (it is passive); one that could not copy everything is tried again after a
+    /// later commit.
     func committed() {
         let counts = writer.walCounts
         timings.setWAL(commits: Int(counts.commits), frames: Int(counts.frames))
