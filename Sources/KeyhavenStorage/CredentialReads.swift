@@ -81,15 +81,9 @@ final class CredentialReads: Sendable {
             // On PostgreSQL the next group forms while this one is written (a group lost to a hung server then
             // also answers the reads queued behind it, rather than each waiting out a deadline of its own).
             if !pipelined { await inWriter?.value }
-            let group: [Request] = queue.withLock { queue in
-                let group = Array(queue.pending.prefix(Self.maximumGroup))
-                queue.pending.removeFirst(group.count)
-                if group.isEmpty { queue.draining = false }
-                return group
-            }
+            let group = takeWaiting(upTo: Self.maximumGroup, orStop: true)
             // The group in the writer answers its own callers when its commit is done.
             guard !group.isEmpty else { return }
-            database.timings.countReadGroup(group.count)
             var prepared: Result<Prepared, any Error>?
             if pipelined {
                 do {
@@ -103,23 +97,50 @@ final class CredentialReads: Sendable {
         }
     }
 
+    /// Takes up to `count` waiting reads; with `orStop`, ends the drain when none waits.
+    private func takeWaiting(upTo count: Int, orStop: Bool = false) -> [Request] {
+        queue.withLock { queue in
+            let taken = Array(queue.pending.prefix(count))
+            queue.pending.removeFirst(taken.count)
+            if taken.isEmpty, orStop { queue.draining = false }
+            return taken
+        }
+    }
+
     /// Writes one group and answers its callers: with their outcomes once committed, or all with the error that
     /// lost the transaction.
     private func write(_ group: [Request], prepared: Result<Prepared, any Error>?) async {
         var group = group
+        // Reads taken into this group in its transaction, kept here so that they are answered whatever happens.
+        let late = Mutex<[Request]>([])
         let outcomes: [Outcome]
         do {
             let ahead = try prepared?.get()
-            outcomes = try await database.transaction(short: true) { sql in
-                // Read ahead on a reader: still what the row says now? Otherwise (a change committed in between)
+            outcomes = try await database.transaction(short: true) { [group] sql in
+                // The reads that arrived while the group before this one committed join this commit, read here:
+                // the fsync, not the reading, sets a group's pace, so a commit should carry all that waits.
+                let joining: [Request] =
+                    ahead == nil
+                    ? []
+                    : late.withLock { late in
+                        if late.isEmpty { late = takeWaiting(upTo: Self.maximumGroup - group.count) }
+                        return late
+                    }
+                // Read ahead on a reader: still what the rows say now? Otherwise (a change committed in between)
                 // read again here, as PostgreSQL always does.
                 if let ahead, let fresh = try await recheck(ahead, on: sql) {
-                    return try await finish(group, ahead, lastUsed: fresh, on: sql)
+                    guard !joining.isEmpty else { return try await finish(group, ahead, lastUsed: fresh, on: sql) }
+                    let more = try await prepare(joining, on: sql)
+                    return try await finish(
+                        group + joining, ahead.merging(more), lastUsed: fresh.merging(more.lastUsed) { $1 }, on: sql)
                 }
-                let current = try await prepare(group, on: sql)
-                return try await finish(group, current, lastUsed: current.lastUsed, on: sql)
+                let current = try await prepare(group + joining, on: sql)
+                return try await finish(group + joining, current, lastUsed: current.lastUsed, on: sql)
             }
+            group += late.withLock { $0 }
+            database.timings.countReadGroup(group.count)
         } catch {
+            group += late.withLock { $0 }
             let failure = (error as? KeyhavenError) ?? .unavailable("The database is unavailable.")
             // The reads that queued behind a group the database did not serve (a hung server takes the whole
             // query deadline to say so) get the same answer now, rather than waiting out a deadline of their own.
@@ -143,6 +164,13 @@ final class CredentialReads: Sendable {
 
         /// Each found integration's last use, as read.
         var lastUsed: [UUID: Date] { found.compactMapValues(\.integration.lastUsedAt) }
+
+        /// This group's reads followed by `later`'s; what both found, the later reading winning.
+        func merging(_ later: Prepared) -> Prepared {
+            Prepared(
+                found: found.merging(later.found) { $1 }, decisions: decisions + later.decisions,
+                opened: opened.merging(later.opened) { $1 })
+        }
     }
 
     /// Reads the group's integrations (locked in id order on PostgreSQL, the lock order of every writer), decides
