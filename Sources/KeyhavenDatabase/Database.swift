@@ -380,6 +380,11 @@ public final class Database: Sendable {
         }
     }
 
+    /// Whether `error` is PostgreSQL refusing a row whose key another row has (SQLSTATE 23505).
+    package static func isUniqueViolation(_ error: any Error) -> Bool {
+        (error as? PSQLError)?.serverInfo?[.sqlState] == "23505"
+    }
+
     /// Whether `error` says the database cannot be reached or cannot take the work now (gone, busy, full,
     /// read-only, timed out, shutting down), rather than that the query itself was wrong.
     static func isUnavailable(_ error: any Error) -> Bool {

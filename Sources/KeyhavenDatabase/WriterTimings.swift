@@ -22,6 +22,8 @@ public final class WriterTimings: Sendable {
         case auditChain = "audit_chain"
         /// Audit events: their INSERT.
         case auditInsert = "audit_insert"
+        /// Credential reads on PostgreSQL: the one statement that checks a group's rows and writes its events.
+        case checkedWrite = "checked_write"
     }
 
     /// The figures so far.

@@ -116,26 +116,10 @@ final class CredentialReads: Sendable {
         let outcomes: [Outcome]
         do {
             let ahead = try prepared?.get()
-            outcomes = try await database.transaction(short: true) { [group] sql in
-                // The reads that arrived while the group before this one committed join this commit, read here:
-                // the fsync, not the reading, sets a group's pace, so a commit should carry all that waits.
-                let joining: [Request] =
-                    ahead == nil
-                    ? []
-                    : late.withLock { late in
-                        if late.isEmpty { late = takeWaiting(upTo: Self.maximumGroup - group.count) }
-                        return late
-                    }
-                // Read ahead on a reader: still what the rows say now? Otherwise (a change committed in between)
-                // read again here, as PostgreSQL always does.
-                if let ahead, let fresh = try await recheck(ahead, on: sql) {
-                    guard !joining.isEmpty else { return try await finish(group, ahead, lastUsed: fresh, on: sql) }
-                    let more = try await prepare(joining, on: sql)
-                    return try await finish(
-                        group + joining, ahead.merging(more), lastUsed: fresh.merging(more.lastUsed) { $1 }, on: sql)
-                }
-                let current = try await prepare(group + joining, on: sql)
-                return try await finish(group + joining, current, lastUsed: current.lastUsed, on: sql)
+            if database.kind == .postgres, let written = try await inTwoStatements(group) {
+                outcomes = written
+            } else {
+                outcomes = try await locked(group, ahead: ahead, late: late)
             }
             group += late.withLock { $0 }
             database.timings.countReadGroup(group.count)
@@ -155,6 +139,31 @@ final class CredentialReads: Sendable {
         for (request, outcome) in zip(group, outcomes) { request.reply.resume(returning: outcome) }
     }
 
+    /// Writes one group in a write transaction: read ahead (SQLite) and still what the rows say, or read in it.
+    private func locked(_ group: [Request], ahead: Prepared?, late: borrowing Mutex<[Request]>) async throws -> [Outcome] {
+        try await database.transaction(short: true) { sql in
+            // The reads that arrived while the group before this one committed join this commit, read here:
+            // the fsync, not the reading, sets a group's pace, so a commit should carry all that waits.
+            let joining: [Request] =
+                ahead == nil
+                ? []
+                : late.withLock { late in
+                    if late.isEmpty { late = takeWaiting(upTo: Self.maximumGroup - group.count) }
+                    return late
+                }
+            // Read ahead on a reader: still what the rows say now? Otherwise (a change committed in between)
+            // read again here, as PostgreSQL always does.
+            if let ahead, let fresh = try await recheck(ahead, on: sql) {
+                guard !joining.isEmpty else { return try await finish(group, ahead, lastUsed: fresh, on: sql) }
+                let more = try await prepare(joining, on: sql)
+                return try await finish(
+                    group + joining, ahead.merging(more), lastUsed: fresh.merging(more.lastUsed) { $1 }, on: sql)
+            }
+            let current = try await prepare(group + joining, on: sql)
+            return try await finish(group + joining, current, lastUsed: current.lastUsed, on: sql)
+        }
+    }
+
     /// What a group's reads found: each integration with its owner's state, each read's decision, and the opened
     /// current secrets of the allowed ones.
     private struct Prepared: Sendable {
@@ -164,6 +173,25 @@ final class CredentialReads: Sendable {
 
         /// Each found integration's last use, as read.
         var lastUsed: [UUID: Date] { found.compactMapValues(\.integration.lastUsedAt) }
+
+        /// Adds the integration and owner state in `row` (columns of `integrations` and `owner_disabled_at`).
+        mutating func add(_ row: any SQLRow) throws {
+            let integration = try SQLIntegrationStore.integration(row)
+            let ownerDisabled = try row.decode(column: "owner_disabled_at", as: Date?.self) != nil
+            found[integration.id] = CredentialTarget(integration: integration, ownerDisabled: ownerDisabled)
+        }
+
+        /// Decides every read of `group` on what was found, before anything is decrypted; returns the owners of
+        /// the secrets the allowed reads may open.
+        mutating func decide(_ group: [Request]) -> [UUID: SecretOwner] {
+            decisions = group.map { request in found[request.id].map { request.decide($0) } }
+            var readable: [UUID: SecretOwner] = [:]
+            for (request, decision) in zip(group, decisions) {
+                guard let target = found[request.id], case nil? = decision else { continue }
+                readable[request.id] = SecretOwner(integrationID: request.id, ownerID: target.integration.ownerID)
+            }
+            return readable
+        }
 
         /// This group's reads followed by `later`'s; what both found, the later reading winning.
         func merging(_ later: Prepared) -> Prepared {
@@ -187,19 +215,10 @@ final class CredentialReads: Sendable {
                 WHERE i.id IN (\(binds: ids))\(unsafeRaw: lock)
                 """
             ).all() {
-                let integration = try SQLIntegrationStore.integration(row)
-                let ownerDisabled = try row.decode(column: "owner_disabled_at", as: Date?.self) != nil
-                prepared.found[integration.id] = CredentialTarget(
-                    integration: integration, ownerDisabled: ownerDisabled)
+                try prepared.add(row)
             }
         }
-        // Every read is decided before anything is decrypted; only allowed reads open their secret.
-        prepared.decisions = group.map { request in prepared.found[request.id].map { request.decide($0) } }
-        var readable: [UUID: SecretOwner] = [:]
-        for (request, decision) in zip(group, prepared.decisions) {
-            guard let target = prepared.found[request.id], case nil? = decision else { continue }
-            readable[request.id] = SecretOwner(integrationID: request.id, ownerID: target.integration.ownerID)
-        }
+        let readable = prepared.decide(group)
         prepared.opened = try await database.timings.measure(.openSecrets) {
             try await secrets.openCurrent(Array(readable.values), on: sql)
         }
@@ -236,23 +255,26 @@ final class CredentialReads: Sendable {
         }
     }
 
-    /// The group's outcomes in its order, with their audit events, last uses and undecryptable marks written in
-    /// the transaction `sql`.
-    private func finish(
-        _ group: [Request], _ prepared: Prepared, lastUsed: [UUID: Date], on sql: any SQLDatabase
-    ) async throws -> [Outcome] {
-        let now = Date()
+    /// What a group's reads come to: each caller's outcome in the group's order, and what is written for them.
+    private struct Settled {
         var outcomes: [Outcome] = []
         var entries: [AuditEntry] = []
+        /// The integrations whose last use is written (at most once a minute each).
         var used: Set<UUID> = []
+        /// The integrations whose current secret did not open.
         var undecryptable: Set<UUID> = []
+    }
+
+    /// The group's outcomes and audit events, on what `prepared` found and with each integration's `lastUsed`.
+    private func settle(_ group: [Request], _ prepared: Prepared, lastUsed: [UUID: Date], now: Date) -> Settled {
+        var settled = Settled()
         for (request, decision) in zip(group, prepared.decisions) {
             func denied(_ reason: String, owner: UUID?, _ error: KeyhavenError) {
-                entries.append(
+                settled.entries.append(
                     AuditEntry(
                         actor: request.actor, action: .credentialsRead, outcome: .denied, ownerID: owner,
                         integrationID: request.id, detail: ["reason": .string(reason)]))
-                outcomes.append(.failure(error))
+                settled.outcomes.append(.failure(error))
             }
             guard let integration = prepared.found[request.id]?.integration, let decision else {
                 denied("not_found", owner: nil, .notFound)
@@ -263,13 +285,13 @@ final class CredentialReads: Sendable {
                 continue
             }
             func failedToOpen() {
-                undecryptable.insert(request.id)
-                entries.append(
+                settled.undecryptable.insert(request.id)
+                settled.entries.append(
                     AuditEntry(
                         actor: request.actor, action: .credentialsRead, outcome: .failure,
                         ownerID: integration.ownerID,
                         integrationID: request.id, detail: ["reason": .string("decryption_failed")]))
-                outcomes.append(.failure(.decryptionFailed))
+                settled.outcomes.append(.failure(.decryptionFailed))
             }
             switch prepared.opened[request.id] {
             case nil:
@@ -278,7 +300,7 @@ final class CredentialReads: Sendable {
                 failedToOpen()
             case .failure(let error)?:
                 // A master key this process cannot load: nothing was read, so nothing is audited.
-                outcomes.append(.failure(error))
+                settled.outcomes.append(.failure(error))
             case .success(let (plaintext, version))?:
                 guard let credentials = try? Credentials(type: integration.type, stored: plaintext) else {
                     failedToOpen()
@@ -286,32 +308,151 @@ final class CredentialReads: Sendable {
                 }
                 var read = integration
                 // Like a token's, an integration's last use is written at most once a minute: a busy one would
-                // otherwise rewrite its row in every group. The last use was read in this transaction (under the
-                // row's lock on PostgreSQL), so a use another group or instance wrote is seen.
+                // otherwise rewrite its row in every group. The last use was read with the group's rows, so a use
+                // another group or instance wrote is seen.
                 read.lastUsedAt = lastUsed[request.id]
                 if read.lastUsedAt.map({ now.timeIntervalSince($0) >= 60 }) ?? true {
-                    used.insert(request.id)
+                    settled.used.insert(request.id)
                     read.lastUsedAt = now
                 }
-                entries.append(
+                settled.entries.append(
                     AuditEntry(
                         actor: request.actor, action: .credentialsRead, ownerID: integration.ownerID,
                         integrationID: request.id, detail: ["credential_version": .number(Double(version.version))])
                 )
-                outcomes.append(.success((read, credentials)))
+                settled.outcomes.append(.success((read, credentials)))
             }
         }
-        if !used.isEmpty {
+        return settled
+    }
+
+    /// The group's outcomes in its order, with their audit events, last uses and undecryptable marks written in
+    /// the transaction `sql`.
+    private func finish(
+        _ group: [Request], _ prepared: Prepared, lastUsed: [UUID: Date], on sql: any SQLDatabase
+    ) async throws -> [Outcome] {
+        let now = Date()
+        let settled = settle(group, prepared, lastUsed: lastUsed, now: now)
+        if !settled.used.isEmpty {
             try await sql.raw(
-                "UPDATE integrations SET last_used_at = \(bind: now) WHERE id IN (\(binds: Array(used)))"
+                "UPDATE integrations SET last_used_at = \(bind: now) WHERE id IN (\(binds: Array(settled.used)))"
             ).run()
         }
-        if !undecryptable.isEmpty {
+        if !settled.undecryptable.isEmpty {
             // A secret that does not open is shown as status `error` (SPEC §4).
-            try await SQLIntegrationStore.markUndecryptable(Array(undecryptable), on: sql)
+            try await SQLIntegrationStore.markUndecryptable(Array(settled.undecryptable), on: sql)
         }
-        try await audit.append(entries, on: sql)
-        return outcomes
+        try await audit.append(settled.entries, on: sql)
+        return settled.outcomes
+    }
+
+    /// On PostgreSQL, a group in two statements, each its own transaction. The first reads the integrations, their
+    /// owners' state, their current secrets and the audit chain's head; the reads are decided and the allowed ones'
+    /// secrets opened here; the second, under the audit lock, writes the group's events and last uses only if every
+    /// integration still has the owner, type, enabled state, current version and owner state it was decided on
+    /// (each row locked as it is checked), and nothing otherwise. The events' sequence numbers are the table's
+    /// primary key: if another writer extended the chain after the head was read, the insert fails whole. Either
+    /// way, and when a secret did not open (it is then marked), the group is done in one locked transaction
+    /// instead: nil.
+    private func inTwoStatements(_ group: [Request]) async throws -> [Outcome]? {
+        try await database.withConnection(short: true) { sql in
+            let ids = Array(Set(group.map(\.id)))
+            let rows = try await database.timings.measure(.readRows) {
+                try await sql.raw(
+                    """
+                    SELECT h.seq AS head_seq, h.hash AS head_hash, i.*, u.disabled_at AS owner_disabled_at,
+                    s.id AS secret_id, s.version AS secret_version, s.kek_id AS secret_kek_id,
+                    s.wrapped_dek AS secret_wrapped_dek, s.nonce AS secret_nonce, s.ciphertext AS secret_ciphertext,
+                    s.created_at AS secret_created_at
+                    FROM (SELECT 1) AS one
+                    LEFT JOIN LATERAL (SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS h ON true
+                    LEFT JOIN integrations i ON i.id IN (\(binds: ids))
+                    LEFT JOIN users u ON u.id = i.owner_id
+                    LEFT JOIN secrets s
+                    ON s.integration_id = i.id AND s.owner_id = i.owner_id AND s.version = i.current_version
+                    """
+                ).all()
+            }
+            let head = try audit.head(rows.first, seq: "head_seq", hash: "head_hash")
+            var prepared = Prepared()
+            var sealed: [UUID: any SQLRow] = [:]
+            for row in rows {
+                guard let id = try row.decode(column: "id", as: UUID?.self) else { continue }
+                try prepared.add(row)
+                if try row.decode(column: "secret_id", as: UUID?.self) != nil { sealed[id] = row }
+            }
+            let readable = prepared.decide(group).values.compactMap { owner in
+                sealed[owner.integrationID].map { (row: $0, owner: owner) }
+            }
+            prepared.opened = try await database.timings.measure(.openSecrets) {
+                try await secrets.open(readable, prefix: "secret_", on: sql)
+            }
+            let now = Date()
+            let settled = settle(group, prepared, lastUsed: prepared.lastUsed, now: now)
+            guard settled.undecryptable.isEmpty else { return nil }
+            // Only reads refused for a master key this process cannot load: nothing to record.
+            guard !settled.entries.isEmpty else { return settled.outcomes }
+            do {
+                let query = conditionalWrite(settled, checking: Array(prepared.found.values), after: head, now: now)
+                let written = try await database.timings.measure(.checkedWrite) { try await sql.raw(query).all() }
+                return written.count == settled.entries.count ? settled.outcomes : nil
+            } catch where Database.isUniqueViolation(error) {
+                return nil
+            }
+        }
+    }
+
+    /// The second statement of ``inTwoStatements(_:)``: the check of every target (locked in id order, the lock
+    /// order of every writer, then the audit lock), the last uses and the events, the latter two written only if
+    /// every check held; returns one row per event written.
+    private func conditionalWrite(
+        _ settled: Settled, checking targets: [CredentialTarget], after head: SQLAuditLog.Head, now: Date
+    ) -> SQLQueryString {
+        var query = SQLQueryString(
+            "WITH checked AS (SELECT i.id FROM integrations i LEFT JOIN users u ON u.id = i.owner_id WHERE ")
+        if targets.isEmpty {
+            query.appendInterpolation(unsafeRaw: "false")
+        } else {
+            query.appendInterpolation(
+                unsafeRaw: "(i.id, i.owner_id, i.type, i.enabled, i.current_version, u.disabled_at IS NOT NULL) IN (")
+            for (index, target) in targets.enumerated() {
+                let integration = target.integration
+                let values: [any Encodable & Sendable] = [
+                    integration.id, integration.ownerID, integration.type.rawValue, integration.enabled,
+                    integration.credentialVersion, target.ownerDisabled,
+                ]
+                query.appendInterpolation(unsafeRaw: index == 0 ? "(" : ", (")
+                query.appendInterpolation(binds: values)
+                query.appendInterpolation(unsafeRaw: ")")
+            }
+            query.appendInterpolation(unsafeRaw: ")")
+        }
+        // The audit lock is taken only once the rows are locked (CASE evaluates its condition first).
+        query.appendInterpolation(
+            unsafeRaw: """
+                 ORDER BY i.id FOR NO KEY UPDATE OF i), ok AS (SELECT CASE WHEN (SELECT count(*) FROM checked) = \
+                \(targets.count) THEN (SELECT true FROM (
+                """)
+        query.appendInterpolation(Database.advisoryLock("audit"))
+        query.appendInterpolation(unsafeRaw: ") AS locked) ELSE false END AS ok)")
+        if !settled.used.isEmpty {
+            query.appendInterpolation(unsafeRaw: ", used AS (UPDATE integrations SET last_used_at = ")
+            query.appendInterpolation(bind: now)
+            query.appendInterpolation(unsafeRaw: " WHERE id IN (")
+            query.appendInterpolation(binds: Array(settled.used))
+            query.appendInterpolation(unsafeRaw: ") AND (SELECT ok FROM ok))")
+        }
+        // Each column cast to its type: a column of the VALUES list that is NULL in every row has none.
+        query.appendInterpolation(
+            unsafeRaw: """
+                 INSERT INTO audit_events (\(SQLAuditLog.columns)) SELECT seq::bigint, id::uuid, at::text, \
+                actor_type::text, actor_id::text, owner_id::uuid, action::text, integration_id::uuid, outcome::text, \
+                ip::text, user_agent::text, detail::text, prev_hash::text, hash::text, key_id::text FROM (VALUES\u{20}
+                """)
+        query.appendInterpolation(audit.rows(settled.entries, after: head))
+        query.appendInterpolation(
+            unsafeRaw: ") AS v (\(SQLAuditLog.columns)) WHERE (SELECT ok FROM ok) RETURNING seq")
+        return query
     }
 }
 

@@ -43,15 +43,44 @@ public struct SQLAuditLog: AuditLog {
             try await sql.raw(Database.advisoryLock("audit")).run()
         }
         let chainStart = ContinuousClock.now
+        let rows = rows(entries, after: try await head(on: sql))
+        database.timings.add(.auditChain, since: chainStart)
+        try await database.timings.measure(.auditInsert) {
+            try await sql.raw("INSERT INTO audit_events (\(unsafeRaw: Self.columns)) VALUES \(rows)").run()
+        }
+    }
+
+    /// Where the next event chains on: the last event's sequence number and hash.
+    struct Head: Sendable {
+        var seq: Int64
+        var hash: String
+    }
+
+    /// The chain's head as `sql` sees it (the genesis for an empty trail).
+    func head(on sql: any SQLDatabase) async throws -> Head {
         let last = try await sql.raw("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").first()
-        var seq = try last?.decode(column: "seq", as: Int64.self) ?? 0
-        var prevHash = try last?.decode(column: "hash", as: String.self) ?? Self.genesis
+        return try head(last, seq: "seq", hash: "hash")
+    }
+
+    /// The head in `row`'s columns `seq` and `hash` (the genesis when they are NULL or there is no row).
+    func head(_ row: (any SQLRow)?, seq: String, hash: String) throws -> Head {
+        Head(
+            seq: try row?.decode(column: seq, as: Int64?.self) ?? 0,
+            hash: try row?.decode(column: hash, as: String?.self) ?? Self.genesis)
+    }
+
+    /// The columns of an event row, in the order of ``rows(_:after:)``.
+    static let columns = """
+        seq, id, at, actor_type, actor_id, owner_id, action, integration_id, outcome, ip, user_agent, detail, \
+        prev_hash, hash, key_id
+        """
+
+    /// `entries` as the events that follow `head`, chained and MACed: the rows `(…), (…)` of a `VALUES` list.
+    func rows(_ entries: [AuditEntry], after head: Head) -> SQLQueryString {
+        var seq = head.seq
+        var prevHash = head.hash
         let at = Self.now()
-        var query = SQLQueryString(
-            """
-            INSERT INTO audit_events (seq, id, at, actor_type, actor_id, owner_id, action, integration_id, outcome, ip,
-            user_agent, detail, prev_hash, hash, key_id) VALUES\u{20}
-            """)
+        var rows = SQLQueryString("")
         for (index, entry) in entries.enumerated() {
             seq += 1
             var event = AuditEvent(
@@ -66,12 +95,11 @@ public struct SQLAuditLog: AuditLog {
                 event.integrationID, event.outcome, event.ip, event.userAgent, event.detail, event.prevHash, event.hash,
                 event.keyID,
             ]
-            query.appendInterpolation(unsafeRaw: index == 0 ? "(" : ", (")
-            query.appendInterpolation(binds: values)
-            query.appendInterpolation(unsafeRaw: ")")
+            rows.appendInterpolation(unsafeRaw: index == 0 ? "(" : ", (")
+            rows.appendInterpolation(binds: values)
+            rows.appendInterpolation(unsafeRaw: ")")
         }
-        database.timings.add(.auditChain, since: chainStart)
-        try await database.timings.measure(.auditInsert) { try await sql.raw(query).run() }
+        return rows
     }
 
     /// A signed record of the chain's head: its sequence number and hash, MACed with the audit key.

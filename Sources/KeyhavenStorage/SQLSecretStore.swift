@@ -103,7 +103,7 @@ public struct SQLSecretStore: SecretStore {
         }
         query.appendInterpolation(unsafeRaw: " ORDER BY version DESC LIMIT 1")
         guard let row = try await sql.raw(query).first() else { throw KeyhavenError.notFound }
-        return try await open(row, owner: owner, on: sql)
+        return try await open(row, prefix: "", owner: owner, on: sql)
     }
 
     /// Decrypts the current version of each owner's secret, read in one query (a batch of credential reads).
@@ -124,34 +124,44 @@ public struct SQLSecretStore: SecretStore {
             WHERE s.integration_id IN (\(binds: Array(byIntegration.keys)))
             """
         ).all()
+        return try await open(
+            rows.compactMap { row in
+                guard let owner = byIntegration[try row.decode(column: "integration_id", as: UUID.self)],
+                    try row.decode(column: "owner_id", as: UUID.self) == owner.ownerID
+                else { return nil }
+                return (row, owner)
+            }, on: sql)
+    }
+
+    /// Opens `secrets` rows read by the caller, each of its owner, with the columns' names prefixed by `prefix`;
+    /// keyed by integration. A secret that does not open is `.decryptionFailed`.
+    func open(_ rows: [(row: any SQLRow, owner: SecretOwner)], prefix: String = "", on sql: any SQLDatabase)
+        async throws -> [UUID: Result<(SecretBytes, SecretVersionInfo), KeyhavenError>]
+    {
         var opened: [UUID: Result<(SecretBytes, SecretVersionInfo), KeyhavenError>] = [:]
-        for row in rows {
-            let integrationID = try row.decode(column: "integration_id", as: UUID.self)
-            guard let owner = byIntegration[integrationID],
-                try row.decode(column: "owner_id", as: UUID.self) == owner.ownerID
-            else { continue }
+        for (row, owner) in rows {
             do {
-                opened[integrationID] = .success(try await open(row, owner: owner, on: sql))
+                opened[owner.integrationID] = .success(try await open(row, prefix: prefix, owner: owner, on: sql))
             } catch let error as KeyhavenError {
-                opened[integrationID] = .failure(error)
+                opened[owner.integrationID] = .failure(error)
             }
         }
         return opened
     }
 
     /// Opens one `secrets` row of `owner`.
-    private func open(_ row: any SQLRow, owner: SecretOwner, on sql: any SQLDatabase) async throws
+    private func open(_ row: any SQLRow, prefix: String, owner: SecretOwner, on sql: any SQLDatabase) async throws
         -> (SecretBytes, SecretVersionInfo)
     {
         let info = SecretVersionInfo(
-            id: try row.decode(column: "id", as: UUID.self),
-            version: try row.decode(column: "version", as: Int.self),
-            createdAt: try row.decode(column: "created_at", as: Date.self))
+            id: try row.decode(column: prefix + "id", as: UUID.self),
+            version: try row.decode(column: prefix + "version", as: Int.self),
+            createdAt: try row.decode(column: prefix + "created_at", as: Date.self))
         let sealed = SealedSecret(
-            kekID: try row.decode(column: "kek_id", as: String.self),
-            wrappedDEK: try row.decode(column: "wrapped_dek", as: Data.self),
-            nonce: try row.decode(column: "nonce", as: Data.self),
-            ciphertext: try row.decode(column: "ciphertext", as: Data.self))
+            kekID: try row.decode(column: prefix + "kek_id", as: String.self),
+            wrappedDEK: try row.decode(column: prefix + "wrapped_dek", as: Data.self),
+            nonce: try row.decode(column: prefix + "nonce", as: Data.self),
+            ciphertext: try row.decode(column: prefix + "ciphertext", as: Data.self))
         let kek = try await keyring.key(id: sealed.kekID, on: sql)
         do {
             return (try Envelope.open(sealed, binding: binding(info, owner), kek: kek), info)

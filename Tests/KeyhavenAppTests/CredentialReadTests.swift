@@ -156,18 +156,21 @@ struct CredentialReadTests {
 
     @Test(
         """
-        on SQLite a read decided and opened ahead of the writer is decided again when the integration changed \
-        before its write: disabled meanwhile, it is refused and audited as such
-        """
-    )
-    func changedWhileQueued() async throws {
-        try await APIHarness.with(.sqlite) { api in
+        a read decided and opened before its write (on a reader on SQLite, in a first statement on PostgreSQL) is \
+        decided again when the integration changed before its write: disabled meanwhile, it is refused and audited \
+        as such; and it is written after events another writer appended meanwhile, the chain intact
+        """,
+        arguments: TestDatabase.all)
+    func changedWhileQueued(_ kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let first = try await api.openAIIntegration(for: user.session, key: "sk-test-ahead-0000000001")
+            let second = try await api.openAIIntegration(for: user.session, key: "sk-test-ahead-0000000002")
             let runtime = api.runtime
             let database = api.handle.database
             let actor = AuditActor(kind: .service, id: nil)
-            /// Reads `id` while the writer is held by a transaction that, once the read is opened ahead, runs `change`.
+            /// Reads `id` while a transaction holds what its write needs (SQLite's writer; on PostgreSQL the
+            /// integration's row, and the audit lock), and, once the read is opened ahead, runs `change` in it.
             func readAcross(
                 _ id: String, _ change: @escaping @Sendable (any SQLDatabase, UUID) async throws -> Void
             ) async throws -> Result<Credentials, KeyhavenError> {
@@ -175,14 +178,19 @@ struct CredentialReadTests {
                 let integration = try #require(UUID(uuidString: id))
                 let held = Task {
                     try await database.transaction { sql in
-                        // Until the read was opened on a reader (bounded: 10 s).
+                        if database.kind == .postgres {
+                            try await sql.raw("SELECT id FROM integrations WHERE id = \(bind: integration) FOR UPDATE")
+                                .run()
+                            try await sql.raw(Database.advisoryLock("audit")).run()
+                        }
+                        // Until the read was opened ahead (bounded: 10 s).
                         for _ in 0..<1000 where (database.timings.snapshot.phases[.openSecrets]?.count ?? 0) == opened {
                             try await Task.sleep(for: .milliseconds(10))
                         }
                         try await change(sql, integration)
                     }
                 }
-                // The read queues for the writer the held transaction has.
+                // The read queues behind what the held transaction has.
                 try await Task.sleep(for: .milliseconds(20))
                 let result: Result<Credentials, KeyhavenError>
                 do {
@@ -196,6 +204,17 @@ struct CredentialReadTests {
                 try await held.value
                 return result
             }
+            if database.kind == .postgres {
+                // Unhindered, a read is two statements: one that reads, one that checks and writes.
+                let before = database.timings.snapshot.phases
+                _ = try await runtime.integrations.readCredentials(id: try #require(UUID(uuidString: second)), actor: actor) {
+                    CredentialAccess.decide(.read, scope: nil, $0)
+                }
+                let after = database.timings.snapshot.phases
+                for phase in [WriterTimings.Phase.readRows, .checkedWrite] {
+                    #expect((after[phase]?.count ?? 0) - (before[phase]?.count ?? 0) == 1, "\(phase)")
+                }
+            }
             let disabled = try await readAcross(first) { sql, id in
                 try await sql.raw("UPDATE integrations SET enabled = \(bind: false) WHERE id = \(bind: id)").run()
             }
@@ -206,6 +225,20 @@ struct CredentialReadTests {
             let events = try await runtime.audit.events(
                 ownerID: user.id, integrationID: UUID(uuidString: first), integrationsOnly: true, limit: 5, before: nil)
             #expect(events.first?.action == "credentials.read" && events.first?.outcome == "denied")
+            // Another writer extends the chain between the read's first look and its write.
+            let audit = runtime.audit
+            let afterOther = try await readAcross(second) { sql, _ in
+                try await audit.append(
+                    AuditEntry(actor: actor, action: .login, outcome: .success, ownerID: user.id), on: sql)
+            }
+            guard case .success(.apiKey(let key)) = afterOther, key == "sk-test-ahead-0000000002" else {
+                Issue.record("a read across another writer's event must succeed")
+                return
+            }
+            guard case .intact = try await audit.verify() else {
+                Issue.record("the chain must verify")
+                return
+            }
         }
     }
 
