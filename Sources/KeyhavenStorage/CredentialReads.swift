@@ -140,7 +140,9 @@ final class CredentialReads: Sendable {
     }
 
     /// Writes one group in a write transaction: read ahead (SQLite) and still what the rows say, or read in it.
-    private func locked(_ group: [Request], ahead: Prepared?, late: borrowing Mutex<[Request]>) async throws -> [Outcome] {
+    private func locked(_ group: [Request], ahead: Prepared?, late: borrowing Mutex<[Request]>) async throws
+        -> [Outcome]
+    {
         try await database.transaction(short: true) { sql in
             // The reads that arrived while the group before this one committed join this commit, read here:
             // the fsync, not the reading, sets a group's pace, so a commit should carry all that waits.
@@ -396,7 +398,7 @@ final class CredentialReads: Sendable {
                 let query = conditionalWrite(settled, checking: Array(prepared.found.values), after: head, now: now)
                 let written = try await database.timings.measure(.checkedWrite) { try await sql.raw(query).all() }
                 return written.count == settled.entries.count ? settled.outcomes : nil
-            } catch where Database.isUniqueViolation(error) {
+            } catch let error where Database.isUniqueViolation(error) {
                 return nil
             }
         }

@@ -207,7 +207,9 @@ struct CredentialReadTests {
             if database.kind == .postgres {
                 // Unhindered, a read is two statements: one that reads, one that checks and writes.
                 let before = database.timings.snapshot.phases
-                _ = try await runtime.integrations.readCredentials(id: try #require(UUID(uuidString: second)), actor: actor) {
+                _ = try await runtime.integrations.readCredentials(
+                    id: try #require(UUID(uuidString: second)), actor: actor
+                ) {
                     CredentialAccess.decide(.read, scope: nil, $0)
                 }
                 let after = database.timings.snapshot.phases
