@@ -27,8 +27,9 @@ public final class Database: Sendable {
     private let pool: Pool
     /// How long a request may wait for a PostgreSQL connection, a new one's handshake included.
     let connectTimeout: Duration
-    /// The client's own deadline for each PostgreSQL query; nil on SQLite.
-    private let deadlines: QueryDeadlines?
+    /// PostgreSQL's deadlines: the client's own for each query (``Deadlines/watch(_:_:)``) and for each request for a
+    /// connection (``acquire(_:)``); nil on SQLite.
+    let deadlines: (queries: Deadlines, connections: Deadlines)?
     /// One decoder for the JSON columns the stores read with `Decodable` (a decoder is safe to share: each call
     /// decodes with its own state), instead of one made per row.
     public static let jsonDecoder = JSONDecoder()
@@ -52,7 +53,7 @@ public final class Database: Sendable {
     ///     the driver's part: see ``acquire(_:)``.
     ///   - statementTimeout: the longest a PostgreSQL statement may run (`statement_timeout`, sent when each
     ///     connection starts); 30 s when nil. A query that has not answered 1 s after it (a server that stopped
-    ///     answering) has its connection closed (``QueryDeadlines``). Both fail the call as unavailable (503).
+    ///     answering) has its connection closed (``Deadlines/watch(_:_:)``). Both fail the call as unavailable (503).
     ///   - lockTimeout: the longest a PostgreSQL statement may wait for a lock (`lock_timeout`); 10 s when nil.
     ///   - eventLoopGroup: the threads PostgreSQL connections run on (tests stall a group of their own).
     /// - Throws: `KeyhavenError.configuration` if the URL is invalid, `KeyhavenError.unavailable` if the first
@@ -121,7 +122,10 @@ public final class Database: Sendable {
                 requestTimeout: timeout * 3 + .seconds(1), logger: logger, on: eventLoopGroup)
             database = Database(
                 kind: .postgres, location: location, pool: .postgres(pool), connectTimeout: connectTimeout,
-                deadlines: QueryDeadlines(limit: statementTimeout + .seconds(1), logger: logger), logger: logger)
+                deadlines: (
+                    queries: Deadlines(limit: statementTimeout + .seconds(1), logger: logger),
+                    connections: Deadlines(limit: connectTimeout, logger: logger)
+                ), logger: logger)
         }
         do {
             // The writer first: it puts a new file into WAL mode, which readers then share.
@@ -144,7 +148,8 @@ public final class Database: Sendable {
 
     private init(
         kind: DatabaseKind, location: DatabaseLocation, pool: Pool, connectTimeout: Duration,
-        deadlines: QueryDeadlines?, timings: WriterTimings = WriterTimings(), logger: Logger
+        deadlines: (queries: Deadlines, connections: Deadlines)?, timings: WriterTimings = WriterTimings(),
+        logger: Logger
     ) {
         self.kind = kind
         self.timings = timings
@@ -176,7 +181,7 @@ public final class Database: Sendable {
     ///   serves other connections; each of its queries is handed to the loop, unprepared.
     /// - Parameter long: `body` may rightly run for minutes (a backup, a restore, a key rotation, migrations). On
     ///   PostgreSQL it then runs without the statement and lock timeouts and without the client's query deadline
-    ///   (``QueryDeadlines``); `short` does not apply. Nothing changes on SQLite.
+    ///   (``Deadlines/watch(_:_:)``); `short` does not apply. Nothing changes on SQLite.
     /// - Throws: what `body` throws; a failure to reach the database becomes `KeyhavenError.unavailable`.
     public func withConnection<T: Sendable>(
         short: Bool = false, long: Bool = false, _ body: (any SQLDatabase) async throws -> T
@@ -187,7 +192,7 @@ public final class Database: Sendable {
         case .postgres(let pool):
             let connection = try await acquire(pool)
             defer { pool.releaseConnection(connection) }
-            let sql = PostgresPreparedDatabase(connection: connection, deadlines: long ? nil : deadlines)
+            let sql = PostgresPreparedDatabase(connection: connection, deadlines: long ? nil : deadlines?.queries)
             func run() async throws -> T {
                 try await mapErrors { try await body(sql) }
             }
@@ -363,7 +368,8 @@ public final class Database: Sendable {
             // find the database closed.
             await groups.close()
         case .postgres(let pool):
-            deadlines?.stop()
+            deadlines?.queries.stop()
+            deadlines?.connections.stop()
             try? await pool.shutdownAsync()
         }
     }
@@ -378,11 +384,6 @@ public final class Database: Sendable {
             logger.error("database query failed", metadata: ["error": "\(error)"])
             throw KeyhavenError.unavailable("The database is unavailable.")
         }
-    }
-
-    /// Whether `error` is PostgreSQL refusing a row whose key another row has (SQLSTATE 23505).
-    package static func isUniqueViolation(_ error: any Error) -> Bool {
-        (error as? PSQLError)?.serverInfo?[.sqlState] == "23505"
     }
 
     /// Whether `error` says the database cannot be reached or cannot take the work now (gone, busy, full,

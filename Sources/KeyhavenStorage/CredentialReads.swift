@@ -352,10 +352,9 @@ final class CredentialReads: Sendable {
     /// owners' state, their current secrets and the audit chain's head; the reads are decided and the allowed ones'
     /// secrets opened here; the second, under the audit lock, writes the group's events and last uses only if every
     /// integration still has the owner, type, enabled state, current version and owner state it was decided on
-    /// (each row locked as it is checked), and nothing otherwise. The events' sequence numbers are the table's
-    /// primary key: if another writer extended the chain after the head was read, the insert fails whole. Either
-    /// way, and when a secret did not open (it is then marked), the group is done in one locked transaction
-    /// instead: nil.
+    /// (each row locked as it is checked) and no other writer extended the chain after its head was read, and
+    /// nothing otherwise. Then, and when a secret did not open (it is then marked), the group is done in one locked
+    /// transaction instead: nil.
     private func inTwoStatements(_ group: [Request]) async throws -> [Outcome]? {
         try await database.withConnection(short: true) { sql in
             let ids = Array(Set(group.map(\.id)))
@@ -394,13 +393,9 @@ final class CredentialReads: Sendable {
             guard settled.undecryptable.isEmpty else { return nil }
             // Only reads refused for a master key this process cannot load: nothing to record.
             guard !settled.entries.isEmpty else { return settled.outcomes }
-            do {
-                let query = conditionalWrite(settled, checking: Array(prepared.found.values), after: head, now: now)
-                let written = try await database.timings.measure(.checkedWrite) { try await sql.raw(query).all() }
-                return written.count == settled.entries.count ? settled.outcomes : nil
-            } catch let error where Database.isUniqueViolation(error) {
-                return nil
-            }
+            let query = conditionalWrite(settled, checking: Array(prepared.found.values), after: head, now: now)
+            let written = try await database.timings.measure(.checkedWrite) { try await sql.raw(query).all() }
+            return written.count == settled.entries.count ? settled.outcomes : nil
         }
     }
 
@@ -417,16 +412,15 @@ final class CredentialReads: Sendable {
         } else {
             query.appendInterpolation(
                 unsafeRaw: "(i.id, i.owner_id, i.type, i.enabled, i.current_version, u.disabled_at IS NOT NULL) IN (")
-            for (index, target) in targets.enumerated() {
-                let integration = target.integration
-                let values: [any Encodable & Sendable] = [
-                    integration.id, integration.ownerID, integration.type.rawValue, integration.enabled,
-                    integration.credentialVersion, target.ownerDisabled,
-                ]
-                query.appendInterpolation(unsafeRaw: index == 0 ? "(" : ", (")
-                query.appendInterpolation(binds: values)
-                query.appendInterpolation(unsafeRaw: ")")
-            }
+            query.appendInterpolation(
+                targets.map { target -> SQLQueryString in
+                    let integration = target.integration
+                    let values: [any Encodable & Sendable] = [
+                        integration.id, integration.ownerID, integration.type.rawValue, integration.enabled,
+                        integration.credentialVersion, target.ownerDisabled,
+                    ]
+                    return "(\(binds: values))"
+                }.joined(separator: ", "))
             query.appendInterpolation(unsafeRaw: ")")
         }
         // The audit lock is taken only once the rows are locked (CASE evaluates its condition first).
@@ -437,24 +431,40 @@ final class CredentialReads: Sendable {
                 """)
         query.appendInterpolation(Database.advisoryLock("audit"))
         query.appendInterpolation(unsafeRaw: ") AS locked) ELSE false END AS ok)")
+        // The first event goes in unless its sequence number is taken: by an event another writer appended after
+        // the head was read. The others, and the last uses, only if it went in.
+        let rows = audit.rows(settled.entries, after: head)
+        query.appendInterpolation(unsafeRaw: ", first AS (")
+        query.appendInterpolation(insertion(rows[0], if: "(SELECT ok FROM ok)"))
+        query.appendInterpolation(unsafeRaw: " ON CONFLICT (seq) DO NOTHING RETURNING seq)")
+        var written = "SELECT seq FROM first"
+        if rows.count > 1 {
+            query.appendInterpolation(unsafeRaw: ", rest AS (")
+            query.appendInterpolation(
+                insertion(rows.dropFirst().joined(separator: ", "), if: "EXISTS (SELECT 1 FROM first)"))
+            query.appendInterpolation(unsafeRaw: " RETURNING seq)")
+            written += " UNION ALL SELECT seq FROM rest"
+        }
         if !settled.used.isEmpty {
             query.appendInterpolation(unsafeRaw: ", used AS (UPDATE integrations SET last_used_at = ")
             query.appendInterpolation(bind: now)
             query.appendInterpolation(unsafeRaw: " WHERE id IN (")
             query.appendInterpolation(binds: Array(settled.used))
-            query.appendInterpolation(unsafeRaw: ") AND (SELECT ok FROM ok))")
+            query.appendInterpolation(unsafeRaw: ") AND EXISTS (SELECT 1 FROM first))")
         }
-        // Each column cast to its type: a column of the VALUES list that is NULL in every row has none.
-        query.appendInterpolation(
-            unsafeRaw: """
-                 INSERT INTO audit_events (\(SQLAuditLog.columns)) SELECT seq::bigint, id::uuid, at::text, \
-                actor_type::text, actor_id::text, owner_id::uuid, action::text, integration_id::uuid, outcome::text, \
-                ip::text, user_agent::text, detail::text, prev_hash::text, hash::text, key_id::text FROM (VALUES\u{20}
-                """)
-        query.appendInterpolation(audit.rows(settled.entries, after: head))
-        query.appendInterpolation(
-            unsafeRaw: ") AS v (\(SQLAuditLog.columns)) WHERE (SELECT ok FROM ok) RETURNING seq")
+        query.appendInterpolation(unsafeRaw: " \(written)")
         return query
+    }
+
+    /// An insert of the event rows `rows` (`(…), (…)`) that writes them only where `condition` holds; each column
+    /// cast to its type, since a column of a `VALUES` list that is NULL in every row has none.
+    private func insertion(_ rows: SQLQueryString, if condition: String) -> SQLQueryString {
+        """
+        INSERT INTO audit_events (\(unsafeRaw: SQLAuditLog.columns)) SELECT seq::bigint, id::uuid, at::text, \
+        actor_type::text, actor_id::text, owner_id::uuid, action::text, integration_id::uuid, outcome::text, \
+        ip::text, user_agent::text, detail::text, prev_hash::text, hash::text, key_id::text \
+        FROM (VALUES \(rows)) AS v (\(unsafeRaw: SQLAuditLog.columns)) WHERE \(unsafeRaw: condition)
+        """
     }
 }
 

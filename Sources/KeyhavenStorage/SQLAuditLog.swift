@@ -43,7 +43,7 @@ public struct SQLAuditLog: AuditLog {
             try await sql.raw(Database.advisoryLock("audit")).run()
         }
         let chainStart = ContinuousClock.now
-        let rows = rows(entries, after: try await head(on: sql))
+        let rows = rows(entries, after: try await head(on: sql)).joined(separator: ", ")
         database.timings.add(.auditChain, since: chainStart)
         try await database.timings.measure(.auditInsert) {
             try await sql.raw("INSERT INTO audit_events (\(unsafeRaw: Self.columns)) VALUES \(rows)").run()
@@ -75,13 +75,12 @@ public struct SQLAuditLog: AuditLog {
         prev_hash, hash, key_id
         """
 
-    /// `entries` as the events that follow `head`, chained and MACed: the rows `(…), (…)` of a `VALUES` list.
-    func rows(_ entries: [AuditEntry], after head: Head) -> SQLQueryString {
+    /// `entries` as the events that follow `head`, chained and MACed: each a row `(…)` of a `VALUES` list.
+    func rows(_ entries: [AuditEntry], after head: Head) -> [SQLQueryString] {
         var seq = head.seq
         var prevHash = head.hash
         let at = Self.now()
-        var rows = SQLQueryString("")
-        for (index, entry) in entries.enumerated() {
+        return entries.map { entry in
             seq += 1
             var event = AuditEvent(
                 seq: seq, id: UUID.timeOrdered(), at: at, actorType: entry.actor.kind.rawValue, actorID: entry.actor.id,
@@ -95,11 +94,8 @@ public struct SQLAuditLog: AuditLog {
                 event.integrationID, event.outcome, event.ip, event.userAgent, event.detail, event.prevHash, event.hash,
                 event.keyID,
             ]
-            rows.appendInterpolation(unsafeRaw: index == 0 ? "(" : ", (")
-            rows.appendInterpolation(binds: values)
-            rows.appendInterpolation(unsafeRaw: ")")
+            return "(\(binds: values))"
         }
-        return rows
     }
 
     /// A signed record of the chain's head: its sequence number and hash, MACed with the audit key.

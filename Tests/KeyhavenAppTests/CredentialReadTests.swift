@@ -176,6 +176,7 @@ struct CredentialReadTests {
             ) async throws -> Result<Credentials, KeyhavenError> {
                 let opened = database.timings.snapshot.phases[.openSecrets]?.count ?? 0
                 let integration = try #require(UUID(uuidString: id))
+                let holding = Atomic(false)
                 let held = Task {
                     try await database.transaction { sql in
                         if database.kind == .postgres {
@@ -183,6 +184,7 @@ struct CredentialReadTests {
                                 .run()
                             try await sql.raw(Database.advisoryLock("audit")).run()
                         }
+                        holding.store(true, ordering: .releasing)
                         // Until the read was opened ahead (bounded: 10 s).
                         for _ in 0..<1000 where (database.timings.snapshot.phases[.openSecrets]?.count ?? 0) == opened {
                             try await Task.sleep(for: .milliseconds(10))
@@ -190,8 +192,10 @@ struct CredentialReadTests {
                         try await change(sql, integration)
                     }
                 }
-                // The read queues behind what the held transaction has.
-                try await Task.sleep(for: .milliseconds(20))
+                // The read queues behind what the held transaction has (bounded: 10 s).
+                for _ in 0..<1000 where !holding.load(ordering: .acquiring) {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
                 let result: Result<Credentials, KeyhavenError>
                 do {
                     result = .success(

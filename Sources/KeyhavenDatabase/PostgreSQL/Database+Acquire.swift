@@ -15,17 +15,17 @@ extension Database {
     where Source.Connection: Sendable {
         let requested = pool.requestConnection(logger: logger)
         let timeout = connectTimeout
+        guard let deadlines = deadlines?.connections else { return try await requested.get() }
         // Whichever comes first answers; a connection that comes second goes back to the pool. A task group would
         // not do: it waits for every child, and a future's `get()` cannot be cancelled.
         let answered = FirstAnswer()
         do {
             return try await withCheckedThrowingContinuation { continuation in
-                let timer = Task {
-                    try await Task.sleep(for: timeout)
+                let watched = deadlines.start {
                     if answered.claim() { continuation.resume(throwing: ConnectTimeout(timeout: timeout)) }
                 }
                 requested.whenComplete { result in
-                    timer.cancel()
+                    deadlines.end(watched)
                     if answered.claim() {
                         continuation.resume(with: result)
                     } else if case .success(let connection) = result {

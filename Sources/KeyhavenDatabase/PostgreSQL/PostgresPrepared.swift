@@ -24,14 +24,14 @@ struct PostgresPreparedDatabase: SQLDatabase {
     /// The same connection through PostgresKit, for what is not prepared.
     let plain: any SQLDatabase
     /// The deadline each query runs under; nil for long work, which has none.
-    let deadlines: QueryDeadlines?
+    let deadlines: Deadlines?
 
     /// The most binds a prepared query has; longer `IN (…)` lists run unprepared.
     static let maximumBinds = 16
     /// The longest SQL text prepared.
     static let maximumLength = 2048
 
-    init(connection: PostgresConnection, deadlines: QueryDeadlines?) {
+    init(connection: PostgresConnection, deadlines: Deadlines?) {
         self.connection = connection
         self.deadlines = deadlines
         // Queries are never logged: their binds may hold ciphertexts and hashes.
