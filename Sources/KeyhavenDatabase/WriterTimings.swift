@@ -12,12 +12,10 @@ public final class WriterTimings: Sendable {
         case commit
         /// Checkpoints: the log's frames copied into the database file, on a thread of their own.
         case checkpoint
-        /// Credential reads: the integrations' rows read, on a reader or the writer.
+        /// Credential reads: the integrations' rows read (on PostgreSQL with their secrets and the audit chain's head).
         case readRows = "read_rows"
         /// Credential reads: the secrets' rows read and their envelopes opened.
         case openSecrets = "open_secrets"
-        /// Credential reads: the rows read again in the write transaction, to see that nothing changed.
-        case recheck
         /// Audit events: the chain's head read and each event's HMAC computed.
         case auditChain = "audit_chain"
         /// Audit events: their INSERT.

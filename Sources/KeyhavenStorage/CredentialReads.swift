@@ -8,14 +8,14 @@ import Synchronization
 /// Credential reads with group commit (SPEC §6, §8).
 ///
 /// Every read must be audited, durably, before its credentials leave the server. Reads that arrive while a group
-/// is being written wait and form the next group. On SQLite a group's integrations (and their owners) and secrets
-/// are read, decided and opened on a reader, outside the writer, while the group before it commits; its write
-/// transaction then only checks in one query that those rows still say what was decided on (or reads them again
-/// if a change was committed in between), updates `last_used_at` where it is a minute old, extends the audit chain
-/// with one insert of all its events, and commits (one fsync). On PostgreSQL all of that is one transaction, the
-/// rows locked. A caller gets its credentials only after that commit, and every caller of a group whose
-/// transaction fails gets the error (when the database could not serve it, so do the reads queued behind it): the
-/// guarantee of one transaction per read, at the cost of one commit per group.
+/// is being written wait and form the next group. On SQLite a group is one write transaction: its integrations (and
+/// their owners) read, each read decided, the allowed ones' secrets opened, `last_used_at` updated where it is a
+/// minute old, the audit chain extended with one insert of all its events, one commit (one fsync). The commit's
+/// fsync, not that work, sets the pace: reading ahead of the writer only made groups smaller. On PostgreSQL a group
+/// is two statements (``inTwoStatements(_:)``), or one locked transaction when something changed between them. A
+/// caller gets its credentials only after the commit, and every caller of a group whose transaction fails gets the
+/// error (when the database could not serve it, so do the reads queued behind it): the guarantee of one
+/// transaction per read, at the cost of one commit per group.
 final class CredentialReads: Sendable {
     typealias Outcome = Result<(Integration, Credentials), KeyhavenError>
 
@@ -69,62 +69,36 @@ final class CredentialReads: Sendable {
         return try outcome.get()
     }
 
-    /// Writes groups until no read is waiting.
-    ///
-    /// On SQLite the loop is a pipeline two groups deep: a group is read and opened on a reader while the group
-    /// before it is in the writer, and goes to the writer when that one is committed; the next group forms
-    /// meanwhile. On PostgreSQL each group is read, locked and written in its own transaction.
+    /// Writes groups until no read is waiting; the reads that arrive while one is written form the next.
     private func drain() async {
-        var inWriter: Task<Void, Never>?
-        let pipelined = database.kind == .sqlite
         while true {
-            // On PostgreSQL the next group forms while this one is written (a group lost to a hung server then
-            // also answers the reads queued behind it, rather than each waiting out a deadline of its own).
-            if !pipelined { await inWriter?.value }
-            let group = takeWaiting(upTo: Self.maximumGroup, orStop: true)
-            // The group in the writer answers its own callers when its commit is done.
-            guard !group.isEmpty else { return }
-            var prepared: Result<Prepared, any Error>?
-            if pipelined {
-                do {
-                    prepared = .success(try await database.withConnection { sql in try await prepare(group, on: sql) })
-                } catch {
-                    prepared = .failure(error)
-                }
+            let group: [Request] = queue.withLock { queue in
+                let group = Array(queue.pending.prefix(Self.maximumGroup))
+                queue.pending.removeFirst(group.count)
+                if group.isEmpty { queue.draining = false }
+                return group
             }
-            await inWriter?.value
-            inWriter = Task { [prepared] in await write(group, prepared: prepared) }
-        }
-    }
-
-    /// Takes up to `count` waiting reads; with `orStop`, ends the drain when none waits.
-    private func takeWaiting(upTo count: Int, orStop: Bool = false) -> [Request] {
-        queue.withLock { queue in
-            let taken = Array(queue.pending.prefix(count))
-            queue.pending.removeFirst(taken.count)
-            if taken.isEmpty, orStop { queue.draining = false }
-            return taken
+            guard !group.isEmpty else { return }
+            await write(group)
         }
     }
 
     /// Writes one group and answers its callers: with their outcomes once committed, or all with the error that
     /// lost the transaction.
-    private func write(_ group: [Request], prepared: Result<Prepared, any Error>?) async {
+    private func write(_ group: [Request]) async {
         var group = group
-        // Reads taken into this group in its transaction, kept here so that they are answered whatever happens.
-        let late = Mutex<[Request]>([])
         let outcomes: [Outcome]
         do {
-            let ahead = try prepared?.get()
             if database.kind == .postgres, let written = try await inTwoStatements(group) {
                 outcomes = written
             } else {
-                outcomes = try await locked(group, ahead: ahead, late: late)
+                outcomes = try await database.transaction(short: true) { sql in
+                    let prepared = try await prepare(group, on: sql)
+                    return try await finish(group, prepared, lastUsed: prepared.lastUsed, on: sql)
+                }
             }
-            group += late.withLock { $0 }
             database.timings.countReadGroup(group.count)
         } catch {
-            group += late.withLock { $0 }
             let failure = (error as? KeyhavenError) ?? .unavailable("The database is unavailable.")
             // The reads that queued behind a group the database did not serve (a hung server takes the whole
             // query deadline to say so) get the same answer now, rather than waiting out a deadline of their own.
@@ -137,33 +111,6 @@ final class CredentialReads: Sendable {
             outcomes = group.map { _ in .failure(failure) }
         }
         for (request, outcome) in zip(group, outcomes) { request.reply.resume(returning: outcome) }
-    }
-
-    /// Writes one group in a write transaction: read ahead (SQLite) and still what the rows say, or read in it.
-    private func locked(_ group: [Request], ahead: Prepared?, late: borrowing Mutex<[Request]>) async throws
-        -> [Outcome]
-    {
-        try await database.transaction(short: true) { sql in
-            // The reads that arrived while the group before this one committed join this commit, read here:
-            // the fsync, not the reading, sets a group's pace, so a commit should carry all that waits.
-            let joining: [Request] =
-                ahead == nil
-                ? []
-                : late.withLock { late in
-                    if late.isEmpty { late = takeWaiting(upTo: Self.maximumGroup - group.count) }
-                    return late
-                }
-            // Read ahead on a reader: still what the rows say now? Otherwise (a change committed in between)
-            // read again here, as PostgreSQL always does.
-            if let ahead, let fresh = try await recheck(ahead, on: sql) {
-                guard !joining.isEmpty else { return try await finish(group, ahead, lastUsed: fresh, on: sql) }
-                let more = try await prepare(joining, on: sql)
-                return try await finish(
-                    group + joining, ahead.merging(more), lastUsed: fresh.merging(more.lastUsed) { $1 }, on: sql)
-            }
-            let current = try await prepare(group + joining, on: sql)
-            return try await finish(group + joining, current, lastUsed: current.lastUsed, on: sql)
-        }
     }
 
     /// What a group's reads found: each integration with its owner's state, each read's decision, and the opened
@@ -194,13 +141,6 @@ final class CredentialReads: Sendable {
             }
             return readable
         }
-
-        /// This group's reads followed by `later`'s; what both found, the later reading winning.
-        func merging(_ later: Prepared) -> Prepared {
-            Prepared(
-                found: found.merging(later.found) { $1 }, decisions: decisions + later.decisions,
-                opened: opened.merging(later.opened) { $1 })
-        }
     }
 
     /// Reads the group's integrations (locked in id order on PostgreSQL, the lock order of every writer), decides
@@ -225,36 +165,6 @@ final class CredentialReads: Sendable {
             try await secrets.openCurrent(Array(readable.values), on: sql)
         }
         return prepared
-    }
-
-    /// In the write transaction, after a read ahead: each found integration's last use if every one still has the
-    /// owner, type, enabled state, current secret version and owner state it was decided and opened with (and
-    /// none was deleted); nil if anything changed.
-    private func recheck(_ prepared: Prepared, on sql: any SQLDatabase) async throws -> [UUID: Date]? {
-        guard !prepared.found.isEmpty else { return [:] }
-        return try await database.timings.measure(.recheck) {
-            var lastUsed: [UUID: Date] = [:]
-            var seen = 0
-            for row in try await sql.raw(
-                """
-                SELECT i.id, i.owner_id, i.type, i.enabled, i.current_version, i.last_used_at,
-                u.disabled_at AS owner_disabled_at FROM integrations i LEFT JOIN users u ON u.id = i.owner_id
-                WHERE i.id IN (\(binds: Array(prepared.found.keys)))
-                """
-            ).all() {
-                let id = try row.decode(column: "id", as: UUID.self)
-                guard let target = prepared.found[id],
-                    try row.decode(column: "owner_id", as: UUID.self) == target.integration.ownerID,
-                    try row.decode(column: "type", as: String.self) == target.integration.type.rawValue,
-                    try row.decode(column: "enabled", as: Bool.self) == target.integration.enabled,
-                    try row.decode(column: "current_version", as: Int.self) == target.integration.credentialVersion,
-                    try (row.decode(column: "owner_disabled_at", as: Date?.self) != nil) == target.ownerDisabled
-                else { return nil }
-                seen += 1
-                if let used = try row.decode(column: "last_used_at", as: Date?.self) { lastUsed[id] = used }
-            }
-            return seen == prepared.found.count ? lastUsed : nil
-        }
     }
 
     /// What a group's reads come to: each caller's outcome in the group's order, and what is written for them.
