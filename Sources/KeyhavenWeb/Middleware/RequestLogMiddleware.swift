@@ -1,4 +1,5 @@
 import Hummingbird
+import Logging
 
 /// Logs each request once it has been answered: its method, the route it matched and the status.
 ///
@@ -24,16 +25,32 @@ public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     private func log(_ request: Request, context: Context, status: Int) {
-        let method =
-            RequestMetricsMiddleware<Context>.methods.contains(request.method) ? request.method.rawValue : "OTHER"
-        context.logger.info(
-            "Request",
-            metadata: [
-                "hb.request.route": .string(Self.route(context.endpointPath)), "hb.request.method": .string(method),
-                "hb.response.status": .stringConvertible(status),
-            ])
+        RequestRecord.log(
+            context.logger, method: RequestRecord.method(request.method), route: Self.route(context.endpointPath),
+            status: status)
     }
 
     /// The route pattern as logged: the matched one, or `unmatched`.
     static func route(_ endpointPath: String?) -> String { endpointPath ?? "unmatched" }
+}
+
+/// What a finished request is logged and counted as, the same for the router and the gateway's own listener.
+public enum RequestRecord {
+    /// The method as a label: the standard ones by name, any other token a client may send as `OTHER`, so labels
+    /// and log lines stay a small set.
+    public static func method(_ method: HTTPRequest.Method) -> String {
+        methods.contains(method) ? method.rawValue : "OTHER"
+    }
+
+    static let methods: Set<HTTPRequest.Method> = [.get, .head, .post, .put, .patch, .delete, .options]
+
+    /// The request's log line: its method, route pattern and status, nothing the client chose.
+    public static func log(_ logger: Logger, method: String, route: String, status: Int) {
+        logger.info(
+            "Request",
+            metadata: [
+                "hb.request.route": .string(route), "hb.request.method": .string(method),
+                "hb.response.status": .stringConvertible(status),
+            ])
+    }
 }
