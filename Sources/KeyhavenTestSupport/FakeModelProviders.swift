@@ -24,6 +24,10 @@ extension FakeProviders {
     /// Lets held streams finish.
     public func releaseStreams() { state.holdStreams.withLock { $0 = false } }
 
+    /// How many slow streams (``openAISlowKey``) lost their reader before their end: the gateway let go of the
+    /// provider's connection instead of reading the rest.
+    public var abandonedStreams: Int { state.abandonedStreams.withLock { $0 } }
+
     /// A key the OpenAI fake answers every model request with 429, and one it answers with 503.
     public static let openAIThrottledKey = "sk-fake-throttled-openai-000000"
     public static let openAIFailingKey = "sk-fake-failing-openai-0000000"
@@ -107,8 +111,13 @@ extension FakeProviders {
                     status: .ok, headers: [.contentType: "text/event-stream"],
                     body: ResponseBody { writer in
                         for _ in 0..<slowChunks {
-                            try await writer.write(
-                                ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"..\"}}]}\n\n"))
+                            do {
+                                try await writer.write(
+                                    ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"..\"}}]}\n\n"))
+                            } catch {
+                                state.abandonedStreams.withLock { $0 += 1 }
+                                throw error
+                            }
                             try await Task.sleep(for: .milliseconds(20))
                         }
                         if includeUsage {

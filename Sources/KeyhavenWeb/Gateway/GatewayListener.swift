@@ -180,9 +180,11 @@ final class GatewayConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A request that is not HTTP, or a head that cannot be read as one: answered 400 and closed, as the public
-    /// port does; while an answer is in progress the connection is closed.
+    /// port does; while an answer is in progress, or on any other error, the connection is closed.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard !answering, !refused, context.channel.isActive else { return context.close(promise: nil) }
+        guard error is HTTPParserError || error is HTTP1TypeConversionError, !answering, !refused,
+            context.channel.isActive
+        else { return context.close(promise: nil) }
         refused = true
         let head = HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -199,7 +201,7 @@ final class GatewayConnection: ChannelDuplexHandler, RemovableChannelHandler {
         let uri = URI(request.path ?? "/")
         let method = request.method
         var answered = AnsweredRequest(
-            method: RequestRecord.method(method), route: "unmatched", started: ContinuousClock.now)
+            method: RequestRecord.method(method), route: RequestRecord.unmatched, started: ContinuousClock.now)
         guard GatewayExchange.methods.contains(method), let target = GatewayExchange.Target(path: uri.path) else {
             let refusal = GatewayListener.unmatched(method, path: uri.path)
             return writeWhole(refusal.status, headers: refusal.headers, body: refusal.body, answered)
@@ -254,6 +256,7 @@ final class GatewayConnection: ChannelDuplexHandler, RemovableChannelHandler {
     ) {
         var headers = headers
         SecurityHeaders.add(to: &headers, strictTransportSecurity: listener.strictTransportSecurity)
+        headers[.date] = HTTPDate.now
         context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: headers))), promise: nil)
         let code = Int(status.code)
         listener.recordRequest(request.method, request.route, code, request.started.duration(to: .now))

@@ -5,8 +5,8 @@ import Logging
 ///
 /// The route is the pattern (`/gateway/{id}/**`, `/api/integrations/{id}`), never the path the client sent: a path
 /// holds integration ids (the gateway's) and whatever a client put there, and a query may carry a caller's key
-/// (Gemini's `?key=`). A request that matched no route is logged as `unmatched`. Nothing a client chose reaches
-/// the line but the method, and only the standard ones are named.
+/// (Gemini's `?key=`). A request that matched no route is logged as `NotFound` (``RequestRecord/unmatched``).
+/// Nothing a client chose reaches the line but the method, and only the standard ones are named.
 public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     /// Creates the middleware.
     public init() {}
@@ -30,8 +30,8 @@ public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             status: status)
     }
 
-    /// The route pattern as logged: the matched one, or `unmatched`.
-    static func route(_ endpointPath: String?) -> String { endpointPath ?? "unmatched" }
+    /// The route pattern as logged: the matched one, or ``RequestRecord/unmatched``.
+    static func route(_ endpointPath: String?) -> String { endpointPath ?? RequestRecord.unmatched }
 }
 
 /// What a finished request is logged and counted as, the same for the router and the gateway's own listener.
@@ -43,6 +43,10 @@ public enum RequestRecord {
     }
 
     static let methods: Set<HTTPRequest.Method> = [.get, .head, .post, .put, .patch, .delete, .options]
+
+    /// The route of a request no route matched: the router's own name for it, so both of the gateway's servers
+    /// count and log such requests alike.
+    public static let unmatched = "NotFound"
 
     /// The request's log line: its method, route pattern and status, nothing the client chose.
     public static func log(_ logger: Logger, method: String, route: String, status: Int) {

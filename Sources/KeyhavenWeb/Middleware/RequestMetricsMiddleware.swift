@@ -18,7 +18,8 @@ public struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddlewar
         let start = ContinuousClock.now
         let response = try await next(request, context)
         record(
-            RequestRecord.method(request.method), context.endpointPath ?? "unmatched", Int(response.status.code),
+            RequestRecord.method(request.method), context.endpointPath ?? RequestRecord.unmatched,
+            Int(response.status.code),
             start.duration(to: .now))
         return response
     }
