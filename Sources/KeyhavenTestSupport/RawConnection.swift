@@ -13,14 +13,24 @@ public final class RawConnection: @unchecked Sendable {
     ///
     /// - Throws: `TestSetupError` when the connection cannot be made.
     public init(port: Int, receiveBuffer: Int32? = nil) throws {
-        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw TestSetupError("socket failed") }
-        if var size = receiveBuffer {
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let made = Self.socket(port: port) { descriptor in
+            if var size = receiveBuffer {
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            }
+            // Reads give up after 100 ms, so every loop over them stays bounded in time.
+            var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         }
-        // Reads give up after 100 ms, so every loop over them stays bounded in time.
-        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard let made else { throw TestSetupError("connect failed") }
+        descriptor = made
+    }
+
+    /// A blocking TCP connection to 127.0.0.1:`port`, set up by `prepare` before it connects; its descriptor, or
+    /// nil when it cannot be made.
+    public static func socket(port: Int, prepare: (Int32) -> Void = { _ in }) -> Int32? {
+        let descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return nil }
+        prepare(descriptor)
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -32,8 +42,9 @@ public final class RawConnection: @unchecked Sendable {
         }
         guard connected else {
             Glibc.close(descriptor)
-            throw TestSetupError("connect failed")
+            return nil
         }
+        return descriptor
     }
 
     /// Sends all of `text`; false once the server has closed the connection.

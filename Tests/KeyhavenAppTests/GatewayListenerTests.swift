@@ -216,7 +216,7 @@ struct GatewayListenerTests: GatewayHarness {
                 for name in compared where name != "retry-after" || one.status != 429 {
                     #expect(
                         one.headers.first(name: name) == other.headers.first(name: name),
-                        "\(label): \(name) \(one.headers.first(name: name) ?? "-") / \(other.headers.first(name: name) ?? "-")"
+                        "\(label): \(name) \(one.headers[name]) / \(other.headers[name])"
                     )
                 }
                 #expect(
@@ -438,10 +438,10 @@ struct GatewayListenerTests: GatewayHarness {
                 connection.close()
                 for answer in answers {
                     statuses[answer.status, default: 0] += 1
+                    let shown = "\(answer.status) \(answer.text.prefix(200))\n\(request.prefix(300))"
                     #expect(
                         (200..<600).contains(answer.status) && answer.status != 500,
-                        "seed \(seed), request \(sent): \(answer.status) \(answer.text.prefix(200))\n\(request.prefix(400))"
-                    )
+                        "seed \(seed), request \(sent): \(shown)")
                 }
                 if sent.isMultiple(of: 50) { #expect(try await healthy(), "seed \(seed), after request \(sent)") }
             }
@@ -449,7 +449,8 @@ struct GatewayListenerTests: GatewayHarness {
             #expect(try await api.request(.get, "/healthz").status == .ok)
             #expect(!api.logs.all.contains { $0.contains("unexpected error") }, "seed \(seed)")
             print(
-                "listener fuzz, seed \(seed): \(sent) requests, answers by status \(statuses.sorted { $0.key < $1.key })"
+                "listener fuzz, seed \(seed): \(sent) requests, answers by status "
+                    + "\(statuses.sorted { $0.key < $1.key })"
             )
             _ = fakes
         }
@@ -510,9 +511,8 @@ enum HostileRequest {
             case 3: headers.append("\(piece): value")
             case 4: method = piece + method
             case 5:
-                headers.append(
-                    "Content-Length: \(["0", "-5", "99999999999999999999", "abc", "7", "1e3"].randomElement(using: &random)!)"
-                )
+                let lengths = ["0", "-5", "99999999999999999999", "abc", "7", "1e3"]
+                headers.append("Content-Length: \(lengths.randomElement(using: &random)!)")
             case 6: framing = 2
             case 7:
                 headers.append(
