@@ -82,6 +82,8 @@ public final class FakeProviders: Sendable {
         let holdStreams = Mutex<Bool>(false)
         /// Slow streams whose reader went away before their end.
         let abandonedStreams = Mutex<Int>(0)
+        /// Bytes of the large download written.
+        let largeAnswerSent = Mutex<Int>(0)
 
         func next() -> Int {
             serial.withLock {

@@ -83,15 +83,33 @@ public final class RawConnection: @unchecked Sendable {
     /// false once the server has closed the connection.
     @discardableResult
     public func write(_ text: String) async throws -> Bool {
-        var bytes = Array(text.utf8)[...]
+        try await write(Array(text.utf8)[...]) { _ in }
+    }
+
+    /// Sends `count` bytes of `byte` without blocking the task's thread, adding each part sent to `sent` as it
+    /// goes; false once the server has closed the connection.
+    public func write(repeating byte: UInt8, count: Int, sent: @Sendable (Int) -> Void) async throws -> Bool {
+        let piece = [UInt8](repeating: byte, count: 1 << 16)
+        var left = count
+        while left > 0 {
+            let size = min(left, piece.count)
+            guard try await write(piece[..<size], sent: sent) else { return false }
+            left -= size
+        }
+        return true
+    }
+
+    private func write(_ bytes: ArraySlice<UInt8>, sent: (Int) -> Void) async throws -> Bool {
+        var bytes = bytes
         while !bytes.isEmpty {
-            let sent = bytes.withUnsafeBytes {
+            let written = bytes.withUnsafeBytes {
                 Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
             }
-            if sent > 0 {
-                bytes = bytes.dropFirst(sent)
-            } else if sent < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR {
-                try await Task.sleep(for: .milliseconds(2))
+            if written > 0 {
+                bytes = bytes.dropFirst(written)
+                sent(written)
+            } else if written < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR {
+                try await Task.sleep(for: .milliseconds(1))
             } else {
                 return false
             }
@@ -99,29 +117,68 @@ public final class RawConnection: @unchecked Sendable {
         return true
     }
 
-    /// What arrives until `count` whole answers have (``RawAnswer/parse(_:firstToHead:)``), the server closes the
-    /// connection, or `timeout` passes; and whether the connection was closed. It polls, so the task's thread is
-    /// never held. `toHead`: the first answer is to a `HEAD` request, so it has no body whatever its length says.
-    public func receive(answers count: Int = 1, timeout: Duration = .seconds(10), toHead: Bool = false) async -> (
-        answers: [RawAnswer], closed: Bool
-    ) {
+    /// Hands what arrives, piece by piece, to `take` until it has enough (returns true), the server closes the
+    /// connection, or `timeout` passes; returns whether the connection was closed. It polls, so the task's thread
+    /// is never held.
+    private func poll(
+        timeout: Duration, bufferSize: Int = 1 << 16, _ take: (ArraySlice<UInt8>) -> Bool
+    ) async -> Bool {
         let deadline = ContinuousClock.now + timeout
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var buffer = [UInt8](repeating: 0, count: bufferSize)
         while ContinuousClock.now < deadline {
             let read = recv(descriptor, &buffer, buffer.count, Int32(MSG_DONTWAIT))
             if read > 0 {
-                received += buffer[0..<read]
-                if RawAnswer.parse(received, firstToHead: toHead).count >= count {
-                    return (RawAnswer.parse(received, firstToHead: toHead), false)
-                }
+                if take(buffer[0..<read]) { return false }
             } else if read == 0 || !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                return (RawAnswer.parse(received, firstToHead: toHead), true)
+                return true
             } else {
-                try? await Task.sleep(for: .milliseconds(5))
+                try? await Task.sleep(for: .milliseconds(2))
             }
         }
-        return (RawAnswer.parse(received, firstToHead: toHead), false)
+        return false
+    }
+
+    /// What arrives until `count` whole answers have (``RawAnswer/parse(_:firstToHead:)``), the server closes the
+    /// connection, or `timeout` passes; and whether the connection was closed. `toHead`: the first answer is to a
+    /// `HEAD` request, so it has no body whatever its length says.
+    public func receive(answers count: Int = 1, timeout: Duration = .seconds(10), toHead: Bool = false) async -> (
+        answers: [RawAnswer], closed: Bool
+    ) {
+        var received: [UInt8] = []
+        let closed = await poll(timeout: timeout) { piece in
+            received += piece
+            return RawAnswer.parse(received, firstToHead: toHead).count >= count
+        }
+        return (RawAnswer.parse(received, firstToHead: toHead), closed)
+    }
+
+    /// An answer's head, once it has arrived (nil if it does not within `timeout`): its status and headers, and as
+    /// its body what of it came with the head.
+    public func receiveHead(timeout: Duration = .seconds(10)) async -> RawAnswer? {
+        var received: [UInt8] = []
+        var head: RawAnswer?
+        _ = await poll(timeout: timeout) { piece in
+            received += piece
+            guard var answer = RawAnswer.parse(received, firstToHead: true).first,
+                let end = RawAnswer.firstRange(of: Array("\r\n\r\n".utf8), in: received[...])
+            else { return false }
+            answer.body = Array(received[(end + 4)...])
+            head = answer
+            return true
+        }
+        return head
+    }
+
+    /// Reads and drops what arrives until `total` bytes have, the server closes the connection, or `timeout`
+    /// passes; returns how many arrived.
+    public func discard(upTo total: Int, timeout: Duration = .seconds(60)) async -> Int {
+        var count = 0
+        guard total > 0 else { return 0 }
+        _ = await poll(timeout: timeout, bufferSize: 1 << 20) { piece in
+            count += piece.count
+            return count >= total
+        }
+        return count
     }
 
     public func close() {
@@ -196,7 +253,7 @@ public struct RawAnswer: Sendable {
         return answer
     }
 
-    private static func firstRange(of needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
+    static func firstRange(of needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
         guard haystack.count >= needle.count else { return nil }
         var index = haystack.startIndex
         while index + needle.count <= haystack.endIndex {

@@ -146,9 +146,11 @@ struct GatewayListenerTests: GatewayHarness {
 
     // MARK: One behaviour on both servers
 
-    @Test("every gateway request answers the same on both servers: status, error body and headers")
-    func sameAnswers() async throws {
-        try await withGateway(front: .listener) { api, fakes, listener, user, token in
+    @Test(
+        "every gateway request answers the same on both servers: status, error body and headers",
+        arguments: TestDatabase.all)
+    func sameAnswers(kind: TestDatabase) async throws {
+        try await withGateway(kind, front: .listener) { api, fakes, listener, user, token in
             let router = GatewayCaller(client: listener.client, base: try await api.gatewayBase(.publicPort))
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let limited = try await integration(api, user, key: FakeProviders.openAIKey)
@@ -356,6 +358,69 @@ struct GatewayListenerTests: GatewayHarness {
             for _ in 0..<200 where try await events() == 0 { try await Task.sleep(for: .milliseconds(20)) }
             try await Task.sleep(for: .milliseconds(500))
             #expect(try await events() == 1)
+        }
+    }
+
+    @Test(
+        """
+        a caller that does not read its answer stops the provider's: a large download stays within the \
+        buffers on the way, then arrives whole
+        """, arguments: GatewayFront.allCases)
+    func answerBackpressure(front: GatewayFront) async throws {
+        try await withGateway(front: front) { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, key: FakeProviders.openAIKey)
+            let port = try #require(Int(caller.base.split(separator: ":").last ?? ""))
+            let connection = try RawConnection(port: port, receiveBuffer: 65536)
+            try await connection.write(
+                "GET /gateway/\(openai)/v1/files/large/content HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + "Authorization: Bearer \(token)\r\n\r\n")
+            // The caller reads nothing for a while: the download stops at what the buffers on the way hold.
+            var stalled = 0
+            for _ in 0..<30 {
+                try await Task.sleep(for: .milliseconds(100))
+                let sent = fakes.largeAnswerSent
+                if sent > 0, sent == stalled { break }
+                stalled = sent
+            }
+            let held = fakes.largeAnswerSent
+            // The buffers on the way are the kernel's (on loopback here a receiving socket grows to 32 MiB) and the
+            // servers' own few pieces: far from the whole download.
+            #expect(held > 0 && held < FakeProviders.largeAnswerBytes / 2, "\(held) bytes written while unread")
+            // Then it reads: the whole download arrives.
+            let first = try #require(await connection.receiveHead())
+            #expect(first.status == 200)
+            #expect(first.header("content-length") == String(FakeProviders.largeAnswerBytes))
+            let rest = await connection.discard(upTo: FakeProviders.largeAnswerBytes - first.body.count)
+            #expect(first.body.count + rest == FakeProviders.largeAnswerBytes)
+            #expect(fakes.largeAnswerSent == FakeProviders.largeAnswerBytes)
+        }
+    }
+
+    @Test(
+        """
+        a provider that does not read the request stops the caller's upload: a large body stays within the \
+        buffers on the way, then arrives whole
+        """, arguments: GatewayFront.allCases)
+    func requestBackpressure(front: GatewayFront) async throws {
+        try await withGateway(front: front) { api, fakes, caller, user, token in
+            let openai = try await integration(api, user, key: FakeProviders.openAIKey)
+            let port = try #require(Int(caller.base.split(separator: ":").last ?? ""))
+            let connection = try RawConnection(port: port)
+            let size = 256 << 20
+            try await connection.write(
+                "POST /gateway/\(openai)/v1/uploads/late HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + "Authorization: Bearer \(token)\r\nContent-Length: \(size)\r\n\r\n")
+            let sent = Count()
+            let upload = Task { try await connection.write(repeating: UInt8(ascii: "u"), count: size) { sent.add($0) } }
+            // The provider reads nothing for its first 2 s: the upload stops at what the buffers on the way hold.
+            try await Task.sleep(for: .milliseconds(1_500))
+            let held = sent.value
+            #expect(held > 0 && held < size / 2, "\(held) bytes taken while the provider read nothing")
+            #expect(try await upload.value)
+            let answer = try #require(await connection.receive(timeout: .seconds(60)).answers.first)
+            #expect(answer.status == 200, "\(answer.text)")
+            #expect(answer.text.contains("\"bytes\":\(size)"), "\(answer.text)")
+            #expect(fakes.unexpected == [])
         }
     }
 

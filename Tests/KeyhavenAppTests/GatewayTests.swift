@@ -131,9 +131,9 @@ struct GatewayTests: GatewayHarness {
         """
         OpenAI, Anthropic and Gemini requests round-trip with the \
         stored key injected, unary and streamed, and are priced exactly
-        """, arguments: GatewayFront.allCases)
-    func roundTrips(front: GatewayFront) async throws {
-        try await withGateway(front: front) { api, fakes, caller, user, token in
+        """, arguments: TestDatabase.all, GatewayFront.allCases)
+    func roundTrips(kind: TestDatabase, front: GatewayFront) async throws {
+        try await withGateway(kind, front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
             let anthropic = try await integration(api, user, type: "anthropic", key: FakeProviders.anthropicKey)
             let gemini = try await integration(api, user, type: "gemini", key: FakeProviders.geminiKey)

@@ -106,11 +106,11 @@ struct UsageShutdownTests {
 final class Count: Sendable {
     private let count = Mutex(0)
 
-    /// Adds one and returns the new count.
+    /// Adds `amount` (one unless said) and returns the new count.
     @discardableResult
-    func add() -> Int {
+    func add(_ amount: Int = 1) -> Int {
         count.withLock {
-            $0 += 1
+            $0 += amount
             return $0
         }
     }

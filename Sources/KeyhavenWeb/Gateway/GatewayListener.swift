@@ -239,11 +239,15 @@ final class GatewayConnection: ChannelDuplexHandler, RemovableChannelHandler {
         end(context)
     }
 
-    /// Writes and sends a relayed answer's head; false when the caller has gone.
+    /// Writes and sends a relayed answer's head; false when the caller has gone (the request is counted all the
+    /// same, as the router counts it).
     func writeHead(
         _ status: HTTPResponse.Status, headers: HTTPFields, contentLength: Int?, _ request: AnsweredRequest
     ) -> Bool {
-        guard let context, answering, context.channel.isActive else { return false }
+        guard let context, answering, context.channel.isActive else {
+            record(status, request)
+            return false
+        }
         var headers = headers
         if let contentLength { headers[.contentLength] = String(contentLength) }
         writeHead(status, headers: headers, request, context: context)
@@ -258,6 +262,11 @@ final class GatewayConnection: ChannelDuplexHandler, RemovableChannelHandler {
         SecurityHeaders.add(to: &headers, strictTransportSecurity: listener.strictTransportSecurity)
         headers[.date] = HTTPDate.now
         context.write(wrapOutboundOut(.head(HTTPResponse(status: status, headerFields: headers))), promise: nil)
+        record(status, request)
+    }
+
+    /// Counts and logs a request once its answer's status is known, as the router's middleware does.
+    private func record(_ status: HTTPResponse.Status, _ request: AnsweredRequest) {
         let code = Int(status.code)
         listener.recordRequest(request.method, request.route, code, request.started.duration(to: .now))
         RequestRecord.log(listener.logger, method: request.method, route: request.route, status: code)
