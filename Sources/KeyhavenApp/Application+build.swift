@@ -12,6 +12,7 @@ import KeyhavenServices
 import KeyhavenStorage
 import KeyhavenWeb
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -185,6 +186,15 @@ extension KeyhavenRuntime {
     public var credentialAccess: CredentialAccess {
         CredentialAccess(integrations: integrations, tokens: tokens, audit: audit, budgets: budgets, routes: routes)
     }
+
+    /// The gateway's requests, for both of its front ends: the router's routes and the gateway's own listener.
+    public var gatewayExchange: GatewayExchange {
+        let accounting = GatewayAccounting(
+            recorder: usageRecorder, prices: gateway.prices, budgets: budgets, metrics: metrics)
+        return GatewayExchange(
+            gateway: gateway, access: credentialAccess, record: accounting.record, bufferedBodies: bufferedBodies,
+            pending: usageRecorder.pending)
+    }
 }
 
 /// The one composition root: the HTTP application for a configuration, used by `serve` and by the tests.
@@ -204,8 +214,12 @@ public func buildApplication(
 
 /// The HTTP application over an opened runtime; the runtime is closed when the application stops.
 ///
+/// - Parameter onGatewayRunning: told the address the gateway's own listener (`KEYHAVEN_GATEWAY_ADDRESS`) is bound
+///   to, once it takes connections.
 /// - Throws: `KeyhavenError.configuration` if the web interface's files cannot be loaded.
-public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some ApplicationProtocol {
+public func buildApplication(
+    _ runtime: KeyhavenRuntime, onGatewayRunning: @escaping @Sendable (SocketAddress) async -> Void = { _ in }
+) async throws -> some ApplicationProtocol {
     let configuration = runtime.configuration
     let router = try await buildRouter(runtime)
     // Services stop in reverse order: the checkpoint's last write and the last backup come before the runtime
@@ -233,6 +247,13 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
     if let address = configuration.metricsAddress {
         services.append(metricsServer(runtime, address: address))
     }
+    // Last of the services, so first after the main server to stop: before the usage recorder's drain.
+    if let address = configuration.gatewayAddress {
+        services.append(
+            GatewayListenerService(
+                listener: gatewayListener(runtime), address: address, logger: runtime.logger,
+                onRunning: onGatewayRunning))
+    }
     return Application(
         router: router,
         server: .http1(configuration: deadlined(configuration), onEventLoop: configuration.requestsOnEventLoop),
@@ -245,10 +266,15 @@ public func buildApplication(_ runtime: KeyhavenRuntime) async throws -> some Ap
 /// HTTP/1.1 connections that keep the configured deadlines for a request's head and body (``ConnectionDeadlines``).
 func deadlined(_ configuration: KeyhavenConfiguration) -> HTTP1Channel.Configuration {
     .init(additionalChannelHandlers: [
-        ConnectionDeadlines(
-            head: .seconds(configuration.requestHeadTimeout.components.seconds),
-            body: .seconds(configuration.requestBodyTimeout.components.seconds))
+        ConnectionDeadlines(head: configuration.headDeadline, body: configuration.bodyDeadline)
     ])
+}
+
+extension KeyhavenConfiguration {
+    /// ``requestHeadTimeout`` as the connections' deadline.
+    var headDeadline: TimeAmount { .seconds(requestHeadTimeout.components.seconds) }
+    /// ``requestBodyTimeout`` as the connections' deadline.
+    var bodyDeadline: TimeAmount { .seconds(requestBodyTimeout.components.seconds) }
 }
 
 /// `GET /metrics` over the runtime's metrics, behind the configured token if there is one.
@@ -339,13 +365,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         .addRoutes(
             integrations: api.group("integrations", context: UserContext.self),
             workspaces: api.group("limits", context: UserContext.self))
-    let accounting = GatewayAccounting(
-        recorder: runtime.usageRecorder, prices: runtime.gateway.prices, budgets: runtime.budgets,
-        metrics: runtime.metrics)
-    GatewayController(
-        gateway: runtime.gateway, access: runtime.credentialAccess, record: accounting.record,
-        bufferedBodies: runtime.bufferedBodies, pending: runtime.usageRecorder.pending
-    ).addRoutes(to: router)
+    GatewayController(exchange: runtime.gatewayExchange).addRoutes(to: router)
     RoutesController(service: usage)
         .addRoutes(to: api.group("routes", context: UserContext.self))
     PricesController(service: usage)

@@ -97,6 +97,10 @@ public struct KeyhavenConfiguration: Sendable {
     /// A second listen address that serves only `/metrics` (`KEYHAVEN_METRICS_ADDRESS`, `HOST:PORT`); when set,
     /// the public port no longer serves it.
     public var metricsAddress: ListenAddress?
+    /// A second listen address that serves only the gateway (`KEYHAVEN_GATEWAY_ADDRESS`, `HOST:PORT`, default off):
+    /// `/gateway/…` as NIO handlers on the event loops (``GatewayListener``), beside the public port, which serves it
+    /// too.
+    public var gatewayAddress: ListenAddress?
     /// The most memory, in bytes, that request bodies read whole before they are forwarded (fallback routes) may
     /// hold at once (`KEYHAVEN_BUFFERED_BODY_MEMORY_MB`, default 256 MiB); past it such a request answers 503.
     public var bufferedBodyMemory = 256 << 20
@@ -313,6 +317,13 @@ public struct KeyhavenConfiguration: Sendable {
             }
             metricsAddress = parsed
         }
+        if let address = text("keyhaven.gateway.address") {
+            guard let parsed = ListenAddress(address) else {
+                throw KeyhavenError.configuration(
+                    "KEYHAVEN_GATEWAY_ADDRESS must be HOST:PORT, for example 127.0.0.1:8081")
+            }
+            gatewayAddress = parsed
+        }
         if let megabytes = text("keyhaven.buffered.body.memory.mb") {
             guard let value = Int(megabytes), (8...65536).contains(value) else {
                 throw KeyhavenError.configuration(
@@ -427,6 +438,7 @@ extension KeyhavenConfiguration: CustomStringConvertible {
             "egress_allow_private=\(egressAllowPrivate)",
             "metrics=\(metricsAddress.map { "on_\($0)" } ?? (metricsToken == nil ? "off" : "public_port"))"
                 + (metricsToken == nil ? "" : "_with_token"),
+            "gateway_listener=\(gatewayAddress.map { "\($0)" } ?? "off")",
             "buffered_body_memory_mb=\(bufferedBodyMemory >> 20)",
             "request_executor=\(requestsOnEventLoop ? "event-loop" : "shared")",
             "scheduled_backups="

@@ -1,7 +1,7 @@
 import Foundation
 import KeyhavenCore
 import KeyhavenGateway
-import KeyhavenWeb
+import KeyhavenServices
 import Logging
 import Prometheus
 import ServiceLifecycle

@@ -239,22 +239,7 @@ struct Abuse: Sendable {
 
 /// A blocking TCP connection to 127.0.0.1:`port`, or nil.
 private func connect(port: Int) -> Int32? {
-    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard socket >= 0 else { return nil }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    guard connected == 0 else {
-        close(socket)
-        return nil
-    }
-    return socket
+    RawConnection.socket(port: port)
 }
 
 /// Writes every byte without blocking for long; false if the connection is gone.

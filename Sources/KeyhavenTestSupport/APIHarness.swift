@@ -69,6 +69,8 @@ public struct APIHarness: Sendable {
     let client: any TestClientProtocol
     /// Every response seen, for leak scans.
     public let seen: ResponseLog
+    /// The port of the gateway's own listener, once bound (``gatewayPort()``).
+    let gatewayListening: ListeningPort
 
     /// The metrics token every harness server is given (production serves no `/metrics` without one); a test of
     /// that default sets it back to nil.
@@ -108,11 +110,12 @@ public struct APIHarness: Sendable {
         do {
             let runtime = try await KeyhavenRuntime.open(
                 configuration, allowKeyringCreation: false, logger: logs.logger(), database: handle.database)
-            let app = try await buildApplication(runtime)
+            let gatewayListening = ListeningPort()
+            let app = try await buildApplication(runtime) { gatewayListening.bound($0.port) }
             try await app.test(live ? .live : .router) { client in
                 let harness = APIHarness(
                     runtime: runtime, handle: handle, logs: logs, client: client,
-                    seen: ResponseLog(limit: checkedResponses))
+                    seen: ResponseLog(limit: checkedResponses), gatewayListening: gatewayListening)
                 try await body(harness)
                 try harness.checkContract()
             }
@@ -155,6 +158,31 @@ public struct APIHarness: Sendable {
 
     /// The port of a live server (nil when driven in-process).
     public var port: Int? { client.port }
+
+    /// The port of the gateway's own listener (`KEYHAVEN_GATEWAY_ADDRESS`), once it takes connections.
+    ///
+    /// - Throws: `TestSetupError` when the configuration has no gateway address, or the listener is not bound
+    ///   within 10 seconds.
+    public func gatewayPort() async throws -> Int {
+        guard runtime.configuration.gatewayAddress != nil else {
+            throw TestSetupError("the configuration has no gateway address")
+        }
+        return try await gatewayListening.port()
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`, at which `front` serves the gateway (a live harness for the public
+    /// port).
+    ///
+    /// - Throws: `TestSetupError` when that server is not listening.
+    public func gatewayBase(_ front: GatewayFront) async throws -> String {
+        switch front {
+        case .publicPort:
+            guard let port else { throw TestSetupError("the harness is not live") }
+            return "http://127.0.0.1:\(port)"
+        case .listener:
+            return "http://127.0.0.1:\(try await gatewayPort())"
+        }
+    }
 
     /// Checks every response this harness saw against `/openapi.json`: a documented status for the operation, and
     /// a body that matches its schema. Every API suite runs through here, so a response the document does not
@@ -239,6 +267,40 @@ public struct APIHarness: Sendable {
             throw TestSetupError("integration creation failed: \(response.status) \(response.text)")
         }
         return id
+    }
+}
+
+/// Which of the gateway's two servers a test calls: `/gateway` on the public port (the router), or on its own
+/// listener (`KEYHAVEN_GATEWAY_ADDRESS`). The gateway's suites run against both, so the two cannot drift.
+public enum GatewayFront: String, Sendable, CaseIterable, CustomStringConvertible {
+    case publicPort = "public port"
+    case listener = "gateway listener"
+
+    public var description: String { rawValue }
+
+    /// Sets `configuration` up for this front: the listener on a free loopback port.
+    public func configure(_ configuration: inout KeyhavenConfiguration) {
+        if self == .listener { configuration.gatewayAddress = .init(host: "127.0.0.1", port: 0) }
+    }
+}
+
+/// A port a server reports once it is bound, waited for by the tests.
+final class ListeningPort: Sendable {
+    private let value = Mutex<Int?>(nil)
+
+    func bound(_ port: Int?) {
+        value.withLock { $0 = port }
+    }
+
+    /// The port, once bound.
+    ///
+    /// - Throws: `TestSetupError` after 10 seconds without one.
+    func port() async throws -> Int {
+        for _ in 0..<1_000 {
+            if let port = value.withLock({ $0 }) { return port }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestSetupError("the gateway's listener was not bound within 10 seconds")
     }
 }
 

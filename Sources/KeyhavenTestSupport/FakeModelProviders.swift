@@ -24,6 +24,18 @@ extension FakeProviders {
     /// Lets held streams finish.
     public func releaseStreams() { state.holdStreams.withLock { $0 = false } }
 
+    /// How many slow streams (``openAISlowKey``) lost their reader before their end: the gateway let go of the
+    /// provider's connection instead of reading the rest.
+    public var abandonedStreams: Int { state.abandonedStreams.withLock { $0 } }
+
+    /// The size of the OpenAI fake's download, `GET /v1/files/large/content`: 256 MiB, several times what the
+    /// kernel's socket buffers on the way may hold (the receiving one grows up to 32 MiB on loopback here).
+    public static let largeAnswerBytes = 256 << 20
+
+    /// How much of that download the fake has written so far: with a reader that does not read, what backpressure
+    /// lets through.
+    public var largeAnswerSent: Int { state.largeAnswerSent.withLock { $0 } }
+
     /// A key the OpenAI fake answers every model request with 429, and one it answers with 503.
     public static let openAIThrottledKey = "sk-fake-throttled-openai-000000"
     public static let openAIFailingKey = "sk-fake-failing-openai-0000000"
@@ -107,8 +119,13 @@ extension FakeProviders {
                     status: .ok, headers: [.contentType: "text/event-stream"],
                     body: ResponseBody { writer in
                         for _ in 0..<slowChunks {
-                            try await writer.write(
-                                ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"..\"}}]}\n\n"))
+                            do {
+                                try await writer.write(
+                                    ByteBuffer(string: "data: {\"choices\":[{\"delta\":{\"content\":\"..\"}}]}\n\n"))
+                            } catch {
+                                state.abandonedStreams.withLock { $0 += 1 }
+                                throw error
+                            }
                             try await Task.sleep(for: .milliseconds(20))
                         }
                         if includeUsage {
@@ -240,6 +257,31 @@ extension FakeProviders {
             if let problem = received(request, bodyBytes: data.count, allowed: "authorization") { return fail(problem) }
             guard request.headers[.authorization] == "Bearer \(openAIKey)" else { return fail("images: authorization") }
             return json(.ok, ["created": 1_700_000_000, "data": [["url": "https://images.example.test/fake.png"]]])
+        }
+        router.get("/openai/v1/files/large/content") { request, _ -> Response in
+            // A download of ``largeAnswerBytes``, written as fast as the reader takes it; what was written is counted.
+            if let problem = received(request, bodyBytes: 0, allowed: "authorization") { return fail(problem) }
+            guard request.headers[.authorization] == "Bearer \(openAIKey)" else {
+                return fail("download: authorization")
+            }
+            let piece = ByteBuffer(repeating: UInt8(ascii: "k"), count: 64 << 10)
+            return Response(
+                status: .ok, headers: [.contentType: "application/octet-stream"],
+                body: ResponseBody(contentLength: largeAnswerBytes) { writer in
+                    for _ in 0..<(largeAnswerBytes / piece.readableBytes) {
+                        try await writer.write(piece)
+                        state.largeAnswerSent.withLock { $0 += piece.readableBytes }
+                    }
+                    try await writer.finish(nil)
+                })
+        }
+        router.post("/openai/v1/uploads/late") { request, _ -> Response in
+            // Reads nothing for 2 s, then counts the body as it streams in.
+            try await Task.sleep(for: .seconds(2))
+            var count = 0
+            for try await chunk in request.body { count += chunk.readableBytes }
+            if let problem = received(request, bodyBytes: count, allowed: "authorization") { return fail(problem) }
+            return json(.ok, ["bytes": count])
         }
         router.post("/openai/v1/uploads/echo") { request, _ -> Response in
             // Counts and hashes the body as it streams in, never holding it whole.

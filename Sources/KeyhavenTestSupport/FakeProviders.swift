@@ -80,6 +80,10 @@ public final class FakeProviders: Sendable {
         let openAIListings = Mutex<Int>(0)
         /// While true, streams stop after their first event until released.
         let holdStreams = Mutex<Bool>(false)
+        /// Slow streams whose reader went away before their end.
+        let abandonedStreams = Mutex<Int>(0)
+        /// Bytes of the large download written.
+        let largeAnswerSent = Mutex<Int>(0)
 
         func next() -> Int {
             serial.withLock {

@@ -70,11 +70,18 @@ public struct KeyhavenBinary: Sendable {
 
         /// The port `keyhaven serve` listens on, once it says so (nil if it does not within `timeout`).
         public func listeningPort(timeout: Duration = .seconds(30)) async -> Int? {
-            guard await waitForStderr(timeout: timeout, { $0.contains("Server started and listening on") }) else {
-                return nil
-            }
-            return stderr.split(separator: "\n").first { $0.contains("listening on") }?.split(separator: ":").last
-                .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            await port(after: "Server started and listening on", timeout: timeout)
+        }
+
+        /// The port of the gateway's own listener (`KEYHAVEN_GATEWAY_ADDRESS`), once the server says so.
+        public func gatewayPort(timeout: Duration = .seconds(30)) async -> Int? {
+            await port(after: "Gateway listener started and listening on", timeout: timeout)
+        }
+
+        private func port(after announcement: String, timeout: Duration) async -> Int? {
+            guard await waitForStderr(timeout: timeout, { $0.contains(announcement) }) else { return nil }
+            return stderr.split(separator: "\n").first { $0.contains(announcement) }?.split(separator: ":").last
+                .flatMap { Int($0.prefix { $0.isNumber }) }
         }
 
         /// Waits for the process to end (killing it after `timeout`) and returns its exit status.

@@ -58,9 +58,10 @@ protocol GatewayHarness {}
 
 extension GatewayHarness {
     /// Runs `body` with a live server on `kind` whose providers are the fakes (settings changed by `configure`), a
-    /// user, and a `gateway:use` service token.
+    /// user, a `gateway:use` service token, and a caller of the gateway on `front`.
     func withGateway(
-        _ kind: TestDatabase = .sqlite, configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
+        _ kind: TestDatabase = .sqlite, front: GatewayFront = .publicPort,
+        configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
     ) async throws {
         let fakes = try await FakeProviders.start()
@@ -70,12 +71,13 @@ extension GatewayHarness {
                 kind, live: true,
                 configure: {
                     $0.providerEndpoints = fakes.endpoints()
+                    front.configure(&$0)
                     configure(&$0)
                 }
             ) { api in
                 let user = try await api.user()
                 let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
-                let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
+                let caller = GatewayCaller(client: client, base: try await api.gatewayBase(front))
                 try await body(api, fakes, caller, user, token)
             }
         } catch {
@@ -129,10 +131,9 @@ struct GatewayTests: GatewayHarness {
         """
         OpenAI, Anthropic and Gemini requests round-trip with the \
         stored key injected, unary and streamed, and are priced exactly
-        """
-    )
-    func roundTrips() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        """, arguments: TestDatabase.all, GatewayFront.allCases)
+    func roundTrips(kind: TestDatabase, front: GatewayFront) async throws {
+        try await withGateway(kind, front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
             let anthropic = try await integration(api, user, type: "anthropic", key: FakeProviders.anthropicKey)
             let gemini = try await integration(api, user, type: "gemini", key: FakeProviders.geminiKey)
@@ -259,9 +260,9 @@ struct GatewayTests: GatewayHarness {
         }
     }
 
-    @Test("a 5 MB request body streams through to the provider intact")
-    func largeBody() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+    @Test("a 5 MB request body streams through to the provider intact", arguments: GatewayFront.allCases)
+    func largeBody(front: GatewayFront) async throws {
+        try await withGateway(front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
             var generator = SystemRandomNumberGenerator()
             let body = Data((0..<(5 << 20)).map { _ in UInt8.random(in: 0...255, using: &generator) })
@@ -280,10 +281,9 @@ struct GatewayTests: GatewayHarness {
         """
         requests without gateway:use, for another workspace, a disabled, unknown \
         or non-model integration, or a path out of the API never reach a provider
-        """
-    )
-    func refusals() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        """, arguments: GatewayFront.allCases)
+    func refusals(front: GatewayFront) async throws {
+        try await withGateway(front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
             let aws =
                 try await api.request(
@@ -341,9 +341,10 @@ struct GatewayTests: GatewayHarness {
     }
 
     @Test(
-        "over a rate limit or a spent budget, the request is answered 429 before the provider sees it; 80 % warns once")
-    func limits() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        "over a rate limit or a spent budget, the request is answered 429 before the provider sees it; 80 % warns once",
+        arguments: GatewayFront.allCases)
+    func limits(front: GatewayFront) async throws {
+        try await withGateway(front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, type: "openai", key: FakeProviders.openAIKey)
             let chat: [String: Any] = ["model": "gpt-4o", "messages": []]
             let bearer = [("authorization", "Bearer \(token)")]
@@ -469,10 +470,9 @@ struct GatewayTests: GatewayHarness {
         """
         a fallback route tries the next integration after a 429, a \
         5xx or an unreachable provider, never after bytes were sent
-        """
-    )
-    func fallback() async throws {
-        try await withGateway { api, fakes, caller, user, token in
+        """, arguments: GatewayFront.allCases)
+    func fallback(front: GatewayFront) async throws {
+        try await withGateway(front: front) { api, fakes, caller, user, token in
             let throttled = try await integration(api, user, type: "openai", key: FakeProviders.openAIThrottledKey)
             let failing = try await integration(api, user, type: "openai", key: FakeProviders.openAIFailingKey)
             let breaking = try await integration(api, user, type: "openai", key: FakeProviders.openAIBreakingKey)
@@ -540,15 +540,15 @@ struct GatewayTests: GatewayHarness {
         }
     }
 
-    @Test("a provider that cannot be reached answers 502 and is counted")
-    func unreachable() async throws {
-        try await APIHarness.with(.sqlite, live: true) { api in
+    @Test("a provider that cannot be reached answers 502 and is counted", arguments: GatewayFront.allCases)
+    func unreachable(front: GatewayFront) async throws {
+        try await APIHarness.with(.sqlite, live: true, configure: { front.configure(&$0) }) { api in
             let user = try await api.user()
             let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
             let id = try await api.openAIIntegration(for: user.session)
             let client = HTTPClient(eventLoopGroupProvider: .singleton)
             defer { _ = client.shutdown() }
-            let caller = GatewayCaller(client: client, base: "http://127.0.0.1:\(try #require(api.port))")
+            let caller = GatewayCaller(client: client, base: try await api.gatewayBase(front))
             let answer = try await caller.send(
                 "/gateway/\(id)/v1/chat/completions", headers: [("authorization", "Bearer \(token)")],
                 json: ["model": "x"])

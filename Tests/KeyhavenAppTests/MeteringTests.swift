@@ -21,11 +21,12 @@ struct MeteringTests: GatewayHarness {
     /// Runs `body` with a live server on `kind` whose providers are the fakes, a user, and a `gateway:use` token;
     /// metered bodies are read up to ``inspectLimit``.
     func withMeteredGateway(
-        _ kind: TestDatabase = .sqlite, configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
+        _ kind: TestDatabase = .sqlite, front: GatewayFront,
+        configure: @escaping @Sendable (inout KeyhavenConfiguration) -> Void = { _ in },
         _ body: @Sendable (APIHarness, FakeProviders, GatewayCaller, TestUser, String) async throws -> Void
     ) async throws {
         try await withGateway(
-            kind,
+            kind, front: front,
             configure: {
                 $0.gatewayInspectLimit = Self.inspectLimit
                 configure(&$0)
@@ -72,9 +73,11 @@ struct MeteringTests: GatewayHarness {
     /// gpt-4o-2024-08-06 as the fake reports it: 600 × 2.5 + 400 × 1.25 + 500 × 10 micro-dollars.
     static let chat = Recorded(model: "gpt-4o-2024-08-06", input: 1_000, output: 500, cost: 7_000, estimated: false)
 
-    @Test("a streamed chat completion is metered whether its body is chunked or spells stream with an escape")
-    func streamingWhateverTheFraming() async throws {
-        try await withMeteredGateway { api, fakes, caller, user, token in
+    @Test(
+        "a streamed chat completion is metered whether its body is chunked or spells stream with an escape",
+        arguments: GatewayFront.allCases)
+    func streamingWhateverTheFraming(front: GatewayFront) async throws {
+        try await withMeteredGateway(front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let url = caller.base + "/gateway/\(openai)/v1/chat/completions"
 
@@ -120,12 +123,12 @@ struct MeteringTests: GatewayHarness {
         """
         metered bodies and JSON answers are held within the process's memory budget: past it \
         a metered request answers 503, and an answer too large to hold is charged an estimate
-        """
-    )
-    func memoryBudget() async throws {
+        """, arguments: GatewayFront.allCases)
+    func memoryBudget(front: GatewayFront) async throws {
         let body = Self.chatBody(bytes: 200)
         // Room for that body, and for less than any answer.
-        try await withMeteredGateway(configure: { $0.bufferedBodyMemory = 210 }) { api, fakes, caller, user, token in
+        try await withMeteredGateway(front: front, configure: { $0.bufferedBodyMemory = 210 }) {
+            api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let path = "/gateway/\(openai)/v1/chat/completions"
             let bearer = [("authorization", "Bearer \(token)"), ("content-type", "application/json")]
@@ -141,9 +144,11 @@ struct MeteringTests: GatewayHarness {
         }
     }
 
-    @Test("under a budget a body too large to meter is refused with 413; without one it is forwarded and estimated")
-    func tooLargeToMeter() async throws {
-        try await withMeteredGateway { api, fakes, caller, user, token in
+    @Test(
+        "under a budget a body too large to meter is refused with 413; without one it is forwarded and estimated",
+        arguments: GatewayFront.allCases)
+    func tooLargeToMeter(front: GatewayFront) async throws {
+        try await withMeteredGateway(front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let path = "/gateway/\(openai)/v1/chat/completions"
             let bearer = [("authorization", "Bearer \(token)")]
@@ -194,10 +199,9 @@ struct MeteringTests: GatewayHarness {
         """
         a stream the provider breaks off, or the caller leaves during or \
         before the answer, is charged the input estimate, marked estimated
-        """
-    )
-    func answersWithoutUsage() async throws {
-        try await withMeteredGateway { api, fakes, caller, user, token in
+        """, arguments: GatewayFront.allCases)
+    func answersWithoutUsage(front: GatewayFront) async throws {
+        try await withMeteredGateway(front: front) { api, fakes, caller, user, token in
             let breaking = try await integration(api, user, key: FakeProviders.openAIBreakingKey)
             let slow = try await integration(api, user, key: FakeProviders.openAISlowKey)
             let prompt = String(repeating: "How much is this prompt? ", count: 60)
@@ -269,10 +273,9 @@ struct MeteringTests: GatewayHarness {
         """
         under a budget or token limit, endpoints the gateway cannot \
         meter answer 403 endpoint_not_metered until the owner allows them
-        """
-    )
-    func unmeteredEndpoints() async throws {
-        try await withMeteredGateway { api, fakes, caller, user, token in
+        """, arguments: GatewayFront.allCases)
+    func unmeteredEndpoints(front: GatewayFront) async throws {
+        try await withMeteredGateway(front: front) { api, fakes, caller, user, token in
             let openai = try await integration(api, user, key: FakeProviders.openAIKey)
             let anthropic = try await integration(api, user, type: "anthropic", key: FakeProviders.anthropicKey)
             let bearer = [("authorization", "Bearer \(token)")]

@@ -19,8 +19,8 @@ struct UsageShutdownTests {
     /// through the drain on SIGTERM.
     @Test(
         "SIGTERM under gateway load: every answered request has its usage event once the server has exited",
-        arguments: [100, 60_000])
-    func noEventLost(flushMilliseconds: Int) async throws {
+        arguments: [100, 60_000], GatewayFront.allCases)
+    func noEventLost(flushMilliseconds: Int, front: GatewayFront) async throws {
         let binary = try KeyhavenBinary()
         let fakes = try await FakeProviders.start()
         let directory = try TemporaryDirectory()
@@ -36,14 +36,15 @@ struct UsageShutdownTests {
             audit: AuditEntry(actor: .operator, action: .tokenCreate))
         await runtime.shutdown()
 
-        let server = try binary.start(
-            ["serve"],
-            environment: directory.serveEnvironment.merging([
-                "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
-                "KEYHAVEN_PROVIDER_OPENAI_URL": fakes.baseURL.absoluteString + "/openai",
-                "KEYHAVEN_USAGE_FLUSH_MS": String(flushMilliseconds),
-            ]) { $1 }, in: directory.path)
-        let port = try #require(await server.listeningPort())
+        var environment = directory.serveEnvironment.merging([
+            "KEYHAVEN_EGRESS_ALLOW_PRIVATE": "true",
+            "KEYHAVEN_PROVIDER_OPENAI_URL": fakes.baseURL.absoluteString + "/openai",
+            "KEYHAVEN_USAGE_FLUSH_MS": String(flushMilliseconds),
+        ]) { $1 }
+        if front == .listener { environment["KEYHAVEN_GATEWAY_ADDRESS"] = "127.0.0.1:0" }
+        let server = try binary.start(["serve"], environment: environment, in: directory.path)
+        let port = try #require(
+            await (front == .listener ? server.gatewayPort() : server.listeningPort()), "\(server.stderr)")
 
         // Eight callers send chat completions until the server goes away (at most 2,000 requests in all).
         let client = HTTPClient(eventLoopGroupProvider: .singleton)
@@ -105,11 +106,11 @@ struct UsageShutdownTests {
 final class Count: Sendable {
     private let count = Mutex(0)
 
-    /// Adds one and returns the new count.
+    /// Adds `amount` (one unless said) and returns the new count.
     @discardableResult
-    func add() -> Int {
+    func add(_ amount: Int = 1) -> Int {
         count.withLock {
-            $0 += 1
+            $0 += amount
             return $0
         }
     }

@@ -240,18 +240,31 @@ struct WebHardeningTests {
 
     // MARK: Request logs
 
-    @Test("a gateway request's log line names the route pattern: no integration id, no path, no query")
-    func gatewayRequestLog() async throws {
-        try await APIHarness.with(.sqlite) { api async throws in
+    @Test(
+        """
+        a gateway request's log line names the route pattern: no integration id, no path, no query; \
+        it is counted by that pattern
+        """, arguments: GatewayFront.allCases)
+    func gatewayRequestLog(front: GatewayFront) async throws {
+        try await APIHarness.with(.sqlite, live: true, configure: { front.configure(&$0) }) { api async throws in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session)
             let (_, token) = try await api.serviceToken(scopes: [.gatewayUse])
             let canary = Fixtures.canary("query")
-            let response = try await api.request(
-                .get, "/gateway/\(id)/v1/models?key=\(canary)&note=\(canary)", auth: .bearer(token))
-            #expect(response.status == .badGateway, "\(response.text)")
+            let client = HTTPClient(eventLoopGroupProvider: .singleton)
+            var request = HTTPClientRequest(
+                url: try await api.gatewayBase(front) + "/gateway/\(id)/v1/models?key=\(canary)&note=\(canary)")
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            let status = try await client.execute(request, timeout: .seconds(10)).status
+            try await client.shutdown()
+            #expect(status == .badGateway)
             let requests = api.logs.all.filter { $0.contains(": Request ") }
             #expect(requests.contains { $0.contains("/gateway/{id}/**") && $0.contains("502") }, "\(requests)")
+            let metrics = try await api.metrics().text
+            #expect(
+                metrics.contains(
+                    #"keyhaven_http_requests_total{method="GET",route="/gateway/{id}/**",status="502"} 1"#),
+                "\(metrics.split(separator: "\n").filter { $0.contains("http_requests_total") })")
             for line in requests {
                 #expect(!line.contains(id), "\(line)")
                 #expect(!line.contains(canary), "\(line)")
@@ -294,12 +307,16 @@ struct WebHardeningTests {
         """
         past the memory budget for buffered bodies, fallback-route \
         requests get 503 with Retry-After, and the server stays up
-        """
-    )
-    func bufferedBodiesAreBudgeted() async throws {
-        try await APIHarness.with(.sqlite, live: true, configure: { $0.bufferedBodyMemory = 8 << 20 }) {
-            api async throws in
-            let port = try #require(api.port)
+        """, arguments: GatewayFront.allCases)
+    func bufferedBodiesAreBudgeted(front: GatewayFront) async throws {
+        try await APIHarness.with(
+            .sqlite, live: true,
+            configure: {
+                $0.bufferedBodyMemory = 8 << 20
+                front.configure(&$0)
+            }
+        ) { api async throws in
+            let port = try #require(Int(try await api.gatewayBase(front).split(separator: ":").last ?? ""))
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session)
             let put = try await api.request(
@@ -360,71 +377,6 @@ struct WebHardeningTests {
             try await client.shutdown()
         }
     }
-}
-
-/// A client socket to 127.0.0.1 driven by hand: what no well-behaved HTTP client does.
-final class RawConnection: @unchecked Sendable {
-    let descriptor: Int32
-    private var closed = false
-
-    /// Connects; `receiveBuffer` sets a small receive buffer first (a slow reader's window).
-    init(port: Int, receiveBuffer: Int32? = nil) throws {
-        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw TestSetupError("socket failed") }
-        if var size = receiveBuffer {
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        }
-        // Reads give up after 100 ms, so every loop over them stays bounded in time.
-        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
-        guard connected else {
-            Glibc.close(descriptor)
-            throw TestSetupError("connect failed")
-        }
-    }
-
-    /// Sends all of `text`; false once the server has closed the connection.
-    @discardableResult
-    func send(_ text: String) throws -> Bool {
-        var bytes = Array(text.utf8)[...]
-        while !bytes.isEmpty {
-            let sent = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent <= 0 { return false }
-            bytes = bytes.dropFirst(sent)
-        }
-        return true
-    }
-
-    enum Read { case byte, waiting, closed }
-
-    /// Reads at most `count` bytes (at most 64) without waiting; `.byte` when any arrived.
-    func readSome(_ count: Int, into total: inout Int) -> Read {
-        var bytes = [UInt8](repeating: 0, count: 64)
-        let read = recv(descriptor, &bytes, min(count, 64), Int32(MSG_DONTWAIT))
-        if read > 0 {
-            total += read
-            return .byte
-        }
-        if read < 0, errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return .waiting }
-        return .closed
-    }
-
-    func close() {
-        guard !closed else { return }
-        closed = true
-        Glibc.close(descriptor)
-    }
-
-    deinit { close() }
 }
 
 /// A client that asks for many large answers at once (pipelined) and then reads them 64 bytes at a time, about

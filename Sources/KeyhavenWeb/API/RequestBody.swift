@@ -117,17 +117,22 @@ extension JSONValue: ResponseBody {
     var json: JSONValue { self }
 }
 
+/// The content type of every JSON body.
+let jsonContentType = "application/json; charset=utf-8"
+
+/// A response body's JSON text, written by the direct writer.
+func jsonBytes(_ body: some ResponseBody) -> ByteBuffer {
+    var output: [UInt8] = []
+    output.reserveCapacity(1024)
+    body.write(to: &output)
+    return ByteBuffer(bytes: output)
+}
+
 extension Response {
     /// The one JSON response: a typed response body (or a `JSONValue`), written by the direct writer, with
     /// `Content-Type: application/json; charset=utf-8`.
     static func json(status: HTTPResponse.Status, _ body: some ResponseBody) -> Response {
-        var output: [UInt8] = []
-        output.reserveCapacity(1024)
-        body.write(to: &output)
-        return Response(
-            status: status,
-            headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: output)))
+        Response(status: status, headers: [.contentType: jsonContentType], body: .init(byteBuffer: jsonBytes(body)))
     }
 
     /// A 200 JSON response with a strong `ETag` (a hash of its bytes), or `304 Not Modified` with no body when
@@ -144,7 +149,7 @@ extension Response {
         }
         return Response(
             status: .ok,
-            headers: [.contentType: "application/json; charset=utf-8", .eTag: tag],
+            headers: [.contentType: jsonContentType, .eTag: tag],
             body: .init(byteBuffer: ByteBuffer(bytes: output)))
     }
 }

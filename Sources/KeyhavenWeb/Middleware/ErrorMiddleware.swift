@@ -37,22 +37,9 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 
-    /// The JSON answer for any error.
+    /// The JSON answer for any error (``ErrorAnswer/answering(_:logger:)``).
     private func answer(_ error: any Error, request: Request, context: Context) throws -> Response {
-        switch error {
-        case let error as KeyhavenError:
-            if case .keyring = error {
-                context.logger.error("keyring failure", metadata: ["reason": "\(error.message)"])
-            }
-            return try error.response(from: request, context: context)
-        case let error as HTTPResponseError:
-            // Hummingbird's own errors (unknown route, body too large, undecodable body). Their messages can quote
-            // decoder internals, so only the status is kept.
-            return try Self.translate(error.status).response(from: request, context: context)
-        default:
-            context.logger.error("unexpected error", metadata: ["error_type": "\(type(of: error))"])
-            return try KeyhavenError.internalError.response(from: request, context: context)
-        }
+        ErrorAnswer.answering(error, logger: context.logger).response
     }
 
     /// A browser navigating to a page (not the API, health checks or metrics).

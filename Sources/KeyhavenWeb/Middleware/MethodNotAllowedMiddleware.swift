@@ -58,12 +58,7 @@ public struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddlew
             // Only the router's own "no route" error: a handler's not-found is a KeyhavenError.
             let allowed = routes.methods(for: request.uri.path)
             guard !allowed.isEmpty, !allowed.contains(request.method.rawValue) else { throw error }
-            var response = Response.json(
-                status: .methodNotAllowed,
-                ErrorBody(
-                    error: .init(code: "method_not_allowed", message: "This method is not allowed on this route.")))
-            response.headers[.allow] = allowed.joined(separator: ", ")
-            return response
+            return ErrorAnswer.methodNotAllowed(allowed: allowed).response
         }
     }
 }

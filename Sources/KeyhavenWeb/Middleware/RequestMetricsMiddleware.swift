@@ -17,11 +17,10 @@ public struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddlewar
     ) async throws -> Response {
         let start = ContinuousClock.now
         let response = try await next(request, context)
-        // A client may send any method token: only the standard ones become labels, so labels stay a small set.
-        let method = Self.methods.contains(request.method) ? request.method.rawValue : "OTHER"
-        record(method, context.endpointPath ?? "unmatched", Int(response.status.code), start.duration(to: .now))
+        record(
+            RequestRecord.method(request.method), context.endpointPath ?? RequestRecord.unmatched,
+            Int(response.status.code),
+            start.duration(to: .now))
         return response
     }
-
-    static var methods: Set<HTTPRequest.Method> { [.get, .head, .post, .put, .patch, .delete, .options] }
 }

@@ -14,17 +14,25 @@ public struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddlewa
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         var response = try await next(request, context)
-        response.headers[.contentSecurityPolicy] = contentSecurityPolicy
-        response.headers[.xContentTypeOptions] = "nosniff"
-        response.headers[.keyhavenReferrerPolicy] = "no-referrer"
-        response.headers[.keyhavenFrameOptions] = "DENY"
-        if response.headers[.cacheControl] == nil {
-            response.headers[.cacheControl] = "no-store"
+        SecurityHeaders.add(to: &response.headers, strictTransportSecurity: strictTransportSecurity)
+        return response
+    }
+}
+
+/// The security headers of SPEC §9: the one list, for the router's answers and the gateway listener's alike.
+public enum SecurityHeaders {
+    /// Adds the headers to `headers`; HSTS only when `strictTransportSecurity` (the public URL is https).
+    public static func add(to headers: inout HTTPFields, strictTransportSecurity: Bool) {
+        headers[.contentSecurityPolicy] = contentSecurityPolicy
+        headers[.xContentTypeOptions] = "nosniff"
+        headers[.keyhavenReferrerPolicy] = "no-referrer"
+        headers[.keyhavenFrameOptions] = "DENY"
+        if headers[.cacheControl] == nil {
+            headers[.cacheControl] = "no-store"
         }
         if strictTransportSecurity {
-            response.headers[.strictTransportSecurity] = "max-age=63072000; includeSubDomains"
+            headers[.strictTransportSecurity] = "max-age=63072000; includeSubDomains"
         }
-        return response
     }
 }
 
