@@ -267,7 +267,7 @@ final class CredentialReads: Sendable {
     /// transaction instead: nil.
     private func inTwoStatements(_ group: [Request]) async throws -> [Outcome]? {
         try await database.withConnection(short: true) { sql in
-            let ids = Array(Set(group.map(\.id)))
+            let ids = Set(group.map(\.id))
             let rows = try await database.timings.measure(.readRows) {
                 try await sql.raw(
                     """
@@ -277,7 +277,7 @@ final class CredentialReads: Sendable {
                     s.created_at AS secret_created_at
                     FROM (SELECT 1) AS one
                     LEFT JOIN LATERAL (SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1) AS h ON true
-                    LEFT JOIN integrations i ON i.id IN (\(binds: ids))
+                    LEFT JOIN integrations i ON i.id = ANY(string_to_array(\(bind: Self.list(ids)), ',')::uuid[])
                     LEFT JOIN users u ON u.id = i.owner_id
                     LEFT JOIN secrets s
                     ON s.integration_id = i.id AND s.owner_id = i.owner_id AND s.version = i.current_version
@@ -310,71 +310,53 @@ final class CredentialReads: Sendable {
     }
 
     /// The second statement of ``inTwoStatements(_:)``: the check of every target (locked in id order, the lock
-    /// order of every writer, then the audit lock), the last uses and the events, the latter two written only if
-    /// every check held; returns one row per event written.
+    /// order of every writer, then the audit lock), the events and the last uses, the latter two written only if
+    /// every check held and no other writer extended the chain; returns one row per event written. One shape, with
+    /// its lists as single binds, whatever the group's size: the server plans it once per connection.
     private func conditionalWrite(
         _ settled: Settled, checking targets: [CredentialTarget], after head: SQLAuditLog.Head, now: Date
     ) -> SQLQueryString {
-        var query = SQLQueryString(
-            "WITH checked AS (SELECT i.id FROM integrations i LEFT JOIN users u ON u.id = i.owner_id WHERE ")
-        if targets.isEmpty {
-            query.appendInterpolation(unsafeRaw: "false")
-        } else {
-            query.appendInterpolation(
-                unsafeRaw: "(i.id, i.owner_id, i.type, i.enabled, i.current_version, u.disabled_at IS NOT NULL) IN (")
-            query.appendInterpolation(
-                targets.map { target -> SQLQueryString in
-                    let integration = target.integration
-                    let values: [any Encodable & Sendable] = [
-                        integration.id, integration.ownerID, integration.type.rawValue, integration.enabled,
-                        integration.credentialVersion, target.ownerDisabled,
-                    ]
-                    return "(\(binds: values))"
-                }.joined(separator: ", "))
-            query.appendInterpolation(unsafeRaw: ")")
-        }
-        // The audit lock is taken only once the rows are locked (CASE evaluates its condition first).
-        query.appendInterpolation(
-            unsafeRaw: """
-                 ORDER BY i.id FOR NO KEY UPDATE OF i), ok AS (SELECT CASE WHEN (SELECT count(*) FROM checked) = \
-                \(targets.count) THEN (SELECT true FROM (
-                """)
-        query.appendInterpolation(Database.advisoryLock("audit"))
-        query.appendInterpolation(unsafeRaw: ") AS locked) ELSE false END AS ok)")
-        // The first event goes in unless its sequence number is taken: by an event another writer appended after
-        // the head was read. The others, and the last uses, only if it went in.
-        let rows = audit.rows(settled.entries, after: head)
-        query.appendInterpolation(unsafeRaw: ", first AS (")
-        query.appendInterpolation(insertion(rows[0], if: "(SELECT ok FROM ok)"))
-        query.appendInterpolation(unsafeRaw: " ON CONFLICT (seq) DO NOTHING RETURNING seq)")
-        var written = "SELECT seq FROM first"
-        if rows.count > 1 {
-            query.appendInterpolation(unsafeRaw: ", rest AS (")
-            query.appendInterpolation(
-                insertion(rows.dropFirst().joined(separator: ", "), if: "EXISTS (SELECT 1 FROM first)"))
-            query.appendInterpolation(unsafeRaw: " RETURNING seq)")
-            written += " UNION ALL SELECT seq FROM rest"
-        }
-        if !settled.used.isEmpty {
-            query.appendInterpolation(unsafeRaw: ", used AS (UPDATE integrations SET last_used_at = ")
-            query.appendInterpolation(bind: now)
-            query.appendInterpolation(unsafeRaw: " WHERE id IN (")
-            query.appendInterpolation(binds: Array(settled.used))
-            query.appendInterpolation(unsafeRaw: ") AND EXISTS (SELECT 1 FROM first))")
-        }
-        query.appendInterpolation(unsafeRaw: " \(written)")
-        return query
+        let checks = JSONValue.array(
+            targets.map { target in
+                .object([
+                    "id": .string(target.integration.id.lowercasedText),
+                    "owner_id": .string(target.integration.ownerID.lowercasedText),
+                    "type": .string(target.integration.type.rawValue), "enabled": .bool(target.integration.enabled),
+                    "current_version": .string(String(target.integration.credentialVersion)),
+                    "owner_disabled": .bool(target.ownerDisabled),
+                ])
+            }
+        ).jsonText
+        let events = SQLAuditLog.json(audit.events(settled.entries, after: head))
+        let columns = SQLAuditLog.columns
+        // The audit lock is taken only once the rows are locked (CASE evaluates its condition first). The first
+        // event goes in unless its sequence number is taken (by an event another writer appended after the head
+        // was read); the others, and the last uses, only if it went in.
+        return """
+            WITH targets AS (SELECT * FROM jsonb_to_recordset(\(bind: checks)::jsonb) AS t (id uuid, owner_id uuid, \
+            type text, enabled boolean, current_version integer, owner_disabled boolean)), \
+            checked AS (SELECT i.id FROM integrations i LEFT JOIN users u ON u.id = i.owner_id JOIN targets t \
+            ON t.id = i.id AND t.owner_id = i.owner_id AND t.type = i.type AND t.enabled = i.enabled \
+            AND t.current_version = i.current_version AND t.owner_disabled = (u.disabled_at IS NOT NULL) \
+            ORDER BY i.id FOR NO KEY UPDATE OF i), \
+            ok AS (SELECT CASE WHEN (SELECT count(*) FROM checked) = (SELECT count(*) FROM targets) \
+            THEN (SELECT true FROM (\(Database.advisoryLock("audit"))) AS locked) ELSE false END AS ok), \
+            events AS (SELECT * FROM jsonb_to_recordset(\(bind: events)::jsonb) \
+            AS e (\(unsafeRaw: SQLAuditLog.recordColumns))), \
+            first AS (INSERT INTO audit_events (\(unsafeRaw: columns)) SELECT \(unsafeRaw: columns) FROM events \
+            WHERE seq = \(bind: head.seq + 1) AND (SELECT ok FROM ok) ON CONFLICT (seq) DO NOTHING RETURNING seq), \
+            rest AS (INSERT INTO audit_events (\(unsafeRaw: columns)) SELECT \(unsafeRaw: columns) FROM events \
+            WHERE seq > \(bind: head.seq + 1) AND EXISTS (SELECT 1 FROM first) RETURNING seq), \
+            used AS (UPDATE integrations SET last_used_at = \(bind: now) \
+            WHERE id = ANY(string_to_array(\(bind: Self.list(settled.used)), ',')::uuid[]) \
+            AND EXISTS (SELECT 1 FROM first)) \
+            SELECT seq FROM first UNION ALL SELECT seq FROM rest
+            """
     }
 
-    /// An insert of the event rows `rows` (`(…), (…)`) that writes them only where `condition` holds; each column
-    /// cast to its type, since a column of a `VALUES` list that is NULL in every row has none.
-    private func insertion(_ rows: SQLQueryString, if condition: String) -> SQLQueryString {
-        """
-        INSERT INTO audit_events (\(unsafeRaw: SQLAuditLog.columns)) SELECT seq::bigint, id::uuid, at::text, \
-        actor_type::text, actor_id::text, owner_id::uuid, action::text, integration_id::uuid, outcome::text, \
-        ip::text, user_agent::text, detail::text, prev_hash::text, hash::text, key_id::text \
-        FROM (VALUES \(rows)) AS v (\(unsafeRaw: SQLAuditLog.columns)) WHERE \(unsafeRaw: condition)
-        """
+    /// Ids as one text, comma-separated, for `string_to_array(…, ',')::uuid[]`.
+    private static func list(_ ids: some Collection<UUID>) -> String {
+        ids.map(\.lowercasedText).joined(separator: ",")
     }
 }
 

@@ -75,8 +75,8 @@ public struct SQLAuditLog: AuditLog {
         prev_hash, hash, key_id
         """
 
-    /// `entries` as the events that follow `head`, chained and MACed: each a row `(…)` of a `VALUES` list.
-    func rows(_ entries: [AuditEntry], after head: Head) -> [SQLQueryString] {
+    /// `entries` as the events that follow `head`, chained and MACed.
+    func events(_ entries: [AuditEntry], after head: Head) -> [AuditEvent] {
         var seq = head.seq
         var prevHash = head.hash
         let at = Self.now()
@@ -89,6 +89,13 @@ public struct SQLAuditLog: AuditLog {
                 detail: Self.canonicalJSON(.object(entry.detail)), prevHash: prevHash, hash: "", keyID: keys.current.id)
             event.hash = keys.current.mac(bytes: Self.chainedBytes(event))
             prevHash = event.hash
+            return event
+        }
+    }
+
+    /// `entries` as the events that follow `head`, chained and MACed: each a row `(…)` of a `VALUES` list.
+    func rows(_ entries: [AuditEntry], after head: Head) -> [SQLQueryString] {
+        events(entries, after: head).map { event in
             let values: [any Encodable & Sendable] = [
                 event.seq, event.id, event.at, event.actorType, event.actorID, event.ownerID, event.action,
                 event.integrationID, event.outcome, event.ip, event.userAgent, event.detail, event.prevHash, event.hash,
@@ -97,6 +104,30 @@ public struct SQLAuditLog: AuditLog {
             return "(\(binds: values))"
         }
     }
+
+    /// Events as one JSON array of objects keyed by column, for PostgreSQL's `jsonb_to_recordset(…) AS e
+    /// (\(recordColumns))`: a statement of one shape (and one bind) however many events it writes.
+    static func json(_ events: [AuditEvent]) -> String {
+        func text(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+        return JSONValue.array(
+            events.map { event in
+                .object([
+                    "seq": .string(String(event.seq)), "id": .string(event.id.lowercasedText), "at": .string(event.at),
+                    "actor_type": .string(event.actorType), "actor_id": text(event.actorID),
+                    "owner_id": text(event.ownerID?.lowercasedText), "action": .string(event.action),
+                    "integration_id": text(event.integrationID?.lowercasedText), "outcome": .string(event.outcome),
+                    "ip": text(event.ip), "user_agent": text(event.userAgent), "detail": .string(event.detail),
+                    "prev_hash": .string(event.prevHash), "hash": .string(event.hash), "key_id": text(event.keyID),
+                ])
+            }
+        ).jsonText
+    }
+
+    /// The columns of an event row with their PostgreSQL types, for ``json(_:)``.
+    static let recordColumns = """
+        seq bigint, id uuid, at text, actor_type text, actor_id text, owner_id uuid, action text, integration_id uuid, \
+        outcome text, ip text, user_agent text, detail text, prev_hash text, hash text, key_id text
+        """
 
     /// A signed record of the chain's head: its sequence number and hash, MACed with the audit key.
     public struct Checkpoint: Sendable, Equatable {
