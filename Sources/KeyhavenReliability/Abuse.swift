@@ -36,11 +36,11 @@ struct Abuse: Sendable {
         var problems: [String] = []
         do {
             problems = try await run(
-                port: port, pid: server.process.processIdentifier, keys: keys, http: http, log: log)
+                port: port, pid: server.processIdentifier, keys: keys, http: http, log: log)
         } catch {
             problems.append("stopped early: \(error)")
         }
-        if !server.process.isRunning { problems.append("the server stopped") }
+        if !server.isRunning { problems.append("the server stopped") }
         let output = await stop([server])
         try? await http.shutdown()
         if !leakedKeys(keys, in: output).isEmpty { problems.append("a credential appears in the server's output") }

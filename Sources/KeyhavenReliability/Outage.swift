@@ -74,7 +74,7 @@ struct Outage: Sendable {
             baseURL: base, token: deployment.personalToken, httpClient: http, timeout: .seconds(10))
         let backend = KeyhavenClient(
             baseURL: base, token: deployment.serviceToken, httpClient: http, timeout: .seconds(10))
-        let pid = server.process.processIdentifier
+        let pid = server.processIdentifier
         let stop = StopFlag()
         let clock = ContinuousClock()
         var problems: [String] = []
@@ -145,7 +145,7 @@ struct Outage: Sendable {
         if !failedLater.isEmpty {
             problems.append("\(failedLater.count) calls failed more than 1 s after the recovery")
         }
-        if !server.process.isRunning { problems.append("the server stopped") }
+        if !server.isRunning { problems.append("the server stopped") }
 
         // Nothing acknowledged is lost: every create is there with its key. A server that no longer answers would
         // make each read wait for the client's timeout, so the reading stops at the fifth failure.

@@ -30,18 +30,47 @@ public struct KeyhavenBinary: Sendable {
     }
 
     /// A started process with its output collected.
+    ///
+    /// Started with `posix_spawn`, not Foundation's `Process`: on Linux, `Process.run()` reads past the entries of
+    /// `/proc/self/fd` while it looks for the highest open descriptor, and now and then crashes the test process
+    /// (swift-corelibs-foundation #5472, in this toolchain).
     public final class Running: @unchecked Sendable {
-        public let process: Process
+        /// The process's id.
+        public let processIdentifier: pid_t
+        /// Where the process's stdin is written (closing it ends the input).
+        public let standardInput: FileHandle
         let stdoutPipe = Pipe()
         let stderrPipe = Pipe()
         private let lock = NSLock()
         private var stdoutData = Data()
         private var stderrData = Data()
+        /// The status `waitpid` gave once the process ended.
+        private var ended: Int32?
 
-        init(process: Process) {
-            self.process = process
-            process.standardOutput = stdoutPipe
-            process.standardError = stderrPipe
+        init(path: String, arguments: [String], environment: [String: String], directory: String) throws {
+            let stdinPipe = Pipe()
+            standardInput = stdinPipe.fileHandleForWriting
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_adddup2(&actions, stdinPipe.fileHandleForReading.fileDescriptor, 0)
+            posix_spawn_file_actions_adddup2(&actions, stdoutPipe.fileHandleForWriting.fileDescriptor, 1)
+            posix_spawn_file_actions_adddup2(&actions, stderrPipe.fileHandleForWriting.fileDescriptor, 2)
+            // Nothing else of the test process (its servers' sockets, other children's pipes) goes to the child.
+            guard Self.addChdir(&actions, directory) == 0, Self.addCloseFrom(&actions, 3) == 0 else {
+                throw TestSetupError("posix_spawn cannot change directory or close descriptors here")
+            }
+            let argv = ([path] + arguments).map { strdup($0) } + [nil]
+            let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer { for pointer in argv + envp { free(pointer) } }
+            var pid: pid_t = 0
+            let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
+            // The child has its copies; the parent keeps only its own ends.
+            try? stdinPipe.fileHandleForReading.close()
+            try? stdoutPipe.fileHandleForWriting.close()
+            try? stderrPipe.fileHandleForWriting.close()
+            guard spawned == 0 else { throw TestSetupError("posix_spawn failed: \(spawned)") }
+            processIdentifier = pid
             stdoutPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
                 let data = handle.availableData
                 self?.lock.withLock { self?.stdoutData.append(data) }
@@ -50,6 +79,45 @@ public struct KeyhavenBinary: Sendable {
                 let data = handle.availableData
                 self?.lock.withLock { self?.stderrData.append(data) }
             }
+        }
+
+        private typealias Actions = UnsafeMutablePointer<posix_spawn_file_actions_t>
+        private typealias AddChdir = @convention(c) (Actions?, UnsafePointer<CChar>?) -> Int32
+        private typealias AddCloseFrom = @convention(c) (Actions?, Int32) -> Int32
+
+        /// glibc's `posix_spawn_file_actions_addchdir_np`, which Swift's Glibc module does not declare.
+        private static func addChdir(_ actions: Actions, _ path: String) -> Int32 {
+            guard let symbol = dlsym(nil, "posix_spawn_file_actions_addchdir_np") else { return -1 }
+            return unsafeBitCast(symbol, to: AddChdir.self)(actions, path)
+        }
+
+        /// glibc's `posix_spawn_file_actions_addclosefrom_np`, likewise.
+        private static func addCloseFrom(_ actions: Actions, _ from: Int32) -> Int32 {
+            guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return -1 }
+            return unsafeBitCast(symbol, to: AddCloseFrom.self)(actions, from)
+        }
+
+        /// Whether the process has not ended yet (reaping it once it has).
+        public var isRunning: Bool {
+            lock.withLock {
+                if ended != nil { return false }
+                var status: Int32 = 0
+                guard waitpid(processIdentifier, &status, WNOHANG) == processIdentifier else { return true }
+                ended = status
+                return false
+            }
+        }
+
+        /// Whether a signal ended the process (nil while it runs).
+        public var endedBySignal: Bool? {
+            guard !isRunning, let status = lock.withLock({ ended }) else { return nil }
+            return status & 0x7f != 0
+        }
+
+        /// The exit status, or the signal's number if a signal ended it (nil while it runs).
+        public var terminationStatus: Int32? {
+            guard !isRunning, let status = lock.withLock({ ended }) else { return nil }
+            return status & 0x7f != 0 ? status & 0x7f : (status >> 8) & 0xff
         }
 
         /// What the process wrote to stdout so far.
@@ -62,7 +130,7 @@ public struct KeyhavenBinary: Sendable {
             let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {
                 if condition(stderr) { return true }
-                if !process.isRunning { return condition(stderr) }
+                if !isRunning { return condition(stderr) }
                 try? await Task.sleep(for: .milliseconds(5))
             }
             return false
@@ -84,13 +152,14 @@ public struct KeyhavenBinary: Sendable {
                 .flatMap { Int($0.prefix { $0.isNumber }) }
         }
 
-        /// Waits for the process to end (killing it after `timeout`) and returns its exit status.
+        /// Waits for the process to end (killing it after `timeout`) and returns its exit status (the signal's
+        /// number if a signal ended it).
         public func wait(timeout: Duration = .seconds(60)) async -> Int32 {
             let deadline = ContinuousClock.now + timeout
-            while process.isRunning {
+            while isRunning {
                 if ContinuousClock.now > deadline {
-                    process.interrupt()
-                    kill(process.processIdentifier, SIGKILL)
+                    kill(processIdentifier, SIGINT)
+                    kill(processIdentifier, SIGKILL)
                 }
                 try? await Task.sleep(for: .milliseconds(10))
             }
@@ -102,20 +171,25 @@ public struct KeyhavenBinary: Sendable {
                 stdoutData.append(stdoutPipe.fileHandleForReading.readDataToEndOfFile())
                 stderrData.append(stderrPipe.fileHandleForReading.readDataToEndOfFile())
             }
-            return process.terminationStatus
+            return terminationStatus ?? -1
         }
 
         /// Sends a signal.
         public func signal(_ signal: Int32) {
-            kill(process.processIdentifier, signal)
+            kill(processIdentifier, signal)
         }
 
         // A test that drops a process without waiting for it must not leave the pipes' readers registered: the
         // pipes close with this object, and a reader left on a closed (and reused) descriptor breaks the event loop
-        // that serves every reader in the process.
+        // that serves every reader in the process. A process still running is killed and reaped.
         deinit {
             stdoutPipe.fileHandleForReading.readabilityHandler = nil
             stderrPipe.fileHandleForReading.readabilityHandler = nil
+            if lock.withLock({ ended }) == nil {
+                kill(processIdentifier, SIGKILL)
+                var status: Int32 = 0
+                waitpid(processIdentifier, &status, 0)
+            }
         }
     }
 
@@ -123,19 +197,11 @@ public struct KeyhavenBinary: Sendable {
     public func start(_ arguments: [String], environment: [String: String] = [:], in directory: String) throws
         -> Running
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
         var env = environment
         let inherited = ProcessInfo.processInfo.environment
         env["PATH"] = inherited["PATH"] ?? "/usr/bin:/bin"
         env["HOME"] = inherited["HOME"] ?? "/tmp"
-        process.environment = env
-        process.standardInput = Pipe()
-        let running = Running(process: process)
-        try process.run()
-        return running
+        return try Running(path: path, arguments: arguments, environment: env, directory: directory)
     }
 
     /// Runs `keyhaven <arguments>` to completion and returns (exit status, stdout, stderr).

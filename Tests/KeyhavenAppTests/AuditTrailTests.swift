@@ -246,9 +246,7 @@ struct AuditTrailTests {
         // The operator creates a user (password on stdin) and a service token (the token alone on the last line).
         let created = try binary.start(
             ["users", "create", "--email", "ops@example.test"], environment: environment, in: directory.path)
-        created.process.standardInput.map {
-            ($0 as? Pipe)?.fileHandleForWriting.write(Data("\(Fixtures.password)\n".utf8))
-        }
+        created.standardInput.write(Data("\(Fixtures.password)\n".utf8))
         let createdStatus = await created.wait()
         #expect(createdStatus == 0, "\(created.stderr)")
         #expect(UUID(uuidString: created.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) != nil)

@@ -280,9 +280,9 @@ struct CommandLineTests {
         // Started with a soft limit of 256 open files, as many systems set it.
         let server = try KeyhavenBinary(path: "/bin/sh").start(
             ["-c", "ulimit -Sn 256 && exec \"$0\" serve --port \(port)", binary.path], in: directory.path)
-        defer { if server.process.isRunning { server.signal(SIGKILL) } }
+        defer { if server.isRunning { server.signal(SIGKILL) } }
         #expect(await server.waitForStderr { $0.contains("Server started") }, "\(server.stderr)")
-        let pid = server.process.processIdentifier
+        let pid = server.processIdentifier
         let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
         let openFiles = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
             .split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2).compactMap { Int($0) }

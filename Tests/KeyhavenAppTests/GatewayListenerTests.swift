@@ -92,11 +92,11 @@ struct GatewayListenerTests: GatewayHarness {
         defer { directory.remove() }
 
         let plain = try binary.start(["serve"], environment: directory.serveEnvironment, in: directory.path)
-        defer { if plain.process.isRunning { plain.signal(SIGKILL) } }
+        defer { if plain.isRunning { plain.signal(SIGKILL) } }
         let only = try #require(await plain.listeningPort(), "\(plain.stderr)")
         // Past the start, nothing else is bound a moment later either.
         try await Task.sleep(for: .milliseconds(300))
-        #expect(Self.listeningPorts(of: plain.process.processIdentifier) == [only])
+        #expect(Self.listeningPorts(of: plain.processIdentifier) == [only])
         #expect(!plain.stderr.contains("Gateway listener") && plain.stderr.contains("gateway_listener=off"))
         plain.signal(SIGTERM)
         #expect(await plain.wait(timeout: .seconds(20)) == 0)
@@ -104,12 +104,12 @@ struct GatewayListenerTests: GatewayHarness {
         var environment = directory.serveEnvironment
         environment["KEYHAVEN_GATEWAY_ADDRESS"] = "127.0.0.1:0"
         let server = try binary.start(["serve"], environment: environment, in: directory.path)
-        defer { if server.process.isRunning { server.signal(SIGKILL) } }
+        defer { if server.isRunning { server.signal(SIGKILL) } }
         let main = try #require(await server.listeningPort(), "\(server.stderr)")
         let gateway = try #require(await server.gatewayPort(), "\(server.stderr)")
         #expect(main != gateway)
         #expect(
-            Self.listeningPorts(of: server.process.processIdentifier) == [main, gateway].sorted(),
+            Self.listeningPorts(of: server.processIdentifier) == [main, gateway].sorted(),
             "\(server.stderr.split(separator: "\n").filter { $0.contains("listening") })")
 
         let client = HTTPClient(eventLoopGroupProvider: .singleton)

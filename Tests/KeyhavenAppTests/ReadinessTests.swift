@@ -45,7 +45,7 @@ struct ReadinessTests {
         #expect(try await readiness(until: 200).0 == 200)
 
         // Every write past a file's first byte now fails (EFBIG), as writes fail on a full disk.
-        let pid = server.process.processIdentifier
+        let pid = server.processIdentifier
         #expect(await fileSizeLimit(of: pid, "1"))
         let (status, body) = try await readiness(until: 503)
         #expect(status == 503, "\(body)")
@@ -56,7 +56,7 @@ struct ReadinessTests {
 
         #expect(await fileSizeLimit(of: pid, "unlimited"))
         #expect(try await readiness(until: 200).0 == 200)
-        #expect(server.process.isRunning)
+        #expect(server.isRunning)
     }
 
     /// Sets another process's soft file-size limit with util-linux's `prlimit`, spawned and reaped directly (no
