@@ -201,7 +201,9 @@ public struct KeyhavenBinary: Sendable {
         let inherited = ProcessInfo.processInfo.environment
         env["PATH"] = inherited["PATH"] ?? "/usr/bin:/bin"
         env["HOME"] = inherited["HOME"] ?? "/tmp"
-        return try Running(path: path, arguments: arguments, environment: env, directory: directory)
+        // Absolute: the child changes to `directory` before it runs the executable.
+        let executable = URL(fileURLWithPath: path).standardizedFileURL.path
+        return try Running(path: executable, arguments: arguments, environment: env, directory: directory)
     }
 
     /// Runs `keyhaven <arguments>` to completion and returns (exit status, stdout, stderr).
