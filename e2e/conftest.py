@@ -108,6 +108,7 @@ def server(workdir, fakes):
     # The secret parts (ids such as the access key id or the client id are shown as hints by design).
     pem = json.loads(credentials["google_cloud"])["private_key"]
     secrets = [credentials[name] for name in ("openai", "anthropic", "gemini", "aws_secret_access_key", "azure_client_secret")]
+    secrets += [value for name, value in credentials.items() if name in ("mistral", "groq", "deepseek", "xai", "openrouter", "together", "fireworks", "perplexity")]
     secrets += [line for line in pem.splitlines() if len(line) > 20 and "PRIVATE KEY" not in line]
     yield Server(url, log_path, secrets, environment, workdir)
     process.terminate()

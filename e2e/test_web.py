@@ -413,3 +413,28 @@ def test_every_page_in_both_languages_is_complete_translated_and_fits(browser, s
         visit("/no-such-page", "not-found", status=404)
         visit("/integrations/00000000-0000-7000-8000-000000000000", "integration-not-found", status=404)
         page.context.close()
+
+
+def test_a_catalog_provider_is_found_by_search_and_created_through_the_form(page, server, fakes):
+    credentials = fakes["credentials"]
+    sign_up(page)
+    page.goto("/integrations/new")
+    expect(page.get_by_role("heading", name="Modelos de IA")).to_be_visible()
+    expect(page.get_by_role("heading", name="Nube")).to_be_visible()
+    mistral = page.locator('a[href="/integrations/new?type=mistral"]')
+    openai = page.locator('a[href="/integrations/new?type=openai"]')
+    expect(mistral).to_contain_text("Clave de API de Mistral AI")
+    page.get_by_label("Buscar proveedores").fill("mist")
+    expect(mistral).to_be_visible()
+    expect(openai).to_be_hidden()
+    expect(page.get_by_role("heading", name="Nube")).to_be_hidden()
+    page.get_by_label("Buscar proveedores").fill("nothing like it")
+    expect(page.get_by_text("Ningún proveedor coincide.")).to_be_visible()
+    page.get_by_label("Buscar proveedores").fill("Mistral")
+    mistral.click()
+    page.get_by_label("Nombre").fill("Mistral prod")
+    page.get_by_label("Clave de API").fill(credentials["mistral"])
+    page.get_by_role("button", name="Guardar y Verificar").click()
+    expect(page).to_have_url(re.compile(r"/integrations\?done=created$"))
+    expect(card(page, "Mistral prod").locator(".badge")).to_have_text("Conectado", timeout=20000)
+    assert_no_secret(page, server.secrets)

@@ -86,6 +86,8 @@ public struct KeyhavenRuntime: Sendable {
     public static func open(
         _ configuration: KeyhavenConfiguration, allowKeyringCreation: Bool, logger: Logger, database: Database? = nil
     ) async throws -> KeyhavenRuntime {
+        // The operator's catalog first: integration types, endpoints and prices are all read from it.
+        ProviderCatalog.install(configuration.catalog)
         let database = if let database { database } else { try await configuration.openDatabase(logger: logger) }
         do {
             let applied = try await Migrator(database: database).migrate()
@@ -370,6 +372,7 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
         .addRoutes(to: api.group("routes", context: UserContext.self))
     PricesController(service: usage)
         .addRoutes(to: api.group("orgs", context: UserContext.self))
+    CatalogController().addRoutes(to: api.group("catalog", context: UserContext.self))
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)
     return router

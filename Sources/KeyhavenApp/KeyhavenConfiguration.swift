@@ -104,6 +104,9 @@ public struct KeyhavenConfiguration: Sendable {
     /// The most memory, in bytes, that request bodies read whole before they are forwarded (fallback routes) may
     /// hold at once (`KEYHAVEN_BUFFERED_BODY_MEMORY_MB`, default 256 MiB); past it such a request answers 503.
     public var bufferedBodyMemory = 256 << 20
+    /// The providers this server knows: the built-in catalog, with the entries of the file named by
+    /// `KEYHAVEN_CATALOG_EXTRA` after them (SPEC §16). The runtime makes it the process's catalog.
+    public var catalog = ProviderCatalog.current
 
     /// A host and port to listen on.
     public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
@@ -173,6 +176,20 @@ public struct KeyhavenConfiguration: Sendable {
 
     /// Whether the server is reached over https.
     public var isHTTPS: Bool { publicURL.scheme == "https" }
+
+    /// The built-in catalog with the entries of the file at `path`.
+    ///
+    /// - Throws: `KeyhavenError.configuration` naming the file and what is wrong with it.
+    static func catalog(adding path: String) throws -> ProviderCatalog {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw KeyhavenError.configuration("KEYHAVEN_CATALOG_EXTRA: \(path) could not be read")
+        }
+        do {
+            return try ProviderCatalog.builtIn().adding(ProviderCatalog.parse(data))
+        } catch let invalid as ProviderCatalog.Invalid {
+            throw KeyhavenError.configuration("KEYHAVEN_CATALOG_EXTRA: \(path): \(invalid.description)")
+        }
+    }
 
     /// Reads and checks every setting.
     ///
@@ -245,8 +262,11 @@ public struct KeyhavenConfiguration: Sendable {
             }
             return url
         }
-        for type in IntegrationType.allCases {
-            if let url = try providerURL(type.rawValue.uppercased()) { providerEndpoints.overrides[type] = url }
+        if let path = text("keyhaven.catalog.extra") {
+            catalog = try Self.catalog(adding: path)
+        }
+        for entry in catalog.providers {
+            if let url = try providerURL(entry.id.uppercased()) { providerEndpoints.overrides[entry.type] = url }
         }
         for service in ProviderService.allCases {
             if let url = try providerURL(service.rawValue) { providerEndpoints.services[service] = url }

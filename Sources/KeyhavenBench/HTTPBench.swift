@@ -21,6 +21,13 @@ import SQLKit
 func runHelloServer(port: Int) async throws {
     let router = Router()
     router.get("/") { _, _ in "Hello" }
+    // A fixed body of `n` bytes: the floor under a route that answers as many (a list of 50 integrations).
+    router.get("/bytes/:n") { _, context -> Response in
+        let count = min(max(context.parameters.get("n").flatMap { Int($0) } ?? 0, 0), 1 << 20)
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(repeating: UInt8(ascii: " "), count: count)))
+    }
     let app = Application(
         router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
         logger: Logger(label: "hello", factory: { _ in SwiftLogNoOpLogHandler() }))

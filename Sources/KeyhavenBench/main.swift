@@ -42,6 +42,10 @@ case "in-process":
     guard options.count == 2 else { exit(1) }
     try await runInProcess(databaseURL: options[0], masterKey: options[1])
     exit(0)
+case "floors":
+    guard let url = arguments.dropFirst().first else { exit(1) }
+    try await runFloors(databaseURL: url)
+    exit(0)
 case "relay":
     let ports = arguments.dropFirst().compactMap { Int($0) }
     guard ports.count == 2 else { exit(1) }

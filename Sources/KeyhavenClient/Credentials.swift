@@ -19,6 +19,9 @@ public enum Credentials: Sendable, Equatable, CustomStringConvertible, CustomDeb
     case anthropic(apiKey: String)
     /// A Gemini API key.
     case gemini(apiKey: String)
+    /// The API key of another catalog provider without settings (Mistral, Groq, DeepSeek, xAI, OpenRouter,
+    /// Together, Fireworks, Perplexity, or one the server's operator added).
+    case apiKey(provider: IntegrationType, key: String)
 
     /// The integration type these credentials belong to.
     public var type: IntegrationType {
@@ -29,6 +32,7 @@ public enum Credentials: Sendable, Equatable, CustomStringConvertible, CustomDeb
         case .azure: .azure
         case .anthropic: .anthropic
         case .gemini: .gemini
+        case .apiKey(let provider, _): provider
         }
     }
 
@@ -174,7 +178,7 @@ extension Credentials {
                 ]),
                 .object(principal.cloud.map { ["cloud": .string($0)] } ?? [:])
             )
-        case .anthropic(let key), .gemini(let key):
+        case .anthropic(let key), .gemini(let key), .apiKey(_, let key):
             return (.string(key), .object([:]))
         }
     }
@@ -191,6 +195,8 @@ extension Credentials {
             self = .anthropic(apiKey: key)
         case (.gemini, .string(let key)):
             self = .gemini(apiKey: key)
+        case (_, .string(let key)) where ![.openai, .googleCloud, .aws, .azure].contains(type):
+            self = .apiKey(provider: type, key: key)
         case (.googleCloud, .object(let object)):
             var fields: [String: String] = [:]
             for (name, value) in object {

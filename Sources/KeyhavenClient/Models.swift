@@ -1,19 +1,61 @@
 import Foundation
 
-/// The kinds of integration a Keyhaven server stores.
-public enum IntegrationType: String, Sendable, Codable, CaseIterable {
+/// A provider a Keyhaven server stores credentials for: an id of the server's catalog (`GET /api/catalog`). The
+/// built-in providers are named here; a server may know more (its operator's additions), which decode too.
+public struct IntegrationType: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The catalog id, as the API sends it.
+    public let rawValue: String
+
+    /// The type of the catalog id `rawValue`.
+    public init(rawValue: String) {
+        self.rawValue = rawValue
+    }
+
+    public init(from decoder: any Decoder) throws {
+        rawValue = try decoder.singleValueContainer().decode(String.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+
+    public var description: String { rawValue }
+
     /// OpenAI.
-    case openai
+    public static let openai = IntegrationType(rawValue: "openai")
     /// Google Cloud (a service account).
-    case googleCloud = "google_cloud"
+    public static let googleCloud = IntegrationType(rawValue: "google_cloud")
     /// Amazon Web Services.
-    case aws
+    public static let aws = IntegrationType(rawValue: "aws")
     /// Microsoft Azure (a service principal).
-    case azure
+    public static let azure = IntegrationType(rawValue: "azure")
     /// Anthropic.
-    case anthropic
+    public static let anthropic = IntegrationType(rawValue: "anthropic")
     /// Google Gemini.
-    case gemini
+    public static let gemini = IntegrationType(rawValue: "gemini")
+    /// Mistral AI.
+    public static let mistral = IntegrationType(rawValue: "mistral")
+    /// Groq.
+    public static let groq = IntegrationType(rawValue: "groq")
+    /// DeepSeek.
+    public static let deepseek = IntegrationType(rawValue: "deepseek")
+    /// xAI.
+    public static let xai = IntegrationType(rawValue: "xai")
+    /// OpenRouter.
+    public static let openrouter = IntegrationType(rawValue: "openrouter")
+    /// Together AI.
+    public static let together = IntegrationType(rawValue: "together")
+    /// Fireworks AI.
+    public static let fireworks = IntegrationType(rawValue: "fireworks")
+    /// Perplexity.
+    public static let perplexity = IntegrationType(rawValue: "perplexity")
+
+    /// The providers of the built-in catalog.
+    public static let allCases: [IntegrationType] = [
+        .openai, .anthropic, .gemini, .mistral, .groq, .deepseek, .xai, .openrouter, .together, .fireworks,
+        .perplexity, .googleCloud, .aws, .azure,
+    ]
 }
 
 /// Where an integration's credentials stand.

@@ -193,6 +193,20 @@ public enum RateDecision: Sendable, Equatable {
     case limited(retryAfterSeconds: Int)
 }
 
+/// One attempt to count under `key`, at most `limit` in each `window`, in the transaction of the work it pays for.
+public struct RateCount: Sendable, Equatable {
+    public var key: String
+    public var limit: Int
+    public var window: Duration
+
+    /// Creates the count.
+    public init(key: String, limit: Int, window: Duration) {
+        self.key = key
+        self.limit = limit
+        self.window = window
+    }
+}
+
 /// Fixed-window counters shared by every instance (they live in the database).
 public protocol RateLimiter: Sendable {
     /// Counts one attempt under `key`; more than `limit` in the window is refused.
@@ -204,4 +218,12 @@ public protocol RateLimiter: Sendable {
     ///
     /// - Throws: `KeyhavenError.unavailable` if the database cannot be reached.
     func reset(_ key: String) async throws
+
+    /// Whether the counters live in the database the stores write to, so that an attempt can be counted inside the
+    /// transaction of the work it pays for (``RateCount``) instead of in one of its own.
+    var countsInDatabase: Bool { get }
+}
+
+extension RateLimiter {
+    public var countsInDatabase: Bool { false }
 }

@@ -37,24 +37,36 @@ public enum Credentials: Sendable, RedactedDescription {
         guard let value = bytes.withUnsafeBytes({ try? JSONValue(parsing: $0) }) else {
             throw KeyhavenError.decryptionFailed
         }
-        switch (type, value) {
-        case (.openai, .string(let key)), (.anthropic, .string(let key)), (.gemini, .string(let key)):
+        switch (type.entry?.credential.kind ?? Self.kind(ofStored: value), value) {
+        case (.apiKey, .string(let key)):
             self = .apiKey(key)
-        case (.googleCloud, .object(let fields)):
+        case (.googleServiceAccount, .object(let fields)):
             self = .googleServiceAccount(fields)
-        case (.aws, .object(let fields)):
+        case (.awsKeys, .object(let fields)):
             guard let accessKeyID = fields["access_key_id"]?.stringValue,
                 let secret = fields["secret_access_key"]?.stringValue
             else { throw KeyhavenError.decryptionFailed }
             self = .aws(
                 accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: fields["session_token"]?.stringValue)
-        case (.azure, .object(let fields)):
+        case (.azureServicePrincipal, .object(let fields)):
             guard let tenant = fields["tenant_id"]?.stringValue, let client = fields["client_id"]?.stringValue,
                 let secret = fields["client_secret"]?.stringValue
             else { throw KeyhavenError.decryptionFailed }
             self = .azure(tenantID: tenant, clientID: client, clientSecret: secret)
         default:
             throw KeyhavenError.decryptionFailed
+        }
+    }
+
+    /// The kind stored credentials have by their shape alone, for an integration whose provider the catalog no
+    /// longer has: its key can still be read by the backend that uses it.
+    private static func kind(ofStored value: JSONValue) -> ProviderEntry.Kind? {
+        switch value {
+        case .string: .apiKey
+        case .object(let fields) where fields["access_key_id"] != nil: .awsKeys
+        case .object(let fields) where fields["tenant_id"] != nil: .azureServicePrincipal
+        case .object(let fields) where fields["type"]?.stringValue == "service_account": .googleServiceAccount
+        default: nil
         }
     }
 
@@ -115,22 +127,14 @@ public enum CredentialValidator {
     /// Field names used in validation errors: `credentials` for key strings, `credentials.<name>` inside objects.
     public static func validate(type: IntegrationType, _ value: JSONValue) -> Result<Credentials, FieldErrors> {
         var errors = FieldErrors()
-        switch type {
-        case .openai:
-            return apiKey(value, prefix: "sk-", minimumLength: 20, example: "sk-…")
-        case .anthropic:
-            return apiKey(value, prefix: "sk-ant-", minimumLength: 24, example: "sk-ant-…")
-        case .gemini:
-            guard case .string(let key) = value, key.hasPrefix("AIza"), key.utf8.count == 39,
-                key.utf8.allSatisfy(ASCII.isKeyCharacter)
-            else {
-                errors.add(
-                    FieldProblem(.geminiKey, "must be a Gemini API key: AIza followed by 35 letters, digits, - or _"),
-                    to: "credentials")
-                return .failure(errors)
-            }
-            return .success(.apiKey(key))
-        case .aws:
+        guard let rule = type.entry?.credential else {
+            errors.add(FieldProblem(.invalid, "is not a provider this server knows"), to: "type")
+            return .failure(errors)
+        }
+        switch rule.kind {
+        case .apiKey:
+            return apiKey(value, rule: rule)
+        case .awsKeys:
             guard case .object(let fields) = value else {
                 errors.add(
                     FieldProblem(.awsObject, "must be an object with access_key_id and secret_access_key"),
@@ -172,7 +176,7 @@ public enum CredentialValidator {
             return errors.isEmpty
                 ? .success(.aws(accessKeyID: accessKeyID, secretAccessKey: secret, sessionToken: sessionToken))
                 : .failure(errors)
-        case .azure:
+        case .azureServicePrincipal:
             guard case .object(let fields) = value else {
                 errors.add(
                     FieldProblem(.azureObject, "must be an object with tenant_id, client_id and client_secret"),
@@ -201,19 +205,26 @@ public enum CredentialValidator {
             return errors.isEmpty
                 ? .success(.azure(tenantID: tenant.lowercased(), clientID: client.lowercased(), clientSecret: secret))
                 : .failure(errors)
-        case .googleCloud:
+        case .googleServiceAccount:
             return serviceAccount(value)
         }
     }
 
-    private static func apiKey(_ value: JSONValue, prefix: String, minimumLength: Int, example: String)
+    /// A key string of the catalog's shape: its prefix, a length within its bounds, letters, digits, - and _.
+    private static func apiKey(_ value: JSONValue, rule: ProviderEntry.CredentialRule)
         -> Result<Credentials, FieldErrors>
     {
-        guard case .string(let key) = value, key.hasPrefix(prefix), key.utf8.count >= minimumLength,
-            key.utf8.count <= 512, key.utf8.allSatisfy(ASCII.isKeyCharacter)
+        guard case .string(let key) = value, key.hasPrefix(rule.prefix),
+            (rule.minLength...rule.maxLength).contains(key.utf8.count), key.utf8.allSatisfy(ASCII.isKeyCharacter)
         else {
             var errors = FieldErrors()
-            errors.add(.apiKey(example: example), to: "credentials")
+            if rule.problem == FieldProblem.Code.geminiKey.rawValue {
+                errors.add(
+                    FieldProblem(.geminiKey, "must be a Gemini API key: AIza followed by 35 letters, digits, - or _"),
+                    to: "credentials")
+            } else {
+                errors.add(.apiKey(example: rule.example), to: "credentials")
+            }
             return .failure(errors)
         }
         return .success(.apiKey(key))
@@ -330,16 +341,23 @@ public enum CredentialValidator {
         func identifier(prefix: String) -> (String) -> Bool {
             { $0.hasPrefix(prefix) && $0.utf8.count <= 64 && $0.utf8.allSatisfy(ASCII.isKeyCharacter) }
         }
-        switch type {
-        case .openai:
-            string(
-                "organization", identifier(prefix: "org-"),
-                FieldProblem(.openAIOrganization, "must be an organization id like org-…"))
-            string(
-                "project", identifier(prefix: "proj_"),
-                FieldProblem(.openAIProject, "must be a project id like proj_…"))
-            errors.rejectUnknown(config, allowed: ["organization", "project"], prefix: "config")
-        case .googleCloud:
+        switch type.entry?.credential.kind {
+        case nil:
+            // An integration whose provider the catalog no longer has: its settings cannot be checked, nor used.
+            break
+        case .apiKey:
+            let settings = type.entry?.settings ?? []
+            for setting in settings {
+                string(
+                    setting.name,
+                    {
+                        $0.hasPrefix(setting.prefix) && $0.utf8.count > setting.prefix.utf8.count
+                            && $0.utf8.count <= 64 && $0.utf8.allSatisfy(ASCII.isKeyCharacter)
+                    },
+                    settingProblem(setting))
+            }
+            errors.rejectUnknown(config, allowed: Set(settings.map(\.name)), prefix: "config")
+        case .googleServiceAccount:
             if let scopes = config["scopes"] {
                 guard case .array(let items) = scopes, !items.isEmpty, items.count <= 20,
                     items.allSatisfy({ item in
@@ -355,18 +373,28 @@ public enum CredentialValidator {
                 }
             }
             errors.rejectUnknown(config, allowed: ["scopes"], prefix: "config")
-        case .aws:
+        case .awsKeys:
             string("region", isAWSRegion, FieldProblem(.awsRegion, "must be an AWS region like us-east-1"))
             errors.rejectUnknown(config, allowed: ["region"], prefix: "config")
-        case .azure:
+        case .azureServicePrincipal:
             string(
                 "cloud", { ["public", "usgovernment", "china"].contains($0) },
                 FieldProblem(.azureCloud, "must be public, usgovernment or china"))
             errors.rejectUnknown(config, allowed: ["cloud"], prefix: "config")
-        case .anthropic, .gemini:
-            errors.rejectUnknown(config, allowed: [], prefix: "config")
         }
         return errors
+    }
+
+    /// What a malformed setting of an API-key provider is reported as.
+    private static func settingProblem(_ setting: ProviderEntry.Setting) -> FieldProblem {
+        switch FieldProblem.Code(rawValue: setting.problem) {
+        case .openAIOrganization?: FieldProblem(.openAIOrganization, "must be an organization id like org-…")
+        case .openAIProject?: FieldProblem(.openAIProject, "must be a project id like proj_…")
+        default:
+            FieldProblem(
+                .invalid, "must be an id like \(setting.prefix)… (letters, digits, - and _)",
+                parameters: ["example": "\(setting.prefix)…"])
+        }
     }
 }
 

@@ -1,14 +1,45 @@
 import Foundation
 
-/// The providers Keyhaven stores credentials for. Adding one is adding a case, its credential format, and a
-/// verifier; nothing else changes.
-public enum IntegrationType: String, Sendable, CaseIterable, Codable {
-    case openai
-    case googleCloud = "google_cloud"
-    case aws
-    case azure
-    case anthropic
-    case gemini
+/// A provider Keyhaven stores credentials for: the id of a ``ProviderCatalog`` entry (SPEC §16). Adding an
+/// OpenAI-compatible provider is adding a catalog entry; the cloud kinds have their verifiers in code.
+public struct IntegrationType: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The catalog id, as stored and sent in the API.
+    public let rawValue: String
+
+    /// The type of a provider the process's catalog has; nil for any other text.
+    public init?(rawValue: String) {
+        guard ProviderCatalog.current.entry(rawValue) != nil else { return nil }
+        self.rawValue = rawValue
+    }
+
+    /// The type of a stored row, whether or not the catalog still has its provider (an operator may remove an
+    /// entry of theirs): nil only for text that is not an id at all.
+    public init?(stored text: String) {
+        let bytes = Array(text.utf8)
+        guard (2...40).contains(bytes.count), bytes.first.map(ASCII.isLower) == true,
+            bytes.allSatisfy({ ASCII.isLower($0) || ASCII.isDigit($0) || $0 == UInt8(ascii: "_") })
+        else { return nil }
+        rawValue = text
+    }
+
+    init(catalogID: String) {
+        rawValue = catalogID
+    }
+
+    public var description: String { rawValue }
+
+    /// Its catalog entry; nil when the catalog no longer has it.
+    public var entry: ProviderEntry? { ProviderCatalog.current.entry(rawValue) }
+
+    /// Every type of the process's catalog, in its order.
+    public static var allCases: [IntegrationType] { ProviderCatalog.current.providers.map(\.type) }
+
+    public static let openai = IntegrationType(catalogID: "openai")
+    public static let anthropic = IntegrationType(catalogID: "anthropic")
+    public static let gemini = IntegrationType(catalogID: "gemini")
+    public static let googleCloud = IntegrationType(catalogID: "google_cloud")
+    public static let aws = IntegrationType(catalogID: "aws")
+    public static let azure = IntegrationType(catalogID: "azure")
 }
 
 /// Where an integration stands (SPEC §6); the UI shows Verificando / Conectado / Error / Deshabilitado.

@@ -53,12 +53,15 @@ public struct CredentialDenial: Error, Sendable {
 
 /// Integrations and their encrypted credentials. Every change is audited in the same transaction.
 public protocol IntegrationStore: Sendable {
-    /// Creates an integration in status `verifying` with its first credential version.
+    /// Creates an integration in status `verifying` with its first credential version, counting `check` (the
+    /// provider check it starts) in the same transaction: one commit per create, and a create that fails counts
+    /// nothing.
     ///
-    /// - Throws: `KeyhavenError.conflict` if the owner already has an integration with this name.
+    /// - Throws: `KeyhavenError.conflict` if the owner already has an integration with this name,
+    ///   `KeyhavenError.rateLimited` once `check`'s budget is spent.
     func create(
         ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
-        rotation: RotationPolicy, actor: AuditActor
+        rotation: RotationPolicy, counting check: RateCount?, actor: AuditActor
     ) async throws -> Integration
 
     /// The owner's integrations, newest first, after the cursor (the last id of the previous page).
@@ -121,15 +124,15 @@ public protocol IntegrationStore: Sendable {
 }
 
 extension IntegrationStore {
-    /// Creates an integration with no rotation policy.
+    /// Creates an integration with no rotation policy, counting nothing.
     ///
-    /// - Throws: as ``create(ownerID:name:type:config:credentials:rotation:actor:)``.
+    /// - Throws: as ``create(ownerID:name:type:config:credentials:rotation:counting:actor:)``.
     public func create(
         ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
         actor: AuditActor
     ) async throws -> Integration {
         try await create(
             ownerID: ownerID, name: name, type: type, config: config, credentials: credentials, rotation: .off,
-            actor: actor)
+            counting: nil, actor: actor)
     }
 }

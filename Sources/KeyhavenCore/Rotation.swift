@@ -35,13 +35,16 @@ public struct RotationPolicy: Sendable, Equatable, Codable {
         case graceHours = "grace_hours"
     }
 
-    /// The types whose provider lets a credential replace itself.
-    public static let automaticTypes: Set<IntegrationType> = [.aws, .googleCloud, .azure]
+    /// Whether `type`'s provider lets a credential replace itself: the cloud kinds, not API keys.
+    public static func allowsAutomatic(_ type: IntegrationType) -> Bool {
+        guard let kind = type.entry?.credential.kind else { return false }
+        return kind != .apiKey
+    }
 
     /// The problems with this policy for an integration of `type`, by field (`rotation.mode`, …).
     public func problems(for type: IntegrationType) -> FieldErrors {
         var errors = FieldErrors()
-        if mode == .automatic && !Self.automaticTypes.contains(type) {
+        if mode == .automatic && !Self.allowsAutomatic(type) {
             errors.add(.rotationAutomatic, to: "rotation.mode")
         }
         if !(1...3650).contains(everyDays) { errors.add(.rotationEveryDays, to: "rotation.every_days") }

@@ -14,6 +14,8 @@ public enum VerificationDetail: Sendable, Equatable {
     case noAccessToken
     /// A model list endpoint answered 200 without the list.
     case modelListMissing
+    /// The integration's provider is no longer in this server's catalog.
+    case providerNotInCatalog
     /// AWS STS answered 200 without the account and ARN.
     case callerIdentityMissing
     /// A service account names a token endpoint that is not Google's.
@@ -77,6 +79,7 @@ public enum VerificationDetail: Sendable, Equatable {
         case requestNotBuilt = "request_not_built"
         case noAccessToken = "no_access_token"
         case modelListMissing = "model_list_missing"
+        case providerNotInCatalog = "provider_not_in_catalog"
         case callerIdentityMissing = "caller_identity_missing"
         case tokenURINotGoogle = "token_uri_not_google"
         case privateKeyUnreadable = "private_key_unreadable"
@@ -94,6 +97,7 @@ public enum VerificationDetail: Sendable, Equatable {
         case .requestNotBuilt: .requestNotBuilt
         case .noAccessToken: .noAccessToken
         case .modelListMissing: .modelListMissing
+        case .providerNotInCatalog: .providerNotInCatalog
         case .callerIdentityMissing: .callerIdentityMissing
         case .tokenURINotGoogle: .tokenURINotGoogle
         case .privateKeyUnreadable: .privateKeyUnreadable
@@ -117,8 +121,8 @@ public enum VerificationDetail: Sendable, Equatable {
             [("code", code), ("message", message)].reduce(into: [:]) { result, pair in
                 if let value = pair.1 { result[pair.0] = value }
             }
-        case .noAccessToken, .modelListMissing, .callerIdentityMissing, .tokenURINotGoogle, .privateKeyUnreadable,
-            .timedOut:
+        case .noAccessToken, .modelListMissing, .providerNotInCatalog, .callerIdentityMissing, .tokenURINotGoogle,
+            .privateKeyUnreadable, .timedOut:
             [:]
         }
     }
@@ -130,6 +134,7 @@ public enum VerificationDetail: Sendable, Equatable {
         case .requestNotBuilt(let reason): "The request could not be built: \(reason.text)."
         case .noAccessToken: "No access token was returned."
         case .modelListMissing: "The model list was missing."
+        case .providerNotInCatalog: "This server's provider catalog no longer has the integration's provider."
         case .callerIdentityMissing: "The caller identity was missing."
         case .tokenURINotGoogle: "The service account's token_uri is not a Google endpoint."
         case .privateKeyUnreadable: "The private key could not be read."
@@ -167,6 +172,7 @@ public enum VerificationDetail: Sendable, Equatable {
             self = .provider(code: parameters["code"], message: parameters["message"])
         case .noAccessToken?: self = .noAccessToken
         case .modelListMissing?: self = .modelListMissing
+        case .providerNotInCatalog?: self = .providerNotInCatalog
         case .callerIdentityMissing?: self = .callerIdentityMissing
         case .tokenURINotGoogle?: self = .tokenURINotGoogle
         case .privateKeyUnreadable?: self = .privateKeyUnreadable
@@ -183,8 +189,8 @@ public enum VerificationDetail: Sendable, Equatable {
         case .storedSettingsInvalid(let fields): .storedSettingsInvalid(fields: clean(fields))
         case .azure(let code, let refusal): .azure(code: clean(code), refusal)
         case .provider(let code, let message): .provider(code: code.map(clean), message: message.map(clean))
-        case .requestNotBuilt, .noAccessToken, .modelListMissing, .callerIdentityMissing, .tokenURINotGoogle,
-            .privateKeyUnreadable, .timedOut:
+        case .requestNotBuilt, .noAccessToken, .modelListMissing, .providerNotInCatalog, .callerIdentityMissing,
+            .tokenURINotGoogle, .privateKeyUnreadable, .timedOut:
             self
         }
     }

@@ -19,22 +19,24 @@ for (type, path) in [
 ] {
     environment["KEYHAVEN_PROVIDER_\(type)_URL"] = "\(root)/\(path)"
 }
-let account = String(decoding: try JSONEncoder().encode(JSONValue.object(fakes.googleAccount)), as: UTF8.self)
-let info: [String: Any] = [
-    "base_url": root,
-    "environment": environment,
-    "credentials": [
-        "openai": FakeProviders.openAIKey,
-        "anthropic": FakeProviders.anthropicKey,
-        "gemini": FakeProviders.geminiKey,
-        "aws_access_key_id": FakeProviders.awsAccessKeyID,
-        "aws_secret_access_key": FakeProviders.awsSecret,
-        "azure_tenant_id": FakeProviders.azureTenant,
-        "azure_client_id": FakeProviders.azureClient,
-        "azure_client_secret": FakeProviders.azureSecret,
-        "google_cloud": account,
-    ],
+var credentials: [String: String] = [
+    "openai": FakeProviders.openAIKey,
+    "anthropic": FakeProviders.anthropicKey,
+    "gemini": FakeProviders.geminiKey,
+    "aws_access_key_id": FakeProviders.awsAccessKeyID,
+    "aws_secret_access_key": FakeProviders.awsSecret,
+    "azure_tenant_id": FakeProviders.azureTenant,
+    "azure_client_id": FakeProviders.azureClient,
+    "azure_client_secret": FakeProviders.azureSecret,
 ]
+// The catalog's OpenAI-compatible providers, each at its own path.
+for provider in FakeProviders.catalogProviders {
+    environment["KEYHAVEN_PROVIDER_\(provider.id.uppercased())_URL"] = "\(root)/\(provider.id)"
+    credentials[provider.id] = provider.key
+}
+let account = String(decoding: try JSONEncoder().encode(JSONValue.object(fakes.googleAccount)), as: UTF8.self)
+credentials["google_cloud"] = account
+let info: [String: Any] = ["base_url": root, "environment": environment, "credentials": credentials]
 let data = try JSONSerialization.data(withJSONObject: info, options: [.prettyPrinted, .sortedKeys])
 let output = URL(fileURLWithPath: arguments[0])
 try data.write(to: output.appendingPathExtension("tmp"))

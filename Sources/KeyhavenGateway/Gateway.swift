@@ -9,11 +9,14 @@ import Synchronization
 /// §13): the caller's own key and hop-by-hop headers are dropped, the body streams both ways, and the provider's
 /// status and body come back unchanged while their usage numbers are read on the way.
 public final class Gateway: Sendable {
-    /// The providers the gateway forwards to.
-    public static let providers: Set<IntegrationType> = [.openai, .anthropic, .gemini]
+    /// Whether the gateway forwards to `type`'s provider: its catalog entry has gateway rules (SPEC §16).
+    public static func forwards(_ type: IntegrationType) -> Bool { type.entry?.gateway != nil }
 
     /// Each provider's base URL, and its path without a trailing slash (prefixed to every forwarded path).
     let bases: [IntegrationType: (url: URL, path: String)]
+    /// What the caller sent that never reaches the provider (``notForwarded``, and every catalog provider's own
+    /// key and setting headers).
+    let dropped: Set<String>
     let clients: GatewayClients
     /// Model prices, replaceable while running.
     public let prices: Prices
@@ -33,13 +36,17 @@ public final class Gateway: Sendable {
         self.inspectLimit = inspectLimit
         self.memory = memory
         var bases: [IntegrationType: (url: URL, path: String)] = [:]
-        for type in Self.providers {
-            let url = endpoints.base(type)
+        var dropped = Self.notForwarded
+        for entry in ProviderCatalog.current.providers where entry.gateway != nil {
+            let url = endpoints.base(entry.type)
             var path = url.path(percentEncoded: true)
             while path.hasSuffix("/") { path.removeLast() }
-            bases[type] = (url, path)
+            bases[entry.type] = (url, path)
+            if let auth = entry.auth { dropped.insert(auth.header.lowercased()) }
+            for header in entry.settings.compactMap(\.header) { dropped.insert(header.lowercased()) }
         }
         self.bases = bases
+        self.dropped = dropped
         clients = GatewayClients(egress: egress)
         self.prices = prices
     }
@@ -231,25 +238,26 @@ public final class Gateway: Sendable {
         guard Self.isSafePath(request.path), request.query.map(Self.isSafeQuery) ?? true else {
             throw Refusal.invalidPath
         }
-        guard case .apiKey(let key) = credentials, Self.providers.contains(integration.type) else {
+        guard case .apiKey(let key) = credentials, let entry = integration.type.entry, let rules = entry.gateway,
+            let base = bases[integration.type]
+        else {
             throw Refusal.invalidPath
         }
-        guard let base = bases[integration.type] else { throw Refusal.invalidPath }
         var target = base.path + request.path
         if let query = Self.withoutKey(request.query) { target += "?" + query }
         let origin = try await clients.origin(of: base.url)
 
         var upstream = HTTPRequestHead(version: .http1_1, method: request.method, uri: target)
-        for (name, value) in request.headers where Self.forwards(name) {
+        for (name, value) in request.headers where forwards(name) {
             upstream.headers.add(name: name, value: value)
         }
-        for (name, value) in Self.credentialHeaders(integration.type, key: key, config: integration.config) {
+        for (name, value) in Self.credentialHeaders(entry, key: key, config: integration.config) {
             upstream.headers.replaceOrAdd(name: name, value: value)
         }
         var bytes: ByteBuffer?
         var stream: ResumedBody<Body.AsyncIterator>?
         var hidesUsageChunk = false
-        var requestModel = integration.type == .gemini ? Self.geminiModel(in: request.path) : nil
+        var requestModel = rules.usage == .gemini ? Self.geminiModel(in: request.path) : nil
         // Input tokens to charge when a metered answer ends without usage; nil for what is not metered.
         var inputEstimate: Int64?
         // The memory a metered body read whole holds until it is sent.
@@ -383,9 +391,9 @@ public final class Gateway: Sendable {
         "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "x-csrf-token",
     ])
 
-    static func forwards(_ name: String) -> Bool {
+    func forwards(_ name: String) -> Bool {
         let lowered = name.lowercased()
-        return !notForwarded.contains(lowered) && !lowered.hasPrefix("keyhaven-")
+        return !dropped.contains(lowered) && !lowered.hasPrefix("keyhaven-")
     }
 
     /// What the provider answered that does not go back: hop-by-hop headers and cookies for the provider's own
@@ -400,23 +408,19 @@ public final class Gateway: Sendable {
             headers[canonicalForm: "connection"].map { $0.lowercased().trimmingCharacters(in: .whitespaces) })
     }
 
-    /// The stored credential the way each provider expects it (SPEC §13).
-    static func credentialHeaders(_ type: IntegrationType, key: String, config: [String: JSONValue]) -> [(
+    /// The stored credential the way each provider expects it (SPEC §13): in its catalog entry's header, with the
+    /// settings that go as headers.
+    static func credentialHeaders(_ entry: ProviderEntry, key: String, config: [String: JSONValue]) -> [(
         String, String
     )] {
-        switch type {
-        case .anthropic:
-            return [("x-api-key", key)]
-        case .gemini:
-            return [("x-goog-api-key", key)]
-        default:
-            var headers = [("authorization", "Bearer \(key)")]
-            if let organization = config["organization"]?.stringValue {
-                headers.append(("openai-organization", organization))
+        guard let auth = entry.auth else { return [] }
+        var headers = [(auth.header.lowercased(), auth.value(key))]
+        for setting in entry.settings {
+            if let header = setting.header, let value = config[setting.name]?.stringValue {
+                headers.append((header.lowercased(), value))
             }
-            if let project = config["project"]?.stringValue { headers.append(("openai-project", project)) }
-            return headers
         }
+        return headers
     }
 
     // MARK: Paths

@@ -14,7 +14,8 @@ import NIOHTTP1
 /// nothing at any of the three providers, and neither do the few `POST`s listed as free (token counting,
 /// moderation); those are always forwarded.
 ///
-/// The lists are allow-lists on purpose: an endpoint a provider adds later is unmetered until it is listed here.
+/// The lists, in the provider catalog, are allow-lists on purpose: an endpoint a provider adds later is unmetered
+/// until it is listed there.
 public enum MeteredEndpoints {
     /// How the gateway treats one request.
     public enum Kind: Sendable, Equatable {
@@ -27,43 +28,19 @@ public enum MeteredEndpoints {
         case unmetered
     }
 
-    /// OpenAI's metered `POST` paths; the chat and legacy completions take `stream_options`.
-    static let openAI: [String: Bool] = [
-        "/v1/chat/completions": true, "/v1/completions": true, "/v1/embeddings": false, "/v1/responses": false,
-    ]
-    static let openAIFree: Set<String> = ["/v1/moderations", "/v1/responses/input_tokens"]
-    static let anthropic: Set<String> = ["/v1/messages"]
-    static let anthropicFree: Set<String> = ["/v1/messages/count_tokens"]
-    /// Gemini's metered methods, the last segment's suffix after the model (`models/gemini-2.5-flash:…`).
-    static let gemini: Set<String> = [":generateContent", ":streamGenerateContent"]
-    static let geminiFree: Set<String> = [":countTokens"]
-
-    /// How a request with `method` to `path` of a `provider` integration is treated, from its path alone.
+    /// How a request with `method` to `path` of a `provider` integration is treated, from its path alone: the
+    /// provider's catalog entry lists its metered and free `POST` paths (SPEC §16).
     public static func kind(_ provider: IntegrationType, method: HTTPMethod, path: String) -> Kind {
         switch method {
         case .GET, .HEAD, .DELETE: return .free
         case .POST: break
         default: return .unmetered
         }
-        switch provider {
-        case .openai:
-            if let option = openAI[path] { return .metered(streamUsageOption: option) }
-            return openAIFree.contains(path) ? .free : .unmetered
-        case .anthropic:
-            if anthropic.contains(path) { return .metered(streamUsageOption: false) }
-            return anthropicFree.contains(path) ? .free : .unmetered
-        case .gemini:
-            // `/v1beta/models/gemini-2.5-flash:generateContent`, also under `/v1/` and for tuned models.
-            let segments = path.split(separator: "/")
-            guard segments.count == 3, ["v1", "v1beta", "v1alpha"].contains(segments[0]),
-                ["models", "tunedModels"].contains(segments[1]), let colon = segments[2].firstIndex(of: ":")
-            else { return .unmetered }
-            let method = String(segments[2][colon...])
-            if gemini.contains(method) { return .metered(streamUsageOption: false) }
-            return geminiFree.contains(method) ? .free : .unmetered
-        default:
-            return .unmetered
+        guard let rules = provider.entry?.gateway else { return .unmetered }
+        if let metered = rules.metered.first(where: { $0.path.matches(path) }) {
+            return .metered(streamUsageOption: metered.streamUsageOption)
         }
+        return rules.free.contains { $0.matches(path) } ? .free : .unmetered
     }
 
     /// The most of a metered request's body read, by default, to learn its model, whether it streams, and its

@@ -61,13 +61,17 @@ public struct PriceTable: Sendable {
     /// Prices by provider, then by model name as the provider spells it.
     let prices: [IntegrationType: [String: ModelPrice]]
 
-    /// How many models of the three gateway providers have prices.
+    /// How many models of the gateway's providers have prices.
     public var count: Int { prices.values.reduce(0) { $0 + $1.count } }
 
-    /// The providers as the table names them.
-    static let providerNames: [String: IntegrationType] = [
-        "openai": .openai, "text-completion-openai": .openai, "anthropic": .anthropic, "gemini": .gemini,
-    ]
+    /// The catalog's providers by the names the table gives them (an entry's `prices`).
+    static func providerNames() -> [String: [IntegrationType]] {
+        var names: [String: [IntegrationType]] = [:]
+        for entry in ProviderCatalog.current.providers where entry.gateway != nil {
+            for name in entry.prices { names[name, default: []].append(entry.type) }
+        }
+        return names
+    }
 
     /// An empty table: every model is unpriced.
     public static let empty = PriceTable(prices: [:])
@@ -92,9 +96,10 @@ public struct PriceTable: Sendable {
             throw Invalid(description: "The price table is not a JSON object of models.")
         }
         var prices: [IntegrationType: [String: ModelPrice]] = [:]
+        let providerNames = Self.providerNames()
         for (key, value) in entries {
             guard let entry = value as? [String: Any], let providerName = entry["litellm_provider"] as? String,
-                let provider = Self.providerNames[providerName]
+                let providers = providerNames[providerName]
             else { continue }
             func price(_ field: String) throws -> Int64? {
                 guard let raw = entry[field] else { return nil }
@@ -107,14 +112,15 @@ public struct PriceTable: Sendable {
             }
             guard let input = try price("input_cost_per_token") else { continue }
             let model = Self.bareName(key, provider: providerName)
-            prices[provider, default: [:]][model] = ModelPrice(
+            let modelPrice = ModelPrice(
                 input: input, output: try price("output_cost_per_token") ?? 0,
                 cachedInput: try price("cache_read_input_token_cost"),
                 cacheWrite: try price("cache_creation_input_token_cost"),
                 reasoning: try price("output_cost_per_reasoning_token"))
+            for provider in providers { prices[provider, default: [:]][model] = modelPrice }
         }
         guard !prices.isEmpty else {
-            throw Invalid(description: "The price table has no OpenAI, Anthropic or Gemini model with a price.")
+            throw Invalid(description: "The price table has no model of a gateway provider with a price.")
         }
         self.prices = prices
     }

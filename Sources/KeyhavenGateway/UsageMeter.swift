@@ -4,7 +4,7 @@ import NIOCore
 
 /// Reads the provider's own usage numbers from an answer as it streams past (SPEC §13): OpenAI `usage` (chat
 /// completions, responses, embeddings, and the final chunk of a stream), Anthropic `usage` (and `message_start` /
-/// `message_delta` in streams, cache reads and writes included), Gemini `usageMetadata`.
+/// `message_delta` in streams, cache reads and writes included), Gemini `usageMetadata`, Cohere `billed_units`.
 ///
 /// Bytes pass through unchanged, chunk by chunk, except the one OpenAI chunk Keyhaven asked for on the caller's
 /// behalf (`stream_options.include_usage`), which is held back when the caller did not ask for it themselves.
@@ -24,7 +24,8 @@ public struct UsageMeter: Sendable {
     /// The longest single server-sent event read; a longer one is passed on without reading it.
     static let eventLimit = 1 << 20
 
-    let provider: IntegrationType
+    /// How the provider reports usage.
+    let format: ProviderEntry.UsageFormat
     let framing: Framing
     /// Whether the usage-only chunk of an OpenAI stream is held back (Keyhaven asked for it, the caller did not).
     let hidesUsageChunk: Bool
@@ -45,7 +46,8 @@ public struct UsageMeter: Sendable {
         provider: IntegrationType, contentType: String?, hidesUsageChunk: Bool, fallbackModel: String?,
         memory: MemoryBudget? = nil
     ) {
-        self.provider = provider
+        // The gateway meters only providers with gateway rules; OpenAI's shape is what the others copy.
+        format = provider.entry?.gateway?.usage ?? .openai
         let type = contentType?.lowercased() ?? ""
         framing = type.hasPrefix("text/event-stream") ? .events : (type.contains("json") ? .json : .opaque)
         held = framing == .json ? memory?.reserve(0) : nil
@@ -119,7 +121,7 @@ public struct UsageMeter: Sendable {
     public var usage: TokenUsage? {
         guard !counts.isEmpty else { return nil }
         func count(_ keys: String...) -> Int64 { keys.lazy.compactMap { counts[$0] }.first ?? 0 }
-        switch provider {
+        switch format {
         case .anthropic:
             let (fresh, read, written) = (
                 count("input_tokens"), count("cache_read_input_tokens"), count("cache_creation_input_tokens")
@@ -132,7 +134,9 @@ public struct UsageMeter: Sendable {
             return TokenUsage(
                 inputTokens: count("promptTokenCount"), cachedInputTokens: count("cachedContentTokenCount"),
                 outputTokens: count("candidatesTokenCount") + thoughts, reasoningTokens: thoughts)
-        default:
+        case .cohere:
+            return TokenUsage(inputTokens: count("input_tokens"), outputTokens: count("output_tokens"))
+        case .openai:
             return TokenUsage(
                 inputTokens: count("prompt_tokens", "input_tokens"),
                 cachedInputTokens: count("prompt_tokens_details.cached_tokens", "input_tokens_details.cached_tokens"),
@@ -172,7 +176,7 @@ public struct UsageMeter: Sendable {
         }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(data))) as? [String: Any] else { return true }
         absorb(object)
-        if hidesUsageChunk, provider == .openai, let choices = object["choices"] as? [Any], choices.isEmpty,
+        if hidesUsageChunk, format == .openai, let choices = object["choices"] as? [Any], choices.isEmpty,
             object["usage"] is [String: Any]
         {
             return false
@@ -182,7 +186,7 @@ public struct UsageMeter: Sendable {
 
     /// Takes the model and usage from one answer or event, wherever the provider puts them.
     private mutating func absorb(_ object: [String: Any]) {
-        switch provider {
+        switch format {
         case .anthropic:
             // `message_start` nests the message; `message_delta` has usage at the top.
             if let message = object["message"] as? [String: Any] {
@@ -194,7 +198,14 @@ public struct UsageMeter: Sendable {
         case .gemini:
             take(model: object["modelVersion"])
             take(usage: object["usageMetadata"])
-        default:
+        case .cohere:
+            // What is billed: v2's `usage` (in a stream, the `message-end` event's delta), v1's `meta`.
+            take(model: object["model"])
+            let delta = object["delta"] as? [String: Any]
+            for container in [object["usage"], delta?["usage"], object["meta"]] {
+                take(usage: (container as? [String: Any])?["billed_units"])
+            }
+        case .openai:
             // The Responses API's stream events nest the response.
             let response = object["response"] as? [String: Any] ?? object
             take(model: response["model"])

@@ -79,7 +79,7 @@ struct RotationView: Sendable {
     let history: [RotationRow]
 
     init(_ integration: Integration, rotations: [RotationRecord], texts: Texts) {
-        let automatic = RotationPolicy.automaticTypes.contains(integration.type)
+        let automatic = RotationPolicy.allowsAutomatic(integration.type)
         let modes: [RotationPolicy.Mode] = automatic ? [.off, .remind, .automatic] : [.off, .remind]
         self.modes = modes.map { mode in
             Choice(

@@ -166,7 +166,7 @@ extension IntegrationPages {
     /// Why a rotation cannot start now, from what the rotation store checks: the provider, whether the
     /// integration is enabled, and (otherwise) a rotation already under way.
     static func rotationRefusal(_ integration: Integration) -> String {
-        if !RotationPolicy.automaticTypes.contains(integration.type) { return "rotation_refused_type" }
+        if !RotationPolicy.allowsAutomatic(integration.type) { return "rotation_refused_type" }
         return integration.enabled ? "rotation_refused_running" : "rotation_refused_disabled"
     }
 
@@ -195,7 +195,7 @@ extension IntegrationPages {
             if kept[key] == nil, let text = value.stringValue { kept[key] = text }
         }
         var usage: IntegrationUsage?
-        if Gateway.providers.contains(integration.type) {
+        if Gateway.forwards(integration.type) {
             let (from, to) = try UsageController.period(from: nil, to: nil)
             let panel = try await UsagePages(services: services, renderer: renderer).panel(
                 .integration(integration.id, workspace: nil), by: target.caller, from: from, to: to, texts: texts)
@@ -206,8 +206,10 @@ extension IntegrationPages {
         let view = IntegrationDetailPage(
             integration: IntegrationCard(integration, texts: texts, canEdit: canEdit), canEdit: canEdit,
             listPath: Self.listPath(integration.ownerID, viewer: viewer),
-            fields: ProviderFields(integration.type, texts: texts), values: FormValues(kept),
-            errors: FieldMessages(extra.replaceErrors, texts: texts), replaceFailed: !extra.replaceErrors.isEmpty,
+            fields: ProviderFields(
+                integration.type, texts: texts, values: kept, errors: FieldMessages(extra.replaceErrors, texts: texts)),
+            values: FormValues(kept), errors: FieldMessages(extra.replaceErrors, texts: texts),
+            replaceFailed: !extra.replaceErrors.isEmpty,
             renameError: extra.renameError,
             rotation: RotationView(integration, rotations: history.rotations, texts: texts),
             rotationErrors: FieldMessages(extra.rotationErrors, texts: texts), rotationRefused: extra.rotationRefused,

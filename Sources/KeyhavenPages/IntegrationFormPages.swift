@@ -58,12 +58,10 @@ extension IntegrationPages {
     ) -> Response {
         let texts = page.texts
         let view = NewIntegrationPage(
-            providers: IntegrationType.allCases.map { option in
-                ProviderOption(
-                    type: option.rawValue, label: texts.type(option), description: texts["desc_\(option.rawValue)"],
-                    mark: Self.mark(option))
+            groups: ProviderGroup.all(texts),
+            chosen: type.map {
+                ProviderFields($0, texts: texts, values: values, errors: FieldMessages(errors, texts: texts))
             },
-            chosen: type.map { ProviderFields($0, texts: texts) },
             values: FormValues(values),
             workspace: values["workspace"],
             errors: type == nil ? .none : FieldMessages(errors, texts: texts),
@@ -76,7 +74,7 @@ extension IntegrationPages {
 
 /// The new-integration form: the providers to choose from, then the chosen one's fields.
 struct NewIntegrationPage: Sendable {
-    let providers: [ProviderOption]
+    let groups: [ProviderGroup]
     let chosen: ProviderFields?
     /// What the form shows again after a refusal (never a secret).
     let values: FormValues
@@ -92,6 +90,29 @@ struct ProviderOption: Sendable {
     let label: String
     let description: String
     let mark: String
+    /// What the page's search matches: its names and id, lowercased.
+    let terms: String
+}
+
+/// The catalog's providers of one group (AI models, cloud), as the new-integration page lists them.
+struct ProviderGroup: Sendable {
+    let id: String
+    let title: String
+    let providers: [ProviderOption]
+
+    static func all(_ texts: Texts) -> [ProviderGroup] {
+        let entries = ProviderCatalog.current.providers
+        return ProviderEntry.Group.allCases.map { group in
+            ProviderGroup(
+                id: group.rawValue, title: texts["providers_\(group.rawValue)"],
+                providers: entries.filter { $0.group == group }.map { entry in
+                    ProviderOption(
+                        type: entry.id, label: texts.type(entry.type), description: texts.description(entry),
+                        mark: entry.mark,
+                        terms: [entry.id, entry.names.en, entry.names.es].joined(separator: " ").lowercased())
+                })
+        }.filter { !$0.providers.isEmpty }
+    }
 }
 
 /// A provider's credential fields from a form, turned into the API's shapes and validated by the same rules.
@@ -103,27 +124,29 @@ struct CredentialsForm {
 
     init(type: IntegrationType, form: Form) {
         var value: JSONValue?
-        switch type {
-        case .openai, .anthropic, .gemini:
+        switch type.entry?.credential.kind {
+        case nil:
+            // Not a provider of the catalog: the validator below says so.
+            value = .null
+        case .apiKey:
             value = form.trimmed("api_key").map(JSONValue.string)
-            if type == .openai {
-                if let organization = form.trimmed("organization") { config["organization"] = .string(organization) }
-                if let project = form.trimmed("project") { config["project"] = .string(project) }
+            for setting in type.entry?.settings ?? [] {
+                if let text = form.trimmed(setting.name) { config[setting.name] = .string(text) }
             }
-        case .aws:
+        case .awsKeys:
             var fields: [String: JSONValue] = [:]
             for name in ["access_key_id", "secret_access_key", "session_token"] {
                 if let text = form.trimmed(name) { fields[name] = .string(text) }
             }
             value = .object(fields)
             if let region = form.trimmed("region") { config["region"] = .string(region) }
-        case .azure:
+        case .azureServicePrincipal:
             var fields: [String: JSONValue] = [:]
             for name in ["tenant_id", "client_id", "client_secret"] {
                 if let text = form.trimmed(name) { fields[name] = .string(text) }
             }
             value = .object(fields)
-        case .googleCloud:
+        case .googleServiceAccount:
             let file = form.trimmed("service_account_file")
             let pasted = form.trimmed("service_account_json")
             if file != nil && pasted != nil {
@@ -152,11 +175,12 @@ struct CredentialsForm {
     }
 
     private mutating func add(_ problems: FieldErrors, type: IntegrationType) {
+        let kind = type.entry?.credential.kind
         for (key, problem) in problems.all {
             let field: String
-            if type == .googleCloud {
+            if kind == .googleServiceAccount {
                 field = "service_account"
-            } else if key.hasPrefix("credentials."), type == .aws || type == .azure {
+            } else if key.hasPrefix("credentials."), kind == .awsKeys || kind == .azureServicePrincipal {
                 field = String(key.dropFirst("credentials.".count))
             } else if key.hasPrefix("config.") {
                 field = String(key.dropFirst("config.".count))
@@ -168,11 +192,11 @@ struct CredentialsForm {
     }
 
     static func primaryField(_ type: IntegrationType) -> String {
-        switch type {
-        case .openai, .anthropic, .gemini: "api_key"
-        case .googleCloud: "service_account"
-        case .aws: "access_key_id"
-        case .azure: "tenant_id"
+        switch type.entry?.credential.kind {
+        case .apiKey?, nil: "api_key"
+        case .googleServiceAccount?: "service_account"
+        case .awsKeys?: "access_key_id"
+        case .azureServicePrincipal?: "tenant_id"
         }
     }
 }

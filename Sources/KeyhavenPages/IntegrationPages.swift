@@ -27,16 +27,7 @@ struct IntegrationPages: Sendable {
     // MARK: View values
 
     /// The provider's mark: its initials, beside its name (so never the only cue).
-    static func mark(_ type: IntegrationType) -> String {
-        switch type {
-        case .openai: "AI"
-        case .googleCloud: "GC"
-        case .aws: "AWS"
-        case .azure: "Az"
-        case .anthropic: "An"
-        case .gemini: "Ge"
-        }
-    }
+    static func mark(_ type: IntegrationType) -> String { type.entry?.mark ?? "?" }
 
     /// The notice a redirect names (`?done=…`), if it is one of `flashes`, with its key made by `key`.
     static func flash(
@@ -145,19 +136,39 @@ struct ProviderFields: Sendable {
     let label: String
     let mark: String
     let isKey: Bool
-    let isOpenAI: Bool
     let isGoogle: Bool
     let isAWS: Bool
     let isAzure: Bool
+    /// An API-key provider's settings (an OpenAI organization and project).
+    let settings: [SettingField]
+    let hasSettings: Bool
 
-    init(_ type: IntegrationType, texts: Texts) {
+    /// One setting's field, with what the form shows again and its problem.
+    struct SettingField: Sendable {
+        let name: String
+        let label: String
+        let placeholder: String
+        let value: String
+        let error: String?
+    }
+
+    init(_ type: IntegrationType, texts: Texts, values: [String: String], errors: FieldMessages) {
         self.type = type.rawValue
         label = texts.type(type)
         mark = IntegrationPages.mark(type)
-        isKey = [.openai, .anthropic, .gemini].contains(type)
-        isOpenAI = type == .openai
-        isGoogle = type == .googleCloud
-        isAWS = type == .aws
-        isAzure = type == .azure
+        let kind = type.entry?.credential.kind
+        isKey = kind == .apiKey
+        isGoogle = kind == .googleServiceAccount
+        isAWS = kind == .awsKeys
+        isAzure = kind == .azureServicePrincipal
+        settings = (type.entry?.settings ?? []).map { setting in
+            SettingField(
+                name: setting.name,
+                label: texts.table["\(setting.name)_optional"]
+                    ?? texts.format("setting_optional", ["name": setting.name]),
+                placeholder: setting.prefix.isEmpty ? "" : setting.prefix + "…", value: values[setting.name] ?? "",
+                error: errors.messages[setting.name])
+        }
+        hasSettings = !settings.isEmpty
     }
 }

@@ -101,8 +101,17 @@ struct Texts: Sendable, MustacheParent {
     /// The name of a role.
     func role(_ role: WorkspaceRole) -> String { self["role_\(role.rawValue)"] }
 
-    /// The name of a provider.
-    func type(_ type: IntegrationType) -> String { self["type_\(type.rawValue)"] }
+    /// The name of a provider: the texts' own, else the catalog's in this language, else its id.
+    func type(_ type: IntegrationType) -> String {
+        if let name = table["type_\(type.rawValue)"] { return name }
+        guard let names = type.entry?.names else { return type.rawValue }
+        return language == .es ? names.es : names.en
+    }
+
+    /// What a provider's credentials are, under its name on the new-integration page.
+    func description(_ entry: ProviderEntry) -> String {
+        table["desc_\(entry.id)"] ?? format("desc_api_key_of", ["provider": type(entry.type)])
+    }
 
     /// What an audit action means, in words; an action without a label shows its code.
     func action(_ action: String) -> String { table["action.\(action)"] ?? action }

@@ -1,61 +1,62 @@
 import Foundation
 import KeyhavenCore
 
-/// OpenAI, Anthropic and Gemini: list the models with the key in a header (never in the URL).
+/// Every API-key provider, from its catalog entry (SPEC §16): GET the entry's check path with the key in the entry's
+/// header (never in the URL) and its settings as their headers; a 2xx answer holding the entry's `found_at` is
+/// connected, with the size of what it found (the models) as a detail.
 struct KeyBasedVerifier: Verifier {
-    let type: IntegrationType
-    let path: String
-    let headers: @Sendable (String, [String: JSONValue]) -> [(String, String)]
-
-    static let openai = KeyBasedVerifier(type: .openai, path: "/v1/models") { key, config in
-        var headers = [("Authorization", "Bearer \(key)")]
-        if let organization = config["organization"]?.stringValue {
-            headers.append(("OpenAI-Organization", organization))
-        }
-        if let project = config["project"]?.stringValue { headers.append(("OpenAI-Project", project)) }
-        return headers
-    }
-
-    static let anthropic = KeyBasedVerifier(type: .anthropic, path: "/v1/models") { key, _ in
-        [("x-api-key", key), ("anthropic-version", "2023-06-01")]
-    }
-
-    static let gemini = KeyBasedVerifier(type: .gemini, path: "/v1beta/models") { key, _ in
-        [("x-goog-api-key", key)]
-    }
+    let entry: ProviderEntry
 
     func verify(_ credentials: Credentials, config: [String: JSONValue], in context: ProviderClient) async
         -> VerificationResult
     {
-        guard case .apiKey(let key) = credentials else { return VerificationResult(outcome: .unexpectedResponse) }
-        let url = context.endpoints.base(type).appendingPathComponent(String(path.dropFirst()))
-        switch await context.send(.GET, url, headers: headers(key, config) + [("Accept", "application/json")]) {
+        guard case .apiKey(let key) = credentials, let auth = entry.auth, let check = entry.verify else {
+            return VerificationResult(outcome: .unexpectedResponse)
+        }
+        let url = context.endpoints.base(entry.type).appending(path: String(check.path.dropFirst()))
+        var headers = [(auth.header, auth.value(key))]
+        for setting in entry.settings {
+            if let header = setting.header, let value = config[setting.name]?.stringValue {
+                headers.append((header, value))
+            }
+        }
+        headers += check.headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        switch await context.send(.GET, url, headers: headers + [("Accept", "application/json")]) {
         case .failure(let refused):
             return refused.result
         case .success(let reply):
             let json = reply.json
             let message = providerMessage(json)
             var outcome = commonOutcome(status: reply.status)
-            if reply.status == 401, let message, Self.isRestrictedKey(message) {
-                // OpenAI answers 401 for restricted keys that lack the models scope: the key itself is valid.
-                outcome = .insufficientPermissions
-            }
-            if type == .gemini, reply.status == 400, message?.localizedCaseInsensitiveContains("api key") == true {
-                outcome = .invalidCredentials
+            // Answers that mean more than their status: OpenAI's 401 for a restricted key lacking the models scope
+            // (the key itself is valid), Gemini's 400 for a key it does not know.
+            if let message = message?.lowercased(),
+                let refusal = check.refusals.first(where: { refusal in
+                    refusal.status == reply.status
+                        && refusal.messageContains.contains { message.contains($0.lowercased()) }
+                })
+            {
+                outcome = refusal.outcome == "invalid_credentials" ? .invalidCredentials : .insufficientPermissions
             }
             if outcome == .connected {
-                guard let models = (json["data"] ?? json["models"]) as? [Any] else {
+                guard let found = Self.value(at: check.foundAt, in: reply.body) else {
                     return VerificationResult(outcome: .unexpectedResponse, detail: .modelListMissing)
                 }
-                return VerificationResult(outcome: .connected, details: ["model_count": .number(Double(models.count))])
+                let count = (found as? [Any])?.count
+                return VerificationResult(
+                    outcome: .connected, details: count.map { ["model_count": .number(Double($0))] } ?? [:])
             }
             return VerificationResult(outcome: outcome, detail: message.map { .provider(code: nil, message: $0) })
         }
     }
 
-    static func isRestrictedKey(_ message: String) -> Bool {
-        let text = message.lowercased()
-        return text.contains("insufficient permissions") || text.contains("missing scopes")
-            || text.contains("missing scope")
+    /// What the JSON pointer `pointer` (RFC 6901 without escapes: `""` for the whole answer) finds in `body`: an
+    /// array or an object, or nil.
+    static func value(at pointer: String, in body: Data) -> Any? {
+        var current: Any? = try? JSONSerialization.jsonObject(with: body)
+        for name in pointer.split(separator: "/") {
+            current = (current as? [String: Any])?[String(name)]
+        }
+        return current is [Any] || current is [String: Any] ? current : nil
     }
 }

@@ -37,19 +37,10 @@ public struct ProviderEndpoints: Sendable {
     /// The management API's override, else the real one.
     public func base(_ service: ProviderService) -> URL { services[service] ?? service.defaultURL }
 
-    /// The real providers' endpoints.
+    /// The real providers' endpoints, from the catalog.
     public static func defaultURL(_ type: IntegrationType) -> URL {
-        let text =
-            switch type {
-            case .openai: "https://api.openai.com"
-            case .anthropic: "https://api.anthropic.com"
-            case .gemini: "https://generativelanguage.googleapis.com"
-            case .googleCloud: "https://oauth2.googleapis.com/token"
-            case .aws: "https://sts.amazonaws.com"
-            case .azure: "https://login.microsoftonline.com"
-            }
-        // These literals are valid URLs.
-        return URL(string: text) ?? URL(fileURLWithPath: "/")
+        // An integration whose provider left the catalog has nowhere to go: an address nothing answers on.
+        type.entry?.baseURL ?? URL(fileURLWithPath: "/")
     }
 
     /// The override for `type`, if the operator set one.
@@ -198,14 +189,13 @@ public protocol Verifier: Sendable {
 
 /// Every provider's verifier, by integration type.
 public enum Verifiers {
-    public static func verifier(for type: IntegrationType) -> any Verifier {
-        switch type {
-        case .openai: KeyBasedVerifier.openai
-        case .anthropic: KeyBasedVerifier.anthropic
-        case .gemini: KeyBasedVerifier.gemini
-        case .googleCloud: GoogleCloudVerifier()
-        case .aws: AWSVerifier()
-        case .azure: AzureVerifier()
+    public static func verifier(for type: IntegrationType) -> (any Verifier)? {
+        guard let entry = type.entry else { return nil }
+        return switch entry.credential.kind {
+        case .apiKey: KeyBasedVerifier(entry: entry)
+        case .googleServiceAccount: GoogleCloudVerifier()
+        case .awsKeys: AWSVerifier()
+        case .azureServicePrincipal: AzureVerifier()
         }
     }
 
@@ -219,14 +209,18 @@ public enum Verifiers {
         let start = ContinuousClock.now
         var result: VerificationResult
         let settingProblems = CredentialValidator.validateConfig(type: type, config)
-        if case .failure(let problems) = CredentialValidator.validate(type: type, credentials.wireValue) {
+        if type.entry == nil {
+            result = VerificationResult(outcome: .unexpectedResponse, detail: .providerNotInCatalog)
+        } else if case .failure(let problems) = CredentialValidator.validate(type: type, credentials.wireValue) {
             result = VerificationResult(
                 outcome: .unexpectedResponse, detail: .storedCredentialsMalformed(fields: problems.fieldList))
         } else if !settingProblems.isEmpty {
             result = VerificationResult(
                 outcome: .unexpectedResponse, detail: .storedSettingsInvalid(fields: settingProblems.fieldList))
+        } else if let verifier = verifier(for: type) {
+            result = await verifier.verify(credentials, config: config, in: context)
         } else {
-            result = await verifier(for: type).verify(credentials, config: config, in: context)
+            result = VerificationResult(outcome: .unexpectedResponse, detail: .providerNotInCatalog)
         }
         result.latency = start.duration(to: .now)
         // The stored English is the whole text cleaned, as it always was; the detail's values are cleaned one by one.

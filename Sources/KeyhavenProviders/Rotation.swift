@@ -78,13 +78,13 @@ func providerDate(_ text: String) -> Date? {
 
 /// The rotator of each provider that lets a credential replace itself.
 public enum Rotators {
-    /// The rotator for `type`, or nil where only reminders are possible (OpenAI, Anthropic, Gemini).
+    /// The rotator for `type`'s kind of credentials, or nil where only reminders are possible (API keys).
     public static func rotator(for type: IntegrationType) -> (any Rotator)? {
-        switch type {
-        case .aws: Sanitized(base: AWSRotator())
-        case .googleCloud: Sanitized(base: GoogleCloudRotator())
-        case .azure: Sanitized(base: AzureRotator())
-        case .openai, .anthropic, .gemini: nil
+        switch type.entry?.credential.kind {
+        case .awsKeys?: Sanitized(base: AWSRotator())
+        case .googleServiceAccount?: Sanitized(base: GoogleCloudRotator())
+        case .azureServicePrincipal?: Sanitized(base: AzureRotator())
+        case .apiKey?, nil: nil
         }
     }
 }

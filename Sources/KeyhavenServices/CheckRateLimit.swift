@@ -21,8 +21,23 @@ public struct CheckRateLimit: Sendable {
     ///
     /// - Throws: `KeyhavenError.rateLimited` once the budget is spent, `.unavailable` if the database is down.
     public func count(_ userID: UUID, on limiter: any RateLimiter) async throws {
-        try await count(key: "checks:user:\(userID)", on: limiter)
+        try await count(key: Self.key(userID), on: limiter)
     }
+
+    /// Counts one check for `userID` as part of the work that starts it (a create): when `limiter` keeps its
+    /// counters in the database, the count to make in that work's transaction (one commit, and nothing counted if
+    /// the work fails); otherwise counted now, in memory, and nil.
+    ///
+    /// - Throws: `KeyhavenError.rateLimited` once the budget is spent.
+    public func counting(_ userID: UUID, on limiter: any RateLimiter) async throws -> RateCount? {
+        guard limiter.countsInDatabase else {
+            try await count(userID, on: limiter)
+            return nil
+        }
+        return RateCount(key: Self.key(userID), limit: perUser, window: window)
+    }
+
+    private static func key(_ userID: UUID) -> String { "checks:user:\(userID)" }
 
     /// Counts one usage report of service token `tokenID` (the limit then bounds each token, not each user).
     ///

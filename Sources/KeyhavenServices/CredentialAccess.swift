@@ -118,7 +118,7 @@ public struct CredentialAccess: Sendable {
             // Recorded in the token's workspace, not the integration's: its owners learn nothing of it.
             return CredentialDenial(reason: "outside_workspace", error: .notFound, recordedIn: scope)
         }
-        if use == .gateway, !Gateway.providers.contains(integration.type) {
+        if use == .gateway, !Gateway.forwards(integration.type) {
             return CredentialDenial(
                 reason: "not_forwarded",
                 error: .badRequest("The gateway forwards only to openai, anthropic and gemini integrations."),

@@ -148,10 +148,10 @@ public struct IntegrationService: Sendable {
         let new = try await draft()
         let workspace = new.workspace ?? caller.user.id
         try await access.require(.editIntegrations, in: workspace, for: caller.user)
-        try await checks.count(caller.user.id, on: limiter)
+        let check = try await checks.counting(caller.user.id, on: limiter)
         return try await integrations.create(
             ownerID: workspace, name: new.name, type: new.type, config: new.config, credentials: new.credentials,
-            rotation: new.rotation, actor: caller.actor)
+            rotation: new.rotation, counting: check, actor: caller.actor)
     }
 
     /// Applies `changes`; new credentials or re-enabling start a provider check and are counted.

@@ -267,7 +267,7 @@ public struct UsageService: Sendable {
             // Another workspace's integration is not found, as everywhere.
             let integration = try await integrations.find(id: id)
             guard integration.ownerID == workspace else { throw KeyhavenError.notFound }
-            guard Gateway.providers.contains(integration.type) else {
+            guard Gateway.forwards(integration.type) else {
                 throw KeyhavenError.conflict("A route lists only openai, anthropic and gemini integrations.")
             }
         }

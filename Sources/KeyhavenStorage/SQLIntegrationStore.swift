@@ -23,11 +23,12 @@ public struct SQLIntegrationStore: IntegrationStore {
 
     public func create(
         ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
-        rotation: RotationPolicy, actor: AuditActor
+        rotation: RotationPolicy, counting check: RateCount?, actor: AuditActor
     ) async throws -> Integration {
         let id = UUID.timeOrdered()
         let now = Date()
         return try await database.transaction(short: true) { sql in
+            if let check { try await SQLRateLimiter.count(check, on: sql) }
             try await requireFreeName(name, ownerID: ownerID, except: nil, on: sql)
             try await sql.raw(
                 """
@@ -309,7 +310,7 @@ public struct SQLIntegrationStore: IntegrationStore {
         // Most integrations have no settings: skip the parser for them (lists read fifty rows at a time).
         let decoded = configText == "{}" ? .object([:]) : try? JSONValue(parsing: configText)
         guard case .object(let config)? = decoded,
-            let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
+            let type = IntegrationType(stored: try row.decode(column: "type", as: String.self)),
             let status = IntegrationStatus(rawValue: try row.decode(column: "status", as: String.self))
         else { throw KeyhavenError.internalError }
         var rotation = RotationPolicy.off

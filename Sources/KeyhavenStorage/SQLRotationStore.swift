@@ -56,7 +56,7 @@ public struct SQLRotationStore: RotationStore {
     ///   is already under way.
     public func request(id: UUID, ownerID: UUID, actor: AuditActor, now: Date = Date()) async throws -> RotationRecord {
         let integration = try await integrations.get(id: id, ownerID: ownerID)
-        guard RotationPolicy.automaticTypes.contains(integration.type) else {
+        guard RotationPolicy.allowsAutomatic(integration.type) else {
             throw KeyhavenError.conflict("Only aws, google_cloud and azure credentials can rotate themselves.")
         }
         guard integration.enabled else { throw KeyhavenError.conflict("Enable the integration before rotating it.") }
@@ -85,7 +85,7 @@ public struct SQLRotationStore: RotationStore {
         }
         var started = 0
         for integration in candidates where started < limit {
-            guard integration.rotation.mode == .automatic, RotationPolicy.automaticTypes.contains(integration.type),
+            guard integration.rotation.mode == .automatic, RotationPolicy.allowsAutomatic(integration.type),
                 integration.rotationDue(now: now)
             else { continue }
             // The failed rotation of this very version is not retried on its own: the user asks again.

@@ -218,7 +218,7 @@ public struct SQLUsageStore: UsageStore {
     }
 
     static func event(_ row: any SQLRow) throws -> UsageEvent {
-        guard let type = IntegrationType(rawValue: try row.decode(column: "type", as: String.self)),
+        guard let type = IntegrationType(stored: try row.decode(column: "type", as: String.self)),
             let source = UsageSource(rawValue: try row.decode(column: "source", as: String.self))
         else { throw KeyhavenError.internalError }
         return UsageEvent(

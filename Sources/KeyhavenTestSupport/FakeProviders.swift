@@ -159,11 +159,17 @@ public final class FakeProviders: Sendable {
     /// never answer).
     public func endpoints(prefix: String = "") -> ProviderEndpoints {
         let root = baseURL.absoluteString + prefix
-        return ProviderEndpoints(overrides: [
+        var overrides: [IntegrationType: URL] = [
             .openai: URL(string: "\(root)/openai")!, .anthropic: URL(string: "\(root)/anthropic")!,
             .gemini: URL(string: "\(root)/gemini")!, .googleCloud: URL(string: "\(root)/google/token")!,
             .aws: URL(string: "\(root)/aws")!, .azure: URL(string: "\(root)/azure")!,
-        ])
+        ]
+        for provider in Self.catalogProviders {
+            if let type = IntegrationType(rawValue: provider.id) {
+                overrides[type] = URL(string: "\(root)/\(provider.id)")!
+            }
+        }
+        return ProviderEndpoints(overrides: overrides)
     }
 
     /// Endpoints where nothing listens.
@@ -333,6 +339,7 @@ public final class FakeProviders: Sendable {
         router.post("/aws") { request, _ -> Response in await aws(request, state: state, fail: fail) }
         addManagementRoutes(router, keys: keys, state: state)
         addModelRoutes(router, state: state)
+        addCatalogRoutes(router, state: state)
         router.post("/azure/:tenant/oauth2/v2.0/token") { request, context -> Response in
             let fields = try await form(request)
             let scopes = ["https://management.azure.com/.default", "https://graph.microsoft.com/.default"]

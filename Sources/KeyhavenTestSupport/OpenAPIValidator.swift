@@ -11,6 +11,12 @@ public struct OpenAPIContract: Sendable {
     /// The document as parsed JSON.
     public let document: JSONValue
 
+    /// A checker whose local `$ref`s resolve in `document` (a JSON Schema of its own, such as the provider
+    /// catalog's).
+    public init(document: JSONValue) {
+        self.document = document
+    }
+
     /// Loads the document the server serves.
     public init() throws {
         guard case .object? = try? JSONDecoder().decode(JSONValue.self, from: OpenAPIDocument.data) else {
@@ -224,7 +230,8 @@ public struct OpenAPIContract: Sendable {
                     }
                 default: problems.append("\(path): unknown format \(argument)")
                 }
-            case "description", "discriminator", "default", "title", "example", "examples", "deprecated":
+            case "description", "discriminator", "default", "title", "example", "examples", "deprecated", "$schema",
+                "$defs":
                 continue
             default:
                 problems.append("\(path): the checker does not know the keyword \(keyword)")
@@ -255,10 +262,13 @@ public struct OpenAPIContract: Sendable {
 }
 
 extension JSONValue {
-    subscript(_ key: String) -> JSONValue? {
+    /// The member `key` of an object; nil for anything else.
+    public subscript(_ key: String) -> JSONValue? {
         if case .object(let object) = self { object[key] } else { nil }
     }
 
-    var arrayValue: [JSONValue]? { if case .array(let items) = self { items } else { nil } }
-    var objectValue: [String: JSONValue]? { if case .object(let object) = self { object } else { nil } }
+    /// The items of an array; nil for anything else.
+    public var arrayValue: [JSONValue]? { if case .array(let items) = self { items } else { nil } }
+    /// The members of an object; nil for anything else.
+    public var objectValue: [String: JSONValue]? { if case .object(let object) = self { object } else { nil } }
 }

@@ -273,18 +273,67 @@ struct HardeningTests {
         }
     }
 
-    @Test("a stored row with an unknown type or status is an error, not a default", arguments: TestDatabase.all)
+    @Test(
+        """
+        on PostgreSQL a create counts its provider check in its own transaction: one commit, and a create refused \
+        (its name taken) spends none of the budget
+        """,
+        arguments: TestDatabase.all.filter { $0 == .postgres })
+    func checkCountedWithTheCreate(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind, configure: { $0.checkRateLimit = .init(perUser: 2) }) { api in
+            let user = try await api.user()
+            func create(_ name: String) async throws -> HTTPResponse.Status {
+                try await api.request(
+                    .post, "/api/integrations", auth: user.session,
+                    json: ["name": name, "type": "openai", "credentials": "sk-test-0000000000000000000"]
+                ).status
+            }
+            #expect(try await create("one") == .created)
+            for _ in 0..<3 { #expect(try await create("one") == .conflict) }
+            #expect(try await create("two") == .created)
+            #expect(try await create("three") == .tooManyRequests)
+            let rows = try await api.handle.database.withConnection { sql in
+                try await sql.raw("SELECT count FROM rate_limits").all().map {
+                    try $0.decode(column: "count", as: Int.self)
+                }
+            }
+            // The refused third check rolled back with its create: the counter holds the two that were made.
+            #expect(rows == [2])
+        }
+    }
+
+    @Test(
+        """
+        a stored row whose type is not an id, or whose status is unknown, is an error, not a default; a type the \
+        catalog no longer has is shown as stored, and checking it says why
+        """, arguments: TestDatabase.all)
     func strictRows(kind: TestDatabase) async throws {
         try await APIHarness.with(kind) { api in
             let user = try await api.user()
             let id = try await api.openAIIntegration(for: user.session)
-            try await api.handle.database.transaction { sql in
-                try await sql.raw("UPDATE integrations SET type = 'mystery' WHERE id = \(bind: UUID(uuidString: id))")
-                    .run()
+            func store(_ column: String, _ value: String) async throws {
+                let row = UUID(uuidString: id)
+                try await api.handle.database.transaction { sql in
+                    let query: SQLQueryString =
+                        "UPDATE integrations SET \(ident: column) = \(bind: value) WHERE id = \(bind: row)"
+                    try await sql.raw(query).run()
+                }
             }
-            let response = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
-            #expect(response.status == .internalServerError)
-            #expect(!response.text.contains("openai"))
+            for (column, value) in [("type", "Mystery Provider"), ("type", "x"), ("status", "pondering")] {
+                try await store(column, value)
+                let response = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
+                #expect(response.status == .internalServerError, "\(value)")
+                #expect(!response.text.contains("openai"))
+                try await store(column, column == "type" ? "openai" : "connected")
+            }
+            // An operator removed the provider from the catalog: the integration is still listed, as stored, and a
+            // check names the reason instead of calling anyone.
+            try await store("type", "retired_provider")
+            let kept = try await api.request(.get, "/api/integrations/\(id)", auth: user.session)
+            #expect(kept.status == .ok && kept.json["type"] as? String == "retired_provider")
+            let tested = try await api.request(.post, "/api/integrations/\(id)/test", auth: user.session)
+            #expect(tested.json["status"] as? String == "error", "\(tested.text)")
+            #expect((tested.json["error_message"] as? String ?? "").contains("catalog"), "\(tested.text)")
         }
     }
 

@@ -258,7 +258,7 @@ struct ClientTests {
 
     static func secrets(of credentials: Credentials) -> [String] {
         switch credentials {
-        case .openAI(let key, _, _), .anthropic(let key), .gemini(let key): [key]
+        case .openAI(let key, _, _), .anthropic(let key), .gemini(let key), .apiKey(_, let key): [key]
         case .googleCloud(let account): [account.privateKey ?? ""]
         case .aws(let keys): [keys.secretAccessKey]
         case .azure(let principal): [principal.clientSecret]

@@ -418,7 +418,14 @@ struct WebPagesTests {
             })
         used.formUnion(["detail.provider_code", "time.just_now"])
         used.formUnion(["minutes", "hours", "days"].flatMap { ["time.\($0).one", "time.\($0).other"] })
-        used.formUnion(IntegrationType.allCases.flatMap { ["type_\($0.rawValue)", "desc_\($0.rawValue)"] })
+        // The first six providers have texts of their own; the catalog's others are named by the catalog and
+        // described by one text.
+        used.formUnion(
+            [IntegrationType.openai, .anthropic, .gemini, .googleCloud, .aws, .azure].flatMap {
+                ["type_\($0.rawValue)", "desc_\($0.rawValue)"]
+            })
+        used.formUnion(
+            ["desc_api_key_of", "setting_optional"] + ProviderEntry.Group.allCases.map { "providers_\($0.rawValue)" })
         used.formUnion([IntegrationStatus.verifying, .connected, .error, .disabled].map { "status_\($0.rawValue)" })
         used.formUnion(WorkspaceRole.allCases.map { "role_\($0.rawValue)" })
         used.formUnion(RotationPolicy.Mode.allCases.map { "mode_\($0.rawValue)" })

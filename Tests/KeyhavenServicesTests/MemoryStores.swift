@@ -101,8 +101,10 @@ final class MemoryWorkspaces: IntegrationStore, OrganizationStore {
 
     func create(
         ownerID: UUID, name: String, type: IntegrationType, config: [String: JSONValue], credentials: Credentials,
-        rotation: RotationPolicy, actor: AuditActor
+        rotation: RotationPolicy, counting check: RateCount?, actor: AuditActor
     ) async throws -> Integration {
+        // The memory limiter counts outside any transaction: the service has counted already.
+        guard check == nil else { throw KeyhavenError.internalError }
         var integration = add(in: ownerID, type: type)
         integration.name = name
         integrations.withLock { $0[integration.id]?.integration.name = name }

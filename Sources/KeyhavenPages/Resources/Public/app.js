@@ -72,9 +72,35 @@
     }
   }
 
+  // The new-integration page's provider search: hides the providers (and groups) whose names do not match. Without
+  // script every provider shows.
+  function setUpProviderSearch() {
+    var section = document.querySelector("[data-provider-search]");
+    var field = document.getElementById("provider-search");
+    if (!section || !field) { return; }
+    var none = section.querySelector("[data-no-providers]");
+    field.addEventListener("input", function () {
+      var words = field.value.toLowerCase().split(/\s+/).filter(function (word) { return word.length > 0; });
+      var shown = 0;
+      section.querySelectorAll(".provider-group").forEach(function (group) {
+        var inGroup = 0;
+        group.querySelectorAll("li[data-terms]").forEach(function (item) {
+          var terms = item.getAttribute("data-terms");
+          var match = words.every(function (word) { return terms.indexOf(word) >= 0; });
+          item.hidden = !match;
+          if (match) { inGroup += 1; }
+        });
+        group.hidden = inGroup === 0;
+        shown += inGroup;
+      });
+      if (none) { none.hidden = shown > 0; }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     setUpCopyButtons();
     setUpInvitation();
+    setUpProviderSearch();
     if (verifying().length > 0) { window.setTimeout(tick, INTERVAL_MS); }
   });
 })();

@@ -1,0 +1,460 @@
+import Foundation
+import Synchronization
+
+/// The providers Keyhaven knows, as data (SPEC §16): the built-in catalog (`Resources/providers.json`, checked
+/// against `Resources/providers.schema.json` by the tests), and whatever an operator adds with
+/// `KEYHAVEN_CATALOG_EXTRA`. An OpenAI-compatible provider is one entry: its key's shape, where it lives, how its
+/// key is checked, and what the gateway forwards and meters.
+public struct ProviderCatalog: Sendable {
+    /// The entries, in the catalog's order (the built-in ones first).
+    public let providers: [ProviderEntry]
+    private let byID: [String: ProviderEntry]
+
+    /// A catalog of `providers`.
+    ///
+    /// - Throws: ``Invalid`` when an entry breaks a rule its schema cannot express (see ``check()``).
+    public init(providers: [ProviderEntry]) throws {
+        var byID: [String: ProviderEntry] = [:]
+        for entry in providers {
+            guard byID[entry.id] == nil else { throw Invalid("the provider \(entry.id) is defined twice") }
+            try entry.check()
+            byID[entry.id] = entry
+        }
+        self.providers = providers
+        self.byID = byID
+    }
+
+    /// The entry of the provider `id`, if the catalog has it.
+    public func entry(_ id: String) -> ProviderEntry? { byID[id] }
+
+    /// Why a catalog is refused; the text names the entry and the field.
+    public struct Invalid: Error, Sendable, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Parses a catalog file.
+    ///
+    /// - Throws: ``Invalid`` naming what is wrong: not JSON, a field missing or of the wrong type, or a rule broken.
+    public static func parse(_ data: Data) throws -> ProviderCatalog {
+        let file: File
+        do {
+            file = try JSONDecoder().decode(File.self, from: data)
+        } catch let error as DecodingError {
+            throw Invalid(Self.describe(error))
+        } catch {
+            throw Invalid("it is not a JSON catalog")
+        }
+        guard file.version == 1 else { throw Invalid("version must be 1") }
+        return try ProviderCatalog(providers: file.providers)
+    }
+
+    /// This catalog with `extra`'s entries after its own.
+    ///
+    /// - Throws: ``Invalid`` when `extra` redefines a provider this catalog has.
+    public func adding(_ extra: ProviderCatalog) throws -> ProviderCatalog {
+        try ProviderCatalog(providers: providers + extra.providers)
+    }
+
+    private struct File: Decodable {
+        var version: Int
+        var providers: [ProviderEntry]
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func at(_ path: [any CodingKey]) -> String {
+            path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "\(at(context.codingPath + [key])) is missing"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return context.codingPath.isEmpty ? "it is not a JSON catalog" : "\(at(context.codingPath)) is not valid"
+        @unknown default: return "it is not a valid catalog"
+        }
+    }
+
+    // MARK: The process's catalog
+
+    /// The catalog shipped with Keyhaven.
+    ///
+    /// - Throws: ``Invalid`` if the resource is missing or broken (a build problem the tests catch).
+    public static func builtIn() throws -> ProviderCatalog {
+        guard let url = Bundle.module.url(forResource: "providers", withExtension: "json"),
+            let data = try? Data(contentsOf: url)
+        else { throw Invalid("the built-in catalog is missing") }
+        return try parse(data)
+    }
+
+    private static let installed = Mutex<ProviderCatalog?>(nil)
+
+    /// The catalog this process serves: the built-in one until the composition root installs the operator's
+    /// (``install(_:)``), once, before it serves anything. Integration types are checked against it.
+    public static var current: ProviderCatalog {
+        installed.withLock { installed in
+            if let installed { return installed }
+            // The built-in resource is checked by the tests; a build without it knows no provider.
+            let loaded = (try? builtIn()) ?? ProviderCatalog(unchecked: [])
+            installed = loaded
+            return loaded
+        }
+    }
+
+    /// Makes `catalog` the process's catalog (the built-in one with the operator's additions).
+    public static func install(_ catalog: ProviderCatalog) {
+        installed.withLock { $0 = catalog }
+    }
+
+    private init(unchecked providers: [ProviderEntry]) {
+        self.providers = providers
+        byID = [:]
+    }
+}
+
+/// One provider of the catalog.
+public struct ProviderEntry: Sendable, Decodable, Equatable {
+    /// The integration type it defines.
+    public let id: String
+    /// Its name in each language the interface speaks.
+    public let names: Names
+    /// Where the new-integration page lists it.
+    public let group: Group
+    /// The letters of its badge.
+    public let mark: String
+    /// The shape of its credentials.
+    public let credential: CredentialRule
+    /// Its non-secret settings (API-key providers; the cloud kinds have theirs in code).
+    public let settings: [Setting]
+    /// Its API.
+    public let baseURL: URL
+    /// The hosts requests for it may go to.
+    public let allowedHosts: [String]
+    /// How an API key is sent.
+    public let auth: Auth?
+    /// How an API key is checked.
+    public let verify: Check?
+    /// What the gateway forwards for it; nil when it does not.
+    public let gateway: GatewayRules?
+    /// Its names in LiteLLM's price table.
+    public let prices: [String]
+
+    /// The integration type.
+    public var type: IntegrationType { IntegrationType(catalogID: id) }
+
+    /// English and Spanish names.
+    public struct Names: Sendable, Decodable, Equatable {
+        public let en: String
+        public let es: String
+    }
+
+    /// The new-integration page's groups.
+    public enum Group: String, Sendable, Decodable, CaseIterable {
+        case ai
+        case cloud
+    }
+
+    /// The kinds of credentials, each with its own validation and verification.
+    public enum Kind: String, Sendable, Decodable {
+        case apiKey = "api_key"
+        case googleServiceAccount = "google_service_account"
+        case awsKeys = "aws_keys"
+        case azureServicePrincipal = "azure_service_principal"
+    }
+
+    /// A key's shape: its kind, and for an API key its prefix, length and the example shown when it is wrong.
+    public struct CredentialRule: Sendable, Decodable, Equatable {
+        public let kind: Kind
+        public let prefix: String
+        public let minLength: Int
+        public let maxLength: Int
+        public let example: String
+        /// The problem code a malformed key is reported with.
+        public let problem: String
+
+        enum CodingKeys: String, CodingKey {
+            case kind, prefix, example, problem
+            case minLength = "min_length"
+            case maxLength = "max_length"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            kind = try container.decode(Kind.self, forKey: .kind)
+            prefix = try container.decodeIfPresent(String.self, forKey: .prefix) ?? ""
+            minLength = try container.decodeIfPresent(Int.self, forKey: .minLength) ?? 20
+            maxLength = try container.decodeIfPresent(Int.self, forKey: .maxLength) ?? 512
+            example = try container.decodeIfPresent(String.self, forKey: .example) ?? (prefix + "…")
+            problem = try container.decodeIfPresent(String.self, forKey: .problem) ?? "api_key"
+        }
+    }
+
+    /// A setting: text with an optional prefix (at most 64 letters, digits, - and _), sent as `header` when named.
+    public struct Setting: Sendable, Decodable, Equatable {
+        public let name: String
+        public let prefix: String
+        public let header: String?
+        public let problem: String
+
+        enum CodingKeys: String, CodingKey { case name, prefix, header, problem }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decode(String.self, forKey: .name)
+            prefix = try container.decodeIfPresent(String.self, forKey: .prefix) ?? ""
+            header = try container.decodeIfPresent(String.self, forKey: .header)
+            problem = try container.decodeIfPresent(String.self, forKey: .problem) ?? "invalid"
+        }
+    }
+
+    /// The header an API key goes in, after `scheme` and a space when there is one.
+    public struct Auth: Sendable, Decodable, Equatable {
+        public let header: String
+        public let scheme: String?
+
+        /// The header's value for `key`.
+        public func value(_ key: String) -> String { scheme.map { "\($0) \(key)" } ?? key }
+    }
+
+    /// The check of an API key: GET `path`; a 2xx answer holding `foundAt` (a JSON pointer) is connected.
+    public struct Check: Sendable, Decodable, Equatable {
+        public let path: String
+        public let foundAt: String
+        public let headers: [String: String]
+        public let refusals: [Refusal]
+
+        /// An answer that means something other than its status says.
+        public struct Refusal: Sendable, Decodable, Equatable {
+            public let status: Int
+            public let messageContains: [String]
+            public let outcome: String
+
+            enum CodingKeys: String, CodingKey {
+                case status, outcome
+                case messageContains = "message_contains"
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case path, headers, refusals
+            case foundAt = "found_at"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            path = try container.decode(String.self, forKey: .path)
+            foundAt = try container.decode(String.self, forKey: .foundAt)
+            headers = try container.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
+            refusals = try container.decodeIfPresent([Refusal].self, forKey: .refusals) ?? []
+        }
+    }
+
+    /// How the gateway reads usage from answers.
+    public enum UsageFormat: String, Sendable, Decodable {
+        case openai
+        case anthropic
+        case gemini
+        /// Cohere's `billed_units` (in `usage`, a stream's `message-end` delta, or v1's `meta`).
+        case cohere
+    }
+
+    /// What the gateway forwards and meters.
+    public struct GatewayRules: Sendable, Decodable, Equatable {
+        public let usage: UsageFormat
+        public let metered: [MeteredPath]
+        public let free: [PathPattern]
+
+        /// A metered path; `streamUsageOption` when the provider takes `stream_options.include_usage`.
+        public struct MeteredPath: Sendable, Decodable, Equatable {
+            public let path: PathPattern
+            public let streamUsageOption: Bool
+
+            enum CodingKeys: String, CodingKey {
+                case path
+                case streamUsageOption = "stream_usage_option"
+            }
+
+            public init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                path = try container.decode(PathPattern.self, forKey: .path)
+                streamUsageOption = try container.decodeIfPresent(Bool.self, forKey: .streamUsageOption) ?? false
+            }
+        }
+
+        enum CodingKeys: String, CodingKey { case usage, metered, free }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            usage = try container.decode(UsageFormat.self, forKey: .usage)
+            metered = try container.decode([MeteredPath].self, forKey: .metered)
+            free = try container.decodeIfPresent([PathPattern].self, forKey: .free) ?? []
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, names, group, mark, credential, settings, auth, verify, gateway, prices
+        case baseURL = "base_url"
+        case allowedHosts = "allowed_hosts"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        names = try container.decode(Names.self, forKey: .names)
+        group = try container.decode(Group.self, forKey: .group)
+        mark = try container.decode(String.self, forKey: .mark)
+        credential = try container.decode(CredentialRule.self, forKey: .credential)
+        settings = try container.decodeIfPresent([Setting].self, forKey: .settings) ?? []
+        baseURL = try container.decode(URL.self, forKey: .baseURL)
+        allowedHosts = try container.decode([String].self, forKey: .allowedHosts)
+        auth = try container.decodeIfPresent(Auth.self, forKey: .auth)
+        verify = try container.decodeIfPresent(Check.self, forKey: .verify)
+        gateway = try container.decodeIfPresent(GatewayRules.self, forKey: .gateway)
+        prices = try container.decodeIfPresent([String].self, forKey: .prices) ?? []
+    }
+
+    /// The rules of SPEC §16 that a decoder does not check: the id's and names' shapes, an https base URL on one of
+    /// the allowed hosts, an API-key provider with a way to send and check its key, and lengths that fit.
+    func check() throws {
+        func fail(_ why: String) -> ProviderCatalog.Invalid { ProviderCatalog.Invalid("\(id): \(why)") }
+        let idBytes = Array(id.utf8)
+        guard (2...40).contains(idBytes.count), idBytes.first.map(ASCII.isLower) == true,
+            idBytes.allSatisfy({ ASCII.isLower($0) || ASCII.isDigit($0) || $0 == UInt8(ascii: "_") })
+        else { throw ProviderCatalog.Invalid("\(id.prefix(40)): the id must be lowercase letters, digits and _") }
+        for name in [names.en, names.es, mark, credential.example]
+        where name.isEmpty || name.utf8.count > 80 || name.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+            throw fail("a name, mark or example is empty, too long or holds control characters")
+        }
+        guard baseURL.scheme == "https", let host = baseURL.host?.lowercased(), allowedHosts.contains(host),
+            baseURL.query == nil, baseURL.user == nil
+        else { throw fail("base_url must be https on one of allowed_hosts") }
+        guard allowedHosts.allSatisfy({ !$0.isEmpty && $0 == $0.lowercased() && $0.utf8.allSatisfy(Self.isHostByte) })
+        else { throw fail("allowed_hosts must be lowercase host names") }
+        guard credential.prefix.utf8.allSatisfy(ASCII.isKeyCharacter), credential.minLength >= 8,
+            credential.maxLength >= credential.minLength, credential.maxLength <= 512,
+            credential.prefix.utf8.count < credential.minLength,
+            ["api_key", "gemini_key"].contains(credential.problem)
+        else { throw fail("the credential's prefix and lengths do not fit together") }
+        if credential.kind == .apiKey {
+            guard let auth, auth.header.utf8.allSatisfy(ASCII.isKeyCharacter),
+                auth.scheme == nil || auth.scheme == "Bearer"
+            else { throw fail("an API-key provider needs auth.header") }
+            guard let verify, PathPattern.isPlainPath(verify.path) else {
+                throw fail("an API-key provider needs verify.path, a plain path")
+            }
+            guard verify.foundAt.isEmpty || verify.foundAt.hasPrefix("/") else {
+                throw fail("found_at is a JSON pointer")
+            }
+            guard verify.headers.count <= 5,
+                verify.headers.allSatisfy({
+                    $0.key.utf8.allSatisfy(ASCII.isKeyCharacter) && !$0.value.isEmpty
+                        && $0.value.utf8.allSatisfy(ASCII.isPrintable)
+                })
+            else { throw fail("verify.headers must be plain header names and printable values") }
+            guard
+                verify.refusals.allSatisfy({ ["invalid_credentials", "insufficient_permissions"].contains($0.outcome) })
+            else { throw fail("a refusal's outcome is invalid_credentials or insufficient_permissions") }
+        } else if gateway != nil || !settings.isEmpty {
+            throw fail("only API-key providers have settings and gateway rules here")
+        }
+        var seen = Set<String>()
+        for setting in settings {
+            guard seen.insert(setting.name).inserted, setting.name.utf8.allSatisfy(ASCII.isFieldNameCharacter),
+                setting.prefix.utf8.allSatisfy(ASCII.isKeyCharacter),
+                setting.header.map({ $0.utf8.allSatisfy(ASCII.isKeyCharacter) }) ?? true
+            else { throw fail("the setting \(setting.name.prefix(40)) is not valid") }
+        }
+        if let gateway, gateway.metered.isEmpty { throw fail("gateway.metered must name a path") }
+    }
+
+    private static func isHostByte(_ byte: UInt8) -> Bool {
+        ASCII.isLower(byte) || ASCII.isDigit(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+    }
+}
+
+/// A gateway path rule: `/v1/chat/completions`, or with `*` for one segment (or a segment's start, before a fixed
+/// suffix: `*:generateContent`) and `{a,b}` for one of several names.
+public struct PathPattern: Sendable, Decodable, Equatable {
+    /// One segment's rule.
+    enum Segment: Sendable, Equatable {
+        case literal(String)
+        case oneOf([String])
+        /// Any non-empty text, then `suffix`.
+        case any(suffix: String)
+    }
+
+    let segments: [Segment]
+    /// The pattern as written.
+    public let text: String
+
+    /// Parses `text`.
+    ///
+    /// - Throws: ``ProviderCatalog/Invalid`` when it is not a pattern.
+    public init(_ text: String) throws {
+        guard text.hasPrefix("/"), text.utf8.count <= 200 else {
+            throw ProviderCatalog.Invalid("the path \(text.prefix(60)) must start with /")
+        }
+        var segments: [Segment] = []
+        for part in text.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
+            let part = String(part)
+            guard !part.isEmpty, part != ".", part != ".." else {
+                throw ProviderCatalog.Invalid("the path \(text.prefix(60)) has an empty or dot segment")
+            }
+            if part.hasPrefix("{"), part.hasSuffix("}") {
+                let names = part.dropFirst().dropLast().split(separator: ",").map(String.init)
+                guard !names.isEmpty, names.allSatisfy(Self.isPlainSegment) else {
+                    throw ProviderCatalog.Invalid("the path \(text.prefix(60)) has a bad {…} segment")
+                }
+                segments.append(.oneOf(names))
+            } else if part.hasPrefix("*") {
+                let suffix = String(part.dropFirst())
+                guard suffix.isEmpty || Self.isPlainSegment(suffix) else {
+                    throw ProviderCatalog.Invalid("the path \(text.prefix(60)) has a bad * segment")
+                }
+                segments.append(.any(suffix: suffix))
+            } else {
+                guard Self.isPlainSegment(part) else {
+                    throw ProviderCatalog.Invalid("the path \(text.prefix(60)) has characters a rule cannot hold")
+                }
+                segments.append(.literal(part))
+            }
+        }
+        self.segments = segments
+        self.text = text
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do {
+            try self.init(text)
+        } catch {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "not a path rule"))
+        }
+    }
+
+    /// Whether `path` (already checked to be a safe path) matches.
+    public func matches(_ path: String) -> Bool {
+        let parts = path.dropFirst().split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == segments.count else { return false }
+        for (part, segment) in zip(parts, segments) {
+            switch segment {
+            case .literal(let text): if part != text { return false }
+            case .oneOf(let names): if !names.contains(where: { $0 == part }) { return false }
+            case .any(let suffix):
+                guard part.count > suffix.count, part.hasSuffix(suffix) else { return false }
+                // The wildcard part itself holds no `:` when a suffix starts with one (a model, then its method).
+                if suffix.hasPrefix(":"), part.dropLast(suffix.count).contains(":") { return false }
+            }
+        }
+        return true
+    }
+
+    /// Whether `text` is a path with no pattern in it.
+    static func isPlainPath(_ text: String) -> Bool {
+        guard let pattern = try? PathPattern(text) else { return false }
+        return pattern.segments.allSatisfy { if case .literal = $0 { true } else { false } }
+    }
+
+    private static func isPlainSegment(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { ASCII.isAlphanumeric($0) || "-._~:@".utf8.contains($0) }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenGateway
+import KeyhavenStorage
+import KeyhavenTestSupport
+import SQLKit
+import Testing
+
+/// The catalog's OpenAI-compatible providers (SPEC §16) end to end, each against its fake, which checks the key the
+/// way the real service reads it.
+@Suite("Catalog providers")
+struct CatalogProviderTests: GatewayHarness {
+    /// Polls the integration until its status is no longer `verifying` (or 15 s pass).
+    func settled(_ api: APIHarness, _ id: String, auth: TestAuth) async throws -> [String: Any] {
+        for _ in 0..<300 {
+            let json = try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
+            if json["status"] as? String != "verifying" { return json }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
+    }
+
+    @Test(
+        """
+        each OpenAI-compatible provider: created through the API, verified (a refused key is an error whose message \
+        holds no run of the key), unary and streamed through the gateway, usage priced from the table, and a spent \
+        budget answers 429 before the provider sees the request
+        """, arguments: TestDatabase.all)
+    func endToEnd(kind: TestDatabase) async throws {
+        try await withGateway(kind, configure: { $0.runVerificationWorker = true }) { api, fakes, caller, user, token in
+            let bearer = [("authorization", "Bearer \(token)")]
+            var keys = [token]
+            for provider in FakeProviders.catalogProviders {
+                let type = try #require(IntegrationType(rawValue: provider.id), "\(provider.id) is in the catalog")
+                keys.append(provider.key)
+                let id = try await integration(api, user, type: provider.id, key: provider.key)
+                let connected = try await settled(api, id, auth: user.session)
+                #expect(connected["status"] as? String == "connected", "\(provider.id): \(connected)")
+
+                // A key of the right shape that the provider refuses: an error, its echo of the key removed.
+                let wrong = String(provider.key.dropLast(6)) + "WRONG0"
+                keys.append(wrong)
+                let refusedID = try await integration(api, user, type: provider.id, key: wrong)
+                let refused = try await settled(api, refusedID, auth: user.session)
+                #expect(refused["status"] as? String == "error", "\(provider.id): \(refused)")
+                let message = refused["error_message"] as? String ?? ""
+                #expect(message.contains("Invalid API key"), "\(provider.id): \(message)")
+                #expect(!message.contains(String(wrong.suffix(12))), "\(provider.id) echoed the key")
+
+                // Unary and streamed, with the stored key injected.
+                let path = "/gateway/\(id)\(provider.chatPath)"
+                let unary = try await caller.send(
+                    path, headers: bearer,
+                    json: ["model": provider.model, "messages": [["role": "user", "content": "Hi"]]])
+                #expect(
+                    unary.status == 200 && unary.body.contains(provider.usageMarker),
+                    "\(provider.id): \(unary.body)")
+                let streamed = try await caller.send(
+                    path, headers: bearer,
+                    json: ["model": provider.model, "stream": true, "messages": [["role": "user", "content": "Hi"]]])
+                #expect(streamed.status == 200 && streamed.body.contains(provider.streamEnd), "\(provider.id)")
+                #expect(streamed.body.contains("Hel") && streamed.body.contains("lo"))
+                let rules = try #require(type.entry?.gateway)
+                if rules.metered.first(where: { $0.path.matches(provider.chatPath) })?.streamUsageOption == true {
+                    // Keyhaven asked for the usage chunk on the caller's behalf, and kept it to itself.
+                    #expect(!streamed.body.contains("prompt_tokens"), "\(provider.id)")
+                }
+
+                // Both priced from the price table, by the provider's own model name.
+                let usage = try await usageRows(api, user, integration: id, requests: 2)
+                let price = try PriceTable.bundled().price(type, model: provider.model)
+                if provider.id == "openrouter" {
+                    // Not in the price table: recorded, unpriced.
+                    #expect(price == nil)
+                } else {
+                    let each = try #require(price, "\(provider.id) \(provider.model) has a price").cost(
+                        of: TokenUsage(inputTokens: 1_000, outputTokens: 500))
+                    #expect(usage["cost_micros"] as? Int == Int(2 * each), "\(provider.id): \(usage)")
+                }
+                #expect(usage["input_tokens"] as? Int == 2_000 && usage["output_tokens"] as? Int == 1_000)
+
+                // A budget spent (for the unpriced provider, a token limit): 429, and the provider sees nothing
+                // more.
+                let before = fakes.modelCalls.count
+                let priced = price != nil
+                let limit = try await api.request(
+                    .put, "/api/integrations/\(id)/limits", auth: user.session,
+                    json: priced ? ["monthly_budget_usd": 0.000001] : ["tokens_per_minute": 100])
+                #expect(limit.status == .ok, "\(limit.text)")
+                let chat: [String: Any] = ["model": provider.model, "messages": [["role": "user", "content": "Hi"]]]
+                var allowed = 0
+                if priced {
+                    try await Task.sleep(for: .milliseconds(1_100))  // the instance's cached spending expires
+                } else {
+                    // Tokens count from the moment a token limit applies: the next answer spends the minute's (a
+                    // new minute starting in between gives one more).
+                    for _ in 0..<3 where try await caller.send(path, headers: bearer, json: chat).status == 200 {
+                        allowed += 1
+                        try await Task.sleep(for: .milliseconds(200))
+                    }
+                    #expect((1...2).contains(allowed), "\(provider.id): \(allowed)")
+                }
+                let over = try await caller.send(path, headers: bearer, json: chat)
+                #expect(over.status == 429, "\(provider.id): \(over.status) \(over.body)")
+                #expect(over.body.contains(priced ? "budget_exceeded" : "rate_limited"), "\(provider.id): \(over.body)")
+                #expect(fakes.modelCalls.count == before + allowed)
+            }
+            #expect(fakes.unexpected == [])
+
+            // No key in an answer, a log line or an audit row.
+            let logs = api.logs.all.map { Data($0.utf8) }
+            let rows = try await api.handle.database.withConnection { sql in
+                try await sql.raw("SELECT * FROM audit_events").all().map {
+                    Data(((try? SQLAuditLog.eventText($0)) ?? "").utf8)
+                }
+            }
+            for key in keys { #expect(!containsAnywhere(Data(key.utf8), in: logs + rows), "a key leaked") }
+        }
+    }
+
+    /// The usage of one integration, once it counts `requests` requests.
+    func usageRows(_ api: APIHarness, _ user: TestUser, integration: String, requests: Int) async throws
+        -> [String: Any]
+    {
+        for _ in 0..<100 {
+            let response = try await api.request(.get, "/api/usage?integration_id=\(integration)", auth: user.session)
+            let total = response.json["total"] as? [String: Any] ?? [:]
+            if total["requests"] as? Int ?? -1 >= requests { return total }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSetupError("usage did not reach \(requests) requests")
+    }
+}

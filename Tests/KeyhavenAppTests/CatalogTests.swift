@@ -1,0 +1,244 @@
+import AsyncHTTPClient
+import Foundation
+import KeyhavenApp
+import KeyhavenCore
+import KeyhavenTestSupport
+import Logging
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The provider catalog as data (SPEC §16): the shipped file against its schema, the rules a schema cannot state,
+/// `GET /api/catalog`, and a provider added by an operator's file alone.
+@Suite("Provider catalog")
+struct CatalogTests {
+    static func resource(_ name: String) throws -> JSONValue {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/KeyhavenCore/Resources/\(name)")
+        return try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: url))
+    }
+
+    static func problems(_ catalog: JSONValue) throws -> [String] {
+        let schema = try resource("providers.schema.json")
+        var problems: [String] = []
+        OpenAPIContract(document: schema).validate(catalog, against: schema, at: "$", into: &problems)
+        return problems
+    }
+
+    @Test("the shipped catalog follows its JSON Schema, loads, and names every provider the gateway prices")
+    func shipped() throws {
+        let catalog = try Self.resource("providers.json")
+        #expect(try Self.problems(catalog) == [])
+        let loaded = try ProviderCatalog.builtIn()
+        let ids = loaded.providers.map(\.id)
+        for id in [
+            "openai", "anthropic", "gemini", "mistral", "groq", "deepseek", "xai", "openrouter", "together",
+            "fireworks",
+            "perplexity", "google_cloud", "aws", "azure",
+        ] {
+            #expect(ids.contains(id), "\(id)")
+        }
+        // The schema is strict: an unknown field, a bad id or an http base URL is a problem it reports.
+        guard case .object(var file) = catalog, case .array(var providers)? = file["providers"],
+            case .object(var first) = providers[0]
+        else { throw TestSetupError("unexpected catalog shape") }
+        for (key, value) in [("colour", JSONValue.string("red")), ("id", "Open AI"), ("base_url", "http://x.example")] {
+            var changed = first
+            changed[key] = value
+            providers[0] = .object(changed)
+            file["providers"] = .array(providers)
+            #expect(try !Self.problems(.object(file)).isEmpty, "\(key)")
+        }
+        first["id"] = "openai"
+        #expect(Set(ids).count == ids.count)
+    }
+
+    @Test("the OpenAPI document names exactly the shipped catalog's providers as integration types")
+    func documented() throws {
+        let schemas = try OpenAPIContract().document["components"]?["schemas"]
+        let listed = schemas?["IntegrationType"]?["examples"]?.arrayValue?.compactMap(\.stringValue)
+        let catalog = try ProviderCatalog.builtIn().providers
+        #expect(listed == catalog.map(\.id))
+        // Every API-key provider without settings can be created with the one shape the document gives them.
+        let creatable = Set(
+            (schemas?["CreateAPIKeyIntegration"]?["properties"]?["type"]?["enum"]?.arrayValue ?? []).compactMap(
+                \.stringValue))
+        for entry in catalog where entry.credential.kind == .apiKey && entry.settings.isEmpty {
+            if [IntegrationType.anthropic, .gemini].contains(entry.type) { continue }
+            #expect(creatable.contains(entry.id), "\(entry.id)")
+        }
+    }
+
+    @Test("a catalog file that breaks a rule is refused with the entry and the reason, and nothing is added")
+    func refused() throws {
+        func refusal(_ text: String) -> String? {
+            do {
+                _ = try ProviderCatalog.builtIn().adding(ProviderCatalog.parse(Data(text.utf8)))
+                return nil
+            } catch let invalid as ProviderCatalog.Invalid {
+                return invalid.description
+            } catch {
+                return "\(error)"
+            }
+        }
+        let good = FakeProviders.extraCatalogEntry
+        #expect(refusal(good) == nil)
+        let cases: [(String, String, String)] = [
+            ("\"id\": \"acme_llm\"", "\"id\": \"openai\"", "defined twice"),
+            ("\"https://api.acme-llm.example\"", "\"https://elsewhere.example\"", "allowed_hosts"),
+            ("\"min_length\": 30", "\"min_length\": 3", "lengths"),
+            ("\"path\": \"/v1/models\"", "\"path\": \"/v1/../models\"", "verify"),
+            ("\"/v1/chat/completions\"", "\"/v1//chat\"", "not valid"),
+            ("\"version\": 1", "\"version\": 2", "version"),
+            ("\"auth\": {\"header\": \"Authorization\", \"scheme\": \"Bearer\"},", "", "auth.header"),
+            ("\"group\": \"ai\"", "\"group\": \"models\"", "group"),
+        ]
+        for (from, to, reason) in cases {
+            let text = good.replacingOccurrences(of: from, with: to)
+            #expect(text != good, "\(from)")
+            let why = refusal(text)
+            #expect(why?.contains(reason) == true, "\(to): \(why ?? "accepted")")
+        }
+        #expect(refusal("not json")?.isEmpty == false)
+        #expect(refusal("{\"version\": 1, \"providers\": [{}]}")?.contains("missing") == true)
+    }
+
+    @Test("gateway path rules: literal segments, one of several names, and a segment's start before a suffix")
+    func patterns() throws {
+        let gemini = try PathPattern("/{v1,v1beta}/{models,tunedModels}/*:generateContent")
+        #expect(gemini.matches("/v1beta/models/gemini-2.5-flash:generateContent"))
+        #expect(gemini.matches("/v1/tunedModels/mine:generateContent"))
+        #expect(!gemini.matches("/v1beta/models/gemini:batchGenerateContent"))
+        #expect(!gemini.matches("/v1beta/models/a:b:generateContent"))
+        #expect(!gemini.matches("/v2/models/gemini:generateContent"))
+        #expect(!gemini.matches("/v1beta/models/:generateContent"))
+        #expect(!gemini.matches("/v1beta/models/gemini:generateContent/extra"))
+        let plain = try PathPattern("/v1/chat/completions")
+        #expect(plain.matches("/v1/chat/completions") && !plain.matches("/v1/chat/completions/x"))
+        for bad in ["v1/x", "/v1//x", "/v1/../x", "/{}/x", "/*%2f", "/a b"] {
+            #expect(throws: ProviderCatalog.Invalid.self, "\(bad)") { try PathPattern(bad) }
+        }
+    }
+
+    @Test("GET /api/catalog serves the catalog to a signed-in caller, with an ETag, and nothing to anyone else")
+    func served() async throws {
+        try await APIHarness.with(.sqlite) { api in
+            let user = try await api.user()
+            #expect(try await api.request(.get, "/api/catalog").status == .unauthorized)
+            let response = try await api.request(.get, "/api/catalog", auth: user.session)
+            #expect(response.status == .ok)
+            let providers = response.json["providers"] as? [[String: Any]] ?? []
+            #expect(providers.map { $0["id"] as? String } == (try ProviderCatalog.builtIn()).providers.map(\.id))
+            let mistral = try #require(providers.first { $0["id"] as? String == "mistral" })
+            #expect((mistral["credential"] as? [String: Any])?["kind"] as? String == "api_key")
+            #expect((mistral["gateway"] as? [String: Any])?["usage"] as? String == "openai")
+            #expect(providers.first { $0["id"] as? String == "aws" }?["automatic_rotation"] as? Bool == true)
+            let tag = try #require(response.headers[.eTag])
+            let again = try await api.request(
+                .get, "/api/catalog", auth: user.session, headers: [.ifNoneMatch: tag])
+            #expect(again.status == .notModified)
+            try api.checkContract()
+        }
+    }
+
+    @Test(
+        """
+        an OpenAI-compatible provider added by KEYHAVEN_CATALOG_EXTRA alone: listed, created, verified against its \
+        fake, forwarded and priced by the running binary; a broken extra file stops serve with the reason
+        """
+    )
+    func extraFile() async throws {
+        let fakes = try await FakeProviders.start()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            let extra = directory.path + "/providers-extra.json"
+            try Data(FakeProviders.extraCatalogEntry.utf8).write(to: URL(fileURLWithPath: extra))
+            // The operator's data, seeded as a first start would leave it: a user with a session, a service token.
+            let runtime = try await directory.openRuntime()
+            let user = try await runtime.users.create(
+                email: "extra@example.test", passwordHash: APIHarness.passwordHash, audit: nil)
+            let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
+            let (token, _) = try await runtime.tokens.create(
+                kind: .service, userID: nil, name: "backend", scopes: [.gatewayUse], expiresAt: nil,
+                audit: AuditEntry(actor: .operator, action: .tokenCreate))
+            await runtime.shutdown()
+
+            let binary = try KeyhavenBinary()
+            var environment = directory.serveEnvironment
+            environment["KEYHAVEN_CATALOG_EXTRA"] = directory.path + "/missing.json"
+            let broken = try binary.start(["serve"], environment: environment, in: directory.path)
+            #expect(await broken.wait(timeout: .seconds(20)) != 0)
+            #expect(broken.stderr.contains("KEYHAVEN_CATALOG_EXTRA"), "\(broken.stderr.suffix(500))")
+
+            environment["KEYHAVEN_CATALOG_EXTRA"] = extra
+            environment["KEYHAVEN_PROVIDER_ACME_LLM_URL"] = fakes.baseURL.absoluteString + "/acme_llm"
+            environment["KEYHAVEN_EGRESS_ALLOW_PRIVATE"] = "true"
+            let server = try binary.start(["serve"], environment: environment, in: directory.path)
+            defer { if server.isRunning { server.signal(SIGKILL) } }
+            let port = try #require(await server.listeningPort(), "\(server.stderr)")
+            let base = "http://127.0.0.1:\(port)"
+            func send(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil, bearer: String? = nil)
+                async throws -> (Int, [String: Any], String)
+            {
+                var request = HTTPClientRequest(url: base + path)
+                request.method = method
+                if let bearer {
+                    request.headers.add(name: "authorization", value: "Bearer \(bearer)")
+                } else {
+                    request.headers.add(name: "cookie", value: "keyhaven_session=\(cookie)")
+                    request.headers.add(name: "x-csrf-token", value: session.csrfToken)
+                }
+                if let json {
+                    request.headers.add(name: "content-type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
+                }
+                let response = try await client.execute(request, timeout: .seconds(20))
+                let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+                return (Int(response.status.code), object, text)
+            }
+            let (_, catalog, _) = try await send(.GET, "/api/catalog")
+            let ids = (catalog["providers"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+            #expect(ids.last == "acme_llm" && ids.contains("openai"))
+
+            let provider = FakeProviders.extraProvider
+            let (created, integration, text) = try await send(
+                .POST, "/api/integrations", json: ["name": "acme", "type": "acme_llm", "credentials": provider.key])
+            #expect(created == 201, "\(text)")
+            let id = try #require(integration["id"] as? String)
+            var status = ""
+            for _ in 0..<300 where status != "connected" && status != "error" {
+                status = try await send(.GET, "/api/integrations/\(id)").1["status"] as? String ?? ""
+                if status == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(status == "connected")
+            let (forwarded, _, answer) = try await send(
+                .POST, "/gateway/\(id)/v1/chat/completions", json: ["model": provider.model, "messages": []],
+                bearer: token)
+            #expect(forwarded == 200 && answer.contains("\"prompt_tokens\":1000"), "\(answer)")
+            var total: [String: Any] = [:]
+            for _ in 0..<100 where total["requests"] as? Int != 1 {
+                total = try await send(.GET, "/api/usage?integration_id=\(id)").1["total"] as? [String: Any] ?? [:]
+                if total["requests"] as? Int != 1 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            // mistral-small-latest: 1000 × 0.15 + 500 × 0.6 micro-dollars.
+            #expect(total["cost_micros"] as? Int == 450, "\(total)")
+            // A type the catalog does not have is refused as before.
+            let (unknown, _, _) = try await send(
+                .POST, "/api/integrations", json: ["name": "x", "type": "acme_other", "credentials": provider.key])
+            #expect(unknown == 422)
+            #expect(fakes.unexpected == [])
+            #expect(!server.stderr.contains(provider.key))
+            server.signal(SIGTERM)
+            #expect(await server.wait(timeout: .seconds(20)) == 0)
+        } catch {
+            try? await client.shutdown()
+            await fakes.stop()
+            throw error
+        }
+        try await client.shutdown()
+        await fakes.stop()
+    }
+}
