@@ -265,6 +265,15 @@ public struct KeyhavenConfiguration: Sendable {
         if let path = text("keyhaven.catalog.extra") {
             catalog = try Self.catalog(adding: path)
         }
+        if let hosts = text("keyhaven.allowed.custom.hosts") {
+            do {
+                catalog = try catalog.allowing(
+                    customHosts: hosts.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                        .filter { !$0.isEmpty })
+            } catch let invalid as ProviderCatalog.Invalid {
+                throw KeyhavenError.configuration("KEYHAVEN_ALLOWED_CUSTOM_HOSTS: \(invalid.description)")
+            }
+        }
         for entry in catalog.providers {
             if let url = try providerURL(entry.id.uppercased()) { providerEndpoints.overrides[entry.type] = url }
         }

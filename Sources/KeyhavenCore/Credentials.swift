@@ -348,13 +348,18 @@ public enum CredentialValidator {
         case .apiKey:
             let settings = type.entry?.settings ?? []
             for setting in settings {
-                string(
-                    setting.name,
-                    {
-                        $0.hasPrefix(setting.prefix) && $0.utf8.count > setting.prefix.utf8.count
-                            && $0.utf8.count <= 64 && $0.utf8.allSatisfy(ASCII.isKeyCharacter)
-                    },
-                    settingProblem(setting))
+                if setting.required, config[setting.name] == nil {
+                    errors.add(FieldProblem(.required, "is required"), to: "config.\(setting.name)")
+                }
+                if setting.format == .url {
+                    // A custom endpoint's base URL: only on an origin the operator allows.
+                    string(
+                        setting.name,
+                        { setting.accepts($0) && URL(string: $0).map(ProviderCatalog.current.allowsCustom) == true },
+                        FieldProblem(.customEndpoint, "must be an http(s) URL on an endpoint this server allows"))
+                    continue
+                }
+                string(setting.name, setting.accepts, settingProblem(setting))
             }
             errors.rejectUnknown(config, allowed: Set(settings.map(\.name)), prefix: "config")
         case .googleServiceAccount:
@@ -387,10 +392,14 @@ public enum CredentialValidator {
 
     /// What a malformed setting of an API-key provider is reported as.
     private static func settingProblem(_ setting: ProviderEntry.Setting) -> FieldProblem {
-        switch FieldProblem.Code(rawValue: setting.problem) {
-        case .openAIOrganization?: FieldProblem(.openAIOrganization, "must be an organization id like org-…")
-        case .openAIProject?: FieldProblem(.openAIProject, "must be a project id like proj_…")
-        default:
+        switch (FieldProblem.Code(rawValue: setting.problem), setting.format) {
+        case (.openAIOrganization?, _): FieldProblem(.openAIOrganization, "must be an organization id like org-…")
+        case (.openAIProject?, _): FieldProblem(.openAIProject, "must be a project id like proj_…")
+        case (_, .dnsLabel):
+            FieldProblem(.invalid, "must be a resource name: 2 to 63 lowercase letters, digits and -")
+        case (_, .apiVersion): FieldProblem(.invalid, "must be an API version like 2024-10-21")
+        case (_, .url): FieldProblem(.customEndpoint, "must be an http(s) URL on an endpoint this server allows")
+        case (_, .id):
             FieldProblem(
                 .invalid, "must be an id like \(setting.prefix)… (letters, digits, - and _)",
                 parameters: ["example": "\(setting.prefix)…"])

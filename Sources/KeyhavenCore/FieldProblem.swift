@@ -40,6 +40,7 @@ public struct FieldProblem: Sendable, Equatable {
         case pemPrivateKey = "pem_private_key"
         case privateKeyID = "private_key_id"
         case httpsURL = "https_url"
+        case customEndpoint = "custom_endpoint"
         case googleScopes = "google_scopes"
         case openAIOrganization = "openai_organization"
         case openAIProject = "openai_project"

@@ -9,6 +9,9 @@ public struct ProviderCatalog: Sendable {
     /// The entries, in the catalog's order (the built-in ones first).
     public let providers: [ProviderEntry]
     private let byID: [String: ProviderEntry]
+    /// The origins (`https://llm.internal.example:443`) an operator allows as a custom endpoint's base URL
+    /// (`KEYHAVEN_ALLOWED_CUSTOM_HOSTS`); none by default, so no user can point a key at a host of their choosing.
+    public private(set) var customOrigins: Set<String> = []
 
     /// A catalog of `providers`.
     ///
@@ -49,11 +52,42 @@ public struct ProviderCatalog: Sendable {
         return try ProviderCatalog(providers: file.providers)
     }
 
+    /// This catalog allowing custom endpoints at `hosts`: `host`, `host:port` (https) or an origin with its scheme
+    /// (`http://10.0.0.5:8000`, for a closed network).
+    ///
+    /// - Throws: ``Invalid`` naming an entry that is not a host or an origin.
+    public func allowing(customHosts hosts: [String]) throws -> ProviderCatalog {
+        var catalog = self
+        for host in hosts {
+            let text = host.contains("://") ? host : "https://" + host
+            guard let url = URL(string: text), let origin = Self.origin(url), url.path.isEmpty || url.path == "/",
+                url.query == nil, url.user == nil
+            else { throw Invalid("\(host.prefix(80)) is not a host or an origin") }
+            catalog.customOrigins.insert(origin)
+        }
+        return catalog
+    }
+
+    /// Whether `url` is on an origin the operator allows for custom endpoints.
+    public func allowsCustom(_ url: URL) -> Bool {
+        Self.origin(url).map(customOrigins.contains) ?? false
+    }
+
+    /// `scheme://host:port`, lowercased, with the scheme's port when none is given; nil for anything but http(s).
+    static func origin(_ url: URL) -> String? {
+        guard let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+            let host = url.host?.lowercased(), !host.isEmpty
+        else { return nil }
+        return "\(scheme)://\(host):\(url.port ?? (scheme == "https" ? 443 : 80))"
+    }
+
     /// This catalog with `extra`'s entries after its own.
     ///
     /// - Throws: ``Invalid`` when `extra` redefines a provider this catalog has.
     public func adding(_ extra: ProviderCatalog) throws -> ProviderCatalog {
-        try ProviderCatalog(providers: providers + extra.providers)
+        var catalog = try ProviderCatalog(providers: providers + extra.providers)
+        catalog.customOrigins = customOrigins
+        return catalog
     }
 
     private struct File: Decodable {
@@ -124,8 +158,9 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
     public let credential: CredentialRule
     /// Its non-secret settings (API-key providers; the cloud kinds have theirs in code).
     public let settings: [Setting]
-    /// Its API.
-    public let baseURL: URL
+    /// Its API, https; `{name}` as the host's first label stands for the resource-name setting `name` (Azure OpenAI:
+    /// `https://{resource}.openai.azure.com`).
+    public let baseURL: String
     /// The hosts requests for it may go to.
     public let allowedHosts: [String]
     /// How an API key is sent.
@@ -139,6 +174,43 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
 
     /// The integration type.
     public var type: IntegrationType { IntegrationType(catalogID: id) }
+
+    /// The API of an integration with `config`: the catalog's base URL, or the operator's `override` of it, with
+    /// each `{name}` (also percent-encoded) replaced by that setting's value; nil when a value it needs is missing
+    /// or malformed.
+    public func baseURL(config: [String: JSONValue], override: URL?) -> URL? {
+        if let setting = customEndpoint {
+            // The integration's own URL, on an origin the operator allows; an override does not apply.
+            guard let text = setting.value(in: config), setting.accepts(text), let url = URL(string: text),
+                ProviderCatalog.current.allowsCustom(url)
+            else { return nil }
+            return url
+        }
+        var text = override?.absoluteString ?? baseURL
+        for setting in settings where setting.format == .dnsLabel {
+            let marks = ["{\(setting.name)}", "%7B\(setting.name)%7D", "%7b\(setting.name)%7d"]
+            guard marks.contains(where: text.contains) else { continue }
+            guard let value = setting.value(in: config), setting.accepts(value) else { return nil }
+            for mark in marks { text = text.replacingOccurrences(of: mark, with: value) }
+        }
+        guard !text.contains("{"), !text.contains("%7B"), !text.contains("%7b") else { return nil }
+        return URL(string: text)
+    }
+
+    /// The setting whose value is the whole base URL (`"base_url": "{name}"`): a custom endpoint's.
+    public var customEndpoint: Setting? {
+        guard baseURL.hasPrefix("{"), baseURL.hasSuffix("}") else { return nil }
+        let name = String(baseURL.dropFirst().dropLast())
+        return settings.first { $0.name == name && $0.format == .url && $0.required }
+    }
+
+    /// The query parameters every request of an integration with `config` carries (an Azure `api-version`).
+    public func queryParameters(config: [String: JSONValue]) -> [(String, String)] {
+        settings.compactMap { setting in
+            guard let name = setting.query, let value = setting.value(in: config) else { return nil }
+            return (name, value)
+        }
+    }
 
     /// English and Spanish names.
     public struct Names: Sendable, Decodable, Equatable {
@@ -187,21 +259,78 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         }
     }
 
-    /// A setting: text with an optional prefix (at most 64 letters, digits, - and _), sent as `header` when named.
+    /// A non-secret setting of an API-key provider: an id with an optional prefix (at most 64 letters, digits, - and
+    /// _), a resource name (a DNS label, filled into the base URL), or an API version (`2024-10-21`, `-preview`
+    /// allowed). Sent as `header`, or as the query parameter `query`, when named.
     public struct Setting: Sendable, Decodable, Equatable {
+        /// What a value must look like.
+        public enum Format: String, Sendable, Decodable {
+            case id
+            case dnsLabel = "dns_label"
+            case apiVersion = "api_version"
+            /// An http(s) URL (a custom endpoint's base URL), which the operator must also allow.
+            case url
+        }
+
         public let name: String
+        public let format: Format
         public let prefix: String
         public let header: String?
+        public let query: String?
+        public let required: Bool
+        /// The value used when an integration has none.
+        public let defaultValue: String?
         public let problem: String
 
-        enum CodingKeys: String, CodingKey { case name, prefix, header, problem }
+        enum CodingKeys: String, CodingKey {
+            case name, format, prefix, header, query, required, problem
+            case defaultValue = "default"
+        }
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             name = try container.decode(String.self, forKey: .name)
+            format = try container.decodeIfPresent(Format.self, forKey: .format) ?? .id
             prefix = try container.decodeIfPresent(String.self, forKey: .prefix) ?? ""
             header = try container.decodeIfPresent(String.self, forKey: .header)
+            query = try container.decodeIfPresent(String.self, forKey: .query)
+            required = try container.decodeIfPresent(Bool.self, forKey: .required) ?? false
+            defaultValue = try container.decodeIfPresent(String.self, forKey: .defaultValue)
             problem = try container.decodeIfPresent(String.self, forKey: .problem) ?? "invalid"
+        }
+
+        /// Whether `text` is a value of this setting.
+        public func accepts(_ text: String) -> Bool {
+            let bytes = Array(text.utf8)
+            switch format {
+            case .id:
+                return text.hasPrefix(prefix) && bytes.count > prefix.utf8.count && bytes.count <= 64
+                    && bytes.allSatisfy(ASCII.isKeyCharacter)
+            case .dnsLabel:
+                return (2...63).contains(bytes.count) && bytes.first != UInt8(ascii: "-")
+                    && bytes.last != UInt8(ascii: "-")
+                    && bytes.allSatisfy { ASCII.isLower($0) || ASCII.isDigit($0) || $0 == UInt8(ascii: "-") }
+            case .url:
+                guard bytes.count <= 200, bytes.allSatisfy(ASCII.isVisible), let url = URL(string: text),
+                    ProviderCatalog.origin(url) != nil, url.user == nil, url.password == nil, url.query == nil,
+                    url.fragment == nil
+                else { return false }
+                return true
+            case .apiVersion:
+                // YYYY-MM-DD, optionally followed by -preview.
+                let date = bytes.prefix(10)
+                let rest = String(decoding: bytes.dropFirst(10), as: UTF8.self)
+                return date.count == 10 && (rest.isEmpty || rest == "-preview")
+                    && date.enumerated().allSatisfy { index, byte in
+                        index == 4 || index == 7 ? byte == UInt8(ascii: "-") : ASCII.isDigit(byte)
+                    }
+            }
+        }
+
+        /// The value an integration with `config` has: its own, else the default; nil when neither is valid.
+        public func value(in config: [String: JSONValue]) -> String? {
+            if let own = config[name]?.stringValue { return accepts(own) ? own : nil }
+            return defaultValue
         }
     }
 
@@ -219,6 +348,8 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         public let path: String
         public let foundAt: String
         public let headers: [String: String]
+        /// Query parameters of the check (they win over settings sent as the same parameter).
+        public let query: [String: String]
         public let refusals: [Refusal]
 
         /// An answer that means something other than its status says.
@@ -234,7 +365,7 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         }
 
         enum CodingKeys: String, CodingKey {
-            case path, headers, refusals
+            case path, headers, query, refusals
             case foundAt = "found_at"
         }
 
@@ -243,6 +374,7 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
             path = try container.decode(String.self, forKey: .path)
             foundAt = try container.decode(String.self, forKey: .foundAt)
             headers = try container.decodeIfPresent([String: String].self, forKey: .headers) ?? [:]
+            query = try container.decodeIfPresent([String: String].self, forKey: .query) ?? [:]
             refusals = try container.decodeIfPresent([Refusal].self, forKey: .refusals) ?? []
         }
     }
@@ -303,7 +435,7 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         mark = try container.decode(String.self, forKey: .mark)
         credential = try container.decode(CredentialRule.self, forKey: .credential)
         settings = try container.decodeIfPresent([Setting].self, forKey: .settings) ?? []
-        baseURL = try container.decode(URL.self, forKey: .baseURL)
+        baseURL = try container.decode(String.self, forKey: .baseURL)
         allowedHosts = try container.decode([String].self, forKey: .allowedHosts)
         auth = try container.decodeIfPresent(Auth.self, forKey: .auth)
         verify = try container.decodeIfPresent(Check.self, forKey: .verify)
@@ -323,8 +455,26 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         where name.isEmpty || name.utf8.count > 80 || name.unicodeScalars.contains(where: { $0.value < 0x20 }) {
             throw fail("a name, mark or example is empty, too long or holds control characters")
         }
-        guard baseURL.scheme == "https", let host = baseURL.host?.lowercased(), allowedHosts.contains(host),
-            baseURL.query == nil, baseURL.user == nil
+        // A template's one placeholder is the host's first label, filled by a resource-name setting, under an
+        // allowed host: a value cannot move the request anywhere else.
+        var concrete = baseURL
+        if baseURL.hasPrefix("{") {
+            // A custom endpoint: the whole base URL is a required url setting, checked against the operator's list.
+            guard customEndpoint != nil, allowedHosts.isEmpty else {
+                throw fail("\"{name}\" as base_url must name a required url setting, with no allowed_hosts")
+            }
+            concrete = "https://custom.invalid"
+        } else if let open = baseURL.firstIndex(of: "{"), let close = baseURL.firstIndex(of: "}"), open < close {
+            let name = String(baseURL[baseURL.index(after: open)..<close])
+            guard baseURL[..<open] == "https://", baseURL[baseURL.index(after: close)...].hasPrefix("."),
+                settings.contains(where: { $0.name == name && $0.format == .dnsLabel && $0.required })
+            else { throw fail("a {setting} in base_url must be the host's first label, a required dns_label") }
+            concrete = "https://example" + baseURL[baseURL.index(after: close)...]
+        }
+        guard !concrete.contains("{"), !concrete.contains("}"), let url = URL(string: concrete), url.scheme == "https",
+            let host = url.host?.lowercased(), url.query == nil, url.user == nil,
+            allowedHosts.contains(host) || (concrete != baseURL && allowedHosts.contains { host.hasSuffix("." + $0) })
+                || customEndpoint != nil
         else { throw fail("base_url must be https on one of allowed_hosts") }
         guard allowedHosts.allSatisfy({ !$0.isEmpty && $0 == $0.lowercased() && $0.utf8.allSatisfy(Self.isHostByte) })
         else { throw fail("allowed_hosts must be lowercase host names") }
@@ -359,8 +509,18 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         for setting in settings {
             guard seen.insert(setting.name).inserted, setting.name.utf8.allSatisfy(ASCII.isFieldNameCharacter),
                 setting.prefix.utf8.allSatisfy(ASCII.isKeyCharacter),
-                setting.header.map({ $0.utf8.allSatisfy(ASCII.isKeyCharacter) }) ?? true
+                setting.header.map({ $0.utf8.allSatisfy(ASCII.isKeyCharacter) }) ?? true,
+                setting.query.map({ !$0.isEmpty && $0.utf8.allSatisfy(ASCII.isKeyCharacter) }) ?? true,
+                setting.defaultValue.map(setting.accepts) ?? true, !(setting.required && setting.defaultValue != nil)
             else { throw fail("the setting \(setting.name.prefix(40)) is not valid") }
+        }
+        if let verify {
+            guard verify.query.count <= 5,
+                verify.query.allSatisfy({
+                    $0.key.utf8.allSatisfy(ASCII.isKeyCharacter)
+                        && !$0.value.isEmpty && $0.value.utf8.allSatisfy(ASCII.isKeyCharacter)
+                })
+            else { throw fail("verify.query must be plain names and values") }
         }
         if let gateway, gateway.metered.isEmpty { throw fail("gateway.metered must name a path") }
     }

@@ -29,6 +29,9 @@ var credentials: [String: String] = [
     "azure_client_id": FakeProviders.azureClient,
     "azure_client_secret": FakeProviders.azureSecret,
 ]
+environment["KEYHAVEN_PROVIDER_AZURE_OPENAI_URL"] = "\(root)/azure_openai/%7Bresource%7D"
+credentials["azure_openai"] = FakeProviders.azureOpenAIKey
+credentials["azure_openai_resource"] = FakeProviders.azureOpenAIResource
 // The catalog's OpenAI-compatible providers, each at its own path.
 for provider in FakeProviders.catalogProviders {
     environment["KEYHAVEN_PROVIDER_\(provider.id.uppercased())_URL"] = "\(root)/\(provider.id)"

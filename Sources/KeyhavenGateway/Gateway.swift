@@ -12,8 +12,11 @@ public final class Gateway: Sendable {
     /// Whether the gateway forwards to `type`'s provider: its catalog entry has gateway rules (SPEC §16).
     public static func forwards(_ type: IntegrationType) -> Bool { type.entry?.gateway != nil }
 
-    /// Each provider's base URL, and its path without a trailing slash (prefixed to every forwarded path).
+    /// Each provider's base URL, and its path without a trailing slash (prefixed to every forwarded path); a
+    /// provider whose base URL holds an integration's setting (Azure OpenAI's resource) is not here.
     let bases: [IntegrationType: (url: URL, path: String)]
+    /// Where each provider is, for those base URLs that hold a setting.
+    let endpoints: ProviderEndpoints
     /// What the caller sent that never reaches the provider (``notForwarded``, and every catalog provider's own
     /// key and setting headers).
     let dropped: Set<String>
@@ -38,14 +41,12 @@ public final class Gateway: Sendable {
         var bases: [IntegrationType: (url: URL, path: String)] = [:]
         var dropped = Self.notForwarded
         for entry in ProviderCatalog.current.providers where entry.gateway != nil {
-            let url = endpoints.base(entry.type)
-            var path = url.path(percentEncoded: true)
-            while path.hasSuffix("/") { path.removeLast() }
-            bases[entry.type] = (url, path)
+            if let url = endpoints.base(entry.type, config: [:]) { bases[entry.type] = Self.base(url) }
             if let auth = entry.auth { dropped.insert(auth.header.lowercased()) }
             for header in entry.settings.compactMap(\.header) { dropped.insert(header.lowercased()) }
         }
         self.bases = bases
+        self.endpoints = endpoints
         self.dropped = dropped
         clients = GatewayClients(egress: egress)
         self.prices = prices
@@ -240,11 +241,18 @@ public final class Gateway: Sendable {
         }
         guard case .apiKey(let key) = credentials, let entry = integration.type.entry, let rules = entry.gateway,
             let base = bases[integration.type]
+                ?? endpoints.base(integration.type, config: integration.config).map(Self.base)
         else {
             throw Refusal.invalidPath
         }
         var target = base.path + request.path
-        if let query = Self.withoutKey(request.query) { target += "?" + query }
+        // The settings sent as query parameters (an Azure api-version) when the caller did not send them.
+        var query = Self.withoutKey(request.query).map { [$0] } ?? []
+        let sent = Set((request.query ?? "").split(separator: "&").map { $0.prefix { $0 != "=" } })
+        for (name, value) in entry.queryParameters(config: integration.config) where !sent.contains(Substring(name)) {
+            query.append("\(name)=\(value)")
+        }
+        if !query.isEmpty { target += "?" + query.joined(separator: "&") }
         let origin = try await clients.origin(of: base.url)
 
         var upstream = HTTPRequestHead(version: .http1_1, method: request.method, uri: target)
@@ -352,6 +360,13 @@ public final class Gateway: Sendable {
             status: Int(head.status.code), headers: headers,
             contentLength: meter.hidesUsageChunk ? nil : contentLength, body: UpstreamBody(answer: answer),
             meter: meter, inputEstimate: inputEstimate, memory: memory)
+    }
+
+    /// A base URL and its path without a trailing slash.
+    static func base(_ url: URL) -> (url: URL, path: String) {
+        var path = url.path(percentEncoded: true)
+        while path.hasSuffix("/") { path.removeLast() }
+        return (url, path)
     }
 
     /// Reads a body from `pieces` until it ends or holds more than `limit` bytes (`overflowed`, the rest then left

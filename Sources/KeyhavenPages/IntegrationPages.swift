@@ -164,8 +164,10 @@ struct ProviderFields: Sendable {
         settings = (type.entry?.settings ?? []).map { setting in
             SettingField(
                 name: setting.name,
-                label: texts.table["\(setting.name)_optional"]
-                    ?? texts.format("setting_optional", ["name": setting.name]),
+                label: setting.required
+                    ? texts.table["setting_\(setting.name)"] ?? setting.name
+                    : texts.table["\(setting.name)_optional"]
+                        ?? texts.format("setting_optional", ["name": setting.name]),
                 placeholder: setting.prefix.isEmpty ? "" : setting.prefix + "…", value: values[setting.name] ?? "",
                 error: errors.messages[setting.name])
         }

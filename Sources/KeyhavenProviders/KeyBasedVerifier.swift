@@ -13,7 +13,16 @@ struct KeyBasedVerifier: Verifier {
         guard case .apiKey(let key) = credentials, let auth = entry.auth, let check = entry.verify else {
             return VerificationResult(outcome: .unexpectedResponse)
         }
-        let url = context.endpoints.base(entry.type).appending(path: String(check.path.dropFirst()))
+        guard let base = context.endpoints.base(entry.type, config: config) else {
+            return ProviderClient.Refused.unbuildable(.endpointWithoutHost).result
+        }
+        // The settings sent as query parameters (an Azure api-version), then the check's own, which win.
+        var parameters = entry.queryParameters(config: config).filter { check.query[$0.0] == nil }
+        parameters += check.query.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        var components = URLComponents(
+            url: base.appending(path: String(check.path.dropFirst())), resolvingAgainstBaseURL: false)
+        components?.queryItems = parameters.isEmpty ? nil : parameters.map { URLQueryItem(name: $0.0, value: $0.1) }
+        guard let url = components?.url else { return ProviderClient.Refused.unbuildable(.endpointWithoutHost).result }
         var headers = [(auth.header, auth.value(key))]
         for setting in entry.settings {
             if let header = setting.header, let value = config[setting.name]?.stringValue {

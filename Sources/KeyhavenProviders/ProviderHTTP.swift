@@ -40,7 +40,13 @@ public struct ProviderEndpoints: Sendable {
     /// The real providers' endpoints, from the catalog.
     public static func defaultURL(_ type: IntegrationType) -> URL {
         // An integration whose provider left the catalog has nowhere to go: an address nothing answers on.
-        type.entry?.baseURL ?? URL(fileURLWithPath: "/")
+        type.entry.flatMap { URL(string: $0.baseURL) } ?? URL(fileURLWithPath: "/")
+    }
+
+    /// The API of an integration of `type` with `config`: the override or the catalog's base URL, with its
+    /// settings filled in (``ProviderEntry/baseURL(config:override:)``); nil when they do not fit.
+    public func base(_ type: IntegrationType, config: [String: JSONValue]) -> URL? {
+        type.entry?.baseURL(config: config, override: overrides[type])
     }
 
     /// The override for `type`, if the operator set one.

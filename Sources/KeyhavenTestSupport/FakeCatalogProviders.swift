@@ -83,6 +83,11 @@ extension FakeProviders {
         "acme_llm", key: "acme-" + String(repeating: "a", count: 30), check: "/v1/models", model: "mistral-small-latest"
     )
 
+    /// A custom OpenAI-compatible endpoint (a self-hosted model server), at `/openai_compatible/v1` of the fakes.
+    public static let customProvider = row(
+        "openai_compatible", key: "local-" + String(repeating: "l", count: 20), check: "/v1/models",
+        model: "llama-3.1-8b-instruct")
+
     /// The catalog file that adds ``extraProvider``: one entry, no code.
     public static let extraCatalogEntry = """
         {"version": 1, "providers": [{
@@ -100,7 +105,120 @@ extension FakeProviders {
     public static func catalogProvider(_ id: String) -> FakeCatalogProvider? { catalogProviders.first { $0.id == id } }
 
     static func addCatalogRoutes(_ router: Router<BasicRequestContext>, state: FakeState) {
-        for provider in catalogProviders + [extraProvider] { addRoutes(router, for: provider, state: state) }
+        for provider in catalogProviders + [extraProvider, customProvider] {
+            addRoutes(router, for: provider, state: state)
+        }
+        addAzureOpenAIRoutes(router, state: state)
+    }
+
+    // MARK: Azure OpenAI
+
+    /// The Azure OpenAI resource the fake plays, the key it accepts, and its one deployment.
+    public static let azureOpenAIResource = "fake-resource"
+    public static let azureOpenAIKey = String(repeating: "a0", count: 16)
+    public static let azureOpenAIDeployment = "gpt4o-prod"
+    /// The model its answers name (as Azure does: the model behind the deployment).
+    public static let azureOpenAIModel = "gpt-4o-2024-08-06"
+
+    /// An Azure OpenAI resource under `/azure_openai/{resource}`: the key in `api-key` only, an `api-version` on
+    /// every request, deployments listed, chat completions unary and streamed (usage when asked).
+    static func addAzureOpenAIRoutes(_ router: Router<BasicRequestContext>, state: FakeState) {
+        let fail = state.fail
+        /// Nil when the request is what Azure takes; otherwise its answer.
+        @Sendable func refusal(_ request: Request, _ context: BasicRequestContext, version: String?) -> Response? {
+            for other in ["authorization", "x-api-key", "x-goog-api-key"]
+            where request.headers[HTTPField.Name(other)!] != nil {
+                return fail("azure_openai: a key in \(other)")
+            }
+            guard let sent = request.uri.queryParameters["api-version"].map(String.init),
+                version.map({ sent == $0 }) ?? !sent.isEmpty
+            else { return fail("azure_openai: api-version \(request.uri.query ?? "")") }
+            guard context.parameters.get("resource") == azureOpenAIResource else {
+                return json(.notFound, ["error": ["code": "404", "message": "Resource not found"]])
+            }
+            guard request.headers[HTTPField.Name("api-key")!] == azureOpenAIKey else {
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "code": "401",
+                            "message":
+                                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+                                + "provide a valid key for an active subscription and use a correct regional API "
+                                + "endpoint for your resource.",
+                        ]
+                    ])
+            }
+            return nil
+        }
+        router.get("/azure_openai/:resource/openai/deployments") { request, context -> Response in
+            if let refused = refusal(request, context, version: "2022-12-01") { return refused }
+            return json(
+                .ok,
+                [
+                    "object": "list",
+                    "data": [
+                        ["id": azureOpenAIDeployment, "model": "gpt-4o", "object": "deployment", "status": "succeeded"]
+                    ],
+                ])
+        }
+        router.post("/azure_openai/:resource/openai/deployments/:deployment/chat/completions") {
+            request, context -> Response in
+            let buffer = try await request.body.collect(upTo: 16 << 20)
+            if let refused = refusal(request, context, version: nil) { return refused }
+            var headers: [String: String] = [:]
+            for field in request.headers { headers[field.name.canonicalName] = field.value }
+            state.modelCalls.withLock {
+                $0.append(
+                    FakeModelCall(
+                        method: "POST", path: request.uri.path, query: request.uri.query, headers: headers,
+                        bodyBytes: buffer.readableBytes))
+            }
+            guard context.parameters.get("deployment") == azureOpenAIDeployment else {
+                return json(
+                    .notFound, ["error": ["code": "DeploymentNotFound", "message": "The deployment does not exist."]])
+            }
+            let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
+            let usage: [String: Any] = [
+                "prompt_tokens": FakeCatalogProvider.usage.input, "completion_tokens": FakeCatalogProvider.usage.output,
+                "total_tokens": FakeCatalogProvider.usage.input + FakeCatalogProvider.usage.output,
+            ]
+            guard object?["stream"] as? Bool == true else {
+                return json(
+                    .ok,
+                    [
+                        "id": "chatcmpl-azure", "object": "chat.completion", "model": azureOpenAIModel,
+                        "choices": [
+                            [
+                                "index": 0, "message": ["role": "assistant", "content": "Hello"],
+                                "finish_reason": "stop",
+                            ]
+                        ],
+                        "usage": usage,
+                    ])
+            }
+            let asked = (object?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true
+            func event(_ value: [String: Any]) -> String {
+                let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
+                return "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
+            }
+            var events = [
+                event(["model": azureOpenAIModel, "choices": [["index": 0, "delta": ["content": "Hel"]]]]),
+                event([
+                    "model": azureOpenAIModel,
+                    "choices": [["index": 0, "delta": ["content": "lo"], "finish_reason": "stop"]],
+                ]),
+            ]
+            if asked { events.append(event(["model": azureOpenAIModel, "choices": [] as [Any], "usage": usage])) }
+            events.append("data: [DONE]\n\n")
+            let stream = events
+            return Response(
+                status: .ok, headers: [.contentType: "text/event-stream"],
+                body: ResponseBody { writer in
+                    for text in stream { try await writer.write(ByteBuffer(string: text)) }
+                    try await writer.finish(nil)
+                })
+        }
     }
 
     /// A provider's check and chat routes, under `/<id>`.

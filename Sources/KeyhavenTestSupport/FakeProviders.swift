@@ -164,6 +164,9 @@ public final class FakeProviders: Sendable {
             .gemini: URL(string: "\(root)/gemini")!, .googleCloud: URL(string: "\(root)/google/token")!,
             .aws: URL(string: "\(root)/aws")!, .azure: URL(string: "\(root)/azure")!,
         ]
+        if let azure = IntegrationType(rawValue: "azure_openai") {
+            overrides[azure] = URL(string: "\(root)/azure_openai/%7Bresource%7D")!
+        }
         for provider in Self.catalogProviders {
             if let type = IntegrationType(rawValue: provider.id) {
                 overrides[type] = URL(string: "\(root)/\(provider.id)")!

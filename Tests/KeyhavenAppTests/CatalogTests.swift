@@ -178,26 +178,13 @@ struct CatalogTests {
             let server = try binary.start(["serve"], environment: environment, in: directory.path)
             defer { if server.isRunning { server.signal(SIGKILL) } }
             let port = try #require(await server.listeningPort(), "\(server.stderr)")
-            let base = "http://127.0.0.1:\(port)"
             func send(_ method: HTTPMethod, _ path: String, json: [String: Any]? = nil, bearer: String? = nil)
                 async throws -> (Int, [String: Any], String)
             {
-                var request = HTTPClientRequest(url: base + path)
-                request.method = method
-                if let bearer {
-                    request.headers.add(name: "authorization", value: "Bearer \(bearer)")
-                } else {
-                    request.headers.add(name: "cookie", value: "keyhaven_session=\(cookie)")
-                    request.headers.add(name: "x-csrf-token", value: session.csrfToken)
-                }
-                if let json {
-                    request.headers.add(name: "content-type", value: "application/json")
-                    request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
-                }
-                let response = try await client.execute(request, timeout: .seconds(20))
-                let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
-                let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
-                return (Int(response.status.code), object, text)
+                try await Self.send(
+                    client, port, method, path, cookie: bearer == nil ? (cookie, session.csrfToken) : nil,
+                    bearer: bearer,
+                    json: json)
             }
             let (_, catalog, _) = try await send(.GET, "/api/catalog")
             let ids = (catalog["providers"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
@@ -208,12 +195,12 @@ struct CatalogTests {
                 .POST, "/api/integrations", json: ["name": "acme", "type": "acme_llm", "credentials": provider.key])
             #expect(created == 201, "\(text)")
             let id = try #require(integration["id"] as? String)
-            var status = ""
-            for _ in 0..<300 where status != "connected" && status != "error" {
-                status = try await send(.GET, "/api/integrations/\(id)").1["status"] as? String ?? ""
-                if status == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
+            var read: [String: Any] = [:]
+            for _ in 0..<1_200 where read["status"] as? String ?? "verifying" == "verifying" {
+                read = try await send(.GET, "/api/integrations/\(id)").1
+                if read["status"] as? String == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
             }
-            #expect(status == "connected")
+            #expect(read["status"] as? String == "connected", "\(read)")
             let (forwarded, _, answer) = try await send(
                 .POST, "/gateway/\(id)/v1/chat/completions", json: ["model": provider.model, "messages": []],
                 bearer: token)
@@ -240,5 +227,108 @@ struct CatalogTests {
         }
         try await client.shutdown()
         await fakes.stop()
+    }
+
+    @Test(
+        """
+        a custom OpenAI-compatible endpoint works only on an origin the operator allows \
+        (KEYHAVEN_ALLOWED_CUSTOM_HOSTS): verified, forwarded and metered there; any other base URL, or any at all \
+        without the setting, is refused with 422 naming config.base_url
+        """
+    )
+    func customEndpoint() async throws {
+        let fakes = try await FakeProviders.start()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            let runtime = try await directory.openRuntime()
+            let user = try await runtime.users.create(
+                email: "custom@example.test", passwordHash: APIHarness.passwordHash, audit: nil)
+            let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
+            let (token, _) = try await runtime.tokens.create(
+                kind: .service, userID: nil, name: "backend", scopes: [.gatewayUse], expiresAt: nil,
+                audit: AuditEntry(actor: .operator, action: .tokenCreate))
+            await runtime.shutdown()
+            let provider = FakeProviders.customProvider
+            let endpoint = fakes.baseURL.absoluteString + "/openai_compatible/v1"
+            func create(_ base: String, on port: Int) async throws -> (Int, [String: Any], String) {
+                try await Self.send(
+                    client, port, .POST, "/api/integrations", cookie: (cookie, session.csrfToken),
+                    json: [
+                        "name": "local \(UUID().uuidString.prefix(6))", "type": "openai_compatible",
+                        "credentials": provider.key, "config": ["base_url": base],
+                    ])
+            }
+
+            let binary = try KeyhavenBinary()
+            var environment = directory.serveEnvironment
+            environment["KEYHAVEN_EGRESS_ALLOW_PRIVATE"] = "true"
+            let closed = try binary.start(["serve"], environment: environment, in: directory.path)
+            let closedPort = try #require(await closed.listeningPort(), "\(closed.stderr)")
+            let (refused, body, _) = try await create(endpoint, on: closedPort)
+            #expect(
+                refused == 422 && (body["error"] as? [String: Any]).map { "\($0)" }?.contains("config.base_url") == true
+            )
+            closed.signal(SIGTERM)
+            #expect(await closed.wait(timeout: .seconds(20)) == 0)
+
+            environment["KEYHAVEN_ALLOWED_CUSTOM_HOSTS"] = "llm.internal.example, \(fakes.baseURL.absoluteString)"
+            let server = try binary.start(["serve"], environment: environment, in: directory.path)
+            defer { if server.isRunning { server.signal(SIGKILL) } }
+            let port = try #require(await server.listeningPort(), "\(server.stderr)")
+            for other in ["http://127.0.0.1:1/v1", "https://evil.example/v1", "ftp://\(fakes.baseURL.host ?? "")/v1"] {
+                let (status, _, text) = try await create(other, on: port)
+                #expect(status == 422 && text.contains("config.base_url"), "\(other): \(text)")
+            }
+            let (created, integration, text) = try await create(endpoint, on: port)
+            #expect(created == 201, "\(text)")
+            let id = try #require(integration["id"] as? String)
+            var read: [String: Any] = [:]
+            for _ in 0..<1_200 where read["status"] as? String ?? "verifying" == "verifying" {
+                read = try await Self.send(
+                    client, port, .GET, "/api/integrations/\(id)", cookie: (cookie, session.csrfToken)
+                ).1
+                if read["status"] as? String == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(read["status"] as? String == "connected", "\(read)")
+            let (forwarded, _, answer) = try await Self.send(
+                client, port, .POST, "/gateway/\(id)/chat/completions", bearer: token,
+                json: ["model": provider.model, "messages": []])
+            #expect(forwarded == 200 && answer.contains("\"prompt_tokens\":1000"), "\(answer)")
+            #expect(fakes.modelCalls.last?.path == "/openai_compatible/v1/chat/completions")
+            #expect(fakes.unexpected == [])
+            server.signal(SIGTERM)
+            #expect(await server.wait(timeout: .seconds(20)) == 0)
+        } catch {
+            try? await client.shutdown()
+            await fakes.stop()
+            throw error
+        }
+        try await client.shutdown()
+        await fakes.stop()
+    }
+
+    /// One request to a server on `port`, as a signed-in browser (`cookie`) or a backend (`bearer`): its status, its
+    /// JSON body, and its text.
+    static func send(
+        _ client: HTTPClient, _ port: Int, _ method: HTTPMethod, _ path: String,
+        cookie: (String, String)? = nil, bearer: String? = nil, json: [String: Any]? = nil
+    ) async throws -> (Int, [String: Any], String) {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = method
+        if let bearer { request.headers.add(name: "authorization", value: "Bearer \(bearer)") }
+        if let (token, csrf) = cookie {
+            request.headers.add(name: "cookie", value: "keyhaven_session=\(token)")
+            request.headers.add(name: "x-csrf-token", value: csrf)
+        }
+        if let json {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: json)))
+        }
+        let response = try await client.execute(request, timeout: .seconds(20))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+        return (Int(response.status.code), object, text)
     }
 }

@@ -46,9 +46,13 @@ public struct CatalogController: Sendable {
             "credential": .object(credential),
             "settings": .array(
                 entry.settings.map { setting in
-                    .object(["name": .string(setting.name), "prefix": .string(setting.prefix)])
+                    .object([
+                        "name": .string(setting.name), "prefix": .string(setting.prefix),
+                        "format": .string(setting.format.rawValue), "required": .bool(setting.required),
+                        "default": setting.defaultValue.map(JSONValue.string) ?? .null,
+                    ])
                 }),
-            "base_url": .string(entry.baseURL.absoluteString),
+            "base_url": .string(entry.baseURL),
             "allowed_hosts": .array(entry.allowedHosts.map(JSONValue.string)),
             "automatic_rotation": .bool(RotationPolicy.allowsAutomatic(entry.type)),
             "gateway": gateway,
