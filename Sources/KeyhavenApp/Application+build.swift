@@ -124,7 +124,7 @@ public struct KeyhavenRuntime: Sendable {
             let bufferedBodies = MemoryBudget(capacity: configuration.bufferedBodyMemory)
             let gateway = Gateway(
                 endpoints: configuration.providerEndpoints, egress: context.egress, prices: prices,
-                inspectLimit: configuration.gatewayInspectLimit, memory: bufferedBodies)
+                inspectLimit: configuration.gatewayInspectLimit, memory: bufferedBodies, tokens: context)
             let accounts = Accounts(
                 users: users, sessions: sessions, tokens: tokens, audit: audit, limiter: limiter,
                 limits: configuration.authRateLimits, hasher: passwords, allowSignup: configuration.allowSignup,

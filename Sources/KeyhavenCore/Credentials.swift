@@ -338,31 +338,31 @@ public enum CredentialValidator {
                 return
             }
         }
-        func identifier(prefix: String) -> (String) -> Bool {
-            { $0.hasPrefix(prefix) && $0.utf8.count <= 64 && $0.utf8.allSatisfy(ASCII.isKeyCharacter) }
-        }
-        switch type.entry?.credential.kind {
-        case nil:
+        guard let entry = type.entry else {
             // An integration whose provider the catalog no longer has: its settings cannot be checked, nor used.
-            break
-        case .apiKey:
-            let settings = type.entry?.settings ?? []
-            for setting in settings {
-                if setting.required, config[setting.name] == nil {
-                    errors.add(FieldProblem(.required, "is required"), to: "config.\(setting.name)")
-                }
-                if setting.format == .url {
-                    // A custom endpoint's base URL: only on an origin the operator allows.
-                    string(
-                        setting.name,
-                        { setting.accepts($0) && URL(string: $0).map(ProviderCatalog.current.allowsCustom) == true },
-                        FieldProblem(.customEndpoint, "must be an http(s) URL on an endpoint this server allows"))
-                    continue
-                }
+            return errors
+        }
+        // The catalog's settings, then what each kind of cloud credentials takes besides.
+        for setting in entry.settings {
+            if setting.required, config[setting.name] == nil {
+                errors.add(FieldProblem(.required, "is required"), to: "config.\(setting.name)")
+            }
+            if setting.format == .url {
+                // A custom endpoint's base URL: only on an origin the operator allows.
+                string(
+                    setting.name,
+                    { setting.accepts($0) && URL(string: $0).map(ProviderCatalog.current.allowsCustom) == true },
+                    FieldProblem(.customEndpoint, "must be an http(s) URL on an endpoint this server allows"))
+            } else {
                 string(setting.name, setting.accepts, settingProblem(setting))
             }
-            errors.rejectUnknown(config, allowed: Set(settings.map(\.name)), prefix: "config")
+        }
+        var allowed = Set(entry.settings.map(\.name))
+        switch entry.credential.kind {
+        case .apiKey:
+            break
         case .googleServiceAccount:
+            allowed.insert("scopes")
             if let scopes = config["scopes"] {
                 guard case .array(let items) = scopes, !items.isEmpty, items.count <= 20,
                     items.allSatisfy({ item in
@@ -377,20 +377,20 @@ public enum CredentialValidator {
                     return errors
                 }
             }
-            errors.rejectUnknown(config, allowed: ["scopes"], prefix: "config")
         case .awsKeys:
+            allowed.insert("region")
             string("region", isAWSRegion, FieldProblem(.awsRegion, "must be an AWS region like us-east-1"))
-            errors.rejectUnknown(config, allowed: ["region"], prefix: "config")
         case .azureServicePrincipal:
+            allowed.insert("cloud")
             string(
                 "cloud", { ["public", "usgovernment", "china"].contains($0) },
                 FieldProblem(.azureCloud, "must be public, usgovernment or china"))
-            errors.rejectUnknown(config, allowed: ["cloud"], prefix: "config")
         }
+        errors.rejectUnknown(config, allowed: allowed, prefix: "config")
         return errors
     }
 
-    /// What a malformed setting of an API-key provider is reported as.
+    /// What a malformed setting is reported as.
     private static func settingProblem(_ setting: ProviderEntry.Setting) -> FieldProblem {
         switch (FieldProblem.Code(rawValue: setting.problem), setting.format) {
         case (.openAIOrganization?, _): FieldProblem(.openAIOrganization, "must be an organization id like org-…")

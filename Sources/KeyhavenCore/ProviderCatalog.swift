@@ -197,6 +197,20 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
         return URL(string: text)
     }
 
+    /// `template` (a check's path) with each `{name}` replaced by that setting's value in `config` (or `placeholder`,
+    /// to check the template's shape); nil when a value is missing or a name is not a setting.
+    public func path(_ template: String, config: [String: JSONValue], placeholder: String? = nil) -> String? {
+        var text = template
+        while let open = text.firstIndex(of: "{"), let close = text[open...].firstIndex(of: "}") {
+            let name = String(text[text.index(after: open)..<close])
+            guard let setting = settings.first(where: { $0.name == name && $0.format != .url }),
+                let value = placeholder ?? setting.value(in: config)
+            else { return nil }
+            text.replaceSubrange(open...close, with: value)
+        }
+        return text
+    }
+
     /// The setting whose value is the whole base URL (`"base_url": "{name}"`): a custom endpoint's.
     public var customEndpoint: Setting? {
         guard baseURL.hasPrefix("{"), baseURL.hasSuffix("}") else { return nil }
@@ -465,15 +479,22 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
             }
             concrete = "https://custom.invalid"
         } else if let open = baseURL.firstIndex(of: "{"), let close = baseURL.firstIndex(of: "}"), open < close {
+            // The placeholder starts the host's first label (`{resource}.openai.azure.com`,
+            // `{region}-aiplatform.googleapis.com`), and its setting is a DNS label with a value always.
             let name = String(baseURL[baseURL.index(after: open)..<close])
-            guard baseURL[..<open] == "https://", baseURL[baseURL.index(after: close)...].hasPrefix("."),
-                settings.contains(where: { $0.name == name && $0.format == .dnsLabel && $0.required })
-            else { throw fail("a {setting} in base_url must be the host's first label, a required dns_label") }
-            concrete = "https://example" + baseURL[baseURL.index(after: close)...]
+            let rest = baseURL[baseURL.index(after: close)...]
+            guard baseURL[..<open] == "https://", rest.hasPrefix(".") || rest.hasPrefix("-"),
+                settings.contains(where: {
+                    $0.name == name && $0.format == .dnsLabel && ($0.required || $0.defaultValue != nil)
+                })
+            else { throw fail("a {setting} in base_url must start the host's first label, a dns_label with a value") }
+            concrete = "https://example" + rest
         }
         guard !concrete.contains("{"), !concrete.contains("}"), let url = URL(string: concrete), url.scheme == "https",
             let host = url.host?.lowercased(), url.query == nil, url.user == nil,
-            allowedHosts.contains(host) || (concrete != baseURL && allowedHosts.contains { host.hasSuffix("." + $0) })
+            allowedHosts.contains(host)
+                || (concrete != baseURL
+                    && allowedHosts.contains { host.hasSuffix("." + $0) || host.hasSuffix("-" + $0) })
                 || customEndpoint != nil
         else { throw fail("base_url must be https on one of allowed_hosts") }
         guard allowedHosts.allSatisfy({ !$0.isEmpty && $0 == $0.lowercased() && $0.utf8.allSatisfy(Self.isHostByte) })
@@ -487,12 +508,7 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
             guard let auth, auth.header.utf8.allSatisfy(ASCII.isKeyCharacter),
                 auth.scheme == nil || auth.scheme == "Bearer"
             else { throw fail("an API-key provider needs auth.header") }
-            guard let verify, PathPattern.isPlainPath(verify.path) else {
-                throw fail("an API-key provider needs verify.path, a plain path")
-            }
-            guard verify.foundAt.isEmpty || verify.foundAt.hasPrefix("/") else {
-                throw fail("found_at is a JSON pointer")
-            }
+            guard let verify else { throw fail("an API-key provider needs verify") }
             guard verify.headers.count <= 5,
                 verify.headers.allSatisfy({
                     $0.key.utf8.allSatisfy(ASCII.isKeyCharacter) && !$0.value.isEmpty
@@ -502,8 +518,17 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
             guard
                 verify.refusals.allSatisfy({ ["invalid_credentials", "insufficient_permissions"].contains($0.outcome) })
             else { throw fail("a refusal's outcome is invalid_credentials or insufficient_permissions") }
-        } else if gateway != nil || !settings.isEmpty {
-            throw fail("only API-key providers have settings and gateway rules here")
+        } else if gateway != nil && credential.kind != .googleServiceAccount {
+            throw fail("the gateway forwards with API keys and service accounts only")
+        }
+        if let verify {
+            // A check's path may name settings (`/v1/projects/{project}/…`); filled in, it is a plain path.
+            guard let filled = path(verify.path, config: [:], placeholder: "x"), PathPattern.isPlainPath(filled) else {
+                throw fail("verify.path must be a plain path, with {setting} for settings")
+            }
+            guard verify.foundAt.isEmpty || verify.foundAt.hasPrefix("/") else {
+                throw fail("found_at is a JSON pointer")
+            }
         }
         var seen = Set<String>()
         for setting in settings {

@@ -30,6 +30,7 @@ var credentials: [String: String] = [
     "azure_client_secret": FakeProviders.azureSecret,
 ]
 environment["KEYHAVEN_PROVIDER_AZURE_OPENAI_URL"] = "\(root)/azure_openai/%7Bresource%7D"
+environment["KEYHAVEN_PROVIDER_VERTEX_AI_URL"] = "\(root)/vertex/%7Bregion%7D"
 credentials["azure_openai"] = FakeProviders.azureOpenAIKey
 credentials["azure_openai_resource"] = FakeProviders.azureOpenAIResource
 // The catalog's OpenAI-compatible providers, each at its own path.

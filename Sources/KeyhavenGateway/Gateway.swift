@@ -17,6 +17,9 @@ public final class Gateway: Sendable {
     let bases: [IntegrationType: (url: URL, path: String)]
     /// Where each provider is, for those base URLs that hold a setting.
     let endpoints: ProviderEndpoints
+    /// How access tokens for service accounts are requested (Vertex AI), and the ones in use.
+    let tokenContext: ProviderClient?
+    let tokens = GoogleTokens()
     /// What the caller sent that never reaches the provider (``notForwarded``, and every catalog provider's own
     /// key and setting headers).
     let dropped: Set<String>
@@ -32,16 +35,24 @@ public final class Gateway: Sendable {
 
     /// Creates a gateway over the operator's endpoints and egress policy (SPEC §7) that reads up to `inspectLimit`
     /// bytes of a metered request's body, holding what it reads within `memory`.
+    ///
+    /// `tokens` is how an access token is asked for a service account (Vertex AI); without it, such integrations are
+    /// not forwarded.
     public init(
         endpoints: ProviderEndpoints, egress: EgressPolicy, prices: Prices,
-        inspectLimit: Int = MeteredEndpoints.inspectLimit, memory: MemoryBudget = MemoryBudget(capacity: 256 << 20)
+        inspectLimit: Int = MeteredEndpoints.inspectLimit, memory: MemoryBudget = MemoryBudget(capacity: 256 << 20),
+        tokens: ProviderClient? = nil
     ) {
+        tokenContext = tokens
         self.inspectLimit = inspectLimit
         self.memory = memory
         var bases: [IntegrationType: (url: URL, path: String)] = [:]
         var dropped = Self.notForwarded
         for entry in ProviderCatalog.current.providers where entry.gateway != nil {
-            if let url = endpoints.base(entry.type, config: [:]) { bases[entry.type] = Self.base(url) }
+            // A base URL that holds a setting (a resource, a region) is made per integration.
+            if !entry.baseURL.contains("{"), let url = endpoints.base(entry.type, config: [:]) {
+                bases[entry.type] = Self.base(url)
+            }
             if let auth = entry.auth { dropped.insert(auth.header.lowercased()) }
             for header in entry.settings.compactMap(\.header) { dropped.insert(header.lowercased()) }
         }
@@ -73,6 +84,8 @@ public final class Gateway: Sendable {
         case unreachable
         /// The process holds as many bodies in memory as its budget allows: try again shortly.
         case busy
+        /// The provider's token endpoint refused the stored service account (a key deleted or disabled).
+        case credentialsRefused
     }
 
     /// What the caller sent, minus the gateway's own prefix.
@@ -239,10 +252,29 @@ public final class Gateway: Sendable {
         guard Self.isSafePath(request.path), request.query.map(Self.isSafeQuery) ?? true else {
             throw Refusal.invalidPath
         }
-        guard case .apiKey(let key) = credentials, let entry = integration.type.entry, let rules = entry.gateway,
+        guard let entry = integration.type.entry, let rules = entry.gateway,
             let base = bases[integration.type]
                 ?? endpoints.base(integration.type, config: integration.config).map(Self.base)
         else {
+            throw Refusal.invalidPath
+        }
+        // The stored credential the provider's way: an API key in its header, or a service account's access token.
+        let credentialHeaders: [(String, String)]
+        switch credentials {
+        case .apiKey(let key):
+            credentialHeaders = Self.credentialHeaders(entry, key: key, config: integration.config)
+        case .googleServiceAccount(let account):
+            guard let tokenContext else { throw Refusal.invalidPath }
+            do {
+                let token = try await tokens.token(
+                    for: account, key: "\(integration.id)#\(integration.credentialVersion)", in: tokenContext)
+                credentialHeaders = [("authorization", "Bearer \(token)")]
+            } catch GoogleTokens.Failure.unreachable {
+                throw Refusal.unreachable
+            } catch {
+                throw Refusal.credentialsRefused
+            }
+        default:
             throw Refusal.invalidPath
         }
         var target = base.path + request.path
@@ -259,7 +291,7 @@ public final class Gateway: Sendable {
         for (name, value) in request.headers where forwards(name) {
             upstream.headers.add(name: name, value: value)
         }
-        for (name, value) in Self.credentialHeaders(entry, key: key, config: integration.config) {
+        for (name, value) in credentialHeaders {
             upstream.headers.replaceOrAdd(name: name, value: value)
         }
         var bytes: ByteBuffer?

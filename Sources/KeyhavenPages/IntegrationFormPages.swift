@@ -124,15 +124,15 @@ struct CredentialsForm {
 
     init(type: IntegrationType, form: Form) {
         var value: JSONValue?
+        for setting in type.entry?.settings ?? [] {
+            if let text = form.trimmed(setting.name) { config[setting.name] = .string(text) }
+        }
         switch type.entry?.credential.kind {
         case nil:
             // Not a provider of the catalog: the validator below says so.
             value = .null
         case .apiKey:
             value = form.trimmed("api_key").map(JSONValue.string)
-            for setting in type.entry?.settings ?? [] {
-                if let text = form.trimmed(setting.name) { config[setting.name] = .string(text) }
-            }
         case .awsKeys:
             var fields: [String: JSONValue] = [:]
             for name in ["access_key_id", "secret_access_key", "session_token"] {

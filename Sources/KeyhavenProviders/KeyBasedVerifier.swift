@@ -19,8 +19,11 @@ struct KeyBasedVerifier: Verifier {
         // The settings sent as query parameters (an Azure api-version), then the check's own, which win.
         var parameters = entry.queryParameters(config: config).filter { check.query[$0.0] == nil }
         parameters += check.query.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        guard let path = entry.path(check.path, config: config) else {
+            return ProviderClient.Refused.unbuildable(.endpointWithoutHost).result
+        }
         var components = URLComponents(
-            url: base.appending(path: String(check.path.dropFirst())), resolvingAgainstBaseURL: false)
+            url: base.appending(path: String(path.dropFirst())), resolvingAgainstBaseURL: false)
         components?.queryItems = parameters.isEmpty ? nil : parameters.map { URLQueryItem(name: $0.0, value: $0.1) }
         guard let url = components?.url else { return ProviderClient.Refused.unbuildable(.endpointWithoutHost).result }
         var headers = [(auth.header, auth.value(key))]

@@ -199,7 +199,7 @@ public enum Verifiers {
         guard let entry = type.entry else { return nil }
         return switch entry.credential.kind {
         case .apiKey: KeyBasedVerifier(entry: entry)
-        case .googleServiceAccount: GoogleCloudVerifier()
+        case .googleServiceAccount: entry.verify == nil ? GoogleCloudVerifier() : VertexVerifier(entry: entry)
         case .awsKeys: AWSVerifier()
         case .azureServicePrincipal: AzureVerifier()
         }

@@ -302,6 +302,8 @@ public struct GatewayExchange: Sendable {
             .providerUnreachable("The provider's endpoint is not allowed by the egress policy.")
         case .unreachable:
             .providerUnreachable("The provider could not be reached.")
+        case .credentialsRefused:
+            .providerUnreachable("The provider refused the stored service account when asked for an access token.")
         case .busy:
             GatewayBusy.error
         }

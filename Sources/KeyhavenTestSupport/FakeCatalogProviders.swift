@@ -109,6 +109,99 @@ extension FakeProviders {
             addRoutes(router, for: provider, state: state)
         }
         addAzureOpenAIRoutes(router, state: state)
+        addVertexRoutes(router, state: state)
+    }
+
+    // MARK: Vertex AI
+
+    /// The project the Vertex fake serves (the fake service account's), and how many times a token was minted for it.
+    public static let vertexProject = "fake-project"
+    public var googleTokensIssued: Int {
+        state.issuedTokens.withLock { $0.values.filter { $0.hasPrefix("google:") }.count }
+    }
+
+    /// Vertex AI under `/vertex/{region}`: only a bearer token the Google fake issued, for the project it knows;
+    /// the project's endpoints listed; Gemini's generateContent, unary and as server-sent events.
+    static func addVertexRoutes(_ router: Router<BasicRequestContext>, state: FakeState) {
+        let fail = state.fail
+        @Sendable func refusal(_ request: Request, _ context: BasicRequestContext) -> Response? {
+            guard request.headers[HTTPField.Name("x-goog-api-key")!] == nil, request.uri.queryParameters["key"] == nil
+            else { return fail("vertex: an API key") }
+            let header = request.headers[.authorization] ?? ""
+            guard header.hasPrefix("Bearer "),
+                let issued = state.issuedTokens.withLock({ $0[String(header.dropFirst(7))] }),
+                issued.hasPrefix("google:")
+            else {
+                return json(
+                    .unauthorized,
+                    [
+                        "error": [
+                            "code": 401, "message": "Request had invalid authentication credentials.",
+                            "status": "UNAUTHENTICATED",
+                        ]
+                    ])
+            }
+            guard context.parameters.get("project") == vertexProject,
+                context.parameters.get("location") == context.parameters.get("region")
+            else {
+                return json(
+                    .forbidden,
+                    [
+                        "error": [
+                            "code": 403, "message": "Permission denied on the project.", "status": "PERMISSION_DENIED",
+                        ]
+                    ])
+            }
+            return nil
+        }
+        router.get("/vertex/:region/v1/projects/:project/locations/:location/endpoints") {
+            request, context -> Response in
+            if let refused = refusal(request, context) { return refused }
+            return json(.ok, [:])
+        }
+        router.post("/vertex/:region/:version/projects/:project/locations/:location/publishers/google/models/:call") {
+            request, context -> Response in
+            let buffer = try await request.body.collect(upTo: 16 << 20)
+            if let refused = refusal(request, context) { return refused }
+            var headers: [String: String] = [:]
+            for field in request.headers { headers[field.name.canonicalName] = field.value }
+            state.modelCalls.withLock {
+                $0.append(
+                    FakeModelCall(
+                        method: "POST", path: request.uri.path, query: request.uri.query, headers: headers,
+                        bodyBytes: buffer.readableBytes))
+            }
+            let usage = ModelUsage.gemini
+            func answer(_ text: String, candidates: Int) -> [String: Any] {
+                [
+                    "candidates": [["content": ["parts": [["text": text]], "role": "model"], "index": 0]],
+                    "usageMetadata": [
+                        "promptTokenCount": usage.prompt, "cachedContentTokenCount": usage.cached,
+                        "candidatesTokenCount": candidates, "thoughtsTokenCount": usage.thoughts,
+                        "totalTokenCount": usage.prompt + candidates + usage.thoughts,
+                    ],
+                    "modelVersion": "gemini-2.5-flash",
+                ]
+            }
+            func event(_ value: [String: Any]) -> String {
+                let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
+                return "data: " + String(decoding: data, as: UTF8.self) + "\r\n\r\n"
+            }
+            switch context.parameters.get("call") ?? "" {
+            case "gemini-2.5-flash:generateContent":
+                return json(.ok, answer("Hello", candidates: usage.candidates))
+            case "gemini-2.5-flash:streamGenerateContent" where request.uri.queryParameters["alt"] == "sse":
+                let stream = [event(answer("Hel", candidates: 1)), event(answer("lo", candidates: usage.candidates))]
+                return Response(
+                    status: .ok, headers: [.contentType: "text/event-stream"],
+                    body: ResponseBody { writer in
+                        for text in stream { try await writer.write(ByteBuffer(string: text)) }
+                        try await writer.finish(nil)
+                    })
+            case let call:
+                return fail("vertex: \(call)")
+            }
+        }
     }
 
     // MARK: Azure OpenAI

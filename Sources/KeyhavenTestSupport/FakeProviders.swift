@@ -167,6 +167,9 @@ public final class FakeProviders: Sendable {
         if let azure = IntegrationType(rawValue: "azure_openai") {
             overrides[azure] = URL(string: "\(root)/azure_openai/%7Bresource%7D")!
         }
+        if let vertex = IntegrationType(rawValue: "vertex_ai") {
+            overrides[vertex] = URL(string: "\(root)/vertex/%7Bregion%7D")!
+        }
         for provider in Self.catalogProviders {
             if let type = IntegrationType(rawValue: provider.id) {
                 overrides[type] = URL(string: "\(root)/\(provider.id)")!

@@ -181,6 +181,68 @@ struct CatalogProviderTests: GatewayHarness {
         }
     }
 
+    @Test(
+        """
+        Vertex AI: a service account in a project and region, checked with a token from the account's assertion; \
+        the gateway injects a short-lived token (one minted, then reused) and meters Gemini's usage at Vertex's \
+        prices; an account the token endpoint does not trust is an error
+        """, arguments: TestDatabase.all)
+    func vertexAI(kind: TestDatabase) async throws {
+        try await withGateway(kind, configure: { $0.runVerificationWorker = true }) { api, fakes, caller, user, token in
+            func create(_ account: [String: JSONValue], _ config: [String: Any]) async throws -> APIResponse {
+                let accountJSON = try JSONSerialization.jsonObject(
+                    with: JSONEncoder().encode(JSONValue.object(account)))
+                return try await api.request(
+                    .post, "/api/integrations", auth: user.session,
+                    json: [
+                        "name": "vertex \(UUID().uuidString.prefix(6))", "type": "vertex_ai",
+                        "credentials": accountJSON,
+                        "config": config,
+                    ])
+            }
+            for bad: [String: Any] in [[:], ["project": "Fake Project"], ["project": "fake-project", "region": "EU"]] {
+                let refused = try await create(fakes.googleAccount, bad)
+                #expect(refused.status == .unprocessableContent, "\(bad): \(refused.text)")
+            }
+            let config: [String: Any] = ["project": FakeProviders.vertexProject, "region": "europe-west4"]
+            let created = try await create(fakes.googleAccount, config)
+            #expect(created.status == .created, "\(created.text)")
+            let id = try #require(created.json["id"] as? String)
+            #expect(try await settled(api, id, auth: user.session)["status"] as? String == "connected")
+            let stranger = try #require(try await create(fakes.googleStrangerAccount, config).json["id"] as? String)
+            #expect(try await settled(api, stranger, auth: user.session)["status"] as? String == "error")
+
+            let minted = fakes.googleTokensIssued
+            let bearer = [("authorization", "Bearer \(token)")]
+            let model = "/v1/projects/\(FakeProviders.vertexProject)/locations/europe-west4/publishers/google/models/"
+            let unary = try await caller.send(
+                "/gateway/\(id)\(model)gemini-2.5-flash:generateContent", headers: bearer, json: ["contents": []])
+            #expect(unary.status == 200 && unary.body.contains("usageMetadata"), "\(unary.body)")
+            let streamed = try await caller.send(
+                "/gateway/\(id)\(model)gemini-2.5-flash:streamGenerateContent?alt=sse", headers: bearer,
+                json: ["contents": []])
+            #expect(streamed.status == 200 && streamed.body.contains("lo"), "\(streamed.body)")
+            // One token for both, from the account's own assertion; never the caller's token or an API key.
+            #expect(fakes.googleTokensIssued == minted + 1)
+            let calls = fakes.modelCalls.filter { $0.path.hasPrefix("/vertex/") }
+            #expect(
+                calls.count == 2
+                    && calls.allSatisfy { $0.headers["authorization"]?.hasPrefix("Bearer ya29.fake-") == true })
+            #expect(fakes.unexpected == [])
+
+            let usage = try await usageRows(api, user, integration: id, requests: 2)
+            let price = try #require(
+                try PriceTable.bundled().price(IntegrationType(rawValue: "vertex_ai")!, model: "gemini-2.5-flash"))
+            let gemini = FakeProviders.ModelUsage.gemini
+            // The stream's two events repeat the counts; the last is the total.
+            let each = price.cost(
+                of: TokenUsage(
+                    inputTokens: Int64(gemini.prompt), cachedInputTokens: Int64(gemini.cached),
+                    outputTokens: Int64(gemini.candidates + gemini.thoughts), reasoningTokens: Int64(gemini.thoughts)))
+            #expect(usage["cost_micros"] as? Int == Int(2 * each), "\(usage)")
+        }
+    }
+
     /// The usage of one integration, once it counts `requests` requests.
     func usageRows(_ api: APIHarness, _ user: TestUser, integration: String, requests: Int) async throws
         -> [String: Any]
