@@ -19,8 +19,15 @@ public enum Credentials: Sendable, Equatable, CustomStringConvertible, CustomDeb
     case anthropic(apiKey: String)
     /// A Gemini API key.
     case gemini(apiKey: String)
+    /// An Azure OpenAI resource's key, with the resource's name (its endpoint is
+    /// `https://{resource}.openai.azure.com`) and the API version the gateway adds when a request has none.
+    case azureOpenAI(apiKey: String, resource: String, apiVersion: String? = nil)
+    /// A service account used for Vertex AI in `project` and `region` (the server's default when nil).
+    case vertexAI(ServiceAccount, project: String, region: String? = nil)
+    /// The key of a custom OpenAI-compatible endpoint at `baseURL` (on an origin the server's operator allows).
+    case openAICompatible(apiKey: String, baseURL: String)
     /// The API key of another catalog provider without settings (Mistral, Groq, DeepSeek, xAI, OpenRouter,
-    /// Together, Fireworks, Perplexity, or one the server's operator added).
+    /// Together, Fireworks, Perplexity, Cohere, or one the server's operator added).
     case apiKey(provider: IntegrationType, key: String)
 
     /// The integration type these credentials belong to.
@@ -32,6 +39,9 @@ public enum Credentials: Sendable, Equatable, CustomStringConvertible, CustomDeb
         case .azure: .azure
         case .anthropic: .anthropic
         case .gemini: .gemini
+        case .azureOpenAI: .azureOpenAI
+        case .vertexAI: .vertexAI
+        case .openAICompatible: .openAICompatible
         case .apiKey(let provider, _): provider
         }
     }
@@ -180,6 +190,17 @@ extension Credentials {
             )
         case .anthropic(let key), .gemini(let key), .apiKey(_, let key):
             return (.string(key), .object([:]))
+        case .azureOpenAI(let key, let resource, let apiVersion):
+            var config: [String: JSON] = ["resource": .string(resource)]
+            if let apiVersion { config["api_version"] = .string(apiVersion) }
+            return (.string(key), .object(config))
+        case .vertexAI(let account, let project, let region):
+            var config: [String: JSON] = ["project": .string(project)]
+            if let region { config["region"] = .string(region) }
+            if let scopes = account.scopes { config["scopes"] = .array(scopes.map(JSON.string)) }
+            return (.object(account.fields.mapValues(JSON.string)), .object(config))
+        case .openAICompatible(let key, let baseURL):
+            return (.string(key), .object(["base_url": .string(baseURL)]))
         }
     }
 
@@ -195,6 +216,23 @@ extension Credentials {
             self = .anthropic(apiKey: key)
         case (.gemini, .string(let key)):
             self = .gemini(apiKey: key)
+        case (.azureOpenAI, .string(let key)):
+            guard let resource = settings["resource"]?.stringValue else { return nil }
+            self = .azureOpenAI(apiKey: key, resource: resource, apiVersion: settings["api_version"]?.stringValue)
+        case (.openAICompatible, .string(let key)):
+            guard let baseURL = settings["base_url"]?.stringValue else { return nil }
+            self = .openAICompatible(apiKey: key, baseURL: baseURL)
+        case (.vertexAI, .object(let object)):
+            var fields: [String: String] = [:]
+            for (name, value) in object {
+                guard let text = value.stringValue else { return nil }
+                fields[name] = text
+            }
+            guard let project = settings["project"]?.stringValue else { return nil }
+            let scopes = settings["scopes"]?.arrayValue?.compactMap(\.stringValue)
+            self = .vertexAI(
+                ServiceAccount(fields: fields, scopes: scopes), project: project,
+                region: settings["region"]?.stringValue)
         case (_, .string(let key)) where ![.openai, .googleCloud, .aws, .azure].contains(type):
             self = .apiKey(provider: type, key: key)
         case (.googleCloud, .object(let object)):

@@ -34,6 +34,14 @@ public struct IntegrationType: RawRepresentable, Hashable, Sendable, Codable, Cu
     public static let anthropic = IntegrationType(rawValue: "anthropic")
     /// Google Gemini.
     public static let gemini = IntegrationType(rawValue: "gemini")
+    /// Azure OpenAI (a resource's key).
+    public static let azureOpenAI = IntegrationType(rawValue: "azure_openai")
+    /// Google Vertex AI (a service account in a project and region).
+    public static let vertexAI = IntegrationType(rawValue: "vertex_ai")
+    /// Cohere.
+    public static let cohere = IntegrationType(rawValue: "cohere")
+    /// A custom OpenAI-compatible endpoint.
+    public static let openAICompatible = IntegrationType(rawValue: "openai_compatible")
     /// Mistral AI.
     public static let mistral = IntegrationType(rawValue: "mistral")
     /// Groq.
@@ -53,8 +61,8 @@ public struct IntegrationType: RawRepresentable, Hashable, Sendable, Codable, Cu
 
     /// The providers of the built-in catalog.
     public static let allCases: [IntegrationType] = [
-        .openai, .anthropic, .gemini, .mistral, .groq, .deepseek, .xai, .openrouter, .together, .fireworks,
-        .perplexity, .googleCloud, .aws, .azure,
+        .openai, .azureOpenAI, .anthropic, .gemini, .vertexAI, .mistral, .groq, .deepseek, .xai, .openrouter,
+        .together, .fireworks, .perplexity, .cohere, .openAICompatible, .googleCloud, .aws, .azure,
     ]
 }
 

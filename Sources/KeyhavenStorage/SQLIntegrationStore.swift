@@ -28,7 +28,6 @@ public struct SQLIntegrationStore: IntegrationStore {
         let id = UUID.timeOrdered()
         let now = Date()
         return try await database.transaction(short: true) { sql in
-            if let check { try await SQLRateLimiter.count(check, on: sql) }
             try await requireFreeName(name, ownerID: ownerID, except: nil, on: sql)
             try await sql.raw(
                 """
@@ -43,8 +42,10 @@ public struct SQLIntegrationStore: IntegrationStore {
             let version = try await secrets.put(
                 try credentials.serialized(), for: SecretOwner(integrationID: id, ownerID: ownerID), on: sql)
             let created = try await fetch(id: id, ownerID: ownerID, on: sql)
-            // The audit event last: on PostgreSQL its lock is held from here to the commit, and every writer waits
-            // for it.
+            // The check counted late, so that the user's counter row is locked only from here to the commit (every
+            // create of that user waits for it), then the audit event: on PostgreSQL its lock is held from here to
+            // the commit, and every writer waits for it.
+            if let check { try await SQLRateLimiter.count(check, on: sql) }
             try await audit.append(
                 AuditEntry(
                     actor: actor, action: .integrationCreate, ownerID: ownerID, integrationID: id,

@@ -56,7 +56,12 @@ struct ClientTests {
                     clientSecret: FakeProviders.azureSecret)),
             .anthropic(apiKey: FakeProviders.anthropicKey),
             .gemini(apiKey: FakeProviders.geminiKey),
+            .azureOpenAI(apiKey: FakeProviders.azureOpenAIKey, resource: FakeProviders.azureOpenAIResource),
+            .vertexAI(
+                ServiceAccount(fields: fakes.googleAccount.compactMapValues { $0.stringValue }),
+                project: FakeProviders.vertexProject, region: "europe-west4"),
         ]
+            + FakeProviders.catalogProviders.map { .apiKey(provider: IntegrationType(rawValue: $0.id), key: $0.key) }
     }
 
     @Test("every operation round-trips for every integration type, and credentials come back typed and redacted")
@@ -258,8 +263,10 @@ struct ClientTests {
 
     static func secrets(of credentials: Credentials) -> [String] {
         switch credentials {
-        case .openAI(let key, _, _), .anthropic(let key), .gemini(let key), .apiKey(_, let key): [key]
-        case .googleCloud(let account): [account.privateKey ?? ""]
+        case .openAI(let key, _, _), .anthropic(let key), .gemini(let key), .apiKey(_, let key),
+            .azureOpenAI(let key, _, _), .openAICompatible(let key, _):
+            [key]
+        case .googleCloud(let account), .vertexAI(let account, _, _): [account.privateKey ?? ""]
         case .aws(let keys): [keys.secretAccessKey]
         case .azure(let principal): [principal.clientSecret]
         }
