@@ -44,7 +44,7 @@ func runFloors(databaseURL: String) async throws {
 }
 
 /// `body` from 32 tasks for 2 s after a short warm-up; operations per second.
-private func concurrently(_ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
+func concurrently(_ body: @escaping @Sendable () async throws -> Void) async throws -> Double {
     for _ in 0..<20 { try await body() }
     let clock = ContinuousClock()
     let start = clock.now

@@ -52,22 +52,7 @@ func runInProcess(databaseURL: String, masterKey: String) async throws {
     ]
     for (name, path, headers) in requests {
         let alone = try await measureAsync(seconds: 2) { try await call(path, headers) }
-        let clock = ContinuousClock()
-        let start = clock.now
-        let count = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<32 {
-                group.addTask {
-                    var count = 0
-                    while start.duration(to: clock.now) < .seconds(2) {
-                        try await call(path, headers)
-                        count += 1
-                    }
-                    return count
-                }
-            }
-            return try await group.reduce(0, +)
-        }
-        let concurrent = Double(count) / start.duration(to: clock.now).seconds
+        let concurrent = try await concurrently { try await call(path, headers) }
         print(String(format: "%@|%.1f|%.0f", name, 1e6 / alone, concurrent))
     }
     await runtime.shutdown()

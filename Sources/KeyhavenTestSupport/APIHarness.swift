@@ -255,6 +255,17 @@ public struct APIHarness: Sendable {
         return (record.id, token)
     }
 
+    /// Polls the integration until its status is no longer `verifying` (or 60 s pass: under a full parallel run the
+    /// worker checks many integrations), and returns it.
+    public func settled(_ id: String, auth: TestAuth) async throws -> [String: Any] {
+        for _ in 0..<1_200 {
+            let json = try await request(.get, "/api/integrations/\(id)", auth: auth).json
+            if json["status"] as? String != "verifying" { return json }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return try await request(.get, "/api/integrations/\(id)", auth: auth).json
+    }
+
     /// Creates an OpenAI integration through the API and returns its id.
     public func openAIIntegration(for auth: TestAuth, name: String? = nil, key: String? = nil) async throws -> String {
         let response = try await request(

@@ -163,14 +163,7 @@ extension FakeProviders {
             request, context -> Response in
             let buffer = try await request.body.collect(upTo: 16 << 20)
             if let refused = refusal(request, context) { return refused }
-            var headers: [String: String] = [:]
-            for field in request.headers { headers[field.name.canonicalName] = field.value }
-            state.modelCalls.withLock {
-                $0.append(
-                    FakeModelCall(
-                        method: "POST", path: request.uri.path, query: request.uri.query, headers: headers,
-                        bodyBytes: buffer.readableBytes))
-            }
+            _ = state.record(request, bodyBytes: buffer.readableBytes)
             let usage = ModelUsage.gemini
             func answer(_ text: String, candidates: Int) -> [String: Any] {
                 [
@@ -183,21 +176,15 @@ extension FakeProviders {
                     "modelVersion": "gemini-2.5-flash",
                 ]
             }
-            func event(_ value: [String: Any]) -> String {
-                let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
-                return "data: " + String(decoding: data, as: UTF8.self) + "\r\n\r\n"
-            }
+            // Google ends its events with CRLF pairs.
+            func event(_ value: [String: Any]) -> String { sse(value, end: "\r\n\r\n") }
             switch context.parameters.get("call") ?? "" {
             case "gemini-2.5-flash:generateContent":
                 return json(.ok, answer("Hello", candidates: usage.candidates))
             case "gemini-2.5-flash:streamGenerateContent" where request.uri.queryParameters["alt"] == "sse":
-                let stream = [event(answer("Hel", candidates: 1)), event(answer("lo", candidates: usage.candidates))]
-                return Response(
-                    status: .ok, headers: [.contentType: "text/event-stream"],
-                    body: ResponseBody { writer in
-                        for text in stream { try await writer.write(ByteBuffer(string: text)) }
-                        try await writer.finish(nil)
-                    })
+                return streamed([
+                    event(answer("Hel", candidates: 1)), event(answer("lo", candidates: usage.candidates)),
+                ])
             case let call:
                 return fail("vertex: \(call)")
             }
@@ -259,58 +246,27 @@ extension FakeProviders {
             request, context -> Response in
             let buffer = try await request.body.collect(upTo: 16 << 20)
             if let refused = refusal(request, context, version: nil) { return refused }
-            var headers: [String: String] = [:]
-            for field in request.headers { headers[field.name.canonicalName] = field.value }
-            state.modelCalls.withLock {
-                $0.append(
-                    FakeModelCall(
-                        method: "POST", path: request.uri.path, query: request.uri.query, headers: headers,
-                        bodyBytes: buffer.readableBytes))
-            }
+            _ = state.record(request, bodyBytes: buffer.readableBytes)
             guard context.parameters.get("deployment") == azureOpenAIDeployment else {
                 return json(
                     .notFound, ["error": ["code": "DeploymentNotFound", "message": "The deployment does not exist."]])
             }
             let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
-            let usage: [String: Any] = [
-                "prompt_tokens": FakeCatalogProvider.usage.input, "completion_tokens": FakeCatalogProvider.usage.output,
-                "total_tokens": FakeCatalogProvider.usage.input + FakeCatalogProvider.usage.output,
-            ]
+            let usage = openAIUsage
             guard object?["stream"] as? Bool == true else {
-                return json(
-                    .ok,
-                    [
-                        "id": "chatcmpl-azure", "object": "chat.completion", "model": azureOpenAIModel,
-                        "choices": [
-                            [
-                                "index": 0, "message": ["role": "assistant", "content": "Hello"],
-                                "finish_reason": "stop",
-                            ]
-                        ],
-                        "usage": usage,
-                    ])
+                return openAIChat(id: "chatcmpl-azure", model: azureOpenAIModel)
             }
             let asked = (object?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true
-            func event(_ value: [String: Any]) -> String {
-                let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
-                return "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
-            }
             var events = [
-                event(["model": azureOpenAIModel, "choices": [["index": 0, "delta": ["content": "Hel"]]]]),
-                event([
+                sse(["model": azureOpenAIModel, "choices": [["index": 0, "delta": ["content": "Hel"]]]]),
+                sse([
                     "model": azureOpenAIModel,
                     "choices": [["index": 0, "delta": ["content": "lo"], "finish_reason": "stop"]],
                 ]),
             ]
-            if asked { events.append(event(["model": azureOpenAIModel, "choices": [] as [Any], "usage": usage])) }
+            if asked { events.append(sse(["model": azureOpenAIModel, "choices": [] as [Any], "usage": usage])) }
             events.append("data: [DONE]\n\n")
-            let stream = events
-            return Response(
-                status: .ok, headers: [.contentType: "text/event-stream"],
-                body: ResponseBody { writer in
-                    for text in stream { try await writer.write(ByteBuffer(string: text)) }
-                    try await writer.finish(nil)
-                })
+            return streamed(events)
         }
     }
 
@@ -349,37 +305,16 @@ extension FakeProviders {
             let buffer = try await request.body.collect(upTo: 16 << 20)
             let (sent, problem) = key(request)
             if let problem { return problem }
-            var headers: [String: String] = [:]
-            for field in request.headers { headers[field.name.canonicalName] = field.value }
-            state.modelCalls.withLock {
-                $0.append(
-                    FakeModelCall(
-                        method: "POST", path: request.uri.path, query: request.uri.query, headers: headers,
-                        bodyBytes: buffer.readableBytes))
-            }
+            let headers = state.record(request, bodyBytes: buffer.readableBytes)
             if headers.keys.contains(where: { $0.hasPrefix("keyhaven-") }) || headers["cookie"] != nil {
                 return fail("\(provider.id): a keyhaven- header or a cookie was forwarded")
             }
             guard sent == provider.key else { return refused(sent ?? "") }
             let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
             if provider.cohere { return cohereAnswer(object, model: provider.model) }
-            let usage: [String: Any] = [
-                "prompt_tokens": FakeCatalogProvider.usage.input, "completion_tokens": FakeCatalogProvider.usage.output,
-                "total_tokens": FakeCatalogProvider.usage.input + FakeCatalogProvider.usage.output,
-            ]
+            let usage = openAIUsage
             guard object?["stream"] as? Bool == true else {
-                return json(
-                    .ok,
-                    [
-                        "id": "chatcmpl-\(provider.id)", "object": "chat.completion", "model": provider.model,
-                        "choices": [
-                            [
-                                "index": 0, "message": ["role": "assistant", "content": "Hello"],
-                                "finish_reason": "stop",
-                            ]
-                        ],
-                        "usage": usage,
-                    ])
+                return openAIChat(id: "chatcmpl-\(provider.id)", model: provider.model)
             }
             if !provider.streamUsageOption, object?["stream_options"] != nil {
                 // The services without the option refuse fields they do not know.
@@ -387,16 +322,12 @@ extension FakeProviders {
                     .unprocessableContent, ["error": ["message": "Extra inputs are not permitted: stream_options"]])
             }
             let asked = (object?["stream_options"] as? [String: Any])?["include_usage"] as? Bool == true
-            func event(_ value: [String: Any]) -> String {
-                let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
-                return "data: " + String(decoding: data, as: UTF8.self) + "\n\n"
-            }
             var events = [
-                event([
+                sse([
                     "id": "chatcmpl-\(provider.id)", "object": "chat.completion.chunk", "model": provider.model,
                     "choices": [["index": 0, "delta": ["content": "Hel"]]],
                 ]),
-                event([
+                sse([
                     "id": "chatcmpl-\(provider.id)", "object": "chat.completion.chunk", "model": provider.model,
                     "choices": [["index": 0, "delta": ["content": "lo"], "finish_reason": "stop"]],
                 ]),
@@ -405,7 +336,7 @@ extension FakeProviders {
                 // Usage only when asked, in a chunk of its own, as OpenAI sends it.
                 if asked {
                     events.append(
-                        event([
+                        sse([
                             "id": "chatcmpl-\(provider.id)", "object": "chat.completion.chunk", "model": provider.model,
                             "choices": [] as [Any], "usage": usage,
                         ]))
@@ -413,19 +344,13 @@ extension FakeProviders {
             } else {
                 // Usage in the last chunk, always, as the services without the option send it.
                 events.append(
-                    event([
+                    sse([
                         "id": "chatcmpl-\(provider.id)", "object": "chat.completion.chunk", "model": provider.model,
                         "choices": [["index": 0, "delta": [:] as [String: Any]]], "usage": usage,
                     ]))
             }
             events.append("data: [DONE]\n\n")
-            let stream = events
-            return Response(
-                status: .ok, headers: [.contentType: "text/event-stream"],
-                body: ResponseBody { writer in
-                    for text in stream { try await writer.write(ByteBuffer(string: text)) }
-                    try await writer.finish(nil)
-                })
+            return streamed(events)
         }
     }
 
@@ -451,10 +376,7 @@ extension FakeProviders {
                     "message": ["role": "assistant", "content": [["type": "text", "text": "Hello"]]], "usage": usage,
                 ])
         }
-        func event(_ name: String, _ value: [String: Any]) -> String {
-            let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
-            return "event: \(name)\ndata: " + String(decoding: data, as: UTF8.self) + "\n\n"
-        }
+        func event(_ name: String, _ value: [String: Any]) -> String { sse(value, event: name) }
         let events = [
             event("message-start", ["type": "message-start", "id": "cohere-1"]),
             event(
@@ -465,11 +387,58 @@ extension FakeProviders {
                 ["type": "content-delta", "index": 0, "delta": ["message": ["content": ["text": "lo"]]]]),
             event("message-end", ["type": "message-end", "delta": ["finish_reason": "COMPLETE", "usage": usage]]),
         ]
-        return Response(
+        return streamed(events)
+    }
+
+    /// One server-sent event of `value` (named `event` when given), ended by `end`.
+    static func sse(_ value: [String: Any], event: String? = nil, end: String = "\n\n") -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])) ?? Data()
+        return (event.map { "event: \($0)\n" } ?? "") + "data: " + String(decoding: data, as: UTF8.self) + end
+    }
+
+    /// An answer of server-sent `events`.
+    static func streamed(_ events: [String]) -> Response {
+        Response(
             status: .ok, headers: [.contentType: "text/event-stream"],
             body: ResponseBody { writer in
                 for text in events { try await writer.write(ByteBuffer(string: text)) }
                 try await writer.finish(nil)
             })
+    }
+
+    /// OpenAI's usage numbers for ``FakeCatalogProvider/usage``.
+    static var openAIUsage: [String: Any] {
+        [
+            "prompt_tokens": FakeCatalogProvider.usage.input, "completion_tokens": FakeCatalogProvider.usage.output,
+            "total_tokens": FakeCatalogProvider.usage.input + FakeCatalogProvider.usage.output,
+        ]
+    }
+
+    /// An OpenAI chat completion from `model`, with its usage.
+    static func openAIChat(id: String, model: String) -> Response {
+        json(
+            .ok,
+            [
+                "id": id, "object": "chat.completion", "model": model,
+                "choices": [
+                    ["index": 0, "message": ["role": "assistant", "content": "Hello"], "finish_reason": "stop"]
+                ],
+                "usage": openAIUsage,
+            ])
+    }
+}
+
+extension FakeProviders.FakeState {
+    /// Records a model call the gateway sent (as the model fakes do), and returns its headers, names lowercased.
+    func record(_ request: Request, bodyBytes: Int) -> [String: String] {
+        var headers: [String: String] = [:]
+        for field in request.headers { headers[field.name.canonicalName] = field.value }
+        modelCalls.withLock {
+            $0.append(
+                FakeModelCall(
+                    method: request.method.rawValue, path: request.uri.path, query: request.uri.query, headers: headers,
+                    bodyBytes: bodyBytes))
+        }
+        return headers
     }
 }

@@ -11,17 +11,6 @@ import Testing
 /// way the real service reads it.
 @Suite("Catalog providers")
 struct CatalogProviderTests: GatewayHarness {
-    /// Polls the integration until its status is no longer `verifying` (or 60 s pass: under a full parallel run
-    /// the worker checks many integrations).
-    func settled(_ api: APIHarness, _ id: String, auth: TestAuth) async throws -> [String: Any] {
-        for _ in 0..<1_200 {
-            let json = try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
-            if json["status"] as? String != "verifying" { return json }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
-    }
-
     @Test(
         """
         each OpenAI-compatible provider: created through the API, verified (a refused key is an error whose message \
@@ -36,14 +25,14 @@ struct CatalogProviderTests: GatewayHarness {
                 let type = try #require(IntegrationType(rawValue: provider.id), "\(provider.id) is in the catalog")
                 keys.append(provider.key)
                 let id = try await integration(api, user, type: provider.id, key: provider.key)
-                let connected = try await settled(api, id, auth: user.session)
+                let connected = try await api.settled(id, auth: user.session)
                 #expect(connected["status"] as? String == "connected", "\(provider.id): \(connected)")
 
                 // A key of the right shape that the provider refuses: an error, its echo of the key removed.
                 let wrong = String(provider.key.dropLast(6)) + "WRONG0"
                 keys.append(wrong)
                 let refusedID = try await integration(api, user, type: provider.id, key: wrong)
-                let refused = try await settled(api, refusedID, auth: user.session)
+                let refused = try await api.settled(refusedID, auth: user.session)
                 #expect(refused["status"] as? String == "error", "\(provider.id): \(refused)")
                 let message = refused["error_message"] as? String ?? ""
                 #expect(message.contains("Invalid API key"), "\(provider.id): \(message)")
@@ -147,10 +136,10 @@ struct CatalogProviderTests: GatewayHarness {
             let created = try await create(["resource": FakeProviders.azureOpenAIResource])
             #expect(created.status == .created, "\(created.text)")
             let id = try #require(created.json["id"] as? String)
-            #expect(try await settled(api, id, auth: user.session)["status"] as? String == "connected")
+            #expect(try await api.settled(id, auth: user.session)["status"] as? String == "connected")
             // Another resource: the fake does not know it, and says so.
             let elsewhere = try #require(try await create(["resource": "other-resource"]).json["id"] as? String)
-            #expect(try await settled(api, elsewhere, auth: user.session)["status"] as? String == "error")
+            #expect(try await api.settled(elsewhere, auth: user.session)["status"] as? String == "error")
 
             let bearer = [("authorization", "Bearer \(token)")]
             let chat: [String: Any] = ["messages": [["role": "user", "content": "Hi"]]]
@@ -208,9 +197,9 @@ struct CatalogProviderTests: GatewayHarness {
             let created = try await create(fakes.googleAccount, config)
             #expect(created.status == .created, "\(created.text)")
             let id = try #require(created.json["id"] as? String)
-            #expect(try await settled(api, id, auth: user.session)["status"] as? String == "connected")
+            #expect(try await api.settled(id, auth: user.session)["status"] as? String == "connected")
             let stranger = try #require(try await create(fakes.googleStrangerAccount, config).json["id"] as? String)
-            #expect(try await settled(api, stranger, auth: user.session)["status"] as? String == "error")
+            #expect(try await api.settled(stranger, auth: user.session)["status"] as? String == "error")
 
             let minted = fakes.googleTokensIssued
             let bearer = [("authorization", "Bearer \(token)")]

@@ -149,22 +149,11 @@ struct CatalogTests {
         """
     )
     func extraFile() async throws {
-        let fakes = try await FakeProviders.start()
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
+        try await Self.withBinaryFolder { fakes, directory, client in
             let extra = directory.path + "/providers-extra.json"
             try Data(FakeProviders.extraCatalogEntry.utf8).write(to: URL(fileURLWithPath: extra))
             // The operator's data, seeded as a first start would leave it: a user with a session, a service token.
-            let runtime = try await directory.openRuntime()
-            let user = try await runtime.users.create(
-                email: "extra@example.test", passwordHash: APIHarness.passwordHash, audit: nil)
-            let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
-            let (token, _) = try await runtime.tokens.create(
-                kind: .service, userID: nil, name: "backend", scopes: [.gatewayUse], expiresAt: nil,
-                audit: AuditEntry(actor: .operator, action: .tokenCreate))
-            await runtime.shutdown()
+            let (cookie, csrf, token) = try await Self.seed(directory)
 
             let binary = try KeyhavenBinary()
             var environment = directory.serveEnvironment
@@ -183,7 +172,7 @@ struct CatalogTests {
                 async throws -> (Int, [String: Any], String)
             {
                 try await Self.send(
-                    client, port, method, path, cookie: bearer == nil ? (cookie, session.csrfToken) : nil,
+                    client, port, method, path, cookie: bearer == nil ? (cookie, csrf) : nil,
                     bearer: bearer,
                     json: json)
             }
@@ -196,11 +185,7 @@ struct CatalogTests {
                 .POST, "/api/integrations", json: ["name": "acme", "type": "acme_llm", "credentials": provider.key])
             #expect(created == 201, "\(text)")
             let id = try #require(integration["id"] as? String)
-            var read: [String: Any] = [:]
-            for _ in 0..<1_200 where read["status"] as? String ?? "verifying" == "verifying" {
-                read = try await send(.GET, "/api/integrations/\(id)").1
-                if read["status"] as? String == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
-            }
+            let read = try await Self.settled(client, port, id, cookie: (cookie, csrf))
             #expect(read["status"] as? String == "connected", "\(read)")
             let (forwarded, _, answer) = try await send(
                 .POST, "/gateway/\(id)/v1/chat/completions", json: ["model": provider.model, "messages": []],
@@ -221,13 +206,7 @@ struct CatalogTests {
             #expect(!server.stderr.contains(provider.key))
             server.signal(SIGTERM)
             #expect(await server.wait(timeout: .seconds(20)) == 0)
-        } catch {
-            try? await client.shutdown()
-            await fakes.stop()
-            throw error
         }
-        try await client.shutdown()
-        await fakes.stop()
     }
 
     @Test(
@@ -238,24 +217,13 @@ struct CatalogTests {
         """
     )
     func customEndpoint() async throws {
-        let fakes = try await FakeProviders.start()
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
-            let runtime = try await directory.openRuntime()
-            let user = try await runtime.users.create(
-                email: "custom@example.test", passwordHash: APIHarness.passwordHash, audit: nil)
-            let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
-            let (token, _) = try await runtime.tokens.create(
-                kind: .service, userID: nil, name: "backend", scopes: [.gatewayUse], expiresAt: nil,
-                audit: AuditEntry(actor: .operator, action: .tokenCreate))
-            await runtime.shutdown()
+        try await Self.withBinaryFolder { fakes, directory, client in
+            let (cookie, csrf, token) = try await Self.seed(directory)
             let provider = FakeProviders.customProvider
             let endpoint = fakes.baseURL.absoluteString + "/openai_compatible/v1"
             func create(_ base: String, on port: Int) async throws -> (Int, [String: Any], String) {
                 try await Self.send(
-                    client, port, .POST, "/api/integrations", cookie: (cookie, session.csrfToken),
+                    client, port, .POST, "/api/integrations", cookie: (cookie, csrf),
                     json: [
                         "name": "local \(UUID().uuidString.prefix(6))", "type": "openai_compatible",
                         "credentials": provider.key, "config": ["base_url": base],
@@ -285,13 +253,7 @@ struct CatalogTests {
             let (created, integration, text) = try await create(endpoint, on: port)
             #expect(created == 201, "\(text)")
             let id = try #require(integration["id"] as? String)
-            var read: [String: Any] = [:]
-            for _ in 0..<1_200 where read["status"] as? String ?? "verifying" == "verifying" {
-                read = try await Self.send(
-                    client, port, .GET, "/api/integrations/\(id)", cookie: (cookie, session.csrfToken)
-                ).1
-                if read["status"] as? String == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
-            }
+            let read = try await Self.settled(client, port, id, cookie: (cookie, csrf))
             #expect(read["status"] as? String == "connected", "\(read)")
             let (forwarded, _, answer) = try await Self.send(
                 client, port, .POST, "/gateway/\(id)/chat/completions", bearer: token,
@@ -301,6 +263,19 @@ struct CatalogTests {
             #expect(fakes.unexpected == [])
             server.signal(SIGTERM)
             #expect(await server.wait(timeout: .seconds(20)) == 0)
+        }
+    }
+
+    /// Runs `body` with the fakes, a folder for a server's data, and an HTTP client; all three are stopped after.
+    static func withBinaryFolder(
+        _ body: (FakeProviders, TemporaryDirectory, HTTPClient) async throws -> Void
+    ) async throws {
+        let fakes = try await FakeProviders.start()
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            try await body(fakes, directory, client)
         } catch {
             try? await client.shutdown()
             await fakes.stop()
@@ -308,6 +283,32 @@ struct CatalogTests {
         }
         try await client.shutdown()
         await fakes.stop()
+    }
+
+    /// A user with a session and a `gateway:use` service token in `directory`'s database, as a first start would
+    /// leave them: the session cookie, its CSRF token, and the token.
+    static func seed(_ directory: TemporaryDirectory) async throws -> (String, String, String) {
+        let runtime = try await directory.openRuntime()
+        let user = try await runtime.users.create(
+            email: "operator@example.test", passwordHash: APIHarness.passwordHash, audit: nil)
+        let (cookie, session) = try await runtime.sessions.create(userID: user.id, lifetime: .seconds(3600))
+        let (token, _) = try await runtime.tokens.create(
+            kind: .service, userID: nil, name: "backend", scopes: [.gatewayUse], expiresAt: nil,
+            audit: AuditEntry(actor: .operator, action: .tokenCreate))
+        await runtime.shutdown()
+        return (cookie, session.csrfToken, token)
+    }
+
+    /// The integration `id` of the server on `port` once it is no longer being verified (or 60 s pass).
+    static func settled(_ client: HTTPClient, _ port: Int, _ id: String, cookie: (String, String)) async throws
+        -> [String: Any]
+    {
+        var read: [String: Any] = [:]
+        for _ in 0..<1_200 where read["status"] as? String ?? "verifying" == "verifying" {
+            read = try await send(client, port, .GET, "/api/integrations/\(id)", cookie: cookie).1
+            if read["status"] as? String == "verifying" { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        return read
     }
 
     /// One request to a server on `port`, as a signed-in browser (`cookie`) or a backend (`bearer`): its status, its

@@ -20,16 +20,6 @@ struct VerificationTests {
         await fakes.stop()
     }
 
-    /// Polls the integration until its status is no longer `verifying` (or 15 s pass).
-    func settled(_ api: APIHarness, _ id: String, auth: TestAuth) async throws -> [String: Any] {
-        for _ in 0..<300 {
-            let json = try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
-            if json["status"] as? String != "verifying" { return json }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return try await api.request(.get, "/api/integrations/\(id)", auth: auth).json
-    }
-
     @Test(
         "create → verifying → connected; bad credentials → verifying → error; disabled is left alone",
         arguments: TestDatabase.all)
@@ -44,7 +34,7 @@ struct VerificationTests {
             ) { api in
                 let user = try await api.user()
                 let id = try await api.openAIIntegration(for: user.session, key: FakeProviders.openAIKey)
-                let connected = try await settled(api, id, auth: user.session)
+                let connected = try await api.settled(id, auth: user.session)
                 #expect(connected["status"] as? String == "connected")
                 #expect(connected["last_verified_at"] is String)
                 #expect(connected["error_message"] is NSNull)
@@ -55,7 +45,7 @@ struct VerificationTests {
                 let updated = try await api.request(
                     .put, "/api/integrations/\(id)", auth: user.session, json: ["credentials": badKey])
                 #expect(updated.json["status"] as? String == "verifying")
-                let failed = try await settled(api, id, auth: user.session)
+                let failed = try await api.settled(id, auth: user.session)
                 #expect(failed["status"] as? String == "error")
                 let message = try #require(failed["error_message"] as? String)
                 #expect(message.hasPrefix("The provider rejected the credentials."))
