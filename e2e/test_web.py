@@ -217,7 +217,7 @@ def test_every_field_of_every_page_has_a_label_and_fits_a_phone(page, server, fa
     organization = re.search(r"/orgs/[0-9a-f-]{36}", page.url).group(0)
     paths = ["/integrations", "/integrations/new", "/audit", "/tokens", "/usage", detail, detail + "/delete"]
     paths += ["/orgs", organization, "/invitations/accept", "/integrations?workspace=" + organization.split("/")[-1]]
-    paths += [f"/integrations/new?type={kind}" for kind in LABELS]
+    paths += [f"/integrations/new?type={kind}" for kind in list(LABELS) + ["azure_openai", "vertex_ai", "openai_compatible", "mistral"]]
     for viewport in (DESKTOP, PHONE):
         page.set_viewport_size(viewport)
         for path in paths:

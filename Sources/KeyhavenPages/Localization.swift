@@ -110,7 +110,13 @@ struct Texts: Sendable, MustacheParent {
 
     /// What a provider's credentials are, under its name on the new-integration page.
     func description(_ entry: ProviderEntry) -> String {
-        table["desc_\(entry.id)"] ?? format("desc_api_key_of", ["provider": type(entry.type)])
+        if let own = table["desc_\(entry.id)"] { return own }
+        return switch entry.credential.kind {
+        case .apiKey: format("desc_api_key_of", ["provider": type(entry.type)])
+        case .googleServiceAccount: self["desc_google_cloud"]
+        case .awsKeys: self["desc_aws"]
+        case .azureServicePrincipal: self["desc_azure"]
+        }
     }
 
     /// What an audit action means, in words; an action without a label shows its code.
