@@ -64,7 +64,7 @@ public enum BackupSchema {
                 .init("verify_claimed_until", .date), .init("verification_details", .text),
                 .init("verify_attempts", .int), .init("latest_version", .int), .init("rotation", .text),
                 .init("rotation_reminded_version", .int), .init("credentials_changed_at", .date),
-                .init("retire_error", .text),
+                .init("retire_error", .text), .init("template_id", .uuid),
             ]),
         Table(
             name: "secrets", key: "id",
@@ -152,6 +152,13 @@ public enum BackupSchema {
             columns: [
                 .init("id", .uuid), .init("owner_id", .uuid), .init("name", .text), .init("integration_ids", .text),
                 .init("created_at", .date), .init("updated_at", .date),
+            ]),
+        Table(
+            name: "integration_templates", key: "id",
+            columns: [
+                .init("id", .uuid), .init("owner_id", .uuid), .init("name", .text), .init("type", .text),
+                .init("name_pattern", .text), .init("config", .text), .init("rotation", .text), .init("limits", .text),
+                .init("allowed_endpoints", .text), .init("created_at", .date), .init("updated_at", .date),
             ]),
         Table(
             name: "price_table", key: "id",

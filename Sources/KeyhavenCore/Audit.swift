@@ -72,6 +72,9 @@ public enum AuditAction: String, Sendable, CaseIterable {
     case usageReport = "usage.report"
     case routeUpdate = "gateway.route.update"
     case routeDelete = "gateway.route.delete"
+    case templateCreate = "template.create"
+    case templateUpdate = "template.update"
+    case templateDelete = "template.delete"
     case pricesImport = "prices.import"
     case pricesUpdate = "prices.update"
 }

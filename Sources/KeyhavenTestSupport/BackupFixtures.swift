@@ -65,6 +65,18 @@ public struct BackupScenario: Sendable {
                 ownerID: team.id, name: "shared", type: .openai, config: [:], credentials: .apiKey(canary), actor: owner
             )
             scenario.credentials[shared.id] = (team.id, [1: canary])
+            // A template of the team, and the shared integration made from it.
+            let template = try await SQLTemplateStore(database: runtime.database, audit: runtime.audit).create(
+                IntegrationTemplate(
+                    ownerID: team.id, name: "team OpenAI", type: .openai, namePattern: "OpenAI {n}",
+                    rotation: RotationPolicy(mode: .remind, everyDays: 60, graceHours: 24),
+                    limits: UsageLimits(monthlyBudgetMicros: 1_000_000), allowedEndpoints: ["/v1/chat/completions"]),
+                actor: owner)
+            try await runtime.database.transaction { sql in
+                try await sql.raw(
+                    "UPDATE integrations SET template_id = \(bind: template.id) WHERE id = \(bind: shared.id)"
+                ).run()
+            }
             // Usage of the shared integration: a gateway batch and a report.
             let tokens = TokenUsage(inputTokens: 1_000, cachedInputTokens: 400, outputTokens: 500)
             try await runtime.usage.append([

@@ -44,6 +44,7 @@ public struct Migrator: Sendable {
         .addMembershipConfirmation,
         .addReadinessProbe,
         .addKeyRetirement,
+        .addTemplates,
     ]
 
     let database: Database
