@@ -373,6 +373,10 @@ public func buildRouter(_ runtime: KeyhavenRuntime) async throws -> Router<AppRe
     PricesController(service: usage)
         .addRoutes(to: api.group("orgs", context: UserContext.self))
     CatalogController().addRoutes(to: api.group("catalog", context: UserContext.self))
+    TemplatesController(
+        service: TemplateService(
+            templates: SQLTemplateStore(database: runtime.database, audit: runtime.audit), access: access)
+    ).addRoutes(to: api.group("templates", context: UserContext.self))
     OpenAPIDocument.addRoute(to: router)
     routes.load(router.routes)
     return router

@@ -147,6 +147,46 @@ public struct KeyhavenClient: Sendable {
             credentials: credentials)
     }
 
+    // MARK: Templates
+
+    /// The templates of `workspace` (the caller's personal one when nil).
+    ///
+    /// - Throws: ``KeyhavenClientError``.
+    public func templates(in workspace: UUID? = nil) async throws -> [IntegrationTemplate] {
+        let list: TemplateList = try await send(.GET, ["api", "templates"], query: Self.workspace(workspace))
+        return list.templates
+    }
+
+    /// Saves a new template in `workspace` (owners and admins).
+    ///
+    /// - Throws: ``KeyhavenClientError``: `.validation` naming each bad field, `.conflict` for a taken name.
+    public func createTemplate(_ template: NewTemplate, in workspace: UUID? = nil) async throws -> IntegrationTemplate {
+        try await send(.POST, ["api", "templates"], query: Self.workspace(workspace), body: template.body)
+    }
+
+    /// Replaces template `id` of `workspace` (owners and admins).
+    ///
+    /// - Throws: ``KeyhavenClientError``.
+    public func replaceTemplate(_ id: UUID, with template: NewTemplate, in workspace: UUID? = nil) async throws
+        -> IntegrationTemplate
+    {
+        try await send(
+            .PUT, ["api", "templates", id.uuidString.lowercased()], query: Self.workspace(workspace),
+            body: template.body)
+    }
+
+    /// Deletes template `id` of `workspace` (owners and admins); integrations made from it keep their settings.
+    ///
+    /// - Throws: ``KeyhavenClientError``.
+    public func deleteTemplate(_ id: UUID, in workspace: UUID? = nil) async throws {
+        let _: Empty = try await send(
+            .DELETE, ["api", "templates", id.uuidString.lowercased()], query: Self.workspace(workspace))
+    }
+
+    private static func workspace(_ id: UUID?) -> [(String, String)] {
+        id.map { [("workspace_id", $0.uuidString.lowercased())] } ?? []
+    }
+
     // MARK: Transport
 
     private struct Empty: Decodable {}

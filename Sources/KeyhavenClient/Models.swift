@@ -313,3 +313,81 @@ public enum JSONValue: Sendable, Equatable, Codable {
 }
 
 typealias JSON = JSONValue
+
+/// A workspace's integration template (`/api/templates`): a provider with its settings, rotation policy, limits and
+/// the gateway paths its integrations may be called on.
+public struct IntegrationTemplate: Sendable, Equatable, Decodable {
+    /// Its id.
+    public let id: UUID
+    /// The workspace it belongs to.
+    public let workspaceID: UUID
+    /// Unique in the workspace.
+    public let name: String
+    /// The provider.
+    public let type: IntegrationType
+    /// An integration's name; `{n}` stands for the first free number.
+    public let namePattern: String
+    /// The provider's settings.
+    public let config: [String: JSONValue]
+    /// The rotation policy (`mode`, `every_days`, `grace_hours`).
+    public let rotation: [String: JSONValue]
+    /// The limits an integration made from it starts with, as the API writes them; nil for none.
+    public let limits: [String: JSONValue]?
+    /// The gateway paths its integrations may be called on; empty for any.
+    public let allowedEndpoints: [String]
+    /// When it was created.
+    public let createdAt: Date
+    /// When it last changed.
+    public let updatedAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id, name, type, config, rotation, limits
+        case workspaceID = "workspace_id"
+        case namePattern = "name_pattern"
+        case allowedEndpoints = "allowed_endpoints"
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+    }
+}
+
+/// A template to save: every field of `PUT /api/templates/{id}` (a save replaces the whole template).
+public struct NewTemplate: Sendable, Equatable {
+    public var name: String
+    public var type: IntegrationType
+    public var namePattern: String
+    public var config: [String: JSONValue]
+    /// `mode` (`off`, `remind`, `automatic`), `every_days`, `grace_hours`; empty for no rotation.
+    public var rotation: [String: JSONValue]
+    /// `monthly_budget_usd`, `requests_per_minute`, `tokens_per_minute`, `allow_unmetered_endpoints`; nil for none.
+    public var limits: [String: JSONValue]?
+    public var allowedEndpoints: [String]
+
+    /// Creates a template to save.
+    public init(
+        name: String, type: IntegrationType, namePattern: String, config: [String: JSONValue] = [:],
+        rotation: [String: JSONValue] = [:], limits: [String: JSONValue]? = nil, allowedEndpoints: [String] = []
+    ) {
+        self.name = name
+        self.type = type
+        self.namePattern = namePattern
+        self.config = config
+        self.rotation = rotation
+        self.limits = limits
+        self.allowedEndpoints = allowedEndpoints
+    }
+
+    var body: JSONValue {
+        var object: [String: JSONValue] = [
+            "name": .string(name), "type": .string(type.rawValue), "name_pattern": .string(namePattern),
+            "config": .object(config), "allowed_endpoints": .array(allowedEndpoints.map(JSONValue.string)),
+            "limits": limits.map(JSONValue.object) ?? .null,
+        ]
+        if !rotation.isEmpty { object["rotation"] = .object(rotation) }
+        return .object(object)
+    }
+}
+
+/// `GET /api/templates`.
+struct TemplateList: Decodable {
+    let templates: [IntegrationTemplate]
+}

@@ -11,7 +11,7 @@ import NIOHTTP1
 /// Endpoints that bill without saying so in their answer (OpenAI batches, background responses, images, audio,
 /// files and fine-tuning; Anthropic message batches; Gemini batches and cached contents) are *unmetered*: under a
 /// budget or token limit they are refused unless the owner allows them. Reads (`GET`, `HEAD`) and `DELETE` bill
-/// nothing at any of the three providers, and neither do the few `POST`s listed as free (token counting,
+/// nothing at any of the providers, and neither do the few `POST`s listed as free (token counting,
 /// moderation); those are always forwarded.
 ///
 /// The lists, in the provider catalog, are allow-lists on purpose: an endpoint a provider adds later is unmetered

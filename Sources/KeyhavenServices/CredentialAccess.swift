@@ -121,7 +121,7 @@ public struct CredentialAccess: Sendable {
         if use == .gateway, !Gateway.forwards(integration.type) {
             return CredentialDenial(
                 reason: "not_forwarded",
-                error: .badRequest("The gateway forwards only to openai, anthropic and gemini integrations."),
+                error: .badRequest("The gateway forwards only to providers with gateway rules in GET /api/catalog."),
                 recordedIn: integration.ownerID)
         }
         if target.ownerDisabled {

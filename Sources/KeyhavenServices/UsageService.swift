@@ -268,7 +268,7 @@ public struct UsageService: Sendable {
             let integration = try await integrations.find(id: id)
             guard integration.ownerID == workspace else { throw KeyhavenError.notFound }
             guard Gateway.forwards(integration.type) else {
-                throw KeyhavenError.conflict("A route lists only openai, anthropic and gemini integrations.")
+                throw KeyhavenError.conflict("A route lists only integrations the gateway forwards to.")
             }
         }
         let route = GatewayRoute(name: name, ownerID: workspace, integrationIDs: ids, updatedAt: Date())

@@ -107,3 +107,88 @@ struct TemplateStoreTests {
                 taken: ["Fixed"]) == "Fixed")
     }
 }
+
+/// `/api/templates` (SPEC §16): owners and admins write a workspace's templates, everyone who sees it reads them.
+@Suite("Integration templates API")
+struct TemplateAPITests {
+    static var body: [String: Any] {
+        [
+            "name": "OpenAI production", "type": "openai", "name_pattern": "OpenAI prod {n}",
+            "config": ["organization": "org-team"], "rotation": ["mode": "remind", "every_days": 30],
+            "limits": ["monthly_budget_usd": 50, "requests_per_minute": 600],
+            "allowed_endpoints": ["/v1/chat/completions"],
+        ]
+    }
+
+    @Test(
+        """
+        an admin saves, reads, replaces and deletes a template; members and viewers read it; a member cannot write \\
+        (403), an outsider or a removed member does not find it (404); a bad template is a 422 naming each field
+        """, arguments: TestDatabase.all)
+    func lifecycle(kind: TestDatabase) async throws {
+        try await APIHarness.with(kind) { api in
+            let team = try await Team(api: api)
+            let org = try await team.organization(api).lowercased
+            let path = "/api/templates?workspace_id=\(org)"
+            let created = try await api.request(.post, path, auth: team.admin.session, json: Self.body)
+            #expect(created.status == .created, "\(created.text)")
+            let id = try #require(created.json["id"] as? String)
+            #expect((created.json["limits"] as? [String: Any])?["monthly_budget_usd"] as? Double == 50)
+            #expect((created.json["rotation"] as? [String: Any])?["mode"] as? String == "remind")
+            for reader in [team.owner, team.member, team.viewer] {
+                let listed = try await api.request(.get, path, auth: reader.session)
+                #expect((listed.json["templates"] as? [[String: Any]])?.map { $0["id"] as? String } == [id])
+                #expect(
+                    try await api.request(.get, "/api/templates/\(id)?workspace_id=\(org)", auth: reader.session)
+                        .status == .ok)
+            }
+            for stranger in [team.outsider, team.removed] {
+                #expect(try await api.request(.get, path, auth: stranger.session).status == .notFound)
+                #expect(
+                    try await api.request(.post, path, auth: stranger.session, json: Self.body).status == .notFound)
+            }
+            #expect(try await api.request(.post, path, auth: team.member.session, json: Self.body).status == .forbidden)
+            #expect(
+                try await api.request(.delete, "/api/templates/\(id)?workspace_id=\(org)", auth: team.member.session)
+                    .status == .forbidden)
+            #expect(try await api.request(.post, path, auth: team.owner.session, json: Self.body).status == .conflict)
+
+            var bad = Self.body
+            bad["type"] = "nonexistent"
+            var refused = try await api.request(.post, path, auth: team.admin.session, json: bad)
+            #expect(refused.status == .unprocessableContent && refused.text.contains("\"type\""))
+            bad = Self.body
+            bad["config"] = ["organization": "nope"]
+            bad["limits"] = ["monthly_budget_usd": -1, "colour": "red"]
+            bad["allowed_endpoints"] = ["/v1/../admin"]
+            bad["name_pattern"] = ""
+            refused = try await api.request(.post, path, auth: team.admin.session, json: bad)
+            #expect(refused.status == .unprocessableContent, "\(refused.text)")
+            let fields = (refused.json["error"] as? [String: Any])?["fields"] as? [String: Any] ?? [:]
+            for field in [
+                "config.organization", "limits.monthly_budget_usd", "limits.colour", "allowed_endpoints[0]",
+                "name_pattern",
+            ] {
+                #expect(fields[field] != nil, "\(field): \(fields)")
+            }
+
+            var replaced = Self.body
+            replaced["name"] = "OpenAI staging"
+            replaced["limits"] = NSNull()
+            let put = try await api.request(
+                .put, "/api/templates/\(id)?workspace_id=\(org)", auth: team.owner.session, json: replaced)
+            #expect(
+                put.status == .ok && put.json["name"] as? String == "OpenAI staging" && put.json["limits"] is NSNull)
+            #expect(
+                try await api.request(.delete, "/api/templates/\(id)?workspace_id=\(org)", auth: team.admin.session)
+                    .status == .noContent)
+            #expect(
+                try await api.request(.get, "/api/templates/\(id)?workspace_id=\(org)", auth: team.owner.session)
+                    .status == .notFound)
+            // A personal workspace is its user's: its templates are theirs alone.
+            #expect(
+                try await api.request(.post, "/api/templates", auth: team.member.session, json: Self.body).status
+                    == .created)
+        }
+    }
+}

@@ -137,6 +137,38 @@ struct ClientTests {
         }
     }
 
+    @Test("templates: saved, listed, replaced and deleted; a bad one comes back as a typed validation error")
+    func templates() async throws {
+        try await withServer { _, _, url, _, pat in
+            let client = KeyhavenClient(baseURL: url, token: pat)
+            let new = NewTemplate(
+                name: "Mistral team", type: .mistral, namePattern: "Mistral {n}",
+                rotation: ["mode": .string("remind"), "every_days": .number(30)],
+                limits: ["monthly_budget_usd": .number(20)], allowedEndpoints: ["/v1/chat/completions"])
+            let saved = try await client.createTemplate(new)
+            #expect(saved.type == .mistral && saved.namePattern == "Mistral {n}")
+            #expect(saved.limits?["monthly_budget_usd"] == .number(20))
+            #expect(try await client.templates().map(\.id) == [saved.id])
+            var changed = new
+            changed.name = "Mistral staging"
+            changed.limits = nil
+            let replaced = try await client.replaceTemplate(saved.id, with: changed)
+            #expect(replaced.name == "Mistral staging" && replaced.limits == nil)
+            var bad = new
+            bad.allowedEndpoints = ["/v1/../x"]
+            await #expect {
+                _ = try await client.createTemplate(bad)
+            } throws: { error in
+                if case .validation(let fields, _) = error as? KeyhavenClientError {
+                    return fields["allowed_endpoints[0]"] != nil
+                }
+                return false
+            }
+            try await client.deleteTemplate(saved.id)
+            #expect(try await client.templates().isEmpty)
+        }
+    }
+
     @Test("an external JWT works like a personal token for the integration calls")
     func externalJWT() async throws {
         try await withServer { _, _, url, _, _ in
