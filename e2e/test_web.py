@@ -252,7 +252,7 @@ def test_a_viewer_sees_the_shared_integration_without_edit_controls_and_once_pro
         owner.locator("details.switcher").get_by_role("link", name=re.compile("^Equipo E2E")).click()
         expect(owner).to_have_url(re.compile(rf"/integrations\?workspace={org_id}$"))
         owner.get_by_role("link", name="Nueva Integración").first.click()
-        owner.locator('a[href^="/integrations/new?type=openai"]').click()
+        owner.locator('a[href^="/integrations/new?type=openai&workspace="]').click()
         owner.get_by_label("Nombre").fill("Clave compartida")
         fill_provider(owner, "openai", credentials)
         owner.get_by_role("button", name="Guardar y Verificar").click()
