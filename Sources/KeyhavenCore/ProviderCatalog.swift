@@ -318,7 +318,7 @@ public struct ProviderEntry: Sendable, Decodable, Equatable {
             let bytes = Array(text.utf8)
             switch format {
             case .id:
-                return text.hasPrefix(prefix) && bytes.count > prefix.utf8.count && bytes.count <= 64
+                return text.hasPrefix(prefix) && !bytes.isEmpty && bytes.count <= 64
                     && bytes.allSatisfy(ASCII.isKeyCharacter)
             case .dnsLabel:
                 return (2...63).contains(bytes.count) && bytes.first != UInt8(ascii: "-")
