@@ -89,6 +89,24 @@ struct NumericFuzzTests {
                 Case(method: .put, route: route, field: field, problem: field, body: "{\"\(field)\":__N__}")
             }
         }
+        + [(HTTPRequest.Method.post, "/api/templates"), (.put, "/api/templates/{id}")].flatMap { method, route in
+            ["monthly_budget_usd", "requests_per_minute", "tokens_per_minute"].map { field in
+                Case(
+                    method: method, route: route, field: "limits.\(field)", problem: "limits.\(field)",
+                    body: #"{"name":"__NAME__","type":"aws","name_pattern":"AWS {n}","limits":{"#
+                        + "\"\(field)\":__N__}}")
+            }
+                + ["every_days", "grace_hours"].map { field in
+                    let numbers =
+                        field == "every_days"
+                        ? #""every_days":__N__,"grace_hours":24"# : #""every_days":30,"grace_hours":__N__"#
+                    return Case(
+                        method: method, route: route, field: "rotation.\(field)", problem: "rotation.\(field)",
+                        body:
+                            #"{"name":"__NAME__","type":"aws","name_pattern":"AWS {n}","rotation":{"mode":"automatic","#
+                            + numbers + "}}")
+                }
+        }
         + ["input_usd_per_million", "output_usd_per_million", "cached_input_usd_per_million"].map { field in
             var numbers = ["input_usd_per_million": "1", "output_usd_per_million": "1"]
             numbers[field] = "__N__"
@@ -189,10 +207,17 @@ struct NumericFuzzTests {
             #expect(prices.status == .ok, "\(prices.text)")
             var outcomes: [String: Int] = [:]
             var counter = 0
+            let template = try await api.request(
+                .post, "/api/templates", auth: user.session,
+                json: ["name": "numeric fuzz", "type": "aws", "name_pattern": "AWS {n}"])
+            let templateID = try #require(template.json["id"] as? String, "\(template.text)")
             for test in Self.cases {
                 let id =
-                    test.route.contains("/api/orgs/")
-                    ? organization.lowercased : test.route.contains("/usage") ? openai.id.lowercased : aws.id.lowercased
+                    test.route.contains("/api/templates/")
+                    ? templateID
+                    : test.route.contains("/api/orgs/")
+                        ? organization.lowercased
+                        : test.route.contains("/usage") ? openai.id.lowercased : aws.id.lowercased
                 let path = test.route.replacingOccurrences(of: "{id}", with: id)
                 let auth: TestAuth = test.route.hasSuffix("/usage") ? .bearer(reporter) : user.session
                 for value in Self.hostile {
