@@ -69,9 +69,6 @@ struct TemplateRequest: RequestBody {
     static let knownFields: Set<String>? = [
         "name", "type", "name_pattern", "config", "rotation", "limits", "allowed_endpoints",
     ]
-    static let limitFields: Set<String> = [
-        "monthly_budget_usd", "requests_per_minute", "tokens_per_minute", "allow_unmetered_endpoints",
-    ]
 
     var name: Input<String>?
     var type: Input<String>?
@@ -116,42 +113,26 @@ struct TemplateRequest: RequestBody {
         return errors.isEmpty && pattern != nil ? .success(template) : .failure(errors)
     }
 
-    /// `limits`: `{monthly_budget_usd, requests_per_minute, tokens_per_minute, allow_unmetered_endpoints}`, each
-    /// optional; nil when absent, null or empty.
+    /// `limits`: the body of `PUT …/limits` (``LimitsRequest``, the same rules), its problems under `limits.`; nil
+    /// when absent, null or empty.
     static func limits(_ input: Input<[String: JSONValue]>?, errors: inout FieldErrors) -> UsageLimits? {
         guard let input else { return nil }
-        guard let object = input.value else {
+        guard let object = input.value,
+            let decoded = try? JSONDecoder().decode(
+                LimitsRequest.self, from: Data(JSONValue.object(object).jsonText.utf8))
+        else {
             errors["limits"] = "must be an object"
             return nil
         }
-        for key in object.keys where !limitFields.contains(key) { errors["limits.\(key)"] = "is not a known field" }
-        func whole(_ name: String, _ maximum: Double) -> Int64? {
-            switch object[name] {
-            case nil, .null?: return nil
-            case .number(let value)? where value.isFinite && value == value.rounded() && (0...maximum).contains(value):
-                return Int64(value)
-            default:
-                errors["limits.\(name)"] = "must be a whole number from 0 to \(Int64(maximum)), or null"
-                return nil
-            }
+        for key in object.keys where !(LimitsRequest.knownFields ?? []).contains(key) {
+            errors["limits.\(key)"] = "is not a known field"
         }
-        var budget: Int64?
-        switch object["monthly_budget_usd"] {
-        case nil, .null?: break
-        case .number(let dollars)? where dollars.isFinite && (0...1e9).contains(dollars):
-            budget = Int64((dollars * 1_000_000).rounded())
-        default: errors["limits.monthly_budget_usd"] = "must be a number of dollars from 0 to 1000000000, or null"
+        switch decoded.validated(FieldErrors()) {
+        case .success(let limits): return limits.isEmpty ? nil : limits
+        case .failure(let problems):
+            for (field, problem) in problems.all { errors.add(problem, to: "limits.\(field)") }
+            return nil
         }
-        var unmetered = false
-        switch object["allow_unmetered_endpoints"] {
-        case nil, .null?: break
-        case .bool(let value)?: unmetered = value
-        default: errors["limits.allow_unmetered_endpoints"] = "must be true or false"
-        }
-        let limits = UsageLimits(
-            monthlyBudgetMicros: budget, requestsPerMinute: whole("requests_per_minute", 1e9),
-            tokensPerMinute: whole("tokens_per_minute", 1e12), allowsUnmeteredEndpoints: unmetered)
-        return limits.isEmpty ? nil : limits
     }
 }
 
